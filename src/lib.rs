@@ -1,0 +1,1 @@
+//! taskgroup: start work, wait for it, close it cleanly.
