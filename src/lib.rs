@@ -1,1 +1,95 @@
-//! taskgroup: start work, wait for it, close it cleanly.
+//! Start work, wait for it, close it cleanly.
+//!
+//! `taskgroup` is for the lifecycle of long-running tokio services: a server's
+//! `start()` registers work, its `close()` drains it within a deadline, and
+//! nested parts (listener, connections, database pool, log flusher) stop in
+//! order. One type, [`WaitGroup`], does the bookkeeping:
+//!
+//! ```
+//! use std::time::Duration;
+//! use taskgroup::{TaskGuard, WaitGroup};
+//!
+//! struct Server { wg: WaitGroup, listener: Option<TaskGuard> }
+//!
+//! impl Server {
+//!     fn start() -> Self {
+//!         let wg = WaitGroup::builder().name("server").build();
+//!         let listener = Some(wg.add_named("listener"));    // completed in close()
+//!         wg.go_named("conn", |ctx| async move {            // errors and panics kept
+//!             ctx.cancelled().await;                        // drain on shutdown
+//!             Ok::<_, std::io::Error>(())
+//!         });
+//!         Server { wg, listener }
+//!     }
+//!     async fn close(&mut self) -> taskgroup::ShutdownReport {
+//!         drop(self.listener.take());
+//!         self.wg.shutdown(Duration::from_secs(5)).await.expect("not called from own task")
+//!     }
+//! }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut server = Server::start();
+//! let report = server.close().await;
+//! assert!(report.is_clean(), "{report}");
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! * **Guards** — [`WaitGroup::add`] returns a [`TaskGuard`] that can be kept
+//!   in a struct and completed later by [`TaskGuard::done`] or drop. Each has an
+//!   id, an optional name and the place it was created.
+//! * **Tasks** — [`WaitGroup::go`] spawns a task that receives the group's
+//!   [`CancellationToken`](tokio_util::sync::CancellationToken) and returns a
+//!   `Result`. Every error and panic is kept, with the task's identity, and
+//!   returned by [`WaitGroup::wait`] as [`TaskErrors`]. With
+//!   [`Builder::cancel_on_error`] the first failure cancels the rest (Go's
+//!   `errgroup`).
+//! * **Links** — [`WaitGroup::link`] and [`WaitGroup::child`] attach groups
+//!   below a group; its waits and shutdowns then cover them, in order.
+//! * **Deadlines** — [`WaitGroup::wait_timeout`] returns a [`PendingReport`]
+//!   naming every unfinished guard and task; [`WaitGroup::shutdown`] closes,
+//!   cancels, waits, aborts stragglers and returns a [`ShutdownReport`].
+//! * **Blocking** — [`WaitGroup::wait_blocking`] for `Drop` impls and
+//!   synchronous code, outside any runtime.
+//!
+//! # Compared with the alternatives
+//!
+//! | | `taskgroup` | tokio-util `TaskTracker` | tokio `JoinSet` | `tokio-graceful-shutdown` |
+//! |---|---|---|---|---|
+//! | guard kept in a struct | [`TaskGuard`] with id, name, site | `TaskTrackerToken` | no | no |
+//! | tasks returning `Result` | yes, all errors kept | no (`JoinHandle`) | yes, joined one by one | yes |
+//! | panics | error with the task's name and id | token dropped | `JoinError` | `Panicked(name)` |
+//! | wait on an empty group | returns at once | needs `close()` first | `join_next` → `None` | n/a |
+//! | wait with a deadline | report of what is pending | wrap in `timeout`; `len()` | wrap in `timeout` | top level only |
+//! | nested groups, ordered teardown | `link`/`child`, one shared deadline | no | no | subsystem tree, unordered |
+//! | abort after grace | `shutdown` | no | `abort_all` | yes |
+//! | blocking wait | `wait_blocking` | no | no | no |
+//!
+//! # Feature flags and runtime
+//!
+//! None. `go()` needs to be called inside a Tokio runtime; the deadline
+//! variants need Tokio's time driver, and use Tokio's clock, so paused time in
+//! tests applies to them.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod error;
+mod event;
+mod guard;
+mod label;
+mod registry;
+mod report;
+mod shutdown;
+mod state;
+mod sync;
+mod task;
+mod wait_group;
+
+pub use error::{BoxError, Closed, LinkError, TaskError, TaskErrors, WaitError};
+pub use guard::TaskGuard;
+pub use label::{GroupId, TaskId};
+pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
+pub use wait_group::{Builder, WaitGroup};

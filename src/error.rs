@@ -1,0 +1,341 @@
+//! Errors: a task's failure, the list of them a wait returns, and misuse.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::label::{fmt_task, GroupId, GroupLabel, Label, TaskId};
+use crate::report::PendingReport;
+
+/// The error type tasks may return: anything that converts into this, which
+/// includes every `std::error::Error + Send + Sync + 'static`, `String` and
+/// `&str`.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// How a task failed.
+#[derive(Debug)]
+enum Failure {
+    Error(BoxError),
+    Panic {
+        message: String,
+        while_dropped: bool,
+    },
+}
+
+/// One task's failure: the error it returned, or its panic, with the task's
+/// identity.
+///
+/// `Display` reads `task "fetch" #3 in group "crawler" failed: <error>` (or
+/// `panicked: <message>`). Because the message already includes the task's own
+/// error, [`source`](StdError::source) skips it and returns *that* error's
+/// source, so an error chain never prints the same text twice; use
+/// [`error`](TaskError::error) to reach the task's own error value.
+#[derive(Debug)]
+pub struct TaskError {
+    id: TaskId,
+    name: Option<Label>,
+    group: GroupLabel,
+    failure: Failure,
+}
+
+impl TaskError {
+    pub(crate) fn failed(
+        id: TaskId,
+        name: Option<Label>,
+        group: GroupLabel,
+        error: BoxError,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            group,
+            failure: Failure::Error(error),
+        }
+    }
+
+    pub(crate) fn panicked(
+        id: TaskId,
+        name: Option<Label>,
+        group: GroupLabel,
+        payload: &(dyn std::any::Any + Send),
+        while_dropped: bool,
+    ) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        Self {
+            id,
+            name,
+            group,
+            failure: Failure::Panic {
+                message,
+                while_dropped,
+            },
+        }
+    }
+
+    /// The failed task's id within its group.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The failed task's name, if it was spawned with
+    /// [`go_named`](crate::WaitGroup::go_named).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(Label::as_str)
+    }
+
+    /// The id of the group the task belonged to.
+    pub fn group_id(&self) -> GroupId {
+        self.group.id
+    }
+
+    /// The name of the group the task belonged to, if it has one.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.name()
+    }
+
+    /// Whether the task panicked (rather than returning an error).
+    pub fn is_panic(&self) -> bool {
+        matches!(self.failure, Failure::Panic { .. })
+    }
+
+    /// The panic message, if the task panicked and the payload was a string.
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.failure {
+            Failure::Panic { message, .. } => Some(message),
+            Failure::Error(_) => None,
+        }
+    }
+
+    /// The error the task returned, if it returned one.
+    pub fn error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        match &self.failure {
+            Failure::Error(error) => Some(&**error),
+            Failure::Panic { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_task(f, self.name.as_ref(), self.id)?;
+        write!(f, " in {} ", self.group)?;
+        match &self.failure {
+            Failure::Error(error) => write!(f, "failed: {error}"),
+            Failure::Panic {
+                message,
+                while_dropped: false,
+            } => write!(f, "panicked: {message}"),
+            Failure::Panic {
+                message,
+                while_dropped: true,
+            } => write!(f, "panicked while being dropped: {message}"),
+        }
+    }
+}
+
+impl StdError for TaskError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.failure {
+            Failure::Error(error) => error.source(),
+            Failure::Panic { .. } => None,
+        }
+    }
+}
+
+/// Every task failure a group and its linked groups recorded, in completion
+/// order within each group (the group's own first, then each linked group's in
+/// link order).
+///
+/// Cheap to clone: the failures are shared, which is how waiting twice returns
+/// the same errors.
+#[derive(Debug, Clone, Default)]
+pub struct TaskErrors {
+    errors: Vec<Arc<TaskError>>,
+}
+
+impl TaskErrors {
+    pub(crate) fn new(errors: Vec<Arc<TaskError>>) -> Self {
+        Self { errors }
+    }
+
+    /// How many tasks failed.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Whether no task failed.
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The failure recorded first.
+    pub fn first(&self) -> Option<&TaskError> {
+        self.errors.first().map(|e| &**e)
+    }
+
+    /// The failures, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &TaskError> + '_ {
+        self.errors.iter().map(|e| &**e)
+    }
+}
+
+impl<'a> IntoIterator for &'a TaskErrors {
+    type Item = &'a TaskError;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, Arc<TaskError>>,
+        fn(&'a Arc<TaskError>) -> &'a TaskError,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter().map(|e| &**e)
+    }
+}
+
+impl fmt::Display for TaskErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errors.as_slice() {
+            [] => f.write_str("no task failed"),
+            [one] => fmt::Display::fmt(one, f),
+            all => {
+                write!(f, "{} tasks failed", all.len())?;
+                for (i, error) in all.iter().enumerate() {
+                    write!(f, "; {}) {error}", i + 1)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl StdError for TaskErrors {
+    /// The first failure's source (the list's `Display` already includes the
+    /// first failure's message).
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.errors.first().and_then(|e| e.source())
+    }
+}
+
+/// Why [`wait`](crate::WaitGroup::wait) and its variants did not return `Ok`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// Everything finished, and at least one task failed or panicked.
+    Failed {
+        /// Every failure, in order.
+        errors: TaskErrors,
+    },
+    /// The deadline passed before everything finished. Only the `_timeout`
+    /// and `_deadline` variants of wait return this.
+    TimedOut {
+        /// Every guard and task still pending at the deadline, in this group
+        /// and its linked groups.
+        pending: PendingReport,
+        /// The failures recorded before the deadline.
+        errors: TaskErrors,
+    },
+    /// Wait was called from inside a task that the wait would have to wait
+    /// for, which could never finish.
+    WaitFromOwnTask {
+        /// The group whose task called wait.
+        group: GroupId,
+    },
+}
+
+impl WaitError {
+    /// The failures recorded (empty for [`WaitFromOwnTask`](Self::WaitFromOwnTask)).
+    pub fn errors(&self) -> &TaskErrors {
+        static NONE: TaskErrors = TaskErrors { errors: Vec::new() };
+        match self {
+            WaitError::Failed { errors } | WaitError::TimedOut { errors, .. } => errors,
+            WaitError::WaitFromOwnTask { .. } => &NONE,
+        }
+    }
+
+    /// The pending report, if the wait timed out.
+    pub fn pending(&self) -> Option<&PendingReport> {
+        match self {
+            WaitError::TimedOut { pending, .. } => Some(pending),
+            _ => None,
+        }
+    }
+
+    /// Whether the wait timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WaitError::TimedOut { .. })
+    }
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitError::Failed { errors } => fmt::Display::fmt(errors, f),
+            WaitError::TimedOut { pending, errors } => {
+                write!(f, "timed out: {pending}")?;
+                if !errors.is_empty() {
+                    write!(f, "; and {errors}")?;
+                }
+                Ok(())
+            }
+            WaitError::WaitFromOwnTask { group } => write!(
+                f,
+                "wait called from inside a task of group {group}, which that wait covers: it would wait for itself forever"
+            ),
+        }
+    }
+}
+
+impl StdError for WaitError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.errors().source()
+    }
+}
+
+/// [`try_add`](crate::WaitGroup::try_add) or [`try_go`](crate::WaitGroup::try_go)
+/// on a group that was [closed](crate::WaitGroup::close).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("group {group} is closed to new work")]
+pub struct Closed {
+    pub(crate) group: GroupId,
+}
+
+impl Closed {
+    /// The closed group.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+}
+
+/// Why [`link`](crate::WaitGroup::link) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// A group cannot wait for itself.
+    #[error("cannot link group {group} to itself")]
+    SelfLink {
+        /// The group.
+        group: GroupId,
+    },
+    /// The link would close a cycle: `child` already (transitively) waits for
+    /// `parent`, so each would wait for the other forever.
+    #[error("linking group {child} under group {parent} would create a cycle: {child} already waits for {parent}")]
+    Cycle {
+        /// The would-be parent.
+        parent: GroupId,
+        /// The would-be child.
+        child: GroupId,
+    },
+    /// The child is already linked under this parent.
+    #[error("group {child} is already linked under group {parent}")]
+    AlreadyLinked {
+        /// The parent.
+        parent: GroupId,
+        /// The child.
+        child: GroupId,
+    },
+}

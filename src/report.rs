@@ -1,0 +1,267 @@
+//! What a timed-out wait, a snapshot or a shutdown says about pending work.
+
+use std::fmt;
+use std::panic::Location;
+use std::time::Duration;
+
+use crate::error::TaskErrors;
+use crate::label::{fmt_task, GroupId, GroupLabel, Label, TaskId};
+
+/// Whether pending work is a guard from [`add`](crate::WaitGroup::add) or a
+/// task from [`go`](crate::WaitGroup::go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskKind {
+    /// A [`TaskGuard`](crate::TaskGuard): only its owner can complete it; a
+    /// shutdown cannot abort it.
+    Guard,
+    /// A task spawned by `go()`: a shutdown aborts it after the grace period.
+    Task,
+}
+
+/// One unfinished guard or task.
+///
+/// `Display` reads
+/// `task "conn" #12 in group "server" (task, created at src/main.rs:40:12, pending for 3.2s)`.
+#[derive(Clone)]
+pub struct TaskInfo {
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Label>,
+    pub(crate) kind: TaskKind,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) age: Duration,
+    pub(crate) group: GroupLabel,
+}
+
+impl TaskInfo {
+    /// The id within its group.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The name it was given, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(Label::as_str)
+    }
+
+    /// Guard or task.
+    pub fn kind(&self) -> TaskKind {
+        self.kind
+    }
+
+    /// Where it was created: the caller of `add`, `go` or their variants.
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+
+    /// How long it had been pending when the report was made (on Tokio's
+    /// clock, so paused time in tests applies).
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+
+    /// The group that holds it.
+    pub fn group_id(&self) -> GroupId {
+        self.group.id
+    }
+
+    /// That group's name, if it has one.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.name()
+    }
+}
+
+impl fmt::Display for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_task(f, self.name.as_ref(), self.id)?;
+        let kind = match self.kind {
+            TaskKind::Guard => "guard",
+            TaskKind::Task => "task",
+        };
+        write!(
+            f,
+            " in {} ({kind}, created at {}, pending for {:.1?})",
+            self.group, self.site, self.age
+        )
+    }
+}
+
+impl fmt::Debug for TaskInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskInfo")
+            .field("id", &self.id)
+            .field("name", &self.name())
+            .field("kind", &self.kind)
+            .field("site", &format_args!("{}", self.site))
+            .field("age", &self.age)
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+/// The pending work of one group.
+#[derive(Debug, Clone)]
+pub struct GroupPending {
+    pub(crate) group: GroupLabel,
+    pub(crate) count: usize,
+    pub(crate) tasks: Vec<TaskInfo>,
+}
+
+impl GroupPending {
+    /// The group's id.
+    pub fn group_id(&self) -> GroupId {
+        self.group.id
+    }
+
+    /// The group's name, if it has one.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.name()
+    }
+
+    /// How many guards and tasks are pending in this group.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is pending in this group.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The pending guards and tasks that were recorded, by id. Guards of a
+    /// group built with [`record_guards(false)`](crate::Builder::record_guards)
+    /// are counted in [`len`](Self::len) but not listed here.
+    pub fn tasks(&self) -> &[TaskInfo] {
+        &self.tasks
+    }
+
+    /// Pending guards that were counted but not recorded.
+    pub fn unrecorded(&self) -> usize {
+        self.count.saturating_sub(self.tasks.len())
+    }
+}
+
+/// Every unfinished guard and task of a group and its linked groups, taken at
+/// one moment (group by group, so work that finishes while the report is made
+/// may still be listed).
+///
+/// Groups with nothing pending are left out; the groups that remain come in
+/// wait order (the group itself, then its linked groups depth-first in link
+/// order, each once).
+#[derive(Debug, Clone, Default)]
+pub struct PendingReport {
+    pub(crate) groups: Vec<GroupPending>,
+}
+
+impl PendingReport {
+    /// How many guards and tasks are pending in all groups.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.count).sum()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The groups with pending work.
+    pub fn groups(&self) -> &[GroupPending] {
+        &self.groups
+    }
+
+    /// Every recorded pending guard and task, group by group.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> + '_ {
+        self.groups.iter().flat_map(|g| g.tasks.iter())
+    }
+}
+
+impl fmt::Display for PendingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} pending", self.len())?;
+        for group in &self.groups {
+            for task in &group.tasks {
+                write!(f, "; {task}")?;
+            }
+            if group.unrecorded() > 0 {
+                write!(
+                    f,
+                    "; {} unrecorded guard(s) in {}",
+                    group.unrecorded(),
+                    group.group
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`shutdown`](crate::WaitGroup::shutdown) did.
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    pub(crate) finished: usize,
+    pub(crate) aborted: Vec<TaskInfo>,
+    pub(crate) pending: PendingReport,
+    pub(crate) errors: TaskErrors,
+    pub(crate) elapsed: Duration,
+}
+
+impl ShutdownReport {
+    /// Whether everything finished by itself within the grace period and no
+    /// task ever failed.
+    pub fn is_clean(&self) -> bool {
+        self.aborted.is_empty() && self.pending.is_empty() && self.errors.is_empty()
+    }
+
+    /// Guards and tasks that completed by themselves during the shutdown
+    /// (successfully or not), in all groups.
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    /// Tasks still running at the deadline, which the shutdown aborted.
+    pub fn aborted(&self) -> &[TaskInfo] {
+        &self.aborted
+    }
+
+    /// Work still pending when the shutdown returned: guards (which cannot be
+    /// aborted) and tasks whose abort had not taken effect in time (for
+    /// example, stuck in blocking code).
+    pub fn pending(&self) -> &PendingReport {
+        &self.pending
+    }
+
+    /// Every failure the groups recorded, as [`wait`](crate::WaitGroup::wait)
+    /// would return them.
+    pub fn errors(&self) -> &TaskErrors {
+        &self.errors
+    }
+
+    /// How long the shutdown took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shutdown took {:.1?}: {} finished, {} failed, {} aborted, {} still pending",
+            self.elapsed,
+            self.finished,
+            self.errors.len(),
+            self.aborted.len(),
+            self.pending.len()
+        )?;
+        for task in &self.aborted {
+            write!(f, "\n  aborted: {task}")?;
+        }
+        for task in self.pending.tasks() {
+            write!(f, "\n  pending: {task}")?;
+        }
+        for error in &self.errors {
+            write!(f, "\n  failed: {error}")?;
+        }
+        Ok(())
+    }
+}
