@@ -1,7 +1,7 @@
 //! The record of pending work that reports are made from.
 //!
 //! Every `go()` task has an entry (its name, creation site, start time and
-//! abort handle); guards have one unless the group was built with
+//! join handle); guards have one unless the group was built with
 //! [`record_guards(false)`](crate::Builder::record_guards). Entries live in a
 //! few shards, each a small slab behind its own lock, chosen by task id, so
 //! concurrent adds from different threads rarely meet on one lock and there is
@@ -12,7 +12,7 @@ use std::panic::Location;
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::label::{Label, TaskId};
@@ -26,7 +26,8 @@ pub(crate) struct Entry {
     pub(crate) kind: TaskKind,
     pub(crate) site: &'static Location<'static>,
     pub(crate) started: Instant,
-    pub(crate) abort: Option<AbortHandle>,
+    /// A `go()` task's handle, to abort it and to wait for the abort.
+    pub(crate) join: Option<JoinHandle<()>>,
 }
 
 /// Where an entry lives: shard in the high half, index in the low half.
@@ -108,22 +109,22 @@ impl Registry {
         entry
     }
 
-    /// Stores the abort handle of a just-spawned task, unless the task has
+    /// Stores the join handle of a just-spawned task, unless the task has
     /// already finished (its slot is empty or reused by a newer entry).
-    pub(crate) fn set_abort(&self, slot: Slot, id: TaskId, abort: AbortHandle) {
+    pub(crate) fn set_join(&self, slot: Slot, id: TaskId, join: JoinHandle<()>) {
         let mut slab = self.shards[slot.shard()].0.lock();
         if let Some(Some(entry)) = slab.entries.get_mut(slot.index()) {
             if entry.id == id {
-                entry.abort = Some(abort);
+                entry.join = Some(join);
             }
         }
     }
 
     /// Calls `f` on every entry, one shard at a time.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Entry)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&mut Entry)) {
         for shard in self.shards.iter() {
-            let slab = shard.0.lock();
-            slab.entries.iter().flatten().for_each(&mut f);
+            let mut slab = shard.0.lock();
+            slab.entries.iter_mut().flatten().for_each(&mut f);
         }
     }
 }

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::WaitError;
-use crate::label::{GroupId, TaskId};
+use crate::label::GroupId;
 use crate::report::{ShutdownReport, TaskInfo};
 use crate::wait_group::{deadline_after, WaitGroup};
 
@@ -118,10 +119,17 @@ impl WaitGroup {
                 .await
                 .is_err()
             {
-                let aborted = inner.abort_tasks(Instant::now());
-                let _ = timeout_at(progress.abort_deadline, inner.wait_idle()).await;
-                let ids: HashSet<TaskId> = aborted.iter().map(|t| t.id).collect();
-                aborted_done = aborted.len() - inner.count_pending(&ids);
+                let (aborted, joins) = inner.abort_tasks(Instant::now());
+                // Wait for the aborted tasks only: a guard cannot be aborted,
+                // so waiting for the whole group here would only wait out the
+                // abort timeout.
+                let mut stopping: FuturesUnordered<_> = joins.into_iter().collect();
+                let _ = timeout_at(progress.abort_deadline, async {
+                    while stopping.next().await.is_some() {
+                        aborted_done += 1;
+                    }
+                })
+                .await;
                 progress.aborted.extend(aborted);
             }
             // Everything that completed during this group's turn, minus what

@@ -285,7 +285,7 @@ impl Inner {
                 kind,
                 site,
                 started: Instant::now(),
-                abort: None,
+                join: None,
             })
         } else {
             Slot::NONE
@@ -587,7 +587,7 @@ impl WaitGroup {
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(self.inner.own.clone());
         let join = handle.spawn(task::run(self.id(), name, guard, fut));
-        self.inner.registry.set_abort(slot, id, join.abort_handle());
+        self.inner.registry.set_join(slot, id, join);
         id
     }
 
@@ -1011,25 +1011,23 @@ impl Inner {
         self.state().wait_idle().await;
     }
 
-    /// Aborts every running `go()` task of this group; returns what it aborted.
-    pub(crate) fn abort_tasks(&self, now: Instant) -> Vec<TaskInfo> {
+    /// Aborts every running `go()` task of this group. Returns what it
+    /// aborted, and the handles that resolve once each abort took effect.
+    pub(crate) fn abort_tasks(
+        &self,
+        now: Instant,
+    ) -> (Vec<TaskInfo>, Vec<tokio::task::JoinHandle<()>>) {
         let mut aborted = Vec::new();
+        let mut joins = Vec::new();
         self.registry.for_each(|entry| {
-            if let Some(abort) = &entry.abort {
-                abort.abort();
+            if let Some(join) = entry.join.take() {
+                join.abort();
+                joins.push(join);
                 aborted.push(self.info(entry, now));
             }
         });
         aborted.sort_unstable_by_key(|t| t.id);
-        aborted
-    }
-
-    /// How many of `ids` still have a registry entry.
-    pub(crate) fn count_pending(&self, ids: &HashSet<TaskId>) -> usize {
-        let mut n = 0;
-        self.registry
-            .for_each(|entry| n += usize::from(ids.contains(&entry.id)));
-        n
+        (aborted, joins)
     }
 }
 
@@ -1038,6 +1036,15 @@ impl Default for WaitGroup {
         Self::new()
     }
 }
+
+// A panic cannot leave a group in a broken state: no lock is held across user
+// code, the critical sections do not panic, and task panics are caught before
+// they reach the group. So a `WaitGroup` (and a guard) may cross
+// `catch_unwind`, which `parking_lot`'s locks would otherwise forbid.
+impl std::panic::UnwindSafe for WaitGroup {}
+impl std::panic::RefUnwindSafe for WaitGroup {}
+impl std::panic::UnwindSafe for TaskGuard {}
+impl std::panic::RefUnwindSafe for TaskGuard {}
 
 impl fmt::Debug for WaitGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,125 @@
+//! Cancellation: contexts, caller tokens, children, errgroup semantics.
+
+use taskgroup::WaitGroup;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn cancel_on_error_cancels_siblings_and_children_and_keeps_the_cause() {
+    let wg = WaitGroup::builder()
+        .name("errgroup")
+        .cancel_on_error(true)
+        .build();
+    let child = wg.child_named("child");
+    let linked = WaitGroup::builder().name("linked").build();
+    wg.link(&linked).unwrap();
+
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    wg.go_named("sibling", |ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    child.go_named("in-child", |ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    linked.go_named("in-linked", |ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    wg.go_named("failer", |_| async move {
+        ready_rx.await.unwrap();
+        Err("it broke")
+    });
+    assert!(!wg.is_cancelled());
+    ready_tx.send(()).unwrap();
+
+    let err = wg.wait().await.unwrap_err();
+    assert!(wg.is_cancelled() && child.is_cancelled() && linked.is_cancelled());
+    // Only the real failure is reported: the siblings returned Ok on cancel.
+    assert_eq!(err.errors().len(), 1);
+    let cause = wg.cancel_cause().expect("a failure cancelled the group");
+    assert_eq!(cause.name(), Some("failer"));
+    assert_eq!(
+        cause.to_string(),
+        "task \"failer\" #2 in group \"errgroup\" failed: it broke"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_also_cancels_with_cancel_on_error() {
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    wg.go(|_| async {
+        panic!("boom");
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    let err = wg.wait().await.unwrap_err();
+    assert!(wg.cancel_cause().unwrap().is_panic());
+    assert_eq!(err.errors().len(), 1);
+}
+
+#[tokio::test]
+async fn without_cancel_on_error_a_failure_cancels_nothing() {
+    let wg = WaitGroup::new();
+    wg.go(|_| async { Err("no") });
+    assert!(wg.wait().await.is_err());
+    assert!(!wg.is_cancelled());
+    assert!(wg.cancel_cause().is_none());
+}
+
+#[tokio::test]
+async fn the_callers_token_cancels_the_group_but_not_the_other_way() {
+    let process = CancellationToken::new();
+    let wg = WaitGroup::builder().token(process.clone()).build();
+    let child = wg.child();
+    wg.cancel();
+    assert!(
+        !process.is_cancelled(),
+        "cancelling the group must not cancel the caller's token"
+    );
+
+    let wg = WaitGroup::builder().token(process.clone()).build();
+    let child2 = wg.child();
+    wg.go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    process.cancel();
+    assert!(wg.is_cancelled() && child2.is_cancelled());
+    wg.cancelled().await;
+    wg.wait().await.unwrap();
+    drop(child);
+}
+
+#[test]
+fn cancelling_a_child_does_not_cancel_the_parent() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    child.cancel();
+    assert!(child.is_cancelled() && grandchild.is_cancelled());
+    assert!(!parent.is_cancelled());
+    assert!(!parent.context().is_cancelled());
+}
+
+#[test]
+fn cancelling_the_parent_cancels_children_created_before_and_after() {
+    let parent = WaitGroup::new();
+    let before = parent.child();
+    parent.cancel();
+    let after = parent.child();
+    assert!(before.is_cancelled() && after.is_cancelled());
+}
+
+#[test]
+fn the_context_is_the_token_tasks_get() {
+    let wg = WaitGroup::new();
+    let ctx = wg.context();
+    ctx.cancel();
+    assert!(wg.is_cancelled());
+}

@@ -1,0 +1,146 @@
+//! Linked groups: waits cover children in order, errors are tagged, cycles refused.
+
+use taskgroup::{LinkError, WaitGroup};
+use tokio_test::{assert_pending, assert_ready, task};
+
+#[test]
+fn a_parent_waits_for_its_own_work_then_each_linked_group() {
+    let parent = WaitGroup::builder().name("parent").build();
+    let a = WaitGroup::builder().name("a").build();
+    let b = parent.child_named("b");
+    parent.link(&a).unwrap();
+    let own = parent.add();
+    let in_a = a.add();
+    let in_b = b.add();
+
+    // The report lists groups in the order the wait visits them.
+    let order: Vec<_> = parent
+        .pending()
+        .groups()
+        .iter()
+        .map(|g| g.group_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ["parent", "b", "a"]);
+
+    let mut wait = task::spawn(parent.wait());
+    assert_pending!(wait.poll());
+    drop(own);
+    assert_pending!(wait.poll(), "child b is still busy");
+    drop(in_b);
+    assert_pending!(wait.poll(), "linked a is still busy");
+    drop(in_a);
+    assert!(assert_ready!(wait.poll()).is_ok());
+}
+
+#[test]
+fn work_added_to_an_earlier_group_while_waiting_on_a_later_one_is_covered() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    let in_child = child.add();
+    let mut wait = task::spawn(parent.wait());
+    assert_pending!(wait.poll());
+    // The wait has moved on to the child; new work appears in the parent.
+    let late = parent.add();
+    drop(in_child);
+    assert_pending!(wait.poll(), "the parent's new work must be waited for");
+    drop(late);
+    assert!(assert_ready!(wait.poll()).is_ok());
+}
+
+#[tokio::test]
+async fn a_childs_errors_are_reported_by_the_parent_tagged_with_the_child() {
+    let parent = WaitGroup::builder().name("server").build();
+    let db = parent.child_named("db");
+    parent.go_named("http", |_| async { Err("bad request") });
+    db.go_named("pool", |_| async { Err("connection lost") });
+    let err = parent.wait().await.unwrap_err();
+    let lines: Vec<_> = err.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "task \"http\" #1 in group \"server\" failed: bad request",
+            "task \"pool\" #1 in group \"db\" failed: connection lost",
+        ]
+    );
+    // The child's own wait sees only its own failures.
+    assert_eq!(db.wait().await.unwrap_err().errors().len(), 1);
+}
+
+#[test]
+fn self_links_cycles_and_duplicates_are_refused() {
+    let a = WaitGroup::new();
+    let b = WaitGroup::new();
+    let c = WaitGroup::new();
+    assert_eq!(a.link(&a), Err(LinkError::SelfLink { group: a.id() }));
+    a.link(&b).unwrap();
+    b.link(&c).unwrap();
+    assert_eq!(
+        c.link(&a),
+        Err(LinkError::Cycle {
+            parent: c.id(),
+            child: a.id()
+        })
+    );
+    assert_eq!(
+        b.link(&a),
+        Err(LinkError::Cycle {
+            parent: b.id(),
+            child: a.id()
+        })
+    );
+    assert_eq!(
+        a.link(&b),
+        Err(LinkError::AlreadyLinked {
+            parent: a.id(),
+            child: b.id()
+        })
+    );
+    let child = a.child();
+    assert!(matches!(child.link(&a), Err(LinkError::Cycle { .. })));
+    let message = c.link(&a).unwrap_err().to_string();
+    assert!(message.contains("would create a cycle"), "{message}");
+    // Refused links changed nothing: waiting terminates.
+    let _ = a.wait_blocking();
+}
+
+#[test]
+fn concurrent_opposite_links_never_both_succeed() {
+    for _ in 0..200 {
+        let a = WaitGroup::new();
+        let b = WaitGroup::new();
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = std::thread::spawn(move || a2.link(&b2).is_ok());
+        let here = b.link(&a).is_ok();
+        let there = t.join().unwrap();
+        assert!(
+            here ^ there,
+            "exactly one of two opposite links may succeed"
+        );
+    }
+}
+
+#[test]
+fn a_group_can_be_linked_under_several_parents() {
+    let p1 = WaitGroup::new();
+    let p2 = WaitGroup::new();
+    let shared = WaitGroup::builder().name("shared").build();
+    p1.link(&shared).unwrap();
+    p2.link(&shared).unwrap();
+    let top = WaitGroup::new();
+    top.link(&p1).unwrap();
+    top.link(&p2).unwrap();
+    let guard = shared.add();
+    // Reported once even though it is reachable twice.
+    assert_eq!(top.pending().len(), 1);
+    let mut w1 = task::spawn(p1.wait());
+    let mut w2 = task::spawn(p2.wait());
+    let mut wt = task::spawn(top.wait());
+    assert_pending!(w1.poll());
+    assert_pending!(w2.poll());
+    assert_pending!(wt.poll());
+    drop(guard);
+    assert!(assert_ready!(w1.poll()).is_ok());
+    assert!(assert_ready!(w2.poll()).is_ok());
+    assert!(assert_ready!(wt.poll()).is_ok());
+    assert_eq!(p1.linked().len(), 1);
+}

@@ -1,0 +1,256 @@
+//! Closing and the two-phase, ordered shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use taskgroup::{TaskKind, WaitGroup};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
+    let wg = WaitGroup::builder().name("accept").build();
+    let conn = wg.try_add_named("conn").unwrap();
+    assert!(!wg.is_closed());
+    wg.close();
+    assert!(wg.is_closed());
+    let err = wg.try_add().unwrap_err();
+    assert_eq!(err.group(), wg.id());
+    assert_eq!(
+        err.to_string(),
+        format!("group {} is closed to new work", wg.id())
+    );
+    assert!(wg.try_add_named("late").is_err());
+    let mut called = false;
+    assert!(wg
+        .try_go(|_| {
+            called = true;
+            async { Ok::<_, std::io::Error>(()) }
+        })
+        .is_err());
+    assert!(!called, "a refused try_go does not call the closure");
+    assert!(wg
+        .try_go_named("late", |_| async { Ok::<_, std::io::Error>(()) })
+        .is_err());
+    assert_eq!(wg.len(), 1);
+
+    // Plain add/go still register work, so nothing escapes a wait.
+    let extra = wg.add();
+    wg.go(|_| async { Ok::<_, std::io::Error>(()) });
+    drop((conn, extra));
+    wg.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_aborts_stragglers_and_reports_everything() {
+    let wg = WaitGroup::builder().name("server").build();
+    let finished_tx = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..3 {
+        let log = finished_tx.clone();
+        wg.go_named(format!("polite-{i}"), move |ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(100 * (i + 1))).await;
+            log.lock().push(i);
+            Ok::<_, std::io::Error>(())
+        });
+    }
+    let stubborn = wg.go_named("stubborn", |_| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    wg.go_named("fails-on-cancel", |ctx| async move {
+        ctx.cancelled().await;
+        Err("interrupted")
+    });
+    let leaked = wg.add_named("leaked-guard");
+    tokio::task::yield_now().await;
+
+    let start = Instant::now();
+    let report = wg.shutdown(Duration::from_secs(2)).await.unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(*finished_tx.lock(), [0, 1, 2]);
+    assert_eq!(report.finished(), 4, "{report}");
+    assert_eq!(
+        report.aborted().iter().map(|t| t.id()).collect::<Vec<_>>(),
+        [stubborn]
+    );
+    assert_eq!(report.errors().len(), 1);
+    assert_eq!(report.pending().len(), 1);
+    let pending = report.pending().tasks().next().unwrap();
+    assert_eq!(
+        (pending.name(), pending.kind()),
+        (Some("leaked-guard"), TaskKind::Guard)
+    );
+    assert!(!report.is_clean());
+    let text = report.to_string();
+    assert!(
+        text.starts_with("shutdown took 2.0s: 4 finished, 1 failed, 1 aborted, 1 still pending"),
+        "{text}"
+    );
+    assert!(text.contains("aborted: task \"stubborn\""), "{text}");
+    assert!(text.contains("pending: task \"leaked-guard\""), "{text}");
+    assert!(wg.is_closed() && wg.is_cancelled());
+    drop(leaked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_shutdown_returns_as_soon_as_work_is_done() {
+    let wg = WaitGroup::new();
+    wg.go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let start = Instant::now();
+    let report = wg.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.finished(), 1);
+}
+
+/// Teardown order: a parent's connections drain while its linked database
+/// pool keeps serving; the pool is cancelled only afterwards, and all of it
+/// runs under one deadline.
+#[tokio::test(start_paused = true)]
+async fn shutdown_is_ordered_under_one_shared_deadline() {
+    let events = Arc::new(Mutex::new(Vec::<(&str, Duration)>::new()));
+    let start = Instant::now();
+    let log = move |events: &Arc<Mutex<Vec<(&'static str, Duration)>>>, what: &'static str| {
+        events.lock().push((what, start.elapsed()));
+    };
+
+    let server = WaitGroup::builder().name("server").build();
+    let pool = server.child_named("pool");
+    let flusher = WaitGroup::builder().name("flusher").build();
+    server.link(&flusher).unwrap();
+
+    let ev = events.clone();
+    let pool_ctx = pool.context();
+    server.go_named("conn", move |ctx| async move {
+        ctx.cancelled().await;
+        log(&ev, "conn cancelled");
+        // The pool must still be usable while connections drain.
+        assert!(!pool_ctx.is_cancelled());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        log(&ev, "conn done");
+        Ok::<_, std::io::Error>(())
+    });
+    let ev = events.clone();
+    pool.go_named("pool", move |ctx| async move {
+        ctx.cancelled().await;
+        log(&ev, "pool cancelled");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        log(&ev, "pool done");
+        Ok::<_, std::io::Error>(())
+    });
+    let ev = events.clone();
+    flusher.go_named("flush", move |ctx| async move {
+        ctx.cancelled().await;
+        log(&ev, "flusher cancelled");
+        // Needs 3s, but only 0.5s of the shared deadline is left.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        log(&ev, "flusher done");
+        Ok::<_, std::io::Error>(())
+    });
+    tokio::task::yield_now().await;
+
+    let report = server.shutdown(Duration::from_secs(5)).await.unwrap();
+    let s = |secs: f64| Duration::from_secs_f64(secs);
+    assert_eq!(
+        *events.lock(),
+        [
+            ("conn cancelled", s(0.0)),
+            ("conn done", s(4.0)),
+            ("pool cancelled", s(4.0)),
+            ("pool done", s(4.5)),
+            ("flusher cancelled", s(4.5)),
+        ]
+    );
+    assert_eq!(
+        report.elapsed(),
+        s(5.0),
+        "one deadline for the whole tree, not one per group"
+    );
+    assert_eq!(report.aborted().len(), 1);
+    assert_eq!(report.aborted()[0].group_name(), Some("flusher"));
+    assert_eq!(report.finished(), 2);
+    assert!(report.pending().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn groups_reached_after_the_deadline_are_aborted_at_once() {
+    let server = WaitGroup::new();
+    let child = server.child();
+    server.go(|_| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    child.go(|ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, std::io::Error>(())
+    });
+    tokio::task::yield_now().await;
+    let report = server.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(report.elapsed(), Duration::from_secs(2));
+    assert_eq!(report.aborted().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_spawned_during_shutdown_is_waited_for() {
+    let wg = WaitGroup::new();
+    let (done_tx, done_rx) = oneshot::channel();
+    let spawner = wg.clone();
+    wg.go(move |ctx| async move {
+        ctx.cancelled().await;
+        // Cleanup work started while the group drains.
+        spawner.go_named("cleanup", |_| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            done_tx.send(()).unwrap();
+            Ok::<_, std::io::Error>(())
+        });
+        Ok::<_, std::io::Error>(())
+    });
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.finished(), 2);
+    done_rx
+        .await
+        .expect("cleanup ran to completion before shutdown returned");
+}
+
+/// A task blocked inside its own poll (blocking code in async) cannot be
+/// aborted until it returns; shutdown does not hang on it, and reports it as
+/// still pending after the abort timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stuck_in_blocking_code_is_reported_as_still_pending() {
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_millis(100))
+        .build();
+    let (started_tx, started_rx) = oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    wg.go_named("stuck", move |_| async move {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap(); // blocks the worker thread inside poll
+        Ok::<_, std::io::Error>(())
+    });
+    started_rx.await.unwrap();
+    let report = wg.shutdown(Duration::from_millis(100)).await.unwrap();
+    // Generous upper bound: grace + abort timeout is 200ms.
+    assert!(
+        report.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        report.elapsed()
+    );
+    assert_eq!(report.aborted().len(), 1);
+    let pending: Vec<_> = report.pending().tasks().map(|t| t.name()).collect();
+    assert_eq!(pending, [Some("stuck")]);
+    release_tx.send(()).unwrap();
+    // Once it returns, the abort (or its completion) lets the group go idle.
+    wg.wait_timeout(Duration::from_secs(10)).await.unwrap();
+}

@@ -1,0 +1,218 @@
+//! `go()` tasks: errors and panics are kept with the task's identity.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use taskgroup::{WaitError, WaitGroup};
+use tokio::sync::oneshot;
+
+#[tokio::test]
+async fn every_error_is_reported_in_completion_order() {
+    let wg = WaitGroup::builder().name("workers").build();
+    // Each task waits for its turn, so completion order is 3, 1, 2.
+    let (tx1, rx1) = oneshot::channel::<()>();
+    let (tx2, rx2) = oneshot::channel::<()>();
+    let (tx3, rx3) = oneshot::channel::<()>();
+    wg.go_named("one", move |_| async move {
+        rx1.await.unwrap();
+        tx2.send(()).unwrap();
+        Err("first error")
+    });
+    wg.go_named("two", move |_| async move {
+        rx2.await.unwrap();
+        Err(std::io::Error::other("second error"))
+    });
+    wg.go_named("three", move |_| async move {
+        rx3.await.unwrap();
+        tx1.send(()).unwrap();
+        Err::<(), _>("third error".to_string())
+    });
+    wg.go(|_| async { Ok::<_, std::io::Error>(()) });
+    tx3.send(()).unwrap();
+
+    let err = wg.wait().await.unwrap_err();
+    let WaitError::Failed { errors } = &err else {
+        panic!("expected Failed, got {err:?}");
+    };
+    let names: Vec<_> = errors.iter().map(|e| e.name().unwrap()).collect();
+    assert_eq!(names, ["three", "one", "two"]);
+    assert_eq!(errors.first().unwrap().id().as_u64(), 3);
+    assert!(errors
+        .iter()
+        .all(|e| e.group_name() == Some("workers") && !e.is_panic()));
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "3 tasks failed; 1) task \"three\" #3 in group \"workers\" failed: third error"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("2) task \"one\" #1 in group \"workers\" failed: first error"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3) task \"two\" #2 in group \"workers\" failed: second error"),
+        "{text}"
+    );
+
+    // Waiting again returns the same failures.
+    let again = wg.wait().await.unwrap_err();
+    assert_eq!(again.to_string(), text);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connecting failed")]
+struct Connect(#[source] std::io::Error);
+
+#[tokio::test]
+async fn error_values_and_source_chains_are_kept() {
+    let wg = WaitGroup::new();
+    wg.go(|_| async { Err(Connect(std::io::Error::other("refused"))) });
+    let err = wg.wait().await.unwrap_err();
+    let failure = err.errors().first().unwrap();
+    let inner = failure.error().unwrap();
+    assert!(inner.downcast_ref::<Connect>().is_some());
+    // Display includes the task's error; source() continues below it.
+    assert!(failure.to_string().ends_with("failed: connecting failed"));
+    assert_eq!(failure.source().unwrap().to_string(), "refused");
+    assert_eq!(err.source().unwrap().to_string(), "refused");
+}
+
+#[tokio::test]
+async fn a_panic_becomes_an_error_with_the_tasks_identity() {
+    let wg = WaitGroup::builder().name("svc").build();
+    let id = wg.go_named("boom", |_| async {
+        panic!("kaput {}", 42);
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    wg.go_named("static", |_| async {
+        std::panic::panic_any(7_u8);
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    let err = wg.wait().await.unwrap_err();
+    let errors: Vec<_> = err.errors().iter().collect();
+    assert_eq!(errors.len(), 2);
+    let boom = errors.iter().find(|e| e.name() == Some("boom")).unwrap();
+    assert!(boom.is_panic());
+    assert_eq!(boom.id(), id);
+    assert_eq!(boom.panic_message(), Some("kaput 42"));
+    assert!(boom.error().is_none());
+    assert_eq!(
+        boom.to_string(),
+        format!("task \"boom\" {id} in group \"svc\" panicked: kaput 42")
+    );
+    let other = errors.iter().find(|e| e.name() == Some("static")).unwrap();
+    assert_eq!(other.panic_message(), Some("Box<dyn Any>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_on_a_multi_thread_runtime_never_reach_the_waiter() {
+    let wg = WaitGroup::new();
+    for i in 0..100 {
+        wg.go(move |_| async move {
+            if i % 10 == 0 {
+                panic!("task {i}");
+            }
+            Ok::<_, std::io::Error>(())
+        });
+    }
+    let err = wg.wait().await.unwrap_err();
+    assert_eq!(err.errors().len(), 10);
+    assert!(err.errors().iter().all(|e| e.is_panic()));
+}
+
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("panicked in drop");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_an_aborted_task_is_dropped_is_recorded() {
+    let wg = WaitGroup::new();
+    let (started_tx, started_rx) = oneshot::channel();
+    wg.go_named("dropper", |_| async move {
+        let _bomb = PanicOnDrop;
+        started_tx.send(()).unwrap();
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    started_rx.await.unwrap();
+    let report = wg.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(report.aborted().len(), 1);
+    assert!(report.pending().is_empty());
+    let error = report.errors().first().expect("the drop panic is recorded");
+    assert!(error.is_panic());
+    assert_eq!(error.panic_message(), Some("panicked in drop"));
+    assert!(
+        error.to_string().contains("panicked while being dropped"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_receive_the_group_context() {
+    let wg = WaitGroup::new();
+    let (tx, rx) = oneshot::channel();
+    wg.go(move |ctx| async move {
+        tx.send(()).unwrap();
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    rx.await.unwrap();
+    assert_eq!(wg.len(), 1);
+    wg.cancel();
+    wg.wait().await.unwrap();
+}
+
+#[test]
+fn go_outside_a_runtime_panics_with_a_clear_message() {
+    let wg = WaitGroup::new();
+    let panic = std::panic::catch_unwind(|| {
+        wg.go(|_| async { Ok::<_, std::io::Error>(()) });
+    })
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("WaitGroup::go must be called from within a Tokio runtime"),
+        "{message}"
+    );
+    // Nothing was registered.
+    assert!(wg.is_empty());
+}
+
+#[tokio::test]
+async fn a_panic_while_building_the_future_leaves_nothing_registered() {
+    let wg = WaitGroup::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wg.go(|_| -> std::future::Ready<Result<(), std::io::Error>> { panic!("no future") });
+    }));
+    assert!(result.is_err());
+    assert!(wg.is_empty());
+    assert!(wg.pending().is_empty());
+    wg.wait().await.unwrap();
+}
+
+#[derive(Debug)]
+struct DisplayPanics;
+impl std::fmt::Display for DisplayPanics {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display panicked")
+    }
+}
+impl std::error::Error for DisplayPanics {}
+
+#[tokio::test]
+async fn an_error_whose_display_panics_is_kept_without_formatting_it() {
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.go_named("bad-display", |_| async { Err(DisplayPanics) });
+    let err = wg.wait().await.unwrap_err();
+    let failure = err.errors().first().unwrap();
+    assert_eq!(failure.name(), Some("bad-display"));
+    assert!(failure.error().unwrap().is::<DisplayPanics>());
+    assert!(wg.is_cancelled());
+}
