@@ -93,3 +93,8 @@ pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
 pub use wait_group::{Builder, WaitGroup};
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
