@@ -1,1 +1,3 @@
 //! taskgroup: start work, wait for it, close it cleanly.
+
+pub mod service;

@@ -1,0 +1,358 @@
+//! [`Sequence`]: services started in order, each once the previous is ready, and stopped in
+//! reverse.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{BoxError, ConfigError, ServiceError};
+use super::group::{
+    check_duration, check_names, into_result, judge, judge_stopping, Member, Prepared,
+    DEFAULT_STOP_TIMEOUT,
+};
+use super::service::{Outcome, Ready, Service, Tasks, WhenReady};
+
+/// The start timeout of a sequence unless set otherwise.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Services started in order, each only once the previous one is ready, and stopped in
+/// reverse order: a database, then a cache that needs it, then an HTTP server that needs both.
+///
+/// Running a sequence ([`serve`](Sequence::serve), or [`Service::run`] inside a group or
+/// sequence):
+/// - **start**: spawns the first service and waits until it reports ready (or, for a one-shot
+///   service, finishes with `Ok`), then the second, and so on. Each service has its own
+///   *start timeout*. If a service fails, panics, exits early or times out while starting, or
+///   an already started one fails meanwhile, the sequence stops what it started and reports
+///   [`Starting`](ServiceError::Starting) (`"starting B: …"`);
+/// - reports ready once every service is ready;
+/// - **run**: until its context is cancelled or a service fails (same rules as a
+///   [`Group`](super::Group));
+/// - **stop**: cancels the services one at a time, last started first, each with its own
+///   token, and waits for each under its own *stop timeout* before the next; one that does
+///   not stop in time is aborted and reported as [`StopTimeout`](ServiceError::StopTimeout).
+///
+/// Services do not share the sequence's token: each gets an independent one, so cancelling
+/// the sequence's context stops them in reverse order rather than all at once.
+///
+/// The result is `Ok(())` or [`ServiceError::Failures`] listing every failure. An empty
+/// sequence reports ready and returns at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use taskgroup::service::{service_fn, Ready, Sequence};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let svc = |name: &'static str| {
+///     let log = log.clone();
+///     service_fn(name, move |ctx: CancellationToken, ready: Ready| {
+///         let log = log.clone();
+///         async move {
+///             log.lock().unwrap().push(format!("start {name}"));
+///             ready.ready();
+///             ctx.cancelled().await;
+///             log.lock().unwrap().push(format!("stop {name}"));
+///             Ok(())
+///         }
+///     })
+/// };
+/// let mut seq = Sequence::builder("app").service(svc("db")).service(svc("http")).build().unwrap();
+/// let ctx = CancellationToken::new();
+/// let run = tokio::spawn(seq.serve(ctx.clone()));
+/// tokio::task::yield_now().await;
+/// ctx.cancel();
+/// run.await.unwrap().unwrap();
+/// assert_eq!(*log.lock().unwrap(), ["start db", "start http", "stop http", "stop db"]);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping a running sequence's future aborts every service task.
+pub struct Sequence {
+    name: String,
+    members: Vec<Member>,
+    start_timeout: Duration,
+    stop_timeout: Duration,
+}
+
+impl fmt::Debug for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sequence")
+            .field("name", &self.name)
+            .field("members", &self.members)
+            .field("start_timeout", &self.start_timeout)
+            .field("stop_timeout", &self.stop_timeout)
+            .finish()
+    }
+}
+
+/// Builds a [`Sequence`]; see [`Sequence::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SequenceBuilder {
+    seq: Sequence,
+}
+
+impl Sequence {
+    /// Starts building a sequence named `name`. Unless set, each service may take 30 seconds
+    /// to start and 10 seconds to stop.
+    ///
+    /// # Examples
+    ///
+    /// See [`Sequence`].
+    pub fn builder(name: impl Into<String>) -> SequenceBuilder {
+        SequenceBuilder {
+            seq: Sequence {
+                name: name.into(),
+                members: Vec::new(),
+                start_timeout: DEFAULT_START_TIMEOUT,
+                stop_timeout: DEFAULT_STOP_TIMEOUT,
+            },
+        }
+    }
+
+    /// The names of the services, in start order.
+    pub fn names(&self) -> Vec<&str> {
+        self.members.iter().map(|m| m.service.name()).collect()
+    }
+
+    /// Runs the sequence until `ctx` is cancelled or a service fails, with a typed error.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Failures`]; a failed start is a
+    /// [`Starting`](ServiceError::Starting) entry.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future aborts every service task.
+    pub fn serve(
+        &mut self,
+        ctx: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        self.start(ctx, Ready::noop())
+    }
+
+    fn start(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        let mut tokens = Vec::with_capacity(self.members.len());
+        let members: Vec<Prepared> = self
+            .members
+            .iter_mut()
+            .map(|m| {
+                let token = CancellationToken::new();
+                let (r, when_ready) = Ready::channel();
+                let fut = m.service.run(token.clone(), r);
+                tokens.push(token);
+                Prepared {
+                    name: m.service.name().to_owned(),
+                    long_running: m.long_running,
+                    fut: Some(fut),
+                    when_ready: Some(when_ready),
+                }
+            })
+            .collect();
+        Box::pin(run_sequence(
+            members,
+            tokens,
+            ctx,
+            ready,
+            self.start_timeout,
+            self.stop_timeout,
+        ))
+    }
+}
+
+impl SequenceBuilder {
+    /// Adds a long-running service: it must report ready to let the next one start, and
+    /// returning `Ok(())` before being stopped is a failure.
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.seq.members.push(Member {
+            service: Box::new(service),
+            long_running: true,
+        });
+        self
+    }
+
+    /// Adds a one-shot service (a schema migration): the next service starts once it reports
+    /// ready or finishes with `Ok(())`.
+    pub fn oneshot(mut self, service: impl Service) -> Self {
+        self.seq.members.push(Member {
+            service: Box::new(service),
+            long_running: false,
+        });
+        self
+    }
+
+    /// How long each service may take to report ready.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.seq.start_timeout = timeout;
+        self
+    }
+
+    /// How long each service may take to stop once cancelled.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.seq.stop_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the sequence.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::DuplicateName`] if two services share a name,
+    /// [`ConfigError::ZeroDuration`] if a timeout is zero.
+    pub fn build(self) -> Result<Sequence, ConfigError> {
+        check_names(&self.seq.name, &self.seq.members)?;
+        check_duration("start timeout", self.seq.start_timeout)?;
+        check_duration("stop timeout", self.seq.stop_timeout)?;
+        Ok(self.seq)
+    }
+}
+
+impl Service for Sequence {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> BoxFuture<'static, Result<(), BoxError>> {
+        let fut = self.start(ctx, ready);
+        Box::pin(async move { fut.await.map_err(BoxError::from) })
+    }
+}
+
+async fn when_ready(w: &mut Option<WhenReady>) -> bool {
+    match w {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_sequence(
+    mut members: Vec<Prepared>,
+    tokens: Vec<CancellationToken>,
+    ctx: CancellationToken,
+    ready: Ready,
+    start_timeout: Duration,
+    stop_timeout: Duration,
+) -> Result<(), ServiceError> {
+    let n = members.len();
+    let mut tasks = Tasks::new(n);
+    let mut errors = Vec::new();
+    let mut started = 0;
+
+    // Start phase. `failed` is set by any failure, which ends the start.
+    let mut failed = false;
+    'start: for i in 0..n {
+        if ctx.is_cancelled() {
+            break;
+        }
+        if let Some(fut) = members[i].fut.take() {
+            tasks.spawn(i, fut);
+        }
+        started = i + 1;
+        let mut when = members[i].when_ready.take();
+        let deadline = Instant::now() + start_timeout;
+        loop {
+            tokio::select! {
+                r = when_ready(&mut when) => {
+                    when = None;
+                    if r {
+                        break;
+                    }
+                    // Dropped without reporting ready: wait for its end or the timeout.
+                }
+                (j, outcome) = tasks.next() => {
+                    let m = &members[j];
+                    if j == i {
+                        if matches!(outcome, Outcome::Done) && !m.long_running {
+                            break; // a one-shot finished: ready
+                        }
+                        if let Some(e) = judge(&m.name, m.long_running, outcome) {
+                            errors.push(ServiceError::Starting {
+                                name: m.name.clone(),
+                                source: Box::new(e),
+                            });
+                            failed = true;
+                            break 'start;
+                        }
+                    } else if let Some(e) = judge(&m.name, m.long_running, outcome) {
+                        // An earlier service failed while this one was starting.
+                        errors.push(e);
+                        failed = true;
+                        break 'start;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let name = members[i].name.clone();
+                    errors.push(ServiceError::Starting {
+                        name: name.clone(),
+                        source: Box::new(ServiceError::StartTimeout { name, timeout: start_timeout }),
+                    });
+                    failed = true;
+                    break 'start;
+                }
+                () = ctx.cancelled() => break 'start,
+            }
+        }
+    }
+
+    // Run phase.
+    if !failed && !ctx.is_cancelled() {
+        ready.ready();
+        while tasks.running() > 0 {
+            tokio::select! {
+                (j, outcome) = tasks.next() => {
+                    let m = &members[j];
+                    if let Some(e) = judge(&m.name, m.long_running, outcome) {
+                        errors.push(e);
+                        break;
+                    }
+                }
+                () = ctx.cancelled() => break,
+            }
+        }
+    }
+
+    // Stop phase: last started first, each under its own timeout.
+    for i in (0..started).rev() {
+        if !tasks.is_running(i) {
+            continue;
+        }
+        tokens[i].cancel();
+        let deadline = Instant::now() + stop_timeout;
+        while tasks.is_running(i) {
+            tokio::select! {
+                (j, outcome) = tasks.next() => {
+                    if let Some(e) = judge_stopping(&members[j].name, outcome) {
+                        errors.push(e);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    tasks.abort(i);
+                    errors.push(ServiceError::StopTimeout {
+                        name: members[i].name.clone(),
+                        timeout: stop_timeout,
+                    });
+                }
+            }
+        }
+    }
+    into_result(errors)
+}
