@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -416,20 +416,28 @@ async fn supervise<S: Service>(
         let fut = inner.lock().run(ctx.clone(), r);
         let mut when = Some(w);
         let mut run = std::pin::pin!(run_caught(fut));
+        let mut on_ready = |was_ready: bool| {
+            if was_ready {
+                s.report(State::Running, attempt, None, None);
+                if let Some(r) = outer_ready.take() {
+                    r.ready();
+                }
+            }
+        };
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
                 was_ready = when_ready(&mut when) => {
                     when = None;
-                    if was_ready {
-                        s.report(State::Running, attempt, None, None);
-                        if let Some(r) = outer_ready.take() {
-                            r.ready();
-                        }
-                    }
+                    on_ready(was_ready);
                 }
             }
         };
+        // A run that reported ready and ended in the same poll: report the readiness first,
+        // so the events keep their order.
+        if let Some(was_ready) = when.take().and_then(FutureExt::now_or_never) {
+            on_ready(was_ready);
+        }
 
         let stopping = ctx.is_cancelled();
         let last = match outcome {
