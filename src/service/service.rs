@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -264,7 +265,9 @@ where
 pub struct RunTeardown<R, T> {
     name: String,
     run: R,
-    teardown: T,
+    // Shared with the running future, which calls it only on cancel. Locked only to call the
+    // closure (which builds the teardown future), never across an `.await`.
+    teardown: Arc<Mutex<T>>,
 }
 
 impl<R, T> fmt::Debug for RunTeardown<R, T> {
@@ -280,7 +283,7 @@ impl<R, T> fmt::Debug for RunTeardown<R, T> {
 ///
 /// The run future is started; when the context is cancelled, the teardown future runs, and
 /// then the run is awaited to its end (teardown is expected to make it return). If the run
-/// ends by itself, teardown is not called. The result:
+/// ends by itself, `teardown` is not called. The result:
 /// - only the run failed: the run's error;
 /// - the teardown failed: a [`TeardownError`] carrying the teardown's error and, if it failed
 ///   too, the run's error, so the run's error is never lost.
@@ -338,7 +341,7 @@ where
     RunTeardown {
         name: name.into(),
         run,
-        teardown,
+        teardown: Arc::new(Mutex::new(teardown)),
     }
 }
 
@@ -359,24 +362,25 @@ where
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let run = (self.run)(ready);
-        // The teardown future is created now (it is lazy) so that the returned future owns
-        // everything and the adapter stays usable for the next run.
-        let teardown = (self.teardown)();
-        Box::pin(run_then_teardown(ctx, run, teardown))
+        let teardown = self.teardown.clone();
+        Box::pin(run_then_teardown(ctx, run, move || (teardown.lock())()))
     }
 }
 
-async fn run_then_teardown(
+async fn run_then_teardown<TFut>(
     ctx: CancellationToken,
     run: impl Future<Output = Result<(), BoxError>>,
-    teardown: impl Future<Output = Result<(), BoxError>>,
-) -> Result<(), BoxError> {
+    teardown: impl FnOnce() -> TFut,
+) -> Result<(), BoxError>
+where
+    TFut: Future<Output = Result<(), BoxError>>,
+{
     let mut run = std::pin::pin!(run);
     tokio::select! {
         res = &mut run => return res,
         () = ctx.cancelled() => {}
     }
-    let torn = teardown.await;
+    let torn = teardown().await;
     let ran = run.await;
     match (ran, torn) {
         (ran, Ok(())) => ran,
