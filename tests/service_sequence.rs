@@ -185,6 +185,38 @@ async fn each_service_has_its_own_stop_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn per_service_timeouts_replace_the_sequence_ones() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        // Needs 40 s to start: its own start timeout allows it; it stops in 100 ms.
+        .service_with_timeouts(
+            server("db", 40_000, 100, &log, t0),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+        // Hangs on stop: aborted after its own 2 s rather than the sequence's 30 s.
+        .service_with_timeouts(
+            server("cache", 10, 3_600_000, &log, t0),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
+        .start_timeout(Duration::from_secs(5))
+        .stop_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(seq.run(ctx.clone(), ready));
+    assert!(when_ready.await);
+    assert_eq!(t0.elapsed(), Duration::from_millis(40_010));
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "cache: did not stop within 2s, aborted");
+    assert_eq!(t0.elapsed(), Duration::from_millis(40_010 + 2_000 + 100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn oneshot_runs_to_completion_before_the_next_starts() {
     let t0 = Instant::now();
     let log = Log::default();
@@ -261,4 +293,14 @@ fn settings_are_validated() {
         .build()
         .unwrap_err();
     assert!(matches!(err, ConfigError::DuplicateName { .. }));
+    let err = Sequence::builder("app")
+        .service_with_timeouts(a(), Duration::from_secs(1), Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::ZeroDuration {
+            setting: "stop timeout"
+        }
+    );
 }

@@ -25,7 +25,8 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// sequence):
 /// - **start**: spawns the first service and waits until it reports ready (or, for a one-shot
 ///   service, finishes with `Ok`), then the second, and so on. Each service has its own
-///   *start timeout*. If a service fails, panics, exits early or times out while starting, or
+///   *start timeout* (the sequence's, or its own from
+///   [`service_with_timeouts`](SequenceBuilder::service_with_timeouts)). If a service fails, panics, exits early or times out while starting, or
 ///   an already started one fails meanwhile, the sequence stops what it started and reports
 ///   [`Starting`](ServiceError::Starting) (`"starting B: …"`);
 /// - reports ready once every service is ready;
@@ -80,6 +81,8 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Sequence {
     name: String,
     members: Vec<Member>,
+    /// Per-service (start, stop) timeouts, parallel to `members`; `None`: the sequence's.
+    overrides: Vec<(Option<Duration>, Option<Duration>)>,
     start_timeout: Duration,
     stop_timeout: Duration,
 }
@@ -114,6 +117,7 @@ impl Sequence {
             seq: Sequence {
                 name: name.into(),
                 members: Vec::new(),
+                overrides: Vec::new(),
                 start_timeout: DEFAULT_START_TIMEOUT,
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
             },
@@ -164,14 +168,17 @@ impl Sequence {
                 }
             })
             .collect();
-        Box::pin(run_sequence(
-            members,
-            tokens,
-            ctx,
-            ready,
-            self.start_timeout,
-            self.stop_timeout,
-        ))
+        let timeouts = self
+            .overrides
+            .iter()
+            .map(|(start, stop)| {
+                (
+                    start.unwrap_or(self.start_timeout),
+                    stop.unwrap_or(self.stop_timeout),
+                )
+            })
+            .collect();
+        Box::pin(run_sequence(members, tokens, timeouts, ctx, ready))
     }
 }
 
@@ -183,6 +190,25 @@ impl SequenceBuilder {
             service: Box::new(service),
             long_running: true,
         });
+        self.seq.overrides.push((None, None));
+        self
+    }
+
+    /// Adds a long-running service with its own start and stop timeouts, which replace the
+    /// sequence's for this service (a database may need a minute to start, a cache a second).
+    pub fn service_with_timeouts(
+        mut self,
+        service: impl Service,
+        start_timeout: Duration,
+        stop_timeout: Duration,
+    ) -> Self {
+        self.seq.members.push(Member {
+            service: Box::new(service),
+            long_running: true,
+        });
+        self.seq
+            .overrides
+            .push((Some(start_timeout), Some(stop_timeout)));
         self
     }
 
@@ -193,16 +219,17 @@ impl SequenceBuilder {
             service: Box::new(service),
             long_running: false,
         });
+        self.seq.overrides.push((None, None));
         self
     }
 
-    /// How long each service may take to report ready.
+    /// How long each service may take to report ready (unless set per service).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.seq.start_timeout = timeout;
         self
     }
 
-    /// How long each service may take to stop once cancelled.
+    /// How long each service may take to stop once cancelled (unless set per service).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.seq.stop_timeout = timeout;
         self
@@ -218,6 +245,14 @@ impl SequenceBuilder {
         check_names(&self.seq.name, &self.seq.members)?;
         check_duration("start timeout", self.seq.start_timeout)?;
         check_duration("stop timeout", self.seq.stop_timeout)?;
+        for (start, stop) in &self.seq.overrides {
+            if let Some(start) = start {
+                check_duration("start timeout", *start)?;
+            }
+            if let Some(stop) = stop {
+                check_duration("stop timeout", *stop)?;
+            }
+        }
         Ok(self.seq)
     }
 }
@@ -247,10 +282,9 @@ async fn when_ready(w: &mut Option<WhenReady>) -> bool {
 async fn run_sequence(
     mut members: Vec<Prepared>,
     tokens: Vec<CancellationToken>,
+    timeouts: Vec<(Duration, Duration)>,
     ctx: CancellationToken,
     ready: Ready,
-    start_timeout: Duration,
-    stop_timeout: Duration,
 ) -> Result<(), ServiceError> {
     let n = members.len();
     let mut tasks = Tasks::new(n);
@@ -268,6 +302,7 @@ async fn run_sequence(
         }
         started = i + 1;
         let mut when = members[i].when_ready.take();
+        let start_timeout = timeouts[i].0;
         let deadline = Instant::now() + start_timeout;
         loop {
             tokio::select! {
@@ -336,6 +371,7 @@ async fn run_sequence(
             continue;
         }
         tokens[i].cancel();
+        let stop_timeout = timeouts[i].1;
         let deadline = Instant::now() + stop_timeout;
         while tasks.is_running(i) {
             tokio::select! {
