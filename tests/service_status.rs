@@ -164,3 +164,93 @@ fn event_display() {
         "db #3: failed (refused)"
     );
 }
+
+fn server(name: &'static str) -> impl Service {
+    service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        Ok(())
+    })
+}
+
+fn drain(
+    events: &mut tokio::sync::broadcast::Receiver<taskgroup::service::StatusEvent>,
+) -> Vec<(String, State, u32, Option<String>)> {
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.name, e.state, e.attempt, e.error));
+    }
+    seen
+}
+
+fn ev(
+    name: &str,
+    state: State,
+    attempt: u32,
+    error: Option<&str>,
+) -> (String, State, u32, Option<String>) {
+    (name.to_owned(), state, attempt, error.map(str::to_owned))
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_reports_every_member_transition() {
+    let hub = StatusHub::new(64);
+    let mut events = hub.subscribe();
+    let failing = service_fn("a", |_ctx, _ready| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Err("boom".into())
+    });
+    let mut group = taskgroup::service::Group::builder("app")
+        .service(failing)
+        .service(server("b"))
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    group.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(
+        drain(&mut events),
+        [
+            ev("a", State::Idle, 0, None),
+            ev("b", State::Idle, 0, None),
+            ev("a", State::Starting, 1, None),
+            ev("b", State::Starting, 1, None),
+            ev("b", State::Running, 1, None),
+            ev("a", State::Failed, 1, Some("boom")),
+            ev("b", State::Stopped, 1, None),
+        ]
+    );
+    // A second run counts as attempt 2.
+    group.serve(CancellationToken::new()).await.unwrap_err();
+    assert!(drain(&mut events).iter().all(|e| e.2 == 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequence_reports_starts_in_order_and_stops_in_reverse() {
+    let hub = StatusHub::new(64);
+    let mut events = hub.subscribe();
+    let mut seq = taskgroup::service::Sequence::builder("app")
+        .service(server("db"))
+        .service(server("http"))
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(seq.run(ctx.clone(), ready));
+    assert!(when_ready.await);
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        drain(&mut events),
+        [
+            ev("db", State::Idle, 0, None),
+            ev("http", State::Idle, 0, None),
+            ev("db", State::Starting, 1, None),
+            ev("db", State::Running, 1, None),
+            ev("http", State::Starting, 1, None),
+            ev("http", State::Running, 1, None),
+            ev("http", State::Stopped, 1, None),
+            ev("db", State::Stopped, 1, None),
+        ]
+    );
+}

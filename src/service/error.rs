@@ -178,7 +178,7 @@ impl ServiceError {
     }
 
     /// The error's text without the leading `"name: "`.
-    fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         let full = self.to_string();
         match self.name() {
             Some(name) if !matches!(self, Self::Starting { .. }) => full

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::service::{Outcome, Ready, Service, Tasks, WhenReady};
+use super::status::{Reporter, State, StatusHub};
 
 /// The stop timeout of a group or sequence unless set otherwise.
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +43,14 @@ pub(crate) fn check_names(group: &str, members: &[Member]) -> Result<(), ConfigE
         }
     }
     Ok(())
+}
+
+pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
+    if let Some(hub) = hub {
+        for m in members {
+            hub.report(m.service.name(), State::Idle, 0, None, None);
+        }
+    }
 }
 
 pub(crate) fn check_duration(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
@@ -117,7 +126,9 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 /// at once (like an errgroup with nothing spawned), so a generated list of services that
 /// turns out empty never hangs. [`Supervisor`](super::Supervisor) rejects an empty list.
 ///
-/// A group is itself a [`Service`]: it nests in groups and sequences.
+/// A group is itself a [`Service`]: it nests in groups and sequences. With
+/// [`GroupBuilder::status`] it reports every member's transitions to a
+/// [`StatusHub`](super::StatusHub).
 ///
 /// [`Cancelled`]: super::Cancelled
 ///
@@ -149,6 +160,9 @@ pub struct Group {
     name: String,
     members: Vec<Member>,
     stop_timeout: Duration,
+    status: Option<StatusHub>,
+    /// How many times the group was started: the attempt number of its status events.
+    runs: u32,
 }
 
 impl fmt::Debug for Group {
@@ -157,6 +171,8 @@ impl fmt::Debug for Group {
             .field("name", &self.name)
             .field("members", &self.members)
             .field("stop_timeout", &self.stop_timeout)
+            .field("status", &self.status)
+            .field("runs", &self.runs)
             .finish()
     }
 }
@@ -180,6 +196,8 @@ impl Group {
                 name: name.into(),
                 members: Vec::new(),
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
+                status: None,
+                runs: 0,
             },
         }
     }
@@ -213,6 +231,8 @@ impl Group {
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
         let token = ctx.child_token();
+        self.runs = self.runs.saturating_add(1);
+        let reporter = Reporter::new(self.status.clone(), self.runs);
         let members: Vec<Prepared> = self
             .members
             .iter_mut()
@@ -226,7 +246,13 @@ impl Group {
                 }
             })
             .collect();
-        Box::pin(run_group(members, token, ready, self.stop_timeout))
+        Box::pin(run_group(
+            members,
+            token,
+            ready,
+            self.stop_timeout,
+            reporter,
+        ))
     }
 }
 
@@ -257,6 +283,17 @@ impl GroupBuilder {
         self
     }
 
+    /// Reports the members' transitions to `hub`: [`State::Idle`] when built, then
+    /// `Starting`, `Running` (reported ready), and `Stopped`, `Failed` or `Panicked`, with
+    /// the group's run count as the attempt number.
+    ///
+    /// Give a hub to a group *or* to [`Restarter`](super::Restarter)s inside it, not both,
+    /// or a restarted member's events are reported twice.
+    pub fn status(mut self, hub: StatusHub) -> Self {
+        self.group.status = Some(hub);
+        self
+    }
+
     /// Checks the settings and builds the group.
     ///
     /// # Errors
@@ -266,6 +303,7 @@ impl GroupBuilder {
     pub fn build(self) -> Result<Group, ConfigError> {
         check_names(&self.group.name, &self.group.members)?;
         check_duration("stop timeout", self.group.stop_timeout)?;
+        report_idle(self.group.status.as_ref(), &self.group.members);
         Ok(self.group)
     }
 }
@@ -290,6 +328,7 @@ async fn run_group(
     token: CancellationToken,
     ready: Ready,
     stop_timeout: Duration,
+    reporter: Reporter,
 ) -> Result<(), ServiceError> {
     let n = members.len();
     let mut ready = Some(ready);
@@ -317,6 +356,7 @@ async fn run_group(
     let mut readiness = FuturesUnordered::new();
     for (i, m) in members.iter_mut().enumerate() {
         if let Some(fut) = m.fut.take() {
+            reporter.report(&m.name, State::Starting);
             tasks.spawn(i, fut);
         }
         if let Some(w) = m.when_ready.take() {
@@ -348,6 +388,7 @@ async fn run_group(
                         outcome => judge(&m.name, m.long_running, outcome),
                     }
                 };
+                reporter.ended(&m.name, failure.as_ref());
                 if let Some(e) = failure {
                     errors.push(e);
                     token.cancel();
@@ -355,6 +396,9 @@ async fn run_group(
             }
             Some((i, was_ready)) = readiness.next(), if !readiness.is_empty() => {
                 if was_ready {
+                    if tasks.is_running(i) {
+                        reporter.report(&members[i].name, State::Running);
+                    }
                     mark_ready(i, &mut ready);
                 }
             }
@@ -362,10 +406,12 @@ async fn run_group(
             () = tokio::time::sleep_until(stop_at), if deadline.is_some() => {
                 for i in tasks.running_indices() {
                     tasks.abort(i);
-                    errors.push(ServiceError::StopTimeout {
+                    let e = ServiceError::StopTimeout {
                         name: members[i].name.clone(),
                         timeout: stop_timeout,
-                    });
+                    };
+                    reporter.ended(&members[i].name, Some(&e));
+                    errors.push(e);
                 }
             }
         }

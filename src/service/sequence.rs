@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::{
-    check_duration, check_names, into_result, judge, judge_stopping, Member, Prepared,
+    check_duration, check_names, into_result, judge, judge_stopping, report_idle, Member, Prepared,
     DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Outcome, Ready, Service, Tasks, WhenReady};
+use super::status::{Reporter, State, StatusHub};
 
 /// The start timeout of a sequence unless set otherwise.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,6 +86,9 @@ pub struct Sequence {
     overrides: Vec<(Option<Duration>, Option<Duration>)>,
     start_timeout: Duration,
     stop_timeout: Duration,
+    status: Option<StatusHub>,
+    /// How many times the sequence was started: the attempt number of its status events.
+    runs: u32,
 }
 
 impl fmt::Debug for Sequence {
@@ -94,6 +98,8 @@ impl fmt::Debug for Sequence {
             .field("members", &self.members)
             .field("start_timeout", &self.start_timeout)
             .field("stop_timeout", &self.stop_timeout)
+            .field("status", &self.status)
+            .field("runs", &self.runs)
             .finish()
     }
 }
@@ -120,6 +126,8 @@ impl Sequence {
                 overrides: Vec::new(),
                 start_timeout: DEFAULT_START_TIMEOUT,
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
+                status: None,
+                runs: 0,
             },
         }
     }
@@ -151,6 +159,8 @@ impl Sequence {
         ctx: CancellationToken,
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        self.runs = self.runs.saturating_add(1);
+        let reporter = Reporter::new(self.status.clone(), self.runs);
         let mut tokens = Vec::with_capacity(self.members.len());
         let members: Vec<Prepared> = self
             .members
@@ -178,7 +188,9 @@ impl Sequence {
                 )
             })
             .collect();
-        Box::pin(run_sequence(members, tokens, timeouts, ctx, ready))
+        Box::pin(run_sequence(
+            members, tokens, timeouts, ctx, ready, reporter,
+        ))
     }
 }
 
@@ -235,6 +247,14 @@ impl SequenceBuilder {
         self
     }
 
+    /// Reports the services' transitions to `hub`, as [`GroupBuilder::status`] does.
+    ///
+    /// [`GroupBuilder::status`]: super::GroupBuilder::status
+    pub fn status(mut self, hub: StatusHub) -> Self {
+        self.seq.status = Some(hub);
+        self
+    }
+
     /// Checks the settings and builds the sequence.
     ///
     /// # Errors
@@ -253,6 +273,7 @@ impl SequenceBuilder {
                 check_duration("stop timeout", *stop)?;
             }
         }
+        report_idle(self.seq.status.as_ref(), &self.seq.members);
         Ok(self.seq)
     }
 }
@@ -285,6 +306,7 @@ async fn run_sequence(
     timeouts: Vec<(Duration, Duration)>,
     ctx: CancellationToken,
     ready: Ready,
+    reporter: Reporter,
 ) -> Result<(), ServiceError> {
     let n = members.len();
     let mut tasks = Tasks::new(n);
@@ -298,6 +320,7 @@ async fn run_sequence(
             break;
         }
         if let Some(fut) = members[i].fut.take() {
+            reporter.report(&members[i].name, State::Starting);
             tasks.spawn(i, fut);
         }
         started = i + 1;
@@ -309,6 +332,7 @@ async fn run_sequence(
                 r = when_ready(&mut when) => {
                     when = None;
                     if r {
+                        reporter.report(&members[i].name, State::Running);
                         break;
                     }
                     // Dropped without reporting ready: wait for its end or the timeout.
@@ -317,9 +341,12 @@ async fn run_sequence(
                     let m = &members[j];
                     if j == i {
                         if matches!(outcome, Outcome::Done) && !m.long_running {
+                            reporter.ended(&m.name, None);
                             break; // a one-shot finished: ready
                         }
-                        if let Some(e) = judge(&m.name, m.long_running, outcome) {
+                        let failure = judge(&m.name, m.long_running, outcome);
+                        reporter.ended(&m.name, failure.as_ref());
+                        if let Some(e) = failure {
                             errors.push(ServiceError::Starting {
                                 name: m.name.clone(),
                                 source: Box::new(e),
@@ -327,11 +354,15 @@ async fn run_sequence(
                             failed = true;
                             break 'start;
                         }
-                    } else if let Some(e) = judge(&m.name, m.long_running, outcome) {
-                        // An earlier service failed while this one was starting.
-                        errors.push(e);
-                        failed = true;
-                        break 'start;
+                    } else {
+                        let failure = judge(&m.name, m.long_running, outcome);
+                        reporter.ended(&m.name, failure.as_ref());
+                        if let Some(e) = failure {
+                            // An earlier service failed while this one was starting.
+                            errors.push(e);
+                            failed = true;
+                            break 'start;
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
@@ -355,7 +386,9 @@ async fn run_sequence(
             tokio::select! {
                 (j, outcome) = tasks.next() => {
                     let m = &members[j];
-                    if let Some(e) = judge(&m.name, m.long_running, outcome) {
+                    let failure = judge(&m.name, m.long_running, outcome);
+                    reporter.ended(&m.name, failure.as_ref());
+                    if let Some(e) = failure {
                         errors.push(e);
                         break;
                     }
@@ -376,16 +409,20 @@ async fn run_sequence(
         while tasks.is_running(i) {
             tokio::select! {
                 (j, outcome) = tasks.next() => {
-                    if let Some(e) = judge_stopping(&members[j].name, outcome) {
+                    let failure = judge_stopping(&members[j].name, outcome);
+                    reporter.ended(&members[j].name, failure.as_ref());
+                    if let Some(e) = failure {
                         errors.push(e);
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     tasks.abort(i);
-                    errors.push(ServiceError::StopTimeout {
+                    let e = ServiceError::StopTimeout {
                         name: members[i].name.clone(),
                         timeout: stop_timeout,
-                    });
+                    };
+                    reporter.ended(&members[i].name, Some(&e));
+                    errors.push(e);
                 }
             }
         }

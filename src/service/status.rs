@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
+use super::error::ServiceError;
+
 /// The state of a service, as reported in a [`StatusEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -192,5 +194,38 @@ impl StatusHub {
         });
         // An error only means nobody listens right now.
         let _ = self.inner.events.send(event);
+    }
+}
+
+/// Reports the members of a group or sequence, if it was given a hub.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter {
+    hub: Option<StatusHub>,
+    attempt: u32,
+}
+
+impl Reporter {
+    pub(crate) fn new(hub: Option<StatusHub>, attempt: u32) -> Self {
+        Reporter { hub, attempt }
+    }
+
+    pub(crate) fn report(&self, name: &str, state: State) {
+        if let Some(hub) = &self.hub {
+            hub.report(name, state, self.attempt, None, None);
+        }
+    }
+
+    /// Reports how a member ended: `Stopped` when `failure` is `None`, else `Panicked` or
+    /// `Failed` with the failure's text.
+    pub(crate) fn ended(&self, name: &str, failure: Option<&ServiceError>) {
+        let Some(hub) = &self.hub else { return };
+        let (state, error) = match failure {
+            None => (State::Stopped, None),
+            Some(ServiceError::Panicked { message, .. }) => {
+                (State::Panicked, Some(message.clone()))
+            }
+            Some(other) => (State::Failed, Some(other.reason())),
+        };
+        hub.report(name, state, self.attempt, error, None);
     }
 }
