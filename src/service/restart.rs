@@ -486,13 +486,13 @@ async fn supervise<S: Service>(
                 window,
                 last: Box::new(last),
             };
-            s.report(State::Failed, attempt, Some(err.to_string()), None);
+            s.report(State::Failed, attempt, Some(err.reason()), None);
             return Err(err);
         }
         let n = u32::try_from(restarts.len()).unwrap_or(u32::MAX);
         let delay = s.backoff.delay(n, &mut rng);
         restarts.push_back(now);
-        attempt += 1;
+        attempt = attempt.saturating_add(1);
         s.report(State::Restarting, attempt, None, Some(delay));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

@@ -24,7 +24,8 @@ pub enum State {
     /// The service stopped: it was cancelled, or it ended and will not be restarted.
     Stopped,
     /// The service returned an error (the event carries it). A `Restarting` event follows
-    /// if it will be restarted.
+    /// if it will be restarted. A restarter that gives up reports one more `Failed` event
+    /// whose error text says so (`"gave up after …"`).
     Failed,
     /// The service panicked (the event carries the message). A `Restarting` event follows if
     /// it will be restarted.
