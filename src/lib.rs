@@ -52,6 +52,10 @@
 //!   cancels, waits, aborts stragglers and returns a [`ShutdownReport`].
 //! * **Blocking** — [`WaitGroup::wait_blocking`] for `Drop` impls and
 //!   synchronous code, outside any runtime.
+//! * **Services** — the [`service`] module runs long-running services as a
+//!   group that fails together, as an ordered sequence (start in order, stop
+//!   in reverse), under restart policies with backoff and limits, with status
+//!   events and OS signal handling.
 //!
 //! # Compared with the alternatives
 //!
@@ -87,6 +91,8 @@ mod state;
 mod sync;
 mod task;
 mod wait_group;
+
+pub mod service;
 
 pub use error::{BoxError, Closed, LinkError, TaskError, TaskErrors, WaitError};
 pub use guard::TaskGuard;

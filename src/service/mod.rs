@@ -1,0 +1,77 @@
+//! Run, sequence, restart and supervise long-running services.
+//!
+//! A [`Service`] is a named unit of long-running work (a server, a consumer, an exporter)
+//! that runs until its [`CancellationToken`] is cancelled and reports [`Ready`] once it can
+//! serve. On top of it:
+//!
+//! - [`service_fn`], [`run_teardown`], [`blocking_run_teardown`]: services from closures, or
+//!   from a run + teardown pair (the run's error is never lost);
+//! - [`Group`]: start all at once; the first failure (error, panic, or early exit) stops the
+//!   rest; stop under one deadline; every error reported as `name: error`;
+//! - [`Sequence`]: start in order, each once the previous is ready; stop in reverse;
+//! - [`Restarter`] and [`Supervisor`]: restart by [`RestartPolicy`], with [`Backoff`] and an
+//!   [`Intensity`] limit that escalates;
+//! - [`StatusHub`]: every transition as a [`StatusEvent`], plus a snapshot;
+//! - [`SignalService`], [`shutdown_signal`]: SIGINT/SIGTERM, graceful then forced.
+//!
+//! Groups, sequences, restarters and the signal wrapper are services themselves, so they
+//! nest. Errors are [`ServiceError`] (what went wrong at run time) and [`ConfigError`]
+//! (invalid settings, reported when building).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use taskgroup::service::{service_fn, Group, Ready, Sequence};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let server = |name: &'static str| {
+//!     service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+//!         ready.ready();
+//!         ctx.cancelled().await;
+//!         Ok(())
+//!     })
+//! };
+//! let backend = Sequence::builder("backend")
+//!     .service(server("db"))
+//!     .service(server("cache"))
+//!     .build()
+//!     .unwrap();
+//! let mut app = Group::builder("app")
+//!     .service(backend)
+//!     .service(server("http"))
+//!     .service(service_fn("job", |_ctx, _ready| async {
+//!         tokio::time::sleep(Duration::from_secs(1)).await;
+//!         Err("disk full".into())
+//!     }))
+//!     .build()
+//!     .unwrap();
+//! let err = app.serve(CancellationToken::new()).await.unwrap_err();
+//! assert_eq!(err.to_string(), "job: disk full");
+//! # }
+//! ```
+
+mod error;
+mod group;
+mod restart;
+mod sequence;
+#[allow(clippy::module_inception)]
+mod service;
+mod signal;
+mod status;
+
+pub use error::{BoxError, Cancelled, ConfigError, ServiceError, TeardownError};
+pub use group::{Group, GroupBuilder};
+pub use restart::{Backoff, Intensity, RestartPolicy, Restarter, Supervisor};
+pub use sequence::{Sequence, SequenceBuilder};
+pub use service::{
+    blocking_run_teardown, run_teardown, service_fn, Ready, RunTeardown, Service, ServiceFn,
+    WhenReady,
+};
+pub use signal::{shutdown_signal, Signal, SignalService};
+pub use status::{State, StatusEvent, StatusHub};
+
+#[doc(no_inline)]
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,662 @@
+//! Restarting services: the restart policy, exponential backoff with jitter, the intensity
+//! limit, the [`Restarter`] wrapper and the [`Supervisor`] over many services.
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{BoxError, ConfigError, ServiceError};
+use super::group::{check_duration, Group, DEFAULT_STOP_TIMEOUT};
+use super::service::{run_caught, Outcome, Ready, Service, WhenReady};
+use super::status::{State, StatusHub};
+
+/// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RestartPolicy {
+    /// Always: after an error, a panic, and after returning `Ok(())` (a permanent service is
+    /// not supposed to end). The default.
+    #[default]
+    Permanent,
+    /// On failure only: after an error or a panic. Returning `Ok(())` ends the restarter
+    /// with `Ok(())`.
+    Transient,
+    /// Never: the first end of the service is the end of the restarter.
+    Temporary,
+}
+
+/// Exponential backoff with jitter: the delay before the n-th restart in the intensity window
+/// (counting from 0) is `min * factor^n`, capped at `max`, then reduced by a random fraction
+/// of at most `jitter` (so a delay never exceeds `max`, and `jitter = 0.0` gives exact
+/// delays).
+///
+/// The random numbers come from a small xorshift generator, seeded from
+/// [`RandomState`] unless [`with_seed`](Backoff::with_seed) fixes the seed.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::service::Backoff;
+///
+/// let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1), 2.0, 0.0)?;
+/// assert_eq!(backoff.base_delay(0), Duration::from_millis(100));
+/// assert_eq!(backoff.base_delay(3), Duration::from_millis(800));
+/// assert_eq!(backoff.base_delay(4), Duration::from_secs(1));
+/// # Ok::<(), taskgroup::service::ConfigError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`exponential`](Backoff::exponential) rejects a zero `min` or `max`, `min > max`, a
+/// factor below 1 or not finite, and a jitter outside `0.0..=1.0`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    factor: f64,
+    jitter: f64,
+    seed: Option<u64>,
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling up to 10 s, with a jitter of 0.1.
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: 0.1,
+            seed: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// A validated exponential backoff.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroDuration`], [`ConfigError::BackoffMinAboveMax`],
+    /// [`ConfigError::InvalidFactor`] or [`ConfigError::InvalidJitter`].
+    pub fn exponential(
+        min: Duration,
+        max: Duration,
+        factor: f64,
+        jitter: f64,
+    ) -> Result<Self, ConfigError> {
+        check_duration("backoff min", min)?;
+        check_duration("backoff max", max)?;
+        if min > max {
+            return Err(ConfigError::BackoffMinAboveMax { min, max });
+        }
+        if !factor.is_finite() || factor < 1.0 {
+            return Err(ConfigError::InvalidFactor { factor });
+        }
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError::InvalidJitter { jitter });
+        }
+        Ok(Backoff {
+            min,
+            max,
+            factor,
+            jitter,
+            seed: None,
+        })
+    }
+
+    /// Fixes the jitter's random seed, for reproducible delays.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The delay before the `n`-th restart (from 0) before jitter: `min * factor^n`, at most
+    /// `max`.
+    pub fn base_delay(&self, n: u32) -> Duration {
+        let exp = i32::try_from(n).unwrap_or(i32::MAX);
+        let secs = self.min.as_secs_f64() * self.factor.powi(exp);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs).clamp(self.min, self.max)
+        }
+    }
+
+    /// The delay before the `n`-th restart, with jitter drawn from `rng`.
+    fn delay(&self, n: u32, rng: &mut XorShift) -> Duration {
+        let base = self.base_delay(n);
+        if self.jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 - self.jitter * rng.next_f64())
+    }
+
+    fn rng(&self) -> XorShift {
+        let seed = self
+            .seed
+            .unwrap_or_else(|| RandomState::new().build_hasher().finish());
+        XorShift::new(seed)
+    }
+}
+
+/// xorshift64*: small, fast and good enough to spread restart delays.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        // The state must never be zero.
+        XorShift(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// A number in `0.0..1.0`.
+    fn next_f64(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (r >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The restart intensity limit: at most `max_restarts` restarts within any `window`. One
+/// failure more, and the restarter gives up and escalates the failure to its parent as
+/// [`ServiceError::GaveUp`] (as an OTP supervisor does).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::service::Intensity;
+///
+/// let limit = Intensity::new(3, Duration::from_secs(10))?;
+/// assert_eq!(limit.max_restarts(), 3);
+/// # Ok::<(), taskgroup::service::ConfigError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`new`](Intensity::new) rejects a zero window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intensity {
+    max_restarts: usize,
+    window: Duration,
+}
+
+impl Default for Intensity {
+    /// 5 restarts within 60 seconds.
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Intensity {
+    /// At most `max_restarts` restarts within `window` (0 restarts: give up at the first
+    /// failure).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroDuration`] if `window` is zero.
+    pub fn new(max_restarts: usize, window: Duration) -> Result<Self, ConfigError> {
+        check_duration("intensity window", window)?;
+        Ok(Intensity {
+            max_restarts,
+            window,
+        })
+    }
+
+    /// The number of restarts allowed within the window.
+    pub fn max_restarts(&self) -> usize {
+        self.max_restarts
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    name: String,
+    policy: RestartPolicy,
+    backoff: Backoff,
+    intensity: Intensity,
+    status: Option<StatusHub>,
+}
+
+impl Settings {
+    fn report(&self, state: State, attempt: u32, error: Option<String>, delay: Option<Duration>) {
+        if let Some(hub) = &self.status {
+            hub.report(&self.name, state, attempt, error, delay);
+        }
+    }
+}
+
+/// Runs a service again when it ends, as its [`RestartPolicy`] says, after an exponential
+/// [`Backoff`] delay, within an [`Intensity`] limit.
+///
+/// Semantics of a run of the restarter:
+/// - each attempt calls the service's [`run`](Service::run) again, on the same value, with
+///   the restarter's context; a panic is caught and treated as a failure (reported as a
+///   panic);
+/// - the restarter reports ready when an attempt first reports ready;
+/// - a failure (or, for [`Permanent`](RestartPolicy::Permanent), any end) schedules a
+///   restart after `backoff` for the number of restarts already inside the intensity window
+///   (so the delay grows while failures are frequent and falls back as they age out of the
+///   window); if the window already holds `max_restarts` restarts, the restarter gives up and
+///   returns [`ServiceError::GaveUp`] naming the service and the count;
+/// - when the context is cancelled the restarter stops: during the backoff sleep at once
+///   (a restart never delays a stop), during a run once the run returns; no restart follows
+///   a cancellation. An error returned after the cancellation (other than
+///   [`Cancelled`](super::Cancelled)) is still returned.
+/// - with a [`StatusHub`], every transition is reported (see [`State`]).
+///
+/// The service sits behind a mutex that is locked only to call `run` (a synchronous call that
+/// returns the future), never across an `.await`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use taskgroup::service::{service_fn, Backoff, Intensity, Ready, Restarter, Service, ServiceError};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), taskgroup::service::BoxError> {
+/// let runs = Arc::new(AtomicU32::new(0));
+/// let runs2 = runs.clone();
+/// let flaky = service_fn("flaky", move |_ctx, _ready| {
+///     runs2.fetch_add(1, Ordering::SeqCst);
+///     async { Err("boom".into()) }
+/// });
+/// let mut restarter = Restarter::new(flaky)
+///     .backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1), 2.0, 0.0)?)
+///     .intensity(Intensity::new(2, Duration::from_secs(60))?);
+/// let err = restarter.run(CancellationToken::new(), Ready::noop()).await.unwrap_err();
+/// let err = err.downcast::<ServiceError>()?;
+/// assert!(matches!(*err, ServiceError::GaveUp { restarts: 2, .. }));
+/// assert_eq!(runs.load(Ordering::SeqCst), 3);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`ServiceError::GaveUp`] at the intensity limit; the service's own error (as
+/// [`ServiceError::Failed`]) or panic ([`ServiceError::Panicked`]) when no restart follows.
+///
+/// # Cancel safety
+///
+/// Dropping the run future drops the current attempt.
+pub struct Restarter<S> {
+    inner: Arc<Mutex<S>>,
+    settings: Settings,
+}
+
+impl<S> fmt::Debug for Restarter<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Restarter")
+            .field("name", &self.settings.name)
+            .field("policy", &self.settings.policy)
+            .field("backoff", &self.settings.backoff)
+            .field("intensity", &self.settings.intensity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> Restarter<S> {
+    /// Wraps `service` with the default policy ([`Permanent`](RestartPolicy::Permanent)),
+    /// backoff and intensity, and no status reporting.
+    pub fn new(service: S) -> Self {
+        Restarter {
+            settings: Settings {
+                name: service.name().to_owned(),
+                policy: RestartPolicy::default(),
+                backoff: Backoff::default(),
+                intensity: Intensity::default(),
+                status: None,
+            },
+            inner: Arc::new(Mutex::new(service)),
+        }
+    }
+
+    /// Sets the restart policy.
+    #[must_use]
+    pub fn policy(mut self, policy: RestartPolicy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// Sets the backoff.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// Sets the intensity limit.
+    #[must_use]
+    pub fn intensity(mut self, intensity: Intensity) -> Self {
+        self.settings.intensity = intensity;
+        self
+    }
+
+    /// Reports every status transition to `hub`, starting with [`State::Idle`] now.
+    #[must_use]
+    pub fn status(mut self, hub: StatusHub) -> Self {
+        hub.report(&self.settings.name, State::Idle, 0, None, None);
+        self.settings.status = Some(hub);
+        self
+    }
+}
+
+impl<S: Service> Service for Restarter<S> {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn run(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> BoxFuture<'static, Result<(), BoxError>> {
+        let inner = self.inner.clone();
+        let settings = self.settings.clone();
+        Box::pin(async move {
+            supervise(inner, settings, ctx, ready)
+                .await
+                .map_err(BoxError::from)
+        })
+    }
+}
+
+async fn when_ready(w: &mut Option<WhenReady>) -> bool {
+    match w {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn supervise<S: Service>(
+    inner: Arc<Mutex<S>>,
+    s: Settings,
+    ctx: CancellationToken,
+    ready: Ready,
+) -> Result<(), ServiceError> {
+    let mut rng = s.backoff.rng();
+    let mut outer_ready = Some(ready);
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut attempt: u32 = 1;
+    loop {
+        s.report(State::Starting, attempt, None, None);
+        let (r, w) = Ready::channel();
+        // The lock is released at the end of this statement: `run` only builds the future.
+        let fut = inner.lock().run(ctx.clone(), r);
+        let mut when = Some(w);
+        let mut run = std::pin::pin!(run_caught(fut));
+        let mut on_ready = |was_ready: bool| {
+            if was_ready {
+                s.report(State::Running, attempt, None, None);
+                if let Some(r) = outer_ready.take() {
+                    r.ready();
+                }
+            }
+        };
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                was_ready = when_ready(&mut when) => {
+                    when = None;
+                    on_ready(was_ready);
+                }
+            }
+        };
+        // A run that reported ready and ended in the same poll: report the readiness first,
+        // so the events keep their order.
+        if let Some(was_ready) = when.take().and_then(FutureExt::now_or_never) {
+            on_ready(was_ready);
+        }
+
+        let stopping = ctx.is_cancelled();
+        let last = match outcome {
+            Outcome::Done => {
+                s.report(State::Stopped, attempt, None, None);
+                if stopping || s.policy != RestartPolicy::Permanent {
+                    return Ok(());
+                }
+                ServiceError::ExitedEarly {
+                    name: s.name.clone(),
+                }
+            }
+            Outcome::Error(e) => {
+                s.report(State::Failed, attempt, Some(e.to_string()), None);
+                let err = ServiceError::attribute(&s.name, e);
+                if stopping || s.policy == RestartPolicy::Temporary {
+                    return Err(err);
+                }
+                err
+            }
+            Outcome::Panic(message) => {
+                s.report(State::Panicked, attempt, Some(message.clone()), None);
+                let err = ServiceError::Panicked {
+                    name: s.name.clone(),
+                    message,
+                };
+                if stopping || s.policy == RestartPolicy::Temporary {
+                    return Err(err);
+                }
+                err
+            }
+        };
+
+        let now = Instant::now();
+        let window = s.intensity.window;
+        while restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() >= s.intensity.max_restarts {
+            let err = ServiceError::GaveUp {
+                name: s.name.clone(),
+                restarts: restarts.len(),
+                window,
+                last: Box::new(last),
+            };
+            s.report(State::Failed, attempt, Some(err.reason()), None);
+            return Err(err);
+        }
+        let n = u32::try_from(restarts.len()).unwrap_or(u32::MAX);
+        let delay = s.backoff.delay(n, &mut rng);
+        restarts.push_back(now);
+        attempt = attempt.saturating_add(1);
+        s.report(State::Restarting, attempt, None, Some(delay));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = ctx.cancelled() => {
+                s.report(State::Stopped, attempt - 1, None, None);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Builds a supervisor: a [`Group`] whose services are each wrapped in a [`Restarter`] with
+/// the same policy, backoff, intensity and status hub.
+///
+/// When one service gives up (its intensity limit is reached), the failure escalates: the
+/// group cancels the others and returns [`ServiceError::GaveUp`] for it.
+///
+/// Services restarted with [`Transient`](RestartPolicy::Transient) or
+/// [`Temporary`](RestartPolicy::Temporary) may end with `Ok(())` without stopping the others
+/// (they are added as one-shot members); [`Permanent`](RestartPolicy::Permanent) ones are
+/// long-running.
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::service::{service_fn, State, StatusHub, Supervisor};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = StatusHub::default();
+/// let mut group = Supervisor::new("workers")
+///     .status(hub.clone())
+///     .service(service_fn("a", |ctx: CancellationToken, ready| async move {
+///         ready.ready();
+///         ctx.cancelled().await;
+///         Ok(())
+///     }))
+///     .build()
+///     .unwrap();
+/// assert_eq!(hub.snapshot()["a"].state, State::Idle);
+/// let ctx = CancellationToken::new();
+/// ctx.cancel();
+/// group.serve(ctx).await.unwrap();
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`build`](Supervisor::build) returns [`ConfigError::NoServices`] without services, and
+/// the errors of [`GroupBuilder::build`](super::GroupBuilder::build).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Supervisor {
+    name: String,
+    policy: RestartPolicy,
+    backoff: Backoff,
+    intensity: Intensity,
+    status: Option<StatusHub>,
+    stop_timeout: Duration,
+    services: Vec<Box<dyn Service>>,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("name", &self.name)
+            .field("policy", &self.policy)
+            .field("backoff", &self.backoff)
+            .field("intensity", &self.intensity)
+            .field("stop_timeout", &self.stop_timeout)
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Starts building a supervisor named `name`, with the default restart settings and a
+    /// 10 second stop timeout.
+    pub fn new(name: impl Into<String>) -> Self {
+        Supervisor {
+            name: name.into(),
+            policy: RestartPolicy::default(),
+            backoff: Backoff::default(),
+            intensity: Intensity::default(),
+            status: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            services: Vec::new(),
+        }
+    }
+
+    /// Adds a service.
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services.push(Box::new(service));
+        self
+    }
+
+    /// Sets the restart policy of every service.
+    pub fn policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the backoff of every service.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the intensity limit of every service (each has its own count).
+    pub fn intensity(mut self, intensity: Intensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
+
+    /// Reports every service's transitions to `hub`.
+    pub fn status(mut self, hub: StatusHub) -> Self {
+        self.status = Some(hub);
+        self
+    }
+
+    /// Sets the group's stop timeout.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the supervising group.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::NoServices`], [`ConfigError::DuplicateName`],
+    /// [`ConfigError::ZeroDuration`].
+    pub fn build(self) -> Result<Group, ConfigError> {
+        if self.services.is_empty() {
+            return Err(ConfigError::NoServices { group: self.name });
+        }
+        // Check names before reporting anything to the hub.
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.services {
+            if !seen.insert(s.name()) {
+                return Err(ConfigError::DuplicateName {
+                    group: self.name.clone(),
+                    name: s.name().to_owned(),
+                });
+            }
+        }
+        let mut builder = Group::builder(self.name).stop_timeout(self.stop_timeout);
+        for service in self.services {
+            let mut r = Restarter::new(service)
+                .policy(self.policy)
+                .backoff(self.backoff)
+                .intensity(self.intensity);
+            if let Some(hub) = &self.status {
+                r = r.status(hub.clone());
+            }
+            builder = if self.policy == RestartPolicy::Permanent {
+                builder.service(r)
+            } else {
+                builder.oneshot(r)
+            };
+        }
+        builder.build()
+    }
+}

@@ -1,0 +1,212 @@
+//! Shutdown on SIGINT or SIGTERM (Ctrl-C on non-unix platforms).
+//!
+//! # Handlers
+//!
+//! The signal streams are created when [`shutdown_signal`] or a [`SignalService`] run starts
+//! and dropped when it ends, so no signal is queued for it afterwards. Note that tokio, once a
+//! signal kind was listened to, keeps its process-wide OS handler installed for the life of
+//! the process: after the streams are dropped, a further SIGINT or SIGTERM is *ignored*
+//! rather than terminating the process. What happens then, typically exiting the process with
+//! [`std::process::exit`], is the caller's choice.
+
+use std::fmt;
+use std::io;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{BoxError, ServiceError};
+use super::service::{Ready, Service};
+
+/// A shutdown signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// SIGINT, or Ctrl-C on non-unix platforms.
+    Interrupt,
+    /// SIGTERM (unix only).
+    Terminate,
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// The signal streams; dropping this releases them.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    /// The next signal. Cancel safe.
+    async fn recv(&mut self) -> io::Result<Signal> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.interrupt.recv() => Ok(Signal::Interrupt),
+                Some(()) = self.terminate.recv() => Ok(Signal::Terminate),
+                else => Err(io::Error::other("signal streams closed")),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| Signal::Interrupt)
+        }
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM (Ctrl-C on non-unix platforms).
+///
+/// The handlers are registered when the future is first polled and released when it
+/// resolves or is dropped (see [`SignalService`] for what tokio keeps installed).
+///
+/// # Examples
+///
+/// ```no_run
+/// use taskgroup::service::shutdown_signal;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let ctx = CancellationToken::new();
+/// let signal = shutdown_signal().await?;
+/// println!("{signal}: shutting down");
+/// ctx.cancel();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// If a signal handler cannot be registered.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping it releases the handlers; a signal that arrived meanwhile is lost.
+pub async fn shutdown_signal() -> io::Result<Signal> {
+    let mut signals = Signals::new()?;
+    signals.recv().await
+}
+
+/// Runs a service until SIGINT or SIGTERM, then stops it gracefully; a second signal forces
+/// the stop.
+///
+/// - the signal handlers are registered before the inner service starts (so once it reports
+///   ready, which is forwarded, a signal is caught);
+/// - the **first** signal cancels the inner service's token (a child of the context), and the
+///   inner service stops as usual (a group within its stop timeout, a sequence in reverse);
+/// - a **second** signal while it is still stopping drops the inner run, which aborts every
+///   task a group or sequence spawned, and returns [`ServiceError::Forced`]. Exiting the
+///   process is left to the caller;
+/// - the signal streams are dropped when the run ends, so no signal is queued for it
+///   afterwards. Note that tokio, once a signal kind was listened to, keeps its process-wide
+///   OS handler installed for the life of the process: after the streams are dropped, a
+///   further SIGINT or SIGTERM is *ignored* rather than terminating the process. What
+///   happens then, typically exiting with [`std::process::exit`], is the caller's choice.
+///
+/// # Examples
+///
+/// ```no_run
+/// use taskgroup::service::{service_fn, Group, Ready, Service, SignalService};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main]
+/// # async fn main() {
+/// let group = Group::builder("app")
+///     .service(service_fn("api", |ctx: CancellationToken, ready: Ready| async move {
+///         ready.ready();
+///         ctx.cancelled().await;
+///         Ok(())
+///     }))
+///     .build()
+///     .unwrap();
+/// let mut app = SignalService::new(group);
+/// if let Err(err) = app.run(CancellationToken::new(), Ready::noop()).await {
+///     eprintln!("{err}");
+///     std::process::exit(1);
+/// }
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// The inner service's error; [`ServiceError::Forced`] on a second signal; a
+/// [`std::io::Error`] if the handlers cannot be registered.
+///
+/// # Cancel safety
+///
+/// Dropping the run future drops the inner run and releases the handlers.
+#[derive(Debug)]
+pub struct SignalService<S> {
+    inner: S,
+}
+
+impl<S: Service> SignalService<S> {
+    /// Wraps `service`; the wrapper has the same name.
+    pub fn new(service: S) -> Self {
+        SignalService { inner: service }
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Service> Service for SignalService<S> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn run(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> BoxFuture<'static, Result<(), BoxError>> {
+        let name = self.inner.name().to_owned();
+        let inner_token = ctx.child_token();
+        let mut inner = self.inner.run(inner_token.clone(), ready);
+        Box::pin(async move {
+            let mut signals = Signals::new()?;
+            let mut first = None;
+            loop {
+                tokio::select! {
+                    res = &mut inner => return res,
+                    sig = signals.recv() => {
+                        let sig = sig?;
+                        if first.is_none() {
+                            first = Some(sig);
+                            inner_token.cancel();
+                        } else {
+                            drop(inner);
+                            return Err(ServiceError::Forced { name, signal: sig }.into());
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,396 @@
+//! Restarter and Supervisor: policies, exact backoff delays, intensity limit, panics, stop
+//! during a restart, settings validation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use taskgroup::service::{
+    service_fn, Backoff, ConfigError, Group, Intensity, Ready, RestartPolicy, Restarter, Sequence,
+    Service, ServiceError, State, StatusHub, Supervisor,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn backoff(min: u64, max: u64) -> Backoff {
+    Backoff::exponential(ms(min), ms(max), 2.0, 0.0).unwrap()
+}
+
+/// A service that records the time of each run and fails; on run number `stop_at` it
+/// cancels `root` instead and waits to be stopped.
+fn recording_failure(
+    times: Arc<Mutex<Vec<Instant>>>,
+    root: CancellationToken,
+    stop_at: usize,
+) -> impl Service {
+    service_fn("flaky", move |ctx: CancellationToken, _ready| {
+        let times = times.clone();
+        let root = root.clone();
+        async move {
+            let n = {
+                let mut t = times.lock().unwrap();
+                t.push(Instant::now());
+                t.len()
+            };
+            if n == stop_at {
+                root.cancel();
+                ctx.cancelled().await;
+                return Ok(());
+            }
+            Err(format!("failure {n}").into())
+        }
+    })
+}
+
+fn gaps(times: &[Instant]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_count_and_backoff_delays_are_exact() {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let root = CancellationToken::new();
+    let mut r = Restarter::new(recording_failure(times.clone(), root.clone(), 7))
+        .backoff(backoff(100, 1000))
+        .intensity(Intensity::new(10, Duration::from_secs(60)).unwrap());
+    r.run(root, Ready::noop()).await.unwrap();
+    let times = times.lock().unwrap().clone();
+    assert_eq!(times.len(), 7, "1 run + 6 restarts");
+    assert_eq!(
+        gaps(&times),
+        [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn intensity_limit_escalates_with_name_and_count() {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let mut r = Restarter::new(recording_failure(
+        times.clone(),
+        CancellationToken::new(),
+        usize::MAX,
+    ))
+    .backoff(backoff(100, 1000))
+    .intensity(Intensity::new(3, Duration::from_secs(10)).unwrap());
+    let err = r
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err()
+        .downcast::<ServiceError>()
+        .unwrap();
+    assert_eq!(times.lock().unwrap().len(), 4, "1 run + 3 restarts");
+    assert!(matches!(
+        &*err,
+        ServiceError::GaveUp { name, restarts: 3, window, .. }
+            if name == "flaky" && *window == Duration::from_secs(10)
+    ));
+    assert_eq!(
+        err.to_string(),
+        "flaky: gave up after 3 restarts within 10s; last failure: failure 4"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarts_outside_the_window_do_not_count() {
+    // Backoff (2 s) longer than the window (1 s): the one allowed restart always ages out.
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let root = CancellationToken::new();
+    let mut r = Restarter::new(recording_failure(times.clone(), root.clone(), 6))
+        .backoff(backoff(2000, 2000))
+        .intensity(Intensity::new(1, Duration::from_secs(1)).unwrap());
+    r.run(root, Ready::noop()).await.unwrap();
+    let times = times.lock().unwrap().clone();
+    assert_eq!(gaps(&times), [ms(2000); 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn supervisor_escalation_stops_the_siblings() {
+    let (stopped_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel();
+    let steady = service_fn("steady", move |ctx: CancellationToken, ready: Ready| {
+        let stopped_tx = stopped_tx.clone();
+        async move {
+            ready.ready();
+            ctx.cancelled().await;
+            let _ = stopped_tx.send("steady stopped");
+            Ok(())
+        }
+    });
+    let flaky = service_fn("flaky", |_ctx, _ready| async { Err("boom".into()) });
+    let mut group = Supervisor::new("sup")
+        .service(steady)
+        .service(flaky)
+        .backoff(backoff(100, 100))
+        .intensity(Intensity::new(2, Duration::from_secs(10)).unwrap())
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = group.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(
+        err.to_string(),
+        "flaky: gave up after 2 restarts within 10s; last failure: boom"
+    );
+    assert_eq!(stopped.recv().await, Some("steady stopped"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_is_restarted_and_reported_as_a_panic() {
+    let hub = StatusHub::new(64);
+    let mut events = hub.subscribe();
+    let runs = Arc::new(Mutex::new(0));
+    let runs2 = runs.clone();
+    let svc = service_fn("panicky", move |ctx: CancellationToken, ready: Ready| {
+        let n = {
+            let mut r = runs2.lock().unwrap();
+            *r += 1;
+            *r
+        };
+        async move {
+            if n <= 2 {
+                panic!("bad state {n}");
+            }
+            ready.ready();
+            ctx.cancelled().await;
+            Ok(())
+        }
+    });
+    let mut r = Restarter::new(svc)
+        .backoff(backoff(10, 100))
+        .status(hub.clone());
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(r.run(ctx.clone(), ready));
+    assert!(when_ready.await, "ready forwarded from the third attempt");
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(*runs.lock().unwrap(), 3);
+    let mut panics = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.state == State::Panicked {
+            panics.push((e.attempt, e.error.unwrap()));
+        }
+    }
+    assert_eq!(
+        panics,
+        [(1, "bad state 1".to_owned()), (2, "bad state 2".to_owned())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn temporary_panic_is_returned_as_a_panic() {
+    let mut r = Restarter::new(service_fn("once", |_ctx, _ready| async { panic!("nope") }))
+        .policy(RestartPolicy::Temporary);
+    let err = r
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err()
+        .downcast::<ServiceError>()
+        .unwrap();
+    assert!(err.is_panic());
+    assert_eq!(err.to_string(), "once: panicked: nope");
+}
+
+fn counting(name: &'static str, runs: Arc<Mutex<u32>>, result: fn(u32) -> bool) -> impl Service {
+    service_fn(name, move |_ctx, _ready| {
+        let n = {
+            let mut r = runs.lock().unwrap();
+            *r += 1;
+            *r
+        };
+        async move {
+            if result(n) {
+                Ok(())
+            } else {
+                Err("failed".into())
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn policies_decide_what_is_restarted() {
+    // Transient: failures are restarted, Ok ends it.
+    let runs = Arc::new(Mutex::new(0));
+    let mut r = Restarter::new(counting("t", runs.clone(), |n| n == 3))
+        .policy(RestartPolicy::Transient)
+        .backoff(backoff(10, 10));
+    r.run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap();
+    assert_eq!(*runs.lock().unwrap(), 3);
+
+    // Temporary: the first error ends it.
+    let runs = Arc::new(Mutex::new(0));
+    let mut r = Restarter::new(counting("tmp", runs.clone(), |_| false))
+        .policy(RestartPolicy::Temporary)
+        .backoff(backoff(10, 10));
+    let err = r
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "tmp: failed");
+    assert_eq!(*runs.lock().unwrap(), 1);
+
+    // Permanent: even Ok is restarted, until the intensity limit.
+    let runs = Arc::new(Mutex::new(0));
+    let mut r = Restarter::new(counting("p", runs.clone(), |_| true))
+        .backoff(backoff(10, 10))
+        .intensity(Intensity::new(2, Duration::from_secs(60)).unwrap());
+    let err = r
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "p: gave up after 2 restarts within 60s; last failure: exited early (returned Ok before it was stopped)"
+    );
+    assert_eq!(*runs.lock().unwrap(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_a_restart_completes_at_once() {
+    let hub = StatusHub::new(64);
+    let mut watch = hub.watch();
+    let svc = service_fn("flaky", |_ctx, _ready| async { Err("down".into()) });
+    let restarter = Restarter::new(svc)
+        .backoff(backoff(3_600_000, 3_600_000)) // an hour
+        .status(hub.clone());
+    let mut group = Group::builder("app")
+        .service(restarter)
+        .stop_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(group.serve(ctx.clone()));
+    watch
+        .wait_for(|m| m.get("flaky").is_some_and(|e| e.state == State::Restarting))
+        .await
+        .unwrap();
+    let cancelled_at = Instant::now();
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(cancelled_at.elapsed(), Duration::ZERO);
+    assert_eq!(hub.snapshot()["flaky"].state, State::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarter_in_a_sequence_reports_ready_after_a_failed_attempt() {
+    let runs = Arc::new(Mutex::new(0));
+    let runs2 = runs.clone();
+    let db = service_fn("db", move |ctx: CancellationToken, ready: Ready| {
+        let n = {
+            let mut r = runs2.lock().unwrap();
+            *r += 1;
+            *r
+        };
+        async move {
+            if n == 1 {
+                return Err("not yet".into());
+            }
+            ready.ready();
+            ctx.cancelled().await;
+            Ok(())
+        }
+    });
+    let mut seq = Sequence::builder("app")
+        .service(Restarter::new(db).backoff(backoff(500, 500)))
+        .service(service_fn(
+            "http",
+            |ctx: CancellationToken, ready: Ready| async move {
+                ready.ready();
+                ctx.cancelled().await;
+                Ok(())
+            },
+        ))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let start = Instant::now();
+    let run = tokio::spawn(seq.run(ctx.clone(), ready));
+    assert!(when_ready.await);
+    assert_eq!(start.elapsed(), ms(500));
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_stays_within_bounds_and_a_seed_reproduces_it() {
+    async fn delays(seed: u64) -> Vec<Duration> {
+        let hub = StatusHub::new(256);
+        let mut events = hub.subscribe();
+        let b = Backoff::exponential(ms(100), ms(1000), 2.0, 0.5)
+            .unwrap()
+            .with_seed(seed);
+        let mut r = Restarter::new(service_fn("j", |_ctx, _ready| async { Err("x".into()) }))
+            .backoff(b)
+            .intensity(Intensity::new(6, Duration::from_secs(600)).unwrap())
+            .status(hub);
+        r.run(CancellationToken::new(), Ready::noop())
+            .await
+            .unwrap_err();
+        let mut out = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Some(d) = e.delay {
+                out.push(d);
+            }
+        }
+        out
+    }
+    let a = delays(42).await;
+    assert_eq!(a, delays(42).await, "same seed, same delays");
+    assert_ne!(a, delays(7).await, "another seed, other delays");
+    let b = backoff(100, 1000);
+    assert_eq!(a.len(), 6);
+    for (n, d) in a.iter().enumerate() {
+        let base = b.base_delay(n as u32);
+        assert!(*d <= base && *d >= base / 2, "{n}: {d:?} vs {base:?}");
+    }
+}
+
+#[test]
+fn settings_are_validated() {
+    assert_eq!(
+        Backoff::exponential(Duration::ZERO, ms(10), 2.0, 0.0),
+        Err(ConfigError::ZeroDuration {
+            setting: "backoff min"
+        })
+    );
+    assert_eq!(
+        Backoff::exponential(ms(20), ms(10), 2.0, 0.0),
+        Err(ConfigError::BackoffMinAboveMax {
+            min: ms(20),
+            max: ms(10)
+        })
+    );
+    assert!(matches!(
+        Backoff::exponential(ms(1), ms(10), 0.5, 0.0),
+        Err(ConfigError::InvalidFactor { .. })
+    ));
+    assert!(matches!(
+        Backoff::exponential(ms(1), ms(10), f64::NAN, 0.0),
+        Err(ConfigError::InvalidFactor { .. })
+    ));
+    assert!(matches!(
+        Backoff::exponential(ms(1), ms(10), 2.0, 1.5),
+        Err(ConfigError::InvalidJitter { .. })
+    ));
+    assert_eq!(
+        Intensity::new(3, Duration::ZERO),
+        Err(ConfigError::ZeroDuration {
+            setting: "intensity window"
+        })
+    );
+    let err = Supervisor::new("sup").build().unwrap_err();
+    assert_eq!(err.to_string(), "sup: no services");
+    let a = || service_fn("a", |_ctx, _ready| async { Ok(()) });
+    let err = Supervisor::new("sup")
+        .service(a())
+        .service(a())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::DuplicateName { .. }));
+}

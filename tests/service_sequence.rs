@@ -1,0 +1,306 @@
+//! Sequence: ordered start on readiness, reverse stop, failed starts.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use taskgroup::service::{service_fn, ConfigError, Ready, Sequence, Service, ServiceError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// (what, milliseconds since the test's start)
+type Log = Arc<Mutex<Vec<(String, u128)>>>;
+
+fn push(log: &Log, start: Instant, entry: String) {
+    log.lock()
+        .unwrap()
+        .push((entry, start.elapsed().as_millis()));
+}
+
+fn entries(log: &Log) -> Vec<(String, u128)> {
+    log.lock().unwrap().clone()
+}
+
+fn names(log: &Log) -> Vec<String> {
+    entries(log).into_iter().map(|(e, _)| e).collect()
+}
+
+/// Takes `boot` to become ready and `halt` to stop once cancelled.
+fn server(name: &'static str, boot: u64, halt: u64, log: &Log, t0: Instant) -> impl Service {
+    let log = log.clone();
+    service_fn(name, move |ctx: CancellationToken, ready: Ready| {
+        let log = log.clone();
+        async move {
+            push(&log, t0, format!("start {name}"));
+            tokio::time::sleep(Duration::from_millis(boot)).await;
+            push(&log, t0, format!("ready {name}"));
+            ready.ready();
+            ctx.cancelled().await;
+            push(&log, t0, format!("stopping {name}"));
+            tokio::time::sleep(Duration::from_millis(halt)).await;
+            push(&log, t0, format!("stopped {name}"));
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn starts_in_order_on_readiness_and_stops_in_reverse() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        .service(server("db", 300, 50, &log, t0))
+        .service(server("cache", 200, 20, &log, t0))
+        .service(server("http", 100, 10, &log, t0))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(seq.run(ctx.clone(), ready));
+    assert!(when_ready.await);
+    assert_eq!(t0.elapsed(), Duration::from_millis(600));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        entries(&log),
+        [
+            ("start db".to_owned(), 0),
+            ("ready db".to_owned(), 300),
+            ("start cache".to_owned(), 300),
+            ("ready cache".to_owned(), 500),
+            ("start http".to_owned(), 500),
+            ("ready http".to_owned(), 600),
+            ("stopping http".to_owned(), 1000),
+            ("stopped http".to_owned(), 1010),
+            ("stopping cache".to_owned(), 1010),
+            ("stopped cache".to_owned(), 1030),
+            ("stopping db".to_owned(), 1030),
+            ("stopped db".to_owned(), 1080),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_second_start_stops_the_first_and_skips_the_rest() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        .service(server("A", 10, 10, &log, t0))
+        .service(service_fn("B", |_ctx, _ready| async {
+            Err("bind: address in use".into())
+        }))
+        .service(server("C", 10, 10, &log, t0))
+        .build()
+        .unwrap();
+    let err = seq.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), "starting B: bind: address in use");
+    assert!(matches!(
+        err.failures(),
+        [ServiceError::Starting { name, source }]
+            if name == "B" && matches!(**source, ServiceError::Failed { .. })
+    ));
+    assert_eq!(
+        names(&log),
+        ["start A", "ready A", "stopping A", "stopped A"],
+        "A stopped, C never started"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_timeout_stops_what_was_started() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let log2 = log.clone();
+    // B never reports ready, but stops when cancelled.
+    let never_ready = service_fn("B", move |ctx: CancellationToken, _ready| {
+        let log = log2.clone();
+        async move {
+            ctx.cancelled().await;
+            push(&log, t0, "stopped B".to_owned());
+            Ok(())
+        }
+    });
+    let mut seq = Sequence::builder("app")
+        .service(server("A", 10, 10, &log, t0))
+        .service(never_ready)
+        .start_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let err = seq.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), "starting B: not ready within 5s");
+    assert_eq!(t0.elapsed(), Duration::from_millis(10 + 5000 + 10));
+    assert_eq!(
+        entries(&log),
+        [
+            ("start A".to_owned(), 0),
+            ("ready A".to_owned(), 10),
+            ("stopped B".to_owned(), 5010),
+            ("stopping A".to_owned(), 5010),
+            ("stopped A".to_owned(), 5020),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_while_starting_is_reported_as_a_start_panic() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        .service(server("A", 10, 10, &log, t0))
+        .service(service_fn("B", |_ctx, _ready| async {
+            panic!("no config")
+        }))
+        .build()
+        .unwrap();
+    let err = seq.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), "starting B: panicked: no config");
+    assert!(err.failures()[0].is_panic());
+    assert!(names(&log).contains(&"stopped A".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_service_has_its_own_stop_timeout() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        .service(server("A", 10, 100, &log, t0))
+        .service(server("B", 10, 60_000, &log, t0))
+        .stop_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(seq.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "B: did not stop within 3s, aborted");
+    assert_eq!(
+        entries(&log)[4..],
+        [
+            ("stopping B".to_owned(), 1000),
+            ("stopping A".to_owned(), 4000),
+            ("stopped A".to_owned(), 4100),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_service_timeouts_replace_the_sequence_ones() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        // Needs 40 s to start: its own start timeout allows it; it stops in 100 ms.
+        .service_with_timeouts(
+            server("db", 40_000, 100, &log, t0),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+        // Hangs on stop: aborted after its own 2 s rather than the sequence's 30 s.
+        .service_with_timeouts(
+            server("cache", 10, 3_600_000, &log, t0),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
+        .start_timeout(Duration::from_secs(5))
+        .stop_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(seq.run(ctx.clone(), ready));
+    assert!(when_ready.await);
+    assert_eq!(t0.elapsed(), Duration::from_millis(40_010));
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "cache: did not stop within 2s, aborted");
+    assert_eq!(t0.elapsed(), Duration::from_millis(40_010 + 2_000 + 100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn oneshot_runs_to_completion_before_the_next_starts() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let log2 = log.clone();
+    let migrate = service_fn("migrate", move |_ctx, _ready| {
+        let log = log2.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            push(&log, t0, "migrated".to_owned());
+            Ok(())
+        }
+    });
+    let mut seq = Sequence::builder("app")
+        .oneshot(migrate)
+        .service(server("http", 10, 10, &log, t0))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(seq.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        entries(&log)[..2],
+        [("migrated".to_owned(), 700), ("start http".to_owned(), 700)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_after_start_stops_the_rest_in_reverse() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let mut seq = Sequence::builder("app")
+        .service(server("A", 10, 10, &log, t0))
+        .service(service_fn("B", |_ctx, ready: Ready| async move {
+            ready.ready();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Err("lost connection".into())
+        }))
+        .service(server("C", 10, 10, &log, t0))
+        .build()
+        .unwrap();
+    let err = seq.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), "B: lost connection");
+    let all = names(&log);
+    let pos = |e: &str| all.iter().position(|s| s == e).unwrap();
+    assert!(pos("stopped C") < pos("stopping A"), "{all:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_sequence_returns_at_once() {
+    let mut seq = Sequence::builder("empty").build().unwrap();
+    let (ready, when_ready) = Ready::channel();
+    seq.run(CancellationToken::new(), ready).await.unwrap();
+    assert!(when_ready.await);
+}
+
+#[test]
+fn settings_are_validated() {
+    let err = Sequence::builder("app")
+        .start_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::ZeroDuration {
+            setting: "start timeout"
+        }
+    );
+    let a = || service_fn("a", |_ctx, _ready| async { Ok(()) });
+    let err = Sequence::builder("app")
+        .service(a())
+        .service(a())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::DuplicateName { .. }));
+    let err = Sequence::builder("app")
+        .service_with_timeouts(a(), Duration::from_secs(1), Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::ZeroDuration {
+            setting: "stop timeout"
+        }
+    );
+}

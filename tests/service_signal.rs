@@ -1,0 +1,159 @@
+//! SignalService with real signals. Each scenario runs in a child process (this test binary,
+//! re-executed with a filter for one `child_*` test and an environment variable), which sends
+//! SIGTERM to itself, so no signal ever reaches the main test process. Without the variable
+//! the `child_*` tests do nothing.
+#![cfg(unix)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use taskgroup::service::{service_fn, Group, Ready, Service, ServiceError, Signal, SignalService};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const CHILD: &str = "TASKGROUP_SIGNAL_CHILD";
+
+fn run_child(test: &str) -> Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap()
+}
+
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD).as_deref() == Ok(test)
+}
+
+fn send_sigterm_to_self() {
+    let status = Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn check(out: &Output, expected: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    for line in expected {
+        assert!(
+            stdout.contains(line),
+            "missing {line:?} in:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_stops_the_service_gracefully() {
+    let out = run_child("child_graceful");
+    check(&out, &["CHILD graceful stop ran", "CHILD result: ok"]);
+}
+
+#[test]
+fn child_graceful() {
+    if !is_child("child_graceful") {
+        return;
+    }
+    runtime().block_on(async {
+        let api = service_fn("api", |ctx: CancellationToken, ready: Ready| async move {
+            ready.ready();
+            ctx.cancelled().await;
+            println!("CHILD graceful stop ran");
+            Ok(())
+        });
+        let group = Group::builder("app").service(api).build().unwrap();
+        let mut app = SignalService::new(group);
+        let (ready, when_ready) = Ready::channel();
+        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
+        assert!(when_ready.await);
+        send_sigterm_to_self();
+        match tokio::time::timeout(Duration::from_secs(10), run).await {
+            Ok(Ok(Ok(()))) => println!("CHILD result: ok"),
+            other => println!("CHILD result: {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn second_sigterm_forces_the_stop() {
+    let out = run_child("child_forced");
+    check(
+        &out,
+        &[
+            "CHILD first signal: stopping",
+            "CHILD forced: app: forced stop on a second SIGTERM signal",
+            "CHILD stuck service dropped",
+        ],
+    );
+}
+
+struct OnDrop(mpsc::UnboundedSender<()>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+#[test]
+fn child_forced() {
+    if !is_child("child_forced") {
+        return;
+    }
+    runtime().block_on(async {
+        let (cancelled_tx, mut cancelled) = mpsc::unbounded_channel();
+        let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+        // Ignores its stop: only a forced stop (abort) ends it.
+        let stuck = service_fn("stuck", move |ctx: CancellationToken, ready: Ready| {
+            let cancelled_tx = cancelled_tx.clone();
+            let guard = OnDrop(dropped_tx.clone());
+            async move {
+                let _guard = guard;
+                ready.ready();
+                ctx.cancelled().await;
+                let _ = cancelled_tx.send(());
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let group = Group::builder("app")
+            .service(stuck)
+            .stop_timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let mut app = SignalService::new(group);
+        let (ready, when_ready) = Ready::channel();
+        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
+        assert!(when_ready.await);
+        send_sigterm_to_self();
+        cancelled.recv().await.unwrap();
+        println!("CHILD first signal: stopping");
+        send_sigterm_to_self();
+        let res = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("forced stop in time")
+            .unwrap();
+        let err = res.unwrap_err().downcast::<ServiceError>().unwrap();
+        assert!(matches!(
+            *err,
+            ServiceError::Forced {
+                signal: Signal::Terminate,
+                ..
+            }
+        ));
+        println!("CHILD forced: {err}");
+        tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+            .await
+            .expect("aborted in time");
+        println!("CHILD stuck service dropped");
+    });
+}
