@@ -52,6 +52,9 @@
 //!   cancels, waits, aborts stragglers and returns a [`ShutdownReport`].
 //! * **Blocking** — [`WaitGroup::wait_blocking`] for `Drop` impls and
 //!   synchronous code, outside any runtime.
+//! * **Orchestrators** — [`ShutdownPlan`] runs the phases Kubernetes and
+//!   systemd expect (stop being [ready](Readiness), pre-stop delay, drain,
+//!   abort, close resources in order) around [`WaitGroup::shutdown`].
 //! * **Services** — the [`service`] module runs long-running services as a
 //!   group that fails together, as an ordered sequence (start in order, stop
 //!   in reverse), under restart policies with backoff and limits, with status
@@ -84,6 +87,7 @@ mod error;
 mod event;
 mod guard;
 mod label;
+mod plan;
 mod registry;
 mod report;
 mod shutdown;
@@ -97,6 +101,7 @@ pub mod service;
 pub use error::{BoxError, Closed, LinkError, TaskError, TaskErrors, WaitError};
 pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
+pub use plan::{Phase, Readiness, ShutdownPlan};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
 pub use wait_group::{Builder, WaitGroup};
 

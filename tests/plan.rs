@@ -1,0 +1,96 @@
+//! `ShutdownPlan`: readiness first, then the pre-stop delay, then the drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use taskgroup::{Phase, Readiness, ShutdownPlan, WaitGroup};
+use tokio::time::Instant;
+
+#[tokio::test(start_paused = true)]
+async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
+    let server = WaitGroup::builder().name("server").build();
+    let pool = server.child_named("pool");
+    let ready = Readiness::new();
+    ready.set_ready();
+    let start = Instant::now();
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    let (l, r) = (log.clone(), ready.clone());
+    server.go_named("conn", move |ctx| async move {
+        ctx.cancelled().await;
+        l.lock().push(format!(
+            "conn cancelled at {:?}, ready={}",
+            start.elapsed(),
+            r.is_ready()
+        ));
+        Ok::<_, std::io::Error>(())
+    });
+    let l = log.clone();
+    pool.go_named("pool", move |ctx| async move {
+        ctx.cancelled().await;
+        l.lock()
+            .push(format!("pool cancelled at {:?}", start.elapsed()));
+        Ok::<_, std::io::Error>(())
+    });
+
+    let l = log.clone();
+    let plan = ShutdownPlan::new(Duration::from_secs(10))
+        .pre_stop_delay(Duration::from_secs(3))
+        .readiness(ready.clone())
+        .on_phase(move |phase| {
+            let text = match phase {
+                Phase::NotReady => "not ready".to_owned(),
+                Phase::PreStop { delay } => format!("pre-stop {delay:?}"),
+                Phase::Draining { grace } => format!("draining {grace:?}"),
+                Phase::Done { report } => format!("done: {} finished", report.finished()),
+                _ => unreachable!(),
+            };
+            l.lock().push(format!("{text} at {:?}", start.elapsed()));
+        });
+    assert_eq!(plan.budget(&server), Duration::from_secs(14));
+    let report = plan.run(&server).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(!ready.is_ready());
+    assert_eq!(
+        *log.lock(),
+        [
+            "not ready at 0ns",
+            "pre-stop 3s at 0ns",
+            "draining 10s at 3s",
+            "conn cancelled at 3s, ready=false",
+            "pool cancelled at 3s",
+            "done: 2 finished at 3s",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_pre_stop_delay_draining_starts_at_once() {
+    let wg = WaitGroup::new();
+    let start = Instant::now();
+    let report = ShutdownPlan::new(Duration::from_secs(1))
+        .run(&wg)
+        .await
+        .unwrap();
+    assert!(report.is_clean());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_plan_run_from_an_own_task_changes_nothing() {
+    let wg = WaitGroup::new();
+    let ready = Readiness::new();
+    ready.set_ready();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (g, r) = (wg.clone(), ready.clone());
+    wg.go(move |_| async move {
+        let plan = ShutdownPlan::new(Duration::from_secs(1)).readiness(r);
+        tx.send(plan.run(&g).await.is_err()).unwrap();
+        Ok::<_, std::io::Error>(())
+    });
+    assert!(rx.await.unwrap());
+    assert!(ready.is_ready(), "a refused plan must not flip readiness");
+    assert!(!wg.is_closed());
+    wg.wait().await.unwrap();
+}
