@@ -75,11 +75,18 @@
 //!
 //! # Feature flags and runtime
 //!
-//! None. `go()` needs to be called inside a Tokio runtime; the deadline
-//! variants need Tokio's time driver, and use Tokio's clock, so paused time in
-//! tests applies to them.
+//! * `tracing` (off by default): each `go()` task runs in a `task` span with
+//!   its group, name and id; closing and cancelling a group, a task failure, a
+//!   timed-out wait (with its pending report), an abort, the end of a shutdown
+//!   and a service restart are logged as events. Without the feature none of
+//!   this code is compiled.
+//!
+//! `go()` needs to be called inside a Tokio runtime; the deadline variants
+//! need Tokio's time driver, and use Tokio's clock, so paused time in tests
+//! applies to them.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
@@ -94,6 +101,7 @@ mod shutdown;
 mod state;
 mod sync;
 mod task;
+mod trace;
 mod wait_group;
 
 pub mod service;

@@ -94,13 +94,15 @@ impl WaitGroup {
             aborted: Vec::new(),
         };
         self.shutdown_group(&mut progress).await;
-        Ok(ShutdownReport {
+        let report = ShutdownReport {
             finished: progress.finished,
             aborted: progress.aborted,
             pending: self.pending(),
             errors: self.errors(),
             elapsed: started.elapsed(),
-        })
+        };
+        crate::trace::shutdown_done(self.label(), &report);
+        Ok(report)
     }
 
     fn shutdown_group<'a>(&'a self, progress: &'a mut Progress) -> BoxFuture<'a, ()> {
@@ -120,6 +122,7 @@ impl WaitGroup {
                 .is_err()
             {
                 let (aborted, joins) = inner.abort_tasks(Instant::now());
+                aborted.iter().for_each(crate::trace::aborted);
                 // Wait for the aborted tasks only: a guard cannot be aborted,
                 // so waiting for the whole group here would only wait out the
                 // abort timeout.

@@ -32,7 +32,8 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    CURRENT_GROUP.scope(group, async move {
+    let span = crate::trace::task_span(&guard.inner.label, name.as_ref(), guard.id);
+    let fut = CURRENT_GROUP.scope(group, async move {
         let fut = pin!(Some(fut));
         let mut cell = TaskCell {
             fut,
@@ -40,7 +41,8 @@ where
             name,
         };
         poll_fn(|cx| cell.poll(cx)).await;
-    })
+    });
+    crate::trace::instrument(fut, span)
 }
 
 /// Owns a task's future (pinned in place, so no extra allocation) and its

@@ -308,7 +308,9 @@ impl Inner {
     pub(crate) fn record_failure(&self, error: TaskError) {
         let error = Arc::new(error);
         self.errors.lock().push(Arc::clone(&error));
-        if self.cancel_on_error && self.cause.set(error).is_ok() {
+        crate::trace::task_failed(&error);
+        if self.cancel_on_error && self.cause.set(Arc::clone(&error)).is_ok() {
+            crate::trace::cancelled(&self.label, Some(&error));
             self.cancel_tree();
         }
     }
@@ -693,6 +695,7 @@ impl WaitGroup {
     /// cancelled, so their tasks are asked to stop. Nothing is aborted; use
     /// [`shutdown`](Self::shutdown) for a bounded, ordered stop.
     pub fn cancel(&self) {
+        crate::trace::cancelled(&self.inner.label, None);
         self.inner.cancel_tree();
     }
 
@@ -731,7 +734,9 @@ impl WaitGroup {
     /// permanent. Linked groups are not closed (a shutdown closes each in
     /// turn).
     pub fn close(&self) {
-        self.inner.state().close();
+        if self.inner.state().close() {
+            crate::trace::closed(&self.inner.label);
+        }
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -944,8 +949,10 @@ impl WaitGroup {
     }
 
     fn timed_out(&self) -> WaitError {
+        let pending = self.pending();
+        crate::trace::wait_timed_out(&self.inner.label, &pending);
         WaitError::TimedOut {
-            pending: self.pending(),
+            pending,
             errors: self.errors(),
         }
     }
@@ -991,6 +998,10 @@ impl WaitGroup {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    pub(crate) fn label(&self) -> &GroupLabel {
+        &self.inner.label
     }
 }
 

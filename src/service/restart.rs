@@ -487,6 +487,7 @@ async fn supervise<S: Service>(
                 last: Box::new(last),
             };
             s.report(State::Failed, attempt, Some(err.reason()), None);
+            crate::trace::gave_up(&s.name, restarts.len(), window);
             return Err(err);
         }
         let n = u32::try_from(restarts.len()).unwrap_or(u32::MAX);
@@ -494,6 +495,7 @@ async fn supervise<S: Service>(
         restarts.push_back(now);
         attempt = attempt.saturating_add(1);
         s.report(State::Restarting, attempt, None, Some(delay));
+        crate::trace::restart_scheduled(&s.name, attempt, delay);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = ctx.cancelled() => {

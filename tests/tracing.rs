@@ -1,0 +1,71 @@
+//! The `tracing` feature: a span per task, events for the lifecycle.
+#![cfg(feature = "tracing")]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use taskgroup::WaitGroup;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().clone()).unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let wg = WaitGroup::builder().name("svc").build();
+    wg.go_named("worker", |_| async {
+        tracing::info!("inside the task");
+        Err("it broke")
+    });
+    let _held = wg.add_named("held");
+    tokio::task::yield_now().await;
+    assert!(wg.wait_timeout(Duration::from_millis(10)).await.is_err());
+    wg.go_named("stuck", |_| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    wg.cancel();
+    let report = wg.shutdown(Duration::from_millis(10)).await.unwrap();
+    assert_eq!(report.aborted().len(), 1);
+
+    let text = capture.text();
+    let expect = [
+        "task{group=group \"svc\" task.name=\"worker\" task.id=1}: tracing: inside the task",
+        "task \"worker\" #1 in group \"svc\" failed: it broke",
+        "wait timed out: 1 pending; task \"held\" #2",
+        "group cancelled",
+        "group closed",
+        "aborted task \"stuck\" #3",
+        "shutdown took 10.0ms: 0 finished, 1 failed, 1 aborted, 1 still pending",
+    ];
+    for line in expect {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
