@@ -239,8 +239,8 @@ pub enum WaitError {
         /// The failures recorded before the deadline.
         errors: TaskErrors,
     },
-    /// Wait was called from inside a task that the wait would have to wait
-    /// for, which could never finish.
+    /// Wait was called from inside a `go()` task that the wait would have to
+    /// wait for, which could never finish.
     WaitFromOwnTask {
         /// The group whose task called wait.
         group: GroupId,

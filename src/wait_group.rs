@@ -823,8 +823,10 @@ impl WaitGroup {
     ///
     /// * [`WaitError::Failed`] listing every failure, if any task failed or
     ///   panicked.
-    /// * [`WaitError::WaitFromOwnTask`] if called from a task of this group or
-    ///   of a group below it, which the wait would wait for forever.
+    /// * [`WaitError::WaitFromOwnTask`] if called from a `go()` task of this
+    ///   group or of a group below it, which the wait would wait for forever.
+    ///   (Code that merely holds a [`TaskGuard`] cannot be recognised: waiting
+    ///   while holding a guard of the same group never returns.)
     ///
     /// # Cancel safety
     ///
