@@ -115,7 +115,7 @@ impl fmt::Display for Event {
             Event::FlusherClosing => write!(f, "(6) log flusher: db closed, flushing"),
             Event::FlusherClosed => write!(f, "(6) log flusher: closed"),
             Event::FlusherAborted => write!(f, "(6) log flusher: no time left, aborted"),
-            Event::Done { report } => write!(f, "(5) done, {report}"),
+            Event::Done { report } => write!(f, "(5) report: {report}"),
         }
     }
 }
