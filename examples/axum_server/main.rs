@@ -21,7 +21,7 @@
 //! Run with `cargo run --example axum_server`: it sends itself a quick, a slow
 //! and a too-slow request, shuts down while they are in flight, probes
 //! readiness during the pre-stop delay and connects once the listener is
-//! closed, then exits (in about 3 s). With `-- --serve` it serves until
+//! closed, then exits (in about 2 s). With `-- --serve` it serves until
 //! SIGTERM or Ctrl-C instead:
 //!
 //! ```text

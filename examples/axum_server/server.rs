@@ -182,7 +182,19 @@ impl Server {
             loop {
                 let (stream, peer) = tokio::select! {
                     () = ctx.cancelled() => break,
-                    accepted = listener.accept() => accepted?,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        // A client that gave up, or no file descriptors
+                        // left: keep serving (pausing on the latter, so as
+                        // not to spin).
+                        Err(e) => {
+                            if !is_connection_error(&e) {
+                                eprintln!("accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            continue;
+                        }
+                    },
                 };
                 let (app, log) = (app.clone(), accept_log.clone());
                 // Refused once the group is closed: no connection slips past
@@ -238,6 +250,15 @@ impl Server {
             .await
             .expect("shutdown is not called from one of the server's tasks")
     }
+}
+
+/// An accept error that concerns one connection only.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    )
 }
 
 /// The handlers' state.
