@@ -1,0 +1,167 @@
+//! An axum HTTP server that shuts down the way Kubernetes and systemd expect.
+//!
+//! Each connection is a task of the `server` group (`try_go_named("conn
+//! <peer>")`), served by hyper's HTTP/1 connection with axum's router. A fake
+//! database pool and a log flusher are groups linked below it, in that order.
+//! On shutdown a [`ShutdownPlan`](taskgroup::ShutdownPlan) runs the phases,
+//! each logged with the time since start:
+//!
+//! 1. readiness fails: `/health/ready` answers 503;
+//! 2. the pre-stop delay: the listener stays open while load balancers notice;
+//! 3. the group closes: the accept loop stops and drops the listener;
+//! 4. in-flight requests finish under the grace period (an HTTP/1 keep-alive
+//!    connection closes after its current response);
+//! 5. connections still busy at the deadline are aborted, and the report
+//!    names them;
+//! 6. the database pool closes, then the log flusher.
+//!
+//! Endpoints: `GET /health/ready`, `GET /work?ms=N` (works N ms, queries the
+//! database, answers `done N`).
+//!
+//! Run with `cargo run --example axum_server`: it sends itself a quick, a slow
+//! and a too-slow request, shuts down while they are in flight, probes
+//! readiness during the pre-stop delay and connects once the listener is
+//! closed, then exits (in about 2 s). With `-- --serve` it serves until
+//! SIGTERM or Ctrl-C instead:
+//!
+//! ```text
+//! cargo run --example axum_server -- --serve 8080
+//! curl -i 127.0.0.1:8080/health/ready
+//! curl -i '127.0.0.1:8080/work?ms=5000' & kill -TERM <pid>
+//! ```
+//!
+//! Settings: the port from the first argument or `PORT` (default 0: any free
+//! port, printed), `PRE_STOP_MS` (default 200), `GRACE_MS` (default 2000).
+//! With Kubernetes, keep `PRE_STOP_MS + GRACE_MS` plus the abort timeout (1 s)
+//! below `terminationGracePeriodSeconds`.
+
+mod client;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use taskgroup::service::shutdown_signal;
+use taskgroup::BoxError;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use client::{Client, Response};
+use server::{Config, Event, Server};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let serve = args.iter().any(|a| a == "--serve");
+    let port = match args.iter().find(|a| !a.starts_with("--")) {
+        Some(port) => port.clone(),
+        None => std::env::var("PORT").unwrap_or_else(|_| "0".into()),
+    };
+    let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
+    let config = Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        pre_stop: env_ms("PRE_STOP_MS", 200)?,
+        grace: env_ms("GRACE_MS", 2000)?,
+    };
+
+    let report = if serve {
+        let server = Server::start(config, None).await?;
+        let addr = server.addr();
+        println!("try: curl -i http://{addr}/health/ready; curl -i 'http://{addr}/work?ms=3000'");
+        println!("serving until SIGTERM or Ctrl-C");
+        let signal = shutdown_signal().await?;
+        println!("received {signal:?}");
+        server.shutdown().await
+    } else {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let server = Server::start(config, Some(events_tx)).await?;
+        self_test(server, events).await?
+    };
+    // Work that outlived the shutdown (a guard, or a task stuck in blocking
+    // code) is reported as pending: exit non-zero so the supervisor knows.
+    if !report.pending().is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Sends the server a quick, a slow and a too-slow request, shuts it down
+/// while they are in flight, and shows what clients see in each phase.
+async fn self_test(
+    server: Server,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Result<taskgroup::ShutdownReport, BoxError> {
+    let addr = server.addr();
+    let mut probe = Client::connect(addr).await?;
+    let ready = probe.get("/health/ready").await;
+    show(&probe, "/health/ready", ready);
+
+    let requests = ["/work?ms=50", "/work?ms=1000", "/work?ms=10000"].map(|path| {
+        tokio::spawn(async move {
+            let mut client = Client::connect(addr).await?;
+            let response = client.get(path).await;
+            show(&client, path, response);
+            Ok::<_, BoxError>(())
+        })
+    });
+    // Shut down once all three are being worked on.
+    let mut working = 0;
+    while working < requests.len() {
+        match events.recv().await {
+            Some(Event::WorkStarted { .. }) => working += 1,
+            Some(_) => {}
+            None => return Err("the server stopped".into()),
+        }
+    }
+
+    let shutdown = tokio::spawn(server.shutdown());
+    while let Some(event) = events.recv().await {
+        match event {
+            // The listener is still open, but the probe fails.
+            Event::PreStop { .. } => {
+                let ready = probe.get("/health/ready").await;
+                show(&probe, "/health/ready", ready);
+            }
+            Event::ListenerClosed { .. } => match TcpStream::connect(addr).await {
+                Ok(_) => println!("{:>9}  client: new connection accepted (unexpected)", ""),
+                Err(e) => println!("{:>9}  client: new connection refused ({e})", ""),
+            },
+            Event::Done { .. } => break,
+            _ => {}
+        }
+    }
+    let report = shutdown.await?;
+    for request in requests {
+        request.await??;
+    }
+    Ok(report)
+}
+
+/// Prints what a client got.
+fn show(client: &Client, path: &str, response: Result<Response, BoxError>) {
+    let from = client.local_addr();
+    match response {
+        Ok(r) => println!(
+            "{:>9}  client {from}: GET {path} -> {} {:?}{}",
+            "",
+            r.status,
+            r.body.trim_end(),
+            if r.closing {
+                " (connection: close)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => println!("{:>9}  client {from}: GET {path} -> error: {e}", ""),
+    }
+}
+
+/// A duration in milliseconds from the environment, or the default.
+fn env_ms(name: &str, default: u64) -> Result<Duration, BoxError> {
+    match std::env::var(name) {
+        Ok(ms) => Ok(Duration::from_millis(
+            ms.parse().map_err(|e| format!("{name}={ms:?}: {e}"))?,
+        )),
+        Err(_) => Ok(Duration::from_millis(default)),
+    }
+}
