@@ -14,7 +14,12 @@ use crate::wait_group::{deadline_after, WaitGroup};
 
 /// What one shutdown has done so far, across the groups it visited.
 struct Progress {
+    /// The end of the graceful phase: `grace` from the start.
     deadline: Instant,
+    /// Until when a group first reached after `deadline` may stop by itself:
+    /// the middle of the forced phase.
+    late_deadline: Instant,
+    /// The end of the forced phase: the deadline plus the abort timeout.
     abort_deadline: Instant,
     seen: HashSet<GroupId>,
     finished: usize,
@@ -37,11 +42,17 @@ impl WaitGroup {
     ///    for them to stop, at most the group's
     ///    [`abort_timeout`](crate::Builder::abort_timeout) past the deadline.
     ///
-    /// Groups reached after the deadline get no grace: they are cancelled and
-    /// their tasks aborted at once. The whole call takes at most about
-    /// `grace` plus the abort timeout. Guards cannot be aborted: if one is
-    /// still alive, the report lists it as pending, with its creation site.
-    /// [`cancel`](Self::cancel) is the unordered emergency path.
+    /// The abort timeout after the deadline is the *forced phase*. A group the
+    /// shutdown first reaches during it (because a group before it used up
+    /// the grace period) is still cancelled first and may stop by itself until
+    /// the middle of the forced phase; then its stragglers are aborted. So a
+    /// database pool or log flusher linked below a server whose connections
+    /// overran still gets a moment to close cleanly, in order. The whole call
+    /// takes at most about `grace` plus the abort timeout.
+    ///
+    /// Guards cannot be aborted: if one is still alive, the report lists it as
+    /// pending, with its creation site. [`cancel`](Self::cancel) is the
+    /// unordered emergency path.
     ///
     /// # Examples
     ///
@@ -88,6 +99,7 @@ impl WaitGroup {
         let deadline = deadline_after(grace);
         let mut progress = Progress {
             deadline,
+            late_deadline: deadline + self.inner().abort_timeout() / 2,
             abort_deadline: deadline + self.inner().abort_timeout(),
             seen: HashSet::new(),
             finished: 0,
@@ -117,10 +129,12 @@ impl WaitGroup {
             self.close();
             inner.cancel_own();
             let mut aborted_done = 0;
-            if timeout_at(progress.deadline, inner.wait_idle())
-                .await
-                .is_err()
-            {
+            let stop_by = if Instant::now() < progress.deadline {
+                progress.deadline
+            } else {
+                progress.late_deadline
+            };
+            if timeout_at(stop_by, inner.wait_idle()).await.is_err() {
                 let (aborted, joins) = inner.abort_tasks(Instant::now());
                 aborted.iter().for_each(crate::trace::aborted);
                 // Wait for the aborted tasks only: a guard cannot be aborted,

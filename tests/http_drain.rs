@@ -56,12 +56,6 @@ impl Events {
         found[0]
     }
 
-    /// The index of the first event matching `pred`, among those seen.
-    fn first(&self, what: &str, pred: impl Fn(&Event) -> bool) -> usize {
-        let found = self.seen.iter().position(pred);
-        found.unwrap_or_else(|| panic!("no {what} in {:#?}", self.seen))
-    }
-
     /// The indices of the events matching `pred`.
     fn all(&self, pred: impl Fn(&Event) -> bool) -> Vec<usize> {
         (0..self.seen.len())
@@ -203,14 +197,20 @@ async fn phases_seen_by_clients_with_a_straggler_aborted_and_named() {
     let conns_ended =
         events.all(|e| matches!(e, Event::ConnClosed { .. } | Event::ConnAborted { .. }));
     assert_eq!(conns_ended.len(), 4, "probe, late, slow, stuck");
-    // (A task aborted just after it was cancelled may log both its closing
-    // and its abort.)
-    let db_end = events.first("db closing or aborted", |e| {
-        matches!(e, Event::DbClosing { .. } | Event::DbAborted)
-    });
-    let flusher_end = events.first("flusher closing or aborted", |e| {
-        matches!(e, Event::FlusherClosing | Event::FlusherAborted)
-    });
+    // The straggler used up the grace period, yet the pool and the flusher
+    // close cleanly, in order, in the forced phase after the deadline.
+    let db_end = events.only("db closing", |e| matches!(e, Event::DbClosing { .. }));
+    let db_closed = events.only("db closed", |e| matches!(e, Event::DbClosed));
+    let flusher_end = events.only("flusher closing", |e| matches!(e, Event::FlusherClosing));
+    let flusher_closed = events.only("flusher closed", |e| matches!(e, Event::FlusherClosed));
+    assert!(
+        events
+            .all(|e| matches!(e, Event::DbAborted | Event::FlusherAborted))
+            .is_empty(),
+        "{:#?}",
+        events.seen
+    );
+
     let done = events.only("done", |e| matches!(e, Event::Done { .. }));
     assert!(draining < slow_done && slow_done < slow_closed);
     assert!(
@@ -219,6 +219,7 @@ async fn phases_seen_by_clients_with_a_straggler_aborted_and_named() {
         events.seen
     );
     assert!(stuck_aborted < db_end && db_end < flusher_end && flusher_end < done);
+    assert!(db_closed < flusher_end && flusher_closed < done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,23 +181,51 @@ async fn shutdown_is_ordered_under_one_shared_deadline() {
     assert!(report.pending().is_empty());
 }
 
+/// A server whose connection overran the grace period: the resources linked
+/// below it are still cancelled in order and may close cleanly until the
+/// middle of the forced phase (the abort timeout); then they are aborted.
 #[tokio::test(start_paused = true)]
-async fn groups_reached_after_the_deadline_are_aborted_at_once() {
-    let server = WaitGroup::new();
-    let child = server.child();
-    server.go(|_| async {
+async fn groups_reached_after_the_deadline_get_half_the_forced_phase() {
+    let server = WaitGroup::builder()
+        .abort_timeout(Duration::from_secs(1))
+        .build();
+    let pool = server.child_named("pool");
+    let flusher = server.child_named("flusher");
+    let stuck = server.child_named("stuck");
+    let start = Instant::now();
+    server.go_named("straggler", |_| async {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
-    child.go(|ctx| async move {
-        ctx.cancelled().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, std::io::Error>(())
-    });
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    for (group, name, takes) in [
+        (&pool, "pool", 200),
+        (&flusher, "flusher", 200),
+        (&stuck, "stuck", 5_000),
+    ] {
+        let closes = closes.clone();
+        group.go_named(name, move |ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(takes)).await;
+            closes.lock().push((name, start.elapsed()));
+            Ok::<_, std::io::Error>(())
+        });
+    }
     tokio::task::yield_now().await;
     let report = server.shutdown(Duration::from_secs(2)).await.unwrap();
-    assert_eq!(report.elapsed(), Duration::from_secs(2));
-    assert_eq!(report.aborted().len(), 2);
+
+    let ms = Duration::from_millis;
+    // Pool and flusher close cleanly, one after the other, after the deadline.
+    assert_eq!(*closes.lock(), [("pool", ms(2200)), ("flusher", ms(2400))]);
+    let aborted: Vec<_> = report
+        .aborted()
+        .iter()
+        .map(|t| (t.name().unwrap(), t.age()))
+        .collect();
+    // The straggler at the deadline; "stuck" at the middle of the forced phase.
+    assert_eq!(aborted, [("straggler", ms(2000)), ("stuck", ms(2500))]);
+    assert_eq!(report.elapsed(), ms(2500));
+    assert!(report.pending().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

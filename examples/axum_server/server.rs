@@ -5,9 +5,10 @@
 //! it, in link order, `db` (a fake connection pool the handlers query) and
 //! `log flusher`. A shutdown drains them in that order: the pool stays open
 //! while connections finish their requests, the flusher writes last. One
-//! deadline covers all three: a connection that uses it up leaves the pool
-//! and the flusher no time, so they are aborted too, still in that order (the
-//! log says so).
+//! deadline covers all three: if a connection uses it up, it is aborted, and
+//! the pool and the flusher, still in that order, get the first half of the
+//! forced phase after the deadline (the abort timeout) to close; whatever has
+//! not closed by then is aborted (the log says so).
 
 use std::fmt;
 use std::net::SocketAddr;
