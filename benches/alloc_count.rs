@@ -1,0 +1,337 @@
+//! Workload 6 of issue 4, and the "one future for the whole group" check:
+//! a counting global allocator measures the heap bytes and allocations per
+//! pending guard and per spawned idle task, for taskgroup and its peers, and
+//! a poll-counting wrapper counts how often the waiting task is polled while
+//! 100k tasks finish.
+//!
+//! A binary of its own (`harness = false`), because the counting allocator
+//! would slow the timed benchmarks. Prints markdown; run by
+//! `scripts/bench-report`, or alone with `cargo bench --bench alloc_count`.
+
+mod common;
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
+use taskgroup::WaitGroup;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Guards or tasks per measurement.
+const N: usize = 10_000;
+
+/// What a measured region cost, per item.
+struct PerItem {
+    allocs: f64,
+    net_bytes: f64,
+}
+
+fn per_item(stats: Stats, n: usize) -> PerItem {
+    let net = stats.bytes_allocated as f64 + stats.bytes_reallocated as f64
+        - stats.bytes_deallocated as f64;
+    PerItem {
+        allocs: (stats.allocations + stats.reallocations) as f64 / n as f64,
+        net_bytes: net / n as f64,
+    }
+}
+
+/// Takes `N` guards from `add` into a preallocated vector, twice: on the
+/// fresh object (the first round, which grows whatever it keeps), and after
+/// they were all completed once (the steady state).
+fn guards<G>(mut add: impl FnMut() -> G) -> (PerItem, PerItem) {
+    let mut keep: Vec<G> = Vec::with_capacity(N);
+    let region = Region::new(GLOBAL);
+    for _ in 0..N {
+        keep.push(add());
+    }
+    let fresh = per_item(region.change(), N);
+    keep.clear();
+    let region = Region::new(GLOBAL);
+    for _ in 0..N {
+        keep.push(add());
+    }
+    let warm = per_item(region.change(), N);
+    keep.clear();
+    (fresh, warm)
+}
+
+/// Spawns `N` idle tasks with `spawn` (inside a current-thread runtime, so
+/// none runs while they are counted), measures, then releases them with the
+/// token and lets `finish` wait for them.
+fn tasks<S>(
+    setup: impl FnOnce() -> S,
+    mut spawn: impl FnMut(&mut S, CancellationToken),
+    finish: impl for<'a> FnOnce(&'a mut S) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
+) -> PerItem {
+    let rt = common::current_thread();
+    rt.block_on(async {
+        let mut state = setup();
+        let token = CancellationToken::new();
+        // Warm the runtime (its task list, the token's internals).
+        spawn(&mut state, token.clone());
+        let region = Region::new(GLOBAL);
+        for _ in 0..N {
+            spawn(&mut state, token.clone());
+        }
+        let cost = per_item(region.change(), N);
+        token.cancel();
+        finish(&mut state).await;
+        cost
+    })
+}
+
+/// Counts the polls of the future it wraps.
+struct Counted<F> {
+    fut: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// Spawns 100k trivial tasks with `spawn_all`, then runs the waiting future it
+/// returns as a task of its own and counts how often that task is polled.
+fn waiter_polls<W>(spawn_all: impl FnOnce() -> W) -> usize
+where
+    W: Future<Output = ()> + Send + 'static,
+{
+    let rt = common::current_thread();
+    rt.block_on(async {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waiter = Counted {
+            fut: Box::pin(spawn_all()),
+            polls: Arc::clone(&polls),
+        };
+        tokio::spawn(waiter).await.expect("waiter");
+        polls.load(Ordering::Relaxed)
+    })
+}
+
+fn main() {
+    let mut out = String::new();
+    let mut push = |line: String| {
+        out.push_str(&line);
+        out.push('\n');
+    };
+    push("## Memory (workload 6)\n".into());
+    push(format!(
+        "Counting global allocator (stats_alloc); {N} guards or tasks per measurement. \
+         \"heap/item\" is net bytes still allocated per pending item; \"allocs/item\" counts \
+         allocations and reallocations. \"fresh\": the first {N} on a new group (growth of \
+         whatever it keeps included); \"warm\": {N} more after those were completed.\n"
+    ));
+    push("### Per pending guard\n".into());
+    push("| guard type | inline bytes | heap/item fresh | allocs/item fresh | heap/item warm | allocs/item warm |".into());
+    push("|---|---:|---:|---:|---:|---:|".into());
+    let mut row = |name: &str, inline: usize, (fresh, warm): (PerItem, PerItem)| {
+        push(format!(
+            "| {name} | {inline} | {:.1} | {:.3} | {:.1} | {:.3} |",
+            fresh.net_bytes, fresh.allocs, warm.net_bytes, warm.allocs
+        ));
+        (fresh, warm)
+    };
+    let floor = Arc::new(AtomicUsize::new(0));
+    row(
+        "floor: a counter increment (no guard object)",
+        0,
+        guards(|| {
+            floor.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    let wg = common::lean();
+    let lean = row(
+        "taskgroup `TaskGuard`, lean",
+        std::mem::size_of::<taskgroup::TaskGuard>(),
+        guards(|| wg.add()),
+    );
+    let wg = common::recording();
+    row(
+        "taskgroup `TaskGuard`, recording",
+        std::mem::size_of::<taskgroup::TaskGuard>(),
+        guards(|| wg.add()),
+    );
+    let tracker = TaskTracker::new();
+    row(
+        "tokio-util `TaskTrackerToken`",
+        std::mem::size_of::<tokio_util::task::task_tracker::TaskTrackerToken>(),
+        guards(|| tracker.token()),
+    );
+    let cb = crossbeam_utils::sync::WaitGroup::new();
+    row(
+        "crossbeam `WaitGroup` clone",
+        std::mem::size_of::<crossbeam_utils::sync::WaitGroup>(),
+        guards(|| cb.clone()),
+    );
+    let ag = awaitgroup::WaitGroup::new();
+    row(
+        "awaitgroup `Worker`",
+        std::mem::size_of::<awaitgroup::Worker>(),
+        guards(|| ag.worker()),
+    );
+    push(String::new());
+
+    push("### Per spawned idle task (waiting for a CancellationToken), current-thread\n".into());
+    push("| spawn | heap/task | allocs/task |".into());
+    push("|---|---:|---:|".into());
+    let mut task_row = |name: &str, cost: PerItem| {
+        push(format!(
+            "| {name} | {:.1} | {:.3} |",
+            cost.net_bytes, cost.allocs
+        ));
+        cost
+    };
+    let raw = task_row(
+        "raw `tokio::spawn` (handle kept in a preallocated Vec)",
+        tasks(
+            || Vec::with_capacity(N + 1),
+            |handles, token| handles.push(tokio::spawn(async move { token.cancelled().await })),
+            |handles| {
+                Box::pin(async move {
+                    for h in handles.drain(..) {
+                        h.await.expect("task");
+                    }
+                })
+            },
+        ),
+    );
+    let go = task_row(
+        "taskgroup `go()`",
+        tasks(
+            WaitGroup::new,
+            |wg, token| {
+                wg.go(|_ctx| async move {
+                    token.cancelled().await;
+                    Ok::<(), Infallible>(())
+                });
+            },
+            |wg| Box::pin(async move { wg.wait().await.expect("no failures") }),
+        ),
+    );
+    task_row(
+        "tokio-util `TaskTracker::spawn`",
+        tasks(
+            TaskTracker::new,
+            |t, token| {
+                t.spawn(async move { token.cancelled().await });
+            },
+            |t| {
+                Box::pin(async move {
+                    t.close();
+                    t.wait().await;
+                })
+            },
+        ),
+    );
+    task_row(
+        "tokio `JoinSet::spawn`",
+        tasks(
+            JoinSet::new,
+            |set, token| {
+                set.spawn(async move { token.cancelled().await });
+            },
+            |set| {
+                Box::pin(async move {
+                    while let Some(r) = set.join_next().await {
+                        r.expect("task");
+                    }
+                })
+            },
+        ),
+    );
+    push(String::new());
+
+    push("### Polls of the waiting task while 100k trivial tasks finish (current-thread)\n".into());
+    push("| waiter | polls |".into());
+    push("|---|---:|".into());
+    let tasks_n = common::TASKS;
+    let tg_polls = waiter_polls(move || {
+        let wg = WaitGroup::new();
+        for _ in 0..tasks_n {
+            wg.go(|_ctx| async { Ok::<(), Infallible>(()) });
+        }
+        async move { wg.wait().await.expect("no failures") }
+    });
+    push(format!("| taskgroup `wait()` | {tg_polls} |"));
+    let tt_polls = waiter_polls(move || {
+        let tracker = TaskTracker::new();
+        for _ in 0..tasks_n {
+            tracker.spawn(async {});
+        }
+        tracker.close();
+        async move { tracker.wait().await }
+    });
+    push(format!("| TaskTracker `wait()` | {tt_polls} |"));
+    let js_polls = waiter_polls(move || {
+        let mut set = JoinSet::new();
+        for _ in 0..tasks_n {
+            set.spawn(async {});
+        }
+        async move {
+            while let Some(r) = set.join_next().await {
+                r.expect("task");
+            }
+        }
+    });
+    push(format!("| JoinSet `join_next()` loop | {js_polls} |"));
+    let raw_polls = waiter_polls(move || {
+        let handles: Vec<_> = (0..tasks_n).map(|_| tokio::spawn(async {})).collect();
+        async move {
+            for h in handles {
+                h.await.expect("task");
+            }
+        }
+    });
+    push(format!("| raw handles awaited in order | {raw_polls} |"));
+    push(String::new());
+
+    push("## Targets (memory and polls)\n".into());
+    push("| target | measured | |".into());
+    push("|---|---|---|".into());
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let inline = std::mem::size_of::<taskgroup::TaskGuard>();
+    push(format!(
+        "| lean pending guard: 0 heap allocations | {:.3} allocs/guard fresh, {:.3} warm | {} |",
+        lean.0.allocs,
+        lean.1.allocs,
+        verdict(lean.0.allocs == 0.0 && lean.1.allocs == 0.0)
+    ));
+    push(format!(
+        "| lean pending guard: at most 16 bytes inline | {inline} bytes | {}{} |",
+        verdict(inline <= 16),
+        if inline > 16 {
+            format!(" by {} bytes", inline - 16)
+        } else {
+            String::new()
+        }
+    ));
+    let extra_allocs = go.allocs - raw.allocs;
+    push(format!(
+        "| spawned task: no allocation beyond tokio's task cell | go() {:.3} allocs/task, raw spawn {:.3}: {:+.3} extra; {:+.1} heap bytes/task extra | {} |",
+        go.allocs,
+        raw.allocs,
+        extra_allocs,
+        go.net_bytes - raw.net_bytes,
+        verdict(extra_allocs <= 0.0)
+    ));
+    push(format!(
+        "| wait() is one future for the whole group, not one poll per task | {tg_polls} polls for {tasks_n} tasks (JoinSet {js_polls}) | {} |",
+        verdict(tg_polls <= 3)
+    ));
+    push(String::new());
+    print!("{out}");
+}

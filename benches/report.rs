@@ -1,0 +1,323 @@
+//! The interleaved comparison behind `scripts/bench-report` and
+//! `docs/PERFORMANCE.md`.
+//!
+//! Criterion runs each benchmark on its own, minutes apart, and on a shared
+//! machine the background load changes in between. This harness runs the
+//! variants of one workload in turn (A B C, B C A, C A B, …) for several
+//! rounds, one sample of each per round, after one unrecorded warm-up round,
+//! and prints the median of each as a markdown table, with ratios to the
+//! workload's reference (the atomic floor, raw `tokio::spawn`, or a tokio
+//! `oneshot`) and a list of issue 4's targets, met or missed.
+//!
+//! ```text
+//! cargo bench --bench report -- [--rounds N] [--only KEY-PREFIX]
+//! ```
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use common::{Flavor, Occupancy, Workload};
+
+/// Makes one workload's variants.
+type Build = fn() -> Workload;
+
+/// Median time per op of every variant, by workload key then variant name.
+type Medians = BTreeMap<&'static str, BTreeMap<String, f64>>;
+
+/// Iterations of one sample, per workload: long enough to dwarf the timer,
+/// short enough for seven or more rounds in a few minutes.
+fn iters_per_sample(key: &str) -> u64 {
+    match key {
+        "w1.busy" | "w1.last" => 2_000_000,
+        "w1.waiter" => 200_000,
+        "w2" => 1_000_000,
+        "w5.thread" => 300,
+        "w5.task" => 20_000,
+        "w8" => 5,
+        // One batch of 100k or 1e6, or one snapshot.
+        _ => 1,
+    }
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+/// A duration in ns, printed with a unit that keeps three significant digits.
+fn human(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e4 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns >= 100.0 {
+        format!("{ns:.0} ns")
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn run_workload(mut w: Workload, rounds: usize, out: &mut String, medians: &mut Medians) {
+    let iters = iters_per_sample(w.key);
+    let per_op = |d: std::time::Duration| d.as_nanos() as f64 / (iters * w.ops_per_iter) as f64;
+    let n = w.variants.len();
+    eprintln!(
+        "[bench-report] {} ({n} variants x {rounds} rounds)",
+        w.title
+    );
+    let started = Instant::now();
+    // Warm-up round, not recorded: page faults, lazy statics, runtime threads.
+    for v in &mut w.variants {
+        (v.run)(iters);
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let d = (w.variants[i].run)(iters);
+            samples[i].push(per_op(d));
+        }
+    }
+    let mut table: Vec<(String, f64, f64, f64)> = Vec::new();
+    for (v, s) in w.variants.iter().zip(&mut samples) {
+        let (min, max) = (
+            s.iter().copied().fold(f64::INFINITY, f64::min),
+            s.iter().copied().fold(0.0, f64::max),
+        );
+        table.push((v.name.clone(), median(s), min, max));
+    }
+    let reference = table[0].1;
+    let _ = writeln!(out, "### {}\n", w.title);
+    let _ = writeln!(
+        out,
+        "{} samples per variant, {} {}(s) each; time per {}. Ratio: median / median of `{}`.\n",
+        rounds,
+        iters * w.ops_per_iter,
+        w.op,
+        w.op,
+        table[0].0
+    );
+    let _ = writeln!(out, "| variant | median | min | max | ratio |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for (name, med, min, max) in &table {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {:.2}x |",
+            human(*med),
+            human(*min),
+            human(*max),
+            med / reference
+        );
+    }
+    let _ = writeln!(out);
+    eprintln!(
+        "[bench-report]   took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    medians.insert(
+        w.key,
+        table
+            .into_iter()
+            .map(|(name, med, _, _)| (name, med))
+            .collect(),
+    );
+}
+
+/// One target of issue 4, checked on the medians.
+struct Check {
+    target: String,
+    ratio: f64,
+    limit: f64,
+    detail: String,
+}
+
+fn targets(m: &Medians) -> Vec<Check> {
+    let get = |key: &str, name: &str| -> Option<f64> { m.get(key)?.get(name).copied() };
+    // Worst and best median over the placements of one implementation.
+    let placements = |prefix: &str| -> Option<(f64, f64)> {
+        let values: Vec<f64> = m
+            .get("w2")?
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        Some((
+            values.iter().copied().fold(f64::INFINITY, f64::min),
+            values.iter().copied().fold(0.0, f64::max),
+        ))
+    };
+    let mut checks = Vec::new();
+    let mut ratio = |target: String, a: Option<f64>, b: Option<f64>, limit: f64, what: &str| {
+        if let (Some(a), Some(b)) = (a, b) {
+            checks.push(Check {
+                target,
+                ratio: a / b,
+                limit,
+                detail: format!("{} / {} ({what})", human(a), human(b)),
+            });
+        }
+    };
+    const FLOOR: &str = "floor: Arc<AtomicUsize> add+sub";
+    for key in ["w1.busy", "w1.last"] {
+        ratio(
+            format!("{key}: lean add/done <= 1.2x floor"),
+            get(key, "taskgroup lean"),
+            get(key, FLOOR),
+            1.2,
+            "taskgroup lean / floor",
+        );
+        ratio(
+            format!("{key}: recording add/done <= TaskTracker token()+drop"),
+            get(key, "taskgroup recording"),
+            get(key, "TaskTracker token()"),
+            1.0,
+            "taskgroup recording / TaskTracker",
+        );
+    }
+    let floor2 = placements("floor").map(|(best, _)| best);
+    ratio(
+        "w2: two threads, lean, worst placement <= 1.2x two-thread floor".into(),
+        placements("taskgroup lean").map(|(_, worst)| worst),
+        floor2,
+        1.2,
+        "worst taskgroup lean placement / best floor placement",
+    );
+    ratio(
+        "w2: two threads, recording, worst placement <= 1.2x two-thread floor".into(),
+        placements("taskgroup recording").map(|(_, worst)| worst),
+        floor2,
+        1.2,
+        "worst taskgroup recording placement / best floor placement",
+    );
+    for (key, limit) in [("w3.ct", 1.0), ("w3.mt", 1.1)] {
+        ratio(
+            format!("{key}: go()+wait() <= {limit}x TaskTracker spawn+close+wait"),
+            get(key, "taskgroup go() + wait()"),
+            get(key, "TaskTracker spawn + close + wait"),
+            limit,
+            "taskgroup / TaskTracker",
+        );
+        ratio(
+            format!("{key}: go()+wait() <= 0.65x JoinSet"),
+            get(key, "taskgroup go() + wait()"),
+            get(key, "JoinSet spawn + join_next"),
+            0.65,
+            "taskgroup / JoinSet",
+        );
+    }
+    for key in ["w4.ct", "w4.mt"] {
+        ratio(
+            format!("{key}: 1% failing <= 1.05x all succeed"),
+            get(key, "taskgroup go(), 1% fail"),
+            get(key, "taskgroup go(), all succeed"),
+            1.05,
+            "1% fail / all succeed",
+        );
+        ratio(
+            format!("{key}: 1% failing <= 0.65x JoinSet collecting errors"),
+            get(key, "taskgroup go(), 1% fail"),
+            get(key, "JoinSet, errors collected"),
+            0.65,
+            "taskgroup / JoinSet",
+        );
+    }
+    for key in ["w5.thread", "w5.task"] {
+        for name in ["taskgroup lean", "taskgroup recording"] {
+            ratio(
+                format!("{key}: {name} wake latency <= 1.1x oneshot"),
+                get(key, name),
+                get(key, "tokio oneshot"),
+                1.1,
+                "taskgroup / oneshot",
+            );
+        }
+    }
+    checks
+}
+
+fn main() {
+    let mut rounds = 9;
+    let mut only: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--rounds N");
+            }
+            "--only" => only = args.next(),
+            // `cargo bench` passes `--bench`; other flags are criterion's.
+            _ => {}
+        }
+    }
+    let wanted = |key: &str| only.as_deref().map_or(true, |p| key.starts_with(p));
+
+    let builders: [(&str, Build); 14] = [
+        ("w1.busy", || common::add_done(Occupancy::Busy)),
+        ("w1.last", || common::add_done(Occupancy::LastOut)),
+        ("w1.waiter", common::add_done_waiter),
+        ("w2", common::contended),
+        ("w3.ct", || common::spawn_trivial(Flavor::CurrentThread)),
+        ("w3.mt", || common::spawn_trivial(Flavor::MultiThread)),
+        ("w4.ct", || common::spawn_failing(Flavor::CurrentThread)),
+        ("w4.mt", || common::spawn_failing(Flavor::MultiThread)),
+        ("w5.thread", common::wake_thread),
+        ("w5.task", common::wake_task),
+        ("w7.guards", common::scale_guards),
+        ("w7.tasks", common::scale_idle_tasks),
+        ("w7.report", common::scale_report),
+        ("w8", common::tree),
+    ];
+
+    let started = Instant::now();
+    let mut out = String::new();
+    let mut medians = Medians::new();
+    for (key, build) in builders {
+        if wanted(key) {
+            // Each workload's variants (runtimes, 1e6 guards) are dropped
+            // before the next is built.
+            run_workload(build(), rounds, &mut out, &mut medians);
+        }
+    }
+
+    println!("## Timings\n");
+    print!("{out}");
+    println!("## Targets (timings)\n");
+    println!("| target | measured | ratio | limit | |");
+    println!("|---|---|---:|---:|---|");
+    for check in targets(&medians) {
+        let met = check.ratio <= check.limit;
+        let by = if met {
+            String::new()
+        } else {
+            format!(" by {:.0}%", (check.ratio / check.limit - 1.0) * 100.0)
+        };
+        println!(
+            "| {} | {} | {:.2}x | {:.2}x | {}{} |",
+            check.target,
+            check.detail,
+            check.ratio,
+            check.limit,
+            if met { "met" } else { "**missed**" },
+            by
+        );
+    }
+    println!();
+    eprintln!(
+        "[bench-report] timings took {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+}
