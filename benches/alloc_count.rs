@@ -104,20 +104,24 @@ impl<F: Future> Future for Counted<F> {
     }
 }
 
-/// Spawns 100k trivial tasks with `spawn_all`, then runs the waiting future it
-/// returns as a task of its own and counts how often that task is polled.
-fn waiter_polls<W>(spawn_all: impl FnOnce() -> W) -> usize
+/// Starts the waiting future `wait` as a task, lets it run until it waits,
+/// then spawns 100k trivial tasks with `spawn_all` and counts how often the
+/// waiting task is polled until it returns. (The waiter must be waiting
+/// before the tasks run, or a single poll finds everything done.)
+fn waiter_polls<W>(wait: W, spawn_all: impl FnOnce()) -> usize
 where
     W: Future<Output = ()> + Send + 'static,
 {
     let rt = common::current_thread();
     rt.block_on(async {
         let polls = Arc::new(AtomicUsize::new(0));
-        let waiter = Counted {
-            fut: Box::pin(spawn_all()),
+        let waiter = tokio::spawn(Counted {
+            fut: Box::pin(wait),
             polls: Arc::clone(&polls),
-        };
-        tokio::spawn(waiter).await.expect("waiter");
+        });
+        tokio::task::yield_now().await;
+        spawn_all();
+        waiter.await.expect("waiter");
         polls.load(Ordering::Relaxed)
     })
 }
@@ -259,43 +263,54 @@ fn main() {
     push("| waiter | polls |".into());
     push("|---|---:|".into());
     let tasks_n = common::TASKS;
-    let tg_polls = waiter_polls(move || {
-        let wg = WaitGroup::new();
-        for _ in 0..tasks_n {
-            wg.go(|_ctx| async { Ok::<(), Infallible>(()) });
-        }
-        async move { wg.wait().await.expect("no failures") }
-    });
+    let wg = WaitGroup::new();
+    let guard = wg.add(); // keeps the group busy until the tasks are spawned
+    let waiting = wg.clone();
+    let tg_polls = waiter_polls(
+        async move { waiting.wait().await.expect("no failures") },
+        move || {
+            for _ in 0..tasks_n {
+                wg.go(|_ctx| async { Ok::<(), Infallible>(()) });
+            }
+            guard.done();
+        },
+    );
     push(format!("| taskgroup `wait()` | {tg_polls} |"));
-    let tt_polls = waiter_polls(move || {
-        let tracker = TaskTracker::new();
+    let tracker = TaskTracker::new();
+    tracker.close();
+    let waiting = tracker.clone();
+    let token = tracker.token(); // keeps the tracker busy until the tasks are spawned
+    let tt_polls = waiter_polls(async move { waiting.wait().await }, move || {
         for _ in 0..tasks_n {
             tracker.spawn(async {});
         }
-        tracker.close();
-        async move { tracker.wait().await }
+        drop(token);
     });
     push(format!("| TaskTracker `wait()` | {tt_polls} |"));
-    let js_polls = waiter_polls(move || {
-        let mut set = JoinSet::new();
-        for _ in 0..tasks_n {
-            set.spawn(async {});
-        }
+    // JoinSet and handles: the waiter owns what it waits on, so it spawns the
+    // tasks itself, then waits; they run only once it yields.
+    let js_polls = waiter_polls(
         async move {
+            let mut set = JoinSet::new();
+            for _ in 0..tasks_n {
+                set.spawn(async {});
+            }
             while let Some(r) = set.join_next().await {
                 r.expect("task");
             }
-        }
-    });
+        },
+        || {},
+    );
     push(format!("| JoinSet `join_next()` loop | {js_polls} |"));
-    let raw_polls = waiter_polls(move || {
-        let handles: Vec<_> = (0..tasks_n).map(|_| tokio::spawn(async {})).collect();
+    let raw_polls = waiter_polls(
         async move {
+            let handles: Vec<_> = (0..tasks_n).map(|_| tokio::spawn(async {})).collect();
             for h in handles {
                 h.await.expect("task");
             }
-        }
-    });
+        },
+        || {},
+    );
     push(format!("| raw handles awaited in order | {raw_polls} |"));
     push(String::new());
 

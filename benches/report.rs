@@ -34,9 +34,9 @@ fn iters_per_sample(key: &str) -> u64 {
         "w1.busy" | "w1.last" => 2_000_000,
         "w1.waiter" => 200_000,
         "w2" => 1_000_000,
-        "w5.thread" => 300,
+        "w5.thread" => 1_000,
         "w5.task" => 20_000,
-        "w8" => 5,
+        "w8" => 20,
         // One batch of 100k or 1e6, or one snapshot.
         _ => 1,
     }
@@ -247,7 +247,7 @@ fn targets(m: &Medians) -> Vec<Check> {
 }
 
 fn main() {
-    let mut rounds = 9;
+    let mut rounds = 11;
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
