@@ -21,7 +21,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -121,6 +121,70 @@ fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
+// ----- models of proposed core layouts -------------------------------------------
+
+/// A stand-in for the group's hot line: the state word and the id counter on
+/// a cache line of their own, like the core's `Hot`.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct ModelHot {
+    state: AtomicU64,
+    last_id: AtomicU64,
+}
+
+/// Model of a guard that holds the `Arc` and, optionally, takes an id from a
+/// separate counter: it does what today's lean `add`/`done` do, without the
+/// rest of the crate, so the cost of each step can be told apart.
+pub(crate) struct ModelGuard {
+    inner: Arc<ModelHot>,
+    id: u64,
+}
+
+impl ModelGuard {
+    #[inline]
+    pub(crate) fn add(inner: &Arc<ModelHot>, with_id: bool) -> Self {
+        inner.state.fetch_add(4, Ordering::Relaxed);
+        let id = if with_id {
+            inner.last_id.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        ModelGuard {
+            inner: Arc::clone(inner),
+            id,
+        }
+    }
+}
+
+impl Drop for ModelGuard {
+    #[inline]
+    fn drop(&mut self) {
+        black_box(self.id);
+        self.inner.state.fetch_sub(4, Ordering::Release);
+    }
+}
+
+/// Model rows for the one-thread workloads: what the lean path would cost
+/// with fewer read-modify-writes.
+fn model_variants(variants: &mut Vec<Variant>) {
+    for (name, with_id) in [
+        (
+            "model: state + id counter + Arc clone (today's lean steps)",
+            true,
+        ),
+        ("model: state + Arc clone, no id counter", false),
+    ] {
+        let hot = Arc::new(ModelHot::default());
+        variants.push(variant(name, move |iters| {
+            timed(iters, || {
+                let guard = ModelGuard::add(&hot, with_id);
+                black_box(&guard);
+                drop(guard);
+            })
+        }));
+    }
+}
+
 // ----- workload 1: add + done, one thread --------------------------------------
 
 /// Whether the add/done pair is the group's last work.
@@ -194,6 +258,10 @@ pub(crate) fn add_done(occupancy: Occupancy) -> Workload {
             drop(worker);
         })
     }));
+
+    if busy {
+        model_variants(&mut variants);
+    }
 
     let (key, title) = match occupancy {
         Occupancy::Busy => (
@@ -286,26 +354,57 @@ pub(crate) fn add_done_waiter() -> Workload {
 
 // ----- workload 2: two threads contended ---------------------------------------
 
-/// Runs `body(iters)` on two threads started together; returns the wall time
-/// from the start signal until both finished.
+/// Overlap of the two threads' running intervals in each `two_threads` call
+/// since the last [`take_overlap`], as a fraction of the wall time.
+static OVERLAP: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+/// The mean overlap of the two-thread runs since the last call, if any: 1.0
+/// when both threads ran from start to end together, near 0.5 when one ran
+/// after the other (the machine was busy and the "contended" numbers are
+/// then mostly uncontended).
+pub(crate) fn take_overlap() -> Option<f64> {
+    let mut all = OVERLAP.lock().expect("not poisoned");
+    let n = all.len();
+    let mean = (n > 0).then(|| all.iter().sum::<f64>() / n as f64);
+    all.clear();
+    mean
+}
+
+/// Runs `body(iters)` on two threads that spin until both are running, then
+/// start together; returns the wall time from the start until both finished.
 fn two_threads(iters: u64, body: &(dyn Fn(u64) + Sync)) -> Duration {
-    let barrier = Barrier::new(3);
-    std::thread::scope(|s| {
+    let ready = AtomicUsize::new(0);
+    let go = AtomicUsize::new(0);
+    let (wall, spans) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
                 s.spawn(|| {
-                    barrier.wait();
+                    ready.fetch_add(1, Ordering::AcqRel);
+                    while go.load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    let begin = Instant::now();
                     body(iters);
+                    (begin, Instant::now())
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for handle in handles {
-            handle.join().expect("bench thread");
+        while ready.load(Ordering::Acquire) < 2 {
+            std::hint::spin_loop();
         }
-        start.elapsed()
-    })
+        let start = Instant::now();
+        go.store(1, Ordering::Release);
+        let spans: Vec<(Instant, Instant)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect();
+        (start.elapsed(), spans)
+    });
+    let (a, b) = (spans[0], spans[1]);
+    let together = a.1.min(b.1).saturating_duration_since(a.0.max(b.0));
+    let overlap = together.as_secs_f64() / wall.as_secs_f64().max(1e-12);
+    OVERLAP.lock().expect("not poisoned").push(overlap);
+    wall
 }
 
 /// Makes `make()` after a spacer allocation of `spacer` bytes (kept alive), so
@@ -321,6 +420,7 @@ pub(crate) const PLACEMENTS: [usize; 4] = [0, 16, 32, 48];
 
 /// Workload 2: two threads each doing `iters` add/done pairs on one group.
 /// One op = one pair (time per op = wall time / all pairs of both threads).
+/// Rows named `model:` are stand-ins for proposed core layouts.
 pub(crate) fn contended() -> Workload {
     let mut variants = Vec::new();
     for (p, &spacer) in PLACEMENTS.iter().enumerate() {
@@ -386,6 +486,37 @@ pub(crate) fn contended() -> Workload {
             })
         }));
     }
+    // The core's hot line is 128-aligned, so placement does not move it: one
+    // placement of each model.
+    for (name, with_id) in [
+        ("model: state + id counter + Arc clone [p0]", true),
+        ("model: state + Arc clone, no id counter [p0]", false),
+    ] {
+        let hot = Arc::new(ModelHot::default());
+        variants.push(variant(name, move |iters| {
+            let hot = &hot;
+            two_threads(iters, &|n| {
+                for _ in 0..n {
+                    let guard = ModelGuard::add(hot, with_id);
+                    black_box(&guard);
+                    drop(guard);
+                }
+            })
+        }));
+    }
+    let hot = Arc::new(ModelHot::default());
+    variants.push(variant(
+        "model: state word alone on its line, no Arc clone [p0]",
+        move |iters| {
+            let state = &hot.state;
+            two_threads(iters, &|n| {
+                for _ in 0..n {
+                    state.fetch_add(4, Ordering::Relaxed);
+                    black_box(state.fetch_sub(4, Ordering::Release));
+                }
+            })
+        },
+    ));
     // crossbeam's WaitGroup takes a mutex per step: one placement is enough
     // to show where it stands.
     let wg = crossbeam_utils::sync::WaitGroup::new();
@@ -401,7 +532,7 @@ pub(crate) fn contended() -> Workload {
     }));
     Workload {
         key: "w2",
-        title: "2. two threads, add + done pairs on one group (per pair, both threads)".into(),
+        title: "2. two threads, each doing add + done pairs on one group (per pair, wall time / pairs of both threads)".into(),
         op: "pair",
         ops_per_iter: 2,
         variants,
