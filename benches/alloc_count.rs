@@ -67,27 +67,52 @@ fn guards<G>(mut add: impl FnMut() -> G) -> (PerItem, PerItem) {
 
 /// Spawns `N` idle tasks with `spawn` (inside a current-thread runtime, so
 /// none runs while they are counted), measures, then releases them with the
-/// token and lets `finish` wait for them.
+/// token and lets `finish` wait for them; twice: on the fresh object, and
+/// again once the first batch is done (the steady state).
 fn tasks<S>(
     setup: impl FnOnce() -> S,
     mut spawn: impl FnMut(&mut S, CancellationToken),
-    finish: impl for<'a> FnOnce(&'a mut S) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
-) -> PerItem {
+    mut finish: impl for<'a> FnMut(&'a mut S) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
+) -> (PerItem, PerItem) {
     let rt = common::current_thread();
     rt.block_on(async {
         let mut state = setup();
-        let token = CancellationToken::new();
-        // Warm the runtime (its task list, the token's internals).
-        spawn(&mut state, token.clone());
-        let region = Region::new(GLOBAL);
-        for _ in 0..N {
-            spawn(&mut state, token.clone());
-        }
-        let cost = per_item(region.change(), N);
+        let mut batch = |state: &mut S| {
+            let token = CancellationToken::new();
+            // Warm the token's internals.
+            spawn(state, token.clone());
+            let region = Region::new(GLOBAL);
+            for _ in 0..N {
+                spawn(state, token.clone());
+            }
+            (per_item(region.change(), N), token)
+        };
+        let (fresh, token) = batch(&mut state);
         token.cancel();
         finish(&mut state).await;
-        cost
+        let (warm, token) = batch(&mut state);
+        token.cancel();
+        finish(&mut state).await;
+        (fresh, warm)
     })
+}
+
+/// Allocations made by one wait on a busy group: `round` takes a guard,
+/// starts a wait (polled once, pending), completes the guard and polls the
+/// wait to completion; the mean over `N` rounds, after one warm-up round.
+fn allocs_per_wait(mut round: impl FnMut()) -> f64 {
+    round();
+    let region = Region::new(GLOBAL);
+    for _ in 0..N {
+        round();
+    }
+    let stats = region.change();
+    (stats.allocations + stats.reallocations) as f64 / N as f64
+}
+
+fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    fut.poll(&mut Context::from_waker(&waker))
 }
 
 /// Counts the polls of the future it wraps.
@@ -190,14 +215,17 @@ fn main() {
     push(String::new());
 
     push("### Per spawned idle task (waiting for a CancellationToken), current-thread\n".into());
-    push("| spawn | heap/task | allocs/task |".into());
-    push("|---|---:|---:|".into());
-    let mut task_row = |name: &str, cost: PerItem| {
+    push(
+        "| spawn | heap/task fresh | allocs/task fresh | heap/task warm | allocs/task warm |"
+            .into(),
+    );
+    push("|---|---:|---:|---:|---:|".into());
+    let mut task_row = |name: &str, (fresh, warm): (PerItem, PerItem)| {
         push(format!(
-            "| {name} | {:.1} | {:.3} |",
-            cost.net_bytes, cost.allocs
+            "| {name} | {:.1} | {:.3} | {:.1} | {:.3} |",
+            fresh.net_bytes, fresh.allocs, warm.net_bytes, warm.allocs
         ));
-        cost
+        (fresh, warm)
     };
     let raw = task_row(
         "raw `tokio::spawn` (handle kept in a preallocated Vec)",
@@ -257,6 +285,47 @@ fn main() {
             },
         ),
     );
+    push(String::new());
+
+    push(
+        "### Allocations per wait (take a guard, start waiting, complete it, wait returns)\n"
+            .into(),
+    );
+    push("| waiter | allocs/wait |".into());
+    push("|---|---:|".into());
+    let oneshot_allocs = allocs_per_wait(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut rx = std::pin::pin!(rx);
+        assert!(poll_once(rx.as_mut()).is_pending());
+        tx.send(()).expect("receiver alive");
+        assert!(poll_once(rx.as_mut()).is_ready());
+    });
+    push(format!(
+        "| tokio oneshot (channel included) | {oneshot_allocs:.2} |"
+    ));
+    for (name, wg) in [
+        ("taskgroup `wait()`, lean", common::lean()),
+        ("taskgroup `wait()`, recording", common::recording()),
+    ] {
+        let allocs = allocs_per_wait(|| {
+            let guard = wg.add();
+            let mut wait = std::pin::pin!(wg.wait());
+            assert!(poll_once(wait.as_mut()).is_pending());
+            drop(guard);
+            assert!(poll_once(wait.as_mut()).is_ready());
+        });
+        push(format!("| {name} | {allocs:.2} |"));
+    }
+    let tracker = TaskTracker::new();
+    tracker.close();
+    let allocs = allocs_per_wait(|| {
+        let token = tracker.token();
+        let mut wait = std::pin::pin!(tracker.wait());
+        assert!(poll_once(wait.as_mut()).is_pending());
+        drop(token);
+        assert!(poll_once(wait.as_mut()).is_ready());
+    });
+    push(format!("| TaskTracker `wait()` | {allocs:.2} |"));
     push(String::new());
 
     push("### Polls of the waiting task while 100k trivial tasks finish (current-thread)\n".into());
@@ -334,14 +403,17 @@ fn main() {
             String::new()
         }
     ));
-    let extra_allocs = go.allocs - raw.allocs;
+    let extra_fresh = go.0.allocs - raw.0.allocs;
+    let extra_warm = go.1.allocs - raw.1.allocs;
     push(format!(
-        "| spawned task: no allocation beyond tokio's task cell | go() {:.3} allocs/task, raw spawn {:.3}: {:+.3} extra; {:+.1} heap bytes/task extra | {} |",
-        go.allocs,
-        raw.allocs,
-        extra_allocs,
-        go.net_bytes - raw.net_bytes,
-        verdict(extra_allocs <= 0.0)
+        "| spawned task: no allocation beyond tokio's task cell, steady state | go() vs raw spawn: {extra_warm:+.3} allocs/task, {:+.1} heap bytes/task | {} |",
+        go.1.net_bytes - raw.1.net_bytes,
+        verdict(extra_warm <= 0.0)
+    ));
+    push(format!(
+        "| spawned task: no allocation beyond tokio's task cell, fresh group | go() vs raw spawn: {extra_fresh:+.3} allocs/task, {:+.1} heap bytes/task | {} |",
+        go.0.net_bytes - raw.0.net_bytes,
+        verdict(extra_fresh <= 0.0)
     ));
     push(format!(
         "| wait() is one future for the whole group, not one poll per task | {tg_polls} polls for {tasks_n} tasks (JoinSet {js_polls}) | {} |",
