@@ -275,6 +275,7 @@ fn targets(m: &Medians) -> Vec<Check> {
 fn main() {
     let mut rounds = 11;
     let mut only: Option<String> = None;
+    let mut benching = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -285,9 +286,14 @@ fn main() {
                     .expect("--rounds N");
             }
             "--only" => only = args.next(),
-            // `cargo bench` passes `--bench`; other flags are criterion's.
+            // `cargo bench` passes `--bench`; `cargo test --benches` does not.
+            "--bench" => benching = true,
             _ => {}
         }
+    }
+    if !benching {
+        eprintln!("report: a multi-minute benchmark; run it with `cargo bench --bench report` or scripts/bench-report");
+        return;
     }
     let wanted = |key: &str| only.as_deref().map_or(true, |p| key.starts_with(p));
 
