@@ -24,8 +24,9 @@ use common::{Flavor, Occupancy, Workload};
 /// Makes one workload's variants.
 type Build = fn() -> Workload;
 
-/// Median time per op of every variant, by workload key then variant name.
-type Medians = BTreeMap<&'static str, BTreeMap<String, f64>>;
+/// Every sample (time per op, in round order) of every variant, by workload
+/// key then variant name.
+type Samples = BTreeMap<&'static str, BTreeMap<String, Vec<f64>>>;
 
 /// Iterations of one sample, per workload: long enough to dwarf the timer,
 /// short enough for seven or more rounds in a few minutes.
@@ -65,7 +66,7 @@ fn human(ns: f64) -> String {
     }
 }
 
-fn run_workload(mut w: Workload, rounds: usize, out: &mut String, medians: &mut Medians) {
+fn run_workload(mut w: Workload, rounds: usize, out: &mut String, all: &mut Samples) {
     let iters = iters_per_sample(w.key);
     let per_op = |d: std::time::Duration| d.as_nanos() as f64 / (iters * w.ops_per_iter) as f64;
     let n = w.variants.len();
@@ -92,6 +93,7 @@ fn run_workload(mut w: Workload, rounds: usize, out: &mut String, medians: &mut 
         }
     }
     let with_overlap = overlaps.iter().any(|o| !o.is_empty());
+    let in_round_order = samples.clone();
     let mut table: Vec<(String, f64, f64, f64)> = Vec::new();
     for (v, s) in w.variants.iter().zip(&mut samples) {
         let (min, max) = (
@@ -144,11 +146,12 @@ fn run_workload(mut w: Workload, rounds: usize, out: &mut String, medians: &mut 
         "[bench-report]   took {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    medians.insert(
+    all.insert(
         w.key,
-        table
-            .into_iter()
-            .map(|(name, med, _, _)| (name, med))
+        w.variants
+            .iter()
+            .map(|v| v.name.clone())
+            .zip(in_round_order)
             .collect(),
     );
 }
@@ -161,36 +164,52 @@ struct Check {
     detail: String,
 }
 
-fn targets(m: &Medians) -> Vec<Check> {
-    let get = |key: &str, name: &str| -> Option<f64> { m.get(key)?.get(name).copied() };
-    // Median, best and worst median over the placements of one implementation.
-    let placements = |prefix: &str| -> Option<(f64, f64, f64)> {
-        let mut values: Vec<f64> = m
+/// Issue 4's targets, each checked as the median over rounds of the ratio of
+/// two samples taken in the same round (paired, so a burst of background load
+/// that slows one round slows both sides of its ratio).
+fn targets(m: &Samples) -> Vec<Check> {
+    let get = |key: &str, name: &str| -> Option<Vec<f64>> { m.get(key)?.get(name).cloned() };
+    // Per round, over the placements of one implementation in workload 2:
+    // the worst (`pick_worst`) or the median sample.
+    let placements = |prefix: &str, pick_worst: bool| -> Option<Vec<f64>> {
+        let rows: Vec<&Vec<f64>> = m
             .get("w2")?
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, v)| *v)
+            .map(|(_, v)| v)
             .collect();
-        if values.is_empty() {
-            return None;
-        }
-        let (best, worst) = (
-            values.iter().copied().fold(f64::INFINITY, f64::min),
-            values.iter().copied().fold(0.0, f64::max),
-        );
-        Some((median(&mut values), best, worst))
+        let rounds = rows.first()?.len();
+        Some(
+            (0..rounds)
+                .map(|r| {
+                    let mut at: Vec<f64> = rows.iter().map(|row| row[r]).collect();
+                    if pick_worst {
+                        at.iter().copied().fold(0.0, f64::max)
+                    } else {
+                        median(&mut at)
+                    }
+                })
+                .collect(),
+        )
     };
     let mut checks = Vec::new();
-    let mut ratio = |target: String, a: Option<f64>, b: Option<f64>, limit: f64, what: &str| {
-        if let (Some(a), Some(b)) = (a, b) {
-            checks.push(Check {
-                target,
-                ratio: a / b,
-                limit,
-                detail: format!("{} / {} ({what})", human(a), human(b)),
-            });
-        }
-    };
+    let mut ratio =
+        |target: String, a: Option<Vec<f64>>, b: Option<Vec<f64>>, limit: f64, what: &str| {
+            if let (Some(mut a), Some(mut b)) = (a, b) {
+                let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+                let paired = median(&mut ratios);
+                checks.push(Check {
+                    target,
+                    ratio: paired,
+                    limit,
+                    detail: format!(
+                        "{} / {} ({what}; medians)",
+                        human(median(&mut a)),
+                        human(median(&mut b))
+                    ),
+                });
+            }
+        };
     const FLOOR: &str = "floor: Arc<AtomicUsize> add+sub";
     for key in ["w1.busy", "w1.last"] {
         ratio(
@@ -211,17 +230,17 @@ fn targets(m: &Medians) -> Vec<Check> {
     // The floor's placement should not matter (nothing else is on its line),
     // so its median over placements is the reference; taskgroup's worst
     // placement is held against it.
-    let floor2 = placements("floor").map(|(mid, _, _)| mid);
+    let floor2 = placements("floor", false);
     ratio(
         "w2: two threads, lean, worst placement <= 1.2x two-thread floor".into(),
-        placements("taskgroup lean").map(|(_, _, worst)| worst),
-        floor2,
+        placements("taskgroup lean", true),
+        floor2.clone(),
         1.2,
         "worst taskgroup lean placement / floor, median over placements",
     );
     ratio(
         "w2: two threads, recording, worst placement <= 1.2x two-thread floor".into(),
-        placements("taskgroup recording").map(|(_, _, worst)| worst),
+        placements("taskgroup recording", true),
         floor2,
         1.2,
         "worst taskgroup recording placement / floor, median over placements",
@@ -273,7 +292,7 @@ fn targets(m: &Medians) -> Vec<Check> {
 }
 
 fn main() {
-    let mut rounds = 11;
+    let mut rounds = 15;
     let mut only: Option<String> = None;
     let mut benching = false;
     let mut args = std::env::args().skip(1);
@@ -316,21 +335,25 @@ fn main() {
 
     let started = Instant::now();
     let mut out = String::new();
-    let mut medians = Medians::new();
+    let mut all = Samples::new();
     for (key, build) in builders {
         if wanted(key) {
             // Each workload's variants (runtimes, 1e6 guards) are dropped
             // before the next is built.
-            run_workload(build(), rounds, &mut out, &mut medians);
+            run_workload(build(), rounds, &mut out, &mut all);
         }
     }
 
     println!("## Timings\n");
     print!("{out}");
     println!("## Targets (timings)\n");
+    println!(
+        "Ratio: median over the {rounds} rounds of the two sides' ratio within a round (paired); \
+         the measured column gives each side's median.\n"
+    );
     println!("| target | measured | ratio | limit | |");
     println!("|---|---|---:|---:|---|");
-    for check in targets(&medians) {
+    for check in targets(&all) {
         let met = check.ratio <= check.limit;
         let by = if met {
             String::new()
