@@ -63,10 +63,12 @@ impl TaskGuard {
     }
 
     /// Completes the work. The same as dropping the guard, but says so.
+    #[inline]
     pub fn done(self) {}
 }
 
 impl Drop for TaskGuard {
+    #[inline]
     fn drop(&mut self) {
         self.inner.complete(self.slot);
     }

@@ -271,6 +271,7 @@ impl Inner {
     }
 
     /// Creates the guard for work already counted in the state word.
+    #[inline]
     fn register(
         self: &Arc<Self>,
         name: Option<Label>,
@@ -298,6 +299,7 @@ impl Inner {
     }
 
     /// Completes a guard (its `Drop`).
+    #[inline]
     pub(crate) fn complete(&self, slot: Slot) {
         if slot != Slot::NONE {
             self.registry.remove(slot);
@@ -402,6 +404,7 @@ impl WaitGroup {
     /// assert!(wg.is_empty());
     /// ```
     #[track_caller]
+    #[inline]
     pub fn add(&self) -> TaskGuard {
         self.inner.state().add();
         self.inner
@@ -435,6 +438,7 @@ impl WaitGroup {
     /// assert!(wg.try_add().is_err());
     /// ```
     #[track_caller]
+    #[inline]
     pub fn try_add(&self) -> Result<TaskGuard, Closed> {
         self.try_add_inner(None, Location::caller())
     }
@@ -450,6 +454,7 @@ impl WaitGroup {
         self.try_add_inner(name, Location::caller())
     }
 
+    #[inline]
     fn try_add_inner(
         &self,
         name: Option<Label>,
@@ -796,6 +801,9 @@ impl WaitGroup {
     /// Every failure recorded so far by this group and its linked groups: this
     /// group's in completion order, then each linked group's in link order.
     pub fn errors(&self) -> TaskErrors {
+        if self.inner.links.lock().is_empty() {
+            return TaskErrors::new(self.inner.errors.lock().clone());
+        }
         let mut errors = Vec::new();
         self.collect_errors(&mut HashSet::new(), &mut errors);
         TaskErrors::new(errors)
@@ -965,18 +973,26 @@ impl WaitGroup {
 
     /// Own work first, then each linked group in order; repeated until one
     /// pass finds the whole tree idle, so work added meanwhile is covered.
-    fn wait_tree(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            loop {
-                self.inner.state().wait_idle().await;
-                for child in self.inner.links() {
-                    child.wait_tree().await;
-                }
-                if self.tree_is_idle() {
-                    return;
-                }
+    /// Without links this is one wait on the state word: no allocation.
+    async fn wait_tree(&self) {
+        loop {
+            self.inner.state().wait_idle().await;
+            let links = self.inner.links();
+            if links.is_empty() {
+                return;
             }
-        })
+            for child in links {
+                child.wait_tree_boxed().await;
+            }
+            if self.tree_is_idle() {
+                return;
+            }
+        }
+    }
+
+    /// `wait_tree` for a linked group: recursion needs a box.
+    fn wait_tree_boxed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wait_tree())
     }
 
     /// The blocking twin of `wait_tree`; `false` if the deadline passed.
