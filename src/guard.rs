@@ -1,6 +1,7 @@
 //! [`TaskGuard`]: one unit of pending work, completed by `done()` or drop.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::label::{GroupId, TaskId};
@@ -44,17 +45,64 @@ use crate::wait_group::Inner;
 /// A guard that is never completed (leaked with `mem::forget`, or kept in a
 /// struct that is never closed) keeps the group busy; a deadline-bounded wait
 /// then names it, with the place it was created.
+///
+/// A guard is two words: its group, and a [`Tag`].
 #[must_use = "dropping a TaskGuard completes it at once; keep it until the work is done"]
 pub struct TaskGuard {
     pub(crate) inner: Arc<Inner>,
-    pub(crate) id: TaskId,
-    pub(crate) slot: Slot,
+    tag: Tag,
 }
 
+/// What a guard knows besides its group, in one word: for a recorded guard,
+/// [`RECORDED`] and its registry slot (its id is in the registry entry); for a
+/// guard of a [`record_guards(false)`](crate::Builder::record_guards) group,
+/// its id, or 0 until the id is first asked for, so that `add` does not touch
+/// the group's id counter.
+struct Tag(AtomicU64);
+
+/// Marks a [`Tag`] that holds a registry slot.
+const RECORDED: u64 = 1 << 63;
+
 impl TaskGuard {
+    pub(crate) fn recorded(inner: Arc<Inner>, slot: Slot) -> Self {
+        let slot = slot.as_u64();
+        debug_assert!(slot & RECORDED == 0);
+        TaskGuard {
+            inner,
+            tag: Tag(AtomicU64::new(RECORDED | slot)),
+        }
+    }
+
+    pub(crate) fn unrecorded(inner: Arc<Inner>) -> Self {
+        TaskGuard {
+            inner,
+            tag: Tag(AtomicU64::new(0)),
+        }
+    }
+
     /// The guard's id, unique within its group.
+    ///
+    /// In a group built with [`record_guards(false)`](crate::Builder::record_guards)
+    /// a guard takes its id when this is first called, so ids are still unique
+    /// but no longer in the order of `add`.
     pub fn id(&self) -> TaskId {
-        self.id
+        let tag = self.tag.0.load(Ordering::Relaxed);
+        if tag & RECORDED != 0 {
+            return self.inner.recorded_id(Slot::from_u64(tag & !RECORDED));
+        }
+        if tag != 0 {
+            return TaskId(tag);
+        }
+        let id = self.inner.next_id();
+        match self
+            .tag
+            .0
+            .compare_exchange(0, id.0, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => id,
+            // Another thread asked first; its id stands (ours is never used).
+            Err(theirs) => TaskId(theirs),
+        }
     }
 
     /// The id of the group the guard belongs to.
@@ -70,14 +118,16 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     #[inline]
     fn drop(&mut self) {
-        self.inner.complete(self.slot);
+        let tag = *self.tag.0.get_mut();
+        let slot = (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !RECORDED));
+        self.inner.complete(slot);
     }
 }
 
 impl fmt::Debug for TaskGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskGuard")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("group", &self.inner.label)
             .finish()
     }

@@ -35,9 +35,6 @@ pub(crate) struct Entry {
 pub(crate) struct Slot(u64);
 
 impl Slot {
-    /// A guard that has no entry (lean configuration).
-    pub(crate) const NONE: Slot = Slot(u64::MAX);
-
     fn new(shard: usize, index: usize) -> Self {
         Slot(((shard as u64) << 32) | index as u64)
     }
@@ -46,6 +43,13 @@ impl Slot {
     }
     fn index(self) -> usize {
         (self.0 & u64::from(u32::MAX)) as usize
+    }
+    /// The slot as a number below 2^63 (shards are few), for a guard's tag.
+    pub(crate) fn as_u64(self) -> u64 {
+        self.0
+    }
+    pub(crate) fn from_u64(value: u64) -> Self {
+        Slot(value)
     }
 }
 
@@ -99,6 +103,15 @@ impl Registry {
             "more than 2^32 pending entries in one shard"
         );
         Slot::new(shard, index)
+    }
+
+    /// The id of the entry in `slot`, which its guard still holds.
+    pub(crate) fn id(&self, slot: Slot) -> TaskId {
+        let slab = self.shards[slot.shard()].0.lock();
+        slab.entries[slot.index()]
+            .as_ref()
+            .expect("a live guard's entry")
+            .id
     }
 
     /// Removes the entry a guard owns. Only that guard calls this, once.

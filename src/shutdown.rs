@@ -123,10 +123,8 @@ impl WaitGroup {
                 return;
             }
             let inner = self.inner();
-            let pending_before = self.len();
-            let last_id_before = inner.last_id();
-
-            self.close();
+            let (pending_at_close, late_adds_before) = inner.close_for_shutdown();
+            crate::trace::closed(self.label());
             inner.cancel_own();
             let mut aborted_done = 0;
             let stop_by = if Instant::now() < progress.deadline {
@@ -151,8 +149,8 @@ impl WaitGroup {
             }
             // Everything that completed during this group's turn, minus what
             // completed because it was aborted.
-            let added = (inner.last_id() - last_id_before) as usize;
-            let completed = (pending_before + added).saturating_sub(self.len());
+            let added = (inner.late_adds() - late_adds_before) as usize;
+            let completed = (pending_at_close + added).saturating_sub(self.len());
             progress.finished += completed.saturating_sub(aborted_done);
 
             for child in self.linked() {

@@ -82,9 +82,10 @@ impl State {
     }
 
     /// Registers one pending task, whether or not the group is closed.
+    /// Returns whether it was closed.
     #[inline]
-    pub(crate) fn add(&self) {
-        self.word.fetch_add(ONE_TASK, Ordering::Relaxed);
+    pub(crate) fn add(&self) -> bool {
+        self.word.fetch_add(ONE_TASK, Ordering::Relaxed) & CLOSED != 0
     }
 
     /// Registers one pending task unless the group is closed.
@@ -126,6 +127,12 @@ impl State {
     /// Closes the group to `try_add`. Returns `true` if this call closed it.
     pub(crate) fn close(&self) -> bool {
         self.word.fetch_or(CLOSED, Ordering::Relaxed) & CLOSED == 0
+    }
+
+    /// Closes the group to `try_add` and returns how many tasks were pending
+    /// at that moment (exactly: it is the same read-modify-write).
+    pub(crate) fn close_and_len(&self) -> u64 {
+        count(self.word.fetch_or(CLOSED, Ordering::Relaxed))
     }
 
     pub(crate) fn is_closed(&self) -> bool {

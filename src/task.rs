@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use crate::error::{BoxError, TaskError};
 use crate::guard::TaskGuard;
-use crate::label::{GroupId, Label};
+use crate::label::{GroupId, Label, TaskId};
 
 tokio::task_local! {
     /// The group whose `go()` spawned the task being polled.
@@ -26,6 +26,7 @@ pub(crate) fn current_group() -> Option<GroupId> {
 /// The future `go()` spawns.
 pub(crate) fn run<Fut, E>(
     group: GroupId,
+    id: TaskId,
     name: Option<Label>,
     guard: TaskGuard,
     fut: Fut,
@@ -34,10 +35,11 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    let span = crate::trace::task_span(&guard.inner.label, name.as_ref(), guard.id);
+    let span = crate::trace::task_span(&guard.inner.label, name.as_ref(), id);
     let task = TaskFuture {
         fut: Some(fut),
         guard: Some(guard),
+        id,
         name,
     };
     crate::trace::instrument(CURRENT_GROUP.scope(group, task), span)
@@ -52,6 +54,7 @@ pin_project! {
         #[pin]
         fut: Option<Fut>,
         guard: Option<TaskGuard>,
+        id: TaskId,
         name: Option<Label>,
     }
 
@@ -62,7 +65,7 @@ pin_project! {
             // while dropping the future is.
             let this = this.project();
             if this.guard.is_some() {
-                finish(this.fut, this.guard, this.name, None);
+                finish(this.fut, this.guard, *this.id, this.name, None);
             }
         }
     }
@@ -86,7 +89,7 @@ where
             Ok(Poll::Ready(Err(error))) => Some(Failure::Error(error.into())),
             Err(payload) => Some(Failure::Panic(payload)),
         };
-        finish(this.fut, this.guard, this.name, failure);
+        finish(this.fut, this.guard, *this.id, this.name, failure);
         Poll::Ready(())
     }
 }
@@ -101,6 +104,7 @@ enum Failure {
 fn finish<Fut>(
     fut: Pin<&mut Option<Fut>>,
     guard: &mut Option<TaskGuard>,
+    id: TaskId,
     name: &Option<Label>,
     failure: Option<Failure>,
 ) {
@@ -114,23 +118,17 @@ fn finish<Fut>(
     };
     let inner = &guard.inner;
     let error = |failure| match failure {
-        Failure::Error(error) => {
-            TaskError::failed(guard.id, name.clone(), inner.label.clone(), error)
+        Failure::Error(error) => TaskError::failed(id, name.clone(), inner.label.clone(), error),
+        Failure::Panic(payload) => {
+            TaskError::panicked(id, name.clone(), inner.label.clone(), &*payload, false)
         }
-        Failure::Panic(payload) => TaskError::panicked(
-            guard.id,
-            name.clone(),
-            inner.label.clone(),
-            &*payload,
-            false,
-        ),
     };
     if let Some(failure) = failure {
         inner.record_failure(error(failure));
     }
     if let Some(payload) = drop_panic {
         inner.record_failure(TaskError::panicked(
-            guard.id,
+            id,
             name.clone(),
             inner.label.clone(),
             &*payload,

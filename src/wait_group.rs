@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     /// cancelled on its own when a shutdown reaches this group.
     own: CancellationToken,
     registry: Registry,
+    /// Work added after `close()`; see `count_add`.
+    late_adds: AtomicU64,
     errors: Mutex<Vec<Arc<TaskError>>>,
     cause: OnceLock<Arc<TaskError>>,
     links: Mutex<Vec<WaitGroup>>,
@@ -245,6 +247,7 @@ impl Builder {
                 scope,
                 own,
                 registry: Registry::new(),
+                late_adds: AtomicU64::new(0),
                 errors: Mutex::new(Vec::new()),
                 cause: OnceLock::new(),
                 links: Mutex::new(Vec::new()),
@@ -270,7 +273,28 @@ impl Inner {
         &self.hot.state
     }
 
-    /// Creates the guard for work already counted in the state word.
+    /// Counts one unit of work, whether or not the group is closed.
+    #[inline]
+    fn count_add(&self) {
+        if self.state().add() {
+            self.note_late_add();
+        }
+    }
+
+    /// Work added after `close()`: counted so that a shutdown can tell what
+    /// finished during it. Off the hot path (only closed groups get here).
+    #[cold]
+    fn note_late_add(&self) {
+        self.late_adds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A fresh id, unique within the group.
+    pub(crate) fn next_id(&self) -> TaskId {
+        TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Creates the guard for work already counted in the state word: lean
+    /// guards need nothing more; the rest get an id and a registry entry.
     #[inline]
     fn register(
         self: &Arc<Self>,
@@ -278,30 +302,39 @@ impl Inner {
         site: &'static Location<'static>,
         kind: TaskKind,
     ) -> TaskGuard {
-        let id = TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1);
-        let slot = if kind == TaskKind::Task || self.record_guards {
-            self.registry.insert(Entry {
-                id,
-                name,
-                kind,
-                site,
-                started: Instant::now(),
-                join: None,
-            })
-        } else {
-            Slot::NONE
-        };
-        TaskGuard {
-            inner: Arc::clone(self),
-            id,
-            slot,
+        if kind == TaskKind::Guard && !self.record_guards {
+            return TaskGuard::unrecorded(Arc::clone(self));
         }
+        self.register_recorded(name, site, kind).0
+    }
+
+    fn register_recorded(
+        self: &Arc<Self>,
+        name: Option<Label>,
+        site: &'static Location<'static>,
+        kind: TaskKind,
+    ) -> (TaskGuard, TaskId, Slot) {
+        let id = self.next_id();
+        let slot = self.registry.insert(Entry {
+            id,
+            name,
+            kind,
+            site,
+            started: Instant::now(),
+            join: None,
+        });
+        (TaskGuard::recorded(Arc::clone(self), slot), id, slot)
+    }
+
+    /// The id of a recorded guard.
+    pub(crate) fn recorded_id(&self, slot: Slot) -> TaskId {
+        self.registry.id(slot)
     }
 
     /// Completes a guard (its `Drop`).
     #[inline]
-    pub(crate) fn complete(&self, slot: Slot) {
-        if slot != Slot::NONE {
+    pub(crate) fn complete(&self, slot: Option<Slot>) {
+        if let Some(slot) = slot {
             self.registry.remove(slot);
         }
         self.state().done();
@@ -406,7 +439,7 @@ impl WaitGroup {
     #[track_caller]
     #[inline]
     pub fn add(&self) -> TaskGuard {
-        self.inner.state().add();
+        self.inner.count_add();
         self.inner
             .register(None, Location::caller(), TaskKind::Guard)
     }
@@ -414,7 +447,7 @@ impl WaitGroup {
     /// Like [`add`](Self::add), naming the work for reports.
     #[track_caller]
     pub fn add_named(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        self.inner.state().add();
+        self.inner.count_add();
         let name = self.inner.record_guards.then(|| name.into().into());
         self.inner
             .register(name, Location::caller(), TaskKind::Guard)
@@ -508,7 +541,7 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("go");
-        self.inner.state().add();
+        self.inner.count_add();
         self.spawn(&handle, None, Location::caller(), f)
     }
 
@@ -525,7 +558,7 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("go_named");
-        self.inner.state().add();
+        self.inner.count_add();
         self.spawn(&handle, Some(name.into().into()), Location::caller(), f)
     }
 
@@ -589,11 +622,12 @@ impl WaitGroup {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let guard = self.inner.register(name.clone(), site, TaskKind::Task);
-        let (id, slot) = (guard.id, guard.slot);
+        let (guard, id, slot) = self
+            .inner
+            .register_recorded(name.clone(), site, TaskKind::Task);
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(self.inner.own.clone());
-        let join = handle.spawn(task::run(self.id(), name, guard, fut));
+        let join = handle.spawn(task::run(self.id(), id, name, guard, fut));
         self.inner.registry.set_join(slot, id, join);
         id
     }
@@ -1032,8 +1066,16 @@ impl Inner {
         self.own.cancel();
     }
 
-    pub(crate) fn last_id(&self) -> u64 {
-        self.hot.last_id.load(Ordering::Relaxed)
+    /// Closes the group; returns how much was pending at that moment and how
+    /// much work had been added after `close()` before it.
+    pub(crate) fn close_for_shutdown(&self) -> (usize, u64) {
+        let late_adds = self.late_adds.load(Ordering::Relaxed);
+        let pending = self.state().close_and_len() as usize;
+        (pending, late_adds)
+    }
+
+    pub(crate) fn late_adds(&self) -> u64 {
+        self.late_adds.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn wait_idle(&self) {

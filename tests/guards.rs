@@ -152,6 +152,35 @@ fn lean_groups_count_guards_without_recording_them() {
 }
 
 #[test]
+fn lean_guards_take_unique_ids_when_first_asked() {
+    let wg = WaitGroup::builder().record_guards(false).build();
+    let guards: Vec<_> = (0..64).map(|_| wg.add()).collect();
+    // Ids are handed out on first request, in that order, and then stable.
+    assert_eq!(guards[10].id().as_u64(), 1);
+    assert_eq!(guards[3].id().as_u64(), 2);
+    assert_eq!(guards[10].id().as_u64(), 1);
+    // Threads racing to ask the same guards still agree, and ids stay unique.
+    let guards = std::sync::Arc::new(guards);
+    let seen: Vec<Vec<_>> = (0..4)
+        .map(|_| {
+            let guards = guards.clone();
+            std::thread::spawn(move || guards.iter().map(|g| g.id()).collect())
+        })
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(seen[0].iter().collect::<HashSet<_>>().len(), 64);
+}
+
+#[test]
+fn a_guard_is_two_words() {
+    assert_eq!(
+        std::mem::size_of::<TaskGuard>(),
+        2 * std::mem::size_of::<usize>()
+    );
+}
+
+#[test]
 fn guard_debug_names_id_and_group() {
     let wg = WaitGroup::builder().name("db").build();
     let guard = wg.add();
