@@ -80,6 +80,8 @@ mod error;
 mod event;
 mod guard;
 mod label;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod registry;
 mod report;
 mod shutdown;
