@@ -62,6 +62,14 @@ struct ServerStats {
 
 #[derive(Default)]
 struct ClientStats {
+    /// How many clients run (not counting late ones).
+    clients: usize,
+    /// Notified when every client got its first response.
+    all_active: Notify,
+    /// Notified when `WARMUP_ANSWERS` requests were answered.
+    warm: Notify,
+    /// The server-side task names of the slow clients' connections.
+    slow_addrs: parking_lot::Mutex<BTreeSet<String>>,
     /// Clients that got their first response.
     active: AtomicUsize,
     sent: AtomicUsize,
@@ -179,19 +187,11 @@ async fn serve(
 /// A client that sends requests back to back until the server closes the
 /// connection (or `MAX_REQUESTS`). A slow client sends one normal request,
 /// then an `upload` header without its body, and waits for the close.
-async fn client(
-    addr: SocketAddr,
-    id: usize,
-    slow: bool,
-    stats: Arc<ClientStats>,
-    warm: Arc<Notify>,
-    all_active: Arc<Notify>,
-    clients: usize,
-    slow_addrs: Arc<parking_lot::Mutex<BTreeSet<String>>>,
-) {
+async fn client(addr: SocketAddr, id: usize, slow: bool, stats: Arc<ClientStats>) {
     let stream = TcpStream::connect(addr).await.expect("connect during load");
     if slow {
-        slow_addrs
+        stats
+            .slow_addrs
             .lock()
             .insert(format!("conn {}", stream.local_addr().unwrap()));
     }
@@ -216,11 +216,11 @@ async fn client(
         line.clear();
         match reader.read_line(&mut line).await {
             Ok(_) if line == format!("ok {request}\n") => {
-                if seq == 0 && stats.active.fetch_add(1, Ordering::Relaxed) + 1 == clients {
-                    all_active.notify_one();
+                if seq == 0 && stats.active.fetch_add(1, Ordering::Relaxed) + 1 == stats.clients {
+                    stats.all_active.notify_one();
                 }
                 if stats.answered.fetch_add(1, Ordering::Relaxed) + 1 == WARMUP_ANSWERS {
-                    warm.notify_one();
+                    stats.warm.notify_one();
                 }
             }
             Ok(_) | Err(_) if line.is_empty() => {
@@ -290,30 +290,21 @@ async fn draining_a_server_under_load() {
     let uploads_ready = Arc::new(Notify::new());
     let server = start_server(listener, server_stats.clone(), uploads_ready.clone(), SLOW);
 
-    let stats = Arc::new(ClientStats::default());
-    let warm = Arc::new(Notify::new());
-    let all_active = Arc::new(Notify::new());
-    let slow_addrs = Arc::new(parking_lot::Mutex::new(BTreeSet::new()));
+    let stats = Arc::new(ClientStats {
+        clients,
+        ..ClientStats::default()
+    });
     let mut client_tasks = Vec::new();
     for id in 0..clients {
-        client_tasks.push(tokio::spawn(client(
-            addr,
-            id,
-            id < SLOW,
-            stats.clone(),
-            warm.clone(),
-            all_active.clone(),
-            clients,
-            slow_addrs.clone(),
-        )));
+        client_tasks.push(tokio::spawn(client(addr, id, id < SLOW, stats.clone())));
     }
 
     // Shut down mid-load: once the load is under way and every slow client's
     // upload is in flight (signals, not sleeps).
-    tokio::time::timeout(LIMIT, all_active.notified())
+    tokio::time::timeout(LIMIT, stats.all_active.notified())
         .await
         .expect("not every client connected and got a response");
-    tokio::time::timeout(LIMIT, warm.notified())
+    tokio::time::timeout(LIMIT, stats.warm.notified())
         .await
         .expect("load never warmed up");
     tokio::time::timeout(LIMIT, uploads_ready.notified())
@@ -381,7 +372,7 @@ async fn draining_a_server_under_load() {
         .iter()
         .map(|t| t.name().unwrap().to_owned())
         .collect();
-    assert_eq!(aborted_names, *slow_addrs.lock(), "{report}");
+    assert_eq!(aborted_names, *stats.slow_addrs.lock(), "{report}");
     assert!(report.pending().is_empty(), "{report}");
     // The accept loop's error, if it had one, is the only failure reported.
     let errors: Vec<_> = report.errors().iter().map(|e| e.name()).collect();
