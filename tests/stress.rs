@@ -190,6 +190,11 @@ fn the_last_done_racing_with_fresh_waiters_wakes_them_all() {
     }
     let started = Instant::now();
     for round in 0..rounds {
+        // Add first, then start the waiters: nothing is added again until
+        // every waiter of this round has returned, so each must see zero.
+        for tx in &guard_txs {
+            tx.send(wg.add()).unwrap();
+        }
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let wg = wg.clone();
@@ -199,9 +204,6 @@ fn the_last_done_racing_with_fresh_waiters_wakes_them_all() {
                 })
             })
             .collect();
-        for tx in &guard_txs {
-            tx.send(wg.add()).unwrap();
-        }
         blocking_go_tx.send(()).unwrap();
         for _ in 0..4 {
             done_rx.recv_timeout(LIMIT).expect("worker stuck");
@@ -295,7 +297,6 @@ type Drainer = Box<
 /// (refused after close), down to `depth`. With `stubborn`, leaves ignore
 /// cancellation and must be aborted.
 fn drainer(wg: WaitGroup, counts: Arc<Counts>, depth: usize, stubborn: bool) -> Drainer {
-    counts.spawned.fetch_add(1, Ordering::Relaxed);
     Box::new(move |ctx| {
         Box::pin(async move {
             let _ended = Ended(counts.ended.clone());
@@ -304,17 +305,17 @@ fn drainer(wg: WaitGroup, counts: Arc<Counts>, depth: usize, stubborn: bool) -> 
             }
             ctx.cancelled().await;
             if depth > 0 {
+                // Counted before spawning (no await in between, so an abort
+                // cannot fall between the two).
                 for _ in 0..2 {
+                    counts.spawned.fetch_add(1, Ordering::Relaxed);
                     wg.go(drainer(wg.clone(), counts.clone(), depth - 1, stubborn));
                 }
-                let before = counts.spawned.load(Ordering::Relaxed);
                 let f = drainer(wg.clone(), counts.clone(), depth - 1, stubborn);
-                if wg.try_go(f).is_err() {
-                    // Not spawned: undo the count `drainer` made.
-                    counts.spawned.fetch_sub(1, Ordering::Relaxed);
-                    counts.refused.fetch_add(1, Ordering::Relaxed);
-                }
-                debug_assert!(counts.spawned.load(Ordering::Relaxed) >= before);
+                match wg.try_go(f) {
+                    Ok(_) => counts.spawned.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => counts.refused.fetch_add(1, Ordering::Relaxed),
+                };
             }
             Ok(())
         })
@@ -342,6 +343,7 @@ fn repeated_shutdowns_with_tasks_spawning_tasks_during_the_drain() {
         let counts = Arc::new(Counts::default());
         let report = rt.block_on(async {
             for _ in 0..roots {
+                counts.spawned.fetch_add(1, Ordering::Relaxed);
                 wg.go(drainer(wg.clone(), counts.clone(), depth, stubborn));
             }
             let grace = if stubborn {
