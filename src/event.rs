@@ -80,6 +80,14 @@ impl Event {
     }
 }
 
+#[cfg(all(test, loom))]
+impl Event {
+    /// How many wakers are stored (for the loom models).
+    pub(crate) fn registered_wakers(&self) -> usize {
+        self.waiters.lock().wakers.iter().flatten().count()
+    }
+}
+
 /// A registration with an [`Event`]; a future that completes on the next
 /// `notify_all` after [`Event::listen`].
 #[derive(Debug)]

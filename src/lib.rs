@@ -95,6 +95,8 @@ mod event;
 mod guard;
 mod label;
 mod plan;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod registry;
 mod report;
 mod shutdown;

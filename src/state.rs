@@ -176,4 +176,11 @@ impl State {
         }
         true
     }
+
+    /// How many async waiters' wakers the event holds (loom models check
+    /// that none outlives its wait).
+    #[cfg(all(test, loom))]
+    pub(crate) fn registered_wakers(&self) -> usize {
+        self.idle.registered_wakers()
+    }
 }

@@ -1,0 +1,395 @@
+//! Stress: many threads and tasks adding and completing work while async and
+//! blocking waiters wait, rounds in which the last `done` races with fresh
+//! waiters, cancellation racing with `go`, and repeated shutdowns while tasks
+//! spawn more tasks during the drain.
+//!
+//! Every wait is bounded: a waiter that has not returned within [`LIMIT`]
+//! after the work is finished fails the test with a message (a lost wake-up)
+//! instead of hanging CI. Loop counts are scaled down under miri.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use taskgroup::WaitGroup;
+
+/// Generous upper bound for any single wait once its work is finished.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn scaled(full: usize, miri: usize) -> usize {
+    if cfg!(miri) {
+        miri
+    } else {
+        full
+    }
+}
+
+/// 10^6 add/done in total from 4 OS threads and 4 tasks, while 2 async and 2
+/// blocking waiters wait over and over. Once the work is done the count stays
+/// zero, so every waiter's current wait must return.
+#[test]
+fn a_million_add_done_with_async_and_blocking_waiters() {
+    let total = scaled(1_000_000, 800);
+    let (threads, tasks) = (4, 4);
+    let per_worker = total / (threads + tasks);
+    let rt = runtime();
+    let wg = WaitGroup::new();
+    let ops = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (returned_tx, returned_rx) = mpsc::channel::<(&'static str, usize)>();
+
+    // Waiters: wait, count the return, until told to stop (then one last wait).
+    for _ in 0..2 {
+        let (wg, stop, tx) = (wg.clone(), stop.clone(), returned_tx.clone());
+        rt.spawn(async move {
+            let mut returns = 0;
+            loop {
+                let last = stop.load(Ordering::Acquire);
+                wg.wait().await.unwrap();
+                returns += 1;
+                if last {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            tx.send(("async", returns)).unwrap();
+        });
+    }
+    for _ in 0..2 {
+        let (wg, stop, tx) = (wg.clone(), stop.clone(), returned_tx.clone());
+        std::thread::spawn(move || {
+            let mut returns = 0;
+            loop {
+                let last = stop.load(Ordering::Acquire);
+                wg.wait_blocking().unwrap();
+                returns += 1;
+                if last {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            tx.send(("blocking", returns)).unwrap();
+        });
+    }
+    drop(returned_tx);
+
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (wg, ops) = (wg.clone(), ops.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for i in 0..per_worker {
+                    // Vary the depth so the count crosses zero in many ways.
+                    held.push(if i % 2 == 0 {
+                        wg.add()
+                    } else {
+                        wg.add_named("stress")
+                    });
+                    if held.len() > (i + t) % 3 {
+                        held.clear();
+                    }
+                }
+                drop(held);
+                ops.fetch_add(per_worker, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let task_workers: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (wg, ops) = (wg.clone(), ops.clone());
+            rt.spawn(async move {
+                for i in 0..per_worker {
+                    let guard = wg.add();
+                    if i % 128 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    guard.done();
+                }
+                ops.fetch_add(per_worker, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    rt.block_on(async {
+        for t in task_workers {
+            t.await.unwrap();
+        }
+    });
+    assert!(wg.is_empty());
+    stop.store(true, Ordering::Release);
+
+    let mut returns = Vec::new();
+    for _ in 0..4 {
+        match returned_rx.recv_timeout(LIMIT) {
+            Ok(r) => returns.push(r),
+            Err(_) => panic!(
+                "a waiter did not return within {LIMIT:?} after all work finished (lost wake-up); \
+                 returned so far: {returns:?}"
+            ),
+        }
+    }
+    println!(
+        "stress: {} add/done in {:.1?} with 4 waiters ({returns:?} waits returned)",
+        ops.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    assert_eq!(ops.load(Ordering::Relaxed), per_worker * (threads + tasks));
+}
+
+/// Rounds in which the last `done` races with waiters that start at the same
+/// moment: 4 threads each hold one guard and drop it at a barrier while one
+/// blocking and two async waiters start waiting. Every waiter must return in
+/// every round, and see the group empty.
+#[test]
+fn the_last_done_racing_with_fresh_waiters_wakes_them_all() {
+    let rounds = scaled(10_000, 20);
+    let rt = runtime();
+    let wg = WaitGroup::new();
+    let barrier = Arc::new(Barrier::new(5)); // 4 workers + blocking waiter
+    let (guard_txs, done_rx) = {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let txs: Vec<_> = (0..4)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<taskgroup::TaskGuard>();
+                let (barrier, done_tx) = (barrier.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    while let Ok(guard) = rx.recv() {
+                        barrier.wait();
+                        drop(guard);
+                        done_tx.send(()).unwrap();
+                    }
+                });
+                tx
+            })
+            .collect();
+        (txs, done_rx)
+    };
+    let (blocking_tx, blocking_rx) = mpsc::channel::<()>();
+    let (blocking_go_tx, blocking_go_rx) = mpsc::channel::<()>();
+    {
+        let (wg, barrier) = (wg.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            while blocking_go_rx.recv().is_ok() {
+                barrier.wait();
+                wg.wait_blocking().unwrap();
+                assert!(wg.is_empty());
+                blocking_tx.send(()).unwrap();
+            }
+        });
+    }
+    let started = Instant::now();
+    for round in 0..rounds {
+        // Add first, then start the waiters: nothing is added again until
+        // every waiter of this round has returned, so each must see zero.
+        for tx in &guard_txs {
+            tx.send(wg.add()).unwrap();
+        }
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let wg = wg.clone();
+                rt.spawn(async move {
+                    wg.wait().await.unwrap();
+                    assert!(wg.is_empty());
+                })
+            })
+            .collect();
+        blocking_go_tx.send(()).unwrap();
+        for _ in 0..4 {
+            done_rx.recv_timeout(LIMIT).expect("worker stuck");
+        }
+        blocking_rx
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("blocking waiter lost its wake-up in round {round}"));
+        rt.block_on(async {
+            for w in waiters {
+                tokio::time::timeout(LIMIT, w)
+                    .await
+                    .unwrap_or_else(|_| panic!("async waiter lost its wake-up in round {round}"))
+                    .unwrap();
+            }
+        });
+    }
+    println!(
+        "stress: {rounds} rounds of last-done vs 3 fresh waiters in {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// `cancel()` racing with `go()` from several threads: a task spawned before,
+/// during or after the cancel sees its context cancelled, so the wait returns.
+#[test]
+fn cancel_racing_with_go_leaves_no_task_behind() {
+    let rounds = scaled(200, 4);
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    let mut spawned = 0;
+    for round in 0..rounds {
+        let wg = WaitGroup::new();
+        let start = Arc::new(Barrier::new(4));
+        let spawners: Vec<_> = (0..3)
+            .map(|_| {
+                let (wg, start, handle) = (wg.clone(), start.clone(), handle.clone());
+                std::thread::spawn(move || {
+                    let _rt = handle.enter();
+                    start.wait();
+                    for _ in 0..20 {
+                        wg.go(|ctx| async move {
+                            ctx.cancelled().await;
+                            Ok::<_, std::io::Error>(())
+                        });
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        wg.cancel();
+        for s in spawners {
+            s.join().unwrap();
+        }
+        spawned += 60;
+        rt.block_on(async {
+            tokio::time::timeout(LIMIT, wg.wait())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
+                .unwrap();
+        });
+        assert!(wg.is_empty() && wg.is_cancelled());
+    }
+    println!("stress: {rounds} rounds of cancel racing with go, {spawned} tasks");
+}
+
+/// Counts a task's end, whether it finished or was aborted (dropped).
+struct Ended(Arc<AtomicUsize>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    spawned: AtomicUsize,
+    refused: AtomicUsize,
+    ended: Arc<AtomicUsize>,
+}
+
+type Drainer = Box<
+    dyn FnOnce(
+            tokio_util::sync::CancellationToken,
+        ) -> futures::future::BoxFuture<'static, Result<(), std::io::Error>>
+        + Send,
+>;
+
+/// A task that waits for cancellation and then, during the drain, spawns two
+/// children with `go` (allowed after close) and tries a third with `try_go`
+/// (refused after close), down to `depth`. With `stubborn`, leaves ignore
+/// cancellation and must be aborted.
+fn drainer(wg: WaitGroup, counts: Arc<Counts>, depth: usize, stubborn: bool) -> Drainer {
+    Box::new(move |ctx| {
+        Box::pin(async move {
+            let _ended = Ended(counts.ended.clone());
+            if depth == 0 && stubborn {
+                std::future::pending::<()>().await;
+            }
+            ctx.cancelled().await;
+            if depth > 0 {
+                // Counted before spawning (no await in between, so an abort
+                // cannot fall between the two).
+                for _ in 0..2 {
+                    counts.spawned.fetch_add(1, Ordering::Relaxed);
+                    wg.go(drainer(wg.clone(), counts.clone(), depth - 1, stubborn));
+                }
+                let f = drainer(wg.clone(), counts.clone(), depth - 1, stubborn);
+                match wg.try_go(f) {
+                    Ok(_) => counts.spawned.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => counts.refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Repeated shutdowns while tasks spawn tasks during the drain: nothing
+/// spawned during the shutdown escapes it. Every spawned task has ended
+/// (finished or aborted) when `shutdown` returns, the group is empty, and the
+/// report accounts for each: finished + aborted = spawned.
+#[test]
+fn repeated_shutdowns_with_tasks_spawning_tasks_during_the_drain() {
+    let rounds = scaled(100, 2);
+    let stubborn_rounds = scaled(5, 1);
+    let rt = runtime();
+    let mut total_spawned = 0;
+    let mut total_aborted = 0;
+    let mut total_refused = 0;
+    for round in 0..rounds + stubborn_rounds {
+        let stubborn = round >= rounds;
+        let (depth, roots) = if cfg!(miri) { (2, 2) } else { (4, 8) };
+        let wg = WaitGroup::builder()
+            .abort_timeout(Duration::from_secs(30))
+            .build();
+        let counts = Arc::new(Counts::default());
+        let report = rt.block_on(async {
+            for _ in 0..roots {
+                counts.spawned.fetch_add(1, Ordering::Relaxed);
+                wg.go(drainer(wg.clone(), counts.clone(), depth, stubborn));
+            }
+            let grace = if stubborn {
+                Duration::from_millis(200)
+            } else {
+                LIMIT
+            };
+            tokio::time::timeout(LIMIT * 2, wg.shutdown(grace))
+                .await
+                .expect("shutdown hung")
+                .unwrap()
+        });
+        let spawned = counts.spawned.load(Ordering::Relaxed);
+        let ended = counts.ended.load(Ordering::Relaxed);
+        assert!(report.pending().is_empty(), "round {round}: {report}");
+        assert!(report.errors().is_empty(), "round {round}: {report}");
+        assert!(wg.is_empty(), "round {round}: {report}");
+        assert_eq!(
+            ended, spawned,
+            "round {round}: a spawned task escaped: {report}"
+        );
+        assert_eq!(
+            report.finished() + report.aborted().len(),
+            spawned,
+            "round {round}: {report}"
+        );
+        if stubborn {
+            // Each root's tree ends in stubborn leaves, which must be aborted.
+            assert!(!report.aborted().is_empty(), "round {round}: {report}");
+        } else {
+            assert!(report.is_clean(), "round {round}: {report}");
+        }
+        // Nothing spawns after shutdown returned.
+        rt.block_on(async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(counts.spawned.load(Ordering::Relaxed), spawned);
+        total_spawned += spawned;
+        total_aborted += report.aborted().len();
+        total_refused += counts.refused.load(Ordering::Relaxed);
+    }
+    println!(
+        "stress: {} shutdowns, {total_spawned} tasks spawned ({total_aborted} aborted), \
+         {total_refused} try_go refused during the drain",
+        rounds + stubborn_rounds
+    );
+}
