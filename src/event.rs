@@ -64,7 +64,7 @@ impl Event {
 
     /// Wakes every current listener, async and blocking.
     pub(crate) fn notify_all(&self) {
-        let wakers = {
+        let mut wakers = {
             let mut waiters = self.waiters.lock();
             waiters.generation = waiters.generation.wrapping_add(1);
             waiters.free.clear();
@@ -73,9 +73,17 @@ impl Event {
         // Blocking listeners re-check the generation under the lock, so
         // notifying after releasing it cannot be missed.
         self.condvar.notify_all();
+        if wakers.capacity() == 0 {
+            return;
+        }
         // Wake outside the lock: a waker may run arbitrary code.
-        for waker in wakers.into_iter().flatten() {
+        for waker in wakers.drain(..).flatten() {
             waker.wake();
+        }
+        // Give the emptied list back, so the next wait does not allocate.
+        let mut waiters = self.waiters.lock();
+        if waiters.wakers.capacity() == 0 {
+            waiters.wakers = wakers;
         }
     }
 }

@@ -94,9 +94,9 @@ mod error;
 mod event;
 mod guard;
 mod label;
-mod plan;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod plan;
 mod registry;
 mod report;
 mod shutdown;
