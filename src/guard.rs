@@ -46,7 +46,7 @@ use crate::wait_group::Inner;
 /// struct that is never closed) keeps the group busy; a deadline-bounded wait
 /// then names it, with the place it was created.
 ///
-/// A guard is two words: its group, and a [`Tag`].
+/// A guard is two words: its group, and one word of its own (see `Tag`).
 #[must_use = "dropping a TaskGuard completes it at once; keep it until the work is done"]
 pub struct TaskGuard {
     pub(crate) inner: Arc<Inner>,
