@@ -282,23 +282,25 @@ impl Model {
     fn shutdown(&mut self, g: usize) -> (usize, Vec<(usize, u64, Option<String>)>) {
         let mut finished = 0;
         let mut aborted = Vec::new();
-        let mut deadline_passed = false;
+        let mut phase = Phase::Grace;
         let mut seen = Vec::new();
-        self.shutdown_group(
-            g,
-            &mut seen,
-            &mut deadline_passed,
-            &mut finished,
-            &mut aborted,
-        );
+        self.shutdown_group(g, &mut seen, &mut phase, &mut finished, &mut aborted);
         (finished, aborted)
     }
 
+    /// A group's turn in a shutdown, by the phase the shutdown is in when it
+    /// reaches the group: before the deadline (`Grace`), in the first half of
+    /// the forced phase after it (`Late`), or past that (`Over`). In `Grace`
+    /// and `Late`, cancelled polite tasks end by themselves (at once: the
+    /// model has no durations); if anything is left, the group waits out the
+    /// phase, which moves the shutdown to the next one, and its tasks are
+    /// aborted. In `Over`, the wait times out at once: even polite tasks are
+    /// aborted before they can run.
     fn shutdown_group(
         &mut self,
         g: usize,
         seen: &mut Vec<usize>,
-        deadline_passed: &mut bool,
+        phase: &mut Phase,
         finished: &mut usize,
         aborted: &mut Vec<(usize, u64, Option<String>)>,
     ) {
@@ -309,19 +311,20 @@ impl Model {
         self.groups[g].closed = true;
         self.groups[g].own_cancelled = true;
         if !self.groups[g].entries.is_empty() {
-            let abort_all = *deadline_passed;
-            if !abort_all {
-                // The cancelled polite tasks end during the grace period.
+            if *phase != Phase::Over {
                 let before = self.groups[g].entries.len();
                 self.settle_group(g);
                 *finished += before - self.groups[g].entries.len();
                 if !self.groups[g].entries.is_empty() {
-                    *deadline_passed = true; // waited out the grace period
+                    *phase = match *phase {
+                        Phase::Grace => Phase::Late,
+                        _ => Phase::Over,
+                    };
                 }
             }
-            // At the deadline (or reached after it): abort the tasks left;
-            // reached after it, even polite tasks get no chance to run.
-            if *deadline_passed {
+            // Waited out a phase (or reached past the last one): abort the
+            // tasks left.
+            if !self.groups[g].entries.is_empty() {
                 let tasks: Vec<u64> = self.groups[g]
                     .entries
                     .iter()
@@ -335,7 +338,7 @@ impl Model {
             }
         }
         for c in self.groups[g].links.clone() {
-            self.shutdown_group(c, seen, deadline_passed, finished, aborted);
+            self.shutdown_group(c, seen, phase, finished, aborted);
         }
     }
 
@@ -350,6 +353,14 @@ impl Model {
             self.finish(g, id, Outcome::Ok);
         }
     }
+}
+
+/// Where a shutdown is when it reaches a group; see `Model::shutdown_group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Grace,
+    Late,
+    Over,
 }
 
 // ----- the system under test ---------------------------------------------------
