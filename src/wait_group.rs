@@ -343,11 +343,13 @@ impl Inner {
     pub(crate) fn record_failure(&self, error: TaskError) {
         let error = Arc::new(error);
         self.errors.lock().push(Arc::clone(&error));
-        crate::trace::task_failed(&error);
         if self.cancel_on_error && self.cause.set(Arc::clone(&error)).is_ok() {
-            crate::trace::cancelled(&self.label, Some(&error));
             self.cancel_tree();
+            crate::trace::cancelled(&self.label, Some(&error));
         }
+        // Last: logging formats the task's error, and a `Display` that panics
+        // must not keep the failure from being kept or acted on.
+        crate::trace::task_failed(&error);
     }
 
     fn cancel_tree(&self) {

@@ -69,3 +69,29 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
 }
+
+#[derive(Debug)]
+struct DisplayPanics;
+impl std::fmt::Display for DisplayPanics {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display panicked")
+    }
+}
+impl std::error::Error for DisplayPanics {}
+
+/// With a subscriber that formats events, an error whose `Display` panics is
+/// still kept and still cancels the group before the log line is attempted.
+#[tokio::test]
+async fn an_error_whose_display_panics_is_kept_and_cancels_when_traced() {
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::sink)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.go_named("bad-display", |_| async { Err(DisplayPanics) });
+    let err = wg.wait().await.unwrap_err();
+    assert_eq!(err.errors().len(), 1);
+    assert_eq!(err.errors().first().unwrap().name(), Some("bad-display"));
+    assert!(wg.is_cancelled());
+}
