@@ -39,8 +39,9 @@ impl WaitGroup {
     ///    drain);
     /// 3. wait for its own work until the shared deadline, `grace` from now;
     /// 4. if the deadline passed, abort its `go()` tasks still running and wait
-    ///    for them to stop, at most the group's
-    ///    [`abort_timeout`](crate::Builder::abort_timeout) past the deadline.
+    ///    for them to stop, at most the
+    ///    [`abort_timeout`](crate::Builder::abort_timeout) past the deadline
+    ///    (that of the group `shutdown` was called on, for the whole tree).
     ///
     /// The abort timeout after the deadline is the *forced phase*. A group the
     /// shutdown first reaches during it (because a group before it used up

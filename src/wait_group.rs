@@ -153,7 +153,7 @@ pub(crate) struct Inner {
 /// neither saw. Linking is rare; nothing on the add/done or wait path takes it.
 static LINK_ORDER: Mutex<()> = parking_lot::const_mutex(());
 
-/// Default bound on how long a shutdown waits for aborted tasks to stop.
+/// Default length of a shutdown's forced phase, after the grace period.
 const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Configures a [`WaitGroup`]; from [`WaitGroup::builder`].
@@ -206,8 +206,10 @@ impl Builder {
         self
     }
 
-    /// How long [`shutdown`](WaitGroup::shutdown) waits, after the grace
-    /// period, for the tasks it aborted to stop. Default one second.
+    /// The length of [`shutdown`](WaitGroup::shutdown)'s forced phase, after
+    /// the grace period: groups reached only then may close by themselves in
+    /// its first half, and the tasks aborted are waited for until its end.
+    /// Default one second.
     pub fn abort_timeout(mut self, timeout: Duration) -> Self {
         self.abort_timeout = timeout;
         self
