@@ -394,3 +394,34 @@ fn settings_are_validated() {
         .unwrap_err();
     assert!(matches!(err, ConfigError::DuplicateName { .. }));
 }
+
+#[derive(Debug)]
+struct DisplayPanics;
+impl std::fmt::Display for DisplayPanics {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display panicked")
+    }
+}
+impl std::error::Error for DisplayPanics {}
+
+/// Without a status hub nothing formats the service's errors, so an error
+/// whose `Display` panics is restarted and finally given up on like any other.
+#[tokio::test(start_paused = true)]
+async fn errors_are_not_formatted_without_a_status_hub() {
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let flaky = service_fn("flaky", move |_ctx, _ready| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Err::<(), taskgroup::BoxError>(Box::new(DisplayPanics)) }
+    });
+    let ms = Duration::from_millis(10);
+    let mut restarter = Restarter::new(flaky)
+        .backoff(Backoff::exponential(ms, ms, 1.0, 0.0).unwrap())
+        .intensity(Intensity::new(2, Duration::from_secs(60)).unwrap());
+    let err = Service::run(&mut restarter, CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err();
+    let err = err.downcast::<ServiceError>().unwrap();
+    assert!(matches!(*err, ServiceError::GaveUp { restarts: 2, .. }));
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

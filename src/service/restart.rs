@@ -245,9 +245,17 @@ struct Settings {
 }
 
 impl Settings {
-    fn report(&self, state: State, attempt: u32, error: Option<String>, delay: Option<Duration>) {
+    fn report(&self, state: State, attempt: u32, delay: Option<Duration>) {
         if let Some(hub) = &self.status {
-            hub.report(&self.name, state, attempt, error, delay);
+            hub.report(&self.name, state, attempt, None, delay);
+        }
+    }
+
+    /// Reports a failure; its text is made only if a hub listens (a service's
+    /// error `Display` is not called otherwise).
+    fn report_failure(&self, state: State, attempt: u32, error: impl FnOnce() -> String) {
+        if let Some(hub) = &self.status {
+            hub.report(&self.name, state, attempt, Some(error()), None);
         }
     }
 }
@@ -410,7 +418,7 @@ async fn supervise<S: Service>(
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut attempt: u32 = 1;
     loop {
-        s.report(State::Starting, attempt, None, None);
+        s.report(State::Starting, attempt, None);
         let (r, w) = Ready::channel();
         // The lock is released at the end of this statement: `run` only builds the future.
         let fut = inner.lock().run(ctx.clone(), r);
@@ -418,7 +426,7 @@ async fn supervise<S: Service>(
         let mut run = std::pin::pin!(run_caught(fut));
         let mut on_ready = |was_ready: bool| {
             if was_ready {
-                s.report(State::Running, attempt, None, None);
+                s.report(State::Running, attempt, None);
                 if let Some(r) = outer_ready.take() {
                     r.ready();
                 }
@@ -442,7 +450,7 @@ async fn supervise<S: Service>(
         let stopping = ctx.is_cancelled();
         let last = match outcome {
             Outcome::Done => {
-                s.report(State::Stopped, attempt, None, None);
+                s.report(State::Stopped, attempt, None);
                 if stopping || s.policy != RestartPolicy::Permanent {
                     return Ok(());
                 }
@@ -451,7 +459,7 @@ async fn supervise<S: Service>(
                 }
             }
             Outcome::Error(e) => {
-                s.report(State::Failed, attempt, Some(e.to_string()), None);
+                s.report_failure(State::Failed, attempt, || e.to_string());
                 let err = ServiceError::attribute(&s.name, e);
                 if stopping || s.policy == RestartPolicy::Temporary {
                     return Err(err);
@@ -459,7 +467,7 @@ async fn supervise<S: Service>(
                 err
             }
             Outcome::Panic(message) => {
-                s.report(State::Panicked, attempt, Some(message.clone()), None);
+                s.report_failure(State::Panicked, attempt, || message.clone());
                 let err = ServiceError::Panicked {
                     name: s.name.clone(),
                     message,
@@ -486,7 +494,7 @@ async fn supervise<S: Service>(
                 window,
                 last: Box::new(last),
             };
-            s.report(State::Failed, attempt, Some(err.reason()), None);
+            s.report_failure(State::Failed, attempt, || err.reason());
             crate::trace::gave_up(&s.name, restarts.len(), window);
             return Err(err);
         }
@@ -494,12 +502,12 @@ async fn supervise<S: Service>(
         let delay = s.backoff.delay(n, &mut rng);
         restarts.push_back(now);
         attempt = attempt.saturating_add(1);
-        s.report(State::Restarting, attempt, None, Some(delay));
+        s.report(State::Restarting, attempt, Some(delay));
         crate::trace::restart_scheduled(&s.name, attempt, delay);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = ctx.cancelled() => {
-                s.report(State::Stopped, attempt - 1, None, None);
+                s.report(State::Stopped, attempt - 1, None);
                 return Ok(());
             }
         }
