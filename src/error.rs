@@ -12,6 +12,18 @@ use crate::report::PendingReport;
 /// `&str`.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// A panic payload's message: the `&str` or `String` that `panic!` carries,
+/// else `Box<dyn Any>` (as the standard library prints it).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
 /// How a task failed.
 #[derive(Debug)]
 enum Failure {
@@ -60,13 +72,7 @@ impl TaskError {
         payload: &(dyn std::any::Any + Send),
         while_dropped: bool,
     ) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "Box<dyn Any>".to_owned()
-        };
+        let message = panic_message(payload);
         Self {
             id,
             name,

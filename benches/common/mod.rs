@@ -890,7 +890,7 @@ pub(crate) fn wake_task() -> Workload {
         Box<dyn FnOnce()>,
     );
 
-    fn run(rt: &Runtime, iters: u64, setup: fn() -> Pair) -> Duration {
+    fn run(rt: &Runtime, iters: u64, setup: impl Fn() -> Pair) -> Duration {
         rt.block_on(async {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -922,34 +922,25 @@ pub(crate) fn wake_task() -> Workload {
             )
         })
     }));
-    let rt = current_thread();
-    variants.push(variant("taskgroup lean", move |iters| {
-        run(&rt, iters, || {
-            let wg = lean();
-            let guard = wg.add();
-            (
-                Box::pin(async move {
-                    wg.wait().await.expect("no failures");
-                    Instant::now()
-                }),
-                Box::new(move || guard.done()),
-            )
-        })
-    }));
-    let rt = current_thread();
-    variants.push(variant("taskgroup recording", move |iters| {
-        run(&rt, iters, || {
-            let wg = recording();
-            let guard = wg.add();
-            (
-                Box::pin(async move {
-                    wg.wait().await.expect("no failures");
-                    Instant::now()
-                }),
-                Box::new(move || guard.done()),
-            )
-        })
-    }));
+    for (name, group) in [
+        ("taskgroup lean", lean as fn() -> WaitGroup),
+        ("taskgroup recording", recording),
+    ] {
+        let rt = current_thread();
+        variants.push(variant(name, move |iters| {
+            run(&rt, iters, || {
+                let wg = group();
+                let guard = wg.add();
+                (
+                    Box::pin(async move {
+                        wg.wait().await.expect("no failures");
+                        Instant::now()
+                    }),
+                    Box::new(move || guard.done()),
+                )
+            })
+        }));
+    }
     let rt = current_thread();
     variants.push(variant("TaskTracker", move |iters| {
         run(&rt, iters, || {

@@ -156,6 +156,7 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 /// # Cancel safety
 ///
 /// Dropping a running group's future aborts every member task.
+#[derive(Debug)]
 pub struct Group {
     name: String,
     members: Vec<Member>,
@@ -163,18 +164,6 @@ pub struct Group {
     status: Option<StatusHub>,
     /// How many times the group was started: the attempt number of its status events.
     runs: u32,
-}
-
-impl fmt::Debug for Group {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Group")
-            .field("name", &self.name)
-            .field("members", &self.members)
-            .field("stop_timeout", &self.stop_timeout)
-            .field("status", &self.status)
-            .field("runs", &self.runs)
-            .finish()
-    }
 }
 
 /// Builds a [`Group`]; see [`Group::builder`].

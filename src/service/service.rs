@@ -1,6 +1,5 @@
 //! The [`Service`] trait, its readiness handle, and the closure and run+teardown adapters.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -498,17 +497,7 @@ impl Outcome {
 pub(crate) async fn run_caught(fut: BoxFuture<'static, Result<(), BoxError>>) -> Outcome {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(res) => Outcome::from_result(res),
-        Err(payload) => Outcome::Panic(panic_message(payload)),
-    }
-}
-
-pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
+        Err(payload) => Outcome::Panic(crate::error::panic_message(&*payload)),
     }
 }
 
