@@ -2,10 +2,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::label::{GroupId, TaskId};
 use crate::registry::Slot;
+use crate::shared::TaskRef;
 use crate::wait_group::Inner;
 
 /// One pending unit of work in a [`WaitGroup`](crate::WaitGroup), from
@@ -49,7 +49,7 @@ use crate::wait_group::Inner;
 /// A guard is two words: its group, and one word of its own (see `Tag`).
 #[must_use = "dropping a TaskGuard completes it at once; keep it until the work is done"]
 pub struct TaskGuard {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: TaskRef<Inner>,
     tag: Tag,
 }
 
@@ -64,7 +64,7 @@ struct Tag(AtomicU64);
 const RECORDED: u64 = 1 << 63;
 
 impl TaskGuard {
-    pub(crate) fn recorded(inner: Arc<Inner>, slot: Slot) -> Self {
+    pub(crate) fn recorded(inner: TaskRef<Inner>, slot: Slot) -> Self {
         let slot = slot.as_u64();
         debug_assert!(slot & RECORDED == 0);
         TaskGuard {
@@ -73,7 +73,7 @@ impl TaskGuard {
         }
     }
 
-    pub(crate) fn unrecorded(inner: Arc<Inner>) -> Self {
+    pub(crate) fn unrecorded(inner: TaskRef<Inner>) -> Self {
         TaskGuard {
             inner,
             tag: Tag(AtomicU64::new(0)),
@@ -118,9 +118,12 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     #[inline]
     fn drop(&mut self) {
+        // The entry goes first; the task unit is given up after this, when
+        // the `inner` field is dropped (so an idle group has no entries).
         let tag = *self.tag.0.get_mut();
-        let slot = (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !RECORDED));
-        self.inner.complete(slot);
+        if tag & RECORDED != 0 {
+            self.inner.remove_entry(Slot::from_u64(tag & !RECORDED));
+        }
     }
 }
 

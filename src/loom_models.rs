@@ -1,6 +1,9 @@
 //! Loom models of the core state machine: [`State`] (the state word) over
 //! [`Event`](crate::event::Event) (the generation-based waiter list), both
-//! built only on `crate::sync`, which is loom's under `--cfg loom`.
+//! built only on `crate::sync`, which is loom's under `--cfg loom`, and the
+//! reference counting in [`crate::shared`] that frees a group: the models
+//! hold handles ([`Shared`]) and pending tasks ([`TaskRef`]) exactly as
+//! `WaitGroup` and `TaskGuard` do, around a small payload ([`Probe`]).
 //!
 //! Run with (see `scripts/proofs`):
 //!
@@ -29,6 +32,10 @@
 //! * **No waker left behind**: a listener dropped before it was notified (a
 //!   timed-out or cancelled wait) removes its waker; the model checks the
 //!   event holds no waker at the end.
+//! * **Freed exactly once, never used after**: under loom the free only marks
+//!   the state (the memory is kept), every access through a handle or task
+//!   asserts the mark is not set, and a second free fails an assertion; each
+//!   model ends by dropping every reference and asserting one free.
 //!
 //! Each model prints how many interleavings loom explored.
 
@@ -42,6 +49,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use crate::shared::{Counted, Shared, TaskRef};
 use crate::state::State;
 
 /// Runs `f` under loom's model checker (which reads `LOOM_MAX_PREEMPTIONS`
@@ -65,33 +73,78 @@ where
     );
 }
 
-/// The async wait, as `WaitGroup::wait` runs it.
-fn wait_async(state: &State) {
-    loom::future::block_on(state.wait_idle());
+/// The payload of a model's group: the state, and a count of frees kept
+/// outside it (a plain `std` atomic: it is read only after every thread
+/// joined).
+struct Probe {
+    state: State,
+    frees: std::sync::Arc<StdAtomicUsize>,
 }
 
-/// A worker: does its "work" (a relaxed write), then completes.
-fn work_then_done(state: &State, work: &AtomicUsize) {
+impl Counted for Probe {
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn on_free(&self) {
+        self.frees.fetch_add(1, StdRelaxed);
+    }
+}
+
+/// A handle, as a `WaitGroup` holds it.
+type Group = Shared<Probe>;
+/// A pending task, as a `TaskGuard` holds it.
+type Task = TaskRef<Probe>;
+
+/// A new group (one handle) and the count of its frees.
+fn group() -> (Group, std::sync::Arc<StdAtomicUsize>) {
+    let frees = std::sync::Arc::new(StdAtomicUsize::new(0));
+    let probe = Probe {
+        state: State::new(),
+        frees: frees.clone(),
+    };
+    (Shared::new(probe), frees)
+}
+
+/// Asserts that the group was freed exactly once (call after every handle
+/// and task is gone).
+fn assert_freed_once(frees: &StdAtomicUsize) {
+    assert_eq!(
+        frees.load(StdRelaxed),
+        1,
+        "the group was not freed exactly once"
+    );
+}
+
+fn add(group: &Group) -> Task {
+    group.add_task().0
+}
+
+/// The async wait, as `WaitGroup::wait` runs it.
+fn wait_async(group: &Group) {
+    loom::future::block_on(group.state().wait_idle());
+}
+
+/// A worker: does its "work" (a relaxed write), then completes its task.
+fn work_then_done(task: Task, work: &AtomicUsize) {
     work.fetch_add(1, Ordering::Relaxed);
-    state.done();
+    drop(task);
 }
 
 /// add/done racing with an async wait: the waiter returns, and sees the work.
 #[test]
 fn done_racing_with_async_wait() {
     model("done_racing_with_async_wait", || {
-        let state = Arc::new(State::new());
+        let (group, frees) = group();
         let work = Arc::new(AtomicUsize::new(0));
-        state.add();
-        state.add();
         let workers: Vec<_> = (0..2)
             .map(|_| {
-                let (state, work) = (state.clone(), work.clone());
-                thread::spawn(move || work_then_done(&state, &work))
+                let (task, work) = (add(&group), work.clone());
+                thread::spawn(move || work_then_done(task, &work))
             })
             .collect();
-        wait_async(&state);
-        assert_eq!(state.len(), 0);
+        wait_async(&group);
+        assert_eq!(group.state().len(), 0);
         assert_eq!(
             work.load(Ordering::Relaxed),
             2,
@@ -100,6 +153,8 @@ fn done_racing_with_async_wait() {
         for w in workers {
             w.join().unwrap();
         }
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
@@ -107,60 +162,65 @@ fn done_racing_with_async_wait() {
 #[test]
 fn done_racing_with_blocking_wait() {
     model("done_racing_with_blocking_wait", || {
-        let state = Arc::new(State::new());
+        let (group, frees) = group();
         let work = Arc::new(AtomicUsize::new(0));
-        state.add();
         let worker = {
-            let (state, work) = (state.clone(), work.clone());
+            let (task, handle, work) = (add(&group), group.clone(), work.clone());
             thread::spawn(move || {
-                // A nested add/done on the worker, then its own completion.
-                state.add();
-                work_then_done(&state, &work);
-                work_then_done(&state, &work);
+                // A nested task started by the worker, then its own completion.
+                let nested = add(&handle);
+                drop(handle);
+                work_then_done(nested, &work);
+                work_then_done(task, &work);
             })
         };
-        assert!(state.wait_idle_blocking(None));
-        assert_eq!(state.len(), 0);
+        assert!(group.state().wait_idle_blocking(None));
+        assert_eq!(group.state().len(), 0);
         assert_eq!(
             work.load(Ordering::Relaxed),
             2,
             "wait returned before the work"
         );
         worker.join().unwrap();
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
 /// The last `done` racing with a new `add` (and that work's own `done`), while
 /// a waiter waits: the `done` that clears WAITING must not strand a waiter
-/// that set WAITING again for the new work.
+/// that set WAITING again for the new work, and the two `done`s that take the
+/// count to zero must not both believe they own the notification.
 #[test]
 fn last_done_racing_with_new_add() {
     model("last_done_racing_with_new_add", || {
-        let state = Arc::new(State::new());
+        let (group, frees) = group();
         let work = Arc::new(AtomicUsize::new(0));
-        state.add();
         let first = {
-            let (state, work) = (state.clone(), work.clone());
-            thread::spawn(move || work_then_done(&state, &work))
+            let (task, work) = (add(&group), work.clone());
+            thread::spawn(move || work_then_done(task, &work))
         };
         let second = {
-            let (state, work) = (state.clone(), work.clone());
+            let (group, work) = (group.clone(), work.clone());
             thread::spawn(move || {
-                state.add();
-                work_then_done(&state, &work);
+                let task = add(&group);
+                drop(group);
+                work_then_done(task, &work);
             })
         };
         // The waiter may return between the two pieces of work (the count
         // was zero then); it must return, and then see at least the work whose
         // done made the count zero.
-        wait_async(&state);
+        wait_async(&group);
         assert!(work.load(Ordering::Relaxed) >= 1);
         first.join().unwrap();
         second.join().unwrap();
         // Now idle for good: a second wait returns at once and sees both.
-        wait_async(&state);
-        assert_eq!(state.len(), 0);
+        wait_async(&group);
+        assert_eq!(group.state().len(), 0);
         assert_eq!(work.load(Ordering::Relaxed), 2);
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
@@ -168,66 +228,72 @@ fn last_done_racing_with_new_add() {
 #[test]
 fn two_waiters_and_done() {
     model("two_waiters_and_done", || {
-        let state = Arc::new(State::new());
+        let (group, frees) = group();
         let work = Arc::new(AtomicUsize::new(0));
-        state.add();
+        let task = add(&group);
         let blocking = {
-            let (state, work) = (state.clone(), work.clone());
+            let (group, work) = (group.clone(), work.clone());
             thread::spawn(move || {
-                assert!(state.wait_idle_blocking(None));
+                assert!(group.state().wait_idle_blocking(None));
                 assert_eq!(work.load(Ordering::Relaxed), 1);
             })
         };
         let worker = {
-            let (state, work) = (state.clone(), work.clone());
-            thread::spawn(move || work_then_done(&state, &work))
+            let work = work.clone();
+            thread::spawn(move || work_then_done(task, &work))
         };
-        wait_async(&state);
+        wait_async(&group);
         assert_eq!(work.load(Ordering::Relaxed), 1);
         blocking.join().unwrap();
         worker.join().unwrap();
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
 /// `close` racing with `try_add` (and `add`): a `try_add` that starts after
 /// the close was observed fails; one that succeeded is counted; the CLOSED
-/// bit and the count never clobber each other.
+/// bit and the counts never clobber each other.
 #[test]
 fn close_racing_with_try_add() {
     model("close_racing_with_try_add", || {
-        let state = Arc::new(State::new());
+        let (group, frees) = group();
         let closed_seen = Arc::new(AtomicBool::new(false));
         let closer = {
-            let (state, closed_seen) = (state.clone(), closed_seen.clone());
+            let (group, closed_seen) = (group.clone(), closed_seen.clone());
             thread::spawn(move || {
-                assert!(state.close(), "first close reports it closed");
+                assert!(group.state().close(), "first close reports it closed");
                 closed_seen.store(true, Ordering::Release);
             })
         };
         let adder = {
-            let (state, closed_seen) = (state.clone(), closed_seen.clone());
+            let (group, closed_seen) = (group.clone(), closed_seen.clone());
             thread::spawn(move || {
                 let after_close = closed_seen.load(Ordering::Acquire);
-                let added = state.try_add().is_ok();
+                let added = group.try_add_task().ok();
                 if after_close {
-                    assert!(!added, "try_add succeeded after close() was observed");
+                    assert!(
+                        added.is_none(),
+                        "try_add succeeded after close() was observed"
+                    );
                 }
                 added
             })
         };
-        state.add(); // unconditional add races too
+        let (plain, _) = group.add_task(); // an unconditional add races too
         closer.join().unwrap();
         let added = adder.join().unwrap();
+        let state = group.state();
         assert!(state.is_closed());
         assert!(!state.close(), "second close reports already closed");
-        assert!(state.try_add().is_err());
-        assert_eq!(state.len(), 1 + u64::from(added));
-        state.done();
-        if added {
-            state.done();
-        }
+        assert!(group.try_add_task().is_err());
+        assert_eq!(state.len(), 1 + u64::from(added.is_some()));
+        drop(plain);
+        drop(added);
         assert_eq!(state.len(), 0);
         assert!(state.is_closed(), "done must not clear CLOSED");
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
@@ -237,12 +303,12 @@ fn close_racing_with_try_add() {
 #[test]
 fn dropped_listener_racing_with_last_done() {
     model("dropped_listener_racing_with_last_done", || {
-        let state = Arc::new(State::new());
-        state.add();
+        let (group, frees) = group();
+        let task = add(&group);
         let timed_out = {
-            let state = state.clone();
+            let group = group.clone();
             thread::spawn(move || {
-                if let Some(mut listener) = state.idle_listener() {
+                if let Some(mut listener) = group.state().idle_listener() {
                     let waker = futures::task::noop_waker();
                     let mut cx = Context::from_waker(&waker);
                     // Polled once (registers its waker), then the deadline
@@ -252,15 +318,18 @@ fn dropped_listener_racing_with_last_done() {
                 }
             })
         };
-        let worker = {
-            let state = state.clone();
-            thread::spawn(move || state.done())
-        };
-        wait_async(&state);
-        assert_eq!(state.len(), 0);
+        let worker = thread::spawn(move || drop(task));
+        wait_async(&group);
+        assert_eq!(group.state().len(), 0);
         timed_out.join().unwrap();
         worker.join().unwrap();
-        assert_eq!(state.registered_wakers(), 0, "a waker outlived its wait");
+        assert_eq!(
+            group.state().registered_wakers(),
+            0,
+            "a waker outlived its wait"
+        );
+        drop(group);
+        assert_freed_once(&frees);
     });
 }
 
@@ -269,13 +338,10 @@ fn dropped_listener_racing_with_last_done() {
 #[test]
 fn notified_listener_completes_and_leaves_nothing() {
     model("notified_listener_completes_and_leaves_nothing", || {
-        let state = Arc::new(State::new());
-        state.add();
-        let worker = {
-            let state = state.clone();
-            thread::spawn(move || state.done())
-        };
-        if let Some(mut listener) = state.idle_listener() {
+        let (group, frees) = group();
+        let task = add(&group);
+        let worker = thread::spawn(move || drop(task));
+        if let Some(mut listener) = group.state().idle_listener() {
             let waker = futures::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             let first = Pin::new(&mut listener).poll(&mut cx);
@@ -289,8 +355,55 @@ fn notified_listener_completes_and_leaves_nothing() {
         } else {
             worker.join().unwrap();
         }
-        assert_eq!(state.len(), 0);
-        assert_eq!(state.registered_wakers(), 0);
+        assert_eq!(group.state().len(), 0);
+        assert_eq!(group.state().registered_wakers(), 0);
+        drop(group);
+        assert_freed_once(&frees);
+    });
+}
+
+/// The waiter gives up (its wait times out, and it drops its handle) and the
+/// last handle goes, while the last task's `done` sees WAITING and notifies:
+/// the notifier must hold the group alive through the notification, and the
+/// group is freed exactly once, by whoever lets go last.
+#[test]
+fn last_handle_dropped_while_last_done_notifies() {
+    model("last_handle_dropped_while_last_done_notifies", || {
+        let (group, frees) = group();
+        let task = add(&group);
+        let waiter = {
+            let group = group.clone();
+            thread::spawn(move || {
+                if let Some(mut listener) = group.state().idle_listener() {
+                    let waker = futures::task::noop_waker();
+                    let mut cx = Context::from_waker(&waker);
+                    let _ = Pin::new(&mut listener).poll(&mut cx);
+                }
+                drop(group);
+            })
+        };
+        let worker = thread::spawn(move || drop(task));
+        drop(group);
+        waiter.join().unwrap();
+        worker.join().unwrap();
+        assert_freed_once(&frees);
+    });
+}
+
+/// Handles and the last task let go from three threads at once, with no
+/// waiter: exactly one of them frees the group.
+#[test]
+fn handles_and_last_task_released_together() {
+    model("handles_and_last_task_released_together", || {
+        let (group, frees) = group();
+        let task = add(&group);
+        let other = group.clone();
+        let a = thread::spawn(move || drop(other));
+        let b = thread::spawn(move || drop(task));
+        drop(group);
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_freed_once(&frees);
     });
 }
 
@@ -302,16 +415,16 @@ fn notified_listener_completes_and_leaves_nothing() {
 #[test]
 fn link_wait_racing_with_childs_last_done() {
     model("link_wait_racing_with_childs_last_done", || {
-        let parent = Arc::new(State::new());
-        let child = Arc::new(State::new());
+        let (parent, parent_frees) = group();
+        let (child, child_frees) = group();
         let work = Arc::new(AtomicUsize::new(0));
-        parent.add();
         let parent_task = {
-            let (parent, child, work) = (parent.clone(), child.clone(), work.clone());
+            let (task, child, work) = (add(&parent), child.clone(), work.clone());
             thread::spawn(move || {
-                child.add(); // hands work to the child before completing
-                parent.done();
-                work_then_done(&child, &work);
+                let handed = add(&child); // hands work to the child before completing
+                drop(child);
+                drop(task);
+                work_then_done(handed, &work);
             })
         };
         wait_tree(&parent, &[&child]);
@@ -320,8 +433,11 @@ fn link_wait_racing_with_childs_last_done() {
             1,
             "returned before the child's work"
         );
-        assert_eq!((parent.len(), child.len()), (0, 0));
+        assert_eq!((parent.state().len(), child.state().len()), (0, 0));
         parent_task.join().unwrap();
+        drop((parent, child));
+        assert_freed_once(&parent_frees);
+        assert_freed_once(&child_frees);
     });
 }
 
@@ -332,32 +448,31 @@ fn link_wait_racing_with_childs_last_done() {
 #[test]
 fn link_racing_with_wait() {
     model("link_racing_with_wait", || {
-        let parent = Arc::new(State::new());
-        let child = Arc::new(State::new());
+        let (parent, parent_frees) = group();
+        let (child, child_frees) = group();
         let linked = Arc::new(AtomicBool::new(false));
         let work = Arc::new(AtomicUsize::new(0));
-        parent.add();
-        child.add();
         let linker = {
-            let (parent, linked) = (parent.clone(), linked.clone());
+            let (task, linked) = (add(&parent), linked.clone());
             thread::spawn(move || {
                 linked.store(true, Ordering::Release); // parent.link(&child)
-                parent.done();
+                drop(task);
             })
         };
         let child_task = {
-            let (child, work) = (child.clone(), work.clone());
-            thread::spawn(move || work_then_done(&child, &work))
+            let (task, work) = (add(&child), work.clone());
+            thread::spawn(move || work_then_done(task, &work))
         };
+        let (p, c) = (parent.state(), child.state());
         loop {
             loom::future::block_on(async {
-                parent.wait_idle().await;
+                p.wait_idle().await;
                 if linked.load(Ordering::Acquire) {
-                    child.wait_idle().await;
+                    c.wait_idle().await;
                 }
             });
-            let links_idle = !linked.load(Ordering::Acquire) || child.len() == 0;
-            if parent.len() == 0 && links_idle {
+            let links_idle = !linked.load(Ordering::Acquire) || c.len() == 0;
+            if p.len() == 0 && links_idle {
                 break;
             }
         }
@@ -372,20 +487,24 @@ fn link_racing_with_wait() {
         );
         linker.join().unwrap();
         child_task.join().unwrap();
+        drop((parent, child));
+        assert_freed_once(&parent_frees);
+        assert_freed_once(&child_frees);
     });
 }
 
 /// `wait_tree` over loom: wait for `parent`, then each child, until one pass
 /// finds everything idle.
-fn wait_tree(parent: &State, children: &[&State]) {
+fn wait_tree(parent: &Group, children: &[&Group]) {
     loop {
         loom::future::block_on(async {
-            parent.wait_idle().await;
+            parent.state().wait_idle().await;
             for child in children {
-                child.wait_idle().await;
+                child.state().wait_idle().await;
             }
         });
-        if parent.len() == 0 && children.iter().all(|c| c.len() == 0) {
+        let idle = |g: &Group| g.state().len() == 0;
+        if idle(parent) && children.iter().all(|c| idle(c)) {
             return;
         }
     }

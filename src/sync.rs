@@ -2,14 +2,15 @@
 //!
 //! Under `--cfg loom` these are loom's model-checked types; otherwise they are
 //! `std` atomics and `parking_lot` locks. Only [`crate::state`] and
-//! [`crate::event`] use this module, so those two files are what the loom
+//! [`crate::event`] use this module, so those two files, with the
+//! reference counting in [`crate::shared`] built on them, are what the loom
 //! models check.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
 mod imp {

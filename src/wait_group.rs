@@ -19,6 +19,7 @@ use crate::guard::TaskGuard;
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::registry::{Entry, Registry, Slot};
 use crate::report::{GroupPending, PendingReport, TaskInfo, TaskKind};
+use crate::shared::{Counted, Shared, TaskRef};
 use crate::state::State;
 use crate::task;
 
@@ -68,8 +69,9 @@ use crate::task;
 /// time) so that reports can list it; that costs a short per-shard lock on
 /// `add` and on `done`. [`Builder::record_guards(false)`] turns that off for
 /// guards: `add` and `done` are then one atomic step each on the group's state
-/// word (plus the guard's reference to the group), and reports give guards as
-/// counts. Tasks from `go()` are always recorded.
+/// word, which also counts the references that keep the group alive (so a
+/// guard touches no other counter), and reports give guards as counts. Tasks
+/// from `go()` are always recorded.
 ///
 /// # Examples
 ///
@@ -97,12 +99,12 @@ use crate::task;
 /// [`Builder::record_guards(false)`]: Builder::record_guards
 #[derive(Clone)]
 pub struct WaitGroup {
-    inner: Arc<Inner>,
+    inner: Shared<Inner>,
 }
 
-/// The state word and the id counter, on a cache line of their own so that
-/// `add`/`done` do not share a line with the `Arc`'s reference counts or with
-/// the cold fields.
+/// The state word (which is also the group's reference count, see
+/// `crate::shared`) and the id counter, on a cache line of their own so that
+/// `add`/`done` do not share a line with the cold fields.
 #[repr(align(128))]
 struct Hot {
     state: State,
@@ -114,8 +116,10 @@ struct Hot {
 ///
 /// # Invariants
 ///
-/// * The state word's count equals the number of live [`TaskGuard`]s of this
-///   group (a `go()` task holds one guard while it runs).
+/// * The state word's task count equals the number of live [`TaskGuard`]s of
+///   this group (a `go()` task holds one guard while it runs), and its handle
+///   count the number of `Shared<Inner>` handles (every `WaitGroup`, including
+///   the ones in other groups' `links`).
 /// * A guard's registry entry, if it has one, exists exactly while the guard
 ///   is counted: it is inserted after the count is raised and removed before
 ///   the count is lowered, so an idle group has an empty registry.
@@ -234,7 +238,7 @@ impl Builder {
     fn build_in(self, scope: CancellationToken) -> WaitGroup {
         let own = scope.child_token();
         WaitGroup {
-            inner: Arc::new(Inner {
+            inner: Shared::new(Inner {
                 hot: Hot {
                     state: State::new(),
                     last_id: AtomicU64::new(0),
@@ -270,19 +274,14 @@ impl Default for Builder {
     }
 }
 
-impl Inner {
+impl Counted for Inner {
+    #[inline]
     fn state(&self) -> &State {
         &self.hot.state
     }
+}
 
-    /// Counts one unit of work, whether or not the group is closed.
-    #[inline]
-    fn count_add(&self) {
-        if self.state().add() {
-            self.note_late_add();
-        }
-    }
-
+impl Inner {
     /// Work added after `close()`: counted so that a shutdown can tell what
     /// finished during it. Off the hot path (only closed groups get here).
     #[cold]
@@ -295,23 +294,25 @@ impl Inner {
         TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Creates the guard for work already counted in the state word: lean
+    /// Creates the guard for a task already counted in the state word: lean
     /// guards need nothing more; the rest get an id and a registry entry.
     #[inline]
     fn register(
-        self: &Arc<Self>,
+        &self,
+        task: TaskRef<Inner>,
         name: Option<Label>,
         site: &'static Location<'static>,
         kind: TaskKind,
     ) -> TaskGuard {
         if kind == TaskKind::Guard && !self.record_guards {
-            return TaskGuard::unrecorded(Arc::clone(self));
+            return TaskGuard::unrecorded(task);
         }
-        self.register_recorded(name, site, kind).0
+        self.register_recorded(task, name, site, kind).0
     }
 
     fn register_recorded(
-        self: &Arc<Self>,
+        &self,
+        task: TaskRef<Inner>,
         name: Option<Label>,
         site: &'static Location<'static>,
         kind: TaskKind,
@@ -325,7 +326,7 @@ impl Inner {
             started: Instant::now(),
             join: None,
         });
-        (TaskGuard::recorded(Arc::clone(self), slot), id, slot)
+        (TaskGuard::recorded(task, slot), id, slot)
     }
 
     /// The id of a recorded guard.
@@ -333,13 +334,10 @@ impl Inner {
         self.registry.id(slot)
     }
 
-    /// Completes a guard (its `Drop`).
-    #[inline]
-    pub(crate) fn complete(&self, slot: Option<Slot>) {
-        if let Some(slot) = slot {
-            self.registry.remove(slot);
-        }
-        self.state().done();
+    /// Removes a completing guard's registry entry (its `Drop`, before its
+    /// task unit is given up).
+    pub(crate) fn remove_entry(&self, slot: Slot) {
+        self.registry.remove(slot);
     }
 
     pub(crate) fn record_failure(&self, error: TaskError) {
@@ -443,18 +441,18 @@ impl WaitGroup {
     #[track_caller]
     #[inline]
     pub fn add(&self) -> TaskGuard {
-        self.inner.count_add();
+        let task = self.add_task();
         self.inner
-            .register(None, Location::caller(), TaskKind::Guard)
+            .register(task, None, Location::caller(), TaskKind::Guard)
     }
 
     /// Like [`add`](Self::add), naming the work for reports.
     #[track_caller]
     pub fn add_named(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        self.inner.count_add();
+        let task = self.add_task();
         let name = self.inner.record_guards.then(|| name.into().into());
         self.inner
-            .register(name, Location::caller(), TaskKind::Guard)
+            .register(task, name, Location::caller(), TaskKind::Guard)
     }
 
     /// Like [`add`](Self::add), but refuses once the group is closed.
@@ -497,8 +495,24 @@ impl WaitGroup {
         name: Option<Label>,
         site: &'static Location<'static>,
     ) -> Result<TaskGuard, Closed> {
-        self.inner.state().try_add().map_err(|_| self.closed())?;
-        Ok(self.inner.register(name, site, TaskKind::Guard))
+        let task = self.try_add_task()?;
+        Ok(self.inner.register(task, name, site, TaskKind::Guard))
+    }
+
+    /// Counts one task, whether or not the group is closed.
+    #[inline]
+    fn add_task(&self) -> TaskRef<Inner> {
+        let (task, was_closed) = self.inner.add_task();
+        if was_closed {
+            self.inner.note_late_add();
+        }
+        task
+    }
+
+    /// Counts one task unless the group is closed.
+    #[inline]
+    fn try_add_task(&self) -> Result<TaskRef<Inner>, Closed> {
+        self.inner.try_add_task().map_err(|_| self.closed())
     }
 
     fn closed(&self) -> Closed {
@@ -545,8 +559,8 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("go");
-        self.inner.count_add();
-        self.spawn(&handle, None, Location::caller(), f)
+        let task = self.add_task();
+        self.spawn(&handle, task, None, Location::caller(), f)
     }
 
     /// Like [`go`](Self::go), naming the task for reports and errors.
@@ -562,8 +576,14 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("go_named");
-        self.inner.count_add();
-        self.spawn(&handle, Some(name.into().into()), Location::caller(), f)
+        let task = self.add_task();
+        self.spawn(
+            &handle,
+            task,
+            Some(name.into().into()),
+            Location::caller(),
+            f,
+        )
     }
 
     /// Like [`go`](Self::go), but refuses once the group is closed (`f` is then
@@ -584,8 +604,8 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("try_go");
-        self.inner.state().try_add().map_err(|_| self.closed())?;
-        Ok(self.spawn(&handle, None, Location::caller(), f))
+        let task = self.try_add_task()?;
+        Ok(self.spawn(&handle, task, None, Location::caller(), f))
     }
 
     /// Like [`try_go`](Self::try_go), naming the task.
@@ -609,14 +629,21 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let handle = runtime_handle("try_go_named");
-        self.inner.state().try_add().map_err(|_| self.closed())?;
-        Ok(self.spawn(&handle, Some(name.into().into()), Location::caller(), f))
+        let task = self.try_add_task()?;
+        Ok(self.spawn(
+            &handle,
+            task,
+            Some(name.into().into()),
+            Location::caller(),
+            f,
+        ))
     }
 
-    /// Spawns work already counted in the state word.
+    /// Spawns a task already counted in the state word.
     fn spawn<F, Fut, E>(
         &self,
         handle: &tokio::runtime::Handle,
+        task: TaskRef<Inner>,
         name: Option<Label>,
         site: &'static Location<'static>,
         f: F,
@@ -626,9 +653,9 @@ impl WaitGroup {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let (guard, id, slot) = self
-            .inner
-            .register_recorded(name.clone(), site, TaskKind::Task);
+        let (guard, id, slot) =
+            self.inner
+                .register_recorded(task, name.clone(), site, TaskKind::Task);
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(self.inner.own.clone());
         let join = handle.spawn(task::run(self.id(), id, name, guard, fut));
@@ -664,7 +691,7 @@ impl WaitGroup {
     /// assert!(matches!(db.link(&server), Err(LinkError::Cycle { .. })));
     /// ```
     pub fn link(&self, child: &WaitGroup) -> Result<(), LinkError> {
-        if Arc::ptr_eq(&self.inner, &child.inner) {
+        if Shared::ptr_eq(&self.inner, &child.inner) {
             return Err(LinkError::SelfLink { group: self.id() });
         }
         let _order = LINK_ORDER.lock();
@@ -675,7 +702,7 @@ impl WaitGroup {
             });
         }
         let mut links = self.inner.links.lock();
-        if links.iter().any(|l| Arc::ptr_eq(&l.inner, &child.inner)) {
+        if links.iter().any(|l| Shared::ptr_eq(&l.inner, &child.inner)) {
             return Err(LinkError::AlreadyLinked {
                 parent: self.id(),
                 child: child.id(),

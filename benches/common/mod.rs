@@ -121,70 +121,6 @@ fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
-// ----- models of proposed core layouts -------------------------------------------
-
-/// A stand-in for the group's hot line: the state word and the id counter on
-/// a cache line of their own, like the core's `Hot`.
-#[repr(align(128))]
-#[derive(Default)]
-pub(crate) struct ModelHot {
-    state: AtomicU64,
-    last_id: AtomicU64,
-}
-
-/// Model of a guard that holds the `Arc` and, optionally, takes an id from a
-/// separate counter: it does what today's lean `add`/`done` do, without the
-/// rest of the crate, so the cost of each step can be told apart.
-pub(crate) struct ModelGuard {
-    inner: Arc<ModelHot>,
-    id: u64,
-}
-
-impl ModelGuard {
-    #[inline]
-    pub(crate) fn add(inner: &Arc<ModelHot>, with_id: bool) -> Self {
-        inner.state.fetch_add(4, Ordering::Relaxed);
-        let id = if with_id {
-            inner.last_id.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            0
-        };
-        ModelGuard {
-            inner: Arc::clone(inner),
-            id,
-        }
-    }
-}
-
-impl Drop for ModelGuard {
-    #[inline]
-    fn drop(&mut self) {
-        black_box(self.id);
-        self.inner.state.fetch_sub(4, Ordering::Release);
-    }
-}
-
-/// Model rows for the one-thread workloads: what the lean path would cost
-/// with fewer read-modify-writes.
-fn model_variants(variants: &mut Vec<Variant>) {
-    for (name, with_id) in [
-        (
-            "model: state + id counter + Arc clone (today's lean steps)",
-            true,
-        ),
-        ("model: state + Arc clone, no id counter", false),
-    ] {
-        let hot = Arc::new(ModelHot::default());
-        variants.push(variant(name, move |iters| {
-            timed(iters, || {
-                let guard = ModelGuard::add(&hot, with_id);
-                black_box(&guard);
-                drop(guard);
-            })
-        }));
-    }
-}
-
 // ----- workload 1: add + done, one thread --------------------------------------
 
 /// Whether the add/done pair is the group's last work.
@@ -258,10 +194,6 @@ pub(crate) fn add_done(occupancy: Occupancy) -> Workload {
             drop(worker);
         })
     }));
-
-    if busy {
-        model_variants(&mut variants);
-    }
 
     let (key, title) = match occupancy {
         Occupancy::Busy => (
@@ -420,7 +352,6 @@ pub(crate) const PLACEMENTS: [usize; 4] = [0, 16, 32, 48];
 
 /// Workload 2: two threads each doing `iters` add/done pairs on one group.
 /// One op = one pair (time per op = wall time / all pairs of both threads).
-/// Rows named `model:` are stand-ins for proposed core layouts.
 pub(crate) fn contended() -> Workload {
     let mut variants = Vec::new();
     for (p, &spacer) in PLACEMENTS.iter().enumerate() {
@@ -486,37 +417,6 @@ pub(crate) fn contended() -> Workload {
             })
         }));
     }
-    // The core's hot line is 128-aligned, so placement does not move it: one
-    // placement of each model.
-    for (name, with_id) in [
-        ("model: state + id counter + Arc clone [p0]", true),
-        ("model: state + Arc clone, no id counter [p0]", false),
-    ] {
-        let hot = Arc::new(ModelHot::default());
-        variants.push(variant(name, move |iters| {
-            let hot = &hot;
-            two_threads(iters, &|n| {
-                for _ in 0..n {
-                    let guard = ModelGuard::add(hot, with_id);
-                    black_box(&guard);
-                    drop(guard);
-                }
-            })
-        }));
-    }
-    let hot = Arc::new(ModelHot::default());
-    variants.push(variant(
-        "model: state word alone on its line, no Arc clone [p0]",
-        move |iters| {
-            let state = &hot.state;
-            two_threads(iters, &|n| {
-                for _ in 0..n {
-                    state.fetch_add(4, Ordering::Relaxed);
-                    black_box(state.fetch_sub(4, Ordering::Release));
-                }
-            })
-        },
-    ));
     // crossbeam's WaitGroup takes a mutex per step: one placement is enough
     // to show where it stands.
     let wg = crossbeam_utils::sync::WaitGroup::new();
