@@ -226,6 +226,56 @@ fn the_last_done_racing_with_fresh_waiters_wakes_them_all() {
     );
 }
 
+/// Rounds in which a group's last three references let go on three threads
+/// at once: the owner drops its handle, a waiter gives up (a zero-length
+/// timed wait, so it sets WAITING and may or may not see the guard done) and
+/// drops its clone, and the last guard completes, waking whoever listens.
+/// Whoever is last must free the group, once, and no one may touch it after:
+/// under Miri (`scripts/miri`) every round is checked for use after free and
+/// double free, and the leak check at the end for a group never freed. In a
+/// normal run the waits must return with the right answer: a wait that saw
+/// the group idle saw the guard's work.
+#[test]
+fn the_last_references_let_go_on_three_threads_at_once() {
+    let rounds = scaled(10_000, 40);
+    let started = Instant::now();
+    let mut idle_seen = 0;
+    for round in 0..rounds {
+        let wg = WaitGroup::builder().record_guards(round % 2 == 0).build();
+        let guard = wg.add();
+        let work = Arc::new(AtomicBool::new(false));
+        let barrier = Arc::new(Barrier::new(3));
+        let waiter = {
+            let (wg, work, barrier) = (wg.clone(), work.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let idle = wg.wait_blocking_timeout(Duration::ZERO).is_ok();
+                if idle {
+                    assert!(work.load(Ordering::Relaxed), "idle before the work");
+                }
+                drop(wg);
+                idle
+            })
+        };
+        let completer = {
+            let (work, barrier) = (work.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                work.store(true, Ordering::Relaxed);
+                guard.done();
+            })
+        };
+        barrier.wait();
+        drop(wg);
+        idle_seen += usize::from(waiter.join().unwrap());
+        completer.join().unwrap();
+    }
+    println!(
+        "stress: {rounds} rounds of the last handle, a giving-up waiter and the last guard letting go together in {:.1?} ({idle_seen} waits saw the group idle)",
+        started.elapsed()
+    );
+}
+
 /// `cancel()` racing with `go()` from several threads: a task spawned before,
 /// during or after the cancel sees its context cancelled, so the wait returns.
 #[test]
