@@ -80,6 +80,12 @@ impl TaskGuard {
         }
     }
 
+    /// The registry slot of a recorded guard.
+    pub(crate) fn slot(&self) -> Option<Slot> {
+        let tag = self.tag.0.load(Ordering::Relaxed);
+        (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !RECORDED))
+    }
+
     /// The guard's id, unique within its group.
     ///
     /// In a group built with [`record_guards(false)`](crate::Builder::record_guards)

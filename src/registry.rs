@@ -246,6 +246,11 @@ impl Registry {
         self.with(slot, |entry| entry.id)
     }
 
+    /// The id and name of the entry in `slot`, which its guard still holds.
+    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>) {
+        self.with(slot, |entry| (entry.id, entry.name.clone()))
+    }
+
     fn with<R>(&self, slot: Slot, f: impl FnOnce(&Entry) -> R) -> R {
         let mut slab = self.shards[slot.shard()].0.lock();
         f(slab.get_mut(slot.index()).expect("a live guard's entry"))

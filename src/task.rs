@@ -1,7 +1,14 @@
 //! The future every `go()` task runs: it turns the task's result, or its
 //! panic, into a recorded failure before the task's guard completes, and marks
-//! the task as belonging to its group so a wait from inside it can be refused.
+//! the thread as running a task of its group so a wait from inside it can be
+//! refused.
+//!
+//! It holds only the user's future and the task's guard: the task's id and
+//! name are in its registry entry, which lives as long as the guard and is
+//! read back on the (cold) failure path. Small, so that the task's cell in
+//! Tokio stays in the size class of a raw `tokio::spawn` of the same future.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -13,21 +20,46 @@ use crate::error::{BoxError, TaskError};
 use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
 
-tokio::task_local! {
-    /// The group whose `go()` spawned the task being polled.
-    static CURRENT_GROUP: GroupId;
+thread_local! {
+    /// The group whose `go()` task this thread is polling (or dropping), if
+    /// any. Set for the duration of one poll; a plain thread-local rather than
+    /// a `task_local!` scope, which would wrap every task's future in a bigger
+    /// one.
+    static CURRENT_GROUP: Cell<Option<GroupId>> = const { Cell::new(None) };
 }
 
 /// The group of the `go()` task currently being polled, if any.
 pub(crate) fn current_group() -> Option<GroupId> {
-    CURRENT_GROUP.try_with(|group| *group).ok()
+    CURRENT_GROUP.try_with(Cell::get).ok().flatten()
+}
+
+/// Marks the thread as running a task of a group until dropped, then restores
+/// what was there (a task polled inside another task's poll, by a nested
+/// runtime, restores the outer one). Restores when unwinding, too.
+struct Enter {
+    prev: Option<GroupId>,
+}
+
+impl Enter {
+    fn new(group: GroupId) -> Self {
+        let prev = CURRENT_GROUP
+            .try_with(|current| current.replace(Some(group)))
+            .ok()
+            .flatten();
+        Enter { prev }
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let _ = CURRENT_GROUP.try_with(|current| current.set(self.prev));
+    }
 }
 
 /// The future `go()` spawns.
 pub(crate) fn run<Fut, E>(
-    group: GroupId,
     id: TaskId,
-    name: Option<Label>,
+    name: Option<&Label>,
     guard: TaskGuard,
     fut: Fut,
 ) -> impl Future<Output = ()> + Send + 'static
@@ -35,14 +67,12 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    let span = crate::trace::task_span(&guard.inner.label, name.as_ref(), id);
+    let span = crate::trace::task_span(&guard.inner.label, name, id);
     let task = TaskFuture {
         fut: Some(fut),
         guard: Some(guard),
-        id,
-        name,
     };
-    crate::trace::instrument(CURRENT_GROUP.scope(group, task), span)
+    crate::trace::instrument(task, span)
 }
 
 pin_project! {
@@ -54,8 +84,6 @@ pin_project! {
         #[pin]
         fut: Option<Fut>,
         guard: Option<TaskGuard>,
-        id: TaskId,
-        name: Option<Label>,
     }
 
     impl<Fut> PinnedDrop for TaskFuture<Fut> {
@@ -64,8 +92,9 @@ pin_project! {
             // shut down) before it finished. Not a failure in itself; a panic
             // while dropping the future is.
             let this = this.project();
-            if this.guard.is_some() {
-                finish(this.fut, this.guard, *this.id, this.name, None);
+            if let Some(group) = this.guard.as_ref().map(TaskGuard::group_id) {
+                let _enter = Enter::new(group);
+                finish(this.fut, this.guard, None);
             }
         }
     }
@@ -80,16 +109,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let Some(fut) = this.fut.as_mut().as_pin_mut() else {
+        // The future and the guard are taken together, by `finish`.
+        let (Some(fut), Some(guard)) = (this.fut.as_mut().as_pin_mut(), this.guard.as_ref()) else {
             return Poll::Ready(());
         };
+        let _enter = Enter::new(guard.group_id());
         let failure = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(()))) => None,
             Ok(Poll::Ready(Err(error))) => Some(Failure::Error(error.into())),
             Err(payload) => Some(Failure::Panic(payload)),
         };
-        finish(this.fut, this.guard, *this.id, this.name, failure);
+        finish(this.fut, this.guard, failure);
         Poll::Ready(())
     }
 }
@@ -104,8 +135,6 @@ enum Failure {
 fn finish<Fut>(
     fut: Pin<&mut Option<Fut>>,
     guard: &mut Option<TaskGuard>,
-    id: TaskId,
-    name: &Option<Label>,
     failure: Option<Failure>,
 ) {
     let drop_panic = catch_unwind(AssertUnwindSafe(|| {
@@ -116,24 +145,39 @@ fn finish<Fut>(
     let Some(guard) = guard.take() else {
         return;
     };
+    if failure.is_some() || drop_panic.is_some() {
+        record(&guard, failure, drop_panic);
+    }
+    drop(guard);
+}
+
+/// The failure path: the task's id and name are read back from its entry,
+/// which exists while its guard does.
+#[cold]
+fn record(
+    guard: &TaskGuard,
+    failure: Option<Failure>,
+    drop_panic: Option<Box<dyn std::any::Any + Send>>,
+) {
     let inner = &guard.inner;
-    let error = |failure| match failure {
-        Failure::Error(error) => TaskError::failed(id, name.clone(), inner.label.clone(), error),
-        Failure::Panic(payload) => {
-            TaskError::panicked(id, name.clone(), inner.label.clone(), &*payload, false)
-        }
-    };
+    let (id, name) = inner.task_identity(guard);
     if let Some(failure) = failure {
-        inner.record_failure(error(failure));
+        inner.record_failure(match failure {
+            Failure::Error(error) => {
+                TaskError::failed(id, name.clone(), inner.label.clone(), error)
+            }
+            Failure::Panic(payload) => {
+                TaskError::panicked(id, name.clone(), inner.label.clone(), &*payload, false)
+            }
+        });
     }
     if let Some(payload) = drop_panic {
         inner.record_failure(TaskError::panicked(
             id,
-            name.clone(),
+            name,
             inner.label.clone(),
             &*payload,
             true,
         ));
     }
-    drop(guard);
 }

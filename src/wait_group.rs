@@ -334,6 +334,12 @@ impl Inner {
         self.registry.id(slot)
     }
 
+    /// The id and name of a `go()` task, from its guard's registry entry.
+    pub(crate) fn task_identity(&self, guard: &TaskGuard) -> (TaskId, Option<Label>) {
+        let slot = guard.slot().expect("a go() task's guard is recorded");
+        self.registry.identity(slot)
+    }
+
     /// Removes a completing guard's registry entry (its `Drop`, before its
     /// task unit is given up).
     pub(crate) fn remove_entry(&self, slot: Slot) {
@@ -658,7 +664,7 @@ impl WaitGroup {
                 .register_recorded(task, name.clone(), site, TaskKind::Task);
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(self.inner.own.clone());
-        let join = handle.spawn(task::run(self.id(), id, name, guard, fut));
+        let join = handle.spawn(task::run(id, name.as_ref(), guard, fut));
         self.inner.registry.set_join(slot, id, join);
         id
     }

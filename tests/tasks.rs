@@ -216,3 +216,40 @@ async fn an_error_whose_display_panics_is_kept_without_formatting_it() {
     assert!(failure.error().unwrap().is::<DisplayPanics>());
     assert!(wg.is_cancelled());
 }
+
+/// Sends, when dropped, what a blocking wait on its group returns then.
+struct WaitOnDrop {
+    wg: WaitGroup,
+    tx: std::sync::mpsc::Sender<Result<(), WaitError>>,
+}
+
+impl Drop for WaitOnDrop {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.wg.wait_blocking_timeout(Duration::ZERO));
+    }
+}
+
+/// A task is marked as its group's while its future is dropped by an abort,
+/// as while it is polled, and the mark is gone once the task is done.
+#[tokio::test]
+async fn an_aborted_task_is_still_its_groups_while_its_future_drops() {
+    let wg = WaitGroup::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (started_tx, started_rx) = oneshot::channel();
+    let on_drop = WaitOnDrop { wg: wg.clone(), tx };
+    wg.go(move |_| async move {
+        let _on_drop = on_drop;
+        started_tx.send(()).unwrap();
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    started_rx.await.unwrap();
+    let report = wg.shutdown(Duration::ZERO).await.unwrap();
+    assert_eq!(report.aborted().len(), 1);
+    match rx.recv().unwrap() {
+        Err(WaitError::WaitFromOwnTask { group }) => assert_eq!(group, wg.id()),
+        other => panic!("expected WaitFromOwnTask, got {other:?}"),
+    }
+    // This thread ran the task and dropped it; it is not marked any more.
+    wg.wait().await.unwrap();
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use taskgroup::WaitGroup;
+use taskgroup::{WaitError, WaitGroup};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -94,4 +94,8 @@ async fn an_error_whose_display_panics_is_kept_and_cancels_when_traced() {
     assert_eq!(err.errors().len(), 1);
     assert_eq!(err.errors().first().unwrap().name(), Some("bad-display"));
     assert!(wg.is_cancelled());
+    // The task's poll unwound from the log line on this thread; the thread is
+    // no longer marked as running the group's task, or this wait is refused.
+    let again = wg.wait().await.unwrap_err();
+    assert!(matches!(again, WaitError::Failed { .. }), "{again:?}");
 }
