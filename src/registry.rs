@@ -89,7 +89,10 @@ const NONE: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Slab {
-    pages: Vec<Box<[SlotState]>>,
+    /// Page `k` is allocated with room for its `FIRST_PAGE << k` slots and
+    /// pushed to until full, so it never reallocates and a slot is written
+    /// only when first used.
+    pages: Vec<Vec<SlotState>>,
     /// Slots ever used: every slot below is in a page, occupied or on the
     /// free list.
     used: usize,
@@ -130,24 +133,23 @@ impl Slab {
             index < NONE as usize,
             "more than 2^32 - 1 pending entries in one shard"
         );
-        let (page, offset) = locate(index);
+        let (page, _) = locate(index);
         if page == self.pages.len() {
             self.grow();
         }
-        self.pages[page][offset] = SlotState::Occupied(entry);
+        self.pages[page].push(SlotState::Occupied(entry));
         self.used += 1;
         index
     }
 
-    /// Adds the next page. Cold: once per doubling.
+    /// Adds the next page, empty. Cold: once per doubling.
     #[cold]
     fn grow(&mut self) {
         if self.pages.is_empty() {
             self.pages.reserve_exact(MAX_PAGES);
         }
-        let len = FIRST_PAGE << self.pages.len();
         self.pages
-            .push((0..len).map(|_| SlotState::Vacant(NONE)).collect());
+            .push(Vec::with_capacity(FIRST_PAGE << self.pages.len()));
     }
 
     fn remove(&mut self, index: usize) -> Option<Entry> {
