@@ -11,88 +11,184 @@
 //! listener.await
 //! ```
 //!
-//! `listen` records the current *generation* under the lock and `notify_all`
-//! bumps it under the same lock, so whichever order the two locks are taken in,
-//! either the waiter sees the condition or its listener sees a newer generation.
-//! Wakers are stored only by listeners that actually have to wait; a notify
-//! takes them all, and a listener dropped early (a timed-out or cancelled wait)
-//! removes its own waker, so nothing outlives the wait.
+//! # The generation
+//!
+//! `notify_all` bumps a *generation* counter; a listener remembers the
+//! generation it started in and is notified once the counter differs. The
+//! counter is written only while holding the waiters' lock, and read without
+//! it, so listening and noticing a wake-up take no lock:
+//!
+//! * `listen` reads the generation (`Acquire`). Whichever order it and a
+//!   `notify_all` (`Release` store) run in, either the listener's generation is
+//!   older than the bump, so the listener completes, or the notify
+//!   happened-before the `listen`, so it also happened-before the waiter's
+//!   check of its condition, which then sees the condition true.
+//! * A listener that has to wait stores its waker under the lock, after
+//!   re-reading the generation under the same lock: if a notify came in
+//!   between, the listener completes instead of registering. So every stored
+//!   waker belongs to the current generation, and a notify (which takes them
+//!   all in the critical section that bumps the generation) cannot miss one.
+//! * A listener polled again first reads the generation without the lock: a
+//!   notified listener completes without touching the lock.
+//!
+//! # Storage
+//!
+//! One async waiter is the common case, so the first waker is stored inline
+//! and a notify takes it without touching a list; further async waiters go to
+//! a list whose memory is kept across notifies, so steady-state waits do not
+//! allocate. Blocking waiters wait on a condition variable, re-checking the
+//! generation under the lock. A listener dropped early (a timed-out or
+//! cancelled wait) removes its own waker, so nothing outlives the wait.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{self, Condvar, Mutex};
+use crate::sync::{self, AtomicU64, Condvar, Mutex, Ordering};
 
 /// Async and blocking waiters for one condition.
 #[derive(Debug)]
 pub(crate) struct Event {
+    /// Bumped by every `notify_all`, only while `waiters` is locked (so under
+    /// the lock a `Relaxed` read sees the current value); read without the
+    /// lock with `Acquire`. A listener whose generation differs has been
+    /// notified.
+    generation: AtomicU64,
     waiters: Mutex<Waiters>,
     condvar: Condvar,
 }
 
+/// The async listeners of the current generation.
 #[derive(Debug, Default)]
 struct Waiters {
-    /// Bumped by every `notify_all`; a listener whose generation differs has
-    /// been notified.
-    generation: u64,
-    /// Wakers of async listeners of the current generation, by slot. Cleared
-    /// (moved out) by `notify_all`, so a slot index is only meaningful within
-    /// its generation.
-    wakers: Vec<Option<Waker>>,
-    /// Empty slots in `wakers`, for reuse.
+    /// The waker of the listener in [`Slot::First`].
+    first: Option<Waker>,
+    /// Wakers of the listeners in [`Slot::More`]. Moved out by `notify_all`
+    /// (and its memory given back), so an index is only meaningful within its
+    /// generation.
+    more: Vec<Option<Waker>>,
+    /// Empty entries in `more`, for reuse.
     free: Vec<usize>,
+}
+
+/// Where a listener's waker is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Inline, in [`Waiters::first`].
+    First,
+    /// In [`Waiters::more`], at this index.
+    More(usize),
+}
+
+impl Waiters {
+    /// Stores a new listener's waker.
+    fn insert(&mut self, waker: Waker) -> Slot {
+        if self.first.is_none() {
+            self.first = Some(waker);
+            return Slot::First;
+        }
+        match self.free.pop() {
+            Some(index) => {
+                self.more[index] = Some(waker);
+                Slot::More(index)
+            }
+            None => {
+                self.more.push(Some(waker));
+                Slot::More(self.more.len() - 1)
+            }
+        }
+    }
+
+    fn entry(&mut self, slot: Slot) -> &mut Option<Waker> {
+        match slot {
+            Slot::First => &mut self.first,
+            Slot::More(index) => &mut self.more[index],
+        }
+    }
+
+    /// Removes a listener's waker (the listener was dropped un-notified).
+    fn remove(&mut self, slot: Slot) {
+        *self.entry(slot) = None;
+        if let Slot::More(index) = slot {
+            self.free.push(index);
+        }
+    }
 }
 
 impl Event {
     pub(crate) fn new() -> Self {
         Self {
+            generation: AtomicU64::new(0),
             waiters: Mutex::new(Waiters::default()),
             condvar: Condvar::new(),
         }
     }
 
     /// Starts listening: any `notify_all` from now on completes the listener.
+    /// Takes no lock.
     pub(crate) fn listen(&self) -> Listener<'_> {
-        let generation = self.waiters.lock().generation;
         Listener {
             event: self,
-            generation,
+            generation: self.generation.load(Ordering::Acquire),
             slot: None,
         }
     }
 
     /// Wakes every current listener, async and blocking.
     pub(crate) fn notify_all(&self) {
-        let mut wakers = {
+        let (first, more) = {
             let mut waiters = self.waiters.lock();
-            waiters.generation = waiters.generation.wrapping_add(1);
-            waiters.free.clear();
-            std::mem::take(&mut waiters.wakers)
+            // Only written under the lock, so load + store cannot lose a bump.
+            let next = self.generation.load(Ordering::Relaxed).wrapping_add(1);
+            self.generation.store(next, Ordering::Release);
+            let more = (!waiters.more.is_empty()).then(|| {
+                waiters.free.clear();
+                std::mem::take(&mut waiters.more)
+            });
+            (waiters.first.take(), more)
         };
         // Blocking listeners re-check the generation under the lock, so
-        // notifying after releasing it cannot be missed.
+        // notifying after releasing it cannot be missed. (With no thread
+        // blocked this is one load: `parking_lot` checks for waiters first.)
         self.condvar.notify_all();
-        if wakers.capacity() == 0 {
-            return;
-        }
         // Wake outside the lock: a waker may run arbitrary code.
-        for waker in wakers.drain(..).flatten() {
+        if let Some(waker) = first {
             waker.wake();
         }
-        // Give the emptied list back, so the next wait does not allocate.
+        if let Some(more) = more {
+            self.wake_more(more);
+        }
+    }
+
+    /// Wakes the listeners after the first, and gives the emptied list back
+    /// so that the next wait does not allocate.
+    #[cold]
+    fn wake_more(&self, mut more: Vec<Option<Waker>>) {
+        for waker in more.drain(..).flatten() {
+            waker.wake();
+        }
         let mut waiters = self.waiters.lock();
-        if waiters.wakers.capacity() == 0 {
-            waiters.wakers = wakers;
+        if waiters.more.capacity() == 0 {
+            waiters.more = more;
         }
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(test)]
 impl Event {
-    /// How many wakers are stored (for the loom models).
+    /// How many wakers are stored (for the tests and loom models).
     pub(crate) fn registered_wakers(&self) -> usize {
-        self.waiters.lock().wakers.iter().flatten().count()
+        let waiters = self.waiters.lock();
+        usize::from(waiters.first.is_some()) + waiters.more.iter().flatten().count()
+    }
+
+    /// Whether `waker` (or one that wakes the same task) is stored. (For the
+    /// loom models only: under Miri `will_wake` may not recognise a copy.)
+    #[cfg(loom)]
+    pub(crate) fn holds(&self, waker: &Waker) -> bool {
+        let waiters = self.waiters.lock();
+        let mut stored = waiters.first.iter().chain(waiters.more.iter().flatten());
+        stored.any(|w| w.will_wake(waker))
     }
 }
 
@@ -102,19 +198,33 @@ impl Event {
 pub(crate) struct Listener<'a> {
     event: &'a Event,
     generation: u64,
-    slot: Option<usize>,
+    /// Where our waker is stored, if we stored one in `generation`.
+    slot: Option<Slot>,
 }
 
 impl Listener<'_> {
+    /// Whether a `notify_all` ran since `listen`, read without the lock.
+    fn notified(&self) -> bool {
+        self.event.generation.load(Ordering::Acquire) != self.generation
+    }
+
+    /// Whether a `notify_all` ran since `listen`, read under the lock.
+    fn notified_locked(&self, _waiters: &Waiters) -> bool {
+        self.event.generation.load(Ordering::Relaxed) != self.generation
+    }
+
     /// Blocks the thread until notified or until `deadline` passes. Returns
     /// `true` if notified.
     pub(crate) fn wait_blocking(self, deadline: Option<std::time::Instant>) -> bool {
+        if self.notified() {
+            return true;
+        }
         let mut waiters = self.event.waiters.lock();
-        while waiters.generation == self.generation {
+        while !self.notified_locked(&waiters) {
             let (guard, timed_out) = sync::wait(&self.event.condvar, waiters, deadline);
             waiters = guard;
             if timed_out {
-                return waiters.generation != self.generation;
+                return self.notified_locked(&waiters);
             }
         }
         true
@@ -126,31 +236,31 @@ impl Future for Listener<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let mut waiters = this.event.waiters.lock();
-        if waiters.generation != this.generation {
-            // Notified; our slot (if any) was cleared with its generation.
+        // A notify took our waker (if any) with the generation it bumped.
+        if this.notified() {
             this.slot = None;
             return Poll::Ready(());
         }
-        match this.slot {
-            Some(slot) => match &mut waiters.wakers[slot] {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                entry => *entry = Some(cx.waker().clone()),
+        this.poll_locked(cx.waker())
+    }
+}
+
+impl Listener<'_> {
+    /// `poll` when no notify was seen without the lock: checks again under
+    /// the lock, and stores or updates the waker if still not notified.
+    #[inline(never)]
+    fn poll_locked(&mut self, waker: &Waker) -> Poll<()> {
+        let mut waiters = self.event.waiters.lock();
+        if self.notified_locked(&waiters) {
+            self.slot = None;
+            return Poll::Ready(());
+        }
+        match self.slot {
+            Some(slot) => match waiters.entry(slot) {
+                Some(stored) if stored.will_wake(waker) => {}
+                entry => *entry = Some(waker.clone()),
             },
-            None => {
-                let waker = Some(cx.waker().clone());
-                let slot = match waiters.free.pop() {
-                    Some(slot) => {
-                        waiters.wakers[slot] = waker;
-                        slot
-                    }
-                    None => {
-                        waiters.wakers.push(waker);
-                        waiters.wakers.len() - 1
-                    }
-                };
-                this.slot = Some(slot);
-            }
+            None => self.slot = Some(waiters.insert(waker.clone())),
         }
         Poll::Pending
     }
@@ -161,10 +271,124 @@ impl Drop for Listener<'_> {
         if let Some(slot) = self.slot {
             let mut waiters = self.event.waiters.lock();
             // A notify since we registered already removed our waker.
-            if waiters.generation == self.generation {
-                waiters.wakers[slot] = None;
-                waiters.free.push(slot);
+            if !self.notified_locked(&waiters) {
+                waiters.remove(slot);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn poll(listener: &mut Listener<'_>, counter: &Arc<Counter>) -> Poll<()> {
+        let waker = Waker::from(Arc::clone(counter));
+        Pin::new(listener).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn a_dropped_listener_removes_its_inline_waker() {
+        let event = Event::new();
+        let counter = Arc::new(Counter::default());
+        let mut listener = event.listen();
+        assert!(poll(&mut listener, &counter).is_pending());
+        assert_eq!(Arc::strong_count(&counter), 2, "the event holds the waker");
+        drop(listener);
+        assert_eq!(event.registered_wakers(), 0);
+        assert_eq!(
+            Arc::strong_count(&counter),
+            1,
+            "the waker outlived its listener"
+        );
+        event.notify_all();
+        assert_eq!(counter.0.load(Relaxed), 0, "a dropped listener was woken");
+    }
+
+    #[test]
+    fn a_dropped_listener_frees_its_slot_for_the_next() {
+        let event = Event::new();
+        let (a, b, c) = (
+            Arc::new(Counter::default()),
+            Arc::new(Counter::default()),
+            Arc::new(Counter::default()),
+        );
+        let mut first = event.listen();
+        let mut second = event.listen();
+        assert!(poll(&mut first, &a).is_pending());
+        assert!(poll(&mut second, &b).is_pending());
+        // The inline slot is freed and taken by a third listener; the second
+        // stays in the list.
+        drop(first);
+        let mut third = event.listen();
+        assert!(poll(&mut third, &c).is_pending());
+        assert_eq!(event.registered_wakers(), 2);
+        event.notify_all();
+        assert_eq!(
+            [&a, &b, &c].map(|w| w.0.load(Relaxed)),
+            [0, 1, 1],
+            "exactly the live listeners are woken"
+        );
+        assert!(poll(&mut second, &b).is_ready());
+        assert!(poll(&mut third, &c).is_ready());
+        assert_eq!(event.registered_wakers(), 0);
+    }
+
+    #[test]
+    fn a_repolled_listener_keeps_one_waker_and_wakes_the_latest() {
+        let event = Event::new();
+        let (a, b) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        let mut listener = event.listen();
+        assert!(poll(&mut listener, &a).is_pending());
+        assert!(poll(&mut listener, &b).is_pending());
+        assert_eq!(event.registered_wakers(), 1);
+        assert_eq!(Arc::strong_count(&a), 1, "the replaced waker was kept");
+        event.notify_all();
+        assert_eq!((a.0.load(Relaxed), b.0.load(Relaxed)), (0, 1));
+        assert!(poll(&mut listener, &b).is_ready());
+    }
+
+    #[test]
+    fn a_listener_started_after_a_notify_waits_for_the_next() {
+        let event = Event::new();
+        let counter = Arc::new(Counter::default());
+        event.notify_all();
+        let mut listener = event.listen();
+        assert!(poll(&mut listener, &counter).is_pending());
+        event.notify_all();
+        assert_eq!(counter.0.load(Relaxed), 1);
+        assert!(poll(&mut listener, &counter).is_ready());
+    }
+
+    #[test]
+    fn many_waiters_reuse_the_list_without_allocating_again() {
+        let event = Event::new();
+        let counter = Arc::new(Counter::default());
+        let mut capacity = None;
+        for _ in 0..3 {
+            let mut listeners: Vec<_> = (0..4).map(|_| event.listen()).collect();
+            for listener in &mut listeners {
+                assert!(poll(listener, &counter).is_pending());
+            }
+            event.notify_all();
+            let now = event.waiters.lock().more.capacity();
+            assert!(now >= 3, "the list was not given back");
+            assert_eq!(*capacity.get_or_insert(now), now, "the list grew again");
+        }
+        assert_eq!(counter.0.load(Relaxed), 12);
     }
 }

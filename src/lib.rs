@@ -106,6 +106,8 @@ mod event;
 mod guard;
 mod label;
 #[cfg(all(test, loom))]
+mod loom_event;
+#[cfg(all(test, loom))]
 mod loom_models;
 mod plan;
 mod registry;
