@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -151,6 +151,14 @@ pub(crate) struct Inner {
     errors: Mutex<Vec<Arc<TaskError>>>,
     cause: OnceLock<Arc<TaskError>>,
     links: Mutex<Vec<WaitGroup>>,
+    /// `links` is not empty. Set (never cleared) under the `links` lock after
+    /// a push, so a group without links is waited for and reported on without
+    /// taking that lock; see [`Inner::links`].
+    has_links: AtomicBool,
+    /// `errors` is not empty. Set after the push in `record_failure`, so a wait
+    /// on a group without failures takes no lock after waking; see
+    /// [`Inner::own_errors`].
+    has_errors: AtomicBool,
 }
 
 /// Serialises `link()` so that two concurrent links cannot form a cycle that
@@ -257,6 +265,8 @@ impl Builder {
                 errors: Mutex::new(Vec::new()),
                 cause: OnceLock::new(),
                 links: Mutex::new(Vec::new()),
+                has_links: AtomicBool::new(false),
+                has_errors: AtomicBool::new(false),
             }),
         }
     }
@@ -349,6 +359,7 @@ impl Inner {
     pub(crate) fn record_failure(&self, error: TaskError) {
         let error = Arc::new(error);
         self.errors.lock().push(Arc::clone(&error));
+        self.has_errors.store(true, Ordering::Release);
         if self.cancel_on_error && self.cause.set(Arc::clone(&error)).is_ok() {
             self.cancel_tree();
             crate::trace::cancelled(&self.label, Some(&error));
@@ -365,8 +376,48 @@ impl Inner {
         }
     }
 
+    /// A copy of the links; for a group without links, no lock and no copy.
+    ///
+    /// Skipping the lock when `has_links` reads `false` cannot hide a link a
+    /// caller must see: a link added before the last `done` of the work a
+    /// wait waits for happens-before that wait reads the count at zero, as
+    /// for failures (see [`Inner::own_errors`]). A link racing with the call
+    /// may be missed, as it would be if the lock were taken first.
+    #[inline]
     fn links(&self) -> Vec<WaitGroup> {
+        if !self.has_links.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.copy_links()
+    }
+
+    #[inline(never)]
+    fn copy_links(&self) -> Vec<WaitGroup> {
         self.links.lock().clone()
+    }
+
+    /// A copy of this group's own failures; without failures, no lock.
+    ///
+    /// Why a wait cannot miss a failure by skipping the lock: `record_failure`
+    /// pushes the error and sets `has_errors` before the failing task's guard
+    /// completes (see the invariants). The guard's `done` lowers the count
+    /// with `Release`, and a wait returns only after reading the count at zero
+    /// with `Acquire`, from that decrement's release sequence. So the flag's
+    /// store happens-before the waiter's load, and the load, which cannot read
+    /// a value older than a store that happens-before it, reads `true`. A
+    /// failure being recorded concurrently with a call that is not such a
+    /// wait may be missed, as it would be if the lock were taken first.
+    #[inline]
+    fn own_errors(&self) -> Vec<Arc<TaskError>> {
+        if !self.has_errors.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.copy_errors()
+    }
+
+    #[inline(never)]
+    fn copy_errors(&self) -> Vec<Arc<TaskError>> {
+        self.errors.lock().clone()
     }
 
     fn info(&self, entry: &Entry, now: Instant) -> TaskInfo {
@@ -715,6 +766,7 @@ impl WaitGroup {
             });
         }
         links.push(child.clone());
+        self.inner.has_links.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -751,7 +803,10 @@ impl WaitGroup {
         }
         .build_in(self.inner.scope.child_token());
         // A fresh group cannot close a cycle, so LINK_ORDER is not needed.
-        self.inner.links.lock().push(child.clone());
+        let mut links = self.inner.links.lock();
+        links.push(child.clone());
+        self.inner.has_links.store(true, Ordering::Release);
+        drop(links);
         child
     }
 
@@ -871,10 +926,16 @@ impl WaitGroup {
 
     /// Every failure recorded so far by this group and its linked groups: this
     /// group's in completion order, then each linked group's in link order.
+    #[inline]
     pub fn errors(&self) -> TaskErrors {
-        if self.inner.links.lock().is_empty() {
-            return TaskErrors::new(self.inner.errors.lock().clone());
+        if !self.inner.has_links.load(Ordering::Acquire) {
+            return TaskErrors::new(self.inner.own_errors());
         }
+        self.tree_errors()
+    }
+
+    #[inline(never)]
+    fn tree_errors(&self) -> TaskErrors {
         let mut errors = Vec::new();
         self.collect_errors(&mut HashSet::new(), &mut errors);
         TaskErrors::new(errors)
@@ -884,7 +945,9 @@ impl WaitGroup {
         if !seen.insert(self.id()) {
             return;
         }
-        out.extend(self.inner.errors.lock().iter().cloned());
+        if self.inner.has_errors.load(Ordering::Acquire) {
+            out.extend(self.inner.errors.lock().iter().cloned());
+        }
         for child in self.inner.links() {
             child.collect_errors(seen, out);
         }

@@ -1,7 +1,8 @@
 //! Stress: many threads and tasks adding and completing work while async and
 //! blocking waiters wait, rounds in which the last `done` races with fresh
-//! waiters, cancellation racing with `go`, and repeated shutdowns while tasks
-//! spawn more tasks during the drain.
+//! waiters, a failure on a worker ending a wait on another thread,
+//! cancellation racing with `go`, and repeated shutdowns while tasks spawn more
+//! tasks during the drain.
 //!
 //! Every wait is bounded: a waiter that has not returned within [`LIMIT`]
 //! after the work is finished fails the test with a message (a lost wake-up)
@@ -272,6 +273,45 @@ fn the_last_references_let_go_on_three_threads_at_once() {
     }
     println!(
         "stress: {rounds} rounds of the last handle, a giving-up waiter and the last guard letting go together in {:.1?} ({idle_seen} waits saw the group idle)",
+        started.elapsed()
+    );
+}
+
+/// Rounds in which a task fails on a runtime worker while the main thread
+/// waits (blocking or async), for a task of the group itself and for one of a
+/// child group: the wait the failure ends must report it. A wait that finds no
+/// failure or link flagged takes no lock, so this checks that the flags are
+/// published before the failing task's guard completes.
+#[test]
+fn a_failure_on_another_thread_is_reported_by_the_wait_it_ends() {
+    let rounds = scaled(4_000, 8);
+    let rt = runtime();
+    let started = Instant::now();
+    for round in 0..rounds {
+        let wg = WaitGroup::new();
+        let failing = if round % 2 == 0 {
+            wg.clone()
+        } else {
+            wg.child()
+        };
+        {
+            let _in_runtime = rt.enter();
+            failing.go(move |_ctx| async move { Err::<(), _>(format!("round {round}")) });
+        }
+        let result = if round % 4 < 2 {
+            wg.wait_blocking_timeout(LIMIT)
+        } else {
+            rt.block_on(wg.wait_timeout(LIMIT))
+        };
+        let err = result.expect_err("the failure was not reported");
+        assert!(
+            matches!(err, taskgroup::WaitError::Failed { .. }),
+            "round {round}: {err}"
+        );
+        assert_eq!(err.errors().len(), 1, "round {round}: {err}");
+    }
+    println!(
+        "stress: {rounds} rounds of a failure on a worker vs a waiter in {:.1?}",
         started.elapsed()
     );
 }
