@@ -229,23 +229,7 @@ impl Listener<'_> {
         }
         true
     }
-}
 
-impl Future for Listener<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        // A notify took our waker (if any) with the generation it bumped.
-        if this.notified() {
-            this.slot = None;
-            return Poll::Ready(());
-        }
-        this.poll_locked(cx.waker())
-    }
-}
-
-impl Listener<'_> {
     /// `poll` when no notify was seen without the lock: checks again under
     /// the lock, and stores or updates the waker if still not notified.
     #[inline(never)]
@@ -264,16 +248,39 @@ impl Listener<'_> {
         }
         Poll::Pending
     }
+
+    /// `drop` for a listener that stored a waker: removes it, unless a notify
+    /// already took it.
+    #[inline(never)]
+    fn unregister(&self, slot: Slot) {
+        let mut waiters = self.event.waiters.lock();
+        if !self.notified_locked(&waiters) {
+            waiters.remove(slot);
+        }
+    }
+}
+
+impl Future for Listener<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // A notify took our waker (if any) with the generation it bumped.
+        if this.notified() {
+            this.slot = None;
+            return Poll::Ready(());
+        }
+        this.poll_locked(cx.waker())
+    }
 }
 
 impl Drop for Listener<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // A completed listener has no slot: only a cancelled or timed-out
+        // wait gets past this check.
         if let Some(slot) = self.slot {
-            let mut waiters = self.event.waiters.lock();
-            // A notify since we registered already removed our waker.
-            if !self.notified_locked(&waiters) {
-                waiters.remove(slot);
-            }
+            self.unregister(slot);
         }
     }
 }
