@@ -128,7 +128,7 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 ///
 /// A group is itself a [`Service`]: it nests in groups and sequences. With
 /// [`GroupBuilder::status`] it reports every member's transitions to a
-/// [`StatusHub`](super::StatusHub).
+/// [`StatusHub`].
 ///
 /// [`Cancelled`]: super::Cancelled
 ///
