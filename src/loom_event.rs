@@ -23,8 +23,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::sync::atomic::Ordering::Relaxed as StdRelaxed;
 use std::task::{Context, Wake, Waker};
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -32,25 +30,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::event::Event;
-
-/// Runs `f` under loom and prints how many interleavings were explored.
-fn model<F>(name: &str, f: F)
-where
-    F: Fn() + Sync + Send + 'static,
-{
-    let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&runs);
-    let builder = loom::model::Builder::new();
-    let bound = builder.preemption_bound;
-    builder.check(move || {
-        counter.fetch_add(1, StdRelaxed);
-        f();
-    });
-    println!(
-        "loom model {name}: {} interleavings explored (preemption bound {bound:?})",
-        runs.load(StdRelaxed)
-    );
-}
+use crate::loom_models::{model, poll_once};
 
 /// The condition the waiters wait for: a counter that reaches `at_least`.
 struct Shared {
@@ -196,8 +176,7 @@ fn repolled_listener() {
         };
         let mut listener = shared.event.listen();
         if !shared.reached(1) {
-            let waker = futures::task::noop_waker();
-            let _ = Pin::new(&mut listener).poll(&mut Context::from_waker(&waker));
+            let _ = poll_once(&mut listener);
             loom::future::block_on(listener);
         }
         assert!(shared.reached(1));

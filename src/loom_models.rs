@@ -54,8 +54,8 @@ use crate::state::State;
 
 /// Runs `f` under loom's model checker (which reads `LOOM_MAX_PREEMPTIONS`
 /// and friends from the environment) and prints the number of interleavings
-/// explored.
-fn model<F>(name: &str, f: F)
+/// explored. Shared with [`crate::loom_event`].
+pub(crate) fn model<F>(name: &str, f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
@@ -123,6 +123,14 @@ fn add(group: &Group) -> Task {
 /// The async wait, as `WaitGroup::wait` runs it.
 fn wait_async(group: &Group) {
     loom::future::block_on(group.state().wait_idle());
+}
+
+/// Polls `future` once with a waker that does nothing: a wait that registers
+/// its waker, as the first poll of an awaited wait does. Shared with
+/// [`crate::loom_event`].
+pub(crate) fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    Pin::new(future).poll(&mut Context::from_waker(&waker))
 }
 
 /// A worker: does its "work" (a relaxed write), then completes its task.
@@ -309,11 +317,9 @@ fn dropped_listener_racing_with_last_done() {
             let group = group.clone();
             thread::spawn(move || {
                 if let Some(mut listener) = group.state().idle_listener() {
-                    let waker = futures::task::noop_waker();
-                    let mut cx = Context::from_waker(&waker);
                     // Polled once (registers its waker), then the deadline
                     // passes and the wait future is dropped.
-                    let _ = Pin::new(&mut listener).poll(&mut cx);
+                    let _ = poll_once(&mut listener);
                     drop(listener);
                 }
             })
@@ -342,15 +348,13 @@ fn notified_listener_completes_and_leaves_nothing() {
         let task = add(&group);
         let worker = thread::spawn(move || drop(task));
         if let Some(mut listener) = group.state().idle_listener() {
-            let waker = futures::task::noop_waker();
-            let mut cx = Context::from_waker(&waker);
-            let first = Pin::new(&mut listener).poll(&mut cx);
+            let first = poll_once(&mut listener);
             worker.join().unwrap();
             if first.is_pending() {
                 // done() has run and the count is zero: the listener was
                 // notified (or the count was zero when WAITING was set, in
                 // which case idle_listener returned None and we are not here).
-                assert_eq!(Pin::new(&mut listener).poll(&mut cx), Poll::Ready(()));
+                assert_eq!(poll_once(&mut listener), Poll::Ready(()));
             }
         } else {
             worker.join().unwrap();
@@ -375,9 +379,7 @@ fn last_handle_dropped_while_last_done_notifies() {
             let group = group.clone();
             thread::spawn(move || {
                 if let Some(mut listener) = group.state().idle_listener() {
-                    let waker = futures::task::noop_waker();
-                    let mut cx = Context::from_waker(&waker);
-                    let _ = Pin::new(&mut listener).poll(&mut cx);
+                    let _ = poll_once(&mut listener);
                 }
                 drop(group);
             })
