@@ -195,6 +195,25 @@ pub(crate) fn add_done(occupancy: Occupancy) -> Workload {
         })
     }));
 
+    // What a recorded add/done pair is made of, for the report's reasoning
+    // on the recording target: one clock read (the entry's start time) and a
+    // shard lock taken on add and again on done.
+    if busy {
+        variants.push(variant("reference: one Instant::now()", move |iters| {
+            timed(iters, || {
+                black_box(tokio::time::Instant::now());
+            })
+        }));
+        let lock = parking_lot::Mutex::new(0_u64);
+        variants.push(variant("reference: two Mutex lock+unlock", move |iters| {
+            let lock = black_box(&lock);
+            timed(iters, || {
+                *lock.lock() += 1;
+                *lock.lock() -= 1;
+            })
+        }));
+    }
+
     let (key, title) = match occupancy {
         Occupancy::Busy => (
             "w1.busy",
