@@ -125,8 +125,8 @@ fn wait_async(group: &Group) {
     loom::future::block_on(group.state().wait_idle());
 }
 
-/// Polls `future` once with a waker that does nothing: a wait that registers
-/// its waker, as the first poll of an awaited wait does. Shared with
+/// Polls `future` once with a waker that does nothing. A pending first poll
+/// registers that waker, as an awaited wait's first poll does. Shared with
 /// [`crate::loom_event`].
 pub(crate) fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let waker = futures::task::noop_waker();
