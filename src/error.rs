@@ -156,66 +156,138 @@ impl StdError for TaskError {
 
 /// Every task failure a group and its linked groups recorded, in completion
 /// order within each group (the group's own first, then each linked group's in
-/// link order).
+/// link order), and how many more were counted but not kept (see
+/// [`Builder::max_errors`](crate::Builder::max_errors)).
 ///
-/// Cheap to clone: the failures are shared, which is how waiting twice returns
-/// the same errors.
+/// Cheap to clone, and cheap to make: the lists are shared with the groups
+/// that recorded them, which is how waiting twice returns the same errors
+/// without copying them.
 #[derive(Debug, Clone, Default)]
 pub struct TaskErrors {
-    errors: Vec<Arc<TaskError>>,
+    parts: Vec<Arc<Vec<Arc<TaskError>>>>,
+    len: usize,
+    dropped: u64,
 }
 
 impl TaskErrors {
-    pub(crate) fn new(errors: Vec<Arc<TaskError>>) -> Self {
-        Self { errors }
+    /// Adds one group's kept failures and its count of dropped ones.
+    pub(crate) fn push_part(&mut self, kept: Arc<Vec<Arc<TaskError>>>, dropped: u64) {
+        self.len += kept.len();
+        self.dropped += dropped;
+        if !kept.is_empty() {
+            self.parts.push(kept);
+        }
     }
 
-    /// How many tasks failed.
+    /// How many failures are kept here (see [`dropped`](Self::dropped) for
+    /// the ones only counted).
     pub fn len(&self) -> usize {
-        self.errors.len()
+        self.len
     }
 
-    /// Whether no task failed.
+    /// Whether no task failed: nothing kept and nothing dropped.
     pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
+        self.len == 0 && self.dropped == 0
+    }
+
+    /// Failures recorded beyond a group's
+    /// [`max_errors`](crate::Builder::max_errors): counted exactly, not kept.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Every failure recorded: kept plus dropped.
+    pub fn total(&self) -> u64 {
+        self.len as u64 + self.dropped
     }
 
     /// The failure recorded first.
     pub fn first(&self) -> Option<&TaskError> {
-        self.errors.first().map(|e| &**e)
+        self.iter().next()
     }
 
-    /// The failures, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &TaskError> + '_ {
-        self.errors.iter().map(|e| &**e)
+    /// The kept failures, in order.
+    pub fn iter(&self) -> ErrorsIter<'_> {
+        ErrorsIter {
+            parts: self.parts.iter(),
+            current: [].iter(),
+            left: self.len,
+        }
     }
 }
 
+/// The failures of a [`TaskErrors`], in order; from [`TaskErrors::iter`].
+#[derive(Debug, Clone)]
+pub struct ErrorsIter<'a> {
+    parts: std::slice::Iter<'a, Arc<Vec<Arc<TaskError>>>>,
+    current: std::slice::Iter<'a, Arc<TaskError>>,
+    left: usize,
+}
+
+impl<'a> Iterator for ErrorsIter<'a> {
+    type Item = &'a TaskError;
+
+    fn next(&mut self) -> Option<&'a TaskError> {
+        loop {
+            if let Some(error) = self.current.next() {
+                self.left -= 1;
+                return Some(error);
+            }
+            self.current = self.parts.next()?.iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for ErrorsIter<'_> {}
+
 impl<'a> IntoIterator for &'a TaskErrors {
     type Item = &'a TaskError;
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, Arc<TaskError>>,
-        fn(&'a Arc<TaskError>) -> &'a TaskError,
-    >;
+    type IntoIter = ErrorsIter<'a>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.errors.iter().map(|e| &**e)
+    fn into_iter(self) -> ErrorsIter<'a> {
+        self.iter()
+    }
+}
+
+/// `n` with thousands separators: `9,990`.
+pub(crate) struct Thousands(pub(crate) u64);
+
+impl fmt::Display for Thousands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = self.0.to_string();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{c}")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Display for TaskErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.errors.as_slice() {
-            [] => f.write_str("no task failed"),
-            [one] => fmt::Display::fmt(one, f),
-            all => {
-                write!(f, "{} tasks failed", all.len())?;
-                for (i, error) in all.iter().enumerate() {
-                    write!(f, "; {}) {error}", i + 1)?;
+        let mut errors = self.iter();
+        match (self.len, errors.next()) {
+            (_, None) if self.dropped == 0 => return f.write_str("no task failed"),
+            (_, None) => write!(f, "{} tasks failed", Thousands(self.total()))?,
+            (1, Some(one)) if self.dropped == 0 => return fmt::Display::fmt(one, f),
+            (_, Some(first)) => {
+                write!(f, "{} tasks failed; 1) {first}", Thousands(self.total()))?;
+                for (i, error) in errors.enumerate() {
+                    write!(f, "; {}) {error}", i + 2)?;
                 }
-                Ok(())
             }
         }
+        if self.dropped > 0 {
+            let s = if self.dropped == 1 { "" } else { "s" };
+            write!(f, "; and {} more failure{s}", Thousands(self.dropped))?;
+        }
+        Ok(())
     }
 }
 
@@ -223,7 +295,7 @@ impl StdError for TaskErrors {
     /// The first failure's source (the list's `Display` already includes the
     /// first failure's message).
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.errors.first().and_then(|e| e.source())
+        self.first().and_then(|e| e.source())
     }
 }
 
@@ -256,7 +328,11 @@ pub enum WaitError {
 impl WaitError {
     /// The failures recorded (empty for [`WaitFromOwnTask`](Self::WaitFromOwnTask)).
     pub fn errors(&self) -> &TaskErrors {
-        static NONE: TaskErrors = TaskErrors { errors: Vec::new() };
+        static NONE: TaskErrors = TaskErrors {
+            parts: Vec::new(),
+            len: 0,
+            dropped: 0,
+        };
         match self {
             WaitError::Failed { errors } | WaitError::TimedOut { errors, .. } => errors,
             WaitError::WaitFromOwnTask { .. } => &NONE,

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::label::{GroupId, TaskId};
+use crate::node::Node;
 use crate::registry::Slot;
 use crate::shared::TaskRef;
-use crate::wait_group::Inner;
 
 /// One pending unit of work in a [`WaitGroup`](crate::WaitGroup), from
 /// [`add`](crate::WaitGroup::add) and its variants.
@@ -49,7 +49,7 @@ use crate::wait_group::Inner;
 /// A guard is two words: its group, and one word of its own (see `Tag`).
 #[must_use = "dropping a TaskGuard completes it at once; keep it until the work is done"]
 pub struct TaskGuard {
-    pub(crate) inner: TaskRef<Inner>,
+    pub(crate) inner: TaskRef<Node>,
     tag: Tag,
 }
 
@@ -64,7 +64,7 @@ struct Tag(AtomicU64);
 const RECORDED: u64 = 1 << 63;
 
 impl TaskGuard {
-    pub(crate) fn recorded(inner: TaskRef<Inner>, slot: Slot) -> Self {
+    pub(crate) fn recorded(inner: TaskRef<Node>, slot: Slot) -> Self {
         let slot = slot.as_u64();
         debug_assert!(slot & RECORDED == 0);
         TaskGuard {
@@ -73,7 +73,7 @@ impl TaskGuard {
         }
     }
 
-    pub(crate) fn unrecorded(inner: TaskRef<Inner>) -> Self {
+    pub(crate) fn unrecorded(inner: TaskRef<Node>) -> Self {
         TaskGuard {
             inner,
             tag: Tag(AtomicU64::new(0)),

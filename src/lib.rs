@@ -105,10 +105,7 @@ mod error;
 mod event;
 mod guard;
 mod label;
-#[cfg(all(test, loom))]
-mod loom_event;
-#[cfg(all(test, loom))]
-mod loom_models;
+mod node;
 mod plan;
 mod registry;
 mod report;
@@ -119,17 +116,19 @@ mod shutdown;
 mod state;
 mod sync;
 mod task;
+#[cfg(test)]
+mod tests;
 mod trace;
 mod wait_group;
 
 pub mod service;
 
-pub use error::{BoxError, Closed, LinkError, TaskError, TaskErrors, WaitError};
+pub use error::{BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, WaitError};
 pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
 pub use plan::{Phase, Readiness, ShutdownPlan};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
-pub use wait_group::{Builder, WaitGroup};
+pub use wait_group::{Builder, WaitGroup, DEFAULT_MAX_ERRORS};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -177,9 +177,12 @@ impl ShutdownPlan {
     }
 
     /// The longest the plan can take: pre-stop delay, grace, and the group's
-    /// abort timeout.
+    /// abort timeout (plus the time to cancel and abort), saturating at
+    /// `Duration::MAX` (no limit).
     pub fn budget(&self, group: &WaitGroup) -> Duration {
-        self.pre_stop_delay + self.grace + group.inner().abort_timeout()
+        self.pre_stop_delay
+            .saturating_add(self.grace)
+            .saturating_add(group.node().config.abort_timeout)
     }
 
     fn phase(&self, phase: Phase<'_>) {

@@ -98,6 +98,10 @@ struct Slab {
     used: usize,
     /// The most recently freed slot, `NONE` if none is free.
     free: u32,
+    /// Occupied slots.
+    occupied: usize,
+    /// Entries ever removed.
+    removed: u64,
 }
 
 impl Default for Slab {
@@ -106,6 +110,8 @@ impl Default for Slab {
             pages: Vec::new(),
             used: 0,
             free: NONE,
+            occupied: 0,
+            removed: 0,
         }
     }
 }
@@ -126,6 +132,7 @@ impl Slab {
             };
             *slot = SlotState::Occupied(entry);
             self.free = next;
+            self.occupied += 1;
             return index;
         }
         let index = self.used;
@@ -139,6 +146,7 @@ impl Slab {
         }
         self.pages[page].push(SlotState::Occupied(entry));
         self.used += 1;
+        self.occupied += 1;
         index
     }
 
@@ -158,6 +166,8 @@ impl Slab {
         match std::mem::replace(slot, SlotState::Vacant(free)) {
             SlotState::Occupied(entry) => {
                 self.free = index as u32;
+                self.occupied -= 1;
+                self.removed += 1;
                 Some(entry)
             }
             vacant => {
@@ -272,6 +282,16 @@ impl Registry {
                 entry.join = Some(join);
             }
         }
+    }
+
+    /// Entries ever removed, summed over the shards.
+    pub(crate) fn removed(&self) -> u64 {
+        self.shards.iter().map(|s| s.0.lock().removed).sum()
+    }
+
+    /// Entries present now, summed over the shards.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().occupied).sum()
     }
 
     /// Calls `f` on every entry, one shard at a time.

@@ -40,6 +40,15 @@ pub(crate) trait Counted {
     /// The state word that counts references to `self`.
     fn state(&self) -> &State;
 
+    /// Called after the last task of a group with a waiter completed and the
+    /// waiters were woken, through the handle unit the notifier holds (so
+    /// `this` is alive for the call). Cold.
+    fn on_idle(_this: &Shared<Self>)
+    where
+        Self: Sized,
+    {
+    }
+
     /// Called by the loom build where the real build frees the allocation.
     #[cfg(loom)]
     fn on_free(&self) {}
@@ -161,6 +170,17 @@ impl<T: Counted> Shared<T> {
 }
 
 impl<T: Counted> TaskRef<T> {
+    /// A handle to the group, made from a pending task (whose unit keeps the
+    /// group alive while the handle's unit is added, as for `Clone`).
+    ///
+    /// # Panics
+    ///
+    /// With 2^29 handles to one group.
+    pub(crate) fn handle(&self) -> Shared<T> {
+        self.state().word().add_handle();
+        Shared::adopt(self.ptr)
+    }
+
     /// Wraps a task unit the caller already counted.
     fn adopt(ptr: NonNull<T>) -> Self {
         Self {
@@ -230,4 +250,5 @@ impl<T: Counted> Drop for TaskRef<T> {
 #[cold]
 fn notify<T: Counted>(handle: Shared<T>) {
     handle.state().notify_idle();
+    T::on_idle(&handle);
 }

@@ -1,162 +1,134 @@
-//! [`WaitGroup::shutdown`]: the two-phase, ordered drain.
+//! The orchestration behind [`WaitGroup::shutdown`](crate::WaitGroup::shutdown):
+//! the order of the groups, the shared deadline, the forced phase and its
+//! shares, and the report. The steps on one group are the node's; the
+//! arithmetic of the budget is documented on `shutdown`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{timeout_at, Instant};
 
-use crate::error::WaitError;
 use crate::label::GroupId;
-use crate::report::{ShutdownReport, TaskInfo};
-use crate::wait_group::{deadline_after, WaitGroup};
+use crate::node::{self, Counters, NodeRef};
+use crate::report::{PendingReport, ShutdownReport, TaskInfo};
+use crate::shared::Counted as _;
+use crate::wait_group::{deadline_after, saturating_add};
 
-/// What one shutdown has done so far, across the groups it visited.
-struct Progress {
-    /// The end of the graceful phase: `grace` from the start.
+/// One shutdown's clock: fixed at the call, before anything is cancelled.
+struct Budget {
+    /// The end of the graceful phase: `grace` after the call.
     deadline: Instant,
-    /// Until when a group first reached after `deadline` may stop by itself:
-    /// the middle of the forced phase.
-    late_deadline: Instant,
     /// The end of the forced phase: the deadline plus the abort timeout.
-    abort_deadline: Instant,
-    seen: HashSet<GroupId>,
-    finished: usize,
-    aborted: Vec<TaskInfo>,
+    end: Instant,
 }
 
-impl WaitGroup {
-    /// Stops the group and every group linked below it, in order, within one
-    /// deadline, and reports what happened.
-    ///
-    /// For this group, then for each linked group in link order
-    /// (depth-first, each group once):
-    ///
-    /// 1. [close](Self::close) it, so `try_add`/`try_go` refuse new work;
-    /// 2. cancel its own context (not yet its children's: a database pool
-    ///    linked below a server keeps serving while the server's connections
-    ///    drain);
-    /// 3. wait for its own work until the shared deadline, `grace` from now;
-    /// 4. if the deadline passed, abort its `go()` tasks still running and wait
-    ///    for them to stop, at most the
-    ///    [`abort_timeout`](crate::Builder::abort_timeout) past the deadline
-    ///    (that of the group `shutdown` was called on, for the whole tree).
-    ///
-    /// The abort timeout after the deadline is the *forced phase*. A group the
-    /// shutdown first reaches during it (because a group before it used up
-    /// the grace period) is still cancelled first and may stop by itself until
-    /// the middle of the forced phase; then its stragglers are aborted. So a
-    /// database pool or log flusher linked below a server whose connections
-    /// overran still gets a moment to close cleanly, in order. The whole call
-    /// takes at most about `grace` plus the abort timeout.
-    ///
-    /// Guards cannot be aborted: if one is still alive, the report lists it as
-    /// pending, with its creation site. [`cancel`](Self::cancel) is the
-    /// unordered emergency path.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use taskgroup::WaitGroup;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let wg = WaitGroup::new();
-    /// wg.go_named("polite", |ctx| async move {
-    ///     ctx.cancelled().await;
-    ///     Ok::<_, std::io::Error>(())
-    /// });
-    /// wg.go_named("stubborn", |_ctx| async move {
-    ///     std::future::pending::<()>().await;
-    ///     Ok::<_, std::io::Error>(())
-    /// });
-    /// let report = wg.shutdown(Duration::from_secs(10)).await.unwrap();
-    /// assert_eq!(report.finished(), 1);
-    /// assert_eq!(report.aborted()[0].name(), Some("stubborn"));
-    /// assert!(report.pending().is_empty());
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError::WaitFromOwnTask`] if called from a task of this group or
-    /// of a group below it (that task would wait for itself and then abort
-    /// itself). Task failures are not an error of the call; they are in
-    /// [`ShutdownReport::errors`].
-    ///
-    /// # Panics
-    ///
-    /// Outside a Tokio runtime with the time driver enabled.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future stops the shutdown where it is: groups already
-    /// closed and cancelled stay so, later groups are untouched.
-    pub async fn shutdown(&self, grace: Duration) -> Result<ShutdownReport, WaitError> {
-        self.check_not_own_task()?;
-        let started = Instant::now();
-        let deadline = deadline_after(grace);
-        let mut progress = Progress {
-            deadline,
-            late_deadline: deadline + self.inner().abort_timeout() / 2,
-            abort_deadline: deadline + self.inner().abort_timeout(),
-            seen: HashSet::new(),
-            finished: 0,
-            aborted: Vec::new(),
-        };
-        self.shutdown_group(&mut progress).await;
-        let report = ShutdownReport {
-            finished: progress.finished,
-            aborted: progress.aborted,
-            pending: self.pending(),
-            errors: self.errors(),
-            elapsed: started.elapsed(),
-        };
-        crate::trace::shutdown_done(self.label(), &report);
-        Ok(report)
+impl Budget {
+    /// The share of what remains of the forced phase for one group, with
+    /// `groups_left` groups (this one included) still to be given theirs.
+    fn share(&self, now: Instant, groups_left: usize) -> Duration {
+        let left = self.end.saturating_duration_since(now.max(self.deadline));
+        left / groups_left.max(1) as u32
+    }
+}
+
+/// Runs a shutdown of `root` and the groups below it.
+pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
+    let started = Instant::now();
+    let deadline = deadline_after(grace);
+    let budget = Budget {
+        deadline,
+        end: saturating_add(deadline, root.config.abort_timeout),
+    };
+    // Every group's counters as the shutdown starts, so that work finishing
+    // in a group not reached yet is counted too.
+    let mut order = node::walk(root);
+    let mut start: HashMap<GroupId, Counters> =
+        order.iter().map(|n| (n.id(), n.counters())).collect();
+    let mut visited: Vec<NodeRef> = Vec::with_capacity(order.len());
+    let mut aborted: Vec<TaskInfo> = Vec::new();
+
+    // Groups linked during the shutdown are taken in a further pass.
+    while !order.is_empty() {
+        let total = order.len();
+        for (i, group) in order.iter().enumerate() {
+            let is_root = visited.is_empty();
+            stop_group(group, is_root, total - i, &budget, &mut aborted).await;
+            visited.push(group.clone());
+        }
+        order = node::walk(root);
+        order.retain(|n| !visited.iter().any(|v| v.id() == n.id()));
+        for n in &order {
+            start.insert(n.id(), Counters::default());
+        }
     }
 
-    fn shutdown_group<'a>(&'a self, progress: &'a mut Progress) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if !progress.seen.insert(self.id()) {
-                return;
-            }
-            let inner = self.inner();
-            let (pending_at_close, late_adds_before) = inner.close_for_shutdown();
-            crate::trace::closed(self.label());
-            inner.cancel_own();
-            let mut aborted_done = 0;
-            let stop_by = if Instant::now() < progress.deadline {
-                progress.deadline
-            } else {
-                progress.late_deadline
-            };
-            if timeout_at(stop_by, inner.wait_idle()).await.is_err() {
-                let (aborted, joins) = inner.abort_tasks(Instant::now());
-                aborted.iter().for_each(crate::trace::aborted);
-                // Wait for the aborted tasks only: a guard cannot be aborted,
-                // so waiting for the whole group here would only wait out the
-                // abort timeout.
-                let mut stopping: FuturesUnordered<_> = joins.into_iter().collect();
-                let _ = timeout_at(progress.abort_deadline, async {
-                    while stopping.next().await.is_some() {
-                        aborted_done += 1;
-                    }
-                })
-                .await;
-                progress.aborted.extend(aborted);
-            }
-            // Everything that completed during this group's turn, minus what
-            // completed because it was aborted.
-            let added = (inner.late_adds() - late_adds_before) as usize;
-            let completed = (pending_at_close + added).saturating_sub(self.len());
-            progress.finished += completed.saturating_sub(aborted_done);
+    let finished = visited
+        .iter()
+        .map(|n| start[&n.id()].finished_until(&n.counters()))
+        .sum();
+    let report = ShutdownReport {
+        finished,
+        aborted,
+        pending: PendingReport {
+            groups: node::pending(root),
+        },
+        errors: node::errors(root),
+        elapsed: started.elapsed(),
+    };
+    crate::trace::shutdown_done(&root.label, &report);
+    report
+}
 
-            for child in self.linked() {
-                child.shutdown_group(progress).await;
-            }
-        })
+/// One group's turn: close, cancel its own context, let it stop by itself
+/// until its stop time, then abort its tasks and wait for the aborts until
+/// its abort time (see the budget on `WaitGroup::shutdown`).
+async fn stop_group(
+    group: &NodeRef,
+    is_root: bool,
+    groups_left: usize,
+    budget: &Budget,
+    aborted: &mut Vec<TaskInfo>,
+) {
+    group.close();
+    crate::trace::closed(&group.label);
+    group.cancel_own();
+    let reached = Instant::now();
+    let late = !is_root && reached >= budget.deadline;
+    let (stop_by, late_share) = if late {
+        let share = budget.share(reached, groups_left);
+        (saturating_add(reached, share / 4 * 3), Some(share))
+    } else {
+        (budget.deadline, None)
+    };
+    if timeout_at(stop_by, group.state().wait_idle()).await.is_ok() {
+        return;
     }
+    let now = Instant::now();
+    let abort_by = match late_share {
+        Some(share) => saturating_add(reached, share),
+        None => saturating_add(now, budget.share(now, groups_left)),
+    };
+    let mut stopping: FuturesUnordered<_> = group
+        .abort_tasks()
+        .into_iter()
+        .map(|(info, join)| async move { (info, join.await) })
+        .collect();
+    // Wait for the aborted tasks only: a guard cannot be aborted, so waiting
+    // for the whole group here would only wait out the share.
+    let mut stopped = Vec::new();
+    let _ = timeout_at(abort_by, async {
+        while let Some((info, result)) = stopping.next().await {
+            // `Ok`: the task finished by itself before the abort took
+            // effect, and is counted as finished.
+            if matches!(&result, Err(e) if e.is_cancelled()) {
+                crate::trace::aborted(&info);
+                stopped.push(info);
+            }
+        }
+    })
+    .await;
+    // What did not stop in time stays pending, and is reported so.
+    stopped.sort_unstable_by_key(|t| t.id);
+    aborted.extend(stopped);
 }

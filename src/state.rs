@@ -267,12 +267,6 @@ impl State {
         self.word.0.fetch_or(CLOSED, Ordering::Relaxed) & CLOSED == 0
     }
 
-    /// Closes the group to `try_add` and returns how many tasks were pending
-    /// at that moment (exactly: it is the same read-modify-write).
-    pub(crate) fn close_and_len(&self) -> u64 {
-        tasks(self.word.0.fetch_or(CLOSED, Ordering::Relaxed))
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.word.0.load(Ordering::Relaxed) & CLOSED != 0
     }
@@ -295,6 +289,19 @@ impl State {
             return None;
         }
         Some(listener)
+    }
+
+    /// Sets WAITING so that the `done` which takes the count to zero takes
+    /// the notify path (and so calls [`Counted::on_idle`]), and returns the
+    /// count at that moment: if it is zero, no such `done` is to come.
+    ///
+    /// `AcqRel`: the caller's earlier writes (a detached group's handle count)
+    /// are released to that `done`, which reads this bit, and the count is
+    /// read with `Acquire` as in [`State::idle_listener`].
+    ///
+    /// [`Counted::on_idle`]: crate::shared::Counted::on_idle
+    pub(crate) fn arm_idle_hook(&self) -> u64 {
+        tasks(self.word.0.fetch_or(WAITING, Ordering::AcqRel))
     }
 
     /// Resolves once the count is zero.

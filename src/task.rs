@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use crate::error::{BoxError, TaskError};
 use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
+use crate::node::Node;
 
 thread_local! {
     /// The group whose `go()` task this thread is polling (or dropping), if
@@ -92,8 +93,10 @@ pin_project! {
             // shut down) before it finished. Not a failure in itself; a panic
             // while dropping the future is.
             let this = this.project();
-            if let Some(group) = this.guard.as_ref().map(TaskGuard::group_id) {
-                let _enter = Enter::new(group);
+            if let Some(guard) = this.guard.as_ref() {
+                // Counted before the guard completes (see `Node::counters`).
+                guard.inner.note_aborted();
+                let _enter = Enter::new(guard.group_id());
                 finish(this.fut, this.guard, None);
             }
         }
@@ -159,25 +162,32 @@ fn record(
     failure: Option<Failure>,
     drop_panic: Option<Box<dyn std::any::Any + Send>>,
 ) {
-    let inner = &guard.inner;
-    let (id, name) = inner.task_identity(guard);
-    if let Some(failure) = failure {
-        inner.record_failure(match failure {
-            Failure::Error(error) => {
-                TaskError::failed(id, name.clone(), inner.label.clone(), error)
-            }
-            Failure::Panic(payload) => {
-                TaskError::panicked(id, name.clone(), inner.label.clone(), &*payload, false)
-            }
-        });
+    let node = guard.inner.handle();
+    let (id, name) = node.task_identity(guard);
+    let group = || node.label.clone();
+    match failure {
+        Some(Failure::Error(error)) => {
+            Node::record_failure(&node, TaskError::failed(id, name.clone(), group(), error));
+        }
+        Some(Failure::Panic(payload)) => {
+            let error = TaskError::panicked(id, name.clone(), group(), &*payload, false);
+            drop_payload(payload);
+            Node::record_failure(&node, error);
+        }
+        None => {}
     }
     if let Some(payload) = drop_panic {
-        inner.record_failure(TaskError::panicked(
-            id,
-            name,
-            inner.label.clone(),
-            &*payload,
-            true,
-        ));
+        let error = TaskError::panicked(id, name, group(), &*payload, true);
+        drop_payload(payload);
+        Node::record_failure(&node, error);
+    }
+}
+
+/// Drops a panic payload, whose own `Drop` may panic: that panic is caught,
+/// and its payload leaked rather than dropped (it could panic again), so the
+/// failure is still recorded.
+fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }

@@ -1,26 +1,22 @@
-//! [`WaitGroup`]: guards, errgroup tasks, links, cancellation and waiting.
+//! [`WaitGroup`], the public handle to a group, and its [`Builder`]. Each
+//! method is a few lines over the group's node (`crate::node`); reading this
+//! file top to bottom is the API.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::error::{BoxError, Closed, LinkError, TaskError, TaskErrors, WaitError};
+use crate::error::{BoxError, Closed, LinkError, TaskErrors, WaitError};
 use crate::guard::TaskGuard;
-use crate::label::{GroupId, GroupLabel, Label, TaskId};
-use crate::registry::{Entry, Registry, Slot};
-use crate::report::{GroupPending, PendingReport, TaskInfo, TaskKind};
+use crate::label::{GroupId, Label, TaskId};
+use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
+use crate::report::{PendingReport, ShutdownReport, TaskKind};
 use crate::shared::{Counted, Shared, TaskRef};
-use crate::state::State;
 use crate::task;
 
 /// Tracks pending work (guards and spawned tasks), collects its failures, and
@@ -54,6 +50,18 @@ use crate::task;
 /// a [`PendingReport`] naming every unfinished guard and task (id, name,
 /// creation site, age, group). [`shutdown`](Self::shutdown) does the whole
 /// drain: close, cancel, wait, abort, report.
+///
+/// # Lifetime
+///
+/// A group lives while a handle or a pending task refers to it. A group made
+/// with [`child`](Self::child) *leaves* its parent (and is freed) once every
+/// handle to it is dropped, its work is done and its own children have left:
+/// a server can make a child group per request or per batch for weeks
+/// without its memory or its waits growing. Its failures stay reported by
+/// the parent. A group attached with [`link`](Self::link) stays linked until
+/// [`unlink`](Self::unlink)ed. Dropping the last handle to a group does not
+/// stop its running tasks: they run to completion, are waited for by any
+/// parent's wait, and their failures are kept.
 ///
 /// # Cancellation
 ///
@@ -97,76 +105,15 @@ use crate::task;
 /// ```
 ///
 /// [`Builder::record_guards(false)`]: Builder::record_guards
-#[derive(Clone)]
 pub struct WaitGroup {
-    inner: Shared<Inner>,
+    node: NodeRef,
 }
-
-/// The state word (which is also the group's reference count, see
-/// `crate::shared`) and the id counter, on a cache line of their own so that
-/// `add`/`done` do not share a line with the cold fields.
-#[repr(align(128))]
-struct Hot {
-    state: State,
-    /// The last id handed out; ids are unique within the group.
-    last_id: AtomicU64,
-}
-
-/// The shared part of a group.
-///
-/// # Invariants
-///
-/// * The state word's task count equals the number of live [`TaskGuard`]s of
-///   this group (a `go()` task holds one guard while it runs), and its handle
-///   count the number of `Shared<Inner>` handles (every `WaitGroup`, including
-///   the ones in other groups' `links`).
-/// * A guard's registry entry, if it has one, exists exactly while the guard
-///   is counted: it is inserted after the count is raised and removed before
-///   the count is lowered, so an idle group has an empty registry.
-/// * A task's failure is pushed to `errors` before its guard completes, so a
-///   wait that sees the group idle sees every failure.
-/// * `links` form a DAG: [`WaitGroup::link`] checks for cycles while holding
-///   [`LINK_ORDER`], and `child()` only adds fresh groups.
-///
-/// # Lock order
-///
-/// [`LINK_ORDER`] before any group's `links`; at most one group's `links`,
-/// `errors` or registry shard is locked at a time (lists are copied out before
-/// walking them), and no lock is held across an `.await`.
-pub(crate) struct Inner {
-    hot: Hot,
-    pub(crate) label: GroupLabel,
-    record_guards: bool,
-    cancel_on_error: bool,
-    abort_timeout: Duration,
-    /// Cancelled with the whole subtree: by `cancel()`, by the caller's token,
-    /// by the parent's scope, or by the first failure with `cancel_on_error`.
-    scope: CancellationToken,
-    /// The context handed to this group's own tasks: a child of `scope`, also
-    /// cancelled on its own when a shutdown reaches this group.
-    own: CancellationToken,
-    registry: Registry,
-    /// Work added after `close()`; see `count_add`.
-    late_adds: AtomicU64,
-    errors: Mutex<Vec<Arc<TaskError>>>,
-    cause: OnceLock<Arc<TaskError>>,
-    links: Mutex<Vec<WaitGroup>>,
-    /// `links` is not empty. Set (never cleared) under the `links` lock after
-    /// a push, so a group without links is waited for and reported on without
-    /// taking that lock; see [`Inner::links`].
-    has_links: AtomicBool,
-    /// `errors` is not empty. Set after the push in `record_failure`, so a wait
-    /// on a group without failures takes no lock after waking; see
-    /// [`Inner::own_errors`].
-    has_errors: AtomicBool,
-}
-
-/// Serialises `link()` so that two concurrent links cannot form a cycle that
-/// neither saw. Linking is rare; nothing on the add/done or wait path takes it.
-static LINK_ORDER: Mutex<()> = parking_lot::const_mutex(());
 
 /// Default length of a shutdown's forced phase, after the grace period.
 const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default number of failures a group keeps; see [`Builder::max_errors`].
+pub const DEFAULT_MAX_ERRORS: usize = 1000;
 
 /// Configures a [`WaitGroup`]; from [`WaitGroup::builder`].
 ///
@@ -186,17 +133,14 @@ const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 #[must_use = "a Builder does nothing until build() is called"]
 pub struct Builder {
-    name: Option<Label>,
-    record_guards: bool,
-    cancel_on_error: bool,
-    abort_timeout: Duration,
+    config: Config,
     token: Option<CancellationToken>,
 }
 
 impl Builder {
     /// Names the group; reports and errors show the name.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into().into());
+        self.config.name = Some(name.into().into());
         self
     }
 
@@ -206,7 +150,7 @@ impl Builder {
     /// instead of listing them; [`add_named`](WaitGroup::add_named)'s name is
     /// then not kept. Tasks from `go()` are always recorded.
     pub fn record_guards(mut self, record: bool) -> Self {
-        self.record_guards = record;
+        self.config.record_guards = record;
         self
     }
 
@@ -214,16 +158,34 @@ impl Builder {
     /// group and every group below it, and becomes the
     /// [`cancel_cause`](WaitGroup::cancel_cause). Default `false`.
     pub fn cancel_on_error(mut self, cancel: bool) -> Self {
-        self.cancel_on_error = cancel;
+        self.config.cancel_on_error = cancel;
         self
     }
 
     /// The length of [`shutdown`](WaitGroup::shutdown)'s forced phase, after
-    /// the grace period: groups reached only then may close by themselves in
-    /// its first half, and the tasks aborted are waited for until its end.
-    /// Default one second.
+    /// the grace period, shared by the groups that need it (see `shutdown`).
+    /// Default one second. `Duration::MAX` means no limit: aborted tasks are
+    /// waited for until they stop.
     pub fn abort_timeout(mut self, timeout: Duration) -> Self {
-        self.abort_timeout = timeout;
+        self.config.abort_timeout = timeout;
+        self
+    }
+
+    /// How many failures the group keeps, the first `max` recorded. Later
+    /// ones are counted but not kept: every [`TaskErrors`] says how many
+    /// ([`TaskErrors::dropped`]) and its `Display` ends with "and N more
+    /// failures". Default [`DEFAULT_MAX_ERRORS`] (1,000), so that a group kept
+    /// for a server's whole life holds bounded memory; use
+    /// [`WaitGroup::take_errors`] to drain the record periodically (for a
+    /// logger), or `usize::MAX` to keep everything.
+    ///
+    /// The first ones are kept rather than the last because the first
+    /// failure is usually the cause of the rest: it is the one
+    /// [`cancel_on_error`](Self::cancel_on_error) acts on and Go's `errgroup`
+    /// returns, and the failures that follow a cancellation are often its
+    /// consequences.
+    pub fn max_errors(mut self, max: usize) -> Self {
+        self.config.max_errors = max;
         self
     }
 
@@ -240,34 +202,8 @@ impl Builder {
             Some(token) => token.child_token(),
             None => CancellationToken::new(),
         };
-        self.build_in(scope)
-    }
-
-    fn build_in(self, scope: CancellationToken) -> WaitGroup {
-        let own = scope.child_token();
         WaitGroup {
-            inner: Shared::new(Inner {
-                hot: Hot {
-                    state: State::new(),
-                    last_id: AtomicU64::new(0),
-                },
-                label: GroupLabel {
-                    id: GroupId::next(),
-                    name: self.name,
-                },
-                record_guards: self.record_guards,
-                cancel_on_error: self.cancel_on_error,
-                abort_timeout: self.abort_timeout,
-                scope,
-                own,
-                registry: Registry::new(),
-                late_adds: AtomicU64::new(0),
-                errors: Mutex::new(Vec::new()),
-                cause: OnceLock::new(),
-                links: Mutex::new(Vec::new()),
-                has_links: AtomicBool::new(false),
-                has_errors: AtomicBool::new(false),
-            }),
+            node: Node::new(self.config, scope, None),
         }
     }
 }
@@ -275,159 +211,14 @@ impl Builder {
 impl Default for Builder {
     fn default() -> Self {
         Self {
-            name: None,
-            record_guards: true,
-            cancel_on_error: false,
-            abort_timeout: DEFAULT_ABORT_TIMEOUT,
+            config: Config {
+                name: None,
+                record_guards: true,
+                cancel_on_error: false,
+                abort_timeout: DEFAULT_ABORT_TIMEOUT,
+                max_errors: DEFAULT_MAX_ERRORS,
+            },
             token: None,
-        }
-    }
-}
-
-impl Counted for Inner {
-    #[inline]
-    fn state(&self) -> &State {
-        &self.hot.state
-    }
-}
-
-impl Inner {
-    /// Work added after `close()`: counted so that a shutdown can tell what
-    /// finished during it. Off the hot path (only closed groups get here).
-    #[cold]
-    fn note_late_add(&self) {
-        self.late_adds.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A fresh id, unique within the group.
-    pub(crate) fn next_id(&self) -> TaskId {
-        TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    /// Creates the guard for a task already counted in the state word: lean
-    /// guards need nothing more; the rest get an id and a registry entry.
-    #[inline]
-    fn register(
-        &self,
-        task: TaskRef<Inner>,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-        kind: TaskKind,
-    ) -> TaskGuard {
-        if kind == TaskKind::Guard && !self.record_guards {
-            return TaskGuard::unrecorded(task);
-        }
-        self.register_recorded(task, name, site, kind).0
-    }
-
-    fn register_recorded(
-        &self,
-        task: TaskRef<Inner>,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-        kind: TaskKind,
-    ) -> (TaskGuard, TaskId, Slot) {
-        let id = self.next_id();
-        let slot = self.registry.insert(Entry {
-            id,
-            name,
-            kind,
-            site,
-            started: Instant::now(),
-            join: None,
-        });
-        (TaskGuard::recorded(task, slot), id, slot)
-    }
-
-    /// The id of a recorded guard.
-    pub(crate) fn recorded_id(&self, slot: Slot) -> TaskId {
-        self.registry.id(slot)
-    }
-
-    /// The id and name of a `go()` task, from its guard's registry entry.
-    pub(crate) fn task_identity(&self, guard: &TaskGuard) -> (TaskId, Option<Label>) {
-        let slot = guard.slot().expect("a go() task's guard is recorded");
-        self.registry.identity(slot)
-    }
-
-    /// Removes a completing guard's registry entry (its `Drop`, before its
-    /// task unit is given up).
-    pub(crate) fn remove_entry(&self, slot: Slot) {
-        self.registry.remove(slot);
-    }
-
-    pub(crate) fn record_failure(&self, error: TaskError) {
-        let error = Arc::new(error);
-        self.errors.lock().push(Arc::clone(&error));
-        self.has_errors.store(true, Ordering::Release);
-        if self.cancel_on_error && self.cause.set(Arc::clone(&error)).is_ok() {
-            self.cancel_tree();
-            crate::trace::cancelled(&self.label, Some(&error));
-        }
-        // Last: logging formats the task's error, and a `Display` that panics
-        // must not keep the failure from being kept or acted on.
-        crate::trace::task_failed(&error);
-    }
-
-    fn cancel_tree(&self) {
-        self.scope.cancel();
-        for child in self.links() {
-            child.inner.cancel_tree();
-        }
-    }
-
-    /// A copy of the links; for a group without links, no lock and no copy.
-    ///
-    /// Skipping the lock when `has_links` reads `false` cannot hide a link a
-    /// caller must see: a link added before the last `done` of the work a
-    /// wait waits for happens-before that wait reads the count at zero, as
-    /// for failures (see [`Inner::own_errors`]). A link racing with the call
-    /// may be missed, as it would be if the lock were taken first.
-    #[inline]
-    fn links(&self) -> Vec<WaitGroup> {
-        if !self.has_links.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        self.copy_links()
-    }
-
-    #[inline(never)]
-    fn copy_links(&self) -> Vec<WaitGroup> {
-        self.links.lock().clone()
-    }
-
-    /// A copy of this group's own failures; without failures, no lock.
-    ///
-    /// Why a wait cannot miss a failure by skipping the lock: `record_failure`
-    /// pushes the error and sets `has_errors` before the failing task's guard
-    /// completes (see the invariants). The guard's `done` lowers the count
-    /// with `Release`, and a wait returns only after reading the count at zero
-    /// with `Acquire`, from that decrement's release sequence. So the flag's
-    /// store happens-before the waiter's load, and the load, which cannot read
-    /// a value older than a store that happens-before it, reads `true`. A
-    /// failure being recorded concurrently with a call that is not such a
-    /// wait may be missed, as it would be if the lock were taken first.
-    #[inline]
-    fn own_errors(&self) -> Vec<Arc<TaskError>> {
-        if !self.has_errors.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        self.copy_errors()
-    }
-
-    #[inline(never)]
-    fn copy_errors(&self) -> Vec<Arc<TaskError>> {
-        self.errors.lock().clone()
-    }
-
-    fn info(&self, entry: &Entry, now: Instant) -> TaskInfo {
-        TaskInfo {
-            id: entry.id,
-            name: entry.name.clone(),
-            kind: entry.kind,
-            site: entry.site,
-            age: now.saturating_duration_since(entry.started),
-            group: self.label.clone(),
         }
     }
 }
@@ -447,9 +238,14 @@ fn runtime_handle(method: &str) -> tokio::runtime::Handle {
 
 /// `now + timeout`, saturating far in the future instead of overflowing.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+    saturating_add(Instant::now(), timeout)
+}
+
+/// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
+/// "far future"): `Duration::MAX` means no limit.
+pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+    at.checked_add(d.min(FAR)).unwrap_or(at)
 }
 
 impl WaitGroup {
@@ -466,12 +262,12 @@ impl WaitGroup {
 
     /// The group's process-unique id.
     pub fn id(&self) -> GroupId {
-        self.inner.label.id
+        self.node.id()
     }
 
     /// The group's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.inner.label.name()
+        self.node.label.name()
     }
 
     // ----- guards -----------------------------------------------------------
@@ -499,7 +295,7 @@ impl WaitGroup {
     #[inline]
     pub fn add(&self) -> TaskGuard {
         let task = self.add_task();
-        self.inner
+        self.node
             .register(task, None, Location::caller(), TaskKind::Guard)
     }
 
@@ -507,8 +303,8 @@ impl WaitGroup {
     #[track_caller]
     pub fn add_named(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
         let task = self.add_task();
-        let name = self.inner.record_guards.then(|| name.into().into());
-        self.inner
+        let name = self.node.config.record_guards.then(|| name.into().into());
+        self.node
             .register(task, name, Location::caller(), TaskKind::Guard)
     }
 
@@ -532,7 +328,10 @@ impl WaitGroup {
     #[track_caller]
     #[inline]
     pub fn try_add(&self) -> Result<TaskGuard, Closed> {
-        self.try_add_inner(None, Location::caller())
+        let task = self.try_add_task()?;
+        Ok(self
+            .node
+            .register(task, None, Location::caller(), TaskKind::Guard))
     }
 
     /// Like [`try_add`](Self::try_add), naming the work for reports.
@@ -542,38 +341,25 @@ impl WaitGroup {
     /// [`Closed`] if the group is closed.
     #[track_caller]
     pub fn try_add_named(&self, name: impl Into<Cow<'static, str>>) -> Result<TaskGuard, Closed> {
-        let name = self.inner.record_guards.then(|| name.into().into());
-        self.try_add_inner(name, Location::caller())
-    }
-
-    #[inline]
-    fn try_add_inner(
-        &self,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-    ) -> Result<TaskGuard, Closed> {
         let task = self.try_add_task()?;
-        Ok(self.inner.register(task, name, site, TaskKind::Guard))
+        let name = self.node.config.record_guards.then(|| name.into().into());
+        Ok(self
+            .node
+            .register(task, name, Location::caller(), TaskKind::Guard))
     }
 
     /// Counts one task, whether or not the group is closed.
     #[inline]
-    fn add_task(&self) -> TaskRef<Inner> {
-        let (task, was_closed) = self.inner.add_task();
-        if was_closed {
-            self.inner.note_late_add();
-        }
-        task
+    fn add_task(&self) -> TaskRef<Node> {
+        self.node.add_task().0
     }
 
     /// Counts one task unless the group is closed.
     #[inline]
-    fn try_add_task(&self) -> Result<TaskRef<Inner>, Closed> {
-        self.inner.try_add_task().map_err(|_| self.closed())
-    }
-
-    fn closed(&self) -> Closed {
-        Closed { group: self.id() }
+    fn try_add_task(&self) -> Result<TaskRef<Node>, Closed> {
+        self.node
+            .try_add_task()
+            .map_err(|_| Closed { group: self.id() })
     }
 
     // ----- tasks ------------------------------------------------------------
@@ -634,13 +420,8 @@ impl WaitGroup {
     {
         let handle = runtime_handle("go_named");
         let task = self.add_task();
-        self.spawn(
-            &handle,
-            task,
-            Some(name.into().into()),
-            Location::caller(),
-            f,
-        )
+        let name = Some(name.into().into());
+        self.spawn(&handle, task, name, Location::caller(), f)
     }
 
     /// Like [`go`](Self::go), but refuses once the group is closed (`f` is then
@@ -648,11 +429,12 @@ impl WaitGroup {
     ///
     /// # Errors
     ///
-    /// [`Closed`] if the group is closed.
+    /// [`Closed`] if the group is closed; checked first, so this returns
+    /// `Closed` even outside a runtime.
     ///
     /// # Panics
     ///
-    /// If called outside a Tokio runtime.
+    /// If called outside a Tokio runtime on an open group.
     #[track_caller]
     pub fn try_go<F, Fut, E>(&self, f: F) -> Result<TaskId, Closed>
     where
@@ -660,8 +442,8 @@ impl WaitGroup {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let handle = runtime_handle("try_go");
         let task = self.try_add_task()?;
+        let handle = runtime_handle("try_go");
         Ok(self.spawn(&handle, task, None, Location::caller(), f))
     }
 
@@ -669,11 +451,11 @@ impl WaitGroup {
     ///
     /// # Errors
     ///
-    /// [`Closed`] if the group is closed.
+    /// [`Closed`] if the group is closed (checked first).
     ///
     /// # Panics
     ///
-    /// If called outside a Tokio runtime.
+    /// If called outside a Tokio runtime on an open group.
     #[track_caller]
     pub fn try_go_named<F, Fut, E>(
         &self,
@@ -685,22 +467,17 @@ impl WaitGroup {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let handle = runtime_handle("try_go_named");
         let task = self.try_add_task()?;
-        Ok(self.spawn(
-            &handle,
-            task,
-            Some(name.into().into()),
-            Location::caller(),
-            f,
-        ))
+        let handle = runtime_handle("try_go_named");
+        let name = Some(name.into().into());
+        Ok(self.spawn(&handle, task, name, Location::caller(), f))
     }
 
     /// Spawns a task already counted in the state word.
     fn spawn<F, Fut, E>(
         &self,
         handle: &tokio::runtime::Handle,
-        task: TaskRef<Inner>,
+        task: TaskRef<Node>,
         name: Option<Label>,
         site: &'static Location<'static>,
         f: F,
@@ -711,12 +488,12 @@ impl WaitGroup {
         E: Into<BoxError>,
     {
         let (guard, id, slot) =
-            self.inner
+            self.node
                 .register_recorded(task, name.clone(), site, TaskKind::Task);
         // If `f` panics, the guard is dropped and the count restored.
-        let fut = f(self.inner.own.clone());
+        let fut = f(self.node.own().clone());
         let join = handle.spawn(task::run(id, name.as_ref(), guard, fut));
-        self.inner.registry.set_join(slot, id, join);
+        self.node.registry.set_join(slot, id, join);
         id
     }
 
@@ -725,13 +502,16 @@ impl WaitGroup {
     /// Makes this group's waits and shutdowns cover `child`: they finish this
     /// group's own work first, then each linked group's, in link order.
     /// `child`'s failures are reported by this group's waits, tagged with
-    /// `child`'s group. [`cancel`](Self::cancel) reaches `child` too.
+    /// `child`'s group. [`cancel`](Self::cancel) reaches `child` too. The link
+    /// stays until [`unlink`](Self::unlink), even when every handle to `child`
+    /// is dropped.
     ///
-    /// A group may be linked under several parents. Unlike [`child`](Self::child),
-    /// `link` does not make `child`'s context a child of this group's: a
-    /// caller's token that cancels this group reaches a linked group only
-    /// through [`cancel`](Self::cancel), a failure with `cancel_on_error`, or a
-    /// shutdown.
+    /// A group may be linked under several parents; every walk over the links
+    /// (waits, cancel, reports, shutdown) still visits it once. Unlike
+    /// [`child`](Self::child), `link` does not make `child`'s context a child
+    /// of this group's: a caller's token that cancels this group reaches a
+    /// linked group only through [`cancel`](Self::cancel), a failure with
+    /// `cancel_on_error`, or a shutdown.
     ///
     /// # Errors
     ///
@@ -748,32 +528,54 @@ impl WaitGroup {
     /// assert!(matches!(db.link(&server), Err(LinkError::Cycle { .. })));
     /// ```
     pub fn link(&self, child: &WaitGroup) -> Result<(), LinkError> {
-        if Shared::ptr_eq(&self.inner, &child.inner) {
+        if Shared::ptr_eq(&self.node, &child.node) {
             return Err(LinkError::SelfLink { group: self.id() });
         }
         let _order = LINK_ORDER.lock();
-        if child.reaches(self.id()) {
+        if node::reaches(&child.node, self.id()) {
             return Err(LinkError::Cycle {
                 parent: self.id(),
                 child: child.id(),
             });
         }
-        let mut links = self.inner.links.lock();
-        if links.iter().any(|l| Shared::ptr_eq(&l.inner, &child.inner)) {
+        if !self.node.push_link(&child.node) {
             return Err(LinkError::AlreadyLinked {
                 parent: self.id(),
                 child: child.id(),
             });
         }
-        links.push(child.clone());
-        self.inner.has_links.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Removes `child` from this group's links (made by [`link`](Self::link)
+    /// or [`child`](Self::child)). Returns whether it was linked here.
+    ///
+    /// Failures `child` recorded are no longer reported by this group (they
+    /// stay in `child`). Work in `child` keeps running.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// let server = WaitGroup::new();
+    /// let db = WaitGroup::new();
+    /// server.link(&db).unwrap();
+    /// assert!(server.unlink(&db));
+    /// assert!(!server.unlink(&db));
+    /// assert!(server.linked().is_empty());
+    /// ```
+    pub fn unlink(&self, child: &WaitGroup) -> bool {
+        self.node.remove_link(&child.node)
     }
 
     /// Creates a group linked below this one whose context is a child of this
     /// group's (Go's `errgroup` `Sub()`): cancelling this group cancels it,
     /// cancelling it does not cancel this group. It inherits `record_guards`,
-    /// `cancel_on_error` and `abort_timeout`.
+    /// `cancel_on_error`, `abort_timeout` and `max_errors`.
+    ///
+    /// The child leaves this group's links, and is freed, once every handle
+    /// to it is dropped, its work is done and its own children have left;
+    /// its failures are then kept by this group (subject to this group's
+    /// `max_errors`). Until then this group's waits and shutdowns cover it,
+    /// even with no handle left.
     ///
     /// ```
     /// # use taskgroup::WaitGroup;
@@ -783,6 +585,8 @@ impl WaitGroup {
     /// assert!(!parent.is_cancelled());
     /// parent.cancel();
     /// assert!(child.is_cancelled());
+    /// drop(child); // idle and unreferenced: it leaves
+    /// assert!(parent.linked().is_empty());
     /// ```
     pub fn child(&self) -> WaitGroup {
         self.make_child(None)
@@ -794,30 +598,26 @@ impl WaitGroup {
     }
 
     fn make_child(&self, name: Option<Label>) -> WaitGroup {
-        let child = Builder {
+        let config = Config {
             name,
-            record_guards: self.inner.record_guards,
-            cancel_on_error: self.inner.cancel_on_error,
-            abort_timeout: self.inner.abort_timeout,
-            token: None,
+            ..self.node.config.clone()
+        };
+        WaitGroup {
+            node: Node::make_child(&self.node, config),
         }
-        .build_in(self.inner.scope.child_token());
-        // A fresh group cannot close a cycle, so LINK_ORDER is not needed.
-        let mut links = self.inner.links.lock();
-        links.push(child.clone());
-        self.inner.has_links.store(true, Ordering::Release);
-        drop(links);
-        child
     }
 
-    /// The groups linked below this one, in link order.
+    /// The groups linked below this one, in link order: those linked with
+    /// [`link`](Self::link), and the children that have a handle left (a
+    /// child whose handles were all dropped is still waited for until it
+    /// leaves, but is not listed).
     pub fn linked(&self) -> Vec<WaitGroup> {
-        self.inner.links()
-    }
-
-    /// Whether `target` is this group or (transitively) linked below it.
-    fn reaches(&self, target: GroupId) -> bool {
-        self.id() == target || self.inner.links().iter().any(|l| l.reaches(target))
+        // `live_links` counted a user handle for each.
+        self.node
+            .live_links()
+            .into_iter()
+            .map(|node| WaitGroup { node })
+            .collect()
     }
 
     // ----- cancellation -----------------------------------------------------
@@ -826,13 +626,13 @@ impl WaitGroup {
     /// cancelled, so their tasks are asked to stop. Nothing is aborted; use
     /// [`shutdown`](Self::shutdown) for a bounded, ordered stop.
     pub fn cancel(&self) {
-        crate::trace::cancelled(&self.inner.label, None);
-        self.inner.cancel_tree();
+        crate::trace::cancelled(&self.node.label, None);
+        node::cancel_tree(&self.node);
     }
 
     /// Whether the group's context is cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.own.is_cancelled()
+        self.node.is_cancelled()
     }
 
     /// Resolves when the group's context is cancelled.
@@ -841,20 +641,20 @@ impl WaitGroup {
     ///
     /// Cancel safe.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.inner.own.cancelled()
+        self.node.own().cancelled()
     }
 
     /// The group's context: the token its tasks receive. Cancelling it cancels
     /// this group's own tasks and the groups made with [`child`](Self::child).
     pub fn context(&self) -> CancellationToken {
-        self.inner.own.clone()
+        self.node.own().clone()
     }
 
     /// The failure that cancelled the group, with
     /// [`cancel_on_error`](Builder::cancel_on_error): the first one recorded.
     /// `None` if no failure cancelled it.
-    pub fn cancel_cause(&self) -> Option<&TaskError> {
-        self.inner.cause.get().map(|e| &**e)
+    pub fn cancel_cause(&self) -> Option<&crate::TaskError> {
+        self.node.cause()
     }
 
     // ----- closing and introspection ----------------------------------------
@@ -865,20 +665,20 @@ impl WaitGroup {
     /// permanent. Linked groups are not closed (a shutdown closes each in
     /// turn).
     pub fn close(&self) {
-        if self.inner.state().close() {
-            crate::trace::closed(&self.inner.label);
+        if self.node.close() {
+            crate::trace::closed(&self.node.label);
         }
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.state().is_closed()
+        self.node.state().is_closed()
     }
 
     /// How many guards and tasks of this group (not of linked groups) are
     /// pending. One atomic load.
     pub fn len(&self) -> usize {
-        self.inner.state().len() as usize
+        self.node.len()
     }
 
     /// Whether nothing of this group's own is pending.
@@ -887,70 +687,42 @@ impl WaitGroup {
     }
 
     /// Every pending guard and task of this group and its linked groups, as a
-    /// timed-out wait would report them. Locks each registry shard briefly in
-    /// turn and never blocks `add`/`done` for longer than one copy; cheap
-    /// enough for a health endpoint.
+    /// timed-out wait would report them. Costs time in proportion to what is
+    /// pending (not to what ever was), locking each registry shard briefly in
+    /// turn; cheap enough for a health endpoint.
     pub fn pending(&self) -> PendingReport {
-        let now = Instant::now();
-        let mut report = PendingReport::default();
-        self.collect_pending(now, &mut HashSet::new(), &mut report.groups);
-        report
-    }
-
-    fn collect_pending(
-        &self,
-        now: Instant,
-        seen: &mut HashSet<GroupId>,
-        out: &mut Vec<GroupPending>,
-    ) {
-        if !seen.insert(self.id()) {
-            return;
-        }
-        let mut tasks = Vec::new();
-        self.inner
-            .registry
-            .for_each(|entry| tasks.push(self.inner.info(entry, now)));
-        tasks.sort_unstable_by_key(|t| t.id);
-        let count = self.len().max(tasks.len());
-        if count > 0 {
-            out.push(GroupPending {
-                group: self.inner.label.clone(),
-                count,
-                tasks,
-            });
-        }
-        for child in self.inner.links() {
-            child.collect_pending(now, seen, out);
+        PendingReport {
+            groups: node::pending(&self.node),
         }
     }
 
-    /// Every failure recorded so far by this group and its linked groups: this
-    /// group's in completion order, then each linked group's in link order.
-    #[inline]
+    /// Every failure recorded by this group and its linked groups and still
+    /// kept: this group's in completion order (with those of children that
+    /// left it), then each linked group's in link order. Shares the lists
+    /// rather than copying them.
     pub fn errors(&self) -> TaskErrors {
-        if !self.inner.has_links.load(Ordering::Acquire) {
-            return TaskErrors::new(self.inner.own_errors());
-        }
-        self.tree_errors()
+        node::errors(&self.node)
     }
 
-    #[inline(never)]
-    fn tree_errors(&self) -> TaskErrors {
-        let mut errors = Vec::new();
-        self.collect_errors(&mut HashSet::new(), &mut errors);
-        TaskErrors::new(errors)
-    }
-
-    fn collect_errors(&self, seen: &mut HashSet<GroupId>, out: &mut Vec<Arc<TaskError>>) {
-        if !seen.insert(self.id()) {
-            return;
-        }
-        if self.inner.has_errors.load(Ordering::Acquire) {
-            out.extend(self.inner.errors.lock().iter().cloned());
-        }
-        for child in self.inner.links() {
-            child.collect_errors(seen, out);
-        }
+    /// Like [`errors`](Self::errors), and removes what it returns from the
+    /// groups' records (the counts of dropped failures too), so that a
+    /// periodic logger sees each failure once and a long-lived group's record
+    /// stays small. The [`cancel_cause`](Self::cancel_cause) is kept.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// wg.go(|_| async { Err::<(), _>("disk full") });
+    /// assert!(wg.wait().await.is_err());
+    /// assert_eq!(wg.take_errors().len(), 1);
+    /// assert!(wg.errors().is_empty());
+    /// assert!(wg.wait().await.is_ok());
+    /// # }
+    /// ```
+    pub fn take_errors(&self) -> TaskErrors {
+        node::take_errors(&self.node)
     }
 
     // ----- waiting ----------------------------------------------------------
@@ -982,7 +754,8 @@ impl WaitGroup {
     /// Like [`wait`](Self::wait), bounded by `timeout`.
     ///
     /// A zero timeout checks without waiting: `Ok` if everything is already
-    /// done, otherwise a timeout with the report.
+    /// done, otherwise a timeout with the report. `Duration::MAX` waits
+    /// without limit.
     ///
     /// # Errors
     ///
@@ -1020,23 +793,29 @@ impl WaitGroup {
         self.check_not_own_task()?;
         match tokio::time::timeout_at(deadline, self.wait_tree()).await {
             Ok(()) => self.result(),
-            Err(_) if self.tree_is_idle() => self.result(),
+            Err(_) if node::tree_is_idle(&self.node) => self.result(),
             Err(_) => Err(self.timed_out()),
         }
     }
 
     /// Blocks the thread until the group and its linked groups are done, like
     /// [`wait`](Self::wait). Works outside any runtime (in a `Drop` impl, a
-    /// synchronous close path, a plain thread).
+    /// synchronous close path, a plain thread), from `spawn_blocking`, and
+    /// from a worker of a multi-thread runtime (through
+    /// [`block_in_place`](tokio::task::block_in_place), so the runtime keeps
+    /// running other tasks meanwhile).
     ///
     /// # Errors
     ///
     /// As [`wait`](Self::wait).
     ///
-    /// # Blocking
+    /// # Panics
     ///
-    /// Blocks the calling thread; inside a runtime, call it from
-    /// `spawn_blocking` or `block_in_place`, not from a task.
+    /// Where it could never return, at once rather than hanging, as Tokio's
+    /// `block_on` does: called, while work is pending, from the thread that
+    /// drives a current-thread runtime (inside
+    /// `#[tokio::main(flavor = "current_thread")]`, `#[tokio::test]`, or one
+    /// of that runtime's tasks), whose work could then never run.
     ///
     /// # Examples
     ///
@@ -1047,29 +826,34 @@ impl WaitGroup {
     /// std::thread::spawn(move || guard.done());
     /// wg.wait_blocking().unwrap();
     /// ```
+    #[track_caller]
     pub fn wait_blocking(&self) -> Result<(), WaitError> {
         self.check_not_own_task()?;
-        self.wait_tree_blocking(None);
+        if !node::tree_is_idle(&self.node) {
+            blocking("wait_blocking", || self.wait_tree_blocking(None));
+        }
         self.result()
     }
 
-    /// Like [`wait_blocking`](Self::wait_blocking), bounded by `timeout`.
+    /// Like [`wait_blocking`](Self::wait_blocking), bounded by `timeout`
+    /// (`Duration::MAX`: no limit).
     ///
     /// # Errors
     ///
     /// As [`wait_timeout`](Self::wait_timeout).
     ///
-    /// # Blocking
+    /// # Panics
     ///
-    /// Blocks the calling thread for at most about `timeout`.
+    /// As [`wait_blocking`](Self::wait_blocking).
+    #[track_caller]
     pub fn wait_blocking_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
         self.check_not_own_task()?;
         let deadline = std::time::Instant::now().checked_add(timeout);
-        if deadline.is_none() {
-            self.wait_tree_blocking(None);
-            return self.result();
-        }
-        if self.wait_tree_blocking(deadline) || self.tree_is_idle() {
+        let done = node::tree_is_idle(&self.node)
+            || blocking("wait_blocking_timeout", || {
+                self.wait_tree_blocking(deadline)
+            });
+        if done || node::tree_is_idle(&self.node) {
             self.result()
         } else {
             Err(self.timed_out())
@@ -1078,7 +862,9 @@ impl WaitGroup {
 
     pub(crate) fn check_not_own_task(&self) -> Result<(), WaitError> {
         match task::current_group() {
-            Some(group) if self.reaches(group) => Err(WaitError::WaitFromOwnTask { group }),
+            Some(group) if node::reaches(&self.node, group) => {
+                Err(WaitError::WaitFromOwnTask { group })
+            }
             _ => Ok(()),
         }
     }
@@ -1094,111 +880,211 @@ impl WaitGroup {
 
     fn timed_out(&self) -> WaitError {
         let pending = self.pending();
-        crate::trace::wait_timed_out(&self.inner.label, &pending);
+        crate::trace::wait_timed_out(&self.node.label, &pending);
         WaitError::TimedOut {
             pending,
             errors: self.errors(),
         }
     }
 
-    fn tree_is_idle(&self) -> bool {
-        self.is_empty() && self.inner.links().iter().all(|l| l.tree_is_idle())
-    }
-
-    /// Own work first, then each linked group in order; repeated until one
-    /// pass finds the whole tree idle, so work added meanwhile is covered.
-    /// Without links this is one wait on the state word: no allocation.
+    /// Waits for each group of the tree in walk order, and again until one
+    /// pass finds every group idle without waiting, so work added meanwhile
+    /// (in any group, or in groups linked meanwhile) is covered. Without
+    /// links this is one wait on the state word: no allocation.
     async fn wait_tree(&self) {
+        self.node.state().wait_idle().await;
         loop {
-            self.inner.state().wait_idle().await;
-            let links = self.inner.links();
-            if links.is_empty() {
-                return;
+            let nodes = node::walk(&self.node);
+            let mut waited = false;
+            for n in &nodes {
+                if n.len() != 0 {
+                    waited = true;
+                    n.state().wait_idle().await;
+                }
             }
-            for child in links {
-                child.wait_tree_boxed().await;
-            }
-            if self.tree_is_idle() {
+            if !waited {
                 return;
             }
         }
-    }
-
-    /// `wait_tree` for a linked group: recursion needs a box.
-    fn wait_tree_boxed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.wait_tree())
     }
 
     /// The blocking twin of `wait_tree`; `false` if the deadline passed.
     fn wait_tree_blocking(&self, deadline: Option<std::time::Instant>) -> bool {
         loop {
-            if !self.inner.state().wait_idle_blocking(deadline) {
-                return false;
-            }
-            for child in self.inner.links() {
-                if !child.wait_tree_blocking(deadline) {
-                    return false;
+            let nodes = node::walk(&self.node);
+            let mut waited = false;
+            for n in &nodes {
+                if n.len() != 0 {
+                    waited = true;
+                    if !n.state().wait_idle_blocking(deadline) {
+                        return false;
+                    }
                 }
             }
-            if self.tree_is_idle() {
+            if !waited {
                 return true;
             }
         }
     }
 
-    // ----- shutdown (see shutdown.rs) ----------------------------------------
+    // ----- shutdown ---------------------------------------------------------
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
+    /// Stops the group and every group linked below it, in order, within one
+    /// deadline, and reports what happened.
+    ///
+    /// For this group, then for each linked group in walk order (depth-first
+    /// in link order, each group once):
+    ///
+    /// 1. [close](Self::close) it, so `try_add`/`try_go` refuse new work;
+    /// 2. cancel its own context (not yet its children's: a database pool
+    ///    linked below a server keeps serving while the server's connections
+    ///    drain);
+    /// 3. wait for its own work until it is done or its stop time comes;
+    /// 4. then abort its `go()` tasks still running and wait for the aborts to
+    ///    take effect, until its abort time.
+    ///
+    /// # Budget
+    ///
+    /// The *deadline* is `grace` after the call, fixed before anything is
+    /// cancelled; the *forced phase* runs from the deadline for the
+    /// [`abort_timeout`](Builder::abort_timeout) of the group `shutdown` is
+    /// called on (for the whole tree). The whole call takes at most
+    /// `grace + abort_timeout`, plus the time to cancel and abort.
+    ///
+    /// * A group reached before the deadline may stop by itself until the
+    ///   deadline (this group is always reached at once, so it gets the whole
+    ///   grace period; `shutdown(Duration::ZERO)` aborts its tasks at once).
+    /// * What is left of the forced phase when a group needs it is shared
+    ///   equally by that group and every group not yet reached: with `r`
+    ///   groups left and `f` of the forced phase remaining, the group gets
+    ///   `f / r`.
+    ///   * A group that overran the deadline is aborted at the deadline and
+    ///     its aborts are waited for during its share.
+    ///   * A group first reached after the deadline (because one before it
+    ///     used the time) is still closed and cancelled first and may stop by
+    ///     itself during the first three quarters of its share; then its
+    ///     tasks are aborted and waited for until the end of its share.
+    ///
+    ///   So a database pool or log flusher linked after a server whose
+    ///   connections overran still gets a bounded moment to close cleanly, in
+    ///   order. With the default one-second abort timeout and one such group,
+    ///   the overrunning group's aborts may take up to 500 ms (they usually
+    ///   take effect at once), and the pool then gets three quarters of what
+    ///   is left, up to 750 ms, to close before it is aborted.
+    ///
+    /// With `Duration::MAX` as grace or abort timeout, that phase has no
+    /// limit.
+    ///
+    /// # Report
+    ///
+    /// Each guard or task is counted once: [`finished`](ShutdownReport::finished)
+    /// counts what completed by itself during the call in any group of the
+    /// tree (also in groups not yet reached); [`aborted`](ShutdownReport::aborted)
+    /// lists the tasks this shutdown aborted whose abort took effect (a task
+    /// aborted by a concurrent shutdown is in that one's report, and in
+    /// neither's `finished`); what is still running at the end (guards, which
+    /// cannot be aborted, and tasks stuck in blocking code) is
+    /// [`pending`](ShutdownReport::pending).
+    ///
+    /// [`cancel`](Self::cancel) is the unordered emergency path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::WaitGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// wg.go_named("polite", |ctx| async move {
+    ///     ctx.cancelled().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// wg.go_named("stubborn", |_ctx| async move {
+    ///     std::future::pending::<()>().await;
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// let report = wg.shutdown(Duration::from_secs(10)).await.unwrap();
+    /// assert_eq!(report.finished(), 1);
+    /// assert_eq!(report.aborted()[0].name(), Some("stubborn"));
+    /// assert!(report.pending().is_empty());
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::WaitFromOwnTask`] if called from a task of this group or
+    /// of a group below it (that task would wait for itself and then abort
+    /// itself). Task failures are not an error of the call; they are in
+    /// [`ShutdownReport::errors`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with the time driver enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the shutdown where it is: groups already
+    /// closed and cancelled stay so, later groups are untouched.
+    pub async fn shutdown(&self, grace: Duration) -> Result<ShutdownReport, WaitError> {
+        self.check_not_own_task()?;
+        Ok(crate::shutdown::run(&self.node, grace).await)
     }
 
-    pub(crate) fn label(&self) -> &GroupLabel {
-        &self.inner.label
+    pub(crate) fn node(&self) -> &NodeRef {
+        &self.node
     }
 }
 
-impl Inner {
-    pub(crate) fn abort_timeout(&self) -> Duration {
-        self.abort_timeout
-    }
-
-    pub(crate) fn cancel_own(&self) {
-        self.own.cancel();
-    }
-
-    /// Closes the group; returns how much was pending at that moment and how
-    /// much work had been added after `close()` before it.
-    pub(crate) fn close_for_shutdown(&self) -> (usize, u64) {
-        let late_adds = self.late_adds.load(Ordering::Relaxed);
-        let pending = self.state().close_and_len() as usize;
-        (pending, late_adds)
-    }
-
-    pub(crate) fn late_adds(&self) -> u64 {
-        self.late_adds.load(Ordering::Relaxed)
-    }
-
-    pub(crate) async fn wait_idle(&self) {
-        self.state().wait_idle().await;
-    }
-
-    /// Aborts every running `go()` task of this group. Returns what it
-    /// aborted, and the handles that resolve once each abort took effect.
-    pub(crate) fn abort_tasks(
-        &self,
-        now: Instant,
-    ) -> (Vec<TaskInfo>, Vec<tokio::task::JoinHandle<()>>) {
-        let mut aborted = Vec::new();
-        let mut joins = Vec::new();
-        self.registry.for_each(|entry| {
-            if let Some(join) = entry.join.take() {
-                join.abort();
-                joins.push(join);
-                aborted.push(self.info(entry, now));
+/// Runs a blocking wait where it can make progress, and panics at once where
+/// it cannot (see [`WaitGroup::wait_blocking`]).
+#[track_caller]
+fn blocking<R>(method: &str, wait: impl FnOnce() -> R) -> R {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return wait(); // a plain thread
+    };
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => {
+            // The thread that drives a current-thread runtime runs a task
+            // (or its `block_on`) here; a `spawn_blocking` thread of it runs
+            // neither.
+            // (`block_on`'s own future is not a task.)
+            if tokio::task::try_id().is_none() || task::current_group().is_some() {
+                current_thread_panic(method);
             }
-        });
-        aborted.sort_unstable_by_key(|t| t.id);
-        (aborted, joins)
+            // Another task on the runtime's thread, or a `spawn_blocking`
+            // thread: `block_in_place` tells them apart (it panics in the
+            // first case with Tokio's own message, and runs `wait` in the
+            // second).
+            tokio::task::block_in_place(wait)
+        }
+        _ => tokio::task::block_in_place(wait),
+    }
+}
+
+#[cold]
+#[track_caller]
+fn current_thread_panic(method: &str) -> ! {
+    panic!(
+        "WaitGroup::{method} called on the thread that drives a current-thread Tokio runtime: \
+         the work it waits for could never run, so it would block forever. Use `.wait().await` \
+         in async code, or call it from `spawn_blocking` or a plain thread"
+    )
+}
+
+impl Clone for WaitGroup {
+    fn clone(&self) -> Self {
+        self.node.add_user();
+        WaitGroup {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl Drop for WaitGroup {
+    fn drop(&mut self) {
+        Node::release_user(&self.node);
     }
 }
 
@@ -1225,7 +1111,7 @@ impl fmt::Debug for WaitGroup {
             .field("len", &self.len())
             .field("closed", &self.is_closed())
             .field("cancelled", &self.is_cancelled())
-            .field("links", &self.inner.links.lock().len())
+            .field("links", &self.node.links().len())
             .finish()
     }
 }

@@ -282,25 +282,19 @@ impl Model {
     fn shutdown(&mut self, g: usize) -> (usize, Vec<(usize, u64, Option<String>)>) {
         let mut finished = 0;
         let mut aborted = Vec::new();
-        let mut phase = Phase::Grace;
         let mut seen = Vec::new();
-        self.shutdown_group(g, &mut seen, &mut phase, &mut finished, &mut aborted);
+        self.shutdown_group(g, &mut seen, &mut finished, &mut aborted);
         (finished, aborted)
     }
 
-    /// A group's turn in a shutdown, by the phase the shutdown is in when it
-    /// reaches the group: before the deadline (`Grace`), in the first half of
-    /// the forced phase after it (`Late`), or past that (`Over`). In `Grace`
-    /// and `Late`, cancelled polite tasks end by themselves (at once: the
-    /// model has no durations); if anything is left, the group waits out the
-    /// phase, which moves the shutdown to the next one, and its tasks are
-    /// aborted. In `Over`, the wait times out at once: even polite tasks are
-    /// aborted before they can run.
+    /// A group's turn in a shutdown. Cancelled polite tasks end by themselves
+    /// (at once: the model has no durations), whether the group is reached
+    /// before the deadline or after it (a group reached late still gets its
+    /// share of the forced phase); what is left is then aborted.
     fn shutdown_group(
         &mut self,
         g: usize,
         seen: &mut Vec<usize>,
-        phase: &mut Phase,
         finished: &mut usize,
         aborted: &mut Vec<(usize, u64, Option<String>)>,
     ) {
@@ -311,34 +305,22 @@ impl Model {
         self.groups[g].closed = true;
         self.groups[g].own_cancelled = true;
         if !self.groups[g].entries.is_empty() {
-            if *phase != Phase::Over {
-                let before = self.groups[g].entries.len();
-                self.settle_group(g);
-                *finished += before - self.groups[g].entries.len();
-                if !self.groups[g].entries.is_empty() {
-                    *phase = match *phase {
-                        Phase::Grace => Phase::Late,
-                        _ => Phase::Over,
-                    };
-                }
-            }
-            // Waited out a phase (or reached past the last one): abort the
-            // tasks left.
-            if !self.groups[g].entries.is_empty() {
-                let tasks: Vec<u64> = self.groups[g]
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.kind == TaskKind::Task)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in tasks {
-                    let e = self.groups[g].entries.remove(&id).unwrap();
-                    aborted.push((g, id, e.name));
-                }
+            let before = self.groups[g].entries.len();
+            self.settle_group(g);
+            *finished += before - self.groups[g].entries.len();
+            let tasks: Vec<u64> = self.groups[g]
+                .entries
+                .iter()
+                .filter(|(_, e)| e.kind == TaskKind::Task)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in tasks {
+                let e = self.groups[g].entries.remove(&id).unwrap();
+                aborted.push((g, id, e.name));
             }
         }
         for c in self.groups[g].links.clone() {
-            self.shutdown_group(c, seen, phase, finished, aborted);
+            self.shutdown_group(c, seen, finished, aborted);
         }
     }
 
@@ -353,14 +335,6 @@ impl Model {
             self.finish(g, id, Outcome::Ok);
         }
     }
-}
-
-/// Where a shutdown is when it reaches a group; see `Model::shutdown_group`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Grace,
-    Late,
-    Over,
 }
 
 // ----- the system under test ---------------------------------------------------

@@ -182,10 +182,10 @@ async fn shutdown_is_ordered_under_one_shared_deadline() {
 }
 
 /// A server whose connection overran the grace period: the resources linked
-/// below it are still cancelled in order and may close cleanly until the
-/// middle of the forced phase (the abort timeout); then they are aborted.
+/// below it are still cancelled in order, and share what is left of the
+/// forced phase (the abort timeout) to close cleanly; then they are aborted.
 #[tokio::test(start_paused = true)]
-async fn groups_reached_after_the_deadline_get_half_the_forced_phase() {
+async fn groups_reached_after_the_deadline_share_the_forced_phase() {
     let server = WaitGroup::builder()
         .abort_timeout(Duration::from_secs(1))
         .build();
@@ -215,16 +215,20 @@ async fn groups_reached_after_the_deadline_get_half_the_forced_phase() {
     let report = server.shutdown(Duration::from_secs(2)).await.unwrap();
 
     let ms = Duration::from_millis;
-    // Pool and flusher close cleanly, one after the other, after the deadline.
+    // Pool and flusher close cleanly, one after the other, after the deadline:
+    // the pool, reached at 2.0 s with three groups left in the 1 s forced
+    // phase, may close until 2.0 + 3/4 * 333 ms; the flusher, reached at 2.2 s
+    // with two left, until 2.2 + 3/4 * 400 ms.
     assert_eq!(*closes.lock(), [("pool", ms(2200)), ("flusher", ms(2400))]);
     let aborted: Vec<_> = report
         .aborted()
         .iter()
         .map(|t| (t.name().unwrap(), t.age()))
         .collect();
-    // The straggler at the deadline; "stuck" at the middle of the forced phase.
-    assert_eq!(aborted, [("straggler", ms(2000)), ("stuck", ms(2500))]);
-    assert_eq!(report.elapsed(), ms(2500));
+    // The straggler at the deadline; "stuck", reached at 2.4 s as the last
+    // group, after three quarters of the 600 ms left.
+    assert_eq!(aborted, [("straggler", ms(2000)), ("stuck", ms(2850))]);
+    assert_eq!(report.elapsed(), ms(2850));
     assert!(report.pending().is_empty());
 }
 
@@ -254,7 +258,8 @@ async fn work_spawned_during_shutdown_is_waited_for() {
 
 /// A task blocked inside its own poll (blocking code in async) cannot be
 /// aborted until it returns; shutdown does not hang on it, and reports it as
-/// still pending after the abort timeout.
+/// still pending after the abort timeout (not as aborted: the abort has not
+/// taken effect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_stuck_in_blocking_code_is_reported_as_still_pending() {
     let wg = WaitGroup::builder()
@@ -275,7 +280,7 @@ async fn a_task_stuck_in_blocking_code_is_reported_as_still_pending() {
         "{:?}",
         report.elapsed()
     );
-    assert_eq!(report.aborted().len(), 1);
+    assert!(report.aborted().is_empty());
     let pending: Vec<_> = report.pending().tasks().map(|t| t.name()).collect();
     assert_eq!(pending, [Some("stuck")]);
     release_tx.send(()).unwrap();

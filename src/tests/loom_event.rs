@@ -1,6 +1,6 @@
 //! Loom models of [`Event`] on its own: the lock-free `listen`, the inline
 //! first waker, the list for further async waiters, and blocking waiters.
-//! ([`crate::loom_models`] checks the state word over the event.)
+//! ([`super::loom_models`] checks the state word over the event.)
 //!
 //! Run with:
 //!
@@ -29,8 +29,8 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use super::loom_models::{model, poll_once};
 use crate::event::Event;
-use crate::loom_models::{model, poll_once};
 
 /// The condition the waiters wait for: a counter that reaches `at_least`.
 struct Shared {

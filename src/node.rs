@@ -1,0 +1,777 @@
+//! The group node: what a [`WaitGroup`](crate::WaitGroup) handle points to.
+//!
+//! A node holds a group's shared state: the state word (which is also its
+//! reference count, see [`crate::shared`]), the registry of pending work, the
+//! failures recorded, the cancellation tokens, and the links to the groups
+//! below it. Everything that walks links goes through one traversal,
+//! [`visit`]: iterative (an explicit stack, so depth is limited by memory,
+//! not by the thread's stack), visiting each reachable group exactly once,
+//! root first and then depth-first in link order. Waits, cancel, pending,
+//! errors, the shutdown order and the cycle check all use it.
+//!
+//! # Handles and internal references
+//!
+//! A node is kept alive by [`NodeRef`]s (a unit in its state word each) and by
+//! its pending tasks. Of the `NodeRef`s, those held by user-facing
+//! `WaitGroup` handles are also counted in [`Node::users`]; the others are
+//! internal: a parent's link, a child's reference to its parent, a walk's
+//! copy. A group made with `child()` *leaves* its parent once it is
+//! **detached** (no user handle left), **idle** (no pending work) and
+//! **bare** (no links of its own left):
+//!
+//! * all three are final once the group is detached: nobody can add work or
+//!   links without a handle, and `users` never rises from zero (a handle is
+//!   only made from another handle);
+//! * whichever event completes the three runs [`leave`]: the last handle's
+//!   drop (if the group is idle and bare then), the last task's `done` (the
+//!   dropping handle sets the state word's WAITING bit, so that `done` takes
+//!   the notify path and calls [`Counted::on_idle`]), or the group's last
+//!   link leaving it (the cascade in [`leave`]);
+//! * [`leave`] re-checks the three under the parent's links lock, so
+//!   concurrent triggers remove the link once.
+//!
+//! A leaving group's failures are copied into its parent's record under the
+//! parent's links lock, and readers take a node's failures under the same
+//! lock when it has links ([`errors`]): a failure is seen either in the child
+//! (still linked in the reader's snapshot) or in the parent, exactly once.
+//!
+//! # Invariants
+//!
+//! * The state word's task count equals the number of live guards of this
+//!   group (a `go()` task holds one guard while it runs); its handle count the
+//!   number of `NodeRef`s.
+//! * A guard's registry entry, if it has one, exists exactly while the guard
+//!   is counted: inserted after the count is raised, removed before it is
+//!   lowered. An idle group has an empty registry.
+//! * A task's failure is recorded before its guard completes, so a wait that
+//!   sees the group idle sees every failure.
+//! * Links form a DAG: `link` checks for cycles under [`LINK_ORDER`];
+//!   `child()` only adds fresh groups.
+//!
+//! # Lock order
+//!
+//! [`LINK_ORDER`], then links locks from ancestor to descendant (only
+//! [`leave`] holds two: a parent's, then the leaving child's), then a
+//! `failures` lock, then a registry shard. No lock is held across an
+//! `.await` or while user code runs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
+use std::panic::Location;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{TaskError, TaskErrors};
+use crate::guard::TaskGuard;
+use crate::label::{GroupId, GroupLabel, Label, TaskId};
+use crate::registry::{Entry, Registry, Slot};
+use crate::report::{GroupPending, TaskInfo, TaskKind};
+use crate::shared::{Counted, Shared, TaskRef};
+use crate::state::State;
+
+/// An internal reference to a node: counted in its state word, not in
+/// [`Node::users`].
+pub(crate) type NodeRef = Shared<Node>;
+
+/// Serialises `link()` so that two concurrent links cannot form a cycle that
+/// neither saw. Linking is rare; nothing on the add/done or wait path takes it.
+pub(crate) static LINK_ORDER: Mutex<()> = parking_lot::const_mutex(());
+
+/// A group's settings, fixed when it is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: Option<Label>,
+    pub(crate) record_guards: bool,
+    pub(crate) cancel_on_error: bool,
+    pub(crate) abort_timeout: Duration,
+    pub(crate) max_errors: usize,
+}
+
+/// The state word and the id counter, on a cache line of their own so that
+/// `add`/`done` do not share a line with the cold fields.
+#[repr(align(128))]
+struct Hot {
+    state: State,
+    /// The last id handed out; ids are unique within the group.
+    last_id: AtomicU64,
+}
+
+/// The links below a group, in link order (keys increase with each link).
+#[derive(Default)]
+struct Links {
+    map: BTreeMap<u64, NodeRef>,
+    next_key: u64,
+}
+
+impl Links {
+    fn push(&mut self, node: NodeRef) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.map.insert(key, node);
+        key
+    }
+}
+
+/// The failures a group keeps, shared with the [`TaskErrors`] made from them
+/// (copied only when a failure is recorded while a snapshot is alive, and
+/// then at most `max_errors` of them).
+#[derive(Default)]
+struct Failures {
+    kept: Arc<Vec<Arc<TaskError>>>,
+    /// Failures recorded beyond `max_errors`: counted, not kept.
+    dropped: u64,
+}
+
+/// The shared part of a group; see the module docs.
+pub(crate) struct Node {
+    hot: Hot,
+    pub(crate) label: GroupLabel,
+    pub(crate) config: Config,
+    /// Cancelled with the whole subtree: by `cancel()`, by the caller's token,
+    /// by the parent's scope, or by the first failure with `cancel_on_error`.
+    scope: CancellationToken,
+    /// The context handed to this group's own tasks: a child of `scope`, also
+    /// cancelled on its own when a shutdown reaches this group.
+    own: CancellationToken,
+    pub(crate) registry: Registry,
+    /// `go()` tasks dropped while still running (aborted, or their runtime
+    /// shut down), counted before their guard completes.
+    aborted: AtomicU64,
+    failures: Mutex<Failures>,
+    /// `failures` may not be empty. Set after the push in `record_failure`,
+    /// so a wait on a group without failures takes no lock after waking; see
+    /// [`Node::own_errors`].
+    has_errors: AtomicBool,
+    cause: OnceLock<Arc<TaskError>>,
+    links: Mutex<Links>,
+    /// `links` was not empty at some point. Set (never cleared) under the
+    /// links lock after a push, so a group that never had links is walked
+    /// without taking that lock.
+    has_links: AtomicBool,
+    /// User handles (`WaitGroup`s). Never rises from zero.
+    users: AtomicUsize,
+    /// For a group made with `child()`: its parent, and its key there.
+    parent: Option<(NodeRef, u64)>,
+}
+
+impl Counted for Node {
+    #[inline]
+    fn state(&self) -> &State {
+        &self.hot.state
+    }
+
+    /// The last task of a group with a waiter finished. If the group is a
+    /// detached child, it may now leave its parent.
+    fn on_idle(this: &Shared<Self>) {
+        if this.parent.is_none() {
+            return;
+        }
+        // Pairs with the release of the WAITING bit set in `release_user`:
+        // the `done` that called us read that bit, so the handle's drop
+        // (users at zero) happens-before this.
+        fence(Ordering::Acquire);
+        if this.users.load(Ordering::Relaxed) == 0 {
+            leave(this);
+        }
+    }
+}
+
+impl Node {
+    /// A new group with one user handle.
+    pub(crate) fn new(
+        config: Config,
+        scope: CancellationToken,
+        parent: Option<(NodeRef, u64)>,
+    ) -> NodeRef {
+        let own = scope.child_token();
+        Shared::new(Node {
+            hot: Hot {
+                state: State::new(),
+                last_id: AtomicU64::new(0),
+            },
+            label: GroupLabel {
+                id: GroupId::next(),
+                name: config.name.clone(),
+            },
+            config,
+            scope,
+            own,
+            registry: Registry::new(),
+            aborted: AtomicU64::new(0),
+            failures: Mutex::new(Failures::default()),
+            has_errors: AtomicBool::new(false),
+            cause: OnceLock::new(),
+            links: Mutex::new(Links::default()),
+            has_links: AtomicBool::new(false),
+            users: AtomicUsize::new(1),
+            parent,
+        })
+    }
+
+    pub(crate) fn id(&self) -> GroupId {
+        self.label.id
+    }
+
+    /// Pending guards and tasks of this group (not of its links).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.state().len() as usize
+    }
+
+    // ----- user handles -------------------------------------------------------
+
+    /// A new user handle from an existing one.
+    pub(crate) fn add_user(&self) {
+        self.users.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives up a user handle (the caller still holds its `NodeRef`). The
+    /// last one detaches the group: a child then leaves its parent now, if it
+    /// is idle and bare, or when it becomes so.
+    pub(crate) fn release_user(this: &NodeRef) {
+        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 || this.parent.is_none() {
+            return;
+        }
+        // Arm the notify path of the last `done` (see `on_idle`); if nothing
+        // is pending there is no such `done` to come, so try now.
+        if this.state().arm_idle_hook() == 0 {
+            leave(this);
+        }
+    }
+
+    // ----- children and links -------------------------------------------------
+
+    /// Makes a group linked below this one whose scope is a child of this
+    /// group's, and which leaves once detached, idle and bare.
+    pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
+        let scope = this.scope.child_token();
+        let mut links = this.links.lock();
+        let key = links.next_key;
+        let child = Node::new(config, scope, Some((this.clone(), key)));
+        links.push(child.clone());
+        this.has_links.store(true, Ordering::Release);
+        child
+    }
+
+    /// Links `child` below this node. The caller holds [`LINK_ORDER`] and has
+    /// checked for cycles. Returns `false` if it was already linked.
+    pub(crate) fn push_link(&self, child: &NodeRef) -> bool {
+        let mut links = self.links.lock();
+        if links.map.values().any(|l| Shared::ptr_eq(l, child)) {
+            return false;
+        }
+        links.push(child.clone());
+        self.has_links.store(true, Ordering::Release);
+        true
+    }
+
+    /// Removes `child` from the links; `false` if it was not linked.
+    pub(crate) fn remove_link(&self, child: &NodeRef) -> bool {
+        let removed = {
+            let mut links = self.links.lock();
+            let key = links
+                .map
+                .iter()
+                .find(|(_, l)| Shared::ptr_eq(l, child))
+                .map(|(k, _)| *k);
+            key.and_then(|k| links.map.remove(&k))
+        };
+        // Dropped outside the lock: it may be the last reference.
+        removed.is_some()
+    }
+
+    /// A copy of the links, in order; for a group that never had links, no
+    /// lock and no allocation.
+    ///
+    /// Skipping the lock when `has_links` reads `false` cannot hide a link a
+    /// caller must see: a link added before the last `done` of the work a
+    /// wait waits for happens-before that wait reads the count at zero, as
+    /// for failures (see [`Node::own_errors`]).
+    pub(crate) fn links(&self) -> Vec<NodeRef> {
+        if !self.has_links.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.links.lock().map.values().cloned().collect()
+    }
+
+    /// The links that a user may get a handle to: not the detached children
+    /// (still waited for, but nobody holds them any more).
+    pub(crate) fn live_links(&self) -> Vec<NodeRef> {
+        let mut out = self.links();
+        out.retain(|l| l.try_add_user());
+        out
+    }
+
+    /// Counts a user handle unless the group is detached.
+    fn try_add_user(&self) -> bool {
+        let mut users = self.users.load(Ordering::Relaxed);
+        while users != 0 {
+            match self.users.compare_exchange_weak(
+                users,
+                users + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => users = actual,
+            }
+        }
+        false
+    }
+
+    fn is_bare(&self) -> bool {
+        !self.has_links.load(Ordering::Acquire) || self.links.lock().map.is_empty()
+    }
+
+    // ----- guards and tasks --------------------------------------------------
+
+    /// A fresh id, unique within the group.
+    pub(crate) fn next_id(&self) -> TaskId {
+        TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Creates the guard for a task already counted in the state word: lean
+    /// guards need nothing more; the rest get an id and a registry entry.
+    #[inline]
+    pub(crate) fn register(
+        &self,
+        task: TaskRef<Node>,
+        name: Option<Label>,
+        site: &'static Location<'static>,
+        kind: TaskKind,
+    ) -> TaskGuard {
+        if kind == TaskKind::Guard && !self.config.record_guards {
+            return TaskGuard::unrecorded(task);
+        }
+        self.register_recorded(task, name, site, kind).0
+    }
+
+    pub(crate) fn register_recorded(
+        &self,
+        task: TaskRef<Node>,
+        name: Option<Label>,
+        site: &'static Location<'static>,
+        kind: TaskKind,
+    ) -> (TaskGuard, TaskId, Slot) {
+        let id = self.next_id();
+        let slot = self.registry.insert(Entry {
+            id,
+            name,
+            kind,
+            site,
+            started: Instant::now(),
+            join: None,
+        });
+        (TaskGuard::recorded(task, slot), id, slot)
+    }
+
+    /// The id of a recorded guard.
+    pub(crate) fn recorded_id(&self, slot: Slot) -> TaskId {
+        self.registry.id(slot)
+    }
+
+    /// The id and name of a `go()` task, from its guard's registry entry.
+    pub(crate) fn task_identity(&self, guard: &TaskGuard) -> (TaskId, Option<Label>) {
+        let slot = guard.slot().expect("a go() task's guard is recorded");
+        self.registry.identity(slot)
+    }
+
+    /// Removes a completing guard's registry entry (its `Drop`, before its
+    /// task unit is given up).
+    pub(crate) fn remove_entry(&self, slot: Slot) {
+        self.registry.remove(slot);
+    }
+
+    /// A `go()` task is being dropped before it finished (aborted). Counted
+    /// before its guard completes, so a shutdown that sees it gone also sees
+    /// it counted here.
+    pub(crate) fn note_aborted(&self) {
+        self.aborted.fetch_add(1, Ordering::Release);
+    }
+
+    /// The context handed to this group's own tasks.
+    pub(crate) fn own(&self) -> &CancellationToken {
+        &self.own
+    }
+
+    // ----- failures -----------------------------------------------------------
+
+    pub(crate) fn record_failure(this: &NodeRef, error: TaskError) {
+        let error = Arc::new(error);
+        this.failures.lock().push(&error, this.config.max_errors);
+        this.has_errors.store(true, Ordering::Release);
+        if this.config.cancel_on_error && this.cause.set(Arc::clone(&error)).is_ok() {
+            cancel_tree(this);
+            crate::trace::cancelled(&this.label, Some(&error));
+        }
+        // Last: logging formats the task's error, and a `Display` that panics
+        // must not keep the failure from being kept or acted on.
+        crate::trace::task_failed(&error);
+    }
+
+    pub(crate) fn cause(&self) -> Option<&TaskError> {
+        self.cause.get().map(|e| &**e)
+    }
+
+    /// A snapshot of this group's own failures (those of children that left
+    /// it included); without failures, no lock.
+    ///
+    /// Why a wait cannot miss a failure by skipping the lock: `record_failure`
+    /// pushes the error and sets `has_errors` before the failing task's guard
+    /// completes (see the invariants). The guard's `done` lowers the count
+    /// with `Release`, and a wait returns only after reading the count at zero
+    /// with `Acquire`, from that decrement's release sequence. So the flag's
+    /// store happens-before the waiter's load, which therefore reads `true`.
+    fn own_errors(&self) -> Option<(Arc<Vec<Arc<TaskError>>>, u64)> {
+        if !self.has_errors.load(Ordering::Acquire) {
+            return None;
+        }
+        let failures = self.failures.lock();
+        Some((Arc::clone(&failures.kept), failures.dropped))
+    }
+
+    fn take_own_errors(&self) -> Option<(Arc<Vec<Arc<TaskError>>>, u64)> {
+        if !self.has_errors.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut failures = self.failures.lock();
+        let taken = std::mem::take(&mut *failures);
+        Some((taken.kept, taken.dropped))
+    }
+
+    // ----- cancellation and shutdown steps -------------------------------------
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.own.is_cancelled()
+    }
+
+    pub(crate) fn cancel_own(&self) {
+        self.own.cancel();
+    }
+
+    /// Closes the group to `try_add`/`try_go`; `true` if this call closed it.
+    pub(crate) fn close(&self) -> bool {
+        self.state().close()
+    }
+
+    /// What a shutdown counts from: entries ever removed from the registry,
+    /// tasks aborted, and pending guards not in the registry.
+    pub(crate) fn counters(&self) -> Counters {
+        // `removed` first: an aborted task is counted in `aborted` before its
+        // entry is removed, so reading in this order never sees it removed
+        // but not yet aborted.
+        let removed = self.registry.removed();
+        let aborted = self.aborted.load(Ordering::Acquire);
+        let unrecorded = self.len().saturating_sub(self.registry.len());
+        Counters {
+            removed,
+            aborted,
+            unrecorded,
+        }
+    }
+
+    /// Aborts every running `go()` task of this group. Returns what it
+    /// aborted and the handles that resolve once each abort took effect.
+    pub(crate) fn abort_tasks(&self) -> Vec<(TaskInfo, tokio::task::JoinHandle<()>)> {
+        let now = Instant::now();
+        let mut aborted = Vec::new();
+        self.registry.for_each(|entry| {
+            if let Some(join) = entry.join.take() {
+                join.abort();
+                aborted.push((self.info(entry, now), join));
+            }
+        });
+        aborted.sort_unstable_by_key(|(t, _)| t.id);
+        aborted
+    }
+
+    fn info(&self, entry: &Entry, now: Instant) -> TaskInfo {
+        TaskInfo {
+            id: entry.id,
+            name: entry.name.clone(),
+            kind: entry.kind,
+            site: entry.site,
+            age: now.saturating_duration_since(entry.started),
+            group: self.label.clone(),
+        }
+    }
+
+    /// This group's pending work, as a report lists it; `None` if idle.
+    fn pending(&self, now: Instant) -> Option<GroupPending> {
+        let mut tasks = Vec::new();
+        self.registry
+            .for_each(|entry| tasks.push(self.info(entry, now)));
+        tasks.sort_unstable_by_key(|t| t.id);
+        let count = self.len().max(tasks.len());
+        (count > 0).then(|| GroupPending {
+            group: self.label.clone(),
+            count,
+            tasks,
+        })
+    }
+}
+
+impl Failures {
+    fn push(&mut self, error: &Arc<TaskError>, max: usize) {
+        if self.kept.len() < max {
+            Arc::make_mut(&mut self.kept).push(Arc::clone(error));
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn absorb(&mut self, kept: &[Arc<TaskError>], dropped: u64, max: usize) {
+        for error in kept {
+            self.push(error, max);
+        }
+        self.dropped += dropped;
+    }
+}
+
+/// A node's counters at one moment; see [`Node::counters`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub(crate) removed: u64,
+    pub(crate) aborted: u64,
+    pub(crate) unrecorded: usize,
+}
+
+impl Counters {
+    /// Work that completed by itself between `self` and `later`: entries
+    /// removed, minus tasks aborted, plus the fall in unrecorded guards.
+    pub(crate) fn finished_until(&self, later: &Counters) -> usize {
+        let removed = later.removed.saturating_sub(self.removed);
+        let aborted = later.aborted.saturating_sub(self.aborted);
+        let lean = self.unrecorded.saturating_sub(later.unrecorded) as u64;
+        (removed.saturating_sub(aborted) + lean) as usize
+    }
+}
+
+// ----- the traversal -----------------------------------------------------------
+
+/// Visits `root` and every group linked below it, each exactly once: root
+/// first, then depth-first in link order (the order of a recursive walk that
+/// skips groups already seen). Iterative, so a chain of any depth is fine.
+///
+/// `at` is called for each group while its links are being read: under its
+/// links lock if it ever had links (so that what it sees of the group and of
+/// its links is one snapshot, see [`errors`]), without a lock otherwise.
+/// Returning `Break` stops the walk.
+pub(crate) fn visit(root: &NodeRef, mut at: impl FnMut(&NodeRef) -> ControlFlow<()>) {
+    if !root.has_links.load(Ordering::Acquire) {
+        let _ = at(root);
+        return;
+    }
+    let mut seen: HashSet<GroupId> = HashSet::new();
+    let mut stack: Vec<NodeRef> = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        if !seen.insert(node.id()) {
+            continue;
+        }
+        let flow = if node.has_links.load(Ordering::Acquire) {
+            let links = node.links.lock();
+            let flow = at(&node);
+            // Pushed in reverse, so the first link is visited next.
+            stack.extend(links.map.values().rev().cloned());
+            flow
+        } else {
+            at(&node)
+        };
+        if flow.is_break() {
+            return;
+        }
+    }
+}
+
+/// Every group reachable from `root`, in [`visit`] order.
+pub(crate) fn walk(root: &NodeRef) -> Vec<NodeRef> {
+    let mut out = Vec::new();
+    visit(root, |node| {
+        out.push(node.clone());
+        ControlFlow::Continue(())
+    });
+    out
+}
+
+/// Whether `target` is `root` or reachable from it.
+pub(crate) fn reaches(root: &NodeRef, target: GroupId) -> bool {
+    if root.id() == target {
+        return true;
+    }
+    let mut found = false;
+    visit(root, |node| {
+        found = node.id() == target;
+        if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
+}
+
+/// Whether `root` and every group below it are idle.
+pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
+    let mut idle = true;
+    visit(root, |node| {
+        idle = node.len() == 0;
+        if idle {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    });
+    idle
+}
+
+/// Cancels `root`'s scope and every linked group's (`cancel()`, and the
+/// first failure with `cancel_on_error`).
+pub(crate) fn cancel_tree(root: &NodeRef) {
+    for node in walk(root) {
+        node.scope.cancel();
+    }
+}
+
+/// Every failure recorded by `root` and the groups below it, in walk order.
+pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
+    collect_errors(root, Node::own_errors)
+}
+
+/// Like [`errors`], and removes them from the groups.
+pub(crate) fn take_errors(root: &NodeRef) -> TaskErrors {
+    collect_errors(root, Node::take_own_errors)
+}
+
+type ErrorSnapshot = Option<(Arc<Vec<Arc<TaskError>>>, u64)>;
+
+fn collect_errors(root: &NodeRef, mut read: impl FnMut(&Node) -> ErrorSnapshot) -> TaskErrors {
+    let mut errors = TaskErrors::default();
+    visit(root, |node| {
+        if let Some((kept, dropped)) = read(node) {
+            errors.push_part(kept, dropped);
+        }
+        ControlFlow::Continue(())
+    });
+    errors
+}
+
+/// Every pending guard and task of `root` and the groups below it.
+pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for node in walk(root) {
+        out.extend(node.pending(now));
+    }
+    out
+}
+
+// ----- leaving a parent ------------------------------------------------------------
+
+/// Removes a detached, idle, bare child from its parent, copying its
+/// failures there; then does the same for the parent if that made it
+/// leavable, and so on up (a loop, not recursion).
+fn leave(start: &NodeRef) {
+    let mut node = start.clone();
+    loop {
+        let Some((parent, key)) = node.parent.clone() else {
+            return;
+        };
+        // Final once detached (see the module docs), so read before the lock.
+        let (kept, dropped) = node.own_errors().unwrap_or_else(|| (Arc::default(), 0));
+        let removed;
+        let parent_leaves;
+        {
+            let mut links = parent.links.lock();
+            let still_here = links
+                .map
+                .get(&key)
+                .is_some_and(|l| Shared::ptr_eq(l, &node));
+            if !still_here
+                || node.users.load(Ordering::Acquire) != 0
+                || node.len() != 0
+                || !node.is_bare()
+            {
+                return;
+            }
+            removed = links.map.remove(&key);
+            if !kept.is_empty() || dropped > 0 {
+                parent
+                    .failures
+                    .lock()
+                    .absorb(&kept, dropped, parent.config.max_errors);
+                parent.has_errors.store(true, Ordering::Release);
+            }
+            parent_leaves = parent.parent.is_some()
+                && links.map.is_empty()
+                && parent.users.load(Ordering::Acquire) == 0
+                && parent.len() == 0;
+        }
+        // Outside the lock: this may be the last reference to the child.
+        drop(removed);
+        if !parent_leaves {
+            return;
+        }
+        node = parent;
+    }
+}
+
+// ----- dropping without recursion ----------------------------------------------------
+
+thread_local! {
+    /// Whether this thread is already releasing references in
+    /// [`release_later`], and the ones queued meanwhile.
+    static RELEASING: Cell<bool> = const { Cell::new(false) };
+    static QUEUE: RefCell<Vec<NodeRef>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Releases references a dropped node held (its links and its parent) in a
+/// loop rather than by recursion: a node freed while releasing queues its own
+/// references instead of releasing them in place, so a chain of any depth is
+/// dropped with a constant stack.
+fn release_later(refs: Vec<NodeRef>) {
+    if refs.is_empty() {
+        return;
+    }
+    let Ok(nested) = RELEASING.try_with(|r| r.replace(true)) else {
+        // The thread's locals are gone (a group dropped at thread exit).
+        drop(refs);
+        return;
+    };
+    if nested {
+        QUEUE.with(|q| q.borrow_mut().extend(refs));
+        return;
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = RELEASING.try_with(|r| r.set(false));
+        }
+    }
+    let _reset = Reset;
+    let mut batch = refs;
+    loop {
+        for node in batch.drain(..) {
+            drop(node);
+        }
+        let next = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        if next.is_empty() {
+            return;
+        }
+        batch = next;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links.get_mut().map);
+        let mut refs: Vec<NodeRef> = links.into_values().collect();
+        refs.extend(self.parent.take().map(|(parent, _)| parent));
+        release_later(refs);
+    }
+}
