@@ -1,11 +1,13 @@
 //! [`TaskGuard`]: one unit of pending work, completed by `done()` or drop.
 
 use std::fmt;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::label::{GroupId, TaskId};
+use crate::label::{GroupId, Label, TaskId};
 use crate::node::Node;
 use crate::registry::Slot;
+use crate::report::TaskKind;
 use crate::shared::TaskRef;
 
 /// One pending unit of work in a [`WaitGroup`](crate::WaitGroup), from
@@ -64,7 +66,34 @@ struct Tag(AtomicU64);
 const RECORDED: u64 = 1 << 63;
 
 impl TaskGuard {
-    pub(crate) fn recorded(inner: TaskRef<Node>, slot: Slot) -> Self {
+    /// The guard for a task already counted in the state word: a lean guard
+    /// (of a `record_guards(false)` group) needs nothing more; the rest get
+    /// an id and a registry entry.
+    #[inline]
+    pub(crate) fn new(
+        task: TaskRef<Node>,
+        name: Option<Label>,
+        site: &'static Location<'static>,
+        kind: TaskKind,
+    ) -> Self {
+        if kind == TaskKind::Guard && !task.config.record_guards {
+            return TaskGuard::unrecorded(task);
+        }
+        Self::new_recorded(task, name, site, kind).0
+    }
+
+    /// A recorded guard (every `go()` task's), with its id and slot.
+    pub(crate) fn new_recorded(
+        task: TaskRef<Node>,
+        name: Option<Label>,
+        site: &'static Location<'static>,
+        kind: TaskKind,
+    ) -> (Self, TaskId, Slot) {
+        let (id, slot) = task.record(name, site, kind);
+        (TaskGuard::recorded(task, slot), id, slot)
+    }
+
+    fn recorded(inner: TaskRef<Node>, slot: Slot) -> Self {
         let slot = slot.as_u64();
         debug_assert!(slot & RECORDED == 0);
         TaskGuard {
@@ -73,7 +102,7 @@ impl TaskGuard {
         }
     }
 
-    pub(crate) fn unrecorded(inner: TaskRef<Node>) -> Self {
+    fn unrecorded(inner: TaskRef<Node>) -> Self {
         TaskGuard {
             inner,
             tag: Tag(AtomicU64::new(0)),

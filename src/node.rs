@@ -59,21 +59,27 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::panic::Location;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::Mutex as PlainMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{TaskError, TaskErrors};
-use crate::guard::TaskGuard;
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::registry::{Entry, Registry, Slot};
 use crate::report::{GroupPending, TaskInfo, TaskKind};
-use crate::shared::{Counted, Shared, TaskRef};
+use crate::shared::{Counted, Shared};
 use crate::state::State;
+// Loom's under `--cfg loom`: what a child leaving its parent races on.
+use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, Ordering};
+
+/// The groups "freed" in a loom model (loom keeps the memory; see
+/// `crate::shared`), for the models of a child leaving its parent.
+#[cfg(loom)]
+pub(crate) static FREED: std::sync::Mutex<Vec<GroupId>> = std::sync::Mutex::new(Vec::new());
 
 /// An internal reference to a node: counted in its state word, not in
 /// [`Node::users`].
@@ -81,7 +87,7 @@ pub(crate) type NodeRef = Shared<Node>;
 
 /// Serialises `link()` so that two concurrent links cannot form a cycle that
 /// neither saw. Linking is rare; nothing on the add/done or wait path takes it.
-pub(crate) static LINK_ORDER: Mutex<()> = parking_lot::const_mutex(());
+pub(crate) static LINK_ORDER: PlainMutex<()> = parking_lot::const_mutex(());
 
 /// A group's settings, fixed when it is built.
 #[derive(Debug, Clone)]
@@ -99,7 +105,7 @@ pub(crate) struct Config {
 struct Hot {
     state: State,
     /// The last id handed out; ids are unique within the group.
-    last_id: AtomicU64,
+    last_id: StdAtomicU64,
 }
 
 /// The links below a group, in link order (keys increase with each link).
@@ -142,8 +148,8 @@ pub(crate) struct Node {
     pub(crate) registry: Registry,
     /// `go()` tasks dropped while still running (aborted, or their runtime
     /// shut down), counted before their guard completes.
-    aborted: AtomicU64,
-    failures: Mutex<Failures>,
+    aborted: StdAtomicU64,
+    failures: PlainMutex<Failures>,
     /// `failures` may not be empty. Set after the push in `record_failure`,
     /// so a wait on a group without failures takes no lock after waking; see
     /// [`Node::own_errors`].
@@ -164,6 +170,11 @@ impl Counted for Node {
     #[inline]
     fn state(&self) -> &State {
         &self.hot.state
+    }
+
+    #[cfg(loom)]
+    fn on_free(&self) {
+        FREED.lock().unwrap().push(self.id());
     }
 
     /// The last task of a group with a waiter finished. If the group is a
@@ -193,7 +204,7 @@ impl Node {
         Shared::new(Node {
             hot: Hot {
                 state: State::new(),
-                last_id: AtomicU64::new(0),
+                last_id: StdAtomicU64::new(0),
             },
             label: GroupLabel {
                 id: GroupId::next(),
@@ -203,8 +214,8 @@ impl Node {
             scope,
             own,
             registry: Registry::new(),
-            aborted: AtomicU64::new(0),
-            failures: Mutex::new(Failures::default()),
+            aborted: StdAtomicU64::new(0),
+            failures: PlainMutex::new(Failures::default()),
             has_errors: AtomicBool::new(false),
             cause: OnceLock::new(),
             links: Mutex::new(Links::default()),
@@ -333,32 +344,22 @@ impl Node {
 
     /// A fresh id, unique within the group.
     pub(crate) fn next_id(&self) -> TaskId {
-        TaskId(self.hot.last_id.fetch_add(1, Ordering::Relaxed) + 1)
+        TaskId(
+            self.hot
+                .last_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        )
     }
 
-    /// Creates the guard for a task already counted in the state word: lean
-    /// guards need nothing more; the rest get an id and a registry entry.
-    #[inline]
-    pub(crate) fn register(
+    /// Records a new guard or task (counted in the state word already) in
+    /// the registry; returns its id and slot.
+    pub(crate) fn record(
         &self,
-        task: TaskRef<Node>,
         name: Option<Label>,
         site: &'static Location<'static>,
         kind: TaskKind,
-    ) -> TaskGuard {
-        if kind == TaskKind::Guard && !self.config.record_guards {
-            return TaskGuard::unrecorded(task);
-        }
-        self.register_recorded(task, name, site, kind).0
-    }
-
-    pub(crate) fn register_recorded(
-        &self,
-        task: TaskRef<Node>,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-        kind: TaskKind,
-    ) -> (TaskGuard, TaskId, Slot) {
+    ) -> (TaskId, Slot) {
         let id = self.next_id();
         let slot = self.registry.insert(Entry {
             id,
@@ -368,7 +369,7 @@ impl Node {
             started: Instant::now(),
             join: None,
         });
-        (TaskGuard::recorded(task, slot), id, slot)
+        (id, slot)
     }
 
     /// The id of a recorded guard.
@@ -376,9 +377,8 @@ impl Node {
         self.registry.id(slot)
     }
 
-    /// The id and name of a `go()` task, from its guard's registry entry.
-    pub(crate) fn task_identity(&self, guard: &TaskGuard) -> (TaskId, Option<Label>) {
-        let slot = guard.slot().expect("a go() task's guard is recorded");
+    /// The id and name of a recorded guard or task, from its entry.
+    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>) {
         self.registry.identity(slot)
     }
 
@@ -392,7 +392,8 @@ impl Node {
     /// before its guard completes, so a shutdown that sees it gone also sees
     /// it counted here.
     pub(crate) fn note_aborted(&self) {
-        self.aborted.fetch_add(1, Ordering::Release);
+        self.aborted
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The context handed to this group's own tasks.
@@ -467,7 +468,7 @@ impl Node {
         // entry is removed, so reading in this order never sees it removed
         // but not yet aborted.
         let removed = self.registry.removed();
-        let aborted = self.aborted.load(Ordering::Acquire);
+        let aborted = self.aborted.load(std::sync::atomic::Ordering::Acquire);
         let unrecorded = self.len().saturating_sub(self.registry.len());
         Counters {
             removed,
@@ -769,7 +770,7 @@ fn release_later(refs: Vec<NodeRef>) {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links.get_mut().map);
+        let links = std::mem::take(&mut self.links.lock().map);
         let mut refs: Vec<NodeRef> = links.into_values().collect();
         refs.extend(self.parent.take().map(|(parent, _)| parent));
         release_later(refs);

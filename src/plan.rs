@@ -14,11 +14,31 @@
 //! | 1. stop being ready | [`Readiness::set_not_ready`]: the readiness probe answers 503 | readinessProbe fails | `STOPPING=1` |
 //! | 2. keep serving briefly | [`pre_stop_delay`](ShutdownPlan::pre_stop_delay) | endpoints propagate | — |
 //! | 3.–5. stop accepting, drain, abort stragglers | [`grace`](ShutdownPlan::new), then the abort timeout | within the grace period | `TimeoutStopSec=` |
-//! | 6. close resources in order | linked groups, in link order | | |
+//! | 6. close resources in order | linked groups, in link order, each with a share of the forced phase if earlier ones overran | | |
 //!
-//! Choose `pre_stop_delay + grace + abort timeout` below the grace period the
-//! orchestrator gives (`terminationGracePeriodSeconds`, or systemd's
-//! `TimeoutStopSec`), leaving a margin for process exit. Report `READY=1` once
+//! # Budget
+//!
+//! [`ShutdownPlan::budget`] is `pre_stop_delay + grace + abort_timeout`
+//! (saturating: `Duration::MAX` anywhere means no limit), where the abort
+//! timeout is that of the group the plan runs on. Within it:
+//!
+//! * the pre-stop delay runs first, with everything still serving;
+//! * the grace period is shared in order: the first group may use all of it,
+//!   and each linked group gets what the ones before it left;
+//! * the forced phase (the abort timeout) is shared equally by the groups
+//!   that need it, at the moment each needs it: a group that overran the
+//!   deadline gets `remaining / groups_left` for its aborts to take effect,
+//!   and a group reached after the deadline gets the same share, three
+//!   quarters of it to close by itself and the rest for its aborts (see
+//!   [`WaitGroup::shutdown`]).
+//!
+//! For Kubernetes, choose the budget below `terminationGracePeriodSeconds`
+//! with a margin for process exit: with the default 30 s, for example
+//! `pre_stop_delay(5 s)`, `grace` 20 s and `abort_timeout(3 s)` (a 28 s
+//! budget). A database pool linked after a server whose connections overran
+//! then still gets at least `3 s / 2` to close cleanly before it is aborted
+//! (the server's aborts usually take effect at once, and leave it more). For
+//! systemd, the same against `TimeoutStopSec=`. Report `READY=1` once
 //! the server is listening and [`Readiness::set_ready`] is called, and
 //! `STOPPING=1` from [`Phase::NotReady`]; `examples/sd_notify.rs` does both
 //! with the `sd-notify` crate.
@@ -111,7 +131,9 @@ pub enum Phase<'a> {
 type PhaseHook = Arc<dyn Fn(&Phase<'_>) + Send + Sync>;
 
 /// The phases of an orchestrated shutdown: stop being ready, wait a pre-stop
-/// delay, then [`WaitGroup::shutdown`] with a grace period.
+/// delay, then [`WaitGroup::shutdown`] with a grace period. Every duration
+/// may be `Duration::MAX`, meaning no limit; see the [module docs](self) for
+/// how the budget is shared.
 ///
 /// # Examples
 ///

@@ -13,7 +13,18 @@ use crate::label::GroupId;
 use crate::node::{self, Counters, NodeRef};
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
-use crate::wait_group::{deadline_after, saturating_add};
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    saturating_add(Instant::now(), timeout)
+}
+
+/// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
+/// "far future"): `Duration::MAX` means no limit.
+pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+    at.checked_add(d.min(FAR)).unwrap_or(at)
+}
 
 /// One shutdown's clock: fixed at the call, before anything is cancelled.
 struct Budget {

@@ -1,16 +1,17 @@
 //! The synchronisation primitives the core state machine is built on.
 //!
 //! Under `--cfg loom` these are loom's model-checked types; otherwise they are
-//! `std` atomics and `parking_lot` locks. Only [`crate::state`] and
+//! `std` atomics and `parking_lot` locks. [`crate::state`] and
 //! [`crate::event`] use this module, so those two files, with the
 //! reference counting in [`crate::shared`] built on them, are what the loom
-//! models check.
+//! models check; [`crate::node`] uses it for what a child leaving its parent
+//! races on (the user count, the links and their lock).
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 mod imp {

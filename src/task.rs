@@ -163,7 +163,8 @@ fn record(
     drop_panic: Option<Box<dyn std::any::Any + Send>>,
 ) {
     let node = guard.inner.handle();
-    let (id, name) = node.task_identity(guard);
+    let slot = guard.slot().expect("a go() task's guard is recorded");
+    let (id, name) = node.identity(slot);
     let group = || node.label.clone();
     match failure {
         Some(Failure::Error(error)) => {

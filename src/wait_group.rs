@@ -17,6 +17,7 @@ use crate::label::{GroupId, Label, TaskId};
 use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
 use crate::report::{PendingReport, ShutdownReport, TaskKind};
 use crate::shared::{Counted, Shared, TaskRef};
+use crate::shutdown::deadline_after;
 use crate::task;
 
 /// Tracks pending work (guards and spawned tasks), collects its failures, and
@@ -236,18 +237,6 @@ fn runtime_handle(method: &str) -> tokio::runtime::Handle {
     }
 }
 
-/// `now + timeout`, saturating far in the future instead of overflowing.
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    saturating_add(Instant::now(), timeout)
-}
-
-/// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
-/// "far future"): `Duration::MAX` means no limit.
-pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
-    at.checked_add(d.min(FAR)).unwrap_or(at)
-}
-
 impl WaitGroup {
     /// Creates an unnamed group with the default settings: guards record their
     /// identity, failures do not cancel the group.
@@ -294,18 +283,14 @@ impl WaitGroup {
     #[track_caller]
     #[inline]
     pub fn add(&self) -> TaskGuard {
-        let task = self.add_task();
-        self.node
-            .register(task, None, Location::caller(), TaskKind::Guard)
+        TaskGuard::new(self.add_task(), None, Location::caller(), TaskKind::Guard)
     }
 
     /// Like [`add`](Self::add), naming the work for reports.
     #[track_caller]
     pub fn add_named(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        let task = self.add_task();
         let name = self.node.config.record_guards.then(|| name.into().into());
-        self.node
-            .register(task, name, Location::caller(), TaskKind::Guard)
+        TaskGuard::new(self.add_task(), name, Location::caller(), TaskKind::Guard)
     }
 
     /// Like [`add`](Self::add), but refuses once the group is closed.
@@ -329,9 +314,12 @@ impl WaitGroup {
     #[inline]
     pub fn try_add(&self) -> Result<TaskGuard, Closed> {
         let task = self.try_add_task()?;
-        Ok(self
-            .node
-            .register(task, None, Location::caller(), TaskKind::Guard))
+        Ok(TaskGuard::new(
+            task,
+            None,
+            Location::caller(),
+            TaskKind::Guard,
+        ))
     }
 
     /// Like [`try_add`](Self::try_add), naming the work for reports.
@@ -343,9 +331,12 @@ impl WaitGroup {
     pub fn try_add_named(&self, name: impl Into<Cow<'static, str>>) -> Result<TaskGuard, Closed> {
         let task = self.try_add_task()?;
         let name = self.node.config.record_guards.then(|| name.into().into());
-        Ok(self
-            .node
-            .register(task, name, Location::caller(), TaskKind::Guard))
+        Ok(TaskGuard::new(
+            task,
+            name,
+            Location::caller(),
+            TaskKind::Guard,
+        ))
     }
 
     /// Counts one task, whether or not the group is closed.
@@ -487,9 +478,7 @@ impl WaitGroup {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let (guard, id, slot) =
-            self.node
-                .register_recorded(task, name.clone(), site, TaskKind::Task);
+        let (guard, id, slot) = TaskGuard::new_recorded(task, name.clone(), site, TaskKind::Task);
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(self.node.own().clone());
         let join = handle.spawn(task::run(id, name.as_ref(), guard, fut));

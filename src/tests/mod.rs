@@ -6,3 +6,5 @@
 mod loom_event;
 #[cfg(loom)]
 mod loom_models;
+#[cfg(loom)]
+mod loom_node;
