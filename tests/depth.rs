@@ -1,0 +1,413 @@
+//! Depth and width (issue #11, C): walks over the link graph are iterative
+//! and visit each group once, so neither depth nor the number of paths
+//! matters.
+//!
+//! * A chain of 100,000 groups (each a `child()` of the one before, or a fresh
+//!   group `link`ed under it; building is O(1) per step), with work in the
+//!   deepest group: `wait_blocking`, `cancel`, `pending`, `errors`, `wait`,
+//!   `wait_timeout` and `shutdown` on the root reach it, on a thread with a
+//!   2 MiB stack; and dropping the chain, root first or leaf first, does not
+//!   overflow that stack.
+//! * A ladder of 30 diamonds (91 groups, 2^30 paths from top to bottom):
+//!   `wait`, `cancel`, `pending`, `errors`, `wait_blocking` and one more `link`
+//!   above the top each finish within [`BOUND`].
+//!
+//! A stack overflow aborts the whole process, and an exponential walk would
+//! run for hours, so every case runs in a child process: this test binary,
+//! re-executed for [`child_process_case`] only, with the case in the
+//! environment variable [`CASE`] (as tests/service_signal.rs does for
+//! signals). In the child the case runs on its own thread while the main
+//! thread waits for its completion message for at most the case's watchdog
+//! (60 s for a chain, twice [`BOUND`] for a diamond) and then exits. The
+//! parent test fails, naming the case, if the child failed, aborted (the
+//! message then says "has overflowed its stack") or timed out.
+//!
+//! On the code of issue #11 every walk over the chain overflows the stack
+//! (the walks recurse once per group), as does dropping it leaf first (the
+//! root's free frees the chain recursively); on the ladder, `wait`, `cancel`,
+//! `wait_blocking` and `link` time out (they walk every path). Dropping the
+//! chain root first, and `pending` and `errors` on the ladder, already work.
+//!
+//! Not for Miri (child processes; 100,000 groups).
+#![cfg(not(miri))]
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use taskgroup::{LinkError, PendingReport, WaitGroup};
+use tokio_test::{assert_pending, assert_ready, task};
+
+/// The environment variable that makes [`child_process_case`] run a case.
+const CASE: &str = "TASKGROUP_DEPTH_CASE";
+/// Groups in the chain.
+const DEPTH: usize = 100_000;
+/// Diamonds in the ladder.
+const LEVELS: usize = 30;
+/// Generous upper bound for one operation on the ladder (debug build).
+const BOUND: Duration = Duration::from_secs(5);
+/// How long a chain case (building 100,000 groups included) may take.
+const CHAIN_WATCHDOG: Duration = Duration::from_secs(60);
+/// The stack of the thread every case runs on.
+const STACK: usize = 2 << 20;
+/// The name of the work put in the deepest group.
+const WORK: &str = "deepest-work";
+
+// ----- the parent side ------------------------------------------------------
+
+/// Runs `case` in a child process; `Err` with what went wrong.
+fn run_in_child(case: &str) -> Result<(), String> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process_case",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CASE, case)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && stdout.contains(&format!("CASE OK {case}")) {
+        return Ok(());
+    }
+    let overflow = if stderr.contains("has overflowed its stack") {
+        " (stack overflow)"
+    } else {
+        ""
+    };
+    let stderr_tail: String = {
+        let lines: Vec<_> = stderr.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    };
+    Err(format!(
+        "case {case}: child exited with {}{overflow}\n--- stdout\n{stdout}\n--- stderr (tail)\n{stderr_tail}",
+        out.status
+    ))
+}
+
+/// Runs a chain case for both ways of building the chain.
+fn chain_case(op: &str) {
+    let failures: Vec<_> = ["child", "link"]
+        .iter()
+        .filter_map(|kind| run_in_child(&format!("chain:{kind}:{op}")).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn diamond_case(op: &str) {
+    if let Err(failure) = run_in_child(&format!("diamond:{op}")) {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+fn wait_blocking_reaches_the_end_of_a_deep_chain() {
+    chain_case("wait_blocking");
+}
+
+#[test]
+fn cancel_reaches_the_end_of_a_deep_chain() {
+    chain_case("cancel");
+}
+
+#[test]
+fn pending_reaches_the_end_of_a_deep_chain() {
+    chain_case("pending");
+}
+
+#[test]
+fn errors_reach_the_end_of_a_deep_chain() {
+    chain_case("errors");
+}
+
+#[test]
+fn wait_reaches_the_end_of_a_deep_chain() {
+    chain_case("wait");
+}
+
+#[test]
+fn wait_timeout_reaches_the_end_of_a_deep_chain() {
+    chain_case("wait_timeout");
+}
+
+#[test]
+fn shutdown_reaches_the_end_of_a_deep_chain() {
+    chain_case("shutdown");
+}
+
+#[test]
+fn a_deep_chain_dropped_root_first_does_not_overflow() {
+    chain_case("drop_root_first");
+}
+
+#[test]
+fn a_deep_chain_dropped_leaf_first_does_not_overflow() {
+    chain_case("drop_leaf_first");
+}
+
+#[test]
+fn wait_on_a_ladder_of_diamonds_visits_each_group_once() {
+    diamond_case("wait");
+}
+
+#[test]
+fn cancel_on_a_ladder_of_diamonds_visits_each_group_once() {
+    diamond_case("cancel");
+}
+
+#[test]
+fn pending_on_a_ladder_of_diamonds_visits_each_group_once() {
+    diamond_case("pending");
+}
+
+#[test]
+fn errors_on_a_ladder_of_diamonds_visit_each_group_once() {
+    diamond_case("errors");
+}
+
+#[test]
+fn wait_blocking_on_a_ladder_of_diamonds_visits_each_group_once() {
+    diamond_case("wait_blocking");
+}
+
+#[test]
+fn linking_above_a_ladder_of_diamonds_visits_each_group_once() {
+    diamond_case("link");
+}
+
+// ----- the child side -------------------------------------------------------
+
+/// In the child process: runs the case named by [`CASE`] on a thread with a
+/// [`STACK`]-byte stack, waits for it at most its watchdog, and reports.
+/// Without the variable (the normal test run), does nothing.
+#[test]
+fn child_process_case() {
+    let Ok(case) = std::env::var(CASE) else {
+        return;
+    };
+    let watchdog = if case.starts_with("diamond:") {
+        2 * BOUND
+    } else {
+        CHAIN_WATCHDOG
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let body_case = case.clone();
+    let body = std::thread::Builder::new()
+        .name(case.clone())
+        .stack_size(STACK)
+        .spawn(move || {
+            run_case(&body_case);
+            done_tx.send(()).unwrap();
+        })
+        .unwrap();
+    match done_rx.recv_timeout(watchdog) {
+        Ok(()) => println!("CASE OK {case}"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            println!("CASE TIMED OUT {case}: not done within {watchdog:?}");
+            // Ends the runaway walk with the process.
+            std::process::exit(2);
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The case panicked: fail with its panic.
+            if let Err(panic) = body.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+fn run_case(case: &str) {
+    match case.split(':').collect::<Vec<_>>().as_slice() {
+        ["chain", kind, op] => chain_op(kind, op),
+        ["diamond", op] => diamond_op(op),
+        _ => panic!("unknown case {case}"),
+    }
+}
+
+fn names(report: &PendingReport) -> Vec<Option<&str>> {
+    report.tasks().map(|t| t.name()).collect()
+}
+
+fn current_thread(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+/// Blocks in `wait_blocking` on `top` after checking (with a zero timeout)
+/// that it sees `work`, which another thread completes.
+fn wait_blocking_for(top: &WaitGroup, work: taskgroup::TaskGuard) {
+    let err = top.wait_blocking_timeout(Duration::ZERO).unwrap_err();
+    assert_eq!(names(err.pending().unwrap()), [Some(WORK)]);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let completer = std::thread::spawn(move || {
+        release_rx.recv().unwrap();
+        drop(work);
+    });
+    release_tx.send(()).unwrap();
+    top.wait_blocking().unwrap();
+    completer.join().unwrap();
+}
+
+/// Polls `top.wait()` once (it must see `work`), completes `work`, and polls
+/// again.
+fn wait_for(top: &WaitGroup, work: taskgroup::TaskGuard) {
+    let mut wait = task::spawn(top.wait());
+    assert_pending!(wait.poll());
+    drop(work);
+    assert!(wait.is_woken());
+    assert!(assert_ready!(wait.poll()).is_ok());
+}
+
+/// A failure recorded in `bottom`, then `top.errors()` must list it once.
+fn errors_of(top: &WaitGroup, bottom: &WaitGroup, rt: &tokio::runtime::Runtime) {
+    let _rt = rt.enter();
+    bottom.go_named("deepest-task", |_| async { Err("deep failure") });
+    assert!(rt.block_on(bottom.wait()).is_err());
+    let started = Instant::now();
+    let errors = top.errors();
+    assert!(started.elapsed() < BOUND, "{:?}", started.elapsed());
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(errors.first().unwrap().name(), Some("deepest-task"));
+}
+
+/// 100,000 groups, each linked under the one before (`kind` "child": made
+/// with `child()`; "link": a fresh group, `link`ed).
+fn build_chain(kind: &str) -> Vec<WaitGroup> {
+    let started = Instant::now();
+    let mut chain = Vec::with_capacity(DEPTH);
+    chain.push(WaitGroup::builder().name("root").build());
+    for _ in 1..DEPTH {
+        let prev = chain.last().unwrap();
+        let next = match kind {
+            "child" => prev.child(),
+            "link" => {
+                let next = WaitGroup::new();
+                prev.link(&next).unwrap();
+                next
+            }
+            _ => panic!("unknown chain kind {kind}"),
+        };
+        chain.push(next);
+    }
+    // O(1) per step: a quadratic build would take far longer.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "building took {:?}",
+        started.elapsed()
+    );
+    chain
+}
+
+fn chain_op(kind: &str, op: &str) {
+    let mut chain = build_chain(kind);
+    match op {
+        "drop_root_first" => {
+            let work = chain.last().unwrap().add_named(WORK);
+            // A Vec drops its elements front to back: the root first.
+            drop(chain);
+            drop(work);
+            return;
+        }
+        "drop_leaf_first" => {
+            let work = chain.last().unwrap().add_named(WORK);
+            while let Some(group) = chain.pop() {
+                drop(group);
+            }
+            drop(work);
+            return;
+        }
+        _ => {}
+    }
+    let root = &chain[0];
+    let deepest = chain.last().unwrap();
+    match op {
+        "wait_blocking" => wait_blocking_for(root, deepest.add_named(WORK)),
+        "cancel" => {
+            root.cancel();
+            assert!(deepest.is_cancelled());
+        }
+        "pending" => {
+            let _work = deepest.add_named(WORK);
+            assert_eq!(names(&root.pending()), [Some(WORK)]);
+        }
+        "errors" => errors_of(root, deepest, &current_thread(false)),
+        "wait" => wait_for(root, deepest.add_named(WORK)),
+        "wait_timeout" => {
+            let work = deepest.add_named(WORK);
+            current_thread(true).block_on(async {
+                let err = root.wait_timeout(Duration::from_secs(1)).await.unwrap_err();
+                assert_eq!(names(err.pending().unwrap()), [Some(WORK)]);
+                drop(work);
+                root.wait_timeout(Duration::from_secs(1)).await.unwrap();
+            });
+        }
+        "shutdown" => {
+            let rt = current_thread(true);
+            let report = rt.block_on(async {
+                // Stops when the shutdown reaches its group and cancels it.
+                deepest.go_named("deepest-task", |ctx| async move {
+                    ctx.cancelled().await;
+                    Ok::<_, std::io::Error>(())
+                });
+                root.shutdown(Duration::from_secs(1)).await.unwrap()
+            });
+            assert!(report.is_clean(), "{report}");
+            assert_eq!(report.finished(), 1, "{report}");
+            assert!(deepest.is_closed());
+        }
+        _ => panic!("unknown chain op {op}"),
+    }
+}
+
+/// The ladder, top first: level `i` has `a_i` and `b_i`, both linked under
+/// `c_{i-1}` (`c_0` is the top), and `c_i` linked under both.
+fn build_ladder() -> Vec<WaitGroup> {
+    let top = WaitGroup::builder().name("top").build();
+    let mut groups = vec![top.clone()];
+    let mut c = top;
+    for _ in 0..LEVELS {
+        let (a, b, next) = (WaitGroup::new(), WaitGroup::new(), WaitGroup::new());
+        c.link(&a).unwrap();
+        c.link(&b).unwrap();
+        a.link(&next).unwrap();
+        b.link(&next).unwrap();
+        groups.extend([a, b, next.clone()]);
+        c = next;
+    }
+    assert_eq!(groups.len(), 3 * LEVELS + 1);
+    groups
+}
+
+fn diamond_op(op: &str) {
+    let ladder = build_ladder();
+    let top = &ladder[0];
+    let bottom = ladder.last().unwrap();
+    let rt = current_thread(false);
+    let started = Instant::now();
+    match op {
+        "wait" => wait_for(top, bottom.add_named(WORK)),
+        "cancel" => {
+            top.cancel();
+            assert!(bottom.is_cancelled());
+        }
+        "pending" => {
+            let _work = bottom.add_named(WORK);
+            assert_eq!(names(&top.pending()), [Some(WORK)], "listed once");
+        }
+        "errors" => errors_of(top, bottom, &rt),
+        "wait_blocking" => wait_blocking_for(top, bottom.add_named(WORK)),
+        "link" => {
+            let above = WaitGroup::new();
+            above.link(top).unwrap();
+            assert!(matches!(bottom.link(&above), Err(LinkError::Cycle { .. })));
+        }
+        _ => panic!("unknown diamond op {op}"),
+    }
+    let took = started.elapsed();
+    assert!(took < BOUND, "{op} on the ladder took {took:?}");
+}

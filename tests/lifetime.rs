@@ -1,0 +1,190 @@
+//! Transient children leave (issue #11, A): a group made with `child()` whose
+//! own work is done, which has no links left, and whose last `WaitGroup`
+//! handle is gone, leaves its parent's links (and is freed). Its failures stay
+//! reported by the parent. A child dropped while busy is still waited for, and
+//! leaves once its work is done. An explicitly `link`ed group stays linked
+//! after its handles are dropped, until `unlink`.
+//!
+//! Does not compile against the code of issue #11: the last test uses
+//! `WaitGroup::unlink`, which the fix adds. Every other test here uses only
+//! the API of that code; all but one fail on it (children never leave). The
+//! exception, `a_child_with_an_explicit_link_of_its_own_stays`, holds today
+//! and keeps the fix from freeing a child that still has a link.
+
+use std::time::Duration;
+
+use taskgroup::WaitGroup;
+use tokio_test::{assert_pending, assert_ready, task};
+
+/// The ids of the groups `parent` lists as linked, in order.
+fn linked_ids(parent: &WaitGroup) -> Vec<taskgroup::GroupId> {
+    parent.linked().iter().map(WaitGroup::id).collect()
+}
+
+#[test]
+fn an_idle_child_whose_last_handle_is_dropped_leaves_its_parent() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    child.add().done();
+    assert_eq!(
+        linked_ids(&parent),
+        [child.id()],
+        "still held: still linked"
+    );
+    let clone = child.clone();
+    drop(child);
+    assert_eq!(parent.linked().len(), 1, "a clone still holds it");
+    drop(clone);
+    assert!(
+        parent.linked().is_empty(),
+        "the last handle of an idle child is gone: it must leave the parent"
+    );
+    assert!(parent.pending().is_empty());
+    assert!(parent.wait_blocking_timeout(Duration::ZERO).is_ok());
+}
+
+#[tokio::test]
+async fn a_departed_childs_failures_stay_reported_by_the_parent() {
+    let parent = WaitGroup::builder().name("server").build();
+    let child = parent.child_named("request");
+    child.go_named("handler", |_| async { Err("bad request") });
+    assert!(child.wait().await.is_err());
+    drop(child);
+
+    assert!(
+        parent.linked().is_empty(),
+        "the child is done and unreferenced: it must leave"
+    );
+    let err = parent.wait().await.unwrap_err();
+    let lines: Vec<_> = err.errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        lines,
+        ["task \"handler\" #1 in group \"request\" failed: bad request"]
+    );
+    assert_eq!(parent.errors().len(), 1);
+    assert_eq!(
+        parent.errors().first().unwrap().group_name(),
+        Some("request")
+    );
+}
+
+#[test]
+fn linked_lists_only_children_still_held_or_still_busy() {
+    let parent = WaitGroup::new();
+    let held = parent.child_named("held");
+    let idle = parent.child_named("idle");
+    let busy = parent.child_named("busy");
+    let work = busy.add();
+    let (held_id, busy_id) = (held.id(), busy.id());
+    drop(idle);
+    drop(busy);
+    assert_eq!(
+        linked_ids(&parent),
+        [held_id, busy_id],
+        "the idle, unreferenced child must be gone; the busy one stays while busy"
+    );
+    drop(work);
+    assert_eq!(
+        linked_ids(&parent),
+        [held_id],
+        "the busy child finished its work and must leave"
+    );
+    drop(held);
+    assert!(parent.linked().is_empty());
+}
+
+#[test]
+fn a_child_dropped_while_busy_is_still_waited_for_and_leaves_when_done() {
+    let parent = WaitGroup::new();
+    let child = parent.child_named("busy");
+    let work = child.add_named("in-flight");
+    drop(child);
+
+    let pending = parent.pending();
+    let names: Vec<_> = pending.tasks().map(|t| t.name()).collect();
+    assert_eq!(names, [Some("in-flight")]);
+    let mut wait = task::spawn(parent.wait());
+    assert_pending!(wait.poll(), "the dropped child's work is still pending");
+    drop(work);
+    assert!(wait.is_woken());
+    assert!(assert_ready!(wait.poll()).is_ok());
+    assert!(
+        parent.linked().is_empty(),
+        "the dropped child's work is done: it must leave the parent"
+    );
+}
+
+#[test]
+fn a_child_leaves_once_its_own_children_have_left() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    let child_id = child.id();
+    drop(child);
+    assert_eq!(
+        linked_ids(&parent),
+        [child_id],
+        "the child still has a link (its live grandchild): it stays"
+    );
+    drop(grandchild);
+    assert!(
+        parent.linked().is_empty(),
+        "the grandchild left, so the child has no links left and no handles: it must leave too"
+    );
+}
+
+#[test]
+fn a_child_with_an_explicit_link_of_its_own_stays() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    let pool = WaitGroup::builder().name("pool").build();
+    child.link(&pool).unwrap();
+    let child_id = child.id();
+    drop(child);
+    drop(pool);
+    assert_eq!(
+        linked_ids(&parent),
+        [child_id],
+        "an explicit link stays, so the child still has a link and stays"
+    );
+    let in_pool = parent.linked()[0].linked()[0].add();
+    assert!(parent
+        .wait_blocking_timeout(Duration::ZERO)
+        .unwrap_err()
+        .is_timeout());
+    drop(in_pool);
+    assert!(parent.wait_blocking_timeout(Duration::ZERO).is_ok());
+}
+
+/// New API: `unlink`.
+#[test]
+fn an_explicit_link_outlives_its_handles_until_unlinked() {
+    let parent = WaitGroup::new();
+    let db = WaitGroup::builder().name("db").build();
+    parent.link(&db).unwrap();
+    let db_id = db.id();
+    drop(db);
+    assert_eq!(
+        linked_ids(&parent),
+        [db_id],
+        "an explicitly linked group stays linked without handles"
+    );
+
+    let db = parent.linked().remove(0);
+    let in_db = db.add();
+    assert!(parent
+        .wait_blocking_timeout(Duration::ZERO)
+        .unwrap_err()
+        .is_timeout());
+    assert!(parent.unlink(&db), "it was linked");
+    assert!(parent.linked().is_empty());
+    assert!(!parent.unlink(&db), "no longer linked");
+    assert!(
+        parent.wait_blocking_timeout(Duration::ZERO).is_ok(),
+        "an unlinked group's work is no longer waited for"
+    );
+    drop(in_db);
+
+    // A group that was never linked: nothing to unlink.
+    assert!(!parent.unlink(&WaitGroup::new()));
+}

@@ -1,0 +1,163 @@
+//! Saturating time (issue #11, D): `Duration::MAX` is a valid timeout
+//! everywhere a duration is taken (abort timeout, grace period, plan delays
+//! and budget, wait timeouts) and means "no limit"; nothing panics on an
+//! overflowing `Instant` or `Duration` sum.
+//!
+//! On the code of issue #11, `abort_timeout(Duration::MAX)` makes every
+//! shutdown panic (the deadline plus the abort timeout overflows), and
+//! `ShutdownPlan::budget` panics when a part is `Duration::MAX`. An unbounded
+//! grace period (with a finite abort timeout), a plan with one, and
+//! `wait_timeout`/`wait_blocking_timeout` with `Duration::MAX` already work;
+//! their tests keep it so.
+
+use std::time::Duration;
+
+use taskgroup::{ShutdownPlan, WaitGroup};
+use tokio::time::Instant;
+
+/// A task that stops as soon as its group is cancelled.
+fn polite(wg: &WaitGroup, name: &'static str) {
+    wg.go_named(name, |ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+}
+
+/// A task that ignores cancellation: only an abort ends it.
+fn stubborn(wg: &WaitGroup, name: &'static str) -> taskgroup::TaskId {
+    wg.go_named(name, |_| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    })
+}
+
+/// The forced phase is unbounded, but a task aborted at the deadline stops at
+/// once, so the shutdown returns at the deadline.
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_abort_timeout_still_aborts_at_the_deadline() {
+    let wg = WaitGroup::builder()
+        .name("server")
+        .abort_timeout(Duration::MAX)
+        .build();
+    polite(&wg, "polite");
+    let stuck = stubborn(&wg, "stuck");
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = wg.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(
+        report.aborted().iter().map(|t| t.id()).collect::<Vec<_>>(),
+        [stuck]
+    );
+    assert_eq!(report.finished(), 1, "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+    assert!(wg.is_empty());
+}
+
+/// A linked group reached after the deadline, under an unbounded abort
+/// timeout: no overflow computing its share of the forced phase.
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_abort_timeout_with_a_group_reached_late() {
+    let wg = WaitGroup::builder().abort_timeout(Duration::MAX).build();
+    let pool = wg.child_named("pool");
+    stubborn(&wg, "straggler");
+    polite(&pool, "pool");
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(report.aborted().len(), 1, "{report}");
+    assert_eq!(report.finished(), 1, "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+}
+
+/// A group whose tasks stop when cancelled, shut down with an unbounded
+/// grace period (and the default abort timeout, or an unbounded one).
+async fn unbounded_grace(abort_timeout: Duration) {
+    let wg = WaitGroup::builder().abort_timeout(abort_timeout).build();
+    let pool = wg.child();
+    polite(&wg, "conn");
+    polite(&pool, "pool");
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = wg.shutdown(Duration::MAX).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.finished(), 2, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_grace_period_returns_once_the_tasks_stop() {
+    unbounded_grace(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_grace_period_and_abort_timeout_together() {
+    unbounded_grace(Duration::MAX).await;
+}
+
+#[test]
+fn a_plan_budget_saturates() {
+    let wg = WaitGroup::new();
+    assert_eq!(ShutdownPlan::new(Duration::MAX).budget(&wg), Duration::MAX);
+    assert_eq!(
+        ShutdownPlan::new(Duration::from_secs(10))
+            .pre_stop_delay(Duration::MAX)
+            .budget(&wg),
+        Duration::MAX
+    );
+    assert_eq!(
+        ShutdownPlan::new(Duration::MAX)
+            .pre_stop_delay(Duration::MAX)
+            .budget(&wg),
+        Duration::MAX
+    );
+    let unbounded = WaitGroup::builder().abort_timeout(Duration::MAX).build();
+    assert_eq!(
+        ShutdownPlan::new(Duration::from_secs(10)).budget(&unbounded),
+        Duration::MAX
+    );
+    // Finite parts still add up.
+    assert_eq!(
+        ShutdownPlan::new(Duration::from_secs(10))
+            .pre_stop_delay(Duration::from_secs(5))
+            .budget(&wg),
+        Duration::from_secs(16)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_with_an_unbounded_grace_period_runs() {
+    let wg = WaitGroup::new();
+    polite(&wg, "conn");
+    tokio::task::yield_now().await;
+    let report = ShutdownPlan::new(Duration::MAX).run(&wg).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.finished(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_timeout_max_returns_once_the_group_is_idle() {
+    let wg = WaitGroup::new();
+    wg.go(|_| async {
+        // Models a second of work.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, std::io::Error>(())
+    });
+    let start = Instant::now();
+    wg.wait_timeout(Duration::MAX).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+#[test]
+fn wait_blocking_timeout_max_returns_once_the_group_is_idle() {
+    let wg = WaitGroup::new();
+    let work = wg.add();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let completer = std::thread::spawn(move || {
+        release_rx.recv().unwrap();
+        drop(work);
+    });
+    release_tx.send(()).unwrap();
+    wg.wait_blocking_timeout(Duration::MAX).unwrap();
+    assert!(wg.is_empty());
+    completer.join().unwrap();
+}

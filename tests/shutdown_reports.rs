@@ -1,0 +1,305 @@
+//! Exact shutdown reports (issue #11, E): what a [`ShutdownReport`] counts is
+//! what happened. Concurrent shutdowns of one group, or of a parent and its
+//! child, split the aborted tasks between them and never count an aborted
+//! task as finished; work that finishes by itself during another group's turn
+//! is counted; a panic whose payload panics when dropped is still recorded; a
+//! zero grace period aborts at once; and a group reached late still gets its
+//! time to close.
+//!
+//! On the code of issue #11 these fail: a second shutdown starting during
+//! the drain, and a parent's shutdown while its child's own shutdown aborts
+//! the child's tasks, count the aborted tasks as finished; work that finished
+//! during an earlier group's turn is not counted; the panic whose payload
+//! panics on drop is lost (the wait returns `Ok`); a zero grace period waits
+//! half the abort timeout before aborting; and a group reached after the
+//! forced phase is aborted the moment it is cancelled. The variants that
+//! already hold (simultaneous shutdowns, one grace period for parent and
+//! child, a second shutdown during the forced phase, a late group whose
+//! predecessor's abort took effect at once) keep the fix from regressing
+//! them.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskgroup::{ShutdownReport, TaskId, WaitGroup};
+use tokio::time::Instant;
+
+/// A task that stops as soon as its group is cancelled.
+fn polite(wg: &WaitGroup, name: &'static str) -> TaskId {
+    wg.go_named(name, |ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    })
+}
+
+/// A task that ignores cancellation: only an abort ends it.
+fn stubborn(wg: &WaitGroup, name: &'static str) -> TaskId {
+    wg.go_named(name, |_| async {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    })
+}
+
+fn aborted_ids(report: &ShutdownReport) -> Vec<TaskId> {
+    report.aborted().iter().map(|t| t.id()).collect()
+}
+
+/// Two aborted lists: disjoint, and together exactly `expected`.
+fn assert_split(first: &ShutdownReport, second: &ShutdownReport, expected: &[TaskId]) {
+    let (a, b) = (aborted_ids(first), aborted_ids(second));
+    let both: HashSet<_> = a.iter().filter(|id| b.contains(id)).collect();
+    assert!(
+        both.is_empty(),
+        "aborted in both reports: {both:?}\n{first}\n{second}"
+    );
+    let mut all: Vec<_> = a.into_iter().chain(b).collect();
+    all.sort();
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(all, expected, "\n{first}\n{second}");
+}
+
+/// Two shutdowns of one group, the second starting `stagger` after the first
+/// (a second signal handler, say): 2 polite and 3 stubborn tasks.
+async fn two_shutdowns(stagger: Duration) {
+    let grace = Duration::from_secs(1);
+    let wg = WaitGroup::builder().name("server").build();
+    polite(&wg, "polite-1");
+    polite(&wg, "polite-2");
+    let stuck: Vec<_> = ["stuck-1", "stuck-2", "stuck-3"]
+        .into_iter()
+        .map(|name| stubborn(&wg, name))
+        .collect();
+    tokio::task::yield_now().await;
+    let (first, second) = tokio::join!(wg.shutdown(grace), async {
+        tokio::time::sleep(stagger).await;
+        wg.shutdown(grace).await
+    });
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_split(&first, &second, &stuck);
+    for report in [&first, &second] {
+        assert!(
+            report.finished() <= 2,
+            "stagger {stagger:?}: an aborted task counted as finished: {report}"
+        );
+    }
+    assert!(wg.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_shutdowns_at_once_split_the_aborts_and_count_none_as_finished() {
+    two_shutdowns(Duration::ZERO).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_shutdown_during_the_drain_counts_no_aborted_task_as_finished() {
+    two_shutdowns(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_shutdown_during_the_forced_phase_counts_no_aborted_task_as_finished() {
+    // The default abort timeout is 1s: the forced phase runs from 1s to 2s.
+    two_shutdowns(Duration::from_millis(1_500)).await;
+}
+
+/// A parent and its child shut down at once; the child's tasks are stubborn.
+async fn parent_and_child(parent_grace: Duration, child_grace: Duration) {
+    let parent = WaitGroup::builder().name("server").build();
+    let child = parent.child_named("pool");
+    polite(&parent, "conn");
+    let stuck: Vec<_> = ["stuck-1", "stuck-2", "stuck-3"]
+        .into_iter()
+        .map(|name| stubborn(&child, name))
+        .collect();
+    tokio::task::yield_now().await;
+    let (from_parent, from_child) =
+        tokio::join!(parent.shutdown(parent_grace), child.shutdown(child_grace));
+    let (from_parent, from_child) = (from_parent.unwrap(), from_child.unwrap());
+    assert_split(&from_parent, &from_child, &stuck);
+    assert_eq!(
+        from_parent.finished(),
+        1,
+        "only the parent's polite task finished: {from_parent}"
+    );
+    assert_eq!(from_child.finished(), 0, "{from_child}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn parent_and_child_shut_down_at_once_with_one_grace_period() {
+    parent_and_child(Duration::from_secs(1), Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parents_report_does_not_count_its_childs_aborted_tasks() {
+    // The child's own shutdown aborts its tasks at 1s, while the parent's is
+    // still waiting for the child (until 2s).
+    parent_and_child(Duration::from_secs(2), Duration::from_secs(1)).await;
+}
+
+/// Group A has a polite and a stubborn task; group B, linked under A, has a
+/// task that finishes by itself halfway through the grace period, while the
+/// shutdown still waits for A. It finished during the shutdown: counted.
+#[tokio::test(start_paused = true)]
+async fn work_that_finishes_during_another_groups_turn_is_counted() {
+    let grace = Duration::from_secs(2);
+    let a = WaitGroup::builder().name("a").build();
+    let b = a.child_named("b");
+    polite(&a, "polite");
+    let stuck = stubborn(&a, "stuck");
+    b.go_named("self-finishing", move |_| async move {
+        // Models work that ends by itself, not because it was cancelled.
+        tokio::time::sleep(grace / 2).await;
+        Ok::<_, std::io::Error>(())
+    });
+    tokio::task::yield_now().await;
+    let report = a.shutdown(grace).await.unwrap();
+    assert_eq!(aborted_ids(&report), [stuck]);
+    assert_eq!(
+        report.finished(),
+        2,
+        "a's polite task and b's self-finishing one: {report}"
+    );
+    assert!(report.pending().is_empty(), "{report}");
+}
+
+/// A panic payload whose own `Drop` panics.
+struct PayloadPanicsOnDrop;
+
+impl Drop for PayloadPanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the panic payload panicked while being dropped");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_whose_payload_panics_on_drop_is_recorded() {
+    let wg = WaitGroup::builder().name("jobs").build();
+    wg.go_named("bomb", |_| async {
+        std::panic::panic_any(PayloadPanicsOnDrop);
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    });
+    let err = wg
+        .wait_timeout(Duration::from_secs(30))
+        .await
+        .expect_err("the task panicked: the wait must report it");
+    assert_eq!(err.errors().len(), 1, "{err}");
+    let failure = err.errors().first().unwrap();
+    assert!(failure.is_panic(), "{failure}");
+    assert_eq!(failure.name(), Some("bomb"));
+    assert!(wg.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_grace_period_aborts_at_once() {
+    let wg = WaitGroup::new();
+    let stuck = stubborn(&wg, "stuck");
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::ZERO).await.unwrap();
+    assert!(
+        report.elapsed() < Duration::from_millis(1),
+        "took {:?}: {report}",
+        report.elapsed()
+    );
+    assert_eq!(aborted_ids(&report), [stuck]);
+}
+
+/// A "requests" group that overruns (a guard never completed, a task stuck
+/// for good) must not take the close time of the "pool" group linked after
+/// it: the pool is cancelled, closes in 100ms, and is not aborted.
+///
+/// Here the stuck task's abort takes effect at once, so the pool is reached
+/// at the deadline with the first half of the forced phase ahead of it; the
+/// code of issue #11 passes this one. The next test is the case it fails.
+#[tokio::test(start_paused = true)]
+async fn a_group_reached_late_keeps_its_time_to_close() {
+    let requests = WaitGroup::builder()
+        .name("requests")
+        .abort_timeout(Duration::from_secs(1))
+        .build();
+    let pool = requests.child_named("pool");
+    let _never_completed = requests.add_named("leaked-request");
+    stubborn(&requests, "stuck-request");
+    let closed_cleanly = Arc::new(AtomicBool::new(false));
+    let closed = closed_cleanly.clone();
+    let pool_task = pool.go_named("pool", move |ctx| async move {
+        ctx.cancelled().await;
+        // Models the close step: flushing and closing connections.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closed.store(true, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(())
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = requests.shutdown(Duration::from_secs(2)).await.unwrap();
+    let aborted: Vec<_> = report
+        .aborted()
+        .iter()
+        .map(|t| (t.name(), t.group_name()))
+        .collect();
+    assert_eq!(
+        aborted,
+        [(Some("stuck-request"), Some("requests"))],
+        "after {:?}: {report}",
+        start.elapsed()
+    );
+    assert!(
+        !report
+            .aborted()
+            .iter()
+            .any(|t| t.id() == pool_task && t.group_id() == pool.id()),
+        "{report}"
+    );
+    assert!(
+        closed_cleanly.load(Ordering::SeqCst),
+        "the pool was not allowed to close: {report}"
+    );
+}
+
+/// The same when the "requests" group uses up the whole forced phase: its
+/// stuck task is blocked inside its poll (blocking code in async), so its
+/// abort cannot take effect, and the shutdown waits for it until the end of
+/// the abort timeout. The pool, reached only then, must still be cancelled
+/// and given time to close, not aborted the moment it is cancelled. Real
+/// time on a multi-thread runtime (the stuck task blocks a worker); takes
+/// about 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reached_after_the_forced_phase_keeps_its_time_to_close() {
+    let requests = WaitGroup::builder()
+        .name("requests")
+        .abort_timeout(Duration::from_secs(1))
+        .build();
+    let pool = requests.child_named("pool");
+    let _never_completed = requests.add_named("leaked-request");
+    let closed_cleanly = Arc::new(AtomicBool::new(false));
+    let closed = closed_cleanly.clone();
+    let (pool_ready_tx, pool_ready_rx) = tokio::sync::oneshot::channel();
+    pool.go_named("pool", move |ctx| async move {
+        pool_ready_tx.send(()).unwrap();
+        ctx.cancelled().await;
+        // Models the close step.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        closed.store(true, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(())
+    });
+    pool_ready_rx.await.unwrap();
+    let (stuck_tx, stuck_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    requests.go_named("stuck-request", move |_| async move {
+        stuck_tx.send(()).unwrap();
+        release_rx.recv().unwrap(); // blocks the worker thread inside poll
+        Ok::<_, std::io::Error>(())
+    });
+    stuck_rx.await.unwrap();
+
+    let report = requests.shutdown(Duration::from_secs(2)).await.unwrap();
+    release_tx.send(()).unwrap();
+    let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    assert_eq!(aborted, [Some("stuck-request")], "{report}");
+    assert!(
+        closed_cleanly.load(Ordering::SeqCst),
+        "the pool was not allowed to close: {report}"
+    );
+}
