@@ -19,16 +19,20 @@
 //! **detached** (no user handle left), **idle** (no pending work) and
 //! **bare** (no links of its own left):
 //!
-//! * all three are final once the group is detached: nobody can add work or
-//!   links without a handle, and `users` never rises from zero (a handle is
-//!   only made from another handle);
+//! * nobody can add work or links to a detached group, so idle and bare stay
+//!   so, unless a handle is made again: only `WaitGroup::linked` makes one
+//!   from nothing, and it counts it under the links lock of the parent it
+//!   lists the child from;
 //! * whichever event completes the three runs [`leave`]: the last handle's
 //!   drop (if the group is idle and bare then), the last task's `done` (the
 //!   dropping handle sets the state word's WAITING bit, so that `done` takes
 //!   the notify path and calls [`Counted::on_idle`]), or the group's last
 //!   link leaving it (the cascade in [`leave`]);
-//! * [`leave`] re-checks the three under the parent's links lock, so
-//!   concurrent triggers remove the link once.
+//! * [`leave`] re-checks the three under the parent's links lock (where a
+//!   handle would be made again), and takes the child's failures there, so
+//!   concurrent triggers remove the link once and no failure is missed. A
+//!   child that a user got a handle to again leaves when that handle goes,
+//!   by the same rules.
 //!
 //! A leaving group's failures are copied into its parent's record under the
 //! parent's links lock, and readers take a node's failures under the same
@@ -160,7 +164,8 @@ pub(crate) struct Node {
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
-    /// User handles (`WaitGroup`s). Never rises from zero.
+    /// User handles (`WaitGroup`s). Rises from zero only in
+    /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
     /// For a group made with `child()`: its parent, and its key there.
     parent: Option<(NodeRef, u64)>,
@@ -311,29 +316,23 @@ impl Node {
         self.links.lock().map.values().cloned().collect()
     }
 
-    /// The links that a user may get a handle to: not the detached children
-    /// (still waited for, but nobody holds them any more).
-    pub(crate) fn live_links(&self) -> Vec<NodeRef> {
-        let mut out = self.links();
-        out.retain(|l| l.try_add_user());
-        out
-    }
-
-    /// Counts a user handle unless the group is detached.
-    fn try_add_user(&self) -> bool {
-        let mut users = self.users.load(Ordering::Relaxed);
-        while users != 0 {
-            match self.users.compare_exchange_weak(
-                users,
-                users + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => users = actual,
-            }
+    /// The links, each with a user handle counted for the caller to wrap
+    /// (`WaitGroup::linked`). Counted under the links lock, which [`leave`]
+    /// holds while it checks that a child has no user: so a detached child
+    /// is either gone from the list or handed out again and kept.
+    pub(crate) fn links_for_users(&self) -> Vec<NodeRef> {
+        if !self.has_links.load(Ordering::Acquire) {
+            return Vec::new();
         }
-        false
+        let links = self.links.lock();
+        links
+            .map
+            .values()
+            .map(|l| {
+                l.users.fetch_add(1, Ordering::Relaxed);
+                l.clone()
+            })
+            .collect()
     }
 
     fn is_bare(&self) -> bool {
@@ -683,8 +682,6 @@ fn leave(start: &NodeRef) {
         let Some((parent, key)) = node.parent.clone() else {
             return;
         };
-        // Final once detached (see the module docs), so read before the lock.
-        let (kept, dropped) = node.own_errors().unwrap_or_else(|| (Arc::default(), 0));
         let removed;
         let parent_leaves;
         {
@@ -701,6 +698,8 @@ fn leave(start: &NodeRef) {
                 return;
             }
             removed = links.map.remove(&key);
+            // Idle: every failure of the child is recorded by now.
+            let (kept, dropped) = node.own_errors().unwrap_or_else(|| (Arc::default(), 0));
             if !kept.is_empty() || dropped > 0 {
                 parent
                     .failures

@@ -3,7 +3,7 @@
 //! shares, and the report. The steps on one group are the node's; the
 //! arithmetic of the budget is documented on `shutdown`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -57,6 +57,7 @@ pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
     let mut start: HashMap<GroupId, Counters> =
         order.iter().map(|n| (n.id(), n.counters())).collect();
     let mut visited: Vec<NodeRef> = Vec::with_capacity(order.len());
+    let mut seen: HashSet<GroupId> = HashSet::with_capacity(order.len());
     let mut aborted: Vec<TaskInfo> = Vec::new();
 
     // Groups linked during the shutdown are taken in a further pass.
@@ -65,10 +66,11 @@ pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
         for (i, group) in order.iter().enumerate() {
             let is_root = visited.is_empty();
             stop_group(group, is_root, total - i, &budget, &mut aborted).await;
+            seen.insert(group.id());
             visited.push(group.clone());
         }
         order = node::walk(root);
-        order.retain(|n| !visited.iter().any(|v| v.id() == n.id()));
+        order.retain(|n| !seen.contains(&n.id()));
         for n in &order {
             start.insert(n.id(), Counters::default());
         }

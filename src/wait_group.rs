@@ -596,14 +596,14 @@ impl WaitGroup {
         }
     }
 
-    /// The groups linked below this one, in link order: those linked with
-    /// [`link`](Self::link), and the children that have a handle left (a
-    /// child whose handles were all dropped is still waited for until it
-    /// leaves, but is not listed).
+    /// The groups linked below this one now, in link order: those linked
+    /// with [`link`](Self::link) and not unlinked, and the children that have
+    /// not left (a child whose handles were all dropped is listed until its
+    /// work is done; the handle returned then keeps it, until dropped).
     pub fn linked(&self) -> Vec<WaitGroup> {
-        // `live_links` counted a user handle for each.
+        // Each counted as a user handle already.
         self.node
-            .live_links()
+            .links_for_users()
             .into_iter()
             .map(|node| WaitGroup { node })
             .collect()
