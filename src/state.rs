@@ -50,7 +50,7 @@
 //! why `done` is a compare-and-swap rather than a `fetch_sub`: the decision
 //! "I woke the waiters, so I hold a reference" must be made by the same
 //! operation that releases the task, or two `done`s could both believe they
-//! own the one WAITING bit (the loom models in `src/loom_models.rs` include
+//! own the one WAITING bit (the loom models in `src/tests/loom_models.rs` include
 //! the last handle dropped while the last `done` notifies).
 //!
 //! # Memory ordering

@@ -22,7 +22,7 @@
 //! parent test fails, naming the case, if the child failed, aborted (the
 //! message then says "has overflowed its stack") or timed out.
 //!
-//! On the code of issue #11 every walk over the chain overflows the stack
+//! On the code before issue #11 every walk over the chain overflows the stack
 //! (the walks recurse once per group), as does dropping it leaf first (the
 //! root's free frees the chain recursively); on the ladder, `wait`, `cancel`,
 //! `wait_blocking` and `link` time out (they walk every path). Dropping the

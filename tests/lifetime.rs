@@ -5,7 +5,7 @@
 //! leaves once its work is done. An explicitly `link`ed group stays linked
 //! after its handles are dropped, until `unlink`.
 //!
-//! Does not compile against the code of issue #11: the last test uses
+//! Does not compile against the code before issue #11: the last test uses
 //! `WaitGroup::unlink`, which the fix adds. Every other test here uses only
 //! the API of that code; all but one fail on it (children never leave). The
 //! exception, `a_child_with_an_explicit_link_of_its_own_stays`, holds today

@@ -8,7 +8,7 @@
 //! A call that would hang runs on a thread of its own, watched: the test
 //! fails after [`LIMIT`] instead of hanging (the hung thread is left behind).
 //!
-//! On the code of issue #11, `wait_blocking` hangs inside a current-thread
+//! On the code before issue #11, `wait_blocking` hangs inside a current-thread
 //! runtime and on a multi-thread runtime's worker when the work is completed
 //! by a task queued behind the blocked worker, and `try_go` panics outside a
 //! runtime even on a closed group.

@@ -3,7 +3,7 @@
 //! and budget, wait timeouts) and means "no limit"; nothing panics on an
 //! overflowing `Instant` or `Duration` sum.
 //!
-//! On the code of issue #11, `abort_timeout(Duration::MAX)` makes every
+//! On the code before issue #11, `abort_timeout(Duration::MAX)` makes every
 //! shutdown panic (the deadline plus the abort timeout overflows), and
 //! `ShutdownPlan::budget` panics when a part is `Duration::MAX`. An unbounded
 //! grace period (with a finite abort timeout), a plan with one, and

@@ -6,7 +6,7 @@
 //! zero grace period aborts at once; and a group reached late still gets its
 //! time to close.
 //!
-//! On the code of issue #11 these fail: a second shutdown starting during
+//! On the code before issue #11 these failed: a second shutdown starting during
 //! the drain, and a parent's shutdown while its child's own shutdown aborts
 //! the child's tasks, count the aborted tasks as finished; work that finished
 //! during an earlier group's turn is not counted; the panic whose payload
@@ -211,8 +211,8 @@ async fn a_zero_grace_period_aborts_at_once() {
 /// it: the pool is cancelled, closes in 100ms, and is not aborted.
 ///
 /// Here the stuck task's abort takes effect at once, so the pool is reached
-/// at the deadline with the first half of the forced phase ahead of it; the
-/// code of issue #11 passes this one. The next test is the case it fails.
+/// at the deadline with most of the forced phase ahead of it; the code
+/// before issue #11 passed this one. The next test is the case it failed.
 #[tokio::test(start_paused = true)]
 async fn a_group_reached_late_keeps_its_time_to_close() {
     let requests = WaitGroup::builder()

@@ -5,7 +5,7 @@
 //! work that then completes, and a million tasks of which 1% fail on a group
 //! that keeps at most 100 failures.
 //!
-//! Does not compile against the code of issue #11: the last test uses
+//! Does not compile against the code before issue #11: the last test uses
 //! `Builder::max_errors`, `TaskErrors::dropped` and `WaitGroup::take_errors`,
 //! which the fix adds. The other tests use only the API of that code, and
 //! fail on it (children are never freed; the registry never shrinks).

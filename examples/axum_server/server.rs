@@ -6,9 +6,9 @@
 //! `log flusher`. A shutdown drains them in that order: the pool stays open
 //! while connections finish their requests, the flusher writes last. One
 //! deadline covers all three: if a connection uses it up, it is aborted, and
-//! the pool and the flusher, still in that order, get the first half of the
-//! forced phase after the deadline (the abort timeout) to close; whatever has
-//! not closed by then is aborted (the log says so).
+//! the pool and the flusher, still in that order, share the forced phase
+//! after the deadline (the abort timeout) to close; whatever has not closed
+//! within its share is aborted (the log says so).
 
 use std::fmt;
 use std::net::SocketAddr;
