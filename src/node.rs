@@ -14,8 +14,11 @@
 //! A node is kept alive by [`NodeRef`]s (a unit in its state word each) and by
 //! its pending tasks. Of the `NodeRef`s, those held by user-facing
 //! `WaitGroup` handles are also counted in [`Node::users`]; the others are
-//! internal: a parent's link, a child's reference to its parent, a walk's
-//! copy. A group made with `child()` *leaves* its parent once it is
+//! internal: a parent's link, a walk's copy. A child reaches its parent only
+//! through a `Weak` reference to the parent's [`Table`] of links, so nothing
+//! below a group keeps it alive (a strong reference up would make a cycle
+//! that is never freed). A group made with `child()` *leaves* its parent
+//! once it is
 //! **detached** (no user handle left), **idle** (no pending work) and
 //! **bare** (no links of its own left):
 //!
@@ -34,10 +37,10 @@
 //!   child that a user got a handle to again leaves when that handle goes,
 //!   by the same rules.
 //!
-//! A leaving group's failures are copied into its parent's record under the
-//! parent's links lock, and readers take a node's failures under the same
-//! lock when it has links ([`errors`]): a failure is seen either in the child
-//! (still linked in the reader's snapshot) or in the parent, exactly once.
+//! A leaving group's failures are copied into its parent's table under the
+//! parent's links lock, and readers take them under the same lock
+//! ([`errors`]): a failure is seen either in the child (still linked in the
+//! reader's snapshot) or in the parent's table, exactly once.
 //!
 //! # Invariants
 //!
@@ -64,7 +67,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::panic::Location;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex as PlainMutex;
@@ -112,11 +115,30 @@ struct Hot {
     last_id: StdAtomicU64,
 }
 
-/// The links below a group, in link order (keys increase with each link).
+/// The links below a group, in link order (keys increase with each link),
+/// and the failures of the children that left.
 #[derive(Default)]
-struct Links {
+pub(crate) struct Links {
     map: BTreeMap<u64, NodeRef>,
     next_key: u64,
+    departed: Failures,
+}
+
+/// A group's links, in an allocation of their own that its `child()` groups
+/// refer to weakly (to leave it) without keeping the group alive.
+pub(crate) struct Table {
+    links: Mutex<Links>,
+    /// For a group made with `child()`: its parent's table and its key there.
+    owner: Option<(Weak<Table>, u64)>,
+    /// The owning group's `max_errors`, for the failures of departed children.
+    max_errors: usize,
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links.lock().map);
+        release_later(links.into_values().collect());
+    }
 }
 
 impl Links {
@@ -159,16 +181,14 @@ pub(crate) struct Node {
     /// [`Node::own_errors`].
     has_errors: AtomicBool,
     cause: OnceLock<Arc<TaskError>>,
-    links: Mutex<Links>,
-    /// `links` was not empty at some point. Set (never cleared) under the
+    table: Arc<Table>,
+    /// The links were not empty at some point. Set (never cleared) under the
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
-    /// For a group made with `child()`: its parent, and its key there.
-    parent: Option<(NodeRef, u64)>,
 }
 
 impl Counted for Node {
@@ -185,7 +205,7 @@ impl Counted for Node {
     /// The last task of a group with a waiter finished. If the group is a
     /// detached child, it may now leave its parent.
     fn on_idle(this: &Shared<Self>) {
-        if this.parent.is_none() {
+        if this.table.owner.is_none() {
             return;
         }
         // Pairs with the release of the WAITING bit set in `release_user`:
@@ -203,8 +223,13 @@ impl Node {
     pub(crate) fn new(
         config: Config,
         scope: CancellationToken,
-        parent: Option<(NodeRef, u64)>,
+        owner: Option<(Weak<Table>, u64)>,
     ) -> NodeRef {
+        let table = Arc::new(Table {
+            links: Mutex::new(Links::default()),
+            owner,
+            max_errors: config.max_errors,
+        });
         let own = scope.child_token();
         Shared::new(Node {
             hot: Hot {
@@ -223,10 +248,9 @@ impl Node {
             failures: PlainMutex::new(Failures::default()),
             has_errors: AtomicBool::new(false),
             cause: OnceLock::new(),
-            links: Mutex::new(Links::default()),
+            table,
             has_links: AtomicBool::new(false),
             users: AtomicUsize::new(1),
-            parent,
         })
     }
 
@@ -251,7 +275,7 @@ impl Node {
     /// last one detaches the group: a child then leaves its parent now, if it
     /// is idle and bare, or when it becomes so.
     pub(crate) fn release_user(this: &NodeRef) {
-        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 || this.parent.is_none() {
+        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 || this.table.owner.is_none() {
             return;
         }
         // Arm the notify path of the last `done` (see `on_idle`); if nothing
@@ -267,9 +291,9 @@ impl Node {
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
         let scope = this.scope.child_token();
-        let mut links = this.links.lock();
+        let mut links = this.table.links.lock();
         let key = links.next_key;
-        let child = Node::new(config, scope, Some((this.clone(), key)));
+        let child = Node::new(config, scope, Some((Arc::downgrade(&this.table), key)));
         links.push(child.clone());
         this.has_links.store(true, Ordering::Release);
         child
@@ -278,7 +302,7 @@ impl Node {
     /// Links `child` below this node. The caller holds [`LINK_ORDER`] and has
     /// checked for cycles. Returns `false` if it was already linked.
     pub(crate) fn push_link(&self, child: &NodeRef) -> bool {
-        let mut links = self.links.lock();
+        let mut links = self.table.links.lock();
         if links.map.values().any(|l| Shared::ptr_eq(l, child)) {
             return false;
         }
@@ -290,7 +314,7 @@ impl Node {
     /// Removes `child` from the links; `false` if it was not linked.
     pub(crate) fn remove_link(&self, child: &NodeRef) -> bool {
         let removed = {
-            let mut links = self.links.lock();
+            let mut links = self.table.links.lock();
             let key = links
                 .map
                 .iter()
@@ -313,7 +337,7 @@ impl Node {
         if !self.has_links.load(Ordering::Acquire) {
             return Vec::new();
         }
-        self.links.lock().map.values().cloned().collect()
+        self.table.links.lock().map.values().cloned().collect()
     }
 
     /// The links, each with a user handle counted for the caller to wrap
@@ -324,7 +348,7 @@ impl Node {
         if !self.has_links.load(Ordering::Acquire) {
             return Vec::new();
         }
-        let links = self.links.lock();
+        let links = self.table.links.lock();
         links
             .map
             .values()
@@ -336,7 +360,7 @@ impl Node {
     }
 
     fn is_bare(&self) -> bool {
-        !self.has_links.load(Ordering::Acquire) || self.links.lock().map.is_empty()
+        !self.has_links.load(Ordering::Acquire) || self.table.links.lock().map.is_empty()
     }
 
     // ----- guards and tasks --------------------------------------------------
@@ -560,12 +584,15 @@ impl Counters {
 /// skips groups already seen). Iterative, so a chain of any depth is fine.
 ///
 /// `at` is called for each group while its links are being read: under its
-/// links lock if it ever had links (so that what it sees of the group and of
-/// its links is one snapshot, see [`errors`]), without a lock otherwise.
-/// Returning `Break` stops the walk.
-pub(crate) fn visit(root: &NodeRef, mut at: impl FnMut(&NodeRef) -> ControlFlow<()>) {
+/// links lock, with them, if it ever had links (so that what it sees of the
+/// group and of its links is one snapshot, see [`errors`]); without a lock,
+/// and `None`, otherwise. Returning `Break` stops the walk.
+pub(crate) fn visit(
+    root: &NodeRef,
+    mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
+) {
     if !root.has_links.load(Ordering::Acquire) {
-        let _ = at(root);
+        let _ = at(root, None);
         return;
     }
     let mut seen: HashSet<GroupId> = HashSet::new();
@@ -575,13 +602,13 @@ pub(crate) fn visit(root: &NodeRef, mut at: impl FnMut(&NodeRef) -> ControlFlow<
             continue;
         }
         let flow = if node.has_links.load(Ordering::Acquire) {
-            let links = node.links.lock();
-            let flow = at(&node);
+            let mut links = node.table.links.lock();
+            let flow = at(&node, Some(&mut links));
             // Pushed in reverse, so the first link is visited next.
             stack.extend(links.map.values().rev().cloned());
             flow
         } else {
-            at(&node)
+            at(&node, None)
         };
         if flow.is_break() {
             return;
@@ -592,7 +619,7 @@ pub(crate) fn visit(root: &NodeRef, mut at: impl FnMut(&NodeRef) -> ControlFlow<
 /// Every group reachable from `root`, in [`visit`] order.
 pub(crate) fn walk(root: &NodeRef) -> Vec<NodeRef> {
     let mut out = Vec::new();
-    visit(root, |node| {
+    visit(root, |node, _| {
         out.push(node.clone());
         ControlFlow::Continue(())
     });
@@ -605,7 +632,7 @@ pub(crate) fn reaches(root: &NodeRef, target: GroupId) -> bool {
         return true;
     }
     let mut found = false;
-    visit(root, |node| {
+    visit(root, |node, _| {
         found = node.id() == target;
         if found {
             ControlFlow::Break(())
@@ -619,7 +646,7 @@ pub(crate) fn reaches(root: &NodeRef, target: GroupId) -> bool {
 /// Whether `root` and every group below it are idle.
 pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
     let mut idle = true;
-    visit(root, |node| {
+    visit(root, |node, _| {
         idle = node.len() == 0;
         if idle {
             ControlFlow::Continue(())
@@ -638,23 +665,32 @@ pub(crate) fn cancel_tree(root: &NodeRef) {
     }
 }
 
-/// Every failure recorded by `root` and the groups below it, in walk order.
+/// Every failure recorded by `root` and the groups below it, in walk order:
+/// each group's own, then those of its children that left it.
 pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
-    collect_errors(root, Node::own_errors)
+    let mut errors = TaskErrors::default();
+    visit(root, |node, links| {
+        if let Some((kept, dropped)) = node.own_errors() {
+            errors.push_part(kept, dropped);
+        }
+        if let Some(links) = links {
+            errors.push_part(Arc::clone(&links.departed.kept), links.departed.dropped);
+        }
+        ControlFlow::Continue(())
+    });
+    errors
 }
 
 /// Like [`errors`], and removes them from the groups.
 pub(crate) fn take_errors(root: &NodeRef) -> TaskErrors {
-    collect_errors(root, Node::take_own_errors)
-}
-
-type ErrorSnapshot = Option<(Arc<Vec<Arc<TaskError>>>, u64)>;
-
-fn collect_errors(root: &NodeRef, mut read: impl FnMut(&Node) -> ErrorSnapshot) -> TaskErrors {
     let mut errors = TaskErrors::default();
-    visit(root, |node| {
-        if let Some((kept, dropped)) = read(node) {
+    visit(root, |node, links| {
+        if let Some((kept, dropped)) = node.take_own_errors() {
             errors.push_part(kept, dropped);
+        }
+        if let Some(links) = links {
+            let departed = std::mem::take(&mut links.departed);
+            errors.push_part(departed.kept, departed.dropped);
         }
         ControlFlow::Continue(())
     });
@@ -679,17 +715,18 @@ pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
 fn leave(start: &NodeRef) {
     let mut node = start.clone();
     loop {
-        let Some((parent, key)) = node.parent.clone() else {
+        let Some((parent_table, key)) = &node.table.owner else {
+            return;
+        };
+        // The parent is gone: nobody can wait for it, nothing to leave.
+        let Some(parent_table) = parent_table.upgrade() else {
             return;
         };
         let removed;
-        let parent_leaves;
+        let parent_bare;
         {
-            let mut links = parent.links.lock();
-            let still_here = links
-                .map
-                .get(&key)
-                .is_some_and(|l| Shared::ptr_eq(l, &node));
+            let mut links = parent_table.links.lock();
+            let still_here = links.map.get(key).is_some_and(|l| Shared::ptr_eq(l, &node));
             if !still_here
                 || node.users.load(Ordering::Acquire) != 0
                 || node.len() != 0
@@ -697,27 +734,38 @@ fn leave(start: &NodeRef) {
             {
                 return;
             }
-            removed = links.map.remove(&key);
-            // Idle: every failure of the child is recorded by now.
-            let (kept, dropped) = node.own_errors().unwrap_or_else(|| (Arc::default(), 0));
-            if !kept.is_empty() || dropped > 0 {
-                parent
-                    .failures
-                    .lock()
-                    .absorb(&kept, dropped, parent.config.max_errors);
-                parent.has_errors.store(true, Ordering::Release);
+            removed = links.map.remove(key);
+            // Idle: every failure of the child is recorded by now. Lock
+            // order: the parent's links, then the child's.
+            let max = parent_table.max_errors;
+            if let Some((kept, dropped)) = node.own_errors() {
+                links.departed.absorb(&kept, dropped, max);
             }
-            parent_leaves = parent.parent.is_some()
-                && links.map.is_empty()
-                && parent.users.load(Ordering::Acquire) == 0
-                && parent.len() == 0;
+            if node.has_links.load(Ordering::Acquire) {
+                let departed = std::mem::take(&mut node.table.links.lock().departed);
+                links.departed.absorb(&departed.kept, departed.dropped, max);
+            }
+            parent_bare = links.map.is_empty();
         }
         // Outside the lock: this may be the last reference to the child.
         drop(removed);
-        if !parent_leaves {
+        if !parent_bare {
             return;
         }
-        node = parent;
+        // The parent may now be leavable in turn: find it in its own parent.
+        let Some((grand_table, parent_key)) = &parent_table.owner else {
+            return;
+        };
+        let Some(grand_table) = grand_table.upgrade() else {
+            return;
+        };
+        let parent = grand_table.links.lock().map.get(parent_key).cloned();
+        match parent {
+            Some(parent) if parent.users.load(Ordering::Acquire) == 0 && parent.len() == 0 => {
+                node = parent
+            }
+            _ => return,
+        }
     }
 }
 
@@ -730,8 +778,7 @@ thread_local! {
     static QUEUE: RefCell<Vec<NodeRef>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Releases references a dropped node held (its links and its parent) in a
-/// loop rather than by recursion: a node freed while releasing queues its own
+/// Releases the links of a dropped table in a loop rather than by recursion: a node freed while releasing queues its own
 /// references instead of releasing them in place, so a chain of any depth is
 /// dropped with a constant stack.
 fn release_later(refs: Vec<NodeRef>) {
@@ -764,14 +811,5 @@ fn release_later(refs: Vec<NodeRef>) {
             return;
         }
         batch = next;
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links.lock().map);
-        let mut refs: Vec<NodeRef> = links.into_values().collect();
-        refs.extend(self.parent.take().map(|(parent, _)| parent));
-        release_later(refs);
     }
 }
