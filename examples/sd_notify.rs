@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 use taskgroup::service::shutdown_signal;
-use taskgroup::{BoxError, Phase, Readiness, ShutdownPlan, WaitGroup};
+use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
+use taskgroup::{BoxError, WaitGroup};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -115,7 +116,7 @@ async fn main() -> Result<(), BoxError> {
             _ => {}
         })
         .run(&app)
-        .await?;
+        .await;
     println!("{report}");
     Ok(())
 }

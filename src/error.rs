@@ -157,7 +157,7 @@ impl StdError for TaskError {
 /// Every task failure a group and its linked groups recorded, in completion
 /// order within each group (the group's own first, then each linked group's in
 /// link order), and how many more were counted but not kept (see
-/// [`Builder::max_errors`](crate::Builder::max_errors)).
+/// [`Builder::max_errors`](crate::WaitGroupBuilder::max_errors)).
 ///
 /// Cheap to clone, and cheap to make: the lists are shared with the groups
 /// that recorded them, which is how waiting twice returns the same errors
@@ -191,7 +191,7 @@ impl TaskErrors {
     }
 
     /// Failures recorded beyond a group's
-    /// [`max_errors`](crate::Builder::max_errors): counted exactly, not kept.
+    /// [`max_errors`](crate::WaitGroupBuilder::max_errors): counted exactly, not kept.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

@@ -57,7 +57,7 @@ pub struct TaskGuard {
 
 /// What a guard knows besides its group, in one word: for a recorded guard,
 /// [`RECORDED`] and its registry slot (its id is in the registry entry); for a
-/// guard of a [`record_guards(false)`](crate::Builder::record_guards) group,
+/// guard of a [`record_guards(false)`](crate::WaitGroupBuilder::record_guards) group,
 /// its id, or 0 until the id is first asked for, so that `add` does not touch
 /// the group's id counter.
 struct Tag(AtomicU64);
@@ -117,7 +117,7 @@ impl TaskGuard {
 
     /// The guard's id, unique within its group.
     ///
-    /// In a group built with [`record_guards(false)`](crate::Builder::record_guards)
+    /// In a group built with [`record_guards(false)`](crate::WaitGroupBuilder::record_guards)
     /// a guard takes its id when this is first called, so ids are still unique
     /// but no longer in the order of `add`.
     pub fn id(&self) -> TaskId {

@@ -41,7 +41,7 @@ impl fmt::Debug for Label {
 /// Ids start at 1 and increase with every [`add`](crate::WaitGroup::add) or
 /// [`go`](crate::WaitGroup::go) on the group, so they are unique within a group
 /// and say in which order work was registered. (In a group built with
-/// [`record_guards(false)`](crate::Builder::record_guards), a guard takes its
+/// [`record_guards(false)`](crate::WaitGroupBuilder::record_guards), a guard takes its
 /// id when first asked for: still unique, but in that order instead.) They
 /// print as `#7`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

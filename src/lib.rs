@@ -23,7 +23,7 @@
 //!     }
 //!     async fn close(&mut self) -> taskgroup::ShutdownReport {
 //!         drop(self.listener.take());
-//!         self.wg.shutdown(Duration::from_secs(5)).await.expect("not called from own task")
+//!         self.wg.shutdown(Duration::from_secs(5)).await
 //!     }
 //! }
 //! # #[tokio::main(flavor = "current_thread")]
@@ -43,7 +43,7 @@
 //!   [`CancellationToken`](tokio_util::sync::CancellationToken) and returns a
 //!   `Result`. Every error and panic is kept, with the task's identity, and
 //!   returned by [`WaitGroup::wait`] as [`TaskErrors`]. With
-//!   [`Builder::cancel_on_error`] the first failure cancels the rest (Go's
+//!   [`WaitGroupBuilder::cancel_on_error`] the first failure cancels the rest (Go's
 //!   `errgroup`).
 //! * **Links** — [`WaitGroup::link`] and [`WaitGroup::child`] attach groups
 //!   below a group; its waits and shutdowns then cover them, in order.
@@ -52,9 +52,10 @@
 //!   cancels, waits, aborts stragglers and returns a [`ShutdownReport`].
 //! * **Blocking** — [`WaitGroup::wait_blocking`] for `Drop` impls and
 //!   synchronous code, outside any runtime.
-//! * **Orchestrators** — [`ShutdownPlan`] runs the phases Kubernetes and
-//!   systemd expect (stop being [ready](Readiness), pre-stop delay, drain,
-//!   abort, close resources in order) around [`WaitGroup::shutdown`].
+//! * **Orchestrators** — [`shutdown::ShutdownPlan`] runs the phases
+//!   Kubernetes and systemd expect (stop being
+//!   [ready](shutdown::Readiness), pre-stop delay, drain, abort, close
+//!   resources in order) around [`WaitGroup::shutdown`].
 //! * **Services** — the [`service`] module runs long-running services as a
 //!   group that fails together, as an ordered sequence (start in order, stop
 //!   in reverse), under restart policies with backoff and limits, with status
@@ -101,18 +102,17 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod drain;
 mod error;
 mod event;
 mod guard;
 mod label;
 mod node;
-mod plan;
 mod registry;
 mod report;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
 #[allow(unsafe_code)]
 mod shared;
-mod shutdown;
 mod state;
 mod sync;
 mod task;
@@ -122,13 +122,16 @@ mod trace;
 mod wait_group;
 
 pub mod service;
+pub mod shutdown;
 
 pub use error::{BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, WaitError};
 pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
-pub use plan::{Phase, Readiness, ShutdownPlan};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
-pub use wait_group::{Builder, WaitGroup, DEFAULT_MAX_ERRORS};
+pub use wait_group::{WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
+
+#[doc(no_inline)]
+pub use tokio_util::sync::CancellationToken;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

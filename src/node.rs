@@ -104,6 +104,7 @@ pub(crate) struct Config {
     pub(crate) cancel_on_error: bool,
     pub(crate) abort_timeout: Duration,
     pub(crate) max_errors: usize,
+    pub(crate) abort_on_drop: bool,
 }
 
 /// The state word and the id counter, on a cache line of their own so that
@@ -160,17 +161,45 @@ struct Failures {
     dropped: u64,
 }
 
-/// The shared part of a group; see the module docs.
-pub(crate) struct Node {
-    hot: Hot,
-    pub(crate) label: GroupLabel,
-    pub(crate) config: Config,
+/// One generation of a group's cancellation tokens. Never dropped before the
+/// group: contexts handed to tasks borrow from it.
+struct Tokens {
     /// Cancelled with the whole subtree: by `cancel()`, by the caller's token,
     /// by the parent's scope, or by the first failure with `cancel_on_error`.
     scope: CancellationToken,
     /// The context handed to this group's own tasks: a child of `scope`, also
     /// cancelled on its own when a shutdown reaches this group.
     own: CancellationToken,
+    /// The next generation, made by `reopen()` once this one is cancelled.
+    next: OnceLock<Box<Tokens>>,
+}
+
+impl Tokens {
+    fn new(origin: Option<&CancellationToken>) -> Self {
+        let scope = origin.map_or_else(CancellationToken::new, CancellationToken::child_token);
+        Tokens {
+            own: scope.child_token(),
+            scope,
+            next: OnceLock::new(),
+        }
+    }
+}
+
+/// The shared part of a group; see the module docs.
+pub(crate) struct Node {
+    hot: Hot,
+    pub(crate) label: GroupLabel,
+    pub(crate) config: Config,
+    /// The group's cancellation tokens: the first generation, followed by one
+    /// more for each `reopen()` of a cancelled group (see [`Tokens`]).
+    tokens: Tokens,
+    /// How many generations follow `tokens`: the current one is the last.
+    generation: std::sync::atomic::AtomicU32,
+    /// The token new generations derive from: the caller's token or the
+    /// parent's scope, as the first did (`None`: a fresh one).
+    origin: Option<CancellationToken>,
+    /// Serialises `reopen()`.
+    reopening: PlainMutex<()>,
     pub(crate) registry: Registry,
     /// `go()` tasks dropped while still running (aborted, or their runtime
     /// shut down), counted before their guard completes.
@@ -222,7 +251,7 @@ impl Node {
     /// A new group with one user handle.
     pub(crate) fn new(
         config: Config,
-        scope: CancellationToken,
+        origin: Option<CancellationToken>,
         owner: Option<(Weak<Table>, u64)>,
     ) -> NodeRef {
         let table = Arc::new(Table {
@@ -230,7 +259,6 @@ impl Node {
             owner,
             max_errors: config.max_errors,
         });
-        let own = scope.child_token();
         Shared::new(Node {
             hot: Hot {
                 state: State::new(),
@@ -241,8 +269,10 @@ impl Node {
                 name: config.name.clone(),
             },
             config,
-            scope,
-            own,
+            tokens: Tokens::new(origin.as_ref()),
+            generation: std::sync::atomic::AtomicU32::new(0),
+            origin,
+            reopening: PlainMutex::new(()),
             registry: Registry::new(),
             aborted: StdAtomicU64::new(0),
             failures: PlainMutex::new(Failures::default()),
@@ -275,7 +305,15 @@ impl Node {
     /// last one detaches the group: a child then leaves its parent now, if it
     /// is idle and bare, or when it becomes so.
     pub(crate) fn release_user(this: &NodeRef) {
-        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 || this.table.owner.is_none() {
+        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if this.config.abort_on_drop {
+            for (_, join) in this.abort_tasks(None) {
+                drop(join);
+            }
+        }
+        if this.table.owner.is_none() {
             return;
         }
         // Arm the notify path of the last `done` (see `on_idle`); if nothing
@@ -290,10 +328,10 @@ impl Node {
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
-        let scope = this.scope.child_token();
+        let origin = this.tokens().scope.clone();
         let mut links = this.table.links.lock();
         let key = links.next_key;
-        let child = Node::new(config, scope, Some((Arc::downgrade(&this.table), key)));
+        let child = Node::new(config, Some(origin), Some((Arc::downgrade(&this.table), key)));
         links.push(child.clone());
         this.has_links.store(true, Ordering::Release);
         child
@@ -419,9 +457,36 @@ impl Node {
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
-    /// The context handed to this group's own tasks.
+    /// The current generation of the group's tokens.
+    fn tokens(&self) -> &Tokens {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut tokens = &self.tokens;
+        for _ in 0..generation {
+            tokens = tokens.next.get().expect("a generation is set before it is counted");
+        }
+        tokens
+    }
+
+    /// The context handed to this group's own tasks (the current one).
     pub(crate) fn own(&self) -> &CancellationToken {
-        &self.own
+        &self.tokens().own
+    }
+
+    /// Reopens a closed group; if its context was cancelled, starts a new
+    /// generation of tokens, derived from the group's origin as the first
+    /// was (so a group cancelled through its caller's token stays so).
+    pub(crate) fn reopen(&self) -> bool {
+        let _one_at_a_time = self.reopening.lock();
+        let reopened = self.state().reopen();
+        let current = self.tokens();
+        if current.own.is_cancelled() {
+            let next = Tokens::new(self.origin.as_ref());
+            if current.next.set(Box::new(next)).is_ok() {
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
+        }
+        reopened
     }
 
     // ----- failures -----------------------------------------------------------
@@ -472,11 +537,11 @@ impl Node {
     // ----- cancellation and shutdown steps -------------------------------------
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.own.is_cancelled()
+        self.own().is_cancelled()
     }
 
     pub(crate) fn cancel_own(&self) {
-        self.own.cancel();
+        self.own().cancel();
     }
 
     /// Closes the group to `try_add`/`try_go`; `true` if this call closed it.
@@ -500,12 +565,19 @@ impl Node {
         }
     }
 
-    /// Aborts every running `go()` task of this group. Returns what it
-    /// aborted and the handles that resolve once each abort took effect.
-    pub(crate) fn abort_tasks(&self) -> Vec<(TaskInfo, tokio::task::JoinHandle<()>)> {
+    /// Aborts every running `go()` task of this group but `spare`. Returns
+    /// what it aborted and the handles that resolve once each abort took
+    /// effect.
+    pub(crate) fn abort_tasks(
+        &self,
+        spare: Option<TaskId>,
+    ) -> Vec<(TaskInfo, tokio::task::JoinHandle<()>)> {
         let now = Instant::now();
         let mut aborted = Vec::new();
         self.registry.for_each(|entry| {
+            if Some(entry.id) == spare {
+                return;
+            }
             if let Some(join) = entry.join.take() {
                 join.abort();
                 aborted.push((self.info(entry, now), join));
@@ -661,7 +733,7 @@ pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
 /// first failure with `cancel_on_error`).
 pub(crate) fn cancel_tree(root: &NodeRef) {
     for node in walk(root) {
-        node.scope.cancel();
+        node.tokens().scope.cancel();
     }
 }
 

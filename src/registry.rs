@@ -2,7 +2,7 @@
 //!
 //! Every `go()` task has an entry (its name, creation site, start time and
 //! join handle); guards have one unless the group was built with
-//! [`record_guards(false)`](crate::Builder::record_guards). Entries live in a
+//! [`record_guards(false)`](crate::WaitGroupBuilder::record_guards). Entries live in a
 //! few shards, each a slab behind its own lock. A thread records into the
 //! shard it was assigned when it first recorded (threads are dealt out in
 //! turn), so threads rarely meet on one lock, and a guard completed on the

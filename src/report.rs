@@ -129,7 +129,7 @@ impl GroupPending {
     }
 
     /// The pending guards and tasks that were recorded, by id. Guards of a
-    /// group built with [`record_guards(false)`](crate::Builder::record_guards)
+    /// group built with [`record_guards(false)`](crate::WaitGroupBuilder::record_guards)
     /// are counted in [`len`](Self::len) but not listed here.
     pub fn tasks(&self) -> &[TaskInfo] {
         &self.tasks

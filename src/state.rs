@@ -267,6 +267,11 @@ impl State {
         self.word.0.fetch_or(CLOSED, Ordering::Relaxed) & CLOSED == 0
     }
 
+    /// Opens the group to `try_add` again. Returns `true` if it was closed.
+    pub(crate) fn reopen(&self) -> bool {
+        self.word.0.fetch_and(!CLOSED, Ordering::Relaxed) & CLOSED != 0
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.word.0.load(Ordering::Relaxed) & CLOSED != 0
     }

@@ -20,31 +20,49 @@ use crate::error::{BoxError, TaskError};
 use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Node;
+use crate::registry::Slot;
+
+/// The `go()` task this thread is polling (or dropping): its group, and its
+/// registry slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Current {
+    pub(crate) group: GroupId,
+    pub(crate) slot: Slot,
+}
 
 thread_local! {
-    /// The group whose `go()` task this thread is polling (or dropping), if
-    /// any. Set for the duration of one poll; a plain thread-local rather than
-    /// a `task_local!` scope, which would wrap every task's future in a bigger
+    /// The `go()` task this thread is polling (or dropping), if any. Set for
+    /// the duration of one poll; a plain thread-local rather than a
+    /// `task_local!` scope, which would wrap every task's future in a bigger
     /// one.
-    static CURRENT_GROUP: Cell<Option<GroupId>> = const { Cell::new(None) };
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// The `go()` task currently being polled, if any.
+pub(crate) fn current() -> Option<Current> {
+    CURRENT.try_with(Cell::get).ok().flatten()
 }
 
 /// The group of the `go()` task currently being polled, if any.
 pub(crate) fn current_group() -> Option<GroupId> {
-    CURRENT_GROUP.try_with(Cell::get).ok().flatten()
+    current().map(|c| c.group)
 }
 
 /// Marks the thread as running a task of a group until dropped, then restores
 /// what was there (a task polled inside another task's poll, by a nested
 /// runtime, restores the outer one). Restores when unwinding, too.
 struct Enter {
-    prev: Option<GroupId>,
+    prev: Option<Current>,
 }
 
 impl Enter {
-    fn new(group: GroupId) -> Self {
-        let prev = CURRENT_GROUP
-            .try_with(|current| current.replace(Some(group)))
+    fn new(guard: &TaskGuard) -> Self {
+        let task = Current {
+            group: guard.group_id(),
+            slot: guard.slot().expect("a go() task's guard is recorded"),
+        };
+        let prev = CURRENT
+            .try_with(|current| current.replace(Some(task)))
             .ok()
             .flatten();
         Enter { prev }
@@ -53,7 +71,7 @@ impl Enter {
 
 impl Drop for Enter {
     fn drop(&mut self) {
-        let _ = CURRENT_GROUP.try_with(|current| current.set(self.prev));
+        let _ = CURRENT.try_with(|current| current.set(self.prev));
     }
 }
 
@@ -96,7 +114,7 @@ pin_project! {
             if let Some(guard) = this.guard.as_ref() {
                 // Counted before the guard completes (see `Node::counters`).
                 guard.inner.note_aborted();
-                let _enter = Enter::new(guard.group_id());
+                let _enter = Enter::new(guard);
                 finish(this.fut, this.guard, None);
             }
         }
@@ -116,7 +134,7 @@ where
         let (Some(fut), Some(guard)) = (this.fut.as_mut().as_pin_mut(), this.guard.as_ref()) else {
             return Poll::Ready(());
         };
-        let _enter = Enter::new(guard.group_id());
+        let _enter = Enter::new(guard);
         let failure = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(()))) => None,
@@ -184,11 +202,17 @@ fn record(
     }
 }
 
-/// Drops a panic payload, whose own `Drop` may panic: that panic is caught,
-/// and its payload leaked rather than dropped (it could panic again), so the
-/// failure is still recorded.
+/// Drops a panic payload, whose own `Drop` may panic: that panic is caught
+/// and its payload dropped in turn, up to a few times; a payload still
+/// panicking then is leaked rather than dropped. Either way the failure is
+/// still recorded.
 fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..3 {
+        match catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }

@@ -1,4 +1,4 @@
-//! [`WaitGroup`], the public handle to a group, and its [`Builder`]. Each
+//! [`WaitGroup`], the public handle to a group, and its [`WaitGroupBuilder`]. Each
 //! method is a few lines over the group's node (`crate::node`); reading this
 //! file top to bottom is the API.
 
@@ -76,7 +76,7 @@ use crate::task;
 ///
 /// By default every guard records its identity (id, name, creation site, start
 /// time) so that reports can list it; that costs a short per-shard lock on
-/// `add` and on `done`. [`Builder::record_guards(false)`] turns that off for
+/// `add` and on `done`. [`WaitGroupBuilder::record_guards(false)`] turns that off for
 /// guards: `add` and `done` are then one atomic step each on the group's state
 /// word, which also counts the references that keep the group alive (so a
 /// guard touches no other counter), and reports give guards as counts. Tasks
@@ -105,7 +105,7 @@ use crate::task;
 /// # }
 /// ```
 ///
-/// [`Builder::record_guards(false)`]: Builder::record_guards
+/// [`WaitGroupBuilder::record_guards(false)`]: WaitGroupBuilder::record_guards
 pub struct WaitGroup {
     node: NodeRef,
 }
@@ -113,7 +113,7 @@ pub struct WaitGroup {
 /// Default length of a shutdown's forced phase, after the grace period.
 const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Default number of failures a group keeps; see [`Builder::max_errors`].
+/// Default number of failures a group keeps; see [`WaitGroupBuilder::max_errors`].
 pub const DEFAULT_MAX_ERRORS: usize = 1000;
 
 /// Configures a [`WaitGroup`]; from [`WaitGroup::builder`].
@@ -132,13 +132,13 @@ pub const DEFAULT_MAX_ERRORS: usize = 1000;
 /// assert!(wg.is_cancelled());
 /// ```
 #[derive(Debug, Clone)]
-#[must_use = "a Builder does nothing until build() is called"]
-pub struct Builder {
+#[must_use = "a WaitGroupBuilder does nothing until build() is called"]
+pub struct WaitGroupBuilder {
     config: Config,
     token: Option<CancellationToken>,
 }
 
-impl Builder {
+impl WaitGroupBuilder {
     /// Names the group; reports and errors show the name.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.config.name = Some(name.into().into());
@@ -190,6 +190,15 @@ impl Builder {
         self
     }
 
+    /// Whether dropping the group's last handle aborts its running `go()`
+    /// tasks, as dropping a tokio `JoinSet` does. Default `false`: the tasks
+    /// run to completion (and a parent's waits still cover them). Guards are
+    /// not affected, and neither are linked groups.
+    pub fn abort_on_drop(mut self, abort: bool) -> Self {
+        self.config.abort_on_drop = abort;
+        self
+    }
+
     /// Cancels the group when `token` is cancelled (the group gets a child of
     /// `token`; cancelling the group does not cancel `token`).
     pub fn token(mut self, token: CancellationToken) -> Self {
@@ -199,17 +208,13 @@ impl Builder {
 
     /// Creates the group.
     pub fn build(self) -> WaitGroup {
-        let scope = match &self.token {
-            Some(token) => token.child_token(),
-            None => CancellationToken::new(),
-        };
         WaitGroup {
-            node: Node::new(self.config, scope, None),
+            node: Node::new(self.config, self.token, None),
         }
     }
 }
 
-impl Default for Builder {
+impl Default for WaitGroupBuilder {
     fn default() -> Self {
         Self {
             config: Config {
@@ -218,6 +223,7 @@ impl Default for Builder {
                 cancel_on_error: false,
                 abort_timeout: DEFAULT_ABORT_TIMEOUT,
                 max_errors: DEFAULT_MAX_ERRORS,
+                abort_on_drop: false,
             },
             token: None,
         }
@@ -241,12 +247,12 @@ impl WaitGroup {
     /// Creates an unnamed group with the default settings: guards record their
     /// identity, failures do not cancel the group.
     pub fn new() -> Self {
-        Builder::default().build()
+        WaitGroupBuilder::default().build()
     }
 
     /// Starts configuring a group.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> WaitGroupBuilder {
+        WaitGroupBuilder::default()
     }
 
     /// The group's process-unique id.
@@ -640,7 +646,7 @@ impl WaitGroup {
     }
 
     /// The failure that cancelled the group, with
-    /// [`cancel_on_error`](Builder::cancel_on_error): the first one recorded.
+    /// [`cancel_on_error`](WaitGroupBuilder::cancel_on_error): the first one recorded.
     /// `None` if no failure cancelled it.
     pub fn cancel_cause(&self) -> Option<&crate::TaskError> {
         self.node.cause()
@@ -657,6 +663,35 @@ impl WaitGroup {
         if self.node.close() {
             crate::trace::closed(&self.node.label);
         }
+    }
+
+    /// Opens a [closed](Self::close) group to new work again (a server that
+    /// stops and starts again, TaskTracker's `reopen`). If the group's context
+    /// was cancelled (by [`cancel`](Self::cancel), a failure with
+    /// `cancel_on_error`, or a [`shutdown`](Self::shutdown)), work started
+    /// from now on gets a fresh one; tasks started before keep theirs. A
+    /// group cancelled through the caller's [`token`](WaitGroupBuilder::token)
+    /// (or its parent's context) stays cancelled: the fresh context is a
+    /// child of that token again. Linked groups are not reopened.
+    ///
+    /// Returns whether the group was closed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let report = wg.shutdown(Duration::from_secs(1)).await;
+    /// assert!(wg.is_closed() && wg.is_cancelled());
+    /// assert!(wg.reopen());
+    /// assert!(!wg.is_closed() && !wg.is_cancelled());
+    /// assert!(wg.try_add().is_ok());
+    /// # let _ = report;
+    /// # }
+    /// ```
+    pub fn reopen(&self) -> bool {
+        self.node.reopen()
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -936,7 +971,7 @@ impl WaitGroup {
     ///
     /// The *deadline* is `grace` after the call, fixed before anything is
     /// cancelled; the *forced phase* runs from the deadline for the
-    /// [`abort_timeout`](Builder::abort_timeout) of the group `shutdown` is
+    /// [`abort_timeout`](WaitGroupBuilder::abort_timeout) of the group `shutdown` is
     /// called on (for the whole tree). The whole call takes at most
     /// `grace + abort_timeout`, plus the time to cancel and abort.
     ///
@@ -994,19 +1029,24 @@ impl WaitGroup {
     ///     std::future::pending::<()>().await;
     ///     Ok::<_, std::io::Error>(())
     /// });
-    /// let report = wg.shutdown(Duration::from_secs(10)).await.unwrap();
+    /// let report = wg.shutdown(Duration::from_secs(10)).await;
     /// assert_eq!(report.finished(), 1);
     /// assert_eq!(report.aborted()[0].name(), Some("stubborn"));
     /// assert!(report.pending().is_empty());
     /// # }
     /// ```
     ///
-    /// # Errors
+    /// # From one of the group's own tasks
     ///
-    /// [`WaitError::WaitFromOwnTask`] if called from a task of this group or
-    /// of a group below it (that task would wait for itself and then abort
-    /// itself). Task failures are not an error of the call; they are in
-    /// [`ShutdownReport::errors`].
+    /// Called from a `go()` task of this group or of a group below it (an
+    /// admin endpoint, a task that watches for a fatal condition), it shuts
+    /// down everything else: the calling task is neither waited for nor
+    /// aborted (its context is cancelled with the rest of its group), and the
+    /// report lists it as still pending. Its group's turn ends once nothing
+    /// but the caller is pending, checked at short intervals.
+    ///
+    /// Task failures are in [`ShutdownReport::errors`]; the call itself does
+    /// not fail.
     ///
     /// # Panics
     ///
@@ -1016,9 +1056,9 @@ impl WaitGroup {
     ///
     /// Dropping the future stops the shutdown where it is: groups already
     /// closed and cancelled stay so, later groups are untouched.
-    pub async fn shutdown(&self, grace: Duration) -> Result<ShutdownReport, WaitError> {
-        self.check_not_own_task()?;
-        Ok(crate::shutdown::run(&self.node, grace).await)
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let caller = task::current().filter(|c| node::reaches(&self.node, c.group));
+        crate::drain::run(&self.node, grace, caller).await
     }
 
     pub(crate) fn node(&self) -> &NodeRef {

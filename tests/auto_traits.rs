@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use taskgroup::{
-    Builder, Closed, GroupId, LinkError, PendingReport, ShutdownReport, TaskError, TaskErrors,
-    TaskGuard, TaskId, TaskInfo, WaitError, WaitGroup,
+    Closed, GroupId, LinkError, PendingReport, ShutdownReport, TaskError, TaskErrors, TaskGuard,
+    TaskId, TaskInfo, WaitError, WaitGroup, WaitGroupBuilder,
 };
 
 fn send_sync_static<T: Send + Sync + Unpin + 'static>() {}
@@ -14,7 +14,7 @@ fn send_future<F: Future + Send>(_: F) {}
 fn public_types_are_send_sync_unpin_static() {
     send_sync_static::<WaitGroup>();
     send_sync_static::<TaskGuard>();
-    send_sync_static::<Builder>();
+    send_sync_static::<WaitGroupBuilder>();
     send_sync_static::<TaskId>();
     send_sync_static::<GroupId>();
     send_sync_static::<TaskError>();

@@ -133,12 +133,11 @@ async fn waiting_from_inside_an_own_task_is_an_error_not_a_hang() {
         let own = c.wait().await;
         let parents = p.wait_timeout(Duration::from_secs(60)).await;
         let blocking = p.wait_blocking();
-        let shutdown = p.shutdown(Duration::from_secs(1)).await.map(|_| ());
-        tx.send((own, parents, blocking, shutdown)).unwrap();
+        tx.send((own, parents, blocking)).unwrap();
         Ok::<_, std::io::Error>(())
     });
-    let (own, parents, blocking, shutdown) = rx.await.unwrap();
-    for result in [own, parents, blocking, shutdown] {
+    let (own, parents, blocking) = rx.await.unwrap();
+    for result in [own, parents, blocking] {
         match result {
             Err(WaitError::WaitFromOwnTask { group }) => assert_eq!(group, child.id()),
             other => panic!("expected WaitFromOwnTask, got {other:?}"),

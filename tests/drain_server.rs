@@ -329,7 +329,6 @@ async fn draining_a_server_under_load() {
     let report = tokio::time::timeout(LIMIT, shutdown)
         .await
         .expect("shutdown hung")
-        .unwrap()
         .unwrap();
     for task in client_tasks.into_iter().chain(late) {
         tokio::time::timeout(LIMIT, task)

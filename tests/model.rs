@@ -656,7 +656,7 @@ async fn run_case(ops: Vec<Op>, cancel_on_error: bool) {
             }
             Op::Shutdown { g } => {
                 let g = usize::from(g) % n;
-                let report: ShutdownReport = sut.groups[g].shutdown(GRACE).await.unwrap();
+                let report: ShutdownReport = sut.groups[g].shutdown(GRACE).await;
                 let (finished, aborted) = model.shutdown(g);
                 assert_eq!(report.finished(), finished, "finished: {report}");
                 let got_aborted: Vec<_> = report

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use taskgroup::{Phase, Readiness, ShutdownPlan, WaitGroup};
+use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
+use taskgroup::WaitGroup;
 use tokio::time::Instant;
 
 #[tokio::test(start_paused = true)]
@@ -49,7 +50,7 @@ async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
             l.lock().push(format!("{text} at {:?}", start.elapsed()));
         });
     assert_eq!(plan.budget(&server), Duration::from_secs(14));
-    let report = plan.run(&server).await.unwrap();
+    let report = plan.run(&server).await;
     assert!(report.is_clean(), "{report}");
     assert!(!ready.is_ready());
     assert_eq!(
@@ -71,26 +72,41 @@ async fn without_a_pre_stop_delay_draining_starts_at_once() {
     let start = Instant::now();
     let report = ShutdownPlan::new(Duration::from_secs(1))
         .run(&wg)
-        .await
-        .unwrap();
+        .await;
     assert!(report.is_clean());
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
-#[tokio::test]
-async fn a_plan_run_from_an_own_task_changes_nothing() {
+/// Run from one of the group's own tasks (an admin endpoint, a watchdog), a
+/// plan shuts down everything else and reports the caller as still running;
+/// the caller then finishes normally.
+#[tokio::test(start_paused = true)]
+async fn a_plan_run_from_an_own_task_spares_the_caller() {
     let wg = WaitGroup::new();
     let ready = Readiness::new();
     ready.set_ready();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (g, r) = (wg.clone(), ready.clone());
-    wg.go(move |_| async move {
-        let plan = ShutdownPlan::new(Duration::from_secs(1)).readiness(r);
-        tx.send(plan.run(&g).await.is_err()).unwrap();
+    wg.go_named("worker", |ctx| async move {
+        ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    assert!(rx.await.unwrap());
-    assert!(ready.is_ready(), "a refused plan must not flip readiness");
-    assert!(!wg.is_closed());
+    wg.go_named("stubborn", |_| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (g, r) = (wg.clone(), ready.clone());
+    wg.go_named("admin", move |_| async move {
+        let plan = ShutdownPlan::new(Duration::from_secs(1)).readiness(r);
+        tx.send(plan.run(&g).await).unwrap();
+        Ok::<_, std::io::Error>(())
+    });
+    let report = rx.await.unwrap();
+    assert!(!ready.is_ready());
+    assert!(wg.is_closed());
+    assert_eq!(report.finished(), 1, "{report}");
+    let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    assert_eq!(aborted, [Some("stubborn")]);
+    let pending: Vec<_> = report.pending().tasks().map(|t| t.name()).collect();
+    assert_eq!(pending, [Some("admin")], "the caller is still running");
     wg.wait().await.unwrap();
 }

@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use taskgroup::{ShutdownPlan, WaitGroup};
+use taskgroup::shutdown::ShutdownPlan;
+use taskgroup::WaitGroup;
 use tokio::time::Instant;
 
 /// A task that stops as soon as its group is cancelled.
@@ -43,7 +44,7 @@ async fn an_unbounded_abort_timeout_still_aborts_at_the_deadline() {
     let stuck = stubborn(&wg, "stuck");
     tokio::task::yield_now().await;
     let start = Instant::now();
-    let report = wg.shutdown(Duration::from_secs(1)).await.unwrap();
+    let report = wg.shutdown(Duration::from_secs(1)).await;
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(
         report.aborted().iter().map(|t| t.id()).collect::<Vec<_>>(),
@@ -63,7 +64,7 @@ async fn an_unbounded_abort_timeout_with_a_group_reached_late() {
     stubborn(&wg, "straggler");
     polite(&pool, "pool");
     tokio::task::yield_now().await;
-    let report = wg.shutdown(Duration::from_secs(1)).await.unwrap();
+    let report = wg.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.aborted().len(), 1, "{report}");
     assert_eq!(report.finished(), 1, "{report}");
     assert!(report.pending().is_empty(), "{report}");
@@ -78,7 +79,7 @@ async fn unbounded_grace(abort_timeout: Duration) {
     polite(&pool, "pool");
     tokio::task::yield_now().await;
     let start = Instant::now();
-    let report = wg.shutdown(Duration::MAX).await.unwrap();
+    let report = wg.shutdown(Duration::MAX).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.finished(), 2, "{report}");
@@ -129,7 +130,7 @@ async fn a_plan_with_an_unbounded_grace_period_runs() {
     let wg = WaitGroup::new();
     polite(&wg, "conn");
     tokio::task::yield_now().await;
-    let report = ShutdownPlan::new(Duration::MAX).run(&wg).await.unwrap();
+    let report = ShutdownPlan::new(Duration::MAX).run(&wg).await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.finished(), 1);
 }

@@ -77,7 +77,6 @@ async fn two_shutdowns(stagger: Duration) {
         tokio::time::sleep(stagger).await;
         wg.shutdown(grace).await
     });
-    let (first, second) = (first.unwrap(), second.unwrap());
     assert_split(&first, &second, &stuck);
     for report in [&first, &second] {
         assert!(
@@ -116,7 +115,6 @@ async fn parent_and_child(parent_grace: Duration, child_grace: Duration) {
     tokio::task::yield_now().await;
     let (from_parent, from_child) =
         tokio::join!(parent.shutdown(parent_grace), child.shutdown(child_grace));
-    let (from_parent, from_child) = (from_parent.unwrap(), from_child.unwrap());
     assert_split(&from_parent, &from_child, &stuck);
     assert_eq!(
         from_parent.finished(),
@@ -154,7 +152,7 @@ async fn work_that_finishes_during_another_groups_turn_is_counted() {
         Ok::<_, std::io::Error>(())
     });
     tokio::task::yield_now().await;
-    let report = a.shutdown(grace).await.unwrap();
+    let report = a.shutdown(grace).await;
     assert_eq!(aborted_ids(&report), [stuck]);
     assert_eq!(
         report.finished(),
@@ -197,7 +195,7 @@ async fn a_zero_grace_period_aborts_at_once() {
     let wg = WaitGroup::new();
     let stuck = stubborn(&wg, "stuck");
     tokio::task::yield_now().await;
-    let report = wg.shutdown(Duration::ZERO).await.unwrap();
+    let report = wg.shutdown(Duration::ZERO).await;
     assert!(
         report.elapsed() < Duration::from_millis(1),
         "took {:?}: {report}",
@@ -233,7 +231,7 @@ async fn a_group_reached_late_keeps_its_time_to_close() {
     });
     tokio::task::yield_now().await;
     let start = Instant::now();
-    let report = requests.shutdown(Duration::from_secs(2)).await.unwrap();
+    let report = requests.shutdown(Duration::from_secs(2)).await;
     let aborted: Vec<_> = report
         .aborted()
         .iter()
@@ -294,7 +292,7 @@ async fn a_group_reached_after_the_forced_phase_keeps_its_time_to_close() {
     });
     stuck_rx.await.unwrap();
 
-    let report = requests.shutdown(Duration::from_secs(2)).await.unwrap();
+    let report = requests.shutdown(Duration::from_secs(2)).await;
     release_tx.send(()).unwrap();
     // Its abort could not take effect: it is still running, so the report
     // lists it as pending (with the leaked guard), not as aborted.

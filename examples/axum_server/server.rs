@@ -22,7 +22,8 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use taskgroup::{BoxError, Phase, Readiness, ShutdownPlan, ShutdownReport, WaitGroup};
+use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
+use taskgroup::{BoxError, ShutdownReport, WaitGroup};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -249,7 +250,6 @@ impl Server {
             })
             .run(&self.group)
             .await
-            .expect("shutdown is not called from one of the server's tasks")
     }
 }
 

@@ -48,7 +48,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::WaitError;
 use crate::report::ShutdownReport;
 use crate::wait_group::WaitGroup;
 
@@ -60,7 +59,7 @@ use crate::wait_group::WaitGroup;
 /// from a health endpoint: one atomic load.
 ///
 /// ```
-/// use taskgroup::Readiness;
+/// use taskgroup::shutdown::Readiness;
 ///
 /// let ready = Readiness::new();
 /// assert!(!ready.is_ready());
@@ -139,7 +138,8 @@ type PhaseHook = Arc<dyn Fn(&Phase<'_>) + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskgroup::{Phase, Readiness, ShutdownPlan, WaitGroup};
+/// use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
+/// use taskgroup::WaitGroup;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -154,7 +154,7 @@ type PhaseHook = Arc<dyn Fn(&Phase<'_>) + Send + Sync>;
 ///         Phase::Done { report } => println!("{report}"),
 ///         phase => println!("shutdown: {phase:?}"),
 ///     });
-/// let report = plan.run(&server).await.unwrap();
+/// let report = plan.run(&server).await;
 /// assert!(!ready.is_ready());
 /// assert!(report.is_clean());
 /// # }
@@ -214,17 +214,13 @@ impl ShutdownPlan {
     }
 
     /// Runs the phases on `group` (and, through it, its linked groups).
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError::WaitFromOwnTask`] if called from a task of `group` or a
-    /// group below it; see [`WaitGroup::shutdown`]. Nothing is changed then.
+    /// Called from one of the group's own tasks, it spares the caller, as
+    /// [`WaitGroup::shutdown`] does.
     ///
     /// # Cancel safety
     ///
     /// As [`WaitGroup::shutdown`]: dropping the future stops where it is.
-    pub async fn run(&self, group: &WaitGroup) -> Result<ShutdownReport, WaitError> {
-        group.check_not_own_task()?;
+    pub async fn run(&self, group: &WaitGroup) -> ShutdownReport {
         if let Some(readiness) = &self.readiness {
             readiness.set_not_ready();
         }
@@ -236,9 +232,9 @@ impl ShutdownPlan {
             tokio::time::sleep(self.pre_stop_delay).await;
         }
         self.phase(Phase::Draining { grace: self.grace });
-        let report = group.shutdown(self.grace).await?;
+        let report = group.shutdown(self.grace).await;
         self.phase(Phase::Done { report: &report });
-        Ok(report)
+        report
     }
 }
 

@@ -1,7 +1,8 @@
 //! The orchestration behind [`WaitGroup::shutdown`](crate::WaitGroup::shutdown):
 //! the order of the groups, the shared deadline, the forced phase and its
 //! shares, and the report. The steps on one group are the node's; the
-//! arithmetic of the budget is documented on `shutdown`.
+//! arithmetic of the budget is documented on `shutdown`. (The public
+//! `taskgroup::shutdown` module, above this one, holds the plan and signals.)
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,18 +14,8 @@ use crate::label::GroupId;
 use crate::node::{self, Counters, NodeRef};
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
-
-/// `now + timeout`, saturating far in the future instead of overflowing.
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    saturating_add(Instant::now(), timeout)
-}
-
-/// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
-/// "far future"): `Duration::MAX` means no limit.
-pub(crate) fn saturating_add(at: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
-    at.checked_add(d.min(FAR)).unwrap_or(at)
-}
+use crate::shutdown::{deadline_after, saturating_add};
+use crate::task::Current;
 
 /// One shutdown's clock: fixed at the call, before anything is cancelled.
 struct Budget {
@@ -43,8 +34,10 @@ impl Budget {
     }
 }
 
-/// Runs a shutdown of `root` and the groups below it.
-pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
+/// Runs a shutdown of `root` and the groups below it. `caller` is the
+/// `go()` task calling it, if it is one of the tree's: it is neither waited
+/// for nor aborted, and is reported as still running.
+pub(crate) async fn run(root: &NodeRef, grace: Duration, caller: Option<Current>) -> ShutdownReport {
     let started = Instant::now();
     let deadline = deadline_after(grace);
     let budget = Budget {
@@ -65,7 +58,8 @@ pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
         let total = order.len();
         for (i, group) in order.iter().enumerate() {
             let is_root = visited.is_empty();
-            stop_group(group, is_root, total - i, &budget, &mut aborted).await;
+            let caller = caller.filter(|c| c.group == group.id());
+            stop_group(group, is_root, total - i, &budget, caller, &mut aborted).await;
             seen.insert(group.id());
             visited.push(group.clone());
         }
@@ -93,6 +87,30 @@ pub(crate) async fn run(root: &NodeRef, grace: Duration) -> ShutdownReport {
     report
 }
 
+/// Waits until the group has nothing pending but the caller (if it is in
+/// this group), or until `stop_by`. Returns whether it got there.
+async fn stopped_by_itself(group: &NodeRef, spare_caller: bool, stop_by: Instant) -> bool {
+    if !spare_caller {
+        return timeout_at(stop_by, group.state().wait_idle()).await.is_ok();
+    }
+    // The caller's own task stays pending while it waits here, and the state
+    // word wakes waiters only when nothing is pending: so look at intervals
+    // (1 ms, doubling up to 50 ms). Only a shutdown called from one of the
+    // group's own tasks comes here.
+    let mut interval = Duration::from_millis(1);
+    loop {
+        if group.len() <= 1 {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= stop_by {
+            return false;
+        }
+        tokio::time::sleep_until(saturating_add(now, interval).min(stop_by)).await;
+        interval = (interval * 2).min(Duration::from_millis(50));
+    }
+}
+
 /// One group's turn: close, cancel its own context, let it stop by itself
 /// until its stop time, then abort its tasks and wait for the aborts until
 /// its abort time (see the budget on `WaitGroup::shutdown`).
@@ -101,6 +119,7 @@ async fn stop_group(
     is_root: bool,
     groups_left: usize,
     budget: &Budget,
+    caller: Option<Current>,
     aborted: &mut Vec<TaskInfo>,
 ) {
     group.close();
@@ -114,7 +133,7 @@ async fn stop_group(
     } else {
         (budget.deadline, None)
     };
-    if timeout_at(stop_by, group.state().wait_idle()).await.is_ok() {
+    if stopped_by_itself(group, caller.is_some(), stop_by).await {
         return;
     }
     let now = Instant::now();
@@ -122,8 +141,9 @@ async fn stop_group(
         Some(share) => saturating_add(reached, share),
         None => saturating_add(now, budget.share(now, groups_left)),
     };
+    let spare = caller.map(|c| group.registry.id(c.slot));
     let mut stopping: FuturesUnordered<_> = group
-        .abort_tasks()
+        .abort_tasks(spare)
         .into_iter()
         .map(|(info, join)| async move { (info, join.await) })
         .collect();
