@@ -2,7 +2,7 @@
 //!
 //! Every `go()` task has an entry (its name, creation site, start time and
 //! join handle); guards have one unless the group was built with
-//! [`record_guards(false)`](crate::WaitGroupBuilder::record_guards). Entries live in a
+//! [`record_guards(false)`](crate::Builder::record_guards). Entries live in a
 //! few shards, each a slab behind its own lock. A thread records into the
 //! shard it was assigned when it first recorded (threads are dealt out in
 //! turn), so threads rarely meet on one lock, and a guard completed on the
@@ -10,9 +10,52 @@
 //! group-wide lock on the add/done path. The count of pending work lives in
 //! the state word, not here: the registry is only read to make a report.
 //!
-//! A slab is a list of pages, each twice the size of the one before, that are
-//! never moved or reallocated once made: growing by a page allocates once and
-//! copies nothing. Vacant slots form a free list through the slots themselves.
+//! Nothing is allocated before it is needed. A registry that has recorded
+//! nothing is one empty cell and owns no memory; its first entry allocates
+//! the shard table (a pointer-sized cell per shard) and the one shard of the
+//! thread that records it, and every other shard is allocated when a thread
+//! assigned to it first records. A group used from one thread owns one shard.
+//!
+//! # Pages
+//!
+//! A slab is a directory of pages. Page sizes double from [`FIRST_PAGE`]
+//! slots up to [`MAX_PAGE`], and every page after that holds [`MAX_PAGE`]. A
+//! slot's index says which page it is in and where ([`locate`]), so a page
+//! never moves: growing allocates one page and copies nothing, and a slot
+//! keeps its index from insert to remove (a guard holds it). Each page keeps
+//! its own free list through its vacant slots and its count of occupied
+//! ones, and the pages that have room are linked in a list that `insert`
+//! takes the first of: insert and remove are O(1), with no search.
+//!
+//! # Giving memory back
+//!
+//! A page whose last entry is removed is freed at once, but for two:
+//!
+//! * page 0 ([`FIRST_PAGE`] slots) lives as long as its shard, so a group
+//!   that has a few entries at a time never allocates after its first;
+//! * one more empty page, the spare, stays while the shard holds entries, so
+//!   a count that hovers around a page boundary does not allocate and free a
+//!   page on each crossing. A page that empties while the spare is still
+//!   empty is freed; the spare itself is freed when the shard empties.
+//!
+//! So a shard that empties is back to page 0 alone, whatever its peak, and
+//! a shard holding `n` entries keeps the pages those entries are in, page 0
+//! and the spare: at most `n + 2` pages of at most [`MAX_PAGE`] slots,
+//! however many entries it held before. (Entries never move, so `n`
+//! survivors in `n` pages do keep those pages.) A freed page leaves a small
+//! header in the directory until the pages after it are freed too (the
+//! directory shrinks from its end); the next page allocated takes the lowest
+//! such hole.
+//!
+//! The price is paid by a group that fills and drains again and again: each
+//! burst allocates its pages anew (and builds their free lists), and the
+//! allocator may have handed the memory back to the system, to be faulted
+//! in again. One entry at a time, or a count that stays up, pays nothing.
+//!
+//! [`for_each`](Registry::for_each) reads every header of every shard (one
+//! per [`MAX_PAGE`] slots up to the highest live one) and, in a page that
+//! holds entries, its slots up to the last occupied one: O(entries + pages
+//! kept), not O(peak).
 
 use std::panic::Location;
 use std::sync::OnceLock;
@@ -59,48 +102,132 @@ impl Slot {
     }
 }
 
-/// Entries in a slab's first page; page `k` holds `FIRST_PAGE << k`.
-const FIRST_PAGE: usize = 32;
+/// Slots in a slab's first page; page `k` holds `FIRST_PAGE << k` until that
+/// reaches [`MAX_PAGE`]. Small, because page 0 is never given back.
+const FIRST_PAGE: usize = 8;
 
-/// Pages needed to reach the last index (the slot index is 32 bits, and
-/// `u32::MAX` ends the free list).
-const MAX_PAGES: usize = (u32::BITS + 1 - FIRST_PAGE.trailing_zeros()) as usize;
+/// Slots in the largest pages: every page from [`FULL_PAGE`] on. It bounds
+/// what one surviving entry keeps allocated (1024 slots of 72 bytes), and a
+/// page this size stays under the allocator's usual `mmap` threshold.
+const MAX_PAGE: usize = 1024;
+
+/// The first page of [`MAX_PAGE`] slots; the pages before it double.
+const FULL_PAGE: usize = (MAX_PAGE.trailing_zeros() - FIRST_PAGE.trailing_zeros()) as usize;
+
+/// Ends a page's free list and the list of pages with room. No slot index
+/// reaches it (see [`MAX_PAGES`]).
+const NONE: u32 = u32::MAX;
+
+/// Pages in a full directory: the last one ends at or below [`NONE`], so
+/// every slot index fits the 32 bits a [`Slot`] gives it and is below `NONE`.
+/// (Page `FULL_PAGE + j` ends at `(j + 2) * MAX_PAGE - FIRST_PAGE`.)
+const MAX_PAGES: usize =
+    ((NONE as u64 + FIRST_PAGE as u64) / MAX_PAGE as u64) as usize + FULL_PAGE - 1;
 
 /// The page holding `index`, and the index within it.
 #[inline]
 fn locate(index: usize) -> (usize, usize) {
-    // Page k starts at FIRST_PAGE * (2^k - 1): shifted by FIRST_PAGE, the
-    // page is the position of the highest bit.
+    // Shifted by FIRST_PAGE, a doubling page k spans [FIRST_PAGE << k,
+    // FIRST_PAGE << (k + 1)), so its number is the position of the highest
+    // bit; from FULL_PAGE on, page FULL_PAGE + j spans [(j + 1) * MAX_PAGE,
+    // (j + 2) * MAX_PAGE).
     let shifted = index + FIRST_PAGE;
-    let page =
-        (usize::BITS - 1 - shifted.leading_zeros()) as usize - FIRST_PAGE.trailing_zeros() as usize;
-    (page, shifted - (FIRST_PAGE << page))
+    if shifted < MAX_PAGE {
+        let page =
+            (usize::BITS - 1 - shifted.leading_zeros() - FIRST_PAGE.trailing_zeros()) as usize;
+        (page, shifted - (FIRST_PAGE << page))
+    } else {
+        (shifted / MAX_PAGE + FULL_PAGE - 1, shifted % MAX_PAGE)
+    }
+}
+
+/// The index of page `page`'s first slot (the inverse of [`locate`]).
+#[inline]
+fn page_start(page: usize) -> usize {
+    let shifted = if page < FULL_PAGE {
+        FIRST_PAGE << page
+    } else {
+        (page + 1 - FULL_PAGE) * MAX_PAGE
+    };
+    shifted - FIRST_PAGE
+}
+
+/// The number of slots in page `page`.
+#[inline]
+fn page_len(page: usize) -> usize {
+    if page < FULL_PAGE {
+        FIRST_PAGE << page
+    } else {
+        MAX_PAGE
+    }
 }
 
 #[derive(Debug)]
 enum SlotState {
     Occupied(Entry),
-    /// Free; the next free slot (`NONE` for the end of the list).
+    /// Free; the next free slot of the same page, as an index within the
+    /// page (`NONE` for the end of the list).
     Vacant(u32),
 }
 
-/// Ends the free list.
-const NONE: u32 = u32::MAX;
+/// One page of a slab, allocated or freed.
+#[derive(Debug)]
+struct Page {
+    /// An allocated page `k` has its `page_len(k)` slots, all vacant and
+    /// chained in order on its free list when it is made, so taking a slot
+    /// is one pop and the page never reallocates. A freed page has none
+    /// (and no allocation), which is how it is told apart.
+    slots: Box<[SlotState]>,
+    /// The slab index of the page's first slot, `page_start(k)`.
+    start: u32,
+    /// Occupied slots.
+    occupied: u32,
+    /// The next slot to take, as an index within the page; `NONE` when the
+    /// page is full.
+    free: u32,
+    /// The page before this one and after it in the slab's list of pages
+    /// with room (`NONE` at the ends); meaningless while not on the list.
+    prev: u32,
+    next: u32,
+}
+
+impl Page {
+    fn freed() -> Self {
+        Page {
+            slots: Box::default(),
+            start: 0,
+            occupied: 0,
+            free: NONE,
+            prev: NONE,
+            next: NONE,
+        }
+    }
+
+    fn is_allocated(&self) -> bool {
+        !self.slots.is_empty()
+    }
+}
 
 #[derive(Debug)]
 struct Slab {
-    /// Page `k` is allocated with room for its `FIRST_PAGE << k` slots and
-    /// pushed to until full, so it never reallocates and a slot is written
-    /// only when first used.
-    pages: Vec<Vec<SlotState>>,
-    /// Slots ever used: every slot below is in a page, occupied or on the
-    /// free list.
-    used: usize,
-    /// The most recently freed slot, `NONE` if none is free.
-    free: u32,
-    /// Occupied slots.
-    occupied: usize,
-    /// Entries ever removed.
+    /// Page `k` is at `pages[k]`. Page 0, once allocated, is never freed;
+    /// the last header is always of an allocated page (freed ones at the end
+    /// are dropped).
+    pages: Vec<Page>,
+    /// The first page of the list of pages with room: every allocated page
+    /// that is not full is on it, and no other. `NONE` if none has room.
+    room: u32,
+    /// The page kept for the next growth: `NONE`, or an allocated page
+    /// other than page 0 that was empty when it was chosen (it may have
+    /// been filled since: `insert` does not look, `page_emptied` does).
+    /// Every allocated page but page 0 that is empty is the spare, so an
+    /// empty slab (where `page_emptied` frees the spare) holds page 0 alone.
+    spare: u32,
+    /// Allocated pages; the other headers in `pages` are holes.
+    allocated: usize,
+    /// Occupied slots, in all pages.
+    len: usize,
+    /// Entries ever removed from this slab.
     removed: u64,
 }
 
@@ -108,9 +235,10 @@ impl Default for Slab {
     fn default() -> Self {
         Slab {
             pages: Vec::new(),
-            used: 0,
-            free: NONE,
-            occupied: 0,
+            room: NONE,
+            spare: NONE,
+            allocated: 0,
+            len: 0,
             removed: 0,
         }
     }
@@ -118,85 +246,205 @@ impl Default for Slab {
 
 impl Slab {
     #[inline]
-    fn slot(&mut self, index: usize) -> &mut SlotState {
-        let (page, offset) = locate(index);
-        &mut self.pages[page][offset]
-    }
-
     fn insert(&mut self, entry: Entry) -> usize {
-        if self.free != NONE {
-            let index = self.free as usize;
-            let slot = self.slot(index);
-            let SlotState::Vacant(next) = *slot else {
-                unreachable!("a slot on the free list is vacant");
-            };
-            *slot = SlotState::Occupied(entry);
-            self.free = next;
-            self.occupied += 1;
-            return index;
+        if self.room == NONE {
+            self.add_page();
         }
-        let index = self.used;
-        assert!(
-            index < NONE as usize,
-            "more than 2^32 - 1 pending entries in one shard"
-        );
-        let (page, _) = locate(index);
-        if page == self.pages.len() {
-            self.grow();
+        let number = self.room as usize;
+        let page = &mut self.pages[number];
+        // On the room list, so not full: `free` is a slot.
+        let offset = page.free as usize;
+        let slot = &mut page.slots[offset];
+        let SlotState::Vacant(next) = *slot else {
+            unreachable!("a slot on the free list is vacant");
+        };
+        *slot = SlotState::Occupied(entry);
+        page.free = next;
+        page.occupied += 1;
+        let index = page.start as usize + offset;
+        if next == NONE {
+            self.unlink_room(number);
         }
-        self.pages[page].push(SlotState::Occupied(entry));
-        self.used += 1;
-        self.occupied += 1;
+        self.len += 1;
         index
     }
 
-    /// Adds the next page, empty. Cold: once per doubling.
+    /// Allocates a page, all vacant, and puts it first on the room list: the
+    /// lowest hole in the directory if there is one, else a page at its end.
+    /// Cold: once per page of growth.
     #[cold]
-    fn grow(&mut self) {
-        if self.pages.is_empty() {
-            self.pages.reserve_exact(MAX_PAGES);
-        }
-        self.pages
-            .push(Vec::with_capacity(FIRST_PAGE << self.pages.len()));
+    #[inline(never)]
+    fn add_page(&mut self) {
+        let number = if self.allocated < self.pages.len() {
+            self.pages
+                .iter()
+                .position(|page| !page.is_allocated())
+                .expect("a directory with fewer pages allocated than headers has a hole")
+        } else {
+            assert!(
+                self.pages.len() < MAX_PAGES,
+                "more than 2^32 - 1024 pending entries in one shard"
+            );
+            self.pages.push(Page::freed());
+            self.pages.len() - 1
+        };
+        let len = page_len(number);
+        let page = &mut self.pages[number];
+        page.slots = (1..=len)
+            .map(|next| SlotState::Vacant(if next < len { next as u32 } else { NONE }))
+            .collect();
+        page.start = page_start(number) as u32;
+        page.free = 0;
+        self.allocated += 1;
+        self.link_room(number);
     }
 
+    fn link_room(&mut self, number: usize) {
+        let head = self.room;
+        let page = &mut self.pages[number];
+        page.prev = NONE;
+        page.next = head;
+        if head != NONE {
+            self.pages[head as usize].prev = number as u32;
+        }
+        self.room = number as u32;
+    }
+
+    fn unlink_room(&mut self, number: usize) {
+        let Page { prev, next, .. } = self.pages[number];
+        if prev == NONE {
+            self.room = next;
+        } else {
+            self.pages[prev as usize].next = next;
+        }
+        if next != NONE {
+            self.pages[next as usize].prev = prev;
+        }
+    }
+
+    #[inline]
     fn remove(&mut self, index: usize) -> Option<Entry> {
-        let free = self.free;
-        let slot = self.slot(index);
+        let (number, offset) = locate(index);
+        let page = self.pages.get_mut(number)?;
+        let free = page.free;
+        let slot = page.slots.get_mut(offset)?;
+        if let SlotState::Vacant(_) = slot {
+            return None;
+        }
+        page.free = offset as u32;
+        page.occupied -= 1;
+        let emptied = page.occupied == 0;
+        self.len -= 1;
+        self.removed += 1;
+        // A page that was full goes back on the room list; one emptied is
+        // given back. Page 0 emptying is the common case (one entry at a
+        // time) and frees nothing, unless the slab just emptied and has a
+        // spare to free.
+        if free == NONE || (emptied && (number != 0 || (self.len == 0 && self.spare != NONE))) {
+            return Some(self.remove_rest(number, offset, free));
+        }
+        // Last, so the entry moves straight to the caller.
         match std::mem::replace(slot, SlotState::Vacant(free)) {
-            SlotState::Occupied(entry) => {
-                self.free = index as u32;
-                self.occupied -= 1;
-                self.removed += 1;
-                Some(entry)
+            SlotState::Occupied(entry) => Some(entry),
+            SlotState::Vacant(_) => unreachable!("checked above"),
+        }
+    }
+
+    /// The end of a `remove` that changes more than the page: takes the
+    /// entry out, puts the page on the room list if it was full (`free` is
+    /// `NONE`), and gives back what its emptying makes unneeded.
+    #[cold]
+    #[inline(never)]
+    fn remove_rest(&mut self, number: usize, offset: usize, free: u32) -> Entry {
+        let slot = &mut self.pages[number].slots[offset];
+        let SlotState::Occupied(entry) = std::mem::replace(slot, SlotState::Vacant(free)) else {
+            unreachable!("checked by remove");
+        };
+        if free == NONE {
+            self.link_room(number);
+        }
+        if self.pages[number].occupied == 0 {
+            self.page_emptied(number);
+        }
+        entry
+    }
+
+    /// Gives back what an emptied page makes unneeded (see the module docs):
+    /// the page, unless it is page 0 or becomes the spare (there is no other
+    /// empty one), and the spare if the slab is now empty. Once per page
+    /// drained.
+    fn page_emptied(&mut self, number: usize) {
+        if number != 0 {
+            let spare = self.spare;
+            let other_spare = spare != NONE
+                && spare as usize != number
+                && self.pages[spare as usize].occupied == 0;
+            if self.len != 0 && !other_spare {
+                // The old spare, if any, was filled since: no longer kept.
+                self.spare = number as u32;
+                return;
             }
-            vacant => {
-                *slot = vacant;
-                None
-            }
+            self.free_page(number);
+        }
+        if self.len == 0 && self.spare != NONE {
+            // Empty like every page.
+            self.free_page(self.spare as usize);
+        }
+    }
+
+    /// Frees an empty page other than page 0, drops the freed headers that
+    /// end the directory, and shrinks the directory if it is mostly unused.
+    fn free_page(&mut self, number: usize) {
+        debug_assert!(number != 0 && self.pages[number].occupied == 0);
+        if self.spare == number as u32 {
+            self.spare = NONE;
+        }
+        // Empty, so it has room, so it is on the list.
+        self.unlink_room(number);
+        self.pages[number] = Page::freed();
+        self.allocated -= 1;
+        while self.pages.last().is_some_and(|page| !page.is_allocated()) {
+            self.pages.pop();
+        }
+        if self.pages.capacity() > 4 && self.pages.len() * 4 <= self.pages.capacity() {
+            self.pages.shrink_to(self.pages.len() * 2);
         }
     }
 
     fn get_mut(&mut self, index: usize) -> Option<&mut Entry> {
-        if index >= self.used {
-            return None;
-        }
-        match self.slot(index) {
+        let (number, offset) = locate(index);
+        match self.pages.get_mut(number)?.slots.get_mut(offset)? {
             SlotState::Occupied(entry) => Some(entry),
             SlotState::Vacant(_) => None,
         }
     }
 
+    /// Every entry: empty pages are skipped by their count, and a page's
+    /// walk stops at its last entry.
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
-        let used = self.used;
         self.pages
             .iter_mut()
-            .flat_map(|page| page.iter_mut())
-            .take(used)
-            .filter_map(|slot| match slot {
-                SlotState::Occupied(entry) => Some(entry),
-                SlotState::Vacant(_) => None,
+            .filter(|page| page.occupied != 0)
+            .flat_map(|page| {
+                let occupied = page.occupied as usize;
+                page.slots
+                    .iter_mut()
+                    .filter_map(|slot| match slot {
+                        SlotState::Occupied(entry) => Some(entry),
+                        SlotState::Vacant(_) => None,
+                    })
+                    .take(occupied)
             })
+    }
+
+    /// Heap bytes held: the directory and the pages' slots.
+    fn retained_bytes(&self) -> usize {
+        self.pages.capacity() * std::mem::size_of::<Page>()
+            + self
+                .pages
+                .iter()
+                .map(|page| std::mem::size_of_val::<[SlotState]>(&page.slots))
+                .sum::<usize>()
     }
 }
 
@@ -206,9 +454,14 @@ impl Slab {
 #[repr(align(128))]
 struct Shard(Mutex<Slab>);
 
+/// The shard table: one cell per shard, each filled when a thread assigned to
+/// that shard first records.
+type Shards = Box<[OnceLock<Box<Shard>>]>;
+
 #[derive(Debug)]
 pub(crate) struct Registry {
-    shards: Box<[Shard]>,
+    /// Filled by the first insert; the number of shards is a power of two.
+    shards: OnceLock<Shards>,
 }
 
 fn shard_count() -> usize {
@@ -217,6 +470,11 @@ fn shard_count() -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cpus * 2).clamp(2, 32).next_power_of_two()
     })
+}
+
+#[cold]
+fn new_shards() -> Shards {
+    (0..shard_count()).map(|_| OnceLock::new()).collect()
 }
 
 /// This thread's shard, as a number to be reduced modulo the shard count.
@@ -241,16 +499,40 @@ fn thread_shard() -> usize {
 }
 
 impl Registry {
-    pub(crate) fn new() -> Self {
+    /// An empty registry; it allocates nothing until its first insert.
+    pub(crate) const fn new() -> Self {
         Self {
-            shards: (0..shard_count()).map(|_| Shard::default()).collect(),
+            shards: OnceLock::new(),
         }
     }
 
+    #[inline]
     pub(crate) fn insert(&self, entry: Entry) -> Slot {
-        let shard = thread_shard() & (self.shards.len() - 1);
-        let index = self.shards[shard].0.lock().insert(entry);
+        let shards = self.shards.get_or_init(new_shards);
+        let shard = thread_shard() & (shards.len() - 1);
+        let index = shards[shard]
+            .get_or_init(Box::default)
+            .0
+            .lock()
+            .insert(entry);
         Slot::new(shard, index)
+    }
+
+    /// The shard `slot` is in, if it was ever made (it was, if `slot` came
+    /// from `insert`).
+    #[inline]
+    fn shard(&self, slot: Slot) -> Option<&Shard> {
+        let cell = self.shards.get()?.get(slot.shard())?;
+        cell.get().map(|shard| &**shard)
+    }
+
+    /// The shards made so far.
+    fn made_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards
+            .get()
+            .into_iter()
+            .flat_map(|shards| shards.iter())
+            .filter_map(|cell| cell.get().map(|shard| &**shard))
     }
 
     /// The id of the entry in `slot`, which its guard still holds.
@@ -264,19 +546,24 @@ impl Registry {
     }
 
     fn with<R>(&self, slot: Slot, f: impl FnOnce(&Entry) -> R) -> R {
-        let mut slab = self.shards[slot.shard()].0.lock();
+        let mut slab = self.shard(slot).expect("a live guard's shard").0.lock();
         f(slab.get_mut(slot.index()).expect("a live guard's entry"))
     }
 
     /// Removes the entry a guard owns. Only that guard calls this, once.
+    #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
-        self.shards[slot.shard()].0.lock().remove(slot.index())
+        self.shard(slot)?.0.lock().remove(slot.index())
     }
 
     /// Stores the join handle of a just-spawned task, unless the task has
-    /// already finished (its slot is empty or reused by a newer entry).
+    /// already finished (its slot is empty, reused by a newer entry, or in a
+    /// page since freed).
     pub(crate) fn set_join(&self, slot: Slot, id: TaskId, join: JoinHandle<()>) {
-        let mut slab = self.shards[slot.shard()].0.lock();
+        let Some(shard) = self.shard(slot) else {
+            return;
+        };
+        let mut slab = shard.0.lock();
         if let Some(entry) = slab.get_mut(slot.index()) {
             if entry.id == id {
                 entry.join = Some(join);
@@ -284,21 +571,44 @@ impl Registry {
         }
     }
 
-    /// Entries ever removed, summed over the shards.
-    pub(crate) fn removed(&self) -> u64 {
-        self.shards.iter().map(|s| s.0.lock().removed).sum()
-    }
-
-    /// Entries present now, summed over the shards.
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().occupied).sum()
-    }
-
-    /// Calls `f` on every entry, one shard at a time.
+    /// Calls `f` on every entry, one shard at a time. Costs O(entries + pages
+    /// kept) (see the module docs), not O(entries ever held).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut Entry)) {
-        for shard in self.shards.iter() {
+        for shard in self.made_shards() {
             shard.0.lock().iter_mut().for_each(&mut f);
         }
+    }
+
+    /// The number of entries, summed over the shards (each locked in turn,
+    /// so a moving count may be one that never was at a single instant).
+    #[cfg_attr(not(test), allow(dead_code))] // Read by tests.
+    pub(crate) fn len(&self) -> usize {
+        self.made_shards().map(|shard| shard.0.lock().len).sum()
+    }
+
+    /// The number of entries ever removed: the sum of counters that each
+    /// shard keeps under its lock, so keeping it costs `remove` nothing but
+    /// an increment. With the number inserted it says how many entries
+    /// completed; each shard's counter only grows, so two reads taken in
+    /// turn never go backwards.
+    #[cfg_attr(not(test), allow(dead_code))] // Read by tests; the shutdown code will.
+    pub(crate) fn removed(&self) -> u64 {
+        self.made_shards().map(|shard| shard.0.lock().removed).sum()
+    }
+
+    /// About how many heap bytes the registry holds now: the shard table,
+    /// the shards made, their directories and their pages' slots (not what
+    /// the entries themselves point to, such as a name).
+    #[cfg_attr(not(test), allow(dead_code))] // Read by tests.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        let Some(shards) = self.shards.get() else {
+            return 0;
+        };
+        std::mem::size_of_val::<[OnceLock<Box<Shard>>]>(shards)
+            + self
+                .made_shards()
+                .map(|shard| std::mem::size_of::<Shard>() + shard.0.lock().retained_bytes())
+                .sum::<usize>()
     }
 }
 
@@ -309,13 +619,19 @@ mod tests {
     #[test]
     fn pages_cover_every_index_once() {
         let mut next = 0;
-        for page in 0..6 {
-            for offset in 0..FIRST_PAGE << page {
+        for page in 0..FULL_PAGE + 3 {
+            assert_eq!(page_start(page), next);
+            for offset in 0..page_len(page) {
                 assert_eq!(locate(next), (page, offset));
                 next += 1;
             }
         }
-        assert_eq!(locate(NONE as usize - 1).0, MAX_PAGES - 1);
+        assert_eq!(page_len(FULL_PAGE - 1) * 2, MAX_PAGE);
+        // The last page ends at or below NONE, and a page more would not.
+        let last = MAX_PAGES - 1;
+        let end = page_start(last) + page_len(last);
+        assert_eq!(locate(end - 1), (last, MAX_PAGE - 1));
+        assert!(end <= NONE as usize && end + MAX_PAGE > NONE as usize);
     }
 
     fn entry(id: u64) -> Entry {
@@ -362,5 +678,339 @@ mod tests {
             assert!(registry.remove(*slot).is_some());
         }
         assert!(ids(&registry).is_empty());
+    }
+
+    /// Checks every invariant a slab documents, walking all of it.
+    fn check(slab: &Slab) {
+        let mut on_list = vec![false; slab.pages.len()];
+        let (mut at, mut before) = (slab.room, NONE);
+        while at != NONE {
+            let page = &slab.pages[at as usize];
+            assert!(!on_list[at as usize], "the room list has no cycle");
+            assert_eq!(page.prev, before);
+            on_list[at as usize] = true;
+            (before, at) = (at, page.next);
+        }
+        let mut len = 0;
+        let mut allocated = 0;
+        for (number, page) in slab.pages.iter().enumerate() {
+            let occupied = page
+                .slots
+                .iter()
+                .filter(|slot| matches!(slot, SlotState::Occupied(_)))
+                .count();
+            assert_eq!(page.occupied as usize, occupied);
+            len += occupied;
+            if !page.is_allocated() {
+                assert!(number != 0 && !on_list[number] && slab.spare != number as u32);
+                assert!(number + 1 < slab.pages.len(), "no freed page ends it");
+                continue;
+            }
+            allocated += 1;
+            assert_eq!(page.slots.len(), page_len(number));
+            assert_eq!(page.start as usize, page_start(number));
+            assert_eq!(on_list[number], page.free != NONE);
+            let mut vacant = 0;
+            let mut free = page.free;
+            while free != NONE {
+                let SlotState::Vacant(next) = page.slots[free as usize] else {
+                    panic!("the free list holds an occupied slot");
+                };
+                vacant += 1;
+                free = next;
+            }
+            assert_eq!(vacant + occupied, page.slots.len());
+            if number != 0 && occupied == 0 {
+                assert_eq!(slab.spare, number as u32, "an empty page is kept");
+            }
+        }
+        assert_eq!(slab.len, len);
+        assert_eq!(slab.allocated, allocated);
+        if slab.spare != NONE {
+            assert!(slab.spare != 0 && slab.pages[slab.spare as usize].is_allocated());
+        }
+        if slab.len == 0 {
+            assert!(slab.pages.len() <= 1, "an empty slab keeps page 0 alone");
+        }
+    }
+
+    fn check_all(registry: &Registry) {
+        for shard in registry.made_shards() {
+            check(&shard.0.lock());
+        }
+    }
+
+    /// Headers in every shard's directory.
+    fn headers(registry: &Registry) -> usize {
+        registry
+            .made_shards()
+            .map(|shard| shard.0.lock().pages.len())
+            .sum()
+    }
+
+    /// What a registry holds after one entry came and went: the least a
+    /// used registry can hold.
+    fn used_once() -> usize {
+        let registry = Registry::new();
+        let slot = registry.insert(entry(1));
+        registry.remove(slot);
+        registry.retained_bytes()
+    }
+
+    fn burst() -> u64 {
+        if cfg!(miri) {
+            10_000
+        } else {
+            100_000
+        }
+    }
+
+    #[test]
+    fn an_empty_registry_owns_nothing() {
+        let registry = Registry::new();
+        assert!(std::mem::size_of::<Registry>() <= 24);
+        assert_eq!(registry.retained_bytes(), 0);
+        assert_eq!((registry.len(), registry.removed()), (0, 0));
+        assert!(ids(&registry).is_empty());
+        // Nothing to find, and nothing made by looking.
+        let slot = Slot::new(0, 0);
+        assert!(registry.remove(slot).is_none());
+        registry.set_join(slot, TaskId(1), tokio_join());
+        assert_eq!(registry.retained_bytes(), 0);
+        // The first entry makes the table, this thread's shard, a directory
+        // and page 0; nothing else.
+        let slot = registry.insert(entry(1));
+        assert_eq!(registry.made_shards().count(), 1);
+        let table = shard_count() * std::mem::size_of::<OnceLock<Box<Shard>>>();
+        let page0 = FIRST_PAGE * std::mem::size_of::<SlotState>();
+        let bound = table + std::mem::size_of::<Shard>() + 4 * std::mem::size_of::<Page>() + page0;
+        let used = registry.retained_bytes();
+        assert!(used > table + page0 && used <= bound, "{used} > {bound}");
+        registry.remove(slot);
+        assert_eq!(registry.retained_bytes(), used);
+        assert!(used <= 1400, "one entry's registry holds {used} bytes");
+    }
+
+    #[test]
+    fn len_and_removed_count() {
+        let registry = Registry::new();
+        let slots: Vec<Slot> = (1..=100).map(|id| registry.insert(entry(id))).collect();
+        assert_eq!((registry.len(), registry.removed()), (100, 0));
+        for slot in &slots[..40] {
+            assert!(registry.remove(*slot).is_some());
+        }
+        assert_eq!((registry.len(), registry.removed()), (60, 40));
+        // Removing twice finds nothing and counts nothing.
+        assert!(registry.remove(slots[0]).is_none());
+        assert_eq!((registry.len(), registry.removed()), (60, 40));
+        // Summed over shards: entries recorded from other threads count too.
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    let slot = registry.insert(entry(1000));
+                    registry.remove(slot);
+                });
+            }
+        });
+        assert_eq!((registry.len(), registry.removed()), (60, 43));
+        for slot in &slots[40..] {
+            registry.remove(*slot);
+        }
+        assert_eq!((registry.len(), registry.removed()), (0, 100 + 3));
+        check_all(&registry);
+    }
+
+    /// A burst of entries drained in several orders: the registry gives back
+    /// all but page 0 and its directory, and `for_each` has nothing to walk.
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let baseline = used_once();
+        let n = burst();
+        // The i-th of n entries to remove.
+        type Order = fn(u64, u64) -> u64;
+        let orders: [(&str, Order); 3] = [
+            ("first in, first out", |i, _| i),
+            ("last in, first out", |i, n| n - 1 - i),
+            // A permutation: 7919 is prime and divides neither count.
+            ("scattered", |i, n| i * 7919 % n),
+        ];
+        let registry = Registry::new();
+        for (name, order) in orders {
+            let slots: Vec<Slot> = (0..n).map(|id| registry.insert(entry(id))).collect();
+            let peak = registry.retained_bytes();
+            assert!(peak > n as usize * std::mem::size_of::<SlotState>());
+            check_all(&registry);
+            for i in 0..n {
+                let index = order(i, n);
+                let removed = registry.remove(slots[index as usize]);
+                assert_eq!(removed.map(|e| e.id.0), Some(index), "{name}");
+            }
+            check_all(&registry);
+            assert_eq!(registry.len(), 0, "{name}");
+            assert!(ids(&registry).is_empty(), "{name}");
+            assert_eq!(headers(&registry), 1, "{name}: page 0 alone");
+            let retained = registry.retained_bytes();
+            assert!(
+                retained <= 2 * baseline,
+                "{name}: {retained} bytes kept after a drain, from {peak}; {baseline} used once"
+            );
+        }
+        assert_eq!(registry.removed(), 3 * n);
+    }
+
+    /// One survivor of a burst keeps its own page and the spare, at most two
+    /// pages of MAX_PAGE slots, and the directory up to its page; `for_each`
+    /// finds it alone.
+    #[test]
+    fn a_survivor_keeps_its_page_not_the_burst() {
+        let baseline = used_once();
+        let n = burst();
+        let slot_size = std::mem::size_of::<SlotState>();
+        // Every header up to the last page, in a directory at most 4x its
+        // length (it shrinks at 4x).
+        let directory = 4 * (locate(n as usize - 1).0 + 1) * std::mem::size_of::<Page>();
+        let bound = baseline + 2 * MAX_PAGE * slot_size + directory;
+        let registry = Registry::new();
+        for keep in [n - 1, 0, n / 2] {
+            let slots: Vec<Slot> = (0..n).map(|id| registry.insert(entry(id))).collect();
+            let peak = registry.retained_bytes();
+            for (id, slot) in slots.iter().enumerate() {
+                if id as u64 != keep {
+                    registry.remove(*slot);
+                }
+            }
+            check_all(&registry);
+            assert_eq!(ids(&registry), [keep]);
+            assert_eq!(registry.len(), 1);
+            let retained = registry.retained_bytes();
+            assert!(
+                retained <= bound && retained * 20 < peak,
+                "keeping #{keep}: {retained} bytes kept from {peak}, bound {bound}"
+            );
+            // The survivor is where it was.
+            let survivor = slots[keep as usize];
+            assert_eq!(registry.id(survivor), TaskId(keep));
+            assert_eq!(registry.remove(survivor).map(|e| e.id.0), Some(keep));
+            assert!(registry.retained_bytes() <= 2 * baseline);
+        }
+    }
+
+    /// Entries kept across a drain of their neighbours (and across the freeing
+    /// and reuse of the pages between them) still answer for their slots; a
+    /// join handle for an entry gone, whose slot may be reused or whose page
+    /// may be freed, is dropped.
+    #[test]
+    fn slots_stay_valid_while_their_neighbours_come_and_go() {
+        let n = burst();
+        let registry = Registry::new();
+        let slots: Vec<Slot> = (0..n).map(|id| registry.insert(entry(id))).collect();
+        let kept = |id: u64| id % 1000 == 999 || id == 0 || id == n - 1;
+        for (id, slot) in slots.iter().enumerate() {
+            if !kept(id as u64) {
+                registry.remove(*slot);
+            }
+        }
+        check_all(&registry);
+        let kept_ids: Vec<u64> = (0..n).filter(|id| kept(*id)).collect();
+        assert_eq!(ids(&registry), kept_ids);
+        // A second burst fills the holes and the freed pages between them.
+        let again: Vec<Slot> = (n..2 * n).map(|id| registry.insert(entry(id))).collect();
+        check_all(&registry);
+        for id in kept_ids.iter().copied() {
+            let slot = slots[id as usize];
+            assert_eq!(registry.id(slot), TaskId(id));
+            assert_eq!(registry.identity(slot), (TaskId(id), None));
+        }
+        // A join handle is stored for its own entry, not for a newer one in
+        // a reused slot.
+        let reused = again[0];
+        assert!(
+            slots.contains(&reused),
+            "a freed slot is used before a new page"
+        );
+        let old_id = slots.iter().position(|slot| *slot == reused).unwrap() as u64;
+        registry.set_join(reused, TaskId(old_id), tokio_join());
+        registry.set_join(again[1], TaskId(n + 1), tokio_join());
+        let mut joined = Vec::new();
+        registry.for_each(|entry| {
+            if entry.join.is_some() {
+                joined.push(entry.id.0);
+            }
+        });
+        assert_eq!(joined, [n + 1]);
+        for slot in &again {
+            assert!(registry.remove(*slot).is_some());
+        }
+        for id in kept_ids.iter().copied() {
+            let slot = slots[id as usize];
+            assert_eq!(registry.remove(slot).map(|e| e.id.0), Some(id));
+            assert!(registry.remove(slot).is_none());
+            // Gone, and its page maybe freed: a harmless no-op.
+            registry.set_join(slot, TaskId(id), tokio_join());
+        }
+        check_all(&registry);
+        assert_eq!(registry.len(), 0);
+        assert!(ids(&registry).is_empty());
+        // A slot past the directory's end.
+        registry.set_join(slots[n as usize - 1], TaskId(n - 1), tokio_join());
+        assert!(registry.retained_bytes() <= 2 * used_once());
+    }
+
+    /// Random inserts and removes against a model, checking every invariant:
+    /// the spare, the holes, the room list and the directory's end.
+    #[test]
+    fn random_inserts_and_removes_keep_the_invariants() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut random = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        let registry = Registry::new();
+        let mut live: Vec<(Slot, u64)> = Vec::new();
+        let mut next_id = 0;
+        let rounds = if cfg!(miri) { 20 } else { 200 };
+        for round in 0..rounds {
+            // Alternate growing and shrinking phases of random depth.
+            let target = if round % 2 == 0 {
+                random(5000)
+            } else {
+                random(50)
+            };
+            let steps = if cfg!(miri) { 300 } else { 3000 };
+            for _ in 0..steps {
+                let grow = live.len() < target;
+                if (grow && random(4) != 0) || live.is_empty() {
+                    next_id += 1;
+                    live.push((registry.insert(entry(next_id)), next_id));
+                } else {
+                    let (slot, id) = live.swap_remove(random(live.len()));
+                    assert_eq!(registry.remove(slot).map(|e| e.id.0), Some(id));
+                }
+            }
+            check_all(&registry);
+            assert_eq!(registry.len(), live.len());
+            let mut model: Vec<u64> = live.iter().map(|(_, id)| *id).collect();
+            model.sort_unstable();
+            assert_eq!(ids(&registry), model);
+            for (slot, id) in live.iter().take(10) {
+                assert_eq!(registry.id(*slot), TaskId(*id));
+            }
+        }
+        for (slot, _) in live.drain(..) {
+            registry.remove(slot);
+        }
+        check_all(&registry);
+        assert_eq!(headers(&registry), 1);
+    }
+
+    /// A finished task's join handle (the runtime is gone; the handle stays
+    /// valid to drop).
+    fn tokio_join() -> JoinHandle<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.spawn(async {})
     }
 }
