@@ -29,10 +29,10 @@ impl Server {
         let addr = listener.local_addr()?;
         let wg = WaitGroup::builder().name("server").build();
         // Completed in close(): until then, the group is never idle.
-        let listening = Some(wg.add_named("listener"));
+        let listening = Some(wg.task().name("listener").add());
 
         let conns = wg.clone();
-        wg.go_named("accept", move |ctx| async move {
+        wg.task().name("accept").go(move |ctx| async move {
             loop {
                 let (stream, peer) = tokio::select! {
                     _ = ctx.cancelled() => return Ok::<_, std::io::Error>(()),
@@ -41,7 +41,9 @@ impl Server {
                 // Refused once the server is closing: no connection slips in.
                 let name = format!("conn {peer}");
                 if conns
-                    .try_go_named(name, move |ctx| serve(stream, ctx))
+                    .task()
+                    .name(name)
+                    .try_go(move |ctx| serve(stream, ctx))
                     .is_err()
                 {
                     return Ok(());
@@ -62,9 +64,7 @@ impl Server {
         if let Some(listening) = self.listening.take() {
             listening.done();
         }
-        self.wg
-            .shutdown(grace)
-            .await
+        self.wg.shutdown(grace).await
     }
 }
 
@@ -72,7 +72,7 @@ impl Server {
 /// server shuts down. A request already read is always answered (or the
 /// task is aborted at the deadline); no new request is read after shutdown
 /// begins.
-async fn serve(stream: TcpStream, ctx: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, ctx: taskgroup::TaskContext) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {

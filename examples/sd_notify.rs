@@ -52,15 +52,16 @@ async fn main() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     let app = WaitGroup::builder().name("app").build();
     let conns = app.clone();
-    app.go_named("accept", move |ctx| async move {
+    app.task().name("accept").go(move |ctx| async move {
         loop {
             let (mut stream, peer) = tokio::select! {
                 () = ctx.cancelled() => return Ok::<_, std::io::Error>(()),
                 accepted = listener.accept() => accepted?,
             };
-            let greeted = conns.try_go_named(format!("conn {peer}"), move |_ctx| async move {
-                stream.write_all(b"hello\n").await
-            });
+            let greeted = conns
+                .task()
+                .name(format!("conn {peer}"))
+                .try_go(move |_ctx| async move { stream.write_all(b"hello\n").await });
             if greeted.is_err() {
                 return Ok(()); // closing
             }

@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{timeout_at, Instant};
 
 use crate::label::GroupId;
@@ -37,7 +36,11 @@ impl Budget {
 /// Runs a shutdown of `root` and the groups below it. `caller` is the
 /// `go()` task calling it, if it is one of the tree's: it is neither waited
 /// for nor aborted, and is reported as still running.
-pub(crate) async fn run(root: &NodeRef, grace: Duration, caller: Option<Current>) -> ShutdownReport {
+pub(crate) async fn run(
+    root: &NodeRef,
+    grace: Duration,
+    caller: Option<Current>,
+) -> ShutdownReport {
     let started = Instant::now();
     let deadline = deadline_after(grace);
     let budget = Budget {
@@ -142,26 +145,13 @@ async fn stop_group(
         None => saturating_add(now, budget.share(now, groups_left)),
     };
     let spare = caller.map(|c| group.registry.id(c.slot));
-    let mut stopping: FuturesUnordered<_> = group
-        .abort_tasks(spare)
-        .into_iter()
-        .map(|(info, join)| async move { (info, join.await) })
-        .collect();
+    let watch = group.abort_tasks(spare);
     // Wait for the aborted tasks only: a guard cannot be aborted, so waiting
     // for the whole group here would only wait out the share.
-    let mut stopped = Vec::new();
-    let _ = timeout_at(abort_by, async {
-        while let Some((info, result)) = stopping.next().await {
-            // `Ok`: the task finished by itself before the abort took
-            // effect, and is counted as finished.
-            if matches!(&result, Err(e) if e.is_cancelled()) {
-                crate::trace::aborted(&info);
-                stopped.push(info);
-            }
-        }
-    })
-    .await;
-    // What did not stop in time stays pending, and is reported so.
-    stopped.sort_unstable_by_key(|t| t.id);
+    let _ = timeout_at(abort_by, watch.all_settled()).await;
+    // A task whose abort did not take effect in time stays pending, and is
+    // reported so; one that finished by itself first is counted as finished.
+    let stopped = watch.take_aborted();
+    stopped.iter().for_each(crate::trace::aborted);
     aborted.extend(stopped);
 }

@@ -89,8 +89,8 @@ impl TaskError {
         self.id
     }
 
-    /// The failed task's name, if it was spawned with
-    /// [`go_named`](crate::WaitGroup::go_named).
+    /// The failed task's name, if it was given one
+    /// ([`TaskBuilder::name`](crate::TaskBuilder::name)).
     pub fn name(&self) -> Option<&str> {
         self.name.as_ref().map(Label::as_str)
     }
@@ -204,6 +204,24 @@ impl TaskErrors {
     /// The failure recorded first.
     pub fn first(&self) -> Option<&TaskError> {
         self.iter().next()
+    }
+
+    /// The error value returned by the first task that failed with one (Go's
+    /// `errgroup.Wait` result in one call); panics are skipped, see
+    /// [`first`](Self::first) for the first failure of any kind.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// wg.go(|_| async { Err::<(), _>("disk full") });
+    /// let err = wg.wait().await.unwrap_err();
+    /// assert_eq!(err.errors().first_error().unwrap().to_string(), "disk full");
+    /// # }
+    /// ```
+    pub fn first_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.iter().find_map(TaskError::error)
     }
 
     /// The kept failures, in order.
@@ -378,8 +396,8 @@ impl StdError for WaitError {
     }
 }
 
-/// [`try_add`](crate::WaitGroup::try_add) or [`try_go`](crate::WaitGroup::try_go)
-/// on a group that was [closed](crate::WaitGroup::close).
+/// [`try_add`](crate::WaitGroup::try_add) (or another refusing start) on a
+/// group that was [closed](crate::WaitGroup::close).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("group {group} is closed to new work")]
 pub struct Closed {
@@ -390,6 +408,55 @@ impl Closed {
     /// The closed group.
     pub fn group(&self) -> GroupId {
         self.group
+    }
+}
+
+/// Why [`try_go`](crate::WaitGroup::try_go) refused to spawn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryGoError {
+    /// The group is [closed](crate::WaitGroup::close).
+    #[error("group {group} is closed to new work")]
+    Closed {
+        /// The closed group.
+        group: GroupId,
+    },
+    /// The group runs as many tasks as its
+    /// [`limit`](crate::WaitGroupBuilder::limit) allows (Go's `TryGo`
+    /// returning `false`).
+    #[error("group {group} already runs its limit of {limit} tasks")]
+    Full {
+        /// The group.
+        group: GroupId,
+        /// Its limit.
+        limit: usize,
+    },
+}
+
+impl TryGoError {
+    /// The group that refused.
+    pub fn group(&self) -> GroupId {
+        match self {
+            TryGoError::Closed { group } | TryGoError::Full { group, .. } => *group,
+        }
+    }
+
+    /// Whether the group was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TryGoError::Closed { .. })
+    }
+
+    /// Whether the group was at its limit.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TryGoError::Full { .. })
+    }
+}
+
+impl From<Closed> for TryGoError {
+    fn from(closed: Closed) -> Self {
+        TryGoError::Closed {
+            group: closed.group,
+        }
     }
 }
 

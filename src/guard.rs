@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Node;
-use crate::registry::Slot;
+use crate::registry::{Entry, Slot};
 use crate::report::TaskKind;
 use crate::shared::TaskRef;
 
@@ -28,7 +28,7 @@ use crate::shared::TaskRef;
 ///
 /// impl Listener {
 ///     fn start(wg: &WaitGroup) -> Self {
-///         Listener { running: Some(wg.add_named("listener")) }
+///         Listener { running: Some(wg.task().name("listener").add()) }
 ///     }
 ///     fn close(&mut self) {
 ///         if let Some(guard) = self.running.take() {
@@ -64,6 +64,9 @@ struct Tag(AtomicU64);
 
 /// Marks a [`Tag`] that holds a registry slot.
 const RECORDED: u64 = 1 << 63;
+/// Marks a recorded guard whose task was aborted (its future dropped before
+/// it finished): a shutdown waiting for that abort counts it as aborted.
+const ABORTED: u64 = 1 << 62;
 
 impl TaskGuard {
     /// The guard for a task already counted in the state word: a lean guard
@@ -76,7 +79,8 @@ impl TaskGuard {
         site: &'static Location<'static>,
         kind: TaskKind,
     ) -> Self {
-        if kind == TaskKind::Guard && !task.config.record_guards {
+        // A named guard is recorded even in a lean group: naming it asks for it.
+        if kind == TaskKind::Guard && !task.config.record_guards && name.is_none() {
             return TaskGuard::unrecorded(task);
         }
         Self::new_recorded(task, name, site, kind).0
@@ -89,8 +93,21 @@ impl TaskGuard {
         site: &'static Location<'static>,
         kind: TaskKind,
     ) -> (Self, TaskId, Slot) {
-        let (id, slot) = task.record(name, site, kind);
-        (TaskGuard::recorded(task, slot), id, slot)
+        let id = task.next_id();
+        let (guard, slot) = Self::new_with(task, Entry::new(id, name, kind, site));
+        (guard, id, slot)
+    }
+
+    /// A recorded guard for `entry`, whose id the caller took from the
+    /// group's [`next_id`](Node::next_id).
+    pub(crate) fn new_with(task: TaskRef<Node>, entry: Entry) -> (Self, Slot) {
+        let slot = task.registry.insert(entry);
+        (TaskGuard::recorded(task, slot), slot)
+    }
+
+    /// Marks the guard of a task whose future is dropped unfinished.
+    pub(crate) fn mark_aborted(&mut self) {
+        *self.tag.0.get_mut() |= ABORTED;
     }
 
     fn recorded(inner: TaskRef<Node>, slot: Slot) -> Self {
@@ -112,7 +129,7 @@ impl TaskGuard {
     /// The registry slot of a recorded guard.
     pub(crate) fn slot(&self) -> Option<Slot> {
         let tag = self.tag.0.load(Ordering::Relaxed);
-        (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !RECORDED))
+        (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !(RECORDED | ABORTED)))
     }
 
     /// The guard's id, unique within its group.
@@ -123,7 +140,9 @@ impl TaskGuard {
     pub fn id(&self) -> TaskId {
         let tag = self.tag.0.load(Ordering::Relaxed);
         if tag & RECORDED != 0 {
-            return self.inner.recorded_id(Slot::from_u64(tag & !RECORDED));
+            return self
+                .inner
+                .recorded_id(Slot::from_u64(tag & !(RECORDED | ABORTED)));
         }
         if tag != 0 {
             return TaskId(tag);
@@ -157,7 +176,12 @@ impl Drop for TaskGuard {
         // the `inner` field is dropped (so an idle group has no entries).
         let tag = *self.tag.0.get_mut();
         if tag & RECORDED != 0 {
-            self.inner.remove_entry(Slot::from_u64(tag & !RECORDED));
+            let slot = Slot::from_u64(tag & !(RECORDED | ABORTED));
+            if let Some(entry) = self.inner.registry.remove(slot) {
+                if let Some(watch) = &entry.watch {
+                    watch.settle(&entry, tag & ABORTED != 0);
+                }
+            }
         }
     }
 }

@@ -14,8 +14,8 @@
 //! impl Server {
 //!     fn start() -> Self {
 //!         let wg = WaitGroup::builder().name("server").build();
-//!         let listener = Some(wg.add_named("listener"));    // completed in close()
-//!         wg.go_named("conn", |ctx| async move {            // errors and panics kept
+//!         let listener = Some(wg.task().name("listener").add());    // completed in close()
+//!         wg.task().name("conn").go(|ctx| async move {            // errors and panics kept
 //!             ctx.cancelled().await;                        // drain on shutdown
 //!             Ok::<_, std::io::Error>(())
 //!         });
@@ -102,6 +102,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod context;
 mod drain;
 mod error;
 mod event;
@@ -124,11 +125,15 @@ mod wait_group;
 pub mod service;
 pub mod shutdown;
 
-pub use error::{BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, WaitError};
+pub use context::TaskContext;
+pub use error::{
+    BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, TryGoError, WaitError,
+};
 pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
-pub use wait_group::{WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
+pub use task::{JoinError, TaskHandle, TaskOutput, Tracked};
+pub use wait_group::{TaskBuilder, WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;

@@ -65,7 +65,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
-use std::panic::Location;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -76,8 +75,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
-use crate::registry::{Entry, Registry, Slot};
-use crate::report::{GroupPending, TaskInfo, TaskKind};
+use crate::registry::{AbortWatch, Registry, Slot};
+use crate::report::GroupPending;
 use crate::shared::{Counted, Shared};
 use crate::state::State;
 // Loom's under `--cfg loom`: what a child leaving its parent races on.
@@ -105,6 +104,18 @@ pub(crate) struct Config {
     pub(crate) abort_timeout: Duration,
     pub(crate) max_errors: usize,
     pub(crate) abort_on_drop: bool,
+    pub(crate) limit: Option<usize>,
+}
+
+/// A task's slot under its group's limit.
+#[derive(Debug)]
+pub(crate) enum Permit {
+    /// The group has no limit.
+    Unlimited,
+    /// A slot, held until the task ends.
+    Held(tokio::sync::OwnedSemaphorePermit),
+    /// No slot was free: the task waits for one.
+    Queue,
 }
 
 /// The state word and the id counter, on a cache line of their own so that
@@ -200,6 +211,8 @@ pub(crate) struct Node {
     origin: Option<CancellationToken>,
     /// Serialises `reopen()`.
     reopening: PlainMutex<()>,
+    /// The slots of the group's limit, if it has one.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) registry: Registry,
     /// `go()` tasks dropped while still running (aborted, or their runtime
     /// shut down), counted before their guard completes.
@@ -254,6 +267,7 @@ impl Node {
         origin: Option<CancellationToken>,
         owner: Option<(Weak<Table>, u64)>,
     ) -> NodeRef {
+        let limit = config.limit;
         let table = Arc::new(Table {
             links: Mutex::new(Links::default()),
             owner,
@@ -273,6 +287,7 @@ impl Node {
             generation: std::sync::atomic::AtomicU32::new(0),
             origin,
             reopening: PlainMutex::new(()),
+            slots: limit.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             registry: Registry::new(),
             aborted: StdAtomicU64::new(0),
             failures: PlainMutex::new(Failures::default()),
@@ -309,9 +324,7 @@ impl Node {
             return;
         }
         if this.config.abort_on_drop {
-            for (_, join) in this.abort_tasks(None) {
-                drop(join);
-            }
+            drop(this.abort_tasks(None));
         }
         if this.table.owner.is_none() {
             return;
@@ -331,7 +344,11 @@ impl Node {
         let origin = this.tokens().scope.clone();
         let mut links = this.table.links.lock();
         let key = links.next_key;
-        let child = Node::new(config, Some(origin), Some((Arc::downgrade(&this.table), key)));
+        let child = Node::new(
+            config,
+            Some(origin),
+            Some((Arc::downgrade(&this.table), key)),
+        );
         links.push(child.clone());
         this.has_links.store(true, Ordering::Release);
         child
@@ -413,24 +430,28 @@ impl Node {
         )
     }
 
-    /// Records a new guard or task (counted in the state word already) in
-    /// the registry; returns its id and slot.
-    pub(crate) fn record(
-        &self,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-        kind: TaskKind,
-    ) -> (TaskId, Slot) {
-        let id = self.next_id();
-        let slot = self.registry.insert(Entry {
-            id,
-            name,
-            kind,
-            site,
-            started: Instant::now(),
-            join: None,
-        });
-        (id, slot)
+    /// A slot for a task about to be spawned, if one is free.
+    pub(crate) fn try_permit(&self) -> Permit {
+        match &self.slots {
+            None => Permit::Unlimited,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Permit::Held(permit),
+                Err(_) => Permit::Queue,
+            },
+        }
+    }
+
+    /// A slot, once one is free.
+    pub(crate) async fn acquire_permit(&self) -> Permit {
+        match &self.slots {
+            None => Permit::Unlimited,
+            Some(slots) => Permit::Held(
+                Arc::clone(slots)
+                    .acquire_owned()
+                    .await
+                    .expect("a group's limit is never closed"),
+            ),
+        }
     }
 
     /// The id of a recorded guard.
@@ -438,15 +459,10 @@ impl Node {
         self.registry.id(slot)
     }
 
-    /// The id and name of a recorded guard or task, from its entry.
-    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>) {
+    /// The id, name and say on cancelling of a recorded guard or task, from
+    /// its entry.
+    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>, Option<bool>) {
         self.registry.identity(slot)
-    }
-
-    /// Removes a completing guard's registry entry (its `Drop`, before its
-    /// task unit is given up).
-    pub(crate) fn remove_entry(&self, slot: Slot) {
-        self.registry.remove(slot);
     }
 
     /// A `go()` task is being dropped before it finished (aborted). Counted
@@ -459,10 +475,26 @@ impl Node {
 
     /// The current generation of the group's tokens.
     fn tokens(&self) -> &Tokens {
-        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        self.tokens_at(self.generation())
+    }
+
+    /// The number of the current generation of tokens.
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The context token of generation `generation` (which exists).
+    pub(crate) fn own_at(&self, generation: u32) -> &CancellationToken {
+        &self.tokens_at(generation).own
+    }
+
+    fn tokens_at(&self, generation: u32) -> &Tokens {
         let mut tokens = &self.tokens;
         for _ in 0..generation {
-            tokens = tokens.next.get().expect("a generation is set before it is counted");
+            tokens = tokens
+                .next
+                .get()
+                .expect("a generation is set before it is counted");
         }
         tokens
     }
@@ -491,17 +523,28 @@ impl Node {
 
     // ----- failures -----------------------------------------------------------
 
-    pub(crate) fn record_failure(this: &NodeRef, error: TaskError) {
+    /// Records a task's failure; if the task is critical (by its own
+    /// option, or else the group's `cancel_on_error`), cancels the group and
+    /// everything below it, and the first such failure becomes the cause.
+    pub(crate) fn record_failure(
+        this: &NodeRef,
+        error: TaskError,
+        critical: Option<bool>,
+    ) -> Arc<TaskError> {
         let error = Arc::new(error);
         this.failures.lock().push(&error, this.config.max_errors);
         this.has_errors.store(true, Ordering::Release);
-        if this.config.cancel_on_error && this.cause.set(Arc::clone(&error)).is_ok() {
+        if critical.unwrap_or(this.config.cancel_on_error) {
+            let first = this.cause.set(Arc::clone(&error)).is_ok();
             cancel_tree(this);
-            crate::trace::cancelled(&this.label, Some(&error));
+            if first {
+                crate::trace::cancelled(&this.label, Some(&error));
+            }
         }
         // Last: logging formats the task's error, and a `Display` that panics
         // must not keep the failure from being kept or acted on.
         crate::trace::task_failed(&error);
+        error
     }
 
     pub(crate) fn cause(&self) -> Option<&TaskError> {
@@ -565,44 +608,19 @@ impl Node {
         }
     }
 
-    /// Aborts every running `go()` task of this group but `spare`. Returns
-    /// what it aborted and the handles that resolve once each abort took
-    /// effect.
-    pub(crate) fn abort_tasks(
-        &self,
-        spare: Option<TaskId>,
-    ) -> Vec<(TaskInfo, tokio::task::JoinHandle<()>)> {
-        let now = Instant::now();
-        let mut aborted = Vec::new();
-        self.registry.for_each(|entry| {
-            if Some(entry.id) == spare {
-                return;
-            }
-            if let Some(join) = entry.join.take() {
-                join.abort();
-                aborted.push((self.info(entry, now), join));
-            }
-        });
-        aborted.sort_unstable_by_key(|(t, _)| t.id);
-        aborted
-    }
-
-    fn info(&self, entry: &Entry, now: Instant) -> TaskInfo {
-        TaskInfo {
-            id: entry.id,
-            name: entry.name.clone(),
-            kind: entry.kind,
-            site: entry.site,
-            age: now.saturating_duration_since(entry.started),
-            group: self.label.clone(),
-        }
+    /// Aborts every running spawned task of this group but `spare`; `watch`
+    /// learns when each abort took effect.
+    pub(crate) fn abort_tasks(&self, spare: Option<TaskId>) -> Arc<AbortWatch> {
+        let watch = AbortWatch::new(self.label.clone());
+        self.registry.abort_all(spare, &watch);
+        watch
     }
 
     /// This group's pending work, as a report lists it; `None` if idle.
     fn pending(&self, now: Instant) -> Option<GroupPending> {
         let mut tasks = Vec::new();
         self.registry
-            .for_each(|entry| tasks.push(self.info(entry, now)));
+            .for_each(|entry| tasks.push(entry.info(&self.label, now)));
         tasks.sort_unstable_by_key(|t| t.id);
         let count = self.len().max(tasks.len());
         (count > 0).then(|| GroupPending {

@@ -1,8 +1,8 @@
 //! The record of pending work that reports are made from.
 //!
 //! Every `go()` task has an entry (its name, creation site, start time and
-//! join handle); guards have one unless the group was built with
-//! [`record_guards(false)`](crate::Builder::record_guards). Entries live in a
+//! abort handle); guards have one unless the group was built with
+//! [`record_guards(false)`](crate::WaitGroupBuilder::record_guards). Entries live in a
 //! few shards, each a slab behind its own lock. A thread records into the
 //! shard it was assigned when it first recorded (threads are dealt out in
 //! turn), so threads rarely meet on one lock, and a guard completed on the
@@ -60,12 +60,14 @@
 use std::panic::Location;
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::label::{Label, TaskId};
-use crate::report::TaskKind;
+use crate::label::{GroupLabel, Label, TaskId};
+use crate::report::{TaskInfo, TaskKind};
 
 /// One pending guard or task.
 #[derive(Debug)]
@@ -75,8 +77,114 @@ pub(crate) struct Entry {
     pub(crate) kind: TaskKind,
     pub(crate) site: &'static Location<'static>,
     pub(crate) started: Instant,
-    /// A `go()` task's handle, to abort it and to wait for the abort.
-    pub(crate) join: Option<JoinHandle<()>>,
+    /// A spawned task's abort handle (not a blocking task's: it cannot be
+    /// aborted once it runs). Taken by the shutdown that aborts it.
+    pub(crate) abort: Option<AbortHandle>,
+    /// Set by the shutdown that aborted the task, which waits for it.
+    pub(crate) watch: Option<Arc<AbortWatch>>,
+    /// The task's own say on whether its failure cancels its group.
+    pub(crate) critical: Option<bool>,
+    /// Waiting for a slot under the group's concurrency limit.
+    pub(crate) queued: bool,
+}
+
+impl Entry {
+    /// A new entry, started now.
+    pub(crate) fn new(
+        id: TaskId,
+        name: Option<Label>,
+        kind: TaskKind,
+        site: &'static Location<'static>,
+    ) -> Self {
+        Entry {
+            id,
+            name,
+            kind,
+            site,
+            started: Instant::now(),
+            abort: None,
+            watch: None,
+            critical: None,
+            queued: false,
+        }
+    }
+
+    /// The entry as a report lists it.
+    pub(crate) fn info(&self, group: &GroupLabel, now: Instant) -> TaskInfo {
+        TaskInfo {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind,
+            queued: self.queued,
+            site: self.site,
+            age: now.saturating_duration_since(self.started),
+            group: group.clone(),
+        }
+    }
+}
+
+/// What a shutdown waits on after aborting tasks: each aborted task's entry,
+/// when it is removed (the task's future dropped, or finished before the
+/// abort took effect), settles here, so the shutdown learns which aborts took
+/// effect without holding the tasks' join handles (those belong to the
+/// `TaskHandle`s returned to the user).
+#[derive(Debug)]
+pub(crate) struct AbortWatch {
+    group: GroupLabel,
+    state: Mutex<WatchState>,
+    settled: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    waiting: usize,
+    aborted: Vec<TaskInfo>,
+}
+
+impl AbortWatch {
+    pub(crate) fn new(group: GroupLabel) -> Arc<Self> {
+        Arc::new(AbortWatch {
+            group,
+            state: Mutex::new(WatchState::default()),
+            settled: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// One more aborted task to wait for.
+    fn expect(&self) {
+        self.state.lock().waiting += 1;
+    }
+
+    /// An aborted task's entry was removed: `aborted` if its abort took
+    /// effect (its future was dropped unfinished).
+    pub(crate) fn settle(&self, entry: &Entry, aborted: bool) {
+        let mut state = self.state.lock();
+        state.waiting -= 1;
+        if aborted {
+            state.aborted.push(entry.info(&self.group, Instant::now()));
+        }
+        if state.waiting == 0 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Waits until every aborted task settled.
+    pub(crate) async fn all_settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            if self.state.lock().waiting == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The tasks whose abort took effect so far, by id.
+    pub(crate) fn take_aborted(&self) -> Vec<TaskInfo> {
+        let mut aborted = std::mem::take(&mut self.state.lock().aborted);
+        aborted.sort_unstable_by_key(|t| t.id);
+        aborted
+    }
 }
 
 /// Where an entry lives: shard in the high half, index in the low half.
@@ -540,9 +648,19 @@ impl Registry {
         self.with(slot, |entry| entry.id)
     }
 
-    /// The id and name of the entry in `slot`, which its guard still holds.
-    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>) {
-        self.with(slot, |entry| (entry.id, entry.name.clone()))
+    /// The id, name and say on cancelling of the entry in `slot`, which its
+    /// guard still holds.
+    pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>, Option<bool>) {
+        self.with(slot, |entry| (entry.id, entry.name.clone(), entry.critical))
+    }
+
+    /// Marks the entry in `slot` as running (no longer queued for a slot).
+    pub(crate) fn set_running(&self, slot: Slot) {
+        if let Some(shard) = self.shard(slot) {
+            if let Some(entry) = shard.0.lock().get_mut(slot.index()) {
+                entry.queued = false;
+            }
+        }
     }
 
     fn with<R>(&self, slot: Slot, f: impl FnOnce(&Entry) -> R) -> R {
@@ -556,19 +674,34 @@ impl Registry {
         self.shard(slot)?.0.lock().remove(slot.index())
     }
 
-    /// Stores the join handle of a just-spawned task, unless the task has
+    /// Stores the abort handle of a just-spawned task, unless the task has
     /// already finished (its slot is empty, reused by a newer entry, or in a
     /// page since freed).
-    pub(crate) fn set_join(&self, slot: Slot, id: TaskId, join: JoinHandle<()>) {
+    pub(crate) fn set_abort(&self, slot: Slot, id: TaskId, abort: AbortHandle) {
         let Some(shard) = self.shard(slot) else {
             return;
         };
         let mut slab = shard.0.lock();
         if let Some(entry) = slab.get_mut(slot.index()) {
             if entry.id == id {
-                entry.join = Some(join);
+                entry.abort = Some(abort);
             }
         }
+    }
+
+    /// Aborts the spawned tasks (but `spare`), each once: their abort handles
+    /// are taken, and `watch` is told to wait for them.
+    pub(crate) fn abort_all(&self, spare: Option<TaskId>, watch: &Arc<AbortWatch>) {
+        self.for_each(|entry| {
+            if Some(entry.id) == spare {
+                return;
+            }
+            if let Some(abort) = entry.abort.take() {
+                watch.expect();
+                entry.watch = Some(Arc::clone(watch));
+                abort.abort();
+            }
+        });
     }
 
     /// Calls `f` on every entry, one shard at a time. Costs O(entries + pages
@@ -635,14 +768,7 @@ mod tests {
     }
 
     fn entry(id: u64) -> Entry {
-        Entry {
-            id: TaskId(id),
-            name: None,
-            kind: TaskKind::Guard,
-            site: Location::caller(),
-            started: Instant::now(),
-            join: None,
-        }
+        Entry::new(TaskId(id), None, TaskKind::Guard, Location::caller())
     }
 
     fn ids(registry: &Registry) -> Vec<u64> {
@@ -775,7 +901,7 @@ mod tests {
         // Nothing to find, and nothing made by looking.
         let slot = Slot::new(0, 0);
         assert!(registry.remove(slot).is_none());
-        registry.set_join(slot, TaskId(1), tokio_join());
+        registry.set_abort(slot, TaskId(1), tokio_join().abort_handle());
         assert_eq!(registry.retained_bytes(), 0);
         // The first entry makes the table, this thread's shard, a directory
         // and page 0; nothing else.
@@ -897,7 +1023,7 @@ mod tests {
 
     /// Entries kept across a drain of their neighbours (and across the freeing
     /// and reuse of the pages between them) still answer for their slots; a
-    /// join handle for an entry gone, whose slot may be reused or whose page
+    /// abort handle for an entry gone, whose slot may be reused or whose page
     /// may be freed, is dropped.
     #[test]
     fn slots_stay_valid_while_their_neighbours_come_and_go() {
@@ -919,9 +1045,9 @@ mod tests {
         for id in kept_ids.iter().copied() {
             let slot = slots[id as usize];
             assert_eq!(registry.id(slot), TaskId(id));
-            assert_eq!(registry.identity(slot), (TaskId(id), None));
+            assert_eq!(registry.identity(slot), (TaskId(id), None, None));
         }
-        // A join handle is stored for its own entry, not for a newer one in
+        // An abort handle is stored for its own entry, not for a newer one in
         // a reused slot.
         let reused = again[0];
         assert!(
@@ -929,11 +1055,11 @@ mod tests {
             "a freed slot is used before a new page"
         );
         let old_id = slots.iter().position(|slot| *slot == reused).unwrap() as u64;
-        registry.set_join(reused, TaskId(old_id), tokio_join());
-        registry.set_join(again[1], TaskId(n + 1), tokio_join());
+        registry.set_abort(reused, TaskId(old_id), tokio_join().abort_handle());
+        registry.set_abort(again[1], TaskId(n + 1), tokio_join().abort_handle());
         let mut joined = Vec::new();
         registry.for_each(|entry| {
-            if entry.join.is_some() {
+            if entry.abort.is_some() {
                 joined.push(entry.id.0);
             }
         });
@@ -946,13 +1072,17 @@ mod tests {
             assert_eq!(registry.remove(slot).map(|e| e.id.0), Some(id));
             assert!(registry.remove(slot).is_none());
             // Gone, and its page maybe freed: a harmless no-op.
-            registry.set_join(slot, TaskId(id), tokio_join());
+            registry.set_abort(slot, TaskId(id), tokio_join().abort_handle());
         }
         check_all(&registry);
         assert_eq!(registry.len(), 0);
         assert!(ids(&registry).is_empty());
         // A slot past the directory's end.
-        registry.set_join(slots[n as usize - 1], TaskId(n - 1), tokio_join());
+        registry.set_abort(
+            slots[n as usize - 1],
+            TaskId(n - 1),
+            tokio_join().abort_handle(),
+        );
         assert!(registry.retained_bytes() <= 2 * used_once());
     }
 
@@ -1007,7 +1137,7 @@ mod tests {
 
     /// A finished task's join handle (the runtime is gone; the handle stays
     /// valid to drop).
-    fn tokio_join() -> JoinHandle<()> {
+    fn tokio_join() -> tokio::task::JoinHandle<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -7,16 +7,26 @@ use std::time::Duration;
 use crate::error::TaskErrors;
 use crate::label::{fmt_task, GroupId, GroupLabel, Label, TaskId};
 
-/// Whether pending work is a guard from [`add`](crate::WaitGroup::add) or a
-/// task from [`go`](crate::WaitGroup::go).
+/// What kind of work is pending: a guard from [`add`](crate::WaitGroup::add),
+/// a task from [`go`](crate::WaitGroup::go), a blocking task, or a tracked
+/// future.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TaskKind {
     /// A [`TaskGuard`](crate::TaskGuard): only its owner can complete it; a
     /// shutdown cannot abort it.
     Guard,
-    /// A task spawned by `go()`: a shutdown aborts it after the grace period.
+    /// A task spawned by `go()` (or on another runtime, or a `LocalSet`): a
+    /// shutdown aborts it after the grace period.
     Task,
+    /// A closure on the blocking pool
+    /// ([`spawn_blocking`](crate::TaskBuilder::spawn_blocking)): it cannot be
+    /// aborted once it runs, so a shutdown reports it as still running.
+    Blocking,
+    /// A future counted while it lives
+    /// ([`track_future`](crate::TaskBuilder::track_future)): polled by its
+    /// owner, not aborted by a shutdown.
+    Tracked,
 }
 
 /// One unfinished guard or task.
@@ -28,6 +38,7 @@ pub struct TaskInfo {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Label>,
     pub(crate) kind: TaskKind,
+    pub(crate) queued: bool,
     pub(crate) site: &'static Location<'static>,
     pub(crate) age: Duration,
     pub(crate) group: GroupLabel,
@@ -44,9 +55,15 @@ impl TaskInfo {
         self.name.as_ref().map(Label::as_str)
     }
 
-    /// Guard or task.
+    /// Guard, task, blocking task or tracked future.
     pub fn kind(&self) -> TaskKind {
         self.kind
+    }
+
+    /// Whether it is a task waiting for a slot under its group's
+    /// [`limit`](crate::WaitGroupBuilder::limit), not yet running.
+    pub fn is_queued(&self) -> bool {
+        self.queued
     }
 
     /// Where it was created: the caller of `add`, `go` or their variants.
@@ -74,9 +91,12 @@ impl TaskInfo {
 impl fmt::Display for TaskInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt_task(f, self.name.as_ref(), self.id)?;
-        let kind = match self.kind {
-            TaskKind::Guard => "guard",
-            TaskKind::Task => "task",
+        let kind = match (self.kind, self.queued) {
+            (TaskKind::Guard, _) => "guard",
+            (TaskKind::Task, false) => "task",
+            (TaskKind::Task, true) => "task, queued",
+            (TaskKind::Blocking, _) => "blocking task, cannot be aborted",
+            (TaskKind::Tracked, _) => "tracked future",
         };
         write!(
             f,
@@ -92,6 +112,7 @@ impl fmt::Debug for TaskInfo {
             .field("id", &self.id)
             .field("name", &self.name())
             .field("kind", &self.kind)
+            .field("queued", &self.queued)
             .field("site", &format_args!("{}", self.site))
             .field("age", &self.age)
             .field("group", &self.group)

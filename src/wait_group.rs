@@ -11,14 +11,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::error::{BoxError, Closed, LinkError, TaskErrors, WaitError};
+use crate::context::TaskContext;
+use crate::error::{Closed, LinkError, TaskErrors, TryGoError, WaitError};
 use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
+use crate::node::Permit;
 use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
+use crate::registry::{Entry, Slot};
 use crate::report::{PendingReport, ShutdownReport, TaskKind};
 use crate::shared::{Counted, Shared, TaskRef};
 use crate::shutdown::deadline_after;
-use crate::task;
+use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 
 /// Tracks pending work (guards and spawned tasks), collects its failures, and
 /// waits for it, together with the groups linked below it.
@@ -92,7 +95,7 @@ use crate::task;
 /// # async fn main() {
 /// let wg = WaitGroup::new();
 /// for i in 0..3 {
-///     wg.go_named(format!("worker-{i}"), move |_ctx| async move {
+///     wg.task().name(format!("worker-{i}")).go(move |_ctx| async move {
 ///         if i == 1 {
 ///             return Err(format!("worker {i} failed"));
 ///         }
@@ -190,6 +193,23 @@ impl WaitGroupBuilder {
         self
     }
 
+    /// At most `limit` of the group's spawned tasks run at once (Go's
+    /// `errgroup.SetLimit`). [`go`](WaitGroup::go) never blocks: a task beyond
+    /// the limit is spawned, counted as pending and reported as *queued*
+    /// until a slot frees; [`try_go`](WaitGroup::try_go) refuses with
+    /// [`TryGoError::Full`] instead; [`TaskBuilder::go_when_free`] waits for
+    /// a slot first, which gives a producer backpressure. Guards, blocking
+    /// tasks and tracked futures do not count against the limit. Default: no
+    /// limit.
+    ///
+    /// # Panics
+    ///
+    /// `build()` panics if `limit` is zero.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.config.limit = Some(limit);
+        self
+    }
+
     /// Whether dropping the group's last handle aborts its running `go()`
     /// tasks, as dropping a tokio `JoinSet` does. Default `false`: the tasks
     /// run to completion (and a parent's waits still cover them). Guards are
@@ -207,7 +227,15 @@ impl WaitGroupBuilder {
     }
 
     /// Creates the group.
+    ///
+    /// # Panics
+    ///
+    /// With a [`limit`](Self::limit) of zero (no task could ever run).
     pub fn build(self) -> WaitGroup {
+        assert!(
+            self.config.limit != Some(0),
+            "WaitGroupBuilder::limit(0): a group whose tasks can never run"
+        );
         WaitGroup {
             node: Node::new(self.config, self.token, None),
         }
@@ -224,6 +252,7 @@ impl Default for WaitGroupBuilder {
                 abort_timeout: DEFAULT_ABORT_TIMEOUT,
                 max_errors: DEFAULT_MAX_ERRORS,
                 abort_on_drop: false,
+                limit: None,
             },
             token: None,
         }
@@ -265,9 +294,35 @@ impl WaitGroup {
         self.node.label.name()
     }
 
-    // ----- guards -----------------------------------------------------------
+    // ----- work --------------------------------------------------------------
 
-    /// Registers one unit of pending work and returns its guard.
+    /// Starts describing one unit of work for this group: a name, whether
+    /// its failure cancels the group, and where it runs. See [`TaskBuilder`].
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let listener = wg.task().name("listener").add();
+    /// wg.task().name("conn 10.0.0.7:4711").go(|ctx| async move {
+    ///     ctx.cancelled().await;
+    /// });
+    /// # drop(listener);
+    /// # wg.cancel();
+    /// # wg.wait().await.unwrap();
+    /// # }
+    /// ```
+    pub fn task(&self) -> TaskBuilder<'_> {
+        TaskBuilder {
+            group: self,
+            name: None,
+            critical: None,
+        }
+    }
+
+    /// Registers one unit of pending work and returns its guard; the same as
+    /// `self.task().add()` (see [`TaskBuilder::add`]).
     ///
     /// The group is busy until the guard is completed ([`TaskGuard::done`]) or
     /// dropped. The caller's location is recorded as the guard's creation site.
@@ -290,13 +345,6 @@ impl WaitGroup {
     #[inline]
     pub fn add(&self) -> TaskGuard {
         TaskGuard::new(self.add_task(), None, Location::caller(), TaskKind::Guard)
-    }
-
-    /// Like [`add`](Self::add), naming the work for reports.
-    #[track_caller]
-    pub fn add_named(&self, name: impl Into<Cow<'static, str>>) -> TaskGuard {
-        let name = self.node.config.record_guards.then(|| name.into().into());
-        TaskGuard::new(self.add_task(), name, Location::caller(), TaskKind::Guard)
     }
 
     /// Like [`add`](Self::add), but refuses once the group is closed.
@@ -328,21 +376,77 @@ impl WaitGroup {
         ))
     }
 
-    /// Like [`try_add`](Self::try_add), naming the work for reports.
+    /// Spawns a task on the current Tokio runtime; the same as
+    /// `self.task().go(f)` (see [`TaskBuilder::go`]).
+    ///
+    /// `f` receives the task's [`TaskContext`] (which dereferences to the
+    /// group's cancellation token) and returns the task's future, which
+    /// resolves to `()` or to `Result<T, E>`. An error, or a panic, is
+    /// recorded with the task's id and returned by [`wait`](Self::wait); a
+    /// panic never unwinds into the waiter. The task counts as pending until
+    /// it finishes. The returned [`TaskHandle`] gives the task's value, or
+    /// aborts it; dropping it leaves the task running.
+    ///
+    /// On a closed group `go` still spawns and tracks the task (see
+    /// [`add`](Self::add)); [`try_go`](Self::try_go) refuses instead. With a
+    /// [`limit`](WaitGroupBuilder::limit), a task beyond it waits for a slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// wg.go(|ctx| async move {
+    ///     ctx.cancelled().await;
+    /// });
+    /// let answer = wg.go(|_| async { Ok::<_, std::io::Error>(42) });
+    /// assert_eq!(answer.await.unwrap(), 42);
+    /// wg.cancel();
+    /// wg.wait().await.unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime. The panic message says so.
+    #[track_caller]
+    pub fn go<F, Fut>(&self, f: F) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        self.task().go(f)
+    }
+
+    /// Like [`go`](Self::go), but refuses once the group is closed, or when
+    /// the group's [`limit`](WaitGroupBuilder::limit) has no free slot (Go's
+    /// `errgroup.TryGo`); `f` is then not called. The same as
+    /// `self.task().try_go(f)`.
     ///
     /// # Errors
     ///
-    /// [`Closed`] if the group is closed.
+    /// [`TryGoError::Closed`] or [`TryGoError::Full`]; both are checked
+    /// before looking for a runtime.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime on an open group with a free slot.
     #[track_caller]
-    pub fn try_add_named(&self, name: impl Into<Cow<'static, str>>) -> Result<TaskGuard, Closed> {
-        let task = self.try_add_task()?;
-        let name = self.node.config.record_guards.then(|| name.into().into());
-        Ok(TaskGuard::new(
-            task,
-            name,
-            Location::caller(),
-            TaskKind::Guard,
-        ))
+    pub fn try_go<F, Fut>(
+        &self,
+        f: F,
+    ) -> Result<TaskHandle<<Fut::Output as TaskOutput>::Value>, TryGoError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        self.task().try_go(f)
     }
 
     /// Counts one task, whether or not the group is closed.
@@ -357,139 +461,6 @@ impl WaitGroup {
         self.node
             .try_add_task()
             .map_err(|_| Closed { group: self.id() })
-    }
-
-    // ----- tasks ------------------------------------------------------------
-
-    /// Spawns a task on the current Tokio runtime.
-    ///
-    /// `f` receives the group's [`context`](Self::context) and returns the
-    /// task's future, which resolves to `Result<(), E>`. An error, or a panic,
-    /// is recorded with the task's id and returned by [`wait`](Self::wait);
-    /// a panic never unwinds into the waiter. The task counts as pending until
-    /// it finishes. Returns the task's id.
-    ///
-    /// On a closed group `go` still spawns and tracks the task (see
-    /// [`add`](Self::add)); [`try_go`](Self::try_go) refuses instead.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use taskgroup::WaitGroup;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let wg = WaitGroup::new();
-    /// wg.go(|ctx| async move {
-    ///     ctx.cancelled().await;
-    ///     Ok::<_, std::io::Error>(())
-    /// });
-    /// wg.cancel();
-    /// wg.wait().await.unwrap();
-    /// # }
-    /// ```
-    ///
-    /// # Panics
-    ///
-    /// If called outside a Tokio runtime. The panic message says so.
-    #[track_caller]
-    pub fn go<F, Fut, E>(&self, f: F) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let handle = runtime_handle("go");
-        let task = self.add_task();
-        self.spawn(&handle, task, None, Location::caller(), f)
-    }
-
-    /// Like [`go`](Self::go), naming the task for reports and errors.
-    ///
-    /// # Panics
-    ///
-    /// If called outside a Tokio runtime.
-    #[track_caller]
-    pub fn go_named<F, Fut, E>(&self, name: impl Into<Cow<'static, str>>, f: F) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let handle = runtime_handle("go_named");
-        let task = self.add_task();
-        let name = Some(name.into().into());
-        self.spawn(&handle, task, name, Location::caller(), f)
-    }
-
-    /// Like [`go`](Self::go), but refuses once the group is closed (`f` is then
-    /// not called).
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] if the group is closed; checked first, so this returns
-    /// `Closed` even outside a runtime.
-    ///
-    /// # Panics
-    ///
-    /// If called outside a Tokio runtime on an open group.
-    #[track_caller]
-    pub fn try_go<F, Fut, E>(&self, f: F) -> Result<TaskId, Closed>
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let task = self.try_add_task()?;
-        let handle = runtime_handle("try_go");
-        Ok(self.spawn(&handle, task, None, Location::caller(), f))
-    }
-
-    /// Like [`try_go`](Self::try_go), naming the task.
-    ///
-    /// # Errors
-    ///
-    /// [`Closed`] if the group is closed (checked first).
-    ///
-    /// # Panics
-    ///
-    /// If called outside a Tokio runtime on an open group.
-    #[track_caller]
-    pub fn try_go_named<F, Fut, E>(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-        f: F,
-    ) -> Result<TaskId, Closed>
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let task = self.try_add_task()?;
-        let handle = runtime_handle("try_go_named");
-        let name = Some(name.into().into());
-        Ok(self.spawn(&handle, task, name, Location::caller(), f))
-    }
-
-    /// Spawns a task already counted in the state word.
-    fn spawn<F, Fut, E>(
-        &self,
-        handle: &tokio::runtime::Handle,
-        task: TaskRef<Node>,
-        name: Option<Label>,
-        site: &'static Location<'static>,
-        f: F,
-    ) -> TaskId
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let (guard, id, slot) = TaskGuard::new_recorded(task, name.clone(), site, TaskKind::Task);
-        // If `f` panics, the guard is dropped and the count restored.
-        let fut = f(self.node.own().clone());
-        let join = handle.spawn(task::run(id, name.as_ref(), guard, fut));
-        self.node.registry.set_join(slot, id, join);
-        id
     }
 
     // ----- links ------------------------------------------------------------
@@ -563,8 +534,10 @@ impl WaitGroup {
 
     /// Creates a group linked below this one whose context is a child of this
     /// group's (Go's `errgroup` `Sub()`): cancelling this group cancels it,
-    /// cancelling it does not cancel this group. It inherits `record_guards`,
-    /// `cancel_on_error`, `abort_timeout` and `max_errors`.
+    /// cancelling it does not cancel this group. It inherits this group's
+    /// settings (`record_guards`, `cancel_on_error`, `abort_timeout`,
+    /// `max_errors`, `limit` as a limit of its own, `abort_on_drop`); name it
+    /// with `self.task().name("db").child()`.
     ///
     /// The child leaves this group's links, and is freed, once every handle
     /// to it is dropped, its work is done and its own children have left;
@@ -585,11 +558,6 @@ impl WaitGroup {
     /// ```
     pub fn child(&self) -> WaitGroup {
         self.make_child(None)
-    }
-
-    /// Like [`child`](Self::child), with a name.
-    pub fn child_named(&self, name: impl Into<Cow<'static, str>>) -> WaitGroup {
-        self.make_child(Some(name.into().into()))
     }
 
     fn make_child(&self, name: Option<Label>) -> WaitGroup {
@@ -1021,11 +989,11 @@ impl WaitGroup {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let wg = WaitGroup::new();
-    /// wg.go_named("polite", |ctx| async move {
+    /// wg.task().name("polite").go(|ctx| async move {
     ///     ctx.cancelled().await;
     ///     Ok::<_, std::io::Error>(())
     /// });
-    /// wg.go_named("stubborn", |_ctx| async move {
+    /// wg.task().name("stubborn").go(|_ctx| async move {
     ///     std::future::pending::<()>().await;
     ///     Ok::<_, std::io::Error>(())
     /// });
@@ -1141,6 +1109,428 @@ impl fmt::Debug for WaitGroup {
             .field("closed", &self.is_closed())
             .field("cancelled", &self.is_cancelled())
             .field("links", &self.node.links().len())
+            .finish()
+    }
+}
+
+/// Describes one unit of work of a group before starting it: its name,
+/// whether its failure cancels the group, and where it runs. From
+/// [`WaitGroup::task`]; the short forms [`WaitGroup::add`], [`try_add`],
+/// [`go`] and [`try_go`] are this builder with nothing set.
+///
+/// | terminal | starts | cost of the work to the group |
+/// |---|---|---|
+/// | [`add`](Self::add) / [`try_add`](Self::try_add) | a [`TaskGuard`] | pending until completed |
+/// | [`go`](Self::go) / [`try_go`](Self::try_go) / [`go_when_free`](Self::go_when_free) | a task on the current runtime | pending until it ends; aborted by a shutdown |
+/// | [`spawn_on`](Self::spawn_on) | a task on another runtime | the same |
+/// | [`spawn_local`](Self::spawn_local) | a `!Send` task on the current `LocalSet` | the same |
+/// | [`spawn_blocking`](Self::spawn_blocking) | a closure on the blocking pool | pending until it returns; cannot be aborted, so a shutdown reports it as still running |
+/// | [`track_future`](Self::track_future) | nothing: the future is yours to poll | pending while the future lives |
+/// | [`child`](Self::child) | a child group | its work, until it leaves |
+///
+/// Every terminal records the caller's location as the work's creation site
+/// (`#[track_caller]`), and every spawned task is tracked, named, recorded
+/// and reported like any `go()` task: its failure or panic is kept, and a
+/// [`TaskHandle`] gives its value.
+///
+/// ```
+/// use taskgroup::WaitGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let server = WaitGroup::builder().name("server").build();
+/// // The listener's failure stops the server; a connection's does not.
+/// server.task().name("listener").critical(true).go(|ctx| async move {
+///     ctx.cancelled().await;
+/// });
+/// server.task().name("conn 10.0.0.7:4711").critical(false).go(|_ctx| async {
+///     Err::<(), _>("connection reset")
+/// });
+/// # tokio::task::yield_now().await;
+/// # server.cancel();
+/// # assert_eq!(server.wait().await.unwrap_err().errors().len(), 1);
+/// # }
+/// ```
+///
+/// [`try_add`]: WaitGroup::try_add
+/// [`go`]: WaitGroup::go
+/// [`try_go`]: WaitGroup::try_go
+#[must_use = "a TaskBuilder does nothing until a terminal method (add, go, ...) is called"]
+pub struct TaskBuilder<'a> {
+    group: &'a WaitGroup,
+    name: Option<Label>,
+    critical: Option<bool>,
+}
+
+impl<'a> TaskBuilder<'a> {
+    /// Names the work for reports, errors and tracing. Kept even in a group
+    /// built with [`record_guards(false)`](WaitGroupBuilder::record_guards):
+    /// a named guard is recorded.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into().into());
+        self
+    }
+
+    /// Whether the task's failure (error or panic) cancels its group and
+    /// everything below it: `true` whatever the group's
+    /// [`cancel_on_error`](WaitGroupBuilder::cancel_on_error) says (a listener
+    /// whose failure must stop the server), `false` even when it is on (a
+    /// connection whose failure must not). Default: the group's setting.
+    pub fn critical(mut self, critical: bool) -> Self {
+        self.critical = Some(critical);
+        self
+    }
+
+    /// A guard: see [`WaitGroup::add`].
+    #[track_caller]
+    pub fn add(self) -> TaskGuard {
+        let task = self.group.add_task();
+        TaskGuard::new(task, self.name, Location::caller(), TaskKind::Guard)
+    }
+
+    /// A guard, unless the group is closed: see [`WaitGroup::try_add`].
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the group is closed.
+    #[track_caller]
+    pub fn try_add(self) -> Result<TaskGuard, Closed> {
+        let task = self.group.try_add_task()?;
+        Ok(TaskGuard::new(
+            task,
+            self.name,
+            Location::caller(),
+            TaskKind::Guard,
+        ))
+    }
+
+    /// A task on the current Tokio runtime: see [`WaitGroup::go`].
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime.
+    #[track_caller]
+    pub fn go<F, Fut>(self, f: F) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let runtime = runtime_handle("go");
+        let task = self.group.add_task();
+        let permit = self.group.node.try_permit();
+        self.spawn_on_runtime(Location::caller(), task, permit, f, &runtime)
+    }
+
+    /// A task, unless the group is closed or at its limit: see
+    /// [`WaitGroup::try_go`].
+    ///
+    /// # Errors
+    ///
+    /// [`TryGoError`], checked before looking for a runtime.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime (on an open group with a free slot).
+    #[track_caller]
+    pub fn try_go<F, Fut>(
+        self,
+        f: F,
+    ) -> Result<TaskHandle<<Fut::Output as TaskOutput>::Value>, TryGoError>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let site = Location::caller();
+        let node = &self.group.node;
+        let permit = match node.try_permit() {
+            Permit::Queue => {
+                return Err(TryGoError::Full {
+                    group: node.id(),
+                    limit: node.config.limit.unwrap_or_default(),
+                })
+            }
+            permit => permit,
+        };
+        let task = self.group.try_add_task()?;
+        let runtime = runtime_handle("try_go");
+        Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+    }
+
+    /// Waits for a free slot under the group's [`limit`](WaitGroupBuilder::limit)
+    /// (at once without one), then spawns the task in it, unless the group
+    /// is closed by then: backpressure for a producer that must not queue
+    /// more work than the group runs.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let workers = WaitGroup::builder().limit(4).build();
+    /// for job in 0..100 {
+    ///     // At most 4 jobs run, and at most 4 exist: this loop waits.
+    ///     workers.task().go_when_free(move |_| async move { let _ = job; }).await.unwrap();
+    /// }
+    /// workers.wait().await.unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the group is closed once a slot is free; `f` is then not
+    /// called.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it resolves spawns nothing.
+    #[track_caller]
+    pub fn go_when_free<F, Fut>(
+        self,
+        f: F,
+    ) -> impl Future<Output = Result<TaskHandle<<Fut::Output as TaskOutput>::Value>, Closed>> + 'a
+    where
+        F: FnOnce(TaskContext) -> Fut + 'a,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let site = Location::caller();
+        let runtime = runtime_handle("go_when_free");
+        async move {
+            let permit = self.group.node.acquire_permit().await;
+            let task = self.group.try_add_task()?;
+            Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+        }
+    }
+
+    /// A task on another runtime, given by its handle (tokio-util's
+    /// `TaskTracker::spawn_on`); otherwise as [`go`](Self::go).
+    #[track_caller]
+    pub fn spawn_on<F, Fut>(
+        self,
+        runtime: &tokio::runtime::Handle,
+        f: F,
+    ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let task = self.group.add_task();
+        let permit = self.group.node.try_permit();
+        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
+    }
+
+    /// A `!Send` task on the current [`LocalSet`](tokio::task::LocalSet) (or
+    /// local runtime), through `tokio::task::spawn_local`; otherwise as
+    /// [`go`](Self::go).
+    ///
+    /// ```
+    /// # use std::rc::Rc;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let local = tokio::task::LocalSet::new();
+    /// local.run_until(async {
+    ///     let not_send = Rc::new(5);
+    ///     let task = wg.task().spawn_local(move |_| async move { Ok::<_, std::io::Error>(*not_send) });
+    ///     assert_eq!(task.await.unwrap(), 5);
+    /// }).await;
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a `LocalSet` or local runtime, as `spawn_local` does.
+    #[track_caller]
+    pub fn spawn_local<F, Fut>(self, f: F) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + 'static,
+        Fut::Output: TaskOutput,
+    {
+        let task = self.group.add_task();
+        let permit = self.group.node.try_permit();
+        let node = self.group.node.clone();
+        let (guard, id, slot, fut, span) = self.prepare(Location::caller(), task, &permit, f);
+        let join = match permit {
+            Permit::Unlimited => tokio::task::spawn_local(task::task_future(guard, fut, span)),
+            permit => {
+                let gated = gated(fut, permit, node.clone(), slot);
+                tokio::task::spawn_local(task::task_future(guard, gated, span))
+            }
+        };
+        spawned(&node, slot, id, join)
+    }
+
+    /// A closure on the runtime's blocking pool (`spawn_blocking`), for
+    /// blocking work that would otherwise be invisible to the group (a stuck
+    /// DNS lookup, a synchronous file write): pending until it returns, its
+    /// error or panic recorded, its value in the handle. It cannot be aborted
+    /// once it runs: a shutdown reports it as still running (pending, kind
+    /// [`TaskKind::Blocking`]) rather than as aborted. It does not count
+    /// against the group's limit.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let hash = wg.task().name("hash").spawn_blocking(|_ctx| Ok::<_, std::io::Error>(42));
+    /// assert_eq!(hash.await.unwrap(), 42);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime.
+    #[track_caller]
+    pub fn spawn_blocking<F, R>(self, f: F) -> TaskHandle<R::Value>
+    where
+        F: FnOnce(TaskContext) -> R + Send + 'static,
+        R: TaskOutput,
+        R::Value: Send,
+    {
+        let runtime = runtime_handle("spawn_blocking");
+        let task = self.group.add_task();
+        let node = &self.group.node;
+        let id = node.next_id();
+        let mut entry = Entry::new(id, self.name, TaskKind::Blocking, Location::caller());
+        entry.critical = self.critical;
+        let (guard, _slot) = TaskGuard::new_with(task, entry);
+        let ctx = TaskContext::new(node.clone());
+        let join = runtime.spawn_blocking(move || task::run_blocking(guard, move || f(ctx)));
+        // No abort handle: a blocking task cannot be aborted once it runs.
+        TaskHandle::new(join, id, node.id())
+    }
+
+    /// Counts `fut` as pending work of the group while it lives, without
+    /// spawning it (tokio-util's `TaskTracker::track_future`): poll it
+    /// yourself, or hand it to any executor. It resolves to `fut`'s output.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let tracked = wg.task().name("flush").track_future(async { 7 });
+    /// assert_eq!(wg.len(), 1);
+    /// assert_eq!(tracked.await, 7);
+    /// assert!(wg.is_empty());
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn track_future<F: Future>(self, fut: F) -> Tracked<F> {
+        let task = self.group.add_task();
+        let guard =
+            TaskGuard::new_recorded(task, self.name, Location::caller(), TaskKind::Tracked).0;
+        Tracked::new(fut, guard)
+    }
+
+    /// A child group (see [`WaitGroup::child`]), with the name given.
+    pub fn child(self) -> WaitGroup {
+        self.group.make_child(self.name)
+    }
+
+    /// Records a task already counted in the state word, and makes its
+    /// context, future and span.
+    #[allow(clippy::type_complexity)]
+    fn prepare<F, Fut>(
+        self,
+        site: &'static Location<'static>,
+        task: TaskRef<Node>,
+        permit: &Permit,
+        f: F,
+    ) -> (TaskGuard, TaskId, Slot, Fut, crate::trace::TaskSpan)
+    where
+        F: FnOnce(TaskContext) -> Fut,
+    {
+        let node = &self.group.node;
+        let id = node.next_id();
+        let span = crate::trace::task_span(&node.label, self.name.as_ref(), id);
+        let mut entry = Entry::new(id, self.name, TaskKind::Task, site);
+        entry.critical = self.critical;
+        entry.queued = matches!(permit, Permit::Queue);
+        let (guard, slot) = TaskGuard::new_with(task, entry);
+        // If `f` panics, the guard is dropped and the count restored.
+        let fut = f(TaskContext::new(node.clone()));
+        (guard, id, slot, fut, span)
+    }
+
+    /// Spawns a task already counted in the state word on `runtime`.
+    fn spawn_on_runtime<F, Fut>(
+        self,
+        site: &'static Location<'static>,
+        task: TaskRef<Node>,
+        permit: Permit,
+        f: F,
+        runtime: &tokio::runtime::Handle,
+    ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let node = self.group.node.clone();
+        let (guard, id, slot, fut, span) = self.prepare(site, task, &permit, f);
+        let join = match permit {
+            Permit::Unlimited => runtime.spawn(task::task_future(guard, fut, span)),
+            permit => {
+                let gated = gated(fut, permit, node.clone(), slot);
+                runtime.spawn(task::task_future(guard, gated, span))
+            }
+        };
+        spawned(&node, slot, id, join)
+    }
+}
+
+/// The handle of a task just spawned; its abort handle goes to the registry
+/// (for shutdowns), unless it already finished.
+fn spawned<T>(
+    node: &NodeRef,
+    slot: Slot,
+    id: TaskId,
+    join: tokio::task::JoinHandle<task::Outcome<T>>,
+) -> TaskHandle<T> {
+    node.registry.set_abort(slot, id, join.abort_handle());
+    TaskHandle::new(join, id, node.id())
+}
+
+/// A task's future behind its group's limit: it runs once it holds a slot
+/// (waiting for one if it was queued), and frees the slot when it ends.
+async fn gated<Fut: Future>(fut: Fut, permit: Permit, node: NodeRef, slot: Slot) -> Fut::Output {
+    let _slot = match permit {
+        Permit::Held(permit) => Some(permit),
+        Permit::Queue => {
+            let permit = node.acquire_permit().await;
+            node.registry.set_running(slot);
+            match permit {
+                Permit::Held(permit) => Some(permit),
+                _ => None,
+            }
+        }
+        Permit::Unlimited => None,
+    };
+    drop(node);
+    fut.await
+}
+
+impl fmt::Debug for TaskBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("group", &self.group.id())
+            .field("name", &self.name)
+            .field("critical", &self.critical)
             .finish()
     }
 }

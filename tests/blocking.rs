@@ -28,7 +28,7 @@ fn wait_blocking_from_a_plain_thread() {
 #[test]
 fn wait_blocking_timeout_reports_what_is_pending() {
     let wg = WaitGroup::builder().name("sync").build();
-    let _guard = wg.add_named("held");
+    let _guard = wg.task().name("held").add();
     let err = wg
         .wait_blocking_timeout(Duration::from_millis(20))
         .unwrap_err();
@@ -48,7 +48,7 @@ fn wait_blocking_returns_task_failures() {
         .unwrap();
     let wg = WaitGroup::new();
     rt.block_on(async {
-        wg.go(|_| async { Err("failed") });
+        wg.go(|_| async { Err::<(), _>("failed") });
     });
     let err = wg
         .wait_blocking_timeout(Duration::from_secs(10))

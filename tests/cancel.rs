@@ -10,26 +10,26 @@ async fn cancel_on_error_cancels_siblings_and_children_and_keeps_the_cause() {
         .name("errgroup")
         .cancel_on_error(true)
         .build();
-    let child = wg.child_named("child");
+    let child = wg.task().name("child").child();
     let linked = WaitGroup::builder().name("linked").build();
     wg.link(&linked).unwrap();
 
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
-    wg.go_named("sibling", |ctx| async move {
+    wg.task().name("sibling").go(|ctx| async move {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    child.go_named("in-child", |ctx| async move {
+    child.task().name("in-child").go(|ctx| async move {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    linked.go_named("in-linked", |ctx| async move {
+    linked.task().name("in-linked").go(|ctx| async move {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    wg.go_named("failer", |_| async move {
+    wg.task().name("failer").go(|_| async move {
         ready_rx.await.unwrap();
-        Err("it broke")
+        Err::<(), _>("it broke")
     });
     assert!(!wg.is_cancelled());
     ready_tx.send(()).unwrap();
@@ -66,7 +66,7 @@ async fn a_panic_also_cancels_with_cancel_on_error() {
 #[tokio::test]
 async fn without_cancel_on_error_a_failure_cancels_nothing() {
     let wg = WaitGroup::new();
-    wg.go(|_| async { Err("no") });
+    wg.go(|_| async { Err::<(), _>("no") });
     assert!(wg.wait().await.is_err());
     assert!(!wg.is_cancelled());
     assert!(wg.cancel_cause().is_none());

@@ -9,15 +9,18 @@ use tokio::time::Instant;
 #[tokio::test(start_paused = true)]
 async fn the_report_names_pending_work_of_the_parent_and_linked_groups() {
     let server = WaitGroup::builder().name("server").build();
-    let db = server.child_named("db");
-    let _listener = server.add_named("listener");
-    let conn = server.go_named("conn-7", |_| async {
+    let db = server.task().name("db").child();
+    let _listener = server.task().name("listener").add();
+    let conn = server.task().name("conn-7").go(|_| async {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
     tokio::time::advance(Duration::from_secs(2)).await;
-    let _pool = db.add_named("pool");
-    server.go_named("fails", |_| async { Err("early failure") });
+    let _pool = db.task().name("pool").add();
+    server
+        .task()
+        .name("fails")
+        .go(|_| async { Err::<(), _>("early failure") });
     tokio::task::yield_now().await;
 
     let started = Instant::now();
@@ -43,7 +46,7 @@ async fn the_report_names_pending_work_of_the_parent_and_linked_groups() {
             ("db", "pool", TaskKind::Guard)
         ]
     );
-    assert_eq!(tasks[1].id(), conn);
+    assert_eq!(tasks[1].id(), conn.id());
     assert_eq!(tasks[0].age(), Duration::from_secs(3));
     assert_eq!(tasks[2].age(), Duration::from_secs(1));
     assert!(tasks.iter().all(|t| t.site().file() == file!()));

@@ -266,7 +266,10 @@ fn wait_for(top: &WaitGroup, work: taskgroup::TaskGuard) {
 /// A failure recorded in `bottom`, then `top.errors()` must list it once.
 fn errors_of(top: &WaitGroup, bottom: &WaitGroup, rt: &tokio::runtime::Runtime) {
     let _rt = rt.enter();
-    bottom.go_named("deepest-task", |_| async { Err("deep failure") });
+    bottom
+        .task()
+        .name("deepest-task")
+        .go(|_| async { Err::<(), _>("deep failure") });
     assert!(rt.block_on(bottom.wait()).is_err());
     let started = Instant::now();
     let errors = top.errors();
@@ -307,14 +310,14 @@ fn chain_op(kind: &str, op: &str) {
     let mut chain = build_chain(kind);
     match op {
         "drop_root_first" => {
-            let work = chain.last().unwrap().add_named(WORK);
+            let work = chain.last().unwrap().task().name(WORK).add();
             // A Vec drops its elements front to back: the root first.
             drop(chain);
             drop(work);
             return;
         }
         "drop_leaf_first" => {
-            let work = chain.last().unwrap().add_named(WORK);
+            let work = chain.last().unwrap().task().name(WORK).add();
             while let Some(group) = chain.pop() {
                 drop(group);
             }
@@ -326,19 +329,19 @@ fn chain_op(kind: &str, op: &str) {
     let root = &chain[0];
     let deepest = chain.last().unwrap();
     match op {
-        "wait_blocking" => wait_blocking_for(root, deepest.add_named(WORK)),
+        "wait_blocking" => wait_blocking_for(root, deepest.task().name(WORK).add()),
         "cancel" => {
             root.cancel();
             assert!(deepest.is_cancelled());
         }
         "pending" => {
-            let _work = deepest.add_named(WORK);
+            let _work = deepest.task().name(WORK).add();
             assert_eq!(names(&root.pending()), [Some(WORK)]);
         }
         "errors" => errors_of(root, deepest, &current_thread(false)),
-        "wait" => wait_for(root, deepest.add_named(WORK)),
+        "wait" => wait_for(root, deepest.task().name(WORK).add()),
         "wait_timeout" => {
-            let work = deepest.add_named(WORK);
+            let work = deepest.task().name(WORK).add();
             current_thread(true).block_on(async {
                 let err = root.wait_timeout(Duration::from_secs(1)).await.unwrap_err();
                 assert_eq!(names(err.pending().unwrap()), [Some(WORK)]);
@@ -350,7 +353,7 @@ fn chain_op(kind: &str, op: &str) {
             let rt = current_thread(true);
             let report = rt.block_on(async {
                 // Stops when the shutdown reaches its group and cancels it.
-                deepest.go_named("deepest-task", |ctx| async move {
+                deepest.task().name("deepest-task").go(|ctx| async move {
                     ctx.cancelled().await;
                     Ok::<_, std::io::Error>(())
                 });
@@ -390,17 +393,17 @@ fn diamond_op(op: &str) {
     let rt = current_thread(false);
     let started = Instant::now();
     match op {
-        "wait" => wait_for(top, bottom.add_named(WORK)),
+        "wait" => wait_for(top, bottom.task().name(WORK).add()),
         "cancel" => {
             top.cancel();
             assert!(bottom.is_cancelled());
         }
         "pending" => {
-            let _work = bottom.add_named(WORK);
+            let _work = bottom.task().name(WORK).add();
             assert_eq!(names(&top.pending()), [Some(WORK)], "listed once");
         }
         "errors" => errors_of(top, bottom, &rt),
-        "wait_blocking" => wait_blocking_for(top, bottom.add_named(WORK)),
+        "wait_blocking" => wait_blocking_for(top, bottom.task().name(WORK).add()),
         "link" => {
             let above = WaitGroup::new();
             above.link(top).unwrap();

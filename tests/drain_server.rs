@@ -107,7 +107,7 @@ fn start_server(
         .abort_timeout(ABORT_TIMEOUT)
         .build();
     let wg = server.clone();
-    server.go_named("accept", move |ctx| async move {
+    server.task().name("accept").go(move |ctx| async move {
         let mut first_error = None;
         loop {
             let (stream, peer) = tokio::select! {
@@ -125,9 +125,10 @@ fn start_server(
                 },
             };
             let (stats2, ready) = (stats.clone(), uploads_ready.clone());
-            let spawned = wg.try_go_named(format!("conn {peer}"), move |ctx| {
-                serve(stream, ctx, stats2, ready, slow)
-            });
+            let spawned = wg
+                .task()
+                .name(format!("conn {peer}"))
+                .try_go(move |ctx| serve(stream, ctx, stats2, ready, slow));
             if spawned.is_err() {
                 // Closed: the connection is dropped without a response.
                 stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +146,7 @@ fn start_server(
 
 async fn serve(
     stream: TcpStream,
-    ctx: tokio_util::sync::CancellationToken,
+    ctx: taskgroup::TaskContext,
     stats: Arc<ServerStats>,
     uploads_ready: Arc<Notify>,
     slow: usize,

@@ -17,12 +17,12 @@ use tokio::sync::oneshot;
 #[tokio::test(start_paused = true)]
 async fn a_guard_leaked_with_mem_forget_is_named_with_its_site_at_the_deadline() {
     let server = WaitGroup::builder().name("server").build();
-    let pool = server.child_named("pool");
+    let pool = server.task().name("pool").child();
     // Leaked the way `mem::forget` leaks (`forget(x)` is `ManuallyDrop::new(x)`:
     // the guard's `Drop` never runs), but kept in hand so the end of the test
     // can release it: Miri's leak checker then stays on for everything else.
     let line = line!() + 1;
-    let guard = std::mem::ManuallyDrop::new(pool.add_named("leaked-conn"));
+    let guard = std::mem::ManuallyDrop::new(pool.task().name("leaked-conn").add());
 
     let check = |report: &taskgroup::PendingReport| {
         let leaked: Vec<_> = report.tasks().collect();
@@ -80,8 +80,8 @@ async fn spawn_blocking_work_that_cannot_be_aborted_is_reported_as_still_running
         .build();
     let (started_tx, started_rx) = oneshot::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let guard = wg.add_named("blocking-read");
-    wg.go_named("reader", move |_ctx| async move {
+    let guard = wg.task().name("blocking-read").add();
+    wg.task().name("reader").go(move |_ctx| async move {
         // Ignores cancellation: it waits for the blocking read.
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
@@ -136,9 +136,9 @@ impl std::error::Error for DisplayPanics {}
 #[tokio::test(start_paused = true)]
 async fn an_error_whose_display_panics_survives_shutdown_and_reports() {
     let wg = WaitGroup::new();
-    wg.go_named("bad-display", |ctx| async move {
+    wg.task().name("bad-display").go(|ctx| async move {
         ctx.cancelled().await;
-        Err(DisplayPanics)
+        Err::<(), _>(DisplayPanics)
     });
     tokio::task::yield_now().await;
     let report = wg.shutdown(Duration::from_secs(1)).await;
@@ -167,7 +167,7 @@ impl Drop for PanicOnDrop {
 #[tokio::test]
 async fn a_panic_in_drop_after_completing_ok_is_recorded() {
     let wg = WaitGroup::new();
-    wg.go_named("drop-bomb", |_| {
+    wg.task().name("drop-bomb").go(|_| {
         let bomb = PanicOnDrop;
         async move {
             let _bomb = bomb;
@@ -187,7 +187,7 @@ async fn a_panic_in_drop_after_completing_ok_is_recorded() {
 #[test]
 fn a_thread_panicking_with_a_guard_completes_it() {
     let wg = WaitGroup::new();
-    let guard = wg.add_named("doomed");
+    let guard = wg.task().name("doomed").add();
     let thread = std::thread::spawn(move || {
         let _guard = guard;
         panic!("worker died");

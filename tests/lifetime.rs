@@ -46,8 +46,11 @@ fn an_idle_child_whose_last_handle_is_dropped_leaves_its_parent() {
 #[tokio::test]
 async fn a_departed_childs_failures_stay_reported_by_the_parent() {
     let parent = WaitGroup::builder().name("server").build();
-    let child = parent.child_named("request");
-    child.go_named("handler", |_| async { Err("bad request") });
+    let child = parent.task().name("request").child();
+    child
+        .task()
+        .name("handler")
+        .go(|_| async { Err::<(), _>("bad request") });
     assert!(child.wait().await.is_err());
     drop(child);
 
@@ -71,9 +74,9 @@ async fn a_departed_childs_failures_stay_reported_by_the_parent() {
 #[test]
 fn linked_lists_only_children_still_held_or_still_busy() {
     let parent = WaitGroup::new();
-    let held = parent.child_named("held");
-    let idle = parent.child_named("idle");
-    let busy = parent.child_named("busy");
+    let held = parent.task().name("held").child();
+    let idle = parent.task().name("idle").child();
+    let busy = parent.task().name("busy").child();
     let work = busy.add();
     let (held_id, busy_id) = (held.id(), busy.id());
     drop(idle);
@@ -96,8 +99,8 @@ fn linked_lists_only_children_still_held_or_still_busy() {
 #[test]
 fn a_child_dropped_while_busy_is_still_waited_for_and_leaves_when_done() {
     let parent = WaitGroup::new();
-    let child = parent.child_named("busy");
-    let work = child.add_named("in-flight");
+    let child = parent.task().name("busy").child();
+    let work = child.task().name("in-flight").add();
     drop(child);
 
     let pending = parent.pending();

@@ -7,7 +7,7 @@ use tokio_test::{assert_pending, assert_ready, task};
 fn a_parent_waits_for_its_own_work_then_each_linked_group() {
     let parent = WaitGroup::builder().name("parent").build();
     let a = WaitGroup::builder().name("a").build();
-    let b = parent.child_named("b");
+    let b = parent.task().name("b").child();
     parent.link(&a).unwrap();
     let own = parent.add();
     let in_a = a.add();
@@ -50,9 +50,14 @@ fn work_added_to_an_earlier_group_while_waiting_on_a_later_one_is_covered() {
 #[tokio::test]
 async fn a_childs_errors_are_reported_by_the_parent_tagged_with_the_child() {
     let parent = WaitGroup::builder().name("server").build();
-    let db = parent.child_named("db");
-    parent.go_named("http", |_| async { Err("bad request") });
-    db.go_named("pool", |_| async { Err("connection lost") });
+    let db = parent.task().name("db").child();
+    parent
+        .task()
+        .name("http")
+        .go(|_| async { Err::<(), _>("bad request") });
+    db.task()
+        .name("pool")
+        .go(|_| async { Err::<(), _>("connection lost") });
     let err = parent.wait().await.unwrap_err();
     let lines: Vec<_> = err.errors().iter().map(|e| e.to_string()).collect();
     assert_eq!(

@@ -55,7 +55,7 @@ fn wait_blocking_in_async_code_on_a_current_thread_runtime_panics_at_once() {
             .unwrap();
         rt.block_on(async {
             let wg = WaitGroup::new();
-            let _pending = wg.add_named("pending");
+            let _pending = wg.task().name("pending").add();
             std::panic::catch_unwind(|| wg.wait_blocking())
                 .map_err(|payload| panic_message(&*payload))
         })
@@ -148,7 +148,10 @@ fn try_add_on_a_closed_group_outside_a_runtime_is_refused() {
     let wg = WaitGroup::new();
     wg.close();
     assert_eq!(wg.try_add().unwrap_err().group(), wg.id());
-    assert_eq!(wg.try_add_named("late").unwrap_err().group(), wg.id());
+    assert_eq!(
+        wg.task().name("late").try_add().unwrap_err().group(),
+        wg.id()
+    );
     assert!(wg.is_empty());
 }
 
@@ -163,7 +166,10 @@ fn try_go_on_a_closed_group_outside_a_runtime_is_refused_without_panicking() {
     });
     assert_eq!(refused.unwrap_err().group(), wg.id());
     assert!(!called, "a refused try_go does not call the closure");
-    let refused = wg.try_go_named("late", |_| async { Ok::<_, std::io::Error>(()) });
+    let refused = wg
+        .task()
+        .name("late")
+        .try_go(|_| async { Ok::<_, std::io::Error>(()) });
     assert_eq!(refused.unwrap_err().group(), wg.id());
     assert!(wg.is_empty());
 }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use taskgroup::TaskContext;
 use taskgroup::{
     GroupId, LinkError, PendingReport, ShutdownReport, TaskErrors, TaskGuard, TaskKind, WaitError,
     WaitGroup,
 };
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 const MAX_GROUPS: usize = 6;
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -420,7 +420,7 @@ fn spawn(
     try_go: bool,
 ) -> (Option<u64>, oneshot::Sender<()>) {
     let (tx, rx) = oneshot::channel::<()>();
-    let body = move |ctx: CancellationToken| async move {
+    let body = move |ctx: TaskContext| async move {
         let released = if polite {
             tokio::select! {
                 biased;
@@ -438,11 +438,11 @@ fn spawn(
     };
     let id = match (try_go, name) {
         (false, None) => Some(wg.go(body)),
-        (false, Some(name)) => Some(wg.go_named(name, body)),
+        (false, Some(name)) => Some(wg.task().name(name).go(body)),
         (true, None) => wg.try_go(body).ok(),
-        (true, Some(name)) => wg.try_go_named(name, body).ok(),
+        (true, Some(name)) => wg.task().name(name).try_go(body).ok(),
     };
-    (id.map(|id| id.as_u64()), tx)
+    (id.map(|task| task.id().as_u64()), tx)
 }
 
 async fn run_case(ops: Vec<Op>, cancel_on_error: bool) {
@@ -470,7 +470,7 @@ async fn run_case(ops: Vec<Op>, cancel_on_error: bool) {
                 let g = usize::from(g) % n;
                 let name = name.map(|i| NAMES[usize::from(i)]);
                 let guard = match name {
-                    Some(name) => sut.groups[g].add_named(name),
+                    Some(name) => sut.groups[g].task().name(name).add(),
                     None => sut.groups[g].add(),
                 };
                 let id = model.register(

@@ -11,14 +11,14 @@ use tokio::time::Instant;
 #[tokio::test(start_paused = true)]
 async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
     let server = WaitGroup::builder().name("server").build();
-    let pool = server.child_named("pool");
+    let pool = server.task().name("pool").child();
     let ready = Readiness::new();
     ready.set_ready();
     let start = Instant::now();
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
 
     let (l, r) = (log.clone(), ready.clone());
-    server.go_named("conn", move |ctx| async move {
+    server.task().name("conn").go(move |ctx| async move {
         ctx.cancelled().await;
         l.lock().push(format!(
             "conn cancelled at {:?}, ready={}",
@@ -28,7 +28,7 @@ async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
         Ok::<_, std::io::Error>(())
     });
     let l = log.clone();
-    pool.go_named("pool", move |ctx| async move {
+    pool.task().name("pool").go(move |ctx| async move {
         ctx.cancelled().await;
         l.lock()
             .push(format!("pool cancelled at {:?}", start.elapsed()));
@@ -70,9 +70,7 @@ async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
 async fn without_a_pre_stop_delay_draining_starts_at_once() {
     let wg = WaitGroup::new();
     let start = Instant::now();
-    let report = ShutdownPlan::new(Duration::from_secs(1))
-        .run(&wg)
-        .await;
+    let report = ShutdownPlan::new(Duration::from_secs(1)).run(&wg).await;
     assert!(report.is_clean());
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -85,17 +83,17 @@ async fn a_plan_run_from_an_own_task_spares_the_caller() {
     let wg = WaitGroup::new();
     let ready = Readiness::new();
     ready.set_ready();
-    wg.go_named("worker", |ctx| async move {
+    wg.task().name("worker").go(|ctx| async move {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    wg.go_named("stubborn", |_| async move {
+    wg.task().name("stubborn").go(|_| async move {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (g, r) = (wg.clone(), ready.clone());
-    wg.go_named("admin", move |_| async move {
+    wg.task().name("admin").go(move |_| async move {
         let plan = ShutdownPlan::new(Duration::from_secs(1)).readiness(r);
         tx.send(plan.run(&g).await).unwrap();
         Ok::<_, std::io::Error>(())

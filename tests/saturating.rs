@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 /// A task that stops as soon as its group is cancelled.
 fn polite(wg: &WaitGroup, name: &'static str) {
-    wg.go_named(name, |ctx| async move {
+    wg.task().name(name).go(|ctx| async move {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
@@ -26,10 +26,13 @@ fn polite(wg: &WaitGroup, name: &'static str) {
 
 /// A task that ignores cancellation: only an abort ends it.
 fn stubborn(wg: &WaitGroup, name: &'static str) -> taskgroup::TaskId {
-    wg.go_named(name, |_| async {
-        std::future::pending::<()>().await;
-        Ok::<_, std::io::Error>(())
-    })
+    wg.task()
+        .name(name)
+        .go(|_| async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(())
+        })
+        .id()
 }
 
 /// The forced phase is unbounded, but a task aborted at the deadline stops at
@@ -60,7 +63,7 @@ async fn an_unbounded_abort_timeout_still_aborts_at_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn an_unbounded_abort_timeout_with_a_group_reached_late() {
     let wg = WaitGroup::builder().abort_timeout(Duration::MAX).build();
-    let pool = wg.child_named("pool");
+    let pool = wg.task().name("pool").child();
     stubborn(&wg, "straggler");
     polite(&pool, "pool");
     tokio::task::yield_now().await;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 #[tokio::test]
 async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
     let wg = WaitGroup::builder().name("accept").build();
-    let conn = wg.try_add_named("conn").unwrap();
+    let conn = wg.task().name("conn").try_add().unwrap();
     assert!(!wg.is_closed());
     wg.close();
     assert!(wg.is_closed());
@@ -21,7 +21,7 @@ async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
         err.to_string(),
         format!("group {} is closed to new work", wg.id())
     );
-    assert!(wg.try_add_named("late").is_err());
+    assert!(wg.task().name("late").try_add().is_err());
     let mut called = false;
     assert!(wg
         .try_go(|_| {
@@ -31,7 +31,9 @@ async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
         .is_err());
     assert!(!called, "a refused try_go does not call the closure");
     assert!(wg
-        .try_go_named("late", |_| async { Ok::<_, std::io::Error>(()) })
+        .task()
+        .name("late")
+        .try_go(|_| async { Ok::<_, std::io::Error>(()) })
         .is_err());
     assert_eq!(wg.len(), 1);
 
@@ -48,22 +50,24 @@ async fn shutdown_aborts_stragglers_and_reports_everything() {
     let finished_tx = Arc::new(Mutex::new(Vec::new()));
     for i in 0..3 {
         let log = finished_tx.clone();
-        wg.go_named(format!("polite-{i}"), move |ctx| async move {
-            ctx.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(100 * (i + 1))).await;
-            log.lock().push(i);
-            Ok::<_, std::io::Error>(())
-        });
+        wg.task()
+            .name(format!("polite-{i}"))
+            .go(move |ctx| async move {
+                ctx.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(100 * (i + 1))).await;
+                log.lock().push(i);
+                Ok::<_, std::io::Error>(())
+            });
     }
-    let stubborn = wg.go_named("stubborn", |_| async {
+    let stubborn = wg.task().name("stubborn").go(|_| async {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
-    wg.go_named("fails-on-cancel", |ctx| async move {
+    wg.task().name("fails-on-cancel").go(|ctx| async move {
         ctx.cancelled().await;
-        Err("interrupted")
+        Err::<(), _>("interrupted")
     });
-    let leaked = wg.add_named("leaked-guard");
+    let leaked = wg.task().name("leaked-guard").add();
     tokio::task::yield_now().await;
 
     let start = Instant::now();
@@ -77,7 +81,7 @@ async fn shutdown_aborts_stragglers_and_reports_everything() {
     assert_eq!(report.finished(), 4, "{report}");
     assert_eq!(
         report.aborted().iter().map(|t| t.id()).collect::<Vec<_>>(),
-        [stubborn]
+        [stubborn.id()]
     );
     assert_eq!(report.errors().len(), 1);
     assert_eq!(report.pending().len(), 1);
@@ -124,13 +128,13 @@ async fn shutdown_is_ordered_under_one_shared_deadline() {
     };
 
     let server = WaitGroup::builder().name("server").build();
-    let pool = server.child_named("pool");
+    let pool = server.task().name("pool").child();
     let flusher = WaitGroup::builder().name("flusher").build();
     server.link(&flusher).unwrap();
 
     let ev = events.clone();
     let pool_ctx = pool.context();
-    server.go_named("conn", move |ctx| async move {
+    server.task().name("conn").go(move |ctx| async move {
         ctx.cancelled().await;
         log(&ev, "conn cancelled");
         // The pool must still be usable while connections drain.
@@ -140,7 +144,7 @@ async fn shutdown_is_ordered_under_one_shared_deadline() {
         Ok::<_, std::io::Error>(())
     });
     let ev = events.clone();
-    pool.go_named("pool", move |ctx| async move {
+    pool.task().name("pool").go(move |ctx| async move {
         ctx.cancelled().await;
         log(&ev, "pool cancelled");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,7 +152,7 @@ async fn shutdown_is_ordered_under_one_shared_deadline() {
         Ok::<_, std::io::Error>(())
     });
     let ev = events.clone();
-    flusher.go_named("flush", move |ctx| async move {
+    flusher.task().name("flush").go(move |ctx| async move {
         ctx.cancelled().await;
         log(&ev, "flusher cancelled");
         // Needs 3s, but only 0.5s of the shared deadline is left.
@@ -189,11 +193,11 @@ async fn groups_reached_after_the_deadline_share_the_forced_phase() {
     let server = WaitGroup::builder()
         .abort_timeout(Duration::from_secs(1))
         .build();
-    let pool = server.child_named("pool");
-    let flusher = server.child_named("flusher");
-    let stuck = server.child_named("stuck");
+    let pool = server.task().name("pool").child();
+    let flusher = server.task().name("flusher").child();
+    let stuck = server.task().name("stuck").child();
     let start = Instant::now();
-    server.go_named("straggler", |_| async {
+    server.task().name("straggler").go(|_| async {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
@@ -204,7 +208,7 @@ async fn groups_reached_after_the_deadline_share_the_forced_phase() {
         (&stuck, "stuck", 5_000),
     ] {
         let closes = closes.clone();
-        group.go_named(name, move |ctx| async move {
+        group.task().name(name).go(move |ctx| async move {
             ctx.cancelled().await;
             tokio::time::sleep(Duration::from_millis(takes)).await;
             closes.lock().push((name, start.elapsed()));
@@ -240,7 +244,7 @@ async fn work_spawned_during_shutdown_is_waited_for() {
     wg.go(move |ctx| async move {
         ctx.cancelled().await;
         // Cleanup work started while the group drains.
-        spawner.go_named("cleanup", |_| async move {
+        spawner.task().name("cleanup").go(|_| async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             done_tx.send(()).unwrap();
             Ok::<_, std::io::Error>(())
@@ -267,7 +271,7 @@ async fn a_task_stuck_in_blocking_code_is_reported_as_still_pending() {
         .build();
     let (started_tx, started_rx) = oneshot::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    wg.go_named("stuck", move |_| async move {
+    wg.task().name("stuck").go(move |_| async move {
         started_tx.send(()).unwrap();
         release_rx.recv().unwrap(); // blocks the worker thread inside poll
         Ok::<_, std::io::Error>(())

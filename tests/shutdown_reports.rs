@@ -28,18 +28,24 @@ use tokio::time::Instant;
 
 /// A task that stops as soon as its group is cancelled.
 fn polite(wg: &WaitGroup, name: &'static str) -> TaskId {
-    wg.go_named(name, |ctx| async move {
-        ctx.cancelled().await;
-        Ok::<_, std::io::Error>(())
-    })
+    wg.task()
+        .name(name)
+        .go(|ctx| async move {
+            ctx.cancelled().await;
+            Ok::<_, std::io::Error>(())
+        })
+        .id()
 }
 
 /// A task that ignores cancellation: only an abort ends it.
 fn stubborn(wg: &WaitGroup, name: &'static str) -> TaskId {
-    wg.go_named(name, |_| async {
-        std::future::pending::<()>().await;
-        Ok::<_, std::io::Error>(())
-    })
+    wg.task()
+        .name(name)
+        .go(|_| async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(())
+        })
+        .id()
 }
 
 fn aborted_ids(report: &ShutdownReport) -> Vec<TaskId> {
@@ -106,7 +112,7 @@ async fn a_second_shutdown_during_the_forced_phase_counts_no_aborted_task_as_fin
 /// A parent and its child shut down at once; the child's tasks are stubborn.
 async fn parent_and_child(parent_grace: Duration, child_grace: Duration) {
     let parent = WaitGroup::builder().name("server").build();
-    let child = parent.child_named("pool");
+    let child = parent.task().name("pool").child();
     polite(&parent, "conn");
     let stuck: Vec<_> = ["stuck-1", "stuck-2", "stuck-3"]
         .into_iter()
@@ -143,10 +149,10 @@ async fn a_parents_report_does_not_count_its_childs_aborted_tasks() {
 async fn work_that_finishes_during_another_groups_turn_is_counted() {
     let grace = Duration::from_secs(2);
     let a = WaitGroup::builder().name("a").build();
-    let b = a.child_named("b");
+    let b = a.task().name("b").child();
     polite(&a, "polite");
     let stuck = stubborn(&a, "stuck");
-    b.go_named("self-finishing", move |_| async move {
+    b.task().name("self-finishing").go(move |_| async move {
         // Models work that ends by itself, not because it was cancelled.
         tokio::time::sleep(grace / 2).await;
         Ok::<_, std::io::Error>(())
@@ -174,7 +180,7 @@ impl Drop for PayloadPanicsOnDrop {
 #[tokio::test]
 async fn a_panic_whose_payload_panics_on_drop_is_recorded() {
     let wg = WaitGroup::builder().name("jobs").build();
-    wg.go_named("bomb", |_| async {
+    wg.task().name("bomb").go(|_| async {
         std::panic::panic_any(PayloadPanicsOnDrop);
         #[allow(unreachable_code)]
         Ok::<_, std::io::Error>(())
@@ -217,12 +223,12 @@ async fn a_group_reached_late_keeps_its_time_to_close() {
         .name("requests")
         .abort_timeout(Duration::from_secs(1))
         .build();
-    let pool = requests.child_named("pool");
-    let _never_completed = requests.add_named("leaked-request");
+    let pool = requests.task().name("pool").child();
+    let _never_completed = requests.task().name("leaked-request").add();
     stubborn(&requests, "stuck-request");
     let closed_cleanly = Arc::new(AtomicBool::new(false));
     let closed = closed_cleanly.clone();
-    let pool_task = pool.go_named("pool", move |ctx| async move {
+    let pool_task = pool.task().name("pool").go(move |ctx| async move {
         ctx.cancelled().await;
         // Models the close step: flushing and closing connections.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -247,7 +253,7 @@ async fn a_group_reached_late_keeps_its_time_to_close() {
         !report
             .aborted()
             .iter()
-            .any(|t| t.id() == pool_task && t.group_id() == pool.id()),
+            .any(|t| t.id() == pool_task.id() && t.group_id() == pool.id()),
         "{report}"
     );
     assert!(
@@ -269,12 +275,12 @@ async fn a_group_reached_after_the_forced_phase_keeps_its_time_to_close() {
         .name("requests")
         .abort_timeout(Duration::from_secs(1))
         .build();
-    let pool = requests.child_named("pool");
-    let _never_completed = requests.add_named("leaked-request");
+    let pool = requests.task().name("pool").child();
+    let _never_completed = requests.task().name("leaked-request").add();
     let closed_cleanly = Arc::new(AtomicBool::new(false));
     let closed = closed_cleanly.clone();
     let (pool_ready_tx, pool_ready_rx) = tokio::sync::oneshot::channel();
-    pool.go_named("pool", move |ctx| async move {
+    pool.task().name("pool").go(move |ctx| async move {
         pool_ready_tx.send(()).unwrap();
         ctx.cancelled().await;
         // Models the close step.
@@ -285,11 +291,14 @@ async fn a_group_reached_after_the_forced_phase_keeps_its_time_to_close() {
     pool_ready_rx.await.unwrap();
     let (stuck_tx, stuck_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    requests.go_named("stuck-request", move |_| async move {
-        stuck_tx.send(()).unwrap();
-        release_rx.recv().unwrap(); // blocks the worker thread inside poll
-        Ok::<_, std::io::Error>(())
-    });
+    requests
+        .task()
+        .name("stuck-request")
+        .go(move |_| async move {
+            stuck_tx.send(()).unwrap();
+            release_rx.recv().unwrap(); // blocks the worker thread inside poll
+            Ok::<_, std::io::Error>(())
+        });
     stuck_rx.await.unwrap();
 
     let report = requests.shutdown(Duration::from_secs(2)).await;

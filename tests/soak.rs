@@ -110,7 +110,7 @@ fn a_burst_of_guards_gives_its_memory_back() {
     // Warm up: the group's first pages, and the Vec's allocation size class.
     drop((0..1_000).map(|_| wg.add()).collect::<Vec<_>>());
     let base = live_bytes();
-    let guards: Vec<_> = (0..BURST).map(|_| wg.add_named("conn")).collect();
+    let guards: Vec<_> = (0..BURST).map(|_| wg.task().name("conn").add()).collect();
     assert_eq!(wg.len(), BURST);
     drop(guards);
     assert!(wg.is_empty());

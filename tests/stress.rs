@@ -93,7 +93,7 @@ fn a_million_add_done_with_async_and_blocking_waiters() {
                     held.push(if i % 2 == 0 {
                         wg.add()
                     } else {
-                        wg.add_named("stress")
+                        wg.task().name("stress").add()
                     });
                     if held.len() > (i + t) % 3 {
                         held.clear();
@@ -377,7 +377,7 @@ struct Counts {
 
 type Drainer = Box<
     dyn FnOnce(
-            tokio_util::sync::CancellationToken,
+            taskgroup::TaskContext,
         ) -> futures::future::BoxFuture<'static, Result<(), std::io::Error>>
         + Send,
 >;

@@ -13,16 +13,16 @@ async fn every_error_is_reported_in_completion_order() {
     let (tx1, rx1) = oneshot::channel::<()>();
     let (tx2, rx2) = oneshot::channel::<()>();
     let (tx3, rx3) = oneshot::channel::<()>();
-    wg.go_named("one", move |_| async move {
+    wg.task().name("one").go(move |_| async move {
         rx1.await.unwrap();
         tx2.send(()).unwrap();
-        Err("first error")
+        Err::<(), _>("first error")
     });
-    wg.go_named("two", move |_| async move {
+    wg.task().name("two").go(move |_| async move {
         rx2.await.unwrap();
-        Err(std::io::Error::other("second error"))
+        Err::<(), _>(std::io::Error::other("second error"))
     });
-    wg.go_named("three", move |_| async move {
+    wg.task().name("three").go(move |_| async move {
         rx3.await.unwrap();
         tx1.send(()).unwrap();
         Err::<(), _>("third error".to_string())
@@ -68,7 +68,7 @@ struct Connect(#[source] std::io::Error);
 #[tokio::test]
 async fn error_values_and_source_chains_are_kept() {
     let wg = WaitGroup::new();
-    wg.go(|_| async { Err(Connect(std::io::Error::other("refused"))) });
+    wg.go(|_| async { Err::<(), _>(Connect(std::io::Error::other("refused"))) });
     let err = wg.wait().await.unwrap_err();
     let failure = err.errors().first().unwrap();
     let inner = failure.error().unwrap();
@@ -82,12 +82,16 @@ async fn error_values_and_source_chains_are_kept() {
 #[tokio::test]
 async fn a_panic_becomes_an_error_with_the_tasks_identity() {
     let wg = WaitGroup::builder().name("svc").build();
-    let id = wg.go_named("boom", |_| async {
-        panic!("kaput {}", 42);
-        #[allow(unreachable_code)]
-        Ok::<_, std::io::Error>(())
-    });
-    wg.go_named("static", |_| async {
+    let id = wg
+        .task()
+        .name("boom")
+        .go(|_| async {
+            panic!("kaput {}", 42);
+            #[allow(unreachable_code)]
+            Ok::<_, std::io::Error>(())
+        })
+        .id();
+    wg.task().name("static").go(|_| async {
         std::panic::panic_any(7_u8);
         #[allow(unreachable_code)]
         Ok::<_, std::io::Error>(())
@@ -135,7 +139,7 @@ impl Drop for PanicOnDrop {
 async fn a_panic_while_an_aborted_task_is_dropped_is_recorded() {
     let wg = WaitGroup::new();
     let (started_tx, started_rx) = oneshot::channel();
-    wg.go_named("dropper", |_| async move {
+    wg.task().name("dropper").go(|_| async move {
         let _bomb = PanicOnDrop;
         started_tx.send(()).unwrap();
         std::future::pending::<()>().await;
@@ -209,7 +213,9 @@ impl std::error::Error for DisplayPanics {}
 #[tokio::test]
 async fn an_error_whose_display_panics_is_kept_without_formatting_it() {
     let wg = WaitGroup::builder().cancel_on_error(true).build();
-    wg.go_named("bad-display", |_| async { Err(DisplayPanics) });
+    wg.task()
+        .name("bad-display")
+        .go(|_| async { Err::<(), _>(DisplayPanics) });
     let err = wg.wait().await.unwrap_err();
     let failure = err.errors().first().unwrap();
     assert_eq!(failure.name(), Some("bad-display"));

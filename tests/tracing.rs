@@ -40,14 +40,14 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
     let _default = tracing::subscriber::set_default(subscriber);
 
     let wg = WaitGroup::builder().name("svc").build();
-    wg.go_named("worker", |_| async {
+    wg.task().name("worker").go(|_| async {
         tracing::info!("inside the task");
-        Err("it broke")
+        Err::<(), _>("it broke")
     });
-    let _held = wg.add_named("held");
+    let _held = wg.task().name("held").add();
     tokio::task::yield_now().await;
     assert!(wg.wait_timeout(Duration::from_millis(10)).await.is_err());
-    wg.go_named("stuck", |_| async {
+    wg.task().name("stuck").go(|_| async {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
@@ -89,7 +89,9 @@ async fn an_error_whose_display_panics_is_kept_and_cancels_when_traced() {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
     let wg = WaitGroup::builder().cancel_on_error(true).build();
-    wg.go_named("bad-display", |_| async { Err(DisplayPanics) });
+    wg.task()
+        .name("bad-display")
+        .go(|_| async { Err::<(), _>(DisplayPanics) });
     let err = wg.wait().await.unwrap_err();
     assert_eq!(err.errors().len(), 1);
     assert_eq!(err.errors().first().unwrap().name(), Some("bad-display"));

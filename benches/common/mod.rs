@@ -1195,9 +1195,7 @@ pub(crate) fn tree() -> Workload {
                         });
                     });
                     tokio::task::yield_now().await;
-                    let report = root
-                        .shutdown(Duration::from_secs(10))
-                        .await;
+                    let report = root.shutdown(Duration::from_secs(10)).await;
                     assert!(report.is_clean(), "{report}");
                 })
             })

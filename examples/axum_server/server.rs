@@ -23,11 +23,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
-use taskgroup::{BoxError, ShutdownReport, WaitGroup};
+use taskgroup::{BoxError, ShutdownReport, TaskContext, WaitGroup};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Where to listen and how to shut down.
 #[derive(Debug, Clone)]
@@ -165,8 +164,8 @@ impl Server {
         let group = WaitGroup::builder().name("server").build();
         // Linked below the server in this order, so a shutdown closes the pool
         // once the connections are done, and the flusher after the pool.
-        let db = Db::start(&group.child_named("db"), log.clone());
-        start_flusher(&group.child_named("log flusher"), log.clone());
+        let db = Db::start(&group.task().name("db").child(), log.clone());
+        start_flusher(&group.task().name("log flusher").child(), log.clone());
 
         let readiness = Readiness::new();
         let app = Router::new()
@@ -180,7 +179,7 @@ impl Server {
 
         let conns = group.clone();
         let accept_log = log.clone();
-        group.go_named("accept", move |ctx| async move {
+        group.task().name("accept").go(move |ctx| async move {
             loop {
                 let (stream, peer) = tokio::select! {
                     () = ctx.cancelled() => break,
@@ -201,9 +200,10 @@ impl Server {
                 let (app, log) = (app.clone(), accept_log.clone());
                 // Refused once the group is closed: no connection slips past
                 // the shutdown.
-                let conn = conns.try_go_named(format!("conn {peer}"), move |ctx| {
-                    serve_connection(stream, peer, app, ctx, log)
-                });
+                let conn = conns
+                    .task()
+                    .name(format!("conn {peer}"))
+                    .try_go(move |ctx| serve_connection(stream, peer, app, ctx, log));
                 if conn.is_err() {
                     break;
                 }
@@ -309,7 +309,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
-    ctx: CancellationToken,
+    ctx: TaskContext,
     log: Log,
 ) -> Result<(), hyper::Error> {
     let mut aborted = AbortLog::new(&log, Event::ConnAborted { peer });
@@ -366,7 +366,7 @@ struct Db {
 impl Db {
     fn start(group: &WaitGroup, log: Log) -> Db {
         let (queries, mut incoming) = mpsc::channel::<oneshot::Sender<u64>>(16);
-        group.go_named("db pool", move |ctx| async move {
+        group.task().name("db pool").go(move |ctx| async move {
             let mut aborted = AbortLog::new(&log, Event::DbAborted);
             let mut served = 0;
             loop {
@@ -401,7 +401,7 @@ impl Db {
 
 /// A fake log flusher: on cancellation, flushes and closes.
 fn start_flusher(group: &WaitGroup, log: Log) {
-    group.go_named("flusher", move |ctx| async move {
+    group.task().name("flusher").go(move |ctx| async move {
         let mut aborted = AbortLog::new(&log, Event::FlusherAborted);
         ctx.cancelled().await;
         log.emit(Event::FlusherClosing);
