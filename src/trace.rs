@@ -19,8 +19,10 @@ use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 /// A `go()` task's span; nothing without the feature.
 #[cfg(feature = "tracing")]
 pub(crate) type TaskSpan = tracing::Span;
+/// Without the feature: nothing.
 #[cfg(not(feature = "tracing"))]
-pub(crate) type TaskSpan = ();
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskSpan;
 
 #[inline]
 pub(crate) fn task_span(group: &GroupLabel, name: Option<&Label>, id: TaskId) -> TaskSpan {
@@ -31,6 +33,8 @@ pub(crate) fn task_span(group: &GroupLabel, name: Option<&Label>, id: TaskId) ->
         task.name = name.map(Label::as_str),
         task.id = id.as_u64(),
     );
+    #[cfg(not(feature = "tracing"))]
+    TaskSpan
 }
 
 /// Runs a `go()` task's future inside its span.

@@ -1,0 +1,436 @@
+//! The task builder and what it starts (issue 12), ported from the peers'
+//! own tests where they have one: errgroup's limit (`SetLimit`/`TryGo`),
+//! TaskTracker's `track_future`, `spawn_blocking`, `spawn_local`, `spawn_on`
+//! and `reopen`, JoinSet's values collected as tasks finish and one task
+//! aborted by its handle; and what is ours: critical tasks, queued tasks in
+//! reports, a blocking task stuck past the grace reported as still running,
+//! `abort_on_drop`, creation sites through the builder.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskgroup::{TaskKind, WaitGroup};
+use tokio::sync::{oneshot, Notify};
+
+/// errgroup's `TestGoLimit`: with a limit of 10, 1,025 tasks never have more
+/// than 10 running at once, and all of them run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_of_10_over_1025_tasks_never_runs_more_than_10() {
+    let limit = 10;
+    let tasks = if cfg!(miri) { 40 } else { 1025 };
+    let wg = WaitGroup::builder().limit(limit).build();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..tasks {
+        let (running, most, ran) = (running.clone(), most.clone(), ran.clone());
+        wg.go(move |_| async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            ran.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    wg.wait().await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), tasks);
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= limit,
+        "{most} tasks ran at once with a limit of {limit}"
+    );
+}
+
+/// errgroup's `TestTryGo`: `try_go` is refused at the limit, with an error
+/// that says so (not "closed"), and accepted again once a slot frees.
+#[tokio::test]
+async fn try_go_is_refused_at_the_limit_and_accepted_after_a_slot_frees() {
+    let wg = WaitGroup::builder().limit(2).build();
+    let release = Arc::new(Notify::new());
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let release = release.clone();
+        holders.push(
+            wg.try_go(move |_| async move { release.notified().await })
+                .unwrap(),
+        );
+    }
+    let refused = wg.try_go(|_| async {}).unwrap_err();
+    assert!(refused.is_full() && !refused.is_closed(), "{refused}");
+    assert_eq!(refused.group(), wg.id());
+    assert_eq!(
+        refused.to_string(),
+        format!("group {} already runs its limit of 2 tasks", wg.id())
+    );
+    // Free one slot: wake one holder and wait for it to end.
+    release.notify_one();
+    let first = holders.remove(0);
+    let second = holders.remove(0);
+    tokio::select! {
+        r = first => r.unwrap(),
+        r = second => r.unwrap(),
+    }
+    let accepted = wg.try_go(|_| async { Ok::<_, std::io::Error>(7) });
+    assert_eq!(accepted.unwrap().await.unwrap(), 7);
+    release.notify_waiters();
+    wg.wait().await.unwrap();
+}
+
+/// `go` never blocks: beyond the limit a task is spawned, counted, and
+/// reported as queued until a slot frees; guards do not count.
+#[tokio::test]
+async fn tasks_beyond_the_limit_are_queued_and_reported_so() {
+    let wg = WaitGroup::builder().limit(1).build();
+    let _guard = wg.add(); // does not take the slot
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    wg.task().name("first").go(move |_| async move {
+        go_rx.await.unwrap();
+    });
+    let second = wg.task().name("second").go(|_| async {});
+    tokio::task::yield_now().await;
+    let pending = wg.pending();
+    let states: Vec<_> = pending.tasks().map(|t| (t.name(), t.is_queued())).collect();
+    assert_eq!(
+        states,
+        [
+            (None, false),
+            (Some("first"), false),
+            (Some("second"), true)
+        ]
+    );
+    assert!(pending.to_string().contains("(task, queued, created at"));
+    go_tx.send(()).unwrap();
+    second.await.unwrap();
+    assert_eq!(wg.len(), 1, "only the guard is left");
+}
+
+/// `go_when_free` gives a producer backpressure: with a limit of 2, no more
+/// than 2 tasks ever exist, and every job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_when_free_waits_for_a_slot() {
+    let wg = WaitGroup::builder().limit(2).build();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    for _ in 0..50 {
+        let (ran, running, most) = (ran.clone(), running.clone(), most.clone());
+        wg.task()
+            .go_when_free(move |_| async move {
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+        // No task waits for a slot: the producer did the waiting.
+        assert!(wg.pending().tasks().all(|t| !t.is_queued()));
+    }
+    wg.wait().await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 50);
+    assert!(most.load(Ordering::SeqCst) <= 2);
+    wg.close();
+    let refused = wg.task().go_when_free(|_| async {}).await;
+    assert!(refused.is_err(), "a closed group refuses");
+}
+
+/// TaskTracker's `track_future`: the future counts as pending while it
+/// lives, is reported with its name and kind, and completes the work when it
+/// resolves or is dropped.
+#[tokio::test]
+async fn a_tracked_future_is_pending_while_it_lives() {
+    let wg = WaitGroup::new();
+    let (tx, rx) = oneshot::channel::<u32>();
+    let tracked = wg.task().name("flush").track_future(rx);
+    let pending = wg.pending();
+    let info: Vec<_> = pending.tasks().map(|t| (t.name(), t.kind())).collect();
+    assert_eq!(info, [(Some("flush"), TaskKind::Tracked)]);
+    assert!(wg.wait_timeout(Duration::ZERO).await.is_err());
+    tx.send(5).unwrap();
+    assert_eq!(tracked.await.unwrap(), 5);
+    assert!(wg.is_empty());
+    let dropped = wg.task().track_future(std::future::pending::<()>());
+    assert_eq!(wg.len(), 1);
+    drop(dropped);
+    wg.wait().await.unwrap();
+}
+
+/// TaskTracker's `spawn_blocking`: counted while it runs, its value returned,
+/// its error and its panic recorded like a `go()` task's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_blocking_is_tracked_and_its_failures_recorded() {
+    let wg = WaitGroup::new();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let waiting = wg.task().name("hash").spawn_blocking(move |_| {
+        release_rx.recv().unwrap();
+        Ok::<_, std::io::Error>(42)
+    });
+    let kinds: Vec<_> = wg.pending().tasks().map(|t| t.kind()).collect();
+    assert_eq!(kinds, [TaskKind::Blocking]);
+    release_tx.send(()).unwrap();
+    assert_eq!(waiting.await.unwrap(), 42);
+
+    let failed = wg
+        .task()
+        .name("io")
+        .spawn_blocking(|_| Err::<(), _>("disk full"));
+    let panicked = wg.task().name("bug").spawn_blocking(|_| -> () {
+        panic!("blocking bug");
+    });
+    assert_eq!(
+        failed.await.unwrap_err().to_string(),
+        format!("task \"io\" #2 in group {} failed: disk full", wg.id())
+    );
+    let panic = panicked.await.unwrap_err();
+    assert!(panic.failure().unwrap().is_panic());
+    let errors = wg.wait().await.unwrap_err();
+    assert_eq!(errors.errors().len(), 2);
+}
+
+/// A blocking task stuck past the grace period cannot be aborted: the
+/// shutdown reports it as still running (pending, kind blocking), not as
+/// aborted, and returns within grace + abort timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_task_stuck_past_the_grace_is_reported_as_still_running() {
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_millis(100))
+        .build();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let stuck = wg.task().name("fsync").spawn_blocking(move |_| {
+        release_rx.recv().unwrap();
+    });
+    let report = wg.shutdown(Duration::from_millis(100)).await;
+    assert!(report.aborted().is_empty(), "{report}");
+    let pending: Vec<_> = report
+        .pending()
+        .tasks()
+        .map(|t| (t.name(), t.kind()))
+        .collect();
+    assert_eq!(pending, [(Some("fsync"), TaskKind::Blocking)]);
+    assert!(report
+        .to_string()
+        .contains("blocking task, cannot be aborted"));
+    // Generous: grace + abort timeout is 200 ms.
+    assert!(report.elapsed() < Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    stuck.await.unwrap();
+    wg.wait().await.unwrap();
+}
+
+/// TaskTracker's `spawn_local`: a `!Send` future on the current `LocalSet`,
+/// tracked like any task.
+#[tokio::test]
+async fn spawn_local_runs_a_not_send_future_on_the_local_set() {
+    let wg = WaitGroup::new();
+    let local = tokio::task::LocalSet::new();
+    let value = local
+        .run_until(async {
+            let not_send = std::rc::Rc::new(6);
+            let task = wg
+                .task()
+                .name("local")
+                .spawn_local(move |_| async move { Ok::<_, std::io::Error>(*not_send * 7) });
+            assert_eq!(wg.len(), 1);
+            task.await.unwrap()
+        })
+        .await;
+    assert_eq!(value, 42);
+    wg.wait().await.unwrap();
+}
+
+/// TaskTracker's `spawn_on`: a task on another runtime, tracked by the group.
+#[test]
+fn spawn_on_runs_on_the_given_runtime() {
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("other-runtime")
+        .build()
+        .unwrap();
+    let wg = WaitGroup::new();
+    let task = wg.task().spawn_on(other.handle(), |_| async {
+        Ok::<_, std::io::Error>(std::thread::current().name().map(str::to_owned))
+    });
+    let name = other.block_on(task).unwrap();
+    assert_eq!(name.as_deref(), Some("other-runtime"));
+    wg.wait_blocking().unwrap();
+}
+
+/// TaskTracker's `reopen`: a closed group refuses, a reopened one accepts;
+/// after a shutdown, work started after `reopen` gets a fresh context while
+/// the context handed out before stays cancelled.
+#[tokio::test(start_paused = true)]
+async fn reopen_after_close_and_after_shutdown() {
+    let wg = WaitGroup::new();
+    wg.close();
+    assert!(wg.try_add().is_err());
+    assert!(wg.reopen());
+    assert!(!wg.reopen(), "already open");
+    drop(wg.try_add().unwrap());
+
+    let (old_tx, old_rx) = oneshot::channel();
+    wg.go(move |ctx| async move {
+        ctx.cancelled().await;
+        old_tx.send(ctx).unwrap();
+    });
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    assert!(report.is_clean(), "{report}");
+    let old_ctx = old_rx.await.unwrap();
+    assert!(wg.is_closed() && wg.is_cancelled());
+    wg.reopen();
+    assert!(!wg.is_cancelled());
+    let (new_tx, new_rx) = oneshot::channel();
+    wg.try_go(move |ctx| async move { new_tx.send(ctx.is_cancelled()).unwrap() })
+        .unwrap();
+    assert!(!new_rx.await.unwrap(), "a fresh context after reopen");
+    assert!(old_ctx.is_cancelled(), "the old context stays cancelled");
+    // A group cancelled through its caller's token stays cancelled.
+    let process = tokio_util::sync::CancellationToken::new();
+    let child_of_process = WaitGroup::builder().token(process.child_token()).build();
+    process.cancel();
+    child_of_process.reopen();
+    assert!(child_of_process.is_cancelled());
+}
+
+/// JoinSet's values: each task's value reaches whoever awaits its handle,
+/// and one task aborted through its handle is reported as aborted, which is
+/// not a failure of the group.
+#[tokio::test]
+async fn values_are_collected_and_one_task_is_aborted_by_its_handle() {
+    let wg = WaitGroup::new();
+    let handles: Vec<_> = (1..=10u64)
+        .map(|i| wg.go(move |_| async move { Ok::<_, std::io::Error>(i * i) }))
+        .collect();
+    let slow = wg.task().name("slow").go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(0)
+    });
+    assert!(!slow.is_finished());
+    slow.abort();
+    let mut sum = 0;
+    for handle in handles {
+        sum += handle.await.unwrap();
+    }
+    assert_eq!(sum, 385);
+    let aborted = slow.await.unwrap_err();
+    assert!(aborted.is_aborted() && aborted.failure().is_none());
+    wg.wait().await.unwrap();
+}
+
+/// A failure that is joined is still in the group's record: both see the
+/// same failure.
+#[tokio::test]
+async fn a_joined_failure_stays_in_the_group_record() {
+    let wg = WaitGroup::new();
+    let task = wg
+        .task()
+        .name("fetch")
+        .go(|_| async { Err::<u8, _>("timeout") });
+    let joined = task.await.unwrap_err();
+    let failure = joined.failure().unwrap();
+    assert_eq!(failure.name(), Some("fetch"));
+    assert_eq!(failure.error().unwrap().to_string(), "timeout");
+    let recorded = wg.wait().await.unwrap_err();
+    assert_eq!(recorded.errors().len(), 1);
+    assert_eq!(
+        recorded.errors().first().unwrap().to_string(),
+        failure.to_string()
+    );
+    assert_eq!(
+        recorded.errors().first_error().unwrap().to_string(),
+        "timeout"
+    );
+}
+
+/// A critical task cancels a group without `cancel_on_error`; a task marked
+/// not critical does not cancel a group with it.
+#[tokio::test]
+async fn critical_tasks_decide_whether_their_failure_cancels() {
+    let server = WaitGroup::new();
+    server
+        .task()
+        .name("conn")
+        .go(|_| async { Err::<(), _>("reset by peer") });
+    tokio::task::yield_now().await;
+    server.wait().await.unwrap_err();
+    assert!(
+        !server.is_cancelled(),
+        "an ordinary failure does not cancel"
+    );
+    server
+        .task()
+        .name("listener")
+        .critical(true)
+        .go(|_| async { Err::<(), _>("address in use") });
+    server.wait().await.unwrap_err();
+    assert!(server.is_cancelled(), "a critical failure cancels");
+    assert_eq!(server.cancel_cause().unwrap().name(), Some("listener"));
+
+    let strict = WaitGroup::builder().cancel_on_error(true).build();
+    strict
+        .task()
+        .name("best-effort")
+        .critical(false)
+        .go(|_| async { Err::<(), _>("cache miss") });
+    strict.wait().await.unwrap_err();
+    assert!(
+        !strict.is_cancelled(),
+        "a task marked not critical never cancels"
+    );
+    assert!(strict.cancel_cause().is_none());
+}
+
+/// With `abort_on_drop`, dropping the last handle aborts the group's tasks,
+/// as dropping a `JoinSet` does; without it they run on.
+#[tokio::test]
+async fn abort_on_drop_aborts_the_tasks_when_the_last_handle_goes() {
+    struct DropFlag(Arc<AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    for abort_on_drop in [true, false] {
+        let wg = WaitGroup::builder().abort_on_drop(abort_on_drop).build();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let task = wg.go(move |_| async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        drop(wg);
+        if abort_on_drop {
+            assert!(task.await.unwrap_err().is_aborted());
+            assert!(dropped.load(Ordering::SeqCst));
+        } else {
+            tokio::task::yield_now().await;
+            assert!(!task.is_finished(), "the task runs on");
+            task.abort();
+        }
+    }
+}
+
+/// The creation site recorded through the builder is the caller's line, for
+/// every terminal.
+#[tokio::test]
+async fn the_builder_records_the_callers_site() {
+    let wg = WaitGroup::new();
+    let mut lines = Vec::new();
+    #[rustfmt::skip]
+    let _work = {
+        lines.push(line!()); let guard = wg.task().name("g").add();
+        lines.push(line!()); let task = wg.task().name("t").go(|ctx| async move { ctx.cancelled().await });
+        lines.push(line!()); let tracked = wg.task().name("f").track_future(std::future::pending::<()>());
+        lines.push(line!()); let short = wg.go(|ctx| async move { ctx.cancelled().await });
+        (guard, task, tracked, short)
+    };
+    let pending = wg.pending();
+    let sites: Vec<_> = pending
+        .tasks()
+        .map(|t| (t.site().file(), t.site().line()))
+        .collect();
+    let expected: Vec<_> = lines.iter().map(|&l| (file!(), l)).collect();
+    assert_eq!(sites, expected);
+    wg.cancel();
+}
