@@ -62,13 +62,27 @@ pub enum ServiceError {
         timeout: Duration,
     },
     /// The service did not stop within its stop timeout after cancellation; its task was
-    /// aborted.
-    #[error("{name}: did not stop within {timeout:?}, aborted")]
+    /// aborted. One per hung *leaf*: a service nested in containers is named by its path
+    /// (`"top/nested/db"`), however deep, with where it was added and how long it ran.
+    #[error("{name}: did not stop within {timeout:?}, aborted (added at {site}, ran {age:?})")]
     StopTimeout {
-        /// The service's name.
+        /// The service's path: the names of the containers around it and its own, joined
+        /// by `/`.
         name: String,
-        /// The stop timeout that elapsed.
+        /// The stop timeout that elapsed (the tightest of the containers around it).
         timeout: Duration,
+        /// Where the service was added to its container (or, for a task the service layer
+        /// did not add, where the core spawned it).
+        site: &'static std::panic::Location<'static>,
+        /// How long its run had been going when it was aborted.
+        age: Duration,
+    },
+    /// `serve` (or `run`) was called on a container that is already running; nothing was
+    /// started a second time.
+    #[error("{name}: already running")]
+    AlreadyRunning {
+        /// The container's name.
+        name: String,
     },
     /// A [`Sequence`](super::Sequence) could not start this service; the services started
     /// before it were stopped in reverse order.
@@ -130,7 +144,8 @@ impl ServiceError {
             | Self::StopTimeout { name, .. }
             | Self::Starting { name, .. }
             | Self::GaveUp { name, .. }
-            | Self::Forced { name, .. } => Some(name),
+            | Self::Forced { name, .. }
+            | Self::AlreadyRunning { name } => Some(name),
             Self::Failures { .. } => None,
         }
     }
@@ -170,6 +185,38 @@ impl ServiceError {
             Self::GaveUp { last, .. } => last.is_panic(),
             _ => false,
         }
+    }
+
+    /// Every [`StopTimeout`](ServiceError::StopTimeout) in this error, at any depth: in
+    /// lists, and in the errors of nested containers (a member's `Failed` source that is a
+    /// `ServiceError`). Walked with an explicit stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::ServiceError;
+    ///
+    /// let err = ServiceError::ExitedEarly { name: "http".into() };
+    /// assert!(err.stop_timeouts().is_empty());
+    /// ```
+    pub fn stop_timeouts(&self) -> Vec<&ServiceError> {
+        let mut found = Vec::new();
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            match e {
+                Self::StopTimeout { .. } => found.push(e),
+                Self::Failures { errors } => stack.extend(errors.iter().rev()),
+                Self::Failed { source, .. } => {
+                    if let Some(inner) = source.downcast_ref::<ServiceError>() {
+                        stack.push(inner);
+                    }
+                }
+                Self::Starting { source, .. } => stack.push(source),
+                Self::GaveUp { last, .. } => stack.push(last),
+                _ => {}
+            }
+        }
+        found
     }
 
     /// The error's text without the leading `"name: "`.
@@ -232,7 +279,8 @@ impl fmt::Display for DisplayList<'_> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A supervisor was built without any service.
+    /// A supervisor was built without any service. No longer returned: an empty
+    /// supervisor, like an empty group, is valid and returns at once.
     #[error("{group}: no services")]
     NoServices {
         /// The supervisor's name.

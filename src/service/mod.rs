@@ -56,6 +56,7 @@
 mod error;
 mod group;
 mod restart;
+mod runner;
 mod sequence;
 #[allow(clippy::module_inception)]
 mod service;
@@ -71,7 +72,7 @@ pub use service::{
     WhenReady,
 };
 pub use signal::{shutdown_signal, Signal, SignalService};
-pub use status::{State, StatusEvent, StatusHub};
+pub use status::{State, StatusEvent, StatusHub, StatusWatch};
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;
