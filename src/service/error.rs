@@ -187,6 +187,23 @@ impl ServiceError {
         }
     }
 
+    /// The source of a [`Failed`](ServiceError::Failed) error as an `E`, if it is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::{ServiceError, TeardownError};
+    ///
+    /// let err = ServiceError::Failed { name: "db".into(), source: "gone".into() };
+    /// assert!(err.source_as::<TeardownError>().is_none());
+    /// ```
+    pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Failed { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
     /// Every [`StopTimeout`](ServiceError::StopTimeout) in this error, at any depth: in
     /// lists, and in the errors of nested containers (a member's `Failed` source that is a
     /// `ServiceError`). Walked with an explicit stack.

@@ -62,6 +62,7 @@ mod sequence;
 mod service;
 mod signal;
 mod status;
+mod tasks;
 
 pub use error::{BoxError, Cancelled, ConfigError, ServiceError, TeardownError};
 pub use group::{Group, GroupBuilder};
@@ -73,6 +74,7 @@ pub use service::{
 };
 pub use signal::{shutdown_signal, Signal, SignalService};
 pub use status::{State, StatusEvent, StatusHub, StatusWatch};
+pub use tasks::{TasksService, UncleanShutdown};
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;

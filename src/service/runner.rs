@@ -56,6 +56,10 @@ use crate::{TaskId, TaskInfo, WaitGroup};
 /// The stop timeout of a group or sequence unless set otherwise.
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a container waits, at its deadline, for the containers nested in its members
+/// to report (they reach the same deadline at the latest, and abort at once).
+const REPORT_WINDOW: Duration = Duration::from_millis(100);
+
 /// About thirty years: what `Duration::MAX` ("no limit") becomes as a deadline.
 const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
@@ -84,6 +88,9 @@ pub(crate) struct Scope {
     /// Set by a member that reports its own status (a restarter), so that the container
     /// around it does not report it a second time.
     self_reports: Arc<AtomicBool>,
+    /// Set when a container (or restarter) is built in the member's run: at the deadline the
+    /// container around it waits for its report before aborting it.
+    hosts: Arc<AtomicBool>,
     /// User creation sites by path, shared by the whole tree, for stop reports.
     sites: Sites,
 }
@@ -97,9 +104,10 @@ impl DeadlineCell {
         *self.0.lock()
     }
 
+    /// Sets the deadline of the stop now going (a sequence stops its members one after
+    /// another, each under its own deadline: the cell holds the current one).
     fn set(&self, at: Instant) {
-        let mut d = self.0.lock();
-        *d = Some(d.map_or(at, |old| old.min(at)));
+        *self.0.lock() = Some(at);
     }
 }
 
@@ -109,7 +117,10 @@ pub(crate) type Sites = Arc<Mutex<HashMap<String, &'static Location<'static>>>>;
 /// Where a container (or restarter) runs: its group, path, inherited hub and deadline.
 #[derive(Debug)]
 pub(crate) struct Place {
+    /// The container's own group (for a leaf service: a child of the member's group).
     pub(crate) wg: WaitGroup,
+    /// The member group this place was made in, if inside a container.
+    scope_group: Option<WaitGroup>,
     pub(crate) path: Arc<str>,
     pub(crate) hub: Option<(StatusHub, String)>,
     pub(crate) parent_deadline: Option<DeadlineCell>,
@@ -122,11 +133,13 @@ impl Place {
     pub(crate) fn here(name: &str, self_reports: bool) -> Place {
         match SCOPE.try_with(Clone::clone) {
             Ok(scope) => {
+                scope.hosts.store(true, Ordering::Relaxed);
                 if self_reports {
                     scope.self_reports.store(true, Ordering::Relaxed);
                 }
                 Place {
                     wg: scope.group.child_named(scope.path.to_string()),
+                    scope_group: Some(scope.group),
                     path: scope.path,
                     hub: scope.hub,
                     parent_deadline: Some(scope.deadline),
@@ -135,12 +148,26 @@ impl Place {
             }
             Err(_) => Place {
                 wg: WaitGroup::builder().name(name.to_owned()).build(),
+                scope_group: None,
                 path: name.into(),
                 hub: None,
                 parent_deadline: None,
                 sites: Sites::default(),
             },
         }
+    }
+}
+
+impl Place {
+    /// The member group this place was made in, if inside a container.
+    pub(crate) fn scope_group(&self) -> Option<&WaitGroup> {
+        self.scope_group.as_ref()
+    }
+
+    /// The time left until the stop deadline of the container around, once it stops.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
+        let at = self.parent_deadline.as_ref()?.get()?;
+        Some(at.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -237,6 +264,7 @@ pub(crate) struct Spawned {
     task: TaskId,
     error: Arc<Mutex<Option<BoxError>>>,
     pub(crate) self_reports: Arc<AtomicBool>,
+    hosts: Arc<AtomicBool>,
 }
 
 impl Spawned {
@@ -258,6 +286,7 @@ impl Spawned {
         let group = parent.child_named(container.to_string());
         let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
         let self_reports = Arc::new(AtomicBool::new(false));
+        let hosts = Arc::new(AtomicBool::new(false));
         let path: Arc<str> = if container.is_empty() {
             name.into()
         } else {
@@ -269,6 +298,7 @@ impl Spawned {
             hub,
             deadline,
             self_reports: self_reports.clone(),
+            hosts: hosts.clone(),
             sites,
         };
         let slot = error.clone();
@@ -284,6 +314,7 @@ impl Spawned {
             task,
             error,
             self_reports,
+            hosts,
         }
     }
 
@@ -360,11 +391,36 @@ impl Drop for AbortOnDrop {
         if let Some(wg) = self.0.take() {
             wg.cancel();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = wg.shutdown(Duration::ZERO).await;
-                });
+                handle.spawn(async move { abort_tree(&wg).await });
             }
         }
+    }
+}
+
+/// Aborts every task below `root` at once, deepest groups first.
+///
+/// One `shutdown(ZERO)` of `root` would abort `root`'s own tasks at once but give each group
+/// below, reached after the (zero) deadline, three quarters of its share of the forced phase
+/// to stop by itself first: hung leaves would outlive the container's deadline by up to
+/// 750 ms. Shutting down the deepest groups first makes each the root of its own call,
+/// aborted at once. The walk is iterative (`linked()` level by level).
+pub(crate) async fn abort_tree(root: &WaitGroup) {
+    root.cancel();
+    let mut order = vec![root.clone()];
+    let mut seen = HashSet::new();
+    seen.insert(root.id());
+    let mut next = 0;
+    while next < order.len() {
+        let below = order[next].linked();
+        next += 1;
+        for g in below {
+            if seen.insert(g.id()) {
+                order.push(g);
+            }
+        }
+    }
+    for g in order.iter().rev() {
+        let _ = g.shutdown(Duration::ZERO).await;
     }
 }
 
@@ -488,7 +544,9 @@ impl Run {
         shared: bool,
         running: RunningGuard,
     ) -> Run {
-        let shared = shared.then(|| ctx.child_token());
+        // Not a child of `ctx`: the runner cancels it in `stop`, after setting the deadline
+        // that nested containers derive theirs from (a child token would reach them first).
+        let shared = shared.then(CancellationToken::new);
         let tokens = members
             .iter()
             .map(|_| match &shared {
@@ -687,12 +745,48 @@ impl Run {
             }
         }
         while targets.iter().any(|&i| self.is_running(i)) {
+            // The container around may start its own stop (with an earlier deadline) while
+            // this one is stopping: never outlive it.
+            if let Some(parent) = self
+                .place
+                .parent_deadline
+                .as_ref()
+                .and_then(DeadlineCell::get)
+            {
+                if parent < deadline {
+                    deadline = parent;
+                    self.deadline.set(deadline);
+                }
+            }
             match self.next(Some(deadline)).await {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
                 Event::Timeout => {
+                    self.let_nested_report(&targets).await;
                     self.abort(&targets, timeout).await;
                     break;
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// At the deadline, before aborting: members that host a container (whose deadline is
+    /// this one at the latest) are given up to [`REPORT_WINDOW`] to report their hung leaves
+    /// and return, so that their report is not lost with their abort.
+    async fn let_nested_report(&mut self, targets: &[usize]) {
+        let hosting = |run: &Run| {
+            targets.iter().any(|&i| {
+                run.slots[i]
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.hosts.load(Ordering::Relaxed))
+            })
+        };
+        let until = deadline_after(REPORT_WINDOW);
+        while hosting(self) {
+            match self.next(Some(until)).await {
+                Event::Ended(_, Some(e)) => self.errors.push(e),
+                Event::Timeout => return,
                 _ => {}
             }
         }
@@ -722,7 +816,7 @@ impl Run {
         }
         self.errors.extend(hung);
         for (_, run) in groups {
-            let _ = run.group.shutdown(Duration::ZERO).await;
+            abort_tree(&run.group).await;
         }
     }
 

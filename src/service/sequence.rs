@@ -289,17 +289,15 @@ async fn run_sequence(
     timeouts: Vec<(Duration, Duration)>,
     ready: Ready,
 ) -> Result<(), ServiceError> {
-    let n = run.len();
     let mut started = 0;
     // Start phase: any failure ends it.
     let mut failed = false;
-    'start: for i in 0..n {
+    'start: for (i, &(start_timeout, _)) in timeouts.iter().enumerate() {
         if run.is_cancelled() {
             break;
         }
         run.start(i);
         started = i + 1;
-        let start_timeout = timeouts[i].0;
         let deadline = deadline_after(start_timeout);
         loop {
             match run.next(Some(deadline)).await {
