@@ -726,3 +726,25 @@ impl Supervisor {
         builder.build()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An intensity window of `Duration::MAX` keeps at most `max_restarts` restart times,
+    /// however many restarts happen (before issue 13 it kept one per restart, forever).
+    #[test]
+    fn window_memory_is_bounded_by_the_restart_count() {
+        let mut window = Window {
+            times: VecDeque::new(),
+            intensity: Intensity::new(3, Duration::MAX).unwrap(),
+        };
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_secs(i);
+            assert!(window.count(now) <= 3);
+            window.push(now);
+            assert!(window.times.len() <= 3);
+        }
+    }
+}

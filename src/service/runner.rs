@@ -238,10 +238,14 @@ pub(crate) fn check_duration(setting: &'static str, d: Duration) -> Result<(), C
     }
 }
 
+/// Reports every member `Idle` at build, except one that already reported itself so (a
+/// restarter given the same hub).
 pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
     if let Some(hub) = hub {
         for m in members {
-            hub.report(&m.name, State::Idle, 0, None, None);
+            if !hub.is_idle(&m.name) {
+                hub.report(&m.name, State::Idle, 0, None, None);
+            }
         }
     }
 }

@@ -200,6 +200,15 @@ impl StatusHub {
         }
     }
 
+    /// Whether `name`'s last event is `Idle`.
+    pub(crate) fn is_idle(&self, name: &str) -> bool {
+        self.inner
+            .snapshot
+            .lock()
+            .get(name)
+            .is_some_and(|e| e.state == State::Idle)
+    }
+
     /// Whether `self` and `other` are the same hub.
     pub(crate) fn same(&self, other: &StatusHub) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
