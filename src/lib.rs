@@ -113,6 +113,7 @@ mod report;
 #[allow(unsafe_code)]
 mod shared;
 mod shutdown;
+mod signals;
 mod state;
 mod sync;
 mod task;

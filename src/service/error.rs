@@ -107,12 +107,17 @@ pub enum ServiceError {
     },
     /// A second shutdown signal arrived while the service was still stopping, and it was
     /// abandoned (its future dropped, which aborts every task a group or sequence spawned).
-    #[error("{name}: forced stop on a second {signal} signal")]
+    ///
+    /// `Display` lists the signals in the order they arrived:
+    /// `"app: forced stop: SIGINT then SIGTERM"`.
+    #[error("{name}: forced stop: {}", DisplaySignals(.signals))]
     Forced {
         /// The service's name.
         name: String,
-        /// The second signal.
+        /// The signal that forced the stop (the second one).
         signal: super::Signal,
+        /// Every signal received, in the order they arrived (the first stopped gracefully).
+        signals: Vec<super::Signal>,
     },
     /// Every failure of a group or sequence, in the order they happened (the first failure,
     /// which started the shutdown, comes first).
@@ -264,6 +269,20 @@ impl ServiceError {
                 source,
             },
         }
+    }
+}
+
+struct DisplaySignals<'a>(&'a [super::Signal]);
+
+impl fmt::Display for DisplaySignals<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" then ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
     }
 }
 
