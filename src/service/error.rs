@@ -32,6 +32,15 @@ pub use crate::BoxError;
 #[non_exhaustive]
 pub enum ServiceError {
     /// The service returned an error.
+    ///
+    /// `source` is the service's own error, by value, so it can be downcast
+    /// ([`source_as`](ServiceError::source_as)). It is deliberately *not* the core's shared
+    /// [`TaskError`](crate::TaskError): the core lends a task's error only as `&dyn Error`,
+    /// so holding its record would take the owned, downcastable error away from every
+    /// caller, and a service error needs no second copy of the task's id and group (its
+    /// `name` and the container's path say where it came from). Panics, which carry no
+    /// value, come from the core's records. Nothing here formats the error: a `Display` that
+    /// panics only matters to whoever prints it.
     #[error("{name}: {source}")]
     Failed {
         /// The service's name.

@@ -333,7 +333,9 @@ impl Spawned {
     /// How the run ended; call once [`done`](Self::done) resolved.
     pub(crate) fn end(&self) -> End {
         let id = self.group.id();
-        let errors = self.group.errors();
+        // Taken, not read: the record is the runner's to judge once, and a restarter's
+        // container group (which keeps a leaving child's failures) stays small.
+        let errors = self.group.take_errors();
         if let Some(e) = errors
             .iter()
             .find(|e| e.group_id() == id && e.id() == self.task && e.is_panic())
@@ -693,7 +695,6 @@ impl Run {
 
     fn ended(&mut self, i: usize) -> Option<Event> {
         let run = self.slots[i].run.take()?;
-        // A run that reported ready as it ended: its readiness first, so events keep order.
         let end = run.end();
         let stopping = self.slots[i].stopping || self.is_cancelled();
         let name = self.slots[i].name.clone();

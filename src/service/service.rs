@@ -38,7 +38,7 @@ use super::error::{BoxError, TeardownError};
 /// `run` on all their services up front and start (spawn) each future later.
 ///
 /// A long-running service returns `Ok(())` only after its context was cancelled. It may return
-/// [`Cancelled`] to say it stopped because of the cancellation; any other error is reported.
+/// [`Cancelled`](super::Cancelled) to say it stopped because of the cancellation; any other error is reported.
 ///
 /// # Examples
 ///
@@ -87,7 +87,7 @@ pub trait Service: Send + 'static {
     ///
     /// # Errors
     ///
-    /// Whatever the service fails with. [`Cancelled`] means "stopped because cancelled" and
+    /// Whatever the service fails with. [`Cancelled`](super::Cancelled) means "stopped because cancelled" and
     /// is not reported as a failure.
     ///
     /// # Cancel safety
