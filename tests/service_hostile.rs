@@ -4,8 +4,11 @@
 //! catches.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use taskgroup::service::{
@@ -38,6 +41,22 @@ impl Drop for PanicOnDrop {
     }
 }
 
+/// A future that completes (with an error) after a second, and panics when it is dropped,
+/// which is after it completed: the panic is not inside any of its polls.
+struct DoneThenPanic {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    _bomb: PanicOnDrop,
+}
+
+impl Future for DoneThenPanic {
+    type Output = Result<(), taskgroup::BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        Poll::Ready(Err("done".into()))
+    }
+}
+
 /// Before issue 13 a group hung on this member (its task died after the future completed,
 /// before the outcome was sent) and, once cancelled, misreported it as `StopTimeout` after
 /// the 10 s stop timeout.
@@ -46,10 +65,9 @@ async fn future_that_panics_in_drop_after_completing_is_a_member_panic() {
     let log = Log::default();
     let mut group = Group::builder("app")
         .service(server("api", &log))
-        .service(service_fn("bad", |_ctx, _ready| async {
-            let _bomb = PanicOnDrop;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Err("done".into())
+        .service(service_fn("bad", |_ctx, _ready| DoneThenPanic {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+            _bomb: PanicOnDrop,
         }))
         .build()
         .unwrap();

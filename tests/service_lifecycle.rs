@@ -109,9 +109,17 @@ async fn duration_max_timeouts_mean_no_limit() {
         .stop_timeout(Duration::MAX)
         .build()
         .unwrap();
+    // Takes a second to stop, so the group's stop deadline is computed and used.
+    let slow = service_fn("slow", |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    });
     let mut group = Group::builder("app")
         .service(seq)
         .service(server("api", &log))
+        .service(slow)
         .stop_timeout(Duration::MAX)
         .build()
         .unwrap();
