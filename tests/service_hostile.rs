@@ -301,3 +301,71 @@ async fn error_whose_display_panics_is_restarted_by_a_supervisor() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(hub.snapshot()["svc"].state, State::Stopped);
 }
+
+/// Under a `Restarter`, a panic in the future's `Drop` after it completed and a panic
+/// payload whose `Drop` panics are each a reported panic and a restart. Before issue 13
+/// either one killed the restarter's future (the drop panics were outside its
+/// `catch_unwind`): no restart, the status stale.
+#[tokio::test(start_paused = true)]
+async fn drop_panics_under_a_restarter_are_restarts_with_their_events() {
+    let hub = StatusHub::new(64);
+    let runs = Arc::new(AtomicU32::new(0));
+    let runs2 = runs.clone();
+    let svc = service_fn("svc", move |ctx: CancellationToken, ready: Ready| {
+        let n = runs2.fetch_add(1, Ordering::SeqCst) + 1;
+        let fut: futures::future::BoxFuture<'static, Result<(), taskgroup::BoxError>> = match n {
+            1 => Box::pin(DoneThenPanic {
+                sleep: Box::pin(tokio::time::sleep(Duration::from_millis(1))),
+                _bomb: PanicOnDrop,
+            }),
+            2 => Box::pin(async { std::panic::panic_any(BombPayload) }),
+            _ => Box::pin(async move {
+                ready.ready();
+                ctx.cancelled().await;
+                Ok(())
+            }),
+        };
+        fut
+    });
+    let mut r = Restarter::new(svc)
+        .backoff(
+            Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                1.0,
+                0.0,
+            )
+            .unwrap(),
+        )
+        .status(hub.clone());
+    let mut events = hub.subscribe();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(r.run(ctx.clone(), Ready::noop()));
+    hub.watch()
+        .wait_for(|m| m["svc"].state == State::Running && m["svc"].attempt == 3)
+        .await
+        .unwrap();
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    let mut panicked = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.state == State::Panicked {
+            panicked.push(e.attempt);
+        }
+    }
+    assert_eq!(panicked, [1, 2]);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+/// The containers and their new companions can be shared across threads.
+#[test]
+fn service_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Group>();
+    send_sync::<taskgroup::service::Sequence>();
+    send_sync::<taskgroup::service::StatusWatch>();
+    send_sync::<taskgroup::service::TasksService>();
+    send_sync::<taskgroup::service::UncleanShutdown>();
+    send_sync::<ServiceError>();
+    send_sync::<Restarter<Group>>();
+}
