@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::Group;
 use super::runner::{
-    check_duration, deadline_after, AbortOnDrop, End, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    check_duration, deadline_after, when_ready, AbortOnDrop, End, Place, Spawned,
+    DEFAULT_STOP_TIMEOUT,
 };
-use super::service::{Ready, Service, WhenReady};
+use super::service::{Ready, Service};
 use super::status::{Reporter, State, StatusHub};
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
@@ -397,13 +398,6 @@ impl<S: Service> Service for Restarter<S> {
     }
 }
 
-async fn when_ready(w: &mut Option<WhenReady>) -> bool {
-    match w {
-        Some(w) => w.await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The restart times inside the intensity window, at most `max_restarts` of them: memory
 /// bounded by the restart count whatever the window (`Duration::MAX` included).
 #[derive(Debug)]
@@ -709,6 +703,11 @@ impl Supervisor {
             }
         }
         let mut builder = Group::builder(self.name).stop_timeout(self.stop_timeout);
+        // The group holds the hub too, so that containers nested in the services report to
+        // it; the restarters report their own members and the group does not repeat them.
+        if let Some(hub) = &self.status {
+            builder = builder.status(hub.clone());
+        }
         for service in self.services {
             let mut r = Restarter::new(service)
                 .policy(self.policy)

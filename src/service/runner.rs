@@ -832,6 +832,14 @@ impl Run {
     }
 }
 
+/// Resolves with the readiness once, then never again (for a `select!` loop).
+pub(crate) async fn when_ready(w: &mut Option<WhenReady>) -> bool {
+    match w {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
