@@ -1,13 +1,15 @@
-//! A "monolith": three services in one group. The queue consumer fails; the group cancels
+//! A "monolith": four services in one group. The queue consumer fails; the group cancels
 //! the others; the cache's teardown fails too; every error is printed with its service's
-//! name.
+//! name. Background jobs spawned with `WaitGroup::go` are a member too (`TasksService`):
+//! the group's stop is their shutdown.
 //!
 //! Run with `cargo run --example monolith`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskgroup::service::{run_teardown, service_fn, BoxError, Group, Ready};
+use taskgroup::service::{run_teardown, service_fn, BoxError, Group, Ready, TasksService};
+use taskgroup::WaitGroup;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -59,8 +61,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     );
 
+    // Background jobs: plain `go()` tasks, stopped by the group like any member.
+    let jobs = WaitGroup::builder().name("jobs").build();
+    for i in 0..2 {
+        jobs.task()
+            .name(format!("job-{i}"))
+            .go(move |ctx| async move {
+                ctx.cancelled().await;
+                println!("jobs: job-{i} stopped");
+                Ok::<_, BoxError>(())
+            });
+    }
+
     let mut app = Group::builder("monolith")
         .service(http)
+        .service(TasksService::new("jobs", jobs).grace(Duration::from_secs(1)))
         .service(queue)
         .service(cache)
         .stop_timeout(Duration::from_secs(2))

@@ -114,6 +114,7 @@ mod report;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
 #[allow(unsafe_code)]
 mod shared;
+mod signals;
 mod state;
 mod sync;
 mod task;

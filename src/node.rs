@@ -534,12 +534,13 @@ impl Node {
         let error = Arc::new(error);
         this.failures.lock().push(&error, this.config.max_errors);
         this.has_errors.store(true, Ordering::Release);
-        if critical.unwrap_or(this.config.cancel_on_error) {
-            let first = this.cause.set(Arc::clone(&error)).is_ok();
+        // Only the first such failure cancels (and is the cause), as in
+        // errgroup; the group is cancelled from then on.
+        if critical.unwrap_or(this.config.cancel_on_error)
+            && this.cause.set(Arc::clone(&error)).is_ok()
+        {
             cancel_tree(this);
-            if first {
-                crate::trace::cancelled(&this.label, Some(&error));
-            }
+            crate::trace::cancelled(&this.label, Some(&error));
         }
         // Last: logging formats the task's error, and a `Display` that panics
         // must not keep the failure from being kept or acted on.

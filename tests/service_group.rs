@@ -176,12 +176,25 @@ async fn stop_timeout_aborts_and_names_the_stragglers() {
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
     assert_eq!(cancelled_at.elapsed(), Duration::from_secs(2));
-    assert!(matches!(
-        err.failures(),
-        [ServiceError::StopTimeout { name, timeout }]
-            if name == "stubborn" && *timeout == Duration::from_secs(2)
-    ));
-    assert_eq!(err.to_string(), "stubborn: did not stop within 2s, aborted");
+    // Since issue 13 a stop timeout names the hung service by its path, with where it was
+    // added (the `.service(stubborn)` line above) and how long it ran.
+    assert!(
+        matches!(
+            err.failures(),
+            [ServiceError::StopTimeout { name, timeout, site, age }]
+                if name == "app/stubborn" && *timeout == Duration::from_secs(2)
+                    && site.file().ends_with("service_group.rs") && site.line() == 168
+                    && *age == Duration::from_secs(3)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "app/stubborn: did not stop within 2s, aborted (added at {}:168:10, ran 3s)",
+            file!()
+        )
+    );
     assert_eq!(dropped.recv().await, Some("stubborn dropped"));
     assert_eq!(entries(&log), ["start api", "stop api"]);
 }

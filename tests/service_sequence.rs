@@ -173,7 +173,14 @@ async fn each_service_has_its_own_stop_timeout() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
-    assert_eq!(err.to_string(), "B: did not stop within 3s, aborted");
+    // Since issue 13: named by its path, with where it was added and how long it ran.
+    let [ServiceError::StopTimeout { name, timeout, .. }] = err.failures() else {
+        panic!("{err:?}");
+    };
+    assert_eq!((name.as_str(), *timeout), ("app/B", Duration::from_secs(3)));
+    assert!(err
+        .to_string()
+        .starts_with("app/B: did not stop within 3s, aborted (added at "));
     assert_eq!(
         entries(&log)[4..],
         [
@@ -212,7 +219,11 @@ async fn per_service_timeouts_replace_the_sequence_ones() {
     assert_eq!(t0.elapsed(), Duration::from_millis(40_010));
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
-    assert_eq!(err.to_string(), "cache: did not stop within 2s, aborted");
+    assert!(
+        err.to_string()
+            .starts_with("app/cache: did not stop within 2s, aborted (added at "),
+        "{err}"
+    );
     assert_eq!(t0.elapsed(), Duration::from_millis(40_010 + 2_000 + 100));
 }
 

@@ -26,8 +26,12 @@ fn is_child(test: &str) -> bool {
 }
 
 fn send_sigterm_to_self() {
+    send_to_self("-TERM");
+}
+
+fn send_to_self(signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &std::process::id().to_string()])
+        .args([signal, &std::process::id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -90,7 +94,7 @@ fn second_sigterm_forces_the_stop() {
         &out,
         &[
             "CHILD first signal: stopping",
-            "CHILD forced: app: forced stop on a second SIGTERM signal",
+            "CHILD forced: app: forced stop: SIGTERM then SIGTERM",
             "CHILD stuck service dropped",
         ],
     );
@@ -150,6 +154,66 @@ fn child_forced() {
                 ..
             }
         ));
+        println!("CHILD forced: {err}");
+        tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+            .await
+            .expect("aborted in time");
+        println!("CHILD stuck service dropped");
+    });
+}
+
+/// A SIGINT and a SIGTERM that both arrive before the runtime polls (its only thread busy)
+/// are two signals: the stop is forced, and the error names both. Before issue 13 the error
+/// said "forced stop on a second SIGTERM signal" (or SIGINT, whichever stream the `select!`
+/// polled last): the SIGINT was lost from the report. (Within one wake-up the true order is
+/// not known to tokio's streams; they are listed SIGINT first, which is the order sent here.
+/// Two SIGTERMs before one poll are still one notification: not fixed, see `src/signals.rs`.)
+#[test]
+fn sigint_then_sigterm_before_a_poll_force_the_stop() {
+    let out = run_child("child_busy");
+    check(
+        &out,
+        &[
+            "CHILD forced: app: forced stop: SIGINT then SIGTERM",
+            "CHILD stuck service dropped",
+        ],
+    );
+}
+
+#[test]
+fn child_busy() {
+    if !is_child("child_busy") {
+        return;
+    }
+    runtime().block_on(async {
+        let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+        let stuck = service_fn("stuck", move |_ctx, ready: Ready| {
+            let guard = OnDrop(dropped_tx.clone());
+            async move {
+                let _guard = guard;
+                ready.ready();
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        let group = Group::builder("app")
+            .service(stuck)
+            .stop_timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let mut app = SignalService::new(group);
+        let (ready, when_ready) = Ready::channel();
+        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
+        assert!(when_ready.await);
+        // Both sent from the runtime's only thread, without yielding: both are delivered
+        // before the signal streams are polled again.
+        send_to_self("-INT");
+        send_to_self("-TERM");
+        let res = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("forced stop in time")
+            .unwrap();
+        let err = res.unwrap_err().downcast::<ServiceError>().unwrap();
         println!("CHILD forced: {err}");
         tokio::time::timeout(Duration::from_secs(10), dropped.recv())
             .await

@@ -32,6 +32,15 @@ pub use crate::BoxError;
 #[non_exhaustive]
 pub enum ServiceError {
     /// The service returned an error.
+    ///
+    /// `source` is the service's own error, by value, so it can be downcast
+    /// ([`source_as`](ServiceError::source_as)). It is deliberately *not* the core's shared
+    /// [`TaskError`](crate::TaskError): the core lends a task's error only as `&dyn Error`,
+    /// so holding its record would take the owned, downcastable error away from every
+    /// caller, and a service error needs no second copy of the task's id and group (its
+    /// `name` and the container's path say where it came from). Panics, which carry no
+    /// value, come from the core's records. Nothing here formats the error: a `Display` that
+    /// panics only matters to whoever prints it.
     #[error("{name}: {source}")]
     Failed {
         /// The service's name.
@@ -62,13 +71,27 @@ pub enum ServiceError {
         timeout: Duration,
     },
     /// The service did not stop within its stop timeout after cancellation; its task was
-    /// aborted.
-    #[error("{name}: did not stop within {timeout:?}, aborted")]
+    /// aborted. One per hung *leaf*: a service nested in containers is named by its path
+    /// (`"top/nested/db"`), however deep, with where it was added and how long it ran.
+    #[error("{name}: did not stop within {timeout:?}, aborted (added at {site}, ran {age:?})")]
     StopTimeout {
-        /// The service's name.
+        /// The service's path: the names of the containers around it and its own, joined
+        /// by `/`.
         name: String,
-        /// The stop timeout that elapsed.
+        /// The stop timeout that elapsed (the tightest of the containers around it).
         timeout: Duration,
+        /// Where the service was added to its container (or, for a task the service layer
+        /// did not add, where the core spawned it).
+        site: &'static std::panic::Location<'static>,
+        /// How long its run had been going when it was aborted.
+        age: Duration,
+    },
+    /// `serve` (or `run`) was called on a container that is already running; nothing was
+    /// started a second time.
+    #[error("{name}: already running")]
+    AlreadyRunning {
+        /// The container's name.
+        name: String,
     },
     /// A [`Sequence`](super::Sequence) could not start this service; the services started
     /// before it were stopped in reverse order.
@@ -93,12 +116,17 @@ pub enum ServiceError {
     },
     /// A second shutdown signal arrived while the service was still stopping, and it was
     /// abandoned (its future dropped, which aborts every task a group or sequence spawned).
-    #[error("{name}: forced stop on a second {signal} signal")]
+    ///
+    /// `Display` lists the signals in the order they arrived:
+    /// `"app: forced stop: SIGINT then SIGTERM"`.
+    #[error("{name}: forced stop: {}", DisplaySignals(.signals))]
     Forced {
         /// The service's name.
         name: String,
-        /// The second signal.
+        /// The signal that forced the stop (the second one).
         signal: super::Signal,
+        /// Every signal received, in the order they arrived (the first stopped gracefully).
+        signals: Vec<super::Signal>,
     },
     /// Every failure of a group or sequence, in the order they happened (the first failure,
     /// which started the shutdown, comes first).
@@ -130,7 +158,8 @@ impl ServiceError {
             | Self::StopTimeout { name, .. }
             | Self::Starting { name, .. }
             | Self::GaveUp { name, .. }
-            | Self::Forced { name, .. } => Some(name),
+            | Self::Forced { name, .. }
+            | Self::AlreadyRunning { name } => Some(name),
             Self::Failures { .. } => None,
         }
     }
@@ -172,6 +201,55 @@ impl ServiceError {
         }
     }
 
+    /// The source of a [`Failed`](ServiceError::Failed) error as an `E`, if it is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::{ServiceError, TeardownError};
+    ///
+    /// let err = ServiceError::Failed { name: "db".into(), source: "gone".into() };
+    /// assert!(err.source_as::<TeardownError>().is_none());
+    /// ```
+    pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Self::Failed { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Every [`StopTimeout`](ServiceError::StopTimeout) in this error, at any depth: in
+    /// lists, and in the errors of nested containers (a member's `Failed` source that is a
+    /// `ServiceError`). Walked with an explicit stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::ServiceError;
+    ///
+    /// let err = ServiceError::ExitedEarly { name: "http".into() };
+    /// assert!(err.stop_timeouts().is_empty());
+    /// ```
+    pub fn stop_timeouts(&self) -> Vec<&ServiceError> {
+        let mut found = Vec::new();
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            match e {
+                Self::StopTimeout { .. } => found.push(e),
+                Self::Failures { errors } => stack.extend(errors.iter().rev()),
+                Self::Failed { source, .. } => {
+                    if let Some(inner) = source.downcast_ref::<ServiceError>() {
+                        stack.push(inner);
+                    }
+                }
+                Self::Starting { source, .. } => stack.push(source),
+                Self::GaveUp { last, .. } => stack.push(last),
+                _ => {}
+            }
+        }
+        found
+    }
+
     /// The error's text without the leading `"name: "`.
     pub(crate) fn reason(&self) -> String {
         let full = self.to_string();
@@ -200,6 +278,20 @@ impl ServiceError {
                 source,
             },
         }
+    }
+}
+
+struct DisplaySignals<'a>(&'a [super::Signal]);
+
+impl fmt::Display for DisplaySignals<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" then ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +324,8 @@ impl fmt::Display for DisplayList<'_> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A supervisor was built without any service.
+    /// A supervisor was built without any service. No longer returned: an empty
+    /// supervisor, like an empty group, is valid and returns at once.
     #[error("{group}: no services")]
     NoServices {
         /// The supervisor's name.

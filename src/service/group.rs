@@ -1,119 +1,42 @@
 //! [`Group`]: services that start together and stop together.
 
-use std::collections::HashSet;
-use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
-use super::service::{Outcome, Ready, Service, Tasks, WhenReady};
-use super::status::{Reporter, State, StatusHub};
-
-/// The stop timeout of a group or sequence unless set otherwise.
-pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A service held by a group or sequence, with whether it is long-running.
-pub(crate) struct Member {
-    pub(crate) service: Box<dyn Service>,
-    pub(crate) long_running: bool,
-}
-
-impl fmt::Debug for Member {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Member")
-            .field("name", &self.service.name())
-            .field("long_running", &self.long_running)
-            .finish()
-    }
-}
-
-/// Checks that no two members share a name.
-pub(crate) fn check_names(group: &str, members: &[Member]) -> Result<(), ConfigError> {
-    let mut seen = HashSet::new();
-    for m in members {
-        if !seen.insert(m.service.name()) {
-            return Err(ConfigError::DuplicateName {
-                group: group.to_owned(),
-                name: m.service.name().to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
-    if let Some(hub) = hub {
-        for m in members {
-            hub.report(m.service.name(), State::Idle, 0, None, None);
-        }
-    }
-}
-
-pub(crate) fn check_duration(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError::ZeroDuration { setting })
-    } else {
-        Ok(())
-    }
-}
-
-/// One prepared run of a member: its future is created, not started.
-pub(crate) struct Prepared {
-    pub(crate) name: String,
-    pub(crate) long_running: bool,
-    pub(crate) fut: Option<BoxFuture<'static, Result<(), BoxError>>>,
-    pub(crate) when_ready: Option<WhenReady>,
-}
-
-/// What a member's end means, while the group or sequence is not stopping.
-///
-/// Returns the failure to report, if the end is one.
-pub(crate) fn judge(name: &str, long_running: bool, outcome: Outcome) -> Option<ServiceError> {
-    match outcome {
-        Outcome::Done if long_running => Some(ServiceError::ExitedEarly {
-            name: name.to_owned(),
-        }),
-        Outcome::Done => None,
-        Outcome::Error(e) => Some(ServiceError::attribute(name, e)),
-        Outcome::Panic(message) => Some(ServiceError::Panicked {
-            name: name.to_owned(),
-            message,
-        }),
-    }
-}
-
-/// What a member's end means once it was asked to stop: `Ok` is the normal stop, errors and
-/// panics are still reported.
-pub(crate) fn judge_stopping(name: &str, outcome: Outcome) -> Option<ServiceError> {
-    judge(name, false, outcome)
-}
-
-pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ServiceError::Failures { errors })
-    }
-}
+use super::runner::{
+    check_duration, check_names, into_result, report_idle, Event, Kind, Member, Place, Run,
+    RunningGuard, DEFAULT_STOP_TIMEOUT,
+};
+use super::service::{Ready, Service};
+use super::status::StatusHub;
 
 /// Services that start together and stop together: an "errgroup" of services.
 ///
 /// Running a group ([`serve`](Group::serve), or [`Service::run`] as a member of another group
 /// or sequence):
-/// - starts every service at once, each on its own tokio task, with a child token of the
-///   group's context;
+/// - starts every service at once, each as a `go()` task of the core in a child
+///   [`WaitGroup`](crate::WaitGroup) of the group's (see the module docs of the runner for
+///   why a group per member), with that group's token as its context; `Service::run` itself
+///   is called inside the task, so a panic there is a member panic like any other;
 /// - reports ready once every member has reported ready (a one-shot member that finishes
 ///   with `Ok` counts as ready);
 /// - on the **first failure** (an error, a caught panic, or a long-running member returning
 ///   `Ok(())` before it was stopped) cancels every member; cancelling the group's context
 ///   does the same without a failure;
 /// - then waits for every member to stop, under one deadline (the *stop timeout*, counted from
-///   the cancellation); members still running at the deadline are aborted and reported as
-///   [`StopTimeout`](ServiceError::StopTimeout);
+///   the cancellation, and never later than the deadline of a container around this one);
+///   at the deadline every hung *leaf* below the members still running, at any depth, is
+///   reported as a [`StopTimeout`](ServiceError::StopTimeout) named by its path
+///   (`"app/backend/db"`), with where it was added and its age, and only then aborted;
+/// - a member added with [`GroupBuilder::ending`] ends the group when it returns, `Ok` or
+///   not (oklog/run's actors): the others are stopped cleanly and the result is that
+///   member's (or, if it returned `Ok`, the failures of the others while stopping);
 /// - returns `Ok(())`, or [`ServiceError::Failures`] listing every failure as `name: error`,
 ///   the first one first.
 ///
@@ -124,7 +47,16 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 ///
 /// **Empty group.** A group without services is valid: it reports ready and returns `Ok(())`
 /// at once (like an errgroup with nothing spawned), so a generated list of services that
-/// turns out empty never hangs. [`Supervisor`](super::Supervisor) rejects an empty list.
+/// turns out empty never hangs. The same rule holds for every container:
+/// [`Sequence`](super::Sequence) and [`Supervisor`](super::Supervisor) too.
+///
+/// **Running twice.** [`serve`](Group::serve) on a group that is already running returns
+/// [`ServiceError::AlreadyRunning`] and starts nothing.
+///
+/// **Errors.** A member's own error is kept by value in
+/// [`ServiceError::Failed`]`::source` (so it can be downcast), not as the core's shared
+/// [`TaskError`](crate::TaskError), which lends its error only by reference; panics are the
+/// core's records.
 ///
 /// A group is itself a [`Service`]: it nests in groups and sequences. With
 /// [`GroupBuilder::status`] it reports every member's transitions to a
@@ -155,7 +87,7 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 ///
 /// # Cancel safety
 ///
-/// Dropping a running group's future aborts every member task.
+/// Dropping a running group's future aborts every member task (at any depth).
 #[derive(Debug)]
 pub struct Group {
     name: String,
@@ -164,6 +96,8 @@ pub struct Group {
     status: Option<StatusHub>,
     /// How many times the group was started: the attempt number of its status events.
     runs: u32,
+    /// Set while a run is going, so that a second `serve` starts nothing.
+    running: Arc<AtomicBool>,
 }
 
 /// Builds a [`Group`]; see [`Group::builder`].
@@ -187,13 +121,14 @@ impl Group {
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
                 status: None,
                 runs: 0,
+                running: Arc::default(),
             },
         }
     }
 
     /// The names of the members, in the order they were added.
     pub fn names(&self) -> Vec<&str> {
-        self.members.iter().map(|m| m.service.name()).collect()
+        self.members.iter().map(|m| m.name.as_str()).collect()
     }
 
     /// Runs the group until `ctx` is cancelled or a member fails, with a typed error.
@@ -202,7 +137,8 @@ impl Group {
     ///
     /// # Errors
     ///
-    /// [`ServiceError::Failures`], one entry per failed member.
+    /// [`ServiceError::Failures`], one entry per failed member (per hung leaf for stop
+    /// timeouts); [`ServiceError::AlreadyRunning`] if the group is running already.
     ///
     /// # Cancel safety
     ///
@@ -219,65 +155,92 @@ impl Group {
         ctx: CancellationToken,
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
-        let token = ctx.child_token();
+        let Some(running) = RunningGuard::enter(&self.running) else {
+            let name = self.name.clone();
+            return Box::pin(async move { Err(ServiceError::AlreadyRunning { name }) });
+        };
         self.runs = self.runs.saturating_add(1);
-        let reporter = Reporter::new(self.status.clone(), self.runs);
-        let members: Vec<Prepared> = self
-            .members
-            .iter_mut()
-            .map(|m| {
-                let (r, when_ready) = Ready::channel();
-                Prepared {
-                    name: m.service.name().to_owned(),
-                    long_running: m.long_running,
-                    fut: Some(m.service.run(token.clone(), r)),
-                    when_ready: Some(when_ready),
-                }
-            })
-            .collect();
-        Box::pin(run_group(
-            members,
-            token,
-            ready,
-            self.stop_timeout,
-            reporter,
-        ))
+        let place = Place::here(&self.name, false);
+        let run = Run::new(
+            place,
+            self.status.as_ref(),
+            self.runs,
+            &self.members,
+            ctx,
+            true,
+            running,
+        );
+        Box::pin(run_group(run, ready, self.stop_timeout))
     }
 }
 
 impl GroupBuilder {
     /// Adds a long-running service: returning `Ok(())` before being stopped is a failure.
+    #[track_caller]
     pub fn service(mut self, service: impl Service) -> Self {
-        self.group.members.push(Member {
-            service: Box::new(service),
-            long_running: true,
-        });
+        let site = Location::caller();
+        self.group
+            .members
+            .push(Member::new(service, Kind::LongRunning, site));
         self
     }
 
     /// Adds a one-shot service (a migration, a warm-up): returning `Ok(())` at any time is
     /// fine and counts as ready; an error or panic still stops the group.
+    #[track_caller]
     pub fn oneshot(mut self, service: impl Service) -> Self {
-        self.group.members.push(Member {
-            service: Box::new(service),
-            long_running: false,
-        });
+        let site = Location::caller();
+        self.group
+            .members
+            .push(Member::new(service, Kind::OneShot, site));
+        self
+    }
+
+    /// Adds a service whose return, `Ok` or not, ends the group (oklog/run's "the first
+    /// actor to return interrupts the others"): the others are stopped cleanly, and the
+    /// group's result is this member's (if it returned `Ok`, the failures of the others
+    /// while stopping, if any). A signal watcher or a "run until this job is done" member.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::{service_fn, Group};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut group = Group::builder("app")
+    ///     .service(service_fn("api", |ctx: CancellationToken, _ready| async move {
+    ///         ctx.cancelled().await;
+    ///         Ok(())
+    ///     }))
+    ///     .ending(service_fn("job", |_ctx, _ready| async { Ok(()) }))
+    ///     .build()
+    ///     .unwrap();
+    /// group.serve(CancellationToken::new()).await.unwrap();
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn ending(mut self, service: impl Service) -> Self {
+        let site = Location::caller();
+        self.group
+            .members
+            .push(Member::new(service, Kind::Ending, site));
         self
     }
 
     /// How long the members may take to stop, counted from the cancellation, before the ones
-    /// still running are aborted.
+    /// still running are aborted. `Duration::MAX` means no limit (a container around this
+    /// one still bounds it by its own deadline).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.group.stop_timeout = timeout;
         self
     }
 
-    /// Reports the members' transitions to `hub`: [`State::Idle`] when built, then
-    /// `Starting`, `Running` (reported ready), and `Stopped`, `Failed` or `Panicked`, with
-    /// the group's run count as the attempt number.
-    ///
-    /// Give a hub to a group *or* to [`Restarter`](super::Restarter)s inside it, not both,
-    /// or a restarted member's events are reported twice.
+    /// Reports the members' transitions to `hub`: [`State::Idle`](super::State::Idle) when
+    /// built, then `Starting`, `Running` (reported ready), and `Stopped`, `Failed` or
+    /// `Panicked`, with the group's run count as the attempt number. Members of nested
+    /// containers report to it too, by their path below this group (see [`StatusHub`]).
     pub fn status(mut self, hub: StatusHub) -> Self {
         self.group.status = Some(hub);
         self
@@ -312,98 +275,45 @@ impl Service for Group {
     }
 }
 
-async fn run_group(
-    mut members: Vec<Prepared>,
-    token: CancellationToken,
-    ready: Ready,
-    stop_timeout: Duration,
-    reporter: Reporter,
-) -> Result<(), ServiceError> {
-    let n = members.len();
+async fn run_group(mut run: Run, ready: Ready, stop_timeout: Duration) -> Result<(), ServiceError> {
     let mut ready = Some(ready);
-    let mut ready_count = 0;
-    let mut is_ready = vec![false; n];
-    let mut mark_ready = |i: usize, ready: &mut Option<Ready>| {
-        if !is_ready[i] {
-            is_ready[i] = true;
-            ready_count += 1;
-            if ready_count == n {
-                if let Some(r) = ready.take() {
-                    r.ready();
-                }
+    let mut mark_ready = |run: &Run| {
+        if run.all_ready() {
+            if let Some(r) = ready.take() {
+                r.ready();
             }
         }
     };
-    if n == 0 {
-        if let Some(r) = ready.take() {
-            r.ready();
-        }
-        return Ok(());
+    mark_ready(&run);
+    for i in 0..run.len() {
+        run.start(i);
     }
-
-    let mut tasks = Tasks::new(n);
-    let mut readiness = FuturesUnordered::new();
-    for (i, m) in members.iter_mut().enumerate() {
-        if let Some(fut) = m.fut.take() {
-            reporter.report(&m.name, State::Starting);
-            tasks.spawn(i, fut);
-        }
-        if let Some(w) = m.when_ready.take() {
-            readiness.push(async move { (i, w.await) });
-        }
-    }
-
-    let mut errors = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        if tasks.running() == 0 {
-            break;
-        }
-        if deadline.is_none() && token.is_cancelled() {
-            deadline = Some(Instant::now() + stop_timeout);
-        }
-        let stop_at = deadline.unwrap_or_else(Instant::now);
-        tokio::select! {
-            (i, outcome) = tasks.next() => {
-                let m = &members[i];
-                let failure = if token.is_cancelled() {
-                    judge_stopping(&m.name, outcome)
-                } else {
-                    match outcome {
-                        Outcome::Done if !m.long_running => {
-                            mark_ready(i, &mut ready);
-                            None
-                        }
-                        outcome => judge(&m.name, m.long_running, outcome),
-                    }
-                };
-                reporter.ended(&m.name, failure.as_ref());
+    // The member whose return ends the group, with its failure.
+    let mut ended_by: Option<Option<ServiceError>> = None;
+    while run.running() > 0 && !run.is_cancelled() {
+        match run.next(None).await {
+            Event::Ended(i, failure) => {
+                if run.kind(i) == Kind::Ending {
+                    ended_by = Some(failure);
+                    break;
+                }
+                mark_ready(&run);
                 if let Some(e) = failure {
-                    errors.push(e);
-                    token.cancel();
+                    run.errors.push(e);
+                    break;
                 }
             }
-            Some((i, was_ready)) = readiness.next(), if !readiness.is_empty() => {
-                if was_ready {
-                    if tasks.is_running(i) {
-                        reporter.report(&members[i].name, State::Running);
-                    }
-                    mark_ready(i, &mut ready);
-                }
-            }
-            () = token.cancelled(), if deadline.is_none() => {}
-            () = tokio::time::sleep_until(stop_at), if deadline.is_some() => {
-                for i in tasks.running_indices() {
-                    tasks.abort(i);
-                    let e = ServiceError::StopTimeout {
-                        name: members[i].name.clone(),
-                        timeout: stop_timeout,
-                    };
-                    reporter.ended(&members[i].name, Some(&e));
-                    errors.push(e);
-                }
-            }
+            Event::Ready(_, true) => mark_ready(&run),
+            Event::Ready(_, false) | Event::Timeout => {}
+            Event::Cancelled => break,
         }
     }
-    into_result(errors)
+    if run.running() > 0 {
+        run.stop(None, stop_timeout).await;
+    }
+    let others = run.finish();
+    match ended_by {
+        Some(Some(e)) => Err(e),
+        _ => into_result(others),
+    }
 }

@@ -7,15 +7,35 @@
 //! - [`service_fn`], [`run_teardown`], [`blocking_run_teardown`]: services from closures, or
 //!   from a run + teardown pair (the run's error is never lost);
 //! - [`Group`]: start all at once; the first failure (error, panic, or early exit) stops the
-//!   rest; stop under one deadline; every error reported as `name: error`;
+//!   rest; stop under one deadline; every error reported as `name: error`; a member added
+//!   with [`GroupBuilder::ending`] ends the group when it returns (oklog/run);
 //! - [`Sequence`]: start in order, each once the previous is ready; stop in reverse;
 //! - [`Restarter`] and [`Supervisor`]: restart by [`RestartPolicy`], with [`Backoff`] and an
 //!   [`Intensity`] limit that escalates;
-//! - [`StatusHub`]: every transition as a [`StatusEvent`], plus a snapshot;
+//! - [`TasksService`]: a [`WaitGroup`](crate::WaitGroup) and its `go()` tasks as a member,
+//!   stopped by its `shutdown`, whose report is the stop result;
+//! - [`StatusHub`]: every transition as a [`StatusEvent`], plus a snapshot
+//!   ([`StatusWatch`]); one hub on the outermost container sees every member at any depth;
 //! - [`SignalService`], [`shutdown_signal`]: SIGINT/SIGTERM, graceful then forced.
 //!
 //! Groups, sequences, restarters and the signal wrapper are services themselves, so they
-//! nest. Errors are [`ServiceError`] (what went wrong at run time) and [`ConfigError`]
+//! nest.
+//!
+//! # On the core
+//!
+//! Every member run is a `go()` task of the core, in a child
+//! [`WaitGroup`](crate::WaitGroup) per member run below the outermost container's group, so
+//! the core's guarantees hold here too: a panic anywhere in a member (its `run`, its future,
+//! the future's `Drop`, a panic payload's `Drop`) is recorded and becomes a reported member
+//! failure, never a hang or a crash of the container; the container's stop report is the
+//! core's pending report of the whole tree, naming every hung leaf by its path
+//! (`app/backend/db`), where it was added and its age. A nested container's stop deadline is
+//! never later than its parent's, and the parent lets it report before aborting it.
+//!
+//! `Duration::MAX` is accepted wherever a duration is (stop and start timeouts, backoff,
+//! intensity window) and means "no limit". Every container without members is valid: it
+//! reports ready and returns `Ok` at once. `serve` on a running container returns
+//! [`ServiceError::AlreadyRunning`]. Errors are [`ServiceError`] (what went wrong at run time) and [`ConfigError`]
 //! (invalid settings, reported when building).
 //!
 //! # Examples
@@ -56,11 +76,13 @@
 mod error;
 mod group;
 mod restart;
+mod runner;
 mod sequence;
 #[allow(clippy::module_inception)]
 mod service;
 mod signal;
 mod status;
+mod tasks;
 
 pub use error::{BoxError, Cancelled, ConfigError, ServiceError, TeardownError};
 pub use group::{Group, GroupBuilder};
@@ -71,7 +93,8 @@ pub use service::{
     WhenReady,
 };
 pub use signal::{shutdown_signal, Signal, SignalService};
-pub use status::{State, StatusEvent, StatusHub};
+pub use status::{State, StatusEvent, StatusHub, StatusWatch};
+pub use tasks::{TasksService, UncleanShutdown};
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;

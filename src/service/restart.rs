@@ -5,6 +5,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
-use super::group::{check_duration, Group, DEFAULT_STOP_TIMEOUT};
-use super::service::{run_caught, Outcome, Ready, Service, WhenReady};
-use super::status::{State, StatusHub};
+use super::group::Group;
+use super::runner::{
+    check_duration, deadline_after, when_ready, AbortOnDrop, End, Place, Spawned,
+    DEFAULT_STOP_TIMEOUT,
+};
+use super::service::{Ready, Service};
+use super::status::{Reporter, State, StatusHub};
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -128,17 +133,19 @@ impl Backoff {
         if !secs.is_finite() || secs >= self.max.as_secs_f64() {
             self.max
         } else {
-            Duration::from_secs_f64(secs).clamp(self.min, self.max)
+            Duration::try_from_secs_f64(secs).map_or(self.max, |d| d.clamp(self.min, self.max))
         }
     }
 
-    /// The delay before the `n`-th restart, with jitter drawn from `rng`.
     fn delay(&self, n: u32, rng: &mut XorShift) -> Duration {
         let base = self.base_delay(n);
         if self.jitter == 0.0 {
             return base;
         }
-        base.mul_f64(1.0 - self.jitter * rng.next_f64())
+        // `mul_f64` panics past `Duration::MAX` (which `Duration::MAX * 1.0` reaches through
+        // rounding): the checked conversion saturates at `base` instead.
+        let secs = base.as_secs_f64() * (1.0 - self.jitter * rng.next_f64());
+        Duration::try_from_secs_f64(secs).map_or(base, |d| d.min(base))
     }
 
     fn rng(&self) -> XorShift {
@@ -192,7 +199,9 @@ impl XorShift {
 ///
 /// # Errors
 ///
-/// [`new`](Intensity::new) rejects a zero window.
+/// [`new`](Intensity::new) rejects a zero window. `Duration::MAX` is a window without end
+/// (at most `max_restarts` restarts ever); a restarter keeps at most `max_restarts`
+/// restart times whatever the window, so its memory is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intensity {
     max_restarts: usize,
@@ -242,22 +251,6 @@ struct Settings {
     backoff: Backoff,
     intensity: Intensity,
     status: Option<StatusHub>,
-}
-
-impl Settings {
-    fn report(&self, state: State, attempt: u32, delay: Option<Duration>) {
-        if let Some(hub) = &self.status {
-            hub.report(&self.name, state, attempt, None, delay);
-        }
-    }
-
-    /// Reports a failure; its text is made only if a hub listens (a service's
-    /// error `Display` is not called otherwise).
-    fn report_failure(&self, state: State, attempt: u32, error: impl FnOnce() -> String) {
-        if let Some(hub) = &self.status {
-            hub.report(&self.name, state, attempt, Some(error()), None);
-        }
-    }
 }
 
 /// Runs a service again when it ends, as its [`RestartPolicy`] says, after an exponential
@@ -319,8 +312,9 @@ impl Settings {
 ///
 /// Dropping the run future drops the current attempt.
 pub struct Restarter<S> {
-    inner: Arc<Mutex<S>>,
+    inner: Arc<Mutex<Box<dyn Service>>>,
     settings: Settings,
+    _service: PhantomData<fn() -> S>,
 }
 
 impl<S> fmt::Debug for Restarter<S> {
@@ -346,7 +340,8 @@ impl<S: Service> Restarter<S> {
                 intensity: Intensity::default(),
                 status: None,
             },
-            inner: Arc::new(Mutex::new(service)),
+            inner: Arc::new(Mutex::new(Box::new(service))),
+            _service: PhantomData,
         }
     }
 
@@ -392,55 +387,113 @@ impl<S: Service> Service for Restarter<S> {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let inner = self.inner.clone();
         let settings = self.settings.clone();
+        // Where the restarter runs: inside a container's member run (whose report of this
+        // member it takes over), or on its own.
+        let place = Place::here(&settings.name, true);
         Box::pin(async move {
-            supervise(inner, settings, ctx, ready)
+            supervise(inner, settings, place, ctx, ready)
                 .await
                 .map_err(BoxError::from)
         })
     }
 }
 
-async fn when_ready(w: &mut Option<WhenReady>) -> bool {
-    match w {
-        Some(w) => w.await,
-        None => std::future::pending().await,
+/// The restart times inside the intensity window, at most `max_restarts` of them: memory
+/// bounded by the restart count whatever the window (`Duration::MAX` included).
+#[derive(Debug)]
+struct Window {
+    times: VecDeque<Instant>,
+    intensity: Intensity,
+}
+
+impl Window {
+    /// Forgets the restarts that left the window as of `now`; how many remain.
+    fn count(&mut self, now: Instant) -> usize {
+        let window = self.intensity.window;
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.times.pop_front();
+        }
+        self.times.len()
+    }
+
+    fn push(&mut self, now: Instant) {
+        self.times.push_back(now);
+        while self.times.len() > self.intensity.max_restarts {
+            self.times.pop_front();
+        }
     }
 }
 
-async fn supervise<S: Service>(
-    inner: Arc<Mutex<S>>,
+async fn supervise(
+    inner: Arc<Mutex<Box<dyn Service>>>,
     s: Settings,
+    place: Place,
     ctx: CancellationToken,
     ready: Ready,
 ) -> Result<(), ServiceError> {
+    let reporter =
+        Reporter::for_member(s.status.as_ref(), place.hub.as_ref(), &place.path, &s.name);
+    // Attempts are tasks named for the service in a child group named for the container
+    // around it, so their paths are the restarter's own.
+    let container: Arc<str> = place
+        .path
+        .strip_suffix(s.name.as_str())
+        .map(|p| p.strip_suffix('/').unwrap_or(p))
+        .unwrap_or("")
+        .into();
+    let deadline = place.parent_deadline.clone().unwrap_or_default();
+    let mut guard = AbortOnDrop::new(place.wg.clone());
     let mut rng = s.backoff.rng();
     let mut outer_ready = Some(ready);
-    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut window = Window {
+        times: VecDeque::new(),
+        intensity: s.intensity,
+    };
     let mut attempt: u32 = 1;
-    loop {
-        s.report(State::Starting, attempt, None);
+    let result = loop {
+        let rep = reporter.with_attempt(attempt);
         let (r, w) = Ready::channel();
-        // The lock is released at the end of this statement: `run` only builds the future.
-        let fut = inner.lock().run(ctx.clone(), r);
+        let spawned = Spawned::spawn(
+            &place.wg,
+            &container,
+            &s.name,
+            inner.clone(),
+            r,
+            ctx.child_token(),
+            rep.inherit(&s.name),
+            deadline.clone(),
+            place.sites.clone(),
+            {
+                let rep = rep.clone();
+                let name = s.name.clone();
+                move || rep.report(&name, State::Starting)
+            },
+        );
         let mut when = Some(w);
-        let mut run = std::pin::pin!(run_caught(fut));
         let mut on_ready = |was_ready: bool| {
             if was_ready {
-                s.report(State::Running, attempt, None);
+                rep.report(&s.name, State::Running);
                 if let Some(r) = outer_ready.take() {
                     r.ready();
                 }
             }
         };
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut run => break outcome,
-                was_ready = when_ready(&mut when) => {
-                    when = None;
-                    on_ready(was_ready);
+        {
+            let mut done = std::pin::pin!(spawned.done());
+            loop {
+                tokio::select! {
+                    () = &mut done => break,
+                    was_ready = when_ready(&mut when) => {
+                        when = None;
+                        on_ready(was_ready);
+                    }
                 }
             }
-        };
+        }
         // A run that reported ready and ended in the same poll: report the readiness first,
         // so the events keep their order.
         if let Some(was_ready) = when.take().and_then(FutureExt::now_or_never) {
@@ -448,70 +501,69 @@ async fn supervise<S: Service>(
         }
 
         let stopping = ctx.is_cancelled();
-        let last = match outcome {
-            Outcome::Done => {
-                s.report(State::Stopped, attempt, None);
+        let last = match spawned.end() {
+            End::Done => {
+                rep.report(&s.name, State::Stopped);
                 if stopping || s.policy != RestartPolicy::Permanent {
-                    return Ok(());
+                    break Ok(());
                 }
                 ServiceError::ExitedEarly {
                     name: s.name.clone(),
                 }
             }
-            Outcome::Error(e) => {
-                s.report_failure(State::Failed, attempt, || e.to_string());
+            End::Error(e) => {
+                // Formatted only for a hub, inside `catch_unwind`: a `Display` may panic.
+                rep.report_failure(&s.name, State::Failed, || e.to_string());
                 let err = ServiceError::attribute(&s.name, e);
                 if stopping || s.policy == RestartPolicy::Temporary {
-                    return Err(err);
+                    break Err(err);
                 }
                 err
             }
-            Outcome::Panic(message) => {
-                s.report_failure(State::Panicked, attempt, || message.clone());
+            End::Panic(message) => {
+                rep.report_failure(&s.name, State::Panicked, || message.clone());
                 let err = ServiceError::Panicked {
                     name: s.name.clone(),
                     message,
                 };
                 if stopping || s.policy == RestartPolicy::Temporary {
-                    return Err(err);
+                    break Err(err);
                 }
                 err
             }
         };
 
         let now = Instant::now();
-        let window = s.intensity.window;
-        while restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            restarts.pop_front();
-        }
-        if restarts.len() >= s.intensity.max_restarts {
+        let restarts = window.count(now);
+        if restarts >= s.intensity.max_restarts {
             let err = ServiceError::GaveUp {
                 name: s.name.clone(),
-                restarts: restarts.len(),
-                window,
+                restarts,
+                window: s.intensity.window,
                 last: Box::new(last),
             };
-            s.report_failure(State::Failed, attempt, || err.reason());
-            crate::trace::gave_up(&s.name, restarts.len(), window);
-            return Err(err);
+            rep.report_failure(&s.name, State::Failed, || err.reason());
+            crate::trace::gave_up(&s.name, restarts, s.intensity.window);
+            break Err(err);
         }
-        let n = u32::try_from(restarts.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(restarts).unwrap_or(u32::MAX);
         let delay = s.backoff.delay(n, &mut rng);
-        restarts.push_back(now);
+        window.push(now);
         attempt = attempt.saturating_add(1);
-        s.report(State::Restarting, attempt, Some(delay));
+        reporter
+            .with_attempt(attempt)
+            .report_delay(&s.name, State::Restarting, delay);
         crate::trace::restart_scheduled(&s.name, attempt, delay);
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep_until(deadline_after(delay)) => {}
             () = ctx.cancelled() => {
-                s.report(State::Stopped, attempt - 1, None);
-                return Ok(());
+                reporter.with_attempt(attempt - 1).report(&s.name, State::Stopped);
+                break Ok(());
             }
         }
-    }
+    };
+    guard.disarm();
+    result
 }
 
 /// Builds a supervisor: a [`Group`] whose services are each wrapped in a [`Restarter`] with
@@ -552,8 +604,9 @@ async fn supervise<S: Service>(
 ///
 /// # Errors
 ///
-/// [`build`](Supervisor::build) returns [`ConfigError::NoServices`] without services, and
-/// the errors of [`GroupBuilder::build`](super::GroupBuilder::build).
+/// [`build`](Supervisor::build) returns the errors of
+/// [`GroupBuilder::build`](super::GroupBuilder::build). A supervisor without services is
+/// valid, like an empty group: it reports ready and returns at once.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Supervisor {
     name: String,
@@ -639,9 +692,6 @@ impl Supervisor {
     /// [`ConfigError::NoServices`], [`ConfigError::DuplicateName`],
     /// [`ConfigError::ZeroDuration`].
     pub fn build(self) -> Result<Group, ConfigError> {
-        if self.services.is_empty() {
-            return Err(ConfigError::NoServices { group: self.name });
-        }
         // Check names before reporting anything to the hub.
         let mut seen = std::collections::HashSet::new();
         for s in &self.services {
@@ -653,6 +703,11 @@ impl Supervisor {
             }
         }
         let mut builder = Group::builder(self.name).stop_timeout(self.stop_timeout);
+        // The group holds the hub too, so that containers nested in the services report to
+        // it; the restarters report their own members and the group does not repeat them.
+        if let Some(hub) = &self.status {
+            builder = builder.status(hub.clone());
+        }
         for service in self.services {
             let mut r = Restarter::new(service)
                 .policy(self.policy)
@@ -668,5 +723,27 @@ impl Supervisor {
             };
         }
         builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An intensity window of `Duration::MAX` keeps at most `max_restarts` restart times,
+    /// however many restarts happen (before issue 13 it kept one per restart, forever).
+    #[test]
+    fn window_memory_is_bounded_by_the_restart_count() {
+        let mut window = Window {
+            times: VecDeque::new(),
+            intensity: Intensity::new(3, Duration::MAX).unwrap(),
+        };
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_secs(i);
+            assert!(window.count(now) <= 3);
+            window.push(now);
+            assert!(window.times.len() <= 3);
+        }
     }
 }

@@ -1,20 +1,21 @@
 //! [`Sequence`]: services started in order, each once the previous is ready, and stopped in
 //! reverse.
 
-use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
-use super::group::{
-    check_duration, check_names, into_result, judge, judge_stopping, report_idle, Member, Prepared,
-    DEFAULT_STOP_TIMEOUT,
+use super::runner::{
+    check_duration, check_names, deadline_after, into_result, report_idle, Event, Kind, Member,
+    Place, Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
-use super::service::{Outcome, Ready, Service, Tasks, WhenReady};
-use super::status::{Reporter, State, StatusHub};
+use super::service::{Ready, Service};
+use super::status::StatusHub;
 
 /// The start timeout of a sequence unless set otherwise.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,13 +36,19 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 ///   [`Group`](super::Group));
 /// - **stop**: cancels the services one at a time, last started first, each with its own
 ///   token, and waits for each under its own *stop timeout* before the next; one that does
-///   not stop in time is aborted and reported as [`StopTimeout`](ServiceError::StopTimeout).
+///   not stop in time (or by the deadline of a container around the sequence, whichever
+///   comes first) has every hung leaf below it reported as a
+///   [`StopTimeout`](ServiceError::StopTimeout) with its path, then is aborted.
+///
+/// Each member run is a `go()` task of the core, as in a [`Group`](super::Group), sharing the
+/// same runner: the same judging of ends, readiness and stop reports.
 ///
 /// Services do not share the sequence's token: each gets an independent one, so cancelling
 /// the sequence's context stops them in reverse order rather than all at once.
 ///
 /// The result is `Ok(())` or [`ServiceError::Failures`] listing every failure. An empty
-/// sequence reports ready and returns at once.
+/// sequence reports ready and returns at once. `serve` while running returns
+/// [`ServiceError::AlreadyRunning`]. `Duration::MAX` as a timeout means no limit.
 ///
 /// # Examples
 ///
@@ -79,29 +86,17 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// # Cancel safety
 ///
 /// Dropping a running sequence's future aborts every service task.
+#[derive(Debug)]
 pub struct Sequence {
     name: String,
     members: Vec<Member>,
-    /// Per-service (start, stop) timeouts, parallel to `members`; `None`: the sequence's.
-    overrides: Vec<(Option<Duration>, Option<Duration>)>,
     start_timeout: Duration,
     stop_timeout: Duration,
     status: Option<StatusHub>,
     /// How many times the sequence was started: the attempt number of its status events.
     runs: u32,
-}
-
-impl fmt::Debug for Sequence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sequence")
-            .field("name", &self.name)
-            .field("members", &self.members)
-            .field("start_timeout", &self.start_timeout)
-            .field("stop_timeout", &self.stop_timeout)
-            .field("status", &self.status)
-            .field("runs", &self.runs)
-            .finish()
-    }
+    /// Set while a run is going, so that a second `serve` starts nothing.
+    running: Arc<AtomicBool>,
 }
 
 /// Builds a [`Sequence`]; see [`Sequence::builder`].
@@ -123,18 +118,18 @@ impl Sequence {
             seq: Sequence {
                 name: name.into(),
                 members: Vec::new(),
-                overrides: Vec::new(),
                 start_timeout: DEFAULT_START_TIMEOUT,
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
                 status: None,
                 runs: 0,
+                running: Arc::default(),
             },
         }
     }
 
     /// The names of the services, in start order.
     pub fn names(&self) -> Vec<&str> {
-        self.members.iter().map(|m| m.service.name()).collect()
+        self.members.iter().map(|m| m.name.as_str()).collect()
     }
 
     /// Runs the sequence until `ctx` is cancelled or a service fails, with a typed error.
@@ -142,7 +137,8 @@ impl Sequence {
     /// # Errors
     ///
     /// [`ServiceError::Failures`]; a failed start is a
-    /// [`Starting`](ServiceError::Starting) entry.
+    /// [`Starting`](ServiceError::Starting) entry. [`ServiceError::AlreadyRunning`] if the
+    /// sequence is running already.
     ///
     /// # Cancel safety
     ///
@@ -159,89 +155,84 @@ impl Sequence {
         ctx: CancellationToken,
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        let Some(running) = RunningGuard::enter(&self.running) else {
+            let name = self.name.clone();
+            return Box::pin(async move { Err(ServiceError::AlreadyRunning { name }) });
+        };
         self.runs = self.runs.saturating_add(1);
-        let reporter = Reporter::new(self.status.clone(), self.runs);
-        let mut tokens = Vec::with_capacity(self.members.len());
-        let members: Vec<Prepared> = self
-            .members
-            .iter_mut()
-            .map(|m| {
-                let token = CancellationToken::new();
-                let (r, when_ready) = Ready::channel();
-                let fut = m.service.run(token.clone(), r);
-                tokens.push(token);
-                Prepared {
-                    name: m.service.name().to_owned(),
-                    long_running: m.long_running,
-                    fut: Some(fut),
-                    when_ready: Some(when_ready),
-                }
-            })
-            .collect();
+        let place = Place::here(&self.name, false);
         let timeouts = self
-            .overrides
+            .members
             .iter()
-            .map(|(start, stop)| {
+            .map(|m| {
                 (
-                    start.unwrap_or(self.start_timeout),
-                    stop.unwrap_or(self.stop_timeout),
+                    m.start_timeout.unwrap_or(self.start_timeout),
+                    m.stop_timeout.unwrap_or(self.stop_timeout),
                 )
             })
             .collect();
-        Box::pin(run_sequence(
-            members, tokens, timeouts, ctx, ready, reporter,
-        ))
+        let run = Run::new(
+            place,
+            self.status.as_ref(),
+            self.runs,
+            &self.members,
+            ctx,
+            false,
+            running,
+        );
+        Box::pin(run_sequence(run, timeouts, ready))
     }
 }
 
 impl SequenceBuilder {
     /// Adds a long-running service: it must report ready to let the next one start, and
     /// returning `Ok(())` before being stopped is a failure.
+    #[track_caller]
     pub fn service(mut self, service: impl Service) -> Self {
-        self.seq.members.push(Member {
-            service: Box::new(service),
-            long_running: true,
-        });
-        self.seq.overrides.push((None, None));
+        let site = Location::caller();
+        self.seq
+            .members
+            .push(Member::new(service, Kind::LongRunning, site));
         self
     }
 
     /// Adds a long-running service with its own start and stop timeouts, which replace the
     /// sequence's for this service (a database may need a minute to start, a cache a second).
+    #[track_caller]
     pub fn service_with_timeouts(
         mut self,
         service: impl Service,
         start_timeout: Duration,
         stop_timeout: Duration,
     ) -> Self {
-        self.seq.members.push(Member {
-            service: Box::new(service),
-            long_running: true,
-        });
-        self.seq
-            .overrides
-            .push((Some(start_timeout), Some(stop_timeout)));
+        let site = Location::caller();
+        let mut m = Member::new(service, Kind::LongRunning, site);
+        m.start_timeout = Some(start_timeout);
+        m.stop_timeout = Some(stop_timeout);
+        self.seq.members.push(m);
         self
     }
 
     /// Adds a one-shot service (a schema migration): the next service starts once it reports
     /// ready or finishes with `Ok(())`.
+    #[track_caller]
     pub fn oneshot(mut self, service: impl Service) -> Self {
-        self.seq.members.push(Member {
-            service: Box::new(service),
-            long_running: false,
-        });
-        self.seq.overrides.push((None, None));
+        let site = Location::caller();
+        self.seq
+            .members
+            .push(Member::new(service, Kind::OneShot, site));
         self
     }
 
     /// How long each service may take to report ready (unless set per service).
+    /// `Duration::MAX` means no limit.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.seq.start_timeout = timeout;
         self
     }
 
     /// How long each service may take to stop once cancelled (unless set per service).
+    /// `Duration::MAX` means no limit.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.seq.stop_timeout = timeout;
         self
@@ -265,12 +256,12 @@ impl SequenceBuilder {
         check_names(&self.seq.name, &self.seq.members)?;
         check_duration("start timeout", self.seq.start_timeout)?;
         check_duration("stop timeout", self.seq.stop_timeout)?;
-        for (start, stop) in &self.seq.overrides {
-            if let Some(start) = start {
-                check_duration("start timeout", *start)?;
+        for m in &self.seq.members {
+            if let Some(start) = m.start_timeout {
+                check_duration("start timeout", start)?;
             }
-            if let Some(stop) = stop {
-                check_duration("stop timeout", *stop)?;
+            if let Some(stop) = m.stop_timeout {
+                check_duration("stop timeout", stop)?;
             }
         }
         report_idle(self.seq.status.as_ref(), &self.seq.members);
@@ -293,139 +284,80 @@ impl Service for Sequence {
     }
 }
 
-async fn when_ready(w: &mut Option<WhenReady>) -> bool {
-    match w {
-        Some(w) => w.await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn run_sequence(
-    mut members: Vec<Prepared>,
-    tokens: Vec<CancellationToken>,
+    mut run: Run,
     timeouts: Vec<(Duration, Duration)>,
-    ctx: CancellationToken,
     ready: Ready,
-    reporter: Reporter,
 ) -> Result<(), ServiceError> {
-    let n = members.len();
-    let mut tasks = Tasks::new(n);
-    let mut errors = Vec::new();
     let mut started = 0;
-
-    // Start phase. `failed` is set by any failure, which ends the start.
+    // Start phase: any failure ends it.
     let mut failed = false;
-    'start: for i in 0..n {
-        if ctx.is_cancelled() {
+    'start: for (i, &(start_timeout, _)) in timeouts.iter().enumerate() {
+        if run.is_cancelled() {
             break;
         }
-        if let Some(fut) = members[i].fut.take() {
-            reporter.report(&members[i].name, State::Starting);
-            tasks.spawn(i, fut);
-        }
+        run.start(i);
         started = i + 1;
-        let mut when = members[i].when_ready.take();
-        let start_timeout = timeouts[i].0;
-        let deadline = Instant::now() + start_timeout;
+        let deadline = deadline_after(start_timeout);
         loop {
-            tokio::select! {
-                r = when_ready(&mut when) => {
-                    when = None;
-                    if r {
-                        reporter.report(&members[i].name, State::Running);
-                        break;
-                    }
-                    // Dropped without reporting ready: wait for its end or the timeout.
-                }
-                (j, outcome) = tasks.next() => {
-                    let m = &members[j];
-                    if j == i {
-                        if matches!(outcome, Outcome::Done) && !m.long_running {
-                            reporter.ended(&m.name, None);
-                            break; // a one-shot finished: ready
-                        }
-                        let failure = judge(&m.name, m.long_running, outcome);
-                        reporter.ended(&m.name, failure.as_ref());
-                        if let Some(e) = failure {
-                            errors.push(ServiceError::Starting {
-                                name: m.name.clone(),
+            match run.next(Some(deadline)).await {
+                Event::Ready(j, true) if j == i => break,
+                Event::Ready(..) => {}
+                Event::Ended(j, failure) => match failure {
+                    // A one-shot finished: ready.
+                    None if j == i => break,
+                    None => {}
+                    Some(e) => {
+                        run.errors.push(if j == i {
+                            ServiceError::Starting {
+                                name: run.name(i).to_owned(),
                                 source: Box::new(e),
-                            });
-                            failed = true;
-                            break 'start;
-                        }
-                    } else {
-                        let failure = judge(&m.name, m.long_running, outcome);
-                        reporter.ended(&m.name, failure.as_ref());
-                        if let Some(e) = failure {
+                            }
+                        } else {
                             // An earlier service failed while this one was starting.
-                            errors.push(e);
-                            failed = true;
-                            break 'start;
-                        }
+                            e
+                        });
+                        failed = true;
+                        break 'start;
                     }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    let name = members[i].name.clone();
-                    errors.push(ServiceError::Starting {
+                },
+                Event::Timeout => {
+                    let name = run.name(i).to_owned();
+                    run.errors.push(ServiceError::Starting {
                         name: name.clone(),
-                        source: Box::new(ServiceError::StartTimeout { name, timeout: start_timeout }),
+                        source: Box::new(ServiceError::StartTimeout {
+                            name,
+                            timeout: start_timeout,
+                        }),
                     });
                     failed = true;
                     break 'start;
                 }
-                () = ctx.cancelled() => break 'start,
+                Event::Cancelled => break 'start,
             }
         }
     }
 
     // Run phase.
-    if !failed && !ctx.is_cancelled() {
+    if !failed && !run.is_cancelled() {
         ready.ready();
-        while tasks.running() > 0 {
-            tokio::select! {
-                (j, outcome) = tasks.next() => {
-                    let m = &members[j];
-                    let failure = judge(&m.name, m.long_running, outcome);
-                    reporter.ended(&m.name, failure.as_ref());
-                    if let Some(e) = failure {
-                        errors.push(e);
-                        break;
-                    }
+        while run.running() > 0 {
+            match run.next(None).await {
+                Event::Ended(_, Some(e)) => {
+                    run.errors.push(e);
+                    break;
                 }
-                () = ctx.cancelled() => break,
+                Event::Cancelled => break,
+                _ => {}
             }
         }
     }
 
     // Stop phase: last started first, each under its own timeout.
     for i in (0..started).rev() {
-        if !tasks.is_running(i) {
-            continue;
-        }
-        tokens[i].cancel();
-        let stop_timeout = timeouts[i].1;
-        let deadline = Instant::now() + stop_timeout;
-        while tasks.is_running(i) {
-            tokio::select! {
-                (j, outcome) = tasks.next() => {
-                    let failure = judge_stopping(&members[j].name, outcome);
-                    reporter.ended(&members[j].name, failure.as_ref());
-                    if let Some(e) = failure {
-                        errors.push(e);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    tasks.abort(i);
-                    let e = ServiceError::StopTimeout {
-                        name: members[i].name.clone(),
-                        timeout: stop_timeout,
-                    };
-                    reporter.ended(&members[i].name, Some(&e));
-                    errors.push(e);
-                }
-            }
+        if run.is_running(i) {
+            run.stop(Some(i), timeouts[i].1).await;
         }
     }
-    into_result(errors)
+    into_result(run.finish())
 }

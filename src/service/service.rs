@@ -2,18 +2,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::error::{BoxError, Cancelled, TeardownError};
+use super::error::{BoxError, TeardownError};
 
 /// A long-running unit of work with a name: a server, a consumer, an exporter.
 ///
@@ -40,7 +38,7 @@ use super::error::{BoxError, Cancelled, TeardownError};
 /// `run` on all their services up front and start (spawn) each future later.
 ///
 /// A long-running service returns `Ok(())` only after its context was cancelled. It may return
-/// [`Cancelled`] to say it stopped because of the cancellation; any other error is reported.
+/// [`Cancelled`](super::Cancelled) to say it stopped because of the cancellation; any other error is reported.
 ///
 /// # Examples
 ///
@@ -89,7 +87,7 @@ pub trait Service: Send + 'static {
     ///
     /// # Errors
     ///
-    /// Whatever the service fails with. [`Cancelled`] means "stopped because cancelled" and
+    /// Whatever the service fails with. [`Cancelled`](super::Cancelled) means "stopped because cancelled" and
     /// is not reported as a failure.
     ///
     /// # Cancel safety
@@ -469,120 +467,5 @@ async fn join_blocking(
         Ok(res) => res,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(Box::new(e)),
-    }
-}
-
-/// How one spawned service run ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Returned `Ok(())` or [`Cancelled`].
-    Done,
-    /// Returned an error.
-    Error(BoxError),
-    /// Panicked, with this message.
-    Panic(String),
-}
-
-impl Outcome {
-    pub(crate) fn from_result(res: Result<(), BoxError>) -> Self {
-        match res {
-            Ok(()) => Outcome::Done,
-            Err(e) if e.is::<Cancelled>() => Outcome::Done,
-            Err(e) => Outcome::Error(e),
-        }
-    }
-}
-
-/// Runs a service future, catching a panic.
-pub(crate) async fn run_caught(fut: BoxFuture<'static, Result<(), BoxError>>) -> Outcome {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(res) => Outcome::from_result(res),
-        Err(payload) => Outcome::Panic(crate::error::panic_message(&*payload)),
-    }
-}
-
-/// The spawned runs of a group or sequence: one tokio task per service, each reporting its
-/// [`Outcome`] with its index on a channel. Dropping `Tasks` aborts every task still running,
-/// so dropping a group's future never leaves its services behind.
-#[derive(Debug)]
-pub(crate) struct Tasks {
-    handles: Vec<Option<AbortHandle>>,
-    running: usize,
-    tx: mpsc::UnboundedSender<(usize, Outcome)>,
-    rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
-}
-
-impl Tasks {
-    pub(crate) fn new(n: usize) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Tasks {
-            handles: (0..n).map(|_| None).collect(),
-            running: 0,
-            tx,
-            rx,
-        }
-    }
-
-    pub(crate) fn spawn(&mut self, idx: usize, fut: BoxFuture<'static, Result<(), BoxError>>) {
-        let tx = self.tx.clone();
-        let handle = tokio::spawn(async move {
-            let outcome = run_caught(fut).await;
-            let _ = tx.send((idx, outcome));
-        });
-        self.handles[idx] = Some(handle.abort_handle());
-        self.running += 1;
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.running
-    }
-
-    pub(crate) fn is_running(&self, idx: usize) -> bool {
-        self.handles[idx].is_some()
-    }
-
-    pub(crate) fn running_indices(&self) -> Vec<usize> {
-        (0..self.handles.len())
-            .filter(|&i| self.handles[i].is_some())
-            .collect()
-    }
-
-    /// The next run to end. Pending forever when nothing runs (callers check
-    /// [`running`](Tasks::running) first).
-    ///
-    /// Cancel safe (an `mpsc` receive).
-    pub(crate) async fn next(&mut self) -> (usize, Outcome) {
-        loop {
-            if self.running == 0 {
-                std::future::pending::<()>().await;
-            }
-            // We hold a sender, so `recv` never returns `None`.
-            let (idx, outcome) = self
-                .rx
-                .recv()
-                .await
-                .unwrap_or_else(|| unreachable!("Tasks holds a sender"));
-            // A run that ended just as it was aborted may still have sent: skip it.
-            if self.handles[idx].take().is_some() {
-                self.running -= 1;
-                return (idx, outcome);
-            }
-        }
-    }
-
-    /// Aborts the run `idx`, if still running.
-    pub(crate) fn abort(&mut self, idx: usize) {
-        if let Some(h) = self.handles[idx].take() {
-            h.abort();
-            self.running -= 1;
-        }
-    }
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for h in self.handles.iter_mut().filter_map(Option::take) {
-            h.abort();
-        }
     }
 }

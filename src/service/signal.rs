@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ServiceError};
 use super::service::{Ready, Service};
+use crate::signals::Signals;
 
 /// A shutdown signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,53 +35,6 @@ impl fmt::Display for Signal {
             Signal::Interrupt => "SIGINT",
             Signal::Terminate => "SIGTERM",
         })
-    }
-}
-
-/// The signal streams; dropping this releases them.
-struct Signals {
-    #[cfg(all(unix, not(loom)))]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(all(unix, not(loom)))]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> io::Result<Self> {
-        #[cfg(all(unix, not(loom)))]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(any(not(unix), loom))]
-        {
-            Ok(Signals {})
-        }
-    }
-
-    /// The next signal. Cancel safe.
-    async fn recv(&mut self) -> io::Result<Signal> {
-        #[cfg(all(unix, not(loom)))]
-        {
-            tokio::select! {
-                Some(()) = self.interrupt.recv() => Ok(Signal::Interrupt),
-                Some(()) = self.terminate.recv() => Ok(Signal::Terminate),
-                else => Err(io::Error::other("signal streams closed")),
-            }
-        }
-        #[cfg(all(not(unix), not(loom)))]
-        {
-            tokio::signal::ctrl_c().await.map(|()| Signal::Interrupt)
-        }
-        // tokio has no signal handling in the loom models' build; no signal
-        // ever arrives there.
-        #[cfg(loom)]
-        {
-            std::future::pending().await
-        }
     }
 }
 
@@ -114,7 +68,8 @@ impl Signals {
 /// Cancel safe: dropping it releases the handlers; a signal that arrived meanwhile is lost.
 pub async fn shutdown_signal() -> io::Result<Signal> {
     let mut signals = Signals::new()?;
-    signals.recv().await
+    signals.recv().await?;
+    Ok(signals.received()[0])
 }
 
 /// Runs a service until SIGINT or SIGTERM, then stops it gracefully; a second signal forces
@@ -125,8 +80,11 @@ pub async fn shutdown_signal() -> io::Result<Signal> {
 /// - the **first** signal cancels the inner service's token (a child of the context), and the
 ///   inner service stops as usual (a group within its stop timeout, a sequence in reverse);
 /// - a **second** signal while it is still stopping drops the inner run, which aborts every
-///   task a group or sequence spawned, and returns [`ServiceError::Forced`]. Exiting the
-///   process is left to the caller;
+///   task a group or sequence spawned, and returns [`ServiceError::Forced`] naming the
+///   signals in the order they arrived. Signals are counted, not wake-ups: a SIGINT and a
+///   SIGTERM that both arrive before the runtime polls count as two and force the stop
+///   (two deliveries of the *same* kind before one poll are still coalesced by tokio into
+///   one; see the private `signals` module). Exiting the process is left to the caller;
 /// - the signal streams are dropped when the run ends, so no signal is queued for it
 ///   afterwards. Note that tokio, once a signal kind was listened to, keeps its process-wide
 ///   OS handler installed for the life of the process: after the streams are dropped, a
@@ -194,21 +152,26 @@ impl<S: Service> Service for SignalService<S> {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let name = self.inner.name().to_owned();
         let inner_token = ctx.child_token();
-        let mut inner = self.inner.run(inner_token.clone(), ready);
+        let inner = self.inner.run(inner_token.clone(), ready);
         Box::pin(async move {
             let mut signals = Signals::new()?;
-            let mut first = None;
+            let mut inner = std::pin::pin!(inner);
             loop {
                 tokio::select! {
                     res = &mut inner => return res,
-                    sig = signals.recv() => {
-                        let sig = sig?;
-                        if first.is_none() {
-                            first = Some(sig);
-                            inner_token.cancel();
-                        } else {
-                            drop(inner);
-                            return Err(ServiceError::Forced { name, signal: sig }.into());
+                    arrived = signals.recv() => {
+                        arrived?;
+                        // The first signal stops gracefully; the second forces, even when
+                        // both arrived before this poll (see `crate::signals`).
+                        inner_token.cancel();
+                        let received = signals.received();
+                        if received.len() >= 2 {
+                            return Err(ServiceError::Forced {
+                                name,
+                                signal: received[1],
+                                signals: received.to_vec(),
+                            }
+                            .into());
                         }
                     }
                 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 
 use super::error::ServiceError;
@@ -99,8 +100,20 @@ impl fmt::Display for StatusEvent {
 ///   every service at any time, whatever was missed ([`StatusHub::snapshot`],
 ///   [`StatusHub::watch`]).
 ///
-/// Reporting takes a short lock inside `watch` (never held across an `.await`) and a
-/// non-blocking broadcast send.
+/// Reporting takes a short lock of the hub's own snapshot (never held across an `.await`
+/// nor while user code runs) and a non-blocking broadcast send, so a listener can never
+/// block [`report`](StatusHub::report): [`StatusHub::watch`] hands out a [`StatusWatch`],
+/// which lends no reference into the hub (a `tokio::sync::watch::Ref` held by a listener
+/// would block every sender).
+///
+/// # One hub per tree
+///
+/// Give the hub to the outermost container: every member below it, at any depth, reports
+/// to it once, named by its path below that container (`"backend/db"`). A
+/// [`Restarter`](super::Restarter) reports its own member (with its attempts), and the
+/// container around it then does not, so giving the same hub to both reports each event
+/// once. With the `tracing` feature every transition is also a `tracing` event (target
+/// `taskgroup::service`), named by its full path, with or without a hub.
 ///
 /// # Examples
 ///
@@ -125,14 +138,19 @@ pub struct StatusHub {
 
 struct Inner {
     events: broadcast::Sender<StatusEvent>,
-    snapshot: watch::Sender<BTreeMap<String, StatusEvent>>,
+    /// The last event of every service. Locked only to insert or clone, never across user
+    /// code or an `.await`.
+    snapshot: Mutex<BTreeMap<String, StatusEvent>>,
+    /// Bumped after every snapshot change. Its receivers live only inside [`StatusWatch`],
+    /// which never lends a borrow out, so a send never waits for a listener.
+    version: watch::Sender<u64>,
 }
 
 impl fmt::Debug for StatusHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StatusHub")
             .field("listeners", &self.inner.events.receiver_count())
-            .field("services", &self.inner.snapshot.borrow().len())
+            .field("services", &self.inner.snapshot.lock().len())
             .finish()
     }
 }
@@ -152,9 +170,13 @@ impl StatusHub {
     /// If `capacity` is 0 (see [`tokio::sync::broadcast::channel`]).
     pub fn new(capacity: usize) -> Self {
         let (events, _) = broadcast::channel(capacity);
-        let (snapshot, _) = watch::channel(BTreeMap::new());
+        let (version, _) = watch::channel(0);
         StatusHub {
-            inner: Arc::new(Inner { events, snapshot }),
+            inner: Arc::new(Inner {
+                events,
+                snapshot: Mutex::new(BTreeMap::new()),
+                version,
+            }),
         }
     }
 
@@ -163,18 +185,37 @@ impl StatusHub {
         self.inner.events.subscribe()
     }
 
-    /// The last event of every service that reported, by name.
+    /// The last event of every service that reported, by name (its path below the
+    /// container that holds the hub).
     pub fn snapshot(&self) -> BTreeMap<String, StatusEvent> {
-        self.inner.snapshot.borrow().clone()
+        self.inner.snapshot.lock().clone()
     }
 
-    /// A receiver of the snapshot, to wait for changes (`changed().await`).
-    pub fn watch(&self) -> watch::Receiver<BTreeMap<String, StatusEvent>> {
-        self.inner.snapshot.subscribe()
+    /// A watcher of the snapshot, to wait for a condition
+    /// ([`StatusWatch::wait_for`]) or a change.
+    pub fn watch(&self) -> StatusWatch {
+        StatusWatch {
+            hub: self.clone(),
+            rx: self.inner.version.subscribe(),
+        }
+    }
+
+    /// Whether `name`'s last event is `Idle`.
+    pub(crate) fn is_idle(&self, name: &str) -> bool {
+        self.inner
+            .snapshot
+            .lock()
+            .get(name)
+            .is_some_and(|e| e.state == State::Idle)
+    }
+
+    /// Whether `self` and `other` are the same hub.
+    pub(crate) fn same(&self, other: &StatusHub) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Reports a transition. Never waits: with no listener the event only updates the
-    /// snapshot.
+    /// snapshot, and no listener can hold a lock this takes.
     pub fn report(
         &self,
         name: &str,
@@ -190,43 +231,229 @@ impl StatusHub {
             error,
             delay,
         };
-        self.inner.snapshot.send_modify(|map| {
-            map.insert(event.name.clone(), event.clone());
-        });
+        self.inner
+            .snapshot
+            .lock()
+            .insert(event.name.clone(), event.clone());
+        // `send_modify` takes the watch's write lock, which only `StatusWatch` borrows,
+        // for one integer read: it cannot wait on a listener.
+        self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
         // An error only means nobody listens right now.
         let _ = self.inner.events.send(event);
     }
 }
 
-/// Reports the members of a group or sequence, if it was given a hub.
-#[derive(Debug, Clone)]
+/// Waits for changes of a [`StatusHub`]'s snapshot; made by [`StatusHub::watch`].
+///
+/// Unlike a `tokio::sync::watch::Receiver`, it never lends a reference into the hub: every
+/// look is a copy, so holding one cannot block [`StatusHub::report`].
+///
+/// # Examples
+///
+/// ```
+/// use taskgroup::service::{State, StatusHub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = StatusHub::new(8);
+/// let mut watch = hub.watch();
+/// hub.report("db", State::Running, 1, None, None);
+/// let snap = watch.wait_for(|m| m.get("db").is_some_and(|e| e.state == State::Running)).await.unwrap();
+/// assert_eq!(snap["db"].attempt, 1);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct StatusWatch {
+    hub: StatusHub,
+    rx: watch::Receiver<u64>,
+}
+
+impl StatusWatch {
+    /// The current snapshot (a copy).
+    pub fn snapshot(&self) -> BTreeMap<String, StatusEvent> {
+        self.hub.snapshot()
+    }
+
+    /// Waits for the next change of the snapshot after the last one this watcher saw.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice: the watcher keeps its hub alive. The type is the watch channel's.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.rx.changed().await
+    }
+
+    /// Waits until `f` holds for the snapshot and returns that snapshot. `f` runs on a copy,
+    /// with no lock held.
+    ///
+    /// # Errors
+    ///
+    /// As [`changed`](Self::changed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no change is lost, the condition is checked on the latest snapshot.
+    pub async fn wait_for(
+        &mut self,
+        mut f: impl FnMut(&BTreeMap<String, StatusEvent>) -> bool,
+    ) -> Result<BTreeMap<String, StatusEvent>, watch::error::RecvError> {
+        loop {
+            // Marked seen before the copy, so a report after the copy wakes `changed`.
+            self.rx.borrow_and_update();
+            let snap = self.hub.snapshot();
+            if f(&snap) {
+                return Ok(snap);
+            }
+            self.rx.changed().await?;
+        }
+    }
+}
+
+/// Where a container or restarter reports its members: the hubs (its own and the one
+/// inherited from the containers around it, each once), each with the prefix of the names
+/// below it, and the full path for `tracing`.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Reporter {
-    hub: Option<StatusHub>,
+    /// Each hub once, with the prefix (`""` or `"nested/"`) of member names in it.
+    hubs: Vec<(StatusHub, String)>,
+    /// The full path prefix of member names (`"top/nested/"`), for `tracing`.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    full: String,
     attempt: u32,
 }
 
 impl Reporter {
-    pub(crate) fn new(hub: Option<StatusHub>, attempt: u32) -> Self {
-        Reporter { hub, attempt }
+    /// A reporter for the members of the container at `path`: to `own` (names relative to
+    /// this container) and to `inherited` (names relative to its owner, `rel` being this
+    /// container's name there), once each.
+    pub(crate) fn new(
+        own: Option<&StatusHub>,
+        inherited: Option<&(StatusHub, String)>,
+        path: &str,
+        attempt: u32,
+    ) -> Self {
+        let mut hubs: Vec<(StatusHub, String)> = Vec::new();
+        if let Some((hub, rel)) = inherited {
+            hubs.push((hub.clone(), format!("{rel}/")));
+        }
+        if let Some(hub) = own {
+            if !hubs.iter().any(|(h, _)| h.same(hub)) {
+                hubs.push((hub.clone(), String::new()));
+            }
+        }
+        Reporter {
+            hubs,
+            full: if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            },
+            attempt,
+        }
+    }
+
+    /// A reporter for a member that reports itself (a restarter) named `name` at `path`:
+    /// its own hub with names as they are, the inherited one with the prefix of the
+    /// member's relative name.
+    pub(crate) fn for_member(
+        own: Option<&StatusHub>,
+        inherited: Option<&(StatusHub, String)>,
+        path: &str,
+        name: &str,
+    ) -> Self {
+        let mut hubs: Vec<(StatusHub, String)> = Vec::new();
+        if let Some((hub, rel)) = inherited {
+            let prefix = rel.strip_suffix(name).unwrap_or(rel.as_str());
+            hubs.push((hub.clone(), prefix.to_owned()));
+        }
+        if let Some(hub) = own {
+            if !hubs.iter().any(|(h, _)| h.same(hub)) {
+                hubs.push((hub.clone(), String::new()));
+            }
+        }
+        let full = path.strip_suffix(name).unwrap_or(path).to_owned();
+        Reporter {
+            hubs,
+            full,
+            attempt: 0,
+        }
+    }
+
+    /// The hub members below inherit, with the member's name relative to it: the first
+    /// (outermost) hub.
+    pub(crate) fn inherit(&self, member: &str) -> Option<(StatusHub, String)> {
+        self.hubs
+            .first()
+            .map(|(hub, prefix)| (hub.clone(), format!("{prefix}{member}")))
+    }
+
+    /// The same reporter for another attempt.
+    pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
+        Reporter {
+            attempt,
+            ..self.clone()
+        }
     }
 
     pub(crate) fn report(&self, name: &str, state: State) {
-        if let Some(hub) = &self.hub {
-            hub.report(name, state, self.attempt, None, None);
+        self.send(name, state, None, None);
+    }
+
+    /// Reports a transition with a delay (a scheduled restart).
+    pub(crate) fn report_delay(&self, name: &str, state: State, delay: Duration) {
+        self.send(name, state, None, Some(delay));
+    }
+
+    /// Reports a failure. `error` formats user code, which may panic: it is called only
+    /// when a hub listens, inside `catch_unwind`.
+    pub(crate) fn report_failure(&self, name: &str, state: State, error: impl FnOnce() -> String) {
+        let text = if self.hubs.is_empty() {
+            None
+        } else {
+            Some(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(error))
+                    .unwrap_or_else(|_| "<the error's Display panicked>".to_owned()),
+            )
+        };
+        self.send(name, state, text, None);
+    }
+
+    fn send(&self, name: &str, state: State, error: Option<String>, delay: Option<Duration>) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "taskgroup::service",
+            tracing::Level::INFO,
+            service = %format_args!("{}{}", self.full, name),
+            state = %state,
+            attempt = self.attempt,
+            delay = ?delay,
+            failed = error.is_some(),
+            "service {state}"
+        );
+        for (hub, prefix) in &self.hubs {
+            hub.report(
+                &format!("{prefix}{name}"),
+                state,
+                self.attempt,
+                error.clone(),
+                delay,
+            );
         }
     }
 
     /// Reports how a member ended: `Stopped` when `failure` is `None`, else `Panicked` or
-    /// `Failed` with the failure's text.
+    /// `Failed` with the failure's text (formatted only for a hub, inside `catch_unwind`).
     pub(crate) fn ended(&self, name: &str, failure: Option<&ServiceError>) {
-        let Some(hub) = &self.hub else { return };
-        let (state, error) = match failure {
-            None => (State::Stopped, None),
+        match failure {
+            None => self.report(name, State::Stopped),
             Some(ServiceError::Panicked { message, .. }) => {
-                (State::Panicked, Some(message.clone()))
+                self.report_failure(name, State::Panicked, || message.clone())
             }
-            Some(other) => (State::Failed, Some(other.reason())),
-        };
-        hub.report(name, state, self.attempt, error, None);
+            Some(other) => self.report_failure(name, State::Failed, || other.reason()),
+        }
     }
 }

@@ -1,0 +1,858 @@
+//! The runner shared by [`Group`](super::Group), [`Sequence`](super::Sequence) and
+//! [`Restarter`](super::Restarter): each member run is a `go()` task of the core, in a child
+//! [`WaitGroup`] of its own.
+//!
+//! # Design
+//!
+//! A container owns one [`WaitGroup`] (named by its path, `"top/nested"`), and each member
+//! run gets a *child group* of it (`child_named`), holding exactly one `go_named` task named
+//! for the member. A child group per member, rather than one group per container, because:
+//! - a [`Sequence`](super::Sequence) cancels and stops its members one at a time, in
+//!   reverse: each member needs its own token, which a child group gives;
+//! - the end of one member is `child.wait()`, and its panic is the child's record: the core
+//!   does the bookkeeping, the runner only reads it;
+//! - a container nested in a member creates its own group as a child of that member's group
+//!   (found through a task-local [`Scope`]), so the outermost container's group is the root
+//!   of one tree: its `pending()` and `shutdown()` see every leaf at any depth, with its
+//!   path (group name `/` task name), creation time and age.
+//!
+//! Panics: `Service::run` (the factory) is called *inside* the spawned task, and a panic in
+//! it is resumed there, so the core records it like a panic of the future; panics of the
+//! future, of its `Drop` and of a payload's `Drop` are caught by the core.
+//!
+//! Errors: the member task hands the service's error to the runner by value and returns
+//! `Ok` to the core, so `ServiceError::Failed::source` is the service's own `BoxError`
+//! (which callers `downcast`). The core's [`TaskError`](crate::TaskError) only lends its
+//! error (`&dyn Error`): holding it shared would take that `downcast` by value away from
+//! every caller. Panics, which carry no value worth keeping, are read from the core's record.
+//!
+//! Stop: a stopping container sets its deadline (derived from the one around it: never
+//! later) in its [`Scope`] before it cancels, so nested containers derive theirs from it. At
+//! the deadline the container first takes the core's report of everything still pending
+//! below the members it stops, names every hung *leaf* (a task with no pending task below
+//! it) with its path, creation site and age, and only then aborts (`shutdown` with no
+//! grace). A nested container that reaches the same deadline first reports its leaves
+//! itself; either way each hung leaf is named once.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
+use super::service::{Ready, Service, WhenReady};
+use super::status::{Reporter, State, StatusHub};
+use crate::{TaskId, TaskInfo, WaitGroup};
+
+/// The stop timeout of a group or sequence unless set otherwise.
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a container waits, at its deadline, for the containers nested in its members
+/// to report (they reach the same deadline at the latest, and abort at once).
+const REPORT_WINDOW: Duration = Duration::from_millis(100);
+
+/// About thirty years: what `Duration::MAX` ("no limit") becomes as a deadline.
+const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+
+/// `now + d`, saturating: `Duration::MAX` means no limit and never panics.
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
+tokio::task_local! {
+    /// The scope of the member run being polled (or built), for containers nested in it.
+    static SCOPE: Scope;
+}
+
+/// What a member run passes down to the containers nested in it.
+#[derive(Clone, Debug)]
+pub(crate) struct Scope {
+    /// The member's group: nested containers make theirs as children of it.
+    group: WaitGroup,
+    /// The member's path (`"top/nested"`).
+    path: Arc<str>,
+    /// The tree's status hub and the member's name relative to it.
+    hub: Option<(StatusHub, String)>,
+    /// The stop deadline of the container around the member, once it stops.
+    deadline: DeadlineCell,
+    /// Set by a member that reports its own status (a restarter), so that the container
+    /// around it does not report it a second time.
+    self_reports: Arc<AtomicBool>,
+    /// Set when a container (or restarter) is built in the member's run: at the deadline the
+    /// container around it waits for its report before aborting it.
+    hosts: Arc<AtomicBool>,
+    /// User creation sites by path, shared by the whole tree, for stop reports.
+    sites: Sites,
+}
+
+/// A stop deadline shared down a tree.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeadlineCell(Arc<Mutex<Option<Instant>>>);
+
+impl DeadlineCell {
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock()
+    }
+
+    /// Sets the deadline of the stop now going (a sequence stops its members one after
+    /// another, each under its own deadline: the cell holds the current one).
+    fn set(&self, at: Instant) {
+        *self.0.lock() = Some(at);
+    }
+}
+
+/// The user's creation site (where the member was added) of each path.
+pub(crate) type Sites = Arc<Mutex<HashMap<String, &'static Location<'static>>>>;
+
+/// Where a container (or restarter) runs: its group, path, inherited hub and deadline.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// The container's own group (for a leaf service: a child of the member's group).
+    pub(crate) wg: WaitGroup,
+    /// The member group this place was made in, if inside a container.
+    scope_group: Option<WaitGroup>,
+    pub(crate) path: Arc<str>,
+    pub(crate) hub: Option<(StatusHub, String)>,
+    pub(crate) parent_deadline: Option<DeadlineCell>,
+    pub(crate) sites: Sites,
+}
+
+impl Place {
+    /// The place of a container named `name` being built now: inside the member run whose
+    /// scope is current, or a root of its own.
+    pub(crate) fn here(name: &str, self_reports: bool) -> Place {
+        match SCOPE.try_with(Clone::clone) {
+            Ok(scope) => {
+                scope.hosts.store(true, Ordering::Relaxed);
+                if self_reports {
+                    scope.self_reports.store(true, Ordering::Relaxed);
+                }
+                Place {
+                    wg: scope.group.task().name(scope.path.to_string()).child(),
+                    scope_group: Some(scope.group),
+                    path: scope.path,
+                    hub: scope.hub,
+                    parent_deadline: Some(scope.deadline),
+                    sites: scope.sites,
+                }
+            }
+            Err(_) => Place {
+                wg: WaitGroup::builder().name(name.to_owned()).build(),
+                scope_group: None,
+                path: name.into(),
+                hub: None,
+                parent_deadline: None,
+                sites: Sites::default(),
+            },
+        }
+    }
+}
+
+impl Place {
+    /// The member group this place was made in, if inside a container.
+    pub(crate) fn scope_group(&self) -> Option<&WaitGroup> {
+        self.scope_group.as_ref()
+    }
+
+    /// The time left until the stop deadline of the container around, once it stops.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
+        let at = self.parent_deadline.as_ref()?.get()?;
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// How a member's return is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Returning `Ok` before being stopped is a failure (`ExitedEarly`).
+    LongRunning,
+    /// Returning `Ok` is fine and counts as ready.
+    OneShot,
+    /// Returning at all ends the container, with this member's result.
+    Ending,
+}
+
+/// A service held by a group or sequence.
+pub(crate) struct Member {
+    pub(crate) service: Arc<Mutex<Box<dyn Service>>>,
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) start_timeout: Option<Duration>,
+    pub(crate) stop_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    pub(crate) fn new(service: impl Service, kind: Kind, site: &'static Location<'static>) -> Self {
+        Member {
+            name: service.name().to_owned(),
+            service: Arc::new(Mutex::new(Box::new(service))),
+            kind,
+            site,
+            start_timeout: None,
+            stop_timeout: None,
+        }
+    }
+}
+
+/// Checks that no two members share a name.
+pub(crate) fn check_names(group: &str, members: &[Member]) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for m in members {
+        if !seen.insert(m.name.as_str()) {
+            return Err(ConfigError::DuplicateName {
+                group: group.to_owned(),
+                name: m.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Rejects a zero duration (`Duration::MAX` is fine: no limit).
+pub(crate) fn check_duration(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::ZeroDuration { setting })
+    } else {
+        Ok(())
+    }
+}
+
+/// Reports every member `Idle` at build, except one that already reported itself so (a
+/// restarter given the same hub).
+pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
+    if let Some(hub) = hub {
+        for m in members {
+            if !hub.is_idle(&m.name) {
+                hub.report(&m.name, State::Idle, 0, None, None);
+            }
+        }
+    }
+}
+
+/// How one member run ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Returned `Ok(())` or [`Cancelled`].
+    Done,
+    /// Returned an error.
+    Error(BoxError),
+    /// Panicked (in `run`, the future, its `Drop` or a payload's `Drop`).
+    Panic(String),
+}
+
+/// One spawned member run: its group, its task, and the slot its error is handed in.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) group: WaitGroup,
+    task: TaskId,
+    error: Arc<Mutex<Option<BoxError>>>,
+    pub(crate) self_reports: Arc<AtomicBool>,
+    hosts: Arc<AtomicBool>,
+}
+
+impl Spawned {
+    /// Spawns one run of `service` as the task `name` of a new child group of `parent`,
+    /// named `container` (the container's path), under `scope`'s settings.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spawn(
+        parent: &WaitGroup,
+        container: &Arc<str>,
+        name: &str,
+        service: Arc<Mutex<Box<dyn Service>>>,
+        ready: Ready,
+        token: CancellationToken,
+        hub: Option<(StatusHub, String)>,
+        deadline: DeadlineCell,
+        sites: Sites,
+        on_start: impl FnOnce() + Send + 'static,
+    ) -> Spawned {
+        let group = parent.task().name(container.to_string()).child();
+        let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
+        let self_reports = Arc::new(AtomicBool::new(false));
+        let hosts = Arc::new(AtomicBool::new(false));
+        let path: Arc<str> = if container.is_empty() {
+            name.into()
+        } else {
+            format!("{container}/{name}").into()
+        };
+        let scope = Scope {
+            group: group.clone(),
+            path,
+            hub,
+            deadline,
+            self_reports: self_reports.clone(),
+            hosts: hosts.clone(),
+            sites,
+        };
+        let slot = error.clone();
+        // The member's context is the container's token, not the group's: cancelling a
+        // core group cancels every group below it at once, which would stop a nested
+        // sequence all at once instead of in reverse. The core's cancellation is used only
+        // by the abort (`shutdown`), where stopping everything at once is the point.
+        let task = group
+            .task()
+            .name(name.to_owned())
+            .go(move |_group_ctx| member_task(scope, service, token, ready, slot, on_start))
+            .id();
+        Spawned {
+            group,
+            task,
+            error,
+            self_reports,
+            hosts,
+        }
+    }
+
+    /// Resolves when the run (and everything below it) is done.
+    pub(crate) fn done(&self) -> impl Future<Output = ()> + Send + 'static {
+        let group = self.group.clone();
+        async move {
+            let _ = group.wait().await;
+        }
+    }
+
+    /// How the run ended; call once [`done`](Self::done) resolved.
+    pub(crate) fn end(&self) -> End {
+        let id = self.group.id();
+        // Taken, not read: the record is the runner's to judge once, and a restarter's
+        // container group (which keeps a leaving child's failures) stays small.
+        let errors = self.group.take_errors();
+        if let Some(e) = errors
+            .iter()
+            .find(|e| e.group_id() == id && e.id() == self.task && e.is_panic())
+        {
+            return End::Panic(e.panic_message().unwrap_or("Box<dyn Any>").to_owned());
+        }
+        match self.error.lock().take() {
+            Some(e) => End::Error(e),
+            None => End::Done,
+        }
+    }
+}
+
+/// The future of a member task: builds the run inside the task (so a panicking factory is
+/// the task's panic) and hands its error over by value.
+async fn member_task(
+    scope: Scope,
+    service: Arc<Mutex<Box<dyn Service>>>,
+    ctx: CancellationToken,
+    ready: Ready,
+    slot: Arc<Mutex<Option<BoxError>>>,
+    on_start: impl FnOnce(),
+) -> Result<(), BoxError> {
+    let built = SCOPE.sync_scope(scope.clone(), || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| service.lock().run(ctx, ready)))
+    });
+    // Reported once the factory ran, so that a restarter built in it (which reports its
+    // own member) was able to say so; before the future is polled, so before `Running`.
+    if !scope.self_reports.load(Ordering::Relaxed) {
+        on_start();
+    }
+    // The lock was released by the unwinding, if any; the core records the panic.
+    let fut = built.unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+    if let Err(e) = SCOPE.scope(scope, fut).await {
+        if !e.is::<Cancelled>() {
+            *slot.lock() = Some(e);
+        }
+    }
+    Ok(())
+}
+
+/// Aborts everything below a group when dropped before [`disarm`](Self::disarm), so that
+/// dropping a container's (or restarter's) future never leaves its members behind.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(Option<WaitGroup>);
+
+impl AbortOnDrop {
+    pub(crate) fn new(wg: WaitGroup) -> Self {
+        AbortOnDrop(Some(wg))
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(wg) = self.0.take() {
+            wg.cancel();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { abort_tree(&wg).await });
+            }
+        }
+    }
+}
+
+/// Aborts every task below `root` at once, deepest groups first.
+///
+/// One `shutdown(ZERO)` of `root` would abort `root`'s own tasks at once but give each group
+/// below, reached after the (zero) deadline, three quarters of its share of the forced phase
+/// to stop by itself first: hung leaves would outlive the container's deadline by up to
+/// 750 ms. Shutting down the deepest groups first makes each the root of its own call,
+/// aborted at once. The walk is iterative (`linked()` level by level).
+pub(crate) async fn abort_tree(root: &WaitGroup) {
+    root.cancel();
+    let mut order = vec![root.clone()];
+    let mut seen = HashSet::new();
+    seen.insert(root.id());
+    let mut next = 0;
+    while next < order.len() {
+        let below = order[next].linked();
+        next += 1;
+        for g in below {
+            if seen.insert(g.id()) {
+                order.push(g);
+            }
+        }
+    }
+    for g in order.iter().rev() {
+        let _ = g.shutdown(Duration::ZERO).await;
+    }
+}
+
+/// The path of a task in a report: its group's name (the container's path), `/`, its name.
+fn task_path(info: &TaskInfo) -> String {
+    match (info.group_name(), info.name()) {
+        (Some(g), Some(n)) if !g.is_empty() => format!("{g}/{n}"),
+        (_, Some(n)) => n.to_owned(),
+        (Some(g), None) => format!("{g}/#{}", info.id()),
+        (None, None) => format!("#{}", info.id()),
+    }
+}
+
+/// Names every hung leaf among `tasks` (a task with no other listed task below its path).
+pub(crate) fn hung_leaves<'a>(
+    tasks: impl IntoIterator<Item = &'a TaskInfo>,
+    timeout: Duration,
+    sites: &Sites,
+) -> Vec<ServiceError> {
+    let mut seen = HashSet::new();
+    let listed: Vec<(String, &TaskInfo)> = tasks
+        .into_iter()
+        .map(|t| (task_path(t), t))
+        .filter(|(p, _)| seen.insert(p.clone()))
+        .collect();
+    let sites = sites.lock();
+    listed
+        .iter()
+        .filter(|(p, _)| {
+            let prefix = format!("{p}/");
+            !listed.iter().any(|(q, _)| q.starts_with(&prefix))
+        })
+        .map(|(path, info)| ServiceError::StopTimeout {
+            name: path.clone(),
+            timeout,
+            site: sites.get(path).copied().unwrap_or(info.site()),
+            age: info.age(),
+        })
+        .collect()
+}
+
+/// A member slot during one run of a container.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    kind: Kind,
+    run: Option<Spawned>,
+    /// Reported ready (or, one-shot, finished).
+    ready: bool,
+    /// Its own stop was asked for (cancelled by the container).
+    stopping: bool,
+}
+
+/// What happened next in a running container.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Member `i` ended; the failure, if its end is one.
+    Ended(usize, Option<ServiceError>),
+    /// Member `i` reported ready (`true`) or dropped its handle unused (`false`).
+    Ready(usize, bool),
+    /// The deadline passed.
+    Timeout,
+    /// The container's context was cancelled.
+    Cancelled,
+}
+
+/// One run of a container: its members' slots, their ends and readiness, its errors.
+pub(crate) struct Run {
+    pub(crate) place: Place,
+    reporter: Reporter,
+    slots: Vec<Slot>,
+    services: Vec<Arc<Mutex<Box<dyn Service>>>>,
+    ends: FuturesUnordered<BoxFuture<'static, usize>>,
+    readies: FuturesUnordered<BoxFuture<'static, (usize, bool)>>,
+    deadline: DeadlineCell,
+    pub(crate) errors: Vec<ServiceError>,
+    ctx: CancellationToken,
+    /// The members' tokens; in a group, children of `shared`.
+    tokens: Vec<CancellationToken>,
+    /// A group's token (cancelled to stop every member at once), or `None` for a sequence,
+    /// whose members have independent tokens.
+    shared: Option<CancellationToken>,
+    guard: AbortOnDrop,
+    _running: RunningGuard,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("path", &self.place.path)
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clears a container's "running" flag when its run ends or is dropped.
+#[derive(Debug)]
+pub(crate) struct RunningGuard(Arc<AtomicBool>);
+
+impl RunningGuard {
+    /// Marks `flag` running, or returns `None` if it already was.
+    pub(crate) fn enter(flag: &Arc<AtomicBool>) -> Option<Self> {
+        (!flag.swap(true, Ordering::AcqRel)).then(|| RunningGuard(flag.clone()))
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Run {
+    /// Prepares a run of `members` (nothing is started yet).
+    pub(crate) fn new(
+        place: Place,
+        own_hub: Option<&StatusHub>,
+        attempt: u32,
+        members: &[Member],
+        ctx: CancellationToken,
+        shared: bool,
+        running: RunningGuard,
+    ) -> Run {
+        // Not a child of `ctx`: the runner cancels it in `stop`, after setting the deadline
+        // that nested containers derive theirs from (a child token would reach them first).
+        let shared = shared.then(CancellationToken::new);
+        let tokens = members
+            .iter()
+            .map(|_| match &shared {
+                Some(t) => t.child_token(),
+                None => CancellationToken::new(),
+            })
+            .collect();
+        {
+            let mut sites = place.sites.lock();
+            for m in members {
+                sites.insert(format!("{}/{}", place.path, m.name), m.site);
+            }
+        }
+        let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
+        Run {
+            guard: AbortOnDrop::new(place.wg.clone()),
+            place,
+            reporter,
+            slots: members
+                .iter()
+                .map(|m| Slot {
+                    name: m.name.clone(),
+                    kind: m.kind,
+                    run: None,
+                    ready: false,
+                    stopping: false,
+                })
+                .collect(),
+            services: members.iter().map(|m| m.service.clone()).collect(),
+            ends: FuturesUnordered::new(),
+            readies: FuturesUnordered::new(),
+            deadline: DeadlineCell::default(),
+            errors: Vec::new(),
+            ctx,
+            tokens,
+            shared,
+            _running: running,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.slots[i].name
+    }
+
+    pub(crate) fn kind(&self, i: usize) -> Kind {
+        self.slots[i].kind
+    }
+
+    pub(crate) fn is_running(&self, i: usize) -> bool {
+        self.slots[i].run.is_some()
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.slots.iter().filter(|s| s.run.is_some()).count()
+    }
+
+    pub(crate) fn all_ready(&self) -> bool {
+        self.slots.iter().all(|s| s.ready)
+    }
+
+    fn self_reports(&self, i: usize) -> bool {
+        self.slots[i]
+            .run
+            .as_ref()
+            .is_some_and(|r| r.self_reports.load(Ordering::Relaxed))
+    }
+
+    fn report(&self, i: usize, state: State) {
+        if !self.self_reports(i) {
+            self.reporter.report(&self.slots[i].name, state);
+        }
+    }
+
+    /// Starts member `i`.
+    pub(crate) fn start(&mut self, i: usize) {
+        let (ready, when_ready) = Ready::channel();
+        let spawned = Spawned::spawn(
+            &self.place.wg,
+            &self.place.path,
+            &self.slots[i].name,
+            self.services[i].clone(),
+            ready,
+            self.tokens[i].clone(),
+            self.reporter.inherit(&self.slots[i].name),
+            self.deadline.clone(),
+            self.place.sites.clone(),
+            {
+                let reporter = self.reporter.clone();
+                let name = self.slots[i].name.clone();
+                move || reporter.report(&name, State::Starting)
+            },
+        );
+        self.ends.push(spawned.done().map(move |()| i).boxed());
+        self.readies.push(
+            async move {
+                let w: WhenReady = when_ready;
+                (i, w.await)
+            }
+            .boxed(),
+        );
+        self.slots[i].run = Some(spawned);
+    }
+
+    /// Whether the container is stopping as a whole (its context or group cancelled).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.ctx.is_cancelled() || self.shared.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// The next event, waiting at most until `deadline`.
+    pub(crate) async fn next(&mut self, deadline: Option<Instant>) -> Event {
+        loop {
+            let watch_ctx = !self.is_cancelled();
+            let ev = tokio::select! {
+                Some(i) = self.ends.next(), if !self.ends.is_empty() => self.ended(i),
+                Some((i, ok)) = self.readies.next(), if !self.readies.is_empty() => {
+                    if ok && self.is_running(i) {
+                        if !self.slots[i].ready {
+                            self.slots[i].ready = true;
+                            self.report(i, State::Running);
+                        }
+                        Some(Event::Ready(i, true))
+                    } else if ok {
+                        None
+                    } else {
+                        Some(Event::Ready(i, false))
+                    }
+                }
+                () = self.ctx.cancelled(), if watch_ctx => Some(Event::Cancelled),
+                () = sleep_until_opt(deadline) => Some(Event::Timeout),
+            };
+            if let Some(ev) = ev {
+                return ev;
+            }
+        }
+    }
+
+    fn ended(&mut self, i: usize) -> Option<Event> {
+        let run = self.slots[i].run.take()?;
+        let end = run.end();
+        let stopping = self.slots[i].stopping || self.is_cancelled();
+        let name = self.slots[i].name.clone();
+        let failure = match end {
+            End::Done if stopping => None,
+            End::Done => match self.slots[i].kind {
+                Kind::LongRunning => Some(ServiceError::ExitedEarly { name: name.clone() }),
+                Kind::OneShot | Kind::Ending => {
+                    self.slots[i].ready = true;
+                    None
+                }
+            },
+            End::Error(e) => Some(ServiceError::attribute(&name, e)),
+            End::Panic(message) => Some(ServiceError::Panicked {
+                name: name.clone(),
+                message,
+            }),
+        };
+        // The run is gone from the slot: judge self-reporting on the spawned value.
+        if !run.self_reports.load(Ordering::Relaxed) {
+            self.reporter.ended(&name, failure.as_ref());
+        }
+        Some(Event::Ended(i, failure))
+    }
+
+    /// Stops the running members among `which` (all when `None`): cancels them, waits for
+    /// them under `timeout` (never past the deadline of the container around), and at the
+    /// deadline names every hung leaf below them and aborts them. Failures go to `errors`.
+    pub(crate) async fn stop(&mut self, which: Option<usize>, timeout: Duration) {
+        let mut deadline = deadline_after(timeout);
+        if let Some(parent) = self
+            .place
+            .parent_deadline
+            .as_ref()
+            .and_then(DeadlineCell::get)
+        {
+            deadline = deadline.min(parent);
+        }
+        self.deadline.set(deadline);
+        let targets: Vec<usize> = match which {
+            Some(i) => vec![i],
+            None => (0..self.slots.len()).collect(),
+        };
+        for &i in &targets {
+            self.slots[i].stopping = true;
+        }
+        match (which, &self.shared) {
+            (None, Some(shared)) => shared.cancel(),
+            _ => {
+                for &i in &targets {
+                    self.tokens[i].cancel();
+                }
+            }
+        }
+        while targets.iter().any(|&i| self.is_running(i)) {
+            // The container around may start its own stop (with an earlier deadline) while
+            // this one is stopping: never outlive it.
+            if let Some(parent) = self
+                .place
+                .parent_deadline
+                .as_ref()
+                .and_then(DeadlineCell::get)
+            {
+                if parent < deadline {
+                    deadline = parent;
+                    self.deadline.set(deadline);
+                }
+            }
+            match self.next(Some(deadline)).await {
+                Event::Ended(_, Some(e)) => self.errors.push(e),
+                Event::Timeout => {
+                    self.let_nested_report(&targets).await;
+                    self.abort(&targets, timeout).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// At the deadline, before aborting: members that host a container (whose deadline is
+    /// this one at the latest) are given up to [`REPORT_WINDOW`] to report their hung leaves
+    /// and return, so that their report is not lost with their abort.
+    async fn let_nested_report(&mut self, targets: &[usize]) {
+        let hosting = |run: &Run| {
+            targets.iter().any(|&i| {
+                run.slots[i]
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.hosts.load(Ordering::Relaxed))
+            })
+        };
+        let until = deadline_after(REPORT_WINDOW);
+        while hosting(self) {
+            match self.next(Some(until)).await {
+                Event::Ended(_, Some(e)) => self.errors.push(e),
+                Event::Timeout => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// Names the hung leaves below the members `targets` still running, then aborts them.
+    async fn abort(&mut self, targets: &[usize], timeout: Duration) {
+        let mut infos: Vec<TaskInfo> = Vec::new();
+        let mut groups = Vec::new();
+        for &i in targets {
+            if let Some(run) = self.slots[i].run.take() {
+                infos.extend(run.group.pending().tasks().cloned());
+                groups.push((i, run));
+            }
+        }
+        let hung = hung_leaves(&infos, timeout, &self.place.sites);
+        for (i, run) in &groups {
+            // A member reports ready for nothing now; its end is the hung leaves below it.
+            let prefix = format!("{}/{}", self.place.path, self.slots[*i].name);
+            let first = hung.iter().find(|e| {
+                e.name()
+                    .is_some_and(|n| n == prefix || n.starts_with(&format!("{prefix}/")))
+            });
+            if !run.self_reports.load(Ordering::Relaxed) {
+                self.reporter.ended(&self.slots[*i].name, first);
+            }
+        }
+        self.errors.extend(hung);
+        for (_, run) in groups {
+            abort_tree(&run.group).await;
+        }
+    }
+
+    /// Ends the run: everything below has stopped, nothing to abort on drop.
+    pub(crate) fn finish(mut self) -> Vec<ServiceError> {
+        self.guard.disarm();
+        std::mem::take(&mut self.errors)
+    }
+}
+
+/// Resolves with the readiness once, then never again (for a `select!` loop).
+pub(crate) async fn when_ready(w: &mut Option<WhenReady>) -> bool {
+    match w {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Failures { errors })
+    }
+}

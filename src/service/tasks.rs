@@ -1,0 +1,145 @@
+//! [`TasksService`]: a [`WaitGroup`] and its `go()` tasks as a member of a group or sequence.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::error::BoxError;
+use super::runner::{Place, DEFAULT_STOP_TIMEOUT};
+use super::service::{Ready, Service};
+use crate::{ShutdownReport, WaitGroup};
+
+/// A [`WaitGroup`] with its `go()` tasks as a [`Service`]: a member of a
+/// [`Group`](super::Group) or [`Sequence`](super::Sequence) whose stop is the group's
+/// [`shutdown`](WaitGroup::shutdown), and whose stop result is the [`ShutdownReport`].
+///
+/// A run reports ready at once and lasts until its context is cancelled, or the wait group
+/// is (by [`cancel_on_error`](crate::Builder::cancel_on_error), say); then it shuts the wait
+/// group down with a grace period of `grace`, never past the stop deadline of the container
+/// around it. Inside a container the wait group is linked below the member while it runs,
+/// so the container's stop reports name its pending tasks too.
+///
+/// The result is `Ok(())` if the shutdown was clean (nothing aborted, pending or failed),
+/// else an [`UncleanShutdown`] error carrying the report.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::service::{Group, TasksService};
+/// use taskgroup::WaitGroup;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let workers = WaitGroup::builder().name("workers").build();
+/// workers.task().name("stubborn").go(|_ctx| async {
+///     std::future::pending::<()>().await;
+///     Ok::<_, std::io::Error>(())
+/// });
+/// let mut app = Group::builder("app")
+///     .service(TasksService::new("workers", workers).grace(Duration::from_secs(1)))
+///     .build()
+///     .unwrap();
+/// let ctx = CancellationToken::new();
+/// ctx.cancel();
+/// let err = app.serve(ctx).await.unwrap_err();
+/// let unclean = err.failures()[0].source_as::<taskgroup::service::UncleanShutdown>().unwrap();
+/// assert_eq!(unclean.report().aborted()[0].name(), Some("stubborn"));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TasksService {
+    name: String,
+    wg: WaitGroup,
+    grace: Duration,
+}
+
+impl TasksService {
+    /// Makes `wg` a service named `name`, with a 10 second grace period.
+    pub fn new(name: impl Into<String>, wg: WaitGroup) -> Self {
+        TasksService {
+            name: name.into(),
+            wg,
+            grace: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+
+    /// The grace period of the shutdown. `Duration::MAX` means no limit (a container
+    /// around it still bounds it by its deadline).
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+impl Service for TasksService {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> BoxFuture<'static, Result<(), BoxError>> {
+        let wg = self.wg.clone();
+        let mut grace = self.grace;
+        let place = Place::here(&self.name, false);
+        // Below the member's group while it runs, so the container's reports cover it. A
+        // link the core refuses (a cycle) only loses that.
+        let linked = place.scope_group().is_some_and(|g| g.link(&wg).is_ok());
+        Box::pin(async move {
+            ready.ready();
+            tokio::select! {
+                () = ctx.cancelled() => {}
+                () = wg.cancelled() => {}
+            }
+            if let Some(left) = place.time_left() {
+                grace = grace.min(left);
+            }
+            let report = wg.shutdown(grace).await;
+            if linked {
+                if let Some(g) = place.scope_group() {
+                    g.unlink(&wg);
+                }
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(Box::new(UncleanShutdown { report }) as BoxError)
+            }
+        })
+    }
+}
+
+/// The stop result of a [`TasksService`] whose shutdown was not clean: tasks were aborted,
+/// are still pending, or failed. Carries the core's report.
+#[derive(Debug)]
+pub struct UncleanShutdown {
+    report: ShutdownReport,
+}
+
+impl UncleanShutdown {
+    /// The shutdown's report: what finished, was aborted, is pending, failed.
+    pub fn report(&self) -> &ShutdownReport {
+        &self.report
+    }
+}
+
+impl fmt::Display for UncleanShutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unclean shutdown: {} aborted, {} pending, {} failed",
+            self.report.aborted().len(),
+            self.report.pending().len(),
+            self.report.errors().len()
+        )
+    }
+}
+
+impl std::error::Error for UncleanShutdown {}

@@ -1,0 +1,179 @@
+//! One status hub per tree (issue 13, point 4): nested members report once, by path; a
+//! member with its own (same) hub is not reported twice; a listener never blocks `report`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskgroup::service::{
+    service_fn, Backoff, Group, Ready, Restarter, Sequence, Service, State, StatusHub,
+};
+use tokio_util::sync::CancellationToken;
+
+fn serve_until_cancelled(name: &'static str) -> impl Service {
+    service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        Ok(())
+    })
+}
+
+/// Before issue 13 giving one hub to a `Sequence` and to a `Restarter` inside it
+/// duplicated every event and left a wrong final snapshot (`broker #1: stopped` where the
+/// restarter had reached `#4`).
+#[tokio::test(start_paused = true)]
+async fn same_hub_on_a_sequence_and_its_restarter_reports_each_event_once() {
+    let hub = StatusHub::new(256);
+    let mut events = hub.subscribe();
+    let runs = Arc::new(AtomicU32::new(0));
+    let runs2 = runs.clone();
+    let broker = service_fn("broker", move |ctx: CancellationToken, ready: Ready| {
+        let n = runs2.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n < 4 {
+                return Err(format!("crash {n}").into());
+            }
+            ready.ready();
+            ctx.cancelled().await;
+            Ok(())
+        }
+    });
+    let restarter = Restarter::new(broker)
+        .backoff(
+            Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                1.0,
+                0.0,
+            )
+            .unwrap(),
+        )
+        .status(hub.clone());
+    let mut seq = Sequence::builder("app")
+        .service(serve_until_cancelled("db"))
+        .service(restarter)
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(seq.serve(ctx.clone()));
+    hub.watch()
+        .wait_for(|m| m["broker"].state == State::Running && m["broker"].attempt == 4)
+        .await
+        .unwrap();
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+
+    let mut broker_events = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.name == "broker" {
+            broker_events.push((e.state, e.attempt));
+        }
+    }
+    // Idle once (by the restarter's `status`; the sequence's build does not repeat it),
+    // then each transition exactly once.
+    let expected: Vec<(State, u32)> = [
+        (State::Idle, 0),
+        (State::Starting, 1),
+        (State::Failed, 1),
+        (State::Restarting, 2),
+        (State::Starting, 2),
+        (State::Failed, 2),
+        (State::Restarting, 3),
+        (State::Starting, 3),
+        (State::Failed, 3),
+        (State::Restarting, 4),
+        (State::Starting, 4),
+        (State::Running, 4),
+        (State::Stopped, 4),
+    ]
+    .to_vec();
+    assert_eq!(broker_events, expected);
+    let snap = hub.snapshot();
+    assert_eq!(
+        (snap["broker"].state, snap["broker"].attempt),
+        (State::Stopped, 4)
+    );
+}
+
+/// Before issue 13 a hub on the outermost container saw nothing of the members of nested
+/// containers. Now every nested member reports to it once, by its path below it.
+#[tokio::test(start_paused = true)]
+async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
+    let hub = StatusHub::new(256);
+    let mut events = hub.subscribe();
+    let backend = Sequence::builder("backend")
+        .service(serve_until_cancelled("db"))
+        .service(serve_until_cancelled("cache"))
+        .build()
+        .unwrap();
+    let mut app = Group::builder("app")
+        .service(backend)
+        .service(serve_until_cancelled("http"))
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(app.serve(ctx.clone()));
+    hub.watch()
+        .wait_for(|m| {
+            ["backend", "backend/db", "backend/cache", "http"]
+                .iter()
+                .all(|n| m.get(*n).is_some_and(|e| e.state == State::Running))
+        })
+        .await
+        .unwrap();
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    let mut per_name = std::collections::BTreeMap::<String, Vec<State>>::new();
+    while let Ok(e) = events.try_recv() {
+        per_name.entry(e.name).or_default().push(e.state);
+    }
+    // The direct members are reported `Idle` when the group is built with the hub.
+    for name in ["http", "backend"] {
+        assert_eq!(
+            per_name[name],
+            [State::Idle, State::Starting, State::Running, State::Stopped],
+            "{name}: {per_name:?}"
+        );
+    }
+    for name in ["backend/db", "backend/cache"] {
+        assert_eq!(
+            per_name[name],
+            [State::Starting, State::Running, State::Stopped],
+            "{name}: {per_name:?}"
+        );
+    }
+}
+
+/// Before issue 13 a listener holding the snapshot (`watch().borrow()`, which a
+/// `wait_for` predicate runs under) blocked `report()` for as long as it held it; here the
+/// predicate reports, which deadlocked. The watcher now lends no borrow.
+#[test]
+fn a_listener_never_blocks_report() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let hub = StatusHub::new(8);
+            hub.report("a", State::Running, 1, None, None);
+            let mut watch = hub.watch();
+            let snap = watch
+                .wait_for(|m| {
+                    // A listener that reports while it looks: must not block.
+                    hub.report("b", State::Running, 1, None, None);
+                    m.contains_key("a")
+                })
+                .await
+                .unwrap();
+            assert!(snap.contains_key("a"));
+            assert!(hub.snapshot().contains_key("b"));
+        });
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("report() did not block");
+}

@@ -1,0 +1,204 @@
+//! Recursive stop reports (issue 13, point 2) and a `WaitGroup` as a member (point 8): a
+//! stop timeout names every hung leaf by its path, site and age at any depth, however the
+//! nested timeouts relate; a nested container never outlives its parent's deadline.
+
+use std::time::Duration;
+
+use taskgroup::service::{
+    service_fn, Group, Ready, Sequence, Service, ServiceError, TasksService, UncleanShutdown,
+};
+use taskgroup::WaitGroup;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn polite(name: &'static str) -> impl Service {
+    service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        Ok(())
+    })
+}
+
+fn hung(name: &'static str) -> impl Service {
+    service_fn(name, |_ctx, ready: Ready| async move {
+        ready.ready();
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+/// The paths of every stop timeout in `err`, sorted.
+fn hung_paths(err: &ServiceError) -> Vec<String> {
+    let mut paths: Vec<String> = err
+        .stop_timeouts()
+        .iter()
+        .filter_map(|e| e.name().map(str::to_owned))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Runs `top` for one second, cancels it, and returns its error and how long the stop took.
+async fn stop_after_a_second(mut top: Group) -> (ServiceError, Duration) {
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cancelled = Instant::now();
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    (err, cancelled.elapsed())
+}
+
+/// Before issue 13, with the same stop timeout (the default 10 s) at both levels, the
+/// result said `Nested: did not stop within 10s, aborted`: the hung service's name was lost
+/// (0 of 100 rounds named it on paused time).
+#[tokio::test(start_paused = true)]
+async fn same_timeouts_name_the_hung_leaf_with_its_path_site_and_age() {
+    for _round in 0..20 {
+        let nested = Group::builder("Nested")
+            .service(polite("ok"))
+            .service(hung("stuck"))
+            .build()
+            .unwrap();
+        let top = Group::builder("Top")
+            .service(nested)
+            .service(polite("api"))
+            .build()
+            .unwrap();
+        let (err, took) = stop_after_a_second(top).await;
+        assert_eq!(took, Duration::from_secs(10));
+        assert_eq!(hung_paths(&err), ["Top/Nested/stuck"], "{err}");
+        let [ServiceError::StopTimeout { site, age, .. }] = err.stop_timeouts()[..] else {
+            panic!("{err:?}");
+        };
+        assert!(site.file().ends_with("service_nested.rs"), "{site}");
+        assert_eq!(*age, Duration::from_secs(11));
+        assert!(err.to_string().contains("Top/Nested/stuck"), "{err}");
+    }
+}
+
+/// A nested container with a longer stop timeout than its parent's never outlives the
+/// parent's deadline, and its hung leaf is still named.
+#[tokio::test(start_paused = true)]
+async fn nested_longer_timeout_is_bounded_by_the_parent() {
+    let nested = Group::builder("Nested")
+        .service(hung("stuck"))
+        .stop_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let top = Group::builder("Top")
+        .service(nested)
+        .stop_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (err, took) = stop_after_a_second(top).await;
+    assert_eq!(took, Duration::from_secs(5));
+    assert_eq!(hung_paths(&err), ["Top/Nested/stuck"], "{err}");
+}
+
+/// A nested container with a shorter stop timeout reports its hung leaf itself, at its own
+/// deadline.
+#[tokio::test(start_paused = true)]
+async fn nested_shorter_timeout_reports_at_its_own_deadline() {
+    let nested = Group::builder("Nested")
+        .service(hung("stuck"))
+        .stop_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let top = Group::builder("Top")
+        .service(nested)
+        .stop_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (err, took) = stop_after_a_second(top).await;
+    assert_eq!(took, Duration::from_secs(2));
+    assert_eq!(hung_paths(&err), ["Top/Nested/stuck"], "{err}");
+}
+
+/// Three levels, a sequence in the middle, two hung leaves at different depths: each is
+/// named once, by its full path.
+#[tokio::test(start_paused = true)]
+async fn every_hung_leaf_is_named_at_any_depth() {
+    let inner = Group::builder("inner")
+        .service(hung("deep"))
+        .service(polite("fine"))
+        .build()
+        .unwrap();
+    let middle = Sequence::builder("middle")
+        .service(inner)
+        .service(hung("shallow"))
+        .stop_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let top = Group::builder("top")
+        .service(middle)
+        .stop_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let (err, took) = stop_after_a_second(top).await;
+    // The sequence stops `shallow` first (3 s, its own timeout), then `inner`, whose
+    // deadline is bounded by the top's (4 s after the cancellation).
+    assert_eq!(took, Duration::from_secs(4));
+    assert_eq!(
+        hung_paths(&err),
+        ["top/middle/inner/deep", "top/middle/shallow"],
+        "{err}"
+    );
+}
+
+/// Before issue 13 a `WaitGroup` as a member took ~15 lines of glue; now its shutdown is the
+/// member's stop, and its report the member's stop result.
+#[tokio::test(start_paused = true)]
+async fn a_wait_group_is_a_member_and_its_report_the_stop_result() {
+    let workers = WaitGroup::builder().name("workers").build();
+    workers.task().name("polite").go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    workers.task().name("stubborn").go(|_ctx| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let top = Group::builder("app")
+        .service(TasksService::new("workers", workers.clone()).grace(Duration::from_secs(2)))
+        .service(polite("api"))
+        .build()
+        .unwrap();
+    let (err, took) = stop_after_a_second(top).await;
+    // Two seconds of grace, then the core's forced phase aborts at once.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let unclean = err.failures()[0]
+        .source_as::<UncleanShutdown>()
+        .unwrap_or_else(|| panic!("{err:?}"));
+    let aborted: Vec<_> = unclean
+        .report()
+        .aborted()
+        .iter()
+        .map(|t| t.name())
+        .collect();
+    assert_eq!(aborted, [Some("stubborn")]);
+    assert_eq!(unclean.report().finished(), 1);
+    assert!(workers.is_empty());
+}
+
+/// A clean `WaitGroup` member stops with `Ok`.
+#[tokio::test(start_paused = true)]
+async fn a_clean_wait_group_member_stops_ok() {
+    let workers = WaitGroup::new();
+    workers.go(|ctx| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    });
+    let mut top = Group::builder("app")
+        .service(TasksService::new("workers", workers))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    tokio::task::yield_now().await;
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+}

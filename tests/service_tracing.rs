@@ -1,0 +1,81 @@
+//! With the `tracing` feature every service transition is a `tracing` event, named by its
+//! full path, with or without a `StatusHub` (issue 13, point 4). Before issue 13 only
+//! restart and give-up decisions were traced: a program needed a hub and a logging loop.
+#![cfg(feature = "tracing")]
+
+use std::io::Write;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use taskgroup::service::{service_fn, Group, Ready, Sequence, Service};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn serve_until_cancelled(name: &'static str) -> impl Service {
+    service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        Ok(())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_is_a_tracing_event_by_path() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let backend = Sequence::builder("backend")
+        .service(serve_until_cancelled("db"))
+        .build()
+        .unwrap();
+    let mut app = Group::builder("app")
+        .service(backend)
+        .service(service_fn("job", |_ctx, _ready| async {
+            Err("boom".into())
+        }))
+        .build()
+        .unwrap();
+    let err = app.serve(CancellationToken::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), "job: boom");
+
+    let text = String::from_utf8(capture.0.lock().clone()).unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("taskgroup::service"))
+        .collect();
+    for (service, state) in [
+        ("app/backend", "starting"),
+        ("app/backend/db", "starting"),
+        ("app/backend/db", "running"),
+        ("app/job", "starting"),
+        ("app/job", "failed"),
+        ("app/backend/db", "stopped"),
+        ("app/backend", "stopped"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|l| l.contains(&format!("service={service} state={state}"))),
+            "no {service} {state} in:\n{text}"
+        );
+    }
+}
