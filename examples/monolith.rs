@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskgroup::service::{run_teardown, service_fn, BoxError, Group, Ready, TasksService};
+use taskgroup::service::{run_teardown, service_fn, BoxError, Ready, ServiceGroup, TasksService};
 use taskgroup::WaitGroup;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
     }
 
-    let mut app = Group::builder("monolith")
+    let mut app = ServiceGroup::builder("monolith")
         .service(http)
         .service(TasksService::new("jobs", jobs).grace(Duration::from_secs(1)))
         .service(queue)

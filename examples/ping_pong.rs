@@ -85,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let mut supervisor = Supervisor::new("table")
+    let mut supervisor = Supervisor::builder("table")
         .service(ping)
         .service(pong)
         .backoff(Backoff::exponential(

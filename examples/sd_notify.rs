@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use taskgroup::service::shutdown_signal;
+use taskgroup::shutdown::shutdown_signal;
 use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
 use taskgroup::{BoxError, WaitGroup};
 use tokio::io::AsyncWriteExt;

@@ -7,23 +7,22 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use taskgroup::{TaskGuard, WaitGroup};
+//! use taskgroup::{ShutdownReport, TaskGuard, WaitGroup};
 //!
 //! struct Server { wg: WaitGroup, listener: Option<TaskGuard> }
 //!
 //! impl Server {
 //!     fn start() -> Self {
 //!         let wg = WaitGroup::builder().name("server").build();
-//!         let listener = Some(wg.task().name("listener").add());    // completed in close()
-//!         wg.task().name("conn").go(|ctx| async move {            // errors and panics kept
-//!             ctx.cancelled().await;                        // drain on shutdown
-//!             Ok::<_, std::io::Error>(())
+//!         let listener = Some(wg.task().name("listener").add()); // completed in close()
+//!         wg.task().name("conn").go(|ctx| async move {         // errors and panics kept
+//!             ctx.cancelled().await;                            // drain on shutdown
 //!         });
 //!         Server { wg, listener }
 //!     }
-//!     async fn close(&mut self) -> taskgroup::ShutdownReport {
+//!     async fn close(&mut self) -> ShutdownReport {
 //!         drop(self.listener.take());
-//!         self.wg.shutdown(Duration::from_secs(5)).await
+//!         self.wg.shutdown(Duration::from_secs(5)).await     // close, cancel, drain, abort
 //!     }
 //! }
 //! # #[tokio::main(flavor = "current_thread")]
@@ -34,57 +33,71 @@
 //! # }
 //! ```
 //!
-//! # What it does
+//! # The types, by role
 //!
-//! * **Guards** — [`WaitGroup::add`] returns a [`TaskGuard`] that can be kept
-//!   in a struct and completed later by [`TaskGuard::done`] or drop. Each has an
-//!   id, an optional name and the place it was created.
-//! * **Tasks** — [`WaitGroup::go`] spawns a task that receives the group's
-//!   [`CancellationToken`](tokio_util::sync::CancellationToken) and returns a
-//!   `Result`. Every error and panic is kept, with the task's identity, and
-//!   returned by [`WaitGroup::wait`] as [`TaskErrors`]. With
-//!   [`WaitGroupBuilder::cancel_on_error`] the first failure cancels the rest (Go's
-//!   `errgroup`).
-//! * **Links** — [`WaitGroup::link`] and [`WaitGroup::child`] attach groups
-//!   below a group; its waits and shutdowns then cover them, in order.
-//! * **Deadlines** — [`WaitGroup::wait_timeout`] returns a [`PendingReport`]
-//!   naming every unfinished guard and task; [`WaitGroup::shutdown`] closes,
-//!   cancels, waits, aborts stragglers and returns a [`ShutdownReport`].
-//! * **Blocking** — [`WaitGroup::wait_blocking`] for `Drop` impls and
-//!   synchronous code, outside any runtime.
-//! * **Orchestrators** — [`shutdown::ShutdownPlan`] runs the phases
-//!   Kubernetes and systemd expect (stop being
-//!   [ready](shutdown::Readiness), pre-stop delay, drain, abort, close
-//!   resources in order) around [`WaitGroup::shutdown`].
-//! * **Services** — the [`service`] module runs long-running services as a
-//!   group that fails together, as an ordered sequence (start in order, stop
-//!   in reverse), under restart policies with backoff and limits, with status
-//!   events and OS signal handling.
+//! **A group and its work**
+//! * [`WaitGroup`] — the group: a cheap handle; waits, closes, cancels, links
+//!   groups below it, shuts them down in order under one deadline.
+//!   [`WaitGroupBuilder`] configures one (name, `cancel_on_error`, `limit`,
+//!   `max_errors`, `abort_timeout`, a caller's token, ...).
+//! * [`TaskBuilder`] — one unit of work, from [`WaitGroup::task`]: its name,
+//!   whether its failure cancels the group ([`critical`](TaskBuilder::critical)),
+//!   and where it runs: a guard ([`add`](TaskBuilder::add)), a task
+//!   ([`go`](TaskBuilder::go)), blocking ([`spawn_blocking`](TaskBuilder::spawn_blocking)),
+//!   local ([`spawn_local`](TaskBuilder::spawn_local)), another runtime
+//!   ([`spawn_on`](TaskBuilder::spawn_on)), a future you poll
+//!   ([`track_future`](TaskBuilder::track_future)), a child group.
+//!   [`WaitGroup::add`], [`try_add`](WaitGroup::try_add), [`go`](WaitGroup::go)
+//!   and [`try_go`](WaitGroup::try_go) are the short forms.
+//! * [`TaskGuard`] — pending work you complete yourself, by `done()` or drop.
+//! * [`TaskContext`] — what a task receives: it dereferences to the group's
+//!   [`CancellationToken`].
+//! * [`TaskHandle`] — what spawning returns: await it for the task's value
+//!   ([`TaskOutput`]: `()` or `Result<T, E>`), or abort that one task;
+//!   [`JoinError`] says why there is no value. [`Tracked`] is a tracked future.
+//!
+//! **What happened**
+//! * [`TaskErrors`] / [`TaskError`] — every failure (error or panic) with the
+//!   task's identity; nothing is lost ([`DEFAULT_MAX_ERRORS`] kept per group,
+//!   the rest counted).
+//! * [`PendingReport`], [`GroupPending`], [`TaskInfo`], [`TaskKind`] — what is
+//!   still pending: id, name, creation site, age, group.
+//! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending.
+//! * [`WaitError`], [`Closed`], [`TryGoError`], [`LinkError`] — why a call
+//!   did not do what was asked. [`GroupId`] and [`TaskId`] identify groups and
+//!   work.
+//!
+//! **Modules**
+//! * [`shutdown`] — [`ShutdownPlan`](shutdown::ShutdownPlan), its
+//!   [`Phase`](shutdown::Phase)s and [`Readiness`](shutdown::Readiness) for
+//!   Kubernetes and systemd, and the signals that start a shutdown.
+//! * [`service`] — long-running services as a group that fails together, an
+//!   ordered sequence, under restart policies, with status events.
 //!
 //! # Compared with the alternatives
 //!
 //! | | `taskgroup` | tokio-util `TaskTracker` | tokio `JoinSet` | `tokio-graceful-shutdown` |
 //! |---|---|---|---|---|
 //! | guard kept in a struct | [`TaskGuard`] with id, name, site | `TaskTrackerToken` | no | no |
-//! | tasks returning `Result` | yes, all errors kept | no (`JoinHandle`) | yes, joined one by one | yes |
-//! | panics | error with the task's name and id | token dropped | `JoinError` | `Panicked(name)` |
+//! | task values | [`TaskHandle`] | `JoinHandle` | joined one by one | no |
+//! | failures | all kept with the task's identity | no | `JoinError` one by one | `Panicked(name)` |
 //! | wait on an empty group | returns at once | needs `close()` first | `join_next` → `None` | n/a |
 //! | wait with a deadline | report of what is pending | wrap in `timeout`; `len()` | wrap in `timeout` | top level only |
+//! | concurrency limit | [`limit`](WaitGroupBuilder::limit), queued tasks reported | no | no | no |
 //! | nested groups, ordered teardown | `link`/`child`, one shared deadline | no | no | subsystem tree, unordered |
-//! | abort after grace | `shutdown` | no | `abort_all` | yes |
+//! | abort after grace | `shutdown`, with a report | no | `abort_all` | yes |
 //! | blocking wait | `wait_blocking` | no | no | no |
 //!
 //! # Feature flags and runtime
 //!
-//! * `tracing` (off by default): each `go()` task runs in a `task` span with
+//! * `tracing` (off by default): each spawned task runs in a `task` span with
 //!   its group, name and id; closing and cancelling a group, a task failure, a
 //!   timed-out wait (with its pending report), an abort, the end of a shutdown
-//!   and a service restart are logged as events. Without the feature none of
+//!   and service transitions are logged as events. Without the feature none of
 //!   this code is compiled.
 //!
-//! `go()` needs to be called inside a Tokio runtime; the deadline variants
-//! need Tokio's time driver, and use Tokio's clock, so paused time in tests
-//! applies to them.
+//! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
+//! driver, and use Tokio's clock, so paused time in tests applies to them.
 //!
 //! # Unsafe code
 //!
@@ -114,7 +127,6 @@ mod report;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
 #[allow(unsafe_code)]
 mod shared;
-mod signals;
 mod state;
 mod sync;
 mod task;
@@ -126,18 +138,20 @@ mod wait_group;
 pub mod service;
 pub mod shutdown;
 
+// A group and its work.
 pub use context::TaskContext;
+pub use guard::TaskGuard;
+pub use task::{JoinError, TaskHandle, TaskOutput, Tracked};
+pub use wait_group::{TaskBuilder, WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
+#[doc(no_inline)]
+pub use tokio_util::sync::CancellationToken;
+
+// What happened.
 pub use error::{
     BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, TryGoError, WaitError,
 };
-pub use guard::TaskGuard;
 pub use label::{GroupId, TaskId};
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
-pub use task::{JoinError, TaskHandle, TaskOutput, Tracked};
-pub use wait_group::{TaskBuilder, WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
-
-#[doc(no_inline)]
-pub use tokio_util::sync::CancellationToken;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -151,8 +151,8 @@ impl WaitGroupBuilder {
     /// Whether guards record their identity (name, creation site, start time)
     /// for reports. Default `true`. With `false`, `add` and `done` do no more
     /// than one atomic step each on the group's state and reports count guards
-    /// instead of listing them; [`add_named`](WaitGroup::add_named)'s name is
-    /// then not kept. Tasks from `go()` are always recorded.
+    /// instead of listing them, except guards given a name
+    /// ([`TaskBuilder::name`]). Spawned tasks are always recorded.
     pub fn record_guards(mut self, record: bool) -> Self {
         self.config.record_guards = record;
         self

@@ -1,10 +1,10 @@
-//! Group: start together, first failure stops all, one stop deadline, every error reported.
+//! ServiceGroup: start together, first failure stops all, one stop deadline, every error reported.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Cancelled, ConfigError, Group, Ready, Sequence, Service, ServiceError,
+    service_fn, Cancelled, ConfigError, Ready, Sequence, Service, ServiceError, ServiceGroup,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -50,7 +50,7 @@ async fn first_failure_cancels_all_and_reports_every_error() {
         // A failing teardown after the cancellation is a real failure: reported.
         Err("flush failed".into())
     });
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(failing_after(
             "db",
@@ -71,7 +71,7 @@ async fn first_failure_cancels_all_and_reports_every_error() {
 
 #[tokio::test(start_paused = true)]
 async fn empty_group_returns_at_once_and_is_ready() {
-    let mut group = Group::builder("empty").build().unwrap();
+    let mut group = ServiceGroup::builder("empty").build().unwrap();
     let (ready, when_ready) = Ready::channel();
     let start = Instant::now();
     // A context that is never cancelled: the group must not wait for it.
@@ -86,7 +86,7 @@ async fn empty_group_returns_at_once_and_is_ready() {
 #[tokio::test(start_paused = true)]
 async fn long_running_service_returning_ok_is_exited_early() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(service_fn("quitter", |_ctx, _ready| async { Ok(()) }))
         .build()
@@ -102,7 +102,7 @@ async fn long_running_service_returning_ok_is_exited_early() {
 #[tokio::test(start_paused = true)]
 async fn oneshot_service_may_finish_and_counts_as_ready() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .oneshot(service_fn("migrate", |_ctx, _ready| async { Ok(()) }))
         .build()
@@ -123,7 +123,7 @@ async fn oneshot_service_may_finish_and_counts_as_ready() {
 #[tokio::test(start_paused = true)]
 async fn panic_is_caught_with_name_and_message() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(service_fn("bad", |_ctx, _ready| async {
             panic!("index out of range");
@@ -163,7 +163,7 @@ async fn stop_timeout_aborts_and_names_the_stragglers() {
             Ok(())
         }
     });
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(stubborn)
         .stop_timeout(Duration::from_secs(2))
@@ -201,7 +201,7 @@ async fn stop_timeout_aborts_and_names_the_stragglers() {
 
 #[tokio::test(start_paused = true)]
 async fn cancellation_caused_errors_are_not_reported() {
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(service_fn(
             "worker",
             |ctx: CancellationToken, _ready| async move {
@@ -229,7 +229,7 @@ async fn ready_once_every_member_is_ready() {
             },
         )
     };
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(slow("a", 1))
         .service(slow("b", 3))
         .build()
@@ -258,7 +258,7 @@ async fn dropping_the_group_future_aborts_every_member() {
             Ok(())
         }
     });
-    let mut group = Group::builder("app").service(svc).build().unwrap();
+    let mut group = ServiceGroup::builder("app").service(svc).build().unwrap();
     let run = tokio::spawn(group.serve(CancellationToken::new()));
     started.recv().await.unwrap();
     run.abort();
@@ -268,7 +268,7 @@ async fn dropping_the_group_future_aborts_every_member() {
 #[tokio::test(start_paused = true)]
 async fn group_can_run_again() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .build()
         .unwrap();
@@ -287,7 +287,7 @@ async fn group_can_run_again() {
 #[test]
 fn settings_are_validated() {
     let log = Log::default();
-    let err = Group::builder("app")
+    let err = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(server("api", &log))
         .build()
@@ -300,7 +300,7 @@ fn settings_are_validated() {
         }
     );
     assert_eq!(err.to_string(), "app: duplicate service name \"api\"");
-    let err = Group::builder("app")
+    let err = ServiceGroup::builder("app")
         .stop_timeout(Duration::ZERO)
         .build()
         .unwrap_err();
@@ -316,7 +316,7 @@ fn settings_are_validated() {
 #[tokio::test(start_paused = true)]
 async fn nested_group_inside_sequence_inside_group() {
     let log = Log::default();
-    let inner = Group::builder("inner")
+    let inner = ServiceGroup::builder("inner")
         .service(server("x", &log))
         .service(server("y", &log))
         .build()
@@ -326,7 +326,7 @@ async fn nested_group_inside_sequence_inside_group() {
         .service(inner)
         .build()
         .unwrap();
-    let mut outer = Group::builder("outer")
+    let mut outer = ServiceGroup::builder("outer")
         .service(backend)
         .service(server("watcher", &log))
         .build()
@@ -357,7 +357,7 @@ async fn nested_group_inside_sequence_inside_group() {
 #[tokio::test(start_paused = true)]
 async fn nested_failure_is_reported_as_a_path() {
     let log = Log::default();
-    let inner = Group::builder("inner")
+    let inner = ServiceGroup::builder("inner")
         .service(server("x", &log))
         .service(failing_after("y", Duration::from_secs(1), "boom"))
         .build()
@@ -367,7 +367,7 @@ async fn nested_failure_is_reported_as_a_path() {
         .service(inner)
         .build()
         .unwrap();
-    let mut outer = Group::builder("outer")
+    let mut outer = ServiceGroup::builder("outer")
         .service(backend)
         .service(server("watcher", &log))
         .build()

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Group, Ready, Restarter, Service, ServiceError, State, StatusHub,
-    Supervisor,
+    service_fn, Backoff, Ready, Restarter, Service, ServiceError, ServiceGroup, ServiceState,
+    StatusHub, Supervisor,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ impl Future for DoneThenPanic {
 #[tokio::test(start_paused = true)]
 async fn future_that_panics_in_drop_after_completing_is_a_member_panic() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(service_fn("bad", |_ctx, _ready| DoneThenPanic {
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
@@ -102,7 +102,7 @@ impl Drop for BombPayload {
 #[tokio::test(start_paused = true)]
 async fn panic_payload_that_panics_on_drop_is_a_member_panic() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(service_fn("bad", |_ctx, _ready| async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -147,12 +147,12 @@ fn factory_panics(
     })
 }
 
-/// Before issue 13 a panic in `Service::run` unwound out of `Group::serve()` into the
+/// Before issue 13 a panic in `Service::run` unwound out of `ServiceGroup::serve()` into the
 /// caller instead of being reported as a member panic.
 #[tokio::test(start_paused = true)]
 async fn factory_panic_in_a_group_is_a_reported_member_panic() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(factory_panics("bad", &[1], Arc::default()))
         .build()
@@ -187,7 +187,7 @@ async fn factory_panic_under_a_restarter_is_restarted_with_its_events() {
     let run = tokio::spawn(r.run(ctx.clone(), Ready::noop()));
     let mut watch = hub.watch();
     watch
-        .wait_for(|m| m["svc"].state == State::Running && m["svc"].attempt == 2)
+        .wait_for(|m| m["svc"].state == ServiceState::Running && m["svc"].attempt == 2)
         .await
         .unwrap();
     ctx.cancel();
@@ -199,17 +199,17 @@ async fn factory_panic_under_a_restarter_is_restarted_with_its_events() {
     assert_eq!(
         seen,
         [
-            (State::Idle, 0, None),
-            (State::Starting, 1, None),
+            (ServiceState::Idle, 0, None),
+            (ServiceState::Starting, 1, None),
             (
-                State::Panicked,
+                ServiceState::Panicked,
                 1,
                 Some("factory panicked on run 1".to_owned())
             ),
-            (State::Restarting, 2, None),
-            (State::Starting, 2, None),
-            (State::Running, 2, None),
-            (State::Stopped, 2, None),
+            (ServiceState::Restarting, 2, None),
+            (ServiceState::Starting, 2, None),
+            (ServiceState::Running, 2, None),
+            (ServiceState::Stopped, 2, None),
         ]
         .map(|(s, a, e)| (s, a, e))
         .to_vec()
@@ -235,7 +235,7 @@ impl std::error::Error for PanickyDisplay {}
 async fn error_whose_display_panics_is_kept_and_reported_by_a_group() {
     let log = Log::default();
     let hub = StatusHub::new(64);
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .service(service_fn("bad", |_ctx, _ready| async {
             Err(Box::new(PanickyDisplay) as taskgroup::BoxError)
@@ -248,12 +248,12 @@ async fn error_whose_display_panics_is_kept_and_reported_by_a_group() {
     assert!(err.failures()[0].source_as::<PanickyDisplay>().is_some());
     assert_eq!(*log.lock().unwrap(), ["stop api"], "api stopped cleanly");
     let snap = hub.snapshot();
-    assert_eq!(snap["bad"].state, State::Failed);
+    assert_eq!(snap["bad"].state, ServiceState::Failed);
     assert_eq!(
         snap["bad"].error.as_deref(),
         Some("<the error's Display panicked>")
     );
-    assert_eq!(snap["api"].state, State::Stopped);
+    assert_eq!(snap["api"].state, ServiceState::Stopped);
 }
 
 /// Before issue 13 the same error crashed a `Supervisor`'s restarter: not restarted, its
@@ -263,7 +263,7 @@ async fn error_whose_display_panics_is_restarted_by_a_supervisor() {
     let hub = StatusHub::new(64);
     let runs = Arc::new(AtomicU32::new(0));
     let runs2 = runs.clone();
-    let mut sup = Supervisor::new("sup")
+    let mut sup = Supervisor::builder("sup")
         .status(hub.clone())
         .backoff(
             Backoff::exponential(
@@ -293,13 +293,13 @@ async fn error_whose_display_panics_is_restarted_by_a_supervisor() {
     let ctx = CancellationToken::new();
     let run = tokio::spawn(sup.serve(ctx.clone()));
     hub.watch()
-        .wait_for(|m| m["svc"].state == State::Running && m["svc"].attempt == 2)
+        .wait_for(|m| m["svc"].state == ServiceState::Running && m["svc"].attempt == 2)
         .await
         .unwrap();
     ctx.cancel();
     run.await.unwrap().unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-    assert_eq!(hub.snapshot()["svc"].state, State::Stopped);
+    assert_eq!(hub.snapshot()["svc"].state, ServiceState::Stopped);
 }
 
 /// Under a `Restarter`, a panic in the future's `Drop` after it completed and a panic
@@ -342,14 +342,14 @@ async fn drop_panics_under_a_restarter_are_restarts_with_their_events() {
     let ctx = CancellationToken::new();
     let run = tokio::spawn(r.run(ctx.clone(), Ready::noop()));
     hub.watch()
-        .wait_for(|m| m["svc"].state == State::Running && m["svc"].attempt == 3)
+        .wait_for(|m| m["svc"].state == ServiceState::Running && m["svc"].attempt == 3)
         .await
         .unwrap();
     ctx.cancel();
     run.await.unwrap().unwrap();
     let mut panicked = Vec::new();
     while let Ok(e) = events.try_recv() {
-        if e.state == State::Panicked {
+        if e.state == ServiceState::Panicked {
             panicked.push(e.attempt);
         }
     }
@@ -361,11 +361,11 @@ async fn drop_panics_under_a_restarter_are_restarts_with_their_events() {
 #[test]
 fn service_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<Group>();
+    send_sync::<ServiceGroup>();
     send_sync::<taskgroup::service::Sequence>();
     send_sync::<taskgroup::service::StatusWatch>();
     send_sync::<taskgroup::service::TasksService>();
     send_sync::<taskgroup::service::UncleanShutdown>();
     send_sync::<ServiceError>();
-    send_sync::<Restarter<Group>>();
+    send_sync::<Restarter<ServiceGroup>>();
 }

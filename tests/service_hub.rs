@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Group, Ready, Restarter, Sequence, Service, State, StatusHub,
+    service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceGroup, ServiceState, StatusHub,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,7 @@ async fn same_hub_on_a_sequence_and_its_restarter_reports_each_event_once() {
     let ctx = CancellationToken::new();
     let run = tokio::spawn(seq.serve(ctx.clone()));
     hub.watch()
-        .wait_for(|m| m["broker"].state == State::Running && m["broker"].attempt == 4)
+        .wait_for(|m| m["broker"].state == ServiceState::Running && m["broker"].attempt == 4)
         .await
         .unwrap();
     ctx.cancel();
@@ -72,27 +72,27 @@ async fn same_hub_on_a_sequence_and_its_restarter_reports_each_event_once() {
     }
     // Idle once (by the restarter's `status`; the sequence's build does not repeat it),
     // then each transition exactly once.
-    let expected: Vec<(State, u32)> = [
-        (State::Idle, 0),
-        (State::Starting, 1),
-        (State::Failed, 1),
-        (State::Restarting, 2),
-        (State::Starting, 2),
-        (State::Failed, 2),
-        (State::Restarting, 3),
-        (State::Starting, 3),
-        (State::Failed, 3),
-        (State::Restarting, 4),
-        (State::Starting, 4),
-        (State::Running, 4),
-        (State::Stopped, 4),
+    let expected: Vec<(ServiceState, u32)> = [
+        (ServiceState::Idle, 0),
+        (ServiceState::Starting, 1),
+        (ServiceState::Failed, 1),
+        (ServiceState::Restarting, 2),
+        (ServiceState::Starting, 2),
+        (ServiceState::Failed, 2),
+        (ServiceState::Restarting, 3),
+        (ServiceState::Starting, 3),
+        (ServiceState::Failed, 3),
+        (ServiceState::Restarting, 4),
+        (ServiceState::Starting, 4),
+        (ServiceState::Running, 4),
+        (ServiceState::Stopped, 4),
     ]
     .to_vec();
     assert_eq!(broker_events, expected);
     let snap = hub.snapshot();
     assert_eq!(
         (snap["broker"].state, snap["broker"].attempt),
-        (State::Stopped, 4)
+        (ServiceState::Stopped, 4)
     );
 }
 
@@ -107,7 +107,7 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
         .service(serve_until_cancelled("cache"))
         .build()
         .unwrap();
-    let mut app = Group::builder("app")
+    let mut app = ServiceGroup::builder("app")
         .service(backend)
         .service(serve_until_cancelled("http"))
         .status(hub.clone())
@@ -119,13 +119,13 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
         .wait_for(|m| {
             ["backend", "backend/db", "backend/cache", "http"]
                 .iter()
-                .all(|n| m.get(*n).is_some_and(|e| e.state == State::Running))
+                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
         })
         .await
         .unwrap();
     ctx.cancel();
     run.await.unwrap().unwrap();
-    let mut per_name = std::collections::BTreeMap::<String, Vec<State>>::new();
+    let mut per_name = std::collections::BTreeMap::<String, Vec<ServiceState>>::new();
     while let Ok(e) = events.try_recv() {
         per_name.entry(e.name).or_default().push(e.state);
     }
@@ -133,14 +133,23 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
     for name in ["http", "backend"] {
         assert_eq!(
             per_name[name],
-            [State::Idle, State::Starting, State::Running, State::Stopped],
+            [
+                ServiceState::Idle,
+                ServiceState::Starting,
+                ServiceState::Running,
+                ServiceState::Stopped
+            ],
             "{name}: {per_name:?}"
         );
     }
     for name in ["backend/db", "backend/cache"] {
         assert_eq!(
             per_name[name],
-            [State::Starting, State::Running, State::Stopped],
+            [
+                ServiceState::Starting,
+                ServiceState::Running,
+                ServiceState::Stopped
+            ],
             "{name}: {per_name:?}"
         );
     }
@@ -158,12 +167,12 @@ fn a_listener_never_blocks_report() {
             .unwrap();
         rt.block_on(async {
             let hub = StatusHub::new(8);
-            hub.report("a", State::Running, 1, None, None);
+            hub.report("a", ServiceState::Running, 1, None, None);
             let mut watch = hub.watch();
             let snap = watch
                 .wait_for(|m| {
                     // A listener that reports while it looks: must not block.
-                    hub.report("b", State::Running, 1, None, None);
+                    hub.report("b", ServiceState::Running, 1, None, None);
                     m.contains_key("a")
                 })
                 .await

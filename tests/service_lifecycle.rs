@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Group, Intensity, Ready, Restarter, Sequence, Service, ServiceError,
-    State, StatusHub, Supervisor,
+    service_fn, Backoff, Intensity, Ready, Restarter, Sequence, Service, ServiceError,
+    ServiceGroup, ServiceState, StatusHub, Supervisor,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ fn server(name: &'static str, log: &Log) -> impl Service {
 #[tokio::test(start_paused = true)]
 async fn serve_while_running_is_an_error_and_starts_nothing() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .build()
         .unwrap();
@@ -66,13 +66,13 @@ async fn serve_while_running_is_an_error_and_starts_nothing() {
     first.await.unwrap().unwrap();
 }
 
-/// Before issue 13 an empty `Supervisor` was an error while an empty `Group`/`Sequence`
+/// Before issue 13 an empty `Supervisor` was an error while an empty `ServiceGroup`/`Sequence`
 /// was valid. One rule now: valid, ready and done at once.
 #[tokio::test(start_paused = true)]
 async fn empty_containers_are_valid_and_return_at_once() {
     let start = Instant::now();
     let (ready, when_ready) = Ready::channel();
-    Group::builder("g")
+    ServiceGroup::builder("g")
         .build()
         .unwrap()
         .run(CancellationToken::new(), ready)
@@ -88,7 +88,7 @@ async fn empty_containers_are_valid_and_return_at_once() {
         .unwrap();
     assert!(when_ready.await);
     let (ready, when_ready) = Ready::channel();
-    Supervisor::new("sup")
+    Supervisor::builder("sup")
         .build()
         .unwrap()
         .run(CancellationToken::new(), ready)
@@ -116,7 +116,7 @@ async fn duration_max_timeouts_mean_no_limit() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(())
     });
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(seq)
         .service(server("api", &log))
         .service(slow)
@@ -150,7 +150,7 @@ async fn backoff_up_to_duration_max_never_panics() {
     let run = tokio::spawn(r.run(ctx.clone(), Ready::noop()));
     // The second restart's delay is the maximum: no limit.
     hub.watch()
-        .wait_for(|m| m["flaky"].state == State::Restarting && m["flaky"].attempt == 3)
+        .wait_for(|m| m["flaky"].state == ServiceState::Restarting && m["flaky"].attempt == 3)
         .await
         .unwrap();
     assert_eq!(hub.snapshot()["flaky"].delay, Some(Duration::MAX));
@@ -194,7 +194,7 @@ async fn intensity_window_of_duration_max_gives_up_after_max_restarts() {
 #[tokio::test(start_paused = true)]
 async fn ending_member_returning_ok_ends_the_group_cleanly() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .ending(service_fn("job", |_ctx, _ready| async {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -212,7 +212,7 @@ async fn ending_member_returning_ok_ends_the_group_cleanly() {
 #[tokio::test(start_paused = true)]
 async fn ending_member_error_is_the_group_result() {
     let log = Log::default();
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(server("api", &log))
         .ending(service_fn("interrupt", |_ctx, _ready| async {
             Err("interrupted".into())

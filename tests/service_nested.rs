@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Group, Ready, Sequence, Service, ServiceError, TasksService, UncleanShutdown,
+    service_fn, Ready, Sequence, Service, ServiceError, ServiceGroup, TasksService, UncleanShutdown,
 };
 use taskgroup::WaitGroup;
 use tokio::time::Instant;
@@ -39,7 +39,7 @@ fn hung_paths(err: &ServiceError) -> Vec<String> {
 }
 
 /// Runs `top` for one second, cancels it, and returns its error and how long the stop took.
-async fn stop_after_a_second(mut top: Group) -> (ServiceError, Duration) {
+async fn stop_after_a_second(mut top: ServiceGroup) -> (ServiceError, Duration) {
     let ctx = CancellationToken::new();
     let run = tokio::spawn(top.serve(ctx.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -55,12 +55,12 @@ async fn stop_after_a_second(mut top: Group) -> (ServiceError, Duration) {
 #[tokio::test(start_paused = true)]
 async fn same_timeouts_name_the_hung_leaf_with_its_path_site_and_age() {
     for _round in 0..20 {
-        let nested = Group::builder("Nested")
+        let nested = ServiceGroup::builder("Nested")
             .service(polite("ok"))
             .service(hung("stuck"))
             .build()
             .unwrap();
-        let top = Group::builder("Top")
+        let top = ServiceGroup::builder("Top")
             .service(nested)
             .service(polite("api"))
             .build()
@@ -81,12 +81,12 @@ async fn same_timeouts_name_the_hung_leaf_with_its_path_site_and_age() {
 /// parent's deadline, and its hung leaf is still named.
 #[tokio::test(start_paused = true)]
 async fn nested_longer_timeout_is_bounded_by_the_parent() {
-    let nested = Group::builder("Nested")
+    let nested = ServiceGroup::builder("Nested")
         .service(hung("stuck"))
         .stop_timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let top = Group::builder("Top")
+    let top = ServiceGroup::builder("Top")
         .service(nested)
         .stop_timeout(Duration::from_secs(5))
         .build()
@@ -100,12 +100,12 @@ async fn nested_longer_timeout_is_bounded_by_the_parent() {
 /// deadline.
 #[tokio::test(start_paused = true)]
 async fn nested_shorter_timeout_reports_at_its_own_deadline() {
-    let nested = Group::builder("Nested")
+    let nested = ServiceGroup::builder("Nested")
         .service(hung("stuck"))
         .stop_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let top = Group::builder("Top")
+    let top = ServiceGroup::builder("Top")
         .service(nested)
         .stop_timeout(Duration::from_secs(10))
         .build()
@@ -119,7 +119,7 @@ async fn nested_shorter_timeout_reports_at_its_own_deadline() {
 /// named once, by its full path.
 #[tokio::test(start_paused = true)]
 async fn every_hung_leaf_is_named_at_any_depth() {
-    let inner = Group::builder("inner")
+    let inner = ServiceGroup::builder("inner")
         .service(hung("deep"))
         .service(polite("fine"))
         .build()
@@ -130,7 +130,7 @@ async fn every_hung_leaf_is_named_at_any_depth() {
         .stop_timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let top = Group::builder("top")
+    let top = ServiceGroup::builder("top")
         .service(middle)
         .stop_timeout(Duration::from_secs(4))
         .build()
@@ -159,7 +159,7 @@ async fn a_wait_group_is_a_member_and_its_report_the_stop_result() {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
-    let top = Group::builder("app")
+    let top = ServiceGroup::builder("app")
         .service(TasksService::new("workers", workers.clone()).grace(Duration::from_secs(2)))
         .service(polite("api"))
         .build()
@@ -192,7 +192,7 @@ async fn a_clean_wait_group_member_stops_ok() {
         ctx.cancelled().await;
         Ok::<_, std::io::Error>(())
     });
-    let mut top = Group::builder("app")
+    let mut top = ServiceGroup::builder("app")
         .service(TasksService::new("workers", workers))
         .build()
         .unwrap();

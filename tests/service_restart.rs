@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, ConfigError, Group, Intensity, Ready, RestartPolicy, Restarter, Sequence,
-    Service, ServiceError, State, StatusHub, Supervisor,
+    service_fn, Backoff, ConfigError, Intensity, Ready, RestartPolicy, Restarter, Sequence,
+    Service, ServiceError, ServiceGroup, ServiceState, StatusHub, Supervisor,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,7 @@ async fn supervisor_escalation_stops_the_siblings() {
         }
     });
     let flaky = service_fn("flaky", |_ctx, _ready| async { Err("boom".into()) });
-    let mut group = Supervisor::new("sup")
+    let mut group = Supervisor::builder("sup")
         .service(steady)
         .service(flaky)
         .backoff(backoff(100, 100))
@@ -169,7 +169,7 @@ async fn panic_is_restarted_and_reported_as_a_panic() {
     assert_eq!(*runs.lock().unwrap(), 3);
     let mut panics = Vec::new();
     while let Ok(e) = events.try_recv() {
-        if e.state == State::Panicked {
+        if e.state == ServiceState::Panicked {
             panics.push((e.attempt, e.error.unwrap()));
         }
     }
@@ -258,7 +258,7 @@ async fn stop_during_a_restart_completes_at_once() {
     let restarter = Restarter::new(svc)
         .backoff(backoff(3_600_000, 3_600_000)) // an hour
         .status(hub.clone());
-    let mut group = Group::builder("app")
+    let mut group = ServiceGroup::builder("app")
         .service(restarter)
         .stop_timeout(Duration::from_secs(5))
         .build()
@@ -266,14 +266,17 @@ async fn stop_during_a_restart_completes_at_once() {
     let ctx = CancellationToken::new();
     let run = tokio::spawn(group.serve(ctx.clone()));
     watch
-        .wait_for(|m| m.get("flaky").is_some_and(|e| e.state == State::Restarting))
+        .wait_for(|m| {
+            m.get("flaky")
+                .is_some_and(|e| e.state == ServiceState::Restarting)
+        })
         .await
         .unwrap();
     let cancelled_at = Instant::now();
     ctx.cancel();
     run.await.unwrap().unwrap();
     assert_eq!(cancelled_at.elapsed(), Duration::ZERO);
-    assert_eq!(hub.snapshot()["flaky"].state, State::Stopped);
+    assert_eq!(hub.snapshot()["flaky"].state, ServiceState::Stopped);
 }
 
 #[tokio::test(start_paused = true)]
@@ -386,9 +389,9 @@ fn settings_are_validated() {
     );
     // Since issue 13 an empty supervisor is valid, like an empty group (see
     // `empty_containers_are_valid_and_return_at_once` in service_lifecycle.rs).
-    assert!(Supervisor::new("sup").build().is_ok());
+    assert!(Supervisor::builder("sup").build().is_ok());
     let a = || service_fn("a", |_ctx, _ready| async { Ok(()) });
-    let err = Supervisor::new("sup")
+    let err = Supervisor::builder("sup")
         .service(a())
         .service(a())
         .build()

@@ -7,7 +7,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use taskgroup::service::{service_fn, Group, Ready, Service, ServiceError, Signal, SignalService};
+use taskgroup::service::{service_fn, Ready, Service, ServiceError, ServiceGroup, SignalService};
+use taskgroup::shutdown::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +75,7 @@ fn child_graceful() {
             println!("CHILD graceful stop ran");
             Ok(())
         });
-        let group = Group::builder("app").service(api).build().unwrap();
+        let group = ServiceGroup::builder("app").service(api).build().unwrap();
         let mut app = SignalService::new(group);
         let (ready, when_ready) = Ready::channel();
         let run = tokio::spawn(app.run(CancellationToken::new(), ready));
@@ -129,7 +130,7 @@ fn child_forced() {
                 Ok(())
             }
         });
-        let group = Group::builder("app")
+        let group = ServiceGroup::builder("app")
             .service(stuck)
             .stop_timeout(Duration::from_secs(3600))
             .build()
@@ -196,7 +197,7 @@ fn child_busy() {
                 Ok(())
             }
         });
-        let group = Group::builder("app")
+        let group = ServiceGroup::builder("app")
             .service(stuck)
             .stop_timeout(Duration::from_secs(3600))
             .build()

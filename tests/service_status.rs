@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Intensity, Ready, Restarter, Service, State, StatusHub, Supervisor,
+    service_fn, Backoff, Intensity, Ready, Restarter, Service, ServiceState, StatusHub, Supervisor,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ async fn crash_restart_cycle_event_sequence() {
     let mut watch = hub.watch();
     let run = tokio::spawn(r.run(ctx.clone(), Ready::noop()));
     watch
-        .wait_for(|m| m["svc"].state == State::Running && m["svc"].attempt == 2)
+        .wait_for(|m| m["svc"].state == ServiceState::Running && m["svc"].attempt == 2)
         .await
         .unwrap();
     ctx.cancel();
@@ -57,14 +57,14 @@ async fn crash_restart_cycle_event_sequence() {
     assert_eq!(
         seen,
         [
-            (State::Idle, 0, None, None),
-            (State::Starting, 1, None, None),
-            (State::Running, 1, None, None),
-            (State::Failed, 1, Some("crashed".to_owned()), None),
-            (State::Restarting, 2, None, d),
-            (State::Starting, 2, None, None),
-            (State::Running, 2, None, None),
-            (State::Stopped, 2, None, None),
+            (ServiceState::Idle, 0, None, None),
+            (ServiceState::Starting, 1, None, None),
+            (ServiceState::Running, 1, None, None),
+            (ServiceState::Failed, 1, Some("crashed".to_owned()), None),
+            (ServiceState::Restarting, 2, None, d),
+            (ServiceState::Starting, 2, None, None),
+            (ServiceState::Running, 2, None, None),
+            (ServiceState::Stopped, 2, None, None),
         ]
     );
 }
@@ -80,7 +80,7 @@ async fn snapshot_holds_the_last_status_of_every_service() {
             Ok(())
         },
     );
-    let mut group = Supervisor::new("sup")
+    let mut group = Supervisor::builder("sup")
         .service(steady)
         .service(crash_once("flaky"))
         .backoff(
@@ -91,24 +91,24 @@ async fn snapshot_holds_the_last_status_of_every_service() {
         .unwrap();
     let snap = hub.snapshot();
     assert_eq!(snap.len(), 2);
-    assert!(snap.values().all(|e| e.state == State::Idle));
+    assert!(snap.values().all(|e| e.state == ServiceState::Idle));
 
     let ctx = CancellationToken::new();
     let mut watch = hub.watch();
     let run = tokio::spawn(group.serve(ctx.clone()));
     watch
-        .wait_for(|m| m["flaky"].state == State::Restarting)
+        .wait_for(|m| m["flaky"].state == ServiceState::Restarting)
         .await
         .unwrap();
     let snap = hub.snapshot();
-    assert_eq!(snap["steady"].state, State::Running);
-    assert_eq!(snap["flaky"].state, State::Restarting);
+    assert_eq!(snap["steady"].state, ServiceState::Running);
+    assert_eq!(snap["flaky"].state, ServiceState::Restarting);
     assert_eq!(snap["flaky"].attempt, 2);
     ctx.cancel();
     run.await.unwrap().unwrap();
     let snap = hub.snapshot();
-    assert_eq!(snap["steady"].state, State::Stopped);
-    assert_eq!(snap["flaky"].state, State::Stopped);
+    assert_eq!(snap["steady"].state, ServiceState::Stopped);
+    assert_eq!(snap["flaky"].state, ServiceState::Stopped);
 }
 
 #[tokio::test(start_paused = true)]
@@ -136,10 +136,10 @@ async fn a_slow_listener_lags_and_never_stalls_the_supervisor() {
     let before_last = slow.recv().await.unwrap();
     assert_eq!(
         (before_last.state, before_last.attempt),
-        (State::Failed, 21)
+        (ServiceState::Failed, 21)
     );
     let last = slow.recv().await.unwrap();
-    assert_eq!(last.state, State::Failed);
+    assert_eq!(last.state, ServiceState::Failed);
     assert!(last.error.unwrap().contains("gave up after 20 restarts"));
 }
 
@@ -149,7 +149,7 @@ fn event_display() {
     let mut rx = hub.subscribe();
     hub.report(
         "db",
-        State::Restarting,
+        ServiceState::Restarting,
         3,
         None,
         Some(Duration::from_millis(400)),
@@ -158,7 +158,7 @@ fn event_display() {
         rx.try_recv().unwrap().to_string(),
         "db #3: restarting in 400ms"
     );
-    hub.report("db", State::Failed, 3, Some("refused".into()), None);
+    hub.report("db", ServiceState::Failed, 3, Some("refused".into()), None);
     assert_eq!(
         rx.try_recv().unwrap().to_string(),
         "db #3: failed (refused)"
@@ -175,7 +175,7 @@ fn server(name: &'static str) -> impl Service {
 
 fn drain(
     events: &mut tokio::sync::broadcast::Receiver<taskgroup::service::StatusEvent>,
-) -> Vec<(String, State, u32, Option<String>)> {
+) -> Vec<(String, ServiceState, u32, Option<String>)> {
     let mut seen = Vec::new();
     while let Ok(e) = events.try_recv() {
         seen.push((e.name, e.state, e.attempt, e.error));
@@ -185,10 +185,10 @@ fn drain(
 
 fn ev(
     name: &str,
-    state: State,
+    state: ServiceState,
     attempt: u32,
     error: Option<&str>,
-) -> (String, State, u32, Option<String>) {
+) -> (String, ServiceState, u32, Option<String>) {
     (name.to_owned(), state, attempt, error.map(str::to_owned))
 }
 
@@ -200,7 +200,7 @@ async fn group_reports_every_member_transition() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Err("boom".into())
     });
-    let mut group = taskgroup::service::Group::builder("app")
+    let mut group = taskgroup::service::ServiceGroup::builder("app")
         .service(failing)
         .service(server("b"))
         .status(hub.clone())
@@ -210,13 +210,13 @@ async fn group_reports_every_member_transition() {
     assert_eq!(
         drain(&mut events),
         [
-            ev("a", State::Idle, 0, None),
-            ev("b", State::Idle, 0, None),
-            ev("a", State::Starting, 1, None),
-            ev("b", State::Starting, 1, None),
-            ev("b", State::Running, 1, None),
-            ev("a", State::Failed, 1, Some("boom")),
-            ev("b", State::Stopped, 1, None),
+            ev("a", ServiceState::Idle, 0, None),
+            ev("b", ServiceState::Idle, 0, None),
+            ev("a", ServiceState::Starting, 1, None),
+            ev("b", ServiceState::Starting, 1, None),
+            ev("b", ServiceState::Running, 1, None),
+            ev("a", ServiceState::Failed, 1, Some("boom")),
+            ev("b", ServiceState::Stopped, 1, None),
         ]
     );
     // A second run counts as attempt 2.
@@ -243,14 +243,14 @@ async fn sequence_reports_starts_in_order_and_stops_in_reverse() {
     assert_eq!(
         drain(&mut events),
         [
-            ev("db", State::Idle, 0, None),
-            ev("http", State::Idle, 0, None),
-            ev("db", State::Starting, 1, None),
-            ev("db", State::Running, 1, None),
-            ev("http", State::Starting, 1, None),
-            ev("http", State::Running, 1, None),
-            ev("http", State::Stopped, 1, None),
-            ev("db", State::Stopped, 1, None),
+            ev("db", ServiceState::Idle, 0, None),
+            ev("http", ServiceState::Idle, 0, None),
+            ev("db", ServiceState::Starting, 1, None),
+            ev("db", ServiceState::Running, 1, None),
+            ev("http", ServiceState::Starting, 1, None),
+            ev("http", ServiceState::Running, 1, None),
+            ev("http", ServiceState::Stopped, 1, None),
+            ev("db", ServiceState::Stopped, 1, None),
         ]
     );
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
 use taskgroup::service::{
-    blocking_run_teardown, run_teardown, service_fn, BoxError, Group, Ready, Service, TeardownError,
+    blocking_run_teardown, run_teardown, service_fn, BoxError, Ready, Service, ServiceGroup,
+    TeardownError,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -132,7 +133,7 @@ async fn blocking_pair_in_a_group() {
         },
         move || tx.lock().unwrap().send(()).map_err(BoxError::from),
     );
-    let mut group = Group::builder("app").service(svc).build().unwrap();
+    let mut group = ServiceGroup::builder("app").service(svc).build().unwrap();
     let ctx = CancellationToken::new();
     let (ready, when_ready) = Ready::channel();
     let run = tokio::spawn(group.run(ctx.clone(), ready));
@@ -148,7 +149,7 @@ async fn blocking_panic_is_caught_by_the_group() {
         |_ready: Ready| -> Result<(), BoxError> { panic!("blocking boom") },
         || Ok(()),
     );
-    let mut group = Group::builder("app").service(svc).build().unwrap();
+    let mut group = ServiceGroup::builder("app").service(svc).build().unwrap();
     let err = group.serve(CancellationToken::new()).await.unwrap_err();
     assert_eq!(err.to_string(), "legacy: panicked: blocking boom");
 }
@@ -156,7 +157,7 @@ async fn blocking_panic_is_caught_by_the_group() {
 #[test]
 fn services_are_send_and_boxable() {
     fn assert_send<T: Send>() {}
-    assert_send::<Group>();
+    assert_send::<ServiceGroup>();
     assert_send::<taskgroup::service::Sequence>();
     assert_send::<taskgroup::service::ServiceError>();
     assert_send::<taskgroup::service::StatusHub>();
@@ -166,7 +167,7 @@ fn services_are_send_and_boxable() {
 
     let boxed: Vec<Box<dyn Service>> = vec![
         Box::new(service_fn("a", |_ctx, _ready| async { Ok(()) })),
-        Box::new(Group::builder("g").build().unwrap()),
+        Box::new(ServiceGroup::builder("g").build().unwrap()),
     ];
     let names: Vec<&str> = boxed.iter().map(|s| s.name()).collect();
     assert_eq!(names, ["a", "g"]);

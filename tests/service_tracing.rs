@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use taskgroup::service::{service_fn, Group, Ready, Sequence, Service};
+use taskgroup::service::{service_fn, Ready, Sequence, Service, ServiceGroup};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Default)]
@@ -47,7 +47,7 @@ async fn every_transition_is_a_tracing_event_by_path() {
         .service(serve_until_cancelled("db"))
         .build()
         .unwrap();
-    let mut app = Group::builder("app")
+    let mut app = ServiceGroup::builder("app")
         .service(backend)
         .service(service_fn("job", |_ctx, _ready| async {
             Err("boom".into())

@@ -41,7 +41,7 @@ mod server;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use taskgroup::service::shutdown_signal;
+use taskgroup::shutdown::shutdown_signal;
 use taskgroup::BoxError;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

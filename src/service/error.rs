@@ -14,12 +14,12 @@ pub use crate::BoxError;
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{service_fn, Group, ServiceError};
+/// use taskgroup::service::{service_fn, ServiceGroup, ServiceError};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let mut group = Group::builder("app")
+/// let mut group = ServiceGroup::builder("app")
 ///     .service(service_fn("db", |_ctx, _ready| async { Err("connection refused".into()) }))
 ///     .build()
 ///     .unwrap();
@@ -124,9 +124,9 @@ pub enum ServiceError {
         /// The service's name.
         name: String,
         /// The signal that forced the stop (the second one).
-        signal: super::Signal,
+        signal: crate::shutdown::Signal,
         /// Every signal received, in the order they arrived (the first stopped gracefully).
-        signals: Vec<super::Signal>,
+        signals: Vec<crate::shutdown::Signal>,
     },
     /// Every failure of a group or sequence, in the order they happened (the first failure,
     /// which started the shutdown, comes first).
@@ -281,7 +281,7 @@ impl ServiceError {
     }
 }
 
-struct DisplaySignals<'a>(&'a [super::Signal]);
+struct DisplaySignals<'a>(&'a [crate::shutdown::Signal]);
 
 impl fmt::Display for DisplaySignals<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -376,7 +376,7 @@ pub enum ConfigError {
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{service_fn, Cancelled, Group};
+/// use taskgroup::service::{service_fn, Cancelled, ServiceGroup};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -385,7 +385,7 @@ pub enum ConfigError {
 ///     ctx.cancelled().await;
 ///     Err(Cancelled.into())
 /// });
-/// let mut group = Group::builder("app").service(svc).build().unwrap();
+/// let mut group = ServiceGroup::builder("app").service(svc).build().unwrap();
 /// let ctx = CancellationToken::new();
 /// ctx.cancel();
 /// assert!(group.serve(ctx).await.is_ok());

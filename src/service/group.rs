@@ -1,4 +1,4 @@
-//! [`Group`]: services that start together and stop together.
+//! [`ServiceGroup`]: services that start together and stop together.
 
 use std::panic::Location;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +18,7 @@ use super::status::StatusHub;
 
 /// Services that start together and stop together: an "errgroup" of services.
 ///
-/// Running a group ([`serve`](Group::serve), or [`Service::run`] as a member of another group
+/// Running a group ([`serve`](ServiceGroup::serve), or [`Service::run`] as a member of another group
 /// or sequence):
 /// - starts every service at once, each as a `go()` task of the core in a child
 ///   [`WaitGroup`](crate::WaitGroup) of the group's (see the module docs of the runner for
@@ -34,7 +34,7 @@ use super::status::StatusHub;
 ///   at the deadline every hung *leaf* below the members still running, at any depth, is
 ///   reported as a [`StopTimeout`](ServiceError::StopTimeout) named by its path
 ///   (`"app/backend/db"`), with where it was added and its age, and only then aborted;
-/// - a member added with [`GroupBuilder::ending`] ends the group when it returns, `Ok` or
+/// - a member added with [`ServiceGroupBuilder::ending`] ends the group when it returns, `Ok` or
 ///   not (oklog/run's actors): the others are stopped cleanly and the result is that
 ///   member's (or, if it returned `Ok`, the failures of the others while stopping);
 /// - returns `Ok(())`, or [`ServiceError::Failures`] listing every failure as `name: error`,
@@ -50,7 +50,7 @@ use super::status::StatusHub;
 /// turns out empty never hangs. The same rule holds for every container:
 /// [`Sequence`](super::Sequence) and [`Supervisor`](super::Supervisor) too.
 ///
-/// **Running twice.** [`serve`](Group::serve) on a group that is already running returns
+/// **Running twice.** [`serve`](ServiceGroup::serve) on a group that is already running returns
 /// [`ServiceError::AlreadyRunning`] and starts nothing.
 ///
 /// **Errors.** A member's own error is kept by value in
@@ -59,7 +59,7 @@ use super::status::StatusHub;
 /// core's records.
 ///
 /// A group is itself a [`Service`]: it nests in groups and sequences. With
-/// [`GroupBuilder::status`] it reports every member's transitions to a
+/// [`ServiceGroupBuilder::status`] it reports every member's transitions to a
 /// [`StatusHub`].
 ///
 /// [`Cancelled`]: super::Cancelled
@@ -67,12 +67,12 @@ use super::status::StatusHub;
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{service_fn, Group};
+/// use taskgroup::service::{service_fn, ServiceGroup};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let mut group = Group::builder("app")
+/// let mut group = ServiceGroup::builder("app")
 ///     .service(service_fn("api", |ctx: CancellationToken, _ready| async move {
 ///         ctx.cancelled().await;
 ///         Ok(())
@@ -89,7 +89,7 @@ use super::status::StatusHub;
 ///
 /// Dropping a running group's future aborts every member task (at any depth).
 #[derive(Debug)]
-pub struct Group {
+pub struct ServiceGroup {
     name: String,
     members: Vec<Member>,
     stop_timeout: Duration,
@@ -100,22 +100,22 @@ pub struct Group {
     running: Arc<AtomicBool>,
 }
 
-/// Builds a [`Group`]; see [`Group::builder`].
+/// Builds a [`ServiceGroup`]; see [`ServiceGroup::builder`].
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct GroupBuilder {
-    group: Group,
+pub struct ServiceGroupBuilder {
+    group: ServiceGroup,
 }
 
-impl Group {
+impl ServiceGroup {
     /// Starts building a group named `name`. The stop timeout is 10 seconds unless set.
     ///
     /// # Examples
     ///
-    /// See [`Group`].
-    pub fn builder(name: impl Into<String>) -> GroupBuilder {
-        GroupBuilder {
-            group: Group {
+    /// See [`ServiceGroup`].
+    pub fn builder(name: impl Into<String>) -> ServiceGroupBuilder {
+        ServiceGroupBuilder {
+            group: ServiceGroup {
                 name: name.into(),
                 members: Vec::new(),
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
@@ -174,7 +174,7 @@ impl Group {
     }
 }
 
-impl GroupBuilder {
+impl ServiceGroupBuilder {
     /// Adds a long-running service: returning `Ok(())` before being stopped is a failure.
     #[track_caller]
     pub fn service(mut self, service: impl Service) -> Self {
@@ -204,12 +204,12 @@ impl GroupBuilder {
     /// # Examples
     ///
     /// ```
-    /// use taskgroup::service::{service_fn, Group};
+    /// use taskgroup::service::{service_fn, ServiceGroup};
     /// use tokio_util::sync::CancellationToken;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let mut group = Group::builder("app")
+    /// let mut group = ServiceGroup::builder("app")
     ///     .service(service_fn("api", |ctx: CancellationToken, _ready| async move {
     ///         ctx.cancelled().await;
     ///         Ok(())
@@ -237,7 +237,7 @@ impl GroupBuilder {
         self
     }
 
-    /// Reports the members' transitions to `hub`: [`State::Idle`](super::State::Idle) when
+    /// Reports the members' transitions to `hub`: [`ServiceState::Idle`](super::ServiceState::Idle) when
     /// built, then `Starting`, `Running` (reported ready), and `Stopped`, `Failed` or
     /// `Panicked`, with the group's run count as the attempt number. Members of nested
     /// containers report to it too, by their path below this group (see [`StatusHub`]).
@@ -252,7 +252,7 @@ impl GroupBuilder {
     ///
     /// [`ConfigError::DuplicateName`] if two members share a name,
     /// [`ConfigError::ZeroDuration`] if the stop timeout is zero.
-    pub fn build(self) -> Result<Group, ConfigError> {
+    pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         check_names(&self.group.name, &self.group.members)?;
         check_duration("stop timeout", self.group.stop_timeout)?;
         report_idle(self.group.status.as_ref(), &self.group.members);
@@ -260,7 +260,7 @@ impl GroupBuilder {
     }
 }
 
-impl Service for Group {
+impl Service for ServiceGroup {
     fn name(&self) -> &str {
         &self.name
     }

@@ -6,9 +6,9 @@
 //!
 //! - [`service_fn`], [`run_teardown`], [`blocking_run_teardown`]: services from closures, or
 //!   from a run + teardown pair (the run's error is never lost);
-//! - [`Group`]: start all at once; the first failure (error, panic, or early exit) stops the
+//! - [`ServiceGroup`]: start all at once; the first failure (error, panic, or early exit) stops the
 //!   rest; stop under one deadline; every error reported as `name: error`; a member added
-//!   with [`GroupBuilder::ending`] ends the group when it returns (oklog/run);
+//!   with [`ServiceGroupBuilder::ending`] ends the group when it returns (oklog/run);
 //! - [`Sequence`]: start in order, each once the previous is ready; stop in reverse;
 //! - [`Restarter`] and [`Supervisor`]: restart by [`RestartPolicy`], with [`Backoff`] and an
 //!   [`Intensity`] limit that escalates;
@@ -16,7 +16,8 @@
 //!   stopped by its `shutdown`, whose report is the stop result;
 //! - [`StatusHub`]: every transition as a [`StatusEvent`], plus a snapshot
 //!   ([`StatusWatch`]); one hub on the outermost container sees every member at any depth;
-//! - [`SignalService`], [`shutdown_signal`]: SIGINT/SIGTERM, graceful then forced.
+//! - [`SignalService`]: SIGINT/SIGTERM, graceful then forced (the signals themselves are in
+//!   [`taskgroup::shutdown`](crate::shutdown)).
 //!
 //! Groups, sequences, restarters and the signal wrapper are services themselves, so they
 //! nest.
@@ -42,7 +43,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use taskgroup::service::{service_fn, Group, Ready, Sequence};
+//! use taskgroup::service::{service_fn, ServiceGroup, Ready, Sequence};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -59,7 +60,7 @@
 //!     .service(server("cache"))
 //!     .build()
 //!     .unwrap();
-//! let mut app = Group::builder("app")
+//! let mut app = ServiceGroup::builder("app")
 //!     .service(backend)
 //!     .service(server("http"))
 //!     .service(service_fn("job", |_ctx, _ready| async {
@@ -85,15 +86,15 @@ mod status;
 mod tasks;
 
 pub use error::{BoxError, Cancelled, ConfigError, ServiceError, TeardownError};
-pub use group::{Group, GroupBuilder};
-pub use restart::{Backoff, Intensity, RestartPolicy, Restarter, Supervisor};
+pub use group::{ServiceGroup, ServiceGroupBuilder};
+pub use restart::{Backoff, Intensity, RestartPolicy, Restarter, Supervisor, SupervisorBuilder};
 pub use sequence::{Sequence, SequenceBuilder};
 pub use service::{
     blocking_run_teardown, run_teardown, service_fn, Ready, RunTeardown, Service, ServiceFn,
     WhenReady,
 };
-pub use signal::{shutdown_signal, Signal, SignalService};
-pub use status::{State, StatusEvent, StatusHub, StatusWatch};
+pub use signal::SignalService;
+pub use status::{ServiceState, StatusEvent, StatusHub, StatusWatch};
 pub use tasks::{TasksService, UncleanShutdown};
 
 #[doc(no_inline)]

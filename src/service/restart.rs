@@ -15,13 +15,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
-use super::group::Group;
+use super::group::ServiceGroup;
 use super::runner::{
     check_duration, deadline_after, when_ready, AbortOnDrop, End, Place, Spawned,
     DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::{Reporter, State, StatusHub};
+use super::status::{Reporter, ServiceState, StatusHub};
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -270,7 +270,7 @@ struct Settings {
 ///   (a restart never delays a stop), during a run once the run returns; no restart follows
 ///   a cancellation. An error returned after the cancellation (other than
 ///   [`Cancelled`](super::Cancelled)) is still returned.
-/// - with a [`StatusHub`], every transition is reported (see [`State`]).
+/// - with a [`StatusHub`], every transition is reported (see [`ServiceState`]).
 ///
 /// The service sits behind a mutex that is locked only to call `run` (a synchronous call that
 /// returns the future), never across an `.await`.
@@ -366,10 +366,10 @@ impl<S: Service> Restarter<S> {
         self
     }
 
-    /// Reports every status transition to `hub`, starting with [`State::Idle`] now.
+    /// Reports every status transition to `hub`, starting with [`ServiceState::Idle`] now.
     #[must_use]
     pub fn status(mut self, hub: StatusHub) -> Self {
-        hub.report(&self.settings.name, State::Idle, 0, None, None);
+        hub.report(&self.settings.name, ServiceState::Idle, 0, None, None);
         self.settings.status = Some(hub);
         self
     }
@@ -470,13 +470,13 @@ async fn supervise(
             {
                 let rep = rep.clone();
                 let name = s.name.clone();
-                move || rep.report(&name, State::Starting)
+                move || rep.report(&name, ServiceState::Starting)
             },
         );
         let mut when = Some(w);
         let mut on_ready = |was_ready: bool| {
             if was_ready {
-                rep.report(&s.name, State::Running);
+                rep.report(&s.name, ServiceState::Running);
                 if let Some(r) = outer_ready.take() {
                     r.ready();
                 }
@@ -503,7 +503,7 @@ async fn supervise(
         let stopping = ctx.is_cancelled();
         let last = match spawned.end() {
             End::Done => {
-                rep.report(&s.name, State::Stopped);
+                rep.report(&s.name, ServiceState::Stopped);
                 if stopping || s.policy != RestartPolicy::Permanent {
                     break Ok(());
                 }
@@ -513,7 +513,7 @@ async fn supervise(
             }
             End::Error(e) => {
                 // Formatted only for a hub, inside `catch_unwind`: a `Display` may panic.
-                rep.report_failure(&s.name, State::Failed, || e.to_string());
+                rep.report_failure(&s.name, ServiceState::Failed, || e.to_string());
                 let err = ServiceError::attribute(&s.name, e);
                 if stopping || s.policy == RestartPolicy::Temporary {
                     break Err(err);
@@ -521,7 +521,7 @@ async fn supervise(
                 err
             }
             End::Panic(message) => {
-                rep.report_failure(&s.name, State::Panicked, || message.clone());
+                rep.report_failure(&s.name, ServiceState::Panicked, || message.clone());
                 let err = ServiceError::Panicked {
                     name: s.name.clone(),
                     message,
@@ -542,7 +542,7 @@ async fn supervise(
                 window: s.intensity.window,
                 last: Box::new(last),
             };
-            rep.report_failure(&s.name, State::Failed, || err.reason());
+            rep.report_failure(&s.name, ServiceState::Failed, || err.reason());
             crate::trace::gave_up(&s.name, restarts, s.intensity.window);
             break Err(err);
         }
@@ -552,12 +552,12 @@ async fn supervise(
         attempt = attempt.saturating_add(1);
         reporter
             .with_attempt(attempt)
-            .report_delay(&s.name, State::Restarting, delay);
+            .report_delay(&s.name, ServiceState::Restarting, delay);
         crate::trace::restart_scheduled(&s.name, attempt, delay);
         tokio::select! {
             () = tokio::time::sleep_until(deadline_after(delay)) => {}
             () = ctx.cancelled() => {
-                reporter.with_attempt(attempt - 1).report(&s.name, State::Stopped);
+                reporter.with_attempt(attempt - 1).report(&s.name, ServiceState::Stopped);
                 break Ok(());
             }
         }
@@ -566,7 +566,7 @@ async fn supervise(
     result
 }
 
-/// Builds a supervisor: a [`Group`] whose services are each wrapped in a [`Restarter`] with
+/// Builds a supervisor: a [`ServiceGroup`] whose services are each wrapped in a [`Restarter`] with
 /// the same policy, backoff, intensity and status hub.
 ///
 /// When one service gives up (its intensity limit is reached), the failure escalates: the
@@ -580,13 +580,13 @@ async fn supervise(
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{service_fn, State, StatusHub, Supervisor};
+/// use taskgroup::service::{service_fn, ServiceState, StatusHub, Supervisor};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let hub = StatusHub::default();
-/// let mut group = Supervisor::new("workers")
+/// let mut group = Supervisor::builder("workers")
 ///     .status(hub.clone())
 ///     .service(service_fn("a", |ctx: CancellationToken, ready| async move {
 ///         ready.ready();
@@ -595,7 +595,7 @@ async fn supervise(
 ///     }))
 ///     .build()
 ///     .unwrap();
-/// assert_eq!(hub.snapshot()["a"].state, State::Idle);
+/// assert_eq!(hub.snapshot()["a"].state, ServiceState::Idle);
 /// let ctx = CancellationToken::new();
 /// ctx.cancel();
 /// group.serve(ctx).await.unwrap();
@@ -604,11 +604,23 @@ async fn supervise(
 ///
 /// # Errors
 ///
-/// [`build`](Supervisor::build) returns the errors of
-/// [`GroupBuilder::build`](super::GroupBuilder::build). A supervisor without services is
+/// [`build`](SupervisorBuilder::build) returns the errors of
+/// [`ServiceGroupBuilder::build`](super::ServiceGroupBuilder::build). A supervisor without services is
 /// valid, like an empty group: it reports ready and returns at once.
+#[derive(Debug)]
+pub enum Supervisor {}
+
+impl Supervisor {
+    /// Starts building a supervisor named `name` (the [`ServiceGroup`] it
+    /// builds is named so).
+    pub fn builder(name: impl Into<String>) -> SupervisorBuilder {
+        SupervisorBuilder::new(name)
+    }
+}
+
+/// Configures a [`Supervisor`]; from [`Supervisor::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Supervisor {
+pub struct SupervisorBuilder {
     name: String,
     policy: RestartPolicy,
     backoff: Backoff,
@@ -618,9 +630,9 @@ pub struct Supervisor {
     services: Vec<Box<dyn Service>>,
 }
 
-impl fmt::Debug for Supervisor {
+impl fmt::Debug for SupervisorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Supervisor")
+        f.debug_struct("SupervisorBuilder")
             .field("name", &self.name)
             .field("policy", &self.policy)
             .field("backoff", &self.backoff)
@@ -634,11 +646,11 @@ impl fmt::Debug for Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Starts building a supervisor named `name`, with the default restart settings and a
-    /// 10 second stop timeout.
-    pub fn new(name: impl Into<String>) -> Self {
-        Supervisor {
+impl SupervisorBuilder {
+    /// A supervisor named `name`, with the default restart settings and a 10 second stop
+    /// timeout.
+    fn new(name: impl Into<String>) -> Self {
+        SupervisorBuilder {
             name: name.into(),
             policy: RestartPolicy::default(),
             backoff: Backoff::default(),
@@ -691,7 +703,7 @@ impl Supervisor {
     ///
     /// [`ConfigError::NoServices`], [`ConfigError::DuplicateName`],
     /// [`ConfigError::ZeroDuration`].
-    pub fn build(self) -> Result<Group, ConfigError> {
+    pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         // Check names before reporting anything to the hub.
         let mut seen = std::collections::HashSet::new();
         for s in &self.services {
@@ -702,7 +714,7 @@ impl Supervisor {
                 });
             }
         }
-        let mut builder = Group::builder(self.name).stop_timeout(self.stop_timeout);
+        let mut builder = ServiceGroup::builder(self.name).stop_timeout(self.stop_timeout);
         // The group holds the hub too, so that containers nested in the services report to
         // it; the restarters report their own members and the group does not repeat them.
         if let Some(hub) = &self.status {

@@ -1,4 +1,4 @@
-//! The runner shared by [`Group`](super::Group), [`Sequence`](super::Sequence) and
+//! The runner shared by [`ServiceGroup`](super::ServiceGroup), [`Sequence`](super::Sequence) and
 //! [`Restarter`](super::Restarter): each member run is a `go()` task of the core, in a child
 //! [`WaitGroup`] of its own.
 //!
@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::service::{Ready, Service, WhenReady};
-use super::status::{Reporter, State, StatusHub};
+use super::status::{Reporter, ServiceState, StatusHub};
 use crate::{TaskId, TaskInfo, WaitGroup};
 
 /// The stop timeout of a group or sequence unless set otherwise.
@@ -244,7 +244,7 @@ pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
     if let Some(hub) = hub {
         for m in members {
             if !hub.is_idle(&m.name) {
-                hub.report(&m.name, State::Idle, 0, None, None);
+                hub.report(&m.name, ServiceState::Idle, 0, None, None);
             }
         }
     }
@@ -626,7 +626,7 @@ impl Run {
             .is_some_and(|r| r.self_reports.load(Ordering::Relaxed))
     }
 
-    fn report(&self, i: usize, state: State) {
+    fn report(&self, i: usize, state: ServiceState) {
         if !self.self_reports(i) {
             self.reporter.report(&self.slots[i].name, state);
         }
@@ -648,7 +648,7 @@ impl Run {
             {
                 let reporter = self.reporter.clone();
                 let name = self.slots[i].name.clone();
-                move || reporter.report(&name, State::Starting)
+                move || reporter.report(&name, ServiceState::Starting)
             },
         );
         self.ends.push(spawned.done().map(move |()| i).boxed());
@@ -677,7 +677,7 @@ impl Run {
                     if ok && self.is_running(i) {
                         if !self.slots[i].ready {
                             self.slots[i].ready = true;
-                            self.report(i, State::Running);
+                            self.report(i, ServiceState::Running);
                         }
                         Some(Event::Ready(i, true))
                     } else if ok {

@@ -33,14 +33,14 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 ///   [`Starting`](ServiceError::Starting) (`"starting B: …"`);
 /// - reports ready once every service is ready;
 /// - **run**: until its context is cancelled or a service fails (same rules as a
-///   [`Group`](super::Group));
+///   [`ServiceGroup`](super::ServiceGroup));
 /// - **stop**: cancels the services one at a time, last started first, each with its own
 ///   token, and waits for each under its own *stop timeout* before the next; one that does
 ///   not stop in time (or by the deadline of a container around the sequence, whichever
 ///   comes first) has every hung leaf below it reported as a
 ///   [`StopTimeout`](ServiceError::StopTimeout) with its path, then is aborted.
 ///
-/// Each member run is a `go()` task of the core, as in a [`Group`](super::Group), sharing the
+/// Each member run is a `go()` task of the core, as in a [`ServiceGroup`](super::ServiceGroup), sharing the
 /// same runner: the same judging of ends, readiness and stop reports.
 ///
 /// Services do not share the sequence's token: each gets an independent one, so cancelling
@@ -238,9 +238,9 @@ impl SequenceBuilder {
         self
     }
 
-    /// Reports the services' transitions to `hub`, as [`GroupBuilder::status`] does.
+    /// Reports the services' transitions to `hub`, as [`ServiceGroupBuilder::status`] does.
     ///
-    /// [`GroupBuilder::status`]: super::GroupBuilder::status
+    /// [`ServiceGroupBuilder::status`]: super::ServiceGroupBuilder::status
     pub fn status(mut self, hub: StatusHub) -> Self {
         self.seq.status = Some(hub);
         self

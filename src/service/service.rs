@@ -26,7 +26,7 @@ use super::error::{BoxError, TeardownError};
 /// *factory of runs*:
 /// - a [`Restarter`](super::Restarter) calls `run` again after a failure, on the same value,
 ///   which may keep state between runs (a consuming `self: Box<Self>` could run only once);
-/// - the future owns what it needs, so a [`Group`](super::Group) spawns it on its own tokio
+/// - the future owns what it needs, so a [`ServiceGroup`](super::ServiceGroup) spawns it on its own tokio
 ///   task (services run in parallel, a panic is caught per service, and a service that
 ///   ignores its stop timeout is aborted) while the service value itself stays in the group,
 ///   ready for the next run;

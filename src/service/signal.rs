@@ -2,75 +2,20 @@
 //!
 //! # Handlers
 //!
-//! The signal streams are created when [`shutdown_signal`] or a [`SignalService`] run starts
+//! The signal streams are created when
+//! [`shutdown_signal`](crate::shutdown::shutdown_signal) or a [`SignalService`] run starts
 //! and dropped when it ends, so no signal is queued for it afterwards. Note that tokio, once a
 //! signal kind was listened to, keeps its process-wide OS handler installed for the life of
 //! the process: after the streams are dropped, a further SIGINT or SIGTERM is *ignored*
 //! rather than terminating the process. What happens then, typically exiting the process with
 //! [`std::process::exit`], is the caller's choice.
 
-use std::fmt;
-use std::io;
-
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ServiceError};
 use super::service::{Ready, Service};
-use crate::signals::Signals;
-
-/// A shutdown signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Signal {
-    /// SIGINT, or Ctrl-C on non-unix platforms.
-    Interrupt,
-    /// SIGTERM (unix only).
-    Terminate,
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Signal::Interrupt => "SIGINT",
-            Signal::Terminate => "SIGTERM",
-        })
-    }
-}
-
-/// Resolves on the first SIGINT or SIGTERM (Ctrl-C on non-unix platforms).
-///
-/// The handlers are registered when the future is first polled and released when it
-/// resolves or is dropped (see [`SignalService`] for what tokio keeps installed).
-///
-/// # Examples
-///
-/// ```no_run
-/// use taskgroup::service::shutdown_signal;
-/// use tokio_util::sync::CancellationToken;
-///
-/// # #[tokio::main]
-/// # async fn main() -> std::io::Result<()> {
-/// let ctx = CancellationToken::new();
-/// let signal = shutdown_signal().await?;
-/// println!("{signal}: shutting down");
-/// ctx.cancel();
-/// # Ok(())
-/// # }
-/// ```
-///
-/// # Errors
-///
-/// If a signal handler cannot be registered.
-///
-/// # Cancel safety
-///
-/// Cancel safe: dropping it releases the handlers; a signal that arrived meanwhile is lost.
-pub async fn shutdown_signal() -> io::Result<Signal> {
-    let mut signals = Signals::new()?;
-    signals.recv().await?;
-    Ok(signals.received()[0])
-}
+use crate::shutdown::signals::Signals;
 
 /// Runs a service until SIGINT or SIGTERM, then stops it gracefully; a second signal forces
 /// the stop.
@@ -94,12 +39,12 @@ pub async fn shutdown_signal() -> io::Result<Signal> {
 /// # Examples
 ///
 /// ```no_run
-/// use taskgroup::service::{service_fn, Group, Ready, Service, SignalService};
+/// use taskgroup::service::{service_fn, ServiceGroup, Ready, Service, SignalService};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main]
 /// # async fn main() {
-/// let group = Group::builder("app")
+/// let group = ServiceGroup::builder("app")
 ///     .service(service_fn("api", |ctx: CancellationToken, ready: Ready| async move {
 ///         ready.ready();
 ///         ctx.cancelled().await;

@@ -13,7 +13,7 @@ use super::error::ServiceError;
 /// The state of a service, as reported in a [`StatusEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum State {
+pub enum ServiceState {
     /// Registered, not started yet.
     Idle,
     /// `run` was called; the service has not reported ready yet.
@@ -33,16 +33,16 @@ pub enum State {
     Panicked,
 }
 
-impl fmt::Display for State {
+impl fmt::Display for ServiceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            State::Idle => "idle",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Restarting => "restarting",
-            State::Stopped => "stopped",
-            State::Failed => "failed",
-            State::Panicked => "panicked",
+            ServiceState::Idle => "idle",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+            ServiceState::Panicked => "panicked",
         })
     }
 }
@@ -58,7 +58,7 @@ pub struct StatusEvent {
     /// The service's name.
     pub name: String,
     /// The new state.
-    pub state: State,
+    pub state: ServiceState,
     /// The attempt this event is about: 1 for the first run, 2 for the first restart, and
     /// so on; for `Restarting`, the attempt that will run after the delay. 0 for `Idle`.
     pub attempt: u32,
@@ -118,14 +118,14 @@ impl fmt::Display for StatusEvent {
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{State, StatusHub};
+/// use taskgroup::service::{ServiceState, StatusHub};
 ///
 /// let hub = StatusHub::new(64);
 /// let mut events = hub.subscribe();
-/// hub.report("db", State::Starting, 1, None, None);
+/// hub.report("db", ServiceState::Starting, 1, None, None);
 /// let event = events.try_recv().unwrap();
-/// assert_eq!((event.name.as_str(), event.state, event.attempt), ("db", State::Starting, 1));
-/// assert_eq!(hub.snapshot()["db"].state, State::Starting);
+/// assert_eq!((event.name.as_str(), event.state, event.attempt), ("db", ServiceState::Starting, 1));
+/// assert_eq!(hub.snapshot()["db"].state, ServiceState::Starting);
 /// ```
 ///
 /// # Panics
@@ -206,7 +206,7 @@ impl StatusHub {
             .snapshot
             .lock()
             .get(name)
-            .is_some_and(|e| e.state == State::Idle)
+            .is_some_and(|e| e.state == ServiceState::Idle)
     }
 
     /// Whether `self` and `other` are the same hub.
@@ -219,7 +219,7 @@ impl StatusHub {
     pub fn report(
         &self,
         name: &str,
-        state: State,
+        state: ServiceState,
         attempt: u32,
         error: Option<String>,
         delay: Option<Duration>,
@@ -251,14 +251,14 @@ impl StatusHub {
 /// # Examples
 ///
 /// ```
-/// use taskgroup::service::{State, StatusHub};
+/// use taskgroup::service::{ServiceState, StatusHub};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let hub = StatusHub::new(8);
 /// let mut watch = hub.watch();
-/// hub.report("db", State::Running, 1, None, None);
-/// let snap = watch.wait_for(|m| m.get("db").is_some_and(|e| e.state == State::Running)).await.unwrap();
+/// hub.report("db", ServiceState::Running, 1, None, None);
+/// let snap = watch.wait_for(|m| m.get("db").is_some_and(|e| e.state == ServiceState::Running)).await.unwrap();
 /// assert_eq!(snap["db"].attempt, 1);
 /// # }
 /// ```
@@ -399,18 +399,23 @@ impl Reporter {
         }
     }
 
-    pub(crate) fn report(&self, name: &str, state: State) {
+    pub(crate) fn report(&self, name: &str, state: ServiceState) {
         self.send(name, state, None, None);
     }
 
     /// Reports a transition with a delay (a scheduled restart).
-    pub(crate) fn report_delay(&self, name: &str, state: State, delay: Duration) {
+    pub(crate) fn report_delay(&self, name: &str, state: ServiceState, delay: Duration) {
         self.send(name, state, None, Some(delay));
     }
 
     /// Reports a failure. `error` formats user code, which may panic: it is called only
     /// when a hub listens, inside `catch_unwind`.
-    pub(crate) fn report_failure(&self, name: &str, state: State, error: impl FnOnce() -> String) {
+    pub(crate) fn report_failure(
+        &self,
+        name: &str,
+        state: ServiceState,
+        error: impl FnOnce() -> String,
+    ) {
         let text = if self.hubs.is_empty() {
             None
         } else {
@@ -422,7 +427,13 @@ impl Reporter {
         self.send(name, state, text, None);
     }
 
-    fn send(&self, name: &str, state: State, error: Option<String>, delay: Option<Duration>) {
+    fn send(
+        &self,
+        name: &str,
+        state: ServiceState,
+        error: Option<String>,
+        delay: Option<Duration>,
+    ) {
         #[cfg(feature = "tracing")]
         tracing::event!(
             target: "taskgroup::service",
@@ -449,11 +460,11 @@ impl Reporter {
     /// `Failed` with the failure's text (formatted only for a hub, inside `catch_unwind`).
     pub(crate) fn ended(&self, name: &str, failure: Option<&ServiceError>) {
         match failure {
-            None => self.report(name, State::Stopped),
+            None => self.report(name, ServiceState::Stopped),
             Some(ServiceError::Panicked { message, .. }) => {
-                self.report_failure(name, State::Panicked, || message.clone())
+                self.report_failure(name, ServiceState::Panicked, || message.clone())
             }
-            Some(other) => self.report_failure(name, State::Failed, || other.reason()),
+            Some(other) => self.report_failure(name, ServiceState::Failed, || other.reason()),
         }
     }
 }

@@ -12,11 +12,11 @@ use super::service::{Ready, Service};
 use crate::{ShutdownReport, WaitGroup};
 
 /// A [`WaitGroup`] with its `go()` tasks as a [`Service`]: a member of a
-/// [`Group`](super::Group) or [`Sequence`](super::Sequence) whose stop is the group's
+/// [`ServiceGroup`](super::ServiceGroup) or [`Sequence`](super::Sequence) whose stop is the group's
 /// [`shutdown`](WaitGroup::shutdown), and whose stop result is the [`ShutdownReport`].
 ///
 /// A run reports ready at once and lasts until its context is cancelled, or the wait group
-/// is (by [`cancel_on_error`](crate::Builder::cancel_on_error), say); then it shuts the wait
+/// is (by [`cancel_on_error`](crate::WaitGroupBuilder::cancel_on_error), say); then it shuts the wait
 /// group down with a grace period of `grace`, never past the stop deadline of the container
 /// around it. Inside a container the wait group is linked below the member while it runs,
 /// so the container's stop reports name its pending tasks too.
@@ -28,7 +28,7 @@ use crate::{ShutdownReport, WaitGroup};
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskgroup::service::{Group, TasksService};
+/// use taskgroup::service::{ServiceGroup, TasksService};
 /// use taskgroup::WaitGroup;
 /// use tokio_util::sync::CancellationToken;
 ///
@@ -39,7 +39,7 @@ use crate::{ShutdownReport, WaitGroup};
 ///     std::future::pending::<()>().await;
 ///     Ok::<_, std::io::Error>(())
 /// });
-/// let mut app = Group::builder("app")
+/// let mut app = ServiceGroup::builder("app")
 ///     .service(TasksService::new("workers", workers).grace(Duration::from_secs(1)))
 ///     .build()
 ///     .unwrap();

@@ -1,47 +1,5 @@
-//! [`ShutdownPlan`] and [`Readiness`]: the shutdown phases an orchestrator
-//! expects, around [`WaitGroup::shutdown`].
-//!
-//! # Kubernetes and systemd
-//!
-//! When Kubernetes deletes a pod, it removes the pod from the Service's
-//! endpoints and sends SIGTERM at about the same time; load balancers may keep
-//! sending new requests for a few seconds. The pod then has
-//! `terminationGracePeriodSeconds` (30 s by default) before SIGKILL. A server
-//! should therefore:
-//!
-//! | phase | [`ShutdownPlan`] | Kubernetes | systemd |
-//! |---|---|---|---|
-//! | 1. stop being ready | [`Readiness::set_not_ready`]: the readiness probe answers 503 | readinessProbe fails | `STOPPING=1` |
-//! | 2. keep serving briefly | [`pre_stop_delay`](ShutdownPlan::pre_stop_delay) | endpoints propagate | — |
-//! | 3.–5. stop accepting, drain, abort stragglers | [`grace`](ShutdownPlan::new), then the abort timeout | within the grace period | `TimeoutStopSec=` |
-//! | 6. close resources in order | linked groups, in link order, each with a share of the forced phase if earlier ones overran | | |
-//!
-//! # Budget
-//!
-//! [`ShutdownPlan::budget`] is `pre_stop_delay + grace + abort_timeout`
-//! (saturating: `Duration::MAX` anywhere means no limit), where the abort
-//! timeout is that of the group the plan runs on. Within it:
-//!
-//! * the pre-stop delay runs first, with everything still serving;
-//! * the grace period is shared in order: the first group may use all of it,
-//!   and each linked group gets what the ones before it left;
-//! * the forced phase (the abort timeout) is shared equally by the groups
-//!   that need it, at the moment each needs it: a group that overran the
-//!   deadline gets `remaining / groups_left` for its aborts to take effect,
-//!   and a group reached after the deadline gets the same share, three
-//!   quarters of it to close by itself and the rest for its aborts (see
-//!   [`WaitGroup::shutdown`]).
-//!
-//! For Kubernetes, choose the budget below `terminationGracePeriodSeconds`
-//! with a margin for process exit: with the default 30 s, for example
-//! `pre_stop_delay(5 s)`, `grace` 20 s and `abort_timeout(3 s)` (a 28 s
-//! budget). A database pool linked after a server whose connections overran
-//! then still gets at least `3 s / 2` to close cleanly before it is aborted
-//! (the server's aborts usually take effect at once, and leave it more). For
-//! systemd, the same against `TimeoutStopSec=`. Report `READY=1` once
-//! the server is listening and [`Readiness::set_ready`] is called, and
-//! `STOPPING=1` from [`Phase::NotReady`]; `examples/sd_notify.rs` does both
-//! with the `sd-notify` crate.
+//! [`ShutdownPlan`] and [`Readiness`]; the module docs of `taskgroup::shutdown`
+//! explain the phases and the budget.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,7 +89,7 @@ type PhaseHook = Arc<dyn Fn(&Phase<'_>) + Send + Sync>;
 
 /// The phases of an orchestrated shutdown: stop being ready, wait a pre-stop
 /// delay, then [`WaitGroup::shutdown`] with a grace period. Every duration
-/// may be `Duration::MAX`, meaning no limit; see the [module docs](self) for
+/// may be `Duration::MAX`, meaning no limit; see the [module docs](crate::shutdown) for
 /// how the budget is shared.
 ///
 /// # Examples

@@ -20,7 +20,7 @@ use std::io;
 #[cfg(all(unix, not(loom)))]
 use futures::FutureExt;
 
-use crate::service::Signal;
+use super::Signal;
 
 /// The signal streams; dropping this releases them. Registered on creation, so a signal
 /// that arrives after [`Signals::new`] returns is caught.
