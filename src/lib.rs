@@ -142,9 +142,9 @@ pub mod shutdown;
 pub use context::TaskContext;
 pub use guard::TaskGuard;
 pub use task::{JoinError, TaskHandle, TaskOutput, Tracked};
-pub use wait_group::{TaskBuilder, WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;
+pub use wait_group::{TaskBuilder, WaitGroup, WaitGroupBuilder, DEFAULT_MAX_ERRORS};
 
 // What happened.
 pub use error::{

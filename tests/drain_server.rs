@@ -5,7 +5,7 @@
 //! # The server
 //!
 //! One group, "server". Its accept loop is a `go()` task; each accepted
-//! connection becomes a `try_go_named("conn <peer>")` task, or, once the group
+//! connection becomes a `task().name("conn <peer>").try_go(..)` task, or, once the group
 //! is closed, is dropped unanswered. A connection task reads a request line
 //! and writes the response line; between requests it stops when cancelled.
 //! An `upload` request is followed by a body line, which the task waits for

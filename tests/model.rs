@@ -36,7 +36,7 @@ enum Outcome {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// `add` (or `add_named`) on group `g`.
+    /// `add` (or a named `task().add()`) on group `g`.
     Add {
         g: u8,
         name: Option<u8>,
@@ -53,7 +53,7 @@ enum Op {
     Drop {
         i: u8,
     },
-    /// `go`/`go_named`/`try_go` on group `g`; a polite task also ends (Ok)
+    /// `go`/named `go`/`try_go` on group `g`; a polite task also ends (Ok)
     /// when its context is cancelled, an impolite one only when released.
     Go {
         g: u8,

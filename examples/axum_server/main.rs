@@ -1,6 +1,6 @@
 //! An axum HTTP server that shuts down the way Kubernetes and systemd expect.
 //!
-//! Each connection is a task of the `server` group (`try_go_named("conn
+//! Each connection is a task of the `server` group (`task().name("conn
 //! <peer>")`), served by hyper's HTTP/1 connection with axum's router. A fake
 //! database pool and a log flusher are groups linked below it, in that order.
 //! On shutdown a [`ShutdownPlan`](taskgroup::ShutdownPlan) runs the phases,

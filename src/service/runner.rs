@@ -5,7 +5,7 @@
 //! # Design
 //!
 //! A container owns one [`WaitGroup`] (named by its path, `"top/nested"`), and each member
-//! run gets a *child group* of it (`child_named`), holding exactly one `go_named` task named
+//! run gets a *child group* of it (`task().name(..).child()`), holding exactly one named `go` task named
 //! for the member. A child group per member, rather than one group per container, because:
 //! - a [`Sequence`](super::Sequence) cancels and stops its members one at a time, in
 //!   reverse: each member needs its own token, which a child group gives;
