@@ -410,6 +410,23 @@ fn targets(m: &Samples) -> Vec<Check> {
             .map(|(_, s)| s.times.clone())
     };
     const PEER: &str = "TaskTracker + CancellationToken";
+    ratio(
+        "w8: tree of 1,111 with a task each, build + wait() <= 1.5x TaskTracker per node".into(),
+        get("w8", "taskgroup child() tree, wait()"),
+        get("w8", "TaskTracker per node, wait each"),
+        1.5,
+        "taskgroup / TaskTracker",
+    );
+    ratio(
+        format!("w8: tree of 1,111 with a task each, build + shutdown() <= 1.5x {PEER} per node"),
+        get("w8", "taskgroup child() tree, shutdown()"),
+        get(
+            "w8",
+            "TaskTracker + CancellationToken tree, cancel + wait each",
+        ),
+        1.5,
+        "taskgroup / peers",
+    );
     for (key, what) in [
         ("w9.chain.build", "build"),
         ("w9.chain.wait", "wait()"),
@@ -432,23 +449,6 @@ fn targets(m: &Samples) -> Vec<Check> {
             "chain / flat",
         );
     }
-    ratio(
-        "w8: tree of 1,111 with a task each, build + wait() <= 1.5x TaskTracker per node".into(),
-        get("w8", "taskgroup child() tree, wait()"),
-        get("w8", "TaskTracker per node, wait each"),
-        1.5,
-        "taskgroup / TaskTracker",
-    );
-    ratio(
-        format!("w8: tree of 1,111 with a task each, build + shutdown() <= 1.5x {PEER} per node"),
-        get("w8", "taskgroup child() tree, shutdown()"),
-        get(
-            "w8",
-            "TaskTracker + CancellationToken tree, cancel + wait each",
-        ),
-        1.5,
-        "taskgroup / peers",
-    );
     checks
 }
 

@@ -637,8 +637,16 @@ pub(crate) fn idle_shutdown(n: u64, key: &'static str, size: &str) -> Workload {
                     .shutdown(Duration::from_secs(1))
                     .await
                     .expect("not from own task");
-                assert!(report.is_clean(), "{report}");
-                assert_eq!(report.finished() as u64, n);
+                // On a loaded machine 1e6 tasks may not all stop within the
+                // grace: the rest are aborted, which the column shows.
+                assert!(report.errors().is_empty(), "{report}");
+                assert_eq!(report.finished() + report.aborted().len(), n as usize);
+                record_extra(
+                    "aborted at the deadline",
+                    Unit::Count,
+                    true,
+                    report.aborted().len() as f64,
+                );
             },
         )
     }));
