@@ -1038,7 +1038,9 @@ pub(crate) fn pending_scale() -> Workload {
          worst in a span of equal length right after them with both cores still busy (the \
          control: preemption, not the call). The pairs go to the registry shard holding \
          the pending guards (they were taken on that thread). Below 1e6, one sample is \
-         {PENDING_ENTRIES_PER_SAMPLE} entries' worth of calls.",
+         {PENDING_ENTRIES_PER_SAMPLE} entries' worth of calls made back to back, so a pair \
+         may wait through several of them (the lock lets the caller take it again at once): \
+         the stall there is that of a burst of calls, not of one.",
         GAP_KEPT_NS / 1000
     ));
     Workload {
