@@ -10,10 +10,24 @@
 //! the same closure can be run again without rebuilding it.
 //!
 //! "Per op" is what the workload's `ops` says: one add/done pair, one task,
-//! one wake-up.
+//! one wake-up. A variant may do a different number of ops per iteration
+//! than its workload (a cheap reference op repeated to be measurable): then
+//! it says so in its own `ops_per_iter`.
+//!
+//! A sample may also record side measurements ([`record_extra`]: the time to
+//! the first abort, the worst add/done stall) and a workload may leave notes
+//! for its table ([`note`]: the heap a setup retained); the report prints
+//! them as extra columns and lines under the table.
+//!
+//! Workloads 9 and 10 (issues 11 and 16) are in [`rows`]; the counting
+//! allocator the report binary installs for their memory rows is in
+//! [`counting`].
 
 // Each bench binary uses a part of this module.
 #![allow(dead_code)]
+
+pub(crate) mod counting;
+pub(crate) mod rows;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -37,6 +51,8 @@ pub(crate) struct Variant {
     pub(crate) name: String,
     /// Runs `iters` iterations and returns the time measured.
     pub(crate) run: Box<dyn FnMut(u64) -> Duration>,
+    /// Ops done by one iteration of this variant, when not the workload's.
+    pub(crate) ops_per_iter: Option<u64>,
 }
 
 impl fmt::Debug for Variant {
@@ -49,7 +65,97 @@ fn variant(name: impl Into<String>, run: impl FnMut(u64) -> Duration + 'static) 
     Variant {
         name: name.into(),
         run: Box::new(run),
+        ops_per_iter: None,
     }
+}
+
+/// A variant that does `ops` ops per iteration, whatever its workload's count.
+fn variant_ops(
+    name: impl Into<String>,
+    ops: u64,
+    run: impl FnMut(u64) -> Duration + 'static,
+) -> Variant {
+    Variant {
+        ops_per_iter: Some(ops),
+        ..variant(name, run)
+    }
+}
+
+// ----- side measurements and notes ---------------------------------------------
+
+/// How a side measurement is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Nanoseconds, printed with a unit.
+    Ns,
+    /// A plain count.
+    Count,
+}
+
+/// One side measurement of one sample (see [`record_extra`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Extra {
+    /// Column header.
+    pub(crate) name: &'static str,
+    pub(crate) unit: Unit,
+    /// Whether the worst (largest) value matters: the sample keeps the
+    /// largest of its iterations' values and the table shows the median and
+    /// the largest over the rounds. Otherwise the sample keeps the mean.
+    pub(crate) worst: bool,
+    pub(crate) value: f64,
+}
+
+static EXTRAS: Mutex<Vec<Extra>> = Mutex::new(Vec::new());
+
+/// Records a side measurement of the sample being taken.
+pub(crate) fn record_extra(name: &'static str, unit: Unit, worst: bool, value: f64) {
+    EXTRAS.lock().expect("not poisoned").push(Extra {
+        name,
+        unit,
+        worst,
+        value,
+    });
+}
+
+/// The side measurements recorded since the last call, one per name (the
+/// largest or the mean of that name's values, see [`Extra::worst`]), in the
+/// order first recorded.
+pub(crate) fn take_extras() -> Vec<Extra> {
+    let all = std::mem::take(&mut *EXTRAS.lock().expect("not poisoned"));
+    let mut out: Vec<(Extra, usize)> = Vec::new();
+    for e in all {
+        match out.iter_mut().find(|(o, _)| o.name == e.name) {
+            Some((o, n)) if o.worst => {
+                o.value = o.value.max(e.value);
+                *n += 1;
+            }
+            Some((o, n)) => {
+                o.value += e.value;
+                *n += 1;
+            }
+            None => out.push((e, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(mut e, n)| {
+            if !e.worst {
+                e.value /= n as f64;
+            }
+            e
+        })
+        .collect()
+}
+
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A line printed under the table of the workload being built or run.
+pub(crate) fn note(line: impl Into<String>) {
+    NOTES.lock().expect("not poisoned").push(line.into());
+}
+
+/// The notes left since the last call.
+pub(crate) fn take_notes() -> Vec<String> {
+    std::mem::take(&mut *NOTES.lock().expect("not poisoned"))
 }
 
 /// One workload: what one op is and its variants.
