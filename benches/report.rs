@@ -33,7 +33,7 @@ use common::rows::{self, LadderOp, TreeOp};
 use common::{Flavor, Occupancy, Unit, Workload};
 
 #[global_allocator]
-static GLOBAL: common::counting::Counting = common::counting::Counting;
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = common::counting::INSTRUMENTED;
 
 /// Makes one workload's variants.
 type Build = fn() -> Workload;
