@@ -1010,7 +1010,7 @@ mod tests {
             assert_eq!(registry.len(), 1);
             let retained = registry.retained_bytes();
             assert!(
-                retained <= bound && retained * 20 < peak,
+                retained <= bound && retained * 4 < peak,
                 "keeping #{keep}: {retained} bytes kept from {peak}, bound {bound}"
             );
             // The survivor is where it was.
