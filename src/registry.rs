@@ -86,6 +86,10 @@ pub(crate) struct Entry {
     pub(crate) critical: Option<bool>,
     /// Waiting for a slot under the group's concurrency limit.
     pub(crate) queued: bool,
+    /// The limit slot a guard holds, asked for with
+    /// [`TaskBuilder::try_add_in_limit`](crate::TaskBuilder::try_add_in_limit):
+    /// freed with the entry.
+    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Entry {
@@ -106,6 +110,7 @@ impl Entry {
             watch: None,
             critical: None,
             queued: false,
+            slot: None,
         }
     }
 

@@ -199,8 +199,9 @@ impl WaitGroupBuilder {
     /// until a slot frees; [`try_go`](WaitGroup::try_go) refuses with
     /// [`TryGoError::Full`] instead; [`TaskBuilder::go_when_free`] waits for
     /// a slot first, which gives a producer backpressure. Guards, blocking
-    /// tasks and tracked futures do not count against the limit. Default: no
-    /// limit.
+    /// tasks and tracked futures do not count against the limit, unless a
+    /// guard asks to ([`TaskBuilder::try_add_in_limit`],
+    /// [`TaskBuilder::add_when_free`]). Default: no limit.
     ///
     /// # Panics
     ///
@@ -1202,6 +1203,76 @@ impl<'a> TaskBuilder<'a> {
             Location::caller(),
             TaskKind::Guard,
         ))
+    }
+
+    /// A guard that takes one of the slots of the group's
+    /// [`limit`](WaitGroupBuilder::limit) (guards do not count against it
+    /// otherwise), for work the group does not spawn but that must count, a
+    /// connection served elsewhere say. The slot is freed when the guard
+    /// completes. Without a limit, the same as [`try_add`](Self::try_add).
+    /// The guard is recorded even in a `record_guards(false)` group.
+    ///
+    /// ```
+    /// # use taskgroup::WaitGroup;
+    /// let wg = WaitGroup::builder().limit(1).build();
+    /// let held = wg.task().try_add_in_limit().unwrap();
+    /// assert!(wg.task().try_add_in_limit().unwrap_err().is_full());
+    /// drop(held);
+    /// assert!(wg.task().try_add_in_limit().is_ok());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`TryGoError::Full`] if no slot is free, [`TryGoError::Closed`] if
+    /// the group is closed.
+    #[track_caller]
+    pub fn try_add_in_limit(self) -> Result<TaskGuard, TryGoError> {
+        let site = Location::caller();
+        let node = &self.group.node;
+        let permit = match node.try_permit() {
+            Permit::Queue => {
+                return Err(TryGoError::Full {
+                    group: node.id(),
+                    limit: node.config.limit.unwrap_or_default(),
+                })
+            }
+            permit => permit,
+        };
+        let task = self.group.try_add_task()?;
+        Ok(self.guard_in_limit(task, permit, site))
+    }
+
+    /// Like [`try_add_in_limit`](Self::try_add_in_limit), waiting for a free
+    /// slot instead of refusing.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the group is closed once a slot is free.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it resolves takes nothing.
+    #[track_caller]
+    pub fn add_when_free(self) -> impl Future<Output = Result<TaskGuard, Closed>> + 'a {
+        let site = Location::caller();
+        async move {
+            let permit = self.group.node.acquire_permit().await;
+            let task = self.group.try_add_task()?;
+            Ok(self.guard_in_limit(task, permit, site))
+        }
+    }
+
+    fn guard_in_limit(
+        self,
+        task: TaskRef<Node>,
+        permit: Permit,
+        site: &'static Location<'static>,
+    ) -> TaskGuard {
+        let mut entry = Entry::new(self.group.node.next_id(), self.name, TaskKind::Guard, site);
+        if let Permit::Held(permit) = permit {
+            entry.slot = Some(permit);
+        }
+        TaskGuard::new_with(task, entry).0
     }
 
     /// A task on the current Tokio runtime: see [`WaitGroup::go`].

@@ -434,3 +434,32 @@ async fn the_builder_records_the_callers_site() {
     assert_eq!(sites, expected);
     wg.cancel();
 }
+
+/// Guards do not count against the limit, unless they ask: a guard taken
+/// with `try_add_in_limit` holds a slot until it completes, so a task
+/// beyond the limit waits for it; `add_when_free` waits for a slot.
+#[tokio::test]
+async fn guards_count_against_the_limit_only_when_asked() {
+    let wg = WaitGroup::builder().limit(1).build();
+    let plain = wg.add();
+    assert!(
+        wg.task().try_add_in_limit().is_ok(),
+        "a plain guard takes no slot"
+    );
+    let held = wg
+        .task()
+        .name("conn served elsewhere")
+        .try_add_in_limit()
+        .unwrap();
+    assert!(wg.try_go(|_| async {}).unwrap_err().is_full());
+    assert!(wg.task().try_add_in_limit().unwrap_err().is_full());
+    let queued = wg.go(|_| async {});
+    tokio::task::yield_now().await;
+    assert!(!queued.is_finished(), "the task waits for the guard's slot");
+    drop(held);
+    queued.await.unwrap();
+    let later = wg.task().add_when_free().await.unwrap();
+    drop(later);
+    drop(plain);
+    wg.wait().await.unwrap();
+}

@@ -201,16 +201,29 @@ impl Shape {
 }
 
 /// The root of `CHAIN` groups below it in `shape`; nothing pending anywhere.
-fn group_tree(shape: Shape) -> WaitGroup {
+fn group_tree(shape: Shape) -> Tree {
     let root = WaitGroup::new();
+    let mut groups = Vec::with_capacity(CHAIN as usize);
     let mut last = root.clone();
     for _ in 0..CHAIN {
         let child = last.child();
+        groups.push(child.clone());
         if shape == Shape::Chain {
             last = child;
         }
     }
-    root
+    Tree {
+        root,
+        _groups: groups,
+    }
+}
+
+/// A tree of groups and a handle to each: a `child()` group whose handles
+/// are all dropped leaves its parent once idle, so the benches keep them to
+/// measure the whole tree.
+struct Tree {
+    root: WaitGroup,
+    _groups: Vec<WaitGroup>,
 }
 
 /// The peers' version: a `TaskTracker` and a `CancellationToken` per node,
@@ -315,15 +328,15 @@ pub(crate) fn chain(op: TreeOp) -> Workload {
             TreeOp::Wait => setup_then(
                 iters,
                 || group_tree(shape),
-                |root| {
-                    rt.block_on(root.wait()).expect("no failures");
+                |tree| {
+                    rt.block_on(tree.root.wait()).expect("no failures");
                 },
             ),
             TreeOp::Shutdown => setup_then(
                 iters,
                 || group_tree(shape),
-                |root| {
-                    let report = rt.block_on(root.shutdown(Duration::from_secs(1)));
+                |tree| {
+                    let report = rt.block_on(tree.root.shutdown(Duration::from_secs(1)));
                     assert!(report.is_clean(), "{report}");
                 },
             ),
@@ -366,17 +379,22 @@ pub(crate) const LADDER_BUDGET: Duration = Duration::from_secs(10);
 /// `a_i` and `b_i` are children of `c_{i-1}`, and `c_i` is a child of `a_i`
 /// also linked under `b_i`. `3 * levels + 1` groups, `2^levels` paths from
 /// the root to the bottom.
-fn ladder(levels: u32) -> WaitGroup {
+fn ladder(levels: u32) -> Tree {
     let root = WaitGroup::new();
+    let mut groups = Vec::with_capacity(3 * levels as usize);
     let mut c = root.clone();
     for _ in 0..levels {
         let a = c.child();
         let b = c.child();
         let next = a.child();
         b.link(&next).expect("no cycle");
+        groups.extend([a, b, next.clone()]);
         c = next;
     }
-    root
+    Tree {
+        root,
+        _groups: groups,
+    }
 }
 
 /// What 9d times.
@@ -406,7 +424,7 @@ impl LadderOp {
 /// The fastest of `runs` runs of `op` on a fresh `levels`-level ladder.
 fn ladder_probe(rt: &Runtime, op: LadderOp, levels: u32, runs: usize) -> Duration {
     (0..runs)
-        .map(|_| setup_then(1, || ladder(levels), |root| op.run(rt, root)))
+        .map(|_| setup_then(1, || ladder(levels), |tree| op.run(rt, &tree.root)))
         .min()
         .expect("one run at least")
 }
@@ -467,10 +485,12 @@ pub(crate) fn diamond_ladder(op: LadderOp) -> Workload {
             }
             let took = match op {
                 LadderOp::Wait => {
-                    let root = ladder(levels);
-                    setup_then(iters, || (), |()| op.run(&rt, &root))
+                    let tree = ladder(levels);
+                    setup_then(iters, || (), |()| op.run(&rt, &tree.root))
                 }
-                LadderOp::Cancel => setup_then(iters, || ladder(levels), |root| op.run(&rt, root)),
+                LadderOp::Cancel => {
+                    setup_then(iters, || ladder(levels), |tree| op.run(&rt, &tree.root))
+                }
             };
             if took > LADDER_BUDGET * iters as u32 {
                 over_budget = Some(took / iters as u32);
