@@ -32,8 +32,9 @@ use std::time::Instant;
 use common::rows::{self, LadderOp, TreeOp};
 use common::{Flavor, Occupancy, Unit, Workload};
 
-#[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = common::counting::INSTRUMENTED;
+// No counting allocator here: `stats_alloc` counts every allocation with
+// shared atomics, which skews the timed rows (on two workers most), so the
+// memory rows print "not measured" in this binary (see common::counting).
 
 /// Makes one workload's variants.
 type Build = fn() -> Workload;

@@ -14,7 +14,8 @@
 //! A node is kept alive by [`NodeRef`]s (a unit in its state word each) and by
 //! its pending tasks. Of the `NodeRef`s, those held by user-facing
 //! `WaitGroup` handles are also counted in [`Node::users`]; the others are
-//! internal: a parent's link, a walk's copy. A child reaches its parent only
+//! internal: a parent's link, a walk's copy, a task's context. A child
+//! reaches its parent only
 //! through a `Weak` reference to the parent's [`Table`] of links, so nothing
 //! below a group keeps it alive (a strong reference up would make a cycle
 //! that is never freed). A group made with `child()` *leaves* its parent

@@ -3,35 +3,78 @@
 //!
 //! # What is counted
 //!
-//! Tokio's signal streams coalesce: every delivery of one kind that arrives before the
-//! runtime polls the stream becomes *one* notification. [`Signals::recv`] therefore returns
-//! every kind that is pending at one wake-up (SIGINT and SIGTERM that both arrived before
-//! the poll count as two signals, so "first graceful, second forces" holds for them), and
-//! [`Signals::received`] keeps them in the order observed.
+//! Signals, not wake-ups. Tokio's signal streams coalesce every delivery of one kind that
+//! arrives before the runtime polls into one notification, so two SIGTERMs sent back to back
+//! while the runtime's thread is busy would be seen as one, and "the second signal forces"
+//! would not hold. On Unix each kind gets a handler of its own (`signal-hook`'s safe
+//! self-pipe registration) that writes one byte to a socket per delivery; [`Signals::recv`]
+//! reads them and returns one [`Signal`] per byte. Within one wake-up the order of two
+//! *different* kinds is not known: the kind whose socket the runtime saw ready first comes
+//! first (SIGINT when both were). The kernel itself merges two deliveries of one standard
+//! signal only if the second arrives before the handler ran for the first, which a process
+//! that is not stopped does not let happen for `kill` calls made one after another.
 //!
-//! Two deliveries *of the same kind* before one poll remain one notification: counting them
-//! needs a handler of our own (`signal_hook_registry::register`, which tokio already links,
-//! but which is `unsafe` to call and needs a direct dependency), outside what this module
-//! may do today. Within one wake-up the order of two different kinds is not known either;
-//! they are listed SIGINT first.
+//! Elsewhere (no Unix signals) Ctrl-C is listened to through tokio.
 
 use std::io;
 
-#[cfg(all(unix, not(loom)))]
-use futures::FutureExt;
-
 use super::Signal;
 
-/// The signal streams; dropping this releases them. Registered on creation, so a signal
+/// The signal handlers; dropping this releases them. Registered on creation, so a signal
 /// that arrives after [`Signals::new`] returns is caught.
 #[derive(Debug)]
 pub(crate) struct Signals {
     #[cfg(all(unix, not(loom)))]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(all(unix, not(loom)))]
-    terminate: tokio::signal::unix::Signal,
+    kinds: [Kind; 2],
     /// Every signal received so far, in the order observed.
     received: Vec<Signal>,
+}
+
+/// One signal kind's handler: it writes a byte to `reader`'s peer per delivery.
+#[cfg(all(unix, not(loom)))]
+#[derive(Debug)]
+struct Kind {
+    signal: Signal,
+    reader: tokio::net::UnixStream,
+    id: signal_hook::SigId,
+}
+
+#[cfg(all(unix, not(loom)))]
+impl Kind {
+    fn new(number: i32, signal: Signal) -> io::Result<Self> {
+        let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        let id = signal_hook::low_level::pipe::register(number, writer)?;
+        let reader = match tokio::net::UnixStream::from_std(reader) {
+            Ok(reader) => reader,
+            Err(err) => {
+                signal_hook::low_level::unregister(id);
+                return Err(err);
+            }
+        };
+        Ok(Kind { signal, reader, id })
+    }
+
+    /// How many deliveries are waiting (their bytes are consumed).
+    fn take(&self) -> io::Result<usize> {
+        let mut count = 0;
+        let mut buf = [0_u8; 64];
+        loop {
+            match self.reader.try_read(&mut buf) {
+                Ok(0) => return Ok(count),
+                Ok(n) => count += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(count),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+#[cfg(all(unix, not(loom)))]
+impl Drop for Kind {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.id);
+    }
 }
 
 impl Signals {
@@ -39,14 +82,16 @@ impl Signals {
     ///
     /// # Errors
     ///
-    /// If a signal handler cannot be registered.
+    /// If a signal handler cannot be registered, or (on Unix) outside a Tokio runtime.
     pub(crate) fn new() -> io::Result<Self> {
         #[cfg(all(unix, not(loom)))]
         {
-            use tokio::signal::unix::{signal, SignalKind};
+            use signal_hook::consts::{SIGINT, SIGTERM};
             Ok(Signals {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
+                kinds: [
+                    Kind::new(SIGINT, Signal::Interrupt)?,
+                    Kind::new(SIGTERM, Signal::Terminate)?,
+                ],
                 received: Vec::new(),
             })
         }
@@ -63,37 +108,34 @@ impl Signals {
         &self.received
     }
 
-    /// Waits for the next signals: each kind pending at this wake-up once. Appends them to
-    /// [`received`](Self::received) and returns how many arrived.
+    /// Waits for the next signals: every delivery that arrived by this wake-up, each once.
+    /// Appends them to [`received`](Self::received) and returns how many arrived.
     ///
     /// # Errors
     ///
-    /// If the signal streams closed (the runtime is shutting down).
+    /// If a handler's socket fails.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a signal not yet returned stays pending in its stream.
+    /// Cancel safe: a signal not yet returned stays in its socket.
     pub(crate) async fn recv(&mut self) -> io::Result<usize> {
         let before = self.received.len();
         #[cfg(all(unix, not(loom)))]
-        {
+        loop {
+            let [interrupt, terminate] = &self.kinds;
             let first = tokio::select! {
                 biased;
-                Some(()) = self.interrupt.recv() => Signal::Interrupt,
-                Some(()) = self.terminate.recv() => Signal::Terminate,
-                else => return Err(io::Error::other("signal streams closed")),
+                ready = interrupt.reader.readable() => { ready?; 0 }
+                ready = terminate.reader.readable() => { ready?; 1 }
             };
-            self.received.push(first);
-            // The other kind, if it is pending too: it arrived before this wake-up.
-            let other = match first {
-                Signal::Interrupt => self.terminate.recv().now_or_never(),
-                Signal::Terminate => self.interrupt.recv().now_or_never(),
-            };
-            if let Some(Some(())) = other {
-                self.received.push(match first {
-                    Signal::Interrupt => Signal::Terminate,
-                    Signal::Terminate => Signal::Interrupt,
-                });
+            for i in [first, 1 - first] {
+                let kind = &self.kinds[i];
+                let count = kind.take()?;
+                self.received
+                    .extend(std::iter::repeat(kind.signal).take(count));
+            }
+            if self.received.len() > before {
+                break;
             }
         }
         #[cfg(all(not(unix), not(loom)))]
@@ -101,7 +143,7 @@ impl Signals {
             tokio::signal::ctrl_c().await?;
             self.received.push(Signal::Interrupt);
         }
-        // tokio has no signal handling in the loom models' build; no signal ever arrives.
+        // No signal handling in the loom models' build; no signal ever arrives.
         #[cfg(loom)]
         {
             std::future::pending::<()>().await;
