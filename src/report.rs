@@ -270,7 +270,7 @@ impl fmt::Display for ShutdownReport {
             "shutdown took {:.1?}: {} finished, {} failed, {} aborted, {} still pending",
             self.elapsed,
             self.finished,
-            self.errors.len(),
+            crate::error::Thousands(self.errors.total()),
             self.aborted.len(),
             self.pending.len()
         )?;
@@ -282,6 +282,11 @@ impl fmt::Display for ShutdownReport {
         }
         for error in &self.errors {
             write!(f, "\n  failed: {error}")?;
+        }
+        if self.errors.dropped() > 0 {
+            let n = self.errors.dropped();
+            let s = if n == 1 { "" } else { "s" };
+            write!(f, "\n  and {} more failure{s}", crate::error::Thousands(n))?;
         }
         Ok(())
     }
