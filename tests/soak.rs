@@ -220,16 +220,23 @@ fn a_million_tasks_with_failures_keep_the_heap_flat() {
 
 /// A shutdown report counts the failures that were dropped too, and says how
 /// many more there were.
-#[tokio::test]
-async fn a_shutdown_report_counts_dropped_failures() {
+#[test]
+fn a_shutdown_report_counts_dropped_failures() {
     let _one_at_a_time = serial();
-    let wg = WaitGroup::builder().max_errors(2).build();
-    for _ in 0..5 {
-        wg.go(|_| async { Err::<(), _>("boom") });
-    }
-    wg.wait().await.unwrap_err();
-    let report = wg.shutdown(std::time::Duration::from_secs(1)).await;
-    let text = report.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async {
+        let wg = WaitGroup::builder().max_errors(2).build();
+        for _ in 0..5 {
+            wg.go(|_| async { Err::<(), _>("boom") });
+        }
+        wg.wait().await.unwrap_err();
+        wg.shutdown(std::time::Duration::from_secs(1))
+            .await
+            .to_string()
+    });
     assert!(text.contains(" 5 failed,"), "{text}");
     assert_eq!(text.matches("\n  failed: ").count(), 2, "{text}");
     assert!(text.ends_with("\n  and 3 more failures"), "{text}");
