@@ -324,6 +324,13 @@ fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
 /// (through this handle, a shutdown, or its runtime shutting down) gives
 /// [`JoinError::is_aborted`]; an abort is not a failure of the group.
 ///
+/// # Panics
+///
+/// Awaiting resumes a panic only if the crate's own handling of the task's
+/// end panicked, which happens when the `tracing` feature logs a failure
+/// whose error's `Display` panics (the failure is recorded first). The
+/// task's own panics never reach the awaiter: they are failures.
+///
 /// # Cancel safety
 ///
 /// Awaiting is cancel safe: dropping the future leaves the task running.
