@@ -888,9 +888,12 @@ mod tests {
         registry.retained_bytes()
     }
 
+    /// Entries in a burst: under Miri, enough to fill every doubling page
+    /// and one of `MAX_PAGE` slots (2,040 + 460), so each path is taken but
+    /// the interpreter's run stays in minutes.
     fn burst() -> u64 {
         if cfg!(miri) {
-            10_000
+            2_500
         } else {
             100_000
         }
@@ -1015,9 +1018,14 @@ mod tests {
             assert_eq!(registry.len(), 1);
             let retained = registry.retained_bytes();
             assert!(
-                retained <= bound && retained * 4 < peak,
+                retained <= bound,
                 "keeping #{keep}: {retained} bytes kept from {peak}, bound {bound}"
             );
+            // A small fraction of the peak once the burst spans many pages
+            // (the two pages kept are then few of them).
+            if n >= 10_000 {
+                assert!(retained * 4 < peak, "keeping #{keep}: {retained} of {peak}");
+            }
             // The survivor is where it was.
             let survivor = slots[keep as usize];
             assert_eq!(registry.id(survivor), TaskId(keep));
