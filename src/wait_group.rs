@@ -36,9 +36,14 @@ use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 ///   guard is completed or dropped, which may happen in another method, task or
 ///   thread than the one that created it.
 /// * [`go`](Self::go) spawns a task on the current Tokio runtime. The task gets
-///   the group's cancellation [`context`](Self::context) and returns
-///   `Result<(), E>`; its error, or its panic, is recorded with its identity
-///   and returned by [`wait`](Self::wait). Nothing is lost.
+///   a [`TaskContext`] (the group's cancellation [`context`](Self::context))
+///   and returns `()` or `Result<T, E>`; its error, or its panic, is recorded
+///   with its identity and returned by [`wait`](Self::wait). Nothing is lost.
+///   The [`TaskHandle`] it returns gives the task's value, or aborts it.
+/// * [`task`](Self::task) describes one unit of work before starting it: a
+///   name, whether its failure cancels the group, and where it runs (a
+///   blocking closure, a `!Send` future, another runtime, a future you poll).
+///   See [`TaskBuilder`].
 ///
 /// # Waiting
 ///
