@@ -68,8 +68,9 @@ pub(crate) async fn run(
         }
         order = node::walk(root);
         order.retain(|n| !seen.contains(&n.id()));
+        // Linked during the shutdown: counted from when it is first seen.
         for n in &order {
-            start.insert(n.id(), Counters::default());
+            start.insert(n.id(), n.counters());
         }
     }
 
