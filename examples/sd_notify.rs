@@ -100,7 +100,7 @@ async fn main() -> Result<(), BoxError> {
                 notify(&[NotifyState::Status(&status)]);
                 println!("{:>5} ms  STATUS={status}", at());
             }
-            Phase::Draining { grace } => {
+            Phase::Draining { grace, .. } => {
                 let status = format!("stopping: draining for up to {grace:?}");
                 notify(&[NotifyState::Status(&status)]);
                 println!("{:>5} ms  STATUS={status}", at());

@@ -1,15 +1,40 @@
 //! [`TaskContext`]: what a task of a group is given when it starts.
 
 use std::fmt;
+use std::future::Future;
 use std::ops::Deref;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::label::GroupId;
 use crate::node::NodeRef;
+use crate::reason::CancelReason;
+use crate::shutdown::saturating_add;
 
-/// What a task of a group receives when it starts: the group's cancellation
-/// context, to stop when asked.
+/// What a task of a group receives when it starts: the signals to stop by
+/// (drain, then cancel), the time it has left, and a way to shield a short
+/// cleanup from the final abort.
+///
+/// # Drain, cancel, abort
+///
+/// A [`shutdown`](crate::WaitGroup::shutdown) reaches a group in three steps,
+/// and a task can follow each:
+///
+/// 1. **Drain** ([`draining`](Self::draining)): finish what you are doing and
+///    take no more (answer the in-flight request with `Connection: close`,
+///    send HTTP/2 GOAWAY, stop reading the queue). Only with a drain phase
+///    ([`Grace::drain`](crate::shutdown::Grace::drain)); without one the group
+///    is drained and cancelled at once.
+/// 2. **Cancel** (`ctx.cancelled()`, from the token it dereferences to): stop
+///    now. A cancelled context is always draining too, so a task that only
+///    looks at the drain signal also stops on cancel.
+/// 3. **Abort**: what still runs at the deadline ([`deadline`](Self::deadline))
+///    is aborted, except a [shielded](Self::shielded) section within its
+///    budget.
+///
+/// [`cancel_reason`](Self::cancel_reason) says why it was cancelled.
 ///
 /// It dereferences to the group's [`CancellationToken`], so
 /// `ctx.cancelled().await`, `ctx.is_cancelled()` and
@@ -56,6 +81,146 @@ impl TaskContext {
     pub fn group_id(&self) -> GroupId {
         self.node.id()
     }
+
+    /// Resolves when the task should drain: finish what it is doing and take
+    /// no new work. A shutdown's drain phase, [`WaitGroup::drain`](crate::WaitGroup::drain),
+    /// or a cancellation (cancelled implies draining).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::shutdown::Grace;
+    /// use taskgroup::WaitGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(8);
+    /// wg.task().name("consumer").go(|ctx| async move {
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = ctx.draining() => return, // stop taking more
+    ///             job = rx.recv() => match job {
+    ///                 Some(_job) => {}            // finish the one taken
+    ///                 None => return,
+    ///             },
+    ///         }
+    ///     }
+    /// });
+    /// tx.send(1).await.unwrap();
+    /// let grace = Grace::drain(Duration::from_secs(5)).then_cancel(Duration::from_secs(1));
+    /// let report = wg.shutdown(grace).await;
+    /// assert!(report.is_clean());
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn draining(&self) {
+        let drain = self.node.drain_at(self.generation);
+        let own = self.token();
+        tokio::select! {
+            biased;
+            _ = own.cancelled() => {}
+            _ = drain.cancelled() => {}
+        }
+    }
+
+    /// Whether the task should drain (see [`draining`](Self::draining)).
+    pub fn is_draining(&self) -> bool {
+        self.node.drain_at(self.generation).is_cancelled() || self.token().is_cancelled()
+    }
+
+    /// The time by which the task must have finished, if anything bounds it:
+    /// the earliest of its group's [deadline](crate::WaitGroupBuilder::deadline),
+    /// the deadlines of the groups above it, and, once a shutdown runs, when
+    /// that shutdown aborts this group's tasks. Use it to size a last batch
+    /// or a flush.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.deadline()
+    }
+
+    /// Why the context was cancelled, once it is; `None` before.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.node.reason_at(self.generation)
+    }
+
+    /// Runs `fut` shielded from a shutdown's abort for at most `budget` from
+    /// now: a log flush, an fsync, a last commit. Its value is returned as
+    /// is; the section is not cancelled (it does not look at the context).
+    ///
+    /// When a shutdown's forced phase reaches this task inside the section,
+    /// its abort waits until the section ends or `budget` runs out, then the
+    /// task is aborted (and named in the report) as any other. The wait is
+    /// bounded by the shutdown: at most three quarters of what is left of the
+    /// group's share of the forced phase (the
+    /// [`abort_timeout`](crate::WaitGroupBuilder::abort_timeout) shared by the
+    /// groups that need it), so a shutdown still ends within `grace +
+    /// abort_timeout`. Size the abort timeout for the sections you shield.
+    ///
+    /// Only a `go()` task of this context's group is shielded; called from
+    /// elsewhere, `fut` simply runs. `Duration::MAX` means no budget of its
+    /// own (the shutdown's bound still holds).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::WaitGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let wg = WaitGroup::builder().abort_timeout(Duration::from_secs(4)).build();
+    /// wg.task().name("writer").go(|_ctx| async move {
+    ///     std::future::pending::<()>().await // ignores cancellation
+    /// });
+    /// wg.task().name("flusher").go(|ctx| async move {
+    ///     ctx.cancelled().await;
+    ///     ctx.shielded(Duration::from_secs(2), async {
+    ///         tokio::time::sleep(Duration::from_secs(1)).await; // the flush
+    ///     })
+    ///     .await;
+    /// });
+    /// let report = wg.shutdown(Duration::from_millis(100)).await;
+    /// let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    /// assert_eq!(aborted, [Some("writer")]); // the flush completed
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the section.
+    pub async fn shielded<F: Future>(&self, budget: Duration, fut: F) -> F::Output {
+        let _section = Section::enter(&self.node, budget);
+        fut.await
+    }
+}
+
+/// A shielded section of a `go()` task, registered with its group while it
+/// lives.
+struct Section<'a> {
+    node: &'a NodeRef,
+    entry: Option<(crate::label::TaskId, Instant)>,
+}
+
+impl<'a> Section<'a> {
+    fn enter(node: &'a NodeRef, budget: Duration) -> Self {
+        // Called from the task's poll: the task being polled is the caller.
+        let entry = crate::task::current()
+            .filter(|c| c.group == node.id())
+            .map(|c| {
+                let entry = (node.registry.id(c.slot), saturating_add(Instant::now(), budget));
+                node.enter_shield(entry.0, entry.1);
+                entry
+            });
+        Section { node, entry }
+    }
+}
+
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        if let Some((task, until)) = self.entry {
+            self.node.leave_shield(task, until);
+        }
+    }
 }
 
 impl Deref for TaskContext {
@@ -70,6 +235,7 @@ impl fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskContext")
             .field("group", &self.group_id())
+            .field("draining", &self.is_draining())
             .field("cancelled", &self.is_cancelled())
             .finish()
     }

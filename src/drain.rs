@@ -9,16 +9,20 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use crate::label::GroupId;
+use crate::label::{GroupId, TaskId};
+use crate::reason::CancelReason;
 use crate::node::{self, Counters, NodeRef};
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
-use crate::shutdown::{deadline_after, saturating_add};
+use crate::shutdown::{deadline_after, saturating_add, Grace};
 use crate::task::Current;
+use crate::wait_group::WaitGroup;
 
 /// One shutdown's clock: fixed at the call, before anything is cancelled.
 struct Budget {
-    /// The end of the graceful phase: `grace` after the call.
+    /// The end of the drain phase: the drain phase after the call.
+    drain_end: Instant,
+    /// The end of the graceful phase: the whole grace after the call.
     deadline: Instant,
     /// The end of the forced phase: the deadline plus the abort timeout.
     end: Instant,
@@ -38,18 +42,24 @@ impl Budget {
 /// for nor aborted, and is reported as still running.
 pub(crate) async fn run(
     root: &NodeRef,
-    grace: Duration,
+    grace: Grace,
     caller: Option<Current>,
+    reason: CancelReason,
 ) -> ShutdownReport {
     let started = Instant::now();
-    let deadline = deadline_after(grace);
+    let drain_end = deadline_after(grace.drain_phase());
+    let deadline = saturating_add(drain_end, grace.cancel_phase());
     let budget = Budget {
+        drain_end,
         deadline,
         end: saturating_add(deadline, root.config.abort_timeout),
     };
     // Every group's counters as the shutdown starts, so that work finishing
-    // in a group not reached yet is counted too.
+    // in a group not reached yet is counted too; and every task's deadline.
     let mut order = node::walk(root);
+    for group in &order {
+        group.set_abort_at(deadline);
+    }
     let mut start: HashMap<GroupId, Counters> =
         order.iter().map(|n| (n.id(), n.counters())).collect();
     let mut visited: Vec<NodeRef> = Vec::with_capacity(order.len());
@@ -62,7 +72,13 @@ pub(crate) async fn run(
         for (i, group) in order.iter().enumerate() {
             let is_root = visited.is_empty();
             let caller = caller.filter(|c| c.group == group.id());
-            stop_group(group, is_root, total - i, &budget, caller, &mut aborted).await;
+            let turn = Turn {
+                is_root,
+                groups_left: total - i,
+                caller,
+                reason: &reason,
+            };
+            stop_group(group, turn, &budget, &mut aborted).await;
             seen.insert(group.id());
             visited.push(group.clone());
         }
@@ -74,6 +90,18 @@ pub(crate) async fn run(
         }
     }
 
+    report(root, &visited, &start, aborted, started)
+}
+
+/// The report of a shutdown of `root` that started at `started`, having
+/// stopped `visited` (whose counters were `start` when first seen).
+fn report(
+    root: &NodeRef,
+    visited: &[NodeRef],
+    start: &HashMap<GroupId, Counters>,
+    aborted: Vec<TaskInfo>,
+    started: Instant,
+) -> ShutdownReport {
     let finished = visited
         .iter()
         .map(|n| start[&n.id()].finished_until(&n.counters()))
@@ -89,6 +117,67 @@ pub(crate) async fn run(
     };
     crate::trace::shutdown_done(&root.label, &report);
     report
+}
+
+/// Stops `root`'s tree at once (a second signal): every group is closed and
+/// cancelled with `reason`, every task aborted (a shielded section too), and
+/// the aborts are waited for, all together, at most the root's abort timeout.
+/// The calling task, if it is one of the tree's, is spared.
+pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownReport {
+    let started = Instant::now();
+    let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
+    let root = root.node();
+    let groups = node::walk(root);
+    let start: HashMap<GroupId, Counters> =
+        groups.iter().map(|n| (n.id(), n.counters())).collect();
+    node::cancel_tree(root, reason.clone());
+    let mut watches = Vec::with_capacity(groups.len());
+    for group in &groups {
+        group.close();
+        group.cancel_own(reason.clone());
+        let spare = caller
+            .filter(|c| c.group == group.id())
+            .map(|c| group.registry.id(c.slot));
+        watches.push(group.abort_tasks(spare));
+    }
+    let by = deadline_after(root.config.abort_timeout);
+    let mut aborted = Vec::new();
+    for watch in watches {
+        let _ = timeout_at(by, watch.all_settled()).await;
+        aborted.extend(watch.take_aborted());
+    }
+    aborted.iter().for_each(crate::trace::aborted);
+    report(root, &groups, &start, aborted, started)
+}
+
+/// The forced phase of a group with tasks in shielded sections: each such
+/// task is aborted as soon as it is out of its sections or past their
+/// budgets, and all of them by `shields_by`.
+async fn wait_for_shields(
+    group: &NodeRef,
+    spare: Option<TaskId>,
+    shields_by: Instant,
+    watch: &std::sync::Arc<crate::registry::AbortWatch>,
+) {
+    loop {
+        let ended = group.shield_ended();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        let now = Instant::now();
+        let shielded = if now < shields_by {
+            group.shielded(now)
+        } else {
+            Vec::new()
+        };
+        group.abort_more(
+            &|id| Some(id) == spare || shielded.iter().any(|s| s.0 == id),
+            watch,
+        );
+        let Some(next) = shielded.iter().map(|s| s.1).min() else {
+            return;
+        };
+        let _ = timeout_at(next.min(shields_by), ended).await;
+    }
 }
 
 /// Waits until the group has nothing pending but the caller (if it is in
@@ -115,38 +204,61 @@ async fn stopped_by_itself(group: &NodeRef, spare_caller: bool, stop_by: Instant
     }
 }
 
-/// One group's turn: close, cancel its own context, let it stop by itself
-/// until its stop time, then abort its tasks and wait for the aborts until
-/// its abort time (see the budget on `WaitGroup::shutdown`).
-async fn stop_group(
-    group: &NodeRef,
+/// Where a group's turn stands in the shutdown.
+struct Turn<'a> {
     is_root: bool,
+    /// Groups still to take their turn in this pass, this one included.
     groups_left: usize,
-    budget: &Budget,
+    /// The task calling `shutdown`, if it is one of this group's.
     caller: Option<Current>,
-    aborted: &mut Vec<TaskInfo>,
-) {
+    reason: &'a CancelReason,
+}
+
+/// One group's turn: close and drain it, let it stop by itself until the end
+/// of the drain phase, cancel its own context, let it stop until its stop
+/// time, then abort its tasks (a shielded section's within its budget) and
+/// wait for the aborts until its abort time (see the budget on
+/// `WaitGroup::shutdown`).
+async fn stop_group(group: &NodeRef, turn: Turn<'_>, budget: &Budget, aborted: &mut Vec<TaskInfo>) {
     group.close();
     crate::trace::closed(&group.label);
-    group.cancel_own();
+    group.drain_own();
+    let spare_caller = turn.caller.is_some();
+    if Instant::now() < budget.drain_end
+        && stopped_by_itself(group, spare_caller, budget.drain_end).await
+    {
+        return;
+    }
+    group.cancel_own(turn.reason.clone());
     let reached = Instant::now();
-    let late = !is_root && reached >= budget.deadline;
+    let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {
-        let share = budget.share(reached, groups_left);
+        let share = budget.share(reached, turn.groups_left);
         (saturating_add(reached, share / 4 * 3), Some(share))
     } else {
         (budget.deadline, None)
     };
-    if stopped_by_itself(group, caller.is_some(), stop_by).await {
+    group.set_abort_at(stop_by);
+    if stopped_by_itself(group, spare_caller, stop_by).await {
         return;
     }
     let now = Instant::now();
     let abort_by = match late_share {
         Some(share) => saturating_add(reached, share),
-        None => saturating_add(now, budget.share(now, groups_left)),
+        None => saturating_add(now, budget.share(now, turn.groups_left)),
     };
-    let spare = caller.map(|c| group.registry.id(c.slot));
-    let watch = group.abort_tasks(spare);
+    let spare = turn.caller.map(|c| group.registry.id(c.slot));
+    let watch = group.abort_watch();
+    let shielded = group.shielded(now);
+    group.abort_more(
+        &|id| Some(id) == spare || shielded.iter().any(|s| s.0 == id),
+        &watch,
+    );
+    if !shielded.is_empty() {
+        // Three quarters of what is left, so the aborts have time to land.
+        let shields_by = saturating_add(now, abort_by.saturating_duration_since(now) / 4 * 3);
+        wait_for_shields(group, spare, shields_by, &watch).await;
+    }
     // Wait for the aborted tasks only: a guard cannot be aborted, so waiting
     // for the whole group here would only wait out the share.
     let _ = timeout_at(abort_by, watch.all_settled()).await;

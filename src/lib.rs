@@ -122,6 +122,7 @@ mod event;
 mod guard;
 mod label;
 mod node;
+mod reason;
 mod registry;
 mod report;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
@@ -151,6 +152,7 @@ pub use error::{
     BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, TryGoError, WaitError,
 };
 pub use label::{GroupId, TaskId};
+pub use reason::CancelReason;
 pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
 
 /// The README's examples, compiled and run as doc tests so they stay true.

@@ -76,6 +76,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
+use crate::reason::CancelReason;
 use crate::registry::{AbortWatch, Registry, Slot};
 use crate::report::GroupPending;
 use crate::shared::{Counted, Shared};
@@ -106,6 +107,8 @@ pub(crate) struct Config {
     pub(crate) max_errors: usize,
     pub(crate) abort_on_drop: bool,
     pub(crate) limit: Option<usize>,
+    /// The group's own deadline, if any.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// A task's slot under its group's limit.
@@ -182,7 +185,17 @@ struct Tokens {
     /// The context handed to this group's own tasks: a child of `scope`, also
     /// cancelled on its own when a shutdown reaches this group.
     own: CancellationToken,
-    /// The next generation, made by `reopen()` once this one is cancelled.
+    /// The drain signal of this group's own tasks: cancelled by a shutdown's
+    /// drain phase or `drain()`. A task reads "draining" as this *or* `own`
+    /// cancelled, so a cancelled context is always a draining one.
+    drain: CancellationToken,
+    /// Why `own` was cancelled. Set before the token it explains is
+    /// cancelled (see [`cancel_tree`]), first setter wins; unset while `own`
+    /// is cancelled means the caller's token (the only cancellation that
+    /// reaches a group without passing through this crate).
+    reason: OnceLock<CancelReason>,
+    /// The next generation, made by `reopen()` once this one is cancelled
+    /// or drained.
     next: OnceLock<Box<Tokens>>,
 }
 
@@ -192,6 +205,8 @@ impl Tokens {
         Tokens {
             own: scope.child_token(),
             scope,
+            drain: CancellationToken::new(),
+            reason: OnceLock::new(),
             next: OnceLock::new(),
         }
     }
@@ -232,6 +247,38 @@ pub(crate) struct Node {
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
+    /// The deadlines that bound this group's tasks; see [`Deadlines`].
+    deadlines: PlainMutex<Deadlines>,
+    /// The `go()` tasks of this group now in a shielded section, each with
+    /// the end of its budget (a task may appear more than once, nested).
+    shields: PlainMutex<Vec<(TaskId, Instant)>>,
+    /// Notified when a shielded section ends.
+    shield_ended: tokio::sync::Notify,
+    /// With a deadline: cancelled when the last user handle goes, so that
+    /// the deadline's timer can end once the group is idle too.
+    released: Option<CancellationToken>,
+}
+
+/// What bounds a group's tasks in time; the earliest is the deadline a task
+/// reads ([`Node::deadline`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Deadlines {
+    /// The group's own ([`WaitGroupBuilder::deadline`](crate::WaitGroupBuilder::deadline)).
+    own: Option<Instant>,
+    /// The earliest deadline of the groups above it, as they were when it
+    /// was linked (or when theirs was set later, by a shutdown).
+    inherited: Option<Instant>,
+    /// When a running shutdown aborts this group's tasks.
+    abort_at: Option<Instant>,
+}
+
+impl Deadlines {
+    fn earliest(&self) -> Option<Instant> {
+        [self.own, self.inherited, self.abort_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 impl Counted for Node {
@@ -269,6 +316,11 @@ impl Node {
         owner: Option<(Weak<Table>, u64)>,
     ) -> NodeRef {
         let limit = config.limit;
+        let deadlines = Deadlines {
+            own: config.deadline,
+            ..Deadlines::default()
+        };
+        let released = config.deadline.map(|_| CancellationToken::new());
         let table = Arc::new(Table {
             links: Mutex::new(Links::default()),
             owner,
@@ -297,6 +349,10 @@ impl Node {
             table,
             has_links: AtomicBool::new(false),
             users: AtomicUsize::new(1),
+            deadlines: PlainMutex::new(deadlines),
+            shields: PlainMutex::new(Vec::new()),
+            shield_ended: tokio::sync::Notify::new(),
+            released,
         })
     }
 
@@ -324,6 +380,9 @@ impl Node {
         if this.users.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
+        if let Some(released) = &this.released {
+            released.cancel();
+        }
         if this.config.abort_on_drop {
             drop(this.abort_tasks(None));
         }
@@ -343,6 +402,7 @@ impl Node {
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
         let origin = this.tokens().scope.clone();
+        let inherited = this.deadline();
         let mut links = this.table.links.lock();
         let key = links.next_key;
         let child = Node::new(
@@ -350,6 +410,7 @@ impl Node {
             Some(origin),
             Some((Arc::downgrade(&this.table), key)),
         );
+        child.deadlines.lock().inherited = inherited;
         links.push(child.clone());
         this.has_links.store(true, Ordering::Release);
         child
@@ -505,6 +566,20 @@ impl Node {
         &self.tokens().own
     }
 
+    /// The drain signal of generation `generation` (which exists).
+    pub(crate) fn drain_at(&self, generation: u32) -> &CancellationToken {
+        &self.tokens_at(generation).drain
+    }
+
+    /// Why generation `generation`'s context was cancelled, if it was.
+    pub(crate) fn reason_at(&self, generation: u32) -> Option<CancelReason> {
+        let tokens = self.tokens_at(generation);
+        if !tokens.own.is_cancelled() {
+            return None;
+        }
+        Some(tokens.reason.get().cloned().unwrap_or(CancelReason::Token))
+    }
+
     /// Reopens a closed group; if its context was cancelled, starts a new
     /// generation of tokens, derived from the group's origin as the first
     /// was (so a group cancelled through its caller's token stays so).
@@ -512,7 +587,8 @@ impl Node {
         let _one_at_a_time = self.reopening.lock();
         let reopened = self.state().reopen();
         let current = self.tokens();
-        if current.own.is_cancelled() {
+        if current.own.is_cancelled() || current.drain.is_cancelled() {
+            self.deadlines.lock().abort_at = None;
             let next = Tokens::new(self.origin.as_ref());
             if current.next.set(Box::new(next)).is_ok() {
                 self.generation
@@ -540,8 +616,7 @@ impl Node {
         if critical.unwrap_or(this.config.cancel_on_error)
             && this.cause.set(Arc::clone(&error)).is_ok()
         {
-            cancel_tree(this);
-            crate::trace::cancelled(&this.label, Some(&error));
+            cancel_tree(this, CancelReason::Failure(Arc::clone(&error)));
         }
         // Last: logging formats the task's error, and a `Display` that panics
         // must not keep the failure from being kept or acted on.
@@ -585,8 +660,81 @@ impl Node {
         self.own().is_cancelled()
     }
 
-    pub(crate) fn cancel_own(&self) {
-        self.own().cancel();
+    /// Cancels this group's own context (not its scope: the groups below
+    /// are reached in their turn), with `reason` unless it has one.
+    pub(crate) fn cancel_own(&self, reason: CancelReason) {
+        let tokens = self.tokens();
+        let _ = tokens.reason.set(reason);
+        tokens.own.cancel();
+    }
+
+    /// Tells this group's own tasks to drain: finish what they are doing and
+    /// take no more.
+    pub(crate) fn drain_own(&self) {
+        self.tokens().drain.cancel();
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        let tokens = self.tokens();
+        tokens.drain.is_cancelled() || tokens.own.is_cancelled()
+    }
+
+    // ----- deadlines -------------------------------------------------------------
+
+    /// The earliest deadline bounding this group's tasks: its own, those of
+    /// the groups above it, and a running shutdown's abort time.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadlines.lock().earliest()
+    }
+
+    /// A running shutdown aborts this group's tasks at `at`.
+    pub(crate) fn set_abort_at(&self, at: Instant) {
+        let mut deadlines = self.deadlines.lock();
+        deadlines.abort_at = Some(deadlines.abort_at.map_or(at, |old| old.min(at)));
+    }
+
+    /// The group's own deadline, if it has one, and the token its timer
+    /// stops on once the group is released.
+    pub(crate) fn own_deadline(&self) -> Option<(Instant, CancellationToken)> {
+        let at = self.deadlines.lock().own?;
+        Some((at, self.released.clone()?))
+    }
+
+    // ----- shielded sections --------------------------------------------------
+
+    /// A task of this group enters a shielded section that may run until
+    /// `until`, even past the abort of a shutdown's forced phase.
+    pub(crate) fn enter_shield(&self, task: TaskId, until: Instant) {
+        self.shields.lock().push((task, until));
+    }
+
+    /// The section entered with `enter_shield(task, until)` ended.
+    pub(crate) fn leave_shield(&self, task: TaskId, until: Instant) {
+        let mut shields = self.shields.lock();
+        if let Some(i) = shields.iter().position(|s| *s == (task, until)) {
+            shields.swap_remove(i);
+        }
+        drop(shields);
+        self.shield_ended.notify_waiters();
+    }
+
+    /// The tasks in a shielded section at `now` whose budget has not run
+    /// out, each with the latest end of its sections.
+    pub(crate) fn shielded(&self, now: Instant) -> Vec<(TaskId, Instant)> {
+        let mut out: Vec<(TaskId, Instant)> = Vec::new();
+        for &(task, until) in self.shields.lock().iter().filter(|s| s.1 > now) {
+            match out.iter_mut().find(|s| s.0 == task) {
+                Some(s) => s.1 = s.1.max(until),
+                None => out.push((task, until)),
+            }
+        }
+        out
+    }
+
+    /// Resolves when a shielded section of this group ends (register before
+    /// reading [`shielded`](Self::shielded) to miss none).
+    pub(crate) fn shield_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shield_ended.notified()
     }
 
     /// Closes the group to `try_add`/`try_go`; `true` if this call closed it.
@@ -614,8 +762,19 @@ impl Node {
     /// learns when each abort took effect.
     pub(crate) fn abort_tasks(&self, spare: Option<TaskId>) -> Arc<AbortWatch> {
         let watch = AbortWatch::new(self.label.clone());
-        self.registry.abort_all(spare, &watch);
+        self.registry.abort_all(&|id| Some(id) == spare, &watch);
         watch
+    }
+
+    /// Aborts every running spawned task of this group for which `spare`
+    /// says no and that `watch` (or an earlier call) has not aborted yet.
+    pub(crate) fn abort_more(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
+        self.registry.abort_all(spare, watch);
+    }
+
+    /// A fresh abort watch for [`abort_more`](Self::abort_more).
+    pub(crate) fn abort_watch(&self) -> Arc<AbortWatch> {
+        AbortWatch::new(self.label.clone())
     }
 
     /// This group's pending work, as a report lists it; `None` if idle.
@@ -749,11 +908,65 @@ pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
     idle
 }
 
-/// Cancels `root`'s scope and every linked group's (`cancel()`, and the
-/// first failure with `cancel_on_error`).
-pub(crate) fn cancel_tree(root: &NodeRef) {
-    for node in walk(root) {
+/// Cancels `root`'s scope and every linked group's (`cancel()`, the first
+/// failure with `cancel_on_error`, a deadline), giving each `reason` unless
+/// it has one. Every reason is set before any token is cancelled: a group
+/// made with `child()` is cancelled through its parent's scope, and a task
+/// that sees its context cancelled must find the reason there.
+pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
+    let nodes = walk(root);
+    for node in &nodes {
+        let _ = node.tokens().reason.set(reason.clone());
+    }
+    for node in &nodes {
         node.tokens().scope.cancel();
+    }
+    // Last: the reason may format a task's error, whose `Display` may panic.
+    crate::trace::cancelled(&root.label, &reason);
+}
+
+/// Starts the timer of a group with a deadline of its own: at the deadline
+/// it cancels the group and the groups below it ([`CancelReason::Deadline`]).
+/// The timer ends early once the group is cancelled anyway, or released (no
+/// user handle left) and idle, so a short-lived group with a long deadline
+/// is not kept for the deadline's sake.
+pub(crate) fn start_deadline_timer(this: &NodeRef, runtime: &tokio::runtime::Handle) {
+    let Some((at, released)) = this.own_deadline() else {
+        return;
+    };
+    let node = this.clone();
+    let scope = this.tokens().scope.clone();
+    runtime.spawn(async move {
+        tokio::select! {
+            biased;
+            _ = scope.cancelled() => {}
+            _ = async {
+                released.cancelled().await;
+                node.state().wait_idle().await;
+            } => {}
+            _ = tokio::time::sleep_until(at) => {
+                cancel_tree(&node, CancelReason::Deadline);
+            }
+        }
+    });
+}
+
+/// Tells `root` and every group below it to drain (`WaitGroup::drain`).
+pub(crate) fn drain_tree(root: &NodeRef) {
+    for node in walk(root) {
+        node.drain_own();
+    }
+}
+
+/// After `child` was linked below `parent`: the groups below `child` are
+/// bounded by `parent`'s deadline too.
+pub(crate) fn inherit_deadline(parent: &NodeRef, child: &NodeRef) {
+    let Some(at) = parent.deadline() else {
+        return;
+    };
+    for node in walk(child) {
+        let mut deadlines = node.deadlines.lock();
+        deadlines.inherited = Some(deadlines.inherited.map_or(at, |old| old.min(at)));
     }
 }
 

@@ -694,11 +694,11 @@ impl Registry {
         }
     }
 
-    /// Aborts the spawned tasks (but `spare`), each once: their abort handles
+    /// Aborts the spawned tasks (but those `spare` keeps), each once: their abort handles
     /// are taken, and `watch` is told to wait for them.
-    pub(crate) fn abort_all(&self, spare: Option<TaskId>, watch: &Arc<AbortWatch>) {
+    pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         self.for_each(|entry| {
-            if Some(entry.id) == spare {
+            if spare(entry.id) {
                 return;
             }
             if let Some(abort) = entry.abort.take() {

@@ -3,9 +3,17 @@
 //! Every function here is empty without the feature, so call sites cost
 //! nothing then. With it, each `go()` task runs in a `task` span carrying its
 //! group, name and id, and the lifecycle emits events: a group closed or
-//! cancelled (debug), a task failed (warn), a wait timed out (warn, with the
-//! pending report), a task aborted (warn), a shutdown done (info), a service
-//! restart scheduled (info) or given up (error).
+//! cancelled (debug, with the reason), a task failed (warn), a wait timed
+//! out (warn, with the pending report), a shutdown signal (info), a shutdown
+//! done (info: one event with its counts; the tasks aborted, still pending
+//! and failed follow at debug, one event each), a service restart scheduled
+//! (info) or given up (error).
+//!
+//! Fields, the same on every span and event: `group` (the group's name, or
+//! its id when it has none), `group.id`, `task.name`, `task.id`. A task's
+//! span is a root span (`parent: None`) that *follows from* the span of the
+//! code that spawned it, so a connection's lines are not nested under the
+//! accept loop's span for the connection's whole life.
 
 #![cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 
@@ -14,7 +22,18 @@ use std::time::Duration;
 
 use crate::error::TaskError;
 use crate::label::{GroupLabel, Label, TaskId};
+use crate::reason::CancelReason;
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
+use crate::shutdown::Signal;
+
+/// The `group` field: the bare name, or `#id` without one.
+#[cfg(feature = "tracing")]
+fn group_field(group: &GroupLabel) -> String {
+    match group.name() {
+        Some(name) => name.to_owned(),
+        None => group.id.to_string(),
+    }
+}
 
 /// A `go()` task's span; nothing without the feature.
 #[cfg(feature = "tracing")]
@@ -27,12 +46,18 @@ pub(crate) struct TaskSpan;
 #[inline]
 pub(crate) fn task_span(group: &GroupLabel, name: Option<&Label>, id: TaskId) -> TaskSpan {
     #[cfg(feature = "tracing")]
-    return tracing::info_span!(
-        "task",
-        group = %group,
-        task.name = name.map(Label::as_str),
-        task.id = id.as_u64(),
-    );
+    {
+        let span = tracing::info_span!(
+            parent: None,
+            "task",
+            group = group_field(group),
+            group.id = group.id.as_u64(),
+            task.name = name.map(Label::as_str),
+            task.id = id.as_u64(),
+        );
+        span.follows_from(tracing::Span::current());
+        span
+    }
     #[cfg(not(feature = "tracing"))]
     TaskSpan
 }
@@ -49,17 +74,35 @@ pub(crate) fn instrument<F: Future>(fut: F, span: TaskSpan) -> impl Future<Outpu
 #[inline]
 pub(crate) fn closed(group: &GroupLabel) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(group = %group, "group closed");
+    tracing::debug!(group = group_field(group), group.id = group.id.as_u64(), "group closed");
 }
 
 #[inline]
-pub(crate) fn cancelled(group: &GroupLabel, cause: Option<&TaskError>) {
+pub(crate) fn cancelled(group: &GroupLabel, reason: &CancelReason) {
     #[cfg(feature = "tracing")]
-    match cause {
-        None => tracing::debug!(group = %group, "group cancelled"),
-        Some(cause) => {
-            tracing::warn!(group = %group, cause = %cause, "group cancelled by a task failure")
-        }
+    match reason {
+        CancelReason::Failure(cause) => tracing::warn!(
+            group = group_field(group),
+            group.id = group.id.as_u64(),
+            cause = %cause,
+            "group cancelled by a task failure"
+        ),
+        reason => tracing::debug!(
+            group = group_field(group),
+            group.id = group.id.as_u64(),
+            reason = %reason,
+            "group cancelled"
+        ),
+    }
+}
+
+#[inline]
+pub(crate) fn signal(signal: Signal, nth: usize) {
+    #[cfg(feature = "tracing")]
+    if nth == 1 {
+        tracing::info!(signal = %signal, "shutdown signal: shutting down");
+    } else {
+        tracing::warn!(signal = %signal, nth, "another shutdown signal: forcing the shutdown");
     }
 }
 
@@ -67,8 +110,10 @@ pub(crate) fn cancelled(group: &GroupLabel, cause: Option<&TaskError>) {
 pub(crate) fn task_failed(error: &TaskError) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        task.id = error.id().as_u64(),
+        group = error.group_name().map_or_else(|| error.group_id().to_string(), str::to_owned),
+        group.id = error.group_id().as_u64(),
         task.name = error.name(),
+        task.id = error.id().as_u64(),
         "{error}"
     );
 }
@@ -76,23 +121,59 @@ pub(crate) fn task_failed(error: &TaskError) {
 #[inline]
 pub(crate) fn wait_timed_out(group: &GroupLabel, pending: &PendingReport) {
     #[cfg(feature = "tracing")]
-    tracing::warn!(group = %group, pending = pending.len(), "wait timed out: {pending}");
+    tracing::warn!(
+        group = group_field(group),
+        group.id = group.id.as_u64(),
+        pending = pending.len(),
+        "wait timed out: {pending}"
+    );
 }
 
 #[inline]
 pub(crate) fn aborted(task: &TaskInfo) {
     #[cfg(feature = "tracing")]
-    tracing::warn!(
-        task.id = task.id().as_u64(),
+    item("aborted", task);
+}
+
+/// One item of a report, at debug level.
+#[cfg(feature = "tracing")]
+fn item(what: &str, task: &TaskInfo) {
+    tracing::debug!(
+        group = task.group_name().map_or_else(|| task.group_id().to_string(), str::to_owned),
+        group.id = task.group_id().as_u64(),
         task.name = task.name(),
-        "aborted {task}"
+        task.id = task.id().as_u64(),
+        age_ms = task.age().as_millis() as u64,
+        "{what}: {task}"
     );
 }
 
 #[inline]
 pub(crate) fn shutdown_done(group: &GroupLabel, report: &ShutdownReport) {
     #[cfg(feature = "tracing")]
-    tracing::info!(group = %group, clean = report.is_clean(), "{report}");
+    {
+        let elapsed_ms = report.elapsed().as_millis() as u64;
+        let (finished, failed) = (report.finished(), report.errors().total());
+        let (aborted, pending) = (report.aborted().len(), report.pending().len());
+        let (group, group_id) = (group_field(group), group.id.as_u64());
+        if report.is_clean() {
+            tracing::info!(group, group.id = group_id, finished, failed, aborted, pending, elapsed_ms, "shutdown done");
+        } else {
+            tracing::warn!(group, group.id = group_id, finished, failed, aborted, pending, elapsed_ms, "shutdown done, not clean");
+        }
+        for task in report.pending().tasks() {
+            item("still pending", task);
+        }
+        for error in report.errors().iter() {
+            tracing::debug!(
+                group = error.group_name().map_or_else(|| error.group_id().to_string(), str::to_owned),
+                group.id = error.group_id().as_u64(),
+                task.name = error.name(),
+                task.id = error.id().as_u64(),
+                "failed: {error}"
+            );
+        }
+    }
 }
 
 #[inline]

@@ -20,7 +20,8 @@ use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
 use crate::registry::{Entry, Slot};
 use crate::report::{PendingReport, ShutdownReport, TaskKind};
 use crate::shared::{Counted, Shared, TaskRef};
-use crate::shutdown::deadline_after;
+use crate::reason::CancelReason;
+use crate::shutdown::{deadline_after, Grace};
 use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 
 /// Tracks pending work (guards and spawned tasks), collects its failures, and
@@ -237,14 +238,86 @@ impl WaitGroupBuilder {
     /// # Panics
     ///
     /// With a [`limit`](Self::limit) of zero (no task could ever run).
+    ///
+    /// With a [`deadline`](Self::deadline), outside a Tokio runtime (its timer
+    /// is a task).
     pub fn build(self) -> WaitGroup {
+        self.check();
+        let runtime = self.config.deadline.map(|_| runtime_handle("builder().deadline(..).build"));
+        let node = Node::new(self.config, self.token, None);
+        if let Some(runtime) = runtime {
+            node::start_deadline_timer(&node, &runtime);
+        }
+        WaitGroup { node }
+    }
+
+    /// Builds a group linked below `parent` as [`WaitGroup::child`] makes one
+    /// (its context a child of `parent`'s, leaving `parent` once released and
+    /// idle), but with this builder's settings instead of `parent`'s; the
+    /// way to give a child group a [`deadline`](Self::deadline) of its own.
+    /// A [`token`](Self::token) set here is ignored: the child's context
+    /// derives from `parent`'s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{CancelReason, WaitGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let server = WaitGroup::builder().name("server").build();
+    /// let request = WaitGroup::builder()
+    ///     .name("request")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build_child(&server);
+    /// request.go(|ctx| async move { ctx.cancelled().await });
+    /// request.wait().await.unwrap(); // cancelled by its deadline after 5 s
+    /// assert!(matches!(request.cancel_reason(), Some(CancelReason::Deadline)));
+    /// assert!(!server.is_cancelled()); // the parent is untouched
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_child(self, parent: &WaitGroup) -> WaitGroup {
+        self.check();
+        let runtime = self.config.deadline.map(|_| runtime_handle("builder().deadline(..).build_child"));
+        let node = Node::make_child(&parent.node, self.config);
+        if let Some(runtime) = runtime {
+            node::start_deadline_timer(&node, &runtime);
+        }
+        WaitGroup { node }
+    }
+
+    /// Sets a deadline: at `deadline` the group and the groups below it are
+    /// cancelled ([`CancelReason::Deadline`](crate::CancelReason::Deadline));
+    /// nothing is aborted (a shutdown does that). Its tasks read it, or an
+    /// earlier deadline of a group above, or a running shutdown's, with
+    /// [`TaskContext::deadline`](crate::TaskContext::deadline). A child's
+    /// deadline never cancels its parent. Starting the timer needs a Tokio
+    /// runtime at `build`.
+    ///
+    /// The deadline is set once: [`reopen`](WaitGroup::reopen) does not
+    /// restart it, and once no handle is left and the group is idle its
+    /// timer stops (a handle recovered later by
+    /// [`linked`](WaitGroup::linked) no longer has it enforced).
+    pub fn deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.config.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets a deadline `timeout` from now (see [`deadline`](Self::deadline));
+    /// `Duration::MAX` means none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.deadline = (timeout != Duration::MAX).then(|| crate::shutdown::deadline_after(timeout));
+        self
+    }
+
+    fn check(&self) {
         assert!(
             self.config.limit != Some(0),
             "WaitGroupBuilder::limit(0): a group whose tasks can never run"
         );
-        WaitGroup {
-            node: Node::new(self.config, self.token, None),
-        }
     }
 }
 
@@ -259,6 +332,7 @@ impl Default for WaitGroupBuilder {
                 max_errors: DEFAULT_MAX_ERRORS,
                 abort_on_drop: false,
                 limit: None,
+                deadline: None,
             },
             token: None,
         }
@@ -516,6 +590,7 @@ impl WaitGroup {
                 child: child.id(),
             });
         }
+        node::inherit_deadline(&self.node, &child.node);
         Ok(())
     }
 
@@ -569,6 +644,8 @@ impl WaitGroup {
     fn make_child(&self, name: Option<Label>) -> WaitGroup {
         let config = Config {
             name,
+            // Bounded by this group's deadline through its own (inherited).
+            deadline: None,
             ..self.node.config.clone()
         };
         WaitGroup {
@@ -595,8 +672,7 @@ impl WaitGroup {
     /// cancelled, so their tasks are asked to stop. Nothing is aborted; use
     /// [`shutdown`](Self::shutdown) for a bounded, ordered stop.
     pub fn cancel(&self) {
-        crate::trace::cancelled(&self.node.label, None);
-        node::cancel_tree(&self.node);
+        node::cancel_tree(&self.node, CancelReason::Requested(None));
     }
 
     /// Whether the group's context is cancelled.
@@ -624,6 +700,32 @@ impl WaitGroup {
     /// `None` if no failure cancelled it.
     pub fn cancel_cause(&self) -> Option<&crate::TaskError> {
         self.node.cause()
+    }
+
+    /// Cancels as [`cancel`](Self::cancel) does, with a reason the tasks can
+    /// read ([`TaskContext::cancel_reason`](crate::TaskContext::cancel_reason)).
+    /// A group already cancelled keeps its first reason.
+    pub fn cancel_with(&self, reason: impl Into<Cow<'static, str>>) {
+        node::cancel_tree(&self.node, CancelReason::Requested(Some(reason.into())));
+    }
+
+    /// Why the group's context was cancelled; `None` while it is not.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.node.reason_at(self.node.generation())
+    }
+
+    /// Tells the group's tasks, and those of every group below it, to drain:
+    /// finish what they are doing and take no more (see
+    /// [`TaskContext::draining`](crate::TaskContext::draining)). Nothing is
+    /// closed or cancelled; [`shutdown`](Self::shutdown) with a
+    /// [drain phase](crate::shutdown::Grace) drains each group in its turn.
+    pub fn drain(&self) {
+        node::drain_tree(&self.node);
+    }
+
+    /// Whether the group's tasks are asked to drain (or cancelled).
+    pub fn is_draining(&self) -> bool {
+        self.node.is_draining()
     }
 
     // ----- closing and introspection ----------------------------------------
@@ -1030,9 +1132,15 @@ impl WaitGroup {
     ///
     /// Dropping the future stops the shutdown where it is: groups already
     /// closed and cancelled stay so, later groups are untouched.
-    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+    pub async fn shutdown(&self, grace: impl Into<Grace>) -> ShutdownReport {
+        self.shutdown_because(grace.into(), CancelReason::Shutdown)
+            .await
+    }
+
+    /// [`shutdown`](Self::shutdown), cancelling with `reason`.
+    pub(crate) async fn shutdown_because(&self, grace: Grace, reason: CancelReason) -> ShutdownReport {
         let caller = task::current().filter(|c| node::reaches(&self.node, c.group));
-        crate::drain::run(&self.node, grace, caller).await
+        crate::drain::run(&self.node, grace, caller, reason).await
     }
 
     pub(crate) fn node(&self) -> &NodeRef {

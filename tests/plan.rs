@@ -43,7 +43,7 @@ async fn phases_run_in_order_with_traffic_served_during_the_pre_stop_delay() {
             let text = match phase {
                 Phase::NotReady => "not ready".to_owned(),
                 Phase::PreStop { delay } => format!("pre-stop {delay:?}"),
-                Phase::Draining { grace } => format!("draining {grace:?}"),
+                Phase::Draining { grace, .. } => format!("draining {grace:?}"),
                 Phase::Done { report } => format!("done: {} finished", report.finished()),
                 _ => unreachable!(),
             };

@@ -40,10 +40,16 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
     let _default = tracing::subscriber::set_default(subscriber);
 
     let wg = WaitGroup::builder().name("svc").build();
-    wg.task().name("worker").go(|_| async {
-        tracing::info!("inside the task");
-        Err::<(), _>("it broke")
-    });
+    {
+        // Spawned from inside another span (an accept loop's): the task's
+        // span is a root of its own, not nested under it.
+        let accept = tracing::info_span!("accept");
+        let _entered = accept.enter();
+        wg.task().name("worker").go(|_| async {
+            tracing::info!("inside the task");
+            Err::<(), _>("it broke")
+        });
+    }
     let _held = wg.task().name("held").add();
     tokio::task::yield_now().await;
     assert!(wg.wait_timeout(Duration::from_millis(10)).await.is_err());
@@ -51,23 +57,27 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
         std::future::pending::<()>().await;
         Ok::<_, std::io::Error>(())
     });
-    wg.cancel();
+    wg.cancel_with("test over");
     let report = wg.shutdown(Duration::from_millis(10)).await;
     assert_eq!(report.aborted().len(), 1);
 
     let text = capture.text();
+    let id = wg.id().as_u64();
     let expect = [
-        "task{group=group \"svc\" task.name=\"worker\" task.id=1}: tracing: inside the task",
-        "task \"worker\" #1 in group \"svc\" failed: it broke",
-        "wait timed out: 1 pending; task \"held\" #2",
-        "group cancelled",
-        "group closed",
-        "aborted task \"stuck\" #3",
-        "shutdown took 10.0ms: 0 finished, 1 failed, 1 aborted, 1 still pending",
+        format!("task{{group=\"svc\" group.id={id} task.name=\"worker\" task.id=1}}: tracing: inside the task"),
+        "task \"worker\" #1 in group \"svc\" failed: it broke".to_owned(),
+        "wait timed out: 1 pending; task \"held\" #2".to_owned(),
+        format!("group cancelled group=\"svc\" group.id={id} reason=cancelled: test over"),
+        "group closed".to_owned(),
+        format!("shutdown done, not clean group=\"svc\" group.id={id} finished=0 failed=1 aborted=1 pending=1 elapsed_ms=10"),
+        "aborted: task \"stuck\" #3".to_owned(),
+        "still pending: task \"held\" #2".to_owned(),
+        "failed: task \"worker\" #1".to_owned(),
     ];
-    for line in expect {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    for line in &expect {
+        assert!(text.contains(line.as_str()), "missing {line:?} in:\n{text}");
     }
+    assert!(!text.contains("accept:task"), "a task's span nested under its spawner's:\n{text}");
 }
 
 #[derive(Debug)]

@@ -242,7 +242,7 @@ impl Server {
             .on_phase(move |phase| match phase {
                 Phase::NotReady => log.emit(Event::NotReady),
                 Phase::PreStop { delay } => log.emit(Event::PreStop { delay: *delay }),
-                Phase::Draining { grace } => log.emit(Event::Draining { grace: *grace }),
+                Phase::Draining { grace, .. } => log.emit(Event::Draining { grace: *grace }),
                 Phase::Done { report } => log.emit(Event::Done {
                     report: (*report).clone(),
                 }),

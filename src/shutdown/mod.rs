@@ -51,11 +51,13 @@
 //! `STOPPING=1` from [`Phase::NotReady`]; `examples/sd_notify.rs` does both
 //! with the `sd-notify` crate.
 
+mod grace;
 mod plan;
 mod signal;
 pub(crate) mod signals;
 
-pub use plan::{Phase, Readiness, ShutdownPlan};
+pub use grace::Grace;
+pub use plan::{Phase, Readiness, ShutdownPlan, SignalError};
 pub use signal::{shutdown_signal, Signal};
 
 /// `now + timeout`, saturating far in the future instead of overflowing.

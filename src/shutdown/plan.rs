@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::signals::Signals;
+use super::{Grace, Signal};
+use crate::reason::CancelReason;
 use crate::report::ShutdownReport;
 use crate::wait_group::WaitGroup;
 
@@ -72,11 +75,21 @@ pub enum Phase<'a> {
         /// The delay.
         delay: Duration,
     },
-    /// The group is closing and draining (then aborting what is left), its
-    /// linked groups after it in order, under one deadline this far away.
+    /// The group is closing and draining (then cancelling and aborting what
+    /// is left), its linked groups after it in order, under one deadline
+    /// this far away.
     Draining {
-        /// The grace period.
+        /// The whole grace period: the drain phase and the cancel phase.
         grace: Duration,
+        /// The drain phase, at its start (zero: drained and cancelled at
+        /// once).
+        drain: Duration,
+    },
+    /// A second signal arrived during the drain: everything left is being
+    /// aborted now (see [`ShutdownPlan::run_on_signal`]).
+    Forced {
+        /// The signal that forced it.
+        signal: Signal,
     },
     /// Done; what happened.
     Done {
@@ -120,15 +133,17 @@ type PhaseHook = Arc<dyn Fn(&Phase<'_>) + Send + Sync>;
 #[derive(Clone)]
 #[must_use = "a ShutdownPlan does nothing until run() is called"]
 pub struct ShutdownPlan {
-    grace: Duration,
+    grace: Grace,
     pre_stop_delay: Duration,
     readiness: Option<Readiness>,
     on_phase: Option<PhaseHook>,
 }
 
 impl ShutdownPlan {
-    /// A plan that drains for at most `grace`, with no pre-stop delay.
-    pub fn new(grace: Duration) -> Self {
+    /// A plan that drains for at most `grace` (a `Duration`, or a
+    /// [`Grace`] with a drain phase), with no pre-stop delay.
+    pub fn new(grace: impl Into<Grace>) -> Self {
+        let grace = grace.into();
         Self {
             grace,
             pre_stop_delay: Duration::ZERO,
@@ -161,7 +176,7 @@ impl ShutdownPlan {
     /// `Duration::MAX` (no limit).
     pub fn budget(&self, group: &WaitGroup) -> Duration {
         self.pre_stop_delay
-            .saturating_add(self.grace)
+            .saturating_add(self.grace.total())
             .saturating_add(group.node().config.abort_timeout)
     }
 
@@ -179,6 +194,86 @@ impl ShutdownPlan {
     ///
     /// As [`WaitGroup::shutdown`]: dropping the future stops where it is.
     pub async fn run(&self, group: &WaitGroup) -> ShutdownReport {
+        self.run_because(group, CancelReason::Shutdown).await
+    }
+
+    /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), then runs the plan on
+    /// `group`; a second signal during the plan forces: everything left in
+    /// the tree is cancelled and aborted at once (waiting for the aborts at
+    /// most the group's abort timeout), and the forced report comes back in
+    /// [`SignalError::Forced`]. Tasks read the signal in their
+    /// [`cancel_reason`](crate::TaskContext::cancel_reason). The handlers are
+    /// installed when the future is first polled, and shared with
+    /// [`SignalService`](crate::service::SignalService)'s counting: two
+    /// signals sent back to back are two.
+    ///
+    /// A program exits with [`SignalError::exit_code`] after a forced stop
+    /// (130 after a second SIGINT, 143 after a second SIGTERM, as shells
+    /// report a process killed by that signal), or returns the error from
+    /// `main` (exit code 1).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use taskgroup::shutdown::{Grace, ShutdownPlan, SignalError};
+    /// use taskgroup::WaitGroup;
+    ///
+    /// #[tokio::main]
+    /// async fn main() {
+    ///     let server = WaitGroup::builder().name("server").build();
+    ///     // ... start the work ...
+    ///     let plan = ShutdownPlan::new(Grace::drain(Duration::from_secs(20)).then_cancel(Duration::from_secs(5)));
+    ///     match plan.run_on_signal(&server).await {
+    ///         Ok(report) => println!("{report}"),
+    ///         Err(err) => {
+    ///             eprintln!("{err}");
+    ///             std::process::exit(err.exit_code());
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SignalError::Listen`] if the handlers cannot be installed (before
+    /// anything is stopped); [`SignalError::Forced`] on a second signal.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before the first signal stops listening; after
+    /// it, as [`run`](Self::run).
+    pub async fn run_on_signal(&self, group: &WaitGroup) -> Result<ShutdownReport, SignalError> {
+        let mut signals = Signals::new().map_err(SignalError::Listen)?;
+        signals.recv().await.map_err(SignalError::Listen)?;
+        let first = signals.received()[0];
+        crate::trace::signal(first, 1);
+        {
+            let plan = self.run_because(group, CancelReason::Signal(first));
+            tokio::pin!(plan);
+            loop {
+                tokio::select! {
+                    report = &mut plan => return Ok(report),
+                    more = signals.recv(), if signals.received().len() == 1 => {
+                        if more.is_ok() && signals.received().len() > 1 {
+                            break;
+                        }
+                        // The handler's socket failed: no second signal can
+                        // be seen; finish gracefully.
+                    }
+                }
+            }
+        }
+        let signal = signals.received()[1];
+        crate::trace::signal(signal, 2);
+        self.phase(Phase::Forced { signal });
+        let report = crate::drain::force(group, CancelReason::Forced(signal)).await;
+        self.phase(Phase::Done { report: &report });
+        Err(SignalError::Forced {
+            signals: signals.received().to_vec(),
+            report: Box::new(report),
+        })
+    }
+
+    async fn run_because(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
         if let Some(readiness) = &self.readiness {
             readiness.set_not_ready();
         }
@@ -189,8 +284,11 @@ impl ShutdownPlan {
             });
             tokio::time::sleep(self.pre_stop_delay).await;
         }
-        self.phase(Phase::Draining { grace: self.grace });
-        let report = group.shutdown(self.grace).await;
+        self.phase(Phase::Draining {
+            grace: self.grace.total(),
+            drain: self.grace.drain_phase(),
+        });
+        let report = group.shutdown_because(self.grace, reason).await;
         self.phase(Phase::Done { report: &report });
         report
     }
@@ -204,5 +302,38 @@ impl fmt::Debug for ShutdownPlan {
             .field("readiness", &self.readiness)
             .field("on_phase", &self.on_phase.is_some())
             .finish()
+    }
+}
+
+/// Why [`ShutdownPlan::run_on_signal`] did not end with a graceful report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The signal handlers could not be installed; nothing was stopped.
+    #[error("could not listen for shutdown signals: {0}")]
+    Listen(#[source] std::io::Error),
+    /// A second signal arrived during the plan: everything left was aborted.
+    #[error("shutdown forced by a second signal ({}); {report}", signals.last().map_or_else(String::new, ToString::to_string))]
+    Forced {
+        /// Every signal received, in order (the second forced).
+        signals: Vec<Signal>,
+        /// What the forced stop finished, aborted and left pending.
+        report: Box<ShutdownReport>,
+    },
+}
+
+impl SignalError {
+    /// The exit code for a process that stops on this error: after a forced
+    /// stop, 128 plus the forcing signal's number (130 for SIGINT, 143 for
+    /// SIGTERM), as shells report a process killed by it; otherwise 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SignalError::Forced { signals, .. } => match signals.last() {
+                Some(Signal::Interrupt) => 130,
+                Some(Signal::Terminate) => 143,
+                None => 1,
+            },
+            SignalError::Listen(_) => 1,
+        }
     }
 }

@@ -1,0 +1,70 @@
+//! [`CancelReason`]: why a group's context was cancelled.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::TaskError;
+use crate::shutdown::Signal;
+
+/// Why a group's context was cancelled: read by a task with
+/// [`TaskContext::cancel_reason`](crate::TaskContext::cancel_reason), by
+/// anyone with [`WaitGroup::cancel_reason`](crate::WaitGroup::cancel_reason).
+///
+/// Every cancellation the crate makes carries one. A group cancelled because
+/// a group above it was cancelled carries that group's reason. The first
+/// reason sticks: a group cancelled by its first failure and then shut down
+/// still says [`Failure`](Self::Failure).
+///
+/// ```
+/// use taskgroup::{CancelReason, WaitGroup};
+///
+/// let wg = WaitGroup::new();
+/// let child = wg.child();
+/// wg.cancel_with("config reloaded");
+/// match child.cancel_reason() {
+///     Some(CancelReason::Requested(Some(why))) => assert_eq!(why, "config reloaded"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// [`cancel`](crate::WaitGroup::cancel) (no message) or
+    /// [`cancel_with`](crate::WaitGroup::cancel_with) on this group or one
+    /// above it.
+    Requested(Option<Cow<'static, str>>),
+    /// The first failure of a critical task (see
+    /// [`cancel_on_error`](crate::WaitGroupBuilder::cancel_on_error)); the
+    /// same failure as [`WaitGroup::cancel_cause`](crate::WaitGroup::cancel_cause).
+    Failure(Arc<TaskError>),
+    /// The caller's token given to
+    /// [`WaitGroupBuilder::token`](crate::WaitGroupBuilder::token) (or a
+    /// token it derives from) was cancelled.
+    Token,
+    /// A [`shutdown`](crate::WaitGroup::shutdown) reached the group.
+    Shutdown,
+    /// A shutdown started by this signal reached the group (see
+    /// [`ShutdownPlan::run_on_signal`](crate::shutdown::ShutdownPlan::run_on_signal)).
+    Signal(Signal),
+    /// A second signal forced the shutdown: everything was aborted at once.
+    Forced(Signal),
+    /// The group's deadline, or that of a group above it, passed (see
+    /// [`WaitGroupBuilder::deadline`](crate::WaitGroupBuilder::deadline)).
+    Deadline,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Requested(None) => f.write_str("cancelled"),
+            CancelReason::Requested(Some(why)) => write!(f, "cancelled: {why}"),
+            CancelReason::Failure(error) => write!(f, "cancelled by a failure: {error}"),
+            CancelReason::Token => f.write_str("cancelled by the caller's token"),
+            CancelReason::Shutdown => f.write_str("shutting down"),
+            CancelReason::Signal(signal) => write!(f, "shutting down on {signal}"),
+            CancelReason::Forced(signal) => write!(f, "forced to stop by a second signal ({signal})"),
+            CancelReason::Deadline => f.write_str("deadline exceeded"),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! [`Grace`]: how long a shutdown lets work finish, in two phases.
+
+use std::time::Duration;
+
+/// How long a [`shutdown`](crate::WaitGroup::shutdown) lets work finish
+/// before aborting it: a drain phase, then a cancel phase.
+///
+/// * **Drain**: each group, in its turn, is closed and its tasks'
+///   [`draining`](crate::TaskContext::draining) signal fires: finish what you
+///   are doing and take no more. A group that becomes idle ends its turn early.
+/// * **Cancel**: the group's context is cancelled: stop now.
+/// * Then what still runs is aborted (within the group's
+///   [`abort_timeout`](crate::WaitGroupBuilder::abort_timeout)).
+///
+/// Both phases are shared in link order under one deadline, as the grace
+/// always was: a group reached after the drain phase ended is drained and
+/// cancelled at once. A plain `Duration` is a grace with no drain phase
+/// (drained and cancelled together, as before phases existed), so
+/// `wg.shutdown(Duration::from_secs(10))` still works. Durations saturate:
+/// `Duration::MAX` means no limit.
+///
+/// | | Kubernetes | systemd |
+/// |---|---|---|
+/// | drain | after the pre-stop delay, within `terminationGracePeriodSeconds` | after `STOPPING=1`, within `TimeoutStopSec=` |
+/// | cancel | the same period's last part | the same |
+/// | abort | before SIGKILL | before SIGKILL (`FinalKillSignal=`) |
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::shutdown::Grace;
+///
+/// let grace = Grace::drain(Duration::from_secs(20)).then_cancel(Duration::from_secs(5));
+/// assert_eq!(grace.total(), Duration::from_secs(25));
+/// let plain: Grace = Duration::from_secs(10).into();
+/// assert_eq!(plain.drain_phase(), Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Grace {
+    drain: Duration,
+    cancel: Duration,
+}
+
+impl Grace {
+    /// A drain phase of `drain`, with no cancel phase yet (add one with
+    /// [`then_cancel`](Self::then_cancel)): a task still running when the
+    /// drain phase ends is cancelled and, if it does not stop at once,
+    /// aborted.
+    pub fn drain(drain: Duration) -> Self {
+        Grace {
+            drain,
+            cancel: Duration::ZERO,
+        }
+    }
+
+    /// After the drain phase, a cancel phase of `cancel`.
+    pub fn then_cancel(mut self, cancel: Duration) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The drain phase.
+    pub fn drain_phase(&self) -> Duration {
+        self.drain
+    }
+
+    /// The cancel phase.
+    pub fn cancel_phase(&self) -> Duration {
+        self.cancel
+    }
+
+    /// Both phases (saturating: `Duration::MAX` if either is).
+    pub fn total(&self) -> Duration {
+        self.drain.saturating_add(self.cancel)
+    }
+}
+
+impl From<Duration> for Grace {
+    /// A grace with no drain phase: drained and cancelled at once.
+    fn from(cancel: Duration) -> Self {
+        Grace {
+            drain: Duration::ZERO,
+            cancel,
+        }
+    }
+}
