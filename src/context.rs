@@ -207,7 +207,10 @@ impl<'a> Section<'a> {
         let entry = crate::task::current()
             .filter(|c| c.group == node.id())
             .map(|c| {
-                let entry = (node.registry.id(c.slot), saturating_add(Instant::now(), budget));
+                let entry = (
+                    node.registry.id(c.slot),
+                    saturating_add(Instant::now(), budget),
+                );
                 node.enter_shield(entry.0, entry.1);
                 entry
             });

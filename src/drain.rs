@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
 use crate::label::{GroupId, TaskId};
-use crate::reason::CancelReason;
 use crate::node::{self, Counters, NodeRef};
+use crate::reason::CancelReason;
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
 use crate::shutdown::{deadline_after, saturating_add, Grace};
@@ -128,8 +128,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
     let root = root.node();
     let groups = node::walk(root);
-    let start: HashMap<GroupId, Counters> =
-        groups.iter().map(|n| (n.id(), n.counters())).collect();
+    let start: HashMap<GroupId, Counters> = groups.iter().map(|n| (n.id(), n.counters())).collect();
     node::cancel_tree(root, reason.clone());
     let mut watches = Vec::with_capacity(groups.len());
     for group in &groups {

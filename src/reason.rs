@@ -63,7 +63,9 @@ impl fmt::Display for CancelReason {
             CancelReason::Token => f.write_str("cancelled by the caller's token"),
             CancelReason::Shutdown => f.write_str("shutting down"),
             CancelReason::Signal(signal) => write!(f, "shutting down on {signal}"),
-            CancelReason::Forced(signal) => write!(f, "forced to stop by a second signal ({signal})"),
+            CancelReason::Forced(signal) => {
+                write!(f, "forced to stop by a second signal ({signal})")
+            }
             CancelReason::Deadline => f.write_str("deadline exceeded"),
         }
     }

@@ -74,7 +74,11 @@ pub(crate) fn instrument<F: Future>(fut: F, span: TaskSpan) -> impl Future<Outpu
 #[inline]
 pub(crate) fn closed(group: &GroupLabel) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(group = group_field(group), group.id = group.id.as_u64(), "group closed");
+    tracing::debug!(
+        group = group_field(group),
+        group.id = group.id.as_u64(),
+        "group closed"
+    );
 }
 
 #[inline]
@@ -110,7 +114,9 @@ pub(crate) fn signal(signal: Signal, nth: usize) {
 pub(crate) fn task_failed(error: &TaskError) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        group = error.group_name().map_or_else(|| error.group_id().to_string(), str::to_owned),
+        group = error
+            .group_name()
+            .map_or_else(|| error.group_id().to_string(), str::to_owned),
         group.id = error.group_id().as_u64(),
         task.name = error.name(),
         task.id = error.id().as_u64(),
@@ -139,7 +145,9 @@ pub(crate) fn aborted(task: &TaskInfo) {
 #[cfg(feature = "tracing")]
 fn item(what: &str, task: &TaskInfo) {
     tracing::debug!(
-        group = task.group_name().map_or_else(|| task.group_id().to_string(), str::to_owned),
+        group = task
+            .group_name()
+            .map_or_else(|| task.group_id().to_string(), str::to_owned),
         group.id = task.group_id().as_u64(),
         task.name = task.name(),
         task.id = task.id().as_u64(),
@@ -157,16 +165,36 @@ pub(crate) fn shutdown_done(group: &GroupLabel, report: &ShutdownReport) {
         let (aborted, pending) = (report.aborted().len(), report.pending().len());
         let (group, group_id) = (group_field(group), group.id.as_u64());
         if report.is_clean() {
-            tracing::info!(group, group.id = group_id, finished, failed, aborted, pending, elapsed_ms, "shutdown done");
+            tracing::info!(
+                group,
+                group.id = group_id,
+                finished,
+                failed,
+                aborted,
+                pending,
+                elapsed_ms,
+                "shutdown done"
+            );
         } else {
-            tracing::warn!(group, group.id = group_id, finished, failed, aborted, pending, elapsed_ms, "shutdown done, not clean");
+            tracing::warn!(
+                group,
+                group.id = group_id,
+                finished,
+                failed,
+                aborted,
+                pending,
+                elapsed_ms,
+                "shutdown done, not clean"
+            );
         }
         for task in report.pending().tasks() {
             item("still pending", task);
         }
         for error in report.errors().iter() {
             tracing::debug!(
-                group = error.group_name().map_or_else(|| error.group_id().to_string(), str::to_owned),
+                group = error
+                    .group_name()
+                    .map_or_else(|| error.group_id().to_string(), str::to_owned),
                 group.id = error.group_id().as_u64(),
                 task.name = error.name(),
                 task.id = error.id().as_u64(),

@@ -17,10 +17,10 @@ use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Permit;
 use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
+use crate::reason::CancelReason;
 use crate::registry::{Entry, Slot};
 use crate::report::{PendingReport, ShutdownReport, TaskKind};
 use crate::shared::{Counted, Shared, TaskRef};
-use crate::reason::CancelReason;
 use crate::shutdown::{deadline_after, Grace};
 use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 
@@ -243,7 +243,10 @@ impl WaitGroupBuilder {
     /// is a task).
     pub fn build(self) -> WaitGroup {
         self.check();
-        let runtime = self.config.deadline.map(|_| runtime_handle("builder().deadline(..).build"));
+        let runtime = self
+            .config
+            .deadline
+            .map(|_| runtime_handle("builder().deadline(..).build"));
         let node = Node::new(self.config, self.token, None);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
@@ -281,7 +284,10 @@ impl WaitGroupBuilder {
     /// As [`build`](Self::build).
     pub fn build_child(self, parent: &WaitGroup) -> WaitGroup {
         self.check();
-        let runtime = self.config.deadline.map(|_| runtime_handle("builder().deadline(..).build_child"));
+        let runtime = self
+            .config
+            .deadline
+            .map(|_| runtime_handle("builder().deadline(..).build_child"));
         let node = Node::make_child(&parent.node, self.config);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
@@ -309,7 +315,8 @@ impl WaitGroupBuilder {
     /// Sets a deadline `timeout` from now (see [`deadline`](Self::deadline));
     /// `Duration::MAX` means none.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config.deadline = (timeout != Duration::MAX).then(|| crate::shutdown::deadline_after(timeout));
+        self.config.deadline =
+            (timeout != Duration::MAX).then(|| crate::shutdown::deadline_after(timeout));
         self
     }
 
@@ -1138,7 +1145,11 @@ impl WaitGroup {
     }
 
     /// [`shutdown`](Self::shutdown), cancelling with `reason`.
-    pub(crate) async fn shutdown_because(&self, grace: Grace, reason: CancelReason) -> ShutdownReport {
+    pub(crate) async fn shutdown_because(
+        &self,
+        grace: Grace,
+        reason: CancelReason,
+    ) -> ShutdownReport {
         let caller = task::current().filter(|c| node::reaches(&self.node, c.group));
         crate::drain::run(&self.node, grace, caller, reason).await
     }

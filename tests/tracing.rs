@@ -77,7 +77,10 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
     for line in &expect {
         assert!(text.contains(line.as_str()), "missing {line:?} in:\n{text}");
     }
-    assert!(!text.contains("accept:task"), "a task's span nested under its spawner's:\n{text}");
+    assert!(
+        !text.contains("accept:task"),
+        "a task's span nested under its spawner's:\n{text}"
+    );
 }
 
 #[derive(Debug)]

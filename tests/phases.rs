@@ -1,0 +1,373 @@
+//! Drain, cancel, abort (issue 15): when each fires, what tasks that follow
+//! each signal are reported as, deadlines tasks read, shielded sections,
+//! nested deadlines and cancel reasons. Paused clock: times are exact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use taskgroup::shutdown::Grace;
+use taskgroup::{CancelReason, WaitGroup};
+use tokio::time::Instant;
+
+/// When each named step happened, from the test's start.
+#[derive(Clone)]
+struct Log {
+    start: Instant,
+    steps: Arc<Mutex<Vec<(&'static str, Duration)>>>,
+}
+
+impl Log {
+    fn new() -> Self {
+        Log {
+            start: Instant::now(),
+            steps: Arc::default(),
+        }
+    }
+    fn note(&self, step: &'static str) {
+        self.steps.lock().push((step, self.start.elapsed()));
+    }
+    fn at(&self, step: &str) -> Option<Duration> {
+        self.steps.lock().iter().find(|s| s.0 == step).map(|s| s.1)
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Three tasks: one follows the drain signal, one only cancellation, one
+/// nothing. With a 10 s drain and a 5 s cancel phase they stop at 0, 10 s
+/// and (aborted) 15 s.
+#[tokio::test(start_paused = true)]
+async fn drain_then_cancel_then_abort() {
+    let log = Log::new();
+    let wg = WaitGroup::builder().name("server").build();
+    let l = log.clone();
+    wg.task().name("drains").go(|ctx| async move {
+        ctx.draining().await;
+        assert!(!ctx.is_cancelled(), "drained before cancelled");
+        l.note("drains stopped");
+    });
+    let l = log.clone();
+    wg.task().name("cancel only").go(|ctx| async move {
+        ctx.cancelled().await;
+        assert!(ctx.is_draining(), "a cancelled context is draining too");
+        l.note("cancel only stopped");
+    });
+    let l = log.clone();
+    wg.task().name("stubborn").go(|_ctx| async move {
+        let _noted = Noted(l);
+        std::future::pending::<()>().await
+    });
+    tokio::task::yield_now().await;
+
+    let grace = Grace::drain(Duration::from_secs(10)).then_cancel(Duration::from_secs(5));
+    let report = wg.shutdown(grace).await;
+
+    assert_eq!(log.at("drains stopped"), Some(Duration::ZERO));
+    assert_eq!(log.at("cancel only stopped"), Some(Duration::from_secs(10)));
+    let aborted = log
+        .at("stubborn dropped")
+        .expect("the stubborn task was aborted");
+    assert!(aborted >= Duration::from_secs(15) && aborted < Duration::from_secs(15) + MS);
+    assert_eq!(report.finished(), 2, "{report}");
+    let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    assert_eq!(names, [Some("stubborn")]);
+    assert!(report.pending().is_empty(), "{report}");
+    assert!(matches!(wg.cancel_reason(), Some(CancelReason::Shutdown)));
+}
+
+/// Marks its task's end, including when it is aborted (dropped).
+struct Noted(Log);
+impl Drop for Noted {
+    fn drop(&mut self) {
+        self.0.note("stubborn dropped");
+    }
+}
+
+/// A plain `Duration` has no drain phase: drain and cancel fire together,
+/// as before phases existed; a group that drains by itself ends the phase.
+#[tokio::test(start_paused = true)]
+async fn without_a_drain_phase_drain_and_cancel_are_one_and_an_idle_group_ends_the_phase_early() {
+    let log = Log::new();
+    let wg = WaitGroup::new();
+    let l = log.clone();
+    wg.go(|ctx| async move {
+        ctx.cancelled().await;
+        l.note("cancelled");
+    });
+    let report = wg.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(log.at("cancelled"), Some(Duration::ZERO));
+    assert!(report.is_clean(), "{report}");
+
+    let wg = WaitGroup::new();
+    wg.go(|ctx| async move { ctx.draining().await });
+    let started = Instant::now();
+    let grace = Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60));
+    let report = wg.shutdown(grace).await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert!(report.is_clean(), "{report}");
+    assert!(wg.is_draining());
+    assert!(!wg.is_cancelled(), "it drained in time: never cancelled");
+}
+
+/// Linked groups are drained in their turn: the pool keeps serving while
+/// the server drains, and is drained only after the server stopped.
+#[tokio::test(start_paused = true)]
+async fn linked_groups_are_drained_in_order() {
+    let log = Log::new();
+    let root = WaitGroup::builder().name("root").build();
+    let server = WaitGroup::builder().name("server").build();
+    let pool = WaitGroup::builder().name("pool").build();
+    root.link(&server).unwrap();
+    root.link(&pool).unwrap();
+    let l = log.clone();
+    server.go(|ctx| async move {
+        ctx.draining().await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // in-flight requests
+        l.note("server stopped");
+    });
+    let l = log.clone();
+    let p = pool.clone();
+    pool.go(|ctx| async move {
+        ctx.draining().await;
+        assert!(p.is_closed());
+        l.note("pool drained");
+    });
+    let grace = Grace::drain(Duration::from_secs(10)).then_cancel(Duration::from_secs(1));
+    let report = root.shutdown(grace).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(log.at("server stopped"), Some(Duration::from_secs(2)));
+    assert_eq!(log.at("pool drained"), Some(Duration::from_secs(2)));
+}
+
+/// `deadline()`: none by default; a running shutdown's abort time; a
+/// group's own; the earlier of a parent's and a child's.
+#[tokio::test(start_paused = true)]
+async fn tasks_read_their_deadline() {
+    let start = Instant::now();
+    let wg = WaitGroup::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    wg.go(move |ctx| async move {
+        tx.send(ctx.deadline()).unwrap();
+        ctx.draining().await;
+        tx.send(ctx.deadline()).unwrap();
+    });
+    assert_eq!(rx.recv().await.unwrap(), None);
+    let grace = Grace::drain(Duration::from_secs(3)).then_cancel(Duration::from_secs(4));
+    let report = wg.shutdown(grace).await;
+    assert!(report.is_clean());
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        Some(start + Duration::from_secs(7))
+    );
+
+    let parent = WaitGroup::builder()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let child = parent.child();
+    let own = WaitGroup::builder()
+        .timeout(Duration::from_secs(10))
+        .build_child(&parent);
+    let later = WaitGroup::builder()
+        .timeout(Duration::from_secs(60))
+        .build_child(&parent);
+    let linked = WaitGroup::new();
+    parent.link(&linked).unwrap();
+    let deadline_in = |wg: &WaitGroup| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        wg.go(move |ctx| async move {
+            let _ = tx.send(ctx.deadline());
+        });
+        rx
+    };
+    let secs = |s| Some(start + Duration::from_secs(s));
+    assert_eq!(deadline_in(&parent).await.unwrap(), secs(30));
+    assert_eq!(deadline_in(&child).await.unwrap(), secs(30));
+    assert_eq!(deadline_in(&own).await.unwrap(), secs(10));
+    assert_eq!(
+        deadline_in(&later).await.unwrap(),
+        secs(30),
+        "cut short by the parent's"
+    );
+    assert_eq!(deadline_in(&linked).await.unwrap(), secs(30));
+}
+
+/// A child's deadline cancels the child and not its parent; a parent's
+/// shutdown cuts a child's later deadline short.
+#[tokio::test(start_paused = true)]
+async fn nested_deadlines() {
+    let start = Instant::now();
+    let parent = WaitGroup::builder().name("server").build();
+    let request = WaitGroup::builder()
+        .name("request")
+        .timeout(Duration::from_secs(5))
+        .build_child(&parent);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    request.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send((start.elapsed(), ctx.cancel_reason()));
+    });
+    let sibling = parent.go(|ctx| async move { ctx.cancelled().await });
+    let (at, reason) = rx.await.unwrap();
+    assert_eq!(at, Duration::from_secs(5));
+    assert!(matches!(reason, Some(CancelReason::Deadline)), "{reason:?}");
+    assert!(!parent.is_cancelled());
+    assert!(!sibling.is_finished());
+
+    // A child with a 60 s deadline, its parent shut down with 1 s: the
+    // child's tasks read the parent's deadline and are cancelled by it.
+    let slow = WaitGroup::builder()
+        .name("slow")
+        .timeout(Duration::from_secs(60))
+        .build_child(&parent);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    slow.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send((ctx.deadline(), ctx.cancel_reason()));
+    });
+    let shutdown_at = Instant::now();
+    let report = parent.shutdown(Duration::from_secs(1)).await;
+    assert!(report.is_clean(), "{report}");
+    let (deadline, reason) = rx.await.unwrap();
+    assert_eq!(deadline, Some(shutdown_at + Duration::from_secs(1)));
+    assert!(matches!(reason, Some(CancelReason::Shutdown)), "{reason:?}");
+}
+
+/// A shielded flush that outlives the grace but fits its budget completes
+/// (and its task is aborted as soon as the section ends); one that exceeds
+/// its budget is aborted and named.
+#[tokio::test(start_paused = true)]
+async fn shielded_sections_within_and_beyond_their_budget() {
+    let log = Log::new();
+    let wg = WaitGroup::builder()
+        .name("store")
+        .abort_timeout(Duration::from_secs(20))
+        .build();
+    let l = log.clone();
+    wg.task().name("fits").go(|ctx| async move {
+        ctx.cancelled().await;
+        ctx.shielded(Duration::from_secs(2), async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            l.note("fits flushed");
+        })
+        .await;
+        std::future::pending::<()>().await // ignores cancellation after
+    });
+    let l = log.clone();
+    wg.task().name("overruns").go(|ctx| async move {
+        ctx.cancelled().await;
+        ctx.shielded(Duration::from_secs(3), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            l.note("overruns flushed");
+        })
+        .await;
+    });
+    let report = wg.shutdown(Duration::from_millis(100)).await;
+
+    assert_eq!(log.at("fits flushed"), Some(Duration::from_secs(1)));
+    assert_eq!(log.at("overruns flushed"), None);
+    let mut names: Vec<_> = report.aborted().iter().map(|t| t.name().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["fits", "overruns"], "{report}");
+    // Aborted when its budget ran out, 3 s after it started (at 0).
+    assert_eq!(report.elapsed(), Duration::from_secs(3), "{report}");
+}
+
+/// A shield's budget is bounded by the shutdown: at most three quarters of
+/// the group's share of the forced phase.
+#[tokio::test(start_paused = true)]
+async fn a_shield_is_bounded_by_the_forced_phase() {
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_secs(4))
+        .build();
+    wg.task().name("forever").go(|ctx| async move {
+        ctx.shielded(Duration::MAX, std::future::pending::<()>())
+            .await
+    });
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::ZERO).await;
+    assert_eq!(report.aborted().len(), 1, "{report}");
+    assert_eq!(report.elapsed(), Duration::from_secs(3), "{report}");
+}
+
+/// Every cancellation carries its reason; the first sticks; a child
+/// carries its parent's.
+#[tokio::test(start_paused = true)]
+async fn cancel_reasons() {
+    let wg = WaitGroup::new();
+    assert!(wg.cancel_reason().is_none());
+    let child = wg.child();
+    wg.cancel_with("reloading");
+    for group in [&wg, &child] {
+        match group.cancel_reason() {
+            Some(CancelReason::Requested(Some(why))) => assert_eq!(why, "reloading"),
+            other => panic!("{other:?}"),
+        }
+    }
+    wg.cancel();
+    assert!(matches!(
+        wg.cancel_reason(),
+        Some(CancelReason::Requested(Some(_)))
+    ));
+    assert!(wg.reopen() || !wg.is_closed());
+    assert!(
+        wg.cancel_reason().is_none(),
+        "a reopened group starts afresh"
+    );
+
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    let child = wg.child();
+    wg.task()
+        .name("db")
+        .go(|_| async { Err::<(), _>("connection refused") });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    child.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send(ctx.cancel_reason());
+    });
+    match rx.await.unwrap() {
+        Some(CancelReason::Failure(error)) => assert_eq!(error.name(), Some("db")),
+        other => panic!("{other:?}"),
+    }
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.errors().len(), 1);
+    assert!(
+        matches!(wg.cancel_reason(), Some(CancelReason::Failure(_))),
+        "the first reason sticks"
+    );
+
+    let token = tokio_util::sync::CancellationToken::new();
+    let wg = WaitGroup::builder().token(token.clone()).build();
+    token.cancel();
+    assert!(matches!(wg.cancel_reason(), Some(CancelReason::Token)));
+    assert_eq!(CancelReason::Deadline.to_string(), "deadline exceeded");
+}
+
+/// `drain()` drains a whole tree without closing or cancelling it.
+#[tokio::test(start_paused = true)]
+async fn drain_on_demand() {
+    let wg = WaitGroup::new();
+    let child = wg.child();
+    let task = child.go(|ctx| async move { ctx.draining().await });
+    wg.drain();
+    task.await.unwrap();
+    assert!(child.is_draining());
+    assert!(!wg.is_closed() && !wg.is_cancelled());
+}
+
+/// Hostile input: `Duration::MAX` phases and timeouts saturate.
+#[tokio::test(start_paused = true)]
+async fn saturating_phases() {
+    let grace = Grace::drain(Duration::MAX).then_cancel(Duration::MAX);
+    assert_eq!(grace.total(), Duration::MAX);
+    let wg = WaitGroup::builder().timeout(Duration::MAX).build();
+    wg.go(|ctx| async move { ctx.draining().await });
+    let deadline = wg.go(|ctx| async move { Ok::<_, std::io::Error>(ctx.deadline()) });
+    assert_eq!(deadline.await.unwrap(), None);
+    let report = wg.shutdown(grace).await;
+    assert!(report.is_clean(), "{report}");
+    let far = WaitGroup::builder()
+        .timeout(Duration::from_secs(u64::MAX))
+        .build();
+    assert!(!far.is_cancelled());
+}

@@ -1,0 +1,158 @@
+//! `ShutdownPlan::run_on_signal` with real signals (issue 14): the first
+//! SIGTERM runs the plan, a second signal forces. Each scenario runs in a
+//! child process (this test binary re-executed with a filter and an
+//! environment variable) that sends the signals to itself with `kill`, so no
+//! signal reaches the main test process.
+#![cfg(unix)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use taskgroup::shutdown::{Grace, Phase, ShutdownPlan, Signal, SignalError};
+use taskgroup::WaitGroup;
+
+const CHILD: &str = "TASKGROUP_SIGNAL_PLAN_CHILD";
+
+fn run_child(test: &str) -> Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap()
+}
+
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD).as_deref() == Ok(test)
+}
+
+fn kill_self(signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn stdout(out: &Output) -> String {
+    format!(
+        "{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A server with a task that stops on cancel (and says why) and one that
+/// ignores everything; the plan's phases are sent to `phases`.
+async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownReport, SignalError> {
+    let wg = WaitGroup::builder().name("server").build();
+    wg.task().name("polite").go(|ctx| async move {
+        ctx.cancelled().await;
+        println!("CHILD polite stopped: {:?}", ctx.cancel_reason());
+    });
+    wg.task()
+        .name("stubborn")
+        .go(|_ctx| std::future::pending::<()>());
+    let (tx, mut draining) = tokio::sync::mpsc::unbounded_channel();
+    let plan = ShutdownPlan::new(
+        Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60)),
+    )
+    .on_phase(move |phase| {
+        if let Phase::Draining { .. } = phase {
+            let _ = tx.send(());
+        }
+    });
+    let run = plan.run_on_signal(&wg);
+    tokio::pin!(run);
+    // The first poll installs the handlers: from then on a signal is caught.
+    assert!((&mut run).now_or_never().is_none());
+    kill_self("-TERM");
+    if let Some(second) = second {
+        tokio::select! {
+            _ = &mut run => panic!("the plan ended during a 60 s drain"),
+            _ = draining.recv() => {}
+        }
+        kill_self(second);
+    }
+    run.await
+}
+
+#[test]
+fn a_second_signal_forces_the_plan() {
+    let out = run_child("child_forced");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("CHILD forced by [Terminate, Interrupt]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CHILD aborted: [Some(\"polite\"), Some(\"stubborn\")]")
+            || text.contains("CHILD aborted: [Some(\"stubborn\")]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shutdown forced by a second signal (SIGINT)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn child_forced() {
+    if !is_child("child_forced") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(scenario(Some("-INT")));
+    let Err(err) = result else {
+        panic!("not forced: {result:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "forced at once, not after the grace"
+    );
+    if let SignalError::Forced { signals, report } = &err {
+        println!("CHILD forced by {signals:?}");
+        let mut names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        println!("CHILD aborted: {names:?}");
+        assert!(report.pending().is_empty(), "{report}");
+        assert_eq!(signals, &[Signal::Terminate, Signal::Interrupt]);
+    }
+    println!("{err}");
+    std::process::exit(err.exit_code());
+}
+
+#[test]
+fn one_signal_runs_the_plan_gracefully() {
+    let out = run_child("child_graceful");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("CHILD polite stopped: Some(Signal(Terminate))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CHILD aborted: [Some(\"stubborn\")]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn child_graceful() {
+    if !is_child("child_graceful") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let report = runtime.block_on(scenario(None)).expect("graceful");
+    let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    println!("CHILD aborted: {names:?}");
+}
