@@ -48,6 +48,8 @@ pub struct TaskError {
     name: Option<Label>,
     group: GroupLabel,
     failure: Failure,
+    /// Recorded after the group's context was cancelled.
+    secondary: bool,
 }
 
 impl TaskError {
@@ -62,6 +64,7 @@ impl TaskError {
             name,
             group,
             failure: Failure::Error(error),
+            secondary: false,
         }
     }
 
@@ -81,7 +84,40 @@ impl TaskError {
                 message,
                 while_dropped,
             },
+            secondary: false,
         }
+    }
+
+    /// Marks the failure as recorded after its group was cancelled.
+    pub(crate) fn set_secondary(&mut self) {
+        self.secondary = true;
+    }
+
+    /// Whether the task failed after its group's context was cancelled: a
+    /// failure the cancellation most likely caused (a connection reset by
+    /// the shutdown, a query cut short by the first failure), reported
+    /// apart from the primary failures as Kotlin reports suppressed
+    /// exceptions. The failure that cancelled the group is primary.
+    ///
+    /// ```
+    /// use taskgroup::WaitGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::builder().cancel_on_error(true).build();
+    /// wg.task().name("db").go(|_| async { Err::<(), _>("connection refused") });
+    /// wg.task().name("api").go(|ctx| async move {
+    ///     ctx.cancelled().await;
+    ///     Err::<(), _>("request aborted") // because of the cancellation
+    /// });
+    /// let errors = wg.wait().await.unwrap_err().errors().clone();
+    /// let primary: Vec<_> = errors.primary().map(|e| e.name()).collect();
+    /// let secondary: Vec<_> = errors.secondary().map(|e| e.name()).collect();
+    /// assert_eq!((primary, secondary), (vec![Some("db")], vec![Some("api")]));
+    /// # }
+    /// ```
+    pub fn is_secondary(&self) -> bool {
+        self.secondary
     }
 
     /// The failed task's id within its group.
@@ -141,7 +177,11 @@ impl fmt::Display for TaskError {
                 message,
                 while_dropped: true,
             } => write!(f, "panicked while being dropped: {message}"),
+        }?;
+        if self.secondary {
+            f.write_str(" (after the group was cancelled)")?;
         }
+        Ok(())
     }
 }
 
@@ -222,6 +262,18 @@ impl TaskErrors {
     /// ```
     pub fn first_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         self.iter().find_map(TaskError::error)
+    }
+
+    /// The kept failures that are not [secondary](TaskError::is_secondary):
+    /// the causes, in order.
+    pub fn primary(&self) -> impl Iterator<Item = &TaskError> + '_ {
+        self.iter().filter(|e| !e.is_secondary())
+    }
+
+    /// The kept failures recorded after their group was cancelled (see
+    /// [`TaskError::is_secondary`]), in order.
+    pub fn secondary(&self) -> impl Iterator<Item = &TaskError> + '_ {
+        self.iter().filter(|e| e.is_secondary())
     }
 
     /// The kept failures, in order.

@@ -608,6 +608,10 @@ impl Node {
         error: TaskError,
         critical: Option<bool>,
     ) -> Arc<TaskError> {
+        let mut error = error;
+        if this.is_cancelled() {
+            error.set_secondary();
+        }
         let error = Arc::new(error);
         this.failures.lock().push(&error, this.config.max_errors);
         this.has_errors.store(true, Ordering::Release);

@@ -371,3 +371,55 @@ async fn saturating_phases() {
         .build();
     assert!(!far.is_cancelled());
 }
+
+/// On a `cancel_on_error` group, the first failure is primary (and the
+/// cancel cause); the failures its cancellation caused are secondary,
+/// reported apart; a failure during a shutdown's cancel phase is secondary.
+#[tokio::test(start_paused = true)]
+async fn primary_and_secondary_failures() {
+    let wg = WaitGroup::builder()
+        .name("app")
+        .cancel_on_error(true)
+        .build();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    wg.task().name("db").go(|_| async move {
+        let _ = rx.await;
+        Err::<(), _>("connection refused")
+    });
+    for name in ["api", "worker"] {
+        wg.task().name(name).go(|ctx| async move {
+            ctx.cancelled().await;
+            Err::<(), _>("interrupted")
+        });
+    }
+    let bystander = wg
+        .task()
+        .name("bystander")
+        .go(|ctx| async move { ctx.cancelled().await });
+    tx.send(()).unwrap();
+    let errors = wg.wait().await.unwrap_err().errors().clone();
+    bystander.await.unwrap();
+    let names = |it: &mut dyn Iterator<Item = &taskgroup::TaskError>| {
+        let mut v: Vec<_> = it.map(|e| e.name().unwrap().to_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&mut errors.primary()), ["db"]);
+    assert_eq!(names(&mut errors.secondary()), ["api", "worker"]);
+    assert_eq!(wg.cancel_cause().unwrap().name(), Some("db"));
+    assert!(
+        errors
+            .to_string()
+            .contains("failed: interrupted (after the group was cancelled)"),
+        "{errors}"
+    );
+
+    let wg = WaitGroup::new();
+    wg.task().name("conn").go(|ctx| async move {
+        ctx.cancelled().await;
+        Err::<(), _>("reset by shutdown")
+    });
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.errors().secondary().count(), 1, "{report}");
+    assert_eq!(report.errors().primary().count(), 0, "{report}");
+}
