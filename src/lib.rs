@@ -96,6 +96,10 @@
 //!   and service transitions are logged as events. Without the feature none of
 //!   this code is compiled.
 //!
+//! * `systemd` (off by default, Unix only, no extra dependency): the
+//!   [`systemd`] module, to tell systemd the service is ready
+//!   or stopping, and to extend its stop timeout while a drain makes progress.
+//!
 //! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
 //! driver, and use Tokio's clock, so paused time in tests applies to them.
 //!
@@ -138,6 +142,9 @@ mod wait_group;
 
 pub mod service;
 pub mod shutdown;
+#[cfg(all(unix, feature = "systemd"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
+pub mod systemd;
 
 // A group and its work.
 pub use context::TaskContext;

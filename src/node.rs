@@ -1007,6 +1007,18 @@ pub(crate) fn take_errors(root: &NodeRef) -> TaskErrors {
 }
 
 /// Every pending guard and task of `root` and the groups below it.
+/// How many guards and tasks are pending in `root` and the groups below it
+/// (each group's count read in turn: no lock on its registry).
+#[cfg_attr(not(all(unix, feature = "systemd")), allow(dead_code))]
+pub(crate) fn tree_len(root: &NodeRef) -> usize {
+    let mut len = 0;
+    visit(root, |node, _| {
+        len += node.len();
+        ControlFlow::Continue(())
+    });
+    len
+}
+
 pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
     let now = Instant::now();
     let mut out = Vec::new();

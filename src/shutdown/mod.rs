@@ -21,12 +21,15 @@
 //! |---|---|---|---|
 //! | 1. stop being ready | [`Readiness::set_not_ready`]: the readiness probe answers 503 | readinessProbe fails | `STOPPING=1` |
 //! | 2. keep serving briefly | [`pre_stop_delay`](ShutdownPlan::pre_stop_delay) | endpoints propagate | — |
-//! | 3.–5. stop accepting, drain, abort stragglers | [`grace`](ShutdownPlan::new), then the abort timeout | within the grace period | `TimeoutStopSec=` |
+//! | 3. stop accepting, finish in-flight work (`Connection: close`, GOAWAY) | the drain phase of the [`Grace`] | within the grace period | `TimeoutStopSec=`, extended while the drain makes progress |
+//! | 4. stop now (tasks' contexts cancelled) | the cancel phase of the [`Grace`] | within the grace period | `TimeoutStopSec=` |
+//! | 5. abort stragglers (a [shielded](crate::TaskContext::shielded) flush within its budget) | the abort timeout | before SIGKILL | before SIGKILL |
 //! | 6. close resources in order | linked groups, in link order, each with a share of the forced phase if earlier ones overran | | |
 //!
 //! # Budget
 //!
 //! [`ShutdownPlan::budget`] is `pre_stop_delay + grace + abort_timeout`
+//! (the grace being the drain phase plus the cancel phase)
 //! (saturating: `Duration::MAX` anywhere means no limit), where the abort
 //! timeout is that of the group the plan runs on. Within it:
 //!
@@ -48,8 +51,14 @@
 //! (the server's aborts usually take effect at once, and leave it more). For
 //! systemd, the same against `TimeoutStopSec=`. Report `READY=1` once
 //! the server is listening and [`Readiness::set_ready`] is called, and
-//! `STOPPING=1` from [`Phase::NotReady`]; `examples/sd_notify.rs` does both
-//! with the `sd-notify` crate.
+//! `STOPPING=1` from [`Phase::NotReady`]; with the `systemd` feature,
+//! `ShutdownPlan::systemd` does this and extends `TimeoutStopSec=` while the
+//! drain makes progress (`examples/sd_notify.rs`).
+//!
+//! A second SIGINT or SIGTERM during the plan should stop the process now:
+//! [`ShutdownPlan::run_on_signal`] waits for the first, runs the plan, and on
+//! the second aborts everything left and returns [`SignalError::Forced`]
+//! (exit with its [`exit_code`](SignalError::exit_code): 130 or 143).
 
 mod grace;
 mod plan;

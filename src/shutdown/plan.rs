@@ -137,6 +137,8 @@ pub struct ShutdownPlan {
     pre_stop_delay: Duration,
     readiness: Option<Readiness>,
     on_phase: Option<PhaseHook>,
+    #[cfg(all(unix, feature = "systemd"))]
+    systemd: Option<crate::systemd::Notifier>,
 }
 
 impl ShutdownPlan {
@@ -149,7 +151,21 @@ impl ShutdownPlan {
             pre_stop_delay: Duration::ZERO,
             readiness: None,
             on_phase: None,
+            #[cfg(all(unix, feature = "systemd"))]
+            systemd: None,
         }
+    }
+
+    /// Tells systemd about the plan: `STOPPING=1` as readiness fails, a
+    /// `STATUS=` line as each phase begins, and, during the drain, more time
+    /// (`EXTEND_TIMEOUT_USEC=`) each second the number of pending guards and
+    /// tasks fell (see [`extend_while_draining`](crate::systemd::extend_while_draining)).
+    /// Feature `systemd`, Unix only.
+    #[cfg(all(unix, feature = "systemd"))]
+    #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
+    pub fn systemd(mut self, notifier: crate::systemd::Notifier) -> Self {
+        self.systemd = Some(notifier);
+        self
     }
 
     /// Keep serving this long after readiness fails and before closing, so
@@ -181,6 +197,24 @@ impl ShutdownPlan {
     }
 
     fn phase(&self, phase: Phase<'_>) {
+        #[cfg(all(unix, feature = "systemd"))]
+        if let Some(notifier) = &self.systemd {
+            // Failing sends are not fatal: the stop goes on regardless.
+            let _ = notifier.notify(&match &phase {
+                Phase::NotReady => "STOPPING=1\nSTATUS=stopping: not ready".to_owned(),
+                Phase::PreStop { delay } => format!("STATUS=stopping: pre-stop delay {delay:?}"),
+                Phase::Draining { grace, .. } => {
+                    format!("STATUS=stopping: draining for up to {grace:?}")
+                }
+                Phase::Forced { signal } => format!("STATUS=stopping: forced by {signal}"),
+                Phase::Done { report } => format!(
+                    "STATUS=stopped: {} finished, {} aborted, {} still pending",
+                    report.finished(),
+                    report.aborted().len(),
+                    report.pending().len()
+                ),
+            });
+        }
         if let Some(hook) = &self.on_phase {
             hook(&phase);
         }
@@ -288,7 +322,22 @@ impl ShutdownPlan {
             grace: self.grace.total(),
             drain: self.grace.drain_phase(),
         });
-        let report = group.shutdown_because(self.grace, reason).await;
+        let shutdown = group.shutdown_because(self.grace, reason);
+        #[cfg(all(unix, feature = "systemd"))]
+        let report = match &self.systemd {
+            Some(notifier) => {
+                crate::systemd::extend_while_draining(
+                    notifier,
+                    group,
+                    Duration::from_secs(1),
+                    shutdown,
+                )
+                .await
+            }
+            None => shutdown.await,
+        };
+        #[cfg(not(all(unix, feature = "systemd")))]
+        let report = shutdown.await;
         self.phase(Phase::Done { report: &report });
         report
     }
