@@ -97,7 +97,7 @@
 //!   this code is compiled.
 //!
 //! * `systemd` (off by default, Unix only, no extra dependency): the
-//!   [`systemd`] module, to tell systemd the service is ready
+//!   `taskgroup::systemd` module, to tell systemd the service is ready
 //!   or stopping, and to extend its stop timeout while a drain makes progress.
 //!
 //! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
