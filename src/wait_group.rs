@@ -296,7 +296,7 @@ impl WaitGroupBuilder {
     }
 
     /// Sets a deadline: at `deadline` the group and the groups below it are
-    /// cancelled ([`CancelReason::Deadline`](crate::CancelReason::Deadline));
+    /// cancelled ([`CancelReason::Deadline`]);
     /// nothing is aborted (a shutdown does that). Its tasks read it, or an
     /// earlier deadline of a group above, or a running shutdown's, with
     /// [`TaskContext::deadline`](crate::TaskContext::deadline). A child's
