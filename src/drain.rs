@@ -223,12 +223,15 @@ async fn stop_group(group: &NodeRef, turn: Turn<'_>, budget: &Budget, aborted: &
     crate::trace::closed(&group.label);
     group.drain_own();
     let spare_caller = turn.caller.is_some();
-    if Instant::now() < budget.drain_end
-        && stopped_by_itself(group, spare_caller, budget.drain_end).await
-    {
+    let drained = Instant::now() < budget.drain_end
+        && stopped_by_itself(group, spare_caller, budget.drain_end).await;
+    // Cancelled even when it drained in time: after a shutdown a group is
+    // closed and cancelled, so work registered later (plain `add`/`go`)
+    // starts cancelled.
+    group.cancel_own(turn.reason.clone());
+    if drained {
         return;
     }
-    group.cancel_own(turn.reason.clone());
     let reached = Instant::now();
     let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {

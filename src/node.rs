@@ -691,10 +691,10 @@ impl Node {
         self.deadlines.lock().earliest()
     }
 
-    /// A running shutdown aborts this group's tasks at `at`.
+    /// A running shutdown aborts this group's tasks at `at` (set when the
+    /// shutdown starts, and again when it reaches the group late).
     pub(crate) fn set_abort_at(&self, at: Instant) {
-        let mut deadlines = self.deadlines.lock();
-        deadlines.abort_at = Some(deadlines.abort_at.map_or(at, |old| old.min(at)));
+        self.deadlines.lock().abort_at = Some(at);
     }
 
     /// The group's own deadline, if it has one, and the token its timer

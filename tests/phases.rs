@@ -107,7 +107,10 @@ async fn without_a_drain_phase_drain_and_cancel_are_one_and_an_idle_group_ends_t
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert!(report.is_clean(), "{report}");
     assert!(wg.is_draining());
-    assert!(!wg.is_cancelled(), "it drained in time: never cancelled");
+    assert!(
+        wg.is_cancelled(),
+        "after a shutdown a group is cancelled, drained in time or not"
+    );
 }
 
 /// Linked groups are drained in their turn: the pool keeps serving while
@@ -422,4 +425,27 @@ async fn primary_and_secondary_failures() {
     let report = wg.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.errors().secondary().count(), 1, "{report}");
     assert_eq!(report.errors().primary().count(), 0, "{report}");
+}
+
+/// A group the shutdown reaches after the deadline reads the time it is
+/// actually given: three quarters of its share of the forced phase.
+#[tokio::test(start_paused = true)]
+async fn a_group_reached_late_reads_its_own_abort_time() {
+    let start = Instant::now();
+    let root = WaitGroup::builder()
+        .name("root")
+        .abort_timeout(Duration::from_secs(4))
+        .build();
+    let late = WaitGroup::builder().name("late").build();
+    root.link(&late).unwrap();
+    root.task().name("stubborn").go(|_ctx| std::future::pending::<()>());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    late.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send(ctx.deadline());
+    });
+    let report = root.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.aborted().len(), 1, "{report}");
+    // Reached at 1 s with 4 s of forced phase left for one group: 3 s more.
+    assert_eq!(rx.await.unwrap(), Some(start + Duration::from_secs(4)));
 }
