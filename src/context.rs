@@ -158,6 +158,11 @@ impl TaskContext {
     /// groups that need it), so a shutdown still ends within `grace +
     /// abort_timeout`. Size the abort timeout for the sections you shield.
     ///
+    /// A section must have started when the forced phase reaches the group:
+    /// one entered after that (say, on the cancellation that the same
+    /// instant delivered) is aborted with the rest. Shield the cleanup from
+    /// the drain or cancel signal, not from the last moment.
+    ///
     /// Only a `go()` task of this context's group is shielded; called from
     /// elsewhere, `fut` simply runs. `Duration::MAX` means no budget of its
     /// own (the shutdown's bound still holds).
