@@ -62,7 +62,8 @@
 //!   the rest counted).
 //! * [`PendingReport`], [`GroupPending`], [`TaskInfo`], [`TaskKind`] — what is
 //!   still pending: id, name, creation site, age, group.
-//! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending.
+//! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending;
+//!   [`ShutdownError`] is an unclean one as an error, for `?`.
 //! * [`WaitError`], [`Closed`], [`TryGoError`], [`LinkError`] — why a call
 //!   did not do what was asked. [`GroupId`] and [`TaskId`] identify groups and
 //!   work.
@@ -151,7 +152,7 @@ pub use error::{
     BoxError, Closed, ErrorsIter, LinkError, TaskError, TaskErrors, TryGoError, WaitError,
 };
 pub use label::{GroupId, TaskId};
-pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
+pub use report::{GroupPending, PendingReport, ShutdownError, ShutdownReport, TaskInfo, TaskKind};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
