@@ -96,6 +96,11 @@
 //!   timed-out wait (with its pending report), an abort, the end of a shutdown
 //!   and service transitions are logged as events. Without the feature none of
 //!   this code is compiled.
+//! * `serde` (off by default): `Serialize` for the reports ([`ShutdownReport`],
+//!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
+//!   [`TaskError`]), the ids, the task-tree dump and the service
+//!   status events; the JSON shapes are documented on those types.
+//! * `axum` (off by default): axum integration (see `examples/health.rs`).
 //!
 //! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
 //! driver, and use Tokio's clock, so paused time in tests applies to them.
@@ -125,6 +130,8 @@ mod label;
 mod node;
 mod registry;
 mod report;
+#[cfg(feature = "serde")]
+mod serde_impl;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
 #[allow(unsafe_code)]
 mod shared;

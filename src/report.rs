@@ -170,6 +170,11 @@ impl GroupPending {
 /// Groups with nothing pending are left out; the groups that remain come in
 /// wait order (the group itself, then its linked groups depth-first in link
 /// order, each once).
+///
+/// With the `serde` feature it serializes as `{"pending": 3, "groups": [...]}`,
+/// each group as
+/// `{"group_id": 1, "group_name": "app", "pending": 3, "unrecorded": 1, "tasks": [...]}`
+/// and each task as [`ShutdownReport`]'s docs show.
 #[derive(Debug, Clone, Default)]
 pub struct PendingReport {
     pub(crate) groups: Vec<GroupPending>,
@@ -238,6 +243,45 @@ impl fmt::Display for PendingReport {
 /// wg.shutdown(Duration::from_secs(5)).await.into_result()?; // clean: Ok(())
 /// # Ok(())
 /// # }
+/// ```
+///
+/// # Serialization
+///
+/// With the `serde` feature a report serializes as below (JSON shown; its
+/// shape is checked by `tests/serde.rs`). Durations are whole milliseconds
+/// (`elapsed_ms`, `age_ms`: how long each task had been pending when the
+/// report was made), sites are `"file:line:col"`, ids are numbers, names are
+/// strings or `null`. `pending` is a [`PendingReport`]; each error's `kind`
+/// is `"error"` (its `message` is the error's `Display`) or `"panic"` (the
+/// panic message); `total` counts the failures only counted too (`dropped`).
+///
+/// ```json
+/// {
+///   "clean": false,
+///   "elapsed_ms": 2000,
+///   "finished": 1,
+///   "aborted": [
+///     {"id": 2, "name": "stuck", "kind": "task", "queued": false,
+///      "site": "src/main.rs:12:31", "age_ms": 2000, "group_id": 1, "group_name": "app"}
+///   ],
+///   "pending": {
+///     "pending": 1,
+///     "groups": [
+///       {"group_id": 1, "group_name": "app", "pending": 1, "unrecorded": 0, "tasks": [
+///         {"id": 3, "name": "lease", "kind": "guard", "queued": false,
+///          "site": "src/main.rs:14:25", "age_ms": 2000, "group_id": 1, "group_name": "app"}
+///       ]}
+///     ]
+///   },
+///   "errors": {
+///     "total": 1,
+///     "dropped": 0,
+///     "errors": [
+///       {"id": 1, "name": "fetch", "group_id": 1, "group_name": "app",
+///        "kind": "error", "message": "disk full"}
+///     ]
+///   }
+/// }
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a shutdown report names the tasks that were aborted or left pending; check `is_clean()` or call `into_result()`"]
