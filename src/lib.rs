@@ -72,6 +72,8 @@
 //! * [`shutdown`] — [`ShutdownPlan`](shutdown::ShutdownPlan), its
 //!   [`Phase`](shutdown::Phase)s and [`Readiness`](shutdown::Readiness) for
 //!   Kubernetes and systemd, and the signals that start a shutdown.
+//! * [`dump`] — the live task tree ([`WaitGroup::dump`]): groups, their state
+//!   and pending work, as text or versioned JSON, on demand or on SIGUSR1.
 //! * [`service`] — long-running services as a group that fails together, an
 //!   ordered sequence, under restart policies, with status events.
 //!
@@ -98,7 +100,7 @@
 //!   this code is compiled.
 //! * `serde` (off by default): `Serialize` for the reports ([`ShutdownReport`],
 //!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
-//!   [`TaskError`]), the ids, the task-tree dump and the service
+//!   [`TaskError`]), the ids, the [task-tree dump](dump) and the service
 //!   status events; the JSON shapes are documented on those types.
 //! * `axum` (off by default): axum integration (see `examples/health.rs`).
 //!
@@ -143,6 +145,7 @@ mod tests;
 mod trace;
 mod wait_group;
 
+pub mod dump;
 pub mod service;
 pub mod shutdown;
 
