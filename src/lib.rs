@@ -74,6 +74,9 @@
 //!   Kubernetes and systemd, and the signals that start a shutdown.
 //! * [`dump`] — the live task tree ([`WaitGroup::dump`]): groups, their state
 //!   and pending work, as text or versioned JSON, on demand or on SIGUSR1.
+//! * [`testing`] — for tests: fail, naming creation sites, when a test
+//!   leaves work behind ([`assert_quiescent`](testing::assert_quiescent),
+//!   [`QuiescenceGuard`](testing::QuiescenceGuard)).
 //! * [`service`] — long-running services as a group that fails together, an
 //!   ordered sequence, under restart policies, with status events.
 //!
@@ -148,6 +151,7 @@ mod wait_group;
 pub mod dump;
 pub mod service;
 pub mod shutdown;
+pub mod testing;
 
 // A group and its work.
 pub use context::TaskContext;
