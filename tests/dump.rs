@@ -306,3 +306,17 @@ async fn the_documented_json_is_what_a_dump_writes() {
     drop(tree.release);
     drop(tree.keep);
 }
+
+#[test]
+fn the_dump_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<TaskTree>();
+    send_sync::<taskgroup::dump::GroupEntry>();
+    send_sync::<taskgroup::dump::TaskEntry>();
+    send_sync::<taskgroup::dump::Sink>();
+    #[cfg(unix)]
+    send_sync::<taskgroup::dump::SignalDump>();
+    send_sync::<taskgroup::testing::NotQuiescent>();
+    send_sync::<taskgroup::testing::QuiescenceGuard>();
+    send_sync::<taskgroup::ShutdownError>();
+}
