@@ -22,7 +22,9 @@
 //!     group "db" #3 (cancelled): 0 pending
 //! ```
 //!
-//! One line per group (`name #id (state): n pending`, indented by its depth)
+//! One line per group (`name #id (state): n pending`, indented by its depth;
+//! beyond 32 levels the indentation stops growing and the line starts with
+//! `[depth n]`)
 //! and one per recorded guard or task below it, by id. Guards of a
 //! [`record_guards(false)`](crate::WaitGroupBuilder::record_guards) group are
 //! counted on one line (`n unrecorded guards`). Groups are not always a tree:
@@ -407,9 +409,17 @@ fn fmt_group(f: &mut fmt::Formatter<'_>, name: Option<&str>, id: GroupId) -> fmt
     }
 }
 
+/// Indentation stops growing here, so a pathologically deep chain prints in
+/// space proportional to its size, not to its depth squared.
+const MAX_INDENT: usize = 32;
+
+/// Two spaces a level; below [`MAX_INDENT`] levels, the depth as a number.
 fn indent(f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
-    for _ in 0..depth {
+    for _ in 0..depth.min(MAX_INDENT) {
         f.write_str("  ")?;
+    }
+    if depth > MAX_INDENT {
+        write!(f, "[depth {depth}] ")?;
     }
     Ok(())
 }

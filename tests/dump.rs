@@ -251,6 +251,13 @@ fn a_deep_chain_is_walked_without_recursion() {
             assert_eq!(dump.groups().len(), DEPTH + 1);
             assert_eq!(dump.groups()[DEPTH].depth(), DEPTH);
             assert_eq!(dump.len(), 1);
+            // The text stays proportional to the tree: the indentation stops
+            // growing at 32 levels and the depth is written out.
+            let text = dump.to_string();
+            let last = text.lines().last().unwrap();
+            let prefix = format!("{}[depth {}] guard #1: running", "  ".repeat(32), DEPTH + 1);
+            assert!(last.starts_with(&prefix), "{last}");
+            assert!(text.len() < 200 * DEPTH, "{} bytes", text.len());
             drop((dump, last, all));
         })
         .unwrap();
