@@ -362,10 +362,35 @@ impl fmt::Display for TaskErrors {
 }
 
 impl StdError for TaskErrors {
-    /// The first failure's source (the list's `Display` already includes the
-    /// first failure's message).
+    /// With exactly one failure, that failure's own cause (the list's
+    /// `Display` is then the failure's message, so the chain continues below
+    /// it, as [`TaskError`]'s does). With more than one (kept or only
+    /// counted), `None`: the `Display` already names every failure, and
+    /// error reporters such as anyhow and eyre print the source chain under
+    /// the *whole* message, so the first task's cause would read as the cause
+    /// of the list, or of its last item. Walk [`iter`](Self::iter) for each
+    /// failure's own chain.
+    ///
+    /// ```
+    /// # use std::error::Error;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// for _ in 0..2 {
+    ///     wg.go(|_| async { Err::<(), _>(std::io::Error::other("disk full")) });
+    /// }
+    /// let errors = wg.wait().await.unwrap_err().errors().clone();
+    /// assert_eq!(errors.len(), 2);
+    /// assert!(errors.source().is_none());
+    /// # }
+    /// ```
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.first().and_then(|e| e.source())
+        if self.total() == 1 {
+            self.first().and_then(|e| e.source())
+        } else {
+            None
+        }
     }
 }
 

@@ -62,7 +62,8 @@
 //!   the rest counted).
 //! * [`PendingReport`], [`GroupPending`], [`TaskInfo`], [`TaskKind`] — what is
 //!   still pending: id, name, creation site, age, group.
-//! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending.
+//! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending;
+//!   [`ShutdownError`] is an unclean one as an error, for `?`.
 //! * [`WaitError`], [`Closed`], [`TryGoError`], [`LinkError`] — why a call
 //!   did not do what was asked. [`GroupId`] and [`TaskId`] identify groups and
 //!   work.
@@ -71,6 +72,11 @@
 //! * [`shutdown`] — [`ShutdownPlan`](shutdown::ShutdownPlan), its
 //!   [`Phase`](shutdown::Phase)s and [`Readiness`](shutdown::Readiness) for
 //!   Kubernetes and systemd, and the signals that start a shutdown.
+//! * [`dump`] — the live task tree ([`WaitGroup::dump`]): groups, their state
+//!   and pending work, as text or versioned JSON, on demand or on SIGUSR1.
+//! * [`testing`] — for tests: fail, naming creation sites, when a test
+//!   leaves work behind ([`assert_quiescent`](testing::assert_quiescent),
+//!   [`QuiescenceGuard`](testing::QuiescenceGuard)).
 //! * [`service`] — long-running services as a group that fails together, an
 //!   ordered sequence, under restart policies, with status events.
 //!
@@ -95,7 +101,11 @@
 //!   timed-out wait (with its pending report), an abort, the end of a shutdown
 //!   and service transitions are logged as events. Without the feature none of
 //!   this code is compiled.
-//!
+//! * `serde` (off by default): `Serialize` for the reports ([`ShutdownReport`],
+//!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
+//!   [`TaskError`]), the ids, the [task-tree dump](dump) and the service
+//!   status events; the JSON shapes are documented on those types.
+//! * `axum` (off by default): axum integration (see `examples/health.rs`).
 //! * `systemd` (off by default, Unix only, no extra dependency): the
 //!   `taskgroup::systemd` module, to tell systemd the service is ready
 //!   or stopping, and to extend its stop timeout while a drain makes progress.
@@ -129,6 +139,8 @@ mod node;
 mod reason;
 mod registry;
 mod report;
+#[cfg(feature = "serde")]
+mod serde_impl;
 // The one module with `unsafe`: a reference count in the state word (see its docs).
 #[allow(unsafe_code)]
 mod shared;
@@ -140,11 +152,13 @@ mod tests;
 mod trace;
 mod wait_group;
 
+pub mod dump;
 pub mod service;
 pub mod shutdown;
 #[cfg(all(unix, feature = "systemd"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
 pub mod systemd;
+pub mod testing;
 
 // A group and its work.
 pub use context::TaskContext;
@@ -160,7 +174,7 @@ pub use error::{
 };
 pub use label::{GroupId, TaskId};
 pub use reason::CancelReason;
-pub use report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
+pub use report::{GroupPending, PendingReport, ShutdownError, ShutdownReport, TaskInfo, TaskKind};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

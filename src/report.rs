@@ -1,5 +1,6 @@
 //! What a timed-out wait, a snapshot or a shutdown says about pending work.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
@@ -169,6 +170,11 @@ impl GroupPending {
 /// Groups with nothing pending are left out; the groups that remain come in
 /// wait order (the group itself, then its linked groups depth-first in link
 /// order, each once).
+///
+/// With the `serde` feature it serializes as `{"pending": 3, "groups": [...]}`,
+/// each group as
+/// `{"group_id": 1, "group_name": "app", "pending": 3, "unrecorded": 1, "tasks": [...]}`
+/// and each task as [`ShutdownReport`]'s docs show.
 #[derive(Debug, Clone, Default)]
 pub struct PendingReport {
     pub(crate) groups: Vec<GroupPending>,
@@ -217,7 +223,68 @@ impl fmt::Display for PendingReport {
 }
 
 /// What [`shutdown`](crate::WaitGroup::shutdown) did.
+///
+/// Dropping a report unread hides the tasks that had to be aborted and the
+/// work left behind, so it is `#[must_use]`: check it with
+/// [`is_clean`](Self::is_clean), log it (`Display` lists every aborted,
+/// pending and failed task, one per line), or turn it into a `Result` with
+/// [`into_result`](Self::into_result) and return the error from `main`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use taskgroup::WaitGroup;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let wg = WaitGroup::builder().name("app").build();
+/// wg.task().name("worker").go(|ctx| async move { ctx.cancelled().await });
+/// wg.shutdown(Duration::from_secs(5)).await.into_result()?; // clean: Ok(())
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Serialization
+///
+/// With the `serde` feature a report serializes as below (JSON shown; its
+/// shape is checked by `tests/serde.rs`). Durations are whole milliseconds
+/// (`elapsed_ms`, `age_ms`: how long each task had been pending when the
+/// report was made), sites are `"file:line:col"`, ids are numbers, names are
+/// strings or `null`. `pending` is a [`PendingReport`]; each error's `kind`
+/// is `"error"` (its `message` is the error's `Display`) or `"panic"` (the
+/// panic message); `total` counts the failures only counted too (`dropped`).
+///
+/// ```json
+/// {
+///   "clean": false,
+///   "elapsed_ms": 2000,
+///   "finished": 1,
+///   "aborted": [
+///     {"id": 2, "name": "stuck", "kind": "task", "queued": false,
+///      "site": "src/main.rs:12:31", "age_ms": 2000, "group_id": 1, "group_name": "app"}
+///   ],
+///   "pending": {
+///     "pending": 1,
+///     "groups": [
+///       {"group_id": 1, "group_name": "app", "pending": 1, "unrecorded": 0, "tasks": [
+///         {"id": 3, "name": "lease", "kind": "guard", "queued": false,
+///          "site": "src/main.rs:14:25", "age_ms": 2000, "group_id": 1, "group_name": "app"}
+///       ]}
+///     ]
+///   },
+///   "errors": {
+///     "total": 1,
+///     "dropped": 0,
+///     "errors": [
+///       {"id": 1, "name": "fetch", "group_id": 1, "group_name": "app",
+///        "kind": "error", "message": "disk full"}
+///     ]
+///   }
+/// }
+/// ```
 #[derive(Debug, Clone)]
+#[must_use = "a shutdown report names the tasks that were aborted or left pending; check `is_clean()` or call `into_result()`"]
 pub struct ShutdownReport {
     pub(crate) finished: usize,
     pub(crate) aborted: Vec<TaskInfo>,
@@ -260,6 +327,100 @@ impl ShutdownReport {
     /// How long the shutdown took.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+
+    /// `Ok(())` if the shutdown was [clean](Self::is_clean), else the report
+    /// as a [`ShutdownError`], for `?`.
+    ///
+    /// Unclean means any of:
+    /// * a task had to be **aborted** at the deadline;
+    /// * work was **still pending** when the shutdown returned (a guard, a
+    ///   blocking task, an abort that did not take effect);
+    /// * a task **failed** (returned an error or panicked) at any time in the
+    ///   groups' life, not only during the shutdown: the groups keep every
+    ///   failure until [`take_errors`](crate::WaitGroup::take_errors), and a
+    ///   failure nobody looked at is what this is for. Take the errors
+    ///   first if they were already handled.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError`], carrying this report, when it is not clean. Its
+    /// `Debug` prints the same readable lines as its `Display`, so
+    /// `fn main() -> Result<(), Box<dyn Error>>` shows the report as is:
+    ///
+    /// ```text
+    /// Error: shutdown took 5.0s: 0 finished, 0 failed, 1 aborted, 0 still pending
+    ///   aborted: task "stuck" #1 in group "app" (task, created at src/main.rs:9:31, pending for 5.0s)
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::WaitGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let wg = WaitGroup::builder().name("app").build();
+    /// wg.task().name("stuck").go(|_| std::future::pending::<()>());
+    /// let err = wg.shutdown(Duration::from_secs(5)).await.into_result().unwrap_err();
+    /// assert_eq!(err.report().aborted()[0].name(), Some("stuck"));
+    /// assert_eq!(format!("{err:?}"), format!("{err}")); // what `main` prints
+    /// # }
+    /// ```
+    pub fn into_result(self) -> Result<(), ShutdownError> {
+        if self.is_clean() {
+            Ok(())
+        } else {
+            Err(ShutdownError { report: self })
+        }
+    }
+}
+
+/// A shutdown that was not clean: tasks were aborted, work was left pending,
+/// or tasks failed; from [`ShutdownReport::into_result`].
+///
+/// `Display` and `Debug` both print the report: a summary line, then one line
+/// per aborted, pending and failed task. Debug is deliberately not a struct
+/// dump, because `Debug` is what a `main` returning `Result` prints.
+///
+/// [`source`](StdError::source) follows [`TaskErrors`]'s: the one failure's
+/// own cause when exactly one task failed, otherwise `None` (the lines
+/// already name every failure).
+#[derive(Clone)]
+pub struct ShutdownError {
+    report: ShutdownReport,
+}
+
+impl ShutdownError {
+    /// The report.
+    pub fn report(&self) -> &ShutdownReport {
+        &self.report
+    }
+
+    /// The report, by value.
+    pub fn into_report(self) -> ShutdownReport {
+        self.report
+    }
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.report, f)
+    }
+}
+
+impl fmt::Debug for ShutdownError {
+    /// The same lines as `Display`, so that `main` returning this error (or a
+    /// `Box<dyn Error>` made from it) prints the report readably.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.report, f)
+    }
+}
+
+impl StdError for ShutdownError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.report.errors.source()
     }
 }
 

@@ -33,9 +33,9 @@ pub enum ServiceState {
     Panicked,
 }
 
-impl fmt::Display for ServiceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ServiceState {
+    fn as_str(self) -> &'static str {
+        match self {
             ServiceState::Idle => "idle",
             ServiceState::Starting => "starting",
             ServiceState::Running => "running",
@@ -43,11 +43,48 @@ impl fmt::Display for ServiceState {
             ServiceState::Stopped => "stopped",
             ServiceState::Failed => "failed",
             ServiceState::Panicked => "panicked",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for ServiceState {
+    /// The lowercase name, as `Display` writes it: `"running"`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for StatusEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("StatusEvent", 5)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("state", &self.state)?;
+        st.serialize_field("attempt", &self.attempt)?;
+        st.serialize_field("error", &self.error)?;
+        st.serialize_field("delay_ms", &self.delay.map(crate::serde_impl::millis))?;
+        st.end()
     }
 }
 
 /// One status transition of one service.
+///
+/// # Serialization
+///
+/// With the `serde` feature, as JSON (the delay in milliseconds, `null` when
+/// the event has none; the state as `Display` writes it):
+///
+/// ```json
+/// {"name": "backend/db", "state": "restarting", "attempt": 2, "error": "connection refused", "delay_ms": 500}
+/// ```
 ///
 /// # Examples
 ///

@@ -1,0 +1,166 @@
+//! `Serialize` for the reports, errors and ids (feature `serde`).
+//!
+//! The shapes are documented on the types ([`ShutdownReport`],
+//! [`PendingReport`], [`StatusEvent`](crate::service::StatusEvent), the dump's
+//! [`TaskTree`](crate::dump::TaskTree)) and checked against those docs by
+//! `tests/serde.rs`. The rules:
+//!
+//! * durations are whole milliseconds, in fields named for it (`age_ms`,
+//!   `elapsed_ms`, `delay_ms`), saturating at `u64::MAX`;
+//! * creation sites are strings, `"file:line:col"`;
+//! * instants are never written raw (they mean nothing outside the process):
+//!   an age, taken when the report was made, stands for them;
+//! * ids are numbers; names are strings or `null`; enums are lowercase
+//!   strings (`"task"`, `"panic"`, `"running"`).
+//!
+//! The impls are written by hand rather than derived, so the field names and
+//! units are spelled out here and the private representation can change.
+
+use std::panic::Location;
+use std::time::Duration;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::error::{TaskError, TaskErrors};
+use crate::label::{GroupId, TaskId};
+use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A creation site as `"file:line:col"`.
+pub(crate) struct Site(pub(crate) &'static Location<'static>);
+
+impl Serialize for Site {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+impl Serialize for TaskId {
+    /// A number.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl Serialize for GroupId {
+    /// A number.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl TaskKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Guard => "guard",
+            TaskKind::Task => "task",
+            TaskKind::Blocking => "blocking",
+            TaskKind::Tracked => "tracked",
+        }
+    }
+}
+
+impl Serialize for TaskKind {
+    /// `"guard"`, `"task"`, `"blocking"` or `"tracked"`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for TaskInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("TaskInfo", 8)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("name", &self.name())?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("queued", &self.queued)?;
+        st.serialize_field("site", &Site(self.site))?;
+        st.serialize_field("age_ms", &millis(self.age))?;
+        st.serialize_field("group_id", &self.group.id)?;
+        st.serialize_field("group_name", &self.group.name())?;
+        st.end()
+    }
+}
+
+impl Serialize for GroupPending {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("GroupPending", 5)?;
+        st.serialize_field("group_id", &self.group.id)?;
+        st.serialize_field("group_name", &self.group.name())?;
+        st.serialize_field("pending", &self.count)?;
+        st.serialize_field("unrecorded", &self.unrecorded())?;
+        st.serialize_field("tasks", &self.tasks)?;
+        st.end()
+    }
+}
+
+impl Serialize for PendingReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("PendingReport", 2)?;
+        st.serialize_field("pending", &self.len())?;
+        st.serialize_field("groups", &self.groups)?;
+        st.end()
+    }
+}
+
+/// A task's error message. A `Display` that panics must not take the
+/// serializer (a health endpoint, say) down with it.
+fn message(error: &TaskError) -> String {
+    if let Some(message) = error.panic_message() {
+        return message.to_owned();
+    }
+    let Some(inner) = error.error() else {
+        return String::new();
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.to_string()))
+        .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())
+}
+
+impl Serialize for TaskError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("TaskError", 6)?;
+        st.serialize_field("id", &self.id())?;
+        st.serialize_field("name", &self.name())?;
+        st.serialize_field("group_id", &self.group_id())?;
+        st.serialize_field("group_name", &self.group_name())?;
+        st.serialize_field("kind", if self.is_panic() { "panic" } else { "error" })?;
+        st.serialize_field("message", &message(self))?;
+        st.end()
+    }
+}
+
+/// The kept failures of a [`TaskErrors`], as a sequence.
+struct Kept<'a>(&'a TaskErrors);
+
+impl Serialize for Kept<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl Serialize for TaskErrors {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("TaskErrors", 3)?;
+        st.serialize_field("total", &self.total())?;
+        st.serialize_field("dropped", &self.dropped())?;
+        st.serialize_field("errors", &Kept(self))?;
+        st.end()
+    }
+}
+
+impl Serialize for ShutdownReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ShutdownReport", 6)?;
+        st.serialize_field("clean", &self.is_clean())?;
+        st.serialize_field("elapsed_ms", &millis(self.elapsed))?;
+        st.serialize_field("finished", &self.finished)?;
+        st.serialize_field("aborted", &self.aborted)?;
+        st.serialize_field("pending", &self.pending)?;
+        st.serialize_field("errors", &self.errors)?;
+        st.end()
+    }
+}
