@@ -73,6 +73,9 @@
 //!   Kubernetes and systemd, and the signals that start a shutdown.
 //! * [`service`] — long-running services as a group that fails together, an
 //!   ordered sequence, under restart policies, with status events.
+//! * [`http`] (features `hyper`, `axum`) — HTTP servers whose connections
+//!   are tasks of a group, drained and aborted by its shutdown; a tower layer
+//!   that makes each request a named guard.
 //!
 //! # Compared with the alternatives
 //!
@@ -95,6 +98,12 @@
 //!   timed-out wait (with its pending report), an abort, the end of a shutdown
 //!   and service transitions are logged as events. Without the feature none of
 //!   this code is compiled.
+//! * `hyper` (off by default): [`http`]: `serve` (the accept loop and each
+//!   connection as tasks of a group, HTTP/1 and HTTP/2 over hyper-util) and
+//!   the `TrackRequests` tower layer. Pulls in hyper, hyper-util, http,
+//!   http-body and tower's service and layer traits.
+//! * `axum` (off by default; implies `hyper`): [`http::serve_router`] for an
+//!   axum `Router`.
 //!
 //! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
 //! driver, and use Tokio's clock, so paused time in tests applies to them.
@@ -135,6 +144,9 @@ mod tests;
 mod trace;
 mod wait_group;
 
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod http;
 pub mod service;
 pub mod shutdown;
 
