@@ -433,3 +433,24 @@ async fn a_handler_panic_is_recorded_with_the_connection_and_the_server_goes_on(
     assert!(errors[0].is_panic());
     assert_eq!(errors[0].name(), Some(format!("conn {peer}").as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_on_a_closed_or_cancelled_group_refuses_at_once() {
+    for cancelled in [false, true] {
+        let group = WaitGroup::builder().name("http").build();
+        group.close();
+        if cancelled {
+            group.cancel();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/hello", get(|| async { "hello" }));
+        let accept = taskgroup::http::serve_router(&group, listener, router);
+        timeout(LIMIT, accept).await.unwrap().unwrap();
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "cancelled: {cancelled}"
+        );
+        assert!(group.shutdown(LIMIT).await.is_clean());
+    }
+}

@@ -175,6 +175,9 @@ where
 {
     let mut backoff = Backoff::new();
     loop {
+        if group.is_closed() {
+            return Ok(()); // served on a closed group: refuse at once
+        }
         let accepted = tokio::select! {
             biased;
             () = drain_signal(&ctx) => return Ok(()),
