@@ -454,3 +454,19 @@ async fn serving_on_a_closed_or_cancelled_group_refuses_at_once() {
         assert!(group.shutdown(LIMIT).await.is_clean());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_can_extract_the_clients_address() {
+    use axum::extract::ConnectInfo;
+    let peer_route = Router::new().route(
+        "/peer",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let server = Server::start_in(WaitGroup::new(), peer_route).await;
+    for h2 in [false, true] {
+        let mut client = connect(server.addr, h2).await;
+        let response = client.get("/peer").await.unwrap();
+        assert_eq!(response.body, client.local_addr().to_string(), "h2: {h2}");
+    }
+    assert!(server.group.shutdown(LIMIT).await.is_clean());
+}

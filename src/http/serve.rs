@@ -66,6 +66,9 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// `service` is a hyper service, cloned for each connection; for a tower
 /// service (an axum `Router`, a `ServiceBuilder` stack) wrap it in
 /// [`hyper_util::service::TowerToHyperService`], or use [`serve_router`].
+/// With the `axum` feature each request carries the client's address as
+/// axum's `ConnectInfo<SocketAddr>` extension, so handlers can extract it
+/// as with `into_make_service_with_connect_info`.
 ///
 /// # Examples
 ///
@@ -278,6 +281,9 @@ where
 /// the service records is the one the executor takes next. Should hyper
 /// ever do otherwise, a request's task is named after its connection only.
 struct ConnLabel {
+    /// The client's address.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    peer: SocketAddr,
     /// `conn <peer>`.
     name: Cow<'static, str>,
     /// `<METHOD> <path>` of the HTTP/2 request being spawned.
@@ -287,6 +293,7 @@ struct ConnLabel {
 impl ConnLabel {
     fn new(peer: SocketAddr) -> ConnLabel {
         ConnLabel {
+            peer,
             name: Cow::Owned(format!("conn {peer}")),
             next: Mutex::new(None),
         }
@@ -309,6 +316,13 @@ where
     type Future = S::Future;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        #[cfg(feature = "axum")]
+        let req = {
+            let mut req = req;
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(self.label.peer));
+            req
+        };
         if req.version() == http::Version::HTTP_2 {
             *self.label.next.lock() = Some(format!("{} {}", req.method(), req.uri().path()));
         }
