@@ -470,3 +470,59 @@ async fn handlers_can_extract_the_clients_address() {
     }
     assert!(server.group.shutdown(LIMIT).await.is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_garbage_connections_do_not_hold_up_an_unbounded_drain() {
+    let server = Server::start().await;
+    let addr = server.addr;
+    // Not HTTP at all: the connection ends, and it is not a failure.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(b"\x00\x01 hello?\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = timeout(LIMIT, garbage.read_to_end(&mut buf)).await.unwrap();
+    // Connected, nothing sent: the protocol is not known yet. Served once
+    // a request on a later connection is answered (connections are
+    // accepted in order).
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut later = connect(addr, false).await;
+    assert_eq!(later.get("/hello").await.unwrap().body, "hello");
+    let silent_conn = format!("conn {}", silent.local_addr().unwrap());
+    let pending = server.group.pending();
+    assert!(
+        pending
+            .tasks()
+            .any(|t| t.name() == Some(silent_conn.as_str())),
+        "{pending}"
+    );
+
+    let report = timeout(LIMIT, server.group.shutdown(Duration::MAX))
+        .await
+        .expect("the drain waits for no idle connection");
+    assert!(report.is_clean(), "{report}");
+    let mut buf = Vec::new();
+    let closed = timeout(LIMIT, silent.read_to_end(&mut buf)).await.unwrap();
+    assert_eq!(closed.unwrap(), 0, "closed without a response");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_headers_are_still_arriving_is_waited_for_until_the_deadline() {
+    let server = Server::start().await;
+    let addr = server.addr;
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    let peer = half.local_addr().unwrap();
+    half.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut later = connect(addr, false).await;
+    assert_eq!(later.get("/hello").await.unwrap().body, "hello");
+
+    // hyper finishes reading a request it has begun (up to its 30 s header
+    // timeout): to the drain it is in flight, so the deadline ends it.
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(aborted_names(&report), [format!("conn {peer}")], "{report}");
+    let mut buf = Vec::new();
+    let _ = timeout(LIMIT, half.read_to_end(&mut buf)).await.unwrap();
+    assert!(buf.is_empty(), "no response");
+}

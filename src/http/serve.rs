@@ -36,8 +36,11 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// * the accept loop ends and drops the listener: new connections are
 ///   refused by the system;
 /// * each connection shuts down gracefully: HTTP/1 answers its in-flight
-///   request with `connection: close` and closes (an idle connection closes
-///   at once), HTTP/2 sends `GOAWAY` and closes once its streams are done;
+///   request with `connection: close` and closes (an idle connection, or
+///   one that has sent nothing yet, closes at once; one whose request
+///   headers are still arriving counts as in flight, up to hyper's 30 s
+///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
+///   done;
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`), and groups linked after `group`
 ///   are closed only after those aborts took effect.
