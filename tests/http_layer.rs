@@ -196,3 +196,17 @@ async fn a_request_is_in_flight_until_its_body_is_sent_or_dropped() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn the_layer_types_are_send_sync_and_static() {
+    fn send_sync_static<T: Send + Sync + 'static>() {}
+    fn send_static<T: Send + 'static>() {}
+    send_sync_static::<TrackRequests>();
+    send_sync_static::<taskgroup::http::TrackRequestsService<Router>>();
+    send_static::<taskgroup::http::TrackedBody<Body>>(); // Sync as its body is
+    send_static::<
+        taskgroup::http::ResponseFuture<
+            axum::routing::future::RouteFuture<std::convert::Infallible>,
+        >,
+    >();
+}
