@@ -59,12 +59,12 @@
 //! # }
 //! ```
 
-mod serve;
+mod server;
 mod track;
 
-pub use serve::serve;
+pub use server::serve;
 #[cfg(feature = "axum")]
-pub use serve::serve_router;
+pub use server::serve_router;
 pub use track::{ResponseFuture, TrackRequests, TrackRequestsService, TrackedBody};
 
 use crate::TaskContext;
