@@ -50,8 +50,9 @@
 //!   [`WaitGroup::add`], [`try_add`](WaitGroup::try_add), [`go`](WaitGroup::go)
 //!   and [`try_go`](WaitGroup::try_go) are the short forms.
 //! * [`TaskGuard`] — pending work you complete yourself, by `done()` or drop.
-//! * [`TaskContext`] — what a task receives: it dereferences to the group's
-//!   [`CancellationToken`].
+//! * [`TaskContext`] — what a task receives: the drain signal, the cancel
+//!   signal (it dereferences to the group's [`CancellationToken`]), its
+//!   deadline, and shielded sections for cleanup.
 //! * [`TaskHandle`] — what spawning returns: await it for the task's value
 //!   ([`TaskOutput`]: `()` or `Result<T, E>`), or abort that one task;
 //!   [`JoinError`] says why there is no value. [`Tracked`] is a tracked future.
@@ -64,12 +65,15 @@
 //!   still pending: id, name, creation site, age, group.
 //! * [`ShutdownReport`] — what a shutdown finished, aborted, left pending;
 //!   [`ShutdownError`] is an unclean one as an error, for `?`.
+//! * [`CancelReason`] — why a group was cancelled; failures after it are
+//!   [secondary](TaskError::is_secondary).
 //! * [`WaitError`], [`Closed`], [`TryGoError`], [`LinkError`] — why a call
 //!   did not do what was asked. [`GroupId`] and [`TaskId`] identify groups and
 //!   work.
 //!
 //! **Modules**
-//! * [`shutdown`] — [`ShutdownPlan`](shutdown::ShutdownPlan), its
+//! * [`shutdown`] — [`Grace`](shutdown::Grace) (drain, then cancel),
+//!   [`ShutdownPlan`](shutdown::ShutdownPlan), its
 //!   [`Phase`](shutdown::Phase)s and [`Readiness`](shutdown::Readiness) for
 //!   Kubernetes and systemd, and the signals that start a shutdown.
 //! * [`dump`] — the live task tree ([`WaitGroup::dump`]): groups, their state
@@ -79,6 +83,11 @@
 //!   [`QuiescenceGuard`](testing::QuiescenceGuard)).
 //! * [`service`] — long-running services as a group that fails together, an
 //!   ordered sequence, under restart policies, with status events.
+//! * `taskgroup::http` (features `hyper`, `axum`) — HTTP servers whose
+//!   connections are tasks of a group, drained and aborted by its shutdown; a
+//!   tower layer that makes each request a named guard.
+//! * `taskgroup::systemd` (feature `systemd`) — readiness, stopping, and more
+//!   time while a drain makes progress.
 //!
 //! # Compared with the alternatives
 //!
@@ -105,10 +114,16 @@
 //!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
 //!   [`TaskError`]), the ids, the [task-tree dump](dump) and the service
 //!   status events; the JSON shapes are documented on those types.
-//! * `axum` (off by default): axum integration (see `examples/health.rs`).
 //! * `systemd` (off by default, Unix only, no extra dependency): the
 //!   `taskgroup::systemd` module, to tell systemd the service is ready
 //!   or stopping, and to extend its stop timeout while a drain makes progress.
+//! * `hyper` (off by default): `taskgroup::http`: `serve` (the accept loop and each
+//!   connection as tasks of a group, HTTP/1 and HTTP/2 over hyper-util) and
+//!   the `TrackRequests` tower layer. Pulls in hyper, hyper-util, http,
+//!   http-body and tower's service and layer traits.
+//! * `axum` (off by default; implies `hyper`): `http::serve_router` for an
+//!   axum `Router` (`examples/axum_server`, and with `serde`
+//!   `examples/health.rs`).
 //!
 //! Spawning needs a Tokio runtime; the deadline variants need Tokio's time
 //! driver, and use Tokio's clock, so paused time in tests applies to them.
@@ -153,6 +168,9 @@ mod trace;
 mod wait_group;
 
 pub mod dump;
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod http;
 pub mod service;
 pub mod shutdown;
 #[cfg(all(unix, feature = "systemd"))]

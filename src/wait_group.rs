@@ -696,6 +696,41 @@ impl WaitGroup {
         self.node.own().cancelled()
     }
 
+    /// Like [`cancelled`](Self::cancelled), but owns a clone of the group's
+    /// context, so the future is `'static`: for APIs that keep it, such as
+    /// axum's `with_graceful_shutdown` or hyper-util's `GracefulShutdown`.
+    /// It resolves when the context it was made from is cancelled (after a
+    /// [`reopen`](Self::reopen), make a new one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::WaitGroup;
+    ///
+    /// // A server that takes a `'static` shutdown future, as
+    /// // `axum::serve(listener, app).with_graceful_shutdown(fut)` does.
+    /// async fn serve(shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    ///     shutdown.await;
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let shutdown = wg.cancelled_owned();
+    /// wg.task().name("http").go(|_ctx| serve(shutdown));
+    /// let report = wg.shutdown(Duration::from_secs(5)).await;
+    /// assert!(report.is_clean(), "{report}");
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.node.own().clone().cancelled_owned()
+    }
+
     /// The group's context: the token its tasks receive. Cancelling it cancels
     /// this group's own tasks and the groups made with [`child`](Self::child).
     pub fn context(&self) -> CancellationToken {

@@ -438,7 +438,9 @@ async fn a_group_reached_late_reads_its_own_abort_time() {
         .build();
     let late = WaitGroup::builder().name("late").build();
     root.link(&late).unwrap();
-    root.task().name("stubborn").go(|_ctx| std::future::pending::<()>());
+    root.task()
+        .name("stubborn")
+        .go(|_ctx| std::future::pending::<()>());
     let (tx, rx) = tokio::sync::oneshot::channel();
     late.go(move |ctx| async move {
         ctx.cancelled().await;

@@ -1,16 +1,18 @@
 //! An axum HTTP server that shuts down the way Kubernetes and systemd expect.
 //!
-//! Each connection is a task of the `server` group (`task().name("conn
-//! <peer>")`), served by hyper's HTTP/1 connection with axum's router. A fake
-//! database pool and a log flusher are groups linked below it, in that order.
+//! `taskgroup::http::serve_router` serves axum's router as work of the
+//! `server` group: the accept loop and each connection (`conn <peer>`, HTTP/1
+//! or HTTP/2) are its tasks. A fake database pool and a log flusher are
+//! groups linked below it, in that order.
 //! On shutdown a [`ShutdownPlan`](taskgroup::ShutdownPlan) runs the phases,
 //! each logged with the time since start:
 //!
 //! 1. readiness fails: `/health/ready` answers 503;
 //! 2. the pre-stop delay: the listener stays open while load balancers notice;
-//! 3. the group closes: the accept loop stops and drops the listener;
+//! 3. the group closes and is cancelled: the accept loop stops and drops the
+//!    listener;
 //! 4. in-flight requests finish under the grace period (an HTTP/1 keep-alive
-//!    connection closes after its current response);
+//!    connection closes after its current response, HTTP/2 sends `GOAWAY`);
 //! 5. connections still busy at the deadline are aborted, and the report
 //!    names them;
 //! 6. the database pool closes, then the log flusher.
@@ -18,14 +20,14 @@
 //! Endpoints: `GET /health/ready`, `GET /work?ms=N` (works N ms, queries the
 //! database, answers `done N`).
 //!
-//! Run with `cargo run --example axum_server`: it sends itself a quick, a slow
+//! Run with `cargo run --example axum_server --features axum`: it sends itself a quick, a slow
 //! and a too-slow request, shuts down while they are in flight, probes
 //! readiness during the pre-stop delay and connects once the listener is
 //! closed, then exits (in about 2 s). With `-- --serve` it serves until
 //! SIGTERM or Ctrl-C instead:
 //!
 //! ```text
-//! cargo run --example axum_server -- --serve 8080
+//! cargo run --example axum_server --features axum -- --serve 8080
 //! curl -i 127.0.0.1:8080/health/ready
 //! curl -i '127.0.0.1:8080/work?ms=5000' & kill -TERM <pid>
 //! ```
@@ -43,7 +45,6 @@ use std::time::Duration;
 
 use taskgroup::shutdown::shutdown_signal;
 use taskgroup::BoxError;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use client::{Client, Response};
@@ -96,13 +97,13 @@ async fn self_test(
     let ready = probe.get("/health/ready").await;
     show(&probe, "/health/ready", ready);
 
-    let requests = ["/work?ms=50", "/work?ms=1000", "/work?ms=10000"].map(|path| {
-        tokio::spawn(async move {
+    let mut requests = ["/work?ms=50", "/work?ms=1000", "/work?ms=10000"].map(|path| {
+        Some(tokio::spawn(async move {
             let mut client = Client::connect(addr).await?;
             let response = client.get(path).await;
             show(&client, path, response);
             Ok::<_, BoxError>(())
-        })
+        }))
     });
     // Shut down once all three are being worked on.
     let mut working = 0;
@@ -122,16 +123,23 @@ async fn self_test(
                 let ready = probe.get("/health/ready").await;
                 show(&probe, "/health/ready", ready);
             }
-            Event::ListenerClosed { .. } => match TcpStream::connect(addr).await {
-                Ok(_) => println!("{:>9}  client: new connection accepted (unexpected)", ""),
-                Err(e) => println!("{:>9}  client: new connection refused ({e})", ""),
-            },
+            // Once the slow request is answered during the drain, the
+            // listener is long closed.
+            Event::WorkFinished { ms: 1000, .. } => {
+                if let Some(slow) = requests[1].take() {
+                    slow.await??;
+                }
+                match Client::connect(addr).await {
+                    Ok(_) => println!("{:>9}  client: new connection accepted (unexpected)", ""),
+                    Err(e) => println!("{:>9}  client: new connection refused ({e})", ""),
+                }
+            }
             Event::Done { .. } => break,
             _ => {}
         }
     }
     let report = shutdown.await?;
-    for request in requests {
+    for request in requests.into_iter().flatten() {
         request.await??;
     }
     Ok(report)

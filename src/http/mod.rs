@@ -1,0 +1,80 @@
+//! HTTP servers whose connections and requests are work of a group, so that a
+//! shutdown drains them, aborts and names the stragglers, and closes what is
+//! linked after the server only once they are gone.
+//!
+//! Two ways in, by how much of the server you hand over:
+//!
+//! * [`serve`] (and [`serve_router`] for an axum `Router`) runs the accept
+//!   loop as a task of a group and each connection as a task of the same
+//!   group, named `conn <peer>` (HTTP/1 and HTTP/2, told apart by the first
+//!   bytes, over hyper-util's `auto` connection). When the group drains (a
+//!   shutdown's drain phase, see [`Grace`](crate::shutdown::Grace), or at
+//!   once with a plain `Duration` grace):
+//!   the accept loop stops and drops the listener, so new connections are
+//!   refused; each connection shuts down gracefully (an HTTP/1 keep-alive
+//!   connection closes after its in-flight response, which carries
+//!   `connection: close`, an idle one at once; HTTP/2 sends `GOAWAY` and
+//!   finishes the streams it has); whatever is still running at the deadline
+//!   is aborted, and the [report](crate::ShutdownReport) names it. Because
+//!   the handlers run inside those tasks, a group [linked](crate::WaitGroup::link)
+//!   after the server's (a database pool) is closed only after every handler
+//!   has returned or been dropped: the ordered teardown holds.
+//! * [`TrackRequests`], a tower layer, for a server you keep running yourself
+//!   (`axum::serve`, tonic, ...): each in-flight request is a guard of a group
+//!   named `GET /path`, requests get `503 Service Unavailable` once the group
+//!   is closed, and a shutdown report names the requests still running. The
+//!   server's own tasks stay out of sight: guards cannot be aborted, so a
+//!   request slower than the grace keeps running (reported as pending) and
+//!   the ordered teardown does not hold for it. Prefer [`serve`] where that
+//!   matters.
+//!
+//! Both need the `hyper` cargo feature; [`serve_router`] needs `axum`.
+//!
+//! # Examples
+//!
+//! An axum server, with a database pool that must outlive every request:
+//!
+//! ```no_run
+//! # #[cfg(not(feature = "axum"))] fn main() {} // the example needs `axum`
+//! # #[cfg(feature = "axum")]
+//! # #[tokio::main]
+//! # async fn main() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use taskgroup::WaitGroup;
+//!
+//! let root = WaitGroup::builder().name("app").build();
+//! let http = WaitGroup::builder().name("http").build();
+//! let pool = WaitGroup::builder().name("db pool").build();
+//! // Shut down in this order: connections first, then the pool.
+//! root.link(&http).unwrap();
+//! root.link(&pool).unwrap();
+//!
+//! let app = Router::new().route("/", get(|| async { "hello\n" }));
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! taskgroup::http::serve_router(&http, listener, app);
+//!
+//! taskgroup::shutdown::shutdown_signal().await?; // SIGTERM or Ctrl-C
+//! let report = root.shutdown(Duration::from_secs(10)).await;
+//! println!("{report}"); // names the connections aborted at the deadline
+//! # Ok(())
+//! # }
+//! ```
+
+mod server;
+mod track;
+
+pub use server::serve;
+#[cfg(feature = "axum")]
+pub use server::serve_router;
+pub use track::{ResponseFuture, TrackRequests, TrackRequestsService, TrackedBody};
+
+use crate::TaskContext;
+
+/// Resolves when a connection task, or the accept loop, is to start
+/// draining: stop accepting, shut connections down gracefully. The group's
+/// drain signal: a shutdown's drain phase, or its cancellation (which
+/// implies it).
+async fn drain_signal(ctx: &TaskContext) {
+    ctx.draining().await;
+}

@@ -1,0 +1,496 @@
+//! [`serve`]: the accept loop and the connections as tasks of a group.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::drain_signal;
+use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
+
+/// Serves HTTP/1 and HTTP/2 on `listener` with `service`, as work of `group`.
+///
+/// The accept loop is a `go()` task of `group` named `http accept <addr>`;
+/// each accepted connection is a task of the same group named `conn <peer>`,
+/// and each HTTP/2 request a task named `<METHOD> <path> (conn <peer>)` (hyper
+/// runs HTTP/2 requests apart from their connection; HTTP/1 requests run in
+/// the connection's task). The protocol is told by the connection's first
+/// bytes (hyper-util's `auto` builder, with HTTP upgrades such as WebSockets
+/// enabled and hyper's 30 s limit on reading a request's headers).
+///
+/// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
+/// after closing it:
+///
+/// * the accept loop ends and drops the listener: new connections are
+///   refused by the system;
+/// * each connection shuts down gracefully: HTTP/1 answers its in-flight
+///   request with `connection: close` and closes (an idle connection, or
+///   one that has sent nothing yet, closes at once; one whose request
+///   headers are still arriving counts as in flight, up to hyper's 30 s
+///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
+///   done;
+/// * what is still running at the shutdown's deadline is aborted and named
+///   in its report (`conn 1.2.3.4:5678`), and groups linked after `group`
+///   are closed only after those aborts took effect.
+///
+/// A connection accepted once the group is [closed](WaitGroup::close) is
+/// dropped unserved (the client sees the connection closed without a
+/// response), and the accept loop ends. Under the group's
+/// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop,
+/// the connections and the HTTP/2 requests) the loop waits for a free slot
+/// before serving the next connection.
+///
+/// An accept error that concerns one connection (reset or aborted before it
+/// was accepted, and the network errors Linux reports there) is skipped; one
+/// that says the process is out of resources (`EMFILE`, `ENFILE`, `ENOBUFS`,
+/// `ENOMEM`) makes the loop pause, 1 ms at first, doubling up to 1 s, and
+/// back to 1 ms after the next success; any other ends the accept loop with
+/// that error, recorded as its failure (connections already served go on).
+///
+/// A connection's own errors (a client that hangs up mid-request, a
+/// malformed request, a header timeout) are the client's: they end the
+/// connection and are not recorded as failures. A handler's panic is
+/// recorded, with the connection's name. Connections are not
+/// [critical](crate::TaskBuilder::critical): their failure does not cancel
+/// the group, even with `cancel_on_error`.
+///
+/// `service` is a hyper service, cloned for each connection; for a tower
+/// service (an axum `Router`, a `ServiceBuilder` stack) wrap it in
+/// [`hyper_util::service::TowerToHyperService`], or use [`serve_router`].
+/// With the `axum` feature each request carries the client's address as
+/// axum's `ConnectInfo<SocketAddr>` extension, so handlers can extract it
+/// as with `into_make_service_with_connect_info`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use hyper::{body::Incoming, service::service_fn, Request, Response};
+/// use taskgroup::WaitGroup;
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let group = WaitGroup::builder().name("http").build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let hello = service_fn(|_req: Request<Incoming>| async {
+///     Ok::<_, Infallible>(Response::new("hello\n".to_string()))
+/// });
+/// taskgroup::http::serve(&group, listener, hello);
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = group.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// If called outside a Tokio runtime.
+#[track_caller]
+pub fn serve<S, B>(group: &WaitGroup, listener: TcpListener, service: S) -> TaskHandle<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let name = match listener.local_addr() {
+        Ok(addr) => format!("http accept {addr}"),
+        Err(_) => "http accept".to_owned(),
+    };
+    let conns = group.clone();
+    group
+        .task()
+        .name(name)
+        .go(move |ctx| accept_loop(ctx, conns, listener, service))
+}
+
+/// [`serve`] for an axum [`Router`](axum::Router): the same as
+/// `serve(group, listener, TowerToHyperService::new(router))`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use taskgroup::WaitGroup;
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let group = WaitGroup::builder().name("http").build();
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// taskgroup::http::serve_router(&group, listener, app);
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = group.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// If called outside a Tokio runtime.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[track_caller]
+pub fn serve_router(
+    group: &WaitGroup,
+    listener: TcpListener,
+    router: axum::Router,
+) -> TaskHandle<()> {
+    serve(
+        group,
+        listener,
+        hyper_util::service::TowerToHyperService::new(router),
+    )
+}
+
+/// Accepts connections until the drain signal, or until the group is
+/// closed; each is a task of `group`.
+async fn accept_loop<S, B>(
+    ctx: TaskContext,
+    group: WaitGroup,
+    listener: TcpListener,
+    service: S,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        if group.is_closed() {
+            return Ok(()); // served on a closed group: refuse at once
+        }
+        let accepted = tokio::select! {
+            biased;
+            () = drain_signal(&ctx) => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
+            Err(e) => match AcceptError::of(&e) {
+                AcceptError::Connection => continue,
+                AcceptError::Resources => {
+                    tokio::select! {
+                        biased;
+                        () = drain_signal(&ctx) => return Ok(()),
+                        () = tokio::time::sleep(backoff.next()) => continue,
+                    }
+                }
+                AcceptError::Fatal => return Err(e),
+            },
+        };
+        let conn = Conn {
+            group: group.clone(),
+            label: Arc::new(ConnLabel::new(peer)),
+            service: service.clone(),
+        };
+        let name = conn.label.name.clone();
+        // Waits for a slot only under a limit; refused once closed (the
+        // stream is dropped with the closure: the client sees it closed).
+        let spawned = tokio::select! {
+            biased;
+            () = drain_signal(&ctx) => return Ok(()),
+            spawned = group
+                .task()
+                .name(name)
+                .critical(false)
+                .go_when_free(move |ctx| conn.run(ctx, stream)) => spawned,
+        };
+        if spawned.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// One connection's task: its group (for HTTP/2 requests), its name and
+/// the service.
+struct Conn<S> {
+    group: WaitGroup,
+    label: Arc<ConnLabel>,
+    service: S,
+}
+
+impl<S, B> Conn<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves the connection until the client closes it or, after the drain
+    /// signal, until its graceful shutdown is done. Its errors are the
+    /// client's, so they are not returned.
+    async fn run(self, ctx: TaskContext, stream: TcpStream) {
+        let executor = GroupExecutor {
+            group: self.group,
+            label: self.label.clone(),
+        };
+        let mut builder = auto::Builder::new(executor);
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
+        let service = NameRequests {
+            inner: self.service,
+            label: self.label,
+        };
+        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+        // Biased: once the drain signal is there, the connection is told
+        // before it is polled again, so a response it sends from then on
+        // (HTTP/1 requests run in this poll) carries `connection: close`.
+        let _ = tokio::select! {
+            biased;
+            () = drain_signal(&ctx) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            result = conn.as_mut() => result,
+        };
+    }
+}
+
+/// A connection's name, and the name of the HTTP/2 request hyper is about
+/// to hand to the executor.
+///
+/// hyper's HTTP/2 server calls the service and then, in the same poll of
+/// the connection, gives the request's future to the executor: so the name
+/// the service records is the one the executor takes next. Should hyper
+/// ever do otherwise, a request's task is named after its connection only.
+struct ConnLabel {
+    /// The client's address.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    peer: SocketAddr,
+    /// `conn <peer>`.
+    name: Cow<'static, str>,
+    /// `<METHOD> <path>` of the HTTP/2 request being spawned.
+    next: Mutex<Option<String>>,
+}
+
+impl ConnLabel {
+    fn new(peer: SocketAddr) -> ConnLabel {
+        ConnLabel {
+            peer,
+            name: Cow::Owned(format!("conn {peer}")),
+            next: Mutex::new(None),
+        }
+    }
+}
+
+/// The service of one connection: records the name of each HTTP/2 request
+/// for the executor (see [`ConnLabel`]).
+struct NameRequests<S> {
+    inner: S,
+    label: Arc<ConnLabel>,
+}
+
+impl<S, B> Service<Request<Incoming>> for NameRequests<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        #[cfg(feature = "axum")]
+        let req = {
+            let mut req = req;
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(self.label.peer));
+            req
+        };
+        if req.version() == http::Version::HTTP_2 {
+            *self.label.next.lock() = Some(format!("{} {}", req.method(), req.uri().path()));
+        }
+        self.inner.call(req)
+    }
+}
+
+/// Runs what hyper spawns for a connection (its HTTP/2 requests) as tasks of
+/// the group, so that a shutdown waits for them, aborts them and names them,
+/// as it does the connections.
+#[derive(Clone)]
+struct GroupExecutor {
+    group: WaitGroup,
+    label: Arc<ConnLabel>,
+}
+
+impl<F> hyper::rt::Executor<F> for GroupExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let name = match self.label.next.lock().take() {
+            Some(request) => format!("{request} ({})", self.label.name),
+            None => format!("{} stream", self.label.name),
+        };
+        // `go`, not `try_go`: a request the connection accepted before the
+        // group closed is served during the drain.
+        self.group
+            .task()
+            .name(name)
+            .critical(false)
+            .go(move |_ctx| async move {
+                fut.await;
+            });
+    }
+}
+
+impl fmt::Debug for GroupExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupExecutor")
+            .field("group", &self.group)
+            .field("conn", &self.label.name)
+            .finish()
+    }
+}
+
+/// What an accept error means for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptError {
+    /// One connection failed before it was accepted: accept the next.
+    Connection,
+    /// The process or system is out of resources: pause, then retry.
+    Resources,
+    /// The listener cannot go on: end the loop with the error.
+    Fatal,
+}
+
+impl AcceptError {
+    fn of(e: &io::Error) -> AcceptError {
+        use io::ErrorKind::*;
+        match e.kind() {
+            ConnectionAborted | ConnectionReset | ConnectionRefused | PermissionDenied
+            | Interrupted | WouldBlock | TimedOut => AcceptError::Connection,
+            OutOfMemory => AcceptError::Resources,
+            _ => match e.raw_os_error() {
+                Some(code) if errno::RESOURCES.contains(&code) => AcceptError::Resources,
+                Some(code) if errno::CONNECTION.contains(&code) => AcceptError::Connection,
+                _ => AcceptError::Fatal,
+            },
+        }
+    }
+}
+
+/// The system error codes not told apart by `io::ErrorKind` (on our MSRV).
+mod errno {
+    #[cfg(unix)]
+    pub(super) const RESOURCES: &[i32] = &[libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+    /// accept(2) on Linux: "already-pending network errors on the new
+    /// socket", to be treated like `EAGAIN`.
+    #[cfg(unix)]
+    pub(super) const CONNECTION: &[i32] = &[
+        libc::ENETDOWN,
+        libc::EPROTO,
+        libc::ENOPROTOOPT,
+        libc::EHOSTDOWN,
+        libc::EHOSTUNREACH,
+        libc::EOPNOTSUPP,
+        libc::ENETUNREACH,
+    ];
+    /// WSAEMFILE, WSAENOBUFS.
+    #[cfg(windows)]
+    pub(super) const RESOURCES: &[i32] = &[10024, 10055];
+    /// WSAENETDOWN, WSAEHOSTUNREACH, WSAENETUNREACH.
+    #[cfg(windows)]
+    pub(super) const CONNECTION: &[i32] = &[10050, 10065, 10051];
+    #[cfg(not(any(unix, windows)))]
+    pub(super) const RESOURCES: &[i32] = &[];
+    #[cfg(not(any(unix, windows)))]
+    pub(super) const CONNECTION: &[i32] = &[];
+}
+
+/// The accept loop's pause after running out of resources: 1 ms, doubling
+/// up to 1 s; back to 1 ms after a success.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The pause to take now.
+    fn next(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = self.next.saturating_mul(2).min(Self::MAX);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_second_and_resets() {
+        let mut backoff = Backoff::new();
+        let pauses: Vec<u64> = (0..13).map(|_| backoff.next().as_millis() as u64).collect();
+        assert_eq!(
+            pauses,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1000, 1000]
+        );
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn accept_errors_are_classified() {
+        use io::ErrorKind::*;
+        let kind = |k| AcceptError::of(&io::Error::from(k));
+        assert_eq!(kind(ConnectionAborted), AcceptError::Connection);
+        assert_eq!(kind(ConnectionReset), AcceptError::Connection);
+        assert_eq!(kind(OutOfMemory), AcceptError::Resources);
+        assert_eq!(kind(InvalidInput), AcceptError::Fatal);
+        assert_eq!(kind(Other), AcceptError::Fatal);
+        #[cfg(unix)]
+        {
+            let os = |code| AcceptError::of(&io::Error::from_raw_os_error(code));
+            assert_eq!(os(libc::EMFILE), AcceptError::Resources);
+            assert_eq!(os(libc::ENFILE), AcceptError::Resources);
+            assert_eq!(os(libc::ENOBUFS), AcceptError::Resources);
+            assert_eq!(os(libc::ENOMEM), AcceptError::Resources);
+            assert_eq!(os(libc::ECONNABORTED), AcceptError::Connection);
+            assert_eq!(os(libc::EPROTO), AcceptError::Connection);
+            assert_eq!(os(libc::EBADF), AcceptError::Fatal);
+            assert_eq!(os(libc::EINVAL), AcceptError::Fatal);
+        }
+    }
+}

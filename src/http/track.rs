@@ -1,0 +1,252 @@
+//! [`TrackRequests`]: each in-flight request a named guard of a group.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{header, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{TaskGuard, WaitGroup};
+
+/// A tower [`Layer`] that makes each in-flight request a guard of a group,
+/// for a server that spawns its connections itself (`axum::serve`, tonic,
+/// hyper-util's `GracefulShutdown`).
+///
+/// * Each request is a [`TaskGuard`] named `<METHOD> <path>` (the path
+///   without its query), taken when the request reaches the layer and
+///   completed when its response body has been sent, or when the response
+///   or the body is dropped (the client went away, the server aborted the
+///   connection). The body counts so that a streamed response (server-sent
+///   events, a large download) is in flight until its end.
+/// * Once the group is [closed](WaitGroup::close) (a
+///   [`shutdown`](WaitGroup::shutdown) closes it first), a new request is
+///   not passed on: it gets `503 Service Unavailable` with an empty body,
+///   and `connection: close` on HTTP/1.
+/// * A shutdown of the group waits for the requests in flight, and its
+///   report lists those still running at the deadline as pending, by name.
+///
+/// A guard cannot be aborted: a request slower than the grace keeps running
+/// in the server's own task after the shutdown returns, and a group linked
+/// after this one (a database pool) is closed while it runs. Where that
+/// must not happen, serve with [`serve`](super::serve), whose connections
+/// are aborted at the deadline.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(not(feature = "axum"))] fn main() {} // the example needs `axum`
+/// # #[cfg(feature = "axum")]
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use taskgroup::{http::TrackRequests, WaitGroup};
+///
+/// let requests = WaitGroup::builder().name("requests").build();
+/// let app = Router::new()
+///     .route("/", get(|| async { "hello\n" }))
+///     .layer(TrackRequests::new(&requests));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let server = axum::serve(listener, app).with_graceful_shutdown(requests.cancelled_owned());
+/// let server = tokio::spawn(async move { server.await });
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = requests.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}"); // names the requests still running, e.g. "GET /export"
+/// server.await??;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TrackRequests {
+    group: WaitGroup,
+}
+
+impl TrackRequests {
+    /// Tracks requests in `group`.
+    pub fn new(group: &WaitGroup) -> TrackRequests {
+        TrackRequests {
+            group: group.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for TrackRequests {
+    type Service = TrackRequestsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TrackRequestsService {
+            inner,
+            group: self.group.clone(),
+        }
+    }
+}
+
+/// The service [`TrackRequests`] wraps around another.
+#[derive(Clone, Debug)]
+pub struct TrackRequestsService<S> {
+    inner: S,
+    group: WaitGroup,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackRequestsService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<TrackedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let name = format!("{} {}", req.method(), req.uri().path());
+        match self.group.task().name(name).try_add() {
+            Ok(guard) => ResponseFuture {
+                state: State::Running {
+                    future: self.inner.call(req),
+                    guard: Some(guard),
+                },
+            },
+            Err(_closed) => ResponseFuture {
+                state: State::Refused {
+                    http1: req.version() < Version::HTTP_2,
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`TrackRequestsService`]: holds the request's
+    /// guard, and hands it to the response's body.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: F, guard: Option<TaskGuard> },
+        Refused { http1: bool },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Running { future, guard } => {
+                let response = ready!(future.poll(cx))?;
+                let guard = guard.take();
+                Poll::Ready(Ok(response.map(|body| TrackedBody {
+                    kind: Kind::Body { body },
+                    guard,
+                })))
+            }
+            StateProj::Refused { http1 } => {
+                let mut response = Response::new(TrackedBody {
+                    kind: Kind::Empty,
+                    guard: None,
+                });
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                if *http1 {
+                    response.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ResponseFuture");
+        match &self.state {
+            State::Running { guard, .. } => d.field("guard", guard),
+            State::Refused { .. } => d.field("refused", &true),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// A response body that holds its request's guard (see
+    /// [`TrackRequests`]) until the body's end, an error, or its drop; or
+    /// the empty body of a refused request.
+    pub struct TrackedBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        guard: Option<TaskGuard>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Body { #[pin] body: B },
+        Empty,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Body { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    // The end, or an error that ends it: the request is done.
+                    this.guard.take();
+                }
+                Poll::Ready(frame)
+            }
+            KindProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Body { body } => body.is_end_stream(),
+            Kind::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Body { body } => body.size_hint(),
+            Kind::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B> fmt::Debug for TrackedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("empty", &matches!(self.kind, Kind::Empty))
+            .field("guard", &self.guard)
+            .finish()
+    }
+}

@@ -1,0 +1,568 @@
+//! `taskgroup::http::serve` under real HTTP/1 and HTTP/2 clients on loopback
+//! (hyper's client). Steps are sequenced by events from the handlers and by
+//! the group's own signals; time appears only as generous upper bounds.
+
+#[path = "../examples/axum_server/client.rs"]
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use client::Client;
+use taskgroup::{ShutdownReport, WaitGroup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{timeout, Instant};
+
+/// The longest any single step may take before the test fails.
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// What the handlers share with the test.
+#[derive(Clone)]
+struct App {
+    /// `"<path> started"` when a handler begins.
+    started: mpsc::UnboundedSender<String>,
+    /// `/slow` answers once given a permit.
+    release: Arc<Semaphore>,
+    /// Handlers running now (a handler counts until it returns or is dropped).
+    live: Arc<AtomicUsize>,
+}
+
+/// Counts a running handler until it is dropped: returned or aborted.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(app: &App) -> Live {
+        app.live.fetch_add(1, SeqCst);
+        Live(app.live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+async fn slow(State(app): State<App>) -> &'static str {
+    let _live = Live::new(&app);
+    app.started.send("/slow started".into()).unwrap();
+    app.release.acquire().await.unwrap().forget();
+    "slow done"
+}
+
+async fn stuck(State(app): State<App>) -> &'static str {
+    let _live = Live::new(&app);
+    app.started.send("/stuck started".into()).unwrap();
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
+struct Server {
+    group: WaitGroup,
+    addr: SocketAddr,
+    started: mpsc::UnboundedReceiver<String>,
+    release: Arc<Semaphore>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// Serves the test app as work of a group named `http`.
+    async fn start() -> Server {
+        Server::start_in(WaitGroup::builder().name("http").build(), Router::new()).await
+    }
+
+    /// Serves the test app, with `extra` routes, as work of `group`.
+    async fn start_in(group: WaitGroup, extra: Router<App>) -> Server {
+        let (tx, started) = mpsc::unbounded_channel();
+        let app = App {
+            started: tx,
+            release: Arc::new(Semaphore::new(0)),
+            live: Arc::new(AtomicUsize::new(0)),
+        };
+        let (release, live) = (app.release.clone(), app.live.clone());
+        let router = Router::new()
+            .route("/hello", get(|| async { "hello" }))
+            .route("/slow", get(slow))
+            .route("/stuck", get(stuck))
+            .merge(extra)
+            .with_state(app);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        taskgroup::http::serve_router(&group, listener, router);
+        Server {
+            group,
+            addr,
+            started,
+            release,
+            live,
+        }
+    }
+
+    /// Waits for the handler event `what`.
+    async fn started(&mut self, what: &str) {
+        let event = timeout(LIMIT, self.started.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what:?} within {LIMIT:?}"))
+            .expect("the handlers are gone");
+        assert_eq!(event, what);
+    }
+
+    /// `GET path` on a new connection (HTTP/2 if `h2`), in a task; the
+    /// client's address and the task.
+    async fn spawn_get(
+        &self,
+        path: &'static str,
+        h2: bool,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<client::Response, taskgroup::BoxError>>,
+    ) {
+        let mut client = connect(self.addr, h2).await;
+        let local = client.local_addr();
+        (local, tokio::spawn(async move { client.get(path).await }))
+    }
+}
+
+async fn connect(addr: SocketAddr, h2: bool) -> Client {
+    let client = if h2 {
+        Client::connect_h2(addr).await
+    } else {
+        Client::connect(addr).await
+    };
+    client.unwrap()
+}
+
+fn aborted_names(report: &ShutdownReport) -> Vec<String> {
+    let mut names: Vec<String> = report
+        .aborted()
+        .iter()
+        .map(|t| t.name().unwrap_or("?").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether a request on a new connection gets no response: refused by the
+/// system, or accepted and closed unanswered.
+async fn refused(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let request = b"GET /hello HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    let _ = stream.write_all(request).await;
+    let mut buf = [0; 64];
+    matches!(
+        timeout(LIMIT, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_connections_drain_and_the_slow_requests_are_answered() {
+    let mut server = Server::start().await;
+    let addr = server.addr;
+
+    // Idle keep-alive connections, one of each protocol, used once.
+    let mut idle_h1 = connect(addr, false).await;
+    let mut idle_h2 = connect(addr, true).await;
+
+    assert_eq!(idle_h1.get("/hello").await.unwrap().body, "hello");
+    assert_eq!(idle_h2.get("/hello").await.unwrap().body, "hello");
+
+    // A slow request on each protocol, in flight when the shutdown starts.
+    let (_, slow_h1) = server.spawn_get("/slow", false).await;
+    server.started("/slow started").await;
+    let (_, slow_h2) = server.spawn_get("/slow", true).await;
+    server.started("/slow started").await;
+
+    let group = server.group.clone();
+    let started = Instant::now();
+    let shutdown = tokio::spawn(async move { group.shutdown(Duration::from_secs(60)).await });
+
+    // Draining: the idle connections are closed at once, new connections
+    // are refused, and then the slow requests are answered (released once
+    // the group is cancelled, so HTTP/1's response is sent in the drain).
+    timeout(LIMIT, server.group.cancelled()).await.unwrap();
+    timeout(LIMIT, idle_h1.closed())
+        .await
+        .expect("idle HTTP/1 closed");
+    timeout(LIMIT, idle_h2.closed())
+        .await
+        .expect("idle HTTP/2 closed");
+    assert!(refused(addr).await, "a new connection during the drain");
+    server.release.add_permits(2);
+
+    let slow_h1 = timeout(LIMIT, slow_h1).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (slow_h1.status.as_u16(), slow_h1.body.as_str()),
+        (200, "slow done")
+    );
+    assert!(
+        slow_h1.closing,
+        "answered during the drain: connection: close"
+    );
+    let slow_h2 = timeout(LIMIT, slow_h2).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (slow_h2.status.as_u16(), slow_h2.body.as_str()),
+        (200, "slow done")
+    );
+
+    let report = timeout(LIMIT, shutdown).await.unwrap().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        started.elapsed() < LIMIT,
+        "the drain ends when the work does"
+    );
+    assert_eq!(server.live.load(SeqCst), 0);
+    assert!(refused(addr).await, "a new connection after the shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_slow_requests_are_aborted_at_the_deadline_and_named() {
+    let mut server = Server::start().await;
+    let (h1_peer, stuck_h1) = server.spawn_get("/stuck", false).await;
+    server.started("/stuck started").await;
+    let (h2_peer, stuck_h2) = server.spawn_get("/stuck", true).await;
+    server.started("/stuck started").await;
+
+    let grace = Duration::from_millis(300);
+    let started = Instant::now();
+    let report = timeout(LIMIT, server.group.shutdown(grace)).await.unwrap();
+    let elapsed = started.elapsed();
+    println!("{report}");
+
+    assert!(elapsed >= grace, "aborted before the deadline: {elapsed:?}");
+    // The HTTP/1 request runs in its connection's task; the HTTP/2 request
+    // in a task of its own, next to its connection's.
+    let mut expected = vec![
+        format!("conn {h1_peer}"),
+        format!("conn {h2_peer}"),
+        format!("GET /stuck (conn {h2_peer})"),
+    ];
+    expected.sort();
+    assert_eq!(aborted_names(&report), expected, "{report}");
+    assert!(report
+        .aborted()
+        .iter()
+        .all(|t| t.group_name() == Some("http")));
+    assert!(report.pending().is_empty(), "{report}");
+    assert!(report.errors().is_empty(), "{report}");
+    assert_eq!(
+        server.live.load(SeqCst),
+        0,
+        "the aborted handlers are dropped"
+    );
+
+    let h1 = timeout(LIMIT, stuck_h1).await.unwrap().unwrap();
+    assert!(
+        h1.is_err(),
+        "the stuck HTTP/1 request must not be answered: {h1:?}"
+    );
+    let h2 = timeout(LIMIT, stuck_h2).await.unwrap().unwrap();
+    assert!(
+        h2.is_err(),
+        "the stuck HTTP/2 request must not be answered: {h2:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_after_close_is_dropped_unanswered_and_the_loop_ends() {
+    let group = WaitGroup::builder().name("http").build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new().route("/hello", get(|| async { "hello" }));
+    let accept = taskgroup::http::serve_router(&group, listener, router);
+
+    let mut before = connect(addr, false).await;
+    assert_eq!(before.get("/hello").await.unwrap().body, "hello");
+
+    // Closed but not cancelled: the loop is still in `accept`; the next
+    // connection is refused unanswered, and the loop ends.
+    group.close();
+    assert!(refused(addr).await, "a connection accepted after close");
+    timeout(LIMIT, accept).await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is dropped with the loop"
+    );
+    // A connection accepted before the close is still served.
+    assert_eq!(before.get("/hello").await.unwrap().body, "hello");
+
+    let report = group.shutdown(LIMIT).await;
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_loop_and_connections_are_named_tasks_of_the_group() {
+    let mut server = Server::start().await;
+    let (peer, _stuck) = server.spawn_get("/stuck", false).await;
+    server.started("/stuck started").await;
+    let pending = server.group.pending();
+    let mut names: Vec<&str> = pending.tasks().filter_map(|t| t.name()).collect();
+    names.sort();
+    let accept = format!("http accept {}", server.addr);
+    let conn = format!("conn {peer}");
+    assert_eq!(names, [conn.as_str(), accept.as_str()]);
+    // The accept loop ends by itself on cancel; the connection is aborted.
+    let report = server.group.shutdown(Duration::ZERO).await;
+    assert_eq!(aborted_names(&report), [conn], "{report}");
+    assert_eq!(report.finished(), 1, "{report}");
+}
+
+/// A database pool linked after the server: its task, on its turn, records
+/// how many handlers were still running, and marks the pool closed.
+struct Pool {
+    closed: Arc<AtomicBool>,
+    handlers_at_close: Arc<AtomicUsize>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_teardown_the_pool_closes_only_after_every_handler_is_gone() {
+    for round in 0..3 {
+        let root = WaitGroup::builder().name("app").build();
+        let http = WaitGroup::builder().name("http").build();
+        let pool_group = WaitGroup::builder().name("db pool").build();
+        root.link(&http).unwrap();
+        root.link(&pool_group).unwrap();
+
+        let pool = Pool {
+            closed: Arc::new(AtomicBool::new(false)),
+            handlers_at_close: Arc::new(AtomicUsize::new(usize::MAX)),
+        };
+        let queries_after_close = Arc::new(AtomicUsize::new(0));
+        let queries = Arc::new(AtomicUsize::new(0));
+
+        // The handler queries the pool every millisecond, for ever: it is
+        // slower than any grace, and is still querying at the deadline.
+        let busy = {
+            let closed = pool.closed.clone();
+            let after = queries_after_close.clone();
+            let queries = queries.clone();
+            get(move |State(app): State<App>| async move {
+                let _live = Live::new(&app);
+                app.started.send("/busy started".into()).unwrap();
+                loop {
+                    if closed.load(SeqCst) {
+                        after.fetch_add(1, SeqCst);
+                    }
+                    queries.fetch_add(1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                #[allow(unreachable_code)]
+                ""
+            })
+        };
+        let mut server = Server::start_in(http.clone(), Router::new().route("/busy", busy)).await;
+
+        let (closed, at_close, live) = (
+            pool.closed.clone(),
+            pool.handlers_at_close.clone(),
+            server.live.clone(),
+        );
+        pool_group.task().name("pool").go(move |ctx| async move {
+            ctx.cancelled().await;
+            at_close.store(live.load(SeqCst), SeqCst);
+            closed.store(true, SeqCst);
+        });
+
+        let (_, h1) = server.spawn_get("/busy", false).await;
+        server.started("/busy started").await;
+        let (_, h2) = server.spawn_get("/busy", true).await;
+        server.started("/busy started").await;
+
+        let report = timeout(LIMIT, root.shutdown(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        assert_eq!(
+            pool.handlers_at_close.load(SeqCst),
+            0,
+            "round {round}: handlers still running when the pool closed\n{report}"
+        );
+        assert!(pool.closed.load(SeqCst), "round {round}: {report}");
+        assert_eq!(
+            queries_after_close.load(SeqCst),
+            0,
+            "round {round}: a query after the pool closed\n{report}"
+        );
+        assert!(queries.load(SeqCst) > 0);
+        assert_eq!(report.aborted().len(), 3, "round {round}: {report}");
+        assert!(report.pending().is_empty(), "round {round}: {report}");
+        assert!(timeout(LIMIT, h1).await.unwrap().unwrap().is_err());
+        assert!(timeout(LIMIT, h2).await.unwrap().unwrap().is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_panic_is_recorded_with_the_connection_and_the_server_goes_on() {
+    let panics = Router::new().route(
+        "/panic",
+        get(|| async {
+            if true {
+                panic!("handler bug");
+            }
+            "unreachable"
+        }),
+    );
+    let server = Server::start_in(
+        WaitGroup::builder()
+            .name("http")
+            .cancel_on_error(true)
+            .build(),
+        panics,
+    )
+    .await;
+    let mut client = connect(server.addr, false).await;
+    let peer = client.local_addr();
+    assert!(client.get("/panic").await.is_err());
+    // The connection is not critical: the group is not cancelled, and
+    // serves the next connection.
+    let mut next = connect(server.addr, false).await;
+    assert_eq!(next.get("/hello").await.unwrap().body, "hello");
+    assert!(!server.group.is_cancelled());
+
+    let report = server.group.shutdown(LIMIT).await;
+    let errors: Vec<_> = report.errors().iter().collect();
+    assert_eq!(errors.len(), 1, "{report}");
+    assert!(errors[0].is_panic());
+    assert_eq!(errors[0].name(), Some(format!("conn {peer}").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_on_a_closed_or_cancelled_group_refuses_at_once() {
+    for cancelled in [false, true] {
+        let group = WaitGroup::builder().name("http").build();
+        group.close();
+        if cancelled {
+            group.cancel();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/hello", get(|| async { "hello" }));
+        let accept = taskgroup::http::serve_router(&group, listener, router);
+        timeout(LIMIT, accept).await.unwrap().unwrap();
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "cancelled: {cancelled}"
+        );
+        assert!(group.shutdown(LIMIT).await.is_clean());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_can_extract_the_clients_address() {
+    use axum::extract::ConnectInfo;
+    let peer_route = Router::new().route(
+        "/peer",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let server = Server::start_in(WaitGroup::new(), peer_route).await;
+    for h2 in [false, true] {
+        let mut client = connect(server.addr, h2).await;
+        let response = client.get("/peer").await.unwrap();
+        assert_eq!(response.body, client.local_addr().to_string(), "h2: {h2}");
+    }
+    assert!(server.group.shutdown(LIMIT).await.is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_garbage_connections_do_not_hold_up_an_unbounded_drain() {
+    let server = Server::start().await;
+    let addr = server.addr;
+    // Not HTTP at all: the connection ends, and it is not a failure.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(b"\x00\x01 hello?\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = timeout(LIMIT, garbage.read_to_end(&mut buf)).await.unwrap();
+    // Connected, nothing sent: the protocol is not known yet. Served once
+    // a request on a later connection is answered (connections are
+    // accepted in order).
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut later = connect(addr, false).await;
+    assert_eq!(later.get("/hello").await.unwrap().body, "hello");
+    let silent_conn = format!("conn {}", silent.local_addr().unwrap());
+    let pending = server.group.pending();
+    assert!(
+        pending
+            .tasks()
+            .any(|t| t.name() == Some(silent_conn.as_str())),
+        "{pending}"
+    );
+
+    let report = timeout(LIMIT, server.group.shutdown(Duration::MAX))
+        .await
+        .expect("the drain waits for no idle connection");
+    assert!(report.is_clean(), "{report}");
+    let mut buf = Vec::new();
+    let closed = timeout(LIMIT, silent.read_to_end(&mut buf)).await.unwrap();
+    assert_eq!(closed.unwrap(), 0, "closed without a response");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_headers_are_still_arriving_is_waited_for_until_the_deadline() {
+    let server = Server::start().await;
+    let addr = server.addr;
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    let peer = half.local_addr().unwrap();
+    half.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut later = connect(addr, false).await;
+    assert_eq!(later.get("/hello").await.unwrap().body, "hello");
+
+    // hyper finishes reading a request it has begun (up to its 30 s header
+    // timeout): to the drain it is in flight, so the deadline ends it.
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(aborted_names(&report), [format!("conn {peer}")], "{report}");
+    let mut buf = Vec::new();
+    let _ = timeout(LIMIT, half.read_to_end(&mut buf)).await.unwrap();
+    assert!(buf.is_empty(), "no response");
+}
+
+/// With a drain phase the connections drain on the drain signal, before the
+/// group is cancelled: idle ones close, new ones are refused, and the
+/// in-flight request is answered with `connection: close`; the group's
+/// context is cancelled only once the group drained (a shutdown leaves it
+/// cancelled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_drain_in_the_drain_phase_before_any_cancellation() {
+    let mut server = Server::start().await;
+    let addr = server.addr;
+    let mut idle_h1 = connect(addr, false).await;
+    assert_eq!(idle_h1.get("/hello").await.unwrap().body, "hello");
+    let (_, slow_h1) = server.spawn_get("/slow", false).await;
+    server.started("/slow started").await;
+
+    let group = server.group.clone();
+    let grace = taskgroup::shutdown::Grace::drain(Duration::from_secs(60))
+        .then_cancel(Duration::from_secs(60));
+    let shutdown = tokio::spawn(async move { group.shutdown(grace).await });
+
+    timeout(LIMIT, idle_h1.closed())
+        .await
+        .expect("idle HTTP/1 closed on the drain signal");
+    assert!(server.group.is_draining());
+    assert!(refused(addr).await, "a new connection during the drain");
+    assert!(
+        !server.group.is_cancelled(),
+        "all of this before the cancel phase"
+    );
+    server.release.add_permits(1);
+    let slow_h1 = timeout(LIMIT, slow_h1).await.unwrap().unwrap().unwrap();
+    assert_eq!(slow_h1.body, "slow done");
+    assert!(
+        slow_h1.closing,
+        "answered during the drain: connection: close"
+    );
+
+    let report = timeout(LIMIT, shutdown).await.unwrap().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
