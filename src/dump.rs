@@ -138,16 +138,21 @@ fn snapshot(root: &NodeRef) -> TaskTree {
         }
         let links = node.links();
         let mut tasks = Vec::new();
+        let draining = node.is_draining();
+        let shielded = node.shielded(now);
         node.registry.for_each(|entry| {
             let info = entry.info(&node.label, now);
+            let in_shield = shielded.iter().any(|s| s.0 == info.id);
             tasks.push(TaskEntry {
-                state: TaskState::of(&info),
+                state: TaskState::of(&info, draining, in_shield),
                 info,
             });
         });
         tasks.sort_unstable_by_key(|t| t.info.id);
         let state = if node.is_cancelled() {
             GroupState::Cancelled
+        } else if draining {
+            GroupState::Draining
         } else if node.state().is_closed() {
             GroupState::Closed
         } else {
@@ -290,6 +295,9 @@ pub enum GroupState {
     Open,
     /// [Closed](crate::WaitGroup::close) to new work, not cancelled.
     Closed,
+    /// Asked to drain (a shutdown's drain phase, or
+    /// [`drain`](crate::WaitGroup::drain)), not cancelled yet.
+    Draining,
     /// Its context is cancelled (by [`cancel`](crate::WaitGroup::cancel), a
     /// failure under `cancel_on_error`, its caller's token or a shutdown),
     /// whether or not it is also closed.
@@ -302,6 +310,7 @@ impl GroupState {
         match self {
             GroupState::Open => "open",
             GroupState::Closed => "closed",
+            GroupState::Draining => "draining",
             GroupState::Cancelled => "cancelled",
         }
     }
@@ -328,14 +337,23 @@ pub enum TaskState {
     Queued,
     /// A closure on the blocking pool: a shutdown cannot abort it.
     Blocking,
+    /// Running in a group asked to drain (and not in a shielded section).
+    Draining,
+    /// Running a [shielded](crate::TaskContext::shielded) section within its
+    /// budget.
+    Shielded,
 }
 
 impl TaskState {
-    fn of(info: &TaskInfo) -> Self {
+    fn of(info: &TaskInfo, draining: bool, shielded: bool) -> Self {
         if info.queued {
             TaskState::Queued
         } else if info.kind == TaskKind::Blocking {
             TaskState::Blocking
+        } else if shielded {
+            TaskState::Shielded
+        } else if draining {
+            TaskState::Draining
         } else {
             TaskState::Running
         }
@@ -347,6 +365,8 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Queued => "queued",
             TaskState::Blocking => "blocking",
+            TaskState::Draining => "draining",
+            TaskState::Shielded => "shielded",
         }
     }
 }
@@ -684,14 +704,14 @@ mod ser {
     }
 
     impl Serialize for GroupState {
-        /// `"open"`, `"closed"` or `"cancelled"`.
+        /// `"open"`, `"closed"`, `"draining"` or `"cancelled"`.
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(self.as_str())
         }
     }
 
     impl Serialize for TaskState {
-        /// `"running"`, `"queued"` or `"blocking"`.
+        /// `"running"`, `"queued"`, `"blocking"`, `"draining"` or `"shielded"`.
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             s.serialize_str(self.as_str())
         }

@@ -327,3 +327,36 @@ fn the_dump_types_are_send_and_sync() {
     send_sync::<taskgroup::testing::QuiescenceGuard>();
     send_sync::<taskgroup::ShutdownError>();
 }
+
+/// During a drain the dump says which group drains, and which task is in a
+/// shielded section.
+#[tokio::test(start_paused = true)]
+async fn a_draining_group_and_a_shielded_task() {
+    let wg = taskgroup::WaitGroup::builder().name("store").build();
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    wg.task().name("flusher").go(|ctx| async move {
+        ctx.draining().await;
+        ctx.shielded(Duration::from_secs(5), async move {
+            let _ = entered_tx.send(());
+            std::future::pending::<()>().await
+        })
+        .await
+    });
+    wg.task()
+        .name("reader")
+        .go(|ctx| async move { ctx.cancelled().await });
+    wg.drain();
+    entered.await.unwrap();
+    let dump = wg.dump();
+    assert_eq!(dump.groups()[0].state(), GroupState::Draining);
+    let states: Vec<_> = dump.tasks().map(|t| (t.name(), t.state())).collect();
+    assert_eq!(
+        states,
+        [
+            (Some("flusher"), TaskState::Shielded),
+            (Some("reader"), TaskState::Draining)
+        ]
+    );
+    assert!(dump.to_string().contains("shielded"), "{dump}");
+    wg.cancel();
+}
