@@ -4,7 +4,7 @@
 //! `server` group: the accept loop and each connection (`conn <peer>`, HTTP/1
 //! or HTTP/2) are its tasks. A fake database pool and a log flusher are
 //! groups linked below it, in that order.
-//! On shutdown a [`ShutdownPlan`](taskgroup::ShutdownPlan) runs the phases,
+//! On shutdown a [`ShutdownPlan`](taskgroup::shutdown::ShutdownPlan) runs the phases,
 //! each logged with the time since start:
 //!
 //! 1. readiness fails: `/health/ready` answers 503;
