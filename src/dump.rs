@@ -138,7 +138,8 @@ fn snapshot(root: &NodeRef) -> TaskTree {
         }
         let links = node.links();
         let mut tasks = Vec::new();
-        let draining = node.is_draining();
+        // Draining, not yet cancelled (the group's state says cancelled).
+        let draining = node.is_draining() && !node.is_cancelled();
         let shielded = node.shielded(now);
         node.registry.for_each(|entry| {
             let info = entry.info(&node.label, now);
@@ -337,7 +338,8 @@ pub enum TaskState {
     Queued,
     /// A closure on the blocking pool: a shutdown cannot abort it.
     Blocking,
-    /// Running in a group asked to drain (and not in a shielded section).
+    /// Running in a group asked to drain and not cancelled yet (and not in
+    /// a shielded section).
     Draining,
     /// Running a [shielded](crate::TaskContext::shielded) section within its
     /// budget.
