@@ -513,6 +513,8 @@ pub struct Sink {
     kind: SinkKind,
 }
 
+// Read only by `on_signal`, which needs Unix signals.
+#[cfg_attr(not(unix), allow(dead_code))]
 enum SinkKind {
     /// Shared with the blocking-pool closure that writes each dump.
     Writer(Arc<parking_lot::Mutex<Box<dyn Write + Send>>>),
@@ -548,6 +550,7 @@ impl Sink {
     }
 
     /// Sends one dump where it goes.
+    #[cfg_attr(not(unix), allow(dead_code))]
     async fn emit(&self, tree: TaskTree) {
         match &self.kind {
             SinkKind::Writer(writer) => {
