@@ -29,10 +29,13 @@ use crate::shutdown::Signal;
 /// The `group` field: the bare name, or `#id` without one.
 #[cfg(feature = "tracing")]
 fn group_field(group: &GroupLabel) -> String {
-    match group.name() {
-        Some(name) => name.to_owned(),
-        None => group.id.to_string(),
-    }
+    named(group.name(), group.id)
+}
+
+/// The `group` field from a name and an id.
+#[cfg(feature = "tracing")]
+fn named(name: Option<&str>, id: crate::label::GroupId) -> String {
+    name.map_or_else(|| id.to_string(), str::to_owned)
 }
 
 /// A `go()` task's span; nothing without the feature.
@@ -114,9 +117,7 @@ pub(crate) fn signal(signal: Signal, nth: usize) {
 pub(crate) fn task_failed(error: &TaskError) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        group = error
-            .group_name()
-            .map_or_else(|| error.group_id().to_string(), str::to_owned),
+        group = named(error.group_name(), error.group_id()),
         group.id = error.group_id().as_u64(),
         task.name = error.name(),
         task.id = error.id().as_u64(),
@@ -145,9 +146,7 @@ pub(crate) fn aborted(task: &TaskInfo) {
 #[cfg(feature = "tracing")]
 fn item(what: &str, task: &TaskInfo) {
     tracing::debug!(
-        group = task
-            .group_name()
-            .map_or_else(|| task.group_id().to_string(), str::to_owned),
+        group = named(task.group_name(), task.group_id()),
         group.id = task.group_id().as_u64(),
         task.name = task.name(),
         task.id = task.id().as_u64(),
@@ -192,9 +191,7 @@ pub(crate) fn shutdown_done(group: &GroupLabel, report: &ShutdownReport) {
         }
         for error in report.errors().iter() {
             tracing::debug!(
-                group = error
-                    .group_name()
-                    .map_or_else(|| error.group_id().to_string(), str::to_owned),
+                group = named(error.group_name(), error.group_id()),
                 group.id = error.group_id().as_u64(),
                 task.name = error.name(),
                 task.id = error.id().as_u64(),
