@@ -621,8 +621,9 @@ impl Node {
     /// This group's pending work, as a report lists it; `None` if idle.
     fn pending(&self, now: Instant) -> Option<GroupPending> {
         let mut tasks = Vec::new();
+        // In chunks: a report on a million entries must not stall add/done.
         self.registry
-            .for_each(|entry| tasks.push(entry.info(&self.label, now)));
+            .for_each_chunked(|entry| tasks.push(entry.info(&self.label, now)));
         tasks.sort_unstable_by_key(|t| t.id);
         let count = self.len().max(tasks.len());
         (count > 0).then(|| GroupPending {

@@ -267,6 +267,41 @@ impl Default for WaitGroupBuilder {
 
 /// Where a runtime must be found; panics with a message naming the
 /// requirement rather than Tokio's generic one.
+/// Where a task is spawned: on the current runtime (`tokio::spawn`, which
+/// clones no runtime handle), or on a given one.
+#[derive(Debug, Clone, Copy)]
+enum Runtime<'r> {
+    Current,
+    On(&'r tokio::runtime::Handle),
+}
+
+impl Runtime<'_> {
+    /// The current runtime, after checking that there is one (so that the
+    /// panic names the method): from inside a task that is known without a
+    /// runtime handle, elsewhere (a `block_on`'s own future, a plain thread)
+    /// by looking for one.
+    #[inline]
+    #[track_caller]
+    fn current(method: &str) -> Self {
+        if tokio::task::try_id().is_none() {
+            let _ = runtime_handle(method);
+        }
+        Runtime::Current
+    }
+
+    #[track_caller]
+    fn spawn<F>(self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Runtime::Current => tokio::spawn(fut),
+            Runtime::On(handle) => handle.spawn(fut),
+        }
+    }
+}
+
 #[track_caller]
 fn runtime_handle(method: &str) -> tokio::runtime::Handle {
     match tokio::runtime::Handle::try_current() {
@@ -1293,10 +1328,10 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let runtime = runtime_handle("go");
+        let runtime = Runtime::current("go");
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, &runtime)
+        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
     }
 
     /// A task, unless the group is closed or at its limit: see
@@ -1332,8 +1367,8 @@ impl<'a> TaskBuilder<'a> {
             permit => permit,
         };
         let task = self.group.try_add_task()?;
-        let runtime = runtime_handle("try_go");
-        Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+        let runtime = Runtime::current("try_go");
+        Ok(self.spawn_on_runtime(site, task, permit, f, runtime))
     }
 
     /// Waits for a free slot under the group's [`limit`](WaitGroupBuilder::limit)
@@ -1382,7 +1417,7 @@ impl<'a> TaskBuilder<'a> {
         async move {
             let permit = self.group.node.acquire_permit().await;
             let task = self.group.try_add_task()?;
-            Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+            Ok(self.spawn_on_runtime(site, task, permit, f, Runtime::On(&runtime)))
         }
     }
 
@@ -1402,7 +1437,7 @@ impl<'a> TaskBuilder<'a> {
     {
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
+        self.spawn_on_runtime(Location::caller(), task, permit, f, Runtime::On(runtime))
     }
 
     /// A `!Send` task on the current [`LocalSet`](tokio::task::LocalSet) (or
@@ -1549,7 +1584,7 @@ impl<'a> TaskBuilder<'a> {
         task: TaskRef<Node>,
         permit: Permit,
         f: F,
-        runtime: &tokio::runtime::Handle,
+        runtime: Runtime<'_>,
     ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
     where
         F: FnOnce(TaskContext) -> Fut,
