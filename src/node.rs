@@ -620,7 +620,7 @@ impl Node {
 
     /// This group's pending work, as a report lists it; `None` if idle.
     fn pending(&self, now: Instant) -> Option<GroupPending> {
-        let mut tasks = Vec::new();
+        let mut tasks = Vec::with_capacity(self.registry.len());
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
             .for_each_chunked(|entry| tasks.push(entry.info(&self.label, now)));

@@ -766,8 +766,9 @@ impl Registry {
 
     /// Calls `f` on every entry, one shard at a time and within a shard in
     /// chunks of about [`CHUNK`] slots, taking the shard's lock for each
-    /// chunk and releasing it in between, so an add or done on that shard
-    /// waits for one chunk at most, however many entries the shard holds.
+    /// chunk and handing it over (a fair unlock) in between, so an add or
+    /// done on that shard waits for one chunk at most, however many entries
+    /// the shard holds.
     ///
     /// Each chunk is a snapshot of its part of the shard: an entry present
     /// for the whole call is visited exactly once (entries never move), one
@@ -788,7 +789,12 @@ impl Registry {
         for shard in self.made_shards() {
             let mut from = 0;
             loop {
-                let next = shard.0.lock().visit_from(from, chunk, &mut f);
+                let mut slab = shard.0.lock();
+                let next = slab.visit_from(from, chunk, &mut f);
+                // Fair: a thread waiting to add or complete on this shard
+                // gets the lock before the next chunk (a plain unlock would
+                // let this loop take it again at once).
+                parking_lot::MutexGuard::unlock_fair(slab);
                 match next {
                     Some(at) => from = at,
                     None => break,
@@ -800,7 +806,6 @@ impl Registry {
 
     /// The number of entries, summed over the shards (each locked in turn,
     /// so a moving count may be one that never was at a single instant).
-    #[cfg_attr(not(test), allow(dead_code))] // Read by tests.
     pub(crate) fn len(&self) -> usize {
         self.made_shards().map(|shard| shard.0.lock().len).sum()
     }
