@@ -926,6 +926,10 @@ impl WaitGroup {
     /// links this is one wait on the state word: no allocation.
     async fn wait_tree(&self) {
         self.node.state().wait_idle().await;
+        // An idle tree is confirmed by one visit that copies nothing.
+        if node::tree_is_idle(&self.node) {
+            return;
+        }
         loop {
             let nodes = node::walk(&self.node);
             let mut waited = false;
@@ -943,6 +947,9 @@ impl WaitGroup {
 
     /// The blocking twin of `wait_tree`; `false` if the deadline passed.
     fn wait_tree_blocking(&self, deadline: Option<std::time::Instant>) -> bool {
+        if node::tree_is_idle(&self.node) {
+            return true;
+        }
         loop {
             let nodes = node::walk(&self.node);
             let mut waited = false;
