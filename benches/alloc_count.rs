@@ -171,7 +171,11 @@ fn empty_group_table() -> String {
     );
     out.push_str("| what | heap bytes | allocations |\n|---|---:|---:|\n");
     for row in &rows {
-        let _ = writeln!(out, "| {} | {:.0} | {:.2} |", row.what, row.bytes, row.allocs);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} |",
+            row.what, row.bytes, row.allocs
+        );
     }
     let empty = &rows[0];
     out.push_str("\n| target | measured | limit | |\n|---|---|---:|---|\n");
