@@ -4,6 +4,9 @@
 //! `block_on`, a `spawn_blocking` thread, a plain thread that entered the
 //! runtime) and still refuses, by name, where none can.
 
+// The spawning futures hand their `TaskHandle`s out, to be awaited together.
+#![allow(clippy::async_yields_async)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
