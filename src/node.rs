@@ -65,6 +65,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
@@ -783,9 +784,10 @@ impl Node {
 
     /// This group's pending work, as a report lists it; `None` if idle.
     fn pending(&self, now: Instant) -> Option<GroupPending> {
-        let mut tasks = Vec::new();
+        let mut tasks = Vec::with_capacity(self.registry.len());
+        // In chunks: a report on a million entries must not stall add/done.
         self.registry
-            .for_each(|entry| tasks.push(entry.info(&self.label, now)));
+            .for_each_chunked(|entry| tasks.push(entry.info(&self.label, now)));
         tasks.sort_unstable_by_key(|t| t.id);
         let count = self.len().max(tasks.len());
         (count > 0).then(|| GroupPending {
@@ -850,7 +852,7 @@ pub(crate) fn visit(
         let _ = at(root, None);
         return;
     }
-    let mut seen: HashSet<GroupId> = HashSet::new();
+    let mut seen = IdSet::default();
     let mut stack: Vec<NodeRef> = vec![root.clone()];
     while let Some(node) = stack.pop() {
         if !seen.insert(node.id()) {
@@ -870,6 +872,35 @@ pub(crate) fn visit(
         }
     }
 }
+
+/// The groups a [`visit`] has seen. Group ids are unique and handed out in
+/// sequence, so one multiplication hashes them well (an odd multiplier
+/// permutes the low bits, which pick the bucket); SipHash, the default,
+/// cost more than the rest of a visit per group.
+type IdSet = HashSet<GroupId, BuildHasherDefault<IdHasher>>;
+
+/// See [`IdSet`].
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(ID_MULTIPLIER);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(ID_MULTIPLIER);
+    }
+}
+
+/// 2^64 / the golden ratio, odd.
+const ID_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Every group reachable from `root`, in [`visit`] order.
 pub(crate) fn walk(root: &NodeRef) -> Vec<NodeRef> {

@@ -348,6 +348,41 @@ impl Default for WaitGroupBuilder {
 
 /// Where a runtime must be found; panics with a message naming the
 /// requirement rather than Tokio's generic one.
+/// Where a task is spawned: on the current runtime (`tokio::spawn`, which
+/// clones no runtime handle), or on a given one.
+#[derive(Debug, Clone, Copy)]
+enum Runtime<'r> {
+    Current,
+    On(&'r tokio::runtime::Handle),
+}
+
+impl Runtime<'_> {
+    /// The current runtime, after checking that there is one (so that the
+    /// panic names the method): from inside a task that is known without a
+    /// runtime handle, elsewhere (a `block_on`'s own future, a plain thread)
+    /// by looking for one.
+    #[inline]
+    #[track_caller]
+    fn current(method: &str) -> Self {
+        if tokio::task::try_id().is_none() {
+            let _ = runtime_handle(method);
+        }
+        Runtime::Current
+    }
+
+    #[track_caller]
+    fn spawn<F>(self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Runtime::Current => tokio::spawn(fut),
+            Runtime::On(handle) => handle.spawn(fut),
+        }
+    }
+}
+
 #[track_caller]
 fn runtime_handle(method: &str) -> tokio::runtime::Handle {
     match tokio::runtime::Handle::try_current() {
@@ -1035,6 +1070,10 @@ impl WaitGroup {
     /// links this is one wait on the state word: no allocation.
     async fn wait_tree(&self) {
         self.node.state().wait_idle().await;
+        // An idle tree is confirmed by one visit that copies nothing.
+        if node::tree_is_idle(&self.node) {
+            return;
+        }
         loop {
             let nodes = node::walk(&self.node);
             let mut waited = false;
@@ -1052,6 +1091,9 @@ impl WaitGroup {
 
     /// The blocking twin of `wait_tree`; `false` if the deadline passed.
     fn wait_tree_blocking(&self, deadline: Option<std::time::Instant>) -> bool {
+        if node::tree_is_idle(&self.node) {
+            return true;
+        }
         loop {
             let nodes = node::walk(&self.node);
             let mut waited = false;
@@ -1447,10 +1489,10 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let runtime = runtime_handle("go");
+        let runtime = Runtime::current("go");
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, &runtime)
+        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
     }
 
     /// A task, unless the group is closed or at its limit: see
@@ -1486,8 +1528,8 @@ impl<'a> TaskBuilder<'a> {
             permit => permit,
         };
         let task = self.group.try_add_task()?;
-        let runtime = runtime_handle("try_go");
-        Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+        let runtime = Runtime::current("try_go");
+        Ok(self.spawn_on_runtime(site, task, permit, f, runtime))
     }
 
     /// Waits for a free slot under the group's [`limit`](WaitGroupBuilder::limit)
@@ -1536,7 +1578,7 @@ impl<'a> TaskBuilder<'a> {
         async move {
             let permit = self.group.node.acquire_permit().await;
             let task = self.group.try_add_task()?;
-            Ok(self.spawn_on_runtime(site, task, permit, f, &runtime))
+            Ok(self.spawn_on_runtime(site, task, permit, f, Runtime::On(&runtime)))
         }
     }
 
@@ -1556,7 +1598,7 @@ impl<'a> TaskBuilder<'a> {
     {
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
+        self.spawn_on_runtime(Location::caller(), task, permit, f, Runtime::On(runtime))
     }
 
     /// A `!Send` task on the current [`LocalSet`](tokio::task::LocalSet) (or
@@ -1703,7 +1745,7 @@ impl<'a> TaskBuilder<'a> {
         task: TaskRef<Node>,
         permit: Permit,
         f: F,
-        runtime: &tokio::runtime::Handle,
+        runtime: Runtime<'_>,
     ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
     where
         F: FnOnce(TaskContext) -> Fut,

@@ -4,16 +4,17 @@
 //!
 //! Built on `stats_alloc` (a dev-dependency, as in `benches/alloc_count.rs`)
 //! so that the benches hold no `unsafe` of their own. It counts only in a
-//! binary whose global allocator is [`INSTRUMENTED`]; `benches/report.rs`
-//! does not install it, because it counts every allocation with shared
-//! atomics and so skews the timed rows (on two workers most): there the
-//! memory rows say "not measured". The memory numbers of issues 11 and 16
-//! come from `tests/soak.rs` (asserted) until they move to a binary that
-//! installs it.
+//! binary whose global allocator is [`INSTRUMENTED`]: `benches/alloc_count.rs`
+//! installs it and prints the empty-group table (workload 10d) from it;
+//! `benches/report.rs` does not, because it counts every allocation with
+//! shared atomics and so skews the timed rows (on two workers most). The heap
+//! columns of the w9 rows therefore read 0 in the report binary; the memory
+//! kept per transient child and per burst guard is asserted by
+//! `tests/soak.rs`.
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
-/// The allocator `benches/report.rs` installs.
+/// The allocator `benches/alloc_count.rs` installs.
 pub(crate) static INSTRUMENTED: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// What a measured region allocated.

@@ -604,6 +604,23 @@ fn batches(
     total
 }
 
+/// Workload 3's two phases, per task, as side measurements: the spawn loop
+/// (from `spawn` to `complete`), and from the end of that loop until the wait
+/// returned (on the current-thread runtime no task runs during the loop, so
+/// this is the tasks' run and completion plus the wait; on two workers the
+/// phases overlap).
+fn record_phases(spawn: Instant, complete: Instant) {
+    let end = Instant::now();
+    let per = |d: Duration| d.as_nanos() as f64 / TASKS as f64;
+    record_extra(PHASE_SPAWN, Unit::Ns, false, per(complete - spawn));
+    record_extra(PHASE_COMPLETE, Unit::Ns, false, per(end - complete));
+}
+
+/// The names of [`record_phases`]'s side measurements.
+pub(crate) const PHASE_SPAWN: &str = "spawn loop per task";
+/// See [`PHASE_SPAWN`].
+pub(crate) const PHASE_COMPLETE: &str = "completion + wait per task";
+
 /// Workload 3: `TASKS` trivial tasks spawned, then all waited for.
 pub(crate) fn spawn_trivial(flavor: Flavor) -> Workload {
     let mut variants = Vec::new();
@@ -628,10 +645,13 @@ pub(crate) fn spawn_trivial(flavor: Flavor) -> Workload {
         batches(&rt, iters, || {
             Box::pin(async {
                 let wg = WaitGroup::new();
+                let spawn = Instant::now();
                 for _ in 0..TASKS {
                     wg.go(|_ctx| async { Ok::<(), Infallible>(()) });
                 }
+                let complete = Instant::now();
                 wg.wait().await.expect("no failures");
+                record_phases(spawn, complete);
             })
         })
     }));
@@ -641,11 +661,14 @@ pub(crate) fn spawn_trivial(flavor: Flavor) -> Workload {
         batches(&rt, iters, || {
             Box::pin(async {
                 let tracker = TaskTracker::new();
+                let spawn = Instant::now();
                 for _ in 0..TASKS {
                     tracker.spawn(async {});
                 }
+                let complete = Instant::now();
                 tracker.close();
                 tracker.wait().await;
+                record_phases(spawn, complete);
             })
         })
     }));
