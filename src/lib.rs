@@ -114,6 +114,9 @@
 //!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
 //!   [`TaskError`]), the ids, the [task-tree dump](dump) and the service
 //!   status events; the JSON shapes are documented on those types.
+//! * `tokio-console` (off by default): spawned tasks carry their names for
+//!   tokio-console, through tokio's task builder; like tokio-console itself
+//!   it needs `RUSTFLAGS="--cfg tokio_unstable"`, and does nothing without.
 //! * `systemd` (off by default, Unix only, no extra dependency): the
 //!   `taskgroup::systemd` module, to tell systemd the service is ready
 //!   or stopping, and to extend its stop timeout while a drain makes progress.

@@ -370,12 +370,27 @@ impl Runtime<'_> {
         Runtime::Current
     }
 
+    /// Spawns `fut`; with the `tokio-console` feature under
+    /// `--cfg tokio_unstable`, named `name` for tokio-console.
     #[track_caller]
-    fn spawn<F>(self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    fn spawn<F>(self, fut: F, name: Option<&str>) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        #[cfg(all(tokio_unstable, feature = "tokio-console"))]
+        if let Some(name) = name {
+            let builder = tokio::task::Builder::new().name(name);
+            let spawned = match self {
+                Runtime::Current => builder.spawn(fut),
+                Runtime::On(handle) => builder.spawn_on(fut, handle),
+            };
+            // Spawning only fails when the runtime is shutting down, where
+            // `tokio::spawn` would return a handle that says so.
+            return spawned.expect("tokio's task builder failed to spawn");
+        }
+        #[cfg(not(all(tokio_unstable, feature = "tokio-console")))]
+        let _ = name;
         match self {
             Runtime::Current => tokio::spawn(fut),
             Runtime::On(handle) => handle.spawn(fut),
@@ -1754,12 +1769,17 @@ impl<'a> TaskBuilder<'a> {
         <Fut::Output as TaskOutput>::Value: Send,
     {
         let node = self.group.node.clone();
+        #[cfg(all(tokio_unstable, feature = "tokio-console"))]
+        let name = self.name.clone();
+        #[cfg(not(all(tokio_unstable, feature = "tokio-console")))]
+        let name: Option<Label> = None;
         let (guard, id, slot, fut, span) = self.prepare(site, task, &permit, f);
+        let name = name.as_ref().map(Label::as_str);
         let join = match permit {
-            Permit::Unlimited => runtime.spawn(task::task_future(guard, fut, span)),
+            Permit::Unlimited => runtime.spawn(task::task_future(guard, fut, span), name),
             permit => {
                 let gated = gated(fut, permit, node.clone(), slot);
-                runtime.spawn(task::task_future(guard, gated, span))
+                runtime.spawn(task::task_future(guard, gated, span), name)
             }
         };
         spawned(&node, slot, id, join)
