@@ -514,7 +514,7 @@ pub struct Sink {
 }
 
 // Read only by `on_signal`, which needs Unix signals.
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(any(not(unix), loom), allow(dead_code))]
 enum SinkKind {
     /// Shared with the blocking-pool closure that writes each dump.
     Writer(Arc<parking_lot::Mutex<Box<dyn Write + Send>>>),
@@ -550,7 +550,7 @@ impl Sink {
     }
 
     /// Sends one dump where it goes.
-    #[cfg_attr(not(unix), allow(dead_code))]
+    #[cfg_attr(any(not(unix), loom), allow(dead_code))]
     async fn emit(&self, tree: TaskTree) {
         match &self.kind {
             SinkKind::Writer(writer) => {
@@ -624,7 +624,7 @@ impl fmt::Debug for Sink {
 /// # Panics
 ///
 /// If called outside a Tokio runtime with IO and signals enabled.
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 pub fn on_signal(wg: &WaitGroup, sink: Sink) -> std::io::Result<SignalDump> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -641,7 +641,7 @@ pub fn on_signal(wg: &WaitGroup, sink: Sink) -> std::io::Result<SignalDump> {
 /// Dumps on SIGUSR1 while it lives; from [`on_signal`].
 ///
 /// Not `Clone`: it owns the dumping task, which ends when this is dropped.
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 #[derive(Debug)]
 #[must_use = "the dumps stop when this is dropped"]
@@ -649,13 +649,13 @@ pub struct SignalDump {
     task: tokio::task::JoinHandle<()>,
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 impl SignalDump {
     /// Stops dumping (as dropping it does).
     pub fn stop(self) {}
 }
 
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 impl Drop for SignalDump {
     fn drop(&mut self) {
         self.task.abort();
