@@ -3,7 +3,7 @@
 //! contending on one group, against TaskTracker, crossbeam's and awaitgroup's
 //! WaitGroups and the `Arc<AtomicUsize>` floor.
 //!
-//! `cargo bench --bench add_done`; for the interleaved comparison with ratios
+//! `cargo bench -p taskgroup-bench --bench add_done`; for the interleaved comparison with ratios
 //! and targets, `scripts/bench-report`.
 
 mod common;

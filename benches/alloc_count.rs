@@ -9,7 +9,7 @@
 //!
 //! A binary of its own (`harness = false`), because the counting allocator
 //! would slow the timed benchmarks. Prints markdown; run by
-//! `scripts/bench-report`, or alone with `cargo bench --bench alloc_count`
+//! `scripts/bench-report`, or alone with `cargo bench -p taskgroup-bench --bench alloc_count`
 //! (`-- --only w10.empty-group` prints the empty-group table alone).
 
 mod common;

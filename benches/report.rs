@@ -16,7 +16,7 @@
 //! run at most [`MAX_ROUNDS_1E6`] rounds.
 //!
 //! ```text
-//! cargo bench --bench report -- [--rounds N] [--only KEY-PREFIX]
+//! cargo bench -p taskgroup-bench --bench report -- [--rounds N] [--only KEY-PREFIX]
 //! ```
 //!
 //! The binary runs on the plain system allocator: the memory rows (workload
@@ -596,7 +596,7 @@ fn main() {
         }
     }
     if !benching {
-        eprintln!("report: a multi-minute benchmark; run it with `cargo bench --bench report` or scripts/bench-report");
+        eprintln!("report: a multi-minute benchmark; run it with `cargo bench -p taskgroup-bench --bench report` or scripts/bench-report");
         return;
     }
     let wanted = |key: &str| only.as_deref().map_or(true, |p| key.starts_with(p));

@@ -1,7 +1,7 @@
 //! Workload 7 of issue 4: 1e6 pending guards then all done; 1e6 idle tasks
 //! released at once then waited; the pending report of 1e6 entries.
 //!
-//! `cargo bench --bench scale` (memory: about 1 GB at peak).
+//! `cargo bench -p taskgroup-bench --bench scale` (memory: about 1 GB at peak).
 
 mod common;
 

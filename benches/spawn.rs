@@ -3,7 +3,7 @@
 //! 2-worker runtime; `go()` against `TaskTracker`, `JoinSet` and raw
 //! `tokio::spawn` with awaited handles.
 //!
-//! `cargo bench --bench spawn`.
+//! `cargo bench -p taskgroup-bench --bench spawn`.
 
 mod common;
 

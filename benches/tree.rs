@@ -2,7 +2,7 @@
 //! per group, waited, and shut down; against a TaskTracker per node with a
 //! CancellationToken tree.
 //!
-//! `cargo bench --bench tree`.
+//! `cargo bench -p taskgroup-bench --bench tree`.
 
 mod common;
 

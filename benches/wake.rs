@@ -4,7 +4,7 @@
 //! the summed latencies, not the wall time (each wake-up is preceded by a
 //! 50 µs pause so the waiter is parked).
 //!
-//! `cargo bench --bench wake`.
+//! `cargo bench -p taskgroup-bench --bench wake`.
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! `--cfg loom`). They live here, not among the production modules.
 
 #[cfg(loom)]
+mod loom_drain;
+#[cfg(loom)]
 mod loom_event;
 #[cfg(loom)]
 mod loom_models;
