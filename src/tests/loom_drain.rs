@@ -59,6 +59,9 @@ fn cancel_alone_wakes_a_drain_waiter() {
         loom::future::block_on(ctx.draining());
         assert!(ctx.is_draining());
         cancel.join().unwrap();
-        assert!(matches!(ctx.cancel_reason(), Some(CancelReason::Requested(None))));
+        assert!(matches!(
+            ctx.cancel_reason(),
+            Some(CancelReason::Requested(None))
+        ));
     });
 }
