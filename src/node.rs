@@ -188,8 +188,10 @@ struct Tokens {
     own: CancellationToken,
     /// The drain signal of this group's own tasks: cancelled by a shutdown's
     /// drain phase or `drain()`. A task reads "draining" as this *or* `own`
-    /// cancelled, so a cancelled context is always a draining one.
-    drain: CancellationToken,
+    /// cancelled, so a cancelled context is always a draining one. Made when
+    /// first used (a drain, or a task waiting for one), so a group that is
+    /// never drained does not pay for it.
+    drain: OnceLock<CancellationToken>,
     /// Why `own` was cancelled. Set before the token it explains is
     /// cancelled (see [`cancel_tree`]), first setter wins; unset while `own`
     /// is cancelled means the caller's token (the only cancellation that
@@ -206,7 +208,7 @@ impl Tokens {
         Tokens {
             own: scope.child_token(),
             scope,
-            drain: CancellationToken::new(),
+            drain: OnceLock::new(),
             reason: OnceLock::new(),
             next: OnceLock::new(),
         }
@@ -248,38 +250,38 @@ pub(crate) struct Node {
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
-    /// The deadlines that bound this group's tasks; see [`Deadlines`].
+    /// What bounds the group's tasks in time, made when first needed (a
+    /// deadline inherited or set by a shutdown, a shielded section), so an
+    /// empty group does not carry it.
+    timing: OnceLock<Box<Timing>>,
+}
+
+/// The part of a group about time: the deadlines that bound its tasks and
+/// the shielded sections a shutdown's forced phase waits for.
+#[derive(Default)]
+struct Timing {
     deadlines: PlainMutex<Deadlines>,
     /// The `go()` tasks of this group now in a shielded section, each with
     /// the end of its budget (a task may appear more than once, nested).
     shields: PlainMutex<Vec<(TaskId, Instant)>>,
     /// Notified when a shielded section ends.
     shield_ended: tokio::sync::Notify,
-    /// With a deadline: cancelled when the last user handle goes, so that
-    /// the deadline's timer can end once the group is idle too.
+    /// With a deadline of its own: cancelled when the last user handle
+    /// goes, so that the deadline's timer can end once the group is idle
+    /// too.
     released: Option<CancellationToken>,
 }
 
-/// What bounds a group's tasks in time; the earliest is the deadline a task
-/// reads ([`Node::deadline`]).
+/// What bounds a group's tasks in time besides its own deadline (in its
+/// config); the earliest of them all is the deadline a task reads
+/// ([`Node::deadline`]).
 #[derive(Debug, Default, Clone, Copy)]
 struct Deadlines {
-    /// The group's own ([`WaitGroupBuilder::deadline`](crate::WaitGroupBuilder::deadline)).
-    own: Option<Instant>,
     /// The earliest deadline of the groups above it, as they were when it
-    /// was linked (or when theirs was set later, by a shutdown).
+    /// was linked.
     inherited: Option<Instant>,
     /// When a running shutdown aborts this group's tasks.
     abort_at: Option<Instant>,
-}
-
-impl Deadlines {
-    fn earliest(&self) -> Option<Instant> {
-        [self.own, self.inherited, self.abort_at]
-            .into_iter()
-            .flatten()
-            .min()
-    }
 }
 
 impl Counted for Node {
@@ -317,11 +319,14 @@ impl Node {
         owner: Option<(Weak<Table>, u64)>,
     ) -> NodeRef {
         let limit = config.limit;
-        let deadlines = Deadlines {
-            own: config.deadline,
-            ..Deadlines::default()
+        // A group with a deadline of its own has its timing from the start.
+        let timing = match config.deadline {
+            Some(_) => OnceLock::from(Box::new(Timing {
+                released: Some(CancellationToken::new()),
+                ..Timing::default()
+            })),
+            None => OnceLock::new(),
         };
-        let released = config.deadline.map(|_| CancellationToken::new());
         let table = Arc::new(Table {
             links: Mutex::new(Links::default()),
             owner,
@@ -350,10 +355,7 @@ impl Node {
             table,
             has_links: AtomicBool::new(false),
             users: AtomicUsize::new(1),
-            deadlines: PlainMutex::new(deadlines),
-            shields: PlainMutex::new(Vec::new()),
-            shield_ended: tokio::sync::Notify::new(),
-            released,
+            timing,
         })
     }
 
@@ -381,7 +383,7 @@ impl Node {
         if this.users.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        if let Some(released) = &this.released {
+        if let Some(released) = this.timing.get().and_then(|t| t.released.as_ref()) {
             released.cancel();
         }
         if this.config.abort_on_drop {
@@ -411,7 +413,9 @@ impl Node {
             Some(origin),
             Some((Arc::downgrade(&this.table), key)),
         );
-        child.deadlines.lock().inherited = inherited;
+        if inherited.is_some() {
+            child.timing().deadlines.lock().inherited = inherited;
+        }
         links.push(child.clone());
         this.has_links.store(true, Ordering::Release);
         child
@@ -569,7 +573,9 @@ impl Node {
 
     /// The drain signal of generation `generation` (which exists).
     pub(crate) fn drain_at(&self, generation: u32) -> &CancellationToken {
-        &self.tokens_at(generation).drain
+        self.tokens_at(generation)
+            .drain
+            .get_or_init(CancellationToken::new)
     }
 
     /// Why generation `generation`'s context was cancelled, if it was.
@@ -588,8 +594,11 @@ impl Node {
         let _one_at_a_time = self.reopening.lock();
         let reopened = self.state().reopen();
         let current = self.tokens();
-        if current.own.is_cancelled() || current.drain.is_cancelled() {
-            self.deadlines.lock().abort_at = None;
+        let drained = current.drain.get().is_some_and(|d| d.is_cancelled());
+        if current.own.is_cancelled() || drained {
+            if let Some(timing) = self.timing.get() {
+                timing.deadlines.lock().abort_at = None;
+            }
             let next = Tokens::new(self.origin.as_ref());
             if current.next.set(Box::new(next)).is_ok() {
                 self.generation
@@ -676,12 +685,15 @@ impl Node {
     /// Tells this group's own tasks to drain: finish what they are doing and
     /// take no more.
     pub(crate) fn drain_own(&self) {
-        self.tokens().drain.cancel();
+        self.tokens()
+            .drain
+            .get_or_init(CancellationToken::new)
+            .cancel();
     }
 
     pub(crate) fn is_draining(&self) -> bool {
         let tokens = self.tokens();
-        tokens.drain.is_cancelled() || tokens.own.is_cancelled()
+        tokens.drain.get().is_some_and(|d| d.is_cancelled()) || tokens.own.is_cancelled()
     }
 
     // ----- deadlines -------------------------------------------------------------
@@ -689,20 +701,32 @@ impl Node {
     /// The earliest deadline bounding this group's tasks: its own, those of
     /// the groups above it, and a running shutdown's abort time.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadlines.lock().earliest()
+        let others = self
+            .timing
+            .get()
+            .map_or_else(Deadlines::default, |t| *t.deadlines.lock());
+        [self.config.deadline, others.inherited, others.abort_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The group's [`Timing`], made on first use.
+    fn timing(&self) -> &Timing {
+        self.timing.get_or_init(Box::default)
     }
 
     /// A running shutdown aborts this group's tasks at `at` (set when the
     /// shutdown starts, and again when it reaches the group late).
     pub(crate) fn set_abort_at(&self, at: Instant) {
-        self.deadlines.lock().abort_at = Some(at);
+        self.timing().deadlines.lock().abort_at = Some(at);
     }
 
     /// The group's own deadline, if it has one, and the token its timer
     /// stops on once the group is released.
     pub(crate) fn own_deadline(&self) -> Option<(Instant, CancellationToken)> {
-        let at = self.deadlines.lock().own?;
-        Some((at, self.released.clone()?))
+        let at = self.config.deadline?;
+        Some((at, self.timing.get()?.released.clone()?))
     }
 
     // ----- shielded sections --------------------------------------------------
@@ -710,24 +734,28 @@ impl Node {
     /// A task of this group enters a shielded section that may run until
     /// `until`, even past the abort of a shutdown's forced phase.
     pub(crate) fn enter_shield(&self, task: TaskId, until: Instant) {
-        self.shields.lock().push((task, until));
+        self.timing().shields.lock().push((task, until));
     }
 
     /// The section entered with `enter_shield(task, until)` ended.
     pub(crate) fn leave_shield(&self, task: TaskId, until: Instant) {
-        let mut shields = self.shields.lock();
+        let timing = self.timing();
+        let mut shields = timing.shields.lock();
         if let Some(i) = shields.iter().position(|s| *s == (task, until)) {
             shields.swap_remove(i);
         }
         drop(shields);
-        self.shield_ended.notify_waiters();
+        timing.shield_ended.notify_waiters();
     }
 
     /// The tasks in a shielded section at `now` whose budget has not run
     /// out, each with the latest end of its sections.
     pub(crate) fn shielded(&self, now: Instant) -> Vec<(TaskId, Instant)> {
         let mut out: Vec<(TaskId, Instant)> = Vec::new();
-        for &(task, until) in self.shields.lock().iter().filter(|s| s.1 > now) {
+        let Some(timing) = self.timing.get() else {
+            return out;
+        };
+        for &(task, until) in timing.shields.lock().iter().filter(|s| s.1 > now) {
             match out.iter_mut().find(|s| s.0 == task) {
                 Some(s) => s.1 = s.1.max(until),
                 None => out.push((task, until)),
@@ -739,7 +767,7 @@ impl Node {
     /// Resolves when a shielded section of this group ends (register before
     /// reading [`shielded`](Self::shielded) to miss none).
     pub(crate) fn shield_ended(&self) -> tokio::sync::futures::Notified<'_> {
-        self.shield_ended.notified()
+        self.timing().shield_ended.notified()
     }
 
     /// Closes the group to `try_add`/`try_go`; `true` if this call closed it.
@@ -1000,7 +1028,7 @@ pub(crate) fn inherit_deadline(parent: &NodeRef, child: &NodeRef) {
         return;
     };
     for node in walk(child) {
-        let mut deadlines = node.deadlines.lock();
+        let mut deadlines = node.timing().deadlines.lock();
         deadlines.inherited = Some(deadlines.inherited.map_or(at, |old| old.min(at)));
     }
 }
