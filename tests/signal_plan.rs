@@ -67,6 +67,11 @@ async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownRep
     // The first poll installs the handlers: from then on a signal is caught.
     assert!((&mut run).now_or_never().is_none());
     kill_self("-TERM");
+    if second == Some("-INT now") {
+        // Both before the runtime looks: seen in one wake-up.
+        kill_self("-INT");
+        return run.await;
+    }
     if let Some(second) = second {
         tokio::select! {
             _ = &mut run => panic!("the plan ended during a 60 s drain"),
@@ -155,4 +160,38 @@ fn child_graceful() {
     let report = runtime.block_on(scenario(None)).expect("graceful");
     let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
     println!("CHILD aborted: {names:?}");
+}
+
+#[test]
+fn two_signals_seen_at_once_force() {
+    let out = run_child("child_forced_at_once");
+    let text = stdout(&out);
+    // Within one wake-up the order of two kinds is not known (see
+    // `shutdown::signals`): the forcing one is either.
+    assert!(matches!(out.status.code(), Some(130 | 143)), "{text}");
+    assert!(text.contains("CHILD forced at once by 2 signals"), "{text}");
+}
+
+#[test]
+fn child_forced_at_once() {
+    if !is_child("child_forced_at_once") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(scenario(Some("-INT now")));
+    let Err(err) = result else {
+        panic!("not forced: {result:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "forced at once, not after the grace"
+    );
+    if let SignalError::Forced { signals, .. } = &err {
+        println!("CHILD forced at once by {} signals", signals.len());
+    }
+    std::process::exit(err.exit_code());
 }

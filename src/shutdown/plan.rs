@@ -283,15 +283,15 @@ impl ShutdownPlan {
         {
             let plan = self.run_because(group, CancelReason::Signal(first));
             tokio::pin!(plan);
-            loop {
+            let mut listening = true;
+            // Two signals may already have arrived by the first wake-up.
+            while signals.received().len() == 1 {
                 tokio::select! {
                     report = &mut plan => return Ok(report),
-                    more = signals.recv(), if signals.received().len() == 1 => {
-                        if more.is_ok() && signals.received().len() > 1 {
-                            break;
-                        }
+                    more = signals.recv(), if listening => {
                         // The handler's socket failed: no second signal can
                         // be seen; finish gracefully.
+                        listening = more.is_ok();
                     }
                 }
             }
