@@ -204,17 +204,21 @@ impl StdError for TaskError {
 /// without copying them.
 #[derive(Debug, Clone, Default)]
 pub struct TaskErrors {
-    parts: Vec<Arc<Vec<Arc<TaskError>>>>,
+    parts: Vec<FailureList>,
     len: usize,
     dropped: u64,
 }
 
+/// The failures one group keeps, shared between the group and the
+/// [`TaskErrors`] snapshots taken of them (copied on write).
+pub(crate) type FailureList = Arc<Vec<Arc<TaskError>>>;
+
 impl TaskErrors {
     /// Adds one group's kept failures and its count of dropped ones.
-    pub(crate) fn push_part(&mut self, kept: Arc<Vec<Arc<TaskError>>>, dropped: u64) {
-        self.len += kept.len();
+    pub(crate) fn push_part(&mut self, kept: Option<FailureList>, dropped: u64) {
         self.dropped += dropped;
-        if !kept.is_empty() {
+        if let Some(kept) = kept.filter(|kept| !kept.is_empty()) {
+            self.len += kept.len();
             self.parts.push(kept);
         }
     }
@@ -289,7 +293,7 @@ impl TaskErrors {
 /// The failures of a [`TaskErrors`], in order; from [`TaskErrors::iter`].
 #[derive(Debug, Clone)]
 pub struct ErrorsIter<'a> {
-    parts: std::slice::Iter<'a, Arc<Vec<Arc<TaskError>>>>,
+    parts: std::slice::Iter<'a, FailureList>,
     current: std::slice::Iter<'a, Arc<TaskError>>,
     left: usize,
 }

@@ -75,7 +75,7 @@ use parking_lot::Mutex as PlainMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{TaskError, TaskErrors};
+use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::reason::CancelReason;
 use crate::registry::{AbortWatch, Registry, Slot};
@@ -142,10 +142,13 @@ pub(crate) struct Links {
 }
 
 /// A group's links, in an allocation of their own that its `child()` groups
-/// refer to weakly (to leave it) without keeping the group alive.
+/// refer to weakly (to leave it) without keeping the group alive. Made when
+/// the group first gets a link or a child, so a group without links does not
+/// allocate it.
 pub(crate) struct Table {
     links: Mutex<Links>,
-    /// For a group made with `child()`: its parent's table and its key there.
+    /// A copy of the owning group's `owner`, so that [`leave`] can climb from
+    /// a parent's table to the grandparent's without the parent's node.
     owner: Option<(Weak<Table>, u64)>,
     /// The owning group's `max_errors`, for the failures of departed children.
     max_errors: usize,
@@ -172,7 +175,9 @@ impl Links {
 /// then at most `max_errors` of them).
 #[derive(Default)]
 struct Failures {
-    kept: Arc<Vec<Arc<TaskError>>>,
+    /// `None` until a failure is kept, so a group without failures does not
+    /// allocate for them.
+    kept: Option<FailureList>,
     /// Failures recorded beyond `max_errors`: counted, not kept.
     dropped: u64,
 }
@@ -184,8 +189,10 @@ struct Tokens {
     /// by the parent's scope, or by the first failure with `cancel_on_error`.
     scope: CancellationToken,
     /// The context handed to this group's own tasks: a child of `scope`, also
-    /// cancelled on its own when a shutdown reaches this group.
-    own: CancellationToken,
+    /// cancelled on its own when a shutdown reaches this group. Made when
+    /// first used (see [`Tokens::own`]), so a group without tasks does not
+    /// pay for it.
+    own: OnceLock<CancellationToken>,
     /// The drain signal of this group's own tasks: cancelled by a shutdown's
     /// drain phase or `drain()`. A task reads "draining" as this *or* `own`
     /// cancelled, so a cancelled context is always a draining one. Made when
@@ -206,11 +213,26 @@ impl Tokens {
     fn new(origin: Option<&CancellationToken>) -> Self {
         let scope = origin.map_or_else(CancellationToken::new, CancellationToken::child_token);
         Tokens {
-            own: scope.child_token(),
+            own: OnceLock::new(),
             scope,
             drain: OnceLock::new(),
             reason: OnceLock::new(),
             next: OnceLock::new(),
+        }
+    }
+
+    /// The context token, made from `scope` when first asked for.
+    fn own(&self) -> &CancellationToken {
+        self.own.get_or_init(|| self.scope.child_token())
+    }
+
+    /// Whether the context token is cancelled, without making it. Until it is
+    /// made it cannot have been cancelled on its own ([`Node::cancel_own`]
+    /// makes it first), so it is cancelled exactly when `scope` is.
+    fn is_own_cancelled(&self) -> bool {
+        match self.own.get() {
+            Some(own) => own.is_cancelled(),
+            None => self.scope.is_cancelled(),
         }
     }
 }
@@ -242,7 +264,10 @@ pub(crate) struct Node {
     /// [`Node::own_errors`].
     has_errors: AtomicBool,
     cause: OnceLock<Arc<TaskError>>,
-    table: Arc<Table>,
+    /// The links, made when first needed (see [`Node::table`]).
+    table: OnceLock<Arc<Table>>,
+    /// For a group made with `child()`: its parent's table and its key there.
+    owner: Option<(Weak<Table>, u64)>,
     /// The links were not empty at some point. Set (never cleared) under the
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
@@ -298,7 +323,7 @@ impl Counted for Node {
     /// The last task of a group with a waiter finished. If the group is a
     /// detached child, it may now leave its parent.
     fn on_idle(this: &Shared<Self>) {
-        if this.table.owner.is_none() {
+        if this.owner.is_none() {
             return;
         }
         // Pairs with the release of the WAITING bit set in `release_user`:
@@ -327,11 +352,6 @@ impl Node {
             })),
             None => OnceLock::new(),
         };
-        let table = Arc::new(Table {
-            links: Mutex::new(Links::default()),
-            owner,
-            max_errors: config.max_errors,
-        });
         Shared::new(Node {
             hot: Hot {
                 state: State::new(),
@@ -352,7 +372,8 @@ impl Node {
             failures: PlainMutex::new(Failures::default()),
             has_errors: AtomicBool::new(false),
             cause: OnceLock::new(),
-            table,
+            table: OnceLock::new(),
+            owner,
             has_links: AtomicBool::new(false),
             users: AtomicUsize::new(1),
             timing,
@@ -389,7 +410,7 @@ impl Node {
         if this.config.abort_on_drop {
             drop(this.abort_tasks(None));
         }
-        if this.table.owner.is_none() {
+        if this.owner.is_none() {
             return;
         }
         // Arm the notify path of the last `done` (see `on_idle`); if nothing
@@ -401,18 +422,36 @@ impl Node {
 
     // ----- children and links -------------------------------------------------
 
+    /// The group's links, made on first use.
+    fn table(&self) -> &Arc<Table> {
+        self.table.get_or_init(|| {
+            Arc::new(Table {
+                links: Mutex::new(Links::default()),
+                owner: self.owner.clone(),
+                max_errors: self.config.max_errors,
+            })
+        })
+    }
+
+    /// The group's links, if it ever had any: `has_links` is set only after a
+    /// push into the table, so once it reads `true` the table exists.
+    fn links_table(&self) -> Option<&Arc<Table>> {
+        if self.has_links.load(Ordering::Acquire) {
+            self.table.get()
+        } else {
+            None
+        }
+    }
+
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
         let origin = this.tokens().scope.clone();
         let inherited = this.deadline();
-        let mut links = this.table.links.lock();
+        let table = this.table();
+        let mut links = table.links.lock();
         let key = links.next_key;
-        let child = Node::new(
-            config,
-            Some(origin),
-            Some((Arc::downgrade(&this.table), key)),
-        );
+        let child = Node::new(config, Some(origin), Some((Arc::downgrade(table), key)));
         if inherited.is_some() {
             child.timing().deadlines.lock().inherited = inherited;
         }
@@ -424,7 +463,7 @@ impl Node {
     /// Links `child` below this node. The caller holds [`LINK_ORDER`] and has
     /// checked for cycles. Returns `false` if it was already linked.
     pub(crate) fn push_link(&self, child: &NodeRef) -> bool {
-        let mut links = self.table.links.lock();
+        let mut links = self.table().links.lock();
         if links.map.values().any(|l| Shared::ptr_eq(l, child)) {
             return false;
         }
@@ -435,8 +474,11 @@ impl Node {
 
     /// Removes `child` from the links; `false` if it was not linked.
     pub(crate) fn remove_link(&self, child: &NodeRef) -> bool {
+        let Some(table) = self.table.get() else {
+            return false;
+        };
         let removed = {
-            let mut links = self.table.links.lock();
+            let mut links = table.links.lock();
             let key = links
                 .map
                 .iter()
@@ -456,10 +498,11 @@ impl Node {
     /// wait waits for happens-before that wait reads the count at zero, as
     /// for failures (see [`Node::own_errors`]).
     pub(crate) fn links(&self) -> Vec<NodeRef> {
-        if !self.has_links.load(Ordering::Acquire) {
+        let Some(table) = self.links_table() else {
             return Vec::new();
-        }
-        self.table.links.lock().map.values().cloned().collect()
+        };
+        let links = table.links.lock();
+        links.map.values().cloned().collect()
     }
 
     /// The links, each with a user handle counted for the caller to wrap
@@ -467,10 +510,10 @@ impl Node {
     /// holds while it checks that a child has no user: so a detached child
     /// is either gone from the list or handed out again and kept.
     pub(crate) fn links_for_users(&self) -> Vec<NodeRef> {
-        if !self.has_links.load(Ordering::Acquire) {
+        let Some(table) = self.links_table() else {
             return Vec::new();
-        }
-        let links = self.table.links.lock();
+        };
+        let links = table.links.lock();
         links
             .map
             .values()
@@ -482,7 +525,8 @@ impl Node {
     }
 
     fn is_bare(&self) -> bool {
-        !self.has_links.load(Ordering::Acquire) || self.table.links.lock().map.is_empty()
+        self.links_table()
+            .map_or(true, |table| table.links.lock().map.is_empty())
     }
 
     // ----- guards and tasks --------------------------------------------------
@@ -552,7 +596,7 @@ impl Node {
 
     /// The context token of generation `generation` (which exists).
     pub(crate) fn own_at(&self, generation: u32) -> &CancellationToken {
-        &self.tokens_at(generation).own
+        self.tokens_at(generation).own()
     }
 
     fn tokens_at(&self, generation: u32) -> &Tokens {
@@ -568,7 +612,7 @@ impl Node {
 
     /// The context handed to this group's own tasks (the current one).
     pub(crate) fn own(&self) -> &CancellationToken {
-        &self.tokens().own
+        self.tokens().own()
     }
 
     /// The drain signal of generation `generation` (which exists).
@@ -581,7 +625,7 @@ impl Node {
     /// Why generation `generation`'s context was cancelled, if it was.
     pub(crate) fn reason_at(&self, generation: u32) -> Option<CancelReason> {
         let tokens = self.tokens_at(generation);
-        if !tokens.own.is_cancelled() {
+        if !tokens.is_own_cancelled() {
             return None;
         }
         Some(tokens.reason.get().cloned().unwrap_or(CancelReason::Token))
@@ -595,7 +639,7 @@ impl Node {
         let reopened = self.state().reopen();
         let current = self.tokens();
         let drained = current.drain.get().is_some_and(|d| d.is_cancelled());
-        if current.own.is_cancelled() || drained {
+        if current.is_own_cancelled() || drained {
             if let Some(timing) = self.timing.get() {
                 timing.deadlines.lock().abort_at = None;
             }
@@ -651,15 +695,15 @@ impl Node {
     /// with `Release`, and a wait returns only after reading the count at zero
     /// with `Acquire`, from that decrement's release sequence. So the flag's
     /// store happens-before the waiter's load, which therefore reads `true`.
-    fn own_errors(&self) -> Option<(Arc<Vec<Arc<TaskError>>>, u64)> {
+    fn own_errors(&self) -> Option<(Option<FailureList>, u64)> {
         if !self.has_errors.load(Ordering::Acquire) {
             return None;
         }
         let failures = self.failures.lock();
-        Some((Arc::clone(&failures.kept), failures.dropped))
+        Some((failures.kept.clone(), failures.dropped))
     }
 
-    fn take_own_errors(&self) -> Option<(Arc<Vec<Arc<TaskError>>>, u64)> {
+    fn take_own_errors(&self) -> Option<(Option<FailureList>, u64)> {
         if !self.has_errors.load(Ordering::Acquire) {
             return None;
         }
@@ -671,7 +715,7 @@ impl Node {
     // ----- cancellation and shutdown steps -------------------------------------
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.own().is_cancelled()
+        self.tokens().is_own_cancelled()
     }
 
     /// Cancels this group's own context (not its scope: the groups below
@@ -679,7 +723,7 @@ impl Node {
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
         let tokens = self.tokens();
         let _ = tokens.reason.set(reason);
-        tokens.own.cancel();
+        tokens.own().cancel();
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
@@ -693,7 +737,7 @@ impl Node {
 
     pub(crate) fn is_draining(&self) -> bool {
         let tokens = self.tokens();
-        tokens.drain.get().is_some_and(|d| d.is_cancelled()) || tokens.own.is_cancelled()
+        tokens.drain.get().is_some_and(|d| d.is_cancelled()) || tokens.is_own_cancelled()
     }
 
     // ----- deadlines -------------------------------------------------------------
@@ -827,9 +871,13 @@ impl Node {
 }
 
 impl Failures {
+    fn kept(&self) -> &[Arc<TaskError>] {
+        self.kept.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     fn push(&mut self, error: &Arc<TaskError>, max: usize) {
-        if self.kept.len() < max {
-            Arc::make_mut(&mut self.kept).push(Arc::clone(error));
+        if self.kept().len() < max {
+            Arc::make_mut(self.kept.get_or_insert_with(Arc::default)).push(Arc::clone(error));
         } else {
             self.dropped += 1;
         }
@@ -886,8 +934,8 @@ pub(crate) fn visit(
         if !seen.insert(node.id()) {
             continue;
         }
-        let flow = if node.has_links.load(Ordering::Acquire) {
-            let mut links = node.table.links.lock();
+        let flow = if let Some(table) = node.links_table() {
+            let mut links = table.links.lock();
             let flow = at(&node, Some(&mut links));
             // Pushed in reverse, so the first link is visited next.
             stack.extend(links.map.values().rev().cloned());
@@ -1042,7 +1090,7 @@ pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
             errors.push_part(kept, dropped);
         }
         if let Some(links) = links {
-            errors.push_part(Arc::clone(&links.departed.kept), links.departed.dropped);
+            errors.push_part(links.departed.kept.clone(), links.departed.dropped);
         }
         ControlFlow::Continue(())
     });
@@ -1095,7 +1143,7 @@ pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
 fn leave(start: &NodeRef) {
     let mut node = start.clone();
     loop {
-        let Some((parent_table, key)) = &node.table.owner else {
+        let Some((parent_table, key)) = &node.owner else {
             return;
         };
         // The parent is gone: nobody can wait for it, nothing to leave.
@@ -1119,11 +1167,15 @@ fn leave(start: &NodeRef) {
             // order: the parent's links, then the child's.
             let max = parent_table.max_errors;
             if let Some((kept, dropped)) = node.own_errors() {
-                links.departed.absorb(&kept, dropped, max);
+                links
+                    .departed
+                    .absorb(kept.as_deref().map_or(&[], Vec::as_slice), dropped, max);
             }
-            if node.has_links.load(Ordering::Acquire) {
-                let departed = std::mem::take(&mut node.table.links.lock().departed);
-                links.departed.absorb(&departed.kept, departed.dropped, max);
+            if let Some(table) = node.links_table() {
+                let departed = std::mem::take(&mut table.links.lock().departed);
+                links
+                    .departed
+                    .absorb(departed.kept(), departed.dropped, max);
             }
             parent_bare = links.map.is_empty();
         }
