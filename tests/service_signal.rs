@@ -4,7 +4,7 @@
 //! the `child_*` tests do nothing.
 #![cfg(unix)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use taskgroup::service::{service_fn, Ready, Service, ServiceError, ServiceGroup, SignalService};
@@ -12,38 +12,10 @@ use taskgroup::shutdown::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const CHILD: &str = "TASKGROUP_SIGNAL_CHILD";
-
-fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap()
+mod common {
+    pub(crate) mod child;
 }
-
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
-
-fn send_sigterm_to_self() {
-    send_to_self("-TERM");
-}
-
-fn send_to_self(signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::child::{is_child, kill_self, run_child, runtime};
 
 fn check(out: &Output, expected: &[&str]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -80,7 +52,7 @@ fn child_graceful() {
         let (ready, when_ready) = Ready::channel();
         let run = tokio::spawn(app.run(CancellationToken::new(), ready));
         assert!(when_ready.await);
-        send_sigterm_to_self();
+        kill_self("-TERM");
         match tokio::time::timeout(Duration::from_secs(10), run).await {
             Ok(Ok(Ok(()))) => println!("CHILD result: ok"),
             other => println!("CHILD result: {other:?}"),
@@ -139,10 +111,10 @@ fn child_forced() {
         let (ready, when_ready) = Ready::channel();
         let run = tokio::spawn(app.run(CancellationToken::new(), ready));
         assert!(when_ready.await);
-        send_sigterm_to_self();
+        kill_self("-TERM");
         cancelled.recv().await.unwrap();
         println!("CHILD first signal: stopping");
-        send_sigterm_to_self();
+        kill_self("-TERM");
         let res = tokio::time::timeout(Duration::from_secs(10), run)
             .await
             .expect("forced stop in time")
@@ -236,7 +208,7 @@ fn busy(signals: &[&str]) {
         // Sent from the runtime's only thread, without yielding: all are delivered before
         // the signal handlers' sockets are polled again.
         for signal in signals {
-            send_to_self(signal);
+            kill_self(signal);
         }
         let res = tokio::time::timeout(Duration::from_secs(10), run)
             .await

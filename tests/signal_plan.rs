@@ -5,34 +5,17 @@
 //! signal reaches the main test process.
 #![cfg(unix)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use taskgroup::shutdown::{Grace, Phase, ShutdownPlan, Signal, SignalError};
 use taskgroup::WaitGroup;
 
-const CHILD: &str = "TASKGROUP_SIGNAL_PLAN_CHILD";
-
-fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap()
+mod common {
+    pub(crate) mod child;
 }
-
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
-
-fn kill_self(signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use common::child::{is_child, kill_self, run_child, runtime};
 
 fn stdout(out: &Output) -> String {
     format!(
@@ -107,12 +90,8 @@ fn child_forced() {
     if !is_child("child_forced") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let started = std::time::Instant::now();
-    let result = runtime.block_on(scenario(Some("-INT")));
+    let result = runtime().block_on(scenario(Some("-INT")));
     let Err(err) = result else {
         panic!("not forced: {result:?}");
     };
@@ -177,12 +156,8 @@ fn child_forced_at_once() {
     if !is_child("child_forced_at_once") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let started = std::time::Instant::now();
-    let result = runtime.block_on(scenario(Some("-INT now")));
+    let result = runtime().block_on(scenario(Some("-INT now")));
     let Err(err) = result else {
         panic!("not forced: {result:?}");
     };
