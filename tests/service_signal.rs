@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use taskgroup::service::{service_fn, Ready, Service, ServiceError, ServiceGroup, SignalService};
 use taskgroup::shutdown::Signal;
+use taskgroup::BoxError;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 mod common {
@@ -81,6 +83,22 @@ impl Drop for OnDrop {
     }
 }
 
+/// Runs `stuck` as the only service of a group `app` with an hour to stop (so that only a
+/// forced stop ends it within the tests' bounds), under a `SignalService`, on a task;
+/// returns the task once the service is ready.
+async fn run_stuck(stuck: impl Service) -> JoinHandle<Result<(), BoxError>> {
+    let group = ServiceGroup::builder("app")
+        .service(stuck)
+        .stop_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut app = SignalService::new(group);
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(app.run(CancellationToken::new(), ready));
+    assert!(when_ready.await);
+    run
+}
+
 #[test]
 fn child_forced() {
     if !is_child("child_forced") {
@@ -102,15 +120,7 @@ fn child_forced() {
                 Ok(())
             }
         });
-        let group = ServiceGroup::builder("app")
-            .service(stuck)
-            .stop_timeout(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        let mut app = SignalService::new(group);
-        let (ready, when_ready) = Ready::channel();
-        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
-        assert!(when_ready.await);
+        let run = run_stuck(stuck).await;
         kill_self("-TERM");
         cancelled.recv().await.unwrap();
         println!("CHILD first signal: stopping");
@@ -196,15 +206,7 @@ fn busy(signals: &[&str]) {
                 Ok(())
             }
         });
-        let group = ServiceGroup::builder("app")
-            .service(stuck)
-            .stop_timeout(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        let mut app = SignalService::new(group);
-        let (ready, when_ready) = Ready::channel();
-        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
-        assert!(when_ready.await);
+        let run = run_stuck(stuck).await;
         // Sent from the runtime's only thread, without yielding: all are delivered before
         // the signal handlers' sockets are polled again.
         for signal in signals {
