@@ -65,6 +65,21 @@ async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownRep
     run.await
 }
 
+/// Runs [`scenario`] with `second` on a real-time runtime: the plan must be
+/// forced, well before its 60 s grace.
+fn forced(second: &'static str) -> SignalError {
+    let started = std::time::Instant::now();
+    let result = runtime().block_on(scenario(Some(second)));
+    let Err(err) = result else {
+        panic!("not forced: {result:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "forced at once, not after the grace"
+    );
+    err
+}
+
 #[test]
 fn a_second_signal_forces_the_plan() {
     let out = run_child("child_forced");
@@ -90,15 +105,7 @@ fn child_forced() {
     if !is_child("child_forced") {
         return;
     }
-    let started = std::time::Instant::now();
-    let result = runtime().block_on(scenario(Some("-INT")));
-    let Err(err) = result else {
-        panic!("not forced: {result:?}");
-    };
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "forced at once, not after the grace"
-    );
+    let err = forced("-INT");
     if let SignalError::Forced { signals, report } = &err {
         println!("CHILD forced by {signals:?}");
         let mut names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
@@ -156,15 +163,7 @@ fn child_forced_at_once() {
     if !is_child("child_forced_at_once") {
         return;
     }
-    let started = std::time::Instant::now();
-    let result = runtime().block_on(scenario(Some("-INT now")));
-    let Err(err) = result else {
-        panic!("not forced: {result:?}");
-    };
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "forced at once, not after the grace"
-    );
+    let err = forced("-INT now");
     if let SignalError::Forced { signals, .. } = &err {
         println!("CHILD forced at once by {} signals", signals.len());
     }
