@@ -1,5 +1,11 @@
 //! [`Capture`]: what a `tracing_subscriber::fmt` subscriber writes, kept in
 //! memory for a test to read.
+//!
+//! A test file declares the `common` modules it uses, one per concern:
+//! `mod common { pub(crate) mod capture; }` (a test file is a crate root, so
+//! the path is `tests/common/capture.rs`). No `tests/common/mod.rs` lists them
+//! all, so no file compiles helpers it does not use and none needs
+//! `allow(dead_code)`.
 
 use std::io::Write;
 use std::sync::Arc;

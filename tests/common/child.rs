@@ -5,6 +5,12 @@
 //!
 //! A parent test calls [`run_child`] and asserts on the [`Output`]; the
 //! `child_*` test starts with `if !is_child("child_x") { return; }`.
+//!
+//! A test file declares the `common` modules it uses, one per concern:
+//! `mod common { pub(crate) mod child; }` (a test file is a crate root, so
+//! the path is `tests/common/child.rs`). No `tests/common/mod.rs` lists them
+//! all, so no file compiles helpers it does not use and none needs
+//! `allow(dead_code)`.
 
 use std::process::{Command, Output};
 
