@@ -163,28 +163,27 @@ pub(crate) fn shutdown_done(group: &GroupLabel, report: &ShutdownReport) {
         let (finished, failed) = (report.finished(), report.errors().total());
         let (aborted, pending) = (report.aborted().len(), report.pending().len());
         let (group, group_id) = (group_field(group), group.id.as_u64());
+        // `event!` takes its level as a constant (it is in the callsite's
+        // static metadata): one invocation per level, one field list.
+        macro_rules! done {
+            ($level:expr, $message:literal) => {
+                tracing::event!(
+                    $level,
+                    group,
+                    group.id = group_id,
+                    finished,
+                    failed,
+                    aborted,
+                    pending,
+                    elapsed_ms,
+                    $message
+                )
+            };
+        }
         if report.is_clean() {
-            tracing::info!(
-                group,
-                group.id = group_id,
-                finished,
-                failed,
-                aborted,
-                pending,
-                elapsed_ms,
-                "shutdown done"
-            );
+            done!(tracing::Level::INFO, "shutdown done");
         } else {
-            tracing::warn!(
-                group,
-                group.id = group_id,
-                finished,
-                failed,
-                aborted,
-                pending,
-                elapsed_ms,
-                "shutdown done, not clean"
-            );
+            done!(tracing::Level::WARN, "shutdown done, not clean");
         }
         for task in report.pending().tasks() {
             item("still pending", task);

@@ -4,35 +4,22 @@
 //! tokio-console,tracing --test console_names`.
 #![cfg(all(tokio_unstable, feature = "tokio-console", feature = "tracing"))]
 
-use std::io::Write;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 use taskgroup::WaitGroup;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+mod common {
+    pub(crate) mod capture;
 }
+use common::capture::Capture;
 
 #[test]
 fn named_tasks_are_named_for_tokio_console() {
     let capture = Capture::default();
-    let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_span_events(FmtSpan::NEW)
         .with_ansi(false)
-        .with_writer(move || writer.clone())
+        .with_writer(capture.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -44,7 +31,7 @@ fn named_tasks_are_named_for_tokio_console() {
         wg.task().name("conn 10.0.0.1:4000").go(|_| async {});
         wg.wait().await.unwrap();
     });
-    let text = String::from_utf8(capture.0.lock().clone()).unwrap();
+    let text = capture.text();
     assert!(
         text.contains("runtime.spawn") && text.contains("task.name=\"conn 10.0.0.1:4000\""),
         "{text}"

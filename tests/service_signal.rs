@@ -4,46 +4,20 @@
 //! the `child_*` tests do nothing.
 #![cfg(unix)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use taskgroup::service::{service_fn, Ready, Service, ServiceError, ServiceGroup, SignalService};
 use taskgroup::shutdown::Signal;
+use taskgroup::BoxError;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const CHILD: &str = "TASKGROUP_SIGNAL_CHILD";
-
-fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap()
+mod common {
+    pub(crate) mod child;
 }
-
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
-
-fn send_sigterm_to_self() {
-    send_to_self("-TERM");
-}
-
-fn send_to_self(signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::child::{is_child, kill_self, run_child, runtime};
 
 fn check(out: &Output, expected: &[&str]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -80,7 +54,7 @@ fn child_graceful() {
         let (ready, when_ready) = Ready::channel();
         let run = tokio::spawn(app.run(CancellationToken::new(), ready));
         assert!(when_ready.await);
-        send_sigterm_to_self();
+        kill_self("-TERM");
         match tokio::time::timeout(Duration::from_secs(10), run).await {
             Ok(Ok(Ok(()))) => println!("CHILD result: ok"),
             other => println!("CHILD result: {other:?}"),
@@ -109,6 +83,22 @@ impl Drop for OnDrop {
     }
 }
 
+/// Runs `stuck` as the only service of a group `app` with an hour to stop (so that only a
+/// forced stop ends it within the tests' bounds), under a `SignalService`, on a task;
+/// returns the task once the service is ready.
+async fn run_stuck(stuck: impl Service) -> JoinHandle<Result<(), BoxError>> {
+    let group = ServiceGroup::builder("app")
+        .service(stuck)
+        .stop_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut app = SignalService::new(group);
+    let (ready, when_ready) = Ready::channel();
+    let run = tokio::spawn(app.run(CancellationToken::new(), ready));
+    assert!(when_ready.await);
+    run
+}
+
 #[test]
 fn child_forced() {
     if !is_child("child_forced") {
@@ -130,19 +120,11 @@ fn child_forced() {
                 Ok(())
             }
         });
-        let group = ServiceGroup::builder("app")
-            .service(stuck)
-            .stop_timeout(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        let mut app = SignalService::new(group);
-        let (ready, when_ready) = Ready::channel();
-        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
-        assert!(when_ready.await);
-        send_sigterm_to_self();
+        let run = run_stuck(stuck).await;
+        kill_self("-TERM");
         cancelled.recv().await.unwrap();
         println!("CHILD first signal: stopping");
-        send_sigterm_to_self();
+        kill_self("-TERM");
         let res = tokio::time::timeout(Duration::from_secs(10), run)
             .await
             .expect("forced stop in time")
@@ -224,19 +206,11 @@ fn busy(signals: &[&str]) {
                 Ok(())
             }
         });
-        let group = ServiceGroup::builder("app")
-            .service(stuck)
-            .stop_timeout(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        let mut app = SignalService::new(group);
-        let (ready, when_ready) = Ready::channel();
-        let run = tokio::spawn(app.run(CancellationToken::new(), ready));
-        assert!(when_ready.await);
+        let run = run_stuck(stuck).await;
         // Sent from the runtime's only thread, without yielding: all are delivered before
         // the signal handlers' sockets are polled again.
         for signal in signals {
-            send_to_self(signal);
+            kill_self(signal);
         }
         let res = tokio::time::timeout(Duration::from_secs(10), run)
             .await

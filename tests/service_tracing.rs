@@ -3,25 +3,13 @@
 //! restart and give-up decisions were traced: a program needed a hub and a logging loop.
 #![cfg(feature = "tracing")]
 
-use std::io::Write;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 use taskgroup::service::{service_fn, Ready, Sequence, Service, ServiceGroup};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+mod common {
+    pub(crate) mod capture;
 }
+use common::capture::Capture;
 
 fn serve_until_cancelled(name: &'static str) -> impl Service {
     service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
@@ -34,12 +22,11 @@ fn serve_until_cancelled(name: &'static str) -> impl Service {
 #[tokio::test(start_paused = true)]
 async fn every_transition_is_a_tracing_event_by_path() {
     let capture = Capture::default();
-    let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_ansi(false)
         .without_time()
-        .with_writer(move || writer.clone())
+        .with_writer(capture.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
 
@@ -57,7 +44,7 @@ async fn every_transition_is_a_tracing_event_by_path() {
     let err = app.serve(CancellationToken::new()).await.unwrap_err();
     assert_eq!(err.to_string(), "job: boom");
 
-    let text = String::from_utf8(capture.0.lock().clone()).unwrap();
+    let text = capture.text();
     let events: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("taskgroup::service"))

@@ -5,34 +5,17 @@
 //! signal reaches the main test process.
 #![cfg(unix)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use taskgroup::shutdown::{Grace, Phase, ShutdownPlan, Signal, SignalError};
 use taskgroup::WaitGroup;
 
-const CHILD: &str = "TASKGROUP_SIGNAL_PLAN_CHILD";
-
-fn run_child(test: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap()
+mod common {
+    pub(crate) mod child;
 }
-
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD).as_deref() == Ok(test)
-}
-
-fn kill_self(signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use common::child::{is_child, kill_self, run_child, runtime};
 
 fn stdout(out: &Output) -> String {
     format!(
@@ -82,6 +65,21 @@ async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownRep
     run.await
 }
 
+/// Runs [`scenario`] with `second` on a real-time runtime: the plan must be
+/// forced, well before its 60 s grace.
+fn forced(second: &'static str) -> SignalError {
+    let started = std::time::Instant::now();
+    let result = runtime().block_on(scenario(Some(second)));
+    let Err(err) = result else {
+        panic!("not forced: {result:?}");
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "forced at once, not after the grace"
+    );
+    err
+}
+
 #[test]
 fn a_second_signal_forces_the_plan() {
     let out = run_child("child_forced");
@@ -107,19 +105,7 @@ fn child_forced() {
     if !is_child("child_forced") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let result = runtime.block_on(scenario(Some("-INT")));
-    let Err(err) = result else {
-        panic!("not forced: {result:?}");
-    };
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "forced at once, not after the grace"
-    );
+    let err = forced("-INT");
     if let SignalError::Forced { signals, report } = &err {
         println!("CHILD forced by {signals:?}");
         let mut names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
@@ -177,19 +163,7 @@ fn child_forced_at_once() {
     if !is_child("child_forced_at_once") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let result = runtime.block_on(scenario(Some("-INT now")));
-    let Err(err) = result else {
-        panic!("not forced: {result:?}");
-    };
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "forced at once, not after the grace"
-    );
+    let err = forced("-INT now");
     if let SignalError::Forced { signals, .. } = &err {
         println!("CHILD forced at once by {} signals", signals.len());
     }

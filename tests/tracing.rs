@@ -1,41 +1,23 @@
 //! The `tracing` feature: a span per task, events for the lifecycle.
 #![cfg(feature = "tracing")]
 
-use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use taskgroup::{WaitError, WaitGroup};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+mod common {
+    pub(crate) mod capture;
 }
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().clone()).unwrap()
-    }
-}
+use common::capture::Capture;
 
 #[tokio::test(start_paused = true)]
 async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
     let capture = Capture::default();
-    let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .without_time()
-        .with_writer(move || writer.clone())
+        .with_writer(capture.clone())
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
 
