@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::{Body, Buf, Incoming};
+use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -163,74 +163,22 @@ pub fn serve_router(
     )
 }
 
-/// What [`serve`] asks of a service, named once for the private code that
-/// runs it (`serve` spells the bounds out, so that its documentation shows
-/// them; the blanket impl below makes every such service a `ConnService`).
-///
-/// The associated types stand for the service's own (the supertrait fixes
-/// them equal), so that their bounds (a `Send` future, an error and a body
-/// that become a `BoxError`) are implied wherever `S: ConnService` is:
-/// bounds in a trait's `where` clause would not be.
-trait ConnService:
-    Service<
-        Request<Incoming>,
-        Response = Response<<Self as ConnService>::ResBody>,
-        Error = <Self as ConnService>::Err,
-        Future = <Self as ConnService>::Fut,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-    /// The response body.
-    type ResBody: SendBody;
-    /// The service's error.
-    type Err: Into<BoxError>;
-    /// The future of a call.
-    type Fut: Future<Output = Result<Response<Self::ResBody>, Self::Err>> + Send + 'static;
-}
-
-impl<S, B> ConnService for S
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: SendBody,
-{
-    type ResBody = B;
-    type Err = S::Error;
-    type Fut = S::Future;
-}
-
-/// What [`serve`] asks of a response body, with its bounds implied as for
-/// [`ConnService`].
-trait SendBody:
-    Body<Data = <Self as SendBody>::SendData, Error = <Self as SendBody>::Err> + Send + 'static
-{
-    /// The body's chunks.
-    type SendData: Buf + Send;
-    /// The body's error.
-    type Err: Into<BoxError>;
-}
-
-impl<B> SendBody for B
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type SendData = B::Data;
-    type Err = B::Error;
-}
-
 /// Accepts connections until the drain signal, or until the group is
 /// closed; each is a task of `group`.
-async fn accept_loop<S: ConnService>(
+async fn accept_loop<S, B>(
     ctx: TaskContext,
     group: WaitGroup,
     listener: TcpListener,
     service: S,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let mut backoff = Backoff::new();
     loop {
         if group.is_closed() {
@@ -289,7 +237,15 @@ struct Conn<S> {
     service: S,
 }
 
-impl<S: ConnService> Conn<S> {
+impl<S, B> Conn<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     /// Serves the connection until the client closes it or, after the drain
     /// signal, until its graceful shutdown is done. Its errors are the
     /// client's, so they are not returned.
