@@ -13,7 +13,7 @@
 //!
 //! A node is kept alive by [`NodeRef`]s (a unit in its state word each) and by
 //! its pending tasks. Of the `NodeRef`s, those held by user-facing
-//! `WaitGroup` handles are also counted in [`Node::users`]; the others are
+//! `WaitGroup` handles are also counted in [`Hot::users`]; the others are
 //! internal: a parent's link, a walk's copy, a task's context. A child
 //! reaches its parent only
 //! through a `Weak` reference to the parent's [`Table`] of links, so nothing
@@ -91,15 +91,17 @@ use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, Ordering};
 pub(crate) static FREED: std::sync::Mutex<Vec<GroupId>> = std::sync::Mutex::new(Vec::new());
 
 /// An internal reference to a node: counted in its state word, not in
-/// [`Node::users`].
+/// [`Hot::users`].
 pub(crate) type NodeRef = Shared<Node>;
 
 /// Serialises `link()` so that two concurrent links cannot form a cycle that
 /// neither saw. Linking is rare; nothing on the add/done or wait path takes it.
 pub(crate) static LINK_ORDER: PlainMutex<()> = parking_lot::const_mutex(());
 
-/// A group's settings, fixed when it is built.
-#[derive(Debug, Clone)]
+/// A group's settings, as its builder makes them. When the group is made,
+/// `name` and `deadline` move out (to its label and its [`Extra`]) and the
+/// rest is kept as [`Settings`].
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     pub(crate) name: Option<Label>,
     pub(crate) record_guards: bool,
@@ -110,6 +112,59 @@ pub(crate) struct Config {
     pub(crate) limit: Option<usize>,
     /// The group's own deadline, if any.
     pub(crate) deadline: Option<Instant>,
+}
+
+impl Config {
+    /// The defaults, those of `WaitGroup::new()`.
+    pub(crate) const DEFAULT: Config = Config {
+        name: None,
+        record_guards: true,
+        cancel_on_error: false,
+        abort_timeout: crate::wait_group::DEFAULT_ABORT_TIMEOUT,
+        max_errors: crate::wait_group::DEFAULT_MAX_ERRORS,
+        abort_on_drop: false,
+        limit: None,
+        deadline: None,
+    };
+}
+
+/// The defaults, shared by every group built with them.
+static DEFAULT_SETTINGS: Config = Config::DEFAULT;
+
+/// A group's settings as it keeps them (a [`Config`] whose `name` and
+/// `deadline` are unset): not a copy per group, since groups are often made
+/// by the thousand with the same settings. The defaults are one static; other
+/// settings are shared by a group and the children that inherit them.
+#[derive(Debug, Clone)]
+pub(crate) enum Settings {
+    Default,
+    Shared(Arc<Config>),
+}
+
+impl Settings {
+    /// Keeps `config` (its `name` and `deadline` already moved out), shared
+    /// with the defaults or with `like` if equal to them.
+    fn new(config: Config, like: Option<&Settings>) -> Settings {
+        debug_assert!(config.name.is_none() && config.deadline.is_none());
+        if config == Config::DEFAULT {
+            return Settings::Default;
+        }
+        match like {
+            Some(like) if **like == config => like.clone(),
+            _ => Settings::Shared(Arc::new(config)),
+        }
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        match self {
+            Settings::Default => &DEFAULT_SETTINGS,
+            Settings::Shared(config) => config,
+        }
+    }
 }
 
 /// A task's slot under its group's limit.
@@ -124,12 +179,32 @@ pub(crate) enum Permit {
 }
 
 /// The state word and the id counter, on a cache line of their own so that
-/// `add`/`done` do not share a line with the cold fields.
+/// `add`/`done` do not share a line with the cold fields. The small counters
+/// and flags below fill the rest of the line: each is written rarely (a
+/// handle cloned or dropped, a task aborted, a failure, a link, a reopen) and
+/// read where the state word is read too.
 #[repr(align(128))]
 struct Hot {
     state: State,
     /// The last id handed out; ids are unique within the group.
     last_id: StdAtomicU64,
+    /// User handles (`WaitGroup`s). Rises from zero only in
+    /// [`Node::links_for_users`], under a parent's links lock.
+    users: AtomicUsize,
+    /// `go()` tasks dropped while still running (aborted, or their runtime
+    /// shut down), counted before their guard completes.
+    aborted: StdAtomicU64,
+    /// How many generations of tokens follow `tokens`: the current one is
+    /// the last.
+    generation: std::sync::atomic::AtomicU32,
+    /// `failures` may not be empty. Set after the push in `record_failure`,
+    /// so a wait on a group without failures takes no lock after waking; see
+    /// [`Node::own_errors`].
+    has_errors: AtomicBool,
+    /// The links were not empty at some point. Set (never cleared) under the
+    /// links lock after a push, so a group that never had links is walked
+    /// without taking that lock.
+    has_links: AtomicBool,
 }
 
 /// The links below a group, in link order (keys increase with each link),
@@ -241,12 +316,10 @@ impl Tokens {
 pub(crate) struct Node {
     hot: Hot,
     pub(crate) label: GroupLabel,
-    pub(crate) config: Config,
+    pub(crate) config: Settings,
     /// The group's cancellation tokens: the first generation, followed by one
     /// more for each `reopen()` of a cancelled group (see [`Tokens`]).
     tokens: Tokens,
-    /// How many generations follow `tokens`: the current one is the last.
-    generation: std::sync::atomic::AtomicU32,
     /// The token new generations derive from: the caller's token or the
     /// parent's scope, as the first did (`None`: a fresh one).
     origin: Option<CancellationToken>,
@@ -255,36 +328,22 @@ pub(crate) struct Node {
     /// The slots of the group's limit, if it has one.
     slots: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) registry: Registry,
-    /// `go()` tasks dropped while still running (aborted, or their runtime
-    /// shut down), counted before their guard completes.
-    aborted: StdAtomicU64,
     failures: PlainMutex<Failures>,
-    /// `failures` may not be empty. Set after the push in `record_failure`,
-    /// so a wait on a group without failures takes no lock after waking; see
-    /// [`Node::own_errors`].
-    has_errors: AtomicBool,
-    cause: OnceLock<Arc<TaskError>>,
     /// The links, made when first needed (see [`Node::table`]).
     table: OnceLock<Arc<Table>>,
     /// For a group made with `child()`: its parent's table and its key there.
     owner: Option<(Weak<Table>, u64)>,
-    /// The links were not empty at some point. Set (never cleared) under the
-    /// links lock after a push, so a group that never had links is walked
-    /// without taking that lock.
-    has_links: AtomicBool,
-    /// User handles (`WaitGroup`s). Rises from zero only in
-    /// [`Node::links_for_users`], under a parent's links lock.
-    users: AtomicUsize,
-    /// What bounds the group's tasks in time, made when first needed (a
-    /// deadline inherited or set by a shutdown, a shielded section), so an
-    /// empty group does not carry it.
-    timing: OnceLock<Box<Timing>>,
+    /// What only some groups need, made when first needed (a deadline, a
+    /// shutdown, a shielded section, a failure that cancels), so an empty
+    /// group does not carry it.
+    extra: OnceLock<Box<Extra>>,
 }
 
-/// The part of a group about time: the deadlines that bound its tasks and
-/// the shielded sections a shutdown's forced phase waits for.
+/// The part of a group that only some groups need: the deadlines that bound
+/// its tasks, the shielded sections a shutdown's forced phase waits for, and
+/// the failure that cancelled it.
 #[derive(Default)]
-struct Timing {
+struct Extra {
     deadlines: PlainMutex<Deadlines>,
     /// The `go()` tasks of this group now in a shielded section, each with
     /// the end of its budget (a task may appear more than once, nested).
@@ -295,13 +354,18 @@ struct Timing {
     /// goes, so that the deadline's timer can end once the group is idle
     /// too.
     released: Option<CancellationToken>,
+    /// The first failure that cancelled the group (`cancel_on_error`, or a
+    /// critical task).
+    cause: OnceLock<Arc<TaskError>>,
 }
 
-/// What bounds a group's tasks in time besides its own deadline (in its
-/// config); the earliest of them all is the deadline a task reads
-/// ([`Node::deadline`]).
+/// What bounds a group's tasks in time; the earliest of them all is the
+/// deadline a task reads ([`Node::deadline`]).
 #[derive(Debug, Default, Clone, Copy)]
 struct Deadlines {
+    /// The group's own deadline (`WaitGroupBuilder::deadline`), set when it
+    /// is built.
+    own: Option<Instant>,
     /// The earliest deadline of the groups above it, as they were when it
     /// was linked.
     inherited: Option<Instant>,
@@ -330,7 +394,7 @@ impl Counted for Node {
         // the `done` that called us read that bit, so the handle's drop
         // (users at zero) happens-before this.
         fence(Ordering::Acquire);
-        if this.users.load(Ordering::Relaxed) == 0 {
+        if this.hot.users.load(Ordering::Relaxed) == 0 {
             leave(this);
         }
     }
@@ -339,16 +403,21 @@ impl Counted for Node {
 impl Node {
     /// A new group with one user handle.
     pub(crate) fn new(
-        config: Config,
+        mut config: Config,
         origin: Option<CancellationToken>,
         owner: Option<(Weak<Table>, u64)>,
+        like: Option<&Settings>,
     ) -> NodeRef {
         let limit = config.limit;
-        // A group with a deadline of its own has its timing from the start.
-        let timing = match config.deadline {
-            Some(_) => OnceLock::from(Box::new(Timing {
+        // A group with a deadline of its own has its `Extra` from the start.
+        let extra = match config.deadline.take() {
+            Some(own) => OnceLock::from(Box::new(Extra {
+                deadlines: PlainMutex::new(Deadlines {
+                    own: Some(own),
+                    ..Deadlines::default()
+                }),
                 released: Some(CancellationToken::new()),
-                ..Timing::default()
+                ..Extra::default()
             })),
             None => OnceLock::new(),
         };
@@ -356,27 +425,26 @@ impl Node {
             hot: Hot {
                 state: State::new(),
                 last_id: StdAtomicU64::new(0),
+                users: AtomicUsize::new(1),
+                aborted: StdAtomicU64::new(0),
+                generation: std::sync::atomic::AtomicU32::new(0),
+                has_errors: AtomicBool::new(false),
+                has_links: AtomicBool::new(false),
             },
             label: GroupLabel {
                 id: GroupId::next(),
-                name: config.name.clone(),
+                name: config.name.take(),
             },
-            config,
+            config: Settings::new(config, like),
             tokens: Tokens::new(origin.as_ref()),
-            generation: std::sync::atomic::AtomicU32::new(0),
             origin,
             reopening: PlainMutex::new(()),
             slots: limit.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             registry: Registry::new(),
-            aborted: StdAtomicU64::new(0),
             failures: PlainMutex::new(Failures::default()),
-            has_errors: AtomicBool::new(false),
-            cause: OnceLock::new(),
             table: OnceLock::new(),
             owner,
-            has_links: AtomicBool::new(false),
-            users: AtomicUsize::new(1),
-            timing,
+            extra,
         })
     }
 
@@ -394,17 +462,17 @@ impl Node {
 
     /// A new user handle from an existing one.
     pub(crate) fn add_user(&self) {
-        self.users.fetch_add(1, Ordering::Relaxed);
+        self.hot.users.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives up a user handle (the caller still holds its `NodeRef`). The
     /// last one detaches the group: a child then leaves its parent now, if it
     /// is idle and bare, or when it becomes so.
     pub(crate) fn release_user(this: &NodeRef) {
-        if this.users.fetch_sub(1, Ordering::AcqRel) != 1 {
+        if this.hot.users.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        if let Some(released) = this.timing.get().and_then(|t| t.released.as_ref()) {
+        if let Some(released) = this.extra.get().and_then(|t| t.released.as_ref()) {
             released.cancel();
         }
         if this.config.abort_on_drop {
@@ -436,7 +504,7 @@ impl Node {
     /// The group's links, if it ever had any: `has_links` is set only after a
     /// push into the table, so once it reads `true` the table exists.
     fn links_table(&self) -> Option<&Arc<Table>> {
-        if self.has_links.load(Ordering::Acquire) {
+        if self.hot.has_links.load(Ordering::Acquire) {
             self.table.get()
         } else {
             None
@@ -451,12 +519,13 @@ impl Node {
         let table = this.table();
         let mut links = table.links.lock();
         let key = links.next_key;
-        let child = Node::new(config, Some(origin), Some((Arc::downgrade(table), key)));
+        let owner = Some((Arc::downgrade(table), key));
+        let child = Node::new(config, Some(origin), owner, Some(&this.config));
         if inherited.is_some() {
-            child.timing().deadlines.lock().inherited = inherited;
+            child.extra().deadlines.lock().inherited = inherited;
         }
         links.push(child.clone());
-        this.has_links.store(true, Ordering::Release);
+        this.hot.has_links.store(true, Ordering::Release);
         child
     }
 
@@ -468,7 +537,7 @@ impl Node {
             return false;
         }
         links.push(child.clone());
-        self.has_links.store(true, Ordering::Release);
+        self.hot.has_links.store(true, Ordering::Release);
         true
     }
 
@@ -518,7 +587,7 @@ impl Node {
             .map
             .values()
             .map(|l| {
-                l.users.fetch_add(1, Ordering::Relaxed);
+                l.hot.users.fetch_add(1, Ordering::Relaxed);
                 l.clone()
             })
             .collect()
@@ -580,7 +649,8 @@ impl Node {
     /// before its guard completes, so a shutdown that sees it gone also sees
     /// it counted here.
     pub(crate) fn note_aborted(&self) {
-        self.aborted
+        self.hot
+            .aborted
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
@@ -591,7 +661,9 @@ impl Node {
 
     /// The number of the current generation of tokens.
     pub(crate) fn generation(&self) -> u32 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        self.hot
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The context token of generation `generation` (which exists).
@@ -640,12 +712,13 @@ impl Node {
         let current = self.tokens();
         let drained = current.drain.get().is_some_and(|d| d.is_cancelled());
         if current.is_own_cancelled() || drained {
-            if let Some(timing) = self.timing.get() {
-                timing.deadlines.lock().abort_at = None;
+            if let Some(extra) = self.extra.get() {
+                extra.deadlines.lock().abort_at = None;
             }
             let next = Tokens::new(self.origin.as_ref());
             if current.next.set(Box::new(next)).is_ok() {
-                self.generation
+                self.hot
+                    .generation
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
             }
         }
@@ -668,11 +741,11 @@ impl Node {
         }
         let error = Arc::new(error);
         this.failures.lock().push(&error, this.config.max_errors);
-        this.has_errors.store(true, Ordering::Release);
+        this.hot.has_errors.store(true, Ordering::Release);
         // Only the first such failure cancels (and is the cause), as in
         // errgroup; the group is cancelled from then on.
         if critical.unwrap_or(this.config.cancel_on_error)
-            && this.cause.set(Arc::clone(&error)).is_ok()
+            && this.extra().cause.set(Arc::clone(&error)).is_ok()
         {
             cancel_tree(this, CancelReason::Failure(Arc::clone(&error)));
         }
@@ -683,7 +756,7 @@ impl Node {
     }
 
     pub(crate) fn cause(&self) -> Option<&TaskError> {
-        self.cause.get().map(|e| &**e)
+        self.extra.get()?.cause.get().map(|e| &**e)
     }
 
     /// A snapshot of this group's own failures (those of children that left
@@ -696,7 +769,7 @@ impl Node {
     /// with `Acquire`, from that decrement's release sequence. So the flag's
     /// store happens-before the waiter's load, which therefore reads `true`.
     fn own_errors(&self) -> Option<(Option<FailureList>, u64)> {
-        if !self.has_errors.load(Ordering::Acquire) {
+        if !self.hot.has_errors.load(Ordering::Acquire) {
             return None;
         }
         let failures = self.failures.lock();
@@ -704,7 +777,7 @@ impl Node {
     }
 
     fn take_own_errors(&self) -> Option<(Option<FailureList>, u64)> {
-        if !self.has_errors.load(Ordering::Acquire) {
+        if !self.hot.has_errors.load(Ordering::Acquire) {
             return None;
         }
         let mut failures = self.failures.lock();
@@ -745,32 +818,33 @@ impl Node {
     /// The earliest deadline bounding this group's tasks: its own, those of
     /// the groups above it, and a running shutdown's abort time.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        let others = self
-            .timing
+        let deadlines = self
+            .extra
             .get()
             .map_or_else(Deadlines::default, |t| *t.deadlines.lock());
-        [self.config.deadline, others.inherited, others.abort_at]
+        [deadlines.own, deadlines.inherited, deadlines.abort_at]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// The group's [`Timing`], made on first use.
-    fn timing(&self) -> &Timing {
-        self.timing.get_or_init(Box::default)
+    /// The group's [`Extra`], made on first use.
+    fn extra(&self) -> &Extra {
+        self.extra.get_or_init(Box::default)
     }
 
     /// A running shutdown aborts this group's tasks at `at` (set when the
     /// shutdown starts, and again when it reaches the group late).
     pub(crate) fn set_abort_at(&self, at: Instant) {
-        self.timing().deadlines.lock().abort_at = Some(at);
+        self.extra().deadlines.lock().abort_at = Some(at);
     }
 
     /// The group's own deadline, if it has one, and the token its timer
     /// stops on once the group is released.
     pub(crate) fn own_deadline(&self) -> Option<(Instant, CancellationToken)> {
-        let at = self.config.deadline?;
-        Some((at, self.timing.get()?.released.clone()?))
+        let extra = self.extra.get()?;
+        let at = extra.deadlines.lock().own?;
+        Some((at, extra.released.clone()?))
     }
 
     // ----- shielded sections --------------------------------------------------
@@ -778,28 +852,28 @@ impl Node {
     /// A task of this group enters a shielded section that may run until
     /// `until`, even past the abort of a shutdown's forced phase.
     pub(crate) fn enter_shield(&self, task: TaskId, until: Instant) {
-        self.timing().shields.lock().push((task, until));
+        self.extra().shields.lock().push((task, until));
     }
 
     /// The section entered with `enter_shield(task, until)` ended.
     pub(crate) fn leave_shield(&self, task: TaskId, until: Instant) {
-        let timing = self.timing();
-        let mut shields = timing.shields.lock();
+        let extra = self.extra();
+        let mut shields = extra.shields.lock();
         if let Some(i) = shields.iter().position(|s| *s == (task, until)) {
             shields.swap_remove(i);
         }
         drop(shields);
-        timing.shield_ended.notify_waiters();
+        extra.shield_ended.notify_waiters();
     }
 
     /// The tasks in a shielded section at `now` whose budget has not run
     /// out, each with the latest end of its sections.
     pub(crate) fn shielded(&self, now: Instant) -> Vec<(TaskId, Instant)> {
         let mut out: Vec<(TaskId, Instant)> = Vec::new();
-        let Some(timing) = self.timing.get() else {
+        let Some(extra) = self.extra.get() else {
             return out;
         };
-        for &(task, until) in timing.shields.lock().iter().filter(|s| s.1 > now) {
+        for &(task, until) in extra.shields.lock().iter().filter(|s| s.1 > now) {
             match out.iter_mut().find(|s| s.0 == task) {
                 Some(s) => s.1 = s.1.max(until),
                 None => out.push((task, until)),
@@ -811,7 +885,7 @@ impl Node {
     /// Resolves when a shielded section of this group ends (register before
     /// reading [`shielded`](Self::shielded) to miss none).
     pub(crate) fn shield_ended(&self) -> tokio::sync::futures::Notified<'_> {
-        self.timing().shield_ended.notified()
+        self.extra().shield_ended.notified()
     }
 
     /// Closes the group to `try_add`/`try_go`; `true` if this call closed it.
@@ -826,7 +900,7 @@ impl Node {
         // entry is removed, so reading in this order never sees it removed
         // but not yet aborted.
         let removed = self.registry.removed();
-        let aborted = self.aborted.load(std::sync::atomic::Ordering::Acquire);
+        let aborted = self.hot.aborted.load(std::sync::atomic::Ordering::Acquire);
         let unrecorded = self.len().saturating_sub(self.registry.len());
         Counters {
             removed,
@@ -924,7 +998,7 @@ pub(crate) fn visit(
     root: &NodeRef,
     mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
 ) {
-    if !root.has_links.load(Ordering::Acquire) {
+    if !root.hot.has_links.load(Ordering::Acquire) {
         let _ = at(root, None);
         return;
     }
@@ -1076,7 +1150,7 @@ pub(crate) fn inherit_deadline(parent: &NodeRef, child: &NodeRef) {
         return;
     };
     for node in walk(child) {
-        let mut deadlines = node.timing().deadlines.lock();
+        let mut deadlines = node.extra().deadlines.lock();
         deadlines.inherited = Some(deadlines.inherited.map_or(at, |old| old.min(at)));
     }
 }
@@ -1156,7 +1230,7 @@ fn leave(start: &NodeRef) {
             let mut links = parent_table.links.lock();
             let still_here = links.map.get(key).is_some_and(|l| Shared::ptr_eq(l, &node));
             if !still_here
-                || node.users.load(Ordering::Acquire) != 0
+                || node.hot.users.load(Ordering::Acquire) != 0
                 || node.len() != 0
                 || !node.is_bare()
             {
@@ -1193,7 +1267,7 @@ fn leave(start: &NodeRef) {
         };
         let parent = grand_table.links.lock().map.get(parent_key).cloned();
         match parent {
-            Some(parent) if parent.users.load(Ordering::Acquire) == 0 && parent.len() == 0 => {
+            Some(parent) if parent.hot.users.load(Ordering::Acquire) == 0 && parent.len() == 0 => {
                 node = parent
             }
             _ => return,

@@ -120,7 +120,7 @@ pub struct WaitGroup {
 }
 
 /// Default length of a shutdown's forced phase, after the grace period.
-const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_ABORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Default number of failures a group keeps; see [`WaitGroupBuilder::max_errors`].
 pub const DEFAULT_MAX_ERRORS: usize = 1000;
@@ -247,7 +247,7 @@ impl WaitGroupBuilder {
             .config
             .deadline
             .map(|_| runtime_handle("builder().deadline(..).build"));
-        let node = Node::new(self.config, self.token, None);
+        let node = Node::new(self.config, self.token, None, None);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
         }
@@ -331,16 +331,7 @@ impl WaitGroupBuilder {
 impl Default for WaitGroupBuilder {
     fn default() -> Self {
         Self {
-            config: Config {
-                name: None,
-                record_guards: true,
-                cancel_on_error: false,
-                abort_timeout: DEFAULT_ABORT_TIMEOUT,
-                max_errors: DEFAULT_MAX_ERRORS,
-                abort_on_drop: false,
-                limit: None,
-                deadline: None,
-            },
+            config: Config::DEFAULT,
             token: None,
         }
     }
@@ -703,7 +694,7 @@ impl WaitGroup {
             name,
             // Bounded by this group's deadline through its own (inherited).
             deadline: None,
-            ..self.node.config.clone()
+            ..Config::clone(&self.node.config)
         };
         WaitGroup {
             node: Node::make_child(&self.node, config),
