@@ -24,7 +24,10 @@
 //! and a too-slow request, shuts down while they are in flight, probes
 //! readiness during the pre-stop delay and connects once the listener is
 //! closed, then exits (in about 2 s). With `-- --serve` it serves until
-//! SIGTERM or Ctrl-C instead:
+//! SIGTERM or Ctrl-C instead, and runs the same phases then
+//! ([`ShutdownPlan::run_on_signal`](taskgroup::shutdown::ShutdownPlan::run_on_signal));
+//! a second signal aborts what is left and exits with 130 (Ctrl-C) or 143
+//! (SIGTERM):
 //!
 //! ```text
 //! cargo run --example axum_server --features axum -- --serve 8080
@@ -43,7 +46,6 @@ mod server;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use taskgroup::shutdown::shutdown_signal;
 use taskgroup::BoxError;
 use tokio::sync::mpsc;
 
@@ -69,10 +71,16 @@ async fn main() -> Result<(), BoxError> {
         let server = Server::start(config, None).await?;
         let addr = server.addr();
         println!("try: curl -i http://{addr}/health/ready; curl -i 'http://{addr}/work?ms=3000'");
-        println!("serving until SIGTERM or Ctrl-C");
-        let signal = shutdown_signal().await?;
-        println!("received {signal:?}");
-        server.shutdown().await
+        println!("serving until SIGTERM or Ctrl-C (a second one aborts what is left)");
+        match server.shutdown_on_signal().await {
+            Ok(report) => report,
+            Err(err) => {
+                // A second signal (exit 130 or 143, as a shell reports a
+                // process killed by it), or no signal handler.
+                eprintln!("{err}");
+                std::process::exit(err.exit_code());
+            }
+        }
     } else {
         let (events_tx, events) = mpsc::unbounded_channel();
         let server = Server::start(config, Some(events_tx)).await?;

@@ -14,7 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan};
+use taskgroup::shutdown::{Phase, Readiness, ShutdownPlan, SignalError};
 use taskgroup::{BoxError, ShutdownReport, WaitGroup};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -160,10 +160,20 @@ impl Server {
         self.addr
     }
 
-    /// Runs the shutdown phases: not ready, pre-stop delay, close and drain
-    /// under the grace period, abort stragglers, close the database pool and
-    /// then the log flusher; returns the report.
+    /// Runs the shutdown phases now: not ready, pre-stop delay, close and
+    /// drain under the grace period, abort stragglers, close the database
+    /// pool and then the log flusher; returns the report.
     pub(crate) async fn shutdown(self) -> ShutdownReport {
+        self.plan().run(&self.group).await
+    }
+
+    /// Runs the same phases on the first SIGTERM or Ctrl-C; a second signal
+    /// aborts what is left at once ([`SignalError::Forced`]).
+    pub(crate) async fn shutdown_on_signal(self) -> Result<ShutdownReport, SignalError> {
+        self.plan().run_on_signal(&self.group).await
+    }
+
+    fn plan(&self) -> ShutdownPlan {
         let log = self.log.clone();
         ShutdownPlan::new(self.config.grace)
             .pre_stop_delay(self.config.pre_stop)
@@ -177,8 +187,6 @@ impl Server {
                 }),
                 _ => {}
             })
-            .run(&self.group)
-            .await
     }
 }
 
