@@ -1647,7 +1647,10 @@ impl<'a> TaskBuilder<'a> {
     {
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        let node = self.group.node.clone();
+        // Borrowed, not cloned: a clone and its drop are two read-modify-writes
+        // of the state word per task (see `spawn_on_runtime`).
+        let group: &WaitGroup = self.group;
+        let node = &group.node;
         let (guard, id, slot, fut, span) = self.prepare(Location::caller(), task, &permit, f);
         let join = match permit {
             Permit::Unlimited => tokio::task::spawn_local(task::task_future(guard, fut, span)),
@@ -1656,7 +1659,7 @@ impl<'a> TaskBuilder<'a> {
                 tokio::task::spawn_local(task::task_future(guard, gated, span))
             }
         };
-        spawned(&node, slot, id, join)
+        spawned(node, slot, id, join)
     }
 
     /// A closure on the runtime's blocking pool (`spawn_blocking`), for
@@ -1768,7 +1771,12 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let node = self.group.node.clone();
+        // Borrowed from the group (which outlives `self`), not cloned: a
+        // handle's clone and drop are two read-modify-writes of the group's
+        // state word, the line every `go()` and every completion also
+        // writes.
+        let group: &WaitGroup = self.group;
+        let node = &group.node;
         #[cfg(all(tokio_unstable, feature = "tokio-console"))]
         let name = self.name.clone();
         #[cfg(not(all(tokio_unstable, feature = "tokio-console")))]
@@ -1782,7 +1790,7 @@ impl<'a> TaskBuilder<'a> {
                 runtime.spawn(task::task_future(guard, gated, span), name)
             }
         };
-        spawned(&node, slot, id, join)
+        spawned(node, slot, id, join)
     }
 }
 
