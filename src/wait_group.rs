@@ -349,11 +349,14 @@ impl Default for WaitGroupBuilder {
 /// Where a runtime must be found; panics with a message naming the
 /// requirement rather than Tokio's generic one.
 /// Where a task is spawned: on the current runtime (`tokio::spawn`, which
-/// clones no runtime handle), or on a given one.
-#[derive(Debug, Clone, Copy)]
+/// clones no runtime handle), on a given one, or on the current one through
+/// the handle that checking for it cloned.
+#[derive(Debug)]
 enum Runtime<'r> {
     Current,
     On(&'r tokio::runtime::Handle),
+    /// The current runtime's handle, which looking for one cloned.
+    Found(tokio::runtime::Handle),
 }
 
 impl Runtime<'_> {
@@ -365,7 +368,9 @@ impl Runtime<'_> {
     #[track_caller]
     fn current(method: &str) -> Self {
         if tokio::task::try_id().is_none() {
-            let _ = runtime_handle(method);
+            // Spawned on through the handle found, rather than dropped and
+            // looked up again by `tokio::spawn`.
+            return Runtime::Found(runtime_handle(method));
         }
         Runtime::Current
     }
@@ -384,6 +389,7 @@ impl Runtime<'_> {
             let spawned = match self {
                 Runtime::Current => builder.spawn(fut),
                 Runtime::On(handle) => builder.spawn_on(fut, handle),
+                Runtime::Found(handle) => builder.spawn_on(fut, &handle),
             };
             // Spawning only fails when the runtime is shutting down, where
             // `tokio::spawn` would return a handle that says so.
@@ -394,6 +400,7 @@ impl Runtime<'_> {
         match self {
             Runtime::Current => tokio::spawn(fut),
             Runtime::On(handle) => handle.spawn(fut),
+            Runtime::Found(handle) => handle.spawn(fut),
         }
     }
 }
