@@ -220,8 +220,9 @@ impl Slot {
 const FIRST_PAGE: usize = 8;
 
 /// Slots in the largest pages: every page from [`FULL_PAGE`] on. It bounds
-/// what one surviving entry keeps allocated (1024 slots of 72 bytes), and a
-/// page this size stays under the allocator's usual `mmap` threshold.
+/// what one surviving entry keeps allocated (1024 slots of 96 bytes, the
+/// size of an `Entry` on 64-bit targets), and a page this size stays under
+/// the allocator's usual `mmap` threshold.
 const MAX_PAGE: usize = 1024;
 
 /// The first page of [`MAX_PAGE`] slots; the pages before it double.

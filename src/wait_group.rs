@@ -340,11 +340,14 @@ impl Default for WaitGroupBuilder {
 /// Where a runtime must be found; panics with a message naming the
 /// requirement rather than Tokio's generic one.
 /// Where a task is spawned: on the current runtime (`tokio::spawn`, which
-/// clones no runtime handle), or on a given one.
-#[derive(Debug, Clone, Copy)]
+/// clones no runtime handle), on a given one, or on the current one through
+/// the handle that checking for it cloned.
+#[derive(Debug)]
 enum Runtime<'r> {
     Current,
     On(&'r tokio::runtime::Handle),
+    /// The current runtime's handle, which looking for one cloned.
+    Found(tokio::runtime::Handle),
 }
 
 impl Runtime<'_> {
@@ -356,7 +359,9 @@ impl Runtime<'_> {
     #[track_caller]
     fn current(method: &str) -> Self {
         if tokio::task::try_id().is_none() {
-            let _ = runtime_handle(method);
+            // Spawned on through the handle found, rather than dropped and
+            // looked up again by `tokio::spawn`.
+            return Runtime::Found(runtime_handle(method));
         }
         Runtime::Current
     }
@@ -375,6 +380,7 @@ impl Runtime<'_> {
             let spawned = match self {
                 Runtime::Current => builder.spawn(fut),
                 Runtime::On(handle) => builder.spawn_on(fut, handle),
+                Runtime::Found(handle) => builder.spawn_on(fut, &handle),
             };
             // Spawning only fails when the runtime is shutting down, where
             // `tokio::spawn` would return a handle that says so.
@@ -385,6 +391,7 @@ impl Runtime<'_> {
         match self {
             Runtime::Current => tokio::spawn(fut),
             Runtime::On(handle) => handle.spawn(fut),
+            Runtime::Found(handle) => handle.spawn(fut),
         }
     }
 }
@@ -1638,7 +1645,10 @@ impl<'a> TaskBuilder<'a> {
     {
         let task = self.group.add_task();
         let permit = self.group.node.try_permit();
-        let node = self.group.node.clone();
+        // Borrowed, not cloned: a clone and its drop are two read-modify-writes
+        // of the state word per task (see `spawn_on_runtime`).
+        let group: &WaitGroup = self.group;
+        let node = &group.node;
         let (guard, id, slot, fut, span) = self.prepare(Location::caller(), task, &permit, f);
         let join = match permit {
             Permit::Unlimited => tokio::task::spawn_local(task::task_future(guard, fut, span)),
@@ -1647,7 +1657,7 @@ impl<'a> TaskBuilder<'a> {
                 tokio::task::spawn_local(task::task_future(guard, gated, span))
             }
         };
-        spawned(&node, slot, id, join)
+        spawned(node, slot, id, join)
     }
 
     /// A closure on the runtime's blocking pool (`spawn_blocking`), for
@@ -1759,7 +1769,12 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let node = self.group.node.clone();
+        // Borrowed from the group (which outlives `self`), not cloned: a
+        // handle's clone and drop are two read-modify-writes of the group's
+        // state word, the line every `go()` and every completion also
+        // writes.
+        let group: &WaitGroup = self.group;
+        let node = &group.node;
         #[cfg(all(tokio_unstable, feature = "tokio-console"))]
         let name = self.name.clone();
         #[cfg(not(all(tokio_unstable, feature = "tokio-console")))]
@@ -1773,7 +1788,7 @@ impl<'a> TaskBuilder<'a> {
                 runtime.spawn(task::task_future(guard, gated, span), name)
             }
         };
-        spawned(&node, slot, id, join)
+        spawned(node, slot, id, join)
     }
 }
 

@@ -2,7 +2,8 @@
 //! large group in chunks while other threads add and complete work, and
 //! `go()` spawns from every place a runtime can be found (inside a task, a
 //! `block_on`, a `spawn_blocking` thread, a plain thread that entered the
-//! runtime) and still refuses, by name, where none can.
+//! runtime) and still refuses, by name, where none can; on a runtime that
+//! has shut down it returns at once with the task aborted.
 
 // The spawning futures hand their `TaskHandle`s out, to be awaited together.
 #![allow(clippy::async_yields_async)]
@@ -170,5 +171,54 @@ fn go_and_try_go_outside_a_runtime_name_the_method() {
             "{message}"
         );
         assert!(wg.is_empty());
+    }
+}
+
+/// A runtime that has shut down drops a spawned future inside the spawn
+/// call (Tokio cannot run it): `go()` through an entered handle of that
+/// runtime and `spawn_on()` with it return at once (no lock held across the
+/// spawn meets the guard's own removal), the task counts as aborted, its
+/// value is never produced, and the group is idle with nothing pending.
+#[test]
+fn go_on_a_runtime_that_shut_down_leaves_the_group_idle() {
+    for multi in [false, true] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+        };
+        let handle = rt.handle().clone();
+        drop(rt);
+        let wg = WaitGroup::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        let spawned = {
+            let _enter = handle.enter();
+            let ran2 = ran.clone();
+            let by_go = wg.go(move |_| async move {
+                ran2.store(true, Ordering::Relaxed);
+                Ok::<_, std::io::Error>(1)
+            });
+            let ran3 = ran.clone();
+            let by_spawn_on = wg.task().name("on").spawn_on(&handle, move |_| async move {
+                ran3.store(true, Ordering::Relaxed);
+                Ok::<_, std::io::Error>(2)
+            });
+            [by_go, by_spawn_on]
+        };
+        assert!(wg.is_empty(), "multi {multi}: {} pending", wg.len());
+        assert!(wg.pending().is_empty());
+        for task in spawned {
+            assert!(task.is_finished());
+            let joined = futures::executor::block_on(task);
+            assert!(joined.unwrap_err().is_aborted(), "multi {multi}");
+        }
+        assert!(!ran.load(Ordering::Relaxed));
+        // Nothing failed: an abort is not a failure.
+        assert!(wg.errors().is_empty());
     }
 }
