@@ -260,11 +260,13 @@ where
         let service = NameRequests {
             inner: self.service,
             label: self.label,
+            ctx: ctx.clone(),
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
         // Biased: once the drain signal is there, the connection is told
-        // before it is polled again, so a response it sends from then on
-        // (HTTP/1 requests run in this poll) carries `connection: close`.
+        // before it is polled again. A response finished in a poll that
+        // began before the signal (the handler saw it, the connection did
+        // not yet) gets `connection: close` from `NameRequests`.
         let _ = tokio::select! {
             biased;
             () = drain_signal(&ctx) => {
@@ -308,6 +310,9 @@ impl ConnLabel {
 struct NameRequests<S> {
     inner: S,
     label: Arc<ConnLabel>,
+    /// The connection task's context: an HTTP/1 response finished once it
+    /// is draining says `connection: close`.
+    ctx: TaskContext,
 }
 
 impl<S, B> Service<Request<Incoming>> for NameRequests<S>
@@ -316,7 +321,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = CloseWhenDraining<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         #[cfg(feature = "axum")]
@@ -326,10 +331,53 @@ where
                 .insert(axum::extract::ConnectInfo(self.label.peer));
             req
         };
+        let http1 = req.version() < http::Version::HTTP_2;
         if req.version() == http::Version::HTTP_2 {
             *self.label.next.lock() = Some(format!("{} {}", req.method(), req.uri().path()));
         }
-        self.inner.call(req)
+        CloseWhenDraining {
+            inner: self.inner.call(req),
+            ctx: http1.then(|| self.ctx.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future. For HTTP/1, a response finished once the
+    /// connection is draining gets `connection: close` (hyper then closes
+    /// the connection after it), whichever of the drain signal and the
+    /// response the connection's task saw first.
+    struct CloseWhenDraining<F> {
+        #[pin]
+        inner: F,
+        // `None` for HTTP/2, which drains with GOAWAY instead.
+        ctx: Option<TaskContext>,
+    }
+}
+
+impl<F, B, E> Future for CloseWhenDraining<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(ctx)) = (&mut result, this.ctx.as_ref()) {
+            // Not a protocol switch (a WebSocket upgrade): that connection
+            // is handed over, not closed.
+            if response.status() != http::StatusCode::SWITCHING_PROTOCOLS && ctx.is_draining() {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }
+        std::task::Poll::Ready(result)
     }
 }
 
