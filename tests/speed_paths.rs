@@ -80,22 +80,27 @@ fn spawn_one(wg: &WaitGroup) -> taskgroup::TaskHandle<u32> {
     wg.go(|_| async { Ok::<_, std::io::Error>(7) })
 }
 
+/// A runtime with two workers, or a current-thread one.
+fn runtime(multi: bool) -> tokio::runtime::Runtime {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+}
+
 /// `go()` finds the runtime wherever Tokio would: in a task (the path that
 /// clones no runtime handle), in `block_on`, on a blocking thread, and on a
 /// plain thread inside `Runtime::enter`; `try_go` too.
 #[test]
 fn go_spawns_from_every_place_a_runtime_is_found() {
     for multi in [false, true] {
-        let rt = if multi {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .build()
-                .unwrap()
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-        };
+        let rt = runtime(multi);
         let wg = WaitGroup::new();
         // In block_on's own future (not a task).
         let from_block_on = rt.block_on(async { spawn_one(&wg) });
@@ -182,16 +187,7 @@ fn go_and_try_go_outside_a_runtime_name_the_method() {
 #[test]
 fn go_on_a_runtime_that_shut_down_leaves_the_group_idle() {
     for multi in [false, true] {
-        let rt = if multi {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .build()
-                .unwrap()
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-        };
+        let rt = runtime(multi);
         let handle = rt.handle().clone();
         drop(rt);
         let wg = WaitGroup::new();
