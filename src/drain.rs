@@ -4,13 +4,12 @@
 //! arithmetic of the budget is documented on `shutdown`. (The public
 //! `taskgroup::shutdown` module, above this one, holds the plan and signals.)
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use crate::label::{GroupId, TaskId};
-use crate::node::{self, Counters, NodeRef};
+use crate::label::TaskId;
+use crate::node::{self, Counters, IdSet, NodeRef};
 use crate::reason::CancelReason;
 use crate::report::{PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
@@ -60,16 +59,16 @@ pub(crate) async fn run(
     for group in &order {
         group.set_abort_at(deadline);
     }
-    let mut start: HashMap<GroupId, Counters> =
-        order.iter().map(|n| (n.id(), n.counters())).collect();
-    let mut visited: Vec<NodeRef> = Vec::with_capacity(order.len());
-    let mut seen: HashSet<GroupId> = HashSet::with_capacity(order.len());
+    let mut start: Vec<Counters> = order.iter().map(|n| n.counters()).collect();
+    let mut visited: Vec<(NodeRef, Counters)> = Vec::with_capacity(order.len());
+    let mut seen = IdSet::default();
+    seen.reserve(order.len());
     let mut aborted: Vec<TaskInfo> = Vec::new();
 
     // Groups linked during the shutdown are taken in a further pass.
     while !order.is_empty() {
         let total = order.len();
-        for (i, group) in order.iter().enumerate() {
+        for (i, (group, start)) in order.into_iter().zip(start).enumerate() {
             let is_root = visited.is_empty();
             let caller = caller.filter(|c| c.group == group.id());
             let turn = Turn {
@@ -78,33 +77,30 @@ pub(crate) async fn run(
                 caller,
                 reason: &reason,
             };
-            stop_group(group, turn, &budget, &mut aborted).await;
+            stop_group(&group, turn, &budget, &mut aborted).await;
             seen.insert(group.id());
-            visited.push(group.clone());
+            visited.push((group, start));
         }
         order = node::walk(root);
         order.retain(|n| !seen.contains(&n.id()));
         // Linked during the shutdown: counted from when it is first seen.
-        for n in &order {
-            start.insert(n.id(), n.counters());
-        }
+        start = order.iter().map(|n| n.counters()).collect();
     }
 
-    report(root, &visited, &start, aborted, started)
+    report(root, &visited, aborted, started)
 }
 
 /// The report of a shutdown of `root` that started at `started`, having
-/// stopped `visited` (whose counters were `start` when first seen).
+/// stopped `visited`, each with its counters when first seen.
 fn report(
     root: &NodeRef,
-    visited: &[NodeRef],
-    start: &HashMap<GroupId, Counters>,
+    visited: &[(NodeRef, Counters)],
     aborted: Vec<TaskInfo>,
     started: Instant,
 ) -> ShutdownReport {
     let finished = visited
         .iter()
-        .map(|n| start[&n.id()].finished_until(&n.counters()))
+        .map(|(n, start)| start.finished_until(&n.counters()))
         .sum();
     let report = ShutdownReport {
         finished,
@@ -127,11 +123,16 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let started = Instant::now();
     let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
     let root = root.node();
-    let groups = node::walk(root);
-    let start: HashMap<GroupId, Counters> = groups.iter().map(|n| (n.id(), n.counters())).collect();
+    let groups: Vec<(NodeRef, Counters)> = node::walk(root)
+        .into_iter()
+        .map(|n| {
+            let start = n.counters();
+            (n, start)
+        })
+        .collect();
     node::cancel_tree(root, reason.clone());
     let mut watches = Vec::with_capacity(groups.len());
-    for group in &groups {
+    for (group, _) in &groups {
         group.close();
         group.cancel_own(reason.clone());
         let spare = caller
@@ -146,7 +147,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         aborted.extend(watch.take_aborted());
     }
     aborted.iter().for_each(crate::trace::aborted);
-    report(root, &groups, &start, aborted, started)
+    report(root, &groups, aborted, started)
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such
@@ -183,6 +184,10 @@ async fn wait_for_shields(
 /// this group), or until `stop_by`. Returns whether it got there.
 async fn stopped_by_itself(group: &NodeRef, spare_caller: bool, stop_by: Instant) -> bool {
     if !spare_caller {
+        // An idle group (most of a tree, often) makes no timer.
+        if group.state().idle_listener().is_none() {
+            return true;
+        }
         return timeout_at(stop_by, group.state().wait_idle()).await.is_ok();
     }
     // The caller's own task stays pending while it waits here, and the state

@@ -266,7 +266,8 @@ struct Tokens {
     /// The context handed to this group's own tasks: a child of `scope`, also
     /// cancelled on its own when a shutdown reaches this group. Made when
     /// first used (see [`Tokens::own`]), so a group without tasks does not
-    /// pay for it.
+    /// pay for it; made cancelled, and not a child of `scope`, if
+    /// [`Node::cancel_own`] comes first.
     own: OnceLock<CancellationToken>,
     /// The drain signal of this group's own tasks: cancelled by a shutdown's
     /// drain phase or `drain()`. A task reads "draining" as this *or* `own`
@@ -325,6 +326,11 @@ pub(crate) struct Node {
     origin: Option<CancellationToken>,
     /// Serialises `reopen()`.
     reopening: PlainMutex<()>,
+    /// When a running shutdown aborts this group's tasks: set by every
+    /// shutdown that reaches the group, cleared by `reopen()`. In a word of
+    /// its own rather than in [`Extra`], so that a shutdown does not allocate
+    /// for each idle group it stops.
+    abort_at: AbortAt,
     /// The slots of the group's limit, if it has one.
     slots: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) registry: Registry,
@@ -334,8 +340,8 @@ pub(crate) struct Node {
     /// For a group made with `child()`: its parent's table and its key there.
     owner: Option<(Weak<Table>, u64)>,
     /// What only some groups need, made when first needed (a deadline, a
-    /// shutdown, a shielded section, a failure that cancels), so an empty
-    /// group does not carry it.
+    /// shielded section, a failure that cancels), so an empty group does not
+    /// carry it, nor a group a shutdown stops.
     extra: OnceLock<Box<Extra>>,
 }
 
@@ -369,8 +375,55 @@ struct Deadlines {
     /// The earliest deadline of the groups above it, as they were when it
     /// was linked.
     inherited: Option<Instant>,
-    /// When a running shutdown aborts this group's tasks.
-    abort_at: Option<Instant>,
+}
+
+/// An optional instant in one atomic word: signed nanoseconds from a
+/// process-wide origin (the first time one is stored), so that an instant
+/// of a paused Tokio clock, which may lie before the origin, fits too.
+/// Exact within 292 years of the origin; the shutdown deadlines stored here
+/// are at most about thirty years after the call (see `saturating_add`).
+struct AbortAt(std::sync::atomic::AtomicI64);
+
+impl AbortAt {
+    /// No instant.
+    const NONE: i64 = i64::MIN;
+
+    fn none() -> Self {
+        AbortAt(std::sync::atomic::AtomicI64::new(Self::NONE))
+    }
+
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    fn set(&self, at: Option<Instant>) {
+        let word = at.map_or(Self::NONE, |at| {
+            let origin = Self::origin();
+            let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+            match at.checked_duration_since(origin) {
+                Some(after) => nanos(after),
+                // `-i64::MAX` at the least, never `NONE`.
+                None => -nanos(origin.duration_since(at)),
+            }
+        });
+        self.0.store(word, std::sync::atomic::Ordering::Release);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        let word = self.0.load(std::sync::atomic::Ordering::Acquire);
+        if word == Self::NONE {
+            return None;
+        }
+        let origin = Self::origin();
+        let offset = Duration::from_nanos(word.unsigned_abs());
+        // Out of range only for an instant clamped when stored.
+        Some(if word >= 0 {
+            origin.checked_add(offset).unwrap_or(origin)
+        } else {
+            origin.checked_sub(offset).unwrap_or(origin)
+        })
+    }
 }
 
 impl Counted for Node {
@@ -439,6 +492,7 @@ impl Node {
             tokens: Tokens::new(origin.as_ref()),
             origin,
             reopening: PlainMutex::new(()),
+            abort_at: AbortAt::none(),
             slots: limit.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             registry: Registry::new(),
             failures: PlainMutex::new(Failures::default()),
@@ -712,9 +766,7 @@ impl Node {
         let current = self.tokens();
         let drained = current.drain.get().is_some_and(|d| d.is_cancelled());
         if current.is_own_cancelled() || drained {
-            if let Some(extra) = self.extra.get() {
-                extra.deadlines.lock().abort_at = None;
-            }
+            self.abort_at.set(None);
             let next = Tokens::new(self.origin.as_ref());
             if current.next.set(Box::new(next)).is_ok() {
                 self.hot
@@ -796,7 +848,18 @@ impl Node {
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
         let tokens = self.tokens();
         let _ = tokens.reason.set(reason);
-        tokens.own().cancel();
+        // A context token not made yet is made cancelled and on its own: a
+        // cancelled token needs no link to `scope` (which would cost a lock
+        // of the parent's token, here and when it is dropped). Whoever makes
+        // the token first wins, and this cancels it either way.
+        tokens
+            .own
+            .get_or_init(|| {
+                let own = CancellationToken::new();
+                own.cancel();
+                own
+            })
+            .cancel();
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
@@ -822,7 +885,7 @@ impl Node {
             .extra
             .get()
             .map_or_else(Deadlines::default, |t| *t.deadlines.lock());
-        [deadlines.own, deadlines.inherited, deadlines.abort_at]
+        [deadlines.own, deadlines.inherited, self.abort_at.get()]
             .into_iter()
             .flatten()
             .min()
@@ -836,7 +899,7 @@ impl Node {
     /// A running shutdown aborts this group's tasks at `at` (set when the
     /// shutdown starts, and again when it reaches the group late).
     pub(crate) fn set_abort_at(&self, at: Instant) {
-        self.extra().deadlines.lock().abort_at = Some(at);
+        self.abort_at.set(Some(at));
     }
 
     /// The group's own deadline, if it has one, and the token its timer
@@ -1002,8 +1065,12 @@ pub(crate) fn visit(
         let _ = at(root, None);
         return;
     }
-    let mut seen = IdSet::default();
-    let mut stack: Vec<NodeRef> = vec![root.clone()];
+    // A visit inside `at` finds the cell empty and starts from nothing.
+    let Scratch {
+        mut seen,
+        mut stack,
+    } = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    stack.push(root.clone());
     while let Some(node) = stack.pop() {
         if !seen.insert(node.id()) {
             continue;
@@ -1018,20 +1085,43 @@ pub(crate) fn visit(
             at(&node, None)
         };
         if flow.is_break() {
-            return;
+            break;
         }
     }
+    stack.clear();
+    seen.clear();
+    if seen.capacity() <= SCRATCH_KEPT && stack.capacity() <= SCRATCH_KEPT {
+        let _ = SCRATCH.try_with(|cell| cell.set(Scratch { seen, stack }));
+    }
+}
+
+/// What a [`visit`] works with, kept empty between visits on a thread so
+/// that walking a tree again (a shutdown walks it four times) does not grow
+/// a table and a stack from nothing each time.
+#[derive(Default)]
+struct Scratch {
+    seen: IdSet,
+    stack: Vec<NodeRef>,
+}
+
+/// The most entries a thread's [`Scratch`] keeps room for between visits: a
+/// walk over a bigger tree frees what it grew, so a thread does not hold
+/// memory for the largest tree it ever walked.
+const SCRATCH_KEPT: usize = 4096;
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
 }
 
 /// The groups a [`visit`] has seen. Group ids are unique and handed out in
 /// sequence, so one multiplication hashes them well (an odd multiplier
 /// permutes the low bits, which pick the bucket); SipHash, the default,
 /// cost more than the rest of a visit per group.
-type IdSet = HashSet<GroupId, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdSet = HashSet<GroupId, BuildHasherDefault<IdHasher>>;
 
 /// See [`IdSet`].
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -1160,15 +1250,38 @@ pub(crate) fn inherit_deadline(parent: &NodeRef, child: &NodeRef) {
 pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
     let mut errors = TaskErrors::default();
     visit(root, |node, links| {
-        if let Some((kept, dropped)) = node.own_errors() {
-            errors.push_part(kept, dropped);
-        }
-        if let Some(links) = links {
-            errors.push_part(links.departed.kept.clone(), links.departed.dropped);
-        }
+        add_errors(&mut errors, node, links);
         ControlFlow::Continue(())
     });
     errors
+}
+
+/// Adds a group's own failures, then those of its children that left it.
+fn add_errors(errors: &mut TaskErrors, node: &NodeRef, links: Option<&mut Links>) {
+    if let Some((kept, dropped)) = node.own_errors() {
+        errors.push_part(kept, dropped);
+    }
+    if let Some(links) = links {
+        errors.push_part(links.departed.kept.clone(), links.departed.dropped);
+    }
+}
+
+/// [`errors`], if `root` and every group below it are idle, in one visit:
+/// `None` as soon as a group is busy. Each group's count is read before its
+/// failures, so a group read idle has its failures read after every `done`
+/// it counted (see [`Node::own_errors`]).
+pub(crate) fn errors_if_idle(root: &NodeRef) -> Option<TaskErrors> {
+    let mut errors = TaskErrors::default();
+    let mut idle = true;
+    visit(root, |node, links| {
+        if node.len() != 0 {
+            idle = false;
+            return ControlFlow::Break(());
+        }
+        add_errors(&mut errors, node, links);
+        ControlFlow::Continue(())
+    });
+    idle.then_some(errors)
 }
 
 /// Like [`errors`], and removes them from the groups.
@@ -1187,7 +1300,6 @@ pub(crate) fn take_errors(root: &NodeRef) -> TaskErrors {
     errors
 }
 
-/// Every pending guard and task of `root` and the groups below it.
 /// How many guards and tasks are pending in `root` and the groups below it
 /// (each group's count read in turn: no lock on its registry).
 #[cfg_attr(not(all(unix, feature = "systemd")), allow(dead_code))]
@@ -1200,6 +1312,7 @@ pub(crate) fn tree_len(root: &NodeRef) -> usize {
     len
 }
 
+/// Every pending guard and task of `root` and the groups below it.
 pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
     let now = Instant::now();
     let mut out = Vec::new();
@@ -1317,5 +1430,28 @@ fn release_later(refs: Vec<NodeRef>) {
             return;
         }
         batch = next;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// An instant goes into the word and comes back exact, on either side
+    /// of the origin and thirty years ahead; `None` too.
+    #[test]
+    fn abort_at_keeps_an_instant_exactly() {
+        let word = AbortAt::none();
+        assert_eq!(word.get(), None);
+        let origin = AbortAt::origin();
+        let far = Duration::from_secs(60 * 60 * 24 * 365 * 30) + Duration::from_nanos(7);
+        let mut instants = vec![origin, origin + Duration::from_nanos(1), origin + far];
+        instants.extend(origin.checked_sub(Duration::from_millis(1_500)));
+        for at in instants {
+            word.set(Some(at));
+            assert_eq!(word.get(), Some(at));
+        }
+        word.set(None);
+        assert_eq!(word.get(), None);
     }
 }

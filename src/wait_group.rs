@@ -937,8 +937,8 @@ impl WaitGroup {
     /// Cancel safe: dropping the future leaves nothing behind.
     pub async fn wait(&self) -> Result<(), WaitError> {
         self.check_not_own_task()?;
-        self.wait_tree().await;
-        self.result()
+        let errors = self.wait_tree().await;
+        Self::result_of(errors.unwrap_or_else(|| self.errors()))
     }
 
     /// Like [`wait`](Self::wait), bounded by `timeout`.
@@ -982,7 +982,7 @@ impl WaitGroup {
     pub async fn wait_deadline(&self, deadline: Instant) -> Result<(), WaitError> {
         self.check_not_own_task()?;
         match tokio::time::timeout_at(deadline, self.wait_tree()).await {
-            Ok(()) => self.result(),
+            Ok(errors) => Self::result_of(errors.unwrap_or_else(|| self.errors())),
             Err(_) if node::tree_is_idle(&self.node) => self.result(),
             Err(_) => Err(self.timed_out()),
         }
@@ -1060,7 +1060,11 @@ impl WaitGroup {
     }
 
     fn result(&self) -> Result<(), WaitError> {
-        let errors = self.errors();
+        Self::result_of(self.errors())
+    }
+
+    /// What a wait returns once the tree is idle with these failures.
+    fn result_of(errors: TaskErrors) -> Result<(), WaitError> {
         if errors.is_empty() {
             Ok(())
         } else {
@@ -1081,11 +1085,15 @@ impl WaitGroup {
     /// pass finds every group idle without waiting, so work added meanwhile
     /// (in any group, or in groups linked meanwhile) is covered. Without
     /// links this is one wait on the state word: no allocation.
-    async fn wait_tree(&self) {
+    ///
+    /// Returns the tree's failures if the first visit found it idle (that
+    /// visit reads them too, so a wait on an idle tree walks it once), and
+    /// `None` when it had to wait more (the caller then reads them).
+    async fn wait_tree(&self) -> Option<TaskErrors> {
         self.node.state().wait_idle().await;
         // An idle tree is confirmed by one visit that copies nothing.
-        if node::tree_is_idle(&self.node) {
-            return;
+        if let Some(errors) = node::errors_if_idle(&self.node) {
+            return Some(errors);
         }
         loop {
             let nodes = node::walk(&self.node);
@@ -1097,7 +1105,7 @@ impl WaitGroup {
                 }
             }
             if !waited {
-                return;
+                return None;
             }
         }
     }

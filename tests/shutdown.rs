@@ -291,3 +291,53 @@ async fn a_task_stuck_in_blocking_code_is_reported_as_still_pending() {
     // Once it returns, the abort (or its completion) lets the group go idle.
     wg.wait_timeout(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A shutdown stops idle groups without their tokens or deadlines having
+/// been made: each still ends closed, cancelled (for the shutdown's reason)
+/// and draining, work added to it afterwards starts so and reads the
+/// shutdown's abort time as its deadline, and `reopen()` clears all of it.
+#[tokio::test(start_paused = true)]
+async fn idle_groups_stopped_by_a_shutdown_read_as_stopped() {
+    let root = WaitGroup::new();
+    let children: Vec<WaitGroup> = (0..3).map(|_| root.child()).collect();
+    let before = Instant::now();
+    let report = root
+        .shutdown(
+            taskgroup::shutdown::Grace::drain(Duration::from_secs(2))
+                .then_cancel(Duration::from_secs(3)),
+        )
+        .await;
+    assert!(report.is_clean(), "{report}");
+    for wg in std::iter::once(&root).chain(&children) {
+        assert!(wg.is_closed() && wg.is_cancelled());
+        let (tx, rx) = oneshot::channel();
+        wg.go(move |ctx| async move {
+            ctx.cancelled().await;
+            ctx.draining().await;
+            let seen = (
+                ctx.is_cancelled(),
+                ctx.is_draining(),
+                ctx.token().is_cancelled(),
+                ctx.cancel_reason(),
+                ctx.deadline(),
+            );
+            tx.send(seen).unwrap();
+        });
+        let (cancelled, draining, token, reason, deadline) = rx.await.unwrap();
+        assert!(cancelled && draining && token);
+        assert!(
+            matches!(reason, Some(taskgroup::CancelReason::Shutdown)),
+            "{reason:?}"
+        );
+        // The abort time: the whole grace after the call (no time passed).
+        assert_eq!(deadline, Some(before + Duration::from_secs(5)));
+        wg.wait().await.unwrap();
+        assert!(wg.reopen());
+        let (tx, rx) = oneshot::channel();
+        wg.go(move |ctx| async move {
+            tx.send((ctx.is_cancelled(), ctx.is_draining(), ctx.deadline()))
+                .unwrap();
+        });
+        assert_eq!(rx.await.unwrap(), (false, false, None), "reopened");
+    }
+}
