@@ -4,9 +4,10 @@
 //! arithmetic of the budget is documented on `shutdown`. (The public
 //! `taskgroup::shutdown` module, above this one, holds the plan and signals.)
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{timeout_at, Instant, Sleep};
 
 use crate::label::TaskId;
 use crate::node::{self, Counters, IdSet, NodeRef};
@@ -64,6 +65,7 @@ pub(crate) async fn run(
     let mut seen = IdSet::default();
     seen.reserve(order.len());
     let mut aborted: Vec<TaskInfo> = Vec::new();
+    let mut timer = Timer::default();
 
     // Groups linked during the shutdown are taken in a further pass.
     while !order.is_empty() {
@@ -77,7 +79,7 @@ pub(crate) async fn run(
                 caller,
                 reason: &reason,
             };
-            stop_group(&group, turn, &budget, &mut aborted).await;
+            stop_group(&group, turn, &budget, &mut timer, &mut aborted).await;
             seen.insert(group.id());
             visited.push((group, start));
         }
@@ -180,15 +182,50 @@ async fn wait_for_shields(
     }
 }
 
+/// The timer a shutdown's waits on groups share: made when a group first
+/// has work to wait for, and reset only when the time waited until changes
+/// (the end of the drain phase, then the deadline, then a late group's own
+/// stop time), so that the groups of a tree do not each register a timer
+/// and remove it again.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timer {
+    /// The timer, set to fire at `at`.
+    fn until(&mut self, at: Instant) -> Pin<&mut Sleep> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        sleep.as_mut()
+    }
+}
+
 /// Waits until the group has nothing pending but the caller (if it is in
 /// this group), or until `stop_by`. Returns whether it got there.
-async fn stopped_by_itself(group: &NodeRef, spare_caller: bool, stop_by: Instant) -> bool {
+async fn stopped_by_itself(
+    group: &NodeRef,
+    spare_caller: bool,
+    stop_by: Instant,
+    timer: &mut Timer,
+) -> bool {
     if !spare_caller {
-        // An idle group (most of a tree, often) makes no timer.
+        // An idle group (most of a tree, often) needs no timer.
         if group.state().idle_listener().is_none() {
             return true;
         }
-        return timeout_at(stop_by, group.state().wait_idle()).await.is_ok();
+        // The group's work first, as `timeout_at` does: a group idle by the
+        // time the timer fires counts as stopped.
+        let timer = timer.until(stop_by);
+        return tokio::select! {
+            biased;
+            () = group.state().wait_idle() => true,
+            () = timer => false,
+        };
     }
     // The caller's own task stays pending while it waits here, and the state
     // word wakes waiters only when nothing is pending: so look at intervals
@@ -223,13 +260,19 @@ struct Turn<'a> {
 /// time, then abort its tasks (a shielded section's within its budget) and
 /// wait for the aborts until its abort time (see the budget on
 /// `WaitGroup::shutdown`).
-async fn stop_group(group: &NodeRef, turn: Turn<'_>, budget: &Budget, aborted: &mut Vec<TaskInfo>) {
+async fn stop_group(
+    group: &NodeRef,
+    turn: Turn<'_>,
+    budget: &Budget,
+    timer: &mut Timer,
+    aborted: &mut Vec<TaskInfo>,
+) {
     group.close();
     crate::trace::closed(&group.label);
     group.drain_own();
     let spare_caller = turn.caller.is_some();
     let drained = Instant::now() < budget.drain_end
-        && stopped_by_itself(group, spare_caller, budget.drain_end).await;
+        && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
     // Cancelled even when it drained in time: after a shutdown a group is
     // closed and cancelled, so work registered later (plain `add`/`go`)
     // starts cancelled.
@@ -246,7 +289,7 @@ async fn stop_group(group: &NodeRef, turn: Turn<'_>, budget: &Budget, aborted: &
         (budget.deadline, None)
     };
     group.set_abort_at(stop_by);
-    if stopped_by_itself(group, spare_caller, stop_by).await {
+    if stopped_by_itself(group, spare_caller, stop_by, timer).await {
         return;
     }
     let now = Instant::now();
