@@ -128,7 +128,7 @@ impl TaskContext {
 
     /// Whether the task should drain (see [`draining`](Self::draining)).
     pub fn is_draining(&self) -> bool {
-        self.node.drain_at(self.generation).is_cancelled() || self.token().is_cancelled()
+        self.node.is_draining_at(self.generation)
     }
 
     /// The time by which the task must have finished, if anything bounds it:

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::time::{timeout_at, Instant, Sleep};
 
 use crate::label::TaskId;
-use crate::node::{self, Counters, IdSet, NodeRef};
+use crate::node::{self, AbortTime, Counters, IdSet, NodeRef};
 use crate::reason::CancelReason;
-use crate::report::{PendingReport, ShutdownReport, TaskInfo};
+use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::Counted as _;
 use crate::shutdown::{deadline_after, saturating_add, Grace};
 use crate::task::Current;
@@ -22,8 +22,13 @@ use crate::wait_group::WaitGroup;
 struct Budget {
     /// The end of the drain phase: the drain phase after the call.
     drain_end: Instant,
+    /// Whether there is a drain phase at all (so that a group's turn need
+    /// not read the clock to find it over).
+    drains: bool,
     /// The end of the graceful phase: the whole grace after the call.
     deadline: Instant,
+    /// `deadline`, as each group keeps it.
+    abort_time: AbortTime,
     /// The end of the forced phase: the deadline plus the abort timeout.
     end: Instant,
 }
@@ -51,14 +56,16 @@ pub(crate) async fn run(
     let deadline = saturating_add(drain_end, grace.cancel_phase());
     let budget = Budget {
         drain_end,
+        drains: !grace.drain_phase().is_zero(),
         deadline,
+        abort_time: AbortTime::new(deadline),
         end: saturating_add(deadline, root.config.abort_timeout),
     };
     // Every group's counters as the shutdown starts, so that work finishing
     // in a group not reached yet is counted too; and every task's deadline.
     let mut order = node::walk(root);
     for group in &order {
-        group.set_abort_at(deadline);
+        group.set_abort_time(budget.abort_time);
     }
     let mut start: Vec<Counters> = order.iter().map(|n| n.counters()).collect();
     let mut visited: Vec<(NodeRef, Counters)> = Vec::with_capacity(order.len());
@@ -67,8 +74,9 @@ pub(crate) async fn run(
     let mut aborted: Vec<TaskInfo> = Vec::new();
     let mut timer = Timer::default();
 
-    // Groups linked during the shutdown are taken in a further pass.
-    while !order.is_empty() {
+    // Groups linked during the shutdown are taken in a further pass; the
+    // walk that finds none lists the groups whose pending work is reported.
+    let groups = loop {
         let total = order.len();
         for (i, (group, start)) in order.into_iter().zip(start).enumerate() {
             let is_root = visited.is_empty();
@@ -83,20 +91,30 @@ pub(crate) async fn run(
             seen.insert(group.id());
             visited.push((group, start));
         }
-        order = node::walk(root);
-        order.retain(|n| !seen.contains(&n.id()));
+        let groups = node::walk(root);
+        order = groups
+            .iter()
+            .filter(|n| !seen.contains(&n.id()))
+            .cloned()
+            .collect();
+        if order.is_empty() {
+            break groups;
+        }
         // Linked during the shutdown: counted from when it is first seen.
         start = order.iter().map(|n| n.counters()).collect();
-    }
+    };
 
-    report(root, &visited, aborted, started)
+    let pending = node::pending_of(&groups);
+    report(root, &visited, pending, aborted, started)
 }
 
 /// The report of a shutdown of `root` that started at `started`, having
-/// stopped `visited`, each with its counters when first seen.
+/// stopped `visited`, each with its counters when first seen, and leaving
+/// `pending`.
 fn report(
     root: &NodeRef,
     visited: &[(NodeRef, Counters)],
+    pending: Vec<GroupPending>,
     aborted: Vec<TaskInfo>,
     started: Instant,
 ) -> ShutdownReport {
@@ -107,9 +125,7 @@ fn report(
     let report = ShutdownReport {
         finished,
         aborted,
-        pending: PendingReport {
-            groups: node::pending(root),
-        },
+        pending: PendingReport { groups: pending },
         errors: node::errors(root),
         elapsed: started.elapsed(),
     };
@@ -149,7 +165,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         aborted.extend(watch.take_aborted());
     }
     aborted.iter().for_each(crate::trace::aborted);
-    report(root, &groups, aborted, started)
+    report(root, &groups, node::pending(root), aborted, started)
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such
@@ -271,7 +287,8 @@ async fn stop_group(
     crate::trace::closed(&group.label);
     group.drain_own();
     let spare_caller = turn.caller.is_some();
-    let drained = Instant::now() < budget.drain_end
+    let drained = budget.drains
+        && Instant::now() < budget.drain_end
         && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
     // Cancelled even when it drained in time: after a shutdown a group is
     // closed and cancelled, so work registered later (plain `add`/`go`)
@@ -288,7 +305,11 @@ async fn stop_group(
     } else {
         (budget.deadline, None)
     };
-    group.set_abort_at(stop_by);
+    if late {
+        group.set_abort_at(stop_by);
+    } else {
+        group.set_abort_time(budget.abort_time);
+    }
     if stopped_by_itself(group, spare_caller, stop_by, timer).await {
         return;
     }

@@ -55,13 +55,22 @@
 //!   sees the group idle sees every failure.
 //! * Links form a DAG: `link` checks for cycles under [`LINK_ORDER`];
 //!   `child()` only adds fresh groups.
+//! * A generation's context and drain tokens are made when first asked for,
+//!   under the node's `tokens_lock`, and a cancel or drain that finds its
+//!   token not made sets a bit of [`Tokens::early`] under the same lock
+//!   instead: a token made after its bit is made cancelled, one made before
+//!   is cancelled by whoever would have set the bit. Readers of "cancelled"
+//!   and "draining" look at the bit while the token is not made.
 //!
 //! # Lock order
 //!
 //! [`LINK_ORDER`], then links locks from ancestor to descendant (only
 //! [`leave`] holds two: a parent's, then the leaving child's), then a
-//! `failures` lock, then a registry shard. No lock is held across an
-//! `.await` or while user code runs.
+//! `failures` lock, then a registry shard. A node's `tokens_lock` is taken
+//! alone, and held only to fill a token cell (making a token takes
+//! tokio-util's lock of its parent token) or set an early bit, never while
+//! a token is cancelled. No lock is held across an `.await` or while user
+//! code runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -83,7 +92,7 @@ use crate::report::GroupPending;
 use crate::shared::{Counted, Shared};
 use crate::state::State;
 // Loom's under `--cfg loom`: what a child leaving its parent races on.
-use crate::sync::{fence, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU8, AtomicUsize, Mutex, Ordering};
 
 /// The groups "freed" in a loom model (loom keeps the memory; see
 /// `crate::shared`), for the models of a child leaving its parent.
@@ -265,16 +274,22 @@ struct Tokens {
     scope: CancellationToken,
     /// The context handed to this group's own tasks: a child of `scope`, also
     /// cancelled on its own when a shutdown reaches this group. Made when
-    /// first used (see [`Tokens::own`]), so a group without tasks does not
-    /// pay for it; made cancelled, and not a child of `scope`, if
-    /// [`Node::cancel_own`] comes first.
+    /// first used ([`Node::own_of`]), so a group without tasks does not pay
+    /// for it; a cancel that comes first sets [`OWN_CANCELLED`] instead.
     own: OnceLock<CancellationToken>,
     /// The drain signal of this group's own tasks: cancelled by a shutdown's
     /// drain phase or `drain()`. A task reads "draining" as this *or* `own`
     /// cancelled, so a cancelled context is always a draining one. Made when
-    /// first used (a drain, or a task waiting for one), so a group that is
-    /// never drained does not pay for it.
+    /// a task first asks for it ([`Node::drain_of`]), so a group that is
+    /// never drained does not pay for it; a drain that comes first sets
+    /// [`DRAINED`] instead.
     drain: OnceLock<CancellationToken>,
+    /// [`OWN_CANCELLED`] and [`DRAINED`]: what happened to `own` and `drain`
+    /// before they were made. Set, and the two cells filled, only under the
+    /// node's `tokens_lock`, so a token made after its bit is set is made
+    /// cancelled, and one made before is cancelled by whoever sets the bit
+    /// ([`Node::cancel_or_mark`]). Read without the lock.
+    early: AtomicU8,
     /// Why `own` was cancelled. Set before the token it explains is
     /// cancelled (see [`cancel_tree`]), first setter wins; unset while `own`
     /// is cancelled means the caller's token (the only cancellation that
@@ -294,23 +309,43 @@ impl Tokens {
             drain: OnceLock::new(),
             reason: OnceLock::new(),
             next: OnceLock::new(),
+            early: AtomicU8::new(0),
         }
     }
 
-    /// The context token, made from `scope` when first asked for.
-    fn own(&self) -> &CancellationToken {
-        self.own.get_or_init(|| self.scope.child_token())
-    }
-
-    /// Whether the context token is cancelled, without making it. Until it is
-    /// made it cannot have been cancelled on its own ([`Node::cancel_own`]
-    /// makes it first), so it is cancelled exactly when `scope` is.
+    /// Whether the context token is cancelled, without making it: until it
+    /// is made, when it was cancelled on its own ([`OWN_CANCELLED`]) or
+    /// through `scope`.
     fn is_own_cancelled(&self) -> bool {
         match self.own.get() {
             Some(own) => own.is_cancelled(),
-            None => self.scope.is_cancelled(),
+            None => {
+                self.early.load(Ordering::Acquire) & OWN_CANCELLED != 0 || self.scope.is_cancelled()
+            }
         }
     }
+
+    /// Whether the drain signal was given, without making its token.
+    fn is_drained(&self) -> bool {
+        match self.drain.get() {
+            Some(drain) => drain.is_cancelled(),
+            None => self.early.load(Ordering::Acquire) & DRAINED != 0,
+        }
+    }
+}
+
+/// [`Tokens::early`]: the context was cancelled on its own before its token
+/// was made.
+const OWN_CANCELLED: u8 = 1;
+/// [`Tokens::early`]: the drain signal was given before its token was made.
+const DRAINED: u8 = 2;
+
+/// A token made cancelled, for a cell whose cancel came first: on its own,
+/// since a cancelled token needs no parent.
+fn cancelled_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
 }
 
 /// The shared part of a group; see the module docs.
@@ -324,8 +359,10 @@ pub(crate) struct Node {
     /// The token new generations derive from: the caller's token or the
     /// parent's scope, as the first did (`None`: a fresh one).
     origin: Option<CancellationToken>,
-    /// Serialises `reopen()`.
-    reopening: PlainMutex<()>,
+    /// Serialises `reopen()`, and the making of a generation's context and
+    /// drain tokens with the cancel or drain that may come before them (see
+    /// [`Tokens::early`]). Only taken on those slow paths.
+    tokens_lock: Mutex<()>,
     /// When a running shutdown aborts this group's tasks: set by every
     /// shutdown that reaches the group, cleared by `reopen()`. In a word of
     /// its own rather than in [`Extra`], so that a shutdown does not allocate
@@ -377,6 +414,17 @@ struct Deadlines {
     inherited: Option<Instant>,
 }
 
+/// An abort time as [`AbortAt`] stores it: a shutdown encodes its deadline
+/// once for all its groups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AbortTime(i64);
+
+impl AbortTime {
+    pub(crate) fn new(at: Instant) -> Self {
+        AbortTime(AbortAt::word(Some(at)))
+    }
+}
+
 /// An optional instant in one atomic word: signed nanoseconds from a
 /// process-wide origin (the first time one is stored), so that an instant
 /// of a paused Tokio clock, which may lie before the origin, fits too.
@@ -398,7 +446,13 @@ impl AbortAt {
     }
 
     fn set(&self, at: Option<Instant>) {
-        let word = at.map_or(Self::NONE, |at| {
+        self.set_word(Self::word(at));
+    }
+
+    /// `at` as the word stores it (computed once for the many groups a
+    /// shutdown starts with).
+    fn word(at: Option<Instant>) -> i64 {
+        at.map_or(Self::NONE, |at| {
             let origin = Self::origin();
             let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
             match at.checked_duration_since(origin) {
@@ -406,7 +460,10 @@ impl AbortAt {
                 // `-i64::MAX` at the least, never `NONE`.
                 None => -nanos(origin.duration_since(at)),
             }
-        });
+        })
+    }
+
+    fn set_word(&self, word: i64) {
         self.0.store(word, std::sync::atomic::Ordering::Release);
     }
 
@@ -491,7 +548,7 @@ impl Node {
             config: Settings::new(config, like),
             tokens: Tokens::new(origin.as_ref()),
             origin,
-            reopening: PlainMutex::new(()),
+            tokens_lock: Mutex::new(()),
             abort_at: AbortAt::none(),
             slots: limit.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             registry: Registry::new(),
@@ -722,7 +779,77 @@ impl Node {
 
     /// The context token of generation `generation` (which exists).
     pub(crate) fn own_at(&self, generation: u32) -> &CancellationToken {
-        self.tokens_at(generation).own()
+        self.own_of(self.tokens_at(generation))
+    }
+
+    /// `tokens`' context token, made when first asked for: a child of its
+    /// scope, or a cancelled token if the context was cancelled first.
+    fn own_of<'t>(&self, tokens: &'t Tokens) -> &'t CancellationToken {
+        // Under loom every ask takes the lock, so that the model sees the
+        // race (see `tests::loom_drain`).
+        #[cfg(not(loom))]
+        if let Some(own) = tokens.own.get() {
+            return own;
+        }
+        self.make_token(tokens, &tokens.own, OWN_CANCELLED, || {
+            tokens.scope.child_token()
+        })
+    }
+
+    /// `tokens`' drain signal, made when first asked for: cancelled if the
+    /// drain came first.
+    fn drain_of<'t>(&self, tokens: &'t Tokens) -> &'t CancellationToken {
+        #[cfg(not(loom))]
+        if let Some(drain) = tokens.drain.get() {
+            return drain;
+        }
+        self.make_token(tokens, &tokens.drain, DRAINED, CancellationToken::new)
+    }
+
+    /// Fills `cell` (`tokens`' `own` or `drain`) under the tokens lock, with
+    /// a cancelled token if `bit` of `tokens.early` is set, else with
+    /// `make()`.
+    #[cold]
+    fn make_token<'t>(
+        &self,
+        tokens: &Tokens,
+        cell: &'t OnceLock<CancellationToken>,
+        bit: u8,
+        make: impl FnOnce() -> CancellationToken,
+    ) -> &'t CancellationToken {
+        let _lock = self.tokens_lock.lock();
+        cell.get_or_init(|| {
+            // Written under this lock only.
+            if tokens.early.load(Ordering::Relaxed) & bit != 0 {
+                cancelled_token()
+            } else {
+                make()
+            }
+        })
+    }
+
+    /// Cancels `tokens`' token in `cell` (`own` or `drain`), or, if it is not
+    /// made yet, sets `bit` so that it is made cancelled.
+    fn cancel_or_mark(&self, tokens: &Tokens, cell: &OnceLock<CancellationToken>, bit: u8) {
+        #[cfg(not(loom))]
+        if let Some(token) = cell.get() {
+            token.cancel();
+            return;
+        }
+        let made = {
+            let _lock = self.tokens_lock.lock();
+            // Filled under this lock only: made before this (cancelled
+            // below), or made after it with the bit seen.
+            let made = cell.get();
+            if made.is_none() {
+                tokens.early.fetch_or(bit, Ordering::Release);
+            }
+            made
+        };
+        // Outside the lock: cancelling runs the waiters' wakers.
+        if let Some(token) = made {
+            token.cancel();
+        }
     }
 
     fn tokens_at(&self, generation: u32) -> &Tokens {
@@ -738,14 +865,12 @@ impl Node {
 
     /// The context handed to this group's own tasks (the current one).
     pub(crate) fn own(&self) -> &CancellationToken {
-        self.tokens().own()
+        self.own_of(self.tokens())
     }
 
     /// The drain signal of generation `generation` (which exists).
     pub(crate) fn drain_at(&self, generation: u32) -> &CancellationToken {
-        self.tokens_at(generation)
-            .drain
-            .get_or_init(CancellationToken::new)
+        self.drain_of(self.tokens_at(generation))
     }
 
     /// Why generation `generation`'s context was cancelled, if it was.
@@ -761,11 +886,10 @@ impl Node {
     /// generation of tokens, derived from the group's origin as the first
     /// was (so a group cancelled through its caller's token stays so).
     pub(crate) fn reopen(&self) -> bool {
-        let _one_at_a_time = self.reopening.lock();
+        let _one_at_a_time = self.tokens_lock.lock();
         let reopened = self.state().reopen();
         let current = self.tokens();
-        let drained = current.drain.get().is_some_and(|d| d.is_cancelled());
-        if current.is_own_cancelled() || drained {
+        if current.is_own_cancelled() || current.is_drained() {
             self.abort_at.set(None);
             let next = Tokens::new(self.origin.as_ref());
             if current.next.set(Box::new(next)).is_ok() {
@@ -848,32 +972,26 @@ impl Node {
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
         let tokens = self.tokens();
         let _ = tokens.reason.set(reason);
-        // A context token not made yet is made cancelled and on its own: a
-        // cancelled token needs no link to `scope` (which would cost a lock
-        // of the parent's token, here and when it is dropped). Whoever makes
-        // the token first wins, and this cancels it either way.
-        tokens
-            .own
-            .get_or_init(|| {
-                let own = CancellationToken::new();
-                own.cancel();
-                own
-            })
-            .cancel();
+        // A group a shutdown stops often has no token made: none is made.
+        self.cancel_or_mark(tokens, &tokens.own, OWN_CANCELLED);
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
     /// take no more.
     pub(crate) fn drain_own(&self) {
-        self.tokens()
-            .drain
-            .get_or_init(CancellationToken::new)
-            .cancel();
+        let tokens = self.tokens();
+        self.cancel_or_mark(tokens, &tokens.drain, DRAINED);
     }
 
     pub(crate) fn is_draining(&self) -> bool {
-        let tokens = self.tokens();
-        tokens.drain.get().is_some_and(|d| d.is_cancelled()) || tokens.is_own_cancelled()
+        self.is_draining_at(self.generation())
+    }
+
+    /// Whether generation `generation` (which exists) is draining: drained,
+    /// or its context cancelled. Makes neither token.
+    pub(crate) fn is_draining_at(&self, generation: u32) -> bool {
+        let tokens = self.tokens_at(generation);
+        tokens.is_drained() || tokens.is_own_cancelled()
     }
 
     // ----- deadlines -------------------------------------------------------------
@@ -900,6 +1018,12 @@ impl Node {
     /// shutdown starts, and again when it reaches the group late).
     pub(crate) fn set_abort_at(&self, at: Instant) {
         self.abort_at.set(Some(at));
+    }
+
+    /// [`set_abort_at`](Self::set_abort_at) with a time encoded once for
+    /// every group of a shutdown.
+    pub(crate) fn set_abort_time(&self, at: AbortTime) {
+        self.abort_at.set_word(at.0);
     }
 
     /// The group's own deadline, if it has one, and the token its timer
@@ -1314,9 +1438,14 @@ pub(crate) fn tree_len(root: &NodeRef) -> usize {
 
 /// Every pending guard and task of `root` and the groups below it.
 pub(crate) fn pending(root: &NodeRef) -> Vec<GroupPending> {
+    pending_of(&walk(root))
+}
+
+/// The pending work of `groups` (a [`walk`] made just before), in order.
+pub(crate) fn pending_of(groups: &[NodeRef]) -> Vec<GroupPending> {
     let now = Instant::now();
     let mut out = Vec::new();
-    for node in walk(root) {
+    for node in groups {
         out.extend(node.pending(now));
     }
     out

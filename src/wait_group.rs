@@ -780,7 +780,8 @@ impl WaitGroup {
     }
 
     /// The group's context: the token its tasks receive. Cancelling it cancels
-    /// this group's own tasks and the groups made with [`child`](Self::child).
+    /// this group's own tasks, not the groups below it (their contexts derive
+    /// from the group's scope, which [`cancel`](Self::cancel) cancels).
     pub fn context(&self) -> CancellationToken {
         self.node.own().clone()
     }

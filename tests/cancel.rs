@@ -123,3 +123,22 @@ fn the_context_is_the_token_tasks_get() {
     ctx.cancel();
     assert!(wg.is_cancelled());
 }
+
+/// `context()` is the token of the group's own tasks: cancelling it reaches
+/// them, not the groups below (`cancel()` does).
+#[tokio::test]
+async fn cancelling_the_context_reaches_the_groups_own_tasks_only() {
+    let wg = WaitGroup::new();
+    let child = wg.child();
+    let (tx, rx) = oneshot::channel();
+    wg.go(move |ctx| async move {
+        ctx.cancelled().await;
+        tx.send(()).unwrap();
+    });
+    wg.context().cancel();
+    rx.await.unwrap();
+    assert!(wg.is_cancelled());
+    assert!(!child.is_cancelled());
+    wg.cancel();
+    assert!(child.is_cancelled());
+}

@@ -3,10 +3,21 @@
 //! drains a group and then cancels it on one thread while a task waits for
 //! the drain signal, and another looks at both flags.
 //!
+//! The context and drain tokens are made when first asked for, and a cancel
+//! or drain that comes first only sets a bit (`Tokens::early`); the last
+//! model races the two for each token.
+//!
 //! What loom explores here: the wake-ups, which the tokens deliver through
-//! tokio's `Notify` (loom-instrumented in this build), and our select over
-//! the two tokens. What it does not: the tokens' own tree, kept under a std
-//! mutex inside tokio-util, which loom treats as one step.
+//! tokio's `Notify` (loom-instrumented in this build), our select over
+//! the two tokens, and the node's tokens lock and early bits (`crate::sync`
+//! types). What it does not: the tokens' own tree, kept under a std mutex
+//! inside tokio-util, which loom treats as one step, and the `OnceLock`
+//! cells holding the tokens (std atomics, invisible to loom). So that loom
+//! sees the race on a cell, every access to one takes the tokens lock in
+//! this build; the production build first reads a cell without the lock,
+//! which is sound because a cell is filled only under that lock and a
+//! filled cell's token is handled (cancelled, or handed out) exactly as
+//! under it.
 
 use loom::thread;
 
@@ -63,5 +74,42 @@ fn cancel_alone_wakes_a_drain_waiter() {
             ctx.cancel_reason(),
             Some(CancelReason::Requested(None))
         ));
+    });
+}
+
+/// The first ask for each token racing with the cancel or drain of a group
+/// that has neither made (a shutdown reaching an idle group while a task
+/// starts): whichever comes first, the token handed out ends cancelled, and
+/// an observer that reads "cancelled" (or "draining") then asks for the
+/// token always gets a cancelled one.
+#[test]
+fn first_ask_for_a_token_racing_with_its_cancel() {
+    model("first_ask_for_a_token_racing_with_its_cancel", || {
+        let (wg, ctx) = group();
+        let node = wg.node().clone();
+        let observer = (ctx.clone(), wg.node().clone());
+        let shutdown = thread::spawn(move || {
+            node.drain_own();
+            node.cancel_own(CancelReason::Shutdown);
+        });
+        let look = thread::spawn(move || {
+            let (observer, node) = observer;
+            if observer.is_draining() {
+                let drain = node.drain_at(0);
+                assert!(
+                    drain.is_cancelled() || observer.token().is_cancelled(),
+                    "draining, but neither token says so"
+                );
+            }
+            if observer.is_cancelled() {
+                assert!(observer.token().is_cancelled(), "a live token handed out");
+            }
+        });
+        let own = ctx.token().clone();
+        let drain = wg.node().drain_at(0).clone();
+        shutdown.join().unwrap();
+        look.join().unwrap();
+        assert!(own.is_cancelled() && drain.is_cancelled());
+        assert!(ctx.is_cancelled() && ctx.is_draining());
     });
 }

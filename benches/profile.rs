@@ -1,0 +1,89 @@
+//! Small fixed workloads to count instructions with callgrind, where timings
+//! are too noisy to compare two builds (issue 16's notes quote its counts):
+//!
+//! ```text
+//! cargo build --release -p taskgroup-bench --example profile
+//! valgrind --tool=callgrind --toggle-collect='*Runtime::block_on*' \
+//!     target/release/examples/profile shutdown flat
+//! ```
+//!
+//! `--toggle-collect` counts what runs inside `block_on` only (the timed part);
+//! divide the total by the operations the mode prints. Modes:
+//!
+//! * `shutdown flat|chain`, `wait flat|chain`: 50 times, 1,000 idle groups
+//!   below a root (each a `child()` of the root, or of the one before), built
+//!   outside `block_on`, then `shutdown(1s)` or `wait()` on the root inside.
+//! * `go`, `tracker`: 3 times, 100,000 trivial tasks spawned then waited for,
+//!   with `WaitGroup::go` or tokio-util's `TaskTracker::spawn` (count the whole
+//!   program: drop `--toggle-collect`).
+
+use std::time::Duration;
+
+use taskgroup::WaitGroup;
+use tokio_util::task::TaskTracker;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    match arg(0) {
+        mode @ ("shutdown" | "wait") => {
+            let chain = match arg(1) {
+                "flat" => false,
+                "chain" => true,
+                other => usage(other),
+            };
+            const ROUNDS: usize = 50;
+            const GROUPS: usize = 1_000;
+            for _ in 0..ROUNDS {
+                let root = WaitGroup::new();
+                let mut groups = Vec::with_capacity(GROUPS);
+                let mut last = root.clone();
+                for _ in 0..GROUPS {
+                    let group = if chain { last.child() } else { root.child() };
+                    groups.push(group.clone());
+                    last = group;
+                }
+                if mode == "wait" {
+                    rt.block_on(root.wait()).expect("no failures");
+                } else {
+                    let report = rt.block_on(root.shutdown(Duration::from_secs(1)));
+                    assert!(report.is_clean(), "{report}");
+                }
+            }
+            println!("{} groups", ROUNDS * GROUPS);
+        }
+        mode @ ("go" | "tracker") => {
+            const ROUNDS: usize = 3;
+            const TASKS: usize = 100_000;
+            rt.block_on(async {
+                for _ in 0..ROUNDS {
+                    if mode == "go" {
+                        let wg = WaitGroup::new();
+                        for _ in 0..TASKS {
+                            wg.go(|_| async {});
+                        }
+                        wg.wait().await.expect("no failures");
+                    } else {
+                        let tracker = TaskTracker::new();
+                        for _ in 0..TASKS {
+                            tracker.spawn(async {});
+                        }
+                        tracker.close();
+                        tracker.wait().await;
+                    }
+                }
+            });
+            println!("{} tasks", ROUNDS * TASKS);
+        }
+        other => usage(other),
+    }
+}
+
+fn usage(got: &str) -> ! {
+    eprintln!("unknown mode {got:?}: shutdown flat|chain, wait flat|chain, go, tracker");
+    std::process::exit(2);
+}
