@@ -297,6 +297,14 @@ async fn stop_group(
     if drained {
         return;
     }
+    // An idle group (most of a big tree, often) is stopped now: no clock to
+    // read. Work added to it later reads the shutdown's deadline as its own
+    // (given again here for a group linked during the shutdown), even when
+    // the group was reached late.
+    if !spare_caller && group.state().idle_listener().is_none() {
+        group.set_abort_time(budget.abort_time);
+        return;
+    }
     let reached = Instant::now();
     let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {

@@ -341,3 +341,31 @@ async fn idle_groups_stopped_by_a_shutdown_read_as_stopped() {
         assert_eq!(rx.await.unwrap(), (false, false, None), "reopened");
     }
 }
+
+/// A group linked while a shutdown runs is stopped in a further pass, idle,
+/// and reads the shutdown's abort time as its deadline like the others.
+#[tokio::test(start_paused = true)]
+async fn a_group_linked_during_a_shutdown_is_stopped_with_its_deadline() {
+    let root = WaitGroup::new();
+    let late = WaitGroup::new();
+    let (linked_tx, linked_rx) = oneshot::channel();
+    {
+        let (root, late) = (root.clone(), late.clone());
+        root.clone().go(move |ctx| async move {
+            ctx.cancelled().await;
+            root.link(&late).unwrap();
+            linked_tx.send(()).unwrap();
+        });
+    }
+    let before = Instant::now();
+    let report = root.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "{report}");
+    linked_rx.await.unwrap();
+    assert!(
+        late.is_closed() && late.is_cancelled(),
+        "stopped in a further pass"
+    );
+    let (tx, rx) = oneshot::channel();
+    late.go(move |ctx| async move { tx.send(ctx.deadline()).unwrap() });
+    assert_eq!(rx.await.unwrap(), Some(before + Duration::from_secs(5)));
+}
