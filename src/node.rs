@@ -1220,7 +1220,7 @@ pub(crate) fn visit(
 }
 
 /// What a [`visit`] works with, kept empty between visits on a thread so
-/// that walking a tree again (a shutdown walks it four times) does not grow
+/// that walking a tree again (a shutdown walks it three times) does not grow
 /// a table and a stack from nothing each time.
 #[derive(Default)]
 struct Scratch {
@@ -1228,10 +1228,11 @@ struct Scratch {
     stack: Vec<NodeRef>,
 }
 
-/// The most entries a thread's [`Scratch`] keeps room for between visits: a
-/// walk over a bigger tree frees what it grew, so a thread does not hold
-/// memory for the largest tree it ever walked.
-const SCRATCH_KEPT: usize = 4096;
+/// The most entries a thread's [`Scratch`] keeps room for between visits
+/// (room for trees of up to 1,792 groups: about 18 KB of set and 16 KB of
+/// stack on 64-bit targets): a walk over a bigger tree frees what it grew,
+/// so a thread does not hold memory for the largest tree it ever walked.
+const SCRATCH_KEPT: usize = 2048;
 
 thread_local! {
     static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
@@ -1565,6 +1566,32 @@ fn release_later(refs: Vec<NodeRef>) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// The room a thread's walks keep between visits: kept after a tree
+    /// that fits, given back after one that does not.
+    #[test]
+    fn walks_keep_bounded_room() {
+        fn room() -> usize {
+            SCRATCH.with(|cell| {
+                let scratch = cell.take();
+                let room = scratch.seen.capacity().max(scratch.stack.capacity());
+                cell.set(scratch);
+                room
+            })
+        }
+        let tree = |children: usize| {
+            let root = crate::WaitGroup::new();
+            let kept: Vec<_> = (0..children).map(|_| root.child()).collect();
+            (root, kept)
+        };
+        let (small, _kept) = tree(100);
+        assert_eq!(walk(small.node()).len(), 101);
+        let kept = room();
+        assert!((101..=SCRATCH_KEPT).contains(&kept), "{kept}");
+        let (big, _kept) = tree(SCRATCH_KEPT * 2);
+        assert_eq!(walk(big.node()).len(), SCRATCH_KEPT * 2 + 1);
+        assert_eq!(room(), 0, "a big tree's room is given back");
+    }
 
     /// An instant goes into the word and comes back exact, on either side
     /// of the origin and thirty years ahead; `None` too.
