@@ -938,8 +938,7 @@ impl WaitGroup {
     /// Cancel safe: dropping the future leaves nothing behind.
     pub async fn wait(&self) -> Result<(), WaitError> {
         self.check_not_own_task()?;
-        let errors = self.wait_tree().await;
-        Self::result_of(errors.unwrap_or_else(|| self.errors()))
+        Self::result_of(self.wait_tree().await)
     }
 
     /// Like [`wait`](Self::wait), bounded by `timeout`.
@@ -983,7 +982,7 @@ impl WaitGroup {
     pub async fn wait_deadline(&self, deadline: Instant) -> Result<(), WaitError> {
         self.check_not_own_task()?;
         match tokio::time::timeout_at(deadline, self.wait_tree()).await {
-            Ok(errors) => Self::result_of(errors.unwrap_or_else(|| self.errors())),
+            Ok(errors) => Self::result_of(errors),
             Err(_) if node::tree_is_idle(&self.node) => self.result(),
             Err(_) => Err(self.timed_out()),
         }
@@ -1087,14 +1086,13 @@ impl WaitGroup {
     /// (in any group, or in groups linked meanwhile) is covered. Without
     /// links this is one wait on the state word: no allocation.
     ///
-    /// Returns the tree's failures if the first visit found it idle (that
-    /// visit reads them too, so a wait on an idle tree walks it once), and
-    /// `None` when it had to wait more (the caller then reads them).
-    async fn wait_tree(&self) -> Option<TaskErrors> {
+    /// Returns the tree's failures. If the first visit finds the tree idle,
+    /// that visit reads them too, so a wait on an idle tree walks it once.
+    async fn wait_tree(&self) -> TaskErrors {
         self.node.state().wait_idle().await;
         // An idle tree is confirmed by one visit that copies nothing.
         if let Some(errors) = node::errors_if_idle(&self.node) {
-            return Some(errors);
+            return errors;
         }
         loop {
             let nodes = node::walk(&self.node);
@@ -1106,7 +1104,7 @@ impl WaitGroup {
                 }
             }
             if !waited {
-                return None;
+                return self.errors();
             }
         }
     }
