@@ -13,6 +13,10 @@
 //! * `shutdown flat|chain`, `wait flat|chain`: 50 times, 1,000 idle groups
 //!   below a root (each a `child()` of the root, or of the one before), built
 //!   outside `block_on`, then `shutdown(1s)` or `wait()` on the root inside.
+//! * `build flat|chain`, `build-peers flat|chain`: the same trees built
+//!   inside `block_on` (and dropped outside), of `WaitGroup`s or of what the
+//!   benchmarks compare them with, a `TaskTracker` and a child
+//!   `CancellationToken` per node.
 //! * `go`, `tracker`: 3 times, 100,000 trivial tasks spawned then waited for,
 //!   with `WaitGroup::go` or tokio-util's `TaskTracker::spawn` (count the whole
 //!   program: drop `--toggle-collect`).
@@ -20,6 +24,7 @@
 use std::time::Duration;
 
 use taskgroup::WaitGroup;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn main() {
@@ -56,6 +61,44 @@ fn main() {
             }
             println!("{} groups", ROUNDS * GROUPS);
         }
+        mode @ ("build" | "build-peers") => {
+            let chain = match arg(1) {
+                "flat" => false,
+                "chain" => true,
+                other => usage(other),
+            };
+            const ROUNDS: usize = 50;
+            const GROUPS: usize = 1_000;
+            for _ in 0..ROUNDS {
+                if mode == "build" {
+                    let tree = rt.block_on(async {
+                        let root = WaitGroup::new();
+                        let mut groups = Vec::with_capacity(GROUPS);
+                        let mut last = root.clone();
+                        for _ in 0..GROUPS {
+                            let group = if chain { last.child() } else { root.child() };
+                            groups.push(group.clone());
+                            last = group;
+                        }
+                        (root, groups)
+                    });
+                    drop(tree);
+                } else {
+                    let tree = rt.block_on(async {
+                        let mut nodes = Vec::with_capacity(GROUPS + 1);
+                        nodes.push((TaskTracker::new(), CancellationToken::new()));
+                        for i in 0..GROUPS {
+                            let parent = if chain { &nodes[i].1 } else { &nodes[0].1 };
+                            let token = parent.child_token();
+                            nodes.push((TaskTracker::new(), token));
+                        }
+                        nodes
+                    });
+                    drop(tree);
+                }
+            }
+            println!("{} groups", ROUNDS * GROUPS);
+        }
         mode @ ("go" | "tracker") => {
             const ROUNDS: usize = 3;
             const TASKS: usize = 100_000;
@@ -84,6 +127,6 @@ fn main() {
 }
 
 fn usage(got: &str) -> ! {
-    eprintln!("unknown mode {got:?}: shutdown flat|chain, wait flat|chain, go, tracker");
+    eprintln!("unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker");
     std::process::exit(2);
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant, Sleep};
 
+use crate::error::TaskErrors;
 use crate::label::TaskId;
 use crate::node::{self, AbortTime, Counters, IdSet, NodeRef};
 use crate::reason::CancelReason;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
-use crate::shared::Counted as _;
+use crate::shared::{Counted as _, Shared};
 use crate::shutdown::{deadline_after, saturating_add, Grace};
 use crate::task::Current;
 use crate::wait_group::WaitGroup;
@@ -69,8 +70,6 @@ pub(crate) async fn run(
     }
     let mut start: Vec<Counters> = order.iter().map(|n| n.counters()).collect();
     let mut visited: Vec<(NodeRef, Counters)> = Vec::with_capacity(order.len());
-    let mut seen = IdSet::default();
-    seen.reserve(order.len());
     let mut aborted: Vec<TaskInfo> = Vec::new();
     let mut timer = Timer::default();
 
@@ -88,10 +87,20 @@ pub(crate) async fn run(
                 reason: &reason,
             };
             stop_group(&group, turn, &budget, &mut timer, &mut aborted).await;
-            seen.insert(group.id());
             visited.push((group, start));
         }
         let groups = node::walk(root);
+        // Most often the tree did not change: the same groups, in the order
+        // they were stopped in, found without hashing.
+        let unchanged = groups.len() == visited.len()
+            && groups
+                .iter()
+                .zip(&visited)
+                .all(|(group, (stopped, _))| Shared::ptr_eq(group, stopped));
+        if unchanged {
+            break groups;
+        }
+        let seen: IdSet = visited.iter().map(|(group, _)| group.id()).collect();
         order = groups
             .iter()
             .filter(|n| !seen.contains(&n.id()))
@@ -105,16 +114,20 @@ pub(crate) async fn run(
     };
 
     let pending = node::pending_of(&groups);
-    report(root, &visited, pending, aborted, started)
+    // Read after the pending work, so a task that fails meanwhile is listed
+    // in one or the other.
+    let errors = node::errors_of(&groups);
+    report(root, &visited, pending, errors, aborted, started)
 }
 
 /// The report of a shutdown of `root` that started at `started`, having
 /// stopped `visited`, each with its counters when first seen, and leaving
-/// `pending`.
+/// `pending` and `errors`.
 fn report(
     root: &NodeRef,
     visited: &[(NodeRef, Counters)],
     pending: Vec<GroupPending>,
+    errors: TaskErrors,
     aborted: Vec<TaskInfo>,
     started: Instant,
 ) -> ShutdownReport {
@@ -126,7 +139,7 @@ fn report(
         finished,
         aborted,
         pending: PendingReport { groups: pending },
-        errors: node::errors(root),
+        errors,
         elapsed: started.elapsed(),
     };
     crate::trace::shutdown_done(&root.label, &report);
@@ -165,7 +178,10 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         aborted.extend(watch.take_aborted());
     }
     aborted.iter().for_each(crate::trace::aborted);
-    report(root, &groups, node::pending(root), aborted, started)
+    let listed = node::walk(root);
+    let pending = node::pending_of(&listed);
+    let errors = node::errors_of(&listed);
+    report(root, &groups, pending, errors, aborted, started)
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such
@@ -287,21 +303,19 @@ async fn stop_group(
     crate::trace::closed(&group.label);
     group.drain_own();
     let spare_caller = turn.caller.is_some();
-    let drained = budget.drains
-        && Instant::now() < budget.drain_end
-        && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
-    // Cancelled even when it drained in time: after a shutdown a group is
-    // closed and cancelled, so work registered later (plain `add`/`go`)
-    // starts cancelled.
+    // An idle group (most of a big tree, often) is stopped now, with no
+    // clock to read; as is one that drains in time. Either is cancelled even
+    // so: after a shutdown a group is closed and cancelled, so work
+    // registered later (plain `add`/`go`) starts cancelled, and reads the
+    // shutdown's deadline as its own (given again here for a group linked
+    // during the shutdown), even when the group was reached late.
+    let idle = !spare_caller && group.state().idle_listener().is_none();
+    let drained = idle
+        || budget.drains
+            && Instant::now() < budget.drain_end
+            && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
     group.cancel_own(turn.reason.clone());
     if drained {
-        return;
-    }
-    // An idle group (most of a big tree, often) is stopped now: no clock to
-    // read. Work added to it later reads the shutdown's deadline as its own
-    // (given again here for a group linked during the shutdown), even when
-    // the group was reached late.
-    if !spare_caller && group.state().idle_listener().is_none() {
         group.set_abort_time(budget.abort_time);
         return;
     }

@@ -1083,6 +1083,14 @@ impl Node {
     /// What a shutdown counts from: entries ever removed from the registry,
     /// tasks aborted, and pending guards not in the registry.
     pub(crate) fn counters(&self) -> Counters {
+        if self.registry.never_used() {
+            // Nothing recorded: every pending guard is unrecorded.
+            return Counters {
+                removed: 0,
+                aborted: 0,
+                unrecorded: self.len(),
+            };
+        }
         // `removed` first: an aborted task is counted in `aborted` before its
         // entry is removed, so reading in this order never sees it removed
         // but not yet aborted.
@@ -1117,6 +1125,11 @@ impl Node {
 
     /// This group's pending work, as a report lists it; `None` if idle.
     fn pending(&self, now: Instant) -> Option<GroupPending> {
+        // A group that never recorded anything (most idle groups of a tree)
+        // has nothing to list.
+        if self.registry.never_used() && self.len() == 0 {
+            return None;
+        }
         let mut tasks = Vec::with_capacity(self.registry.len());
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
@@ -1183,10 +1196,23 @@ impl Counters {
 /// and `None`, otherwise. Returning `Break` stops the walk.
 pub(crate) fn visit(
     root: &NodeRef,
+    at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
+) {
+    traverse(root, at, drop);
+}
+
+/// [`visit`], handing each group to `then` once `at` is done with it (and
+/// its links lock released): the walk's own reference, so keeping the group
+/// costs no count.
+fn traverse(
+    root: &NodeRef,
     mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
+    mut then: impl FnMut(NodeRef),
 ) {
     if !root.hot.has_links.load(Ordering::Acquire) {
-        let _ = at(root, None);
+        if at(root, None).is_continue() {
+            then(root.clone());
+        }
         return;
     }
     // A visit inside `at` finds the cell empty and starts from nothing.
@@ -1211,6 +1237,7 @@ pub(crate) fn visit(
         if flow.is_break() {
             break;
         }
+        then(node);
     }
     stack.clear();
     seen.clear();
@@ -1220,7 +1247,7 @@ pub(crate) fn visit(
 }
 
 /// What a [`visit`] works with, kept empty between visits on a thread so
-/// that walking a tree again (a shutdown walks it three times) does not grow
+/// that walking a tree again (a shutdown walks it twice) does not grow
 /// a table and a stack from nothing each time.
 #[derive(Default)]
 struct Scratch {
@@ -1271,10 +1298,11 @@ const ID_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Every group reachable from `root`, in [`visit`] order.
 pub(crate) fn walk(root: &NodeRef) -> Vec<NodeRef> {
     let mut out = Vec::new();
-    visit(root, |node, _| {
-        out.push(node.clone());
-        ControlFlow::Continue(())
-    });
+    traverse(
+        root,
+        |_, _| ControlFlow::Continue(()),
+        |node| out.push(node),
+    );
     out
 }
 
@@ -1379,6 +1407,19 @@ pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
         add_errors(&mut errors, node, links);
         ControlFlow::Continue(())
     });
+    errors
+}
+
+/// [`errors`] of `groups` (a [`walk`] made before), in their order: the
+/// same as a fresh walk would read, without walking again.
+pub(crate) fn errors_of(groups: &[NodeRef]) -> TaskErrors {
+    let mut errors = TaskErrors::default();
+    for node in groups {
+        match node.links_table() {
+            Some(table) => add_errors(&mut errors, node, Some(&mut table.links.lock())),
+            None => add_errors(&mut errors, node, None),
+        }
+    }
     errors
 }
 

@@ -708,6 +708,11 @@ impl Registry {
             .filter_map(|cell| cell.get().map(|shard| &**shard))
     }
 
+    /// Nothing was ever recorded here: no shard was made.
+    pub(crate) fn never_used(&self) -> bool {
+        self.shards.get().is_none()
+    }
+
     /// The id of the entry in `slot`, which its guard still holds.
     pub(crate) fn id(&self, slot: Slot) -> TaskId {
         self.with(slot, |entry| entry.id)
