@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use taskgroup::shutdown::Grace;
 use taskgroup::{TaskKind, WaitGroup};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -340,6 +341,37 @@ async fn idle_groups_stopped_by_a_shutdown_read_as_stopped() {
         });
         assert_eq!(rx.await.unwrap(), (false, false, None), "reopened");
     }
+}
+
+/// A busy group linked during a shutdown's drain phase is stopped in a
+/// further pass: drained (not cancelled) if its work ends in time, and
+/// reading the shutdown's abort time as its deadline like the others.
+#[tokio::test(start_paused = true)]
+async fn a_busy_group_linked_during_the_drain_that_drains_keeps_the_deadline() {
+    let root = WaitGroup::new();
+    let late = WaitGroup::new();
+    let (drained_tx, drained_rx) = oneshot::channel();
+    late.go(move |ctx| async move {
+        ctx.draining().await;
+        drained_tx.send(ctx.is_cancelled()).unwrap();
+    });
+    {
+        let (root, late) = (root.clone(), late.clone());
+        root.clone().go(move |ctx| async move {
+            ctx.draining().await;
+            root.link(&late).unwrap();
+        });
+    }
+    let before = Instant::now();
+    let grace = Grace::drain(Duration::from_secs(2)).then_cancel(Duration::from_secs(3));
+    let report = root.shutdown(grace).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.finished(), 2, "{report}");
+    assert!(!drained_rx.await.unwrap(), "drained, not cancelled");
+    assert!(late.is_closed() && late.is_cancelled());
+    let (tx, rx) = oneshot::channel();
+    late.go(move |ctx| async move { tx.send(ctx.deadline()).unwrap() });
+    assert_eq!(rx.await.unwrap(), Some(before + Duration::from_secs(5)));
 }
 
 /// A group linked while a shutdown runs is stopped in a further pass, idle,
