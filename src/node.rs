@@ -1213,8 +1213,8 @@ pub(crate) fn visit(
 }
 
 /// [`visit`], handing each group to `then` once `at` is done with it (and
-/// its links lock released): the walk's own reference, so keeping the group
-/// costs no count.
+/// its links lock released), unless `at` stopped the walk there: the walk's
+/// own reference, so keeping the group costs no count.
 fn traverse(
     root: &NodeRef,
     mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
