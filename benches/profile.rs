@@ -36,22 +36,9 @@ fn main() {
         .expect("a runtime");
     match arg(0) {
         mode @ ("shutdown" | "wait") => {
-            let chain = match arg(1) {
-                "flat" => false,
-                "chain" => true,
-                other => usage(other),
-            };
-            const ROUNDS: usize = 50;
-            const GROUPS: usize = 1_000;
+            let chain = shape(arg(1));
             for _ in 0..ROUNDS {
-                let root = WaitGroup::new();
-                let mut groups = Vec::with_capacity(GROUPS);
-                let mut last = root.clone();
-                for _ in 0..GROUPS {
-                    let group = if chain { last.child() } else { root.child() };
-                    groups.push(group.clone());
-                    last = group;
-                }
+                let (root, _groups) = group_tree(chain);
                 if mode == "wait" {
                     rt.block_on(root.wait()).expect("no failures");
                 } else {
@@ -62,39 +49,13 @@ fn main() {
             println!("{} groups", ROUNDS * GROUPS);
         }
         mode @ ("build" | "build-peers") => {
-            let chain = match arg(1) {
-                "flat" => false,
-                "chain" => true,
-                other => usage(other),
-            };
-            const ROUNDS: usize = 50;
-            const GROUPS: usize = 1_000;
+            let chain = shape(arg(1));
             for _ in 0..ROUNDS {
+                // Built inside `block_on` (counted), dropped outside.
                 if mode == "build" {
-                    let tree = rt.block_on(async {
-                        let root = WaitGroup::new();
-                        let mut groups = Vec::with_capacity(GROUPS);
-                        let mut last = root.clone();
-                        for _ in 0..GROUPS {
-                            let group = if chain { last.child() } else { root.child() };
-                            groups.push(group.clone());
-                            last = group;
-                        }
-                        (root, groups)
-                    });
-                    drop(tree);
+                    drop(rt.block_on(async { group_tree(chain) }));
                 } else {
-                    let tree = rt.block_on(async {
-                        let mut nodes = Vec::with_capacity(GROUPS + 1);
-                        nodes.push((TaskTracker::new(), CancellationToken::new()));
-                        for i in 0..GROUPS {
-                            let parent = if chain { &nodes[i].1 } else { &nodes[0].1 };
-                            let token = parent.child_token();
-                            nodes.push((TaskTracker::new(), token));
-                        }
-                        nodes
-                    });
-                    drop(tree);
+                    drop(rt.block_on(async { peer_tree(chain) }));
                 }
             }
             println!("{} groups", ROUNDS * GROUPS);
@@ -124,6 +85,46 @@ fn main() {
         }
         other => usage(other),
     }
+}
+
+/// Rounds of the tree modes, and groups below the root in each.
+const ROUNDS: usize = 50;
+const GROUPS: usize = 1_000;
+
+/// `true` for a chain, `false` for a flat tree.
+fn shape(arg: &str) -> bool {
+    match arg {
+        "flat" => false,
+        "chain" => true,
+        other => usage(other),
+    }
+}
+
+/// A root and `GROUPS` groups below it, each a `child()` of the one before
+/// (chain) or of the root (flat); the handles are kept, or the groups leave.
+fn group_tree(chain: bool) -> (WaitGroup, Vec<WaitGroup>) {
+    let root = WaitGroup::new();
+    let mut groups = Vec::with_capacity(GROUPS);
+    let mut last = root.clone();
+    for _ in 0..GROUPS {
+        let group = if chain { last.child() } else { root.child() };
+        groups.push(group.clone());
+        last = group;
+    }
+    (root, groups)
+}
+
+/// The peers' tree of the benchmarks: a `TaskTracker` and a child
+/// `CancellationToken` per node, in the same shape.
+fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
+    let mut nodes = Vec::with_capacity(GROUPS + 1);
+    nodes.push((TaskTracker::new(), CancellationToken::new()));
+    for i in 0..GROUPS {
+        let parent = if chain { &nodes[i].1 } else { &nodes[0].1 };
+        let token = parent.child_token();
+        nodes.push((TaskTracker::new(), token));
+    }
+    nodes
 }
 
 fn usage(got: &str) -> ! {
