@@ -69,8 +69,8 @@
 //! `failures` lock, then a registry shard. A generation's [`Tokens::lock`]
 //! is taken alone, and held only to fill a token cell (making a token takes
 //! tokio-util's lock of its parent token), set an early bit or add the next
-//! generation, never while a token is cancelled. No lock is held across an `.await` or while user
-//! code runs.
+//! generation, never while a token is cancelled. No lock is held across an
+//! `.await` or while user code runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -1166,14 +1166,6 @@ impl Node {
     /// What a shutdown counts from: entries ever removed from the registry,
     /// tasks aborted, and pending guards not in the registry.
     pub(crate) fn counters(&self) -> Counters {
-        if self.registry.never_used() {
-            // Nothing recorded: every pending guard is unrecorded.
-            return Counters {
-                removed: 0,
-                aborted: 0,
-                unrecorded: self.len(),
-            };
-        }
         // `removed` first: an aborted task is counted in `aborted` before its
         // entry is removed, so reading in this order never sees it removed
         // but not yet aborted.
@@ -1308,15 +1300,15 @@ fn traverse(
         if !seen.insert(node.id()) {
             continue;
         }
-        let flow = if let Some(table) = node.links_table() {
-            let mut links = table.links.lock();
-            let flow = at(&node, Some(&mut links));
-            // Pushed in reverse, so the first link is visited next.
-            stack.extend(links.map.values().rev().cloned());
-            flow
-        } else {
-            at(&node, None)
-        };
+        let flow = with_links(&node, |links| match links {
+            Some(links) => {
+                let flow = at(&node, Some(&mut *links));
+                // Pushed in reverse, so the first link is visited next.
+                stack.extend(links.map.values().rev().cloned());
+                flow
+            }
+            None => at(&node, None),
+        });
         if flow.is_break() {
             break;
         }
@@ -1326,6 +1318,15 @@ fn traverse(
     seen.clear();
     if seen.capacity() <= SCRATCH_KEPT && stack.capacity() <= SCRATCH_KEPT {
         let _ = SCRATCH.try_with(|cell| cell.set(Scratch { seen, stack }));
+    }
+}
+
+/// Runs `f` with `node`'s links, under their lock, if it ever had links;
+/// with `None`, and no lock, otherwise.
+fn with_links<R>(node: &Node, f: impl FnOnce(Option<&mut Links>) -> R) -> R {
+    match node.links_table() {
+        Some(table) => f(Some(&mut table.links.lock())),
+        None => f(None),
     }
 }
 
@@ -1498,10 +1499,7 @@ pub(crate) fn errors(root: &NodeRef) -> TaskErrors {
 pub(crate) fn errors_of(groups: &[NodeRef]) -> TaskErrors {
     let mut errors = TaskErrors::default();
     for node in groups {
-        match node.links_table() {
-            Some(table) => add_errors(&mut errors, node, Some(&mut table.links.lock())),
-            None => add_errors(&mut errors, node, None),
-        }
+        with_links(node, |links| add_errors(&mut errors, node, links));
     }
     errors
 }
