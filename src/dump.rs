@@ -137,18 +137,24 @@ fn snapshot(root: &NodeRef) -> TaskTree {
             continue;
         }
         let links = node.links();
-        let mut tasks = Vec::new();
         // Draining, not yet cancelled (the group's state says cancelled).
         let draining = node.is_draining() && !node.is_cancelled();
         let shielded = node.shielded(now);
-        node.registry.for_each(|entry| {
-            let info = entry.info(&node.label, now);
-            let in_shield = shielded.iter().any(|s| s.0 == info.id);
-            tasks.push(TaskEntry {
-                state: TaskState::of(&info, draining, in_shield),
-                info,
-            });
-        });
+        // In chunks, as `pending()`: a dump of a live server must not stall
+        // its add/done.
+        let mut infos = Vec::new();
+        node.registry
+            .map_chunked(|entry| entry.info(&node.label, now), &mut infos);
+        let mut tasks: Vec<TaskEntry> = infos
+            .into_iter()
+            .map(|info| {
+                let in_shield = shielded.iter().any(|s| s.0 == info.id);
+                TaskEntry {
+                    state: TaskState::of(&info, draining, in_shield),
+                    info,
+                }
+            })
+            .collect();
         tasks.sort_unstable_by_key(|t| t.info.id);
         let state = if node.is_cancelled() {
             GroupState::Cancelled

@@ -1208,7 +1208,7 @@ impl Node {
         let mut tasks = Vec::with_capacity(self.registry.len());
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
-            .for_each_chunked(|entry| tasks.push(entry.info(&self.label, now)));
+            .map_chunked(|entry| entry.info(&self.label, now), &mut tasks);
         tasks.sort_unstable_by_key(|t| t.id);
         let count = self.len().max(tasks.len());
         (count > 0).then(|| GroupPending {

@@ -10,6 +10,12 @@
 //! group-wide lock on the add/done path. The count of pending work lives in
 //! the state word, not here: the registry is only read to make a report.
 //!
+//! A report reads a shard in chunks, each under the shard's lock and copied
+//! out before the next, so an add or done on that shard waits for one chunk
+//! at most; an add or done that finds its shard held spins rather than
+//! sleeps, since a sleeping thread wakes later than the chunk ends
+//! ([`Shard::lock`], [`Registry::map_chunked`]).
+//!
 //! Nothing is allocated before it is needed. A registry that has recorded
 //! nothing is one empty cell and owns no memory; its first entry allocates
 //! the shard table (a pointer-sized cell per shard) and the one shard of the
@@ -59,10 +65,11 @@
 
 use std::panic::Location;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -230,8 +237,8 @@ const MAX_PAGE: usize = 1024;
 /// The first page of [`MAX_PAGE`] slots; the pages before it double.
 const FULL_PAGE: usize = (MAX_PAGE.trailing_zeros() - FIRST_PAGE.trailing_zeros()) as usize;
 
-/// Slots a [`Registry::for_each_chunked`] chunk scans under one lock: with
-/// the report's copy of each entry (tens of ns), well under a millisecond.
+/// Slots a [`Registry::map_chunked`] chunk scans under one lock: with the
+/// report's copy of each entry (tens of ns), well under a millisecond.
 const CHUNK: usize = 1024;
 
 /// Ends a page's free list and the list of pages with room. No slot index
@@ -627,6 +634,70 @@ impl Slab {
 #[repr(align(128))]
 struct Shard(Mutex<Slab>);
 
+impl Shard {
+    /// Locks the shard for one entry's insert, update or removal: at once if
+    /// it is free, else spinning on it for up to [`SPIN`] before sleeping.
+    ///
+    /// Those holds last tens of ns. The long ones are a report's chunks
+    /// ([`Registry::map_chunked`], tens of µs), and a thread that sleeps
+    /// through one wakes late: on the 2-vCPU virtual machine of issue 16's
+    /// runs, the add/done thread of `--only w10.pending` stalled 300-400 µs
+    /// every other chunk, three times the chunk itself, where `parking_lot`
+    /// had let it sleep after spinning a few µs.
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Slab> {
+        match self.0.try_lock() {
+            Some(slab) => slab,
+            None => self.lock_contended(SPIN),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, spin: Duration) -> MutexGuard<'_, Slab> {
+        // Miri's threads are green: spinning only burns its interpreter.
+        if cfg!(miri) {
+            return self.0.lock();
+        }
+        let start = std::time::Instant::now();
+        loop {
+            // Reads while it is held, so the holder keeps the line.
+            for _ in 0..64 {
+                if !self.0.is_locked() {
+                    if let Some(slab) = self.0.try_lock() {
+                        return slab;
+                    }
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= spin {
+                return self.0.lock();
+            }
+        }
+    }
+
+    /// Locks the shard for a report's next chunk, after a short window in
+    /// which a thread spinning in [`lock`](Self::lock) takes it first (the
+    /// fair unlock before it hands the lock only to a thread asleep).
+    fn lock_after_window(&self) -> MutexGuard<'_, Slab> {
+        for _ in 0..WINDOW {
+            if self.0.is_locked() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.0.lock()
+    }
+}
+
+/// How long [`Shard::lock`] spins on a held shard before it sleeps: several
+/// times a report's chunk.
+const SPIN: Duration = Duration::from_micros(500);
+
+/// Spin-loop hints a report leaves a shard free for between two chunks
+/// (about a µs on the x86 machines measured; well under 1% of a chunk).
+const WINDOW: usize = 32;
+
 /// The shard table: one cell per shard, each filled when a thread assigned to
 /// that shard first records.
 type Shards = Box<[OnceLock<Box<Shard>>]>;
@@ -683,11 +754,7 @@ impl Registry {
     pub(crate) fn insert(&self, entry: Entry) -> Slot {
         let shards = self.shards.get_or_init(new_shards);
         let shard = thread_shard() & (shards.len() - 1);
-        let index = shards[shard]
-            .get_or_init(Box::default)
-            .0
-            .lock()
-            .insert(entry);
+        let index = shards[shard].get_or_init(Box::default).lock().insert(entry);
         Slot::new(shard, index)
     }
 
@@ -727,21 +794,21 @@ impl Registry {
     /// Marks the entry in `slot` as running (no longer queued for a slot).
     pub(crate) fn set_running(&self, slot: Slot) {
         if let Some(shard) = self.shard(slot) {
-            if let Some(entry) = shard.0.lock().get_mut(slot.index()) {
+            if let Some(entry) = shard.lock().get_mut(slot.index()) {
                 entry.queued = false;
             }
         }
     }
 
     fn with<R>(&self, slot: Slot, f: impl FnOnce(&Entry) -> R) -> R {
-        let mut slab = self.shard(slot).expect("a live guard's shard").0.lock();
+        let mut slab = self.shard(slot).expect("a live guard's shard").lock();
         f(slab.get_mut(slot.index()).expect("a live guard's entry"))
     }
 
     /// Removes the entry a guard owns. Only that guard calls this, once.
     #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
-        self.shard(slot)?.0.lock().remove(slot.index())
+        self.shard(slot)?.lock().remove(slot.index())
     }
 
     /// Stores the abort handle of a just-spawned task, unless the task has
@@ -751,7 +818,7 @@ impl Registry {
         let Some(shard) = self.shard(slot) else {
             return;
         };
-        let mut slab = shard.0.lock();
+        let mut slab = shard.lock();
         if let Some(entry) = slab.get_mut(slot.index()) {
             if entry.id == id {
                 entry.abort = Some(abort);
@@ -782,37 +849,53 @@ impl Registry {
         }
     }
 
-    /// Calls `f` on every entry, one shard at a time and within a shard in
+    /// Maps every entry into `out`, one shard at a time and within a shard in
     /// chunks of about [`CHUNK`] slots, taking the shard's lock for each
     /// chunk and handing it over (a fair unlock) in between, so an add or
     /// done on that shard waits for one chunk at most, however many entries
-    /// the shard holds.
+    /// the shard holds. A chunk is mapped into a buffer of its own under the
+    /// lock and moved into `out` after the lock is released: the lock is
+    /// never held while `out` grows or faults in fresh memory (at 1e6
+    /// entries that halved the worst wait of another thread's add/done, see
+    /// issue 16's notes in docs/PERFORMANCE.md).
     ///
     /// Each chunk is a snapshot of its part of the shard: an entry present
-    /// for the whole call is visited exactly once (entries never move), one
+    /// for the whole call is mapped exactly once (entries never move), one
     /// inserted or removed during the call may or may not be.
-    pub(crate) fn for_each_chunked(&self, f: impl FnMut(&mut Entry)) {
-        self.for_each_in_chunks(CHUNK, f, || {});
+    pub(crate) fn map_chunked<T>(&self, map: impl FnMut(&Entry) -> T, out: &mut Vec<T>) {
+        self.map_in_chunks(CHUNK, map, out, || {});
     }
 
-    /// [`for_each_chunked`](Self::for_each_chunked) with `between` called
-    /// between two chunks of a shard, with no lock held (tests change the
-    /// registry there).
-    fn for_each_in_chunks(
+    /// [`map_chunked`](Self::map_chunked) in chunks of `chunk` slots, with
+    /// `between` called between two chunks of a shard, with no lock held
+    /// (tests change the registry there).
+    fn map_in_chunks<T>(
         &self,
         chunk: usize,
-        mut f: impl FnMut(&mut Entry),
+        mut map: impl FnMut(&Entry) -> T,
+        out: &mut Vec<T>,
         mut between: impl FnMut(),
     ) {
+        let mut buffer: Vec<T> = Vec::new();
         for shard in self.made_shards() {
             let mut from = 0;
             loop {
-                let mut slab = shard.0.lock();
-                let next = slab.visit_from(from, chunk, &mut f);
+                // Room for a whole chunk before the lock is taken (`append`
+                // leaves the buffer empty with its room kept).
+                buffer.reserve(chunk);
+                let mut slab = if from == 0 {
+                    shard.0.lock()
+                } else {
+                    shard.lock_after_window()
+                };
+                let next = slab.visit_from(from, chunk, &mut |entry: &mut Entry| {
+                    buffer.push(map(entry));
+                });
                 // Fair: a thread waiting to add or complete on this shard
                 // gets the lock before the next chunk (a plain unlock would
                 // let this loop take it again at once).
-                parking_lot::MutexGuard::unlock_fair(slab);
+                MutexGuard::unlock_fair(slab);
+                out.append(&mut buffer);
                 match next {
                     Some(at) => from = at,
                     None => break,
@@ -878,6 +961,29 @@ mod tests {
 
     fn entry(id: u64) -> Entry {
         Entry::new(TaskId(id), None, TaskKind::Guard, Location::caller())
+    }
+
+    /// A thread that finds its shard held gets it once it is released,
+    /// whether it is still spinning then or already asleep (a zero spin).
+    #[test]
+    fn a_held_shard_is_taken_once_released() {
+        for spin in [Duration::ZERO, SPIN] {
+            let shard = Shard::default();
+            let held = shard.0.lock();
+            let (started, start) = std::sync::mpsc::channel();
+            std::thread::scope(|scope| {
+                let taker = scope.spawn(|| {
+                    started.send(()).expect("the test waits");
+                    shard.lock_contended(spin).insert(entry(7))
+                });
+                start.recv().expect("the taker runs");
+                assert!(shard.0.is_locked());
+                drop(held);
+                let index = taker.join().expect("the taker returns");
+                let mut slab = shard.lock();
+                assert_eq!(slab.get_mut(index).map(|entry| entry.id), Some(TaskId(7)));
+            });
+        }
     }
 
     fn ids(registry: &Registry) -> Vec<u64> {
@@ -1156,7 +1262,7 @@ mod tests {
         }
         let lasting = ids(&registry);
         let mut seen = Vec::new();
-        registry.for_each_in_chunks(CHUNK, |entry| seen.push(entry.id.0), || {});
+        registry.map_in_chunks(CHUNK, |entry| entry.id.0, &mut seen, || {});
         seen.sort_unstable();
         assert_eq!(seen, lasting);
 
@@ -1169,9 +1275,10 @@ mod tests {
         let mut added = Vec::new();
         let mut chunks = 0;
         let mut seen = Vec::new();
-        registry.for_each_in_chunks(
+        registry.map_in_chunks(
             64,
-            |entry| seen.push(entry.id.0),
+            |entry| entry.id.0,
+            &mut seen,
             || {
                 chunks += 1;
                 if let Some(id) = to_remove.next() {

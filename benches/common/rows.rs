@@ -877,6 +877,18 @@ pub(crate) fn stubborn(n: u64, key: &'static str, size: &str) -> Workload {
 /// least this long are kept (ns).
 const GAP_KEPT_NS: u64 = 1_000;
 
+/// A gap this long is counted as well: an add/done that waited through
+/// several of `pending()`'s chunks, or slept and woke late.
+const LONG_GAP_NS: u64 = 250_000;
+
+/// The gaps between a thread's add/done pairs within a span.
+struct Gaps {
+    /// The longest, in ns (0 if none was kept).
+    worst: u64,
+    /// How many were at least [`LONG_GAP_NS`].
+    long: usize,
+}
+
 /// A thread that holds `n` guards of a group (taken on it, so they sit in its
 /// registry shard) and, on request, does add/done pairs on the group in a
 /// loop, timestamping each, until told to stop; it returns the gaps between
@@ -946,9 +958,10 @@ impl Staller {
 
     /// Starts the pair loop, runs `f` (timed), then spins for as long again
     /// (the control span, both cores still busy), stops the loop. Returns
-    /// `f`'s time and the worst gap overlapping `f`'s span and within the
+    /// `f`'s time, then the worst gap and the number of gaps of at least
+    /// [`LONG_GAP_NS`] overlapping `f`'s span, then the same within the
     /// control span.
-    fn during(&self, f: impl FnOnce()) -> (Duration, u64, u64) {
+    fn during(&self, f: impl FnOnce()) -> (Duration, Gaps, Gaps) {
         self.stop.store(false, Ordering::Release);
         self.start
             .as_ref()
@@ -972,15 +985,19 @@ impl Staller {
         }
         self.stop.store(true, Ordering::Release);
         let gaps = self.gaps.recv().expect("stall thread alive");
-        let worst = |keep: &dyn Fn(u64, u64) -> bool| {
-            gaps.iter()
-                .filter(|&&(s, e)| keep(s, e))
-                .map(|&(s, e)| e - s)
-                .max()
-                .unwrap_or(0)
+        let of = |keep: &dyn Fn(u64, u64) -> bool| {
+            let kept = || {
+                gaps.iter()
+                    .filter(|&&(s, e)| keep(s, e))
+                    .map(|&(s, e)| e - s)
+            };
+            Gaps {
+                worst: kept().max().unwrap_or(0),
+                long: kept().filter(|&gap| gap >= LONG_GAP_NS).count(),
+            }
         };
-        let during = worst(&|s, e| s < t1 && e > t0);
-        let control = worst(&|s, _| s >= t1 && s < t2);
+        let during = of(&|s, e| s < t1 && e > t0);
+        let control = of(&|s, _| s >= t1 && s < t2);
         (Duration::from_nanos(t1 - t0), during, control)
     }
 }
@@ -1030,13 +1047,25 @@ pub(crate) fn pending_scale() -> Workload {
                         "worst add/done stall during pending()",
                         Unit::Ns,
                         true,
-                        during as f64,
+                        during.worst as f64,
                     );
                     record_extra(
                         "worst stall, same span after",
                         Unit::Ns,
                         true,
-                        control as f64,
+                        control.worst as f64,
+                    );
+                    record_extra(
+                        "add/done stalls of 250 µs or more during pending()",
+                        Unit::Count,
+                        true,
+                        during.long as f64,
+                    );
+                    record_extra(
+                        "stalls of 250 µs or more, same span after",
+                        Unit::Count,
+                        true,
+                        control.long as f64,
                     );
                     total += took;
                 }
@@ -1052,8 +1081,11 @@ pub(crate) fn pending_scale() -> Workload {
          the pending guards (they were taken on that thread). Below 1e6, one sample is \
          {PENDING_ENTRIES_PER_SAMPLE} entries' worth of calls made back to back, so a pair \
          may wait through several of them (the lock lets the caller take it again at once): \
-         the stall there is that of a burst of calls, not of one.",
-        GAP_KEPT_NS / 1000
+         the stall there is that of a burst of calls, not of one. The stalls of {} µs or \
+         more are counted too: a pair that waited through several chunks, or slept and \
+         woke late.",
+        GAP_KEPT_NS / 1000,
+        LONG_GAP_NS / 1000
     ));
     Workload {
         key: "w10.pending",
