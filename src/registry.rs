@@ -58,7 +58,7 @@
 //! allocator may have handed the memory back to the system, to be faulted
 //! in again. One entry at a time, or a count that stays up, pays nothing.
 //!
-//! [`for_each`](Registry::for_each) reads every header of every shard (one
+//! A walk ([`Registry::map_chunked`]) reads every header of every shard (one
 //! per [`MAX_PAGE`] slots up to the highest live one) and, in a page that
 //! holds entries, its slots up to the last occupied one: O(entries + pages
 //! kept), not O(peak).
@@ -162,9 +162,11 @@ impl AbortWatch {
         })
     }
 
-    /// One more aborted task to wait for.
-    fn expect(&self) {
-        self.state.lock().waiting += 1;
+    /// `more` aborted tasks to wait for.
+    fn expect(&self, more: usize) {
+        if more > 0 {
+            self.state.lock().waiting += more;
+        }
     }
 
     /// An aborted task's entry was removed: `aborted` if its abort took
@@ -600,7 +602,8 @@ impl Slab {
     }
 
     /// Every entry: empty pages are skipped by their count, and a page's
-    /// walk stops at its last entry.
+    /// walk stops at its last entry. The tests' check on the chunked walk.
+    #[cfg(test)]
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
         self.pages
             .iter_mut()
@@ -829,21 +832,34 @@ impl Registry {
     /// Aborts the spawned tasks (but those `spare` keeps), each once: their abort handles
     /// are taken, and `watch` is told to wait for them.
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
-        self.for_each(|entry| {
-            if spare(entry.id) {
-                return;
-            }
-            if let Some(abort) = entry.abort.take() {
-                watch.expect();
-                entry.watch = Some(Arc::clone(watch));
-                abort.abort();
-            }
-        });
+        // In chunks, as a report: at a million tasks one walk under the lock
+        // would hold up every completion on the shard for all of it.
+        self.walk_chunks(
+            CHUNK,
+            &mut 0,
+            |_| {},
+            |aborted, entry| {
+                if spare(entry.id) {
+                    return;
+                }
+                if let Some(abort) = entry.abort.take() {
+                    *aborted += 1;
+                    entry.watch = Some(Arc::clone(watch));
+                    abort.abort();
+                }
+            },
+            // Still under the shard's lock, which the removal of every entry
+            // just aborted takes before it settles: expected before settled.
+            |aborted| watch.expect(std::mem::take(aborted)),
+            |_, _| {},
+        );
     }
 
-    /// Calls `f` on every entry, one shard at a time. Costs O(entries + pages
-    /// kept) (see the module docs), not O(entries ever held).
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&mut Entry)) {
+    /// Calls `f` on every entry, one shard at a time, each under one lock
+    /// (the tests' check on the chunked walks). Costs O(entries + pages kept)
+    /// (see the module docs), not O(entries ever held).
+    #[cfg(test)]
+    fn for_each(&self, mut f: impl FnMut(&mut Entry)) {
         for shard in self.made_shards() {
             shard.0.lock().iter_mut().for_each(&mut f);
         }
@@ -876,31 +892,64 @@ impl Registry {
         out: &mut Vec<T>,
         mut between: impl FnMut(),
     ) {
-        let mut buffer: Vec<T> = Vec::new();
+        self.walk_chunks(
+            chunk,
+            &mut (Vec::new(), out),
+            // Room for a whole chunk before the lock is taken (`append`
+            // leaves the buffer empty with its room kept).
+            |(buffer, _)| buffer.reserve(chunk),
+            |(buffer, _), entry| buffer.push(map(entry)),
+            |_| {},
+            |(buffer, out), more| {
+                out.append(buffer);
+                if more {
+                    between();
+                }
+            },
+        );
+    }
+
+    /// Walks every entry, one shard at a time and within a shard in chunks
+    /// of about `chunk` slots, each under the shard's lock: `before` runs
+    /// before the lock is taken, `visit` on each entry of the chunk, `held`
+    /// last under the lock, and `after` once it is released (told whether
+    /// the shard has more). The lock is handed over between chunks (a fair
+    /// unlock, then a short window, see [`Shard::lock_after_window`]). The
+    /// closures share `state` rather than capture one another's.
+    ///
+    /// Each chunk is a snapshot of its part of the shard: an entry present
+    /// for the whole walk is visited exactly once (entries never move), one
+    /// inserted or removed during it may or may not be.
+    fn walk_chunks<S>(
+        &self,
+        chunk: usize,
+        state: &mut S,
+        mut before: impl FnMut(&mut S),
+        mut visit: impl FnMut(&mut S, &mut Entry),
+        mut held: impl FnMut(&mut S),
+        mut after: impl FnMut(&mut S, bool),
+    ) {
         for shard in self.made_shards() {
             let mut from = 0;
             loop {
-                // Room for a whole chunk before the lock is taken (`append`
-                // leaves the buffer empty with its room kept).
-                buffer.reserve(chunk);
+                before(state);
                 let mut slab = if from == 0 {
                     shard.0.lock()
                 } else {
                     shard.lock_after_window()
                 };
                 let next = slab.visit_from(from, chunk, &mut |entry: &mut Entry| {
-                    buffer.push(map(entry));
+                    visit(state, entry);
                 });
-                // Fair: a thread waiting to add or complete on this shard
-                // gets the lock before the next chunk (a plain unlock would
-                // let this loop take it again at once).
+                held(state);
+                // Fair: a thread asleep waiting for this shard gets it before
+                // the next chunk.
                 MutexGuard::unlock_fair(slab);
-                out.append(&mut buffer);
+                after(state, next.is_some());
                 match next {
                     Some(at) => from = at,
                     None => break,
                 }
-                between();
             }
         }
     }

@@ -401,3 +401,68 @@ async fn a_group_linked_during_a_shutdown_is_stopped_with_its_deadline() {
     late.go(move |ctx| async move { tx.send(ctx.deadline()).unwrap() });
     assert_eq!(rx.await.unwrap(), Some(before + Duration::from_secs(5)));
 }
+
+/// A shutdown aborts its stragglers a chunk of the registry at a time, while
+/// tasks on the other worker complete and take the same shard's lock: every
+/// straggler is aborted and reported once, every task is either finished or
+/// aborted, and none is left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_stragglers_are_aborted_across_chunks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const STUBBORN: usize = 5_000;
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let wg = WaitGroup::new();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (started, mut all_started) = tokio::sync::mpsc::channel(STUBBORN);
+    let mut stubborn = Vec::with_capacity(STUBBORN);
+    for i in 0..STUBBORN * 2 {
+        if i % 2 == 0 {
+            let count = Count(Arc::clone(&dropped));
+            let started = started.clone();
+            let task = wg.go(move |_ctx| async move {
+                let _count = count;
+                started.send(()).await.expect("the test listens");
+                std::future::pending::<()>().await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+            stubborn.push(task.id());
+        } else {
+            // Ends when cancelled (or is aborted first), racing the abort
+            // walk for the shard.
+            wg.go(|ctx| async move {
+                ctx.cancelled().await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+    }
+    drop(started);
+    for _ in 0..STUBBORN {
+        all_started
+            .recv()
+            .await
+            .expect("every stubborn task starts");
+    }
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        wg.shutdown(Duration::from_millis(10)),
+    )
+    .await
+    .expect("the shutdown ends");
+    let mut aborted: Vec<_> = report.aborted().iter().map(|t| t.id()).collect();
+    aborted.sort_unstable();
+    let reported = aborted.len();
+    aborted.dedup();
+    assert_eq!(aborted.len(), reported, "a task reported twice");
+    for id in &stubborn {
+        assert!(aborted.binary_search(id).is_ok(), "{id} not aborted");
+    }
+    assert_eq!(report.finished() + reported, STUBBORN * 2, "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+    assert_eq!(dropped.load(Ordering::Relaxed), STUBBORN);
+    assert!(wg.is_empty());
+}
