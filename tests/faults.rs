@@ -10,6 +10,11 @@ use std::time::Duration;
 use taskgroup::{TaskKind, WaitGroup};
 use tokio::sync::oneshot;
 
+mod common {
+    pub(crate) mod display_panics;
+}
+use common::display_panics::DisplayPanics;
+
 /// A leaked guard (as with `mem::forget`) keeps its group busy forever; every
 /// deadline-bounded wait names it, with its creation site, and returns at the
 /// deadline instead of hanging: async wait, shutdown, and blocking wait, in
@@ -119,15 +124,6 @@ async fn spawn_blocking_work_that_cannot_be_aborted_is_reported_as_still_running
     release_tx.send(()).unwrap();
     wg.wait_timeout(Duration::from_secs(30)).await.unwrap();
 }
-
-#[derive(Debug)]
-struct DisplayPanics;
-impl std::fmt::Display for DisplayPanics {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        panic!("Display panicked")
-    }
-}
-impl std::error::Error for DisplayPanics {}
 
 /// An error whose `Display` panics (tests/tasks.rs covers `wait`) also passes
 /// through a shutdown and a blocking wait: the crate never formats a task's

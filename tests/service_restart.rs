@@ -11,6 +11,11 @@ use taskgroup::service::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod common {
+    pub(crate) mod display_panics;
+}
+use common::display_panics::DisplayPanics;
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -398,15 +403,6 @@ fn settings_are_validated() {
         .unwrap_err();
     assert!(matches!(err, ConfigError::DuplicateName { .. }));
 }
-
-#[derive(Debug)]
-struct DisplayPanics;
-impl std::fmt::Display for DisplayPanics {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        panic!("Display panicked")
-    }
-}
-impl std::error::Error for DisplayPanics {}
 
 /// Without a status hub nothing formats the service's errors, so an error
 /// whose `Display` panics is restarted and finally given up on like any other.

@@ -6,6 +6,11 @@ use std::time::Duration;
 use taskgroup::{WaitError, WaitGroup};
 use tokio::sync::oneshot;
 
+mod common {
+    pub(crate) mod display_panics;
+}
+use common::display_panics::DisplayPanics;
+
 #[tokio::test]
 async fn every_error_is_reported_in_completion_order() {
     let wg = WaitGroup::builder().name("workers").build();
@@ -200,15 +205,6 @@ async fn a_panic_while_building_the_future_leaves_nothing_registered() {
     assert!(wg.pending().is_empty());
     wg.wait().await.unwrap();
 }
-
-#[derive(Debug)]
-struct DisplayPanics;
-impl std::fmt::Display for DisplayPanics {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        panic!("Display panicked")
-    }
-}
-impl std::error::Error for DisplayPanics {}
 
 #[tokio::test]
 async fn an_error_whose_display_panics_is_kept_without_formatting_it() {

@@ -7,8 +7,10 @@ use taskgroup::{WaitError, WaitGroup};
 
 mod common {
     pub(crate) mod capture;
+    pub(crate) mod display_panics;
 }
 use common::capture::Capture;
+use common::display_panics::DisplayPanics;
 
 #[tokio::test(start_paused = true)]
 async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
@@ -64,15 +66,6 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
         "a task's span nested under its spawner's:\n{text}"
     );
 }
-
-#[derive(Debug)]
-struct DisplayPanics;
-impl std::fmt::Display for DisplayPanics {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        panic!("Display panicked")
-    }
-}
-impl std::error::Error for DisplayPanics {}
 
 /// With a subscriber that formats events, an error whose `Display` panics is
 /// still kept and still cancels the group before the log line is attempted.
