@@ -10,11 +10,11 @@
 //! group-wide lock on the add/done path. The count of pending work lives in
 //! the state word, not here: the registry is only read to make a report.
 //!
-//! A report reads a shard in chunks, each under the shard's lock and copied
-//! out before the next, so an add or done on that shard waits for one chunk
-//! at most; an add or done that finds its shard held spins rather than
-//! sleeps, since a sleeping thread wakes later than the chunk ends
-//! ([`Shard::lock`], [`Registry::map_chunked`]).
+//! A report (or a shutdown's aborts) walks a shard in chunks, each under the
+//! shard's lock, so an add or done on that shard waits for one chunk at
+//! most; while such a walk is under way, an add or done that finds its shard
+//! held spins rather than sleeps, since a sleeping thread wakes later than
+//! the chunk ends ([`Shard::lock`], [`Registry::map_chunked`]).
 //!
 //! Nothing is allocated before it is needed. A registry that has recorded
 //! nothing is one empty cell and owns no memory; its first entry allocates
@@ -64,10 +64,9 @@
 //! kept), not O(peak).
 
 use std::panic::Location;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::task::AbortHandle;
@@ -635,61 +634,117 @@ impl Slab {
 /// not contend on one line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(Mutex<Slab>);
+struct Shard {
+    slab: Mutex<Slab>,
+    /// Chunked walks (reports, a shutdown's aborts) under way on this shard:
+    /// while there is one, a thread that finds the shard held spins for it.
+    walks: AtomicU32,
+    /// Threads spinning in [`Shard::lock_contended`] for this shard, so a
+    /// walk between two chunks knows to let one in.
+    spinning: AtomicU32,
+}
 
 impl Shard {
-    /// Locks the shard for one entry's insert, update or removal: at once if
-    /// it is free, else spinning on it for up to [`SPIN`] before sleeping.
+    /// Locks the shard for one entry's insert, update or removal.
     ///
-    /// Those holds last tens of ns. The long ones are a report's chunks
-    /// ([`Registry::map_chunked`], tens of µs), and a thread that sleeps
-    /// through one wakes late: on the 2-vCPU virtual machine of issue 16's
-    /// runs, the add/done thread of `--only w10.pending` stalled 300-400 µs
-    /// every other chunk, three times the chunk itself, where `parking_lot`
-    /// had let it sleep after spinning a few µs.
+    /// Those holds last tens of ns; a walk's chunks last tens of µs
+    /// ([`Registry::map_chunked`]). `parking_lot` spins a few µs, then
+    /// sleeps, and a thread that sleeps through a chunk wakes late: on the
+    /// 2-vCPU virtual machine of issue 16's runs, the add/done thread of
+    /// `--only w10.pending` stalled 300-400 µs every other chunk, three
+    /// times the chunk itself. So while a walk is under way on the shard, a
+    /// thread that finds it held spins for it instead (see
+    /// [`lock_contended`](Self::lock_contended)); otherwise the holder is
+    /// another add or done, and `parking_lot`'s own spin-then-sleep is the
+    /// right wait (spinning longer for a holder that lost its core, with
+    /// more threads than cores, made add/done up to 1.9x slower).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, Slab> {
-        match self.0.try_lock() {
+        match self.slab.try_lock() {
             Some(slab) => slab,
             None => self.lock_contended(SPIN),
         }
     }
 
+    /// Spins for the shard while a walk is under way on it, for up to
+    /// `spin`, then sleeps for it. After the first µs each round of spinning
+    /// also yields the core, as `parking_lot` does, so a holder preempted on
+    /// this core runs instead.
     #[cold]
     #[inline(never)]
     fn lock_contended(&self, spin: Duration) -> MutexGuard<'_, Slab> {
         // Miri's threads are green: spinning only burns its interpreter.
-        if cfg!(miri) {
-            return self.0.lock();
+        if cfg!(miri) || self.walks.load(Ordering::Relaxed) == 0 {
+            return self.slab.lock();
         }
+        self.spinning.fetch_add(1, Ordering::Relaxed);
         let start = std::time::Instant::now();
-        loop {
+        let mut rounds = 0_u32;
+        let slab = loop {
             // Reads while it is held, so the holder keeps the line.
+            let mut taken = None;
             for _ in 0..64 {
-                if !self.0.is_locked() {
-                    if let Some(slab) = self.0.try_lock() {
-                        return slab;
+                if !self.slab.is_locked() {
+                    if let Some(slab) = self.slab.try_lock() {
+                        taken = Some(slab);
+                        break;
                     }
                 }
                 std::hint::spin_loop();
             }
-            if start.elapsed() >= spin {
-                return self.0.lock();
+            if let Some(slab) = taken {
+                break slab;
             }
-        }
+            if start.elapsed() >= spin || self.walks.load(Ordering::Relaxed) == 0 {
+                // Asleep, the fair unlock between a walk's chunks hands the
+                // shard over: no window is needed for this thread.
+                self.spinning.fetch_sub(1, Ordering::Relaxed);
+                return self.slab.lock();
+            }
+            rounds += 1;
+            if rounds > 1 {
+                std::thread::yield_now();
+            }
+        };
+        self.spinning.fetch_sub(1, Ordering::Relaxed);
+        slab
     }
 
-    /// Locks the shard for a report's next chunk, after a short window in
-    /// which a thread spinning in [`lock`](Self::lock) takes it first (the
-    /// fair unlock before it hands the lock only to a thread asleep).
-    fn lock_after_window(&self) -> MutexGuard<'_, Slab> {
-        for _ in 0..WINDOW {
-            if self.0.is_locked() {
-                break;
-            }
+    /// Locks the shard for a walk's next chunk. If a thread spins for it in
+    /// [`lock`](Self::lock), waits first (for up to `window`, [`WINDOW`] but
+    /// in tests) until that thread took it: the fair unlock before this
+    /// hands the shard only to a thread asleep.
+    fn lock_after_window(&self, window: Duration) -> MutexGuard<'_, Slab> {
+        if self.spinning.load(Ordering::Relaxed) == 0 {
+            return self.slab.lock();
+        }
+        let start = std::time::Instant::now();
+        // Until the spinner took it, or stopped spinning (it took the shard
+        // and let it go already, or fell asleep, and then the fair unlock
+        // woke it), or `window` passed.
+        while self.spinning.load(Ordering::Relaxed) > 0
+            && !self.slab.is_locked()
+            && start.elapsed() < window
+        {
             std::hint::spin_loop();
         }
-        self.0.lock()
+        self.slab.lock()
+    }
+}
+
+/// Counts a chunked walk on a shard ([`Shard::walks`]) while it lives.
+struct Walking<'a>(&'a AtomicU32);
+
+impl<'a> Walking<'a> {
+    fn start(walks: &'a AtomicU32) -> Self {
+        walks.fetch_add(1, Ordering::Relaxed);
+        Walking(walks)
+    }
+}
+
+impl Drop for Walking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -697,9 +752,9 @@ impl Shard {
 /// times a report's chunk.
 const SPIN: Duration = Duration::from_micros(500);
 
-/// Spin-loop hints a report leaves a shard free for between two chunks
-/// (about a µs on the x86 machines measured; well under 1% of a chunk).
-const WINDOW: usize = 32;
+/// How long a report between two chunks waits for a spinning thread to take
+/// the shard (a spinner that lost its core is not waited for longer).
+const WINDOW: Duration = Duration::from_micros(20);
 
 /// The shard table: one cell per shard, each filled when a thread assigned to
 /// that shard first records.
@@ -861,7 +916,7 @@ impl Registry {
     #[cfg(test)]
     fn for_each(&self, mut f: impl FnMut(&mut Entry)) {
         for shard in self.made_shards() {
-            shard.0.lock().iter_mut().for_each(&mut f);
+            shard.slab.lock().iter_mut().for_each(&mut f);
         }
     }
 
@@ -930,13 +985,14 @@ impl Registry {
         mut after: impl FnMut(&mut S, bool),
     ) {
         for shard in self.made_shards() {
+            let _walking = Walking::start(&shard.walks);
             let mut from = 0;
             loop {
                 before(state);
                 let mut slab = if from == 0 {
-                    shard.0.lock()
+                    shard.slab.lock()
                 } else {
-                    shard.lock_after_window()
+                    shard.lock_after_window(WINDOW)
                 };
                 let next = slab.visit_from(from, chunk, &mut |entry: &mut Entry| {
                     visit(state, entry);
@@ -957,7 +1013,7 @@ impl Registry {
     /// The number of entries, summed over the shards (each locked in turn,
     /// so a moving count may be one that never was at a single instant).
     pub(crate) fn len(&self) -> usize {
-        self.made_shards().map(|shard| shard.0.lock().len).sum()
+        self.made_shards().map(|shard| shard.slab.lock().len).sum()
     }
 
     /// The number of entries ever removed: the sum of counters that each
@@ -967,7 +1023,9 @@ impl Registry {
     /// turn never go backwards.
     #[cfg_attr(not(test), allow(dead_code))] // Read by tests; the shutdown code will.
     pub(crate) fn removed(&self) -> u64 {
-        self.made_shards().map(|shard| shard.0.lock().removed).sum()
+        self.made_shards()
+            .map(|shard| shard.slab.lock().removed)
+            .sum()
     }
 
     /// About how many heap bytes the registry holds now: the shard table,
@@ -981,7 +1039,7 @@ impl Registry {
         std::mem::size_of_val::<[OnceLock<Box<Shard>>]>(shards)
             + self
                 .made_shards()
-                .map(|shard| std::mem::size_of::<Shard>() + shard.0.lock().retained_bytes())
+                .map(|shard| std::mem::size_of::<Shard>() + shard.slab.lock().retained_bytes())
                 .sum::<usize>()
     }
 }
@@ -1012,13 +1070,43 @@ mod tests {
         Entry::new(TaskId(id), None, TaskKind::Guard, Location::caller())
     }
 
-    /// A thread that finds its shard held gets it once it is released,
-    /// whether it is still spinning then or already asleep (a zero spin).
+    /// Between two chunks a walk lets a thread spinning for the shard take
+    /// it first: the walk's next lock returns after that thread's insert.
+    #[test]
+    #[cfg_attr(miri, ignore = "nothing spins under Miri")]
+    fn a_walk_lets_a_spinning_thread_in_between_chunks() {
+        let shard = Shard::default();
+        let walking = Walking::start(&shard.walks);
+        let held = shard.slab.lock();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                shard
+                    .lock_contended(Duration::from_secs(60))
+                    .insert(entry(9))
+            });
+            // A signal, not a sleep: the taker says it spins.
+            while shard.spinning.load(Ordering::Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
+            MutexGuard::unlock_fair(held);
+            let mut slab = shard.lock_after_window(Duration::from_secs(60));
+            assert_eq!(slab.len, 1, "the walk's lock came first");
+            assert_eq!(slab.get_mut(0).map(|entry| entry.id), Some(TaskId(9)));
+        });
+        assert_eq!(shard.spinning.load(Ordering::Relaxed), 0);
+        drop(walking);
+        assert_eq!(shard.walks.load(Ordering::Relaxed), 0);
+    }
+
+    /// A thread that finds its shard held gets it once it is released:
+    /// with no walk under way (it sleeps at once), and during one whether
+    /// it is still spinning then or already asleep (a zero spin).
     #[test]
     fn a_held_shard_is_taken_once_released() {
-        for spin in [Duration::ZERO, SPIN] {
+        for (walk, spin) in [(false, SPIN), (true, Duration::ZERO), (true, SPIN)] {
             let shard = Shard::default();
-            let held = shard.0.lock();
+            let walking = walk.then(|| Walking::start(&shard.walks));
+            let held = shard.slab.lock();
             let (started, start) = std::sync::mpsc::channel();
             std::thread::scope(|scope| {
                 let taker = scope.spawn(|| {
@@ -1026,12 +1114,14 @@ mod tests {
                     shard.lock_contended(spin).insert(entry(7))
                 });
                 start.recv().expect("the taker runs");
-                assert!(shard.0.is_locked());
+                assert!(shard.slab.is_locked());
                 drop(held);
                 let index = taker.join().expect("the taker returns");
                 let mut slab = shard.lock();
                 assert_eq!(slab.get_mut(index).map(|entry| entry.id), Some(TaskId(7)));
             });
+            drop(walking);
+            assert_eq!(shard.spinning.load(Ordering::Relaxed), 0);
         }
     }
 
@@ -1126,7 +1216,7 @@ mod tests {
 
     fn check_all(registry: &Registry) {
         for shard in registry.made_shards() {
-            check(&shard.0.lock());
+            check(&shard.slab.lock());
         }
     }
 
@@ -1134,7 +1224,7 @@ mod tests {
     fn headers(registry: &Registry) -> usize {
         registry
             .made_shards()
-            .map(|shard| shard.0.lock().pages.len())
+            .map(|shard| shard.slab.lock().pages.len())
             .sum()
     }
 
