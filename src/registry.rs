@@ -748,11 +748,11 @@ impl Drop for Walking<'_> {
     }
 }
 
-/// How long [`Shard::lock`] spins on a held shard before it sleeps: several
-/// times a report's chunk.
+/// How long [`Shard::lock`] spins on a held shard during a walk before it
+/// sleeps: several times a walk's chunk.
 const SPIN: Duration = Duration::from_micros(500);
 
-/// How long a report between two chunks waits for a spinning thread to take
+/// How long a walk between two chunks waits for a spinning thread to take
 /// the shard (a spinner that lost its core is not waited for longer).
 const WINDOW: Duration = Duration::from_micros(20);
 
@@ -924,11 +924,10 @@ impl Registry {
     /// chunks of about [`CHUNK`] slots, taking the shard's lock for each
     /// chunk and handing it over (a fair unlock) in between, so an add or
     /// done on that shard waits for one chunk at most, however many entries
-    /// the shard holds. A chunk is mapped into a buffer of its own under the
-    /// lock and moved into `out` after the lock is released: the lock is
-    /// never held while `out` grows or faults in fresh memory (at 1e6
-    /// entries that halved the worst wait of another thread's add/done, see
-    /// issue 16's notes in docs/PERFORMANCE.md).
+    /// the shard holds (and, see [`Shard::lock`], without sleeping through
+    /// it). A chunk is mapped into a buffer of its own under the lock and
+    /// moved into `out` after the lock is released: the lock is never held
+    /// while `out` grows or faults in fresh memory.
     ///
     /// Each chunk is a snapshot of its part of the shard: an entry present
     /// for the whole call is mapped exactly once (entries never move), one
