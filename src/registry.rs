@@ -657,7 +657,8 @@ impl Shard {
     /// [`lock_contended`](Self::lock_contended)); otherwise the holder is
     /// another add or done, and `parking_lot`'s own spin-then-sleep is the
     /// right wait (spinning longer for a holder that lost its core, with
-    /// more threads than cores, made add/done up to 1.9x slower).
+    /// more threads than cores, made add/done up to 1.9x slower:
+    /// `benches/oversubscribed.rs`).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, Slab> {
         match self.slab.try_lock() {
