@@ -893,7 +893,6 @@ impl Registry {
         self.walk_chunks(
             CHUNK,
             &mut 0,
-            |_| {},
             |aborted, entry| {
                 if spare(entry.id) {
                     return;
@@ -949,10 +948,10 @@ impl Registry {
     ) {
         self.walk_chunks(
             chunk,
+            // Grown under the lock as a chunk needs (`append` leaves it empty
+            // with its room kept): a shard of two entries does not allocate
+            // room for a whole chunk.
             &mut (Vec::new(), out),
-            // Room for a whole chunk before the lock is taken (`append`
-            // leaves the buffer empty with its room kept).
-            |(buffer, _)| buffer.reserve(chunk),
             |(buffer, _), entry| buffer.push(map(entry)),
             |_| {},
             |(buffer, out), more| {
@@ -965,10 +964,9 @@ impl Registry {
     }
 
     /// Walks every entry, one shard at a time and within a shard in chunks
-    /// of about `chunk` slots, each under the shard's lock: `before` runs
-    /// before the lock is taken, `visit` on each entry of the chunk, `held`
-    /// last under the lock, and `after` once it is released (told whether
-    /// the shard has more). The lock is handed over between chunks (a fair
+    /// of about `chunk` slots, each under the shard's lock: `visit` runs on
+    /// each entry of the chunk, `held` last under the lock, and `after` once
+    /// it is released (told whether the shard has more). The lock is handed over between chunks (a fair
     /// unlock, then a short window, see [`Shard::lock_after_window`]). The
     /// closures share `state` rather than capture one another's.
     ///
@@ -979,7 +977,6 @@ impl Registry {
         &self,
         chunk: usize,
         state: &mut S,
-        mut before: impl FnMut(&mut S),
         mut visit: impl FnMut(&mut S, &mut Entry),
         mut held: impl FnMut(&mut S),
         mut after: impl FnMut(&mut S, bool),
@@ -988,7 +985,6 @@ impl Registry {
             let _walking = Walking::start(&shard.walks);
             let mut from = 0;
             loop {
-                before(state);
                 let mut slab = if from == 0 {
                     shard.slab.lock()
                 } else {
