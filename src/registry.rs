@@ -966,9 +966,10 @@ impl Registry {
     /// Walks every entry, one shard at a time and within a shard in chunks
     /// of about `chunk` slots, each under the shard's lock: `visit` runs on
     /// each entry of the chunk, `held` last under the lock, and `after` once
-    /// it is released (told whether the shard has more). The lock is handed over between chunks (a fair
-    /// unlock, then a short window, see [`Shard::lock_after_window`]). The
-    /// closures share `state` rather than capture one another's.
+    /// it is released (told whether the shard has more). The lock is handed
+    /// over between chunks (a fair unlock, then a short window, see
+    /// [`Shard::lock_after_window`]). The closures share `state` rather than
+    /// capture one another's.
     ///
     /// Each chunk is a snapshot of its part of the shard: an entry present
     /// for the whole walk is visited exactly once (entries never move), one
