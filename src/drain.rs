@@ -64,11 +64,12 @@ pub(crate) async fn run(
     };
     // Every group's counters as the shutdown starts, so that work finishing
     // in a group not reached yet is counted too; and every task's deadline.
-    let mut order = node::walk(root);
-    for group in &order {
+    let (mut walked, mut versions) = node::walk_versioned(root);
+    for group in &walked {
         group.set_abort_time(budget.abort_time);
     }
-    let mut start: Vec<Counters> = order.iter().map(|n| n.counters()).collect();
+    let mut start: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
+    let mut order = walked.clone();
     let mut visited: Vec<(NodeRef, Counters)> = Vec::with_capacity(order.len());
     let mut aborted: Vec<TaskInfo> = Vec::new();
     let mut timer = Timer::default();
@@ -89,25 +90,30 @@ pub(crate) async fn run(
             stop_group(&group, turn, &budget, &mut timer, &mut aborted).await;
             visited.push((group, start));
         }
-        let groups = node::walk(root);
-        // Most often the tree did not change: the same groups, in the order
-        // they were stopped in, found without hashing.
-        let unchanged = groups.len() == visited.len()
-            && groups
+        // Most often no group's links changed: the groups of the last walk
+        // are the tree's, found without walking it again.
+        if node::links_unchanged(&walked, &versions) {
+            break walked;
+        }
+        (walked, versions) = node::walk_versioned(root);
+        // Links were added and removed, and the same groups found: the order
+        // they were stopped in, without hashing.
+        let unchanged = walked.len() == visited.len()
+            && walked
                 .iter()
                 .zip(&visited)
                 .all(|(group, (stopped, _))| Shared::ptr_eq(group, stopped));
         if unchanged {
-            break groups;
+            break walked;
         }
         let seen: IdSet = visited.iter().map(|(group, _)| group.id()).collect();
-        order = groups
+        order = walked
             .iter()
             .filter(|n| !seen.contains(&n.id()))
             .cloned()
             .collect();
         if order.is_empty() {
-            break groups;
+            break walked;
         }
         // Linked during the shutdown: counted from when it is first seen.
         start = order.iter().map(|n| n.counters()).collect();

@@ -402,6 +402,38 @@ async fn a_group_linked_during_a_shutdown_is_stopped_with_its_deadline() {
     assert_eq!(rx.await.unwrap(), Some(before + Duration::from_secs(5)));
 }
 
+/// A group linked during a shutdown below a group already stopped, not the
+/// root, is found too: the shutdown sees that group's links changed.
+#[tokio::test(start_paused = true)]
+async fn a_group_linked_below_a_stopped_child_during_a_shutdown_is_stopped() {
+    let root = WaitGroup::new();
+    let middle = root.child();
+    let late = WaitGroup::new();
+    let (linked_tx, linked_rx) = oneshot::channel();
+    {
+        // A task of the root, stopped after `middle`'s turn.
+        let (middle, late) = (middle.clone(), late.clone());
+        root.go(move |ctx| async move {
+            ctx.cancelled().await;
+            middle.link(&late).unwrap();
+            linked_tx.send(()).unwrap();
+        });
+    }
+    let busy = late.add();
+    let report = root.shutdown(Duration::from_secs(5)).await;
+    linked_rx.await.unwrap();
+    assert!(late.is_closed() && late.is_cancelled(), "stopped");
+    assert_eq!(report.aborted().len(), 0, "{report}");
+    let pending: Vec<_> = report
+        .pending()
+        .groups()
+        .iter()
+        .map(|g| g.group_id())
+        .collect();
+    assert_eq!(pending, [late.id()], "its guard is reported: {report}");
+    drop(busy);
+}
+
 /// A shutdown aborts its stragglers a chunk of the registry at a time, while
 /// tasks on the other worker complete and take the same shard's lock: every
 /// straggler is aborted and reported once, every task is either finished or
