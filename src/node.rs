@@ -1584,7 +1584,11 @@ fn add_errors(errors: &mut TaskErrors, node: &NodeRef, links: Option<&mut Links>
         errors.push_part(kept, dropped);
     }
     if let Some(links) = links {
-        errors.push_part(links.departed.kept.clone(), links.departed.dropped);
+        // Most groups with links never had a child leave with failures.
+        let departed = &links.departed;
+        if departed.kept.is_some() || departed.dropped != 0 {
+            errors.push_part(departed.kept.clone(), departed.dropped);
+        }
     }
 }
 
