@@ -482,3 +482,95 @@ fn repeated_shutdowns_with_tasks_spawning_tasks_during_the_drain() {
         rounds + stubborn_rounds
     );
 }
+
+/// What [`linker`] tasks share in one round: every group of the tree, and
+/// the tasks spawned and ended.
+#[derive(Default)]
+struct Linked {
+    groups: std::sync::Mutex<Vec<WaitGroup>>,
+    spawned: AtomicUsize,
+    ended: AtomicUsize,
+    /// xorshift state: which group a new one is linked under.
+    seed: std::sync::atomic::AtomicU64,
+}
+
+impl Linked {
+    fn pick(&self) -> WaitGroup {
+        let mut x = self.seed.load(Ordering::Relaxed) | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed.store(x, Ordering::Relaxed);
+        let groups = self.groups.lock().unwrap();
+        groups[(x % groups.len() as u64) as usize].clone()
+    }
+}
+
+/// A task of `wg` that waits for cancellation and then, while the shutdown
+/// runs, links a new group under a group picked at random, often one the
+/// shutdown has stopped already; the new group's own task does the same,
+/// `generations` deep.
+fn linker(wg: &WaitGroup, linked: &Arc<Linked>, generations: usize) {
+    linked.spawned.fetch_add(1, Ordering::Relaxed);
+    let linked = linked.clone();
+    wg.go(move |ctx| async move {
+        ctx.cancelled().await;
+        if generations > 0 {
+            let parent = linked.pick();
+            let late = WaitGroup::new();
+            linker(&late, &linked, generations - 1);
+            linked.groups.lock().unwrap().push(late.clone());
+            parent.link(&late).unwrap();
+        }
+        linked.ended.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Shutdowns of a chain of groups whose tasks, once cancelled, link new
+/// groups anywhere in the tree, below groups already stopped too: every
+/// group linked before the shutdown returns is stopped by it (closed and
+/// cancelled), its tasks finished and counted, none aborted.
+#[test]
+fn groups_linked_anywhere_during_shutdowns_are_all_stopped() {
+    let rounds = scaled(200, 2);
+    let (depth, generations) = if cfg!(miri) { (3, 1) } else { (8, 2) };
+    let rt = runtime();
+    let mut total_groups = 0;
+    for round in 0..rounds {
+        let linked = Arc::new(Linked::default());
+        linked.seed.store(round as u64 + 1, Ordering::Relaxed);
+        let root = WaitGroup::new();
+        let mut last = root.clone();
+        linked.groups.lock().unwrap().push(root.clone());
+        for _ in 0..depth {
+            let next = last.child();
+            linked.groups.lock().unwrap().push(next.clone());
+            last = next;
+        }
+        let chain: Vec<WaitGroup> = linked.groups.lock().unwrap().clone();
+        let report = rt.block_on(async {
+            for group in &chain {
+                linker(group, &linked, generations);
+            }
+            tokio::time::timeout(LIMIT, root.shutdown(LIMIT))
+                .await
+                .expect("shutdown hung")
+        });
+        let groups = linked.groups.lock().unwrap().clone();
+        let spawned = linked.spawned.load(Ordering::Relaxed);
+        assert!(report.is_clean(), "round {round}: {report}");
+        assert_eq!(report.finished(), spawned, "round {round}: {report}");
+        assert_eq!(linked.ended.load(Ordering::Relaxed), spawned);
+        for group in &groups {
+            assert!(
+                group.is_closed() && group.is_cancelled() && group.is_empty(),
+                "round {round}: group {:?} was linked during the shutdown and not stopped: {report}",
+                group.id()
+            );
+        }
+        // Each chain task linked one group per generation.
+        assert_eq!(groups.len(), (depth + 1) * (1 + generations));
+        total_groups += groups.len();
+    }
+    println!("stress: {rounds} shutdowns, {total_groups} groups, most linked while they ran");
+}
