@@ -20,6 +20,9 @@
 //! * `go`, `tracker`: 3 times, 100,000 trivial tasks spawned then waited for,
 //!   with `WaitGroup::go` or tokio-util's `TaskTracker::spawn` (count the whole
 //!   program: drop `--toggle-collect`).
+//! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
+//!   waits, on a oneshot or on a group's last guard; the main task yields
+//!   twice, fires, and awaits it), to compare what a wake-up costs.
 
 use std::time::Duration;
 
@@ -83,6 +86,40 @@ fn main() {
             });
             println!("{} tasks", ROUNDS * TASKS);
         }
+        "wake" => {
+            // The loop of workload 5b, one variant: a waiter task parks, the
+            // main task fires, then awaits the waiter.
+            const WAKES: usize = 100_000;
+            let variant = arg(1);
+            rt.block_on(async {
+                for _ in 0..WAKES {
+                    let (waiter, fire): (tokio::task::JoinHandle<()>, Box<dyn FnOnce()>) =
+                        match variant {
+                            "oneshot" => {
+                                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                                let waiter = tokio::spawn(async move { rx.await.expect("sent") });
+                                (waiter, Box::new(move || tx.send(()).expect("alive")))
+                            }
+                            "lean" | "recording" => {
+                                let wg = WaitGroup::builder()
+                                    .record_guards(variant == "recording")
+                                    .build();
+                                let guard = wg.add();
+                                let waiter = tokio::spawn(async move {
+                                    wg.wait().await.expect("no failures");
+                                });
+                                (waiter, Box::new(move || guard.done()))
+                            }
+                            other => usage(other),
+                        };
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                    fire();
+                    waiter.await.expect("waiter");
+                }
+            });
+            println!("{WAKES} wakes");
+        }
         other => usage(other),
     }
 }
@@ -128,6 +165,9 @@ fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
 }
 
 fn usage(got: &str) -> ! {
-    eprintln!("unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker");
+    eprintln!(
+        "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
+         wake oneshot|lean|recording"
+    );
     std::process::exit(2);
 }
