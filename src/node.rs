@@ -361,8 +361,8 @@ struct Tokens {
     /// ([`Tokens::cancel_or_mark`]). Read without the lock.
     early: AtomicU8,
     /// Taken to fill `own` or `drain`, set a bit of `early` or the reason,
-    /// and by `reopen()` to add the next generation. Only on those slow
-    /// paths, and each holds it once: a shutdown that cancels a group with
+    /// read the reason, and by `reopen()` to add the next generation. Only
+    /// on those slow paths, and each holds it once: a shutdown that cancels a group with
     /// no token made sets the reason and the bit in one hold.
     ///
     /// It holds why `own` was cancelled. Set before the token it explains
@@ -1455,13 +1455,13 @@ pub(crate) fn walk_versioned(root: &NodeRef) -> (Vec<NodeRef>, Vec<LinksVersion>
 /// links lead to the groups they led to. Cheaper than that walk: one lock
 /// per group, no hashing, no copies.
 pub(crate) fn links_unchanged(groups: &[NodeRef], versions: &[LinksVersion]) -> bool {
-    groups.len() == versions.len()
-        && groups.iter().zip(versions).all(|(node, version)| {
-            let now = with_links(node, |links| {
-                links.map_or_else(LinksVersion::default, |links| links.version())
-            });
-            now == *version
-        })
+    debug_assert_eq!(groups.len(), versions.len(), "one walk's");
+    groups.iter().zip(versions).all(|(node, version)| {
+        let now = with_links(node, |links| {
+            links.map_or_else(LinksVersion::default, |links| links.version())
+        });
+        now == *version
+    })
 }
 
 /// Whether `target` is `root` or reachable from it.

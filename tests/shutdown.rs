@@ -403,18 +403,21 @@ async fn a_group_linked_during_a_shutdown_is_stopped_with_its_deadline() {
 }
 
 /// A group linked during a shutdown below a group already stopped, not the
-/// root, is found too: the shutdown sees that group's links changed.
+/// root, is found too: the shutdown sees that group's links changed, though
+/// the root's did not.
 #[tokio::test(start_paused = true)]
 async fn a_group_linked_below_a_stopped_child_during_a_shutdown_is_stopped() {
     let root = WaitGroup::new();
     let middle = root.child();
+    let bottom = middle.child();
     let late = WaitGroup::new();
     let (linked_tx, linked_rx) = oneshot::channel();
     {
-        // A task of the root, stopped after `middle`'s turn.
+        // A task of `bottom`, cancelled in its turn, after `middle`'s.
         let (middle, late) = (middle.clone(), late.clone());
-        root.go(move |ctx| async move {
+        bottom.go(move |ctx| async move {
             ctx.cancelled().await;
+            assert!(middle.is_closed(), "stopped before this task's group");
             middle.link(&late).unwrap();
             linked_tx.send(()).unwrap();
         });

@@ -490,7 +490,9 @@ struct Linked {
     groups: std::sync::Mutex<Vec<WaitGroup>>,
     spawned: AtomicUsize,
     ended: AtomicUsize,
-    /// xorshift state: which group a new one is linked under.
+    /// xorshift state: which group a new one is linked under. Read and
+    /// written apart: two tasks picking at once may pick the same group,
+    /// which is as good a case as any.
     seed: std::sync::atomic::AtomicU64,
 }
 
