@@ -17,9 +17,19 @@
 //!   inside `block_on` (and dropped outside), of `WaitGroup`s or of what the
 //!   benchmarks compare them with, a `TaskTracker` and a child
 //!   `CancellationToken` per node.
-//! * `go`, `tracker`: 3 times, 100,000 trivial tasks spawned then waited for,
-//!   with `WaitGroup::go` or tokio-util's `TaskTracker::spawn` (count the whole
-//!   program: drop `--toggle-collect`).
+//! * `go|tracker [ct|mt|mt-task] [ROUNDS]`: `ROUNDS` (3) times, 100,000
+//!   trivial tasks spawned then waited for, with `WaitGroup::go` or
+//!   tokio-util's `TaskTracker::spawn` (count the whole program: drop
+//!   `--toggle-collect`). `ct` (the default) runs them on a current-thread
+//!   runtime; `mt` on two workers, spawned from `block_on`'s thread as
+//!   workload 3 does (three threads on two workers' worth of work); `mt-task`
+//!   on two workers, spawned from a task on one of them, as an accept loop
+//!   in a task does. For timings and a sampling profiler, give more rounds:
+//!   `/usr/bin/time profile go mt 30`, `perf record -g profile go mt 30`.
+//! * `go-select`, `tracker-select`: the same, each task first polling its
+//!   cancellation (`ctx.token().cancelled()`, or a clone of one
+//!   `CancellationToken` per task) in a `biased` `select!` with work that is
+//!   ready, as a task that stops on cancellation does.
 //! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
 //!   waits, on a oneshot or on a group's last guard; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
@@ -63,28 +73,67 @@ fn main() {
             }
             println!("{} groups", ROUNDS * GROUPS);
         }
-        mode @ ("go" | "tracker") => {
-            const ROUNDS: usize = 3;
+        mode @ ("go" | "tracker" | "go-select" | "tracker-select") => {
             const TASKS: usize = 100_000;
-            rt.block_on(async {
-                for _ in 0..ROUNDS {
-                    if mode == "go" {
+            // `mt`: on two workers, spawned from `block_on`'s thread as
+            // workload 3 does; `ROUNDS` more rounds, for a sampling profiler.
+            let rt = match arg(1) {
+                "mt" | "mt-task" => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime"),
+                _ => rt,
+            };
+            let rounds: usize = arg(2).parse().unwrap_or(3);
+            let go = mode.starts_with("go");
+            let select = mode.ends_with("select");
+            let run = async move {
+                for _ in 0..rounds {
+                    if go {
                         let wg = WaitGroup::new();
                         for _ in 0..TASKS {
-                            wg.go(|_| async {});
+                            if select {
+                                wg.go(|ctx| async move {
+                                    tokio::select! {
+                                        biased;
+                                        _ = ctx.token().cancelled() => {}
+                                        _ = std::future::ready(()) => {}
+                                    }
+                                });
+                            } else {
+                                wg.go(|_| async {});
+                            }
                         }
                         wg.wait().await.expect("no failures");
                     } else {
                         let tracker = TaskTracker::new();
+                        let token = CancellationToken::new();
                         for _ in 0..TASKS {
-                            tracker.spawn(async {});
+                            if select {
+                                let token = token.clone();
+                                tracker.spawn(async move {
+                                    tokio::select! {
+                                        biased;
+                                        _ = token.cancelled() => {}
+                                        _ = std::future::ready(()) => {}
+                                    }
+                                });
+                            } else {
+                                tracker.spawn(async {});
+                            }
                         }
                         tracker.close();
                         tracker.wait().await;
                     }
                 }
-            });
-            println!("{} tasks", ROUNDS * TASKS);
+            };
+            if arg(1) == "mt-task" {
+                rt.block_on(rt.spawn(run)).expect("the loop's task");
+            } else {
+                rt.block_on(run);
+            }
+            println!("{} tasks", rounds * TASKS);
         }
         "wake" => {
             // The loop of workload 5b, one variant: a waiter task parks, the
