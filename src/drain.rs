@@ -169,15 +169,26 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         .collect();
     node::cancel_tree(root, reason.clone());
     let mut watches = Vec::with_capacity(groups.len());
+    let mut phases = Vec::with_capacity(groups.len());
     for (group, _) in &groups {
         group.close();
         group.cancel_own(reason.clone());
         let spare = caller
             .filter(|c| c.group == group.id())
             .map(|c| group.registry.id(c.slot));
-        watches.push(group.abort_tasks(spare));
+        // As in `stop_group`: a task whose handle comes after the walk is
+        // aborted too.
+        let watch = group.abort_watch();
+        phases.push(group.aborting(&watch));
+        group.abort_more(&|id| Some(id) == spare, &watch);
+        watches.push(watch);
     }
     let by = deadline_after(root.config.abort_timeout);
+    // As in `stop_group`: once more after the phases end.
+    for watch in &watches {
+        let _ = timeout_at(by, watch.all_settled()).await;
+    }
+    drop(phases);
     let mut aborted = Vec::new();
     for watch in watches {
         let _ = timeout_at(by, watch.all_settled()).await;
@@ -348,6 +359,10 @@ async fn stop_group(
     };
     let spare = turn.caller.map(|c| group.registry.id(c.slot));
     let watch = group.abort_watch();
+    // A task whose abort handle comes after the walk below (spawned on
+    // another thread meanwhile) is aborted as it comes, and counted in
+    // `watch` until the phase ends.
+    let phase = group.aborting(&watch);
     let shielded = group.shielded(now);
     group.abort_more(
         &|id| Some(id) == spare || shielded.iter().any(|s| s.0 == id),
@@ -359,7 +374,11 @@ async fn stop_group(
         wait_for_shields(group, spare, shields_by, &watch).await;
     }
     // Wait for the aborted tasks only: a guard cannot be aborted, so waiting
-    // for the whole group here would only wait out the share.
+    // for the whole group here would only wait out the share. Then once more
+    // after the phase ends, for a task counted in the watch meanwhile: none
+    // is counted after that.
+    let _ = timeout_at(abort_by, watch.all_settled()).await;
+    drop(phase);
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     // A task whose abort did not take effect in time stays pending, and is
     // reported so; one that finished by itself first is counted as finished.

@@ -167,6 +167,20 @@ impl TaskGuard {
     /// Completes the work. The same as dropping the guard, but says so.
     #[inline]
     pub fn done(self) {}
+
+    /// Removes the guard's entry now; the guard is then unrecorded, and its
+    /// drop only gives up the count. For an aborted task's end
+    /// (`task::drop_aborted`), which settles its watch only once the count
+    /// is given up too. `None` if the guard is unrecorded.
+    pub(crate) fn take_entry(&mut self) -> Option<Entry> {
+        let tag = std::mem::take(self.tag.0.get_mut());
+        if tag & RECORDED == 0 {
+            *self.tag.0.get_mut() = tag;
+            return None;
+        }
+        let slot = Slot::from_u64(tag & !(RECORDED | ABORTED));
+        self.inner.registry.remove(slot)
+    }
 }
 
 impl Drop for TaskGuard {

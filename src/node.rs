@@ -87,7 +87,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::reason::CancelReason;
-use crate::registry::{AbortWatch, Registry, Slot};
+use crate::registry::{AbortWatch, Late, Registry, Slot};
 use crate::report::GroupPending;
 use crate::shared::{Counted, Shared};
 use crate::state::State;
@@ -572,6 +572,40 @@ struct Extra {
     /// The first failure that cancelled the group (`cancel_on_error`, or a
     /// critical task).
     cause: OnceLock<Arc<TaskError>>,
+    /// The shutdowns aborting the group's tasks (see [`Node::aborting`]).
+    aborting: PlainMutex<Aborting>,
+}
+
+/// What a task recording its abort handle reads of the shutdowns aborting
+/// its group ([`Node::late_abort`]).
+#[derive(Default)]
+struct Aborting {
+    /// The watches of the shutdowns now waiting for the group's aborts, in
+    /// the order they began.
+    watches: Vec<Arc<AbortWatch>>,
+    /// Abort walks begun since the group was made or last reopened.
+    walks: u64,
+}
+
+/// A shutdown aborting a group's tasks ([`Node::aborting`]): while it
+/// lives, a task of the group whose abort handle comes late is aborted at
+/// once and counted in its watch. Dropped before the shutdown's last wait
+/// for its aborts (so that no task is counted after it), or with the
+/// shutdown's future.
+pub(crate) struct AbortPhase<'a> {
+    node: &'a Node,
+    watch: Arc<AbortWatch>,
+}
+
+impl Drop for AbortPhase<'_> {
+    fn drop(&mut self) {
+        if let Some(extra) = self.node.extra.get() {
+            let watches = &mut extra.aborting.lock().watches;
+            if let Some(at) = watches.iter().rposition(|w| Arc::ptr_eq(w, &self.watch)) {
+                watches.remove(at);
+            }
+        }
+    }
 }
 
 /// What bounds a group's tasks in time; the earliest of them all is the
@@ -999,6 +1033,11 @@ impl Node {
     pub(crate) fn reopen(&self) -> bool {
         let current = self.tokens();
         let _one_at_a_time = current.lock.lock();
+        // The walks of the shutdowns before do not abort the tasks counted
+        // once it is open (see `late_abort`).
+        if let Some(extra) = self.extra.get() {
+            extra.aborting.lock().walks = 0;
+        }
         let reopened = self.state().reopen();
         // Another `reopen()` started the next generation meanwhile.
         if current.next.get().is_some() {
@@ -1227,6 +1266,62 @@ impl Node {
     /// A fresh abort watch for [`abort_more`](Self::abort_more).
     pub(crate) fn abort_watch(&self) -> Arc<AbortWatch> {
         AbortWatch::new(self.label.clone())
+    }
+
+    /// Starts a shutdown's abort of this group's tasks, before its walk
+    /// ([`abort_more`](Self::abort_more)), on a closed group. Until the
+    /// returned phase is dropped, a task of the group whose abort handle
+    /// comes late is aborted as it comes and counted in `watch`
+    /// ([`late_abort`](Self::late_abort)); one counted before the group
+    /// closed is aborted even after. Makes every shard of the group's
+    /// registry ([`Registry::make_every_shard`] says why).
+    pub(crate) fn aborting<'a>(&'a self, watch: &Arc<AbortWatch>) -> AbortPhase<'a> {
+        {
+            let mut aborting = self.extra().aborting.lock();
+            aborting.watches.push(Arc::clone(watch));
+            aborting.walks += 1;
+        }
+        // After the push: a task's first entry in a shard is then either
+        // seen by the walk or recorded by a thread that sees the push.
+        self.registry.make_every_shard();
+        AbortPhase {
+            node: self,
+            watch: Arc::clone(watch),
+        }
+    }
+
+    /// Whether a task of this group recording its abort handle now is to be
+    /// aborted instead (see [`Registry::set_abort`]): if a shutdown is
+    /// aborting the group, it is, and the latest such shutdown's watch
+    /// counts it (the count made here, under the lock that ends the phase,
+    /// so the shutdown waits for it); if none is, but one walked the group's
+    /// tasks since the task was counted (`counted_open`: the group was open
+    /// then), it is too, as that walk would have done. One load of the state
+    /// word for an open group.
+    #[inline]
+    pub(crate) fn late_abort(&self, counted_open: bool) -> Late {
+        if !self.state().is_closed() {
+            return Late::Keep;
+        }
+        self.late_abort_closed(counted_open)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn late_abort_closed(&self, counted_open: bool) -> Late {
+        let Some(extra) = self.extra.get() else {
+            return Late::Keep;
+        };
+        let aborting = extra.aborting.lock();
+        if let Some(watch) = aborting.watches.last() {
+            watch.expect(1);
+            return Late::Abort(Some(Arc::clone(watch)));
+        }
+        // A walk since the group was last opened came after the count.
+        if counted_open && aborting.walks > 0 {
+            return Late::Abort(None);
+        }
+        Late::Keep
     }
 
     /// This group's pending work, as a report lists it; `None` if idle.
@@ -1782,6 +1877,38 @@ mod tests {
         let node: &Node = group.node();
         let hot = std::ptr::addr_of!(node.hot) as usize - std::ptr::addr_of!(*node) as usize;
         assert!(hot >= 48, "{hot}");
+    }
+
+    /// What a task recording its abort handle late is told: to keep it while
+    /// the group is open or no shutdown walked it; while a shutdown waits
+    /// for its aborts, to be aborted and counted in its watch; after, to be
+    /// aborted if it was counted while the group was open (before the walk),
+    /// until the group is reopened.
+    #[test]
+    fn late_abort_follows_the_shutdowns_aborting_the_group() {
+        let keeps = |late: Late| matches!(late, Late::Keep);
+        let wg = crate::WaitGroup::new();
+        let node: &Node = wg.node();
+        assert!(keeps(node.late_abort(true)));
+        node.close();
+        assert!(keeps(node.late_abort(true)));
+        let watch = node.abort_watch();
+        let phase = node.aborting(&watch);
+        // Either way, in the watch of the shutdown waiting.
+        for open in [true, false] {
+            match node.late_abort(open) {
+                Late::Abort(Some(given)) => assert!(Arc::ptr_eq(&given, &watch)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The registry's shards made (the group had recorded nothing).
+        assert!(node.registry.retained_bytes() > 0);
+        drop(phase);
+        assert!(matches!(node.late_abort(true), Late::Abort(None)));
+        assert!(keeps(node.late_abort(false)));
+        wg.reopen();
+        node.close();
+        assert!(keeps(node.late_abort(true)));
     }
 
     /// A walk's versions tell whether any group of the walk had a link added

@@ -162,7 +162,7 @@ impl AbortWatch {
     }
 
     /// `more` aborted tasks to wait for.
-    fn expect(&self, more: usize) {
+    pub(crate) fn expect(&self, more: usize) {
         if more > 0 {
             self.state.lock().waiting += more;
         }
@@ -198,6 +198,17 @@ impl AbortWatch {
         aborted.sort_unstable_by_key(|t| t.id);
         aborted
     }
+}
+
+/// What a task whose abort handle comes after a shutdown's abort walk is to
+/// do ([`Registry::set_abort`]).
+#[derive(Debug)]
+pub(crate) enum Late {
+    /// Nothing is aborting its group: keep the handle.
+    Keep,
+    /// Be aborted now; in the watch given, which already counts it, if the
+    /// shutdown still waits for its aborts.
+    Abort(Option<Arc<AbortWatch>>),
 }
 
 /// Where an entry lives: shard in the high half, index in the low half.
@@ -872,21 +883,73 @@ impl Registry {
 
     /// Stores the abort handle of a just-spawned task, unless the task has
     /// already finished (its slot is empty, reused by a newer entry, or in a
-    /// page since freed).
-    pub(crate) fn set_abort(&self, slot: Slot, id: TaskId, abort: AbortHandle) {
+    /// page since freed), or is to be aborted already. A shutdown's abort
+    /// can come between the task's count and its handle, on another thread:
+    ///
+    /// * an abort whose walk found the entry without its handle marked it
+    ///   (its `watch` is set, and the watch counts it): the task is aborted
+    ///   now;
+    /// * an abort whose walk did not find the entry (made after the walk
+    ///   passed) is told by `late`, called under the shard's lock (see
+    ///   `Node::late_abort`): the task is aborted now, in the watch `late`
+    ///   gives if any (which already counts it).
+    ///
+    /// The shutdown published what `late` reads before its walk took the
+    /// shard's lock, or made the shard (see
+    /// [`make_every_shard`](Self::make_every_shard)), so a task the walk
+    /// missed sees it: no task counted before the walk is left running.
+    ///
+    /// Lock order: the shard's lock, then whatever `late` takes.
+    pub(crate) fn set_abort(
+        &self,
+        slot: Slot,
+        id: TaskId,
+        abort: AbortHandle,
+        late: impl FnOnce() -> Late,
+    ) {
         let Some(shard) = self.shard(slot) else {
             return;
         };
         let mut slab = shard.lock();
-        if let Some(entry) = slab.get_mut(slot.index()) {
-            if entry.id == id {
-                entry.abort = Some(abort);
+        let Some(entry) = slab.get_mut(slot.index()).filter(|entry| entry.id == id) else {
+            return;
+        };
+        if entry.watch.is_none() {
+            match late() {
+                Late::Keep => {
+                    entry.abort = Some(abort);
+                    return;
+                }
+                // Counted by the watch before it was given, so before the
+                // task's removal (which takes this lock) can settle it.
+                Late::Abort(watch) => entry.watch = watch,
             }
+        }
+        drop(slab);
+        abort.abort();
+    }
+
+    /// Makes every shard not made yet, before an abort's walk that tasks
+    /// may be recorded during (see `Node::aborting`). A thread recording
+    /// its first entry in a shard the walk found not made would otherwise
+    /// be missed by the walk and, with no lock in common with it, might also
+    /// miss the watch the shutdown published before it (`set_abort`'s
+    /// `late`). Making a shard is a read-modify-write of its cell, so the
+    /// walk's making and the thread's are ordered: the thread records into
+    /// a shard the walk then locks, or finds the shard made by the walk and
+    /// sees what came before. At most `shard_count()` shards (128 bytes
+    /// each), once per group a shutdown aborts.
+    pub(crate) fn make_every_shard(&self) {
+        let shards = self.shards.get_or_init(new_shards);
+        for cell in shards.iter() {
+            cell.get_or_init(Box::default);
         }
     }
 
     /// Aborts the spawned tasks (but those `spare` keeps), each once: their abort handles
-    /// are taken, and `watch` is told to wait for them.
+    /// are taken, and `watch` is told to wait for them. A task whose handle
+    /// has not been stored yet is marked, and aborted when it is (see
+    /// [`set_abort`](Self::set_abort)).
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         // In chunks, as a report: at a million tasks one walk under the lock
         // would hold up every completion on the shard for all of it.
@@ -894,13 +957,19 @@ impl Registry {
             CHUNK,
             &mut 0,
             |aborted, entry| {
-                if spare(entry.id) {
+                // An entry with a watch was aborted once already.
+                if entry.watch.is_some() || spare(entry.id) {
                     return;
                 }
-                if let Some(abort) = entry.abort.take() {
+                // Guards, blocking tasks and tracked futures have no handle
+                // and never get one.
+                let abort = entry.abort.take();
+                if abort.is_some() || entry.kind == TaskKind::Task {
                     *aborted += 1;
                     entry.watch = Some(Arc::clone(watch));
-                    abort.abort();
+                    if let Some(abort) = abort {
+                        abort.abort();
+                    }
                 }
             },
             // Still under the shard's lock, which the removal of every entry
@@ -1065,6 +1134,112 @@ mod tests {
 
     fn entry(id: u64) -> Entry {
         Entry::new(TaskId(id), None, TaskKind::Guard, Location::caller())
+    }
+
+    fn task_entry(id: u64) -> Entry {
+        Entry::new(TaskId(id), None, TaskKind::Task, Location::caller())
+    }
+
+    fn watch() -> Arc<AbortWatch> {
+        AbortWatch::new(GroupLabel {
+            id: crate::label::GroupId::next(),
+            name: None,
+        })
+    }
+
+    fn waiting(watch: &AbortWatch) -> usize {
+        watch.state.lock().waiting
+    }
+
+    /// The removal of an aborted task's entry, as its guard does it.
+    fn remove_aborted(registry: &Registry, slot: Slot) {
+        let entry = registry.remove(slot).expect("the entry is there");
+        entry.watch.as_ref().expect("a watch").settle(&entry, true);
+    }
+
+    /// An abort that walks the registry between a task's entry and its
+    /// abort handle (the spawning thread is between the two) counts the
+    /// task and marks it, once; the handle, when it comes, aborts the task
+    /// at once instead of being stored. Guards, which never get a handle,
+    /// are not counted.
+    #[test]
+    fn an_abort_before_a_tasks_handle_aborts_the_task_when_the_handle_comes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let registry = Registry::new();
+        let slot = registry.insert(task_entry(1));
+        let guard = registry.insert(entry(2));
+        let watch = watch();
+        registry.abort_all(&|_| false, &watch);
+        assert_eq!(waiting(&watch), 1);
+        // A second walk does not count it again.
+        registry.abort_all(&|_| false, &watch);
+        assert_eq!(waiting(&watch), 1);
+        let task = runtime.spawn(std::future::pending::<()>());
+        registry.set_abort(slot, TaskId(1), task.abort_handle(), || {
+            panic!("a marked entry asks nothing")
+        });
+        let joined = runtime.block_on(task);
+        assert!(joined.unwrap_err().is_cancelled());
+        remove_aborted(&registry, slot);
+        assert_eq!(waiting(&watch), 0);
+        assert_eq!(watch.take_aborted().len(), 1);
+        assert!(registry.remove(guard).is_some());
+    }
+
+    /// A task recorded after an abort walked the registry is aborted as its
+    /// handle comes, if `late` gives the watch of an abort under way, and
+    /// joins it; otherwise its handle is stored, and a spared task's too.
+    #[test]
+    fn a_task_recorded_after_an_abort_walked_joins_the_late_watch() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let registry = Registry::new();
+        let watch = watch();
+        registry.abort_all(&|_| false, &watch);
+        let slot = registry.insert(task_entry(1));
+        let task = runtime.spawn(std::future::pending::<()>());
+        registry.set_abort(slot, TaskId(1), task.abort_handle(), || {
+            watch.expect(1);
+            Late::Abort(Some(Arc::clone(&watch)))
+        });
+        assert_eq!(waiting(&watch), 1);
+        assert!(runtime.block_on(task).unwrap_err().is_cancelled());
+        remove_aborted(&registry, slot);
+        assert_eq!(waiting(&watch), 0);
+        assert_eq!(watch.take_aborted().len(), 1);
+        // An abort that no longer waits: aborted, in no watch.
+        let slot = registry.insert(task_entry(3));
+        let task = runtime.spawn(std::future::pending::<()>());
+        registry.set_abort(slot, TaskId(3), task.abort_handle(), || Late::Abort(None));
+        assert!(runtime.block_on(task).unwrap_err().is_cancelled());
+        assert!(registry.remove(slot).expect("the entry").watch.is_none());
+        // No abort under way: the handle is kept, and a later walk aborts.
+        let slot = registry.insert(task_entry(2));
+        let task = runtime.spawn(std::future::pending::<()>());
+        registry.set_abort(slot, TaskId(2), task.abort_handle(), || Late::Keep);
+        assert!(!task.is_finished());
+        // A spared task is left alone by the walk.
+        registry.abort_all(&|id| id == TaskId(2), &watch);
+        assert_eq!(waiting(&watch), 0);
+        registry.abort_all(&|_| false, &watch);
+        assert_eq!(waiting(&watch), 1);
+        assert!(runtime.block_on(task).unwrap_err().is_cancelled());
+        remove_aborted(&registry, slot);
+        assert_eq!(waiting(&watch), 0);
+    }
+
+    /// `make_every_shard` makes them all, and nothing more when they are.
+    #[test]
+    fn make_every_shard_makes_them_all() {
+        let registry = Registry::new();
+        registry.make_every_shard();
+        assert_eq!(registry.made_shards().count(), shard_count());
+        let bytes = registry.retained_bytes();
+        registry.make_every_shard();
+        assert_eq!(registry.retained_bytes(), bytes);
     }
 
     /// Between two chunks a walk lets a thread spinning for the shard take
@@ -1255,7 +1430,7 @@ mod tests {
         // Nothing to find, and nothing made by looking.
         let slot = Slot::new(0, 0);
         assert!(registry.remove(slot).is_none());
-        registry.set_abort(slot, TaskId(1), tokio_join().abort_handle());
+        registry.set_abort(slot, TaskId(1), tokio_join().abort_handle(), || Late::Keep);
         assert_eq!(registry.retained_bytes(), 0);
         // The first entry makes the table, this thread's shard, a directory
         // and page 0; nothing else.
@@ -1472,8 +1647,12 @@ mod tests {
             "a freed slot is used before a new page"
         );
         let old_id = slots.iter().position(|slot| *slot == reused).unwrap() as u64;
-        registry.set_abort(reused, TaskId(old_id), tokio_join().abort_handle());
-        registry.set_abort(again[1], TaskId(n + 1), tokio_join().abort_handle());
+        registry.set_abort(reused, TaskId(old_id), tokio_join().abort_handle(), || {
+            Late::Keep
+        });
+        registry.set_abort(again[1], TaskId(n + 1), tokio_join().abort_handle(), || {
+            Late::Keep
+        });
         let mut joined = Vec::new();
         registry.for_each(|entry| {
             if entry.abort.is_some() {
@@ -1489,7 +1668,7 @@ mod tests {
             assert_eq!(registry.remove(slot).map(|e| e.id.0), Some(id));
             assert!(registry.remove(slot).is_none());
             // Gone, and its page maybe freed: a harmless no-op.
-            registry.set_abort(slot, TaskId(id), tokio_join().abort_handle());
+            registry.set_abort(slot, TaskId(id), tokio_join().abort_handle(), || Late::Keep);
         }
         check_all(&registry);
         assert_eq!(registry.len(), 0);
@@ -1499,6 +1678,7 @@ mod tests {
             slots[n as usize - 1],
             TaskId(n - 1),
             tokio_join().abort_handle(),
+            || Late::Keep,
         );
         assert!(registry.retained_bytes() <= 2 * used_once());
     }

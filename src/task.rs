@@ -166,7 +166,7 @@ pin_project! {
                 guard.inner.note_aborted();
                 guard.mark_aborted();
                 let _enter = Enter::new(guard);
-                let _ = finish(this.fut, this.guard, None);
+                let _ = finish(this.fut, this.guard, None, true);
             }
         }
     }
@@ -194,7 +194,8 @@ where
             },
             Err(payload) => (None, Some(Failure::Panic(payload))),
         };
-        Poll::Ready(match (finish(this.fut, this.guard, failure), value) {
+        let ended = finish(this.fut, this.guard, failure, false);
+        Poll::Ready(match (ended, value) {
             (None, Some(value)) => Ok(value),
             (Some(failure), _) => Err(failure),
             (None, None) => unreachable!("a task with neither a value nor a failure"),
@@ -218,7 +219,7 @@ pub(crate) fn run_blocking<R: TaskOutput>(
         Err(payload) => (None, Some(Failure::Panic(payload))),
     };
     let nothing: Pin<&mut Option<()>> = std::pin::pin!(None);
-    match (finish(nothing, &mut guard, failure), value) {
+    match (finish(nothing, &mut guard, failure, false), value) {
         (None, Some(value)) => Ok(value),
         (Some(failure), _) => Err(failure),
         (None, None) => unreachable!("a task with neither a value nor a failure"),
@@ -232,11 +233,13 @@ enum Failure {
 
 /// Drops the future, records the failure (and a panic from the drop), then
 /// completes the guard: a waiter that sees the group idle sees every failure.
-/// Returns the failure that ended the task, if any.
+/// Returns the failure that ended the task, if any. `aborted`: the task's
+/// future is dropped unfinished (see [`drop_aborted`]).
 fn finish<Fut>(
     fut: Pin<&mut Option<Fut>>,
     guard: &mut Option<TaskGuard>,
     failure: Option<Failure>,
+    aborted: bool,
 ) -> Option<Arc<TaskError>> {
     let drop_panic = catch_unwind(AssertUnwindSafe(|| {
         let mut fut = fut;
@@ -249,8 +252,28 @@ fn finish<Fut>(
     } else {
         None
     };
-    drop(guard);
+    if aborted {
+        drop_aborted(guard);
+    } else {
+        drop(guard);
+    }
     recorded
+}
+
+/// Completes the guard of an aborted task: a shutdown that aborted it hears
+/// of it (its watch is settled) only once the task's count is given up too,
+/// so that the shutdown, woken on another thread, finds the group without
+/// it rather than with a pending unit and no entry.
+#[cold]
+#[inline(never)]
+fn drop_aborted(mut guard: TaskGuard) {
+    let entry = guard.take_entry();
+    drop(guard);
+    if let Some(entry) = entry {
+        if let Some(watch) = &entry.watch {
+            watch.settle(&entry, true);
+        }
+    }
 }
 
 /// The failure path: the task's id, name and options are read back from its

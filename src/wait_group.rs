@@ -590,6 +590,14 @@ impl WaitGroup {
         self.node.add_task().0
     }
 
+    /// Counts one task to spawn, whether or not the group is closed; and
+    /// whether it was open (see `Node::late_abort`).
+    #[inline]
+    fn add_spawned(&self) -> (TaskRef<Node>, bool) {
+        let (task, was_closed) = self.node.add_task();
+        (task, !was_closed)
+    }
+
     /// Counts one task unless the group is closed.
     #[inline]
     fn try_add_task(&self) -> Result<TaskRef<Node>, Closed> {
@@ -1175,6 +1183,13 @@ impl WaitGroup {
     ///   the overrunning group's aborts may take up to 500 ms (they usually
     ///   take effect at once), and the pool then gets three quarters of what
     ///   is left, up to 750 ms, to close before it is aborted.
+    /// * A task spawned into a group while its tasks are being aborted (by
+    ///   `go()` on another thread, or from the `Drop` of an aborted task) is
+    ///   past the deadline too: it is aborted as it is spawned, and waited
+    ///   for with the rest. A `go()` that counted its task before the group
+    ///   closed, but whose thread lost its core until after the shutdown
+    ///   stopped waiting, has its task reported as pending, and aborted as
+    ///   it is spawned.
     ///
     /// With `Duration::MAX` as grace or abort timeout, that phase has no
     /// limit.
@@ -1510,9 +1525,9 @@ impl<'a> TaskBuilder<'a> {
         <Fut::Output as TaskOutput>::Value: Send,
     {
         let runtime = Runtime::current("go");
-        let task = self.group.add_task();
+        let counted = self.group.add_spawned();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, runtime)
+        self.spawn_on_runtime(Location::caller(), counted, permit, f, runtime)
     }
 
     /// A task, unless the group is closed or at its limit: see
@@ -1549,7 +1564,7 @@ impl<'a> TaskBuilder<'a> {
         };
         let task = self.group.try_add_task()?;
         let runtime = Runtime::current("try_go");
-        Ok(self.spawn_on_runtime(site, task, permit, f, runtime))
+        Ok(self.spawn_on_runtime(site, (task, true), permit, f, runtime))
     }
 
     /// Waits for a free slot under the group's [`limit`](WaitGroupBuilder::limit)
@@ -1598,7 +1613,7 @@ impl<'a> TaskBuilder<'a> {
         async move {
             let permit = self.group.node.acquire_permit().await;
             let task = self.group.try_add_task()?;
-            Ok(self.spawn_on_runtime(site, task, permit, f, Runtime::On(&runtime)))
+            Ok(self.spawn_on_runtime(site, (task, true), permit, f, Runtime::On(&runtime)))
         }
     }
 
@@ -1616,9 +1631,9 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let task = self.group.add_task();
+        let counted = self.group.add_spawned();
         let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), task, permit, f, Runtime::On(runtime))
+        self.spawn_on_runtime(Location::caller(), counted, permit, f, Runtime::On(runtime))
     }
 
     /// A `!Send` task on the current [`LocalSet`](tokio::task::LocalSet) (or
@@ -1650,7 +1665,7 @@ impl<'a> TaskBuilder<'a> {
         Fut: Future + 'static,
         Fut::Output: TaskOutput,
     {
-        let task = self.group.add_task();
+        let (task, open) = self.group.add_spawned();
         let permit = self.group.node.try_permit();
         // Borrowed, not cloned: a clone and its drop are two read-modify-writes
         // of the state word per task (see `spawn_on_runtime`).
@@ -1664,7 +1679,7 @@ impl<'a> TaskBuilder<'a> {
                 tokio::task::spawn_local(task::task_future(guard, gated, span))
             }
         };
-        spawned(node, slot, id, join)
+        spawned(node, slot, id, join, open)
     }
 
     /// A closure on the runtime's blocking pool (`spawn_blocking`), for
@@ -1761,11 +1776,12 @@ impl<'a> TaskBuilder<'a> {
         (guard, id, slot, fut, span)
     }
 
-    /// Spawns a task already counted in the state word on `runtime`.
+    /// Spawns a task already counted in the state word on `runtime`, with
+    /// whether the group was open when it was counted.
     fn spawn_on_runtime<F, Fut>(
         self,
         site: &'static Location<'static>,
-        task: TaskRef<Node>,
+        (task, open): (TaskRef<Node>, bool),
         permit: Permit,
         f: F,
         runtime: Runtime<'_>,
@@ -1795,19 +1811,23 @@ impl<'a> TaskBuilder<'a> {
                 runtime.spawn(task::task_future(guard, gated, span), name)
             }
         };
-        spawned(node, slot, id, join)
+        spawned(node, slot, id, join, open)
     }
 }
 
 /// The handle of a task just spawned; its abort handle goes to the registry
-/// (for shutdowns), unless it already finished.
+/// (for shutdowns), unless it already finished, or a shutdown's abort came
+/// while it was being spawned (then it is aborted now: see
+/// `Registry::set_abort`). `open`: the group was open when it was counted.
 fn spawned<T>(
     node: &NodeRef,
     slot: Slot,
     id: TaskId,
     join: tokio::task::JoinHandle<task::Outcome<T>>,
+    open: bool,
 ) -> TaskHandle<T> {
-    node.registry.set_abort(slot, id, join.abort_handle());
+    node.registry
+        .set_abort(slot, id, join.abort_handle(), || node.late_abort(open));
     TaskHandle::new(join, id, node.id())
 }
 

@@ -508,3 +508,38 @@ async fn thousands_of_stragglers_are_aborted_across_chunks() {
     assert_eq!(dropped.load(Ordering::Relaxed), stubborn_tasks);
     assert!(wg.is_empty());
 }
+
+/// A task spawned into a group while a shutdown is aborting it (here from
+/// the `Drop` of a task being aborted, after the shutdown walked the
+/// group's tasks) is aborted too, and the report says so: it is past the
+/// deadline like the rest. It used to run on, and be reported as pending.
+#[tokio::test(start_paused = true)]
+async fn a_task_spawned_while_its_group_is_aborted_is_aborted_too() {
+    struct SpawnOnDrop(Option<WaitGroup>);
+    impl Drop for SpawnOnDrop {
+        fn drop(&mut self) {
+            if let Some(wg) = self.0.take() {
+                wg.task()
+                    .name("spawned late")
+                    .go(|_| std::future::pending::<()>());
+            }
+        }
+    }
+    let wg = WaitGroup::new();
+    let on_drop = SpawnOnDrop(Some(wg.clone()));
+    wg.task().name("stubborn").go(move |_| async move {
+        let _on_drop = on_drop;
+        std::future::pending::<()>().await;
+    });
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    let mut aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    aborted.sort_unstable();
+    assert_eq!(
+        aborted,
+        [Some("spawned late"), Some("stubborn")],
+        "{report}"
+    );
+    assert!(report.pending().is_empty(), "{report}");
+    assert!(wg.is_empty());
+}

@@ -359,6 +359,110 @@ fn cancel_racing_with_go_leaves_no_task_behind() {
     println!("stress: {rounds} rounds of cancel racing with go, {spawned} tasks");
 }
 
+/// Stubborn tasks spawned on three threads while a shutdown with no grace
+/// aborts their group, each round: every task counted before the group
+/// closed is aborted, however its `go()` interleaves with the abort's walk
+/// (the spawning thread can be between the task's entry and its abort
+/// handle, or between its count and its entry, when the walk passes), and
+/// none is left running. Before `Registry::set_abort` checked for an abort
+/// under way, this failed within its first rounds: a task was left running.
+#[test]
+fn stubborn_tasks_spawned_while_a_shutdown_aborts_are_all_aborted() {
+    let rounds = scaled(300, 4);
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    let (mut spawned_total, mut aborted_total, mut late_total) = (0, 0, 0);
+    for round in 0..rounds {
+        let wg = WaitGroup::new();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(Barrier::new(4));
+        let spawners: Vec<_> = (0..3)
+            .map(|_| {
+                let (wg, start, handle) = (wg.clone(), start.clone(), handle.clone());
+                let (ended, spawned) = (ended.clone(), spawned.clone());
+                std::thread::spawn(move || {
+                    let _rt = handle.enter();
+                    start.wait();
+                    // Until the shutdown closes the group.
+                    loop {
+                        let ended = ended.clone();
+                        // Counted once the task is made: a refused closure
+                        // is dropped unrun.
+                        let task = wg.try_go(move |_| {
+                            let ended = Ended(ended);
+                            async move {
+                                let _ended = ended;
+                                std::future::pending::<()>().await;
+                            }
+                        });
+                        if task.is_err() {
+                            break;
+                        }
+                        spawned.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        let report = rt.block_on(async {
+            // Some tasks first, so the walk has entries to pass.
+            while spawned.load(Ordering::Relaxed) < 30 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::timeout(LIMIT, wg.shutdown(Duration::ZERO))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
+        });
+        for s in spawners {
+            s.join().unwrap();
+        }
+        let spawned = spawned.load(Ordering::Relaxed);
+        // The report: each task aborted, or still pending (a `go()` whose
+        // thread lost its core from its count to its abort handle for all
+        // of the shutdown's wait: recorded, or only counted), none twice.
+        // None finished by itself; but a `go()` counted and not yet recorded
+        // when the shutdown read its counters looks like a lean guard, and
+        // its entry like that guard finishing: one per spawning thread at
+        // most, and such a task aborted only after the shutdown stopped
+        // waiting is counted there too.
+        let pending = report.pending();
+        let late = pending.tasks().count()
+            + pending
+                .groups()
+                .iter()
+                .map(|g| g.unrecorded())
+                .sum::<usize>();
+        let mut ids: Vec<_> = report.aborted().iter().map(|t| t.id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), report.aborted().len(), "round {round}: {report}");
+        assert!(report.finished() <= 3, "round {round}: {report}");
+        assert!(
+            report.aborted().len() + late <= spawned
+                && spawned <= report.aborted().len() + late + report.finished(),
+            "round {round}: {spawned} spawned: {report}"
+        );
+        // And every one ends: those still pending are aborted as their
+        // handles come.
+        rt.block_on(async {
+            tokio::time::timeout(LIMIT, wg.wait())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
+                .expect("no failures");
+        });
+        assert_eq!(ended.load(Ordering::Relaxed), spawned, "round {round}");
+        spawned_total += spawned;
+        aborted_total += report.aborted().len();
+        late_total += spawned - report.aborted().len();
+    }
+    println!(
+        "stress: {rounds} shutdowns aborting tasks spawned on 3 threads meanwhile, \
+         {spawned_total} spawned, {aborted_total} aborted by their shutdown, {late_total} \
+         aborted after it"
+    );
+}
+
 /// Counts a task's end, whether it finished or was aborted (dropped).
 struct Ended(Arc<AtomicUsize>);
 
