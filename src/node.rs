@@ -66,7 +66,9 @@
 //!
 //! [`LINK_ORDER`], then links locks from ancestor to descendant (only
 //! [`leave`] holds two: a parent's, then the leaving child's), then a
-//! `failures` lock, then a registry shard. A generation's [`Tokens::lock`]
+//! `failures` lock, then a registry shard, then the group's `aborting` lock
+//! (a task recording its abort handle, [`Node::late_abort`]), then an abort
+//! watch's. A generation's [`Tokens::lock`]
 //! is taken alone, and held only to fill a token cell (making a token takes
 //! tokio-util's lock of its parent token), set an early bit or the cancel
 //! reason, or add the next generation, never while a token is cancelled. No
@@ -1031,13 +1033,13 @@ impl Node {
     /// generation of tokens, derived from the group's origin as the first
     /// was (so a group cancelled through its caller's token stays so).
     pub(crate) fn reopen(&self) -> bool {
-        let current = self.tokens();
-        let _one_at_a_time = current.lock.lock();
         // The walks of the shutdowns before do not abort the tasks counted
         // once it is open (see `late_abort`).
         if let Some(extra) = self.extra.get() {
             extra.aborting.lock().walks = 0;
         }
+        let current = self.tokens();
+        let _one_at_a_time = current.lock.lock();
         let reopened = self.state().reopen();
         // Another `reopen()` started the next generation meanwhile.
         if current.next.get().is_some() {
