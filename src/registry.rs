@@ -1136,6 +1136,12 @@ mod tests {
         Entry::new(TaskId(id), None, TaskKind::Guard, Location::caller())
     }
 
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     fn task_entry(id: u64) -> Entry {
         Entry::new(TaskId(id), None, TaskKind::Task, Location::caller())
     }
@@ -1164,9 +1170,7 @@ mod tests {
     /// are not counted.
     #[test]
     fn an_abort_before_a_tasks_handle_aborts_the_task_when_the_handle_comes() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = current_thread();
         let registry = Registry::new();
         let slot = registry.insert(task_entry(1));
         let guard = registry.insert(entry(2));
@@ -1193,9 +1197,7 @@ mod tests {
     /// joins it; otherwise its handle is stored, and a spared task's too.
     #[test]
     fn a_task_recorded_after_an_abort_walked_joins_the_late_watch() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = current_thread();
         let registry = Registry::new();
         let watch = watch();
         registry.abort_all(&|_| false, &watch);
