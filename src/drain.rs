@@ -176,10 +176,14 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         let spare = caller
             .filter(|c| c.group == group.id())
             .map(|c| group.registry.id(c.slot));
-        // As in `stop_group`: a task whose handle comes after the walk is
-        // aborted too.
+        // As in `stop_group`, a task whose handle comes after the walk is
+        // aborted too; in a group with work only (its count read after it
+        // closed includes every task counted before), so that a forced stop
+        // of a large idle tree allocates nothing per group for it.
         let watch = group.abort_watch();
-        phases.push(group.aborting(&watch));
+        if group.len() > 0 {
+            phases.push(group.aborting(&watch));
+        }
         group.abort_more(&|id| Some(id) == spare, &watch);
         watches.push(watch);
     }

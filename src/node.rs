@@ -585,8 +585,9 @@ struct Aborting {
     /// The watches of the shutdowns now waiting for the group's aborts, in
     /// the order they began.
     watches: Vec<Arc<AbortWatch>>,
-    /// Abort walks begun since the group was made or last reopened.
-    walks: u64,
+    /// Whether an abort walk began since the group was made or last
+    /// reopened.
+    walked: bool,
 }
 
 /// A shutdown aborting a group's tasks ([`Node::aborting`]): while it
@@ -601,11 +602,9 @@ pub(crate) struct AbortPhase<'a> {
 
 impl Drop for AbortPhase<'_> {
     fn drop(&mut self) {
-        if let Some(extra) = self.node.extra.get() {
-            let watches = &mut extra.aborting.lock().watches;
-            if let Some(at) = watches.iter().rposition(|w| Arc::ptr_eq(w, &self.watch)) {
-                watches.remove(at);
-            }
+        let watches = &mut self.node.extra().aborting.lock().watches;
+        if let Some(at) = watches.iter().rposition(|w| Arc::ptr_eq(w, &self.watch)) {
+            watches.remove(at);
         }
     }
 }
@@ -1036,7 +1035,7 @@ impl Node {
         // The walks of the shutdowns before do not abort the tasks counted
         // once it is open (see `late_abort`).
         if let Some(extra) = self.extra.get() {
-            extra.aborting.lock().walks = 0;
+            extra.aborting.lock().walked = false;
         }
         let current = self.tokens();
         let _one_at_a_time = current.lock.lock();
@@ -1275,17 +1274,12 @@ impl Node {
     /// returned phase is dropped, a task of the group whose abort handle
     /// comes late is aborted as it comes and counted in `watch`
     /// ([`late_abort`](Self::late_abort)); one counted before the group
-    /// closed is aborted even after. Makes every shard of the group's
-    /// registry ([`Registry::make_every_shard`] says why).
+    /// closed is aborted even after. See [`Registry::set_abort`] for why a
+    /// task the walk misses sees what this publishes.
     pub(crate) fn aborting<'a>(&'a self, watch: &Arc<AbortWatch>) -> AbortPhase<'a> {
-        {
-            let mut aborting = self.extra().aborting.lock();
-            aborting.watches.push(Arc::clone(watch));
-            aborting.walks += 1;
-        }
-        // After the push: a task's first entry in a shard is then either
-        // seen by the walk or recorded by a thread that sees the push.
-        self.registry.make_every_shard();
+        let mut aborting = self.extra().aborting.lock();
+        aborting.watches.push(Arc::clone(watch));
+        aborting.walked = true;
         AbortPhase {
             node: self,
             watch: Arc::clone(watch),
@@ -1320,7 +1314,7 @@ impl Node {
             return Late::Abort(Some(Arc::clone(watch)));
         }
         // A walk since the group was last opened came after the count.
-        if counted_open && aborting.walks > 0 {
+        if counted_open && aborting.walked {
             return Late::Abort(None);
         }
         Late::Keep
@@ -1903,8 +1897,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // The registry's shards made (the group had recorded nothing).
-        assert!(node.registry.retained_bytes() > 0);
+        // Nothing allocated in the registry of a group that recorded
+        // nothing.
+        assert_eq!(node.registry.retained_bytes(), 0);
         drop(phase);
         assert!(matches!(node.late_abort(true), Late::Abort(None)));
         assert!(keeps(node.late_abort(false)));

@@ -791,6 +791,26 @@ fn new_shards() -> Shards {
     (0..shard_count()).map(|_| OnceLock::new()).collect()
 }
 
+/// What [`making_lock`] hands out: a few locks, shared by all registries.
+#[allow(clippy::declare_interior_mutable_const)] // only the array below copies it
+const MAKING_LOCK: Mutex<()> = parking_lot::const_mutex(());
+static MAKING: [Mutex<()>; 16] = [MAKING_LOCK; 16];
+
+/// The lock under which a thread makes a shard of `registry`, and which an
+/// abort's walk takes and lets go before it looks for shards
+/// ([`Registry::abort_all`]). A thread that records its first entry in a
+/// shard the walk found not made shares no shard lock with the walk; this
+/// orders the two: the shard was made before the walk looked (and is
+/// walked), or after, by a thread that saw what the walk's caller did
+/// first. Taken once per shard made and once per walk, never on add/done,
+/// and allocating nothing: a shutdown of a tree of any size costs no memory
+/// for it. Striped by address, as a registry lives in its group's node and
+/// does not move.
+fn making_lock(registry: &Registry) -> &'static Mutex<()> {
+    let at = registry as *const Registry as usize;
+    &MAKING[(at >> 6) % MAKING.len()]
+}
+
 /// This thread's shard, as a number to be reduced modulo the shard count.
 /// Threads are numbered in the order they first record.
 #[inline]
@@ -824,8 +844,23 @@ impl Registry {
     pub(crate) fn insert(&self, entry: Entry) -> Slot {
         let shards = self.shards.get_or_init(new_shards);
         let shard = thread_shard() & (shards.len() - 1);
-        let index = shards[shard].get_or_init(Box::default).lock().insert(entry);
+        let cell = &shards[shard];
+        let made = match cell.get() {
+            Some(made) => made,
+            None => self.make_shard(cell),
+        };
+        let index = made.lock().insert(entry);
         Slot::new(shard, index)
+    }
+
+    /// Makes the shard of `cell` (unless another thread just did), under
+    /// this registry's [`making_lock`]: see [`abort_all`](Self::abort_all).
+    /// Once per shard.
+    #[cold]
+    #[inline(never)]
+    fn make_shard<'a>(&self, cell: &'a OnceLock<Box<Shard>>) -> &'a Shard {
+        let _making = making_lock(self).lock();
+        cell.get_or_init(Box::default)
     }
 
     /// The shard `slot` is in, if it was ever made (it was, if `slot` came
@@ -895,9 +930,9 @@ impl Registry {
     ///   gives if any (which already counts it).
     ///
     /// The shutdown published what `late` reads before its walk took the
-    /// shard's lock, or made the shard (see
-    /// [`make_every_shard`](Self::make_every_shard)), so a task the walk
-    /// missed sees it: no task counted before the walk is left running.
+    /// shard's lock, or, for a shard made after the walk looked, before the
+    /// shard was made (see [`abort_all`](Self::abort_all)), so a task the
+    /// walk missed sees it: no task counted before the walk is left running.
     ///
     /// Lock order: the shard's lock, then whatever `late` takes.
     pub(crate) fn set_abort(
@@ -929,28 +964,16 @@ impl Registry {
         abort.abort();
     }
 
-    /// Makes every shard not made yet, before an abort's walk that tasks
-    /// may be recorded during (see `Node::aborting`). A thread recording
-    /// its first entry in a shard the walk found not made would otherwise
-    /// be missed by the walk and, with no lock in common with it, might also
-    /// miss the watch the shutdown published before it (`set_abort`'s
-    /// `late`). Making a shard is a read-modify-write of its cell, so the
-    /// walk's making and the thread's are ordered: the thread records into
-    /// a shard the walk then locks, or finds the shard made by the walk and
-    /// sees what came before. At most `shard_count()` shards (128 bytes
-    /// each), once per group a shutdown aborts.
-    pub(crate) fn make_every_shard(&self) {
-        let shards = self.shards.get_or_init(new_shards);
-        for cell in shards.iter() {
-            cell.get_or_init(Box::default);
-        }
-    }
-
     /// Aborts the spawned tasks (but those `spare` keeps), each once: their abort handles
     /// are taken, and `watch` is told to wait for them. A task whose handle
     /// has not been stored yet is marked, and aborted when it is (see
     /// [`set_abort`](Self::set_abort)).
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
+        // Before looking for shards, meet any thread making one: a shard it
+        // made before is seen below, and one it makes after is made with
+        // what came before this (a shutdown's published watch, see
+        // `set_abort`) in view of every thread that then records into it.
+        drop(making_lock(self).lock());
         // In chunks, as a report: at a million tasks one walk under the lock
         // would hold up every completion on the shard for all of it.
         self.walk_chunks(
@@ -1233,15 +1256,19 @@ mod tests {
         assert_eq!(waiting(&watch), 0);
     }
 
-    /// `make_every_shard` makes them all, and nothing more when they are.
+    /// An abort's walk makes no shard and allocates nothing: a registry
+    /// that recorded nothing still owns nothing after it, and the first
+    /// entry after it makes its shard as ever.
     #[test]
-    fn make_every_shard_makes_them_all() {
+    fn an_abort_walk_makes_nothing() {
         let registry = Registry::new();
-        registry.make_every_shard();
-        assert_eq!(registry.made_shards().count(), shard_count());
-        let bytes = registry.retained_bytes();
-        registry.make_every_shard();
-        assert_eq!(registry.retained_bytes(), bytes);
+        registry.abort_all(&|_| false, &watch());
+        assert_eq!(registry.retained_bytes(), 0);
+        let slot = registry.insert(entry(1));
+        assert_eq!(registry.made_shards().count(), 1);
+        registry.abort_all(&|_| false, &watch());
+        assert_eq!(registry.made_shards().count(), 1);
+        assert!(registry.remove(slot).is_some());
     }
 
     /// Between two chunks a walk lets a thread spinning for the shard take

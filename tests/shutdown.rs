@@ -531,7 +531,6 @@ async fn a_task_spawned_while_its_group_is_aborted_is_aborted_too() {
         let _on_drop = on_drop;
         std::future::pending::<()>().await;
     });
-    tokio::task::yield_now().await;
     let report = wg.shutdown(Duration::from_secs(1)).await;
     let mut aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
     aborted.sort_unstable();

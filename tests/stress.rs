@@ -376,16 +376,16 @@ fn stubborn_tasks_spawned_while_a_shutdown_aborts_are_all_aborted() {
         let wg = WaitGroup::new();
         let ended = Arc::new(AtomicUsize::new(0));
         let spawned = Arc::new(AtomicUsize::new(0));
-        let start = Arc::new(Barrier::new(4));
+        let (started, all_started) = mpsc::channel();
         let spawners: Vec<_> = (0..3)
             .map(|_| {
-                let (wg, start, handle) = (wg.clone(), start.clone(), handle.clone());
+                let (wg, started, handle) = (wg.clone(), started.clone(), handle.clone());
                 let (ended, spawned) = (ended.clone(), spawned.clone());
                 std::thread::spawn(move || {
                     let _rt = handle.enter();
-                    start.wait();
-                    // Until the shutdown closes the group.
-                    loop {
+                    // Until the shutdown closes the group; the test is told
+                    // after the first ten, so the walk has entries to pass.
+                    for made in 1.. {
                         let ended = ended.clone();
                         // Counted once the task is made: a refused closure
                         // is dropped unrun.
@@ -400,16 +400,17 @@ fn stubborn_tasks_spawned_while_a_shutdown_aborts_are_all_aborted() {
                             break;
                         }
                         spawned.fetch_add(1, Ordering::Relaxed);
+                        if made == 10 {
+                            started.send(()).expect("the test listens");
+                        }
                     }
                 })
             })
             .collect();
-        start.wait();
+        for _ in 0..3 {
+            all_started.recv().expect("every spawner starts");
+        }
         let report = rt.block_on(async {
-            // Some tasks first, so the walk has entries to pass.
-            while spawned.load(Ordering::Relaxed) < 30 {
-                tokio::task::yield_now().await;
-            }
             tokio::time::timeout(LIMIT, wg.shutdown(Duration::ZERO))
                 .await
                 .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
