@@ -816,7 +816,7 @@ fn making_lock(registry: &Registry) -> &'static Mutex<()> {
 #[inline]
 fn thread_shard() -> usize {
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
