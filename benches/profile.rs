@@ -30,12 +30,26 @@
 //!   cancellation (`ctx.token().cancelled()`, or a clone of one
 //!   `CancellationToken` per task) in a `biased` `select!` with work that is
 //!   ready, as a task that stops on cancellation does.
+//! * `pending [THREADS]`: 1,000,000 guards taken on `THREADS` (1) threads,
+//!   in ten turns each taking its share, so that each thread's registry
+//!   shard holds runs of ids; then `pending()` five times, each timed (the
+//!   first of them faults its pages in). Time it, or count it whole.
+//! * `stubborn [TASKS]`: three times, `TASKS` (1,000,000) tasks of which
+//!   every tenth ignores cancellation, each polled once, then
+//!   `shutdown(100 ms)`, on a current-thread runtime (workload 10b). Prints,
+//!   after the call, when the first task ran again (the cancel of its
+//!   context is done by then: Tokio runs a few tasks before the shutdown
+//!   resumes and walks its tasks to abort them), when the first and the last
+//!   task was dropped, and when the call returned (after the last drop: the
+//!   report is made).
 //! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
 //!   waits, on a oneshot or on a group's last guard; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
 
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use taskgroup::WaitGroup;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -135,6 +149,73 @@ fn main() {
             }
             println!("{} tasks", rounds * TASKS);
         }
+        "pending" => {
+            const GUARDS: usize = 1_000_000;
+            const TURNS: usize = 10;
+            let threads: usize = arg(1).parse().unwrap_or(1).max(1);
+            let wg = WaitGroup::new();
+            let mut held = Vec::new();
+            for _ in 0..TURNS {
+                let turn: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let wg = wg.clone();
+                        std::thread::spawn(move || {
+                            (0..GUARDS / threads / TURNS)
+                                .map(|_| wg.add())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for thread in turn {
+                    held.push(thread.join().expect("a guard thread"));
+                }
+            }
+            for _ in 0..5 {
+                let start = Instant::now();
+                let pending = wg.pending();
+                let took = start.elapsed();
+                println!("pending() of {} entries: {took:?}", pending.len());
+            }
+        }
+        "stubborn" => {
+            let tasks: u64 = arg(1).parse().unwrap_or(1_000_000);
+            for _ in 0..3 {
+                let marks = Arc::new(Marks::default());
+                // Time for every abort to land: the timeline is whole.
+                let wg = WaitGroup::builder()
+                    .abort_timeout(Duration::from_secs(600))
+                    .build();
+                let (called, returned, report) = rt.block_on(async {
+                    for i in 0..tasks {
+                        let mark = DropMark(Arc::clone(&marks));
+                        wg.go(move |ctx| async move {
+                            if i % 10 == 0 {
+                                std::future::pending::<()>().await;
+                            }
+                            ctx.cancelled().await;
+                            mark.0.ran.get_or_init(Instant::now);
+                        });
+                    }
+                    // Every task polled once: a task spawned now runs last.
+                    tokio::spawn(async {}).await.expect("runs");
+                    let called = Instant::now();
+                    let report = wg.shutdown(Duration::from_millis(100)).await;
+                    (called, Instant::now(), report)
+                });
+                let since = |at: Instant| at.duration_since(called);
+                let dropped = marks.dropped.lock();
+                println!(
+                    "after the call: a task ran {:?}, first drop {:?}, last drop {:?}, \
+                     returned {:?}; {} aborted, {} pending",
+                    marks.ran.get().map(|&at| since(at)),
+                    dropped.0.map(since),
+                    dropped.1.map(since),
+                    since(returned),
+                    report.aborted().len(),
+                    report.pending().len(),
+                );
+            }
+        }
         "wake" => {
             // The loop of workload 5b, one variant: a waiter task parks, the
             // main task fires, then awaits the waiter.
@@ -170,6 +251,26 @@ fn main() {
             println!("{WAKES} wakes");
         }
         other => usage(other),
+    }
+}
+
+/// What `stubborn` times: when a cancelled task first ran, and the first
+/// and last drop of a task.
+#[derive(Default)]
+struct Marks {
+    ran: OnceLock<Instant>,
+    dropped: Mutex<(Option<Instant>, Option<Instant>)>,
+}
+
+/// Held by a task of `stubborn`: marks its drop.
+struct DropMark(Arc<Marks>);
+
+impl Drop for DropMark {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut dropped = self.0.dropped.lock();
+        dropped.0.get_or_insert(now);
+        dropped.1 = Some(now);
     }
 }
 
@@ -216,7 +317,7 @@ fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
 fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
-         wake oneshot|lean|recording"
+         pending [THREADS], stubborn [TASKS], wake oneshot|lean|recording"
     );
     std::process::exit(2);
 }

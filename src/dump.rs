@@ -155,7 +155,8 @@ fn snapshot(root: &NodeRef) -> TaskTree {
                 }
             })
             .collect();
-        tasks.sort_unstable_by_key(|t| t.info.id);
+        // Stable for its speed on runs of ids, as in `pending()`.
+        tasks.sort_by_key(|t| t.info.id);
         let state = if node.is_cancelled() {
             GroupState::Cancelled
         } else if draining {

@@ -191,9 +191,9 @@ impl Drop for TaskGuard {
         let tag = *self.tag.0.get_mut();
         if tag & RECORDED != 0 {
             let slot = Slot::from_u64(tag & !(RECORDED | ABORTED));
-            if let Some(entry) = self.inner.registry.remove(slot) {
-                if let Some(watch) = &entry.watch {
-                    watch.settle(&entry, tag & ABORTED != 0);
+            if let Some(mut entry) = self.inner.registry.remove(slot) {
+                if let Some(watch) = entry.watch.take() {
+                    watch.settle(entry, tag & ABORTED != 0);
                 }
             }
         }

@@ -269,9 +269,9 @@ fn finish<Fut>(
 fn drop_aborted(mut guard: TaskGuard) {
     let entry = guard.take_entry();
     drop(guard);
-    if let Some(entry) = entry {
-        if let Some(watch) = &entry.watch {
-            watch.settle(&entry, true);
+    if let Some(mut entry) = entry {
+        if let Some(watch) = entry.watch.take() {
+            watch.settle(entry, true);
         }
     }
 }
