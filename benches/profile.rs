@@ -34,6 +34,13 @@
 //!   in ten turns each taking its share, so that each thread's registry
 //!   shard holds runs of ids; then `pending()` five times, each timed (the
 //!   first of them faults its pages in). Time it, or count it whole.
+//!   `pending churn`: on one thread, 2,000,000 guards, a shuffled half of
+//!   them dropped and 500,000 more taken, so that slots are reused out of
+//!   id order; then the same five calls.
+//! * `sort`: the two sorts `pending()` chooses between, stable and
+//!   unstable, on 1,000,000 records of 80 bytes (a `TaskInfo`'s size) that
+//!   come as 1 to 4,096 runs of ascending keys, or shuffled; the fastest
+//!   of three each.
 //! * `stubborn [TASKS]`: three times, `TASKS` (1,000,000) tasks of which
 //!   every tenth ignores cancellation, each polled once, then
 //!   `shutdown(100 ms)`, on a current-thread runtime (workload 10b). Prints,
@@ -152,22 +159,31 @@ fn main() {
         "pending" => {
             const GUARDS: usize = 1_000_000;
             const TURNS: usize = 10;
-            let threads: usize = arg(1).parse().unwrap_or(1).max(1);
             let wg = WaitGroup::new();
-            let mut held = Vec::new();
-            for _ in 0..TURNS {
-                let turn: Vec<_> = (0..threads)
-                    .map(|_| {
-                        let wg = wg.clone();
-                        std::thread::spawn(move || {
-                            (0..GUARDS / threads / TURNS)
-                                .map(|_| wg.add())
-                                .collect::<Vec<_>>()
+            let mut held: Vec<Vec<_>> = Vec::new();
+            if arg(1) == "churn" {
+                let mut guards: Vec<_> = (0..2 * GUARDS).map(|_| Some(wg.add())).collect();
+                for i in shuffled(2 * GUARDS).into_iter().take(GUARDS) {
+                    guards[i] = None;
+                }
+                guards.extend((0..GUARDS / 2).map(|_| Some(wg.add())));
+                held.push(guards.into_iter().flatten().collect());
+            } else {
+                let threads: usize = arg(1).parse().unwrap_or(1).max(1);
+                for _ in 0..TURNS {
+                    let turn: Vec<_> = (0..threads)
+                        .map(|_| {
+                            let wg = wg.clone();
+                            std::thread::spawn(move || {
+                                (0..GUARDS / threads / TURNS)
+                                    .map(|_| wg.add())
+                                    .collect::<Vec<_>>()
+                            })
                         })
-                    })
-                    .collect();
-                for thread in turn {
-                    held.push(thread.join().expect("a guard thread"));
+                        .collect();
+                    for thread in turn {
+                        held.push(thread.join().expect("a guard thread"));
+                    }
                 }
             }
             for _ in 0..5 {
@@ -175,6 +191,50 @@ fn main() {
                 let pending = wg.pending();
                 let took = start.elapsed();
                 println!("pending() of {} entries: {took:?}", pending.len());
+            }
+        }
+        "sort" => {
+            /// A `TaskInfo`'s size, its id first.
+            #[derive(Clone, Copy)]
+            struct Record([u64; 10]);
+            const RECORDS: usize = 1_000_000;
+            let mut sets: Vec<(String, Vec<Record>)> = [1, 2, 16, 32, 64, 256, 4096]
+                .into_iter()
+                .map(|runs| {
+                    // Keys dealt round-robin into `runs` ascending runs.
+                    let records = (0..runs)
+                        .flat_map(|run| (run..RECORDS).step_by(runs))
+                        .map(|key| Record([key as u64; 10]))
+                        .collect();
+                    (format!("{runs} runs"), records)
+                })
+                .collect();
+            let shuffled = shuffled(RECORDS)
+                .into_iter()
+                .map(|key| Record([key as u64; 10]))
+                .collect();
+            sets.push(("shuffled".into(), shuffled));
+            for (name, records) in &sets {
+                let time = |stable: bool| {
+                    (0..3)
+                        .map(|_| {
+                            let mut records = records.clone();
+                            let start = Instant::now();
+                            if stable {
+                                records.sort_by_key(|r| r.0[0]);
+                            } else {
+                                records.sort_unstable_by_key(|r| r.0[0]);
+                            }
+                            start.elapsed()
+                        })
+                        .min()
+                        .expect("three")
+                };
+                println!(
+                    "{name}: stable {:?}, unstable {:?}",
+                    time(true),
+                    time(false)
+                );
             }
         }
         "stubborn" => {
@@ -274,6 +334,19 @@ impl Drop for DropMark {
     }
 }
 
+/// `0..n` shuffled, the same way every run (a xorshift generator).
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        all.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    all
+}
+
 /// Rounds of the tree modes, and groups below the root in each.
 const ROUNDS: usize = 50;
 const GROUPS: usize = 1_000;
@@ -317,7 +390,7 @@ fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
 fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
-         pending [THREADS], stubborn [TASKS], wake oneshot|lean|recording"
+         pending [THREADS|churn], sort, stubborn [TASKS], wake oneshot|lean|recording"
     );
     std::process::exit(2);
 }

@@ -155,8 +155,7 @@ fn snapshot(root: &NodeRef) -> TaskTree {
                 }
             })
             .collect();
-        // Stable for its speed on runs of ids, as in `pending()`.
-        tasks.sort_by_key(|t| t.info.id);
+        crate::registry::sort_by_id(&mut tasks, |t| t.info.id);
         let state = if node.is_cancelled() {
             GroupState::Cancelled
         } else if draining {

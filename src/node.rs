@@ -1331,12 +1331,7 @@ impl Node {
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
             .map_chunked(|entry| entry.info(&self.label, now), &mut tasks);
-        // Each shard's entries come in runs of ascending ids, which a
-        // stable sort merges (the ids are unique; it is chosen for that):
-        // with 1e6 entries taken on four threads, `sort_unstable` made the
-        // call about 1.4x slower (`benches/profile.rs pending 4`). It
-        // borrows scratch space for up to half the entries while it sorts.
-        tasks.sort_by_key(|t| t.id);
+        crate::registry::sort_by_id(&mut tasks, |t| t.id);
         let count = self.len().max(tasks.len());
         (count > 0).then(|| GroupPending {
             group: self.label.clone(),

@@ -224,11 +224,8 @@ impl AbortWatch {
     /// now.
     pub(crate) fn take_aborted(&self) -> Vec<TaskInfo> {
         let mut aborted = std::mem::take(&mut self.state.lock().aborted);
-        // They settle in the order the runtime dropped them: a few runs of
-        // ascending ids, which a stable sort merges in linear time (the ids
-        // are unique; it is chosen for that). `sort_unstable` does not
-        // find such runs: it was the slowest part of this listing.
-        aborted.sort_by_key(|t| t.id);
+        // In the order the runtime dropped them: most often a few runs.
+        sort_by_id(&mut aborted, |t| t.id);
         let now = Instant::now();
         aborted
             .into_iter()
@@ -242,6 +239,33 @@ impl AbortWatch {
                 group: self.group.clone(),
             })
             .collect()
+    }
+}
+
+/// A list in at most this many runs of ascending ids is merged by
+/// [`sort_by_id`]: the two sorts tie at about 32 runs to 64.
+const FEW_RUNS: usize = 32;
+
+/// Sorts a list made from registry entries by id (ids are unique, so any
+/// sort gives one order). Such a list most often comes as a few runs of
+/// ascending ids: a registry walk yields each shard's entries in slot order,
+/// which is id order until slots are reused, and aborted tasks settle in the
+/// order the runtime ran them. A stable sort merges a few runs in linear
+/// time, where `sort_unstable` does not look for them; on entries in no
+/// order (slots reused) it is the slower by about 2x. So the runs are
+/// counted first, up to [`FEW_RUNS`] (`benches/profile.rs sort` times both
+/// sorts on 1e6 records of a report's size, by the number of runs). The
+/// stable sort borrows scratch space for up to half the list while it runs.
+pub(crate) fn sort_by_id<T>(items: &mut [T], id: impl Fn(&T) -> TaskId) {
+    let descents = items
+        .windows(2)
+        .filter(|pair| id(&pair[0]) > id(&pair[1]))
+        .take(FEW_RUNS)
+        .count();
+    if descents < FEW_RUNS {
+        items.sort_by_key(id);
+    } else {
+        items.sort_unstable_by_key(id);
     }
 }
 
@@ -1229,6 +1253,38 @@ mod tests {
     fn remove_aborted(registry: &Registry, slot: Slot) {
         let mut entry = registry.remove(slot).expect("the entry is there");
         entry.watch.take().expect("a watch").settle(entry, true);
+    }
+
+    /// A list in a few runs of ids, or in none, comes out in id order
+    /// either way `sort_by_id` takes.
+    #[test]
+    fn sort_by_id_orders_runs_and_shuffles() {
+        let runs = |n: u64, count: u64| -> Vec<u64> {
+            (0..count)
+                .flat_map(|run| (run..n).step_by(count as usize))
+                .collect()
+        };
+        let mut shuffled: Vec<u64> = (0..500).collect();
+        let mut x = 7_u64;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            shuffled.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let few = FEW_RUNS as u64;
+        for mut ids in [
+            vec![],
+            runs(500, 1),
+            runs(500, 2),
+            runs(500, few - 1),
+            runs(500, few),
+            runs(500, few + 1),
+            shuffled,
+        ] {
+            let mut items: Vec<(TaskId, u64)> = ids.iter().map(|&id| (TaskId(id), id)).collect();
+            sort_by_id(&mut items, |item| item.0);
+            ids.sort_unstable();
+            assert_eq!(items.iter().map(|item| item.1).collect::<Vec<_>>(), ids);
+        }
     }
 
     /// A watch lists the tasks whose abort took effect, by id whatever the
