@@ -542,3 +542,27 @@ async fn a_task_spawned_while_its_group_is_aborted_is_aborted_too() {
     assert!(report.pending().is_empty(), "{report}");
     assert!(wg.is_empty());
 }
+
+/// A task aborted by its own handle while a shutdown waits, and gone before
+/// the report, should be in the report (as finished: it ended, and not by
+/// one of the shutdown's listed aborts). Known bug, not fixed: it is in none
+/// of the report's parts, because the report subtracts every aborted task
+/// from the finished ones, so that a task aborted by another shutdown
+/// running at once (and listed in that one's report) is not counted twice
+/// (`tests/shutdown_reports.rs`). Telling the two apart needs the abort's
+/// origin where the task is counted.
+#[tokio::test(start_paused = true)]
+#[ignore = "known bug: a task aborted outside the shutdown's own aborts is left out of its report"]
+async fn a_task_aborted_by_its_handle_during_a_shutdown_is_in_the_report() {
+    let wg = WaitGroup::new();
+    let stubborn = wg.go(|_| std::future::pending::<()>());
+    let stopping = wg.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown(Duration::from_secs(1)).await });
+    // The shutdown starts, reads its counters and waits for the grace.
+    tokio::task::yield_now().await;
+    stubborn.abort();
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.finished(), 1, "{report}");
+    assert!(report.aborted().is_empty(), "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+}
