@@ -374,8 +374,8 @@ fn stubborn_tasks_spawned_while_a_shutdown_aborts_are_all_aborted() {
     let (mut spawned_total, mut aborted_total, mut late_total) = (0, 0, 0);
     for round in 0..rounds {
         // Generous: an abort that lands after the shutdown stopped waiting
-        // (Miri is slow to settle them) is in neither its aborted list nor
-        // its pending one, and the accounting below would miss it.
+        // (Miri is slow to settle them) is in none of its report's parts,
+        // the known gap the accounting below allows only once per thread.
         let wg = WaitGroup::builder()
             .abort_timeout(Duration::from_secs(600))
             .build();
