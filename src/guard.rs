@@ -64,9 +64,6 @@ struct Tag(AtomicU64);
 
 /// Marks a [`Tag`] that holds a registry slot.
 const RECORDED: u64 = 1 << 63;
-/// Marks a recorded guard whose task was aborted (its future dropped before
-/// it finished): a shutdown waiting for that abort counts it as aborted.
-const ABORTED: u64 = 1 << 62;
 
 impl TaskGuard {
     /// The guard for a task already counted in the state word: a lean guard
@@ -105,11 +102,6 @@ impl TaskGuard {
         (TaskGuard::recorded(task, slot), slot)
     }
 
-    /// Marks the guard of a task whose future is dropped unfinished.
-    pub(crate) fn mark_aborted(&mut self) {
-        *self.tag.0.get_mut() |= ABORTED;
-    }
-
     fn recorded(inner: TaskRef<Node>, slot: Slot) -> Self {
         let slot = slot.as_u64();
         debug_assert!(slot & RECORDED == 0);
@@ -129,7 +121,7 @@ impl TaskGuard {
     /// The registry slot of a recorded guard.
     pub(crate) fn slot(&self) -> Option<Slot> {
         let tag = self.tag.0.load(Ordering::Relaxed);
-        (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !(RECORDED | ABORTED)))
+        (tag & RECORDED != 0).then(|| Slot::from_u64(tag & !RECORDED))
     }
 
     /// The guard's id, unique within its group.
@@ -140,9 +132,7 @@ impl TaskGuard {
     pub fn id(&self) -> TaskId {
         let tag = self.tag.0.load(Ordering::Relaxed);
         if tag & RECORDED != 0 {
-            return self
-                .inner
-                .recorded_id(Slot::from_u64(tag & !(RECORDED | ABORTED)));
+            return self.inner.recorded_id(Slot::from_u64(tag & !RECORDED));
         }
         if tag != 0 {
             return TaskId(tag);
@@ -168,18 +158,21 @@ impl TaskGuard {
     #[inline]
     pub fn done(self) {}
 
-    /// Removes the guard's entry now; the guard is then unrecorded, and its
-    /// drop only gives up the count. For an aborted task's end
-    /// (`task::drop_aborted`), which settles its watch only once the count
-    /// is given up too. `None` if the guard is unrecorded.
-    pub(crate) fn take_entry(&mut self) -> Option<Entry> {
+    /// Removes the entry of a task whose future was dropped unfinished
+    /// (aborted) now, as [`Registry::remove_aborted`] does; the guard is then
+    /// unrecorded, and its drop only gives up the count. For an aborted
+    /// task's end (`task::drop_aborted`), which settles its watch only once
+    /// the count is given up too. `None` if the guard is unrecorded.
+    ///
+    /// [`Registry::remove_aborted`]: crate::registry::Registry::remove_aborted
+    pub(crate) fn remove_aborted(&mut self) -> Option<Entry> {
         let tag = std::mem::take(self.tag.0.get_mut());
         if tag & RECORDED == 0 {
             *self.tag.0.get_mut() = tag;
             return None;
         }
-        let slot = Slot::from_u64(tag & !(RECORDED | ABORTED));
-        self.inner.registry.remove(slot)
+        let slot = Slot::from_u64(tag & !RECORDED);
+        self.inner.registry.remove_aborted(slot)
     }
 }
 
@@ -190,10 +183,12 @@ impl Drop for TaskGuard {
         // the `inner` field is dropped (so an idle group has no entries).
         let tag = *self.tag.0.get_mut();
         if tag & RECORDED != 0 {
-            let slot = Slot::from_u64(tag & !(RECORDED | ABORTED));
-            if let Some(mut entry) = self.inner.registry.remove(slot) {
-                if let Some(watch) = entry.watch.take() {
-                    watch.settle(entry, tag & ABORTED != 0);
+            let slot = Slot::from_u64(tag & !RECORDED);
+            // A task a shutdown aborted that finished before the abort took
+            // effect: its watch stops waiting for it, and does not list it.
+            if let Some(entry) = self.inner.registry.remove(slot) {
+                if let Some(watch) = &entry.watch {
+                    watch.settle();
                 }
             }
         }

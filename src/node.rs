@@ -191,10 +191,9 @@ pub(crate) enum Permit {
 
 /// The state word and the id counter, on lines of their own so that
 /// `add`/`done` do not share a line with the cold fields (see [`Node`] for
-/// how, without aligning the allocation). The small counters and flags below
-/// fill the rest of its 128 bytes: each is written rarely (a handle cloned or
-/// dropped, a task aborted, a failure, a link, a reopen) and read where the
-/// state word is read too.
+/// how, without aligning the allocation). The small counters and flags that
+/// follow it are each written rarely (a handle cloned or dropped, a failure,
+/// a link, a reopen) and read where the state word is read too.
 struct Hot {
     state: State,
     /// The last id handed out; ids are unique within the group.
@@ -202,9 +201,6 @@ struct Hot {
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
-    /// `go()` tasks dropped while still running (aborted, or their runtime
-    /// shut down), counted before their guard completes.
-    aborted: StdAtomicU64,
     /// How many generations of tokens follow `tokens`: the current one is
     /// the last.
     generation: std::sync::atomic::AtomicU32,
@@ -523,7 +519,7 @@ fn cancelled_token() -> CancellationToken {
 /// allocation). First come 48 bytes that add, done and `go()` never touch,
 /// so the line the state word starts on holds nothing of another allocation
 /// (malloc's blocks are 16-byte aligned) nor anything those paths read;
-/// then [`Hot`], 128 bytes; then the rest, among them the settings and the
+/// then [`Hot`], 120 bytes; then the rest, among them the settings and the
 /// registry that every add reads, on lines the state word's writes do not
 /// take from the reader's cache.
 #[repr(C)]
@@ -743,7 +739,6 @@ impl Node {
                 state: State::new(),
                 last_id: StdAtomicU64::new(0),
                 users: AtomicUsize::new(1),
-                aborted: StdAtomicU64::new(0),
                 generation: std::sync::atomic::AtomicU32::new(0),
                 has_errors: AtomicBool::new(false),
                 has_links: AtomicBool::new(false),
@@ -969,15 +964,6 @@ impl Node {
     /// its entry.
     pub(crate) fn identity(&self, slot: Slot) -> (TaskId, Option<Label>, Option<bool>) {
         self.registry.identity(slot)
-    }
-
-    /// A `go()` task is being dropped before it finished (aborted). Counted
-    /// before its guard completes, so a shutdown that sees it gone also sees
-    /// it counted here.
-    pub(crate) fn note_aborted(&self) {
-        self.hot
-            .aborted
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The current generation of the group's tokens.
@@ -1235,13 +1221,12 @@ impl Node {
     }
 
     /// What a shutdown counts from: entries ever removed from the registry,
-    /// tasks aborted, and pending guards not in the registry.
+    /// of those the tasks a shutdown aborted and listed, and pending guards
+    /// not in the registry.
     pub(crate) fn counters(&self) -> Counters {
-        // `removed` first: an aborted task is counted in `aborted` before its
-        // entry is removed, so reading in this order never sees it removed
-        // but not yet aborted.
-        let removed = self.registry.removed();
-        let aborted = self.hot.aborted.load(std::sync::atomic::Ordering::Acquire);
+        // Removed and aborted are read together, shard by shard: a task
+        // listed as aborted is never seen removed but not aborted.
+        let (removed, aborted) = self.registry.removed();
         let unrecorded = self.len().saturating_sub(self.registry.len());
         Counters {
             removed,
@@ -1371,8 +1356,10 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Work that completed by itself between `self` and `later`: entries
-    /// removed, minus tasks aborted, plus the fall in unrecorded guards.
+    /// Work that ended between `self` and `later` other than by a
+    /// shutdown's abort that some report lists (completed, failed, or
+    /// aborted by its handle): entries removed, minus the tasks a shutdown
+    /// aborted and listed, plus the fall in unrecorded guards.
     pub(crate) fn finished_until(&self, later: &Counters) -> usize {
         let removed = later.removed.saturating_sub(self.removed);
         let aborted = later.aborted.saturating_sub(self.aborted);
@@ -1859,20 +1846,30 @@ fn release_later(refs: Vec<NodeRef>) {
 mod tests {
     use super::*;
 
-    /// The node stays 384 B: with its scope token (112 B) an empty group is
-    /// then 496 B, under issue 16's 512 B. It asks for no more alignment than
-    /// malloc gives anyway, and its state word's lines hold nothing of
-    /// another allocation (see [`Node`]).
+    /// The node stays 376 B: with its scope token (112 B) an empty group is
+    /// then 488 B, under issue 16's 512 B. It asks for no more alignment than
+    /// malloc gives anyway, and whatever the node's 16-byte-aligned address,
+    /// the cache line its state word is on holds nothing of another
+    /// allocation nor any field after [`Hot`] (see [`Node`]).
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_node_fits_three_lines() {
-        assert_eq!(std::mem::size_of::<Node>(), 384);
+        assert_eq!(std::mem::size_of::<Node>(), 376);
         assert!(std::mem::align_of::<Node>() <= 16);
-        assert_eq!(std::mem::size_of::<Hot>(), 128);
+        assert_eq!(std::mem::size_of::<Hot>(), 120);
         let group = crate::WaitGroup::new();
         let node: &Node = group.node();
-        let hot = std::ptr::addr_of!(node.hot) as usize - std::ptr::addr_of!(*node) as usize;
-        assert!(hot >= 48, "{hot}");
+        let base = std::ptr::addr_of!(*node) as usize;
+        let word = std::ptr::from_ref(node.hot.state.word()) as usize - base;
+        let after_hot = std::ptr::addr_of!(node.label) as usize - base;
+        let hot = std::ptr::addr_of!(node.hot) as usize - base;
+        assert_eq!(after_hot, hot + std::mem::size_of::<Hot>());
+        // The line holding `word` starts at most 48 bytes before it (the
+        // node's address is a multiple of 16) and ends at most 64 after
+        // the 16-byte block it is in.
+        let block = word - word % 16;
+        assert!(block >= 48, "{word}");
+        assert!(block + 64 <= after_hot, "{word} {after_hot}");
     }
 
     /// What a task recording its abort handle late is told: to keep it while

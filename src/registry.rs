@@ -148,8 +148,16 @@ pub(crate) struct AbortWatch {
 
 #[derive(Debug, Default)]
 struct WatchState {
+    /// Aborted tasks whose entries are not yet removed, or removed but not
+    /// yet settled (their counts not yet given up).
     waiting: usize,
+    /// The tasks whose abort took effect, listed as their entries are
+    /// removed, until the list is taken.
     aborted: Vec<Stopped>,
+    /// The list was taken: a task whose abort takes effect after that is
+    /// not listed, nor counted as aborted (its shutdown counts it as
+    /// finished, as it counts a task aborted by its handle).
+    taken: bool,
 }
 
 /// An aborted task's entry as its watch keeps it until the report: what
@@ -184,26 +192,33 @@ impl AbortWatch {
         }
     }
 
-    /// An aborted task's entry was removed: `aborted` if its abort took
-    /// effect (its future was dropped unfinished).
-    pub(crate) fn settle(&self, entry: Entry, aborted: bool) {
-        // Built outside the lock, which every aborted task of the group
-        // takes; what is left of the entry (its abort handle, a limit slot)
-        // is dropped after the lock is released, as parameters are dropped
-        // after locals.
-        let stopped = aborted.then_some(Stopped {
+    /// Lists the task of `entry`, whose abort took effect (its future was
+    /// dropped unfinished), unless the list was taken already; `true` if
+    /// listed. Called under the lock of the entry's shard as the entry is
+    /// removed, so that the shard counts the task as aborted exactly when
+    /// it is listed (see [`Registry::remove_aborted`]). Lock order: the
+    /// shard's lock, then this watch's.
+    fn list(&self, entry: &mut Entry) -> bool {
+        let mut state = self.state.lock();
+        if state.taken {
+            return false;
+        }
+        state.aborted.push(Stopped {
             id: entry.id,
-            name: entry.name,
+            name: entry.name.take(),
             kind: entry.kind,
             queued: entry.queued,
             site: entry.site,
             started: entry.started,
         });
+        true
+    }
+
+    /// An aborted task's entry was removed (whether its abort took effect
+    /// or it finished first) and its count given up: one fewer to wait for.
+    pub(crate) fn settle(&self) {
         let mut state = self.state.lock();
         state.waiting -= 1;
-        if let Some(stopped) = stopped {
-            state.aborted.push(stopped);
-        }
         if state.waiting == 0 {
             self.settled.notify_waiters();
         }
@@ -221,9 +236,14 @@ impl AbortWatch {
     }
 
     /// The tasks whose abort took effect so far, by id, their ages as of
-    /// now.
+    /// now. A shutdown calls this once: a task whose abort takes effect
+    /// after it is not listed (see [`list`](Self::list)).
     pub(crate) fn take_aborted(&self) -> Vec<TaskInfo> {
-        let mut aborted = std::mem::take(&mut self.state.lock().aborted);
+        let mut aborted = {
+            let mut state = self.state.lock();
+            state.taken = true;
+            std::mem::take(&mut state.aborted)
+        };
         // In the order the runtime dropped them: most often a few runs.
         sort_by_id(&mut aborted, |t| t.id);
         let now = Instant::now();
@@ -437,6 +457,9 @@ struct Slab {
     len: usize,
     /// Entries ever removed from this slab.
     removed: u64,
+    /// Of those, the entries of tasks a shutdown aborted and listed
+    /// ([`AbortWatch::list`]).
+    aborted: u64,
 }
 
 impl Default for Slab {
@@ -448,6 +471,7 @@ impl Default for Slab {
             allocated: 0,
             len: 0,
             removed: 0,
+            aborted: 0,
         }
     }
 }
@@ -985,6 +1009,29 @@ impl Registry {
         self.shard(slot)?.lock().remove(slot.index())
     }
 
+    /// Removes the entry of a task whose future was dropped unfinished, as
+    /// [`remove`](Self::remove) does. If a shutdown aborted the task (the
+    /// entry has its watch) and still lists, the watch lists it and the
+    /// shard counts it in [`removed`](Self::removed) as aborted, both under
+    /// the shard's lock: a shutdown's counters then see the entry removed
+    /// and the task aborted together or not at all, and a task counted as
+    /// aborted is one some shutdown's report lists. A task aborted otherwise
+    /// (by its handle, its runtime shutting down, or after the shutdown
+    /// took its list) counts as removed only: its end is reported as
+    /// finished.
+    #[cold]
+    pub(crate) fn remove_aborted(&self, slot: Slot) -> Option<Entry> {
+        let mut slab = self.shard(slot)?.lock();
+        let mut entry = slab.remove(slot.index())?;
+        if let Some(watch) = entry.watch.take() {
+            if watch.list(&mut entry) {
+                slab.aborted += 1;
+            }
+            entry.watch = Some(watch);
+        }
+        Some(entry)
+    }
+
     /// Stores the abort handle of a just-spawned task, unless the task has
     /// already finished (its slot is empty, reused by a newer entry, or in a
     /// page since freed), or is to be aborted already. A shutdown's abort
@@ -1174,16 +1221,18 @@ impl Registry {
         self.made_shards().map(|shard| shard.slab.lock().len).sum()
     }
 
-    /// The number of entries ever removed: the sum of counters that each
-    /// shard keeps under its lock, so keeping it costs `remove` nothing but
-    /// an increment. With the number inserted it says how many entries
-    /// completed; each shard's counter only grows, so two reads taken in
-    /// turn never go backwards.
-    #[cfg_attr(not(test), allow(dead_code))] // Read by tests; the shutdown code will.
-    pub(crate) fn removed(&self) -> u64 {
+    /// The number of entries ever removed, and of those the tasks a
+    /// shutdown aborted and listed ([`remove_aborted`](Self::remove_aborted)):
+    /// sums of counters that each shard keeps under its lock, so keeping them
+    /// costs a removal nothing but an increment, and each shard's two are
+    /// read together. Each counter only grows, so two reads taken in turn
+    /// never go backwards.
+    pub(crate) fn removed(&self) -> (u64, u64) {
         self.made_shards()
-            .map(|shard| shard.slab.lock().removed)
-            .sum()
+            .fold((0, 0), |(removed, aborted), shard| {
+                let slab = shard.slab.lock();
+                (removed + slab.removed, aborted + slab.aborted)
+            })
     }
 
     /// About how many heap bytes the registry holds now: the shard table,
@@ -1249,10 +1298,18 @@ mod tests {
         watch.state.lock().waiting
     }
 
-    /// The removal of an aborted task's entry, as its guard does it.
-    fn remove_aborted(registry: &Registry, slot: Slot) {
-        let mut entry = registry.remove(slot).expect("the entry is there");
-        entry.watch.take().expect("a watch").settle(entry, true);
+    /// The end of an aborted task, as `task::drop_aborted` makes it: its
+    /// entry removed (and listed by its watch), then its watch settled.
+    fn end_aborted(registry: &Registry, slot: Slot) {
+        let entry = registry.remove_aborted(slot).expect("the entry is there");
+        entry.watch.as_ref().expect("a watch").settle();
+    }
+
+    /// The end of a task that finished before its abort took effect, as
+    /// its guard's drop makes it.
+    fn end_finished(registry: &Registry, slot: Slot) {
+        let entry = registry.remove(slot).expect("the entry is there");
+        entry.watch.as_ref().expect("a watch").settle();
     }
 
     /// A list in a few runs of ids, or in none, comes out in id order
@@ -1288,8 +1345,9 @@ mod tests {
     }
 
     /// A watch lists the tasks whose abort took effect, by id whatever the
-    /// order they settled in, each aged as of the listing; a task that
-    /// finished before its abort took effect is waited for but not listed.
+    /// order their entries were removed in, each aged as of the listing; a
+    /// task that finished before its abort took effect is waited for but
+    /// not listed. The registry counts as aborted exactly the tasks listed.
     #[test]
     fn a_watch_lists_its_aborted_tasks_by_id_aged_when_listed() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1298,16 +1356,20 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let watch = watch();
-            watch.expect(4);
-            let (three, one, finished) = (task_entry(3), task_entry(1), task_entry(4));
+            let registry = Registry::new();
+            let [three, one, finished] = [3, 1, 4].map(|id| registry.insert(task_entry(id)));
             tokio::time::advance(Duration::from_secs(1)).await;
-            let two = task_entry(2);
-            watch.settle(three, true);
-            watch.settle(finished, false);
-            watch.settle(one, true);
-            watch.settle(two, true);
+            let two = registry.insert(task_entry(2));
+            let watch = watch();
+            // Entries without abort handles yet: marked, and waited for.
+            registry.abort_all(&|_| false, &watch);
+            assert_eq!(waiting(&watch), 4);
+            end_aborted(&registry, three);
+            end_finished(&registry, finished);
+            end_aborted(&registry, one);
+            end_aborted(&registry, two);
             assert_eq!(waiting(&watch), 0);
+            assert_eq!(registry.removed(), (4, 3));
             tokio::time::advance(Duration::from_secs(2)).await;
             let listed: Vec<_> = watch
                 .take_aborted()
@@ -1319,8 +1381,30 @@ mod tests {
                 listed,
                 [(1, s(3), group), (2, s(2), group), (3, s(3), group)]
             );
-            assert!(watch.take_aborted().is_empty());
         });
+    }
+
+    /// A task whose abort takes effect after its watch's list was taken
+    /// (its shutdown stopped waiting), or that was aborted with no watch
+    /// (by its handle), is neither listed nor counted as aborted: counted
+    /// as removed only, it is reported as finished, not lost between the
+    /// parts of a report.
+    #[test]
+    fn a_task_aborted_after_its_list_was_taken_or_by_its_handle_counts_as_removed_only() {
+        let registry = Registry::new();
+        let [late, on_time] = [1, 2].map(|id| registry.insert(task_entry(id)));
+        let watch = watch();
+        registry.abort_all(&|_| false, &watch);
+        end_aborted(&registry, on_time);
+        assert_eq!(watch.take_aborted().len(), 1);
+        end_aborted(&registry, late);
+        assert_eq!(waiting(&watch), 0);
+        assert!(watch.take_aborted().is_empty());
+        assert_eq!(registry.removed(), (2, 1));
+        let by_handle = registry.insert(task_entry(3));
+        let entry = registry.remove_aborted(by_handle).expect("the entry");
+        assert!(entry.watch.is_none());
+        assert_eq!(registry.removed(), (3, 1));
     }
 
     /// An abort that walks the registry between a task's entry and its
@@ -1346,7 +1430,7 @@ mod tests {
         });
         let joined = runtime.block_on(task);
         assert!(joined.unwrap_err().is_cancelled());
-        remove_aborted(&registry, slot);
+        end_aborted(&registry, slot);
         assert_eq!(waiting(&watch), 0);
         assert_eq!(watch.take_aborted().len(), 1);
         assert!(registry.remove(guard).is_some());
@@ -1369,7 +1453,7 @@ mod tests {
         });
         assert_eq!(waiting(&watch), 1);
         assert!(runtime.block_on(task).unwrap_err().is_cancelled());
-        remove_aborted(&registry, slot);
+        end_aborted(&registry, slot);
         assert_eq!(waiting(&watch), 0);
         assert_eq!(watch.take_aborted().len(), 1);
         // An abort that no longer waits: aborted, in no watch.
@@ -1389,7 +1473,7 @@ mod tests {
         registry.abort_all(&|_| false, &watch);
         assert_eq!(waiting(&watch), 1);
         assert!(runtime.block_on(task).unwrap_err().is_cancelled());
-        remove_aborted(&registry, slot);
+        end_aborted(&registry, slot);
         assert_eq!(waiting(&watch), 0);
     }
 
@@ -1591,7 +1675,7 @@ mod tests {
         let registry = Registry::new();
         assert!(std::mem::size_of::<Registry>() <= 24);
         assert_eq!(registry.retained_bytes(), 0);
-        assert_eq!((registry.len(), registry.removed()), (0, 0));
+        assert_eq!((registry.len(), registry.removed()), (0, (0, 0)));
         assert!(ids(&registry).is_empty());
         // Nothing to find, and nothing made by looking.
         let slot = Slot::new(0, 0);
@@ -1616,14 +1700,14 @@ mod tests {
     fn len_and_removed_count() {
         let registry = Registry::new();
         let slots: Vec<Slot> = (1..=100).map(|id| registry.insert(entry(id))).collect();
-        assert_eq!((registry.len(), registry.removed()), (100, 0));
+        assert_eq!((registry.len(), registry.removed()), (100, (0, 0)));
         for slot in &slots[..40] {
             assert!(registry.remove(*slot).is_some());
         }
-        assert_eq!((registry.len(), registry.removed()), (60, 40));
+        assert_eq!((registry.len(), registry.removed()), (60, (40, 0)));
         // Removing twice finds nothing and counts nothing.
         assert!(registry.remove(slots[0]).is_none());
-        assert_eq!((registry.len(), registry.removed()), (60, 40));
+        assert_eq!((registry.len(), registry.removed()), (60, (40, 0)));
         // Summed over shards: entries recorded from other threads count too.
         std::thread::scope(|scope| {
             for _ in 0..3 {
@@ -1633,11 +1717,11 @@ mod tests {
                 });
             }
         });
-        assert_eq!((registry.len(), registry.removed()), (60, 43));
+        assert_eq!((registry.len(), registry.removed()), (60, (43, 0)));
         for slot in &slots[40..] {
             registry.remove(*slot);
         }
-        assert_eq!((registry.len(), registry.removed()), (0, 100 + 3));
+        assert_eq!((registry.len(), registry.removed()), (0, (100 + 3, 0)));
         check_all(&registry);
     }
 
@@ -1676,7 +1760,7 @@ mod tests {
                 "{name}: {retained} bytes kept after a drain, from {peak}; {baseline} used once"
             );
         }
-        assert_eq!(registry.removed(), 3 * n);
+        assert_eq!(registry.removed(), (3 * n, 0));
     }
 
     /// One survivor of a burst keeps its own page and the spare, at most two

@@ -300,13 +300,23 @@ impl ShutdownReport {
         self.aborted.is_empty() && self.pending.is_empty() && self.errors.is_empty()
     }
 
-    /// Guards and tasks that completed by themselves during the shutdown
-    /// (successfully or not), in all groups.
+    /// Guards and tasks that ended during the shutdown other than by an
+    /// abort listed in [`aborted`](Self::aborted), in all groups: those that
+    /// completed by themselves (successfully or not), and tasks aborted by
+    /// their own [`TaskHandle`](crate::TaskHandle) or whose abort took
+    /// effect only after the shutdown stopped waiting for it. With
+    /// `aborted` and [`pending`](Self::pending) it accounts for each guard
+    /// and task pending when the shutdown started, once (a task whose
+    /// `go()` was under way on another thread at that moment may be counted
+    /// both here and in `aborted`). A task that another shutdown running at
+    /// once aborted is listed in that one's report, and counted in neither's
+    /// `finished`.
     pub fn finished(&self) -> usize {
         self.finished
     }
 
-    /// Tasks still running at the deadline, which the shutdown aborted.
+    /// Tasks still running at the deadline, which the shutdown aborted and
+    /// whose abort took effect while it waited, by id within each group.
     pub fn aborted(&self) -> &[TaskInfo] {
         &self.aborted
     }

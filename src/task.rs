@@ -161,10 +161,7 @@ pin_project! {
             // shut down) before it finished. Not a failure in itself; a panic
             // while dropping the future is.
             let this = this.project();
-            if let Some(guard) = this.guard.as_mut() {
-                // Counted before the guard completes (see `Node::counters`).
-                guard.inner.note_aborted();
-                guard.mark_aborted();
+            if let Some(guard) = this.guard.as_ref() {
                 let _enter = Enter::new(guard);
                 let _ = finish(this.fut, this.guard, None, true);
             }
@@ -260,19 +257,21 @@ fn finish<Fut>(
     recorded
 }
 
-/// Completes the guard of an aborted task: a shutdown that aborted it hears
-/// of it (its watch is settled) only once the task's count is given up too,
-/// so that the shutdown, woken on another thread, finds the group without
-/// it rather than with a pending unit and no entry.
+/// Completes the guard of an aborted task: its entry is removed first (and
+/// listed by the shutdown that aborted it, if that one still lists; see
+/// [`Registry::remove_aborted`]), but the shutdown hears of it (its watch is
+/// settled) only once the task's count is given up too, so that the
+/// shutdown, woken on another thread, finds the group without it rather than
+/// with a pending unit and no entry.
+///
+/// [`Registry::remove_aborted`]: crate::registry::Registry::remove_aborted
 #[cold]
 #[inline(never)]
 fn drop_aborted(mut guard: TaskGuard) {
-    let entry = guard.take_entry();
+    let entry = guard.remove_aborted();
     drop(guard);
-    if let Some(mut entry) = entry {
-        if let Some(watch) = entry.watch.take() {
-            watch.settle(entry, true);
-        }
+    if let Some(watch) = entry.as_ref().and_then(|entry| entry.watch.as_ref()) {
+        watch.settle();
     }
 }
 
