@@ -244,61 +244,163 @@ impl Drop for Table {
 }
 
 /// A group's links by key, in key order. Keys only grow, so a link is
-/// appended to a vector; a removed link leaves a hole, and the holes are
-/// dropped once they outnumber the links (and room beyond twice what is left
-/// is given back). So appending is O(1), finding or removing a key O(log n)
+/// appended; a removed link leaves a hole, and the holes are dropped once
+/// they outnumber the links (and room beyond twice what is left is given
+/// back). So appending is O(1), finding or removing a key O(log n)
 /// (amortized), walking the links a scan of at most twice as many slots,
 /// and the memory kept at most about four times what the live links need.
 /// (A `BTreeMap` cost a walk a pointer chase per link, and a link an
 /// insertion of about 100 instructions.)
 #[derive(Default)]
 struct LinkMap {
-    slots: Vec<(u64, Option<NodeRef>)>,
+    slots: Slots,
     live: usize,
+}
+
+/// A key and its link; `None` once removed (a hole).
+type LinkSlot = (u64, Option<NodeRef>);
+
+/// The slots of a [`LinkMap`]: the first in place, so that a group with
+/// one link or child (each group of a chain) allocates nothing for it; a
+/// vector from the second on.
+enum Slots {
+    One(Option<LinkSlot>),
+    Many(Vec<LinkSlot>),
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::One(None)
+    }
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[LinkSlot] {
+        match self {
+            Slots::One(slot) => slot.as_slice(),
+            Slots::Many(slots) => slots,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [LinkSlot] {
+        match self {
+            Slots::One(slot) => slot.as_mut_slice(),
+            Slots::Many(slots) => slots,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, slot: LinkSlot) {
+        match self {
+            Slots::Many(slots) => slots.push(slot),
+            Slots::One(first) => {
+                let first = first.take();
+                self.push_to_one(first, slot);
+            }
+        }
+    }
+
+    /// The first or second slot.
+    #[cold]
+    fn push_to_one(&mut self, first: Option<LinkSlot>, slot: LinkSlot) {
+        *self = match first {
+            None => Slots::One(Some(slot)),
+            Some(first) => {
+                let mut slots = Vec::with_capacity(4);
+                slots.push(first);
+                slots.push(slot);
+                Slots::Many(slots)
+            }
+        };
+    }
+
+    /// Drops the holes, and room beyond twice what is left.
+    fn compact(&mut self) {
+        match self {
+            Slots::One(slot) => {
+                if slot.as_ref().is_some_and(|(_, node)| node.is_none()) {
+                    *slot = None;
+                }
+            }
+            Slots::Many(slots) => {
+                slots.retain(|(_, node)| node.is_some());
+                if slots.capacity() > 2 * slots.len().max(4) {
+                    slots.shrink_to(2 * slots.len().max(4));
+                }
+            }
+        }
+    }
+
+    /// The room kept, in slots.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        match self {
+            Slots::One(_) => 1,
+            Slots::Many(slots) => slots.capacity(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<LinkSlot> {
+        match self {
+            Slots::One(slot) => slot.into_iter().collect(),
+            Slots::Many(slots) => slots,
+        }
+    }
 }
 
 impl LinkMap {
     /// Appends `node` under `key`, greater than every key before it.
     fn insert(&mut self, key: u64, node: NodeRef) {
-        debug_assert!(self.slots.last().map_or(true, |(last, _)| *last < key));
+        debug_assert!(self
+            .slots
+            .as_slice()
+            .last()
+            .map_or(true, |(last, _)| *last < key));
         self.slots.push((key, Some(node)));
         self.live += 1;
     }
 
     fn position(&self, key: u64) -> Option<usize> {
-        self.slots.binary_search_by_key(&key, |(k, _)| *k).ok()
+        self.slots
+            .as_slice()
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
     }
 
     fn get(&self, key: &u64) -> Option<&NodeRef> {
-        self.slots[self.position(*key)?].1.as_ref()
+        self.slots.as_slice()[self.position(*key)?].1.as_ref()
     }
 
     /// Removes the link under `key`; the caller drops it (outside the lock).
     fn remove(&mut self, key: &u64) -> Option<NodeRef> {
         let i = self.position(*key)?;
-        let node = self.slots[i].1.take()?;
+        let node = self.slots.as_mut_slice()[i].1.take()?;
         self.live -= 1;
-        if self.slots.len() > 2 * self.live {
-            self.slots.retain(|(_, node)| node.is_some());
-            if self.slots.capacity() > 2 * self.slots.len().max(4) {
-                self.slots.shrink_to(2 * self.slots.len().max(4));
-            }
+        if self.slots.as_slice().len() > 2 * self.live {
+            self.slots.compact();
         }
         Some(node)
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &NodeRef)> {
         self.slots
+            .as_slice()
             .iter()
             .filter_map(|(key, node)| Some((*key, node.as_ref()?)))
     }
 
     fn values(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
-        self.slots.iter().filter_map(|(_, node)| node.as_ref())
+        self.slots
+            .as_slice()
+            .iter()
+            .filter_map(|(_, node)| node.as_ref())
     }
 
     fn into_values(self) -> impl Iterator<Item = NodeRef> {
-        self.slots.into_iter().filter_map(|(_, node)| node)
+        self.slots
+            .into_vec()
+            .into_iter()
+            .filter_map(|(_, node)| node)
     }
 
     fn is_empty(&self) -> bool {
@@ -314,6 +416,7 @@ impl Links {
         }
     }
 
+    #[inline]
     fn push(&mut self, node: NodeRef) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
@@ -806,16 +909,7 @@ impl Node {
     fn table(&self) -> &Arc<Table> {
         self.table.get_or_init(|| {
             Arc::new(Table {
-                // Room for one link: most tables are made for a first link
-                // or child, and a group with one (a chain) then allocates
-                // 16 bytes for it once, rather than room for four by growing.
-                links: Mutex::new(Links {
-                    map: LinkMap {
-                        slots: Vec::with_capacity(1),
-                        live: 0,
-                    },
-                    ..Links::default()
-                }),
+                links: Mutex::new(Links::default()),
                 owner: self.owner.clone(),
                 max_errors: self.config.max_errors,
             })
@@ -1941,6 +2035,29 @@ mod tests {
         middle.link(&shared).unwrap();
         // Removed only.
         assert!(!unchanged(&|| assert!(root.unlink(&shared))));
+    }
+
+    /// A group's first link is kept in place (a chain allocates nothing
+    /// for its links' slots); the second moves both to a vector.
+    #[test]
+    fn a_link_map_keeps_its_first_link_in_place() {
+        let nodes: Vec<NodeRef> = (0..3)
+            .map(|_| crate::WaitGroup::new().node().clone())
+            .collect();
+        let mut map = LinkMap::default();
+        map.insert(0, nodes[0].clone());
+        assert!(matches!(map.slots, Slots::One(Some(_))));
+        assert!(Shared::ptr_eq(map.get(&0).unwrap(), &nodes[0]));
+        assert!(Shared::ptr_eq(&map.remove(&0).unwrap(), &nodes[0]));
+        assert!(matches!(map.slots, Slots::One(None)) && map.is_empty());
+        map.insert(1, nodes[1].clone());
+        map.insert(2, nodes[2].clone());
+        assert!(matches!(map.slots, Slots::Many(_)));
+        assert_eq!(map.iter().map(|(key, _)| key).collect::<Vec<_>>(), [1, 2]);
+        assert!(map
+            .into_values()
+            .zip(&nodes[1..])
+            .all(|(n, m)| Shared::ptr_eq(&n, m)));
     }
 
     /// The links keep their order and keys through removals and the
