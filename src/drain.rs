@@ -15,7 +15,7 @@ use crate::node::{self, AbortTime, Counters, IdSet, NodeRef};
 use crate::reason::CancelReason;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::{Counted as _, Shared};
-use crate::shutdown::{deadline_after, saturating_add, Grace};
+use crate::shutdown::{deadline_after, is_unlimited, saturating_add, Grace};
 use crate::task::Current;
 use crate::wait_group::WaitGroup;
 
@@ -32,13 +32,28 @@ struct Budget {
     abort_time: AbortTime,
     /// The end of the forced phase: the deadline plus the abort timeout.
     end: Instant,
+    /// The end of the time the groups reached after the deadline share to
+    /// stop by themselves: the end of the forced phase, or, if that has no
+    /// limit (a share of it would be endless), one grace period after the
+    /// deadline.
+    close_end: Instant,
 }
 
 impl Budget {
     /// The share of what remains of the forced phase for one group, with
     /// `groups_left` groups (this one included) still to be given theirs.
     fn share(&self, now: Instant, groups_left: usize) -> Duration {
-        let left = self.end.saturating_duration_since(now.max(self.deadline));
+        Self::share_until(self.end, self.deadline, now, groups_left)
+    }
+
+    /// The same share of what remains until [`close_end`](Self::close_end):
+    /// the share of a group reached late, to stop by itself in.
+    fn close_share(&self, now: Instant, groups_left: usize) -> Duration {
+        Self::share_until(self.close_end, self.deadline, now, groups_left)
+    }
+
+    fn share_until(end: Instant, from: Instant, now: Instant, groups_left: usize) -> Duration {
+        let left = end.saturating_duration_since(now.max(from));
         left / groups_left.max(1) as u32
     }
 }
@@ -61,6 +76,11 @@ pub(crate) async fn run(
         deadline,
         abort_time: AbortTime::new(deadline),
         end: saturating_add(deadline, root.config.abort_timeout),
+        close_end: if is_unlimited(root.config.abort_timeout) {
+            saturating_add(deadline, grace.total())
+        } else {
+            saturating_add(deadline, root.config.abort_timeout)
+        },
     };
     // Every group's counters as the shutdown starts, so that work finishing
     // in a group not reached yet is counted too; and every task's deadline.
@@ -344,7 +364,8 @@ async fn stop_group(
     let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {
         let share = budget.share(reached, turn.groups_left);
-        (saturating_add(reached, share / 4 * 3), Some(share))
+        let close = budget.close_share(reached, turn.groups_left) / 4 * 3;
+        (saturating_add(reached, close), Some(share))
     } else {
         (budget.deadline, None)
     };

@@ -175,7 +175,9 @@ impl WaitGroupBuilder {
     /// The length of [`shutdown`](WaitGroup::shutdown)'s forced phase, after
     /// the grace period, shared by the groups that need it (see `shutdown`).
     /// Default one second. `Duration::MAX` means no limit: aborted tasks are
-    /// waited for until they stop.
+    /// waited for until they stop (and the groups a shutdown reaches after
+    /// its deadline share one more grace period to stop by themselves, not
+    /// an endless phase).
     pub fn abort_timeout(mut self, timeout: Duration) -> Self {
         self.config.abort_timeout = timeout;
         self
@@ -1192,7 +1194,10 @@ impl WaitGroup {
     ///   it is spawned.
     ///
     /// With `Duration::MAX` as grace or abort timeout, that phase has no
-    /// limit.
+    /// limit. With no limit on the abort timeout, the groups first reached
+    /// after the deadline share one more grace period instead to stop by
+    /// themselves (each three quarters of its share of what is left of it),
+    /// and their tasks are then aborted and waited for until they stop.
     ///
     /// # Report
     ///

@@ -317,3 +317,49 @@ async fn a_group_reached_after_the_forced_phase_keeps_its_time_to_close() {
         "the pool was not allowed to close: {report}"
     );
 }
+
+/// With no limit on the abort timeout, the groups reached after the
+/// deadline share one more grace period to stop by themselves, then their
+/// tasks are aborted; they are not given shares of the endless forced phase
+/// to stop by themselves. Before, the late group's stubborn task ran for 22
+/// years (three quarters of the thirty that stand for no limit) before it
+/// was aborted: the call never returned in practice.
+#[tokio::test(start_paused = true)]
+async fn a_group_reached_late_with_no_abort_limit_stops_within_the_grace() {
+    let grace = Duration::from_secs(1);
+    let root = WaitGroup::builder()
+        .name("root")
+        .abort_timeout(Duration::MAX)
+        .build();
+    let late = root.task().name("late").child();
+    stubborn(&root, "stuck-root");
+    stubborn(&late, "stuck-late");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    late.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send(ctx.deadline());
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let report = root.shutdown(grace).await;
+    // The root is aborted at the deadline (its abort lands at once), the late
+    // group reached then, alone, and given three quarters of one grace more.
+    let stop = grace + grace / 4 * 3;
+    assert_eq!(report.elapsed(), stop, "{report}");
+    assert_eq!(rx.await.unwrap(), Some(start + stop));
+    let aborted: Vec<_> = report
+        .aborted()
+        .iter()
+        .map(|t| (t.name(), t.group_name()))
+        .collect();
+    assert_eq!(
+        aborted,
+        [
+            (Some("stuck-root"), Some("root")),
+            (Some("stuck-late"), Some("late"))
+        ],
+        "{report}"
+    );
+    assert_eq!(report.finished(), 1, "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+}

@@ -74,12 +74,21 @@ pub(crate) fn deadline_after(timeout: std::time::Duration) -> tokio::time::Insta
     saturating_add(tokio::time::Instant::now(), timeout)
 }
 
+/// About thirty years (Tokio's own "far future"): a time limit this long or
+/// longer is no limit.
+const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
+
 /// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
 /// "far future"): `Duration::MAX` means no limit.
 pub(crate) fn saturating_add(
     at: tokio::time::Instant,
     d: std::time::Duration,
 ) -> tokio::time::Instant {
-    const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
     at.checked_add(d.min(FAR)).unwrap_or(at)
+}
+
+/// Whether `d`, as a time limit, is none (`Duration::MAX`, or anything as far
+/// as [`saturating_add`] goes).
+pub(crate) fn is_unlimited(d: std::time::Duration) -> bool {
+    d >= FAR
 }
