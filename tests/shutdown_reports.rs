@@ -52,6 +52,15 @@ fn aborted_ids(report: &ShutdownReport) -> Vec<TaskId> {
     report.aborted().iter().map(|t| t.id()).collect()
 }
 
+/// Each aborted task's name and its group's.
+fn aborted_names(report: &ShutdownReport) -> Vec<(Option<&str>, Option<&str>)> {
+    report
+        .aborted()
+        .iter()
+        .map(|t| (t.name(), t.group_name()))
+        .collect()
+}
+
 /// Two aborted lists: disjoint, and together exactly `expected`.
 fn assert_split(first: &ShutdownReport, second: &ShutdownReport, expected: &[TaskId]) {
     let (a, b) = (aborted_ids(first), aborted_ids(second));
@@ -238,11 +247,7 @@ async fn a_group_reached_late_keeps_its_time_to_close() {
     tokio::task::yield_now().await;
     let start = Instant::now();
     let report = requests.shutdown(Duration::from_secs(2)).await;
-    let aborted: Vec<_> = report
-        .aborted()
-        .iter()
-        .map(|t| (t.name(), t.group_name()))
-        .collect();
+    let aborted = aborted_names(&report);
     assert_eq!(
         aborted,
         [(Some("stuck-request"), Some("requests"))],
@@ -347,11 +352,7 @@ async fn a_group_reached_late_with_no_abort_limit_stops_within_the_grace() {
     let stop = grace + grace / 4 * 3;
     assert_eq!(report.elapsed(), stop, "{report}");
     assert_eq!(rx.await.unwrap(), Some(start + stop));
-    let aborted: Vec<_> = report
-        .aborted()
-        .iter()
-        .map(|t| (t.name(), t.group_name()))
-        .collect();
+    let aborted = aborted_names(&report);
     assert_eq!(
         aborted,
         [
