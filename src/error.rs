@@ -348,7 +348,15 @@ impl fmt::Display for TaskErrors {
         let mut errors = self.iter();
         match (self.len, errors.next()) {
             (_, None) if self.dropped == 0 => return f.write_str("no task failed"),
-            (_, None) => write!(f, "{} tasks failed", Thousands(self.total()))?,
+            // None kept (a group built with `max_errors(0)`): counted only.
+            (_, None) => {
+                let s = if self.dropped == 1 { "" } else { "s" };
+                return write!(
+                    f,
+                    "{} task{s} failed (none kept: see `max_errors`)",
+                    Thousands(self.dropped)
+                );
+            }
             (1, Some(one)) if self.dropped == 0 => return fmt::Display::fmt(one, f),
             (_, Some(first)) => {
                 write!(f, "{} tasks failed; 1) {first}", Thousands(self.total()))?;

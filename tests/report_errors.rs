@@ -162,6 +162,24 @@ async fn a_dropped_failure_counts_as_another() {
     assert!(errors.source().is_none(), "two failed, one kept: no cause");
 }
 
+/// With `max_errors(0)` failures are counted, not kept; the message says
+/// how many, once. It read "1 tasks failed; and 1 more failure" before.
+#[tokio::test]
+async fn failures_counted_but_not_kept_are_told_once() {
+    for (n, expected) in [
+        (1, "1 task failed (none kept: see `max_errors`)"),
+        (3, "3 tasks failed (none kept: see `max_errors`)"),
+    ] {
+        let wg = WaitGroup::builder().max_errors(0).build();
+        for _ in 0..n {
+            wg.go(|_| async { Err::<(), _>(Query { cause: Io }) });
+        }
+        let err = wg.wait().await.unwrap_err();
+        assert_eq!((err.errors().len(), err.errors().dropped()), (0, n));
+        assert_eq!(err.to_string(), expected);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_shutdown_error_chain_follows_the_failures() {
     for (n, expected) in [(1, Some("connection reset")), (2, None)] {
