@@ -941,6 +941,18 @@ impl Node {
         }
         links.push(child.clone());
         this.hot.has_links.store(true, Ordering::Release);
+        drop(links);
+        // A group a shutdown has reached (closed, with an abort time, until
+        // reopened): the child starts as that shutdown leaves a group, closed,
+        // with the same abort time, and cancelled with the same reason, as
+        // work added to this group later starts cancelled.
+        if let Some(at) = this.abort_at.get().filter(|_| this.state().is_closed()) {
+            child.close();
+            child.set_abort_at(at);
+            if let Some(reason) = this.reason_at(this.generation()) {
+                child.cancel_own(reason);
+            }
+        }
         child
     }
 

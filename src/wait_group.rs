@@ -691,6 +691,11 @@ impl WaitGroup {
     /// `max_errors`). Until then this group's waits and shutdowns cover it,
     /// even with no handle left.
     ///
+    /// A child made after a [`shutdown`](Self::shutdown) reached this group
+    /// (and before a [`reopen`](Self::reopen)) starts as that shutdown left
+    /// this group: closed, cancelled with the same reason, and its tasks'
+    /// deadline the shutdown's abort time.
+    ///
     /// ```
     /// # use taskgroup::WaitGroup;
     /// let parent = WaitGroup::new();

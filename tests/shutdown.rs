@@ -563,3 +563,32 @@ async fn a_task_aborted_by_its_handle_during_a_shutdown_is_in_the_report() {
     assert!(report.aborted().is_empty(), "{report}");
     assert!(report.pending().is_empty(), "{report}");
 }
+
+/// A group made with `child()` after its parent was shut down starts as the
+/// shutdown left the parent: closed and cancelled with the same reason, its
+/// tasks reading the shutdown's abort time as their deadline, so work put in
+/// it after the shutdown is not left running unasked. Once the parent is
+/// reopened, a new child starts open again. (Before, such a child started
+/// open and uncancelled, below a group nobody would wait for again.)
+#[tokio::test(start_paused = true)]
+async fn a_child_made_after_a_shutdown_starts_closed_and_cancelled() {
+    let parent = WaitGroup::builder().name("server").build();
+    let report = parent.shutdown(Duration::from_secs(1)).await;
+    assert!(report.is_clean(), "{report}");
+    let late = parent.task().name("late").child();
+    assert!(late.is_closed() && late.is_cancelled());
+    assert_eq!(
+        format!("{:?}", late.cancel_reason()),
+        format!("{:?}", parent.cancel_reason())
+    );
+    assert!(late.cancel_reason().is_some());
+    assert!(late.task().try_go(|_| async {}).is_err());
+    let deadline = late.go(|ctx| async move { Ok::<_, std::io::Error>(ctx.deadline()) });
+    assert!(deadline.await.unwrap().is_some());
+    // Its own children too, made after it.
+    let below = late.child();
+    assert!(below.is_closed() && below.is_cancelled());
+    parent.reopen();
+    let fresh = parent.child();
+    assert!(!fresh.is_closed() && !fresh.is_cancelled());
+}

@@ -142,6 +142,9 @@ struct MGroup {
     closed: bool,
     scope_cancelled: bool,
     own_cancelled: bool,
+    /// A shutdown reached it (the model has no `reopen`): a child made
+    /// later starts closed and cancelled.
+    shut_down: bool,
     cancel_on_error: bool,
     cause: Option<u64>,
     last_id: u64,
@@ -304,6 +307,7 @@ impl Model {
         seen.push(g);
         self.groups[g].closed = true;
         self.groups[g].own_cancelled = true;
+        self.groups[g].shut_down = true;
         if !self.groups[g].entries.is_empty() {
             let before = self.groups[g].entries.len();
             self.settle_group(g);
@@ -584,10 +588,16 @@ async fn run_case(ops: Vec<Op>, cancel_on_error: bool) {
                     sut.push_group(child);
                     let cancelled = model.groups[g].scope_cancelled;
                     let cancel_on_error = model.groups[g].cancel_on_error;
+                    // Made after a shutdown reached its parent: as that
+                    // shutdown left the parent.
+                    let stopped = model.groups[g].shut_down && model.groups[g].closed;
                     model.groups.push(MGroup {
                         scope_parent: Some(g),
                         scope_cancelled: cancelled,
                         cancel_on_error,
+                        closed: stopped,
+                        own_cancelled: stopped && model.groups[g].own_cancelled,
+                        shut_down: stopped,
                         ..MGroup::default()
                     });
                     model.groups[g].links.push(n);
