@@ -70,16 +70,17 @@ pub(crate) async fn run(
     let started = Instant::now();
     let drain_end = deadline_after(grace.drain_phase());
     let deadline = saturating_add(drain_end, grace.cancel_phase());
+    let end = saturating_add(deadline, root.config.abort_timeout);
     let budget = Budget {
         drain_end,
         drains: !grace.drain_phase().is_zero(),
         deadline,
         abort_time: AbortTime::new(deadline),
-        end: saturating_add(deadline, root.config.abort_timeout),
+        end,
         close_end: if is_unlimited(root.config.abort_timeout) {
             saturating_add(deadline, grace.total())
         } else {
-            saturating_add(deadline, root.config.abort_timeout)
+            end
         },
     };
     // Every group's counters as the shutdown starts, so that work finishing

@@ -457,7 +457,13 @@ impl fmt::Display for ShutdownReport {
         if self.errors.dropped() > 0 {
             let n = self.errors.dropped();
             let s = if n == 1 { "" } else { "s" };
-            write!(f, "\n  and {} more failure{s}", crate::error::Thousands(n))?;
+            let n = crate::error::Thousands(n);
+            if self.errors.first().is_none() {
+                // None kept (`max_errors(0)`): not "more" than the none listed.
+                write!(f, "\n  {n} failure{s} not kept (see `max_errors`)")?;
+            } else {
+                write!(f, "\n  and {n} more failure{s}")?;
+            }
         }
         Ok(())
     }

@@ -163,8 +163,9 @@ async fn a_dropped_failure_counts_as_another() {
 }
 
 /// With `max_errors(0)` failures are counted, not kept; the message says
-/// how many, once. It read "1 tasks failed; and 1 more failure" before.
-#[tokio::test]
+/// how many, once. It read "1 tasks failed; and 1 more failure" before, and
+/// the shutdown report "1 failed" then "and 1 more failure".
+#[tokio::test(start_paused = true)]
 async fn failures_counted_but_not_kept_are_told_once() {
     for (n, expected) in [
         (1, "1 task failed (none kept: see `max_errors`)"),
@@ -177,6 +178,16 @@ async fn failures_counted_but_not_kept_are_told_once() {
         let err = wg.wait().await.unwrap_err();
         assert_eq!((err.errors().len(), err.errors().dropped()), (0, n));
         assert_eq!(err.to_string(), expected);
+        // The shutdown report says it the same way, once.
+        let report = wg.shutdown(Duration::from_secs(1)).await;
+        let s = if n == 1 { "" } else { "s" };
+        assert!(
+            report
+                .to_string()
+                .ends_with(&format!("\n  {n} failure{s} not kept (see `max_errors`)")),
+            "{report}"
+        );
+        assert!(!report.to_string().contains("more failure"), "{report}");
     }
 }
 
