@@ -873,6 +873,18 @@ impl Node {
         self.state().len() as usize
     }
 
+    /// Whether this group records every guard and has a unit counted in its
+    /// state word without an entry: one between its count and its entry's
+    /// insertion (a `go()` or `add()` under way), or between its entry's
+    /// removal and its count given up (an end under way). Either is two
+    /// steps with no wait between them, seen only as they pass.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.config.record_guards && {
+            let len = self.len();
+            len > 0 && len > self.registry.len()
+        }
+    }
+
     // ----- user handles -------------------------------------------------------
 
     /// A new user handle from an existing one.

@@ -1213,7 +1213,11 @@ impl WaitGroup {
     /// aborted by a concurrent shutdown is in that one's report, and in
     /// neither's `finished`); what is still running at the end (guards, which
     /// cannot be aborted, and tasks stuck in blocking code) is
-    /// [`pending`](ShutdownReport::pending).
+    /// [`pending`](ShutdownReport::pending). Before the report is made, a
+    /// task or guard caught between two steps on another thread (its entry
+    /// removed and its count not yet given up, or the reverse as it starts)
+    /// is waited for, 250 ms at most and within the budget, so that it is
+    /// counted in one part only.
     ///
     /// [`cancel`](Self::cancel) is the unordered emergency path.
     ///

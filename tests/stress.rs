@@ -481,7 +481,10 @@ fn stubborn_tasks_spawned_while_a_shutdown_aborts_are_all_aborted() {
 /// tell, and is counted as finished. Before `Registry::remove_aborted` counted only
 /// the aborts a shutdown lists, a task its handle aborted after the
 /// shutdown read its counters was in none of the parts: this failed in its
-/// first round.
+/// first round. Before the report waited for ends under way, a task whose
+/// entry was gone but whose count was not yet given up (its thread off its
+/// core between the two) was counted both as finished and as pending
+/// (round 265 in one CI run).
 #[test]
 fn tasks_aborted_by_their_handles_during_a_shutdown_are_each_in_one_part_of_its_report() {
     let rounds = scaled(1_000, 4);
@@ -541,7 +544,11 @@ fn tasks_aborted_by_their_handles_during_a_shutdown_are_each_in_one_part_of_its_
             tasks,
             "round {round}: {report}"
         );
-        assert!(wg.is_empty(), "round {round}");
+        // A task its handle aborted before the walk reached it is not waited
+        // for: its count may be given up just after the report.
+        rt.block_on(async { tokio::time::timeout(LIMIT, wg.wait()).await })
+            .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         finished_total += report.finished();
         listed_total += report.aborted().len();
     }
