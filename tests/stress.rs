@@ -544,8 +544,9 @@ fn tasks_aborted_by_their_handles_during_a_shutdown_are_each_in_one_part_of_its_
             tasks,
             "round {round}: {report}"
         );
-        // A task its handle aborted before the walk reached it is not waited
-        // for: its count may be given up just after the report.
+        // A task its handle aborted before the walk reached it is waited for
+        // only while the report is made (250 ms at most): its count may be
+        // given up after the report.
         rt.block_on(async { tokio::time::timeout(LIMIT, wg.wait()).await })
             .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
