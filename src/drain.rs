@@ -170,15 +170,28 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 /// work in flight is reported as it stands.
 async fn settle_in_flight(groups: &[NodeRef], by: Instant) {
     let mut waiting: Vec<&NodeRef> = groups.iter().filter(|g| g.in_flight()).collect();
+    poll_until(by, || {
+        waiting.retain(|g| g.in_flight());
+        waiting.is_empty()
+    })
+    .await;
+}
+
+/// Waits until `done` says so, or until `by`, looking at intervals (1 ms,
+/// doubling up to 50 ms): for a condition nothing signals. Returns whether
+/// `done` said so.
+async fn poll_until(by: Instant, mut done: impl FnMut() -> bool) -> bool {
     let mut interval = Duration::from_millis(1);
-    while !waiting.is_empty() {
+    loop {
+        if done() {
+            return true;
+        }
         let now = Instant::now();
         if now >= by {
-            return;
+            return false;
         }
         tokio::time::sleep_until(saturating_add(now, interval).min(by)).await;
         interval = (interval * 2).min(Duration::from_millis(50));
-        waiting.retain(|g| g.in_flight());
     }
 }
 
@@ -342,21 +355,9 @@ async fn stopped_by_itself(
         };
     }
     // The caller's own task stays pending while it waits here, and the state
-    // word wakes waiters only when nothing is pending: so look at intervals
-    // (1 ms, doubling up to 50 ms). Only a shutdown called from one of the
-    // group's own tasks comes here.
-    let mut interval = Duration::from_millis(1);
-    loop {
-        if group.len() <= 1 {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= stop_by {
-            return false;
-        }
-        tokio::time::sleep_until(saturating_add(now, interval).min(stop_by)).await;
-        interval = (interval * 2).min(Duration::from_millis(50));
-    }
+    // word wakes waiters only when nothing is pending: so look at intervals.
+    // Only a shutdown called from one of the group's own tasks comes here.
+    poll_until(stop_by, || group.len() <= 1).await
 }
 
 /// Where a group's turn stands in the shutdown.
@@ -501,6 +502,9 @@ mod tests {
         // A forced stop waits in the same way.
         let report = super::force(&group, crate::CancelReason::Shutdown).await;
         assert_eq!(report.pending().len(), 1, "{report}");
+        let elapsed = report.elapsed();
+        assert!(elapsed >= super::IN_FLIGHT_WAIT, "{report}");
+        assert!(elapsed < super::IN_FLIGHT_WAIT * 2, "{report}");
         drop(guard);
         assert!(group.is_empty());
     }

@@ -550,6 +550,7 @@ fn tasks_aborted_by_their_handles_during_a_shutdown_are_each_in_one_part_of_its_
         rt.block_on(async { tokio::time::timeout(LIMIT, wg.wait()).await })
             .unwrap_or_else(|_| panic!("round {round}: {}", wg.pending()))
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(wg.is_empty(), "round {round}");
         finished_total += report.finished();
         listed_total += report.aborted().len();
     }
