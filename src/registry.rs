@@ -573,48 +573,34 @@ impl Slab {
         if let SlotState::Vacant(_) = slot {
             return None;
         }
+        let SlotState::Occupied(entry) = std::mem::replace(slot, SlotState::Vacant(free)) else {
+            unreachable!("checked above");
+        };
         page.free = offset as u32;
         page.occupied -= 1;
         let emptied = page.occupied == 0;
         self.len -= 1;
         self.removed += 1;
-        // A page that was full goes back on the room list; one emptied is
-        // given back. Page 0 emptying is the common case (one entry at a
-        // time) and frees nothing, unless the slab just emptied and has a
-        // spare to free.
-        if free == NONE || (emptied && (number != 0 || (self.len == 0 && self.spare != NONE))) {
-            return Some(self.remove_rest(number, offset, free));
-        }
-        // Last, so the entry moves straight to the caller.
-        match std::mem::replace(slot, SlotState::Vacant(free)) {
-            SlotState::Occupied(entry) => Some(entry),
-            SlotState::Vacant(_) => unreachable!("checked above"),
-        }
-    }
-
-    /// The end of a `remove` that changes more than the page: takes the
-    /// entry out, puts the page on the room list if it was full (`free` is
-    /// `NONE`), and gives back what its emptying makes unneeded.
-    #[cold]
-    #[inline(never)]
-    fn remove_rest(&mut self, number: usize, offset: usize, free: u32) -> Entry {
-        let slot = &mut self.pages[number].slots[offset];
-        let SlotState::Occupied(entry) = std::mem::replace(slot, SlotState::Vacant(free)) else {
-            unreachable!("checked by remove");
-        };
+        // A page that was full goes back on the room list (a few writes: a
+        // group that holds as many entries as its first page does this on
+        // every removal); one emptied is given back. Page 0 emptying is the
+        // common case (one entry at a time) and frees nothing, unless the
+        // slab just emptied and has a spare to free.
         if free == NONE {
             self.link_room(number);
         }
-        if self.pages[number].occupied == 0 {
+        if emptied && (number != 0 || (self.len == 0 && self.spare != NONE)) {
             self.page_emptied(number);
         }
-        entry
+        Some(entry)
     }
 
     /// Gives back what an emptied page makes unneeded (see the module docs):
     /// the page, unless it is page 0 or becomes the spare (there is no other
     /// empty one), and the spare if the slab is now empty. Once per page
     /// drained.
+    #[cold]
+    #[inline(never)]
     fn page_emptied(&mut self, number: usize) {
         if number != 0 {
             let spare = self.spare;
