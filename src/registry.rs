@@ -581,11 +581,12 @@ impl Slab {
         let emptied = page.occupied == 0;
         self.len -= 1;
         self.removed += 1;
-        // A page that was full goes back on the room list (a few writes: a
-        // group that holds as many entries as its first page does this on
-        // every removal); one emptied is given back. Page 0 emptying is the
-        // common case (one entry at a time) and frees nothing, unless the
-        // slab just emptied and has a spare to free.
+        // A page that was full goes back on the room list: a few writes,
+        // done here because a shard holding as many entries as page 0 has
+        // slots (a thread with two guards pending) does this on every
+        // removal. One emptied is given back. Page 0 emptying is the common
+        // case (one entry at a time) and frees nothing, unless the slab just
+        // emptied and has a spare to free.
         if free == NONE {
             self.link_room(number);
         }
