@@ -140,8 +140,7 @@ pub(crate) async fn run(
         start = order.iter().map(|n| n.counters()).collect();
     };
 
-    let by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(budget.close_end);
-    settle_in_flight(&groups, by).await;
+    settle_in_flight(&groups, budget.close_end).await;
     let pending = node::pending_of(&groups);
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
@@ -156,8 +155,8 @@ pub(crate) async fn run(
 /// report up for longer than this.
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 
-/// Waits, until `by` at most, until no group of `groups` that records every
-/// guard has a unit in flight (see `Node::in_flight`). Its report would
+/// Waits, for [`IN_FLIGHT_WAIT`] at most and not past `limit`, until no
+/// group of `groups` that records every guard has a unit in flight (see `Node::in_flight`). Its report would
 /// otherwise count such a unit as pending with nothing to list: rightly for
 /// a `go()` between its count and its entry (listed once it is made), but
 /// twice for an end between its entry's removal and its count given up,
@@ -168,7 +167,8 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 /// there is nothing to wait for at the first look. A lean group's
 /// unrecorded guards are counted in the same way as work in flight, so its
 /// work in flight is reported as it stands.
-async fn settle_in_flight(groups: &[NodeRef], by: Instant) {
+async fn settle_in_flight(groups: &[NodeRef], limit: Instant) {
+    let by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(limit);
     let mut waiting: Vec<&NodeRef> = groups.iter().filter(|g| g.in_flight()).collect();
     poll_until(by, || {
         waiting.retain(|g| g.in_flight());
@@ -269,11 +269,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     }
     aborted.iter().for_each(crate::trace::aborted);
     let listed = node::walk(root);
-    settle_in_flight(
-        &listed,
-        by.min(saturating_add(Instant::now(), IN_FLIGHT_WAIT)),
-    )
-    .await;
+    settle_in_flight(&listed, by).await;
     let pending = node::pending_of(&listed);
     let errors = node::errors_of(&listed);
     report(root, &groups, pending, errors, aborted, started)
