@@ -49,6 +49,14 @@
 //!   resumes and walks its tasks to abort them), when the first and the last
 //!   task was dropped, and when the call returned (after the last drop: the
 //!   report is made).
+//! * `tree`, `tree-peers [ordered]`: 20 times, workload 8's shutdown: a
+//!   tree of 1 + 10 + 100 + 1,000 groups (`child()` of the level above),
+//!   one task each waiting for its cancellation, then `shutdown(10 s)` on
+//!   the root; or the peers' tree, a `TaskTracker` and a `CancellationToken`
+//!   per node, the root token cancelled and each tracker closed and waited
+//!   for in the same order. `ordered` gives each node a token of its own,
+//!   cancelled only once the nodes before it have stopped, as a shutdown
+//!   stops groups in order. Divide by the 22,220 groups it prints.
 //! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
 //!   waits, on a oneshot or on a group's last guard; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
@@ -276,6 +284,74 @@ fn main() {
                 );
             }
         }
+        mode @ ("tree" | "tree-peers") => {
+            let ordered = arg(1) == "ordered";
+            // Workload 8's "shutdown" variants: a tree of 1 + 10 + 100 + 1,000
+            // groups (or peer nodes), one task each waiting for its
+            // cancellation, then the whole tree stopped.
+            rt.block_on(async {
+                for _ in 0..TREE_ROUNDS {
+                    if mode == "tree" {
+                        let root = WaitGroup::new();
+                        let mut level = vec![root.clone()];
+                        for depth in 0..=3 {
+                            let mut next = Vec::new();
+                            for wg in &level {
+                                wg.go(|ctx| async move { ctx.cancelled().await });
+                                if depth < 3 {
+                                    next.extend((0..10).map(|_| wg.child()));
+                                }
+                            }
+                            level = next;
+                        }
+                        tokio::task::yield_now().await;
+                        let report = root.shutdown(Duration::from_secs(10)).await;
+                        assert!(report.is_clean(), "{report}");
+                    } else {
+                        let mut level = vec![(TaskTracker::new(), CancellationToken::new())];
+                        let root = level[0].1.clone();
+                        let mut all = Vec::new();
+                        for depth in 0..=3 {
+                            let mut next = Vec::new();
+                            for (tracker, token) in &level {
+                                let own = token.clone();
+                                tracker.spawn(async move { own.cancelled().await });
+                                if depth < 3 {
+                                    next.extend((0..10).map(|_| {
+                                        let token = if ordered {
+                                            CancellationToken::new()
+                                        } else {
+                                            token.child_token()
+                                        };
+                                        (TaskTracker::new(), token)
+                                    }));
+                                }
+                            }
+                            all.append(&mut level);
+                            level = next;
+                        }
+                        tokio::task::yield_now().await;
+                        if ordered {
+                            // Each node's token cancelled only once the
+                            // nodes before it have stopped, as a shutdown
+                            // stops groups in order.
+                            for (tracker, token) in &all {
+                                token.cancel();
+                                tracker.close();
+                                tracker.wait().await;
+                            }
+                        } else {
+                            root.cancel();
+                            for (tracker, _) in &all {
+                                tracker.close();
+                                tracker.wait().await;
+                            }
+                        }
+                    }
+                }
+            });
+            println!("{} groups", TREE_ROUNDS * 1_111);
+        }
         "wake" => {
             // The loop of workload 5b, one variant: a waiter task parks, the
             // main task fires, then awaits the waiter.
@@ -347,6 +423,9 @@ fn shuffled(n: usize) -> Vec<usize> {
     all
 }
 
+/// Rounds of `tree` and `tree-peers`.
+const TREE_ROUNDS: usize = 20;
+
 /// Rounds of the tree modes, and groups below the root in each.
 const ROUNDS: usize = 50;
 const GROUPS: usize = 1_000;
@@ -390,7 +469,8 @@ fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
 fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
-         pending [THREADS|churn], sort, stubborn [TASKS], wake oneshot|lean|recording"
+         pending [THREADS|churn], sort, stubborn [TASKS], tree, tree-peers [ordered], \
+         wake oneshot|lean|recording"
     );
     std::process::exit(2);
 }
