@@ -77,7 +77,7 @@ impl TaskGuard {
         kind: TaskKind,
     ) -> Self {
         // A named guard is recorded even in a lean group: naming it asks for it.
-        if kind == TaskKind::Guard && !task.config.record_guards && name.is_none() {
+        if kind == TaskKind::Guard && !task.record_guards() && name.is_none() {
             return TaskGuard::unrecorded(task);
         }
         Self::new_recorded(task, name, site, kind).0

@@ -153,10 +153,12 @@ pub(crate) enum Settings {
 }
 
 impl Settings {
-    /// Keeps `config` (its `name` and `deadline` already moved out), shared
-    /// with the defaults or with `like` if equal to them.
+    /// Keeps `config` (its `name` and `deadline` already moved out, its
+    /// `record_guards` left at the default: see [`Node::record_guards`]),
+    /// shared with the defaults or with `like` if equal to them.
     fn new(config: Config, like: Option<&Settings>) -> Settings {
         debug_assert!(config.name.is_none() && config.deadline.is_none());
+        debug_assert!(config.record_guards);
         if config == Config::DEFAULT {
             return Settings::Default;
         }
@@ -212,6 +214,12 @@ struct Hot {
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
+    /// The group's `record_guards` setting: here, in what would be padding,
+    /// rather than in its [`Settings`], so that a lean group with the other
+    /// settings at their defaults shares the static defaults instead of
+    /// allocating its own, and so that `add()` reads it on the line it has
+    /// just written. Never changes.
+    record_guards: bool,
 }
 
 /// The links below a group, in link order (keys increase with each link),
@@ -825,6 +833,7 @@ impl Node {
         like: Option<&Settings>,
     ) -> NodeRef {
         let limit = config.limit;
+        let record_guards = std::mem::replace(&mut config.record_guards, true);
         // A group with a deadline of its own has its `Extra` from the start.
         let extra = match config.deadline.take() {
             Some(own) => OnceLock::from(Box::new(Extra {
@@ -845,6 +854,7 @@ impl Node {
                 generation: std::sync::atomic::AtomicU32::new(0),
                 has_errors: AtomicBool::new(false),
                 has_links: AtomicBool::new(false),
+                record_guards,
             },
             label: GroupLabel {
                 id: GroupId::next(),
@@ -867,6 +877,14 @@ impl Node {
         self.label.id
     }
 
+    /// Whether every guard gets a registry entry
+    /// ([`record_guards`](crate::WaitGroupBuilder::record_guards)); the
+    /// group's [`Settings`] always say `true`.
+    #[inline]
+    pub(crate) fn record_guards(&self) -> bool {
+        self.hot.record_guards
+    }
+
     /// Pending guards and tasks of this group (not of its links).
     #[inline]
     pub(crate) fn len(&self) -> usize {
@@ -879,7 +897,7 @@ impl Node {
     /// removal and its count given up (an end under way). Either is two
     /// steps with no wait between them, seen only as they pass.
     pub(crate) fn in_flight(&self) -> bool {
-        self.config.record_guards && {
+        self.record_guards() && {
             let len = self.len();
             len > 0 && len > self.registry.len()
         }
@@ -1969,6 +1987,39 @@ mod tests {
     /// malloc gives anyway, and whatever the node's 16-byte-aligned address,
     /// the cache line its state word is on holds nothing of another
     /// allocation nor any field after [`Hot`] (see [`Node`]).
+    /// A lean group with the other settings at their defaults shares the
+    /// static defaults (no allocation for its settings), and its children
+    /// are lean too, unless built otherwise.
+    #[test]
+    fn a_lean_group_keeps_its_setting_in_the_node() {
+        let lean = crate::WaitGroup::builder().record_guards(false).build();
+        assert!(!lean.node().record_guards());
+        assert!(matches!(lean.node().config, Settings::Default));
+        let child = lean.child();
+        assert!(!child.node().record_guards());
+        assert!(matches!(child.node().config, Settings::Default));
+        let recording = crate::WaitGroup::builder().build_child(&lean);
+        assert!(recording.node().record_guards());
+        let other = crate::WaitGroup::builder()
+            .record_guards(false)
+            .max_errors(3)
+            .build();
+        assert!(!other.node().record_guards());
+        assert!(matches!(other.node().config, Settings::Shared(_)));
+        assert!(
+            other.node().config.record_guards,
+            "settings keep the default"
+        );
+        assert!(crate::WaitGroup::new().node().record_guards());
+        // Unrecorded guards are counted, not listed; a child's neither.
+        let _a = lean.add();
+        let _b = child.add();
+        let pending = lean.pending();
+        assert_eq!(pending.tasks().count(), 0);
+        let unrecorded: Vec<usize> = pending.groups().iter().map(|g| g.unrecorded()).collect();
+        assert_eq!(unrecorded, [1, 1]);
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_node_fits_three_lines() {

@@ -716,6 +716,7 @@ impl WaitGroup {
             name,
             // Bounded by this group's deadline through its own (inherited).
             deadline: None,
+            record_guards: self.node.record_guards(),
             ..Config::clone(&self.node.config)
         };
         WaitGroup {
