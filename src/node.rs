@@ -1982,11 +1982,6 @@ fn release_later(refs: Vec<NodeRef>) {
 mod tests {
     use super::*;
 
-    /// The node stays 376 B: with its scope token (112 B) an empty group is
-    /// then 488 B, under issue 16's 512 B. It asks for no more alignment than
-    /// malloc gives anyway, and whatever the node's 16-byte-aligned address,
-    /// the cache line its state word is on holds nothing of another
-    /// allocation nor any field after [`Hot`] (see [`Node`]).
     /// A lean group with the other settings at their defaults shares the
     /// static defaults (no allocation for its settings), and its children
     /// are lean too, unless built otherwise.
@@ -2020,6 +2015,11 @@ mod tests {
         assert_eq!(unrecorded, [1, 1]);
     }
 
+    /// The node stays 376 B: with its scope token (112 B) an empty group is
+    /// then 488 B, under issue 16's 512 B. It asks for no more alignment than
+    /// malloc gives anyway, and whatever the node's 16-byte-aligned address,
+    /// the cache line its state word is on holds nothing of another
+    /// allocation nor any field after [`Hot`] (see [`Node`]).
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_node_fits_three_lines() {
