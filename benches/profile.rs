@@ -285,7 +285,11 @@ fn main() {
             }
         }
         mode @ ("tree" | "tree-peers") => {
-            let ordered = arg(1) == "ordered";
+            let ordered = match arg(1) {
+                "" => false,
+                "ordered" if mode == "tree-peers" => true,
+                other => usage(other),
+            };
             // Workload 8's "shutdown" variants: a tree of 1 + 10 + 100 + 1,000
             // groups (or peer nodes), one task each waiting for its
             // cancellation, then the whole tree stopped.
@@ -294,12 +298,12 @@ fn main() {
                     if mode == "tree" {
                         let root = WaitGroup::new();
                         let mut level = vec![root.clone()];
-                        for depth in 0..=3 {
+                        for depth in 0..=TREE_DEPTH {
                             let mut next = Vec::new();
                             for wg in &level {
                                 wg.go(|ctx| async move { ctx.cancelled().await });
-                                if depth < 3 {
-                                    next.extend((0..10).map(|_| wg.child()));
+                                if depth < TREE_DEPTH {
+                                    next.extend((0..TREE_FANOUT).map(|_| wg.child()));
                                 }
                             }
                             level = next;
@@ -311,13 +315,13 @@ fn main() {
                         let mut level = vec![(TaskTracker::new(), CancellationToken::new())];
                         let root = level[0].1.clone();
                         let mut all = Vec::new();
-                        for depth in 0..=3 {
+                        for depth in 0..=TREE_DEPTH {
                             let mut next = Vec::new();
                             for (tracker, token) in &level {
                                 let own = token.clone();
                                 tracker.spawn(async move { own.cancelled().await });
-                                if depth < 3 {
-                                    next.extend((0..10).map(|_| {
+                                if depth < TREE_DEPTH {
+                                    next.extend((0..TREE_FANOUT).map(|_| {
                                         let token = if ordered {
                                             CancellationToken::new()
                                         } else {
@@ -350,7 +354,8 @@ fn main() {
                     }
                 }
             });
-            println!("{} groups", TREE_ROUNDS * 1_111);
+            let groups: usize = (0..=TREE_DEPTH).map(|d| TREE_FANOUT.pow(d)).sum();
+            println!("{} groups", TREE_ROUNDS * groups);
         }
         "wake" => {
             // The loop of workload 5b, one variant: a waiter task parks, the
@@ -423,8 +428,11 @@ fn shuffled(n: usize) -> Vec<usize> {
     all
 }
 
-/// Rounds of `tree` and `tree-peers`.
+/// Rounds of `tree` and `tree-peers`, and the shape of their tree (that of
+/// workload 8: 1 + 10 + 100 + 1,000 groups).
 const TREE_ROUNDS: usize = 20;
+const TREE_DEPTH: u32 = 3;
+const TREE_FANOUT: usize = 10;
 
 /// Rounds of the tree modes, and groups below the root in each.
 const ROUNDS: usize = 50;

@@ -156,9 +156,10 @@ pub(crate) async fn run(
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 
 /// Waits, for [`IN_FLIGHT_WAIT`] at most and not past `limit`, until no
-/// group of `groups` that records every guard has a unit in flight (see `Node::in_flight`). Its report would
-/// otherwise count such a unit as pending with nothing to list: rightly for
-/// a `go()` between its count and its entry (listed once it is made), but
+/// group of `groups` that records every guard has a unit in flight (see
+/// `Node::in_flight`). Its report would otherwise count such a unit as
+/// pending with nothing to list: rightly for a `go()` between its count and
+/// its entry (listed once it is made), but
 /// twice for an end between its entry's removal and its count given up,
 /// which the report's counters already count as finished. A shutdown does
 /// not wait for such an end otherwise: a task its handle aborted before the

@@ -115,6 +115,8 @@ pub(crate) static LINK_ORDER: PlainMutex<()> = parking_lot::const_mutex(());
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     pub(crate) name: Option<Label>,
+    /// As the builder sets it. In a group's [`Settings`] always `true`
+    /// (moved into the node): read [`Node::record_guards`] instead.
     pub(crate) record_guards: bool,
     pub(crate) cancel_on_error: bool,
     pub(crate) abort_timeout: Duration,
