@@ -171,6 +171,43 @@ impl Settings {
     }
 }
 
+/// What a new node is made from: its [`Settings`], and the parts of its
+/// [`Config`] the node keeps elsewhere (the name in its label, its own
+/// deadline in its [`Extra`], `record_guards` in [`Hot`]).
+pub(crate) struct NodeConfig {
+    settings: Settings,
+    name: Option<Label>,
+    deadline: Option<Instant>,
+    record_guards: bool,
+}
+
+impl NodeConfig {
+    /// A builder's `config`, its settings shared with `like` if equal.
+    pub(crate) fn new(mut config: Config, like: Option<&Settings>) -> Self {
+        let name = config.name.take();
+        let deadline = config.deadline.take();
+        let record_guards = std::mem::replace(&mut config.record_guards, true);
+        NodeConfig {
+            settings: Settings::new(config, like),
+            name,
+            deadline,
+            record_guards,
+        }
+    }
+
+    /// A [`child()`](crate::WaitGroup::child) of `parent`, named `name`:
+    /// `parent`'s settings, shared without comparing them, and no deadline
+    /// of its own (`parent`'s bounds it as an inherited one).
+    pub(crate) fn inherit(parent: &Node, name: Option<Label>) -> Self {
+        NodeConfig {
+            settings: parent.config.clone(),
+            name,
+            deadline: None,
+            record_guards: parent.record_guards(),
+        }
+    }
+}
+
 impl std::ops::Deref for Settings {
     type Target = Config;
 
@@ -829,15 +866,18 @@ impl Counted for Node {
 impl Node {
     /// A new group with one user handle.
     pub(crate) fn new(
-        mut config: Config,
+        config: NodeConfig,
         origin: Option<CancellationToken>,
         owner: Option<(Weak<Table>, u64)>,
-        like: Option<&Settings>,
     ) -> NodeRef {
-        let limit = config.limit;
-        let record_guards = std::mem::replace(&mut config.record_guards, true);
+        let NodeConfig {
+            settings,
+            name,
+            deadline,
+            record_guards,
+        } = config;
         // A group with a deadline of its own has its `Extra` from the start.
-        let extra = match config.deadline.take() {
+        let extra = match deadline {
             Some(own) => OnceLock::from(Box::new(Extra {
                 deadlines: PlainMutex::new(Deadlines {
                     own: Some(own),
@@ -860,13 +900,15 @@ impl Node {
             },
             label: GroupLabel {
                 id: GroupId::next(),
-                name: config.name.take(),
+                name,
             },
-            config: Settings::new(config, like),
+            slots: settings
+                .limit
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            config: settings,
             tokens: Tokens::new(origin.as_ref()),
             origin,
             abort_at: AbortAt::none(),
-            slots: limit.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             registry: Registry::new(),
             failures: PlainMutex::new(Failures::default()),
             table: OnceLock::new(),
@@ -960,14 +1002,14 @@ impl Node {
 
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
-    pub(crate) fn make_child(this: &NodeRef, config: Config) -> NodeRef {
+    pub(crate) fn make_child(this: &NodeRef, config: NodeConfig) -> NodeRef {
         let origin = this.tokens().scope.clone();
         let inherited = this.deadline();
         let table = this.table();
         let mut links = table.links.lock();
         let key = links.next_key;
         let owner = Some((Arc::downgrade(table), key));
-        let child = Node::new(config, Some(origin), owner, Some(&this.config));
+        let child = Node::new(config, Some(origin), owner);
         if inherited.is_some() {
             child.extra().deadlines.lock().inherited = inherited;
         }
@@ -1277,11 +1319,13 @@ impl Node {
     /// The earliest deadline bounding this group's tasks: its own, those of
     /// the groups above it, and a running shutdown's abort time.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        let deadlines = self
-            .extra
-            .get()
-            .map_or_else(Deadlines::default, |t| *t.deadlines.lock());
-        [deadlines.own, deadlines.inherited, self.abort_at.get()]
+        let abort_at = self.abort_at.get();
+        // Most groups: no deadline, so no `Extra` to lock.
+        let Some(extra) = self.extra.get() else {
+            return abort_at;
+        };
+        let deadlines = *extra.deadlines.lock();
+        [deadlines.own, deadlines.inherited, abort_at]
             .into_iter()
             .flatten()
             .min()
@@ -1983,6 +2027,40 @@ fn release_later(refs: Vec<NodeRef>) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A `child()` shares its parent's settings (the same allocation, not an
+    /// equal copy), takes a name but no deadline of its own, and has a limit
+    /// of the same size but its own slots.
+    #[test]
+    fn a_child_shares_its_parents_settings() {
+        let parent = crate::WaitGroup::builder()
+            .max_errors(3)
+            .limit(2)
+            .abort_on_drop(true)
+            .record_guards(false)
+            .build();
+        let Settings::Shared(theirs) = &parent.node().config else {
+            panic!("settings apart from the defaults are allocated");
+        };
+        let child = parent.task().name("one").child();
+        let Settings::Shared(ours) = &child.node().config else {
+            panic!("the child's settings are its parent's");
+        };
+        assert!(Arc::ptr_eq(theirs, ours));
+        assert_eq!(child.name(), Some("one"));
+        assert!(!child.node().record_guards());
+        assert_eq!(child.node().deadline(), None);
+        let (a, b) = (
+            parent.node().slots.as_ref().unwrap(),
+            child.node().slots.as_ref().unwrap(),
+        );
+        assert!(!Arc::ptr_eq(a, b), "each group has its own slots");
+        assert_eq!(b.available_permits(), 2);
+        // A grandchild of a default group shares the static defaults.
+        let plain = crate::WaitGroup::new().child().child();
+        assert!(matches!(plain.node().config, Settings::Default));
+        assert!(plain.node().record_guards());
+    }
 
     /// A lean group with the other settings at their defaults shares the
     /// static defaults (no allocation for its settings), and its children

@@ -16,7 +16,7 @@ use crate::error::{Closed, LinkError, TaskErrors, TryGoError, WaitError};
 use crate::guard::TaskGuard;
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Permit;
-use crate::node::{self, Config, Node, NodeRef, LINK_ORDER};
+use crate::node::{self, Config, Node, NodeConfig, NodeRef, LINK_ORDER};
 use crate::reason::CancelReason;
 use crate::registry::{Entry, Slot};
 use crate::report::{PendingReport, ShutdownReport, TaskKind};
@@ -249,7 +249,7 @@ impl WaitGroupBuilder {
             .config
             .deadline
             .map(|_| runtime_handle("builder().deadline(..).build"));
-        let node = Node::new(self.config, self.token, None, None);
+        let node = Node::new(NodeConfig::new(self.config, None), self.token, None);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
         }
@@ -290,7 +290,8 @@ impl WaitGroupBuilder {
             .config
             .deadline
             .map(|_| runtime_handle("builder().deadline(..).build_child"));
-        let node = Node::make_child(&parent.node, self.config);
+        let config = NodeConfig::new(self.config, Some(&parent.node.config));
+        let node = Node::make_child(&parent.node, config);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
         }
@@ -712,13 +713,7 @@ impl WaitGroup {
     }
 
     fn make_child(&self, name: Option<Label>) -> WaitGroup {
-        let config = Config {
-            name,
-            // Bounded by this group's deadline through its own (inherited).
-            deadline: None,
-            record_guards: self.node.record_guards(),
-            ..Config::clone(&self.node.config)
-        };
+        let config = NodeConfig::inherit(&self.node, name);
         WaitGroup {
             node: Node::make_child(&self.node, config),
         }
