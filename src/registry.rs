@@ -18,9 +18,10 @@
 //!
 //! Nothing is allocated before it is needed. A registry that has recorded
 //! nothing is one empty cell and owns no memory; its first entry allocates
-//! the shard table (a pointer-sized cell per shard) and the one shard of the
-//! thread that records it, and every other shard is allocated when a thread
-//! assigned to it first records. A group used from one thread owns one shard.
+//! the shard table (a cell per shard) with the shard of the thread that
+//! records it inside, one allocation, and every other shard is allocated
+//! when a thread assigned to it first records. A group used from one thread
+//! owns that one allocation.
 //! A shard holds its first page of slots itself, so a thread with a few
 //! entries of a group at a time allocates nothing more.
 //!
@@ -963,9 +964,54 @@ const SPIN: Duration = Duration::from_micros(500);
 /// the shard (a spinner that lost its core is not waited for longer).
 const WINDOW: Duration = Duration::from_micros(20);
 
-/// The shard table: one cell per shard, each filled when a thread assigned to
-/// that shard first records.
-type Shards = Box<[OnceLock<Box<Shard>>]>;
+/// The shard table, made by a registry's first insert together with that
+/// thread's shard, in one allocation: most groups are recorded into from one
+/// thread (a component's task, a request's group), and a separate shard
+/// cost each such group an allocation and its free (about 400 instructions
+/// per group in workload 8's tree, `benches/profile.rs tree`).
+type Shards = Box<ShardTable<[OnceLock<Box<Shard>>]>>;
+
+/// See [`Shards`]; `C` is the cells, an array made unsized.
+struct ShardTable<C: ?Sized> {
+    /// The index of `first` among the shards.
+    first_index: usize,
+    /// The shard of the thread that made the table.
+    first: Shard,
+    /// One cell per shard, each filled when a thread assigned to that shard
+    /// first records; the cell at `first_index` stays empty.
+    cells: C,
+}
+
+impl ShardTable<[OnceLock<Box<Shard>>]> {
+    /// The number of shards, a power of two.
+    fn count(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The shard at `index`, if it was made.
+    #[inline]
+    fn get(&self, index: usize) -> Option<&Shard> {
+        if index == self.first_index {
+            return Some(&self.first);
+        }
+        self.cells.get(index)?.get().map(|shard| &**shard)
+    }
+
+    /// The shards made so far, in index order.
+    fn made(&self) -> impl Iterator<Item = &Shard> {
+        (0..self.count()).filter_map(|index| self.get(index))
+    }
+}
+
+impl std::fmt::Debug for ShardTable<[OnceLock<Box<Shard>>]> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardTable")
+            .field("first_index", &self.first_index)
+            .field("first", &self.first)
+            .field("cells", &&self.cells)
+            .finish()
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -981,9 +1027,26 @@ fn shard_count() -> usize {
     })
 }
 
+/// A shard table of [`shard_count`] shards, with the shard of `thread` (a
+/// [`thread_shard`] number) made in it.
 #[cold]
-fn new_shards() -> Shards {
-    (0..shard_count()).map(|_| OnceLock::new()).collect()
+fn new_shards(thread: usize) -> Shards {
+    fn with<const N: usize>(thread: usize) -> Shards {
+        // Unsized from `[_; N]`: one allocation, with no `unsafe`.
+        Box::new(ShardTable {
+            first_index: thread & (N - 1),
+            first: Shard::default(),
+            cells: std::array::from_fn::<_, N, _>(|_| OnceLock::new()),
+        })
+    }
+    match shard_count() {
+        2 => with::<2>(thread),
+        4 => with::<4>(thread),
+        8 => with::<8>(thread),
+        16 => with::<16>(thread),
+        32 => with::<32>(thread),
+        n => unreachable!("{n} shards: a power of two from 2 to 32"),
+    }
 }
 
 /// What [`making_lock`] hands out: a few locks, shared by all registries.
@@ -997,10 +1060,10 @@ static MAKING: [Mutex<()>; 16] = [MAKING_LOCK; 16];
 /// shard the walk found not made shares no shard lock with the walk; this
 /// orders the two: the shard was made before the walk looked (and is
 /// walked), or after, by a thread that saw what the walk's caller did
-/// first. Taken once per shard made and once per walk, never on add/done,
-/// and allocating nothing: a shutdown of a tree of any size costs no memory
-/// for it. Striped by address, as a registry lives in its group's node and
-/// does not move.
+/// first. Taken once per shard made (the first with the shard table) and
+/// once per walk, never on add/done, and allocating nothing: a shutdown of
+/// a tree of any size costs no memory for it. Striped by address, as a
+/// registry lives in its group's node and does not move.
 fn making_lock(registry: &Registry) -> &'static Mutex<()> {
     let at = registry as *const Registry as usize;
     &MAKING[(at >> 6) % MAKING.len()]
@@ -1037,20 +1100,34 @@ impl Registry {
 
     #[inline]
     pub(crate) fn insert(&self, entry: Entry) -> Slot {
-        let shards = self.shards.get_or_init(new_shards);
-        let shard = thread_shard() & (shards.len() - 1);
-        let cell = &shards[shard];
-        let made = match cell.get() {
+        let thread = thread_shard();
+        let shards = match self.shards.get() {
+            Some(shards) => shards,
+            None => self.make_table(thread),
+        };
+        let shard = thread & (shards.count() - 1);
+        let made = match shards.get(shard) {
             Some(made) => made,
-            None => self.make_shard(cell),
+            None => self.make_shard(&shards.cells[shard]),
         };
         let index = made.lock().insert(entry);
         Slot::new(shard, index)
     }
 
+    /// Makes the shard table with the shard of `thread` in it (unless
+    /// another thread just made the table), under this registry's
+    /// [`making_lock`], as [`make_shard`](Self::make_shard) makes a shard:
+    /// see [`abort_all`](Self::abort_all). Once per registry.
+    #[cold]
+    #[inline(never)]
+    fn make_table(&self, thread: usize) -> &Shards {
+        let _making = making_lock(self).lock();
+        self.shards.get_or_init(|| new_shards(thread))
+    }
+
     /// Makes the shard of `cell` (unless another thread just did), under
     /// this registry's [`making_lock`]: see [`abort_all`](Self::abort_all).
-    /// Once per shard.
+    /// Once per shard but the table's first.
     #[cold]
     #[inline(never)]
     fn make_shard<'a>(&self, cell: &'a OnceLock<Box<Shard>>) -> &'a Shard {
@@ -1062,8 +1139,7 @@ impl Registry {
     /// from `insert`).
     #[inline]
     fn shard(&self, slot: Slot) -> Option<&Shard> {
-        let cell = self.shards.get()?.get(slot.shard())?;
-        cell.get().map(|shard| &**shard)
+        self.shards.get()?.get(slot.shard())
     }
 
     /// The shards made so far.
@@ -1071,8 +1147,7 @@ impl Registry {
         self.shards
             .get()
             .into_iter()
-            .flat_map(|shards| shards.iter())
-            .filter_map(|cell| cell.get().map(|shard| &**shard))
+            .flat_map(|shards| shards.made())
     }
 
     /// Nothing was ever recorded here: no shard was made.
@@ -1345,10 +1420,12 @@ impl Registry {
         let Some(shards) = self.shards.get() else {
             return 0;
         };
-        std::mem::size_of_val::<[OnceLock<Box<Shard>>]>(shards)
+        // The table holds its first shard; the others are allocated apart.
+        std::mem::size_of_val::<ShardTable<[OnceLock<Box<Shard>>]>>(shards)
+            + (shards.made().count() - 1) * std::mem::size_of::<Shard>()
             + self
                 .made_shards()
-                .map(|shard| std::mem::size_of::<Shard>() + shard.slab.lock().retained_bytes())
+                .map(|shard| shard.slab.lock().retained_bytes())
                 .sum::<usize>()
     }
 }
@@ -1786,15 +1863,20 @@ mod tests {
         assert!(registry.remove(slot).is_none());
         registry.set_abort(slot, TaskId(1), tokio_join().abort_handle(), || Late::Keep);
         assert_eq!(registry.retained_bytes(), 0);
-        // The first entry makes the table and this thread's shard, page 0
-        // in it; nothing else.
+        // The first entry makes the table with this thread's shard in it,
+        // page 0 in that: one allocation, nothing else.
         let slot = registry.insert(entry(1));
         assert_eq!(registry.made_shards().count(), 1);
-        let table = shard_count() * std::mem::size_of::<OnceLock<Box<Shard>>>();
+        let shards = registry.shards.get().unwrap();
+        assert!(std::ptr::eq(registry.shard(slot).unwrap(), &shards.first));
+        assert_eq!(slot.shard(), shards.first_index);
+        assert!(shards.cells.iter().all(|cell| cell.get().is_none()));
+        let cells = shard_count() * std::mem::size_of::<OnceLock<Box<Shard>>>();
         let page0 = FIRST_PAGE * std::mem::size_of::<SlotState>();
         assert!(std::mem::size_of::<Shard>() > page0);
         let used = registry.retained_bytes();
-        assert_eq!(used, table + std::mem::size_of::<Shard>());
+        assert_eq!(used, std::mem::size_of_val(&**shards));
+        assert!(used <= std::mem::size_of::<Shard>() + cells + 16);
         registry.remove(slot);
         assert_eq!(registry.retained_bytes(), used);
         assert!(used <= 1400, "one entry's registry holds {used} bytes");
@@ -1806,6 +1888,7 @@ mod tests {
     fn a_shard_is_padded_not_aligned() {
         use std::mem::{align_of, size_of};
         assert!(align_of::<Shard>() <= 16);
+        assert!(align_of::<ShardTable<[OnceLock<Box<Shard>>; 32]>>() <= 16);
         let shard = Shard::default();
         let base = std::ptr::addr_of!(shard) as usize;
         let at = |field: usize| field - base;
@@ -1847,6 +1930,58 @@ mod tests {
         }
         assert_eq!((registry.len(), registry.removed()), (0, (100 + 3, 0)));
         check_all(&registry);
+    }
+
+    /// Threads whose first inserts race on a fresh registry make one table;
+    /// each entry is found in its slot's shard and walked once, the shard
+    /// made with the table among them; a shard made apart is counted apart.
+    #[test]
+    fn first_inserts_from_many_threads_make_one_table() {
+        let threads = if cfg!(miri) { 4 } else { 2 * shard_count() + 1 };
+        for _ in 0..if cfg!(miri) { 2 } else { 20 } {
+            let registry = Registry::new();
+            let start = std::sync::Barrier::new(threads);
+            let slots: Vec<(u64, Slot)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (1..=threads as u64)
+                    .map(|id| {
+                        let (registry, start) = (&registry, &start);
+                        scope.spawn(move || {
+                            start.wait();
+                            (id, registry.insert(entry(id)))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let shards = registry.shards.get().unwrap();
+            assert!(slots
+                .iter()
+                .any(|(_, slot)| slot.shard() == shards.first_index));
+            assert!(shards.cells[shards.first_index].get().is_none());
+            for &(id, slot) in &slots {
+                assert_eq!(registry.id(slot), TaskId(id));
+            }
+            let mut made: Vec<usize> = slots.iter().map(|(_, slot)| slot.shard()).collect();
+            made.sort_unstable();
+            made.dedup();
+            assert_eq!(registry.made_shards().count(), made.len());
+            let pages: usize = registry
+                .made_shards()
+                .map(|shard| shard.slab.lock().retained_bytes())
+                .sum();
+            assert_eq!(
+                registry.retained_bytes(),
+                std::mem::size_of_val(&**shards)
+                    + (made.len() - 1) * std::mem::size_of::<Shard>()
+                    + pages
+            );
+            assert_eq!(ids(&registry), (1..=threads as u64).collect::<Vec<_>>());
+            for (_, slot) in slots {
+                assert!(registry.remove(slot).is_some());
+            }
+            assert_eq!(registry.len(), 0);
+            check_all(&registry);
+        }
     }
 
     /// A burst of entries drained in several orders: the registry gives back
