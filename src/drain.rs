@@ -159,13 +159,13 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 /// group of `groups` that records every guard has a unit in flight (see
 /// `Node::in_flight`). Its report would otherwise count such a unit as
 /// pending with nothing to list: rightly for a `go()` between its count and
-/// its entry (listed once it is made), but
-/// twice for an end between its entry's removal and its count given up,
-/// which the report's counters already count as finished. A shutdown does
-/// not wait for such an end otherwise: a task its handle aborted before the
-/// shutdown's walk reached it, for one. Nothing signals the second step of
-/// either, so look at intervals (1 ms, doubling up to 50 ms); most often
-/// there is nothing to wait for at the first look. A lean group's
+/// its entry (listed once it is made), but twice for an end between its
+/// entry's removal and its count given up, which the report's counters
+/// already count as finished. A shutdown does not wait for such an end
+/// otherwise: a task its handle aborted before the shutdown's walk reached
+/// it, for one. Nothing signals the second step of either, so look at
+/// intervals (1 ms, doubling up to 50 ms); most often there is nothing to
+/// wait for at the first look. A lean group's
 /// unrecorded guards are counted in the same way as work in flight, so its
 /// work in flight is reported as it stands.
 async fn settle_in_flight(groups: &[NodeRef], limit: Instant) {

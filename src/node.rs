@@ -115,9 +115,6 @@ pub(crate) static LINK_ORDER: PlainMutex<()> = parking_lot::const_mutex(());
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     pub(crate) name: Option<Label>,
-    /// As the builder sets it. In a group's [`Settings`] always `true`
-    /// (moved into the node): read [`Node::record_guards`] instead.
-    pub(crate) record_guards: bool,
     pub(crate) cancel_on_error: bool,
     pub(crate) abort_timeout: Duration,
     pub(crate) max_errors: usize,
@@ -131,7 +128,6 @@ impl Config {
     /// The defaults, those of `WaitGroup::new()`.
     pub(crate) const DEFAULT: Config = Config {
         name: None,
-        record_guards: true,
         cancel_on_error: false,
         abort_timeout: crate::wait_group::DEFAULT_ABORT_TIMEOUT,
         max_errors: crate::wait_group::DEFAULT_MAX_ERRORS,
@@ -155,12 +151,10 @@ pub(crate) enum Settings {
 }
 
 impl Settings {
-    /// Keeps `config` (its `name` and `deadline` already moved out, its
-    /// `record_guards` left at the default: see [`Node::record_guards`]),
-    /// shared with the defaults or with `like` if equal to them.
+    /// Keeps `config` (its `name` and `deadline` already moved out), shared
+    /// with the defaults or with `like` if equal to them.
     fn new(config: Config, like: Option<&Settings>) -> Settings {
         debug_assert!(config.name.is_none() && config.deadline.is_none());
-        debug_assert!(config.record_guards);
         if config == Config::DEFAULT {
             return Settings::Default;
         }
@@ -171,9 +165,11 @@ impl Settings {
     }
 }
 
-/// What a new node is made from: its [`Settings`], and the parts of its
+/// What a new node is made from: its [`Settings`], the parts of its
 /// [`Config`] the node keeps elsewhere (the name in its label, its own
-/// deadline in its [`Extra`], `record_guards` in [`Hot`]).
+/// deadline in its [`Extra`]), and `record_guards`, kept in [`Hot`]: not a
+/// setting, so that a lean group with the other settings at their defaults
+/// shares the static defaults.
 pub(crate) struct NodeConfig {
     settings: Settings,
     name: Option<Label>,
@@ -182,11 +178,11 @@ pub(crate) struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A builder's `config`, its settings shared with `like` if equal.
-    pub(crate) fn new(mut config: Config, like: Option<&Settings>) -> Self {
+    /// A builder's `config` and `record_guards`, its settings shared with
+    /// `like` if equal.
+    pub(crate) fn new(mut config: Config, record_guards: bool, like: Option<&Settings>) -> Self {
         let name = config.name.take();
         let deadline = config.deadline.take();
-        let record_guards = std::mem::replace(&mut config.record_guards, true);
         NodeConfig {
             settings: Settings::new(config, like),
             name,
@@ -253,8 +249,8 @@ struct Hot {
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
-    /// The group's `record_guards` setting: here, in what would be padding,
-    /// rather than in its [`Settings`], so that a lean group with the other
+    /// The group's `record_guards`: here, in what would be padding, rather
+    /// than in its [`Settings`], so that a lean group with the other
     /// settings at their defaults shares the static defaults instead of
     /// allocating its own, and so that `add()` reads it on the line it has
     /// just written. Never changes.
@@ -922,8 +918,7 @@ impl Node {
     }
 
     /// Whether every guard gets a registry entry
-    /// ([`record_guards`](crate::WaitGroupBuilder::record_guards)); the
-    /// group's [`Settings`] always say `true`.
+    /// ([`record_guards`](crate::WaitGroupBuilder::record_guards)).
     #[inline]
     pub(crate) fn record_guards(&self) -> bool {
         self.hot.record_guards
@@ -2081,9 +2076,13 @@ mod tests {
             .build();
         assert!(!other.node().record_guards());
         assert!(matches!(other.node().config, Settings::Shared(_)));
-        assert!(
-            other.node().config.record_guards,
-            "settings keep the default"
+        assert_eq!(
+            *other.node().config,
+            Config {
+                max_errors: 3,
+                ..Config::DEFAULT
+            },
+            "settings hold nothing of record_guards"
         );
         assert!(crate::WaitGroup::new().node().record_guards());
         // Unrecorded guards are counted, not listed; a child's neither.

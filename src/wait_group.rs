@@ -144,6 +144,8 @@ pub const DEFAULT_MAX_ERRORS: usize = 1000;
 #[must_use = "a WaitGroupBuilder does nothing until build() is called"]
 pub struct WaitGroupBuilder {
     config: Config,
+    /// Not in `config`: the node keeps it apart from its settings.
+    record_guards: bool,
     token: Option<CancellationToken>,
 }
 
@@ -160,7 +162,7 @@ impl WaitGroupBuilder {
     /// instead of listing them, except guards given a name
     /// ([`TaskBuilder::name`]). Spawned tasks are always recorded.
     pub fn record_guards(mut self, record: bool) -> Self {
-        self.config.record_guards = record;
+        self.record_guards = record;
         self
     }
 
@@ -249,7 +251,11 @@ impl WaitGroupBuilder {
             .config
             .deadline
             .map(|_| runtime_handle("builder().deadline(..).build"));
-        let node = Node::new(NodeConfig::new(self.config, None), self.token, None);
+        let node = Node::new(
+            NodeConfig::new(self.config, self.record_guards, None),
+            self.token,
+            None,
+        );
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
         }
@@ -290,7 +296,7 @@ impl WaitGroupBuilder {
             .config
             .deadline
             .map(|_| runtime_handle("builder().deadline(..).build_child"));
-        let config = NodeConfig::new(self.config, Some(&parent.node.config));
+        let config = NodeConfig::new(self.config, self.record_guards, Some(&parent.node.config));
         let node = Node::make_child(&parent.node, config);
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
@@ -335,6 +341,7 @@ impl Default for WaitGroupBuilder {
     fn default() -> Self {
         Self {
             config: Config::DEFAULT,
+            record_guards: true,
             token: None,
         }
     }
