@@ -884,7 +884,7 @@ impl Node {
             })),
             None => OnceLock::new(),
         };
-        Shared::new(Node {
+        Shared::new(|| Node {
             hot: Hot {
                 state: State::new(),
                 last_id: StdAtomicU64::new(0),

@@ -103,7 +103,7 @@ fn group() -> (Group, std::sync::Arc<StdAtomicUsize>) {
         state: State::new(),
         frees: frees.clone(),
     };
-    (Shared::new(probe), frees)
+    (Shared::new(|| probe), frees)
 }
 
 /// Asserts that the group was freed exactly once (call after every handle
