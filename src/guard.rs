@@ -84,6 +84,7 @@ impl TaskGuard {
     }
 
     /// A recorded guard (every `go()` task's), with its id and slot.
+    #[inline]
     pub(crate) fn new_recorded(
         task: TaskRef<Node>,
         name: Option<Label>,
@@ -97,6 +98,7 @@ impl TaskGuard {
 
     /// A recorded guard for `entry`, whose id the caller took from the
     /// group's [`next_id`](Node::next_id).
+    #[inline]
     pub(crate) fn new_with(task: TaskRef<Node>, entry: Entry) -> (Self, Slot) {
         let slot = task.registry.insert(entry);
         (TaskGuard::recorded(task, slot), slot)
