@@ -434,7 +434,8 @@ const TREE_ROUNDS: usize = 20;
 const TREE_DEPTH: u32 = 3;
 const TREE_FANOUT: usize = 10;
 
-/// Rounds of the tree modes, and groups below the root in each.
+/// Rounds of `shutdown`, `wait`, `build` and `build-peers` (flat or chain),
+/// and groups below the root in each.
 const ROUNDS: usize = 50;
 const GROUPS: usize = 1_000;
 

@@ -165,9 +165,9 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_millis(250);
 /// otherwise: a task its handle aborted before the shutdown's walk reached
 /// it, for one. Nothing signals the second step of either, so look at
 /// intervals (1 ms, doubling up to 50 ms); most often there is nothing to
-/// wait for at the first look. A lean group's
-/// unrecorded guards are counted in the same way as work in flight, so its
-/// work in flight is reported as it stands.
+/// wait for at the first look. A lean group's unrecorded guards are counted
+/// in the same way as work in flight, so its work in flight is reported as
+/// it stands.
 async fn settle_in_flight(groups: &[NodeRef], limit: Instant) {
     let by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(limit);
     let mut waiting: Vec<&NodeRef> = groups.iter().filter(|g| g.in_flight()).collect();

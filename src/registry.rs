@@ -972,6 +972,7 @@ const WINDOW: Duration = Duration::from_micros(20);
 type Shards = Box<ShardTable<[OnceLock<Box<Shard>>]>>;
 
 /// See [`Shards`]; `C` is the cells, an array made unsized.
+#[derive(Debug)]
 struct ShardTable<C: ?Sized> {
     /// The index of `first` among the shards.
     first_index: usize,
@@ -1000,16 +1001,6 @@ impl ShardTable<[OnceLock<Box<Shard>>]> {
     /// The shards made so far, in index order.
     fn made(&self) -> impl Iterator<Item = &Shard> {
         (0..self.count()).filter_map(|index| self.get(index))
-    }
-}
-
-impl std::fmt::Debug for ShardTable<[OnceLock<Box<Shard>>]> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardTable")
-            .field("first_index", &self.first_index)
-            .field("first", &self.first)
-            .field("cells", &&self.cells)
-            .finish()
     }
 }
 
