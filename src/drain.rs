@@ -85,37 +85,44 @@ pub(crate) async fn run(
     };
     // Every group's counters as the shutdown starts, so that work finishing
     // in a group not reached yet is counted too; and every task's deadline.
-    let (mut walked, mut versions) = node::walk_versioned(root);
+    let (walked, mut versions) = node::walk_versioned(root);
     for group in &walked {
         group.set_abort_time(budget.abort_time);
     }
-    let mut start: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
-    let mut order = walked.clone();
-    let mut visited: Vec<(NodeRef, Counters)> = Vec::with_capacity(order.len());
+    let mut starts: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
+    // The groups stopped, in the order they were, each with its counters
+    // in `starts`; the first pass stops those of the first walk in its
+    // order, so the walk is kept here, not copied.
+    let mut visited = walked;
+    // The last walk, once it is not `visited`: after a further pass.
+    let mut last_walk: Option<Vec<NodeRef>> = None;
+    // Where this pass's groups start in `visited`.
+    let mut from = 0;
     let mut aborted: Vec<TaskInfo> = Vec::new();
     let mut timer = Timer::default();
 
     // Groups linked during the shutdown are taken in a further pass; the
     // walk that finds none lists the groups whose pending work is reported.
-    let groups = loop {
-        let total = order.len();
-        for (i, (group, start)) in order.into_iter().zip(start).enumerate() {
-            let is_root = visited.is_empty();
+    loop {
+        let total = visited.len() - from;
+        for (i, group) in visited[from..].iter().enumerate() {
             let caller = caller.filter(|c| c.group == group.id());
             let turn = Turn {
-                is_root,
+                is_root: from == 0 && i == 0,
                 groups_left: total - i,
                 caller,
                 reason: &reason,
             };
-            stop_group(&group, turn, &budget, &mut timer, &mut aborted).await;
-            visited.push((group, start));
+            if !stop_if_idle(group, &turn, &budget) {
+                stop_group(group, turn, &budget, &mut timer, &mut aborted).await;
+            }
         }
         // Most often no group's links changed: the groups of the last walk
         // are the tree's, found without walking it again.
-        if node::links_unchanged(&walked, &versions) {
-            break walked;
+        if node::links_unchanged(last_walk.as_deref().unwrap_or(&visited), &versions) {
+            break;
         }
+        let walked;
         (walked, versions) = node::walk_versioned(root);
         // Links were added and removed, and the same groups found: the order
         // they were stopped in, without hashing.
@@ -123,29 +130,34 @@ pub(crate) async fn run(
             && walked
                 .iter()
                 .zip(&visited)
-                .all(|(group, (stopped, _))| Shared::ptr_eq(group, stopped));
+                .all(|(group, stopped)| Shared::ptr_eq(group, stopped));
         if unchanged {
-            break walked;
+            last_walk = Some(walked);
+            break;
         }
-        let seen: IdSet = visited.iter().map(|(group, _)| group.id()).collect();
-        order = walked
+        let seen: IdSet = visited.iter().map(|group| group.id()).collect();
+        let linked: Vec<NodeRef> = walked
             .iter()
             .filter(|n| !seen.contains(&n.id()))
             .cloned()
             .collect();
-        if order.is_empty() {
-            break walked;
+        last_walk = Some(walked);
+        if linked.is_empty() {
+            break;
         }
         // Linked during the shutdown: counted from when it is first seen.
-        start = order.iter().map(|n| n.counters()).collect();
-    };
+        from = visited.len();
+        starts.extend(linked.iter().map(|n| n.counters()));
+        visited.extend(linked);
+    }
+    let groups = last_walk.as_deref().unwrap_or(&visited);
 
-    settle_in_flight(&groups, budget.close_end).await;
-    let pending = node::pending_of(&groups);
+    settle_in_flight(groups, budget.close_end).await;
+    let pending = node::pending_of(groups);
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
-    let errors = node::errors_of(&groups);
-    report(root, &visited, pending, errors, aborted, started)
+    let errors = node::errors_of(groups);
+    report(root, &visited, &starts, pending, errors, aborted, started)
 }
 
 /// The longest a report waits for work in flight (see [`settle_in_flight`]).
@@ -197,11 +209,12 @@ async fn poll_until(by: Instant, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// The report of a shutdown of `root` that started at `started`, having
-/// stopped `visited`, each with its counters when first seen, and leaving
-/// `pending` and `errors`.
+/// stopped `visited`, with their counters when first seen in `starts`, and
+/// leaving `pending` and `errors`.
 fn report(
     root: &NodeRef,
-    visited: &[(NodeRef, Counters)],
+    visited: &[NodeRef],
+    starts: &[Counters],
     pending: Vec<GroupPending>,
     errors: TaskErrors,
     aborted: Vec<TaskInfo>,
@@ -209,6 +222,7 @@ fn report(
 ) -> ShutdownReport {
     let finished = visited
         .iter()
+        .zip(starts)
         .map(|(n, start)| start.finished_until(&n.counters()))
         .sum();
     let report = ShutdownReport {
@@ -230,17 +244,12 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let started = Instant::now();
     let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
     let root = root.node();
-    let groups: Vec<(NodeRef, Counters)> = node::walk(root)
-        .into_iter()
-        .map(|n| {
-            let start = n.counters();
-            (n, start)
-        })
-        .collect();
+    let groups = node::walk(root);
+    let starts: Vec<Counters> = groups.iter().map(|n| n.counters()).collect();
     node::cancel_tree(root, reason.clone());
     let mut watches = Vec::with_capacity(groups.len());
     let mut phases = Vec::with_capacity(groups.len());
-    for (group, _) in &groups {
+    for group in &groups {
         group.close();
         group.cancel_own(reason.clone());
         let spare = caller
@@ -273,7 +282,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     settle_in_flight(&listed, by).await;
     let pending = node::pending_of(&listed);
     let errors = node::errors_of(&listed);
-    report(root, &groups, pending, errors, aborted, started)
+    report(root, &groups, &starts, pending, errors, aborted, started)
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such
@@ -367,10 +376,29 @@ struct Turn<'a> {
     reason: &'a CancelReason,
 }
 
-/// One group's turn: close and drain it, let it stop by itself until the end
-/// of the drain phase, cancel its own context, let it stop until its stop
-/// time, then abort its tasks (a shielded section's within its budget) and
-/// wait for the aborts until its abort time (see the budget on
+/// The start of a group's turn: closes it, and if it is idle (most of a big
+/// tree, often) drains and cancels it in one step, which ends its turn:
+/// returns whether it did. Work that comes after the look is not waited for,
+/// as if it came after the cancel. A group with work goes on in
+/// [`stop_group`], with no future made for an idle one.
+fn stop_if_idle(group: &NodeRef, turn: &Turn<'_>, budget: &Budget) -> bool {
+    group.close();
+    crate::trace::closed(&group.label);
+    if turn.caller.is_some() || group.state().idle_listener().is_some() {
+        return false;
+    }
+    // Cancelled even so, and given the shutdown's deadline, as in
+    // `stop_group`.
+    group.drain_and_cancel_own(turn.reason.clone());
+    group.set_abort_time(budget.abort_time);
+    true
+}
+
+/// The rest of a group's turn, after [`stop_if_idle`] found it has work (or
+/// is the caller's): drain it, let it stop by itself until the end of the
+/// drain phase, cancel its own context, let it stop until its stop time,
+/// then abort its tasks (a shielded section's within its budget) and wait
+/// for the aborts until its abort time (see the budget on
 /// `WaitGroup::shutdown`).
 async fn stop_group(
     group: &NodeRef,
@@ -379,21 +407,16 @@ async fn stop_group(
     timer: &mut Timer,
     aborted: &mut Vec<TaskInfo>,
 ) {
-    group.close();
-    crate::trace::closed(&group.label);
-    group.drain_own();
     let spare_caller = turn.caller.is_some();
-    // An idle group (most of a big tree, often) is stopped now, with no
-    // clock to read; as is one that drains in time. Either is cancelled even
-    // so: after a shutdown a group is closed and cancelled, so work
-    // registered later (plain `add`/`go`) starts cancelled, and reads the
-    // shutdown's deadline as its own (given again here for a group linked
-    // during the shutdown), even when the group was reached late.
-    let idle = !spare_caller && group.state().idle_listener().is_none();
-    let drained = idle
-        || budget.drains
-            && Instant::now() < budget.drain_end
-            && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
+    // A group that drains in time is stopped then. It is cancelled even so:
+    // after a shutdown a group is closed and cancelled, so work registered
+    // later (plain `add`/`go`) starts cancelled, and reads the shutdown's
+    // deadline as its own (given again here for a group linked during the
+    // shutdown), even when the group was reached late.
+    group.drain_own();
+    let drained = budget.drains
+        && Instant::now() < budget.drain_end
+        && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
     group.cancel_own(turn.reason.clone());
     if drained {
         group.set_abort_time(budget.abort_time);

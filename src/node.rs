@@ -576,41 +576,61 @@ impl Tokens {
         })
     }
 
-    /// Cancels the token in `cell` (`own` or `drain`), or, if it is not made
-    /// yet, sets `bit` so that it is made cancelled; sets `reason` first,
-    /// unless there is one.
-    fn cancel_or_mark(
-        &self,
-        cell: &OnceLock<CancellationToken>,
-        bit: u8,
-        reason: Option<CancelReason>,
-    ) {
+    /// Cancels the tokens `bits` names ([`DRAINED`]: `drain`,
+    /// [`OWN_CANCELLED`]: `own`), marking one not made yet in `early` so that
+    /// it is made cancelled; sets `reason` first, unless there is one. Takes
+    /// the lock once however many it names, and gives the drain signal
+    /// before cancelling the context, so a task never sees the context
+    /// cancelled but not drained. Inlined into each caller, whose constant
+    /// `bits` fold the checks away.
+    #[inline(always)]
+    fn cancel_or_mark(&self, bits: u8, reason: Option<CancelReason>) {
+        // The bits of the tokens named and not made yet.
+        let unmade = || {
+            let bit_if = |bit: u8, cell: &OnceLock<CancellationToken>| {
+                if bits & bit != 0 && cell.get().is_none() {
+                    bit
+                } else {
+                    0
+                }
+            };
+            bit_if(DRAINED, &self.drain) | bit_if(OWN_CANCELLED, &self.own)
+        };
         #[cfg(not(loom))]
-        if reason.is_none() {
-            if let Some(token) = cell.get() {
-                token.cancel();
-                return;
-            }
+        if reason.is_none() && unmade() == 0 {
+            self.cancel_made(bits);
+            return;
         }
         let mut reason = reason;
-        let made = {
+        {
             let mut first = self.lock.lock();
             if first.is_none() {
                 *first = reason.take();
             }
             // Filled under this lock only: made before this (cancelled
-            // below), or made after it with the bit seen.
-            let made = cell.get();
-            if made.is_none() {
-                self.early.fetch_or(bit, Ordering::Release);
+            // below), or made after it with the bit seen (and made
+            // cancelled, so cancelling it below as well changes nothing).
+            let early = unmade();
+            if early != 0 {
+                self.early.fetch_or(early, Ordering::Release);
             }
-            made
-        };
+        }
         // Outside the lock: a reason not kept may hold the last reference
         // to a task's error, and cancelling runs the waiters' wakers.
         drop(reason);
-        if let Some(token) = made {
-            token.cancel();
+        self.cancel_made(bits);
+    }
+
+    /// Cancels those of the tokens `bits` names that are made, the drain
+    /// signal first.
+    #[inline(always)]
+    fn cancel_made(&self, bits: u8) {
+        for (bit, cell) in [(DRAINED, &self.drain), (OWN_CANCELLED, &self.own)] {
+            if bits & bit != 0 {
+                if let Some(token) = cell.get() {
+                    token.cancel();
+                }
+            }
         }
     }
 
@@ -1288,14 +1308,22 @@ impl Node {
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
         let tokens = self.tokens();
         // A group a shutdown stops often has no token made: none is made.
-        tokens.cancel_or_mark(&tokens.own, OWN_CANCELLED, Some(reason));
+        tokens.cancel_or_mark(OWN_CANCELLED, Some(reason));
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
     /// take no more.
     pub(crate) fn drain_own(&self) {
         let tokens = self.tokens();
-        tokens.cancel_or_mark(&tokens.drain, DRAINED, None);
+        tokens.cancel_or_mark(DRAINED, None);
+    }
+
+    /// [`drain_own`](Self::drain_own) then [`cancel_own`](Self::cancel_own)
+    /// in one step, for a group with nothing to drain: one hold of the
+    /// tokens lock where the two take it twice.
+    pub(crate) fn drain_and_cancel_own(&self, reason: CancelReason) {
+        let tokens = self.tokens();
+        tokens.cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason));
     }
 
     pub(crate) fn is_draining(&self) -> bool {

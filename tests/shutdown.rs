@@ -343,6 +343,38 @@ async fn idle_groups_stopped_by_a_shutdown_read_as_stopped() {
     }
 }
 
+/// A group idle when its turn comes, whose context token and drain signal
+/// were made before (handed out by a task that has ended): the shutdown's
+/// one step for an idle group reaches both, with its reason.
+#[tokio::test]
+async fn an_idle_group_with_its_signals_made_is_drained_and_cancelled() {
+    let root = WaitGroup::new();
+    let child = root.child();
+    let (tx, rx) = oneshot::channel();
+    child.go(move |ctx| async move {
+        tx.send(ctx).unwrap();
+    });
+    let ctx = rx.await.unwrap();
+    child.wait().await.unwrap();
+    // Both made now: the token by asking, the drain signal by a first poll.
+    let token = ctx.token().clone();
+    let mut draining = Box::pin(ctx.draining());
+    assert!(futures::poll!(&mut draining).is_pending());
+    assert!(!ctx.is_draining() && !token.is_cancelled());
+
+    let report = root.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "{report}");
+    tokio::time::timeout(Duration::from_secs(10), draining)
+        .await
+        .expect("the drain signal reaches a made drain future");
+    assert!(token.is_cancelled() && ctx.is_cancelled() && ctx.is_draining());
+    assert!(
+        matches!(ctx.cancel_reason(), Some(taskgroup::CancelReason::Shutdown)),
+        "{:?}",
+        ctx.cancel_reason()
+    );
+}
+
 /// A busy group linked during a shutdown's drain phase is stopped in a
 /// further pass: drained (not cancelled) if its work ends in time, and
 /// reading the shutdown's abort time as its deadline like the others.

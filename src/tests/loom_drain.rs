@@ -1,11 +1,14 @@
 //! Loom models of the drain and cancel signals a task reads
 //! (`TaskContext::draining`, `is_draining`, `is_cancelled`): a shutdown
 //! drains a group and then cancels it on one thread while a task waits for
-//! the drain signal, and another looks at both flags.
+//! the drain signal, and another looks at both flags. The shutdown's step is
+//! modelled both ways it is taken: `drain_own` then `cancel_own` (a group
+//! with work), and `drain_and_cancel_own`, both in one hold of the tokens
+//! lock (a group found idle).
 //!
 //! The context and drain tokens are made when first asked for, and a cancel
-//! or drain that comes first only sets a bit (`Tokens::early`); the last
-//! model races the two for each token.
+//! or drain that comes first only sets a bit (`Tokens::early`); the last two
+//! models race the two for each token.
 //!
 //! What loom explores here: the wake-ups, which the tokens deliver through
 //! tokio's `Notify` (loom-instrumented in this build), our select over
@@ -23,6 +26,7 @@ use loom::thread;
 
 use super::loom_models::model;
 use crate::context::TaskContext;
+use crate::node::NodeRef;
 use crate::reason::CancelReason;
 use crate::WaitGroup;
 
@@ -37,14 +41,28 @@ fn group() -> (WaitGroup, TaskContext) {
 /// draining (cancel never comes without drain).
 #[test]
 fn drain_precedes_cancel() {
-    model("drain_precedes_cancel", || {
+    drain_then_cancel("drain_precedes_cancel", |node| {
+        node.drain_own();
+        node.cancel_own(CancelReason::Shutdown);
+    });
+}
+
+/// As above, with the drain and the cancel given in one hold of the tokens
+/// lock (`Node::drain_and_cancel_own`, a shutdown's turn for a group it
+/// found idle).
+#[test]
+fn one_step_drain_and_cancel_wakes_a_drain_waiter() {
+    drain_then_cancel("one_step_drain_and_cancel_wakes_a_drain_waiter", |node| {
+        node.drain_and_cancel_own(CancelReason::Shutdown);
+    });
+}
+
+fn drain_then_cancel(name: &'static str, stop: fn(&NodeRef)) {
+    model(name, move || {
         let (wg, ctx) = group();
         let observer = ctx.clone();
         let node = wg.node().clone();
-        let shutdown = thread::spawn(move || {
-            node.drain_own();
-            node.cancel_own(CancelReason::Shutdown);
-        });
+        let shutdown = thread::spawn(move || stop(&node));
         let look = thread::spawn(move || {
             let cancelled = observer.is_cancelled();
             let draining = observer.is_draining();
@@ -84,14 +102,29 @@ fn cancel_alone_wakes_a_drain_waiter() {
 /// token always gets a cancelled one.
 #[test]
 fn first_ask_for_a_token_racing_with_its_cancel() {
-    model("first_ask_for_a_token_racing_with_its_cancel", || {
+    first_asks_racing_with("first_ask_for_a_token_racing_with_its_cancel", |node| {
+        node.drain_own();
+        node.cancel_own(CancelReason::Shutdown);
+    });
+}
+
+/// As above, with the drain and the cancel given in one hold of the tokens
+/// lock (`Node::drain_and_cancel_own`, a shutdown's turn for a group it
+/// found idle).
+#[test]
+fn first_ask_for_a_token_racing_with_one_step_drain_and_cancel() {
+    first_asks_racing_with(
+        "first_ask_for_a_token_racing_with_one_step_drain_and_cancel",
+        |node| node.drain_and_cancel_own(CancelReason::Shutdown),
+    );
+}
+
+fn first_asks_racing_with(name: &'static str, stop: fn(&NodeRef)) {
+    model(name, move || {
         let (wg, ctx) = group();
         let node = wg.node().clone();
         let observer = (ctx.clone(), wg.node().clone());
-        let shutdown = thread::spawn(move || {
-            node.drain_own();
-            node.cancel_own(CancelReason::Shutdown);
-        });
+        let shutdown = thread::spawn(move || stop(&node));
         let look = thread::spawn(move || {
             let (observer, node) = observer;
             if observer.is_draining() {
@@ -111,5 +144,6 @@ fn first_ask_for_a_token_racing_with_its_cancel() {
         look.join().unwrap();
         assert!(own.is_cancelled() && drain.is_cancelled());
         assert!(ctx.is_cancelled() && ctx.is_draining());
+        assert!(matches!(ctx.cancel_reason(), Some(CancelReason::Shutdown)));
     });
 }
