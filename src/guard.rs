@@ -200,14 +200,21 @@ impl Drop for TaskGuard {
         // the `inner` field is dropped (so an idle group has no entries).
         let tag = *self.tag.0.get_mut();
         if tag & RECORDED != 0 {
-            let slot = Slot::from_u64(tag & !RECORDED);
-            // A task a shutdown aborted that finished before the abort took
-            // effect: its watch stops waiting for it, and does not list it.
-            if let Some(entry) = self.inner.registry.remove(slot) {
-                if let Some(watch) = &entry.watch {
-                    watch.settle();
-                }
-            }
+            remove_entry(&self.inner, Slot::from_u64(tag & !RECORDED));
+        }
+    }
+}
+
+/// Removes a recorded guard's entry: out of line, so that the drop of a lean
+/// guard is small enough to inline and saves no registers before its
+/// atomic step (see [`TaskGuard::new_entered`]).
+#[inline(never)]
+fn remove_entry(node: &Node, slot: Slot) {
+    // A task a shutdown aborted that finished before the abort took
+    // effect: its watch stops waiting for it, and does not list it.
+    if let Some(entry) = node.registry.remove(slot) {
+        if let Some(watch) = &entry.watch {
+            watch.settle();
         }
     }
 }
