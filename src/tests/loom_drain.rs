@@ -16,11 +16,14 @@
 //! types). What it does not: the tokens' own tree, kept under a std mutex
 //! inside tokio-util, which loom treats as one step, and the `OnceLock`
 //! cells holding the tokens (std atomics, invisible to loom). So that loom
-//! sees the race on a cell, every access to one takes the tokens lock in
-//! this build; the production build first reads a cell without the lock,
-//! which is sound because a cell is filled only under that lock and a
-//! filled cell's token is handled (cancelled, or handed out) exactly as
-//! under it.
+//! sees the race on a cell, every ask for a token, and every cancel's look
+//! at which tokens are made, takes the tokens lock in this build; the
+//! production build first reads a cell without the lock, which is sound
+//! because a cell is filled only under that lock and a filled cell's token
+//! is handled (cancelled, or handed out) exactly as under it. In both
+//! builds a cancel then cancels the tokens it finds made after releasing
+//! the lock: one made in between saw the cancel's bit and was made
+//! cancelled.
 
 use loom::thread;
 
