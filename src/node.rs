@@ -2051,6 +2051,38 @@ fn release_later(refs: Vec<NodeRef>) {
 mod tests {
     use super::*;
 
+    /// The one step a shutdown takes for an idle group
+    /// (`drain_and_cancel_own`) reaches both tokens, made or not: a token
+    /// made before is cancelled, one asked for after is made cancelled,
+    /// and the first reason given stays.
+    #[test]
+    fn one_step_drain_and_cancel_reaches_both_tokens_made_or_not() {
+        // Neither token made: both bits set, both made cancelled later.
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        node.drain_and_cancel_own(CancelReason::Shutdown);
+        assert!(node.tokens().drain.get().is_none() && node.tokens().own.get().is_none());
+        assert!(node.drain_at(0).is_cancelled() && node.own_at(0).is_cancelled());
+        assert!(matches!(node.reason_at(0), Some(CancelReason::Shutdown)));
+
+        // Both made: both cancelled, the drain signal too (a task's
+        // `draining()` also ends on the context alone, so only this shows it).
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        let (drain, own) = (node.drain_at(0).clone(), node.own_at(0).clone());
+        node.drain_and_cancel_own(CancelReason::Shutdown);
+        assert!(drain.is_cancelled() && own.is_cancelled());
+
+        // One made, one not; an earlier reason is kept.
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        let drain = node.drain_at(0).clone();
+        node.tokens().set_reason(&CancelReason::Deadline);
+        node.drain_and_cancel_own(CancelReason::Shutdown);
+        assert!(drain.is_cancelled() && node.own_at(0).is_cancelled());
+        assert!(matches!(node.reason_at(0), Some(CancelReason::Deadline)));
+    }
+
     /// A `child()` shares its parent's settings (the same allocation, not an
     /// equal copy), takes a name but no deadline of its own, and has a limit
     /// of the same size but its own slots.

@@ -344,8 +344,11 @@ async fn idle_groups_stopped_by_a_shutdown_read_as_stopped() {
 }
 
 /// A group idle when its turn comes, whose context token and drain signal
-/// were made before (handed out by a task that has ended): the shutdown's
-/// one step for an idle group reaches both, with its reason.
+/// were made before (handed out by a task that has ended): after the
+/// shutdown's one step for an idle group, the token is cancelled with the
+/// shutdown's reason and the task's `draining()` has ended. (`draining()`
+/// also ends on the context alone; that the drain signal itself is given is
+/// checked in `node::tests`.)
 #[tokio::test]
 async fn an_idle_group_with_its_signals_made_is_drained_and_cancelled() {
     let root = WaitGroup::new();
