@@ -347,11 +347,11 @@ impl Default for WaitGroupBuilder {
     }
 }
 
-/// Where a runtime must be found; panics with a message naming the
-/// requirement rather than Tokio's generic one.
 /// Where a task is spawned: on the current runtime (`tokio::spawn`, which
 /// clones no runtime handle), on a given one, or on the current one through
-/// the handle that checking for it cloned.
+/// the handle that checking for it cloned. [`Runtime::current`] checks that
+/// there is a runtime, so that the panic names the method rather than
+/// Tokio's generic message.
 #[derive(Debug)]
 enum Runtime<'r> {
     Current,
