@@ -213,11 +213,15 @@ impl WaitGroupBuilder {
     /// guard asks to ([`TaskBuilder::try_add_in_limit`],
     /// [`TaskBuilder::add_when_free`]). Default: no limit.
     ///
+    /// A limit of [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS)
+    /// (2^61 - 1 on 64-bit targets) or more, `usize::MAX` among them, is no
+    /// limit, as no group holds that many tasks.
+    ///
     /// # Panics
     ///
     /// `build()` panics if `limit` is zero.
     pub fn limit(mut self, limit: usize) -> Self {
-        self.config.limit = Some(limit);
+        self.config.limit = (limit < tokio::sync::Semaphore::MAX_PERMITS).then_some(limit);
         self
     }
 

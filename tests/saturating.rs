@@ -1,7 +1,8 @@
 //! Saturating time (issue #11, D): `Duration::MAX` is a valid timeout
 //! everywhere a duration is taken (abort timeout, grace period, plan delays
 //! and budget, wait timeouts) and means "no limit"; nothing panics on an
-//! overflowing `Instant` or `Duration` sum.
+//! overflowing `Instant` or `Duration` sum. Likewise a concurrency limit
+//! beyond what tokio's semaphore holds is no limit.
 //!
 //! On the code before issue #11, `abort_timeout(Duration::MAX)` makes every
 //! shutdown panic (the deadline plus the abort timeout overflows), and
@@ -164,4 +165,43 @@ fn wait_blocking_timeout_max_returns_once_the_group_is_idle() {
     wg.wait_blocking_timeout(Duration::MAX).unwrap();
     assert!(wg.is_empty());
     completer.join().unwrap();
+}
+
+/// `limit(usize::MAX)` (what a config's "unlimited" often maps to) and any
+/// limit from tokio's `Semaphore::MAX_PERMITS` up mean no limit; before, the
+/// group's semaphore panicked in `build()`. One below is a real limit, and
+/// builds.
+#[tokio::test]
+async fn a_limit_beyond_a_semaphores_range_is_no_limit() {
+    use tokio::sync::{Barrier, Semaphore};
+    for limit in [
+        usize::MAX,
+        Semaphore::MAX_PERMITS,
+        Semaphore::MAX_PERMITS - 1,
+    ] {
+        let wg = WaitGroup::builder().limit(limit).build();
+        // Three tasks that can only finish once all three run at once.
+        let all = std::sync::Arc::new(Barrier::new(3));
+        for _ in 0..2 {
+            let all = all.clone();
+            wg.go(move |_| async move {
+                all.wait().await;
+            });
+        }
+        let last = all.clone();
+        wg.try_go(move |_| async move {
+            last.wait().await;
+        })
+        .unwrap_or_else(|e| panic!("limit {limit}: {e}"));
+        let guard = wg
+            .task()
+            .try_add_in_limit()
+            .unwrap_or_else(|e| panic!("limit {limit}: {e}"));
+        assert_eq!(wg.len(), 4, "limit {limit}");
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(30), wg.wait())
+            .await
+            .unwrap_or_else(|_| panic!("limit {limit}: the tasks did not run at once"))
+            .unwrap();
+    }
 }
