@@ -98,6 +98,35 @@ async fn intensity_limit_escalates_with_name_and_count() {
     );
 }
 
+/// A window without end counts every restart, and its message does not print
+/// `Duration::MAX` (584 billion years as `18446744073709551615.999999999s`).
+#[tokio::test(start_paused = true)]
+async fn a_window_without_end_gives_up_with_a_plain_message() {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let mut r = Restarter::new(recording_failure(
+        times.clone(),
+        CancellationToken::new(),
+        usize::MAX,
+    ))
+    .backoff(backoff(100, 1000))
+    .intensity(Intensity::new(3, Duration::MAX).unwrap());
+    let err = r
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err()
+        .downcast::<ServiceError>()
+        .unwrap();
+    assert_eq!(times.lock().unwrap().len(), 4, "1 run + 3 restarts");
+    assert!(matches!(
+        &*err,
+        ServiceError::GaveUp { restarts: 3, window, .. } if *window == Duration::MAX
+    ));
+    assert_eq!(
+        err.to_string(),
+        "flaky: gave up after 3 restarts; last failure: failure 4"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn restarts_outside_the_window_do_not_count() {
     // Backoff (2 s) longer than the window (1 s): the one allowed restart always ages out.

@@ -103,7 +103,11 @@ pub enum ServiceError {
         source: Box<ServiceError>,
     },
     /// A [`Restarter`](super::Restarter) reached its intensity limit and gave up.
-    #[error("{name}: gave up after {restarts} restarts within {window:?}; last failure: {}", .last.reason())]
+    ///
+    /// `Display`: `"flaky: gave up after 3 restarts within 10s; last failure: boom"`; with a
+    /// window without end (`Duration::MAX`), `"flaky: gave up after 3 restarts; last failure:
+    /// boom"`.
+    #[error("{name}: gave up after {restarts} restarts{}; last failure: {}", Within(*.window), .last.reason())]
     GaveUp {
         /// The service's name.
         name: String,
@@ -277,6 +281,20 @@ impl ServiceError {
                 name: name.to_owned(),
                 source,
             },
+        }
+    }
+}
+
+/// `" within 10s"`, or nothing for a window without end (`Duration::MAX`, which would print
+/// as 584 billion years).
+struct Within(Duration);
+
+impl fmt::Display for Within {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            Ok(())
+        } else {
+            write!(f, " within {:?}", self.0)
         }
     }
 }

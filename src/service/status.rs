@@ -200,11 +200,13 @@ impl Default for StatusHub {
 }
 
 impl StatusHub {
-    /// A hub whose listeners may fall `capacity` events behind before they lag.
+    /// A hub whose listeners may fall `capacity` events behind before they lag. The
+    /// events' buffer is allocated here: `capacity` rounded up to a power of two slots.
     ///
     /// # Panics
     ///
-    /// If `capacity` is 0 (see [`tokio::sync::broadcast::channel`]).
+    /// If `capacity` is 0 or more than `usize::MAX / 2` (see
+    /// [`tokio::sync::broadcast::channel`]).
     pub fn new(capacity: usize) -> Self {
         let (events, _) = broadcast::channel(capacity);
         let (version, _) = watch::channel(0);
