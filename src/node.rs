@@ -238,8 +238,8 @@ struct Hot {
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
-    /// How many generations of tokens follow `tokens`: the current one is
-    /// the last.
+    /// The current generation of tokens: 0 for `tokens`, else one of
+    /// `later`. Set under the lock of the generation before it.
     generation: std::sync::atomic::AtomicU32,
     /// `failures` may not be empty. Set after the push in `record_failure`,
     /// so a wait on a group without failures takes no lock after waking; see
@@ -516,9 +516,6 @@ struct Tokens {
     /// `OnceLock` of its own, it cost a shutdown 16 instructions more per
     /// idle group: `benches/profile.rs shutdown flat` under callgrind.)
     lock: Mutex<Option<CancelReason>>,
-    /// The next generation, made by `reopen()` once this one is cancelled
-    /// or drained.
-    next: OnceLock<Box<Tokens>>,
 }
 
 impl Tokens {
@@ -528,7 +525,6 @@ impl Tokens {
             own: OnceLock::new(),
             scope,
             drain: OnceLock::new(),
-            next: OnceLock::new(),
             early: AtomicU8::new(0),
             lock: Mutex::new(None),
         }
@@ -669,6 +665,59 @@ const OWN_CANCELLED: u8 = 1;
 /// [`Tokens::early`]: the drain signal was given before its token was made.
 const DRAINED: u8 = 2;
 
+/// The generations of a group's tokens after the first, each made by a
+/// `reopen()` that found the one before cancelled or drained.
+///
+/// Segment `k` holds generations `2^k` to `2^(k + 1) - 1`, allocated when
+/// the first of them is made: any generation is found in O(1), however many
+/// came before, and none ever moves (tasks' contexts and `cancelled()`
+/// futures borrow its tokens). So a group keeps every generation it made
+/// until it is dropped: its tokens, and at most as many empty slots.
+struct Later {
+    segments: [OnceLock<Box<[OnceLock<Tokens>]>>; 32],
+    /// The oldest generation whose context may not be cancelled: older
+    /// ones are. A generation that a drain, not a cancel, ended still has
+    /// tasks running with its context, so a cancel reaches every
+    /// generation from this one to the current one, then raises it to the
+    /// current one ([`Node::cancel_own`], [`cancel_tree`]).
+    oldest: std::sync::atomic::AtomicU32,
+}
+
+impl Later {
+    fn new() -> Self {
+        Later {
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            oldest: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// The segment of generation `generation` (at least 1), and its place
+    /// there.
+    fn locate(generation: u32) -> (usize, usize) {
+        debug_assert!(generation > 0);
+        let segment = generation.ilog2();
+        (segment as usize, (generation - (1 << segment)) as usize)
+    }
+
+    /// Generation `generation` (at least 1), if it was made.
+    fn get(&self, generation: u32) -> Option<&Tokens> {
+        let (segment, at) = Self::locate(generation);
+        self.segments[segment].get()?[at].get()
+    }
+
+    /// Makes generation `generation` (at least 1). Only under the lock of
+    /// the generation before, so never twice.
+    fn make(&self, generation: u32, tokens: Tokens) {
+        let (segment, at) = Self::locate(generation);
+        let slots = self.segments[segment]
+            .get_or_init(|| (0..1usize << segment).map(|_| OnceLock::new()).collect());
+        assert!(
+            slots[at].set(tokens).is_ok(),
+            "a generation is made once, under the lock of the one before"
+        );
+    }
+}
+
 /// A token made cancelled, for a cell whose cancel came first: on its own,
 /// since a cancelled token needs no parent.
 fn cancelled_token() -> CancellationToken {
@@ -712,9 +761,12 @@ pub(crate) struct Node {
     /// The slots of the group's limit, if it has one.
     slots: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) registry: Registry,
-    /// The group's cancellation tokens: the first generation, followed by one
-    /// more for each `reopen()` of a cancelled group (see [`Tokens`]).
+    /// The group's cancellation tokens: the first generation (see
+    /// [`Tokens`]).
     tokens: Tokens,
+    /// The generations after the first: one for each `reopen()` of a
+    /// cancelled or drained group. Made by the first such reopen.
+    later: OnceLock<Box<Later>>,
     failures: PlainMutex<Failures>,
 }
 
@@ -923,6 +975,7 @@ impl Node {
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             config: settings,
             tokens: Tokens::new(origin.as_ref()),
+            later: OnceLock::new(),
             origin,
             abort_at: AbortAt::none(),
             registry: Registry::new(),
@@ -1178,15 +1231,34 @@ impl Node {
         self.tokens_at(generation).own()
     }
 
+    /// Generation `generation` (which exists): O(1).
     fn tokens_at(&self, generation: u32) -> &Tokens {
-        let mut tokens = &self.tokens;
-        for _ in 0..generation {
-            tokens = tokens
-                .next
-                .get()
-                .expect("a generation is set before it is counted");
+        if generation == 0 {
+            return &self.tokens;
         }
-        tokens
+        self.later
+            .get()
+            .and_then(|later| later.get(generation))
+            .expect("a generation is made before it is counted")
+    }
+
+    /// The generations before `current` that a cancel must reach (see
+    /// [`Later::oldest`]), oldest first; none for a group never reopened
+    /// after a drain.
+    fn older_uncancelled(&self, current: u32) -> impl Iterator<Item = &Tokens> {
+        let oldest = self.later.get().map_or(current, |later| {
+            later.oldest.load(std::sync::atomic::Ordering::Acquire)
+        });
+        (oldest.min(current)..current).map(move |generation| self.tokens_at(generation))
+    }
+
+    /// Records that a cancel reached every generation up to `current`.
+    fn cancelled_up_to(&self, current: u32) {
+        if let Some(later) = self.later.get() {
+            later
+                .oldest
+                .fetch_max(current, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// The context handed to this group's own tasks (the current one).
@@ -1218,21 +1290,26 @@ impl Node {
         if let Some(extra) = self.extra.get() {
             extra.aborting.lock().walked = false;
         }
-        let current = self.tokens();
+        let generation = self.generation();
+        let current = self.tokens_at(generation);
         let _one_at_a_time = current.lock.lock();
         let reopened = self.state().reopen();
-        // Another `reopen()` started the next generation meanwhile.
-        if current.next.get().is_some() {
+        // Another `reopen()` started the next generation meanwhile (under
+        // this lock).
+        if self.generation() != generation {
             return reopened;
         }
         if current.is_own_cancelled() || current.is_drained() {
+            let next = generation
+                .checked_add(1)
+                .expect("more than 2^32 - 1 reopens of a cancelled group");
             self.abort_at.set(None);
-            let next = Tokens::new(self.origin.as_ref());
-            if current.next.set(Box::new(next)).is_ok() {
-                self.hot
-                    .generation
-                    .fetch_add(1, std::sync::atomic::Ordering::Release);
-            }
+            self.later
+                .get_or_init(|| Box::new(Later::new()))
+                .make(next, Tokens::new(self.origin.as_ref()));
+            self.hot
+                .generation
+                .store(next, std::sync::atomic::Ordering::Release);
         }
         reopened
     }
@@ -1306,9 +1383,14 @@ impl Node {
     /// Cancels this group's own context (not its scope: the groups below
     /// are reached in their turn), with `reason` unless it has one.
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
-        let tokens = self.tokens();
+        let current = self.generation();
         // A group a shutdown stops often has no token made: none is made.
-        tokens.cancel_or_mark(OWN_CANCELLED, Some(reason));
+        for older in self.older_uncancelled(current) {
+            older.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
+        }
+        self.tokens_at(current)
+            .cancel_or_mark(OWN_CANCELLED, Some(reason));
+        self.cancelled_up_to(current);
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
@@ -1322,8 +1404,14 @@ impl Node {
     /// in one step, for a group with nothing to drain: one hold of the
     /// tokens lock where the two take it twice.
     pub(crate) fn drain_and_cancel_own(&self, reason: CancelReason) {
-        let tokens = self.tokens();
-        tokens.cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason));
+        let current = self.generation();
+        // Drained already, those before: only cancelled.
+        for older in self.older_uncancelled(current) {
+            older.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
+        }
+        self.tokens_at(current)
+            .cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason));
+        self.cancelled_up_to(current);
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -1785,11 +1873,21 @@ pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
 /// that sees its context cancelled must find the reason there.
 pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
     let nodes = walk(root);
-    for node in &nodes {
-        node.tokens().set_reason(&reason);
+    // Each group's current generation, and those before it that a drain
+    // ended (see `Later::oldest`): the same ones in both passes.
+    let current: Vec<u32> = nodes.iter().map(|node| node.generation()).collect();
+    for (node, &current) in nodes.iter().zip(&current) {
+        for older in node.older_uncancelled(current) {
+            older.set_reason(&reason);
+        }
+        node.tokens_at(current).set_reason(&reason);
     }
-    for node in &nodes {
-        node.tokens().scope.cancel();
+    for (node, &current) in nodes.iter().zip(&current) {
+        for older in node.older_uncancelled(current) {
+            older.scope.cancel();
+        }
+        node.tokens_at(current).scope.cancel();
+        node.cancelled_up_to(current);
     }
     // Last: the reason may format a task's error, whose `Display` may panic.
     crate::trace::cancelled(&root.label, &reason);
@@ -2152,6 +2250,27 @@ mod tests {
         assert_eq!(pending.tasks().count(), 0);
         let unrecorded: Vec<usize> = pending.groups().iter().map(|g| g.unrecorded()).collect();
         assert_eq!(unrecorded, [1, 1]);
+    }
+
+    /// Generation `g` (from 1) is in segment `log2(g)`, at `g - 2^log2(g)`:
+    /// segments of 1, 2, 4, ... slots, the last of them reaching `u32::MAX`.
+    #[test]
+    fn later_generations_are_found_by_arithmetic() {
+        assert_eq!(Later::locate(1), (0, 0));
+        assert_eq!(Later::locate(2), (1, 0));
+        assert_eq!(Later::locate(3), (1, 1));
+        assert_eq!(Later::locate(4), (2, 0));
+        assert_eq!(Later::locate(7), (2, 3));
+        assert_eq!(Later::locate(1 << 20), (20, 0));
+        assert_eq!(Later::locate(u32::MAX), (31, (1 << 31) - 1));
+        let later = Later::new();
+        for generation in 1..=100 {
+            later.make(generation, Tokens::new(None));
+        }
+        let segments = later.segments.iter().filter(|s| s.get().is_some()).count();
+        assert_eq!(segments, 7, "1 + 2 + ... + 64 slots hold 100 generations");
+        assert!((1..=100).all(|generation| later.get(generation).is_some()));
+        assert!(later.get(101).is_none() && later.get(1 << 30).is_none());
     }
 
     /// The node stays 376 B: with its scope token (112 B) an empty group is

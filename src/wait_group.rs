@@ -857,11 +857,18 @@ impl WaitGroup {
     /// Opens a [closed](Self::close) group to new work again (a server that
     /// stops and starts again, TaskTracker's `reopen`). If the group's context
     /// was cancelled (by [`cancel`](Self::cancel), a failure with
-    /// `cancel_on_error`, or a [`shutdown`](Self::shutdown)), work started
-    /// from now on gets a fresh one; tasks started before keep theirs. A
+    /// `cancel_on_error`, or a [`shutdown`](Self::shutdown)) or drained
+    /// ([`drain`](Self::drain)), work started from now on gets a fresh one;
+    /// tasks started before keep theirs, and a later cancel or shutdown
+    /// reaches them too (a drained task is cancelled with the new ones). A
     /// group cancelled through the caller's [`token`](WaitGroupBuilder::token)
     /// (or its parent's context) stays cancelled: the fresh context is a
     /// child of that token again. Linked groups are not reopened.
+    ///
+    /// Every context a group hands out stays readable for as long as the
+    /// group lives (tasks and [`cancelled`](Self::cancelled) futures borrow
+    /// it), so each reopen that makes a fresh one keeps a few hundred bytes
+    /// until the group is dropped.
     ///
     /// Returns whether the group was closed.
     ///

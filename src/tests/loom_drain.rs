@@ -150,3 +150,43 @@ fn first_asks_racing_with(name: &'static str, stop: fn(&NodeRef)) {
         assert!(matches!(ctx.cancel_reason(), Some(CancelReason::Shutdown)));
     });
 }
+
+/// A drain and then `reopen()` on one thread racing a cancel on another,
+/// with a task of the first generation waiting for its context: whichever
+/// comes first, the task's context ends cancelled, with the cancel's
+/// reason. A cancel that comes after the reopen reaches the generation the
+/// drain ended (`Later::oldest`), not only the fresh one.
+#[test]
+fn cancel_racing_a_reopen_after_a_drain_reaches_the_old_context() {
+    cancel_racing_a_reopen(
+        "cancel_racing_a_reopen_after_a_drain_reaches_the_old_context",
+        |node| node.cancel_own(CancelReason::Shutdown),
+    );
+}
+
+/// As above, with `cancel()` (the whole tree's scopes: `cancel_tree`).
+#[test]
+fn cancel_tree_racing_a_reopen_after_a_drain_reaches_the_old_context() {
+    cancel_racing_a_reopen(
+        "cancel_tree_racing_a_reopen_after_a_drain_reaches_the_old_context",
+        |node| crate::node::cancel_tree(node, CancelReason::Shutdown),
+    );
+}
+
+fn cancel_racing_a_reopen(name: &'static str, cancel: fn(&NodeRef)) {
+    model(name, move || {
+        let (wg, ctx) = group();
+        let node = wg.node().clone();
+        let reopen = thread::spawn(move || {
+            node.drain_own();
+            node.reopen();
+        });
+        let node = wg.node().clone();
+        let cancel = thread::spawn(move || cancel(&node));
+        loom::future::block_on(ctx.cancelled());
+        reopen.join().unwrap();
+        cancel.join().unwrap();
+        assert!(ctx.is_cancelled() && ctx.is_draining());
+        assert!(matches!(ctx.cancel_reason(), Some(CancelReason::Shutdown)));
+    });
+}
