@@ -70,8 +70,9 @@ async fn restart_count_and_backoff_delays_are_exact() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn intensity_limit_escalates_with_name_and_count() {
+/// The error of a service that always fails, restarted with at most 3
+/// restarts within `window`, once it gives up after its fourth run.
+async fn gives_up_within(window: Duration) -> Box<ServiceError> {
     let times = Arc::new(Mutex::new(Vec::new()));
     let mut r = Restarter::new(recording_failure(
         times.clone(),
@@ -79,7 +80,7 @@ async fn intensity_limit_escalates_with_name_and_count() {
         usize::MAX,
     ))
     .backoff(backoff(100, 1000))
-    .intensity(Intensity::new(3, Duration::from_secs(10)).unwrap());
+    .intensity(Intensity::new(3, window).unwrap());
     let err = r
         .run(CancellationToken::new(), Ready::noop())
         .await
@@ -87,6 +88,12 @@ async fn intensity_limit_escalates_with_name_and_count() {
         .downcast::<ServiceError>()
         .unwrap();
     assert_eq!(times.lock().unwrap().len(), 4, "1 run + 3 restarts");
+    err
+}
+
+#[tokio::test(start_paused = true)]
+async fn intensity_limit_escalates_with_name_and_count() {
+    let err = gives_up_within(Duration::from_secs(10)).await;
     assert!(matches!(
         &*err,
         ServiceError::GaveUp { name, restarts: 3, window, .. }
@@ -102,21 +109,7 @@ async fn intensity_limit_escalates_with_name_and_count() {
 /// `Duration::MAX` (584 billion years as `18446744073709551615.999999999s`).
 #[tokio::test(start_paused = true)]
 async fn a_window_without_end_gives_up_with_a_plain_message() {
-    let times = Arc::new(Mutex::new(Vec::new()));
-    let mut r = Restarter::new(recording_failure(
-        times.clone(),
-        CancellationToken::new(),
-        usize::MAX,
-    ))
-    .backoff(backoff(100, 1000))
-    .intensity(Intensity::new(3, Duration::MAX).unwrap());
-    let err = r
-        .run(CancellationToken::new(), Ready::noop())
-        .await
-        .unwrap_err()
-        .downcast::<ServiceError>()
-        .unwrap();
-    assert_eq!(times.lock().unwrap().len(), 4, "1 run + 3 restarts");
+    let err = gives_up_within(Duration::MAX).await;
     assert!(matches!(
         &*err,
         ServiceError::GaveUp { restarts: 3, window, .. } if *window == Duration::MAX
