@@ -60,6 +60,12 @@
 //! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
 //!   waits, on a oneshot or on a group's last guard; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
+//! * `reopen [task]`: 1,000,000 times `cancel()` then `reopen()` on one
+//!   group (with `task`: 100,000 times, each cycle first a `go()` task that
+//!   asks for its context and ends), then prints the resident memory kept
+//!   per cycle (`VmRSS` of `/proc/self/status`, Linux) and the time taken:
+//!   each reopen of a cancelled group keeps its fresh context until the
+//!   group is dropped.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -357,6 +363,38 @@ fn main() {
             let groups: usize = (0..=TREE_DEPTH).map(|d| TREE_FANOUT.pow(d)).sum();
             println!("{} groups", TREE_ROUNDS * groups);
         }
+        "reopen" => {
+            let with_task = match arg(1) {
+                "" => false,
+                "task" => true,
+                other => usage(other),
+            };
+            let cycles: usize = if with_task { 100_000 } else { 1_000_000 };
+            let wg = WaitGroup::new();
+            let before = resident_kib();
+            let start = Instant::now();
+            rt.block_on(async {
+                for _ in 0..cycles {
+                    if with_task {
+                        wg.go(|ctx| async move {
+                            std::hint::black_box(ctx.token());
+                        });
+                        wg.wait().await.expect("no failures");
+                    }
+                    wg.cancel();
+                    wg.reopen();
+                }
+            });
+            let took = start.elapsed();
+            match (before, resident_kib()) {
+                (Some(before), Some(after)) => println!(
+                    "{cycles} cycles in {took:?}: {} bytes resident kept per cycle",
+                    after.saturating_sub(before) * 1024 / cycles as u64
+                ),
+                _ => println!("{cycles} cycles in {took:?} (no /proc/self/status here)"),
+            }
+            drop(wg);
+        }
         "wake" => {
             // The loop of workload 5b, one variant: a waiter task parks, the
             // main task fires, then awaits the waiter.
@@ -475,11 +513,19 @@ fn peer_tree(chain: bool) -> Vec<(TaskTracker, CancellationToken)> {
     nodes
 }
 
+/// The resident memory of this process in KiB (`VmRSS`), where Linux's
+/// `/proc/self/status` says.
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
          pending [THREADS|churn], sort, stubborn [TASKS], tree, tree-peers [ordered], \
-         wake oneshot|lean|recording"
+         wake oneshot|lean|recording, reopen [task]"
     );
     std::process::exit(2);
 }

@@ -1383,10 +1383,11 @@ impl Node {
     /// Cancels this group's own context (not its scope: the groups below
     /// are reached in their turn), with `reason` unless it has one.
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
-        match self.later.get() {
+        if self.later.get().is_none() {
             // A group a shutdown stops often has no token made: none is made.
-            None => self.tokens.cancel_or_mark(OWN_CANCELLED, Some(reason)),
-            Some(later) => self.cancel_generations(later, OWN_CANCELLED, reason),
+            self.tokens.cancel_or_mark(OWN_CANCELLED, Some(reason));
+        } else {
+            self.cancel_generations(OWN_CANCELLED, reason);
         }
     }
 
@@ -1394,15 +1395,13 @@ impl Node {
     /// (see [`Later::oldest`]): the current one as `bits` say, those before
     /// it (drained already) only cancelled.
     #[cold]
-    fn cancel_generations(&self, later: &Later, bits: u8, reason: CancelReason) {
+    fn cancel_generations(&self, bits: u8, reason: CancelReason) {
         let current = self.generation();
         for older in self.older_uncancelled(current) {
             older.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
         }
         self.tokens_at(current).cancel_or_mark(bits, Some(reason));
-        later
-            .oldest
-            .fetch_max(current, std::sync::atomic::Ordering::Release);
+        self.cancelled_up_to(current);
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
@@ -1416,11 +1415,11 @@ impl Node {
     /// in one step, for a group with nothing to drain: one hold of the
     /// tokens lock where the two take it twice.
     pub(crate) fn drain_and_cancel_own(&self, reason: CancelReason) {
-        match self.later.get() {
-            None => self
-                .tokens
-                .cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason)),
-            Some(later) => self.cancel_generations(later, DRAINED | OWN_CANCELLED, reason),
+        if self.later.get().is_none() {
+            self.tokens
+                .cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason));
+        } else {
+            self.cancel_generations(DRAINED | OWN_CANCELLED, reason);
         }
     }
 

@@ -868,7 +868,9 @@ impl WaitGroup {
     /// Every context a group hands out stays readable for as long as the
     /// group lives (tasks and [`cancelled`](Self::cancelled) futures borrow
     /// it), so each reopen that makes a fresh one keeps a few hundred bytes
-    /// until the group is dropped.
+    /// until the group is dropped (220 B a `cancel()` and `reopen()`, 476 B
+    /// once a task asked for its context: `benches/profile.rs`, mode
+    /// `reopen`).
     ///
     /// Returns whether the group was closed.
     ///
