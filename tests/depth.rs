@@ -12,14 +12,20 @@
 //!   `wait`, `cancel`, `pending`, `errors`, `wait_blocking` and one more `link`
 //!   above the top each finish within [`BOUND`].
 //!
+//! * A [`ServiceError`] nested [`ERROR_DEPTH`] deep (the error of containers
+//!   nested in containers: `Starting`, `Failed`, `GaveUp` and `Failures` in
+//!   turn): its `Display` and `{:?}` write exactly the text the nesting gives
+//!   (built here outside in), and `{:#?}`, whose indentation makes its text
+//!   quadratic in the depth, a fifth as deep, on the same 2 MiB stack.
+//!
 //! A stack overflow aborts the whole process, and an exponential walk would
 //! run for hours, so every case runs in a child process: this test binary,
 //! re-executed for [`child_process_case`] only, with the case in the
 //! environment variable [`CASE`] (as tests/service_signal.rs does for
 //! signals). In the child the case runs on its own thread while the main
 //! thread waits for its completion message for at most the case's watchdog
-//! (60 s for a chain, twice [`BOUND`] for a diamond) and then exits. The
-//! parent test fails, naming the case, if the child failed, aborted (the
+//! (60 s for a chain or an error, twice [`BOUND`] for a diamond) and then
+//! exits. The parent test fails, naming the case, if the child failed, aborted (the
 //! message then says "has overflowed its stack") or timed out.
 //!
 //! On the code before issue #11 every walk over the chain overflows the stack
@@ -27,6 +33,10 @@
 //! root's free frees the chain recursively); on the ladder, `wait`, `cancel`,
 //! `wait_blocking` and `link` time out (they walk every path). Dropping the
 //! chain root first, and `pending` and `errors` on the ladder, already work.
+//! Before `ServiceError` wrote its text with an explicit stack, `Display` and
+//! `{:?}` of the deep error overflowed the stack, and `{:#?}` (nested
+//! formatters, each indenting every byte written through it) was still
+//! running at the 60 s watchdog; it takes 0.25 s now.
 //!
 //! Not for Miri (child processes; 100,000 groups).
 #![cfg(not(miri))]
@@ -35,6 +45,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use taskgroup::service::ServiceError;
 use taskgroup::{LinkError, PendingReport, WaitGroup};
 use tokio_test::{assert_pending, assert_ready, task};
 
@@ -50,6 +61,10 @@ const BOUND: Duration = Duration::from_secs(5);
 const CHAIN_WATCHDOG: Duration = Duration::from_secs(60);
 /// The stack of the thread every case runs on.
 const STACK: usize = 2 << 20;
+/// Levels of the nested service error (`Starting`, `Failed`, `GaveUp` and
+/// `Failures`, this many times each); dropping it recurses (Rust's drop glue
+/// through `Box<dyn Error>`), which this depth leaves room for.
+const ERROR_DEPTH: usize = 2_500;
 /// The name of the work put in the deepest group.
 const WORK: &str = "deepest-work";
 
@@ -100,6 +115,27 @@ fn diamond_case(op: &str) {
     if let Err(failure) = run_in_child(&format!("diamond:{op}")) {
         panic!("{failure}");
     }
+}
+
+fn error_case(op: &str) {
+    if let Err(failure) = run_in_child(&format!("error:{op}")) {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+fn a_deeply_nested_service_error_displays() {
+    error_case("display");
+}
+
+#[test]
+fn a_deeply_nested_service_error_debugs() {
+    error_case("debug");
+}
+
+#[test]
+fn a_deeply_nested_service_error_pretty_prints() {
+    error_case("pretty");
 }
 
 #[test]
@@ -222,6 +258,7 @@ fn run_case(case: &str) {
     match case.split(':').collect::<Vec<_>>().as_slice() {
         ["chain", kind, op] => chain_op(kind, op),
         ["diamond", op] => diamond_op(op),
+        ["error", op] => error_op(op),
         _ => panic!("unknown case {case}"),
     }
 }
@@ -413,4 +450,94 @@ fn diamond_op(op: &str) {
     }
     let took = started.elapsed();
     assert!(took < BOUND, "{op} on the ladder took {took:?}");
+}
+
+/// A service error `4 * cycles` levels deep, and what its `Display` and `{:?}`
+/// must write, built outside in (so in linear time): each cycle is a
+/// `Starting` whose source is a `Failed` whose source is a `GaveUp` whose last
+/// failure is a list of the next cycle and a leaf of its own.
+fn nested_error(cycles: usize) -> (ServiceError, String, String) {
+    let (mut text, mut text_tail) = (String::new(), Vec::new());
+    let (mut debug, mut debug_tail) = (String::new(), Vec::new());
+    for i in 0..cycles {
+        // `Starting` shows its source without its name ("f{i}: "), and `GaveUp`
+        // its last failure likewise (a list has no name).
+        text += &format!("starting s{i}: r{i}: gave up after 1 restarts within 1s; last failure: ");
+        text_tail.push(format!(
+            "; x{i}: exited early (returned Ok before it was stopped)"
+        ));
+        debug += &format!(
+            "Starting {{ name: \"s{i}\", source: Failed {{ name: \"f{i}\", source: GaveUp {{ \
+             name: \"r{i}\", restarts: 1, window: 1s, last: Failures {{ errors: ["
+        );
+        debug_tail.push(format!(", ExitedEarly {{ name: \"x{i}\" }}] }} }} }} }}"));
+    }
+    text += "end: panicked: deepest";
+    debug += "Panicked { name: \"end\", message: \"deepest\" }";
+    text.extend(text_tail.into_iter().rev());
+    debug.extend(debug_tail.into_iter().rev());
+    let mut error = ServiceError::Panicked {
+        name: "end".into(),
+        message: "deepest".into(),
+    };
+    for i in (0..cycles).rev() {
+        error = ServiceError::Failures {
+            errors: vec![
+                error,
+                ServiceError::ExitedEarly {
+                    name: format!("x{i}"),
+                },
+            ],
+        };
+        error = ServiceError::GaveUp {
+            name: format!("r{i}"),
+            restarts: 1,
+            window: Duration::from_secs(1),
+            last: Box::new(error),
+        };
+        error = ServiceError::Failed {
+            name: format!("f{i}"),
+            source: Box::new(error),
+        };
+        error = ServiceError::Starting {
+            name: format!("s{i}"),
+            source: Box::new(error),
+        };
+    }
+    (error, text, debug)
+}
+
+fn error_op(op: &str) {
+    match op {
+        "display" => {
+            let (error, text, _) = nested_error(ERROR_DEPTH);
+            assert!(
+                error.to_string() == text,
+                "Display differs from what the nesting gives"
+            );
+        }
+        "debug" => {
+            let (error, _, debug) = nested_error(ERROR_DEPTH);
+            assert!(
+                format!("{error:?}") == debug,
+                "{{:?}} differs from what the nesting gives"
+            );
+        }
+        "pretty" => {
+            let cycles = ERROR_DEPTH / 5;
+            let (error, _, _) = nested_error(cycles);
+            let pretty = format!("{error:#?}");
+            assert!(pretty.starts_with("Starting {\n    name: \"s0\",\n    source: Failed {\n"));
+            // Each cycle is five levels of `{:#?}`'s indentation (four structs
+            // and a list), so the deepest error is at 5 * cycles.
+            let indent = " ".repeat(4 * 5 * cycles);
+            let deepest = format!("\n{indent}Panicked {{\n{indent}    name: \"end\",\n");
+            assert!(
+                pretty.contains(&deepest),
+                "the deepest error is not where expected"
+            );
+            assert!(pretty.ends_with("\n}"));
+        }
+        _ => panic!("unknown error op {op}"),
+    }
 }

@@ -1,6 +1,6 @@
 //! Errors of the service layer: what a service run ended with, and what a setting got wrong.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 pub use crate::BoxError;
@@ -10,6 +10,10 @@ pub use crate::BoxError;
 /// Every variant that is about one service carries its `name`, and its `Display` starts with
 /// `"name: "`, so a [`Failures`](ServiceError::Failures) list prints as one `name: error` item
 /// per failed service. A nested group's failures print as a path (`"outer: inner: error"`).
+///
+/// `Display`, `{:?}` and `{:#?}` (the same text `derive(Debug)` writes) use an explicit stack,
+/// not recursion, so an error of containers nested any number of levels deep prints. Dropping
+/// one still recurses once per level (Rust's drop glue through the boxed sources).
 ///
 /// # Examples
 ///
@@ -28,7 +32,7 @@ pub use crate::BoxError;
 /// assert!(matches!(&err.failures()[0], ServiceError::Failed { name, .. } if name == "db"));
 /// # }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
     /// The service returned an error.
@@ -41,7 +45,6 @@ pub enum ServiceError {
     /// `name` and the container's path say where it came from). Panics, which carry no
     /// value, come from the core's records. Nothing here formats the error: a `Display` that
     /// panics only matters to whoever prints it.
-    #[error("{name}: {source}")]
     Failed {
         /// The service's name.
         name: String,
@@ -49,7 +52,6 @@ pub enum ServiceError {
         source: BoxError,
     },
     /// The service panicked; the panic was caught and did not unwind into the caller.
-    #[error("{name}: panicked: {message}")]
     Panicked {
         /// The service's name.
         name: String,
@@ -57,13 +59,11 @@ pub enum ServiceError {
         message: String,
     },
     /// A long-running service returned `Ok(())` before it was asked to stop.
-    #[error("{name}: exited early (returned Ok before it was stopped)")]
     ExitedEarly {
         /// The service's name.
         name: String,
     },
     /// The service did not report ready within its start timeout.
-    #[error("{name}: not ready within {timeout:?}")]
     StartTimeout {
         /// The service's name.
         name: String,
@@ -73,7 +73,6 @@ pub enum ServiceError {
     /// The service did not stop within its stop timeout after cancellation; its task was
     /// aborted. One per hung *leaf*: a service nested in containers is named by its path
     /// (`"top/nested/db"`), however deep, with where it was added and how long it ran.
-    #[error("{name}: did not stop within {timeout:?}, aborted (added at {site}, ran {age:?})")]
     StopTimeout {
         /// The service's path: the names of the containers around it and its own, joined
         /// by `/`.
@@ -88,14 +87,12 @@ pub enum ServiceError {
     },
     /// `serve` (or `run`) was called on a container that is already running; nothing was
     /// started a second time.
-    #[error("{name}: already running")]
     AlreadyRunning {
         /// The container's name.
         name: String,
     },
     /// A [`Sequence`](super::Sequence) could not start this service; the services started
     /// before it were stopped in reverse order.
-    #[error("starting {name}: {}", .source.reason())]
     Starting {
         /// The service that failed to start.
         name: String,
@@ -107,7 +104,6 @@ pub enum ServiceError {
     /// `Display`: `"flaky: gave up after 3 restarts within 10s; last failure: boom"`; with a
     /// window without end (`Duration::MAX`), `"flaky: gave up after 3 restarts; last failure:
     /// boom"`.
-    #[error("{name}: gave up after {restarts} restarts{}; last failure: {}", Within(*.window), .last.reason())]
     GaveUp {
         /// The service's name.
         name: String,
@@ -123,7 +119,6 @@ pub enum ServiceError {
     ///
     /// `Display` lists the signals in the order they arrived:
     /// `"app: forced stop: SIGINT then SIGTERM"`.
-    #[error("{name}: forced stop: {}", DisplaySignals(.signals))]
     Forced {
         /// The service's name.
         name: String,
@@ -134,7 +129,6 @@ pub enum ServiceError {
     },
     /// Every failure of a group or sequence, in the order they happened (the first failure,
     /// which started the shutdown, comes first).
-    #[error("{}", DisplayList(.errors))]
     Failures {
         /// One entry per failed service.
         errors: Vec<ServiceError>,
@@ -197,11 +191,14 @@ impl ServiceError {
     /// assert!(err.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
-        match self {
-            Self::Panicked { .. } => true,
-            Self::Starting { source, .. } => source.is_panic(),
-            Self::GaveUp { last, .. } => last.is_panic(),
-            _ => false,
+        let mut error = self;
+        loop {
+            match error {
+                Self::Panicked { .. } => return true,
+                Self::Starting { source, .. } => error = source,
+                Self::GaveUp { last, .. } => error = last,
+                _ => return false,
+            }
         }
     }
 
@@ -256,14 +253,148 @@ impl ServiceError {
 
     /// The error's text without the leading `"name: "`.
     pub(crate) fn reason(&self) -> String {
-        let full = self.to_string();
-        match self.name() {
-            Some(name) if !matches!(self, Self::Starting { .. }) => full
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(": "))
-                .map(str::to_owned)
-                .unwrap_or(full),
-            _ => full,
+        Bare(self).to_string()
+    }
+
+    /// Writes this error's text, or with `bare` its [`reason`](Self::reason), with an explicit
+    /// stack instead of recursion: an error is a tree users build (containers nested in
+    /// containers), so its depth is theirs, not the thread stack's.
+    fn write_text(&self, f: &mut fmt::Formatter<'_>, bare: bool) -> fmt::Result {
+        /// What is left to write, last first.
+        enum Piece<'a> {
+            /// An error's text; with `true`, without its leading `"name: "`.
+            Error(&'a ServiceError, bool),
+            /// The `"; "` between two errors of a list.
+            Separator,
+        }
+        let mut stack = vec![Piece::Error(self, bare)];
+        while let Some(piece) = stack.pop() {
+            let Piece::Error(error, bare) = piece else {
+                f.write_str("; ")?;
+                continue;
+            };
+            match (error.name(), error) {
+                // A `Starting` error's text starts with "starting name: ", not "name: ".
+                (_, Self::Starting { .. }) | (None, _) => {}
+                (Some(name), _) if !bare => write!(f, "{name}: ")?,
+                (Some(_), _) => {}
+            }
+            match error {
+                Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
+                    Some(inner) => stack.push(Piece::Error(inner, false)),
+                    None => write!(f, "{source}")?,
+                },
+                Self::Panicked { message, .. } => write!(f, "panicked: {message}")?,
+                Self::ExitedEarly { .. } => {
+                    f.write_str("exited early (returned Ok before it was stopped)")?
+                }
+                Self::StartTimeout { timeout, .. } => write!(f, "not ready within {timeout:?}")?,
+                Self::StopTimeout {
+                    timeout, site, age, ..
+                } => write!(
+                    f,
+                    "did not stop within {timeout:?}, aborted (added at {site}, ran {age:?})"
+                )?,
+                Self::AlreadyRunning { .. } => f.write_str("already running")?,
+                Self::Starting { name, source } => {
+                    write!(f, "starting {name}: ")?;
+                    stack.push(Piece::Error(source, true));
+                }
+                Self::GaveUp {
+                    restarts,
+                    window,
+                    last,
+                    ..
+                } => {
+                    write!(
+                        f,
+                        "gave up after {restarts} restarts{}; last failure: ",
+                        Within(*window)
+                    )?;
+                    stack.push(Piece::Error(last, true));
+                }
+                Self::Forced { signals, .. } => {
+                    write!(f, "forced stop: {}", DisplaySignals(signals))?
+                }
+                Self::Failures { errors } => {
+                    for (i, error) in errors.iter().enumerate().rev() {
+                        stack.push(Piece::Error(error, false));
+                        if i > 0 {
+                            stack.push(Piece::Separator);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This error's variant name and fields, in declaration order, for `Debug`.
+    fn debug_fields(&self) -> (&'static str, Vec<(&'static str, Field<'_>)>) {
+        use Field::{Error, List, Value};
+        match self {
+            Self::Failed { name, source } => {
+                let source = match source.downcast_ref::<ServiceError>() {
+                    Some(inner) => Error(inner),
+                    None => Value(source),
+                };
+                ("Failed", vec![("name", Value(name)), ("source", source)])
+            }
+            Self::Panicked { name, message } => (
+                "Panicked",
+                vec![("name", Value(name)), ("message", Value(message))],
+            ),
+            Self::ExitedEarly { name } => ("ExitedEarly", vec![("name", Value(name))]),
+            Self::StartTimeout { name, timeout } => (
+                "StartTimeout",
+                vec![("name", Value(name)), ("timeout", Value(timeout))],
+            ),
+            Self::StopTimeout {
+                name,
+                timeout,
+                site,
+                age,
+            } => (
+                "StopTimeout",
+                vec![
+                    ("name", Value(name)),
+                    ("timeout", Value(timeout)),
+                    ("site", Value(site)),
+                    ("age", Value(age)),
+                ],
+            ),
+            Self::AlreadyRunning { name } => ("AlreadyRunning", vec![("name", Value(name))]),
+            Self::Starting { name, source } => (
+                "Starting",
+                vec![("name", Value(name)), ("source", Error(source))],
+            ),
+            Self::GaveUp {
+                name,
+                restarts,
+                window,
+                last,
+            } => (
+                "GaveUp",
+                vec![
+                    ("name", Value(name)),
+                    ("restarts", Value(restarts)),
+                    ("window", Value(window)),
+                    ("last", Error(last)),
+                ],
+            ),
+            Self::Forced {
+                name,
+                signal,
+                signals,
+            } => (
+                "Forced",
+                vec![
+                    ("name", Value(name)),
+                    ("signal", Value(signal)),
+                    ("signals", Value(signals)),
+                ],
+            ),
+            Self::Failures { errors } => ("Failures", vec![("errors", List(errors))]),
         }
     }
 
@@ -313,15 +444,136 @@ impl fmt::Display for DisplaySignals<'_> {
     }
 }
 
-struct DisplayList<'a>(&'a [ServiceError]);
+/// An error's text without its leading `"name: "`: [`ServiceError::reason`].
+struct Bare<'a>(&'a ServiceError);
 
-impl fmt::Display for DisplayList<'_> {
+impl fmt::Display for Bare<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
+        self.0.write_text(f, true)
+    }
+}
+
+/// `"name: error"`; a nested container's error as a path (`"outer: inner: error"`), a list
+/// as its items joined by `"; "`. Written without recursion, at any depth.
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_text(f, false)
+    }
+}
+
+/// A field's value, for `Debug`.
+enum Field<'a> {
+    /// Written with its own `Debug`.
+    Value(&'a dyn fmt::Debug),
+    /// A nested error, expanded by the same loop.
+    Error(&'a ServiceError),
+    /// A list of errors, expanded by the same loop.
+    List(&'a [ServiceError]),
+}
+
+/// What `derive(Debug)` would write (`{:?}` and `{:#?}` alike), but with an explicit stack
+/// instead of recursion, so that an error nested any number of containers deep prints.
+impl fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// What is left to write, last first.
+        enum Piece<'a> {
+            Text(&'static str),
+            Value(&'a dyn fmt::Debug),
+            Error(&'a ServiceError),
+            /// Lines from here on are indented one level more (`{:#?}`)...
+            Indent,
+            /// ... or one level less.
+            Dedent,
+        }
+        let pretty = f.alternate();
+        let mut out = Indented {
+            f,
+            level: 0,
+            on_newline: false,
+        };
+        let mut stack = vec![Piece::Error(self)];
+        let mut pieces = Vec::new();
+        while let Some(piece) = stack.pop() {
+            let error = match piece {
+                Piece::Text(text) => {
+                    out.write_str(text)?;
+                    continue;
+                }
+                Piece::Value(value) if pretty => {
+                    write!(out, "{value:#?}")?;
+                    continue;
+                }
+                Piece::Value(value) => {
+                    write!(out, "{value:?}")?;
+                    continue;
+                }
+                Piece::Indent => {
+                    out.level += 1;
+                    continue;
+                }
+                Piece::Dedent => {
+                    out.level -= 1;
+                    continue;
+                }
+                Piece::Error(error) => error,
+            };
+            // This error's pieces, in order, then onto the stack reversed.
+            let (variant, fields) = error.debug_fields();
+            pieces.push(Piece::Text(variant));
+            pieces.push(Piece::Text(if pretty { " {\n" } else { " { " }));
+            pieces.extend(pretty.then_some(Piece::Indent));
+            for (i, (key, value)) in fields.into_iter().enumerate() {
+                if i > 0 && !pretty {
+                    pieces.push(Piece::Text(", "));
+                }
+                pieces.push(Piece::Text(key));
+                pieces.push(Piece::Text(": "));
+                match value {
+                    Field::Value(value) => pieces.push(Piece::Value(value)),
+                    Field::Error(inner) => pieces.push(Piece::Error(inner)),
+                    Field::List([]) => pieces.push(Piece::Text("[]")),
+                    Field::List(errors) => {
+                        pieces.push(Piece::Text(if pretty { "[\n" } else { "[" }));
+                        pieces.extend(pretty.then_some(Piece::Indent));
+                        for (i, error) in errors.iter().enumerate() {
+                            if i > 0 && !pretty {
+                                pieces.push(Piece::Text(", "));
+                            }
+                            pieces.push(Piece::Error(error));
+                            pieces.extend(pretty.then_some(Piece::Text(",\n")));
+                        }
+                        pieces.extend(pretty.then_some(Piece::Dedent));
+                        pieces.push(Piece::Text("]"));
+                    }
+                }
+                pieces.extend(pretty.then_some(Piece::Text(",\n")));
             }
-            write!(f, "{e}")?;
+            pieces.extend(pretty.then_some(Piece::Dedent));
+            pieces.push(Piece::Text(if pretty { "}" } else { " }" }));
+            stack.extend(pieces.drain(..).rev());
+        }
+        Ok(())
+    }
+}
+
+/// Writes to a formatter with each line indented four spaces per `level`, as the standard
+/// library's `{:#?}` indents a nested value.
+struct Indented<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    level: usize,
+    on_newline: bool,
+}
+
+impl fmt::Write for Indented<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for line in s.split_inclusive('\n') {
+            if self.on_newline {
+                for _ in 0..self.level {
+                    self.f.write_str("    ")?;
+                }
+            }
+            self.on_newline = line.ends_with('\n');
+            self.f.write_str(line)?;
         }
         Ok(())
     }
@@ -441,5 +693,151 @@ impl fmt::Display for TeardownError {
             write!(f, "; run failed too: {run}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Display`, `{:?}` and `{:#?}` write what they wrote when `Debug` was derived and
+    /// `Display` came from `thiserror` (the texts below are that code's output), with a
+    /// multi-line value, an empty list and a foreign source among them.
+    #[test]
+    fn errors_print_as_before_the_explicit_stack() {
+        let error = ServiceError::Failures {
+            errors: vec![
+                ServiceError::Failed {
+                    name: "outer".into(),
+                    source: Box::new(ServiceError::Starting {
+                        name: "db".into(),
+                        source: Box::new(ServiceError::GaveUp {
+                            name: "db".into(),
+                            restarts: 2,
+                            window: Duration::from_secs(1),
+                            last: Box::new(ServiceError::Panicked {
+                                name: "db".into(),
+                                message: "boom\nline two".into(),
+                            }),
+                        }),
+                    }),
+                },
+                ServiceError::Failed {
+                    name: "cache".into(),
+                    source: "refused".into(),
+                },
+                ServiceError::Failures { errors: vec![] },
+                ServiceError::StartTimeout {
+                    name: "http".into(),
+                    timeout: Duration::from_millis(1500),
+                },
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "outer: starting db: gave up after 2 restarts within 1s; last failure: panicked: \
+             boom\nline two; cache: refused; ; http: not ready within 1.5s"
+        );
+        assert_eq!(
+            format!("{error:?}"),
+            "Failures { errors: [Failed { name: \"outer\", source: Starting { name: \"db\", \
+             source: GaveUp { name: \"db\", restarts: 2, window: 1s, last: Panicked { name: \
+             \"db\", message: \"boom\\nline two\" } } } }, Failed { name: \"cache\", source: \
+             \"refused\" }, Failures { errors: [] }, StartTimeout { name: \"http\", timeout: \
+             1.5s }] }"
+        );
+        let pretty = r#"Failures {
+    errors: [
+        Failed {
+            name: "outer",
+            source: Starting {
+                name: "db",
+                source: GaveUp {
+                    name: "db",
+                    restarts: 2,
+                    window: 1s,
+                    last: Panicked {
+                        name: "db",
+                        message: "boom\nline two",
+                    },
+                },
+            },
+        },
+        Failed {
+            name: "cache",
+            source: "refused",
+        },
+        Failures {
+            errors: [],
+        },
+        StartTimeout {
+            name: "http",
+            timeout: 1.5s,
+        },
+    ],
+}"#;
+        assert_eq!(format!("{error:#?}"), pretty);
+        let ServiceError::Failures { errors } = &error else {
+            unreachable!()
+        };
+        assert_eq!(
+            errors[0].reason(),
+            "starting db: gave up after 2 restarts within 1s; last failure: panicked: boom\nline \
+             two"
+        );
+        assert_eq!(errors[3].reason(), "not ready within 1.5s");
+        // `source()` is still `thiserror`'s, from the fields named `source`.
+        use std::error::Error as _;
+        let inner = errors[0].source().expect("a source");
+        assert!(matches!(
+            inner.downcast_ref::<ServiceError>(),
+            Some(ServiceError::Starting { .. })
+        ));
+        assert_eq!(errors[1].source().expect("a source").to_string(), "refused");
+        assert!(errors[3].source().is_none());
+    }
+
+    /// Every variant without nesting, in both `Debug` forms, as `derive(Debug)` writes them.
+    #[test]
+    fn flat_variants_debug_as_derived() {
+        let site = std::panic::Location::caller();
+        let cases = [
+            (
+                ServiceError::ExitedEarly { name: "a".into() },
+                "ExitedEarly { name: \"a\" }".to_owned(),
+            ),
+            (
+                ServiceError::AlreadyRunning { name: "a".into() },
+                "AlreadyRunning { name: \"a\" }".to_owned(),
+            ),
+            (
+                ServiceError::StopTimeout {
+                    name: "a/b".into(),
+                    timeout: Duration::from_secs(2),
+                    site,
+                    age: Duration::from_millis(3),
+                },
+                format!("StopTimeout {{ name: \"a/b\", timeout: 2s, site: {site:?}, age: 3ms }}"),
+            ),
+            (
+                ServiceError::Forced {
+                    name: "app".into(),
+                    signal: crate::shutdown::Signal::Terminate,
+                    signals: vec![
+                        crate::shutdown::Signal::Interrupt,
+                        crate::shutdown::Signal::Terminate,
+                    ],
+                },
+                "Forced { name: \"app\", signal: Terminate, signals: [Interrupt, Terminate] }"
+                    .to_owned(),
+            ),
+        ];
+        for (error, debug) in cases {
+            assert_eq!(format!("{error:?}"), debug);
+            assert!(format!("{error:#?}").starts_with(&format!(
+                "{} {{\n    name: ",
+                debug.split(' ').next().unwrap()
+            )));
+        }
     }
 }
