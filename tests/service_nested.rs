@@ -202,3 +202,57 @@ async fn a_clean_wait_group_member_stops_ok() {
     ctx.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// Hung services reported by their container's stop.
+const MANY_HUNG: usize = 40_000;
+/// Generous upper bound (real time, debug build) for serving, stopping and reporting
+/// [`MANY_HUNG`] hung services: 5.4 s here, 67 s before their report was linear.
+const MANY_HUNG_BOUND: Duration = Duration::from_secs(30);
+
+/// A stop timeout of many hung services names each once, in time linear in their number:
+/// [`MANY_HUNG`] services in one group, every other one in a nested group of its own (whose
+/// task's path is then a prefix of its service's, so not a leaf). Before, the container's
+/// loop counted its running and ready members after every event, and its report compared
+/// every hung path with every other, found each member's first leaf by a scan of all the
+/// leaves, and, waiting for the nested containers to report, scanned every member after
+/// each one returned: all quadratic.
+#[tokio::test(start_paused = true)]
+async fn many_hung_services_are_named_in_linear_time() {
+    let mut builder = ServiceGroup::builder("Top").stop_timeout(Duration::from_secs(1));
+    for i in 0..MANY_HUNG {
+        builder = if i % 2 == 0 {
+            builder.service(hung_named(format!("s{i}")))
+        } else {
+            let nested = ServiceGroup::builder(format!("n{i}"))
+                .service(hung_named(format!("s{i}")))
+                .build()
+                .unwrap();
+            builder.service(nested)
+        };
+    }
+    let top = builder.build().unwrap();
+    let started = std::time::Instant::now();
+    let (err, took) = stop_after_a_second(top).await;
+    let real = started.elapsed();
+    assert_eq!(took, Duration::from_secs(1));
+    let mut expected: Vec<String> = (0..MANY_HUNG)
+        .map(|i| match i % 2 {
+            0 => format!("Top/s{i}"),
+            _ => format!("Top/n{i}/s{i}"),
+        })
+        .collect();
+    expected.sort();
+    assert!(hung_paths(&err) == expected, "not each hung leaf once");
+    assert!(
+        real < MANY_HUNG_BOUND,
+        "{MANY_HUNG} hung services took {real:?}"
+    );
+}
+
+fn hung_named(name: String) -> impl Service {
+    service_fn(name, |_ctx, ready: Ready| async move {
+        ready.ready();
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}

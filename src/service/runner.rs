@@ -442,7 +442,10 @@ fn task_path(info: &TaskInfo) -> String {
     }
 }
 
-/// Names every hung leaf among `tasks` (a task with no other listed task below its path).
+/// Names every hung leaf among `tasks` (a task with no other listed task below its path), in
+/// their order, each path once.
+///
+/// In O(n log n) path comparisons ([`has_paths_below`]), not a comparison of every pair.
 pub(crate) fn hung_leaves<'a>(
     tasks: impl IntoIterator<Item = &'a TaskInfo>,
     timeout: Duration,
@@ -454,20 +457,35 @@ pub(crate) fn hung_leaves<'a>(
         .map(|t| (task_path(t), t))
         .filter(|(p, _)| seen.insert(p.clone()))
         .collect();
+    let inner = has_paths_below(listed.iter().map(|(path, _)| path.as_str()));
     let sites = sites.lock();
     listed
         .iter()
-        .filter(|(p, _)| {
-            let prefix = format!("{p}/");
-            !listed.iter().any(|(q, _)| q.starts_with(&prefix))
-        })
-        .map(|(path, info)| ServiceError::StopTimeout {
+        .zip(inner)
+        .filter(|(_, inner)| !inner)
+        .map(|((path, info), _)| ServiceError::StopTimeout {
             name: path.clone(),
             timeout,
             site: sites.get(path).copied().unwrap_or(info.site()),
             age: info.age(),
         })
         .collect()
+}
+
+/// For each of `paths` (distinct), whether another of them is below it (starts with it and a
+/// `/`): sorted by their `/`-separated segments, the paths below a path come right after it,
+/// so only each path's successor in that order is compared.
+fn has_paths_below<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+    let paths: Vec<&str> = paths.into_iter().collect();
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_unstable_by(|&a, &b| paths[a].split('/').cmp(paths[b].split('/')));
+    let mut below = vec![false; paths.len()];
+    for pair in order.windows(2) {
+        below[pair[0]] = paths[pair[1]]
+            .strip_prefix(paths[pair[0]])
+            .is_some_and(|rest| rest.starts_with('/'));
+    }
+    below
 }
 
 /// A member slot during one run of a container.
@@ -500,6 +518,11 @@ pub(crate) struct Run {
     pub(crate) place: Place,
     reporter: Reporter,
     slots: Vec<Slot>,
+    /// Slots with a run (`run.is_some()`), kept so that a container's loop, which asks after
+    /// every event, costs O(1) per event and not O(members).
+    running: usize,
+    /// Slots marked ready (`ready`), likewise.
+    ready: usize,
     services: Vec<Arc<Mutex<Box<dyn Service>>>>,
     ends: FuturesUnordered<BoxFuture<'static, usize>>,
     readies: FuturesUnordered<BoxFuture<'static, (usize, bool)>>,
@@ -583,6 +606,8 @@ impl Run {
                     stopping: false,
                 })
                 .collect(),
+            running: 0,
+            ready: 0,
             services: members.iter().map(|m| m.service.clone()).collect(),
             ends: FuturesUnordered::new(),
             readies: FuturesUnordered::new(),
@@ -612,11 +637,25 @@ impl Run {
     }
 
     pub(crate) fn running(&self) -> usize {
-        self.slots.iter().filter(|s| s.run.is_some()).count()
+        self.running
     }
 
     pub(crate) fn all_ready(&self) -> bool {
-        self.slots.iter().all(|s| s.ready)
+        self.ready == self.slots.len()
+    }
+
+    /// Marks member `i` ready, once.
+    fn mark_ready(&mut self, i: usize) -> bool {
+        let first = !std::mem::replace(&mut self.slots[i].ready, true);
+        self.ready += usize::from(first);
+        first
+    }
+
+    /// Takes member `i`'s run, if it has one.
+    fn take_run(&mut self, i: usize) -> Option<Spawned> {
+        let run = self.slots[i].run.take();
+        self.running -= usize::from(run.is_some());
+        run
     }
 
     fn self_reports(&self, i: usize) -> bool {
@@ -659,7 +698,9 @@ impl Run {
             }
             .boxed(),
         );
-        self.slots[i].run = Some(spawned);
+        if self.slots[i].run.replace(spawned).is_none() {
+            self.running += 1;
+        }
     }
 
     /// Whether the container is stopping as a whole (its context or group cancelled).
@@ -675,8 +716,7 @@ impl Run {
                 Some(i) = self.ends.next(), if !self.ends.is_empty() => self.ended(i),
                 Some((i, ok)) = self.readies.next(), if !self.readies.is_empty() => {
                     if ok && self.is_running(i) {
-                        if !self.slots[i].ready {
-                            self.slots[i].ready = true;
+                        if self.mark_ready(i) {
                             self.report(i, ServiceState::Running);
                         }
                         Some(Event::Ready(i, true))
@@ -696,7 +736,7 @@ impl Run {
     }
 
     fn ended(&mut self, i: usize) -> Option<Event> {
-        let run = self.slots[i].run.take()?;
+        let run = self.take_run(i)?;
         let end = run.end();
         let stopping = self.slots[i].stopping || self.is_cancelled();
         let name = self.slots[i].name.clone();
@@ -705,7 +745,7 @@ impl Run {
             End::Done => match self.slots[i].kind {
                 Kind::LongRunning => Some(ServiceError::ExitedEarly { name: name.clone() }),
                 Kind::OneShot | Kind::Ending => {
-                    self.slots[i].ready = true;
+                    self.mark_ready(i);
                     None
                 }
             },
@@ -751,7 +791,10 @@ impl Run {
                 }
             }
         }
-        while targets.iter().any(|&i| self.is_running(i)) {
+        while match which {
+            Some(i) => self.is_running(i),
+            None => self.running > 0,
+        } {
             // The container around may start its own stop (with an earlier deadline) while
             // this one is stopping: never outlive it.
             if let Some(parent) = self
@@ -780,17 +823,31 @@ impl Run {
     /// At the deadline, before aborting: members that host a container (whose deadline is
     /// this one at the latest) are given up to [`REPORT_WINDOW`] to report their hung leaves
     /// and return, so that their report is not lost with their abort.
+    ///
+    /// The members waited for are those hosting a container now, at the deadline: one that
+    /// starts hosting later (its container already past its deadline) is aborted with the
+    /// rest, and its hung leaves are named by [`abort`](Self::abort)'s walk. A member that
+    /// returns is dropped from the end of that list, so each event costs O(1) amortised, not
+    /// a scan of every member (quadratic when thousands of nested containers return in turn).
     async fn let_nested_report(&mut self, targets: &[usize]) {
-        let hosting = |run: &Run| {
-            targets.iter().any(|&i| {
-                run.slots[i]
+        let mut hosting: Vec<usize> = targets
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.slots[i]
                     .run
                     .as_ref()
                     .is_some_and(|r| r.hosts.load(Ordering::Relaxed))
             })
-        };
+            .collect();
         let until = deadline_after(REPORT_WINDOW);
-        while hosting(self) {
+        loop {
+            while hosting.last().is_some_and(|&i| !self.is_running(i)) {
+                hosting.pop();
+            }
+            if hosting.is_empty() {
+                return;
+            }
             match self.next(Some(until)).await {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
                 Event::Timeout => return,
@@ -804,21 +861,39 @@ impl Run {
         let mut infos: Vec<TaskInfo> = Vec::new();
         let mut groups = Vec::new();
         for &i in targets {
-            if let Some(run) = self.slots[i].run.take() {
+            if let Some(run) = self.take_run(i) {
                 infos.extend(run.group.pending().tasks().cloned());
                 groups.push((i, run));
             }
         }
         let hung = hung_leaves(&infos, timeout, &self.place.sites);
+        // A member reports ready for nothing now; its end is the first hung leaf below it:
+        // one named `path/member` or `path/member/...`. Found by looking up each prefix of a
+        // leaf's path that ends before a `/` (a member's name may hold a `/` itself) and is
+        // no longer than the longest name, so in time linear in the leaves, not members
+        // times leaves.
+        let members: HashMap<&str, usize> = groups
+            .iter()
+            .map(|(i, _)| (self.slots[*i].name.as_str(), *i))
+            .collect();
+        let longest = members.keys().map(|name| name.len()).max().unwrap_or(0);
+        let mut first: HashMap<usize, &ServiceError> = HashMap::new();
+        let base = format!("{}/", self.place.path);
+        for leaf in &hung {
+            let Some(rest) = leaf.name().and_then(|n| n.strip_prefix(&base)) else {
+                continue;
+            };
+            let ends = rest.match_indices('/').map(|(at, _)| at);
+            for end in ends.chain([rest.len()]).take_while(|&end| end <= longest) {
+                if let Some(&i) = members.get(&rest[..end]) {
+                    first.entry(i).or_insert(leaf);
+                }
+            }
+        }
         for (i, run) in &groups {
-            // A member reports ready for nothing now; its end is the hung leaves below it.
-            let prefix = format!("{}/{}", self.place.path, self.slots[*i].name);
-            let first = hung.iter().find(|e| {
-                e.name()
-                    .is_some_and(|n| n == prefix || n.starts_with(&format!("{prefix}/")))
-            });
             if !run.self_reports.load(Ordering::Relaxed) {
-                self.reporter.ended(&self.slots[*i].name, first);
+                self.reporter
+                    .ended(&self.slots[*i].name, first.get(i).copied());
             }
         }
         self.errors.extend(hung);
@@ -854,5 +929,47 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
         Ok(())
     } else {
         Err(ServiceError::Failures { errors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_paths_below;
+
+    /// The sorted successor check agrees with comparing every pair, on paths built to trip a
+    /// plain string sort (`'-'` and `'.'` sort before `'/'`, so `a-b` falls between `a` and
+    /// `a/x`) and with empty segments (`a//x`, a trailing `/`).
+    #[test]
+    fn paths_below_match_the_pairwise_definition() {
+        let segments = ["a", "a-b", "a.b", "", "b"];
+        let mut paths = Vec::new();
+        for x in segments {
+            paths.push(x.to_owned());
+            for y in segments {
+                paths.push(format!("{x}/{y}"));
+                for z in ["a", ""] {
+                    paths.push(format!("{x}/{y}/{z}"));
+                }
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        // Every order of the input gives the same answer: a few rotations and the reverse.
+        for turn in [0, 1, paths.len() / 2, paths.len() - 1] {
+            for reversed in [false, true] {
+                let mut input = paths.clone();
+                input.rotate_left(turn);
+                if reversed {
+                    input.reverse();
+                }
+                let fast = has_paths_below(input.iter().map(String::as_str));
+                let pairwise: Vec<bool> = input
+                    .iter()
+                    .map(|p| input.iter().any(|q| q.starts_with(&format!("{p}/"))))
+                    .collect();
+                assert_eq!(fast, pairwise, "input {input:?}");
+            }
+        }
+        assert_eq!(paths.len(), 5 + 5 * 5 + 5 * 5 * 2);
     }
 }
