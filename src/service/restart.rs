@@ -201,7 +201,9 @@ impl XorShift {
 ///
 /// [`new`](Intensity::new) rejects a zero window. `Duration::MAX` is a window without end
 /// (at most `max_restarts` restarts ever); a restarter keeps at most `max_restarts`
-/// restart times whatever the window, so its memory is bounded.
+/// restart times whatever the window, and for a window without end only a count, so its
+/// memory is bounded, `Intensity::new(usize::MAX, Duration::MAX)` (restart forever)
+/// included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intensity {
     max_restarts: usize,
@@ -399,17 +401,32 @@ impl<S: Service> Service for Restarter<S> {
 }
 
 /// The restart times inside the intensity window, at most `max_restarts` of them: memory
-/// bounded by the restart count whatever the window (`Duration::MAX` included).
+/// bounded by the restart count whatever the window. A window without end (`Duration::MAX`)
+/// keeps a count instead, as no restart ever leaves it: with `max_restarts` at `usize::MAX`
+/// too (restart forever), times would pile up, one per restart.
 #[derive(Debug)]
 struct Window {
     times: VecDeque<Instant>,
+    /// The restarts so far, for a window without end (`times` stays empty).
+    ever: usize,
     intensity: Intensity,
 }
 
 impl Window {
+    fn new(intensity: Intensity) -> Self {
+        Window {
+            times: VecDeque::new(),
+            ever: 0,
+            intensity,
+        }
+    }
+
     /// Forgets the restarts that left the window as of `now`; how many remain.
     fn count(&mut self, now: Instant) -> usize {
         let window = self.intensity.window;
+        if window == Duration::MAX {
+            return self.ever;
+        }
         while self
             .times
             .front()
@@ -421,6 +438,10 @@ impl Window {
     }
 
     fn push(&mut self, now: Instant) {
+        if self.intensity.window == Duration::MAX {
+            self.ever = self.ever.saturating_add(1);
+            return;
+        }
         self.times.push_back(now);
         while self.times.len() > self.intensity.max_restarts {
             self.times.pop_front();
@@ -449,10 +470,7 @@ async fn supervise(
     let mut guard = AbortOnDrop::new(place.wg.clone());
     let mut rng = s.backoff.rng();
     let mut outer_ready = Some(ready);
-    let mut window = Window {
-        times: VecDeque::new(),
-        intensity: s.intensity,
-    };
+    let mut window = Window::new(s.intensity);
     let mut attempt: u32 = 1;
     let result = loop {
         let rep = reporter.with_attempt(attempt);
@@ -742,20 +760,35 @@ impl SupervisorBuilder {
 mod tests {
     use super::*;
 
-    /// An intensity window of `Duration::MAX` keeps at most `max_restarts` restart times,
-    /// however many restarts happen (before issue 13 it kept one per restart, forever).
+    /// A window keeps at most `max_restarts` restart times, however many restarts happen
+    /// (before issue 13 one of `Duration::MAX` kept one per restart, forever), and counts
+    /// the restarts inside it.
     #[test]
     fn window_memory_is_bounded_by_the_restart_count() {
-        let mut window = Window {
-            times: VecDeque::new(),
-            intensity: Intensity::new(3, Duration::MAX).unwrap(),
-        };
+        let mut window = Window::new(Intensity::new(3, Duration::from_secs(100_000)).unwrap());
         let t0 = Instant::now();
         for i in 0..10_000u64 {
             let now = t0 + Duration::from_secs(i);
-            assert!(window.count(now) <= 3);
+            assert_eq!(window.count(now), (i as usize).min(3));
             window.push(now);
             assert!(window.times.len() <= 3);
+        }
+    }
+
+    /// A window without end keeps no times at all, only a count: restarting forever
+    /// (`usize::MAX` restarts) no longer keeps a time per restart. The count still drives the
+    /// decision to give up and the backoff.
+    #[test]
+    fn a_window_without_end_keeps_a_count_not_times() {
+        for max in [3, usize::MAX] {
+            let mut window = Window::new(Intensity::new(max, Duration::MAX).unwrap());
+            let t0 = Instant::now();
+            for i in 0..10_000u64 {
+                let now = t0 + Duration::from_secs(i);
+                assert_eq!(window.count(now), i as usize);
+                window.push(now);
+                assert!(window.times.is_empty());
+            }
         }
     }
 }
