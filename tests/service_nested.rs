@@ -19,7 +19,7 @@ fn polite(name: &'static str) -> impl Service {
     })
 }
 
-fn hung(name: &'static str) -> impl Service {
+fn hung(name: impl Into<String>) -> impl Service {
     service_fn(name, |_ctx, ready: Ready| async move {
         ready.ready();
         std::future::pending::<()>().await;
@@ -221,10 +221,10 @@ async fn many_hung_services_are_named_in_linear_time() {
     let mut builder = ServiceGroup::builder("Top").stop_timeout(Duration::from_secs(1));
     for i in 0..MANY_HUNG {
         builder = if i % 2 == 0 {
-            builder.service(hung_named(format!("s{i}")))
+            builder.service(hung(format!("s{i}")))
         } else {
             let nested = ServiceGroup::builder(format!("n{i}"))
-                .service(hung_named(format!("s{i}")))
+                .service(hung(format!("s{i}")))
                 .build()
                 .unwrap();
             builder.service(nested)
@@ -247,12 +247,4 @@ async fn many_hung_services_are_named_in_linear_time() {
         real < MANY_HUNG_BOUND,
         "{MANY_HUNG} hung services took {real:?}"
     );
-}
-
-fn hung_named(name: String) -> impl Service {
-    service_fn(name, |_ctx, ready: Ready| async move {
-        ready.ready();
-        std::future::pending::<()>().await;
-        Ok(())
-    })
 }
