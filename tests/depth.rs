@@ -12,11 +12,12 @@
 //!   `wait`, `cancel`, `pending`, `errors`, `wait_blocking` and one more `link`
 //!   above the top each finish within [`BOUND`].
 //!
-//! * A [`ServiceError`] nested [`ERROR_DEPTH`] deep (the error of containers
-//!   nested in containers: `Starting`, `Failed`, `GaveUp` and `Failures` in
-//!   turn): its `Display` and `{:?}` write exactly the text the nesting gives
-//!   (built here outside in), and `{:#?}`, whose indentation makes its text
-//!   quadratic in the depth, a fifth as deep, on the same 2 MiB stack.
+//! * A [`ServiceError`] nested 10,000 levels deep ([`ERROR_CYCLES`] times a
+//!   `Starting`, a `Failed`, a `GaveUp` and a `Failures`, as containers nested
+//!   in containers make them): its `Display` and `{:?}` write exactly the text
+//!   the nesting gives (built here outside in), and `{:#?}`, whose indentation
+//!   makes its text quadratic in the depth, prints it a fifth as deep with the
+//!   deepest error at its indentation, on the same 2 MiB stack.
 //!
 //! A stack overflow aborts the whole process, and an exponential walk would
 //! run for hours, so every case runs in a child process: this test binary,
@@ -25,8 +26,8 @@
 //! signals). In the child the case runs on its own thread while the main
 //! thread waits for its completion message for at most the case's watchdog
 //! (60 s for a chain or an error, twice [`BOUND`] for a diamond) and then
-//! exits. The parent test fails, naming the case, if the child failed, aborted (the
-//! message then says "has overflowed its stack") or timed out.
+//! exits. The parent test fails, naming the case, if the child failed, aborted
+//! (the message then says "has overflowed its stack") or timed out.
 //!
 //! On the code before issue #11 every walk over the chain overflows the stack
 //! (the walks recurse once per group), as does dropping it leaf first (the
@@ -61,10 +62,10 @@ const BOUND: Duration = Duration::from_secs(5);
 const CHAIN_WATCHDOG: Duration = Duration::from_secs(60);
 /// The stack of the thread every case runs on.
 const STACK: usize = 2 << 20;
-/// Levels of the nested service error (`Starting`, `Failed`, `GaveUp` and
-/// `Failures`, this many times each); dropping it recurses (Rust's drop glue
-/// through `Box<dyn Error>`), which this depth leaves room for.
-const ERROR_DEPTH: usize = 2_500;
+/// Cycles of the nested service error, each a `Starting`, a `Failed`, a
+/// `GaveUp` and a `Failures`: 10,000 levels. Dropping it recurses (Rust's drop
+/// glue through `Box<dyn Error>`), which this depth leaves room for.
+const ERROR_CYCLES: usize = 2_500;
 /// The name of the work put in the deepest group.
 const WORK: &str = "deepest-work";
 
@@ -510,21 +511,21 @@ fn nested_error(cycles: usize) -> (ServiceError, String, String) {
 fn error_op(op: &str) {
     match op {
         "display" => {
-            let (error, text, _) = nested_error(ERROR_DEPTH);
+            let (error, text, _) = nested_error(ERROR_CYCLES);
             assert!(
                 error.to_string() == text,
                 "Display differs from what the nesting gives"
             );
         }
         "debug" => {
-            let (error, _, debug) = nested_error(ERROR_DEPTH);
+            let (error, _, debug) = nested_error(ERROR_CYCLES);
             assert!(
                 format!("{error:?}") == debug,
                 "{{:?}} differs from what the nesting gives"
             );
         }
         "pretty" => {
-            let cycles = ERROR_DEPTH / 5;
+            let cycles = ERROR_CYCLES / 5;
             let (error, _, _) = nested_error(cycles);
             let pretty = format!("{error:#?}");
             assert!(pretty.starts_with("Starting {\n    name: \"s0\",\n    source: Failed {\n"));
