@@ -273,11 +273,10 @@ impl ServiceError {
                 f.write_str("; ")?;
                 continue;
             };
-            match (error.name(), error) {
-                // A `Starting` error's text starts with "starting name: ", not "name: ".
-                (_, Self::Starting { .. }) | (None, _) => {}
-                (Some(name), _) if !bare => write!(f, "{name}: ")?,
-                (Some(_), _) => {}
+            // A `Starting` error's text starts with "starting name: ", not "name: ".
+            let named = !bare && !matches!(error, Self::Starting { .. });
+            if let (true, Some(name)) = (named, error.name()) {
+                write!(f, "{name}: ")?;
             }
             match error {
                 Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
