@@ -18,6 +18,9 @@
 //!   the nesting gives (built here outside in), and `{:#?}`, whose indentation
 //!   makes its text quadratic in the depth, prints it a fifth as deep with the
 //!   deepest error at its indentation, on the same 2 MiB stack.
+//! * Containers nested [`SERVICE_DEPTH`] deep (a `Sequence` in a
+//!   `ServiceGroup` in a `Restarter` in a `Sequence`, and so on): dropping them
+//!   does not overflow the 2 MiB stack.
 //!
 //! A stack overflow aborts the whole process, and an exponential walk would
 //! run for hours, so every case runs in a child process: this test binary,
@@ -37,7 +40,9 @@
 //! Before `ServiceError` wrote its text with an explicit stack, `Display` and
 //! `{:?}` of the deep error overflowed the stack, and `{:#?}` (nested
 //! formatters, each indenting every byte written through it) was still
-//! running at the 60 s watchdog; it takes 0.25 s now.
+//! running at the 60 s watchdog; it takes 0.25 s now. Before containers
+//! dropped their members by a loop, dropping the nested containers overflowed
+//! the stack.
 //!
 //! Not for Miri (child processes; 100,000 groups).
 #![cfg(not(miri))]
@@ -46,9 +51,12 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use taskgroup::service::ServiceError;
+use taskgroup::service::{
+    service_fn, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
+};
 use taskgroup::{LinkError, PendingReport, WaitGroup};
 use tokio_test::{assert_pending, assert_ready, task};
+use tokio_util::sync::CancellationToken;
 
 /// The environment variable that makes [`child_process_case`] run a case.
 const CASE: &str = "TASKGROUP_DEPTH_CASE";
@@ -66,6 +74,8 @@ const STACK: usize = 2 << 20;
 /// `GaveUp` and a `Failures`: 10,000 levels. Dropping it recurses (Rust's drop
 /// glue through `Box<dyn Error>`), which this depth leaves room for.
 const ERROR_CYCLES: usize = 2_500;
+/// Containers nested in containers for the drop case.
+const SERVICE_DEPTH: usize = 100_000;
 /// The name of the work put in the deepest group.
 const WORK: &str = "deepest-work";
 
@@ -137,6 +147,13 @@ fn a_deeply_nested_service_error_debugs() {
 #[test]
 fn a_deeply_nested_service_error_pretty_prints() {
     error_case("pretty");
+}
+
+#[test]
+fn deeply_nested_containers_drop() {
+    if let Err(failure) = run_in_child("services:drop") {
+        panic!("{failure}");
+    }
 }
 
 #[test]
@@ -260,6 +277,37 @@ fn run_case(case: &str) {
         ["chain", kind, op] => chain_op(kind, op),
         ["diamond", op] => diamond_op(op),
         ["error", op] => error_op(op),
+        ["services", "drop"] => {
+            let started = Instant::now();
+            let mut service: Box<dyn Service> = Box::new(service_fn(
+                "leaf",
+                |_ctx: CancellationToken, _ready: Ready| async { Ok(()) },
+            ));
+            for i in 0..SERVICE_DEPTH {
+                service = match i % 3 {
+                    0 => Box::new(
+                        Sequence::builder(format!("s{i}"))
+                            .service(service)
+                            .build()
+                            .unwrap(),
+                    ),
+                    1 => Box::new(
+                        ServiceGroup::builder(format!("g{i}"))
+                            .service(service)
+                            .build()
+                            .unwrap(),
+                    ),
+                    _ => Box::new(Restarter::new(service)),
+                };
+            }
+            drop(service);
+            // Linear: a quadratic build or drop would take far longer.
+            assert!(
+                started.elapsed() < CHAIN_WATCHDOG / 2,
+                "took {:?}",
+                started.elapsed()
+            );
+        }
         _ => panic!("unknown case {case}"),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -355,6 +356,73 @@ async fn drop_panics_under_a_restarter_are_restarts_with_their_events() {
     }
     assert_eq!(panicked, [1, 2]);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+/// Holds a count of drops, or panics when dropped.
+enum DropProbe {
+    Counted(Arc<AtomicU32>),
+    Bomb,
+}
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        match self {
+            DropProbe::Counted(drops) => {
+                drops.fetch_add(1, Ordering::SeqCst);
+            }
+            DropProbe::Bomb => panic!("bomb in Drop"),
+        }
+    }
+}
+
+/// A service that holds `probe` until it is dropped.
+fn holding(name: &'static str, probe: DropProbe) -> impl Service {
+    service_fn(name, move |_ctx: CancellationToken, _ready: Ready| {
+        let _held = &probe;
+        async { Ok(()) }
+    })
+}
+
+/// Containers drop their members by a loop (so that nesting of any depth drops on a
+/// bounded stack): a service whose `Drop` panics, nested in containers, makes the drop
+/// panic once, every other service is still dropped, and containers dropped later on the
+/// same thread drop fully (nothing is left queued).
+#[test]
+fn a_panicking_drop_inside_nested_containers_drops_the_rest() {
+    let drops = Arc::new(AtomicU32::new(0));
+    let counted = |name| holding(name, DropProbe::Counted(drops.clone()));
+    let tree = |bomb: bool| {
+        let inner = ServiceGroup::builder("inner")
+            .service(if bomb {
+                holding("bomb", DropProbe::Bomb)
+            } else {
+                counted("quiet")
+            })
+            .service(counted("c2"))
+            .build()
+            .unwrap();
+        let seq = taskgroup::service::Sequence::builder("seq")
+            .service(counted("c1"))
+            .service(inner)
+            .build()
+            .unwrap();
+        ServiceGroup::builder("top")
+            .service(seq)
+            .service(counted("c3"))
+            .service(Restarter::new(counted("c4")))
+            .build()
+            .unwrap()
+    };
+    let top = tree(true);
+    let panic = std::panic::catch_unwind(AssertUnwindSafe(move || drop(top))).unwrap_err();
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"bomb in Drop"));
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        4,
+        "every service but the bomb dropped"
+    );
+    drop(tree(false));
+    assert_eq!(drops.load(Ordering::SeqCst), 4 + 5);
 }
 
 /// The containers and their new companions can be shared across threads.

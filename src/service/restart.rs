@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
-    check_duration, deadline_after, when_ready, AbortOnDrop, End, Place, Spawned,
-    DEFAULT_STOP_TIMEOUT,
+    check_duration, deadline_after, drop_service_later, when_ready, AbortOnDrop, End, Place,
+    Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -317,6 +317,14 @@ pub struct Restarter<S> {
     inner: Arc<Mutex<Box<dyn Service>>>,
     settings: Settings,
     _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Drop for Restarter<S> {
+    /// Restarters around restarters, or around containers, to any depth: dropped by a loop
+    /// ([`drop_service_later`]), not by recursion.
+    fn drop(&mut self) {
+        drop_service_later(&mut self.inner);
+    }
 }
 
 impl<S> fmt::Debug for Restarter<S> {

@@ -34,6 +34,7 @@
 //! grace). A nested container that reaches the same deadline first reports its leaves
 //! itself; either way each hung leaf is named once.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
@@ -200,6 +201,88 @@ impl std::fmt::Debug for Member {
             .field("site", &self.site)
             .finish_non_exhaustive()
     }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        drop_service_later(&mut self.service);
+    }
+}
+
+/// A service held by a container or a restarter, dropped by [`drop_service_later`].
+pub(crate) type SharedService = Arc<Mutex<Box<dyn Service>>>;
+
+thread_local! {
+    /// The services whose drop a [`drop_service_later`] further up this thread's stack
+    /// will run; `None` when no such drop is under way.
+    static DROPPING: RefCell<Option<Vec<SharedService>>> = const { RefCell::new(None) };
+}
+
+/// Called by the `Drop` of what holds a service (a container's member, a restarter), so
+/// that containers nested in containers to any depth (a structure users build) drop on a
+/// bounded stack, not by the drop glue's recursion through each level.
+///
+/// Takes the holder's reference (leaving it a shared placeholder that owns nothing), and
+/// either hands it to the loop of a `drop_service_later` already under way on this thread,
+/// or becomes that loop: drops it, then each service queued meanwhile by the containers it
+/// held, one at a time. If a service's drop panics, the rest are dropped while the panic
+/// unwinds (as a `Vec` drops its other elements), and a second panic aborts, as it would
+/// there. Where the thread's locals are gone (a drop during thread exit), the service is
+/// dropped in place.
+pub(crate) fn drop_service_later(holder: &mut SharedService) {
+    let service = std::mem::replace(holder, placeholder());
+    let queued = DROPPING.try_with(|dropping| {
+        let mut dropping = dropping.borrow_mut();
+        match dropping.as_mut() {
+            Some(queue) => {
+                queue.push(service.clone());
+                true
+            }
+            None => {
+                *dropping = Some(Vec::new());
+                false
+            }
+        }
+    });
+    // Queued: the loop holds a reference, so this one is not the last.
+    drop(service);
+    if queued != Ok(false) {
+        return;
+    }
+    /// Ends the loop, dropping whatever is still queued (after a panic).
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let rest = DROPPING.with(|dropping| dropping.borrow_mut().take());
+            drop(rest);
+        }
+    }
+    let _done = Done;
+    while let Some(next) = DROPPING.with(|dropping| dropping.borrow_mut().as_mut()?.pop()) {
+        drop(next);
+    }
+}
+
+/// What a dropped holder keeps instead of its service: one shared, empty service, so that
+/// taking the real one out needs neither an allocation nor an `Option` in every holder.
+fn placeholder() -> SharedService {
+    struct Nothing;
+    impl Service for Nothing {
+        fn name(&self) -> &str {
+            ""
+        }
+        fn run(
+            &mut self,
+            _ctx: CancellationToken,
+            _ready: Ready,
+        ) -> BoxFuture<'static, Result<(), BoxError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+    static EMPTY: std::sync::OnceLock<SharedService> = std::sync::OnceLock::new();
+    EMPTY
+        .get_or_init(|| Arc::new(Mutex::new(Box::new(Nothing))))
+        .clone()
 }
 
 impl Member {
