@@ -321,7 +321,7 @@ pub struct Restarter<S> {
 
 impl<S> Drop for Restarter<S> {
     /// Restarters around restarters, or around containers, to any depth: dropped by a loop
-    /// ([`drop_service_later`]), not by recursion.
+    /// (`drop_service_later` in the runner), not by recursion.
     fn drop(&mut self) {
         drop_service_later(&mut self.inner);
     }
