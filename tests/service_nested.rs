@@ -78,7 +78,8 @@ async fn same_timeouts_name_the_hung_leaf_with_its_path_site_and_age() {
 }
 
 /// A nested container with a longer stop timeout than its parent's never outlives the
-/// parent's deadline, and its hung leaf is still named.
+/// parent's deadline, and its hung leaf is still named, with the parent's timeout, the one
+/// that elapsed (before, with the nested container's own 60 s).
 #[tokio::test(start_paused = true)]
 async fn nested_longer_timeout_is_bounded_by_the_parent() {
     let nested = ServiceGroup::builder("Nested")
@@ -94,6 +95,10 @@ async fn nested_longer_timeout_is_bounded_by_the_parent() {
     let (err, took) = stop_after_a_second(top).await;
     assert_eq!(took, Duration::from_secs(5));
     assert_eq!(hung_paths(&err), ["Top/Nested/stuck"], "{err}");
+    let [ServiceError::StopTimeout { timeout, .. }] = err.stop_timeouts()[..] else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*timeout, Duration::from_secs(5), "{err}");
 }
 
 /// A nested container with a shorter stop timeout reports its hung leaf itself, at its own

@@ -77,7 +77,8 @@ pub enum ServiceError {
         /// The service's path: the names of the containers around it and its own, joined
         /// by `/`.
         name: String,
-        /// The stop timeout that elapsed (the tightest of the containers around it).
+        /// The stop timeout that elapsed: the container's own, or, when a container around
+        /// it stopped it sooner, the time its stop had, to the millisecond.
         timeout: Duration,
         /// Where the service was added to its container (or, for a task the service layer
         /// did not add, where the core spawned it).

@@ -647,6 +647,19 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The stop timeout a hung leaf is reported with: `timeout`, or, when the container around
+/// was stopping and its deadline came before this stop's own (`own`), the time this stop
+/// had, from `started` to `deadline`, to the millisecond: "the tightest of the containers
+/// around it", as [`ServiceError::StopTimeout`] says.
+fn given(timeout: Duration, own: Instant, deadline: Instant, started: Instant) -> Duration {
+    if deadline >= own {
+        return timeout;
+    }
+    let had = deadline.saturating_duration_since(started);
+    let millis = (had.as_nanos() + 500_000) / 1_000_000;
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)).min(timeout)
+}
+
 impl Run {
     /// Prepares a run of `members` (nothing is started yet).
     pub(crate) fn new(
@@ -849,7 +862,9 @@ impl Run {
     /// them under `timeout` (never past the deadline of the container around), and at the
     /// deadline names every hung leaf below them and aborts them. Failures go to `errors`.
     pub(crate) async fn stop(&mut self, which: Option<usize>, timeout: Duration) {
-        let mut deadline = deadline_after(timeout);
+        let started = Instant::now();
+        let own = deadline_after(timeout);
+        let mut deadline = own;
         if let Some(parent) = self
             .place
             .parent_deadline
@@ -895,7 +910,8 @@ impl Run {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
                 Event::Timeout => {
                     self.let_nested_report(&targets).await;
-                    self.abort(&targets, timeout).await;
+                    self.abort(&targets, given(timeout, own, deadline, started))
+                        .await;
                     break;
                 }
                 _ => {}
@@ -1017,7 +1033,26 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 
 #[cfg(test)]
 mod tests {
-    use super::has_paths_below;
+    use super::{given, has_paths_below};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A stop reports its own timeout unless the container around cut it short; then the
+    /// time it had, to the nearest millisecond, never more than its own.
+    #[test]
+    fn a_stop_cut_short_reports_the_time_it_had() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(given(s(60), t + s(60), t + s(60), t), s(60));
+        assert_eq!(given(s(60), t + s(60), t + s(61), t), s(60));
+        let cut = t + s(5) - Duration::from_micros(3);
+        assert_eq!(given(s(60), t + s(60), cut, t), s(5));
+        let cut = t + Duration::from_micros(1_499);
+        assert_eq!(given(s(60), t + s(60), cut, t), Duration::from_millis(1));
+        // A deadline before the stop began (the container around was late): zero.
+        assert_eq!(given(s(60), t + s(61), t, t + s(1)), Duration::ZERO);
+        assert_eq!(given(Duration::MAX, t + s(1 << 30), t + s(7), t), s(7));
+    }
 
     /// The sorted successor check agrees with comparing every pair, on paths built to trip a
     /// plain string sort (`'-'` and `'.'` sort before `'/'`, so `a-b` falls between `a` and
