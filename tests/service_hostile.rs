@@ -384,9 +384,9 @@ fn holding(name: &'static str, probe: DropProbe) -> impl Service {
 }
 
 /// Containers drop their members by a loop (so that nesting of any depth drops on a
-/// bounded stack): a service whose `Drop` panics, nested in containers, makes the drop
-/// panic once, every other service is still dropped, and containers dropped later on the
-/// same thread drop fully (nothing is left queued).
+/// bounded stack): a service whose `Drop` panics, nested in containers or the first the
+/// loop drops, makes the drop panic once, every other service is still dropped, and
+/// containers dropped later on the same thread drop fully (nothing is left queued).
 #[test]
 fn a_panicking_drop_inside_nested_containers_drops_the_rest() {
     let drops = Arc::new(AtomicU32::new(0));
@@ -413,9 +413,11 @@ fn a_panicking_drop_inside_nested_containers_drops_the_rest() {
             .build()
             .unwrap()
     };
-    let top = tree(true);
-    let panic = std::panic::catch_unwind(AssertUnwindSafe(move || drop(top))).unwrap_err();
-    assert_eq!(panic.downcast_ref::<&str>(), Some(&"bomb in Drop"));
+    let bombed = |top: ServiceGroup| {
+        let panic = std::panic::catch_unwind(AssertUnwindSafe(move || drop(top))).unwrap_err();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"bomb in Drop"));
+    };
+    bombed(tree(true));
     assert_eq!(
         drops.load(Ordering::SeqCst),
         4,
@@ -423,6 +425,17 @@ fn a_panicking_drop_inside_nested_containers_drops_the_rest() {
     );
     drop(tree(false));
     assert_eq!(drops.load(Ordering::SeqCst), 4 + 5);
+    // The bomb is the first service the loop drops itself (not one queued).
+    bombed(
+        ServiceGroup::builder("flat")
+            .service(holding("bomb", DropProbe::Bomb))
+            .service(counted("c5"))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 4 + 5 + 1);
+    drop(tree(false));
+    assert_eq!(drops.load(Ordering::SeqCst), 4 + 5 + 1 + 5);
 }
 
 /// The containers and their new companions can be shared across threads.

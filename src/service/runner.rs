@@ -244,12 +244,13 @@ pub(crate) fn drop_service_later(holder: &mut SharedService) {
             }
         }
     });
-    // Queued: the loop holds a reference, so this one is not the last.
-    drop(service);
     if queued != Ok(false) {
+        // Queued (the loop holds a reference, so this one is not the last), or no locals.
+        drop(service);
         return;
     }
-    /// Ends the loop, dropping whatever is still queued (after a panic).
+    /// Ends the loop, even if a drop panicked (the first one included): dropping whatever
+    /// is still queued and leaving no queue behind for later drops on this thread.
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
@@ -258,6 +259,7 @@ pub(crate) fn drop_service_later(holder: &mut SharedService) {
         }
     }
     let _done = Done;
+    drop(service);
     while let Some(next) = DROPPING.with(|dropping| dropping.borrow_mut().as_mut()?.pop()) {
         drop(next);
     }
