@@ -1074,8 +1074,14 @@ mod tests {
         }
         paths.sort();
         paths.dedup();
-        // Every order of the input gives the same answer: a few rotations and the reverse.
-        for turn in [0, 1, paths.len() / 2, paths.len() - 1] {
+        // Every order of the input gives the same answer: a few rotations and the reverse
+        // (one order under Miri, where the pairwise check's formatting is slow).
+        let turns = if cfg!(miri) {
+            &[1][..]
+        } else {
+            &[0, 1, paths.len() / 2, paths.len() - 1][..]
+        };
+        for &turn in turns {
             for reversed in [false, true] {
                 let mut input = paths.clone();
                 input.rotate_left(turn);
@@ -1085,7 +1091,10 @@ mod tests {
                 let fast = has_paths_below(input.iter().map(String::as_str));
                 let pairwise: Vec<bool> = input
                     .iter()
-                    .map(|p| input.iter().any(|q| q.starts_with(&format!("{p}/"))))
+                    .map(|p| {
+                        let below = format!("{p}/");
+                        input.iter().any(|q| q.starts_with(&below))
+                    })
                     .collect();
                 assert_eq!(fast, pairwise, "input {input:?}");
             }
