@@ -80,6 +80,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use parking_lot::Mutex as PlainMutex;
@@ -282,7 +283,7 @@ pub(crate) struct Table {
 impl Drop for Table {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links.lock().map);
-        release_later(links.into_values().collect());
+        drop_in_loop(links.into_values());
     }
 }
 
@@ -2111,47 +2112,83 @@ fn leave(start: &NodeRef) {
 
 // ----- dropping without recursion ----------------------------------------------------
 
-thread_local! {
-    /// Whether this thread is already releasing references in
-    /// [`release_later`], and the ones queued meanwhile.
-    static RELEASING: Cell<bool> = const { Cell::new(false) };
-    static QUEUE: RefCell<Vec<NodeRef>> = const { RefCell::new(Vec::new()) };
+/// The values of one type whose drop a [`drop_in_loop`] further up this
+/// thread's stack will run; `None` when no such loop runs.
+pub(crate) type DropQueue<T> = RefCell<Option<Vec<T>>>;
+
+/// A value that may own a chain of values of its own type (a group's links,
+/// a container's members), dropped by [`drop_in_loop`] with a queue of its
+/// own on each thread.
+pub(crate) trait DropInLoop: Sized + 'static {
+    /// This type's queue on the current thread.
+    fn queue() -> &'static LocalKey<DropQueue<Self>>;
 }
 
-/// Releases the links of a dropped table in a loop rather than by recursion: a node freed while releasing queues its own
-/// references instead of releasing them in place, so a chain of any depth is
-/// dropped with a constant stack.
-fn release_later(refs: Vec<NodeRef>) {
-    if refs.is_empty() {
-        return;
-    }
-    let Ok(nested) = RELEASING.try_with(|r| r.replace(true)) else {
-        // The thread's locals are gone (a group dropped at thread exit).
-        drop(refs);
-        return;
-    };
-    if nested {
-        QUEUE.with(|q| q.borrow_mut().extend(refs));
-        return;
-    }
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            let _ = RELEASING.try_with(|r| r.set(false));
+impl DropInLoop for NodeRef {
+    fn queue() -> &'static LocalKey<DropQueue<Self>> {
+        thread_local! {
+            static QUEUE: DropQueue<NodeRef> = const { RefCell::new(None) };
         }
+        &QUEUE
     }
-    let _reset = Reset;
-    let mut batch = refs;
-    loop {
-        for node in batch.drain(..) {
-            drop(node);
+}
+
+/// Drops `items` in a loop rather than by recursion, so a chain of any
+/// depth (a structure users build) is dropped on a constant stack: a value
+/// dropped while a loop for its type runs on this thread is queued to it,
+/// not dropped in place.
+///
+/// Either queues `items` to the loop already under way, or becomes that
+/// loop: drops them, then whatever was queued meanwhile, batch after batch.
+/// If a drop panics, the rest are dropped while the panic unwinds (as a
+/// `Vec` drops its other elements; a second panic aborts, as it would
+/// there), and no queue is left behind for later drops on this thread.
+/// Where the thread's locals are gone (a drop at thread exit), `items` are
+/// dropped in place.
+pub(crate) fn drop_in_loop<T: DropInLoop>(items: impl IntoIterator<Item = T>) {
+    let owner = T::queue().try_with(|queue| {
+        let mut queue = queue.borrow_mut();
+        let owner = queue.is_none();
+        if owner {
+            *queue = Some(Vec::new());
         }
-        let next = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
-        if next.is_empty() {
+        owner
+    });
+    match owner {
+        Err(_) => return drop_all(items),
+        Ok(false) => {
+            // Moving the items in drops nothing, so the borrow is not reentered.
+            T::queue().with(|queue| {
+                let mut queue = queue.borrow_mut();
+                queue.as_mut().expect("a loop runs").extend(items);
+            });
             return;
         }
-        batch = next;
+        Ok(true) => {}
     }
+    /// Ends the loop, even if a drop panicked: takes the queue away and
+    /// drops what is left in it.
+    struct Done<T: DropInLoop>(std::marker::PhantomData<T>);
+    impl<T: DropInLoop> Drop for Done<T> {
+        fn drop(&mut self) {
+            let rest = T::queue().with(|queue| queue.borrow_mut().take());
+            drop(rest);
+        }
+    }
+    let _done = Done::<T>(std::marker::PhantomData);
+    drop_all(items);
+    loop {
+        let batch = T::queue().with(|queue| queue.borrow_mut().as_mut().map(std::mem::take));
+        match batch {
+            Some(batch) if !batch.is_empty() => drop(batch),
+            _ => return,
+        }
+    }
+}
+
+/// Drops each of `items`, in order.
+fn drop_all<T>(items: impl IntoIterator<Item = T>) {
+    items.into_iter().for_each(drop);
 }
 
 #[cfg(all(test, not(loom)))]

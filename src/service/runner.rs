@@ -40,6 +40,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -52,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::service::{Ready, Service, WhenReady};
 use super::status::{Reporter, ServiceState, StatusHub};
+use crate::node::{drop_in_loop, DropInLoop, DropQueue};
 use crate::{TaskId, TaskInfo, WaitGroup};
 
 /// The stop timeout of a group or sequence unless set otherwise.
@@ -212,57 +214,22 @@ impl Drop for Member {
 /// A service held by a container or a restarter, dropped by [`drop_service_later`].
 pub(crate) type SharedService = Arc<Mutex<Box<dyn Service>>>;
 
-thread_local! {
-    /// The services whose drop a [`drop_service_later`] further up this thread's stack
-    /// will run; `None` when no such drop is under way.
-    static DROPPING: RefCell<Option<Vec<SharedService>>> = const { RefCell::new(None) };
+impl DropInLoop for SharedService {
+    fn queue() -> &'static LocalKey<DropQueue<Self>> {
+        thread_local! {
+            static QUEUE: DropQueue<SharedService> = const { RefCell::new(None) };
+        }
+        &QUEUE
+    }
 }
 
 /// Called by the `Drop` of what holds a service (a container's member, a restarter), so
 /// that containers nested in containers to any depth (a structure users build) drop on a
-/// bounded stack, not by the drop glue's recursion through each level.
-///
-/// Takes the holder's reference (leaving it a shared placeholder that owns nothing), and
-/// either hands it to the loop of a `drop_service_later` already under way on this thread,
-/// or becomes that loop: drops it, then each service queued meanwhile by the containers it
-/// held, one at a time. If a service's drop panics, the rest are dropped while the panic
-/// unwinds (as a `Vec` drops its other elements), and a second panic aborts, as it would
-/// there. Where the thread's locals are gone (a drop during thread exit), the service is
-/// dropped in place.
+/// bounded stack, not by the drop glue's recursion through each level: takes the holder's
+/// reference (leaving it a shared placeholder that owns nothing) and drops it by the core's
+/// [`drop_in_loop`], as a group's links are.
 pub(crate) fn drop_service_later(holder: &mut SharedService) {
-    let service = std::mem::replace(holder, placeholder());
-    let queued = DROPPING.try_with(|dropping| {
-        let mut dropping = dropping.borrow_mut();
-        match dropping.as_mut() {
-            Some(queue) => {
-                queue.push(service.clone());
-                true
-            }
-            None => {
-                *dropping = Some(Vec::new());
-                false
-            }
-        }
-    });
-    if queued != Ok(false) {
-        // Queued (the loop holds a reference, so this one is not the last), or no locals.
-        drop(service);
-        return;
-    }
-    /// Ends the loop, even if a drop panicked (the first one included): dropping whatever
-    /// is still queued and leaving no queue behind for later drops on this thread.
-    struct Done;
-    impl Drop for Done {
-        fn drop(&mut self) {
-            let rest = DROPPING.with(|dropping| dropping.borrow_mut().take());
-            drop(rest);
-        }
-    }
-    let _done = Done;
-    drop(service);
-    while let Some(next) = DROPPING.with(|dropping| dropping.borrow_mut().as_mut()?.pop()) {
-        drop(next);
-    }
+    drop_in_loop([std::mem::replace(holder, placeholder())]);
 }
 
 /// What a dropped holder keeps instead of its service: one shared, empty service, so that
