@@ -465,7 +465,9 @@ impl fmt::Display for WaitError {
         match self {
             WaitError::Failed { errors } => fmt::Display::fmt(errors, f),
             WaitError::TimedOut { pending, errors } => {
-                write!(f, "timed out: {pending}")?;
+                // `{:#}` reaches the report: every pending task listed.
+                f.write_str("timed out: ")?;
+                fmt::Display::fmt(pending, f)?;
                 if !errors.is_empty() {
                     write!(f, "; and {errors}")?;
                 }

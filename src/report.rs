@@ -5,7 +5,7 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use crate::error::TaskErrors;
+use crate::error::{TaskErrors, Thousands};
 use crate::label::{fmt_task, GroupId, GroupLabel, Label, TaskId};
 
 /// What kind of work is pending: a guard from [`add`](crate::WaitGroup::add),
@@ -171,6 +171,10 @@ impl GroupPending {
 /// wait order (the group itself, then its linked groups depth-first in link
 /// order, each once).
 ///
+/// `Display` is one line: the count, then the first 100 recorded tasks and
+/// counts of unrecorded guards, then `and N more` (`{:#}` lists them all);
+/// [`tasks`](Self::tasks) and [`groups`](Self::groups) give every one.
+///
 /// With the `serde` feature it serializes as `{"pending": 3, "groups": [...]}`,
 /// each group as
 /// `{"group_id": 1, "group_name": "app", "pending": 3, "unrecorded": 1, "tasks": [...]}`
@@ -202,21 +206,58 @@ impl PendingReport {
     }
 }
 
+/// Tasks a report's text lists of each kind (aborted, pending) before it
+/// counts the rest in one line: a shutdown that aborts a million
+/// connections prints a screenful, not a million lines. The alternate form
+/// (`{:#}`) lists every one.
+const LISTED: usize = 100;
+
+/// Whether a report's text lists every task (`{:#}`), else at most
+/// [`LISTED`] of each kind.
+fn list_limit(f: &fmt::Formatter<'_>) -> usize {
+    if f.alternate() {
+        usize::MAX
+    } else {
+        LISTED
+    }
+}
+
 impl fmt::Display for PendingReport {
+    /// `3 pending; task "a" #1 in group "app" (...); ...`: the count, then
+    /// each recorded task and each group's count of unrecorded guards, up to
+    /// 100 items, then `; and N more` for the pending work not listed. `{:#}`
+    /// lists every item.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} pending", self.len())?;
-        for group in &self.groups {
+        let total = self.len();
+        write!(f, "{} pending", Thousands(total as u64))?;
+        let mut room = list_limit(f);
+        // Pending work listed so far: a task is one, an unrecorded note its count.
+        let mut listed = 0;
+        'groups: for group in &self.groups {
             for task in &group.tasks {
+                if room == 0 {
+                    break 'groups;
+                }
                 write!(f, "; {task}")?;
+                room -= 1;
+                listed += 1;
             }
             if group.unrecorded() > 0 {
+                if room == 0 {
+                    break;
+                }
                 write!(
                     f,
                     "; {} unrecorded guard(s) in {}",
                     group.unrecorded(),
                     group.group
                 )?;
+                room -= 1;
+                listed += group.unrecorded();
             }
+        }
+        if listed < total {
+            write!(f, "; and {} more", Thousands((total - listed) as u64))?;
         }
         Ok(())
     }
@@ -226,8 +267,10 @@ impl fmt::Display for PendingReport {
 ///
 /// Dropping a report unread hides the tasks that had to be aborted and the
 /// work left behind, so it is `#[must_use]`: check it with
-/// [`is_clean`](Self::is_clean), log it (`Display` lists every aborted,
-/// pending and failed task, one per line), or turn it into a `Result` with
+/// [`is_clean`](Self::is_clean), log it (`Display` lists aborted, pending
+/// and failed tasks, one per line: the first 100 aborted and 100 pending
+/// ones, then how many more, so a shutdown of a million connections logs a
+/// screenful; `{:#}` lists all of them), or turn it into a `Result` with
 /// [`into_result`](Self::into_result) and return the error from `main`.
 ///
 /// # Examples
@@ -391,8 +434,10 @@ impl ShutdownReport {
 /// or tasks failed; from [`ShutdownReport::into_result`].
 ///
 /// `Display` and `Debug` both print the report: a summary line, then one line
-/// per aborted, pending and failed task. Debug is deliberately not a struct
-/// dump, because `Debug` is what a `main` returning `Result` prints.
+/// per aborted, pending and failed task (the first 100 aborted and 100
+/// pending ones, then how many more; `{:#}` and `{:#?}` list all of them).
+/// Debug is deliberately not a struct dump, because `Debug` is what a `main`
+/// returning `Result` prints.
 ///
 /// [`source`](StdError::source) follows [`TaskErrors`]'s: the one failure's
 /// own cause when exactly one task failed, otherwise `None` (the lines
@@ -435,21 +480,37 @@ impl StdError for ShutdownError {
 }
 
 impl fmt::Display for ShutdownReport {
+    /// A summary line, then a line per aborted task and per pending task
+    /// (up to 100 of each, then `and N more aborted` / `and N more
+    /// pending`), then a line per failure the groups kept (at most their
+    /// [`max_errors`](crate::WaitGroupBuilder::max_errors)). `{:#}` lists
+    /// every aborted and pending task.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "shutdown took {:.1?}: {} finished, {} failed, {} aborted, {} still pending",
             self.elapsed,
-            self.finished,
-            crate::error::Thousands(self.errors.total()),
-            self.aborted.len(),
-            self.pending.len()
+            Thousands(self.finished as u64),
+            Thousands(self.errors.total()),
+            Thousands(self.aborted.len() as u64),
+            Thousands(self.pending.len() as u64)
         )?;
-        for task in &self.aborted {
+        let limit = list_limit(f);
+        for task in self.aborted.iter().take(limit) {
             write!(f, "\n  aborted: {task}")?;
         }
-        for task in self.pending.tasks() {
+        if self.aborted.len() > limit {
+            let more = Thousands((self.aborted.len() - limit) as u64);
+            write!(f, "\n  and {more} more aborted")?;
+        }
+        let mut pending = self.pending.tasks();
+        for task in pending.by_ref().take(limit) {
             write!(f, "\n  pending: {task}")?;
+        }
+        let more = pending.count();
+        if more > 0 {
+            let more = Thousands(more as u64);
+            write!(f, "\n  and {more} more pending")?;
         }
         for error in &self.errors {
             write!(f, "\n  failed: {error}")?;
@@ -457,7 +518,7 @@ impl fmt::Display for ShutdownReport {
         if self.errors.dropped() > 0 {
             let n = self.errors.dropped();
             let s = if n == 1 { "" } else { "s" };
-            let n = crate::error::Thousands(n);
+            let n = Thousands(n);
             if self.errors.first().is_none() {
                 // None kept (`max_errors(0)`): not "more" than the none listed.
                 write!(f, "\n  {n} failure{s} not kept (see `max_errors`)")?;
