@@ -216,7 +216,7 @@ impl<'a> Section<'a> {
                     node.registry.id(c.slot),
                     saturating_add(Instant::now(), budget),
                 );
-                node.enter_shield(entry.0, entry.1);
+                node.enter_shield(entry.0, c.slot, entry.1);
                 entry
             });
         Section { node, entry }

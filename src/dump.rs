@@ -148,7 +148,7 @@ fn snapshot(root: &NodeRef) -> TaskTree {
         let mut tasks: Vec<TaskEntry> = infos
             .into_iter()
             .map(|info| {
-                let in_shield = shielded.iter().any(|s| s.0 == info.id);
+                let in_shield = shielded.contains_key(&info.id);
                 TaskEntry {
                     state: TaskState::of(&info, draining, in_shield),
                     info,

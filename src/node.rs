@@ -75,7 +75,7 @@
 //! lock is held across an `.await` or while user code runs.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
@@ -777,9 +777,8 @@ pub(crate) struct Node {
 #[derive(Default)]
 struct Extra {
     deadlines: PlainMutex<Deadlines>,
-    /// The `go()` tasks of this group now in a shielded section, each with
-    /// the end of its budget (a task may appear more than once, nested).
-    shields: PlainMutex<Vec<(TaskId, Instant)>>,
+    /// The `go()` tasks of this group now in a shielded section.
+    shields: PlainMutex<Shields>,
     /// Notified when a shielded section ends.
     shield_ended: tokio::sync::Notify,
     /// With a deadline of its own: cancelled when the last user handle
@@ -791,6 +790,25 @@ struct Extra {
     cause: OnceLock<Arc<TaskError>>,
     /// The shutdowns aborting the group's tasks (see [`Node::aborting`]).
     aborting: PlainMutex<Aborting>,
+}
+
+/// The shielded sections of a group's `go()` tasks, and what the forced
+/// phases waiting on them have yet to hear. Every operation is O(1) but the
+/// snapshot (O(tasks in a section)), so a forced phase over many shielded
+/// tasks is linear: it takes one snapshot, then hears of each task once,
+/// when its last section ends ([`ShieldWatch::released`]), or when its
+/// budget runs out.
+#[derive(Default)]
+struct Shields {
+    /// Each task in a section: its registry slot, and the end of each of its
+    /// sections' budgets (more than one if nested).
+    open: HashMap<TaskId, (Slot, Vec<Instant>), BuildHasherDefault<IdHasher>>,
+    /// The tasks whose last section ended while a forced phase watched, in
+    /// order; each phase reads on from where it last stopped.
+    released: Vec<TaskId>,
+    /// The forced phases watching: `released` is emptied when the last one
+    /// stops.
+    watchers: usize,
 }
 
 /// What a task recording its abort handle reads of the shutdowns aborting
@@ -1479,41 +1497,67 @@ impl Node {
 
     // ----- shielded sections --------------------------------------------------
 
-    /// A task of this group enters a shielded section that may run until
-    /// `until`, even past the abort of a shutdown's forced phase.
-    pub(crate) fn enter_shield(&self, task: TaskId, until: Instant) {
-        self.extra().shields.lock().push((task, until));
+    /// Task `task` of this group (in registry slot `slot`) enters a shielded
+    /// section that may run until `until`, even past the abort of a
+    /// shutdown's forced phase.
+    pub(crate) fn enter_shield(&self, task: TaskId, slot: Slot, until: Instant) {
+        let mut shields = self.extra().shields.lock();
+        let (_, ends) = shields.open.entry(task).or_insert((slot, Vec::new()));
+        ends.push(until);
     }
 
-    /// The section entered with `enter_shield(task, until)` ended.
+    /// The section entered with `enter_shield(task, _, until)` ended.
     pub(crate) fn leave_shield(&self, task: TaskId, until: Instant) {
         let extra = self.extra();
         let mut shields = extra.shields.lock();
-        if let Some(i) = shields.iter().position(|s| *s == (task, until)) {
-            shields.swap_remove(i);
+        let Some((_, ends)) = shields.open.get_mut(&task) else {
+            return;
+        };
+        if let Some(i) = ends.iter().position(|&end| end == until) {
+            ends.swap_remove(i);
+        }
+        if ends.is_empty() {
+            shields.open.remove(&task);
+            if shields.watchers > 0 {
+                shields.released.push(task);
+            }
+            // A long-lived group keeps room for the sections open now, not
+            // for the most it ever had (amortized: a quarter full, halved).
+            let (len, room) = (shields.open.len(), shields.open.capacity());
+            if room > 64 && len * 4 < room {
+                shields.open.shrink_to(len * 2);
+            }
         }
         drop(shields);
         extra.shield_ended.notify_waiters();
     }
 
     /// The tasks in a shielded section at `now` whose budget has not run
-    /// out, each with the latest end of its sections.
-    pub(crate) fn shielded(&self, now: Instant) -> Vec<(TaskId, Instant)> {
-        let mut out: Vec<(TaskId, Instant)> = Vec::new();
-        let Some(extra) = self.extra.get() else {
-            return out;
-        };
-        for &(task, until) in extra.shields.lock().iter().filter(|s| s.1 > now) {
-            match out.iter_mut().find(|s| s.0 == task) {
-                Some(s) => s.1 = s.1.max(until),
-                None => out.push((task, until)),
-            }
+    /// out, each with its slot and the latest end of its sections.
+    pub(crate) fn shielded(&self, now: Instant) -> ShieldMap {
+        match self.extra.get() {
+            Some(extra) => shielded_at(&extra.shields.lock(), now),
+            None => ShieldMap::default(),
         }
-        out
+    }
+
+    /// [`shielded`](Self::shielded) for a forced phase, which from then on
+    /// hears of each task whose last section ends, until the watch is
+    /// dropped. Taken together, under the lock those ends take: no end is
+    /// missed between the two.
+    pub(crate) fn watch_shields(&self, now: Instant) -> ShieldWatch<'_> {
+        let extra = self.extra();
+        let mut shields = extra.shields.lock();
+        shields.watchers += 1;
+        ShieldWatch {
+            shielded: shielded_at(&shields, now),
+            read: shields.released.len(),
+            shields: &extra.shields,
+        }
     }
 
     /// Resolves when a shielded section of this group ends (register before
-    /// reading [`shielded`](Self::shielded) to miss none).
+    /// reading [`ShieldWatch::released`] to miss none).
     pub(crate) fn shield_ended(&self) -> tokio::sync::futures::Notified<'_> {
         self.extra().shield_ended.notified()
     }
@@ -1550,6 +1594,12 @@ impl Node {
     /// says no and that `watch` (or an earlier call) has not aborted yet.
     pub(crate) fn abort_more(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         self.registry.abort_all(spare, watch);
+    }
+
+    /// Aborts task `id` in registry slot `slot`, as
+    /// [`abort_more`](Self::abort_more) aborts each, if it is still there.
+    pub(crate) fn abort_one(&self, slot: Slot, id: TaskId, watch: &Arc<AbortWatch>) {
+        self.registry.abort_one(slot, id, watch);
     }
 
     /// A fresh abort watch for [`abort_more`](Self::abort_more).
@@ -1760,6 +1810,53 @@ const SCRATCH_KEPT: usize = if cfg!(miri) { 64 } else { 2048 };
 
 thread_local! {
     static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+/// Tasks in a shielded section, each with its registry slot and the latest
+/// end of its sections' budgets ([`Node::shielded`]).
+pub(crate) type ShieldMap = HashMap<TaskId, (Slot, Instant), BuildHasherDefault<IdHasher>>;
+
+fn shielded_at(shields: &Shields, now: Instant) -> ShieldMap {
+    shields
+        .open
+        .iter()
+        .filter_map(|(&task, (slot, ends))| {
+            let until = ends.iter().copied().max()?;
+            (until > now).then_some((task, (*slot, until)))
+        })
+        .collect()
+}
+
+/// A forced phase's view of its group's shielded sections
+/// ([`Node::watch_shields`]): the tasks shielded when it began, and the
+/// tasks whose last section ended since.
+pub(crate) struct ShieldWatch<'a> {
+    /// The tasks shielded when the watch began.
+    pub(crate) shielded: ShieldMap,
+    /// How much of the group's `released` list this watch has read.
+    read: usize,
+    shields: &'a PlainMutex<Shields>,
+}
+
+impl ShieldWatch<'_> {
+    /// The tasks whose last section ended since the last call (or since
+    /// the watch began), in order.
+    pub(crate) fn released(&mut self) -> Vec<TaskId> {
+        let shields = self.shields.lock();
+        let new = shields.released[self.read..].to_vec();
+        self.read = shields.released.len();
+        new
+    }
+}
+
+impl Drop for ShieldWatch<'_> {
+    fn drop(&mut self) {
+        let mut shields = self.shields.lock();
+        shields.watchers -= 1;
+        if shields.watchers == 0 {
+            shields.released = Vec::new();
+        }
+    }
 }
 
 /// The groups a [`visit`] has seen. Group ids are unique and handed out in
@@ -2225,6 +2322,59 @@ mod tests {
         node.drain_and_cancel_own(CancelReason::Shutdown);
         assert!(drain.is_cancelled() && node.own_at(0).is_cancelled());
         assert!(matches!(node.reason_at(0), Some(CancelReason::Deadline)));
+    }
+
+    /// Shielded sections: nested ones keep a task shielded until the last
+    /// ends, with the latest budget; a watch hears of a task once, when its
+    /// last section ends, and only of ends after it began; when the last
+    /// watch stops, what it heard is freed, and a group whose sections all
+    /// ended keeps no entry.
+    #[test]
+    fn shields_release_a_task_once_its_last_section_ends() {
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (a, b, c) = (TaskId(1), TaskId(2), TaskId(3));
+        let slot = |n| Slot::from_u64(n);
+        node.enter_shield(a, slot(10), at(5));
+        node.enter_shield(a, slot(10), at(2)); // nested, shorter
+        node.enter_shield(b, slot(11), at(3));
+        node.enter_shield(c, slot(12), at(1));
+        node.leave_shield(c, at(1)); // before any watch: not heard
+        let shielded = node.shielded(t0);
+        assert_eq!(shielded.len(), 2);
+        assert_eq!(shielded[&a], (slot(10), at(5)), "the latest end");
+        assert!(node.shielded(at(4)).contains_key(&a) && !node.shielded(at(4)).contains_key(&b));
+
+        let mut first = node.watch_shields(t0);
+        assert_eq!(first.shielded.len(), 2);
+        node.leave_shield(a, at(2)); // the inner one: still shielded
+        assert!(first.released().is_empty());
+        let mut second = node.watch_shields(t0);
+        node.leave_shield(b, at(3));
+        node.leave_shield(a, at(5));
+        node.leave_shield(a, at(5)); // not entered: ignored
+        assert_eq!(first.released(), [b, a]);
+        assert!(first.released().is_empty(), "each heard once");
+        drop(first);
+        assert_eq!(second.released(), [b, a]);
+        drop(second);
+        {
+            let shields = node.extra().shields.lock();
+            assert!(shields.open.is_empty() && shields.watchers == 0);
+            assert_eq!(shields.released.capacity(), 0, "freed with the last watch");
+        }
+
+        // Room for the sections open now, not for the most there ever were.
+        let many = if cfg!(miri) { 300 } else { 10_000 };
+        for n in 0..many {
+            node.enter_shield(TaskId(n), slot(n), at(1));
+        }
+        for n in 0..many {
+            node.leave_shield(TaskId(n), at(1));
+        }
+        assert!(node.extra().shields.lock().open.capacity() <= 128);
     }
 
     /// A `child()` shares its parent's settings (the same allocation, not an

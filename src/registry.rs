@@ -292,6 +292,28 @@ pub(crate) fn sort_by_id<T>(items: &mut [T], id: impl Fn(&T) -> TaskId) {
     }
 }
 
+/// A shutdown's abort of one entry, under its shard's lock: a spawned task
+/// not aborted before has its abort handle taken and used, or, if the handle
+/// is not stored yet, is marked to be aborted when it is (see
+/// [`Registry::set_abort`]); either way it gets `watch`, which the caller
+/// then tells to expect it. Guards, blocking tasks and tracked futures have
+/// no handle and never get one. `true` if the entry is to be expected.
+fn abort_entry(entry: &mut Entry, watch: &Arc<AbortWatch>) -> bool {
+    // An entry with a watch was aborted once already.
+    if entry.watch.is_some() {
+        return false;
+    }
+    let abort = entry.abort.take();
+    if abort.is_none() && entry.kind != TaskKind::Task {
+        return false;
+    }
+    entry.watch = Some(Arc::clone(watch));
+    if let Some(abort) = abort {
+        abort.abort();
+    }
+    true
+}
+
 /// What a task whose abort handle comes after a shutdown's abort walk is to
 /// do ([`Registry::set_abort`]).
 #[derive(Debug)]
@@ -1264,19 +1286,8 @@ impl Registry {
             CHUNK,
             &mut 0,
             |aborted, entry| {
-                // An entry with a watch was aborted once already.
-                if entry.watch.is_some() || spare(entry.id) {
-                    return;
-                }
-                // Guards, blocking tasks and tracked futures have no handle
-                // and never get one.
-                let abort = entry.abort.take();
-                if abort.is_some() || entry.kind == TaskKind::Task {
+                if !spare(entry.id) && abort_entry(entry, watch) {
                     *aborted += 1;
-                    entry.watch = Some(Arc::clone(watch));
-                    if let Some(abort) = abort {
-                        abort.abort();
-                    }
                 }
             },
             // Still under the shard's lock, which the removal of every entry
@@ -1284,6 +1295,23 @@ impl Registry {
             |aborted| watch.expect(std::mem::take(aborted)),
             |_, _| {},
         );
+    }
+
+    /// Aborts the task in `slot` as [`abort_all`](Self::abort_all) aborts
+    /// each, if the slot still holds task `id` (the task may have ended, and
+    /// its slot been taken by another).
+    pub(crate) fn abort_one(&self, slot: Slot, id: TaskId, watch: &Arc<AbortWatch>) {
+        let Some(shard) = self.shard(slot) else {
+            return;
+        };
+        let mut slab = shard.lock();
+        if let Some(entry) = slab.get_mut(slot.index()).filter(|entry| entry.id == id) {
+            // Under the shard's lock, as in `abort_all`: expected before the
+            // entry's removal can settle it.
+            if abort_entry(entry, watch) {
+                watch.expect(1);
+            }
+        }
     }
 
     /// Calls `f` on every entry, one shard at a time, each under one lock

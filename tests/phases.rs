@@ -293,6 +293,111 @@ async fn a_shield_is_bounded_by_the_forced_phase() {
     assert_eq!(report.elapsed(), Duration::from_secs(3), "{report}");
 }
 
+/// Notes `.1` in the log when dropped (a task's future, aborted).
+struct DropNote(Log, &'static str);
+impl Drop for DropNote {
+    fn drop(&mut self) {
+        self.0.note(self.1);
+    }
+}
+
+/// Each shielded task is aborted when its own budget runs out, in the order
+/// of the budgets, not when the first or the last runs out.
+#[tokio::test(start_paused = true)]
+async fn overrunning_shields_are_aborted_each_at_its_budget() {
+    let log = Log::new();
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_secs(20))
+        .build();
+    for (name, budget) in [("3s", 3), ("1s", 1), ("2s", 2)] {
+        let l = log.clone();
+        wg.task().name(name).go(move |ctx| async move {
+            let _noted = DropNote(l, name);
+            ctx.shielded(Duration::from_secs(budget), std::future::pending::<()>())
+                .await
+        });
+    }
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(Duration::ZERO).await;
+    assert_eq!(report.aborted().len(), 3, "{report}");
+    for (name, at) in [("1s", 1), ("2s", 2), ("3s", 3)] {
+        assert_eq!(log.at(name), Some(Duration::from_secs(at)), "{name}");
+    }
+}
+
+/// A task with nested sections stays shielded until its last one ends: the
+/// inner section's end does not release it, the outer's does (and it is
+/// aborted then, as it ignores cancellation after it).
+#[tokio::test(start_paused = true)]
+async fn a_task_is_shielded_until_its_outer_section_ends() {
+    let log = Log::new();
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_secs(20))
+        .build();
+    let l = log.clone();
+    wg.task().name("nested").go(|ctx| async move {
+        let _noted = DropNote(l.clone(), "nested dropped");
+        ctx.cancelled().await;
+        ctx.shielded(Duration::from_secs(10), async {
+            ctx.shielded(Duration::from_secs(1), tokio::time::sleep(MS * 500))
+                .await;
+            l.note("inner ended");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        })
+        .await;
+        std::future::pending::<()>().await
+    });
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(MS * 100).await;
+    assert_eq!(report.aborted().len(), 1, "{report}");
+    assert_eq!(log.at("inner ended"), Some(MS * 500));
+    assert_eq!(log.at("nested dropped"), Some(MS * 2_500));
+    assert_eq!(report.elapsed(), MS * 2_500, "{report}");
+}
+
+/// 40,000 tasks each run in a shielded section that waits for
+/// cancellation, then flushes for 200 ms; then half of them return and half
+/// ignore cancellation. Every flush completes, the second half is aborted as
+/// each flush ends, and the whole shutdown takes about the flush. The forced
+/// phase used to rescan every section and walk the group after each section
+/// ended: it ran into the 20 s of the budgets (the bound below fails), and
+/// half the flushes were cut. Real time: the cost was the phase's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_shielded_sections_end_in_linear_time() {
+    const TASKS: usize = 40_000;
+    let flushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A permit per task in its section: the shutdown starts once all are.
+    let entered = Arc::new(tokio::sync::Semaphore::new(0));
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_secs(30))
+        .build();
+    for i in 0..TASKS {
+        let (flushed, entered) = (flushed.clone(), entered.clone());
+        wg.go(move |ctx| async move {
+            ctx.shielded(Duration::from_secs(20), async {
+                entered.add_permits(1);
+                ctx.cancelled().await;
+                tokio::time::sleep(MS * 200).await;
+                flushed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .await;
+            if i % 2 == 1 {
+                std::future::pending::<()>().await
+            }
+        });
+    }
+    let all = entered.acquire_many(TASKS as u32).await.unwrap();
+    all.forget();
+    let started = std::time::Instant::now();
+    let report = wg.shutdown(MS * 50).await;
+    let took = started.elapsed();
+    assert_eq!(flushed.load(std::sync::atomic::Ordering::Relaxed), TASKS);
+    assert_eq!(report.aborted().len(), TASKS / 2);
+    assert_eq!(report.finished(), TASKS / 2);
+    assert!(report.pending().is_empty());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
 /// Every cancellation carries its reason; the first sticks; a child
 /// carries its parent's.
 #[tokio::test(start_paused = true)]
