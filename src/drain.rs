@@ -98,7 +98,7 @@ pub(crate) async fn run(
     let mut last_walk: Option<Vec<NodeRef>> = None;
     // Where this pass's groups start in `visited`.
     let mut from = 0;
-    let mut aborted: Vec<TaskInfo> = Vec::new();
+    let mut aborted = Aborted::default();
     let mut timer = Timer::default();
 
     // Groups linked during the shutdown are taken in a further pass; the
@@ -151,6 +151,10 @@ pub(crate) async fn run(
         visited.extend(linked);
     }
     let groups = last_walk.as_deref().unwrap_or(&visited);
+    // Aborts still landing, as work in flight below: a while at most, and
+    // within the budget.
+    let in_flight_by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(budget.close_end);
+    let aborted = aborted.wait_until(in_flight_by).await;
 
     settle_in_flight(groups, budget.close_end).await;
     let pending = node::pending_of(groups);
@@ -382,6 +386,9 @@ async fn stopped_by_itself(
         if group.state().idle_listener().is_none() {
             return true;
         }
+        if is_too_short(stop_by) {
+            return yield_until(stop_by, || group.state().idle_listener().is_none()).await;
+        }
         // The group's work first, as `timeout_at` does: a group idle by the
         // time the timer fires counts as stopped.
         let timer = timer.until(stop_by);
@@ -436,7 +443,7 @@ async fn stop_group(
     turn: Turn<'_>,
     budget: &Budget,
     timer: &mut Timer,
-    aborted: &mut Vec<TaskInfo>,
+    aborted: &mut Aborted,
 ) {
     let spare_caller = turn.caller.is_some();
     // A group that drains in time is stopped then. It is cancelled even so:
@@ -499,14 +506,113 @@ async fn stop_group(
     // for the whole group here would only wait out the share. Then once more
     // after the phase ends, for a task counted in the watch meanwhile: none
     // is counted after that.
+    if is_too_short(abort_by) {
+        // A share below the timer's resolution (many groups reached late):
+        // waited for by yielding, not rounded up to a tick of the timer.
+        yield_until(abort_by, || watch.is_settled()).await;
+        drop(phase);
+        aborted.add(watch);
+        return;
+    }
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     drop(phase);
     let _ = timeout_at(abort_by, watch.all_settled()).await;
-    // A task whose abort did not take effect in time stays pending, and is
-    // reported so; one that finished by itself first is counted as finished.
-    let stopped = watch.take_aborted();
-    stopped.iter().for_each(crate::trace::aborted);
-    aborted.extend(stopped);
+    aborted.add(watch);
+}
+
+/// Tokio's timer fires on whole milliseconds, so a wait for less than this
+/// lasts up to a millisecond: a shutdown that gave each of 20,000 groups
+/// reached late a share of 50 µs took 22 s, not its budget of 1.1 s, and
+/// reported most of its aborts as finished. A wait this short yields
+/// instead ([`yield_until`]).
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
+/// Whether waiting until `until` is too short to arm the timer for.
+fn is_too_short(until: Instant) -> bool {
+    until < saturating_add(Instant::now(), TIMER_RESOLUTION)
+}
+
+/// A wait too short for the timer: yields (so that the runtime runs what the
+/// cancel or the aborts woke) until `done` says so or `until` passes, at
+/// least once even if it passed already (the group has its turn, however
+/// late). Returns whether `done` said so. Bounded in real time too, by the
+/// same length: a paused clock (tests) does not move while the runtime is
+/// busy.
+async fn yield_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
+    let left = until.saturating_duration_since(Instant::now());
+    let real_end = std::time::Instant::now() + left;
+    let mut yielded = false;
+    loop {
+        if done() {
+            return true;
+        }
+        let over = Instant::now() >= until || std::time::Instant::now() >= real_end;
+        if over && yielded {
+            return false;
+        }
+        tokio::task::yield_now().await;
+        yielded = true;
+    }
+}
+
+/// The tasks a shutdown aborted, in the order of the groups' turns, each
+/// group's by id. A group whose aborts are still landing at the end of its
+/// turn holds its place by its watch, read once every group had its turn
+/// ([`wait_until`](Self::wait_until)): an abort that lands meanwhile (while
+/// later groups stop) is listed as this shutdown's, not counted as work that
+/// finished by itself.
+#[derive(Default)]
+struct Aborted {
+    listed: Vec<TaskInfo>,
+    /// Watches still waited for, each with the length of `listed` at its
+    /// group's turn: where its tasks go.
+    waiting: Vec<(usize, std::sync::Arc<crate::registry::AbortWatch>)>,
+}
+
+impl Aborted {
+    /// Lists the tasks whose abort took effect by now. A task whose abort
+    /// did not take effect in time stays pending, and is reported so; one
+    /// that finished by itself first is counted as finished.
+    fn list(&mut self, watch: &crate::registry::AbortWatch) {
+        let stopped = watch.take_aborted();
+        stopped.iter().for_each(crate::trace::aborted);
+        self.listed.extend(stopped);
+    }
+
+    /// Lists the tasks of `watch` now if all its aborts landed, else once
+    /// every group had its turn.
+    fn add(&mut self, watch: std::sync::Arc<crate::registry::AbortWatch>) {
+        if watch.is_settled() {
+            self.list(&watch);
+        } else {
+            self.waiting.push((self.listed.len(), watch));
+        }
+    }
+
+    /// Waits until `by` for the aborts still landing (and lets the runtime
+    /// run them once, even if `by` passed), then lists every aborted task in
+    /// the order of the turns.
+    async fn wait_until(self, by: Instant) -> Vec<TaskInfo> {
+        if self.waiting.is_empty() {
+            return self.listed;
+        }
+        tokio::task::yield_now().await;
+        for (_, watch) in &self.waiting {
+            let _ = timeout_at(by, watch.all_settled()).await;
+        }
+        let mut out = Vec::with_capacity(self.listed.len());
+        let mut listed = self.listed.into_iter();
+        let mut at = 0;
+        for (place, watch) in self.waiting {
+            out.extend(listed.by_ref().take(place - at));
+            at = place;
+            let stopped = watch.take_aborted();
+            stopped.iter().for_each(crate::trace::aborted);
+            out.extend(stopped);
+        }
+        out.extend(listed);
+        out
+    }
 }
 
 #[cfg(all(test, not(loom)))]

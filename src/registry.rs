@@ -227,6 +227,11 @@ impl AbortWatch {
         }
     }
 
+    /// Whether every aborted task settled.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.state.lock().waiting == 0
+    }
+
     /// Waits until every aborted task settled.
     pub(crate) async fn all_settled(&self) {
         loop {

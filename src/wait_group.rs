@@ -1200,6 +1200,13 @@ impl WaitGroup {
     ///     itself during the first three quarters of its share; then its
     ///     tasks are aborted and waited for until the end of its share.
     ///
+    ///   * A share shorter than a millisecond (thousands of groups reached
+    ///     late, such as a group per connection) is waited out by yielding to
+    ///     the runtime, not on Tokio's timer, which would round each up to a
+    ///     millisecond and overrun the budget. An abort that lands after its
+    ///     group's share is still listed as aborted if it lands before the
+    ///     report (as work in flight, below).
+    ///
     ///   So a database pool or log flusher linked after a server whose
     ///   connections overran still gets a bounded moment to close cleanly, in
     ///   order. With the default one-second abort timeout and one such group,
@@ -1233,7 +1240,7 @@ impl WaitGroup {
     /// task or guard caught between two steps on another thread (its entry
     /// removed and its count not yet given up, or the reverse as it starts)
     /// is waited for, 250 ms at most and within the budget, so that it is
-    /// counted in one part only.
+    /// counted in one part only; so is an abort still landing.
     ///
     /// [`cancel`](Self::cancel) is the unordered emergency path.
     ///
