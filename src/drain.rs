@@ -374,10 +374,12 @@ impl Timer {
 }
 
 /// Waits until the group has nothing pending but the caller (if it is in
-/// this group), or until `stop_by`. Returns whether it got there.
+/// this group), or until `stop_by`. Returns whether it got there. `now`: the
+/// time the caller just read.
 async fn stopped_by_itself(
     group: &NodeRef,
     spare_caller: bool,
+    now: Instant,
     stop_by: Instant,
     timer: &mut Timer,
 ) -> bool {
@@ -386,7 +388,7 @@ async fn stopped_by_itself(
         if group.state().idle_listener().is_none() {
             return true;
         }
-        if is_too_short(stop_by) {
+        if stop_by < saturating_add(now, TIMER_RESOLUTION) {
             return yield_until(stop_by, || group.state().idle_listener().is_none()).await;
         }
         // The group's work first, as `timeout_at` does: a group idle by the
@@ -452,9 +454,11 @@ async fn stop_group(
     // deadline as its own (given again here for a group linked during the
     // shutdown), even when the group was reached late.
     group.drain_own();
-    let drained = budget.drains
-        && Instant::now() < budget.drain_end
-        && stopped_by_itself(group, spare_caller, budget.drain_end, timer).await;
+    let drained = budget.drains && {
+        let now = Instant::now();
+        now < budget.drain_end
+            && stopped_by_itself(group, spare_caller, now, budget.drain_end, timer).await
+    };
     group.cancel_own(turn.reason.clone());
     if drained {
         group.set_abort_time(budget.abort_time);
@@ -474,7 +478,7 @@ async fn stop_group(
     } else {
         group.set_abort_time(budget.abort_time);
     }
-    if stopped_by_itself(group, spare_caller, stop_by, timer).await {
+    if stopped_by_itself(group, spare_caller, reached, stop_by, timer).await {
         return;
     }
     let now = Instant::now();
