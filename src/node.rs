@@ -265,6 +265,11 @@ pub(crate) struct Links {
     map: LinkMap,
     next_key: u64,
     departed: Failures,
+    /// The key of each group linked here by [`push_link`](Node::push_link)
+    /// (`link()`), so that linking and unlinking find a link without a scan
+    /// of them all. A `child()` is not here: it knows its own key (its
+    /// `owner`), and is found by that.
+    linked: HashMap<GroupId, u64, BuildHasherDefault<IdHasher>>,
 }
 
 /// A group's links, in an allocation of their own that its `child()` groups
@@ -426,6 +431,7 @@ impl LinkMap {
         Some(node)
     }
 
+    #[cfg(test)]
     fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &NodeRef)> {
         self.slots
             .as_slice()
@@ -1120,28 +1126,35 @@ impl Node {
     /// Links `child` below this node. The caller holds [`LINK_ORDER`] and has
     /// checked for cycles. Returns `false` if it was already linked.
     pub(crate) fn push_link(&self, child: &NodeRef) -> bool {
-        let mut links = self.table().links.lock();
-        if links.map.values().any(|l| Shared::ptr_eq(l, child)) {
+        let table = self.table();
+        let mut links = table.links.lock();
+        if links.linked.contains_key(&child.id()) || own_key(table, &links, child).is_some() {
             return false;
         }
-        links.push(child.clone());
+        let key = links.push(child.clone());
+        links.linked.insert(child.id(), key);
         self.hot.has_links.store(true, Ordering::Release);
         true
     }
 
     /// Removes `child` from the links; `false` if it was not linked.
+    /// O(log n) in the links, as linking is O(1): a server may link many.
     pub(crate) fn remove_link(&self, child: &NodeRef) -> bool {
         let Some(table) = self.table.get() else {
             return false;
         };
         let removed = {
             let mut links = table.links.lock();
-            let key = links
-                .map
-                .iter()
-                .find(|(_, l)| Shared::ptr_eq(l, child))
-                .map(|(k, _)| k);
-            key.and_then(|k| links.map.remove(&k))
+            let key = match links.linked.remove(&child.id()) {
+                Some(key) => Some(key),
+                None => own_key(table, &links, child),
+            };
+            let removed = key.and_then(|k| links.map.remove(&k));
+            let (len, room) = (links.linked.len(), links.linked.capacity());
+            if room > 64 && len * 4 < room {
+                links.linked.shrink_to(len * 2);
+            }
+            removed
         };
         // Dropped outside the lock: it may be the last reference.
         removed.is_some()
@@ -2139,6 +2152,15 @@ pub(crate) fn pending_of(groups: &[NodeRef]) -> Vec<GroupPending> {
         out.extend(node.pending(now));
     }
     out
+}
+
+/// The key of `child` in `table`'s `links` if it is there as a `child()` of
+/// that table's group (its `owner` says so, and the link is still there).
+fn own_key(table: &Arc<Table>, links: &Links, child: &NodeRef) -> Option<u64> {
+    let (owner, key) = child.owner.as_ref()?;
+    let here = std::ptr::eq(owner.as_ptr(), Arc::as_ptr(table))
+        && links.map.get(key).is_some_and(|l| Shared::ptr_eq(l, child));
+    here.then_some(*key)
 }
 
 // ----- leaving a parent ------------------------------------------------------------
