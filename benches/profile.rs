@@ -57,6 +57,15 @@
 //!   for in the same order. `ordered` gives each node a token of its own,
 //!   cancelled only once the nodes before it have stopped, as a shutdown
 //!   stops groups in order. Divide by the 22,220 groups it prints.
+//! * `late-groups [GROUPS]`: `GROUPS` (20,000) child groups of one root,
+//!   each with a task that ignores cancellation, then `shutdown(100 ms)` with
+//!   the default 1 s abort timeout (every group but the first reached after
+//!   the deadline, with a share of 50 µs); prints the time taken and the
+//!   report's counts. Timed, not counted: run it as is.
+//! * `shielded [TASKS]`: `TASKS` (40,000) tasks of one group, each in a
+//!   shielded section that waits for cancellation then flushes for 200 ms,
+//!   then `shutdown(50 ms)`; prints the time taken and the counts (every
+//!   flush completes: all finished, none aborted).
 //! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
 //!   waits, on a oneshot or on a group's last guard; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
@@ -250,6 +259,57 @@ fn main() {
                     time(false)
                 );
             }
+        }
+        "late-groups" => {
+            let groups: usize = arg(1).parse().unwrap_or(20_000);
+            rt.block_on(async {
+                let root = WaitGroup::new();
+                let requests: Vec<WaitGroup> = (0..groups)
+                    .map(|_| {
+                        let request = root.child();
+                        request.go(|_| std::future::pending::<()>());
+                        request
+                    })
+                    .collect();
+                tokio::task::yield_now().await;
+                let started = Instant::now();
+                let report = root.shutdown(Duration::from_millis(100)).await;
+                println!(
+                    "{groups} groups reached late: shutdown {:?}; {} aborted, {} finished, {} pending",
+                    started.elapsed(),
+                    report.aborted().len(),
+                    report.finished(),
+                    report.pending().len()
+                );
+                drop(requests);
+            });
+        }
+        "shielded" => {
+            let tasks: usize = arg(1).parse().unwrap_or(40_000);
+            rt.block_on(async {
+                let wg = WaitGroup::builder()
+                    .abort_timeout(Duration::from_secs(30))
+                    .build();
+                for _ in 0..tasks {
+                    wg.go(|ctx| async move {
+                        ctx.shielded(Duration::from_secs(20), async {
+                            ctx.cancelled().await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        })
+                        .await;
+                    });
+                }
+                // Every task polled once, so in its section.
+                tokio::spawn(async {}).await.expect("runs");
+                let started = Instant::now();
+                let report = wg.shutdown(Duration::from_millis(50)).await;
+                println!(
+                    "{tasks} shielded flushes: shutdown {:?}; {} aborted, {} finished",
+                    started.elapsed(),
+                    report.aborted().len(),
+                    report.finished()
+                );
+            });
         }
         "stubborn" => {
             let tasks: u64 = arg(1).parse().unwrap_or(1_000_000);
@@ -524,8 +584,9 @@ fn resident_kib() -> Option<u64> {
 fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
-         pending [THREADS|churn], sort, stubborn [TASKS], tree, tree-peers [ordered], \
-         wake oneshot|lean|recording, reopen [task]"
+         pending [THREADS|churn], sort, stubborn [TASKS], late-groups [GROUPS], \
+         shielded [TASKS], tree, tree-peers [ordered], wake oneshot|lean|recording, \
+         reopen [task]"
     );
     std::process::exit(2);
 }
