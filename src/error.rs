@@ -344,8 +344,14 @@ impl fmt::Display for Thousands {
 }
 
 impl fmt::Display for TaskErrors {
+    /// `3 tasks failed; 1) ...; 2) ...; 3) ...` (one failure: its own
+    /// message), listing the first 100 failures kept, then `; and N more
+    /// failures` for the rest, kept or only counted: a tree of many groups,
+    /// each keeping up to its `max_errors`, prints a screenful. `{:#}` lists
+    /// every failure kept.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut errors = self.iter();
+        let limit = crate::report::list_limit(f);
         match (self.len, errors.next()) {
             (_, None) if self.dropped == 0 => return f.write_str("no task failed"),
             // None kept (a group built with `max_errors(0)`): counted only.
@@ -360,14 +366,15 @@ impl fmt::Display for TaskErrors {
             (1, Some(one)) if self.dropped == 0 => return fmt::Display::fmt(one, f),
             (_, Some(first)) => {
                 write!(f, "{} tasks failed; 1) {first}", Thousands(self.total()))?;
-                for (i, error) in errors.enumerate() {
+                for (i, error) in errors.take(limit.saturating_sub(1)).enumerate() {
                     write!(f, "; {}) {error}", i + 2)?;
                 }
             }
         }
-        if self.dropped > 0 {
-            let s = if self.dropped == 1 { "" } else { "s" };
-            write!(f, "; and {} more failure{s}", Thousands(self.dropped))?;
+        let more = self.total() - self.len.min(limit) as u64;
+        if more > 0 {
+            let s = if more == 1 { "" } else { "s" };
+            write!(f, "; and {} more failure{s}", Thousands(more))?;
         }
         Ok(())
     }

@@ -206,15 +206,15 @@ impl PendingReport {
     }
 }
 
-/// Tasks a report's text lists of each kind (aborted, pending) before it
-/// counts the rest in one line: a shutdown that aborts a million
+/// Tasks a report's text lists of each kind (aborted, pending, failed)
+/// before it counts the rest in one line: a shutdown that aborts a million
 /// connections prints a screenful, not a million lines. The alternate form
 /// (`{:#}`) lists every one.
 const LISTED: usize = 100;
 
 /// Whether a report's text lists every task (`{:#}`), else at most
-/// [`LISTED`] of each kind.
-fn list_limit(f: &fmt::Formatter<'_>) -> usize {
+/// [`LISTED`] of each kind (and of failures).
+pub(crate) fn list_limit(f: &fmt::Formatter<'_>) -> usize {
     if f.alternate() {
         usize::MAX
     } else {
@@ -268,9 +268,9 @@ impl fmt::Display for PendingReport {
 /// Dropping a report unread hides the tasks that had to be aborted and the
 /// work left behind, so it is `#[must_use]`: check it with
 /// [`is_clean`](Self::is_clean), log it (`Display` lists aborted, pending
-/// and failed tasks, one per line: the first 100 aborted and 100 pending
-/// ones, then how many more, so a shutdown of a million connections logs a
-/// screenful; `{:#}` lists all of them), or turn it into a `Result` with
+/// and failed tasks, one per line: the first 100 of each, then how many
+/// more, so a shutdown of a million connections logs a screenful; `{:#}`
+/// lists all of them), or turn it into a `Result` with
 /// [`into_result`](Self::into_result) and return the error from `main`.
 ///
 /// # Examples
@@ -434,8 +434,8 @@ impl ShutdownReport {
 /// or tasks failed; from [`ShutdownReport::into_result`].
 ///
 /// `Display` and `Debug` both print the report: a summary line, then one line
-/// per aborted, pending and failed task (the first 100 aborted and 100
-/// pending ones, then how many more; `{:#}` and `{:#?}` list all of them).
+/// per aborted, pending and failed task (the first 100 of each, then how
+/// many more; `{:#}` and `{:#?}` list all of them).
 /// Debug is deliberately not a struct dump, because `Debug` is what a `main`
 /// returning `Result` prints.
 ///
@@ -480,11 +480,10 @@ impl StdError for ShutdownError {
 }
 
 impl fmt::Display for ShutdownReport {
-    /// A summary line, then a line per aborted task and per pending task
-    /// (up to 100 of each, then `and N more aborted` / `and N more
-    /// pending`), then a line per failure the groups kept (at most their
-    /// [`max_errors`](crate::WaitGroupBuilder::max_errors)). `{:#}` lists
-    /// every aborted and pending task.
+    /// A summary line, then a line per aborted task, per pending task and
+    /// per failure the groups kept (up to 100 of each, then `and N more
+    /// aborted` / `and N more pending` / `and N more failures`). `{:#}`
+    /// lists every one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -512,13 +511,14 @@ impl fmt::Display for ShutdownReport {
             let more = Thousands(more as u64);
             write!(f, "\n  and {more} more pending")?;
         }
-        for error in &self.errors {
+        for error in self.errors.iter().take(limit) {
             write!(f, "\n  failed: {error}")?;
         }
-        if self.errors.dropped() > 0 {
-            let n = self.errors.dropped();
-            let s = if n == 1 { "" } else { "s" };
-            let n = Thousands(n);
+        // Not listed: kept beyond the limit, or only counted.
+        let more = self.errors.total() - self.errors.len().min(limit) as u64;
+        if more > 0 {
+            let s = if more == 1 { "" } else { "s" };
+            let n = Thousands(more);
             if self.errors.first().is_none() {
                 // None kept (`max_errors(0)`): not "more" than the none listed.
                 write!(f, "\n  {n} failure{s} not kept (see `max_errors`)")?;

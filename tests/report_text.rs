@@ -178,3 +178,39 @@ fn many_aborted_tasks_print_a_screenful() {
     assert_eq!(text.lines().last(), Some("  and 199,900 more aborted"));
     assert!(text.len() < 64 * 1024, "{} bytes", text.len());
 }
+
+/// Failures too: a tree of many groups keeps up to `max_errors` in each, so
+/// a wait's error and a shutdown report list the first 100 and count the
+/// rest (kept or only counted) in one line.
+#[tokio::test]
+async fn failures_are_listed_up_to_a_hundred_then_counted() {
+    let root = WaitGroup::builder().name("root").max_errors(200).build();
+    for i in 0..250 {
+        root.task()
+            .name(format!("job {i}"))
+            .go(|_| async { Err::<(), _>("disk full") });
+    }
+    let err = root.wait().await.unwrap_err();
+    assert_eq!(err.errors().len(), 200);
+    assert_eq!(err.errors().total(), 250);
+    let text = err.to_string();
+    assert!(text.starts_with("250 tasks failed; 1) "), "{text}");
+    assert!(text.contains("; 100) "), "{text}");
+    assert!(!text.contains("; 101) "), "{text}");
+    assert!(text.ends_with("; and 150 more failures"), "{text}");
+    let all = format!("{err:#}");
+    assert!(all.contains("; 200) ") && !all.contains("; 201) "), "{all}");
+    assert!(all.ends_with("; and 50 more failures"), "{all}");
+
+    let report = root.shutdown(Duration::from_secs(1)).await;
+    let text = report.to_string();
+    assert_eq!(lines_starting(&text, "  failed: "), LISTED, "{text}");
+    assert_eq!(
+        text.lines().last(),
+        Some("  and 150 more failures"),
+        "{text}"
+    );
+    let all = format!("{report:#}");
+    assert_eq!(lines_starting(&all, "  failed: "), 200, "{all}");
+    assert_eq!(all.lines().last(), Some("  and 50 more failures"), "{all}");
+}
