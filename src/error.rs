@@ -476,7 +476,8 @@ impl fmt::Display for WaitError {
                 f.write_str("timed out: ")?;
                 fmt::Display::fmt(pending, f)?;
                 if !errors.is_empty() {
-                    write!(f, "; and {errors}")?;
+                    f.write_str("; and ")?;
+                    fmt::Display::fmt(errors, f)?;
                 }
                 Ok(())
             }
