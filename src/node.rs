@@ -1150,10 +1150,7 @@ impl Node {
                 None => own_key(table, &links, child),
             };
             let removed = key.and_then(|k| links.map.remove(&k));
-            let (len, room) = (links.linked.len(), links.linked.capacity());
-            if room > 64 && len * 4 < room {
-                links.linked.shrink_to(len * 2);
-            }
+            shrink_if_sparse(&mut links.linked);
             removed
         };
         // Dropped outside the lock: it may be the last reference.
@@ -1534,12 +1531,7 @@ impl Node {
             if shields.watchers > 0 {
                 shields.released.push(task);
             }
-            // A long-lived group keeps room for the sections open now, not
-            // for the most it ever had (amortized: a quarter full, halved).
-            let (len, room) = (shields.open.len(), shields.open.capacity());
-            if room > 64 && len * 4 < room {
-                shields.open.shrink_to(len * 2);
-            }
+            shrink_if_sparse(&mut shields.open);
         }
         drop(shields);
         extra.shield_ended.notify_waiters();
@@ -1823,6 +1815,18 @@ const SCRATCH_KEPT: usize = if cfg!(miri) { 64 } else { 2048 };
 
 thread_local! {
     static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+/// Gives back room in `map` once it is a quarter full (halving, so
+/// amortized O(1) per removal): a long-lived group keeps room for what is
+/// there now, not for the most there ever was.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
+    let (len, room) = (map.len(), map.capacity());
+    if room > 64 && len * 4 < room {
+        map.shrink_to(len * 2);
+    }
 }
 
 /// Tasks in a shielded section, each with its registry slot and the latest
