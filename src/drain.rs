@@ -279,9 +279,8 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let mut aborted = Vec::new();
     for watch in watches {
         let _ = timeout_at(by, watch.all_settled()).await;
-        aborted.extend(watch.take_aborted());
+        aborted.extend(take_listed(&watch));
     }
-    aborted.iter().for_each(crate::trace::aborted);
     let listed = node::walk(root);
     settle_in_flight(&listed, by).await;
     let pending = node::pending_of(&listed);
@@ -388,7 +387,7 @@ async fn stopped_by_itself(
         if group.state().idle_listener().is_none() {
             return true;
         }
-        if stop_by < saturating_add(now, TIMER_RESOLUTION) {
+        if is_too_short(stop_by, now) {
             return yield_until(stop_by, || group.state().idle_listener().is_none()).await;
         }
         // The group's work first, as `timeout_at` does: a group idle by the
@@ -510,7 +509,7 @@ async fn stop_group(
     // for the whole group here would only wait out the share. Then once more
     // after the phase ends, for a task counted in the watch meanwhile: none
     // is counted after that.
-    if is_too_short(abort_by) {
+    if is_too_short(abort_by, Instant::now()) {
         // A share below the timer's resolution (many groups reached late):
         // waited for by yielding, not rounded up to a tick of the timer.
         yield_until(abort_by, || watch.is_settled()).await;
@@ -531,9 +530,10 @@ async fn stop_group(
 /// instead ([`yield_until`]).
 const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
-/// Whether waiting until `until` is too short to arm the timer for.
-fn is_too_short(until: Instant) -> bool {
-    until < saturating_add(Instant::now(), TIMER_RESOLUTION)
+/// Whether waiting from `now` until `until` is too short to arm the timer
+/// for.
+fn is_too_short(until: Instant, now: Instant) -> bool {
+    until < saturating_add(now, TIMER_RESOLUTION)
 }
 
 /// A wait too short for the timer: yields (so that the runtime runs what the
@@ -559,6 +559,14 @@ async fn yield_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The tasks whose abort took effect, taken from `watch` (which lists no
+/// more after this) and traced.
+fn take_listed(watch: &crate::registry::AbortWatch) -> Vec<TaskInfo> {
+    let stopped = watch.take_aborted();
+    stopped.iter().for_each(crate::trace::aborted);
+    stopped
+}
+
 /// The tasks a shutdown aborted, in the order of the groups' turns, each
 /// group's by id. A group whose aborts are still landing at the end of its
 /// turn holds its place by its watch, read once every group had its turn
@@ -578,9 +586,7 @@ impl Aborted {
     /// did not take effect in time stays pending, and is reported so; one
     /// that finished by itself first is counted as finished.
     fn list(&mut self, watch: &crate::registry::AbortWatch) {
-        let stopped = watch.take_aborted();
-        stopped.iter().for_each(crate::trace::aborted);
-        self.listed.extend(stopped);
+        self.listed.extend(take_listed(watch));
     }
 
     /// Lists the tasks of `watch` now if all its aborts landed, else once
@@ -610,9 +616,7 @@ impl Aborted {
         for (place, watch) in self.waiting {
             out.extend(listed.by_ref().take(place - at));
             at = place;
-            let stopped = watch.take_aborted();
-            stopped.iter().for_each(crate::trace::aborted);
-            out.extend(stopped);
+            out.extend(take_listed(&watch));
         }
         out.extend(listed);
         out

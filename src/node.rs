@@ -71,8 +71,10 @@
 //! watch's. A generation's [`Tokens::lock`]
 //! is taken alone, and held only to fill a token cell (making a token takes
 //! tokio-util's lock of its parent token), set an early bit or the cancel
-//! reason, or add the next generation, never while a token is cancelled. No
-//! lock is held across an `.await` or while user code runs.
+//! reason, or add the next generation, never while a token is cancelled. A
+//! group's shields lock ([`Shields`]) is also taken alone: a forced phase
+//! reads it, then aborts by the registry. No lock is held across an
+//! `.await` or while user code runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
