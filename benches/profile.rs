@@ -62,6 +62,12 @@
 //!   the default 1 s abort timeout (every group but the first reached after
 //!   the deadline, with a share of 50 µs); prints the time taken and the
 //!   report's counts. Timed, not counted: run it as is.
+//! * `together [GROUPS] [sequential|flat]`: `GROUPS` (2,000) child groups
+//!   of a `connections` group built with `stop_children_together(true)`
+//!   (with `sequential`: `false`; with `flat`, the tasks in `connections`
+//!   itself), below a root; each has a task that takes 5 ms to close once
+//!   cancelled; then `shutdown(30 s)` on the root. Prints the time taken
+//!   and the report's counts. Timed, not counted.
 //! * `shielded [TASKS]`: `TASKS` (40,000) tasks of one group, each in a
 //!   shielded section that waits for cancellation then flushes for 200 ms,
 //!   then `shutdown(50 ms)`; prints the time taken and the counts (every
@@ -282,6 +288,43 @@ fn main() {
                     report.pending().len()
                 );
                 drop(requests);
+            });
+        }
+        "together" => {
+            let groups: usize = arg(1).parse().unwrap_or(2_000);
+            let (together, flat) = (arg(2) != "sequential", arg(2) == "flat");
+            rt.block_on(async {
+                let root = WaitGroup::new();
+                let connections = WaitGroup::builder()
+                    .name("connections")
+                    .stop_children_together(together)
+                    .build_child(&root);
+                for _ in 0..groups {
+                    let connection = if flat {
+                        connections.clone()
+                    } else {
+                        connections.child()
+                    };
+                    connection.go(|ctx| async move {
+                        ctx.cancelled().await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    });
+                }
+                tokio::task::yield_now().await;
+                let started = Instant::now();
+                let report = root.shutdown(Duration::from_secs(30)).await;
+                println!(
+                    "{groups} {}: shutdown {:?}; {} finished, {} aborted, {} pending",
+                    match (flat, together) {
+                        (true, _) => "tasks in one group",
+                        (false, true) => "groups stopped together",
+                        (false, false) => "groups stopped in turn",
+                    },
+                    started.elapsed(),
+                    report.finished(),
+                    report.aborted().len(),
+                    report.pending().len()
+                );
             });
         }
         "shielded" => {
@@ -585,6 +628,7 @@ fn usage(got: &str) -> ! {
     eprintln!(
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
          pending [THREADS|churn], sort, stubborn [TASKS], late-groups [GROUPS], \
+         together [GROUPS] [sequential|flat], \
          shielded [TASKS], tree, tree-peers [ordered], wake oneshot|lean|recording, \
          reopen [task]"
     );

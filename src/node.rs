@@ -79,7 +79,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::LocalKey;
@@ -123,6 +123,9 @@ pub(crate) struct Config {
     pub(crate) max_errors: usize,
     pub(crate) abort_on_drop: bool,
     pub(crate) limit: Option<usize>,
+    /// Whether a shutdown starts stopping the groups below this one at its
+    /// turn; see `WaitGroupBuilder::stop_children_together`.
+    pub(crate) stop_children_together: bool,
     /// The group's own deadline, if any.
     pub(crate) deadline: Option<Instant>,
 }
@@ -136,6 +139,7 @@ impl Config {
         max_errors: crate::wait_group::DEFAULT_MAX_ERRORS,
         abort_on_drop: false,
         limit: None,
+        stop_children_together: false,
         deadline: None,
     };
 }
@@ -1742,20 +1746,24 @@ pub(crate) fn visit(
     root: &NodeRef,
     at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
 ) {
-    traverse(root, at, drop);
+    traverse(root, at, |_, _| ());
 }
 
 /// [`visit`], handing each group to `then` once `at` is done with it (and
 /// its links lock released), unless `at` stopped the walk there: the walk's
-/// own reference, so keeping the group costs no count.
+/// own reference, so keeping the group costs no count; and how many groups
+/// were left on the walk's stack below it as it was taken off it. The
+/// groups a group reaches first are pushed onto the stack above those, and
+/// taken off before any of those: so they are the ones that follow the
+/// group in the walk with at least as many left below them.
 fn traverse(
     root: &NodeRef,
     mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
-    mut then: impl FnMut(NodeRef),
+    mut then: impl FnMut(NodeRef, usize),
 ) {
     if !root.hot.has_links.load(Ordering::Acquire) {
         if at(root, None).is_continue() {
-            then(root.clone());
+            then(root.clone(), 0);
         }
         return;
     }
@@ -1769,6 +1777,7 @@ fn traverse(
         if !seen.insert(node.id()) {
             continue;
         }
+        let below = stack.len();
         let flow = with_links(&node, |links| match links {
             Some(links) => {
                 let flow = at(&node, Some(&mut *links));
@@ -1781,7 +1790,7 @@ fn traverse(
         if flow.is_break() {
             break;
         }
-        then(node);
+        then(node, below);
     }
     stack.clear();
     seen.clear();
@@ -1913,7 +1922,7 @@ pub(crate) fn walk(root: &NodeRef) -> Vec<NodeRef> {
     traverse(
         root,
         |_, _| ControlFlow::Continue(()),
-        |node| out.push(node),
+        |node, _| out.push(node),
     );
     out
 }
@@ -1930,20 +1939,91 @@ pub(crate) struct LinksVersion {
     live: usize,
 }
 
-/// Like [`walk`], with each group's [`LinksVersion`] as the walk read its
-/// links (under the same lock).
-pub(crate) fn walk_versioned(root: &NodeRef) -> (Vec<NodeRef>, Vec<LinksVersion>) {
+/// A walk of a tree for a shutdown: [`walk_versioned`].
+pub(crate) struct VersionedWalk {
+    /// The groups, in walk order.
+    pub(crate) groups: Vec<NodeRef>,
+    /// Each group's [`LinksVersion`] as the walk read its links (under the
+    /// same lock).
+    pub(crate) versions: Vec<LinksVersion>,
+    /// For each group with links that stops its children together
+    /// ([`Config::stop_children_together`]), where in `groups` it is and
+    /// where the groups the walk reached through it end: `at..end`, in walk
+    /// order. One inside another's range has none of its own: the outer
+    /// one starts it.
+    pub(crate) together: Vec<Range<usize>>,
+}
+
+/// Like [`walk`], with each group's [`LinksVersion`], and the ranges of
+/// groups stopped together: the groups the walk reached through a group are
+/// those that follow it with at least as many groups left below them on the
+/// walk's stack as it had (see [`traverse`]).
+pub(crate) fn walk_versioned(root: &NodeRef) -> VersionedWalk {
     let mut groups = Vec::new();
     let mut versions = Vec::new();
+    let mut together = Together::default();
+    // Whether the group just read starts a range: only a group with links
+    // can have others below it, so a leaf (most of a tree) is not asked.
+    let starts = Cell::new(false);
     traverse(
         root,
-        |_, links| {
-            versions.push(links.map_or_else(LinksVersion::default, |links| links.version()));
+        |node, links| {
+            let Some(links) = links else {
+                versions.push(LinksVersion::default());
+                return ControlFlow::Continue(());
+            };
+            versions.push(links.version());
+            starts.set(node.config.stop_children_together);
             ControlFlow::Continue(())
         },
-        |node| groups.push(node),
+        |node, below| {
+            if starts.get() || together.open.is_some() {
+                together.at(groups.len(), below, starts.take());
+            }
+            groups.push(node);
+        },
     );
-    (groups, versions)
+    VersionedWalk {
+        together: together.end(groups.len()),
+        groups,
+        versions,
+    }
+}
+
+/// The ranges of a [`VersionedWalk`] stopped together, as the walk finds
+/// them.
+#[derive(Default)]
+struct Together {
+    ranges: Vec<Range<usize>>,
+    /// The range being found: where it starts, and how many groups were
+    /// left below its group on the walk's stack.
+    open: Option<(usize, usize)>,
+}
+
+impl Together {
+    /// The walk is at the group at `at`, with `below` groups left below it
+    /// on the stack; `starts`: whether it stops its children together.
+    #[cold]
+    fn at(&mut self, at: usize, below: usize, starts: bool) {
+        if let Some((start, under_top)) = self.open {
+            if below >= under_top {
+                return;
+            }
+            self.ranges.push(start..at);
+            self.open = None;
+        }
+        if starts {
+            self.open = Some((at, below));
+        }
+    }
+
+    /// The walk ended, with `len` groups.
+    fn end(mut self, len: usize) -> Vec<Range<usize>> {
+        if let Some((start, _)) = self.open {
+            self.ranges.push(start..len);
+        }
+        self.ranges
+    }
 }
 
 /// Whether every group of a [`walk_versioned`] still has the links it had
@@ -2556,6 +2636,50 @@ mod tests {
         assert!(keeps(node.late_abort(true)));
     }
 
+    /// The ranges of groups stopped together: a group shared by two parents
+    /// is reached through the first; the groups reached through a group are
+    /// those that follow it deeper than it; a group with the setting inside
+    /// another's range has none of its own.
+    #[test]
+    fn a_walk_finds_the_groups_reached_through_each_that_stops_them_together() {
+        use crate::WaitGroup;
+        let together = || WaitGroup::builder().stop_children_together(true);
+        let root = WaitGroup::new();
+        let a = together().build_child(&root);
+        let shared = WaitGroup::new();
+        a.link(&shared).unwrap();
+        let a1 = a.child();
+        assert!(a1.node().config.stop_children_together, "inherited");
+        let b = root.child();
+        b.link(&shared).unwrap();
+        let c = together().build_child(&b);
+        let d = c.child();
+        let e = b.child();
+        let walk = walk_versioned(root.node());
+        let ids: Vec<_> = walk.groups.iter().map(|n| n.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                root.id(),
+                a.id(),
+                shared.id(),
+                a1.id(),
+                b.id(),
+                c.id(),
+                d.id(),
+                e.id()
+            ]
+        );
+        assert_eq!(walk.together, [1..4, 5..7]);
+        // The root's range is the whole walk.
+        let walk = walk_versioned(a.node());
+        assert_eq!(walk.together, vec![Range { start: 0, end: 3 }]);
+        // From b: b, shared, c, d, e.
+        let walk = walk_versioned(b.node());
+        assert_eq!(walk.together, vec![Range { start: 2, end: 4 }]);
+        assert!(walk_versioned(WaitGroup::new().node()).together.is_empty());
+    }
+
     /// A walk's versions tell whether any group of the walk had a link added
     /// or removed since, at any depth: an addition and a removal that leave
     /// as many links as before too, and a first link of a group that had
@@ -2570,7 +2694,9 @@ mod tests {
         root.link(&shared).unwrap();
         middle.link(&shared).unwrap();
         let unchanged = |f: &dyn Fn()| {
-            let (groups, versions) = walk_versioned(root.node());
+            let VersionedWalk {
+                groups, versions, ..
+            } = walk_versioned(root.node());
             let ids: Vec<_> = groups.iter().map(|n| n.id()).collect();
             assert_eq!(ids, [root.id(), middle.id(), leaf.id(), shared.id()]);
             assert!(links_unchanged(&groups, &versions), "nothing yet");

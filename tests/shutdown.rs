@@ -729,3 +729,315 @@ async fn a_child_made_after_a_shutdown_starts_closed_and_cancelled() {
     let fresh = parent.child();
     assert!(!fresh.is_closed() && !fresh.is_cancelled());
 }
+
+/// A server with a group per connection (and a request group below each)
+/// below a group that stops its children together or not, and a pool after
+/// them.
+struct Connections {
+    server: WaitGroup,
+    /// When each connection's and request's task saw its context cancelled.
+    cancelled: Arc<Mutex<Vec<Duration>>>,
+    /// When the pool's did, and how many of those tasks had closed by then.
+    pool: Arc<Mutex<Option<(Duration, usize)>>>,
+}
+
+/// How long the pool of [`Connections`] takes to close once cancelled.
+const POOL_CLOSE: Duration = Duration::from_millis(100);
+
+/// [`Connections`]: each task takes `close` to close once cancelled, or
+/// never closes with `None`.
+fn connections_then_pool(
+    connections: usize,
+    together: bool,
+    close: Option<Duration>,
+) -> Connections {
+    let start = Instant::now();
+    let server = WaitGroup::builder().name("server").build();
+    let group = WaitGroup::builder()
+        .name("connections")
+        .stop_children_together(together)
+        .build_child(&server);
+    let pool = server.task().name("pool").child();
+    let cancelled = Arc::new(Mutex::new(Vec::new()));
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for i in 0..connections {
+        let connection = group.task().name(format!("conn {i}")).child();
+        // A request group below each connection: started with it.
+        let request = connection.child();
+        for group in [&connection, &request] {
+            let (cancelled, closed) = (cancelled.clone(), closed.clone());
+            group.go(move |ctx| async move {
+                ctx.cancelled().await;
+                cancelled.lock().push(start.elapsed());
+                match close {
+                    Some(close) => tokio::time::sleep(close).await,
+                    None => std::future::pending().await,
+                }
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    }
+    let pool_cancelled = Arc::new(Mutex::new(None));
+    let seen = pool_cancelled.clone();
+    pool.go(move |ctx| async move {
+        ctx.cancelled().await;
+        let closed = closed.load(std::sync::atomic::Ordering::SeqCst);
+        *seen.lock() = Some((start.elapsed(), closed));
+        tokio::time::sleep(POOL_CLOSE).await;
+    });
+    Connections {
+        server,
+        cancelled,
+        pool: pool_cancelled,
+    }
+}
+
+/// 200 connection groups (20 under Miri), each with a request group below
+/// it, whose tasks take 50 ms to close once cancelled. One after the other
+/// (the default) that is 400 groups in 20 s; stopped together, 50 ms.
+/// Either way the pool after them is cancelled only once every connection
+/// closed.
+#[tokio::test(start_paused = true)]
+async fn children_stopped_together_close_at_once_and_the_groups_after_wait() {
+    let connections = if cfg!(miri) { 20 } else { 200 };
+    let ms = Duration::from_millis;
+    for together in [false, true] {
+        let Connections {
+            server,
+            cancelled,
+            pool,
+        } = connections_then_pool(connections, together, Some(ms(50)));
+        tokio::task::yield_now().await;
+        let report = server.shutdown(Duration::from_secs(60)).await;
+
+        let cancelled = cancelled.lock().clone();
+        assert_eq!(cancelled.len(), 2 * connections);
+        let closes = if together {
+            // All at the call, the request groups with their connections.
+            assert!(cancelled.iter().all(|&at| at == Duration::ZERO));
+            ms(50)
+        } else {
+            // Each connection, and each request group, once those before
+            // it closed.
+            let groups = 2 * connections as u32;
+            let expected: Vec<Duration> = (0..groups).map(|i| ms(50) * i).collect();
+            assert_eq!(cancelled, expected);
+            ms(50) * groups
+        };
+        assert_eq!(*pool.lock(), Some((closes, 2 * connections)));
+        assert_eq!(
+            report.elapsed(),
+            closes + POOL_CLOSE,
+            "together: {together}"
+        );
+        assert_eq!(report.finished(), 2 * connections + 1);
+        assert!(report.is_clean(), "{report}");
+    }
+}
+
+/// The same connections, ignoring cancellation, with a grace of 100 ms:
+/// stopped together, they are all reached before the deadline, so each is
+/// aborted at it (not given a share of the forced phase to stop by itself,
+/// as a group reached after the deadline is), and the pool after them gets
+/// nearly all of the forced phase to close cleanly. One after the other,
+/// the connections use it up and the pool is aborted.
+#[tokio::test(start_paused = true)]
+async fn children_stopped_together_that_overrun_are_aborted_at_the_deadline() {
+    let connections = if cfg!(miri) { 20 } else { 200 };
+    let ms = Duration::from_millis;
+    let grace = ms(100);
+    // The default abort timeout, the forced phase.
+    let abort = Duration::from_secs(1);
+    for together in [false, true] {
+        let Connections { server, pool, .. } = connections_then_pool(connections, together, None);
+        tokio::task::yield_now().await;
+        let report = server.shutdown(grace).await;
+
+        assert!(report.elapsed() <= grace + abort, "{:?}", report.elapsed());
+        let aborted: Vec<_> = report.aborted().iter().map(|t| t.group_name()).collect();
+        if together {
+            assert_eq!(aborted.len(), 2 * connections, "{report}");
+            assert!(aborted.iter().all(|name| name != &Some("pool")));
+            assert!(
+                report.aborted().iter().all(|t| t.age() == grace),
+                "every connection aborted at the deadline"
+            );
+            assert_eq!(*pool.lock(), Some((grace, 0)));
+            assert_eq!(
+                report.elapsed(),
+                grace + POOL_CLOSE,
+                "the pool closed cleanly"
+            );
+            assert_eq!(report.finished(), 1);
+        } else {
+            // Reached after the deadline one after the other, each given a
+            // share of the forced phase to stop by itself: the pool is
+            // reached with too little left to close (15 ms of the 1 s; 85 ms
+            // with 20 connections), and aborted.
+            assert_eq!(aborted.len(), 2 * connections + 1, "{report}");
+            assert_eq!(aborted.last(), Some(&Some("pool")));
+            assert_eq!(report.finished(), 0);
+        }
+        assert!(report.pending().is_empty());
+    }
+}
+
+/// With a drain phase, the groups stopped together are all drained at the
+/// group's turn, and cancelled together once every one of them stopped or
+/// the drain phase ended: a connection that finished its request when
+/// drained is never cancelled, one that ignores the drain is cancelled at
+/// the end of the drain phase (not at the start, nor one drain phase per
+/// group), and the pool after them waits for it.
+#[tokio::test(start_paused = true)]
+async fn children_stopped_together_share_the_drain_phase() {
+    let start = Instant::now();
+    let server = WaitGroup::builder().name("server").build();
+    let group = WaitGroup::builder()
+        .stop_children_together(true)
+        .build_child(&server);
+    let pool = server.task().name("pool").child();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..10 {
+        let connection = group.child();
+        let log = log.clone();
+        connection.go(move |ctx| async move {
+            ctx.draining().await;
+            let drained = start.elapsed();
+            if i == 5 {
+                // Ignores the drain; stops when cancelled.
+                ctx.cancelled().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            log.lock()
+                .push((i, drained, ctx.is_cancelled(), start.elapsed()));
+        });
+    }
+    let seen = log.clone();
+    pool.go(move |ctx| async move {
+        ctx.cancelled().await;
+        seen.lock()
+            .push((99, start.elapsed(), true, start.elapsed()));
+    });
+    tokio::task::yield_now().await;
+    let s = Duration::from_secs;
+    let report = server.shutdown(Grace::drain(s(1)).then_cancel(s(1))).await;
+
+    let ms = Duration::from_millis;
+    let mut expected: Vec<_> = (0..10)
+        .filter(|&i| i != 5)
+        .map(|i| (i, Duration::ZERO, false, ms(20)))
+        .collect();
+    expected.push((5, Duration::ZERO, true, s(1)));
+    expected.push((99, s(1), true, s(1)));
+    assert_eq!(*log.lock(), expected);
+    assert_eq!(report.finished(), 11);
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A chain of 20,000 groups (50 under Miri) below a group that stops its
+/// children together (each inherits the setting): all cancelled at its turn,
+/// each group started once (the chain is taken as one range, not once per
+/// level), within a generous bound of real time.
+#[tokio::test(start_paused = true)]
+async fn a_deep_chain_stopped_together_is_started_once_and_at_once() {
+    let depth = if cfg!(miri) { 50 } else { 20_000 };
+    let start = Instant::now();
+    let root = WaitGroup::builder().stop_children_together(true).build();
+    let cancelled = Arc::new(Mutex::new(Vec::new()));
+    let mut group = root.clone();
+    for _ in 0..depth {
+        group = group.child();
+        let cancelled = cancelled.clone();
+        group.go(move |ctx| async move {
+            ctx.cancelled().await;
+            cancelled.lock().push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+    drop(group);
+    tokio::task::yield_now().await;
+    let real = std::time::Instant::now();
+    let report = root.shutdown(Duration::from_secs(60)).await;
+    assert!(
+        real.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        real.elapsed()
+    );
+    assert_eq!(report.elapsed(), Duration::from_millis(50));
+    assert_eq!(report.finished(), depth);
+    let cancelled = cancelled.lock();
+    assert_eq!(cancelled.len(), depth);
+    assert!(cancelled.iter().all(|&at| at == Duration::ZERO));
+}
+
+/// A shutdown called from a request's task, in one of the groups stopped
+/// together: the caller is spared (its context cancelled with its group,
+/// reported as still running), the other connections close together.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_from_a_group_stopped_together_spares_its_caller() {
+    let server = WaitGroup::builder().name("server").build();
+    let group = WaitGroup::builder()
+        .stop_children_together(true)
+        .build_child(&server);
+    for _ in 0..10 {
+        group.child().go(|ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+    let (tx, rx) = oneshot::channel();
+    let admin = group.child();
+    let server_handle = server.clone();
+    admin.task().name("admin").go(move |ctx| async move {
+        let report = server_handle.shutdown(Duration::from_secs(60)).await;
+        assert!(ctx.is_cancelled());
+        tx.send(report).unwrap();
+    });
+    drop(admin);
+    let report = rx.await.unwrap();
+    assert_eq!(report.finished(), 10, "{report}");
+    assert!(report.aborted().is_empty());
+    let pending: Vec<_> = report.pending().tasks().map(|t| t.name()).collect();
+    assert_eq!(pending, [Some("admin")]);
+    assert!(report.elapsed() < Duration::from_millis(500), "{report}");
+    server.wait().await.unwrap();
+}
+
+/// A group that stops its children together, linked (with its connection
+/// groups) while a shutdown runs, is found in a further pass and still
+/// starts them together at its turn; next to it, a group linked below one
+/// the shutdown had already stopped has its turn as before.
+#[tokio::test(start_paused = true)]
+async fn a_group_stopping_its_children_together_linked_during_a_shutdown_starts_them() {
+    let start = Instant::now();
+    let root = WaitGroup::builder().name("root").build();
+    let cancelled = Arc::new(Mutex::new(Vec::new()));
+    let late = WaitGroup::builder()
+        .name("late")
+        .stop_children_together(true)
+        .build();
+    for _ in 0..10 {
+        let cancelled = cancelled.clone();
+        late.child().go(move |ctx| async move {
+            ctx.cancelled().await;
+            cancelled.lock().push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+    {
+        let (root2, late) = (root.clone(), late.clone());
+        root.go(move |ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            root2.link(&late).unwrap();
+        });
+    }
+    tokio::task::yield_now().await;
+    let report = root.shutdown(Duration::from_secs(60)).await;
+    let ms = Duration::from_millis;
+    assert_eq!(*cancelled.lock(), [ms(10); 10], "at the late group's turn");
+    assert_eq!(report.elapsed(), ms(60));
+    assert_eq!(report.finished(), 11);
+    assert!(report.is_clean(), "{report}");
+}
