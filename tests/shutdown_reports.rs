@@ -364,3 +364,48 @@ async fn a_group_reached_late_with_no_abort_limit_stops_within_the_grace() {
     assert_eq!(report.finished(), 1, "{report}");
     assert!(report.pending().is_empty(), "{report}");
 }
+
+/// Guards that end, on another thread, while a shutdown's report lists the
+/// group's pending work: each should be counted once, finished or pending,
+/// in each of 20 shutdowns of 20,000 guards (2 of 50 under Miri).
+///
+/// A known defect, not fixed: the report lists the pending entries shard by
+/// shard in chunks (so that add/done never wait for the whole copy), then
+/// reads the counters of what ended; a guard that ends in between is listed
+/// as pending and counted as finished. The first round fails (two runs:
+/// "20,000 finished, 13,279 still pending", and 20,000 of each). Reading the counters first
+/// loses such a guard instead. `an_abort_that_lands_after_its_groups_turn_is_listed_in_its_place`
+/// (`tests/shutdown.rs`) hits it when an abort lands during the listing (2
+/// runs in 40 on a loaded machine). See docs/RELIABILITY.md, section 7.
+#[test]
+#[ignore = "known defect: work that ends while a shutdown's report lists it is counted twice"]
+fn work_that_ends_while_a_report_lists_it_is_counted_once() {
+    let (rounds, guards) = if cfg!(miri) { (2, 50) } else { (20, 20_000) };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..rounds {
+        let wg = WaitGroup::new();
+        let held: Vec<_> = (0..guards).map(|_| wg.add()).collect();
+        let (go, started) = std::sync::mpsc::channel::<()>();
+        let ender = std::thread::spawn(move || {
+            started.recv().unwrap();
+            for guard in held {
+                drop(guard);
+                std::hint::spin_loop();
+            }
+        });
+        let report = rt.block_on(async {
+            go.send(()).unwrap();
+            wg.shutdown(Duration::ZERO).await
+        });
+        ender.join().unwrap();
+        assert_eq!(
+            report.finished() + report.pending().len(),
+            guards,
+            "round {round}: {report:#}"
+        );
+        assert!(report.aborted().is_empty());
+    }
+}
