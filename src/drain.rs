@@ -12,7 +12,7 @@ use tokio::time::{timeout_at, Instant, Sleep};
 
 use crate::error::TaskErrors;
 use crate::label::TaskId;
-use crate::node::{self, AbortTime, Counters, IdSet, NodeRef, ShieldWatch};
+use crate::node::{self, AbortTime, Counters, IdMap, IdSet, NodeRef, ShieldWatch};
 use crate::reason::CancelReason;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::{Counted as _, Shared};
@@ -189,11 +189,41 @@ pub(crate) async fn run(
     let aborted = aborted.wait_until(in_flight_by).await;
 
     settle_in_flight(groups, budget.close_end).await;
-    let pending = node::pending_of(groups);
+    let (pending, ends) = node::pending_counted_of(groups);
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
     let errors = node::errors_of(groups);
-    report(root, &visited, &starts, pending, errors, aborted, started)
+    let ends = ends_of(&visited, groups, ends);
+    report(
+        root, &visited, &starts, &ends, pending, errors, aborted, started,
+    )
+}
+
+/// The counters of `visited` at the end of a shutdown, `ends` being those of
+/// `listed` read with their pending work (see `node::pending_counted_of`):
+/// the same groups most often, else those of the groups listed by id, and
+/// for a group no longer listed (it left the tree, idle), its counters now.
+fn ends_of(visited: &[NodeRef], listed: &[NodeRef], ends: Vec<Counters>) -> Vec<Counters> {
+    // Most often the very list (no group was linked during the shutdown).
+    let same = std::ptr::eq(visited, listed)
+        || visited.len() == listed.len()
+            && visited
+                .iter()
+                .zip(listed)
+                .all(|(a, b)| Shared::ptr_eq(a, b));
+    if same {
+        return ends;
+    }
+    let by_id: IdMap<Counters> = listed.iter().map(|group| group.id()).zip(ends).collect();
+    visited
+        .iter()
+        .map(|group| {
+            by_id
+                .get(&group.id())
+                .copied()
+                .unwrap_or_else(|| group.counters())
+        })
+        .collect()
 }
 
 /// Where the range `next` of `together` starts; `usize::MAX` past the last.
@@ -288,21 +318,24 @@ async fn poll_until(by: Instant, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// The report of a shutdown of `root` that started at `started`, having
-/// stopped `visited`, with their counters when first seen in `starts`, and
-/// leaving `pending` and `errors`.
+/// stopped `visited`, with their counters when first seen in `starts` and
+/// at the end in `ends`, and leaving `pending` and `errors`.
+#[allow(clippy::too_many_arguments)]
 fn report(
     root: &NodeRef,
     visited: &[NodeRef],
     starts: &[Counters],
+    ends: &[Counters],
     pending: Vec<GroupPending>,
     errors: TaskErrors,
     aborted: Vec<TaskInfo>,
     started: Instant,
 ) -> ShutdownReport {
-    let finished = visited
+    debug_assert_eq!(visited.len(), ends.len());
+    let finished = starts
         .iter()
-        .zip(starts)
-        .map(|(n, start)| start.finished_until(&n.counters()))
+        .zip(ends)
+        .map(|(start, end)| start.finished_until(end))
         .sum();
     let report = ShutdownReport {
         finished,
@@ -358,9 +391,12 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     }
     let listed = node::walk(root);
     settle_in_flight(&listed, by).await;
-    let pending = node::pending_of(&listed);
+    let (pending, ends) = node::pending_counted_of(&listed);
     let errors = node::errors_of(&listed);
-    report(root, &groups, &starts, pending, errors, aborted, started)
+    let ends = ends_of(&groups, &listed, ends);
+    report(
+        root, &groups, &starts, &ends, pending, errors, aborted, started,
+    )
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such

@@ -93,7 +93,7 @@ use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::reason::CancelReason;
 use crate::registry::{AbortWatch, Late, Registry, Slot};
-use crate::report::GroupPending;
+use crate::report::{GroupPending, TaskInfo};
 use crate::shared::{Counted, Shared};
 use crate::state::State;
 // Loom's under `--cfg loom`: what a child leaving its parent races on.
@@ -143,6 +143,10 @@ impl Config {
         deadline: None,
     };
 }
+
+/// How many times [`Node::settled_counts`] reads a group's count and entries
+/// for a moment with no end under way.
+const SETTLE_LOOKS: usize = 64;
 
 /// The defaults, shared by every group built with them.
 static DEFAULT_SETTINGS: Config = Config::DEFAULT;
@@ -275,7 +279,7 @@ pub(crate) struct Links {
     /// (`link()`), so that linking and unlinking find a link without a scan
     /// of them all. A `child()` is not here: it knows its own key (its
     /// `owner`), and is found by that.
-    linked: HashMap<GroupId, u64, BuildHasherDefault<IdHasher>>,
+    linked: IdMap<u64>,
 }
 
 /// A group's links, in an allocation of their own that its `child()` groups
@@ -1582,14 +1586,22 @@ impl Node {
     /// of those the tasks a shutdown aborted and listed, and pending guards
     /// not in the registry.
     pub(crate) fn counters(&self) -> Counters {
-        // Removed and aborted are read together, shard by shard: a task
-        // listed as aborted is never seen removed but not aborted.
-        let (removed, aborted) = self.registry.removed();
-        let unrecorded = self.len().saturating_sub(self.registry.len());
+        // The count first, then the registry's counters and entries, each
+        // shard's three read together. A unit that ends in between is in
+        // the count and counted removed, not in the entries: one more
+        // unrecorded unit, whose fall a report counts as finished, for a
+        // unit whose removal it counts from already: once. (With the entries
+        // read apart from the removals, after the count, a unit that ended
+        // between the removals and the entries was one more unrecorded unit
+        // and not yet counted removed: counted finished twice.) Removed and
+        // aborted are read together: a task listed as aborted is never seen
+        // removed but not aborted.
+        let len = self.len();
+        let counts = self.registry.removed_and_len();
         Counters {
-            removed,
-            aborted,
-            unrecorded,
+            removed: counts.removed,
+            aborted: counts.aborted,
+            unrecorded: len.saturating_sub(counts.entries),
         }
     }
 
@@ -1680,8 +1692,69 @@ impl Node {
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
             .map_chunked(|entry| entry.info(&self.label, now), &mut tasks);
+        self.group_pending(tasks, self.len())
+    }
+
+    /// [`pending`](Self::pending), and the group's [`counters`](Self::counters)
+    /// read with it, for a report that counts what ended too, so that each
+    /// unit is counted once: each shard's counters of what was removed are
+    /// read with what it lists (see `Registry::map_counted`), then the count
+    /// of pending units with no end under way (see
+    /// [`settled_counts`](Self::settled_counts)). (Read after the listing,
+    /// the counters counted a unit that ended while it was listed as
+    /// finished too: a shutdown's report counted it both pending and
+    /// finished.)
+    fn pending_counted(&self, now: Instant) -> (Option<GroupPending>, Counters) {
+        // A group that never recorded anything (most idle groups of a tree)
+        // has nothing to list, nor any removal to count.
+        if self.registry.never_used() && self.len() == 0 {
+            return (None, Counters::default());
+        }
+        let mut tasks = Vec::with_capacity(self.registry.len());
+        let counts = self
+            .registry
+            .map_counted(|entry| entry.info(&self.label, now), &mut tasks);
+        let (len, entries) = self.settled_counts();
+        let counters = Counters {
+            removed: counts.removed,
+            aborted: counts.aborted,
+            unrecorded: len.saturating_sub(entries),
+        };
+        (self.group_pending(tasks, len), counters)
+    }
+
+    /// The group's count of pending units, and then its number of entries,
+    /// read at a moment when no end is under way on another thread (see
+    /// [`in_flight`](Self::in_flight)): such an end's entry is gone and
+    /// counted removed, but its count is not given up yet, so a report
+    /// would count it pending too. An end is two steps with no wait between
+    /// them: in a group that records every guard (where a count above the
+    /// entries is a unit in flight), the two are read again, up to
+    /// [`SETTLE_LOOKS`] times, yielding the thread between reads, until the
+    /// count is not above the entries; then the last read stands. A start
+    /// under way (its count before its entry) reads the same, and is
+    /// counted pending.
+    fn settled_counts(&self) -> (usize, usize) {
+        let mut len = self.len();
+        let mut entries = self.registry.len();
+        if self.record_guards() {
+            for _ in 0..SETTLE_LOOKS {
+                if len <= entries {
+                    break;
+                }
+                std::thread::yield_now();
+                len = self.len();
+                entries = self.registry.len();
+            }
+        }
+        (len, entries)
+    }
+
+    /// The group's pending work from its listed `tasks` and its count of
+    /// pending units `len`; `None` if idle.
+    fn group_pending(&self, mut tasks: Vec<TaskInfo>, len: usize) -> Option<GroupPending> {
         crate::registry::sort_by_id(&mut tasks, |t| t.id);
-        let count = self.len().max(tasks.len());
+        let count = len.max(tasks.len());
         (count > 0).then(|| GroupPending {
             group: self.label.clone(),
             count,
@@ -1892,6 +1965,9 @@ impl Drop for ShieldWatch<'_> {
 /// permutes the low bits, which pick the bucket); SipHash, the default,
 /// cost more than the rest of a visit per group.
 pub(crate) type IdSet = HashSet<GroupId, BuildHasherDefault<IdHasher>>;
+
+/// A map keyed by group id, hashed as [`IdSet`] is.
+pub(crate) type IdMap<V> = HashMap<GroupId, V, BuildHasherDefault<IdHasher>>;
 
 /// See [`IdSet`].
 #[derive(Default)]
@@ -2238,6 +2314,22 @@ pub(crate) fn pending_of(groups: &[NodeRef]) -> Vec<GroupPending> {
         out.extend(node.pending(now));
     }
     out
+}
+
+/// [`pending_of`], with each group's [`Counters`] read with its listing
+/// (see [`Node::pending_counted`]), in the order of `groups`.
+pub(crate) fn pending_counted_of(groups: &[NodeRef]) -> (Vec<GroupPending>, Vec<Counters>) {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let counters = groups
+        .iter()
+        .map(|node| {
+            let (pending, counters) = node.pending_counted(now);
+            out.extend(pending);
+            counters
+        })
+        .collect();
+    (out, counters)
 }
 
 /// The key of `child` in `table`'s `links` if it is there as a `child()` of

@@ -770,7 +770,7 @@ impl Slab {
         &mut self,
         from: usize,
         budget: usize,
-        f: &mut impl FnMut(&mut Entry),
+        f: &mut impl FnMut(usize, &mut Entry),
     ) -> Option<usize> {
         let (first, mut offset) = locate(from);
         let mut spent = 0;
@@ -798,7 +798,7 @@ impl Slab {
                 spent += 1;
                 if let SlotState::Occupied(entry) = slot {
                     left -= 1;
-                    f(entry);
+                    f(page_start(number) + at, entry);
                 }
             }
         }
@@ -865,6 +865,26 @@ struct Shard {
     /// walk between two chunks knows to let one in.
     spinning: AtomicU32,
     _after: Pad,
+}
+
+/// What a report counts of a registry, summed over its shards, each shard's
+/// read at one moment (under its lock): see [`Registry::removed_and_len`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    /// Entries ever removed.
+    pub(crate) removed: u64,
+    /// Of those, the tasks a shutdown aborted and listed.
+    pub(crate) aborted: u64,
+    /// Entries there.
+    pub(crate) entries: usize,
+}
+
+impl Counts {
+    fn add(&mut self, slab: &Slab) {
+        self.removed += slab.removed;
+        self.aborted += slab.aborted;
+        self.entries += slab.len;
+    }
 }
 
 /// 48 bytes around a [`Shard`]'s fields: a 64-byte line less malloc's 16.
@@ -1290,14 +1310,14 @@ impl Registry {
         self.walk_chunks(
             CHUNK,
             &mut 0,
-            |aborted, entry| {
+            |aborted, _, entry| {
                 if !spare(entry.id) && abort_entry(entry, watch) {
                     *aborted += 1;
                 }
             },
             // Still under the shard's lock, which the removal of every entry
             // just aborted takes before it settles: expected before settled.
-            |aborted| watch.expect(std::mem::take(aborted)),
+            |aborted, _, _| watch.expect(std::mem::take(aborted)),
             |_, _| {},
         );
     }
@@ -1361,8 +1381,8 @@ impl Registry {
             // with its room kept): a shard of two entries does not allocate
             // room for a whole chunk.
             &mut (Vec::new(), out),
-            |(buffer, _), entry| buffer.push(map(entry)),
-            |_| {},
+            |(buffer, _), _, entry| buffer.push(map(entry)),
+            |_, _, _| {},
             |(buffer, out), more| {
                 out.append(buffer);
                 if more {
@@ -1372,10 +1392,125 @@ impl Registry {
         );
     }
 
+    /// [`map_chunked`](Self::map_chunked) for a report that also counts the
+    /// entries ever removed: returns the number removed and, of those, the
+    /// tasks a shutdown aborted and listed, and the number of entries, as
+    /// [`removed_and_len`](Self::removed_and_len) does, each shard's read
+    /// with what it lists, so that no entry is both in `out` and counted
+    /// removed. An entry mapped in one chunk may be removed before the
+    /// shard's last chunk, where its counters are read: so, under that last
+    /// chunk's lock, if the shard's count of removals moved since its first
+    /// chunk, each entry the shard listed is looked up by its slot and id,
+    /// and one no longer there is left out of `out` (it is counted
+    /// removed). That look-up holds the shard's lock for O(entries the
+    /// shard listed), a few nanoseconds each, once per shard, and only when
+    /// work ended during the listing: a report on work that has stopped
+    /// pays nothing for it.
+    pub(crate) fn map_counted<T>(&self, map: impl FnMut(&Entry) -> T, out: &mut Vec<T>) -> Counts {
+        self.map_counted_in_chunks(CHUNK, map, out, || {})
+    }
+
+    /// [`map_counted`](Self::map_counted) in chunks of `chunk` slots, with
+    /// `between` called between two chunks of a shard, with no lock held
+    /// (tests change the registry there).
+    fn map_counted_in_chunks<T>(
+        &self,
+        chunk: usize,
+        mut map: impl FnMut(&Entry) -> T,
+        out: &mut Vec<T>,
+        mut between: impl FnMut(),
+    ) -> Counts {
+        /// What the walk keeps: as `map_in_chunks`, a chunk's buffer moved
+        /// into `out` once the lock is released, and with each mapped entry
+        /// its index and id, the shard's so far (the index of one found gone
+        /// set to `GONE`): grown under the lock within a shard's first chunk
+        /// (as `map_in_chunks`'s buffer is), and given room for a chunk more
+        /// before each further chunk, so that a shard of a million entries
+        /// is not copied to a bigger list under its lock.
+        struct Walk<'a, T> {
+            buffer: Vec<T>,
+            shard_ids: Vec<(u32, TaskId)>,
+            /// Whether the shard's last chunk found any gone.
+            any_gone: bool,
+            out: &'a mut Vec<T>,
+            /// Where the shard's entries start in `out`.
+            shard_start: usize,
+            /// The shard's count of removals at its first chunk.
+            removed_at_start: Option<u64>,
+            counted: Counts,
+        }
+        const GONE: u32 = u32::MAX;
+        let mut walk = Walk {
+            buffer: Vec::new(),
+            shard_ids: Vec::new(),
+            any_gone: false,
+            shard_start: out.len(),
+            out,
+            removed_at_start: None,
+            counted: Counts::default(),
+        };
+        self.walk_chunks(
+            chunk,
+            &mut walk,
+            |walk, index, entry| {
+                walk.buffer.push(map(entry));
+                // Slot indices are below 2^32 (see `Slot`).
+                walk.shard_ids.push((index as u32, entry.id));
+            },
+            |walk, slab, more| {
+                let at_start = *walk.removed_at_start.get_or_insert(slab.removed);
+                if more {
+                    return;
+                }
+                // The shard's last chunk: its counters, and what it listed
+                // that is gone since, read at this one moment. With no
+                // removal since its first chunk (a report on work that has
+                // stopped, most often), nothing listed is gone.
+                if slab.removed != at_start {
+                    for (index, id) in &mut walk.shard_ids {
+                        if !slab
+                            .get_mut(*index as usize)
+                            .is_some_and(|entry| entry.id == *id)
+                        {
+                            *index = GONE;
+                            walk.any_gone = true;
+                        }
+                    }
+                }
+                walk.counted.add(slab);
+            },
+            |walk, more| {
+                walk.out.append(&mut walk.buffer);
+                if more {
+                    walk.shard_ids.reserve(chunk);
+                    between();
+                    return;
+                }
+                if std::mem::take(&mut walk.any_gone) {
+                    // The shard's part of `out` (in the order of
+                    // `shard_ids`) without what is gone, in order.
+                    let mut kept = walk.shard_start;
+                    for (at, &(index, _)) in (walk.shard_start..).zip(&walk.shard_ids) {
+                        if index != GONE {
+                            walk.out.swap(kept, at);
+                            kept += 1;
+                        }
+                    }
+                    walk.out.truncate(kept);
+                }
+                walk.shard_ids.clear();
+                walk.shard_start = walk.out.len();
+                walk.removed_at_start = None;
+            },
+        );
+        walk.counted
+    }
+
     /// Walks every entry, one shard at a time and within a shard in chunks
     /// of about `chunk` slots, each under the shard's lock: `visit` runs on
-    /// each entry of the chunk, `held` last under the lock, and `after` once
-    /// it is released (told whether the shard has more). The lock is handed
+    /// each entry of the chunk (with its index in the shard), `held` last
+    /// under the lock (with the shard's slab, told whether the shard has
+    /// more), and `after` once it is released (told the same). The lock is handed
     /// over between chunks (a fair unlock, then a short window, see
     /// [`Shard::lock_after_window`]). The closures share `state` rather than
     /// capture one another's.
@@ -1387,8 +1522,8 @@ impl Registry {
         &self,
         chunk: usize,
         state: &mut S,
-        mut visit: impl FnMut(&mut S, &mut Entry),
-        mut held: impl FnMut(&mut S),
+        mut visit: impl FnMut(&mut S, usize, &mut Entry),
+        mut held: impl FnMut(&mut S, &mut Slab, bool),
         mut after: impl FnMut(&mut S, bool),
     ) {
         for shard in self.made_shards() {
@@ -1400,10 +1535,10 @@ impl Registry {
                 } else {
                     shard.lock_after_window(WINDOW)
                 };
-                let next = slab.visit_from(from, chunk, &mut |entry: &mut Entry| {
-                    visit(state, entry);
+                let next = slab.visit_from(from, chunk, &mut |index, entry: &mut Entry| {
+                    visit(state, index, entry);
                 });
-                held(state);
+                held(state, &mut slab, next.is_some());
                 // Fair: a thread asleep waiting for this shard gets it before
                 // the next chunk.
                 MutexGuard::unlock_fair(slab);
@@ -1428,12 +1563,20 @@ impl Registry {
     /// costs a removal nothing but an increment, and each shard's two are
     /// read together. Each counter only grows, so two reads taken in turn
     /// never go backwards.
+    #[cfg_attr(not(test), allow(dead_code))] // Read by tests.
     pub(crate) fn removed(&self) -> (u64, u64) {
-        self.made_shards()
-            .fold((0, 0), |(removed, aborted), shard| {
-                let slab = shard.slab.lock();
-                (removed + slab.removed, aborted + slab.aborted)
-            })
+        let counts = self.removed_and_len();
+        (counts.removed, counts.aborted)
+    }
+
+    /// [`removed`](Self::removed), and the number of entries, each shard's
+    /// three read together.
+    pub(crate) fn removed_and_len(&self) -> Counts {
+        let mut counts = Counts::default();
+        for shard in self.made_shards() {
+            counts.add(&shard.slab.lock());
+        }
+        counts
     }
 
     /// About how many heap bytes the registry holds now: the shard table,
@@ -2144,6 +2287,62 @@ mod tests {
         for slot in added {
             assert!(registry.remove(slot).is_some());
         }
+    }
+
+    /// A counted walk never lists an entry it counts removed: between its
+    /// chunks, entries it mapped already are removed (one of them with its
+    /// slot taken at once by a new entry); none of them is listed, each is
+    /// counted removed, and every other entry is listed once.
+    #[test]
+    fn a_counted_walk_lists_no_entry_it_counts_removed() {
+        let n = burst();
+        let registry = Registry::new();
+        let slots: Vec<Slot> = (0..n).map(|id| registry.insert(entry(id))).collect();
+        let (before, _) = registry.removed();
+        let mut gone = Vec::new();
+        let mut added = Vec::new();
+        let mut chunks = 0;
+        let mut listed = Vec::new();
+        let counts = registry.map_counted_in_chunks(
+            64,
+            |entry| entry.id.0,
+            &mut listed,
+            || {
+                // The walk is past the first 32 slots once a chunk is done.
+                let id = chunks;
+                chunks += 1;
+                if id < 32 {
+                    assert!(registry.remove(slots[id as usize]).is_some());
+                    gone.push(id);
+                    if id == 3 {
+                        // Into the slot just freed, behind the walk.
+                        added.push(registry.insert(entry(n + id)));
+                    }
+                }
+            },
+        );
+        assert!(chunks > 32, "{chunks} chunks");
+        assert_eq!(counts.aborted, 0);
+        assert_eq!(counts.removed - before, gone.len() as u64);
+        // Entries there at the end: those listed, and the one added.
+        assert_eq!(counts.entries, listed.len() + added.len());
+        listed.sort_unstable();
+        let expected: Vec<u64> = (0..n).filter(|id| !gone.contains(id)).collect();
+        assert_eq!(
+            listed, expected,
+            "each entry listed or counted removed, once"
+        );
+        for slot in added {
+            assert!(registry.remove(slot).is_some());
+        }
+        // With nothing in the way, the same as an uncounted walk.
+        let mut plain = Vec::new();
+        registry.map_chunked(|entry| entry.id.0, &mut plain);
+        let mut counted = Vec::new();
+        let counts = registry.map_counted(|entry| entry.id.0, &mut counted);
+        assert_eq!(counted, plain);
+        assert_eq!(counts.removed, registry.removed().0);
+        assert_eq!(counts.entries, registry.len());
     }
 
     /// Entries kept across a drain of their neighbours (and across the freeing
