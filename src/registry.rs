@@ -1510,8 +1510,8 @@ impl Registry {
     /// of about `chunk` slots, each under the shard's lock: `visit` runs on
     /// each entry of the chunk (with its index in the shard), `held` last
     /// under the lock (with the shard's slab, told whether the shard has
-    /// more), and `after` once it is released (told the same). The lock is handed
-    /// over between chunks (a fair unlock, then a short window, see
+    /// more), and `after` once it is released (told the same). The lock is
+    /// handed over between chunks (a fair unlock, then a short window, see
     /// [`Shard::lock_after_window`]). The closures share `state` rather than
     /// capture one another's.
     ///
