@@ -1597,6 +1597,13 @@ impl Node {
         // aborted are read together: a task listed as aborted is never seen
         // removed but not aborted.
         let len = self.len();
+        if self.registry.never_used() {
+            // No entry was ever made: its pending units are all unrecorded.
+            return Counters {
+                unrecorded: len,
+                ..Counters::default()
+            };
+        }
         let counts = self.registry.removed_and_len();
         Counters {
             removed: counts.removed,
@@ -1704,12 +1711,9 @@ impl Node {
     /// the counters counted a unit that ended while it was listed as
     /// finished too: a shutdown's report counted it both pending and
     /// finished.)
+    /// Not for a group that never recorded anything and has nothing
+    /// pending ([`pending_counted_of`] answers for it).
     fn pending_counted(&self, now: Instant) -> (Option<GroupPending>, Counters) {
-        // A group that never recorded anything (most idle groups of a tree)
-        // has nothing to list, nor any removal to count.
-        if self.registry.never_used() && self.len() == 0 {
-            return (None, Counters::default());
-        }
         let mut tasks = Vec::with_capacity(self.registry.len());
         let counts = self
             .registry
@@ -2321,14 +2325,18 @@ pub(crate) fn pending_of(groups: &[NodeRef]) -> Vec<GroupPending> {
 pub(crate) fn pending_counted_of(groups: &[NodeRef]) -> (Vec<GroupPending>, Vec<Counters>) {
     let now = Instant::now();
     let mut out = Vec::new();
-    let counters = groups
-        .iter()
-        .map(|node| {
-            let (pending, counters) = node.pending_counted(now);
-            out.extend(pending);
-            counters
-        })
-        .collect();
+    let mut counters = Vec::with_capacity(groups.len());
+    for node in groups {
+        // A group that never recorded anything (most idle groups of a tree)
+        // has nothing to list, nor any removal to count.
+        if node.registry.never_used() && node.len() == 0 {
+            counters.push(Counters::default());
+            continue;
+        }
+        let (pending, counted) = node.pending_counted(now);
+        out.extend(pending);
+        counters.push(counted);
+    }
     (out, counters)
 }
 
