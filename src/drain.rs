@@ -740,18 +740,13 @@ struct Aborted {
 }
 
 impl Aborted {
-    /// Lists the tasks whose abort took effect by now. A task whose abort
-    /// did not take effect in time stays pending, and is reported so; one
-    /// that finished by itself first is counted as finished.
-    fn list(&mut self, watch: &crate::registry::AbortWatch) {
-        self.listed.extend(take_listed(watch));
-    }
-
     /// Lists the tasks of `watch` now if all its aborts landed, else once
-    /// every group had its turn.
+    /// every group had its turn. A task whose abort did not take effect in
+    /// time stays pending, and is reported so; one that finished by itself
+    /// first is counted as finished.
     fn add(&mut self, watch: std::sync::Arc<crate::registry::AbortWatch>) {
         if watch.is_settled() {
-            self.list(&watch);
+            self.listed.extend(take_listed(&watch));
         } else {
             self.waiting.push((self.listed.len(), watch));
         }

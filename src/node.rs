@@ -1604,12 +1604,7 @@ impl Node {
                 ..Counters::default()
             };
         }
-        let counts = self.registry.removed_and_len();
-        Counters {
-            removed: counts.removed,
-            aborted: counts.aborted,
-            unrecorded: len.saturating_sub(counts.entries),
-        }
+        Counters::of(self.registry.removed_and_len(), len)
     }
 
     /// Aborts every running spawned task of this group but `spare`; `watch`
@@ -1711,6 +1706,7 @@ impl Node {
     /// the counters counted a unit that ended while it was listed as
     /// finished too: a shutdown's report counted it both pending and
     /// finished.)
+    ///
     /// Not for a group that never recorded anything and has nothing
     /// pending ([`pending_counted_of`] answers for it).
     fn pending_counted(&self, now: Instant) -> (Option<GroupPending>, Counters) {
@@ -1719,11 +1715,9 @@ impl Node {
             .registry
             .map_counted(|entry| entry.info(&self.label, now), &mut tasks);
         let (len, entries) = self.settled_counts();
-        let counters = Counters {
-            removed: counts.removed,
-            aborted: counts.aborted,
-            unrecorded: len.saturating_sub(entries),
-        };
+        // The entries as read with the count, not with the listing: a unit
+        // in flight then (a start, or a lean guard) is unrecorded.
+        let counters = Counters::of(crate::registry::Counts { entries, ..counts }, len);
         (self.group_pending(tasks, len), counters)
     }
 
@@ -1797,6 +1791,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// The registry's `counts` and the group's count of pending units
+    /// `len`: those without an entry are unrecorded.
+    fn of(counts: crate::registry::Counts, len: usize) -> Self {
+        Counters {
+            removed: counts.removed,
+            aborted: counts.aborted,
+            unrecorded: len.saturating_sub(counts.entries),
+        }
+    }
+
     /// Work that ended between `self` and `later` other than by a
     /// shutdown's abort that some report lists (completed, failed, or
     /// aborted by its handle): entries removed, minus the tasks a shutdown

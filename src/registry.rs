@@ -1227,13 +1227,13 @@ impl Registry {
     /// Removes the entry of a task whose future was dropped unfinished, as
     /// [`remove`](Self::remove) does. If a shutdown aborted the task (the
     /// entry has its watch) and still lists, the watch lists it and the
-    /// shard counts it in [`removed`](Self::removed) as aborted, both under
-    /// the shard's lock: a shutdown's counters then see the entry removed
-    /// and the task aborted together or not at all, and a task counted as
-    /// aborted is one some shutdown's report lists. A task aborted otherwise
-    /// (by its handle, its runtime shutting down, or after the shutdown
-    /// took its list) counts as removed only: its end is reported as
-    /// finished.
+    /// shard counts it in [`removed_and_len`](Self::removed_and_len) as
+    /// aborted, both under the shard's lock: a shutdown's counters then see
+    /// the entry removed and the task aborted together or not at all, and
+    /// a task counted as aborted is one some shutdown's report lists. A
+    /// task aborted otherwise (by its handle, its runtime shutting down, or
+    /// after the shutdown took its list) counts as removed only: its end is
+    /// reported as finished.
     #[cold]
     pub(crate) fn remove_aborted(&self, slot: Slot) -> Option<Entry> {
         let mut slab = self.shard(slot)?.lock();
@@ -1558,25 +1558,24 @@ impl Registry {
     }
 
     /// The number of entries ever removed, and of those the tasks a
-    /// shutdown aborted and listed ([`remove_aborted`](Self::remove_aborted)):
-    /// sums of counters that each shard keeps under its lock, so keeping them
-    /// costs a removal nothing but an increment, and each shard's two are
-    /// read together. Each counter only grows, so two reads taken in turn
-    /// never go backwards.
-    #[cfg_attr(not(test), allow(dead_code))] // Read by tests.
-    pub(crate) fn removed(&self) -> (u64, u64) {
-        let counts = self.removed_and_len();
-        (counts.removed, counts.aborted)
-    }
-
-    /// [`removed`](Self::removed), and the number of entries, each shard's
-    /// three read together.
+    /// shutdown aborted and listed ([`remove_aborted`](Self::remove_aborted)),
+    /// and the number of entries: sums of counters that each shard keeps
+    /// under its lock, so keeping them costs a removal nothing but an
+    /// increment, and each shard's three are read together. The first two
+    /// only grow, so two reads taken in turn never go backwards.
     pub(crate) fn removed_and_len(&self) -> Counts {
         let mut counts = Counts::default();
         for shard in self.made_shards() {
             counts.add(&shard.slab.lock());
         }
         counts
+    }
+
+    /// The first two of [`removed_and_len`](Self::removed_and_len).
+    #[cfg(test)]
+    pub(crate) fn removed(&self) -> (u64, u64) {
+        let counts = self.removed_and_len();
+        (counts.removed, counts.aborted)
     }
 
     /// About how many heap bytes the registry holds now: the shard table,

@@ -1304,7 +1304,12 @@ impl WaitGroup {
     /// task or guard caught between two steps on another thread (its entry
     /// removed and its count not yet given up, or the reverse as it starts)
     /// is waited for, 250 ms at most and within the budget, so that it is
-    /// counted in one part only; so is an abort still landing.
+    /// counted in one part only; so is an abort still landing. Work that
+    /// ends on another thread while the report is made is counted once too,
+    /// in a group that records its guards (the default); in a lean group
+    /// ([`record_guards(false)`](WaitGroupBuilder::record_guards)), whose
+    /// guards are counted but not listed, a task ending at that moment may
+    /// be counted in two parts or none.
     ///
     /// [`cancel`](Self::cancel) is the unordered emergency path.
     ///
