@@ -17,7 +17,9 @@
 //!   in containers make them): its `Display` and `{:?}` write exactly the text
 //!   the nesting gives (built here outside in), and `{:#?}`, whose indentation
 //!   makes its text quadratic in the depth, prints it a fifth as deep with the
-//!   deepest error at its indentation, on the same 2 MiB stack.
+//!   deepest error at its indentation, on the same 2 MiB stack. An error
+//!   500,000 levels deep ([`DROP_CYCLES`] cycles, a [`TeardownError`] in each)
+//!   drops on that stack, each of its leaves dropped once.
 //! * Containers nested [`SERVICE_DEPTH`] deep (a `Sequence` in a
 //!   `ServiceGroup` in a `Restarter` in a `Sequence`, and so on): dropping them
 //!   does not overflow the 2 MiB stack.
@@ -40,7 +42,9 @@
 //! Before `ServiceError` wrote its text with an explicit stack, `Display` and
 //! `{:?}` of the deep error overflowed the stack, and `{:#?}` (nested
 //! formatters, each indenting every byte written through it) was still
-//! running at the 60 s watchdog; it takes 0.25 s now. Before containers
+//! running at the 60 s watchdog; it takes 0.25 s now. Before `ServiceError`
+//! dropped its nested errors with a loop, dropping the 500,000-level error
+//! overflowed the stack. Before containers
 //! dropped their members by a loop, dropping the nested containers overflowed
 //! the stack.
 //!
@@ -48,11 +52,12 @@
 #![cfg(not(miri))]
 
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use taskgroup::service::{
-    service_fn, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
+    service_fn, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup, TeardownError,
 };
 use taskgroup::{LinkError, PendingReport, WaitGroup};
 use tokio_test::{assert_pending, assert_ready, task};
@@ -71,9 +76,12 @@ const CHAIN_WATCHDOG: Duration = Duration::from_secs(60);
 /// The stack of the thread every case runs on.
 const STACK: usize = 2 << 20;
 /// Cycles of the nested service error, each a `Starting`, a `Failed`, a
-/// `GaveUp` and a `Failures`: 10,000 levels. Dropping it recurses (Rust's drop
-/// glue through `Box<dyn Error>`), which this depth leaves room for.
+/// `GaveUp` and a `Failures`: 10,000 levels.
 const ERROR_CYCLES: usize = 2_500;
+/// Cycles of the error the drop case drops, each five levels deep: 500,000
+/// levels (the drop glue's recursion overflowed the 2 MiB stack at about
+/// 30,000).
+const DROP_CYCLES: usize = 100_000;
 /// Containers nested in containers for the drop case.
 const SERVICE_DEPTH: usize = 100_000;
 /// The name of the work put in the deepest group.
@@ -147,6 +155,11 @@ fn a_deeply_nested_service_error_debugs() {
 #[test]
 fn a_deeply_nested_service_error_pretty_prints() {
     error_case("pretty");
+}
+
+#[test]
+fn a_deeply_nested_service_error_drops() {
+    error_case("drop");
 }
 
 #[test]
@@ -556,6 +569,61 @@ fn nested_error(cycles: usize) -> (ServiceError, String, String) {
     (error, text, debug)
 }
 
+/// An error a leaf returns that counts its drops.
+#[derive(Debug)]
+struct Counted(Arc<AtomicUsize>);
+
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("counted")
+    }
+}
+
+impl std::error::Error for Counted {}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A service error `5 * cycles` levels deep, built inside out: each cycle is a
+/// `Starting` whose source is a `GaveUp` whose last failure is a `Failed` whose
+/// source is a [`TeardownError`] whose run failed with a list of the next cycle
+/// and a leaf failing with a [`Counted`] (one per cycle).
+fn error_to_drop(cycles: usize, dropped: &Arc<AtomicUsize>) -> ServiceError {
+    let mut error = ServiceError::ExitedEarly { name: "end".into() };
+    for _ in 0..cycles {
+        error = ServiceError::Failures {
+            errors: vec![
+                error,
+                ServiceError::Failed {
+                    name: "leaf".into(),
+                    source: Box::new(Counted(dropped.clone())),
+                },
+            ],
+        };
+        error = ServiceError::Failed {
+            name: "t".into(),
+            source: Box::new(TeardownError {
+                teardown: "flush failed".into(),
+                run: Some(Box::new(error)),
+            }),
+        };
+        error = ServiceError::GaveUp {
+            name: "r".into(),
+            restarts: 1,
+            window: Duration::from_secs(1),
+            last: Box::new(error),
+        };
+        error = ServiceError::Starting {
+            name: "s".into(),
+            source: Box::new(error),
+        };
+    }
+    error
+}
+
 fn error_op(op: &str) {
     match op {
         "display" => {
@@ -586,6 +654,13 @@ fn error_op(op: &str) {
                 "the deepest error is not where expected"
             );
             assert!(pretty.ends_with("\n}"));
+        }
+        "drop" => {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let error = error_to_drop(DROP_CYCLES, &dropped);
+            assert_eq!(dropped.load(Ordering::Relaxed), 0);
+            drop(error);
+            assert_eq!(dropped.load(Ordering::Relaxed), DROP_CYCLES);
         }
         _ => panic!("unknown error op {op}"),
     }
