@@ -49,14 +49,16 @@
 //!   resumes and walks its tasks to abort them), when the first and the last
 //!   task was dropped, and when the call returned (after the last drop: the
 //!   report is made).
-//! * `tree`, `tree-peers [ordered]`: 20 times, workload 8's shutdown: a
+//! * `tree [together]`, `tree-peers [ordered]`: 20 times, workload 8's shutdown: a
 //!   tree of 1 + 10 + 100 + 1,000 groups (`child()` of the level above),
 //!   one task each waiting for its cancellation, then `shutdown(10 s)` on
 //!   the root; or the peers' tree, a `TaskTracker` and a `CancellationToken`
 //!   per node, the root token cancelled and each tracker closed and waited
 //!   for in the same order. `ordered` gives each node a token of its own,
 //!   cancelled only once the nodes before it have stopped, as a shutdown
-//!   stops groups in order. Divide by the 22,220 groups it prints.
+//!   stops groups in order. `together` builds taskgroup's root with
+//!   `stop_children_together`, so the shutdown stops every group at once, as
+//!   the peers' tree does. Divide by the 22,220 groups it prints.
 //! * `late-groups [GROUPS]`: `GROUPS` (20,000) child groups of one root,
 //!   each with a task that ignores cancellation, then `shutdown(100 ms)` with
 //!   the default 1 s abort timeout (every group but the first reached after
@@ -394,9 +396,12 @@ fn main() {
             }
         }
         mode @ ("tree" | "tree-peers") => {
-            let ordered = match arg(1) {
-                "" => false,
-                "ordered" if mode == "tree-peers" => true,
+            // `ordered` peers: each node's token its own, cancelled one after another;
+            // `together`: taskgroup's root (and so every group) stops its children together.
+            let (ordered, together) = match arg(1) {
+                "" => (false, false),
+                "ordered" if mode == "tree-peers" => (true, false),
+                "together" if mode == "tree" => (false, true),
                 other => usage(other),
             };
             // Workload 8's "shutdown" variants: a tree of 1 + 10 + 100 + 1,000
@@ -405,7 +410,9 @@ fn main() {
             rt.block_on(async {
                 for _ in 0..TREE_ROUNDS {
                     if mode == "tree" {
-                        let root = WaitGroup::new();
+                        let root = WaitGroup::builder()
+                            .stop_children_together(together)
+                            .build();
                         let mut level = vec![root.clone()];
                         for depth in 0..=TREE_DEPTH {
                             let mut next = Vec::new();
@@ -629,7 +636,7 @@ fn usage(got: &str) -> ! {
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
          pending [THREADS|churn], sort, stubborn [TASKS], late-groups [GROUPS], \
          together [GROUPS] [sequential|flat], \
-         shielded [TASKS], tree, tree-peers [ordered], wake oneshot|lean|recording, \
+         shielded [TASKS], tree [together], tree-peers [ordered], wake oneshot|lean|recording, \
          reopen [task]"
     );
     std::process::exit(2);

@@ -447,6 +447,23 @@ fn targets(m: &Samples) -> Vec<Check> {
         1.5,
         "taskgroup / peers",
     );
+    // The same stop as the peers' (every group cancelled at once, then waited).
+    ratio(
+        format!(
+            "w8: tree of 1,111 with a task each, build + shutdown() with children stopped \
+             together (all at once, as the peers) <= 1.5x {PEER} per node"
+        ),
+        get(
+            "w8",
+            "taskgroup child() tree, children stopped together, shutdown()",
+        ),
+        get(
+            "w8",
+            "TaskTracker + CancellationToken tree, cancel + wait each",
+        ),
+        1.5,
+        "taskgroup together / peers",
+    );
     for (key, what) in [
         ("w9.chain.build", "build"),
         ("w9.chain.wait", "wait()"),

@@ -1310,13 +1310,23 @@ pub(crate) fn tree() -> Workload {
             })
         })
     }));
-    let rt = current_thread();
-    variants.push(variant(
-        "taskgroup child() tree, shutdown()",
-        move |iters| {
+    // The default shutdown stops the groups one after another, each cancelled once those
+    // before it stopped; with `stop_children_together` (inherited by `child()`), all at once,
+    // then waited: what the peers' variant does.
+    for (name, together) in [
+        ("taskgroup child() tree, shutdown()", false),
+        (
+            "taskgroup child() tree, children stopped together, shutdown()",
+            true,
+        ),
+    ] {
+        let rt = current_thread();
+        variants.push(variant(name, move |iters| {
             batches(&rt, iters, || {
-                Box::pin(async {
-                    let root = WaitGroup::new();
+                Box::pin(async move {
+                    let root = WaitGroup::builder()
+                        .stop_children_together(together)
+                        .build();
                     build_tree(&root, TREE_DEPTH, &mut |wg| {
                         wg.go(|ctx| async move {
                             ctx.cancelled().await;
@@ -1328,8 +1338,8 @@ pub(crate) fn tree() -> Workload {
                     assert!(report.is_clean(), "{report}");
                 })
             })
-        },
-    ));
+        }));
+    }
     let rt = current_thread();
     variants.push(variant(
         "TaskTracker + CancellationToken tree, cancel + wait each",
