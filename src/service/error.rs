@@ -485,7 +485,7 @@ impl Detached {
                 } else if let Some(teardown) = boxed.downcast_mut::<TeardownError>() {
                     let fields = [Some(&mut teardown.teardown), teardown.run.as_mut()];
                     for field in fields.into_iter().flatten() {
-                        stack.push(Self::Boxed(std::mem::replace(field, Box::new(Cancelled))));
+                        detach_boxed(field, stack);
                     }
                 }
             }
@@ -496,16 +496,10 @@ impl Detached {
 impl ServiceError {
     /// Moves the errors nested in this one onto `stack`, leaving it shallow: dropping it then
     /// drops no service error. A `Box<ServiceError>` field keeps its box with an empty list
-    /// in it, and a boxed source is replaced by a [`Cancelled`] (zero-sized: its box allocates
-    /// nothing).
+    /// in it; a boxed source is taken only if errors can be nested in it ([`detach_boxed`]).
     fn detach_nested(&mut self, stack: &mut Vec<Detached>) {
         match self {
-            Self::Failed { source, .. } => {
-                stack.push(Detached::Boxed(std::mem::replace(
-                    source,
-                    Box::new(Cancelled),
-                )));
-            }
+            Self::Failed { source, .. } => detach_boxed(source, stack),
             Self::Starting { source: inner, .. } | Self::GaveUp { last: inner, .. } => {
                 let empty = Self::Failures { errors: Vec::new() };
                 stack.push(Detached::Service(std::mem::replace(&mut **inner, empty)));
@@ -523,13 +517,26 @@ impl ServiceError {
     }
 }
 
+/// Moves `error` onto `stack` if errors can be nested in it (a [`ServiceError`] or a
+/// [`TeardownError`]), leaving a [`Cancelled`] in its place (zero-sized: its box allocates
+/// nothing); any other error stays, to be dropped where it is.
+fn detach_boxed(error: &mut BoxError, stack: &mut Vec<Detached>) {
+    if error.is::<ServiceError>() || error.is::<TeardownError>() {
+        stack.push(Detached::Boxed(std::mem::replace(
+            error,
+            Box::new(Cancelled),
+        )));
+    }
+}
+
 /// Drops the errors nested in this one with a loop, not recursion (Rust's drop glue through
 /// the boxed sources takes a stack frame per level): an error is a tree users build
 /// (containers nested in containers), so its depth is theirs, not the thread stack's.
 ///
 /// Each error taken off the loop's stack is shallow by the time it is dropped, so the `drop`
 /// it runs finds nothing to detach: two frames deep at most, at any depth. An error without
-/// nested errors, the common case, allocates nothing here.
+/// nested service errors (a `Failed` with the service's own error, the common case)
+/// allocates nothing here.
 impl Drop for ServiceError {
     fn drop(&mut self) {
         let mut stack = Vec::new();
