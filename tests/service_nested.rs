@@ -77,6 +77,40 @@ async fn same_timeouts_name_the_hung_leaf_with_its_path_site_and_age() {
     }
 }
 
+/// A member whose name holds a `/` shares its path with a member of a nested container
+/// (`"Top"`'s `"Nested/stuck"` and `"Top/Nested"`'s `"stuck"`): each hung leaf is still
+/// reported with the site where it was added (before, both with the same one: sites were
+/// looked up by the joined path).
+#[tokio::test(start_paused = true)]
+async fn a_member_whose_name_holds_a_slash_keeps_its_own_site() {
+    let (nested_line, top_line);
+    let nested = ServiceGroup::builder("Nested");
+    nested_line = line!() + 1;
+    let nested = nested.service(hung("stuck")).build().unwrap();
+    let top = ServiceGroup::builder("Top").service(nested);
+    top_line = line!() + 1;
+    let top = top.service(hung("Nested/stuck")).build().unwrap();
+    let (err, _) = stop_after_a_second(top).await;
+    assert_eq!(
+        hung_paths(&err),
+        ["Top/Nested/stuck", "Top/Nested/stuck"],
+        "{err}"
+    );
+    let mut lines: Vec<u32> = err
+        .stop_timeouts()
+        .iter()
+        .map(|e| match e {
+            ServiceError::StopTimeout { site, .. } => {
+                assert!(site.file().ends_with("service_nested.rs"), "{site}");
+                site.line()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, [nested_line, top_line], "{err}");
+}
+
 /// A nested container with a longer stop timeout than its parent's never outlives the
 /// parent's deadline, and its hung leaf is still named, with the parent's timeout, the one
 /// that elapsed (before, with the nested container's own 60 s).

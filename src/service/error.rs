@@ -80,7 +80,8 @@ pub enum ServiceError {
     /// (`"top/nested/db"`), however deep, with where it was added and how long it ran.
     StopTimeout {
         /// The service's path: the names of the containers around it and its own, joined
-        /// by `/`.
+        /// by `/` (a name that holds a `/` reads as two: `site` tells two such services
+        /// apart).
         name: String,
         /// The stop timeout that elapsed: the container's own, or, when a container around
         /// it stopped it sooner, the time its stop had, to the millisecond.

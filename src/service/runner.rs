@@ -114,8 +114,12 @@ impl DeadlineCell {
     }
 }
 
-/// The user's creation site (where the member was added) of each path.
-pub(crate) type Sites = Arc<Mutex<HashMap<String, &'static Location<'static>>>>;
+/// The user's creation site (where the member was added) of each member, by the container's
+/// path, then the member's name: a member's task is named for the member in a group named
+/// for the container, so a report's task finds its site by its group's name and its own,
+/// not by the two joined (a name that holds a `/` would make two members one path:
+/// `"top/a"`'s `"b"` and `"top"`'s `"a/b"`).
+pub(crate) type Sites = Arc<Mutex<HashMap<String, HashMap<String, &'static Location<'static>>>>>;
 
 /// Where a container (or restarter) runs: its group, path, inherited hub and deadline.
 #[derive(Debug)]
@@ -518,10 +522,19 @@ pub(crate) fn hung_leaves<'a>(
         .map(|((path, info), _)| ServiceError::StopTimeout {
             name: path.clone(),
             timeout,
-            site: sites.get(path).copied().unwrap_or(info.site()),
+            site: site_of(&sites, info).unwrap_or(info.site()),
             age: info.age(),
         })
         .collect()
+}
+
+/// Where the member whose run is `info` was added, if it is a member's run.
+fn site_of(
+    sites: &HashMap<String, HashMap<String, &'static Location<'static>>>,
+    info: &TaskInfo,
+) -> Option<&'static Location<'static>> {
+    let members = sites.get(info.group_name()?)?;
+    members.get(info.name()?).copied()
 }
 
 /// For each of `paths` (distinct), whether another of them is below it (starts with it and a
@@ -652,8 +665,9 @@ impl Run {
             .collect();
         {
             let mut sites = place.sites.lock();
+            let sites = sites.entry(place.path.to_string()).or_default();
             for m in members {
-                sites.insert(format!("{}/{}", place.path, m.name), m.site);
+                sites.insert(m.name.clone(), m.site);
             }
         }
         let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
