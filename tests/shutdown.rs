@@ -321,16 +321,17 @@ async fn an_abort_that_lands_after_its_groups_turn_is_listed_in_its_place() {
         report.elapsed()
     );
     // Every task accounted for once. The stubborn groups share the whole
-    // forced phase, so on a loaded machine the aborts of the last few may
-    // land after it ends (counted finished, or pending): not most of them,
-    // as when each share was rounded up to a millisecond (64 of 2,000 were
-    // listed then).
+    // forced phase, so on a loaded machine the aborts of the last groups may
+    // land after it ends (counted finished, or pending): 1,731 of 2,000 were
+    // listed in one of 20 runs with a CI run and a benchmark loop on the same
+    // two cores. Not most of them, as when each share was rounded up to a
+    // millisecond (64 of 2,000 were listed then).
     let aborted = report.aborted();
     assert_eq!(
         aborted.len() + report.finished() + report.pending().len(),
         GROUPS
     );
-    assert!(aborted.len() >= GROUPS - 100, "{report}");
+    assert!(aborted.len() >= GROUPS / 2, "{report}");
     // In the order of the groups' turns, the busy task in its group's place.
     let turn = |t: &taskgroup::TaskInfo| requests.iter().position(|r| r.id() == t.group_id());
     let turns: Vec<_> = aborted.iter().map(turn).collect();
