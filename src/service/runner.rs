@@ -119,7 +119,10 @@ impl DeadlineCell {
 /// for the container, so a report's task finds its site by its group's name and its own,
 /// not by the two joined (a name that holds a `/` would make two members one path:
 /// `"top/a"`'s `"b"` and `"top"`'s `"a/b"`).
-pub(crate) type Sites = Arc<Mutex<HashMap<String, HashMap<String, &'static Location<'static>>>>>;
+pub(crate) type Sites = Arc<Mutex<SitesByContainer>>;
+
+/// The sites of [`Sites`]: container path, then member name.
+type SitesByContainer = HashMap<String, HashMap<String, &'static Location<'static>>>;
 
 /// Where a container (or restarter) runs: its group, path, inherited hub and deadline.
 #[derive(Debug)]
@@ -529,10 +532,7 @@ pub(crate) fn hung_leaves<'a>(
 }
 
 /// Where the member whose run is `info` was added, if it is a member's run.
-fn site_of(
-    sites: &HashMap<String, HashMap<String, &'static Location<'static>>>,
-    info: &TaskInfo,
-) -> Option<&'static Location<'static>> {
+fn site_of(sites: &SitesByContainer, info: &TaskInfo) -> Option<&'static Location<'static>> {
     let members = sites.get(info.group_name()?)?;
     members.get(info.name()?).copied()
 }
