@@ -156,11 +156,7 @@ pub(crate) async fn run(
         versions = walk.versions;
         // Links were added and removed, and the same groups found: the order
         // they were stopped in, without hashing.
-        let unchanged = walked.len() == visited.len()
-            && walked
-                .iter()
-                .zip(&visited)
-                .all(|(group, stopped)| Shared::ptr_eq(group, stopped));
+        let unchanged = same_groups(&walked, &visited);
         if unchanged {
             last_walk = Some(walked);
             break;
@@ -205,13 +201,7 @@ pub(crate) async fn run(
 /// for a group no longer listed (it left the tree, idle), its counters now.
 fn ends_of(visited: &[NodeRef], listed: &[NodeRef], ends: Vec<Counters>) -> Vec<Counters> {
     // Most often the very list (no group was linked during the shutdown).
-    let same = std::ptr::eq(visited, listed)
-        || visited.len() == listed.len()
-            && visited
-                .iter()
-                .zip(listed)
-                .all(|(a, b)| Shared::ptr_eq(a, b));
-    if same {
+    if std::ptr::eq(visited, listed) || same_groups(visited, listed) {
         return ends;
     }
     let by_id: IdMap<Counters> = listed.iter().map(|group| group.id()).zip(ends).collect();
@@ -224,6 +214,12 @@ fn ends_of(visited: &[NodeRef], listed: &[NodeRef], ends: Vec<Counters>) -> Vec<
                 .unwrap_or_else(|| group.counters())
         })
         .collect()
+}
+
+/// Whether `a` and `b` hold the same groups in the same order, compared by
+/// pointer (no hashing).
+fn same_groups(a: &[NodeRef], b: &[NodeRef]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Shared::ptr_eq(a, b))
 }
 
 /// Where the range `next` of `together` starts; `usize::MAX` past the last.
