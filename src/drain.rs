@@ -111,6 +111,10 @@ pub(crate) async fn run(
     let mut next_together = 0;
     let mut next_start = start_of(&together, next_together);
     let mut together_started: Option<(usize, Instant)> = None;
+    // How long the aborts still landing are waited for, and whether any was
+    // still landing when the links were last found unchanged.
+    let mut in_flight_by;
+    let mut landing;
 
     // Groups linked during the shutdown are taken in a further pass; the
     // walk that finds none lists the groups whose pending work is reported.
@@ -146,6 +150,11 @@ pub(crate) async fn run(
                 stop_group(group, turn, started, &budget, &mut timer, &mut aborted).await;
             }
         }
+        // The aborts of this pass still landing first: an aborted task's
+        // `Drop` may make or link a group, which a further pass then stops.
+        in_flight_by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(budget.close_end);
+        aborted.settle(in_flight_by).await;
+        landing = aborted.is_landing();
         // Most often no group's links changed: the groups of the last walk
         // are the tree's, found without walking it again.
         if node::links_unchanged(last_walk.as_deref().unwrap_or(&visited), &versions) {
@@ -179,17 +188,37 @@ pub(crate) async fn run(
         visited.extend(linked);
     }
     let groups = last_walk.as_deref().unwrap_or(&visited);
-    // Aborts still landing, as work in flight below: a while at most, and
-    // within the budget.
-    let in_flight_by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(budget.close_end);
+    // Aborts still landing, as work in flight below: until the same time
+    // as above, a while at most and within the budget.
     let aborted = aborted.wait_until(in_flight_by).await;
 
     settle_in_flight(groups, budget.close_end).await;
-    let (pending, ends) = node::pending_counted_of(groups);
+    let (mut pending, ends) = node::pending_counted_of(groups);
+    let ends = ends_of(&visited, groups, ends);
+    // An abort that landed after the links were last found unchanged (on
+    // another worker) may have made or linked a group from its task's
+    // `Drop`, and started work there: that group had no turn, but its work
+    // is reported. Looked for after the pending work is read, so that every
+    // aborted task counted ended above (listed as aborted, or counted as
+    // finished if its abort landed after it was listed) had its `Drop` run
+    // before the look.
+    let walked_again;
+    let groups = if landing && !node::links_unchanged(groups, &versions) {
+        walked_again = node::walk(root);
+        let known: IdSet = groups.iter().map(|group| group.id()).collect();
+        let new: Vec<NodeRef> = walked_again
+            .iter()
+            .filter(|group| !known.contains(&group.id()))
+            .cloned()
+            .collect();
+        pending.extend(node::pending_counted_of(&new).0);
+        &walked_again[..]
+    } else {
+        groups
+    };
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
     let errors = node::errors_of(groups);
-    let ends = ends_of(&visited, groups, ends);
     report(
         root, &visited, &starts, &ends, pending, errors, aborted, started,
     )
@@ -748,17 +777,32 @@ impl Aborted {
         }
     }
 
-    /// Waits until `by` for the aborts still landing (and lets the runtime
-    /// run them once, even if `by` passed), then lists every aborted task in
-    /// the order of the turns.
-    async fn wait_until(self, by: Instant) -> Vec<TaskInfo> {
-        if self.waiting.is_empty() {
-            return self.listed;
+    /// Whether an abort is still landing: a watch waited for is not
+    /// settled.
+    fn is_landing(&self) -> bool {
+        self.waiting.iter().any(|(_, watch)| !watch.is_settled())
+    }
+
+    /// Waits until `by` for the aborts still landing, and lets the runtime
+    /// run them once, even if `by` passed (nothing if none is landing).
+    async fn settle(&self, by: Instant) {
+        if !self.is_landing() {
+            return;
         }
         tokio::task::yield_now().await;
         for (_, watch) in &self.waiting {
             let _ = timeout_at(by, watch.all_settled()).await;
         }
+    }
+
+    /// Waits until `by` for the aborts still landing (see
+    /// [`settle`](Self::settle)), then lists every aborted task in the
+    /// order of the turns.
+    async fn wait_until(self, by: Instant) -> Vec<TaskInfo> {
+        if self.waiting.is_empty() {
+            return self.listed;
+        }
+        self.settle(by).await;
         let mut out = Vec::with_capacity(self.listed.len());
         let mut listed = self.listed.into_iter();
         let mut at = 0;

@@ -1284,6 +1284,12 @@ impl WaitGroup {
     ///   closed, but whose thread lost its core until after the shutdown
     ///   stopped waiting, has its task reported as pending, and aborted as
     ///   it is spawned.
+    /// * A group made or linked from the `Drop` of an aborted task (a child
+    ///   of its group, say) is stopped in a further pass, as a group reached
+    ///   then. The aborts of each pass are waited for (as work in flight,
+    ///   below) before the shutdown looks for such groups; one made by an
+    ///   abort that lands later, on another worker, has no turn, but its work
+    ///   is in the report: still pending.
     ///
     /// With `Duration::MAX` as grace or abort timeout, that phase has no
     /// limit. With no limit on the abort timeout, the groups first reached

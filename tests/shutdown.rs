@@ -340,6 +340,76 @@ async fn an_abort_that_lands_after_its_groups_turn_is_listed_in_its_place() {
     assert_eq!(busy.map(|at| turn(&aborted[at])), Some(Some(SLOW)));
 }
 
+/// On two workers, each stubborn task's `Drop` (run when the shutdown
+/// aborts it) makes a child group and starts a stubborn task there, five
+/// levels deep: each child is reached late, with less of the forced phase
+/// left, and the last aborts land at the end of the budget, on the other
+/// worker, after the shutdown last looked at the links. Whatever a task
+/// listed as aborted started from its `Drop` is in the report too (aborted,
+/// pending, or counted as finished): its `Drop` ran before it was listed.
+/// Before, the report was made from the groups of the last walk: the last
+/// task started ran on, in no part of the report (9 runs in 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_started_by_the_drop_of_an_aborted_task_is_in_the_report() {
+    let depth = if cfg!(miri) { 2 } else { 5 };
+
+    /// Starts a stubborn task named `L{level}` in `group` whose `Drop`
+    /// starts the next level in a child of `group`.
+    fn stubborn(group: &WaitGroup, level: usize, depth: usize) {
+        struct Next(Option<(WaitGroup, usize, usize)>);
+        impl Drop for Next {
+            fn drop(&mut self) {
+                if let Some((group, level, depth)) = self.0.take() {
+                    if level < depth {
+                        stubborn(&group.child(), level + 1, depth);
+                    }
+                }
+            }
+        }
+        let next = Next(Some((group.clone(), level, depth)));
+        group
+            .task()
+            .name(format!("L{level}"))
+            .go(move |_| async move {
+                let _next = next;
+                std::future::pending::<()>().await;
+            });
+    }
+
+    for _ in 0..3 {
+        let root = WaitGroup::builder()
+            .abort_timeout(Duration::from_millis(500))
+            .build();
+        stubborn(&root, 0, depth);
+        let report = root.shutdown(Duration::from_millis(50)).await;
+
+        let level = |t: &taskgroup::TaskInfo| -> usize { t.name().unwrap()[1..].parse().unwrap() };
+        let aborted: Vec<usize> = report.aborted().iter().map(level).collect();
+        let mut named: Vec<usize> = aborted.clone();
+        named.extend(report.pending().tasks().map(level));
+        named.sort_unstable();
+        let top = *named.last().expect("L0 at least");
+        // Every level up to the last named is in the report once: listed as
+        // aborted or pending, or counted as finished (an abort that landed
+        // after its group's list was taken).
+        assert!(named.windows(2).all(|w| w[0] < w[1]), "{report}");
+        assert_eq!(
+            named.len() + report.finished(),
+            top + 1,
+            "levels 0..={top}: {report}"
+        );
+        // And what the last task listed as aborted started.
+        let last = *aborted.iter().max().expect("L0 is aborted");
+        assert!(
+            last == depth || top > last,
+            "L{} missing: {report}",
+            last + 1
+        );
+        // What is left (a task started at the very end) goes now.
+        let _ = root.shutdown(Duration::ZERO).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn work_spawned_during_shutdown_is_waited_for() {
     let wg = WaitGroup::new();
