@@ -515,6 +515,46 @@ async fn silent_and_garbage_connections_do_not_hold_up_an_unbounded_drain() {
     assert_eq!(closed.unwrap(), 0, "closed without a response");
 }
 
+/// An HTTP/2 client that never answers (or a peer that died without
+/// closing its socket): h2 closes a connection after its `GOAWAY` only once
+/// the client answered the `PING` sent with it. Once no stream runs, the
+/// connection is given a second for that, then dropped; before, it held a
+/// drain with no deadline forever (and a bounded one until its deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain() {
+    let server = Server::start().await;
+    let mut mute = TcpStream::connect(server.addr).await.unwrap();
+    // The preface and an empty SETTINGS frame; then nothing, not even the
+    // acknowledgement of the server's settings.
+    mute.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    mute.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    /// The type of the next frame, or `None` at the end of the stream.
+    async fn frame(stream: &mut TcpStream) -> Option<u8> {
+        let mut header = [0; 9];
+        stream.read_exact(&mut header).await.ok()?;
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+        let mut payload = vec![0; len as usize];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some(header[3])
+    }
+    // The server's SETTINGS: it took the connection as HTTP/2.
+    assert_eq!(timeout(LIMIT, frame(&mut mute)).await.unwrap(), Some(4));
+
+    let started = Instant::now();
+    let report = timeout(LIMIT, server.group.shutdown(Duration::MAX))
+        .await
+        .expect("the drain does not wait for an answer forever");
+    assert!(report.is_clean(), "{report}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "{report}");
+    let mut frames = Vec::new();
+    while let Some(kind) = timeout(LIMIT, frame(&mut mute)).await.unwrap() {
+        frames.push(kind);
+    }
+    assert!(frames.contains(&7), "told with a GOAWAY: {frames:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_headers_are_still_arriving_is_waited_for_until_the_deadline() {
     let server = Server::start().await;

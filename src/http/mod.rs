@@ -14,11 +14,18 @@
 //!   refused; each connection shuts down gracefully (an HTTP/1 keep-alive
 //!   connection closes after its in-flight response, which carries
 //!   `connection: close`, an idle one at once; HTTP/2 sends `GOAWAY` and
-//!   finishes the streams it has); whatever is still running at the deadline
-//!   is aborted, and the [report](crate::ShutdownReport) names it. Because
-//!   the handlers run inside those tasks, a group [linked](crate::WaitGroup::link)
-//!   after the server's (a database pool) is closed only after every handler
-//!   has returned or been dropped: the ordered teardown holds.
+//!   finishes the streams it has, and a client that has not answered the
+//!   `GOAWAY`'s `PING` a second after its last stream ended is dropped);
+//!   whatever is still running at the deadline is aborted, and the
+//!   [report](crate::ShutdownReport) names it. Because the handlers run
+//!   inside those tasks, a group [linked](crate::WaitGroup::link) after the
+//!   server's (a database pool) is closed only after every handler has
+//!   returned or been dropped: the ordered teardown holds. Not for an
+//!   upgraded connection (a WebSocket): its task ends at the upgrade, and
+//!   the upgraded session runs wherever the handler spawns it (axum's
+//!   `WebSocketUpgrade::on_upgrade` uses `tokio::spawn`), out of the group's
+//!   sight. Run the session as a task of a group (`group.go(..)` with the
+//!   upgraded IO) for a shutdown to stop it in order.
 //! * [`TrackRequests`], a tower layer, for a server you keep running yourself
 //!   (`axum::serve`, tonic, ...): each in-flight request is a guard of a group
 //!   named `GET /path`, requests get `503 Service Unavailable` once the group

@@ -5,8 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -15,6 +17,7 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::drain_signal;
@@ -40,7 +43,9 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 ///   one that has sent nothing yet, closes at once; one whose request
 ///   headers are still arriving counts as in flight, up to hyper's 30 s
 ///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
-///   done;
+///   done and the client answered the `PING` sent with it (a client that
+///   has not answered one second after its last stream ended, or that died
+///   without closing its socket, has the connection dropped);
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`), and groups linked after `group`
 ///   are closed only after those aborts took effect.
@@ -50,7 +55,14 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// response), and the accept loop ends. Under the group's
 /// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop,
 /// the connections and the HTTP/2 requests) the loop waits for a free slot
-/// before serving the next connection.
+/// before serving the next connection. An HTTP/2 request waits for a slot
+/// too, and only a connection that closes frees one: a limit filled by the
+/// accept loop and open HTTP/2 connections leaves their requests waiting
+/// until one closes: give the limit room for the requests as well as the
+/// connections.
+///
+/// An upgraded connection (a WebSocket) leaves the group at the upgrade:
+/// see the [module docs](super).
 ///
 /// An accept error that concerns one connection (reset or aborted before it
 /// was accepted, and the network errors Linux reports there) is skipped; one
@@ -257,29 +269,143 @@ where
         let mut builder = auto::Builder::new(executor);
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
+        let label = self.label.clone();
         let service = NameRequests {
             inner: self.service,
             label: self.label,
             ctx: ctx.clone(),
+        };
+        let stream = Sniff {
+            inner: stream,
+            matched: 0,
+            label: label.clone(),
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
         // Biased: once the drain signal is there, the connection is told
         // before it is polled again. A response finished in a poll that
         // began before the signal (the handler saw it, the connection did
         // not yet) gets `connection: close` from `NameRequests`.
-        let _ = tokio::select! {
+        tokio::select! {
             biased;
             () = drain_signal(&ctx) => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                if label.h2.load(Ordering::Relaxed) {
+                    close_h2(conn, &label).await;
+                } else {
+                    let _ = conn.await;
+                }
             }
-            result = conn.as_mut() => result,
-        };
+            _ = conn.as_mut() => {}
+        }
     }
 }
 
-/// A connection's name, and the name of the HTTP/2 request hyper is about
-/// to hand to the executor.
+/// How long an HTTP/2 connection told to shut down is kept once none of
+/// its streams is running, for the client to answer the `PING` sent with
+/// the `GOAWAY` (a round trip; hyper closes the connection as soon as the
+/// answer comes).
+const H2_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits for an HTTP/2 connection told to shut down (its `GOAWAY` sent) to
+/// close: as long as its streams run (the group's shutdown bounds that),
+/// then [`H2_CLOSE_WAIT`] with none starting or running, after which it is
+/// dropped. h2 closes a connection that has sent its `GOAWAY` only once the
+/// client answered the `PING` sent with it, so a client that never answers
+/// (or a peer that died without closing its socket) would hold the drain
+/// until its deadline, and forever under `Duration::MAX`.
+async fn close_h2<C: Future>(mut conn: Pin<&mut C>, label: &ConnLabel) {
+    loop {
+        let started = label.streams_started.load(Ordering::Acquire);
+        let idle = async {
+            label.streams_done().await;
+            tokio::time::sleep(H2_CLOSE_WAIT).await;
+        };
+        tokio::select! {
+            biased;
+            _ = conn.as_mut() => return,
+            () = idle => {}
+        }
+        if label.streams.load(Ordering::Acquire) == 0
+            && label.streams_started.load(Ordering::Acquire) == started
+        {
+            return;
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4): a connection that
+/// starts with it is HTTP/2, as hyper-util's `auto` builder tells them.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's socket, which notes in its [`ConnLabel`] whether the
+/// client's first bytes are the HTTP/2 preface (hyper-util does not say
+/// which protocol it chose). Only the first 24 bytes are looked at.
+struct Sniff {
+    inner: TcpStream,
+    /// How many bytes of the preface the client's first bytes matched;
+    /// `usize::MAX` once one did not.
+    matched: usize,
+    label: Arc<ConnLabel>,
+}
+
+impl AsyncRead for Sniff {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.matched < H2_PREFACE.len() {
+            let new = &buf.filled()[before..];
+            let rest = &H2_PREFACE[this.matched..];
+            let n = new.len().min(rest.len());
+            if new[..n] == rest[..n] {
+                this.matched += n;
+                if this.matched == H2_PREFACE.len() {
+                    this.label.h2.store(true, Ordering::Relaxed);
+                }
+            } else {
+                this.matched = usize::MAX;
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Sniff {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection's name, the name of the HTTP/2 request hyper is about to
+/// hand to the executor, and what its shutdown needs to know of HTTP/2.
 ///
 /// hyper's HTTP/2 server calls the service and then, in the same poll of
 /// the connection, gives the request's future to the executor: so the name
@@ -293,6 +419,14 @@ struct ConnLabel {
     name: Cow<'static, str>,
     /// `<METHOD> <path>` of the HTTP/2 request being spawned.
     next: Mutex<Option<String>>,
+    /// The client's first bytes were the HTTP/2 preface.
+    h2: AtomicBool,
+    /// What hyper handed to the executor (HTTP/2 streams) and is still
+    /// running, and how many it handed in all.
+    streams: AtomicUsize,
+    streams_started: AtomicU64,
+    /// Notified when `streams` falls to zero.
+    streams_ended: tokio::sync::Notify,
 }
 
 impl ConnLabel {
@@ -301,6 +435,41 @@ impl ConnLabel {
             peer,
             name: Cow::Owned(format!("conn {peer}")),
             next: Mutex::new(None),
+            h2: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
+            streams_started: AtomicU64::new(0),
+            streams_ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once no stream is running.
+    async fn streams_done(&self) {
+        loop {
+            let ended = self.streams_ended.notified();
+            if self.streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// One stream of a connection, counted in its [`ConnLabel`] while its task
+/// runs (until it ends, or is dropped unfinished).
+struct Stream(Arc<ConnLabel>);
+
+impl Stream {
+    fn new(label: Arc<ConnLabel>) -> Stream {
+        label.streams_started.fetch_add(1, Ordering::AcqRel);
+        label.streams.fetch_add(1, Ordering::AcqRel);
+        Stream(label)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.streams_ended.notify_waiters();
         }
     }
 }
@@ -402,11 +571,13 @@ where
         };
         // `go`, not `try_go`: a request the connection accepted before the
         // group closed is served during the drain.
+        let stream = Stream::new(self.label.clone());
         self.group
             .task()
             .name(name)
             .critical(false)
             .go(move |_ctx| async move {
+                let _stream = stream;
                 fut.await;
             });
     }
