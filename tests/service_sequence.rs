@@ -3,7 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use taskgroup::service::{service_fn, ConfigError, Ready, Sequence, Service, ServiceError};
+use taskgroup::service::{
+    service_fn, ConfigError, Ready, Sequence, Service, ServiceError, ServiceGroup, TasksService,
+    UncleanShutdown,
+};
+use taskgroup::WaitGroup;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -225,6 +229,145 @@ async fn per_service_timeouts_replace_the_sequence_ones() {
         "{err}"
     );
     assert_eq!(t0.elapsed(), Duration::from_millis(40_010 + 2_000 + 100));
+}
+
+/// A member that stops on its own (a group whose member failed) while the sequence stops
+/// another one (`B`, 1 s stop timeout) runs under its own stop timeout (60 s), not until
+/// `B`'s deadline: `B`'s deadline is not one of a container around `A`. Before the fix the
+/// sequence's members shared one deadline cell, and `A/slow` was aborted at 1.6 s.
+#[tokio::test(start_paused = true)]
+async fn a_members_stop_deadline_does_not_cut_short_another_member_stopping_on_its_own() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let a = ServiceGroup::builder("A")
+        .stop_timeout(Duration::from_secs(60))
+        .service(server("slow", 0, 3_000, &log, t0))
+        .service(server("late", 0, 150, &log, t0))
+        .service(service_fn("fail", |_ctx, ready: Ready| async move {
+            ready.ready();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err("fail".into())
+        }))
+        .build()
+        .unwrap();
+    let mut seq = Sequence::builder("seq")
+        .service(a)
+        .service_with_timeouts(
+            server("B", 0, 200, &log, t0),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(seq.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "A: fail: fail", "{err:?}");
+    let log = entries(&log);
+    assert!(log.contains(&("stopped B".to_owned(), 800)), "{log:?}");
+    assert!(log.contains(&("stopped slow".to_owned(), 3_500)), "{log:?}");
+    assert_eq!(t0.elapsed(), Duration::from_millis(3_500));
+}
+
+/// The same for a [`TasksService`]: its wait group cancelled on its own while the sequence
+/// stops `B` gets its full grace, not the time left until `B`'s deadline.
+#[tokio::test(start_paused = true)]
+async fn a_members_stop_deadline_does_not_shorten_another_members_grace() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let workers = WaitGroup::builder().name("workers").build();
+    let log2 = log.clone();
+    workers.task().name("slow").go(move |ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        push(&log2, t0, "stopped slow".to_owned());
+        Ok::<_, std::io::Error>(())
+    });
+    let mut seq = Sequence::builder("seq")
+        .service(TasksService::new("T", workers.clone()).grace(Duration::from_secs(60)))
+        .service_with_timeouts(
+            server("B", 0, 200, &log, t0),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(seq.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ctx.cancel();
+    // While B is stopping (until 0.8 s, its deadline 1.6 s), T starts its shutdown.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    workers.cancel();
+    let res = run.await.unwrap();
+    assert!(res.is_ok(), "{res:?}");
+    assert!(
+        entries(&log).contains(&("stopped slow".to_owned(), 3_700)),
+        "{:?}",
+        entries(&log)
+    );
+    assert_eq!(t0.elapsed(), Duration::from_millis(3_700));
+}
+
+/// The deadline of a container around the sequence still bounds a member stopping on its
+/// own while the sequence stops another: `T`'s wait group, cancelled at 0.7 s while `G`
+/// (1 s stop timeout, cancelled at 0.6 s) waits for the sequence, gets until `G`'s deadline
+/// at 1.6 s as its grace, not its own 60 s.
+#[tokio::test(start_paused = true)]
+async fn a_member_stopping_on_its_own_is_bounded_by_a_container_around_the_sequence() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let workers = WaitGroup::builder().name("workers").build();
+    workers.task().name("slow").go(|ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok::<_, std::io::Error>(())
+    });
+    let seq = Sequence::builder("seq")
+        .service(TasksService::new("T", workers.clone()).grace(Duration::from_secs(60)))
+        .service(server("B", 0, 200, &log, t0))
+        .stop_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut g = ServiceGroup::builder("G")
+        .service(seq)
+        .stop_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(g.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ctx.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    workers.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    let [ServiceError::Failed { name, source }] = err.failures() else {
+        panic!("{err:?}");
+    };
+    assert_eq!(name, "seq", "{err:?}");
+    let [t] = source
+        .downcast_ref::<ServiceError>()
+        .expect("the sequence's error")
+        .failures()
+    else {
+        panic!("{err:?}");
+    };
+    let unclean = t
+        .source_as::<UncleanShutdown>()
+        .expect("T's shutdown report");
+    assert_eq!(
+        unclean.report().aborted()[0].name(),
+        Some("slow"),
+        "{err:?}"
+    );
+    assert_eq!(unclean.report().elapsed(), Duration::from_millis(900));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1_700),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]

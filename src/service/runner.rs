@@ -26,8 +26,12 @@
 //! error (`&dyn Error`): holding it shared would take that `downcast` by value away from
 //! every caller. Panics, which carry no value worth keeping, are read from the core's record.
 //!
-//! Stop: a stopping container sets its deadline (derived from the one around it: never
-//! later) in its [`Scope`] before it cancels, so nested containers derive theirs from it. At
+//! Stop: a stopping container sets the deadline of each member it stops (derived from the one
+//! around it: never later) in that member's [`Scope`] before it cancels it, so containers
+//! nested in the member derive theirs from it. Each member has a cell of its own: a sequence
+//! stops its members one after another, and one member's deadline is not a deadline of a
+//! container around another (which may be stopping on its own meanwhile). The deadline of
+//! the container around is passed down to every member's cell, stopped yet or not. At
 //! the deadline the container first takes the core's report of everything still pending
 //! below the members it stops, names every hung *leaf* (a task with no pending task below
 //! it) with its path, creation site and age, and only then aborts (`shutdown` with no
@@ -86,7 +90,8 @@ pub(crate) struct Scope {
     path: Arc<str>,
     /// The tree's status hub and the member's name relative to it.
     hub: Option<(StatusHub, String)>,
-    /// The stop deadline of the container around the member, once it stops.
+    /// The member's stop deadline, once the container around it stops it, or earlier the
+    /// deadline of a container further around, once that one stops: never another member's.
     deadline: DeadlineCell,
     /// Set by a member that reports its own status (a restarter), so that the container
     /// around it does not report it a second time.
@@ -98,7 +103,7 @@ pub(crate) struct Scope {
     sites: Sites,
 }
 
-/// A stop deadline shared down a tree.
+/// The stop deadline of one member run, shared with what is nested in it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DeadlineCell(Arc<Mutex<Option<Instant>>>);
 
@@ -107,10 +112,13 @@ impl DeadlineCell {
         *self.0.lock()
     }
 
-    /// Sets the deadline of the stop now going (a sequence stops its members one after
-    /// another, each under its own deadline: the cell holds the current one).
-    fn set(&self, at: Instant) {
-        *self.0.lock() = Some(at);
+    /// Lowers the deadline to `at` (sets it, if none yet): a member's deadline only comes
+    /// earlier, whether from its own stop or from a container around that stops.
+    fn lower(&self, at: Instant) {
+        let mut deadline = self.0.lock();
+        if deadline.map_or(true, |d| at < d) {
+            *deadline = Some(at);
+        }
     }
 }
 
@@ -591,7 +599,13 @@ pub(crate) struct Run {
     services: Vec<Arc<Mutex<Box<dyn Service>>>>,
     ends: FuturesUnordered<BoxFuture<'static, usize>>,
     readies: FuturesUnordered<BoxFuture<'static, (usize, bool)>>,
-    deadline: DeadlineCell,
+    /// Each member's stop deadline, by slot: one cell per member, not one for the run, so
+    /// that the deadline of a member a sequence stops never reaches a member stopping on
+    /// its own meanwhile.
+    deadlines: Vec<DeadlineCell>,
+    /// The last deadline of the container around passed down to every member's cell, so
+    /// that it is passed down once each time it comes earlier, not at every event.
+    passed_down: Option<Instant>,
     pub(crate) errors: Vec<ServiceError>,
     ctx: CancellationToken,
     /// The members' tokens; in a group, children of `shared`.
@@ -690,7 +704,8 @@ impl Run {
             services: members.iter().map(|m| m.service.clone()).collect(),
             ends: FuturesUnordered::new(),
             readies: FuturesUnordered::new(),
-            deadline: DeadlineCell::default(),
+            deadlines: members.iter().map(|_| DeadlineCell::default()).collect(),
+            passed_down: None,
             errors: Vec::new(),
             ctx,
             tokens,
@@ -761,7 +776,7 @@ impl Run {
             ready,
             self.tokens[i].clone(),
             self.reporter.inherit(&self.slots[i].name),
-            self.deadline.clone(),
+            self.deadlines[i].clone(),
             self.place.sites.clone(),
             {
                 let reporter = self.reporter.clone();
@@ -848,21 +863,18 @@ impl Run {
         let started = Instant::now();
         let own = deadline_after(timeout);
         let mut deadline = own;
-        if let Some(parent) = self
-            .place
-            .parent_deadline
-            .as_ref()
-            .and_then(DeadlineCell::get)
-        {
+        if let Some(parent) = self.pass_down_parent_deadline() {
             deadline = deadline.min(parent);
         }
-        self.deadline.set(deadline);
         let targets: Vec<usize> = match which {
             Some(i) => vec![i],
             None => (0..self.slots.len()).collect(),
         };
+        // Only the members stopped now: another (in a sequence, one stopping on its own
+        // meanwhile) keeps its own deadline, bounded only by the containers around it.
         for &i in &targets {
             self.slots[i].stopping = true;
+            self.deadlines[i].lower(deadline);
         }
         match (which, &self.shared) {
             (None, Some(shared)) => shared.cancel(),
@@ -877,17 +889,9 @@ impl Run {
             None => self.running > 0,
         } {
             // The container around may start its own stop (with an earlier deadline) while
-            // this one is stopping: never outlive it.
-            if let Some(parent) = self
-                .place
-                .parent_deadline
-                .as_ref()
-                .and_then(DeadlineCell::get)
-            {
-                if parent < deadline {
-                    deadline = parent;
-                    self.deadline.set(deadline);
-                }
+            // this one is stopping: never outlive it (the members' cells are lowered too).
+            if let Some(parent) = self.pass_down_parent_deadline() {
+                deadline = deadline.min(parent);
             }
             match self.next(Some(deadline)).await {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
@@ -900,6 +904,24 @@ impl Run {
                 _ => {}
             }
         }
+    }
+
+    /// The deadline of the container around, if it is stopping; when it came earlier since
+    /// last asked, it is first passed down to every member's cell (it bounds every member,
+    /// stopped yet or not). O(1) unless it came earlier, which it does a few times a stop.
+    fn pass_down_parent_deadline(&mut self) -> Option<Instant> {
+        let parent = self
+            .place
+            .parent_deadline
+            .as_ref()
+            .and_then(DeadlineCell::get)?;
+        if self.passed_down.map_or(true, |d| parent < d) {
+            self.passed_down = Some(parent);
+            for cell in &self.deadlines {
+                cell.lower(parent);
+            }
+        }
+        Some(parent)
     }
 
     /// At the deadline, before aborting: members that host a container (whose deadline is
