@@ -231,6 +231,31 @@ async fn per_service_timeouts_replace_the_sequence_ones() {
     assert_eq!(t0.elapsed(), Duration::from_millis(40_010 + 2_000 + 100));
 }
 
+/// Serves `Sequence [first, B]`, `B` stopping 200 ms after it is cancelled under a 1 s stop
+/// timeout, and cancels the sequence at 600 ms: `B` is stopped first, until 800 ms (its
+/// deadline 1.6 s).
+async fn then_b_stopped_at_600ms(
+    first: impl Service + 'static,
+    log: &Log,
+    t0: Instant,
+) -> tokio::task::JoinHandle<Result<(), ServiceError>> {
+    let mut seq = Sequence::builder("seq")
+        .service(first)
+        .service_with_timeouts(
+            server("B", 0, 200, log, t0),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let cancel = ctx.clone();
+    let run = tokio::spawn(async move { seq.serve(ctx).await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cancel.cancel();
+    run
+}
+
 /// A member that stops on its own (a group whose member failed) while the sequence stops
 /// another one (`B`, 1 s stop timeout) runs under its own stop timeout (60 s), not until
 /// `B`'s deadline: `B`'s deadline is not one of a container around `A`. Before the fix the
@@ -250,19 +275,7 @@ async fn a_members_stop_deadline_does_not_cut_short_another_member_stopping_on_i
         }))
         .build()
         .unwrap();
-    let mut seq = Sequence::builder("seq")
-        .service(a)
-        .service_with_timeouts(
-            server("B", 0, 200, &log, t0),
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-        )
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn(seq.serve(ctx.clone()));
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    ctx.cancel();
+    let run = then_b_stopped_at_600ms(a, &log, t0).await;
     let err = run.await.unwrap().unwrap_err();
     assert_eq!(err.to_string(), "A: fail: fail", "{err:?}");
     let log = entries(&log);
@@ -285,19 +298,8 @@ async fn a_members_stop_deadline_does_not_shorten_another_members_grace() {
         push(&log2, t0, "stopped slow".to_owned());
         Ok::<_, std::io::Error>(())
     });
-    let mut seq = Sequence::builder("seq")
-        .service(TasksService::new("T", workers.clone()).grace(Duration::from_secs(60)))
-        .service_with_timeouts(
-            server("B", 0, 200, &log, t0),
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-        )
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn(seq.serve(ctx.clone()));
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    ctx.cancel();
+    let tasks = TasksService::new("T", workers.clone()).grace(Duration::from_secs(60));
+    let run = then_b_stopped_at_600ms(tasks, &log, t0).await;
     // While B is stopping (until 0.8 s, its deadline 1.6 s), T starts its shutdown.
     tokio::time::sleep(Duration::from_millis(100)).await;
     workers.cancel();
