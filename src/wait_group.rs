@@ -1642,6 +1642,26 @@ impl<'a> TaskBuilder<'a> {
         self.spawn_on_runtime(Location::caller(), counted, permit, f, runtime)
     }
 
+    /// Like [`go`](Self::go), outside the group's limit: for a task that
+    /// runs in a slot another task of the group holds (an HTTP/2 request in
+    /// its connection's, as an HTTP/1 request runs in its connection's task).
+    #[cfg(feature = "hyper")]
+    #[track_caller]
+    pub(crate) fn go_in_held_slot<F, Fut>(
+        self,
+        f: F,
+    ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let runtime = Runtime::current("go");
+        let counted = self.group.add_spawned();
+        self.spawn_on_runtime(Location::caller(), counted, Permit::Unlimited, f, runtime)
+    }
+
     /// A task, unless the group is closed or at its limit: see
     /// [`WaitGroup::try_go`].
     ///

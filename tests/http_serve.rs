@@ -515,6 +515,27 @@ async fn silent_and_garbage_connections_do_not_hold_up_an_unbounded_drain() {
     assert_eq!(closed.unwrap(), 0, "closed without a response");
 }
 
+/// Under a limit that the accept loop and one connection fill, that HTTP/2
+/// connection's requests are served (in its slot, as HTTP/1 requests are in
+/// their connection's task). Before, each waited for a slot of its own, which
+/// only a connection that closed would free: never, for the connection
+/// carrying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_served_in_their_connections_slot_under_a_limit() {
+    let group = WaitGroup::builder().name("http").limit(2).build();
+    let server = Server::start_in(group, Router::new()).await;
+    for h2 in [false, true] {
+        let mut client = connect(server.addr, h2).await;
+        for _ in 0..3 {
+            let response = timeout(LIMIT, client.get("/hello"))
+                .await
+                .expect("served, not waiting for a slot");
+            assert_eq!(response.unwrap().body, "hello", "h2: {h2}");
+        }
+    }
+    assert!(server.group.shutdown(LIMIT).await.is_clean());
+}
+
 /// An HTTP/2 client that never answers (or a peer that died without
 /// closing its socket): h2 closes a connection after its `GOAWAY` only once
 /// the client answered the `PING` sent with it. Once no stream runs, the

@@ -53,13 +53,11 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// A connection accepted once the group is [closed](WaitGroup::close) is
 /// dropped unserved (the client sees the connection closed without a
 /// response), and the accept loop ends. Under the group's
-/// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop,
-/// the connections and the HTTP/2 requests) the loop waits for a free slot
-/// before serving the next connection. An HTTP/2 request waits for a slot
-/// too, and only a connection that closes frees one: a limit filled by the
-/// accept loop and open HTTP/2 connections leaves their requests waiting
-/// until one closes: give the limit room for the requests as well as the
-/// connections.
+/// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop
+/// and the connections) the loop waits for a free slot before serving the
+/// next connection. An HTTP/2 request runs in its connection's slot, as an
+/// HTTP/1 request runs in its connection's task (hyper bounds the streams
+/// of a connection: 200 at a time by default).
 ///
 /// An upgraded connection (a WebSocket) leaves the group at the upgrade:
 /// see the [module docs](super).
@@ -569,14 +567,17 @@ where
             Some(request) => format!("{request} ({})", self.label.name),
             None => format!("{} stream", self.label.name),
         };
-        // `go`, not `try_go`: a request the connection accepted before the
-        // group closed is served during the drain.
+        // Not `try_go`: a request the connection accepted before the group
+        // closed is served during the drain. In the connection's slot under
+        // a limit: a request that waited for a slot of its own would wait
+        // for a connection to close, forever if open connections filled the
+        // limit.
         let stream = Stream::new(self.label.clone());
         self.group
             .task()
             .name(name)
             .critical(false)
-            .go(move |_ctx| async move {
+            .go_in_held_slot(move |_ctx| async move {
                 let _stream = stream;
                 fut.await;
             });
