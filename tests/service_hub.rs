@@ -155,6 +155,66 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
     }
 }
 
+/// A service that reports ready and then ignores its cancellation.
+fn hung(name: &'static str) -> impl Service {
+    service_fn(name, |_ctx, ready: Ready| async move {
+        ready.ready();
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+/// A hung service under a restarter, aborted at its container's stop deadline, is reported
+/// `Failed` with its stop timeout, as a plain hung member is, and as the error says. Before,
+/// the container left reporting it to the restarter, whose aborted attempt ended as if it
+/// returned `Ok`: the hub said `restarted #1: stopped` (3 of 3 runs of the repro).
+#[tokio::test(start_paused = true)]
+async fn a_hung_service_under_a_restarter_is_reported_failed_at_the_deadline() {
+    let hub = StatusHub::new(256);
+    let mut events = hub.subscribe();
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(500))
+        .status(hub.clone())
+        .service(hung("plain"))
+        .service(Restarter::new(hung("restarted")))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    hub.watch()
+        .wait_for(|m| {
+            ["plain", "restarted"]
+                .iter()
+                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
+        })
+        .await
+        .unwrap();
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    let mut hung: Vec<String> = err.stop_timeouts().iter().map(|e| e.to_string()).collect();
+    hung.sort();
+    assert_eq!(hung.len(), 2, "{err}");
+    let mut ends = std::collections::BTreeMap::<String, Vec<String>>::new();
+    while let Ok(e) = events.try_recv() {
+        if matches!(e.state, ServiceState::Stopped | ServiceState::Failed) {
+            ends.entry(e.name.clone()).or_default().push(e.to_string());
+        }
+    }
+    // Each member's one end event is its stop timeout's text: `name #1: failed (reason)`.
+    for (name, timeout) in ["plain", "restarted"].iter().zip(&hung) {
+        let reason = timeout
+            .strip_prefix(&format!("top/{name}: "))
+            .unwrap_or_else(|| panic!("{timeout}"));
+        assert!(reason.starts_with("did not stop within 500ms"), "{timeout}");
+        assert_eq!(
+            ends.get(*name).map(Vec::as_slice),
+            Some(&[format!("{name} #1: failed ({reason})")][..]),
+            "{ends:?}"
+        );
+        assert_eq!(hub.snapshot()[*name].state, ServiceState::Failed);
+    }
+}
+
 /// Before issue 13 a listener holding the snapshot (`watch().borrow()`, which a
 /// `wait_for` predicate runs under) blocked `report()` for as long as it held it; here the
 /// predicate reports, which deadlocked. The watcher now lends no borrow.

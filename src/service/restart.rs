@@ -475,6 +475,7 @@ async fn supervise(
         .unwrap_or("")
         .into();
     let deadline = place.parent_deadline.clone().unwrap_or_default();
+    let end_report = place.end_report.clone().unwrap_or_default();
     let mut guard = AbortOnDrop::new(place.wg.clone());
     let mut rng = s.backoff.rng();
     let mut outer_ready = Some(ready);
@@ -499,6 +500,7 @@ async fn supervise(
                 move || rep.report(&name, ServiceState::Starting)
             },
         );
+        *end_report.lock() = Some((rep.clone(), s.name.clone()));
         let mut when = Some(w);
         let mut on_ready = |was_ready: bool| {
             if was_ready {
@@ -527,9 +529,14 @@ async fn supervise(
         }
 
         let stopping = ctx.is_cancelled();
+        // Not ours to report when the container around aborted the attempt at its deadline:
+        // it reported the attempt failed, with the hung leaf (and will abort this task too).
+        let ours = end_report.lock().take().is_some();
         let last = match spawned.end() {
             End::Done => {
-                rep.report(&s.name, ServiceState::Stopped);
+                if ours {
+                    rep.report(&s.name, ServiceState::Stopped);
+                }
                 if stopping || s.policy != RestartPolicy::Permanent {
                     break Ok(());
                 }
@@ -539,7 +546,9 @@ async fn supervise(
             }
             End::Error(e) => {
                 // Formatted only for a hub, inside `catch_unwind`: a `Display` may panic.
-                rep.report_failure(&s.name, ServiceState::Failed, || e.to_string());
+                if ours {
+                    rep.report_failure(&s.name, ServiceState::Failed, || e.to_string());
+                }
                 let err = ServiceError::attribute(&s.name, e);
                 if stopping || s.policy == RestartPolicy::Temporary {
                     break Err(err);
@@ -547,7 +556,9 @@ async fn supervise(
                 err
             }
             End::Panic(message) => {
-                rep.report_failure(&s.name, ServiceState::Panicked, || message.clone());
+                if ours {
+                    rep.report_failure(&s.name, ServiceState::Panicked, || message.clone());
+                }
                 let err = ServiceError::Panicked {
                     name: s.name.clone(),
                     message,

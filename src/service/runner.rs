@@ -96,6 +96,9 @@ pub(crate) struct Scope {
     /// Set by a member that reports its own status (a restarter), so that the container
     /// around it does not report it a second time.
     self_reports: Arc<AtomicBool>,
+    /// How such a member reports the end of its current attempt, for the container around
+    /// to report it in its stead when it aborts the member at its deadline.
+    end_report: EndReport,
     /// Set when a container (or restarter) is built in the member's run: at the deadline the
     /// container around it waits for its report before aborting it.
     hosts: Arc<AtomicBool>,
@@ -122,6 +125,14 @@ impl DeadlineCell {
     }
 }
 
+/// The reporter and name with which a member that reports its own status (a restarter)
+/// reports the end of its current attempt, set by it for each attempt. The end is reported
+/// by whoever takes them: the member when its attempt ends, or the container around when
+/// it aborts the member at its deadline, with the hung leaf below it (the member's own
+/// report, if it came at all, would say `Stopped`: an aborted attempt ends as if it
+/// returned `Ok`).
+pub(crate) type EndReport = Arc<Mutex<Option<(Reporter, String)>>>;
+
 /// The user's creation site (where the member was added) of each member, by the container's
 /// path, then the member's name: a member's task is named for the member in a group named
 /// for the container, so a report's task finds its site by its group's name and its own,
@@ -143,6 +154,8 @@ pub(crate) struct Place {
     pub(crate) hub: Option<(StatusHub, String)>,
     pub(crate) parent_deadline: Option<DeadlineCell>,
     pub(crate) sites: Sites,
+    /// For a place that reports its own status, inside a container: see [`EndReport`].
+    pub(crate) end_report: Option<EndReport>,
 }
 
 impl Place {
@@ -162,6 +175,7 @@ impl Place {
                     hub: scope.hub,
                     parent_deadline: Some(scope.deadline),
                     sites: scope.sites,
+                    end_report: self_reports.then_some(scope.end_report),
                 }
             }
             Err(_) => Place {
@@ -171,6 +185,7 @@ impl Place {
                 hub: None,
                 parent_deadline: None,
                 sites: Sites::default(),
+                end_report: None,
             },
         }
     }
@@ -335,6 +350,8 @@ pub(crate) struct Spawned {
     task: TaskId,
     error: Arc<Mutex<Option<BoxError>>>,
     pub(crate) self_reports: Arc<AtomicBool>,
+    /// See [`EndReport`].
+    end_report: EndReport,
     hosts: Arc<AtomicBool>,
 }
 
@@ -357,6 +374,7 @@ impl Spawned {
         let group = parent.task().name(container.to_string()).child();
         let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
         let self_reports = Arc::new(AtomicBool::new(false));
+        let end_report = EndReport::default();
         let hosts = Arc::new(AtomicBool::new(false));
         let path: Arc<str> = if container.is_empty() {
             name.into()
@@ -369,6 +387,7 @@ impl Spawned {
             hub,
             deadline,
             self_reports: self_reports.clone(),
+            end_report: end_report.clone(),
             hosts: hosts.clone(),
             sites,
         };
@@ -387,6 +406,7 @@ impl Spawned {
             task,
             error,
             self_reports,
+            end_report,
             hosts,
         }
     }
@@ -998,6 +1018,14 @@ impl Run {
             if !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter
                     .ended(&self.slots[*i].name, first.get(i).copied());
+            } else if let Some(&leaf) = first.get(i) {
+                // A member that reports itself cannot report this end: the abort below ends
+                // its attempt as if it returned `Ok`. Reported with its own reporter (its
+                // hubs, its attempt), taken so that it does not report `Stopped` after.
+                let taken = run.end_report.lock().take();
+                if let Some((reporter, name)) = taken {
+                    reporter.ended(&name, Some(leaf));
+                }
             }
         }
         self.errors.extend(hung);
