@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceGroup, ServiceState, StatusHub,
+    service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
+    ServiceState, StatusHub,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -213,6 +214,61 @@ async fn a_hung_service_under_a_restarter_is_reported_failed_at_the_deadline() {
         );
         assert_eq!(hub.snapshot()[*name].state, ServiceState::Failed);
     }
+}
+
+/// A restarter run inside a member of another name (`api` running a restarter of `worker`)
+/// reports below that member (`api/worker`), leaves `api` to the container around, and its
+/// hung attempt is one stop timeout, `top/api/worker`, with the user's site. Before, the
+/// restarter took it for itself: events named `apiworker`, `api` left `starting`, and two
+/// stop timeouts, `top/api` and `worker` (with a site inside the library).
+#[tokio::test(start_paused = true)]
+async fn a_restarter_inside_a_member_of_another_name_reports_below_it() {
+    let hub = StatusHub::new(256);
+    let mut events = hub.subscribe();
+    let api = service_fn("api", |ctx: CancellationToken, ready: Ready| async move {
+        Restarter::new(hung("worker")).run(ctx, ready).await
+    });
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(500))
+        .status(hub.clone())
+        .service(api)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    // The worker's `Running`, under whatever name: the condition holds before the fix too.
+    hub.watch()
+        .wait_for(|m| {
+            m.values()
+                .any(|e| e.name.ends_with("worker") && e.state == ServiceState::Running)
+        })
+        .await
+        .unwrap();
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    let mut states = std::collections::BTreeMap::<String, Vec<ServiceState>>::new();
+    let mut failures = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        states.entry(e.name.clone()).or_default().push(e.state);
+        failures.extend(e.error);
+    }
+    use ServiceState::{Failed, Idle, Running, Starting};
+    assert_eq!(
+        states,
+        [
+            ("api".to_owned(), vec![Idle, Starting, Running, Failed]),
+            ("api/worker".to_owned(), vec![Starting, Running, Failed]),
+        ]
+        .into(),
+    );
+    let [timeout @ ServiceError::StopTimeout { name, site, .. }] = err.stop_timeouts()[..] else {
+        panic!("{err:?}");
+    };
+    assert_eq!(name, "top/api/worker", "{err}");
+    assert!(site.file().ends_with("service_hub.rs"), "{site}");
+    // Both ends carry the one stop timeout's text.
+    let reason = timeout.to_string().replace("top/api/worker: ", "");
+    assert_eq!(failures, [reason.clone(), reason]);
 }
 
 /// Before issue 13 a listener holding the snapshot (`watch().borrow()`, which a

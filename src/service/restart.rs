@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
-    check_duration, deadline_after, drop_service_later, when_ready, AbortOnDrop, End, Place,
-    Spawned, DEFAULT_STOP_TIMEOUT,
+    check_duration, deadline_after, drop_service_later, when_ready, AbortOnDrop, AttemptEnd, End,
+    Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -464,16 +464,29 @@ async fn supervise(
     ctx: CancellationToken,
     ready: Ready,
 ) -> Result<(), ServiceError> {
-    let reporter =
-        Reporter::for_member(s.status.as_ref(), place.hub.as_ref(), &place.path, &s.name);
-    // Attempts are tasks named for the service in a child group named for the container
-    // around it, so their paths are the restarter's own.
-    let container: Arc<str> = place
-        .path
-        .strip_suffix(s.name.as_str())
-        .map(|p| p.strip_suffix('/').unwrap_or(p))
-        .unwrap_or("")
-        .into();
+    // Attempts are tasks named for the service in a child group named for a container: the
+    // one around the member when the restarter is that member, so that their paths are the
+    // member's own; else the member's path, so that they are below it (`top/api/worker`).
+    let (container, reporter) = if place.is_member {
+        let reporter =
+            Reporter::for_member(s.status.as_ref(), place.hub.as_ref(), &place.path, &s.name);
+        (place.container.clone(), reporter)
+    } else {
+        // Stop reports name the user's site of a hung attempt: the member's, as the
+        // restarter was not added to a container itself.
+        if let Some(site) = place.member_site {
+            let mut sites = place.sites.lock();
+            let members = sites.entry(place.path.to_string()).or_default();
+            members.entry(s.name.clone()).or_insert(site);
+        }
+        let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0);
+        (place.path.clone(), reporter)
+    };
+    let path: Arc<str> = if container.is_empty() {
+        s.name.as_str().into()
+    } else {
+        format!("{container}/{}", s.name).into()
+    };
     let deadline = place.parent_deadline.clone().unwrap_or_default();
     let end_report = place.end_report.clone().unwrap_or_default();
     let mut guard = AbortOnDrop::new(place.wg.clone());
@@ -500,7 +513,11 @@ async fn supervise(
                 move || rep.report(&name, ServiceState::Starting)
             },
         );
-        *end_report.lock() = Some((rep.clone(), s.name.clone()));
+        *end_report.lock() = Some(AttemptEnd {
+            reporter: rep.clone(),
+            name: s.name.clone(),
+            path: path.clone(),
+        });
         let mut when = Some(w);
         let mut on_ready = |was_ready: bool| {
             if was_ready {

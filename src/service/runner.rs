@@ -88,6 +88,10 @@ pub(crate) struct Scope {
     group: WaitGroup,
     /// The member's path (`"top/nested"`).
     path: Arc<str>,
+    /// The path of the container the member is in (`"top"`).
+    container: Arc<str>,
+    /// The member's name in that container (`"nested"`).
+    name: Arc<str>,
     /// The tree's status hub and the member's name relative to it.
     hub: Option<(StatusHub, String)>,
     /// The member's stop deadline, once the container around it stops it, or earlier the
@@ -96,8 +100,8 @@ pub(crate) struct Scope {
     /// Set by a member that reports its own status (a restarter), so that the container
     /// around it does not report it a second time.
     self_reports: Arc<AtomicBool>,
-    /// How such a member reports the end of its current attempt, for the container around
-    /// to report it in its stead when it aborts the member at its deadline.
+    /// How a restarter in the member reports the end of its current attempt, for the
+    /// container around to report it in its stead when it aborts the member at its deadline.
     end_report: EndReport,
     /// Set when a container (or restarter) is built in the member's run: at the deadline the
     /// container around it waits for its report before aborting it.
@@ -125,13 +129,21 @@ impl DeadlineCell {
     }
 }
 
-/// The reporter and name with which a member that reports its own status (a restarter)
-/// reports the end of its current attempt, set by it for each attempt. The end is reported
-/// by whoever takes them: the member when its attempt ends, or the container around when
-/// it aborts the member at its deadline, with the hung leaf below it (the member's own
-/// report, if it came at all, would say `Stopped`: an aborted attempt ends as if it
-/// returned `Ok`).
-pub(crate) type EndReport = Arc<Mutex<Option<(Reporter, String)>>>;
+/// How a restarter in a member run reports the end of its current attempt, set by it for
+/// each attempt. The end is reported by whoever takes it: the restarter when its attempt
+/// ends, or the container around when it aborts the member at its deadline, with the hung
+/// leaf at or below the attempt (the restarter's own report, if it came at all, would say
+/// `Stopped`: an aborted attempt ends as if it returned `Ok`).
+pub(crate) type EndReport = Arc<Mutex<Option<AttemptEnd>>>;
+
+/// What [`EndReport`] holds: the reporter and name the attempt's end is reported with, and
+/// the attempt's path.
+#[derive(Debug)]
+pub(crate) struct AttemptEnd {
+    pub(crate) reporter: Reporter,
+    pub(crate) name: String,
+    pub(crate) path: Arc<str>,
+}
 
 /// The user's creation site (where the member was added) of each member, by the container's
 /// path, then the member's name: a member's task is named for the member in a group named
@@ -156,6 +168,16 @@ pub(crate) struct Place {
     pub(crate) sites: Sites,
     /// For a place that reports its own status, inside a container: see [`EndReport`].
     pub(crate) end_report: Option<EndReport>,
+    /// Whether the place is the member run it is in (a restarter added as the member: it
+    /// has the member's name), or a root: it then reports as that member, and its runs
+    /// take the member's path, in [`container`](Self::container). Otherwise (run inside a
+    /// member of another name, which the container around reports) its runs are below the
+    /// member, as a nested container's members are.
+    pub(crate) is_member: bool,
+    /// The path of the container around the member run the place is in (`""` at a root).
+    pub(crate) container: Arc<str>,
+    /// Where the member run the place is in was added, if inside a container.
+    pub(crate) member_site: Option<&'static Location<'static>>,
 }
 
 impl Place {
@@ -165,9 +187,19 @@ impl Place {
         match SCOPE.try_with(Clone::clone) {
             Ok(scope) => {
                 scope.hosts.store(true, Ordering::Relaxed);
-                if self_reports {
+                // Only a place that is the member (the same name) takes over its reports: one
+                // run inside a member of another name (`api` running a restarter of `worker`)
+                // leaves `api` to the container around, and reports below it.
+                let is_member = self_reports && *scope.name == *name;
+                if is_member {
                     scope.self_reports.store(true, Ordering::Relaxed);
                 }
+                let member_site = scope
+                    .sites
+                    .lock()
+                    .get(&*scope.container)
+                    .and_then(|members| members.get(&*scope.name))
+                    .copied();
                 Place {
                     wg: scope.group.task().name(scope.path.to_string()).child(),
                     scope_group: Some(scope.group),
@@ -176,6 +208,9 @@ impl Place {
                     parent_deadline: Some(scope.deadline),
                     sites: scope.sites,
                     end_report: self_reports.then_some(scope.end_report),
+                    is_member,
+                    container: scope.container,
+                    member_site,
                 }
             }
             Err(_) => Place {
@@ -186,6 +221,9 @@ impl Place {
                 parent_deadline: None,
                 sites: Sites::default(),
                 end_report: None,
+                is_member: true,
+                container: "".into(),
+                member_site: None,
             },
         }
     }
@@ -384,6 +422,8 @@ impl Spawned {
         let scope = Scope {
             group: group.clone(),
             path,
+            container: container.clone(),
+            name: name.into(),
             hub,
             deadline,
             self_reports: self_reports.clone(),
@@ -1014,17 +1054,36 @@ impl Run {
                 }
             }
         }
+        // The first hung leaf at or below each path that leads to one, built only if a
+        // restarter's attempt is to be reported, in time linear in the leaves' segments.
+        let mut at_or_below: Option<HashMap<&str, &ServiceError>> = None;
         for (i, run) in &groups {
             if !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter
                     .ended(&self.slots[*i].name, first.get(i).copied());
-            } else if let Some(&leaf) = first.get(i) {
-                // A member that reports itself cannot report this end: the abort below ends
-                // its attempt as if it returned `Ok`. Reported with its own reporter (its
-                // hubs, its attempt), taken so that it does not report `Stopped` after.
-                let taken = run.end_report.lock().take();
-                if let Some((reporter, name)) = taken {
-                    reporter.ended(&name, Some(leaf));
+            }
+            // A restarter in the member cannot report its attempt's end: the abort below
+            // ends it as if it returned `Ok`. Reported with the restarter's reporter (its
+            // hubs, its attempt), taken so that it does not report `Stopped` after; left to
+            // it when no hung leaf is at or below the attempt.
+            let mut slot = run.end_report.lock();
+            let Some(end) = slot.as_ref() else { continue };
+            let leaves = at_or_below.get_or_insert_with(|| {
+                let mut map = HashMap::new();
+                for leaf in &hung {
+                    let Some(name) = leaf.name() else { continue };
+                    let ends = name.match_indices('/').map(|(at, _)| at);
+                    for end in ends.chain([name.len()]) {
+                        map.entry(&name[..end]).or_insert(leaf);
+                    }
+                }
+                map
+            });
+            if let Some(&leaf) = leaves.get(&*end.path) {
+                let end = slot.take();
+                drop(slot);
+                if let Some(end) = end {
+                    end.reporter.ended(&end.name, Some(leaf));
                 }
             }
         }
