@@ -412,6 +412,8 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let mut aborted = Vec::new();
     for watch in watches {
         let _ = timeout_at(by, watch.all_settled()).await;
+        // And the aborts of a graceful shutdown under way (see `stop_group`).
+        let _ = timeout_at(by, watch.others_settled()).await;
         aborted.extend(take_listed(&watch));
     }
     let listed = node::walk(root);
@@ -692,10 +694,16 @@ async fn stop_group(
     // for the whole group here would only wait out the share. Then once more
     // after the phase ends, for a task counted in the watch meanwhile: none
     // is counted after that.
+    // The aborts of a concurrent shutdown this one found are waited for too
+    // (not listed: they are that one's), so that they are not reported as
+    // still running.
     if is_too_short(abort_by, Instant::now()) {
         // A share below the timer's resolution (many groups reached late):
         // waited for by yielding, not rounded up to a tick of the timer.
-        yield_until(abort_by, || watch.is_settled()).await;
+        yield_until(abort_by, || {
+            watch.is_settled() && watch.others_are_settled()
+        })
+        .await;
         drop(phase);
         aborted.add(watch);
         return;
@@ -703,6 +711,7 @@ async fn stop_group(
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     drop(phase);
     let _ = timeout_at(abort_by, watch.all_settled()).await;
+    let _ = timeout_at(abort_by, watch.others_settled()).await;
     aborted.add(watch);
 }
 
@@ -844,6 +853,35 @@ mod tests {
             super::not_seen(&walk.groups, &walk.together, &seen(&[&root, &a, &a1]));
         assert_eq!(ids(&new), [a2.id(), b.id()]);
         assert!(together.is_empty());
+    }
+
+    /// A forced stop (a second signal) during a shutdown's forced phase
+    /// finds the stubborn task aborted already and waits for that abort:
+    /// neither report calls it still running, one lists it.
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_stop_waits_for_the_aborts_of_a_shutdown_under_way() {
+        let group = WaitGroup::builder()
+            .abort_timeout(Duration::from_millis(200))
+            .build();
+        group
+            .task()
+            .name("stubborn")
+            .go(|_| std::future::pending::<()>());
+        tokio::task::yield_now().await;
+        let grace = Duration::from_millis(300);
+        let forced = async {
+            tokio::time::sleep(grace).await;
+            super::force(&group, crate::CancelReason::Shutdown).await
+        };
+        // In this order in one poll (`tokio::join!` takes turns): the
+        // shutdown aborts the task at its deadline, then the forced stop
+        // finds it aborted, before the runtime can run it.
+        let (a, b) = futures::future::join(group.shutdown(grace), forced).await;
+        for report in [&a, &b] {
+            assert!(report.pending().is_empty(), "{report}");
+        }
+        assert_eq!(a.aborted().len() + b.aborted().len(), 1, "{a}\n{b}");
+        assert!(group.is_empty());
     }
 
     /// A group whose one guard is ending: its entry removed, its count not

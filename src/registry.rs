@@ -68,7 +68,7 @@
 
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -161,6 +161,12 @@ struct WatchState {
     /// not listed, nor counted as aborted (its shutdown counts it as
     /// finished, as it counts a task aborted by its handle).
     taken: bool,
+    /// The watches of concurrent shutdowns that had aborted tasks this one
+    /// found (it does not abort a task twice): it waits for those aborts
+    /// too, without listing them, so that it does not report such a task as
+    /// still running while its abort is landing. Weak: two shutdowns may
+    /// each find the other's.
+    others: Vec<Weak<AbortWatch>>,
 }
 
 /// An aborted task's entry as its watch keeps it until the report: what
@@ -230,6 +236,42 @@ impl AbortWatch {
     /// Whether every aborted task settled.
     pub(crate) fn is_settled(&self) -> bool {
         self.state.lock().waiting == 0
+    }
+
+    /// Notes that a task `other` (a concurrent shutdown's watch) aborted
+    /// was found (see [`WatchState::others`]). Under the entry's shard lock,
+    /// so the lock order is that of the rest: the shard's, then this
+    /// watch's.
+    fn wait_also(&self, other: &Arc<AbortWatch>) {
+        let mut state = self.state.lock();
+        // Most often one other watch for a whole group: noted once in a row.
+        if !state
+            .others
+            .last()
+            .is_some_and(|last| std::ptr::eq(last.as_ptr(), Arc::as_ptr(other)))
+        {
+            state.others.push(Arc::downgrade(other));
+        }
+    }
+
+    /// The watches of concurrent shutdowns still alive (see
+    /// [`WatchState::others`]).
+    fn others(&self) -> Vec<Arc<AbortWatch>> {
+        let state = self.state.lock();
+        state.others.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Whether every task found aborted by a concurrent shutdown settled.
+    pub(crate) fn others_are_settled(&self) -> bool {
+        self.others().iter().all(|other| other.is_settled())
+    }
+
+    /// Waits until every task found aborted by a concurrent shutdown
+    /// settled.
+    pub(crate) async fn others_settled(&self) {
+        for other in self.others() {
+            other.all_settled().await;
+        }
     }
 
     /// Waits until every aborted task settled.
@@ -304,8 +346,12 @@ pub(crate) fn sort_by_id<T>(items: &mut [T], id: impl Fn(&T) -> TaskId) {
 /// then tells to expect it. Guards, blocking tasks and tracked futures have
 /// no handle and never get one. `true` if the entry is to be expected.
 fn abort_entry(entry: &mut Entry, watch: &Arc<AbortWatch>) -> bool {
-    // An entry with a watch was aborted once already.
-    if entry.watch.is_some() {
+    // An entry with a watch was aborted once already; by another shutdown,
+    // this one waits for that abort too.
+    if let Some(other) = &entry.watch {
+        if !Arc::ptr_eq(other, watch) {
+            watch.wait_also(other);
+        }
         return false;
     }
     let abort = entry.abort.take();

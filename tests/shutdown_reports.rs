@@ -425,3 +425,31 @@ fn work_that_ends_while_a_report_lists_it_is_counted_once() {
         assert!(report.aborted().is_empty());
     }
 }
+
+/// Two shutdowns of one group at once, on one thread: one aborts the stubborn
+/// task and lists it; the other finds it aborted already and waits for that
+/// abort too, so its report does not call the task still running (before, it
+/// did: `pending 1`, returned while the abort had not landed yet, as it
+/// cannot land until the runtime runs the task).
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_waits_for_the_aborts_of_a_concurrent_one() {
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_millis(200))
+        .build();
+    wg.task()
+        .name("stubborn")
+        .go(|_| std::future::pending::<()>());
+    tokio::task::yield_now().await;
+    let grace = Duration::from_millis(300);
+    let (a, b) = tokio::join!(wg.shutdown(grace), wg.shutdown(grace));
+    for report in [&a, &b] {
+        assert!(report.pending().is_empty(), "{report}");
+        assert_eq!(report.finished(), 0, "{report}");
+    }
+    let aborted: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|r| r.aborted().iter().map(|t| t.name()))
+        .collect();
+    assert_eq!(aborted, [Some("stubborn")]);
+    assert!(wg.is_empty());
+}
