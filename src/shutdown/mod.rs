@@ -78,8 +78,10 @@ pub(crate) fn deadline_after(timeout: std::time::Duration) -> tokio::time::Insta
 /// longer is no limit.
 const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
-/// `at + d`, or about thirty years from `at` if that overflows (Tokio's own
-/// "far future"): `Duration::MAX` means no limit.
+/// `at + d`, with `d` capped at about thirty years (Tokio's own "far
+/// future"), so that `Duration::MAX` means no limit. (Thirty years after an
+/// `Instant` of a running process does not overflow on the platforms Tokio
+/// supports; were it to, this would return `at`.)
 pub(crate) fn saturating_add(
     at: tokio::time::Instant,
     d: std::time::Duration,
