@@ -1303,8 +1303,9 @@ impl WaitGroup {
     /// counts what completed by itself during the call in any group of the
     /// tree (also in groups not yet reached); [`aborted`](ShutdownReport::aborted)
     /// lists the tasks this shutdown aborted whose abort took effect (a task
-    /// aborted by a concurrent shutdown is in that one's report, and in
-    /// neither's `finished`); what is still running at the end (guards, which
+    /// aborted by a concurrent shutdown is in that one's report, whose abort
+    /// this one waits for as for its own, and in neither's `finished`); what
+    /// is still running at the end (guards, which
     /// cannot be aborted, and tasks stuck in blocking code) is
     /// [`pending`](ShutdownReport::pending). Before the report is made, a
     /// task or guard caught between two steps on another thread (its entry
