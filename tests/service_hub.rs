@@ -165,6 +165,56 @@ fn hung(name: &'static str) -> impl Service {
     })
 }
 
+/// A group's stop with a hung service under a restarter takes its stop timeout, not the
+/// 100 ms report window more: the restarter hosts no container itself, so there is no report
+/// to wait for (before, the group waited the window out: 600 ms). A restarted group does host
+/// one, and its hung leaf is still named once, with the site where it was added.
+#[tokio::test(start_paused = true)]
+async fn a_restarter_is_waited_for_only_when_a_container_runs_in_it() {
+    let stop = Duration::from_millis(500);
+    let inner = || {
+        ServiceGroup::builder("inner")
+            .service(hung("stuck"))
+            .build()
+            .unwrap()
+    };
+    for (restarted_group, took) in [(false, 500), (true, 500)] {
+        let member: Box<dyn Service> = if restarted_group {
+            Box::new(Restarter::new(inner()))
+        } else {
+            Box::new(Restarter::new(hung("stuck")))
+        };
+        let mut top = ServiceGroup::builder("top")
+            .stop_timeout(stop)
+            .service(member)
+            .build()
+            .unwrap();
+        let ctx = CancellationToken::new();
+        let run = tokio::spawn(top.serve(ctx.clone()));
+        tokio::task::yield_now().await;
+        let cancelled = tokio::time::Instant::now();
+        ctx.cancel();
+        let err = run.await.unwrap().unwrap_err();
+        assert_eq!(
+            cancelled.elapsed(),
+            Duration::from_millis(took),
+            "restarted group: {restarted_group}: {err}"
+        );
+        let hung: Vec<String> = err.stop_timeouts().iter().map(|e| e.to_string()).collect();
+        let path = if restarted_group {
+            "top/inner/stuck"
+        } else {
+            "top/stuck"
+        };
+        assert_eq!(hung.len(), 1, "{err}");
+        assert!(
+            hung[0].starts_with(&format!("{path}: did not stop within")),
+            "{err}"
+        );
+        assert!(hung[0].contains("tests/service_hub.rs"), "{err}");
+    }
+}
+
 /// A hung service under a restarter, aborted at its container's stop deadline, is reported
 /// `Failed` with its stop timeout, as a plain hung member is, and as the error says. Before,
 /// the container left reporting it to the restarter, whose aborted attempt ended as if it

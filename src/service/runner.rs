@@ -103,8 +103,9 @@ pub(crate) struct Scope {
     /// How a restarter in the member reports the end of its current attempt, for the
     /// container around to report it in its stead when it aborts the member at its deadline.
     end_report: EndReport,
-    /// Set when a container (or restarter) is built in the member's run: at the deadline the
-    /// container around it waits for its report before aborting it.
+    /// Set when a container is built in the member's run, or in an attempt of a restarter
+    /// run there (its attempts share this flag): at the deadline the container around waits
+    /// for its report before aborting it. A restarter alone reports nothing to wait for.
     hosts: Arc<AtomicBool>,
     /// User creation sites by path, shared by the whole tree, for stop reports.
     sites: Sites,
@@ -178,6 +179,9 @@ pub(crate) struct Place {
     pub(crate) container: Arc<str>,
     /// Where the member run the place is in was added, if inside a container.
     pub(crate) member_site: Option<&'static Location<'static>>,
+    /// The member run's flag that it hosts a container, for a restarter to hand to its
+    /// attempts: the member hosts one when an attempt does (see [`Scope::hosts`]).
+    pub(crate) hosts: Option<Arc<AtomicBool>>,
 }
 
 impl Place {
@@ -186,7 +190,11 @@ impl Place {
     pub(crate) fn here(name: &str, self_reports: bool) -> Place {
         match SCOPE.try_with(Clone::clone) {
             Ok(scope) => {
-                scope.hosts.store(true, Ordering::Relaxed);
+                // A container reports its hung leaves before its deadline's abort; a
+                // restarter does not by itself (its attempts' runs may host one).
+                if !self_reports {
+                    scope.hosts.store(true, Ordering::Relaxed);
+                }
                 // Only a place that is the member (the same name) takes over its reports: one
                 // run inside a member of another name (`api` running a restarter of `worker`)
                 // leaves `api` to the container around, and reports below it.
@@ -211,6 +219,7 @@ impl Place {
                     is_member,
                     container: scope.container,
                     member_site,
+                    hosts: Some(scope.hosts),
                 }
             }
             Err(_) => Place {
@@ -224,6 +233,7 @@ impl Place {
                 is_member: true,
                 container: "".into(),
                 member_site: None,
+                hosts: None,
             },
         }
     }
@@ -395,7 +405,9 @@ pub(crate) struct Spawned {
 
 impl Spawned {
     /// Spawns one run of `service` as the task `name` of a new child group of `parent`,
-    /// named `container` (the container's path), under `scope`'s settings.
+    /// named `container` (the container's path), under `scope`'s settings. `hosts`: the
+    /// flag the run sets when it hosts a container, if not a fresh one (a restarter's
+    /// attempts set their member's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         parent: &WaitGroup,
@@ -407,13 +419,14 @@ impl Spawned {
         hub: Option<(StatusHub, String)>,
         deadline: DeadlineCell,
         sites: Sites,
+        hosts: Option<Arc<AtomicBool>>,
         on_start: impl FnOnce() + Send + 'static,
     ) -> Spawned {
         let group = parent.task().name(container.to_string()).child();
         let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
         let self_reports = Arc::new(AtomicBool::new(false));
         let end_report = EndReport::default();
-        let hosts = Arc::new(AtomicBool::new(false));
+        let hosts = hosts.unwrap_or_default();
         let path: Arc<str> = if container.is_empty() {
             name.into()
         } else {
@@ -838,6 +851,7 @@ impl Run {
             self.reporter.inherit(&self.slots[i].name),
             self.deadlines[i].clone(),
             self.place.sites.clone(),
+            None,
             {
                 let reporter = self.reporter.clone();
                 let name = self.slots[i].name.clone();
