@@ -145,7 +145,8 @@ impl Config {
 }
 
 /// How many times [`Node::settled_counts`] reads a group's count and entries
-/// for a moment with no end under way.
+/// for a moment with no end under way, and [`Node::counters`] for one with
+/// no unit in flight.
 const SETTLE_LOOKS: usize = 64;
 
 /// The defaults, shared by every group built with them.
@@ -1586,6 +1587,35 @@ impl Node {
     /// of those the tasks a shutdown aborted and listed, and pending guards
     /// not in the registry.
     pub(crate) fn counters(&self) -> Counters {
+        self.counters_settled(std::thread::yield_now)
+    }
+
+    /// [`counters`](Self::counters), read again (calling `between` before
+    /// each further look, up to [`SETTLE_LOOKS`]) while a group that records
+    /// every guard has a unit without an entry: one in flight, a start
+    /// between its count and its entry, or an end between its entry's
+    /// removal and its count. A start caught so would be counted finished
+    /// twice: by the fall of its unrecorded unit, which
+    /// [`Counters::finished_until`] counts for an end, and by its entry's
+    /// removal (a cascade of tasks started from aborted tasks' `Drop`s on
+    /// another worker, read by a shutdown's further pass, counted one task
+    /// twice in 1 run of 8). Read once it is through, neither is in flight.
+    /// A lean group's unrecorded units are its guards: read once.
+    fn counters_settled(&self, mut between: impl FnMut()) -> Counters {
+        let mut counters = self.counters_once();
+        if self.record_guards() {
+            for _ in 0..SETTLE_LOOKS {
+                if counters.unrecorded == 0 {
+                    break;
+                }
+                between();
+                counters = self.counters_once();
+            }
+        }
+        counters
+    }
+
+    fn counters_once(&self) -> Counters {
         // The count first, then the registry's counters and entries, each
         // shard's three read together. A unit that ends in between is in
         // the count and counted removed, not in the entries: one more
@@ -2503,6 +2533,32 @@ fn drop_all<T>(items: impl IntoIterator<Item = T>) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A start caught between its count and its entry by the counters a
+    /// shutdown counts from is read again once it is through, so its end is
+    /// counted finished once (by its entry's removal), not twice (also by
+    /// the fall of an unrecorded unit). The hook stands in for the other
+    /// thread finishing the start between two looks.
+    #[test]
+    fn a_start_in_flight_is_read_once_through_and_its_end_counted_once() {
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        // Counted, no entry yet: a `go()` between its two steps.
+        let mut unit = Some(node.add_task().0);
+        let mut guard = None;
+        let starts = node.counters_settled(|| {
+            if let Some(unit) = unit.take() {
+                let site = std::panic::Location::caller();
+                let entry =
+                    crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Guard, site);
+                guard = Some(crate::guard::TaskGuard::new_with(unit, entry).0);
+            }
+        });
+        assert_eq!(starts.unrecorded, 0);
+        assert!(guard.is_some(), "read again once the start went through");
+        drop(guard);
+        assert_eq!(starts.finished_until(&node.counters()), 1);
+    }
 
     /// The one step a shutdown takes for an idle group
     /// (`drain_and_cancel_own`) reaches both tokens, made or not: a token
