@@ -1601,16 +1601,27 @@ impl Node {
     /// another worker, read by a shutdown's further pass, counted one task
     /// twice in 1 run of 8). Read once it is through, neither is in flight.
     /// A lean group's unrecorded units are its guards: read once.
-    fn counters_settled(&self, mut between: impl FnMut()) -> Counters {
-        let mut counters = self.counters_once();
-        if self.record_guards() {
-            for _ in 0..SETTLE_LOOKS {
-                if counters.unrecorded == 0 {
-                    break;
-                }
-                between();
-                counters = self.counters_once();
+    #[inline]
+    fn counters_settled(&self, between: impl FnMut()) -> Counters {
+        let counters = self.counters_once();
+        // Most often nothing is in flight: one read, no call.
+        if counters.unrecorded == 0 || !self.record_guards() {
+            return counters;
+        }
+        self.counters_again(counters, between)
+    }
+
+    /// The further looks of [`counters_settled`](Self::counters_settled),
+    /// after `counters` found a unit in flight.
+    #[cold]
+    #[inline(never)]
+    fn counters_again(&self, mut counters: Counters, mut between: impl FnMut()) -> Counters {
+        for _ in 0..SETTLE_LOOKS {
+            if counters.unrecorded == 0 {
+                break;
             }
+            between();
+            counters = self.counters_once();
         }
         counters
     }
