@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Ready, Sequence, Service, ServiceError, ServiceGroup, TasksService, UncleanShutdown,
+    service_fn, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup, ServiceState,
+    StatusHub, TasksService, UncleanShutdown,
 };
 use taskgroup::WaitGroup;
 use tokio::time::Instant;
@@ -286,4 +287,69 @@ async fn many_hung_services_are_named_in_linear_time() {
         real < MANY_HUNG_BOUND,
         "{MANY_HUNG} hung services took {real:?}"
     );
+}
+
+/// A nested group stopping on its own (one of its members failed) is aborted by the
+/// container around at that container's earlier deadline, directly or with a group or a
+/// restarter between them: the failure that started the nested stop is still in the report,
+/// beside the hung leaf, and the member's status says it failed. (Before, the nested
+/// group's failures went with its abort: only the hung leaf was named.)
+#[tokio::test(start_paused = true)]
+async fn a_nested_groups_failure_is_reported_when_the_container_around_aborts_it() {
+    for between in ["nothing", "a group", "a restarter"] {
+        let fails = service_fn("fails", |_ctx, ready: Ready| async move {
+            ready.ready();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err::<(), _>("boom".into())
+        });
+        let inner = ServiceGroup::builder("inner")
+            .stop_timeout(Duration::from_secs(10))
+            .service(fails)
+            .service(hung("stuck"))
+            .build()
+            .unwrap();
+        let (member, path): (Box<dyn Service>, _) = match between {
+            "nothing" => (Box::new(inner), "top/inner/stuck"),
+            "a group" => (
+                Box::new(
+                    ServiceGroup::builder("middle")
+                        .stop_timeout(Duration::from_secs(10))
+                        .service(inner)
+                        .build()
+                        .unwrap(),
+                ),
+                "top/middle/inner/stuck",
+            ),
+            _ => (Box::new(Restarter::new(inner)), "top/inner/stuck"),
+        };
+        let hub = StatusHub::new(64);
+        let mut top = ServiceGroup::builder("top")
+            .status(hub.clone())
+            .stop_timeout(Duration::from_millis(200))
+            .service(member)
+            .build()
+            .unwrap();
+        let ctx = CancellationToken::new();
+        let serve = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { top.serve(ctx).await }
+        });
+        // The inner group is stopping on its own (10 s) when the top is cancelled.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let cancelled = Instant::now();
+        ctx.cancel();
+        let err = serve.await.unwrap().unwrap_err();
+        // The top's 200 ms and its report window, not the inner group's 10 s.
+        let took = cancelled.elapsed();
+        assert!(took <= Duration::from_millis(300), "{between}: {took:?}");
+        assert_eq!(hung_paths(&err), [path], "{between}: {err}");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("boom"),
+            "{between}: the failure is lost: {text}"
+        );
+        let name = path.split('/').nth(1).unwrap();
+        let state = hub.snapshot().get(name).map(|s| s.state);
+        assert_eq!(state, Some(ServiceState::Failed), "{between}");
+    }
 }

@@ -31,7 +31,9 @@
 //! failure, never a hang or a crash of the container; the container's stop report is the
 //! core's pending report of the whole tree, naming every hung leaf by its path
 //! (`app/backend/db`), where it was added and its age. A nested container's stop deadline is
-//! never later than its parent's, and the parent lets it report before aborting it.
+//! never later than its parent's, and the parent lets it report before aborting it; what a
+//! nested container collected (its members' failures) is in the report even when it is
+//! aborted before it returns.
 //!
 //! `Duration::MAX` is accepted wherever a duration is (stop and start timeouts, backoff,
 //! intensity window) and means "no limit". Every container without members is valid: it

@@ -507,7 +507,7 @@ async fn supervise(
             rep.inherit(&s.name),
             deadline.clone(),
             place.sites.clone(),
-            place.hosts.clone(),
+            place.hosted.clone(),
             {
                 let rep = rep.clone();
                 let name = s.name.clone();

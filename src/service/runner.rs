@@ -36,7 +36,9 @@
 //! below the members it stops, names every hung *leaf* (a task with no pending task below
 //! it) with its path, creation site and age, and only then aborts (`shutdown` with no
 //! grace). A nested container that reaches the same deadline first reports its leaves
-//! itself; either way each hung leaf is named once.
+//! itself; either way each hung leaf is named once. What a container collects (its members'
+//! failures, the leaves it named) is kept where the container around finds it ([`Hosted`]),
+//! so a nested container aborted before it returns loses none of it.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -58,7 +60,7 @@ use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::service::{Ready, Service, WhenReady};
 use super::status::{Reporter, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
-use crate::{TaskId, TaskInfo, WaitGroup};
+use crate::{GroupId, TaskId, TaskInfo, WaitGroup};
 
 /// The stop timeout of a group or sequence unless set otherwise.
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,10 +105,9 @@ pub(crate) struct Scope {
     /// How a restarter in the member reports the end of its current attempt, for the
     /// container around to report it in its stead when it aborts the member at its deadline.
     end_report: EndReport,
-    /// Set when a container is built in the member's run, or in an attempt of a restarter
-    /// run there (its attempts share this flag): at the deadline the container around waits
-    /// for its report before aborting it. A restarter alone reports nothing to wait for.
-    hosts: Arc<AtomicBool>,
+    /// The containers built in the member's run, or in an attempt of a restarter run there
+    /// (its attempts share this): see [`Hosted`].
+    hosted: Arc<Hosted>,
     /// User creation sites by path, shared by the whole tree, for stop reports.
     sites: Sites,
 }
@@ -127,6 +128,115 @@ impl DeadlineCell {
         if deadline.map_or(true, |d| at < d) {
             *deadline = Some(at);
         }
+    }
+}
+
+/// What one member run hosts: the containers built in it (or in the attempts of a restarter
+/// run there), each with what it has collected so far, for the container around the member
+/// to read if it aborts the member at its deadline.
+///
+/// A container keeps its failures here as they come ([`Errors`]), not only in the value it
+/// returns, so an abort loses none of them: neither those of a nested container stopping on
+/// its own (say a member of it failed) when the container around reaches an earlier
+/// deadline, nor the report of one whose return did not come within the
+/// [`REPORT_WINDOW`]. The container around walks these, down through the members' runs of
+/// each container, to any depth, with a stack.
+///
+/// Lock order: a [`Hosted`]'s list, then a [`Collected`]'s state; neither is held across
+/// an `.await` or user code.
+#[derive(Debug, Default)]
+pub(crate) struct Hosted {
+    /// Set when a container is built in the run: at the deadline the container around
+    /// waits for its report before aborting it. A restarter alone reports nothing to wait
+    /// for, and does not set it.
+    hosts: AtomicBool,
+    /// The containers built in the run; those that ended are dropped from it when another
+    /// is added, so it holds what is live and one more at most per container running.
+    containers: Mutex<Vec<Arc<Collected>>>,
+}
+
+impl Hosted {
+    fn add(&self, container: Arc<Collected>) {
+        let mut containers = self.containers.lock();
+        containers.retain(|c| !c.state.lock().ended);
+        containers.push(container);
+    }
+
+    /// The containers running now in this run and, below them, in the runs of their
+    /// members, to any depth: an explicit stack, not recursion (users build the nesting).
+    fn running_below(self: &Arc<Self>) -> Vec<Arc<Collected>> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.clone()];
+        while let Some(hosted) = stack.pop() {
+            let running: Vec<Arc<Collected>> = hosted
+                .containers
+                .lock()
+                .iter()
+                .filter(|c| !c.state.lock().ended)
+                .cloned()
+                .collect();
+            for container in running {
+                stack.extend(container.state.lock().members.iter().flatten().cloned());
+                found.push(container);
+            }
+        }
+        found
+    }
+}
+
+/// One container run's failures so far, and what its members' runs host: see [`Hosted`].
+#[derive(Debug)]
+pub(crate) struct Collected {
+    /// The group of the task the container runs in (its member's run, or a restarter's
+    /// attempt), if inside a container: while the container runs, that task is not a hung
+    /// leaf, whatever is pending below it.
+    host: Option<GroupId>,
+    state: Mutex<CollectedState>,
+}
+
+#[derive(Debug)]
+struct CollectedState {
+    errors: Vec<ServiceError>,
+    /// What each member's current run hosts, by slot.
+    members: Vec<Option<Arc<Hosted>>>,
+    /// The container's run ended: it returned, or its future was dropped.
+    ended: bool,
+}
+
+/// A container run's failures, kept in its [`Collected`], where the container around finds
+/// them if it aborts this one before it returns.
+#[derive(Debug)]
+pub(crate) struct Errors(Arc<Collected>);
+
+impl Errors {
+    pub(crate) fn push(&self, error: ServiceError) {
+        self.0.state.lock().errors.push(error);
+    }
+
+    fn extend(&self, errors: impl IntoIterator<Item = ServiceError>) {
+        self.0.state.lock().errors.extend(errors);
+    }
+
+    fn take(&self) -> Vec<ServiceError> {
+        std::mem::take(&mut self.0.state.lock().errors)
+    }
+
+    fn set_member(&self, i: usize, hosted: Option<Arc<Hosted>>) {
+        self.0.state.lock().members[i] = hosted;
+    }
+}
+
+impl Drop for Errors {
+    /// Marks the run ended, and lets go of what its members' runs host: so an ended chain of
+    /// nested containers is never dropped link by link from its top (a recursion as deep as
+    /// the nesting).
+    fn drop(&mut self) {
+        let members = {
+            let mut state = self.0.state.lock();
+            state.ended = true;
+            std::mem::take(&mut state.members)
+        };
+        drop(members);
     }
 }
 
@@ -179,9 +289,10 @@ pub(crate) struct Place {
     pub(crate) container: Arc<str>,
     /// Where the member run the place is in was added, if inside a container.
     pub(crate) member_site: Option<&'static Location<'static>>,
-    /// The member run's flag that it hosts a container, for a restarter to hand to its
-    /// attempts: the member hosts one when an attempt does (see [`Scope::hosts`]).
-    pub(crate) hosts: Option<Arc<AtomicBool>>,
+    /// What the member run the place is in hosts, for a container built here to add itself
+    /// to, and for a restarter to hand to its attempts: the member hosts what an attempt
+    /// does (see [`Hosted`]).
+    pub(crate) hosted: Option<Arc<Hosted>>,
 }
 
 impl Place {
@@ -193,7 +304,7 @@ impl Place {
                 // A container reports its hung leaves before its deadline's abort; a
                 // restarter does not by itself (its attempts' runs may host one).
                 if !self_reports {
-                    scope.hosts.store(true, Ordering::Relaxed);
+                    scope.hosted.hosts.store(true, Ordering::Relaxed);
                 }
                 // Only a place that is the member (the same name) takes over its reports: one
                 // run inside a member of another name (`api` running a restarter of `worker`)
@@ -219,7 +330,7 @@ impl Place {
                     is_member,
                     container: scope.container,
                     member_site,
-                    hosts: Some(scope.hosts),
+                    hosted: Some(scope.hosted),
                 }
             }
             Err(_) => Place {
@@ -233,7 +344,7 @@ impl Place {
                 is_member: true,
                 container: "".into(),
                 member_site: None,
-                hosts: None,
+                hosted: None,
             },
         }
     }
@@ -400,14 +511,16 @@ pub(crate) struct Spawned {
     pub(crate) self_reports: Arc<AtomicBool>,
     /// See [`EndReport`].
     end_report: EndReport,
-    hosts: Arc<AtomicBool>,
+    hosted: Arc<Hosted>,
+    /// Set once the service's future returned (the run's end is its own report).
+    returned: Arc<AtomicBool>,
 }
 
 impl Spawned {
     /// Spawns one run of `service` as the task `name` of a new child group of `parent`,
-    /// named `container` (the container's path), under `scope`'s settings. `hosts`: the
-    /// flag the run sets when it hosts a container, if not a fresh one (a restarter's
-    /// attempts set their member's).
+    /// named `container` (the container's path), under `scope`'s settings. `hosted`: what the
+    /// run hosts is added to, if not a fresh one (a restarter's attempts add to their
+    /// member's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         parent: &WaitGroup,
@@ -419,14 +532,15 @@ impl Spawned {
         hub: Option<(StatusHub, String)>,
         deadline: DeadlineCell,
         sites: Sites,
-        hosts: Option<Arc<AtomicBool>>,
+        hosted: Option<Arc<Hosted>>,
         on_start: impl FnOnce() + Send + 'static,
     ) -> Spawned {
         let group = parent.task().name(container.to_string()).child();
         let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
         let self_reports = Arc::new(AtomicBool::new(false));
         let end_report = EndReport::default();
-        let hosts = hosts.unwrap_or_default();
+        let hosted = hosted.unwrap_or_default();
+        let returned = Arc::new(AtomicBool::new(false));
         let path: Arc<str> = if container.is_empty() {
             name.into()
         } else {
@@ -441,10 +555,11 @@ impl Spawned {
             deadline,
             self_reports: self_reports.clone(),
             end_report: end_report.clone(),
-            hosts: hosts.clone(),
+            hosted: hosted.clone(),
             sites,
         };
         let slot = error.clone();
+        let ended = returned.clone();
         // The member's context is the container's token, not the group's: cancelling a
         // core group cancels every group below it at once, which would stop a nested
         // sequence all at once instead of in reverse. The core's cancellation is used only
@@ -452,7 +567,7 @@ impl Spawned {
         let task = group
             .task()
             .name(name.to_owned())
-            .go(move |_group_ctx| member_task(scope, service, token, ready, slot, on_start))
+            .go(move |_group_ctx| member_task(scope, service, token, ready, slot, ended, on_start))
             .id();
         Spawned {
             group,
@@ -460,7 +575,8 @@ impl Spawned {
             error,
             self_reports,
             end_report,
-            hosts,
+            hosted,
+            returned,
         }
     }
 
@@ -499,6 +615,7 @@ async fn member_task(
     ctx: CancellationToken,
     ready: Ready,
     slot: Arc<Mutex<Option<BoxError>>>,
+    returned: Arc<AtomicBool>,
     on_start: impl FnOnce(),
 ) -> Result<(), BoxError> {
     let built = SCOPE.sync_scope(scope.clone(), || {
@@ -516,6 +633,7 @@ async fn member_task(
             *slot.lock() = Some(e);
         }
     }
+    returned.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -570,6 +688,23 @@ pub(crate) async fn abort_tree(root: &WaitGroup) {
     for g in order.iter().rev() {
         let _ = g.shutdown(Duration::ZERO).await;
     }
+}
+
+/// Takes what the containers `below` collected so far.
+fn take_collected(below: &[Arc<Collected>]) -> Vec<ServiceError> {
+    below
+        .iter()
+        .flat_map(|c| std::mem::take(&mut c.state.lock().errors))
+        .collect()
+}
+
+/// The names of the hung leaves `errors` name, at any depth.
+fn stop_timeout_names<'a>(errors: impl IntoIterator<Item = &'a ServiceError>) -> HashSet<&'a str> {
+    errors
+        .into_iter()
+        .flat_map(ServiceError::stop_timeouts)
+        .filter_map(ServiceError::name)
+        .collect()
 }
 
 /// The path of a task in a report: its group's name (the container's path), `/`, its name.
@@ -679,7 +814,7 @@ pub(crate) struct Run {
     /// The last deadline of the container around passed down to every member's cell, so
     /// that it is passed down once each time it comes earlier, not at every event.
     passed_down: Option<Instant>,
-    pub(crate) errors: Vec<ServiceError>,
+    pub(crate) errors: Errors,
     ctx: CancellationToken,
     /// The members' tokens; in a group, children of `shared`.
     tokens: Vec<CancellationToken>,
@@ -758,6 +893,17 @@ impl Run {
             }
         }
         let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
+        let collected = Arc::new(Collected {
+            host: place.scope_group().map(WaitGroup::id),
+            state: Mutex::new(CollectedState {
+                errors: Vec::new(),
+                members: vec![None; members.len()],
+                ended: false,
+            }),
+        });
+        if let Some(hosted) = &place.hosted {
+            hosted.add(collected.clone());
+        }
         Run {
             guard: AbortOnDrop::new(place.wg.clone()),
             place,
@@ -779,7 +925,7 @@ impl Run {
             readies: FuturesUnordered::new(),
             deadlines: members.iter().map(|_| DeadlineCell::default()).collect(),
             passed_down: None,
-            errors: Vec::new(),
+            errors: Errors(collected),
             ctx,
             tokens,
             shared,
@@ -821,7 +967,10 @@ impl Run {
     /// Takes member `i`'s run, if it has one.
     fn take_run(&mut self, i: usize) -> Option<Spawned> {
         let run = self.slots[i].run.take();
-        self.running -= usize::from(run.is_some());
+        if run.is_some() {
+            self.running -= 1;
+            self.errors.set_member(i, None);
+        }
         run
     }
 
@@ -866,6 +1015,7 @@ impl Run {
             }
             .boxed(),
         );
+        self.errors.set_member(i, Some(spawned.hosted.clone()));
         if self.slots[i].run.replace(spawned).is_none() {
             self.running += 1;
         }
@@ -1015,7 +1165,7 @@ impl Run {
                 self.slots[i]
                     .run
                     .as_ref()
-                    .is_some_and(|r| r.hosts.load(Ordering::Relaxed))
+                    .is_some_and(|r| r.hosted.hosts.load(Ordering::Relaxed))
             })
             .collect();
         let until = deadline_after(REPORT_WINDOW);
@@ -1034,83 +1184,100 @@ impl Run {
         }
     }
 
-    /// Names the hung leaves below the members `targets` still running, then aborts them.
+    /// Aborts the members `targets` still running, and reports what each leaves behind: the
+    /// failures collected by the containers running below it (to any depth, [`Hosted`]),
+    /// every hung leaf below it, and its own end if it returned meanwhile.
+    ///
+    /// For every member, before any is aborted: what is pending below it, which containers
+    /// run below it and what they collected so far; its status and a restarter's attempt in
+    /// it are reported from these, as an abort may take a while (a `Drop` that blocks), and
+    /// the container around may abort this one meanwhile. After the aborts, what those
+    /// containers collected since, and the member's own end, are added. A task hosting a
+    /// container still running is not a hung leaf, even with nothing pending below it: its
+    /// container reports for it. So a hung leaf a nested container named itself (gone from
+    /// the pending report, or not yet) is named once.
     async fn abort(&mut self, targets: &[usize], timeout: Duration) {
-        let mut infos: Vec<TaskInfo> = Vec::new();
-        let mut groups = Vec::new();
+        let mut aborted = Vec::new();
         for &i in targets {
-            if let Some(run) = self.take_run(i) {
-                infos.extend(run.group.pending().tasks().cloned());
-                groups.push((i, run));
-            }
-        }
-        let hung = hung_leaves(&infos, timeout, &self.place.sites);
-        // A member reports ready for nothing now; its end is the first hung leaf below it:
-        // one named `path/member` or `path/member/...`. Found by looking up each prefix of a
-        // leaf's path that ends before a `/` (a member's name may hold a `/` itself) and is
-        // no longer than the longest name, so in time linear in the leaves, not members
-        // times leaves.
-        let members: HashMap<&str, usize> = groups
-            .iter()
-            .map(|(i, _)| (self.slots[*i].name.as_str(), *i))
-            .collect();
-        let longest = members.keys().map(|name| name.len()).max().unwrap_or(0);
-        let mut first: HashMap<usize, &ServiceError> = HashMap::new();
-        let base = format!("{}/", self.place.path);
-        for leaf in &hung {
-            let Some(rest) = leaf.name().and_then(|n| n.strip_prefix(&base)) else {
+            let Some(run) = self.take_run(i) else {
                 continue;
             };
-            let ends = rest.match_indices('/').map(|(at, _)| at);
-            for end in ends.chain([rest.len()]).take_while(|&end| end <= longest) {
-                if let Some(&i) = members.get(&rest[..end]) {
-                    first.entry(i).or_insert(leaf);
-                }
+            let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
+            let below = run.hosted.running_below();
+            let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
+            let returned = run.returned.load(Ordering::Acquire);
+            if returned {
+                hosts.insert(run.group.id());
             }
-        }
-        // The first hung leaf at or below each path that leads to one, built only if a
-        // restarter's attempt is to be reported, in time linear in the leaves' segments.
-        let mut at_or_below: Option<HashMap<&str, &ServiceError>> = None;
-        for (i, run) in &groups {
-            if !run.self_reports.load(Ordering::Relaxed) {
+            let collected = take_collected(&below);
+            let named = stop_timeout_names(&collected);
+            let mut hung = hung_leaves(
+                pending.iter().filter(|t| !hosts.contains(&t.group_id())),
+                timeout,
+                &self.place.sites,
+            );
+            hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
+            drop(named);
+            let name = self.slots[i].name.clone();
+            // Reported now if something is hung below (its end, unless the member returned
+            // meanwhile: then after the abort, with its own end).
+            let report_now = !returned && (!collected.is_empty() || !hung.is_empty());
+            if report_now && !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter
-                    .ended(&self.slots[*i].name, first.get(i).copied());
+                    .ended(&name, collected.first().or(hung.first()));
             }
-            // A restarter in the member cannot report its attempt's end: the abort below
-            // ends it as if it returned `Ok`. Reported with the restarter's reporter (its
-            // hubs, its attempt), taken so that it does not report `Stopped` after; left to
-            // it when no hung leaf is at or below the attempt.
-            let mut slot = run.end_report.lock();
-            let Some(end) = slot.as_ref() else { continue };
-            let leaves = at_or_below.get_or_insert_with(|| {
-                let mut map = HashMap::new();
-                for leaf in &hung {
-                    let Some(name) = leaf.name() else { continue };
-                    let ends = name.match_indices('/').map(|(at, _)| at);
-                    for end in ends.chain([name.len()]) {
-                        map.entry(&name[..end]).or_insert(leaf);
-                    }
-                }
-                map
-            });
-            if let Some(&leaf) = leaves.get(&*end.path) {
-                let end = slot.take();
-                drop(slot);
-                if let Some(end) = end {
-                    end.reporter.ended(&end.name, Some(leaf));
-                }
+            // A restarter's attempt in the member cannot report its end once aborted (it
+            // would say `Stopped`): reported here with the restarter's reporter (its hubs,
+            // its attempt), failed with the first hung leaf at or below the attempt, if any.
+            let attempt = run.end_report.lock().take();
+            if let Some(end) = attempt {
+                let at_or_below = format!("{}/", end.path);
+                let leaf = collected
+                    .iter()
+                    .flat_map(ServiceError::stop_timeouts)
+                    .chain(&hung)
+                    .find(|e| {
+                        e.name()
+                            .is_some_and(|n| n == &*end.path || n.starts_with(&at_or_below))
+                    });
+                end.reporter.ended(&end.name, leaf);
             }
+            aborted.push((name, run, below, collected, hung, report_now));
         }
-        self.errors.extend(hung);
-        for (_, run) in groups {
+        for (_, run, ..) in &aborted {
             abort_tree(&run.group).await;
+        }
+        for (name, run, below, mut collected, mut hung, reported) in aborted {
+            let own = match run.end() {
+                End::Done => None,
+                End::Error(e) => Some(ServiceError::attribute(&name, e)),
+                End::Panic(message) => Some(ServiceError::Panicked {
+                    name: name.clone(),
+                    message,
+                }),
+            };
+            let since = take_collected(&below);
+            let named = stop_timeout_names(own.iter().chain(&since));
+            hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
+            drop(named);
+            collected.extend(since);
+            if !reported && !run.self_reports.load(Ordering::Relaxed) {
+                let end = own.as_ref().or(collected.first()).or(hung.first());
+                self.reporter.ended(&name, end);
+            }
+            let collected = (!collected.is_empty()).then(|| {
+                let errors = Box::new(ServiceError::Failures { errors: collected });
+                ServiceError::attribute(&name, errors)
+            });
+            self.errors
+                .extend(own.into_iter().chain(collected).chain(hung));
         }
     }
 
     /// Ends the run: everything below has stopped, nothing to abort on drop.
     pub(crate) fn finish(mut self) -> Vec<ServiceError> {
         self.guard.disarm();
-        std::mem::take(&mut self.errors)
+        self.errors.take()
     }
 }
 
