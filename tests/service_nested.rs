@@ -339,9 +339,11 @@ async fn a_nested_groups_failure_is_reported_when_the_container_around_aborts_it
         let cancelled = Instant::now();
         ctx.cancel();
         let err = serve.await.unwrap().unwrap_err();
-        // The top's 200 ms and its report window, not the inner group's 10 s.
+        // The top's 200 ms, not the inner group's 10 s: woken when the deadline around it
+        // comes earlier, the inner group aborts its hung service then and reports at once,
+        // within the top's report window.
         let took = cancelled.elapsed();
-        assert!(took <= Duration::from_millis(300), "{between}: {took:?}");
+        assert!(took <= Duration::from_millis(200), "{between}: {took:?}");
         assert_eq!(hung_paths(&err), [path], "{between}: {err}");
         let text = format!("{err:#}");
         assert!(

@@ -31,7 +31,8 @@
 //! nested in the member derive theirs from it. Each member has a cell of its own: a sequence
 //! stops its members one after another, and one member's deadline is not a deadline of a
 //! container around another (which may be stopping on its own meanwhile). The deadline of
-//! the container around is passed down to every member's cell, stopped yet or not. At
+//! the container around is passed down to every member's cell, stopped yet or not, and wakes
+//! a nested container already stopping under a later deadline of its own. At
 //! the deadline the container first takes the core's report of everything still pending
 //! below the members it stops, names every hung *leaf* (a task with no pending task below
 //! it) with its path, creation site and age, and only then aborts (`shutdown` with no
@@ -53,6 +54,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -114,19 +116,47 @@ pub(crate) struct Scope {
 
 /// The stop deadline of one member run, shared with what is nested in it.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct DeadlineCell(Arc<Mutex<Option<Instant>>>);
+pub(crate) struct DeadlineCell(Arc<DeadlineState>);
+
+#[derive(Debug, Default)]
+struct DeadlineState {
+    at: Mutex<Option<Instant>>,
+    /// Notified each time `at` comes earlier, for a nested container already stopping
+    /// under a later deadline of its own.
+    lowered: Notify,
+}
 
 impl DeadlineCell {
     fn get(&self) -> Option<Instant> {
-        *self.0.lock()
+        *self.0.at.lock()
     }
 
     /// Lowers the deadline to `at` (sets it, if none yet): a member's deadline only comes
     /// earlier, whether from its own stop or from a container around that stops.
     fn lower(&self, at: Instant) {
-        let mut deadline = self.0.lock();
+        let mut deadline = self.0.at.lock();
         if deadline.map_or(true, |d| at < d) {
             *deadline = Some(at);
+            drop(deadline);
+            self.0.lowered.notify_waiters();
+        }
+    }
+
+    /// Resolves once the deadline is earlier than `than` (at once if it already is).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    async fn earlier_than(&self, than: Instant) {
+        loop {
+            let lowered = self.0.lowered.notified();
+            let mut lowered = std::pin::pin!(lowered);
+            // Registered before the look, so a lowering after it is not missed.
+            lowered.as_mut().enable();
+            if self.get().is_some_and(|at| at < than) {
+                return;
+            }
+            lowered.await;
         }
     }
 }
@@ -1108,16 +1138,26 @@ impl Run {
                 }
             }
         }
+        let parent = self.place.parent_deadline.clone();
         while match which {
             Some(i) => self.is_running(i),
             None => self.running > 0,
         } {
             // The container around may start its own stop (with an earlier deadline) while
             // this one is stopping: never outlive it (the members' cells are lowered too).
+            // Woken when it does, not only at the next event: this one may be waiting under
+            // a later deadline of its own (stopping on its own, say, a member having failed).
             if let Some(parent) = self.pass_down_parent_deadline() {
                 deadline = deadline.min(parent);
             }
-            match self.next(Some(deadline)).await {
+            let event = match &parent {
+                Some(cell) => tokio::select! {
+                    event = self.next(Some(deadline)) => event,
+                    () = cell.earlier_than(deadline) => continue,
+                },
+                None => self.next(Some(deadline)).await,
+            };
+            match event {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
                 Event::Timeout => {
                     self.let_nested_report(&targets).await;
