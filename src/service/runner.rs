@@ -251,6 +251,16 @@ impl Errors {
         std::mem::take(&mut self.0.state.lock().errors)
     }
 
+    /// Drops the hung leaves this container named itself (its own stop timeouts, not
+    /// those nested in a member's failure) whose path `forget` picks.
+    fn forget_leaves(&self, forget: impl Fn(&str) -> bool) {
+        self.0
+            .state
+            .lock()
+            .errors
+            .retain(|e| !matches!(e, ServiceError::StopTimeout { name, .. } if forget(name)));
+    }
+
     fn set_member(&self, i: usize, hosted: Option<Arc<Hosted>>) {
         self.0.state.lock().members[i] = hosted;
     }
@@ -1229,13 +1239,14 @@ impl Run {
     /// every hung leaf below it, and its own end if it returned meanwhile.
     ///
     /// For every member, before any is aborted: what is pending below it, which containers
-    /// run below it and what they collected so far; its status and a restarter's attempt in
-    /// it are reported from these, as an abort may take a while (a `Drop` that blocks), and
-    /// the container around may abort this one meanwhile. After the aborts, what those
-    /// containers collected since, and the member's own end, are added. A task hosting a
-    /// container still running is not a hung leaf, even with nothing pending below it: its
-    /// container reports for it. So a hung leaf a nested container named itself (gone from
-    /// the pending report, or not yet) is named once.
+    /// run below it and what they collected so far. These are recorded, and its status and a
+    /// restarter's attempt in it reported, before the aborts: an abort may take a while (a
+    /// `Drop` that blocks), and the container around may abort this one meanwhile. After the
+    /// aborts, what those containers collected since, and the member's own end, are added. A
+    /// task hosting a container still running is not a hung leaf, even with nothing pending
+    /// below it: its container reports for it. So a hung leaf a nested container named
+    /// itself (gone from the pending report, or not yet, or named during the abort) is named
+    /// once.
     async fn abort(&mut self, targets: &[usize], timeout: Duration) {
         let mut aborted = Vec::new();
         for &i in targets {
@@ -1259,9 +1270,9 @@ impl Run {
             hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
             drop(named);
             let name = self.slots[i].name.clone();
-            // Reported now if something is hung below (its end, unless the member returned
-            // meanwhile: then after the abort, with its own end).
-            let report_now = !returned && (!collected.is_empty() || !hung.is_empty());
+            // Reported now if something is hung below or was collected; else after the
+            // abort, with the member's own end if it returned meanwhile.
+            let report_now = !collected.is_empty() || !hung.is_empty();
             if report_now && !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter
                     .ended(&name, collected.first().or(hung.first()));
@@ -1282,12 +1293,21 @@ impl Run {
                     });
                 end.reporter.ended(&end.name, leaf);
             }
-            aborted.push((name, run, below, collected, hung, report_now));
+            let leaves: HashSet<String> = hung
+                .iter()
+                .filter_map(|e| e.name().map(str::to_owned))
+                .collect();
+            let collected = (!collected.is_empty()).then(|| {
+                let errors = Box::new(ServiceError::Failures { errors: collected });
+                ServiceError::attribute(&name, errors)
+            });
+            self.errors.extend(collected.into_iter().chain(hung));
+            aborted.push((name, run, below, leaves, report_now));
         }
         for (_, run, ..) in &aborted {
             abort_tree(&run.group).await;
         }
-        for (name, run, below, mut collected, mut hung, reported) in aborted {
+        for (name, run, below, leaves, reported) in aborted {
             let own = match run.end() {
                 End::Done => None,
                 End::Error(e) => Some(ServiceError::attribute(&name, e)),
@@ -1297,20 +1317,22 @@ impl Run {
                 }),
             };
             let since = take_collected(&below);
+            // A leaf named above that the member's own end, or a container below it, named
+            // meanwhile: theirs is kept.
             let named = stop_timeout_names(own.iter().chain(&since));
-            hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
-            drop(named);
-            collected.extend(since);
-            if !reported && !run.self_reports.load(Ordering::Relaxed) {
-                let end = own.as_ref().or(collected.first()).or(hung.first());
-                self.reporter.ended(&name, end);
+            if named.iter().any(|n| leaves.contains(*n)) {
+                self.errors
+                    .forget_leaves(|n| leaves.contains(n) && named.contains(n));
             }
-            let collected = (!collected.is_empty()).then(|| {
-                let errors = Box::new(ServiceError::Failures { errors: collected });
+            drop(named);
+            if !reported && !run.self_reports.load(Ordering::Relaxed) {
+                self.reporter.ended(&name, own.as_ref().or(since.first()));
+            }
+            let since = (!since.is_empty()).then(|| {
+                let errors = Box::new(ServiceError::Failures { errors: since });
                 ServiceError::attribute(&name, errors)
             });
-            self.errors
-                .extend(own.into_iter().chain(collected).chain(hung));
+            self.errors.extend(own.into_iter().chain(since));
         }
     }
 
