@@ -1307,6 +1307,9 @@ impl Run {
         for (_, run, ..) in &aborted {
             abort_tree(&run.group).await;
         }
+        // Leaves named above that a member's own end, or a container below it, named
+        // meanwhile: theirs is kept. Dropped in one pass at the end, not one per member.
+        let mut forget: HashSet<String> = HashSet::new();
         for (name, run, below, leaves, reported) in aborted {
             let own = match run.end() {
                 End::Done => None,
@@ -1317,14 +1320,10 @@ impl Run {
                 }),
             };
             let since = take_collected(&below);
-            // A leaf named above that the member's own end, or a container below it, named
-            // meanwhile: theirs is kept.
-            let named = stop_timeout_names(own.iter().chain(&since));
-            if named.iter().any(|n| leaves.contains(*n)) {
-                self.errors
-                    .forget_leaves(|n| leaves.contains(n) && named.contains(n));
+            if !leaves.is_empty() {
+                let named = stop_timeout_names(own.iter().chain(&since));
+                forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
             }
-            drop(named);
             if !reported && !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter.ended(&name, own.as_ref().or(since.first()));
             }
@@ -1333,6 +1332,9 @@ impl Run {
                 ServiceError::attribute(&name, errors)
             });
             self.errors.extend(own.into_iter().chain(since));
+        }
+        if !forget.is_empty() {
+            self.errors.forget_leaves(|n| forget.contains(n));
         }
     }
 
