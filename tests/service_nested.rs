@@ -382,8 +382,8 @@ fn hung_slow_drop(name: &'static str, ms: u64) -> impl Service {
 /// Real time, bounds generous; four workers, so that the blocked one does not hold up the
 /// others' timers. Whichever container gets there first, the failure must be found. With
 /// what a container took from below held only until its abort ended, it was lost in some
-/// runs (3 of 3 on a loaded machine, none of 17 on a quiet one): the order is the
-/// scheduler's.
+/// runs (3 of 3 in one batch, none of 17 in two later ones, all with another build
+/// running): the order is the scheduler's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_an_aborting_container_took_from_below_survives_its_own_abort() {
     let fails = service_fn("fails", |_ctx, ready: Ready| async move {
