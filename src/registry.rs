@@ -244,11 +244,12 @@ impl AbortWatch {
     /// watch's.
     fn wait_also(&self, other: &Arc<AbortWatch>) {
         let mut state = self.state.lock();
-        // Most often one other watch for a whole group: noted once in a row.
+        // Noted once each, so the list is as long as the concurrent shutdowns
+        // (one or two), not as the entries found: a short scan.
         if !state
             .others
-            .last()
-            .is_some_and(|last| std::ptr::eq(last.as_ptr(), Arc::as_ptr(other)))
+            .iter()
+            .any(|noted| std::ptr::eq(noted.as_ptr(), Arc::as_ptr(other)))
         {
             state.others.push(Arc::downgrade(other));
         }

@@ -289,6 +289,46 @@ async fn many_hung_services_are_named_in_linear_time() {
     );
 }
 
+/// The group `inner` (10 s stop timeout) of `fails`, which fails with `boom` 50 ms after it
+/// starts, and `stuck`: from then on `inner` stops on its own, waiting for `stuck`.
+fn stopping_on_its_own(stuck: impl Service) -> ServiceGroup {
+    let fails = service_fn("fails", |_ctx, ready: Ready| async move {
+        ready.ready();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err::<(), _>("boom".into())
+    });
+    ServiceGroup::builder("inner")
+        .stop_timeout(Duration::from_secs(10))
+        .service(fails)
+        .service(stuck)
+        .build()
+        .unwrap()
+}
+
+/// Serves `member` in the group `top` (200 ms stop timeout, with a status hub): the hub,
+/// the token that stops `top`, and the serve's task.
+fn serve_in_top(
+    member: impl Service,
+) -> (
+    StatusHub,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ServiceError>>,
+) {
+    let hub = StatusHub::new(64);
+    let mut top = ServiceGroup::builder("top")
+        .status(hub.clone())
+        .stop_timeout(Duration::from_millis(200))
+        .service(member)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let serve = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { top.serve(ctx).await }
+    });
+    (hub, ctx, serve)
+}
+
 /// A nested group stopping on its own (one of its members failed) is aborted by the
 /// container around at that container's earlier deadline, directly or with a group or a
 /// restarter between them: the failure that started the nested stop is still in the report,
@@ -297,17 +337,7 @@ async fn many_hung_services_are_named_in_linear_time() {
 #[tokio::test(start_paused = true)]
 async fn a_nested_groups_failure_is_reported_when_the_container_around_aborts_it() {
     for between in ["nothing", "a group", "a restarter"] {
-        let fails = service_fn("fails", |_ctx, ready: Ready| async move {
-            ready.ready();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Err::<(), _>("boom".into())
-        });
-        let inner = ServiceGroup::builder("inner")
-            .stop_timeout(Duration::from_secs(10))
-            .service(fails)
-            .service(hung("stuck"))
-            .build()
-            .unwrap();
+        let inner = stopping_on_its_own(hung("stuck"));
         let (member, path): (Box<dyn Service>, _) = match between {
             "nothing" => (Box::new(inner), "top/inner/stuck"),
             "a group" => (
@@ -322,18 +352,7 @@ async fn a_nested_groups_failure_is_reported_when_the_container_around_aborts_it
             ),
             _ => (Box::new(Restarter::new(inner)), "top/inner/stuck"),
         };
-        let hub = StatusHub::new(64);
-        let mut top = ServiceGroup::builder("top")
-            .status(hub.clone())
-            .stop_timeout(Duration::from_millis(200))
-            .service(member)
-            .build()
-            .unwrap();
-        let ctx = CancellationToken::new();
-        let serve = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { top.serve(ctx).await }
-        });
+        let (hub, ctx, serve) = serve_in_top(member);
         // The inner group is stopping on its own (10 s) when the top is cancelled.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let cancelled = Instant::now();
@@ -386,33 +405,21 @@ fn hung_slow_drop(name: &'static str, ms: u64) -> impl Service {
 /// running): the order is the scheduler's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_an_aborting_container_took_from_below_survives_its_own_abort() {
-    let fails = service_fn("fails", |_ctx, ready: Ready| async move {
-        ready.ready();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Err::<(), _>("boom".into())
-    });
-    let inner = ServiceGroup::builder("inner")
-        .stop_timeout(Duration::from_secs(10))
-        .service(fails)
-        .service(hung_slow_drop("stuck", 400))
-        .build()
-        .unwrap();
+    let inner = stopping_on_its_own(hung_slow_drop("stuck", 400));
     let middle = ServiceGroup::builder("middle")
         .stop_timeout(Duration::from_millis(150))
         .service(inner)
         .build()
         .unwrap();
-    let mut top = ServiceGroup::builder("top")
-        .stop_timeout(Duration::from_millis(200))
-        .service(middle)
-        .build()
+    let (hub, ctx, serve) = serve_in_top(middle);
+    // `inner` took its member's failure (and so stops on its own) before `top` is cancelled.
+    hub.watch()
+        .wait_for(|m| {
+            m.get("middle/inner/fails")
+                .is_some_and(|e| e.state == ServiceState::Failed)
+        })
+        .await
         .unwrap();
-    let ctx = CancellationToken::new();
-    let serve = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { top.serve(ctx).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let cancelled = Instant::now();
     ctx.cancel();
     let err = tokio::time::timeout(Duration::from_secs(30), serve)

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
-    check_duration, deadline_after, drop_service_later, when_ready, AbortOnDrop, AttemptEnd, End,
-    Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    check_duration, deadline_after, drop_service_later, member_path, when_ready, AbortOnDrop,
+    AttemptEnd, End, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -482,11 +482,7 @@ async fn supervise(
         let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0);
         (place.path.clone(), reporter)
     };
-    let path: Arc<str> = if container.is_empty() {
-        s.name.as_str().into()
-    } else {
-        format!("{container}/{}", s.name).into()
-    };
+    let path = member_path(&container, &s.name);
     let deadline = place.parent_deadline.clone().unwrap_or_default();
     let end_report = place.end_report.clone().unwrap_or_default();
     let mut guard = AbortOnDrop::new(place.wg.clone());

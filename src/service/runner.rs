@@ -176,12 +176,12 @@ impl DeadlineCell {
 /// an `.await` or user code.
 #[derive(Debug, Default)]
 pub(crate) struct Hosted {
-    /// Set when a container is built in the run: at the deadline the container around
-    /// waits for its report before aborting it. A restarter alone reports nothing to wait
-    /// for, and does not set it.
+    /// Set when a container (or a `TasksService`, which reports on its return) is built in
+    /// the run: at the deadline the container around waits for its report before aborting
+    /// it. A restarter alone reports nothing to wait for, and does not set it.
     hosts: AtomicBool,
-    /// The containers built in the run; those that ended are dropped from it when another
-    /// is added, so it holds what is live and one more at most per container running.
+    /// The containers built in the run that are running, and those that ended since the
+    /// last was added: ended ones are dropped from it when another is added.
     containers: Mutex<Vec<Arc<Collected>>>,
 }
 
@@ -542,6 +542,21 @@ pub(crate) enum End {
     Panic(String),
 }
 
+impl End {
+    /// The failure of member `name` that ended so, if it is one whatever the member's kind
+    /// (a return with `Ok` is judged by the kind, and by whether it was stopped).
+    fn failure(self, name: &str) -> Option<ServiceError> {
+        match self {
+            End::Done => None,
+            End::Error(e) => Some(ServiceError::attribute(name, e)),
+            End::Panic(message) => Some(ServiceError::Panicked {
+                name: name.to_owned(),
+                message,
+            }),
+        }
+    }
+}
+
 /// One spawned member run: its group, its task, and the slot its error is handed in.
 #[derive(Debug)]
 pub(crate) struct Spawned {
@@ -581,11 +596,7 @@ impl Spawned {
         let end_report = EndReport::default();
         let hosted = hosted.unwrap_or_default();
         let returned = Arc::new(AtomicBool::new(false));
-        let path: Arc<str> = if container.is_empty() {
-            name.into()
-        } else {
-            format!("{container}/{name}").into()
-        };
+        let path = member_path(container, name);
         let scope = Scope {
             group: group.clone(),
             path,
@@ -599,7 +610,7 @@ impl Spawned {
             sites,
         };
         let slot = error.clone();
-        let ended = returned.clone();
+        let on_return = returned.clone();
         // The member's context is the container's token, not the group's: cancelling a
         // core group cancels every group below it at once, which would stop a nested
         // sequence all at once instead of in reverse. The core's cancellation is used only
@@ -607,7 +618,9 @@ impl Spawned {
         let task = group
             .task()
             .name(name.to_owned())
-            .go(move |_group_ctx| member_task(scope, service, token, ready, slot, ended, on_start))
+            .go(move |_group_ctx| {
+                member_task(scope, service, token, ready, slot, on_return, on_start)
+            })
             .id();
         Spawned {
             group,
@@ -730,12 +743,29 @@ pub(crate) async fn abort_tree(root: &WaitGroup) {
     }
 }
 
+/// The path of member `name` of the container at `container` (`""` at a root): the path of
+/// its run's task in reports.
+pub(crate) fn member_path(container: &str, name: &str) -> Arc<str> {
+    if container.is_empty() {
+        name.into()
+    } else {
+        format!("{container}/{name}").into()
+    }
+}
+
 /// Takes what the containers `below` collected so far.
 fn take_collected(below: &[Arc<Collected>]) -> Vec<ServiceError> {
     below
         .iter()
         .flat_map(|c| std::mem::take(&mut c.state.lock().errors))
         .collect()
+}
+
+/// What containers below member `name` collected, as one failure of the member (as the
+/// nested container's return would have been), if anything.
+fn failed_below(name: &str, errors: Vec<ServiceError>) -> Option<ServiceError> {
+    (!errors.is_empty())
+        .then(|| ServiceError::attribute(name, Box::new(ServiceError::Failures { errors })))
 }
 
 /// The names of the hung leaves `errors` name, at any depth.
@@ -1107,11 +1137,7 @@ impl Run {
                     None
                 }
             },
-            End::Error(e) => Some(ServiceError::attribute(&name, e)),
-            End::Panic(message) => Some(ServiceError::Panicked {
-                name: name.clone(),
-                message,
-            }),
+            end => end.failure(&name),
         };
         // The run is gone from the slot: judge self-reporting on the spawned value.
         if !run.self_reports.load(Ordering::Relaxed) {
@@ -1297,10 +1323,7 @@ impl Run {
                 .iter()
                 .filter_map(|e| e.name().map(str::to_owned))
                 .collect();
-            let collected = (!collected.is_empty()).then(|| {
-                let errors = Box::new(ServiceError::Failures { errors: collected });
-                ServiceError::attribute(&name, errors)
-            });
+            let collected = failed_below(&name, collected);
             self.errors.extend(collected.into_iter().chain(hung));
             aborted.push((name, run, below, leaves, report_now));
         }
@@ -1311,14 +1334,7 @@ impl Run {
         // meanwhile: theirs is kept. Dropped in one pass at the end, not one per member.
         let mut forget: HashSet<String> = HashSet::new();
         for (name, run, below, leaves, reported) in aborted {
-            let own = match run.end() {
-                End::Done => None,
-                End::Error(e) => Some(ServiceError::attribute(&name, e)),
-                End::Panic(message) => Some(ServiceError::Panicked {
-                    name: name.clone(),
-                    message,
-                }),
-            };
+            let own = run.end().failure(&name);
             let since = take_collected(&below);
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
@@ -1327,10 +1343,7 @@ impl Run {
             if !reported && !run.self_reports.load(Ordering::Relaxed) {
                 self.reporter.ended(&name, own.as_ref().or(since.first()));
             }
-            let since = (!since.is_empty()).then(|| {
-                let errors = Box::new(ServiceError::Failures { errors: since });
-                ServiceError::attribute(&name, errors)
-            });
+            let since = failed_below(&name, since);
             self.errors.extend(own.into_iter().chain(since));
         }
         if !forget.is_empty() {
