@@ -74,8 +74,9 @@
 //!   shielded section that waits for cancellation then flushes for 200 ms,
 //!   then `shutdown(50 ms)`; prints the time taken and the counts (every
 //!   flush completes: all finished, none aborted).
-//! * `wake oneshot|lean|recording`: 100,000 times workload 5b's loop (a task
-//!   waits, on a oneshot or on a group's last guard; the main task yields
+//! * `wake oneshot|lean|recording|tracker`: 100,000 times workload 5b's loop
+//!   (a task waits, on a oneshot, on a group's last guard or on a
+//!   `TaskTracker`'s last token; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
 //! * `reopen [task]`: 1,000,000 times `cancel()` then `reopen()` on one
 //!   group (with `task`: 100,000 times, each cycle first a `go()` task that
@@ -529,6 +530,13 @@ fn main() {
                                 });
                                 (waiter, Box::new(move || guard.done()))
                             }
+                            "tracker" => {
+                                let tracker = TaskTracker::new();
+                                let token = tracker.token();
+                                tracker.close();
+                                let waiter = tokio::spawn(async move { tracker.wait().await });
+                                (waiter, Box::new(move || drop(token)))
+                            }
                             other => usage(other),
                         };
                     tokio::task::yield_now().await;
@@ -636,7 +644,7 @@ fn usage(got: &str) -> ! {
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
          pending [THREADS|churn], sort, stubborn [TASKS], late-groups [GROUPS], \
          together [GROUPS] [sequential|flat], \
-         shielded [TASKS], tree [together], tree-peers [ordered], wake oneshot|lean|recording, \
+         shielded [TASKS], tree [together], tree-peers [ordered], wake oneshot|lean|recording|tracker, \
          reopen [task]"
     );
     std::process::exit(2);

@@ -1039,6 +1039,16 @@ impl Node {
         self.state().len() as usize
     }
 
+    /// Idle, with no links and no failures: what [`errors_if_idle`] finds
+    /// on such a group (empty failures), read in its order (the count
+    /// before the failures), without making the empty list.
+    #[inline]
+    pub(crate) fn idle_and_clean(&self) -> bool {
+        !self.hot.has_links.load(Ordering::Acquire)
+            && self.len() == 0
+            && !self.hot.has_errors.load(Ordering::Acquire)
+    }
+
     /// Whether this group records every guard and has a unit counted in its
     /// state word without an entry: one between its count and its entry's
     /// insertion (a `go()` or `add()` under way), or between its entry's

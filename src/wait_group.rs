@@ -1026,6 +1026,13 @@ impl WaitGroup {
     /// Cancel safe: dropping the future leaves nothing behind.
     pub async fn wait(&self) -> Result<(), WaitError> {
         self.check_not_own_task()?;
+        // The common case, a group without links or failures, ends here: the
+        // walk below (nested futures, an empty failure list made and read)
+        // cost a third more than a oneshot's wake-up (workload 5b).
+        self.node.state().wait_idle().await;
+        if self.node.idle_and_clean() {
+            return Ok(());
+        }
         Self::result_of(self.wait_tree().await)
     }
 

@@ -4,6 +4,10 @@
 //! parent's links exactly once, only when it is idle, and is freed exactly
 //! once; a parent's wait that races with it returns.
 //!
+//! And of `WaitGroup::wait`'s return on a group without links: a failure
+//! recorded before the last `done` is in what the wait returns, in every
+//! interleaving (the wait reads the failures flag after the count).
+//!
 //! The node's user count, links and links lock, and the fence on the notify
 //! path are `crate::sync` types, so loom explores them. What these models do
 //! not cover: loom keeps a freed node's memory (see `crate::shared`), so a
@@ -13,9 +17,10 @@
 use loom::thread;
 
 use super::loom_models::model;
+use crate::error::TaskError;
 use crate::label::GroupId;
-use crate::node::FREED;
-use crate::WaitGroup;
+use crate::node::{Node, FREED};
+use crate::{WaitError, WaitGroup};
 
 /// A parent and a lean child (guards without registry entries, so the model
 /// explores the node and the state word, not the registry's locks).
@@ -99,5 +104,29 @@ fn parent_wait_racing_with_child_leaving() {
         waiter.join().unwrap();
         worker.join().unwrap();
         assert_left_and_freed(&parent, id);
+    });
+}
+
+/// A task's failure and its last `done` on one thread, racing with an async
+/// `wait()` on another: the wait returns that failure, never `Ok` (its fast
+/// path for a group without links or failures reads the failures flag after
+/// the count it waited on, with `Acquire`, as the full walk does).
+#[test]
+fn async_wait_racing_with_a_failing_last_done() {
+    model("async_wait_racing_with_a_failing_last_done", || {
+        let group = WaitGroup::builder().record_guards(false).build();
+        let guard = group.add();
+        let node = group.node().clone();
+        let worker = thread::spawn(move || {
+            let error = TaskError::failed(guard.id(), None, node.label.clone(), "boom".into());
+            Node::record_failure(&node, error, Some(false));
+            drop(guard);
+        });
+        let result = loom::future::block_on(group.wait());
+        worker.join().unwrap();
+        match result {
+            Err(WaitError::Failed { errors }) => assert_eq!(errors.len(), 1),
+            other => panic!("the wait missed the failure: {other:?}"),
+        }
     });
 }
