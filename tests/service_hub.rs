@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use taskgroup::service::{
     service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
-    ServiceState, StatusHub,
+    ServiceState, StatusEvent, StatusHub,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -163,6 +163,113 @@ fn hung(name: &'static str) -> impl Service {
         std::future::pending::<()>().await;
         Ok(())
     })
+}
+
+/// The events received so far that are not `stopped`, as text.
+fn not_stopped(events: &mut tokio::sync::broadcast::Receiver<StatusEvent>) -> Vec<String> {
+    let mut found = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.state != ServiceState::Stopped {
+            found.push(e.to_string());
+        }
+    }
+    found
+}
+
+/// Waits (10 s at most) for every entry of `hub` to say `stopped`.
+async fn all_stopped(hub: &StatusHub) {
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        hub.watch()
+            .wait_for(|m| m.values().all(|e| e.state == ServiceState::Stopped)),
+    )
+    .await;
+    assert!(stopped.is_ok(), "not all stopped: {:?}", hub.snapshot());
+}
+
+/// A container whose future is dropped (a `select!` branch that won) aborts its members,
+/// and the hub says each is `stopped`: a hung one, a polite one, a restarter, and a nested
+/// group with its own two. Before, nothing reported the dropped container's members (they
+/// stayed `running`); the nested group, still serving while the aborts reached its members
+/// first, reported its polite one `failed` ("exited early"); and the restarter restarted
+/// its aborted attempt (`restarting`). Three runs of three, as the repro gave.
+#[tokio::test]
+async fn a_dropped_containers_members_are_reported_stopped() {
+    let hub = StatusHub::new(256);
+    let nested = ServiceGroup::builder("nested")
+        .service(hung("deep"))
+        .service(serve_until_cancelled("deep_polite"))
+        .build()
+        .unwrap();
+    let mut outer = ServiceGroup::builder("outer")
+        .status(hub.clone())
+        .service(hung("plain"))
+        .service(serve_until_cancelled("polite"))
+        .service(Restarter::new(hung("restarted")))
+        .service(nested)
+        .build()
+        .unwrap();
+    let mut watch = hub.watch();
+    let all_running = |m: &std::collections::BTreeMap<String, StatusEvent>| {
+        m.len() == 6 && m.values().all(|e| e.state == ServiceState::Running)
+    };
+    let mut events = hub.subscribe();
+    let mut serve = Box::pin(outer.serve(CancellationToken::new()));
+    tokio::select! {
+        _ = &mut serve => panic!("the group ended on its own"),
+        _ = watch.wait_for(all_running) => {}
+    }
+    let _ = not_stopped(&mut events);
+    drop(serve);
+    all_stopped(&hub).await;
+    assert_eq!(not_stopped(&mut events), Vec::<String>::new());
+}
+
+/// A restarter whose run future is dropped reports itself `stopped`: with an attempt
+/// running, with a group in the attempt (whose member is `stopped` too, not `failed` as
+/// exited early), and while it waits to restart. Before, it stayed `running` (or
+/// `restarting`).
+#[tokio::test]
+async fn a_dropped_restarter_reports_itself_stopped() {
+    let in_group = || {
+        ServiceGroup::builder("g")
+            .service(hung("x"))
+            .build()
+            .unwrap()
+    };
+    let fails = service_fn("flaky", |_ctx, _ready: Ready| async move {
+        Err::<(), _>("boom".into())
+    });
+    let cases: [(Box<dyn Service>, usize, ServiceState); 3] = [
+        (Box::new(hung("worker")), 1, ServiceState::Running),
+        (Box::new(in_group()), 2, ServiceState::Running),
+        (Box::new(fails), 1, ServiceState::Restarting),
+    ];
+    for (service, entries, state) in cases {
+        let hub = StatusHub::new(256);
+        let mut restarter = Restarter::new(service)
+            .backoff(
+                Backoff::exponential(
+                    Duration::from_secs(3600),
+                    Duration::from_secs(3600),
+                    2.0,
+                    0.0,
+                )
+                .unwrap(),
+            )
+            .status(hub.clone());
+        let mut watch = hub.watch();
+        let mut events = hub.subscribe();
+        let mut run = restarter.run(CancellationToken::new(), Ready::noop());
+        tokio::select! {
+            _ = &mut run => panic!("it ended on its own"),
+            _ = watch.wait_for(|m| m.len() == entries && m.values().all(|e| e.state == state)) => {}
+        }
+        let _ = not_stopped(&mut events);
+        drop(run);
+        all_stopped(&hub).await;
+        assert_eq!(not_stopped(&mut events), Vec::<String>::new(), "{state}");
+    }
 }
 
 /// A group's stop with a hung service under a restarter takes its stop timeout, not the

@@ -87,7 +87,9 @@ use super::status::StatusHub;
 ///
 /// # Cancel safety
 ///
-/// Dropping a running group's future aborts every member task (at any depth).
+/// Dropping a running group's future aborts every member task (at any depth). Its members
+/// still running are cancelled first (so that nested containers and restarters stop rather
+/// than restart or report the aborts as failures) and reported `Stopped` to the status hub.
 #[derive(Debug)]
 pub struct ServiceGroup {
     name: String,
@@ -142,7 +144,8 @@ impl ServiceGroup {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future aborts every member task.
+    /// Dropping the future aborts every member task; the status hub says each member still
+    /// running is `Stopped` (see the type's docs).
     pub fn serve(
         &mut self,
         ctx: CancellationToken,

@@ -18,7 +18,7 @@ use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
     check_duration, deadline_after, drop_service_later, member_path, when_ready, AbortOnDrop,
-    AttemptEnd, End, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    AttemptEnd, End, EndReport, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -312,7 +312,9 @@ struct Settings {
 ///
 /// # Cancel safety
 ///
-/// Dropping the run future drops the current attempt.
+/// Dropping the run future aborts the current attempt, cancelled first (so that a container
+/// in it stops rather than report its members' aborts as failures); the status hub says the
+/// restarter is `Stopped`, whether an attempt was running or it was waiting to restart.
 pub struct Restarter<S> {
     inner: Arc<Mutex<Box<dyn Service>>>,
     settings: Settings,
@@ -486,6 +488,11 @@ async fn supervise(
     let deadline = place.parent_deadline.clone().unwrap_or_default();
     let end_report = place.end_report.clone().unwrap_or_default();
     let mut guard = AbortOnDrop::new(place.wg.clone());
+    let mut stop_on_drop = StopOnDrop {
+        attempt: None,
+        end_report: end_report.clone(),
+        between: None,
+    };
     let mut rng = s.backoff.rng();
     let mut outer_ready = Some(ready);
     let mut window = Window::new(s.intensity);
@@ -493,13 +500,15 @@ async fn supervise(
     let result = loop {
         let rep = reporter.with_attempt(attempt);
         let (r, w) = Ready::channel();
+        let token = ctx.child_token();
+        stop_on_drop.attempt = Some(token.clone());
         let spawned = Spawned::spawn(
             &place.wg,
             &container,
             &s.name,
             inner.clone(),
             r,
-            ctx.child_token(),
+            token,
             rep.inherit(&s.name),
             deadline.clone(),
             place.sites.clone(),
@@ -605,6 +614,7 @@ async fn supervise(
             .with_attempt(attempt)
             .report_delay(&s.name, ServiceState::Restarting, delay);
         crate::trace::restart_scheduled(&s.name, attempt, delay);
+        stop_on_drop.between = Some((reporter.with_attempt(attempt - 1), s.name.clone()));
         tokio::select! {
             () = tokio::time::sleep_until(deadline_after(delay)) => {}
             () = ctx.cancelled() => {
@@ -612,9 +622,48 @@ async fn supervise(
                 break Ok(());
             }
         }
+        stop_on_drop.between = None;
     };
+    stop_on_drop.disarm();
     guard.disarm();
     result
+}
+
+/// What `supervise` reports when its future is dropped before it returned (by user code, say
+/// a `select!` branch that won, or with the container around it), as `guard` aborts the
+/// current attempt: the attempt's token is cancelled first, so that a container in it
+/// stops as asked while the aborts land instead of reporting its members' aborts as
+/// failures, and the restarter is reported `Stopped`, whether an attempt was running or it
+/// was waiting to restart. Not an attempt whose end report a container around took (it
+/// aborted the attempt at its deadline, and reports it).
+struct StopOnDrop {
+    /// The current attempt's token.
+    attempt: Option<CancellationToken>,
+    end_report: EndReport,
+    /// Waiting to restart: the reporter and name of the attempt that ended.
+    between: Option<(Reporter, String)>,
+}
+
+impl StopOnDrop {
+    fn disarm(&mut self) {
+        self.attempt = None;
+        self.between = None;
+        self.end_report = EndReport::default();
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.attempt.take() {
+            token.cancel();
+        }
+        let end = self.end_report.lock().take();
+        if let Some(end) = end {
+            end.reporter.report(&end.name, ServiceState::Stopped);
+        } else if let Some((reporter, name)) = self.between.take() {
+            reporter.report(&name, ServiceState::Stopped);
+        }
+    }
 }
 
 /// Builds a supervisor: a [`ServiceGroup`] whose services are each wrapped in a [`Restarter`] with

@@ -221,6 +221,11 @@ pub(crate) struct Collected {
     /// attempt), if inside a container: while the container runs, that task is not a hung
     /// leaf, whatever is pending below it.
     host: Option<GroupId>,
+    /// Set by a container around that is aborting the run this container is in, after it
+    /// took what this one collected: the container around reports what is below it, so
+    /// this one's run, dropped by that abort, reports nothing of its own (see `Run`'s
+    /// `Drop`).
+    taken_over: AtomicBool,
     state: Mutex<CollectedState>,
 }
 
@@ -703,6 +708,11 @@ impl AbortOnDrop {
     pub(crate) fn disarm(&mut self) {
         self.0 = None;
     }
+
+    /// Not disarmed: dropping it aborts.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl Drop for AbortOnDrop {
@@ -915,6 +925,33 @@ impl RunningGuard {
     }
 }
 
+impl Drop for Run {
+    /// A run dropped before it finished: its container's future was dropped (by user code,
+    /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
+    /// its members. No one else will report them, so each member still running is reported
+    /// `Stopped` (a restarter reports itself, as it is dropped). First its token is
+    /// cancelled, so that a container or restarter in it stops as asked while the aborts
+    /// land, instead of reporting its own members' aborts as failures (`exited early`) or
+    /// restarting them.
+    ///
+    /// Not when a container around is aborting the run this one is in ([`Collected`]'s
+    /// `taken_over`): that one reports, with the hung leaves it named.
+    fn drop(&mut self) {
+        if !self.guard.is_armed() || self.errors.0.taken_over.load(Ordering::Relaxed) {
+            return;
+        }
+        for token in &self.tokens {
+            token.cancel();
+        }
+        for slot in &self.slots {
+            let Some(run) = &slot.run else { continue };
+            if !run.self_reports.load(Ordering::Relaxed) {
+                self.reporter.ended(&slot.name, None);
+            }
+        }
+    }
+}
+
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
@@ -965,6 +1002,7 @@ impl Run {
         let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
         let collected = Arc::new(Collected {
             host: place.scope_group().map(WaitGroup::id),
+            taken_over: AtomicBool::new(false),
             state: Mutex::new(CollectedState {
                 errors: Vec::new(),
                 members: vec![None; members.len()],
@@ -1281,6 +1319,9 @@ impl Run {
             };
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
+            for container in &below {
+                container.taken_over.store(true, Ordering::Relaxed);
+            }
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
             let returned = run.returned.load(Ordering::Acquire);
             if returned {

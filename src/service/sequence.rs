@@ -85,7 +85,9 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Cancel safety
 ///
-/// Dropping a running sequence's future aborts every service task.
+/// Dropping a running sequence's future aborts every service task. Its members still
+/// running are cancelled first and reported `Stopped` to the status hub, as a
+/// [`ServiceGroup`](super::ServiceGroup)'s are.
 #[derive(Debug)]
 pub struct Sequence {
     name: String,
@@ -142,7 +144,8 @@ impl Sequence {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future aborts every service task.
+    /// Dropping the future aborts every service task; the status hub says each member still
+    /// running is `Stopped`.
     pub fn serve(
         &mut self,
         ctx: CancellationToken,
