@@ -435,3 +435,65 @@ async fn what_an_aborting_container_took_from_below_survives_its_own_abort() {
         "{text}"
     );
 }
+
+/// A container that could not report its hung member, because code beside it in the same
+/// task blocks the thread, is aborted by the container around at its deadline; that one
+/// reports the member `failed`, with the stop timeout it names, once. Before, the member
+/// stayed `running` in the hub (the aborted container never got to report it), and with the
+/// report made from around but not claimed, the aborted container, polled once more as its
+/// task ended, reported it `stopped` after it.
+///
+/// Real time, four workers (the blocked one must not hold up `top`'s timers). If `top` is
+/// held up past the block instead (a loaded machine), `c` reports `h` itself: the same hub
+/// state, by the other path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_its_blocked_container_could_not_report_is_reported_from_around() {
+    let m = service_fn("m", |ctx: CancellationToken, ready: Ready| async move {
+        let mut c = ServiceGroup::builder("c")
+            .service(hung("h"))
+            .build()
+            .unwrap();
+        let beside = async {
+            ctx.cancelled().await;
+            // Blocks the task `c` runs in: `c` cannot stop, report or return meanwhile.
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        ready.ready();
+        let (served, ()) = tokio::join!(c.serve(ctx.clone()), beside);
+        served.map_err(Into::into)
+    });
+    let hub = StatusHub::new(256);
+    let mut top = ServiceGroup::builder("top")
+        .status(hub.clone())
+        .stop_timeout(Duration::from_millis(200))
+        .service(m)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let serve = tokio::spawn(top.serve(ctx.clone()));
+    hub.watch()
+        .wait_for(|m| {
+            m.get("m/h")
+                .is_some_and(|e| e.state == ServiceState::Running)
+        })
+        .await
+        .unwrap();
+    let mut events = hub.subscribe();
+    ctx.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("the stop returns")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(hung_paths(&err), ["top/m/h"], "{err:#}");
+    let mut ends = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        // The hub may send `m/h`'s `running` after its snapshot said so: not an end.
+        if e.name == "m/h" && e.state != ServiceState::Running {
+            ends.push((e.state, e.error.unwrap_or_default()));
+        }
+    }
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0].0, ServiceState::Failed, "{ends:?}");
+    assert!(ends[0].1.starts_with("did not stop within"), "{ends:?}");
+}

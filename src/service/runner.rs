@@ -206,7 +206,9 @@ impl Hosted {
                 .cloned()
                 .collect();
             for container in running {
-                stack.extend(container.state.lock().members.iter().flatten().cloned());
+                let members = container.state.lock();
+                stack.extend(members.members.iter().flatten().map(|m| m.hosted.clone()));
+                drop(members);
                 found.push(container);
             }
         }
@@ -221,19 +223,37 @@ pub(crate) struct Collected {
     /// attempt), if inside a container: while the container runs, that task is not a hung
     /// leaf, whatever is pending below it.
     host: Option<GroupId>,
-    /// Set by a container around that is aborting the run this container is in, after it
-    /// took what this one collected: the container around reports what is below it, so
-    /// this one's run, dropped by that abort, reports nothing of its own (see `Run`'s
-    /// `Drop`).
-    taken_over: AtomicBool,
+    /// The container's path, its members' names by slot, and where it reports them: for a
+    /// container around that aborts it before it reported them ([`report_below`]).
+    path: Arc<str>,
+    names: Vec<String>,
+    reporter: Reporter,
     state: Mutex<CollectedState>,
+}
+
+/// A member's current run, as its container's [`Collected`] lists it for a container around.
+#[derive(Debug, Clone)]
+struct MemberRun {
+    hosted: Arc<Hosted>,
+    /// The member reports its own end (a restarter), with `end_report`.
+    self_reports: Arc<AtomicBool>,
+    end_report: EndReport,
+    /// See [`Spawned::claim_end`].
+    end_claimed: Arc<AtomicBool>,
+}
+
+impl MemberRun {
+    /// See [`Spawned::claim_end`].
+    fn claim_end(&self) -> bool {
+        !self.end_claimed.swap(true, Ordering::AcqRel)
+    }
 }
 
 #[derive(Debug)]
 struct CollectedState {
     errors: Vec<ServiceError>,
-    /// What each member's current run hosts, by slot.
-    members: Vec<Option<Arc<Hosted>>>,
+    /// Each member's current run, by slot (`None` once its end was taken).
+    members: Vec<Option<MemberRun>>,
     /// The container's run ended: it returned, or its future was dropped.
     ended: bool,
 }
@@ -266,8 +286,8 @@ impl Errors {
             .retain(|e| !matches!(e, ServiceError::StopTimeout { name, .. } if forget(name)));
     }
 
-    fn set_member(&self, i: usize, hosted: Option<Arc<Hosted>>) {
-        self.0.state.lock().members[i] = hosted;
+    fn set_member(&self, i: usize, run: Option<MemberRun>) {
+        self.0.state.lock().members[i] = run;
     }
 }
 
@@ -574,6 +594,9 @@ pub(crate) struct Spawned {
     hosted: Arc<Hosted>,
     /// Set once the service's future returned (the run's end is its own report).
     returned: Arc<AtomicBool>,
+    /// Set by whoever reports the run's end to the hubs: its container, or a container
+    /// around that aborts that one first ([`report_below`]). So it is reported once.
+    end_claimed: Arc<AtomicBool>,
 }
 
 impl Spawned {
@@ -635,7 +658,14 @@ impl Spawned {
             end_report,
             hosted,
             returned,
+            end_claimed: Arc::default(),
         }
+    }
+
+    /// Whether the caller is the one to report the run's end (no one did yet): see
+    /// `end_claimed`.
+    pub(crate) fn claim_end(&self) -> bool {
+        !self.end_claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Resolves when the run (and everything below it) is done.
@@ -769,6 +799,54 @@ fn take_collected(below: &[Arc<Collected>]) -> Vec<ServiceError> {
         .iter()
         .flat_map(|c| std::mem::take(&mut c.state.lock().errors))
         .collect()
+}
+
+/// Reports the members still running of the containers `below` (which the caller is
+/// aborting, having taken what they collected) to their hubs: each `Failed` with a hung leaf
+/// among `named` at or below it, as its container would have at its own deadline. Without
+/// this, a container aborted before it reported (its task starved, or blocked by code
+/// beside it) left them `running`. A member with no such leaf is left as it is.
+fn report_below<'a>(below: &[Arc<Collected>], named: impl Iterator<Item = &'a ServiceError>) {
+    let mut leaves: Vec<(&str, &ServiceError)> =
+        named.filter_map(|e| Some((e.name()?, e))).collect();
+    if leaves.is_empty() {
+        return;
+    }
+    leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let at_or_below = |path: &str| {
+        let i = leaves.partition_point(|(n, _)| *n < path);
+        if leaves.get(i).is_some_and(|(n, _)| *n == path) {
+            return leaves.get(i).map(|(_, e)| *e);
+        }
+        // Paths below `path` sort together, from `path/` on.
+        let prefix = format!("{path}/");
+        let j = leaves.partition_point(|(n, _)| *n < prefix.as_str());
+        leaves
+            .get(j)
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(_, e)| *e)
+    };
+    for container in below {
+        let running: Vec<(usize, MemberRun)> = {
+            let state = container.state.lock();
+            let members = state.members.iter().enumerate();
+            members.filter_map(|(i, m)| Some((i, m.clone()?))).collect()
+        };
+        for (i, member) in running {
+            let name = &container.names[i];
+            let Some(leaf) = at_or_below(&member_path(&container.path, name)) else {
+                continue;
+            };
+            if !member.self_reports.load(Ordering::Relaxed) {
+                if member.claim_end() {
+                    container.reporter.ended(name, Some(leaf));
+                }
+            } else if let Some(end) = member.end_report.lock().take() {
+                // A restarter: its attempt's end, as the container around reports its own.
+                end.reporter.ended(&end.name, Some(leaf));
+            }
+        }
+    }
 }
 
 /// What containers below member `name` collected, as one failure of the member (as the
@@ -934,10 +1012,10 @@ impl Drop for Run {
     /// land, instead of reporting its own members' aborts as failures (`exited early`) or
     /// restarting them.
     ///
-    /// Not when a container around is aborting the run this one is in ([`Collected`]'s
-    /// `taken_over`): that one reports, with the hung leaves it named.
+    /// Not a member whose end a container around, aborting the run this one is in, reported
+    /// first, with the hung leaf it named ([`report_below`]).
     fn drop(&mut self) {
-        if !self.guard.is_armed() || self.errors.0.taken_over.load(Ordering::Relaxed) {
+        if !self.guard.is_armed() {
             return;
         }
         for token in &self.tokens {
@@ -945,7 +1023,7 @@ impl Drop for Run {
         }
         for slot in &self.slots {
             let Some(run) = &slot.run else { continue };
-            if !run.self_reports.load(Ordering::Relaxed) {
+            if !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
                 self.reporter.ended(&slot.name, None);
             }
         }
@@ -1002,7 +1080,9 @@ impl Run {
         let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
         let collected = Arc::new(Collected {
             host: place.scope_group().map(WaitGroup::id),
-            taken_over: AtomicBool::new(false),
+            path: place.path.clone(),
+            names: members.iter().map(|m| m.name.clone()).collect(),
+            reporter: reporter.clone(),
             state: Mutex::new(CollectedState {
                 errors: Vec::new(),
                 members: vec![None; members.len()],
@@ -1123,7 +1203,15 @@ impl Run {
             }
             .boxed(),
         );
-        self.errors.set_member(i, Some(spawned.hosted.clone()));
+        self.errors.set_member(
+            i,
+            Some(MemberRun {
+                hosted: spawned.hosted.clone(),
+                self_reports: spawned.self_reports.clone(),
+                end_report: spawned.end_report.clone(),
+                end_claimed: spawned.end_claimed.clone(),
+            }),
+        );
         if self.slots[i].run.replace(spawned).is_none() {
             self.running += 1;
         }
@@ -1178,7 +1266,7 @@ impl Run {
             end => end.failure(&name),
         };
         // The run is gone from the slot: judge self-reporting on the spawned value.
-        if !run.self_reports.load(Ordering::Relaxed) {
+        if !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
             self.reporter.ended(&name, failure.as_ref());
         }
         Some(Event::Ended(i, failure))
@@ -1319,9 +1407,6 @@ impl Run {
             };
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
-            for container in &below {
-                container.taken_over.store(true, Ordering::Relaxed);
-            }
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
             let returned = run.returned.load(Ordering::Acquire);
             if returned {
@@ -1340,7 +1425,7 @@ impl Run {
             // Reported now if something is hung below or was collected; else after the
             // abort, with the member's own end if it returned meanwhile.
             let report_now = !collected.is_empty() || !hung.is_empty();
-            if report_now && !run.self_reports.load(Ordering::Relaxed) {
+            if report_now && !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
                 self.reporter
                     .ended(&name, collected.first().or(hung.first()));
             }
@@ -1360,6 +1445,13 @@ impl Run {
                     });
                 end.reporter.ended(&end.name, leaf);
             }
+            report_below(
+                &below,
+                collected
+                    .iter()
+                    .flat_map(ServiceError::stop_timeouts)
+                    .chain(&hung),
+            );
             let leaves: HashSet<String> = hung
                 .iter()
                 .filter_map(|e| e.name().map(str::to_owned))
@@ -1381,7 +1473,7 @@ impl Run {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
             }
-            if !reported && !run.self_reports.load(Ordering::Relaxed) {
+            if !reported && !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
                 self.reporter.ended(&name, own.as_ref().or(since.first()));
             }
             let since = failed_below(&name, since);
