@@ -256,6 +256,11 @@ struct CollectedState {
     members: Vec<Option<MemberRun>>,
     /// The container's run ended: it returned, or its future was dropped.
     ended: bool,
+    /// The hung leaves this container named itself (its own stop timeouts in `errors`) that
+    /// a container around took: a container between the two, taking after, then knows them
+    /// named and does not name them again from its pending report (where the aborted leaf
+    /// is still listed while its abort lands).
+    taken: Vec<Arc<str>>,
 }
 
 /// A container run's failures, kept in its [`Collected`], where the container around finds
@@ -793,12 +798,24 @@ pub(crate) fn member_path(container: &str, name: &str) -> Arc<str> {
     }
 }
 
-/// Takes what the containers `below` collected so far.
-fn take_collected(below: &[Arc<Collected>]) -> Vec<ServiceError> {
-    below
-        .iter()
-        .flat_map(|c| std::mem::take(&mut c.state.lock().errors))
-        .collect()
+/// Takes what the containers `below` collected so far, and the names of the hung leaves
+/// they named themselves that a container around took from them before
+/// ([`CollectedState::taken`]).
+fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>) {
+    let mut errors = Vec::new();
+    let mut taken_before = Vec::new();
+    for container in below {
+        let mut state = container.state.lock();
+        taken_before.extend(state.taken.iter().cloned());
+        let took = std::mem::take(&mut state.errors);
+        state.taken.extend(took.iter().filter_map(|e| match e {
+            ServiceError::StopTimeout { name, .. } => Some(Arc::from(name.as_str())),
+            _ => None,
+        }));
+        drop(state);
+        errors.extend(took);
+    }
+    (errors, taken_before)
 }
 
 /// Reports the members still running of the containers `below` (which the caller is
@@ -1087,6 +1104,7 @@ impl Run {
                 errors: Vec::new(),
                 members: vec![None; members.len()],
                 ended: false,
+                taken: Vec::new(),
             }),
         });
         if let Some(hosted) = &place.hosted {
@@ -1412,8 +1430,11 @@ impl Run {
             if returned {
                 hosts.insert(run.group.id());
             }
-            let collected = take_collected(&below);
-            let named = stop_timeout_names(&collected);
+            let (collected, taken_before) = take_collected(&below);
+            // Named already: by the containers below, in what this one took now, or in what
+            // a container around took from them before (its report has them).
+            let mut named = stop_timeout_names(&collected);
+            named.extend(taken_before.iter().map(|n| &**n));
             let mut hung = hung_leaves(
                 pending.iter().filter(|t| !hosts.contains(&t.group_id())),
                 timeout,
@@ -1468,7 +1489,7 @@ impl Run {
         let mut forget: HashSet<String> = HashSet::new();
         for (name, run, below, leaves, reported) in aborted {
             let own = run.end().failure(&name);
-            let since = take_collected(&below);
+            let (since, _) = take_collected(&below);
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
