@@ -1485,13 +1485,24 @@ impl Run {
             abort_tree(&run.group).await;
         }
         // Leaves named above that a member's own end, or a container below it, named
-        // meanwhile: theirs is kept. Dropped in one pass at the end, not one per member.
+        // meanwhile: theirs is kept. And the member's own task, named above because what it
+        // ran had ended and it had not returned yet, if it then returned on its own (it was
+        // not hung) and what it ran names a hung leaf below it. Dropped in one pass at the
+        // end, not one per member.
         let mut forget: HashSet<String> = HashSet::new();
-        for (name, run, below, leaves, reported) in aborted {
+        for (name, run, below, mut leaves, reported) in aborted {
             let own = run.end().failure(&name);
             let (since, _) = take_collected(&below);
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
+                let path = member_path(&self.place.path, &name);
+                if run.returned.load(Ordering::Acquire) && leaves.contains(&*path) {
+                    let below = format!("{path}/");
+                    if named.iter().any(|n| n.starts_with(&below)) {
+                        leaves.remove(&*path);
+                        forget.insert(path.to_string());
+                    }
+                }
                 forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
             }
             if !reported && !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
