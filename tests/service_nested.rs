@@ -329,6 +329,31 @@ fn serve_in_top(
     (hub, ctx, serve)
 }
 
+/// Waits until `hub` says the service at `path` (relative to `top`) is running.
+async fn running(hub: &StatusHub, path: &str) {
+    hub.watch()
+        .wait_for(|m| {
+            m.get(path)
+                .is_some_and(|e| e.state == ServiceState::Running)
+        })
+        .await
+        .unwrap();
+}
+
+/// Cancels `top` (from [`serve_in_top`]) and returns the error its stop reports, which must
+/// come within 30 s.
+async fn stop_top(
+    ctx: CancellationToken,
+    serve: tokio::task::JoinHandle<Result<(), ServiceError>>,
+) -> ServiceError {
+    ctx.cancel();
+    tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("the stop returns")
+        .unwrap()
+        .unwrap_err()
+}
+
 /// A nested group stopping on its own (one of its members failed) is aborted by the
 /// container around at that container's earlier deadline, directly or with a group or a
 /// restarter between them: the failure that started the nested stop is still in the report,
@@ -462,29 +487,10 @@ async fn a_member_its_blocked_container_could_not_report_is_reported_from_around
         let (served, ()) = tokio::join!(c.serve(ctx.clone()), beside);
         served.map_err(Into::into)
     });
-    let hub = StatusHub::new(256);
-    let mut top = ServiceGroup::builder("top")
-        .status(hub.clone())
-        .stop_timeout(Duration::from_millis(200))
-        .service(m)
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let serve = tokio::spawn(top.serve(ctx.clone()));
-    hub.watch()
-        .wait_for(|m| {
-            m.get("m/h")
-                .is_some_and(|e| e.state == ServiceState::Running)
-        })
-        .await
-        .unwrap();
+    let (hub, ctx, serve) = serve_in_top(m);
+    running(&hub, "m/h").await;
     let mut events = hub.subscribe();
-    ctx.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(30), serve)
-        .await
-        .expect("the stop returns")
-        .unwrap()
-        .unwrap_err();
+    let err = stop_top(ctx, serve).await;
     assert_eq!(hung_paths(&err), ["top/m/h"], "{err:#}");
     let mut ends = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -515,19 +521,8 @@ async fn a_leaf_two_containers_give_up_on_at_once_is_named_once() {
         .unwrap();
     let n2 = ServiceGroup::builder("n2").service(n1).build().unwrap();
     let (hub, ctx, serve) = serve_in_top(n2);
-    hub.watch()
-        .wait_for(|m| {
-            m.get("n2/n1/leaf")
-                .is_some_and(|e| e.state == ServiceState::Running)
-        })
-        .await
-        .unwrap();
-    ctx.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(30), serve)
-        .await
-        .expect("the stop returns")
-        .unwrap()
-        .unwrap_err();
+    running(&hub, "n2/n1/leaf").await;
+    let err = stop_top(ctx, serve).await;
     assert_eq!(hung_paths(&err), ["top/n2/n1/leaf"], "{err:#}");
 }
 
@@ -554,27 +549,8 @@ async fn a_member_that_returns_while_aborted_is_not_named_beside_its_hung_leaf()
         std::thread::sleep(Duration::from_millis(400));
         served.map_err(Into::into)
     });
-    let hub = StatusHub::new(64);
-    let mut top = ServiceGroup::builder("top")
-        .status(hub.clone())
-        .stop_timeout(Duration::from_millis(200))
-        .service(m)
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let serve = tokio::spawn(top.serve(ctx.clone()));
-    hub.watch()
-        .wait_for(|m| {
-            m.get("m/h")
-                .is_some_and(|e| e.state == ServiceState::Running)
-        })
-        .await
-        .unwrap();
-    ctx.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(30), serve)
-        .await
-        .expect("the stop returns")
-        .unwrap()
-        .unwrap_err();
+    let (hub, ctx, serve) = serve_in_top(m);
+    running(&hub, "m/h").await;
+    let err = stop_top(ctx, serve).await;
     assert_eq!(hung_paths(&err), ["top/m/h"], "{err:#}");
 }
