@@ -272,6 +272,60 @@ async fn a_dropped_restarter_reports_itself_stopped() {
     }
 }
 
+/// Restarters whose hung attempts the container aborts at its deadline are each reported
+/// `failed` with their stop timeout: two run side by side in one member, and one inside
+/// another's attempt. Before, the member kept one slot for its restarters' attempt ends, so
+/// the container reported only the last one started (`two/ra` stayed `running`); and the
+/// nested restarter, whose slot the container did not see, reported its aborted attempt
+/// `stopped` after the container's `failed`.
+#[tokio::test(start_paused = true)]
+async fn restarters_side_by_side_or_nested_are_each_reported_failed_at_the_deadline() {
+    let hub = StatusHub::new(256);
+    let two = service_fn("two", |ctx: CancellationToken, ready: Ready| async move {
+        let mut a = Restarter::new(hung("ra"));
+        let mut b = Restarter::new(hung("rb"));
+        let (ra, rb) = tokio::join!(a.run(ctx.clone(), ready), b.run(ctx, Ready::noop()));
+        ra.and(rb)
+    });
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(500))
+        .status(hub.clone())
+        .service(Restarter::new(Restarter::new(hung("inner"))))
+        .service(two)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    let names = ["inner", "two/ra", "two/rb"];
+    hub.watch()
+        .wait_for(|m| {
+            names
+                .iter()
+                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
+        })
+        .await
+        .unwrap();
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    let mut hung: Vec<&str> = err
+        .stop_timeouts()
+        .iter()
+        .filter_map(|e| e.name())
+        .collect();
+    hung.sort_unstable();
+    assert_eq!(hung, ["top/inner", "top/two/ra", "top/two/rb"], "{err}");
+    let snapshot = hub.snapshot();
+    for name in names {
+        let entry = &snapshot[name];
+        assert_eq!(entry.state, ServiceState::Failed, "{name}: {entry}");
+        let text = entry.error.as_deref().unwrap_or_default();
+        assert!(
+            text.starts_with("did not stop within 500ms"),
+            "{name}: {text}"
+        );
+    }
+}
+
 /// A group's stop with a hung service under a restarter takes its stop timeout, not the
 /// 100 ms report window more: the restarter hosts no container itself, so there is no report
 /// to wait for (before, the group waited the window out: 600 ms). A restarted group does host

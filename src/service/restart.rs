@@ -18,7 +18,7 @@ use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
     check_duration, deadline_after, drop_service_later, member_path, when_ready, AbortOnDrop,
-    AttemptEnd, End, EndReport, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    AttemptEnd, End, EndCell, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -486,7 +486,8 @@ async fn supervise(
     };
     let path = member_path(&container, &s.name);
     let deadline = place.parent_deadline.clone().unwrap_or_default();
-    let end_report = place.end_report.clone().unwrap_or_default();
+    // This restarter's cell among its member's end reports (a fresh one outside a container).
+    let end_report = place.end_report.clone().unwrap_or_default().cell();
     let mut guard = AbortOnDrop::new(place.wg.clone());
     let mut stop_on_drop = StopOnDrop {
         attempt: None,
@@ -513,6 +514,7 @@ async fn supervise(
             deadline.clone(),
             place.sites.clone(),
             place.hosted.clone(),
+            place.end_report.clone(),
             {
                 let rep = rep.clone();
                 let name = s.name.clone();
@@ -639,7 +641,7 @@ async fn supervise(
 struct StopOnDrop {
     /// The current attempt's token.
     attempt: Option<CancellationToken>,
-    end_report: EndReport,
+    end_report: Arc<EndCell>,
     /// Waiting to restart: the reporter and name of the attempt that ended.
     between: Option<(Reporter, String)>,
 }
@@ -648,7 +650,7 @@ impl StopOnDrop {
     fn disarm(&mut self) {
         self.attempt = None;
         self.between = None;
-        self.end_report = EndReport::default();
+        self.end_report = Arc::default();
     }
 }
 

@@ -310,14 +310,46 @@ impl Drop for Errors {
     }
 }
 
-/// How a restarter in a member run reports the end of its current attempt, set by it for
-/// each attempt. The end is reported by whoever takes it: the restarter when its attempt
-/// ends, or the container around when it aborts the member at its deadline, with the hung
-/// leaf at or below the attempt (the restarter's own report, if it came at all, would say
-/// `Stopped`: an aborted attempt ends as if it returned `Ok`).
-pub(crate) type EndReport = Arc<Mutex<Option<AttemptEnd>>>;
+/// How the restarters in a member run report the ends of their current attempts: a cell per
+/// restarter, set by it for each attempt. Two restarters can run side by side in one member,
+/// and a restarter in another's attempt adds its cell here too (a restarter hands its
+/// member's reports on to its attempts' runs). An end is reported by whoever takes it: the
+/// restarter when its attempt ends, or the container around when it aborts the member at its
+/// deadline, with the hung leaf at or below the attempt (the restarter's own report, if it
+/// came at all, would say `Stopped`: an aborted attempt ends as if it returned `Ok`).
+///
+/// Lock order: the list, then a cell; a restarter takes only its own cell.
+pub(crate) type EndReport = Arc<EndReports>;
 
-/// What [`EndReport`] holds: the reporter and name the attempt's end is reported with, and
+/// See [`EndReport`].
+#[derive(Debug, Default)]
+pub(crate) struct EndReports {
+    cells: Mutex<Vec<Arc<EndCell>>>,
+}
+
+/// One restarter's current attempt end, if not taken yet.
+pub(crate) type EndCell = Mutex<Option<AttemptEnd>>;
+
+impl EndReports {
+    /// A cell for one more restarter in the member run. Cells no restarter holds any more are
+    /// dropped first, so the list is as long as the restarters run in the member since the
+    /// last one began.
+    pub(crate) fn cell(&self) -> Arc<EndCell> {
+        let mut cells = self.cells.lock();
+        cells.retain(|cell| Arc::strong_count(cell) > 1);
+        let cell = Arc::<EndCell>::default();
+        cells.push(cell.clone());
+        cell
+    }
+
+    /// Takes every restarter's current attempt end.
+    pub(crate) fn take_all(&self) -> Vec<AttemptEnd> {
+        let cells = self.cells.lock();
+        cells.iter().filter_map(|cell| cell.lock().take()).collect()
+    }
+}
+
+/// What an [`EndCell`] holds: the reporter and name the attempt's end is reported with, and
 /// the attempt's path.
 #[derive(Debug)]
 pub(crate) struct AttemptEnd {
@@ -607,8 +639,8 @@ pub(crate) struct Spawned {
 impl Spawned {
     /// Spawns one run of `service` as the task `name` of a new child group of `parent`,
     /// named `container` (the container's path), under `scope`'s settings. `hosted`: what the
-    /// run hosts is added to, if not a fresh one (a restarter's attempts add to their
-    /// member's).
+    /// run hosts is added to, and `end_report`: where restarters in it report their attempts'
+    /// ends, if not fresh ones (a restarter's attempts use their member's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         parent: &WaitGroup,
@@ -621,12 +653,13 @@ impl Spawned {
         deadline: DeadlineCell,
         sites: Sites,
         hosted: Option<Arc<Hosted>>,
+        end_report: Option<EndReport>,
         on_start: impl FnOnce() + Send + 'static,
     ) -> Spawned {
         let group = parent.task().name(container.to_string()).child();
         let error: Arc<Mutex<Option<BoxError>>> = Arc::default();
         let self_reports = Arc::new(AtomicBool::new(false));
-        let end_report = EndReport::default();
+        let end_report = end_report.unwrap_or_default();
         let hosted = hosted.unwrap_or_default();
         let returned = Arc::new(AtomicBool::new(false));
         let path = member_path(container, name);
@@ -858,9 +891,11 @@ fn report_below<'a>(below: &[Arc<Collected>], named: impl Iterator<Item = &'a Se
                 if member.claim_end() {
                     container.reporter.ended(name, Some(leaf));
                 }
-            } else if let Some(end) = member.end_report.lock().take() {
-                // A restarter: its attempt's end, as the container around reports its own.
-                end.reporter.ended(&end.name, Some(leaf));
+            } else {
+                // Restarters: their attempts' ends, as the container around reports its own.
+                for end in member.end_report.take_all() {
+                    end.reporter.ended(&end.name, at_or_below(&end.path));
+                }
             }
         }
     }
@@ -1207,6 +1242,7 @@ impl Run {
             self.deadlines[i].clone(),
             self.place.sites.clone(),
             None,
+            None,
             {
                 let reporter = self.reporter.clone();
                 let name = self.slots[i].name.clone();
@@ -1453,8 +1489,7 @@ impl Run {
             // A restarter's attempt in the member cannot report its end once aborted (it
             // would say `Stopped`): reported here with the restarter's reporter (its hubs,
             // its attempt), failed with the first hung leaf at or below the attempt, if any.
-            let attempt = run.end_report.lock().take();
-            if let Some(end) = attempt {
+            for end in run.end_report.take_all() {
                 let at_or_below = format!("{}/", end.path);
                 let leaf = collected
                     .iter()
