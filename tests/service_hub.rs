@@ -294,6 +294,7 @@ async fn restarters_side_by_side_or_nested_are_each_reported_failed_at_the_deadl
         .service(two)
         .build()
         .unwrap();
+    let mut events = hub.subscribe();
     let ctx = CancellationToken::new();
     let run = tokio::spawn(top.serve(ctx.clone()));
     let names = ["inner", "two/ra", "two/rb"];
@@ -324,6 +325,17 @@ async fn restarters_side_by_side_or_nested_are_each_reported_failed_at_the_deadl
             "{name}: {text}"
         );
     }
+    // Each ended once: the two restarters named `inner` are one entry.
+    let mut ends = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(e) = events.try_recv() {
+        let end = matches!(e.state, ServiceState::Stopped | ServiceState::Failed);
+        if end && names.contains(&e.name.as_str()) {
+            *ends.entry(e.name).or_default() += 1;
+        }
+    }
+    let once: std::collections::BTreeMap<String, usize> =
+        names.iter().map(|n| (n.to_string(), 1)).collect();
+    assert_eq!(ends, once);
 }
 
 /// A group's stop with a hung service under a restarter takes its stop timeout, not the

@@ -342,10 +342,21 @@ impl EndReports {
         cell
     }
 
-    /// Takes every restarter's current attempt end.
+    /// Takes every restarter's current attempt end, one per hub entry: restarters nested
+    /// under one name (a restarter of a restarter) report to the same entries, and are
+    /// reported once, as the first (outermost) of them.
     pub(crate) fn take_all(&self) -> Vec<AttemptEnd> {
         let cells = self.cells.lock();
-        cells.iter().filter_map(|cell| cell.lock().take()).collect()
+        let mut ends: Vec<AttemptEnd> = Vec::new();
+        for end in cells.iter().filter_map(|cell| cell.lock().take()) {
+            let reported = ends
+                .iter()
+                .any(|e| e.name == end.name && e.reporter.same_entries(&end.reporter));
+            if !reported {
+                ends.push(end);
+            }
+        }
+        ends
     }
 }
 

@@ -430,6 +430,14 @@ impl Reporter {
             .map(|(hub, prefix)| (hub.clone(), format!("{prefix}{member}")))
     }
 
+    /// Whether `other` reports to the same hub entries (the same hubs, with the same prefixes),
+    /// whatever the attempt.
+    pub(crate) fn same_entries(&self, other: &Reporter) -> bool {
+        self.hubs.len() == other.hubs.len()
+            && (self.hubs.iter().zip(&other.hubs))
+                .all(|((a, prefix), (b, other_prefix))| a.same(b) && prefix == other_prefix)
+    }
+
     /// The same reporter for another attempt.
     pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
         Reporter {
