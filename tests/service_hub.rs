@@ -11,6 +11,11 @@ use taskgroup::service::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// A backoff that waits `delay` before every restart, without jitter.
+fn fixed_backoff(delay: Duration) -> Backoff {
+    Backoff::exponential(delay, delay, 1.0, 0.0).unwrap()
+}
+
 fn serve_until_cancelled(name: &'static str) -> impl Service {
     service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
         ready.ready();
@@ -40,15 +45,7 @@ async fn same_hub_on_a_sequence_and_its_restarter_reports_each_event_once() {
         }
     });
     let restarter = Restarter::new(broker)
-        .backoff(
-            Backoff::exponential(
-                Duration::from_millis(10),
-                Duration::from_millis(10),
-                1.0,
-                0.0,
-            )
-            .unwrap(),
-        )
+        .backoff(fixed_backoff(Duration::from_millis(10)))
         .status(hub.clone());
     let mut seq = Sequence::builder("app")
         .service(serve_until_cancelled("db"))
@@ -248,15 +245,7 @@ async fn a_dropped_restarter_reports_itself_stopped() {
     for (service, entries, state) in cases {
         let hub = StatusHub::new(256);
         let mut restarter = Restarter::new(service)
-            .backoff(
-                Backoff::exponential(
-                    Duration::from_secs(3600),
-                    Duration::from_secs(3600),
-                    2.0,
-                    0.0,
-                )
-                .unwrap(),
-            )
+            .backoff(fixed_backoff(Duration::from_secs(3600)))
             .status(hub.clone());
         let mut watch = hub.watch();
         let mut events = hub.subscribe();

@@ -235,17 +235,31 @@ pub(crate) struct Collected {
 #[derive(Debug, Clone)]
 struct MemberRun {
     hosted: Arc<Hosted>,
-    /// The member reports its own end (a restarter), with `end_report`.
-    self_reports: Arc<AtomicBool>,
+    end: EndOnce,
+    /// Where a member that reports its own end (a restarter) reports its attempts'.
     end_report: EndReport,
-    /// See [`Spawned::claim_end`].
-    end_claimed: Arc<AtomicBool>,
 }
 
-impl MemberRun {
-    /// See [`Spawned::claim_end`].
-    fn claim_end(&self) -> bool {
-        !self.end_claimed.swap(true, Ordering::AcqRel)
+/// Reports a member run's end to the hubs once: by its container, or by a container around
+/// that aborts that one first ([`report_below`]), whichever comes first. Not for a run that
+/// reports its own end (a restarter: its [`EndReport`]).
+#[derive(Debug, Clone)]
+struct EndOnce {
+    self_reports: Arc<AtomicBool>,
+    claimed: Arc<AtomicBool>,
+}
+
+impl EndOnce {
+    fn self_reports(&self) -> bool {
+        self.self_reports.load(Ordering::Relaxed)
+    }
+
+    /// Reports the end of member `name` with `reporter`, unless the run reports its own or
+    /// its end was reported already.
+    fn report(&self, reporter: &Reporter, name: &str, failure: Option<&ServiceError>) {
+        if !self.self_reports() && !self.claimed.swap(true, Ordering::AcqRel) {
+            reporter.ended(name, failure);
+        }
     }
 }
 
@@ -636,15 +650,13 @@ pub(crate) struct Spawned {
     pub(crate) group: WaitGroup,
     task: TaskId,
     error: Arc<Mutex<Option<BoxError>>>,
-    pub(crate) self_reports: Arc<AtomicBool>,
     /// See [`EndReport`].
     end_report: EndReport,
     hosted: Arc<Hosted>,
     /// Set once the service's future returned (the run's end is its own report).
     returned: Arc<AtomicBool>,
-    /// Set by whoever reports the run's end to the hubs: its container, or a container
-    /// around that aborts that one first ([`report_below`]). So it is reported once.
-    end_claimed: Arc<AtomicBool>,
+    /// Whether the run reports its own end (a restarter), and whether its end was reported.
+    end: EndOnce,
 }
 
 impl Spawned {
@@ -703,18 +715,14 @@ impl Spawned {
             group,
             task,
             error,
-            self_reports,
             end_report,
             hosted,
             returned,
-            end_claimed: Arc::default(),
+            end: EndOnce {
+                self_reports,
+                claimed: Arc::default(),
+            },
         }
-    }
-
-    /// Whether the caller is the one to report the run's end (no one did yet): see
-    /// `end_claimed`.
-    pub(crate) fn claim_end(&self) -> bool {
-        !self.end_claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Resolves when the run (and everything below it) is done.
@@ -862,19 +870,21 @@ fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>
     (errors, taken_before)
 }
 
-/// Reports the members still running of the containers `below` (which the caller is
-/// aborting, having taken what they collected) to their hubs: each `Failed` with a hung leaf
-/// among `named` at or below it, as its container would have at its own deadline. Without
-/// this, a container aborted before it reported (its task starved, or blocked by code
-/// beside it) left them `running`. A member with no such leaf is left as it is.
-fn report_below<'a>(below: &[Arc<Collected>], named: impl Iterator<Item = &'a ServiceError>) {
-    let mut leaves: Vec<(&str, &ServiceError)> =
-        named.filter_map(|e| Some((e.name()?, e))).collect();
-    if leaves.is_empty() {
-        return;
+/// The hung leaves a container's abort named or took, sorted by path, for finding one at or
+/// below a member's or an attempt's path in O(log n).
+struct Leaves<'a>(Vec<(&'a str, &'a ServiceError)>);
+
+impl<'a> Leaves<'a> {
+    fn new(named: impl Iterator<Item = &'a ServiceError>) -> Self {
+        let mut leaves: Vec<(&str, &ServiceError)> =
+            named.filter_map(|e| Some((e.name()?, e))).collect();
+        leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Leaves(leaves)
     }
-    leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let at_or_below = |path: &str| {
+
+    /// A hung leaf at `path` or below it.
+    fn at_or_below(&self, path: &str) -> Option<&'a ServiceError> {
+        let leaves = &self.0;
         let i = leaves.partition_point(|(n, _)| *n < path);
         if leaves.get(i).is_some_and(|(n, _)| *n == path) {
             return leaves.get(i).map(|(_, e)| *e);
@@ -886,7 +896,18 @@ fn report_below<'a>(below: &[Arc<Collected>], named: impl Iterator<Item = &'a Se
             .get(j)
             .filter(|(n, _)| n.starts_with(&prefix))
             .map(|(_, e)| *e)
-    };
+    }
+}
+
+/// Reports the members still running of the containers `below` (which the caller is
+/// aborting, having taken what they collected) to their hubs: each `Failed` with one of
+/// `leaves` at or below it, as its container would have at its own deadline. Without this,
+/// a container aborted before it reported (its task starved, or blocked by code beside it)
+/// left them `running`. A member with no such leaf is left as it is.
+fn report_below(below: &[Arc<Collected>], leaves: &Leaves<'_>) {
+    if leaves.0.is_empty() {
+        return;
+    }
     for container in below {
         let running: Vec<(usize, MemberRun)> = {
             let state = container.state.lock();
@@ -895,18 +916,16 @@ fn report_below<'a>(below: &[Arc<Collected>], named: impl Iterator<Item = &'a Se
         };
         for (i, member) in running {
             let name = &container.names[i];
-            let Some(leaf) = at_or_below(&member_path(&container.path, name)) else {
+            let Some(leaf) = leaves.at_or_below(&member_path(&container.path, name)) else {
                 continue;
             };
-            if !member.self_reports.load(Ordering::Relaxed) {
-                if member.claim_end() {
-                    container.reporter.ended(name, Some(leaf));
-                }
-            } else {
+            if member.end.self_reports() {
                 // Restarters: their attempts' ends, as the container around reports its own.
                 for end in member.end_report.take_all() {
-                    end.reporter.ended(&end.name, at_or_below(&end.path));
+                    end.reporter.ended(&end.name, leaves.at_or_below(&end.path));
                 }
+            } else {
+                member.end.report(&container.reporter, name, Some(leaf));
             }
         }
     }
@@ -1085,9 +1104,8 @@ impl Drop for Run {
             token.cancel();
         }
         for slot in &self.slots {
-            let Some(run) = &slot.run else { continue };
-            if !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
-                self.reporter.ended(&slot.name, None);
+            if let Some(run) = &slot.run {
+                run.end.report(&self.reporter, &slot.name, None);
             }
         }
     }
@@ -1230,7 +1248,7 @@ impl Run {
         self.slots[i]
             .run
             .as_ref()
-            .is_some_and(|r| r.self_reports.load(Ordering::Relaxed))
+            .is_some_and(|r| r.end.self_reports())
     }
 
     fn report(&self, i: usize, state: ServiceState) {
@@ -1272,9 +1290,8 @@ impl Run {
             i,
             Some(MemberRun {
                 hosted: spawned.hosted.clone(),
-                self_reports: spawned.self_reports.clone(),
+                end: spawned.end.clone(),
                 end_report: spawned.end_report.clone(),
-                end_claimed: spawned.end_claimed.clone(),
             }),
         );
         if self.slots[i].run.replace(spawned).is_none() {
@@ -1331,9 +1348,7 @@ impl Run {
             end => end.failure(&name),
         };
         // The run is gone from the slot: judge self-reporting on the spawned value.
-        if !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
-            self.reporter.ended(&name, failure.as_ref());
-        }
+        run.end.report(&self.reporter, &name, failure.as_ref());
         Some(Event::Ended(i, failure))
     }
 
@@ -1493,32 +1508,23 @@ impl Run {
             // Reported now if something is hung below or was collected; else after the
             // abort, with the member's own end if it returned meanwhile.
             let report_now = !collected.is_empty() || !hung.is_empty();
-            if report_now && !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
-                self.reporter
-                    .ended(&name, collected.first().or(hung.first()));
+            if report_now {
+                let leaf = collected.first().or(hung.first());
+                run.end.report(&self.reporter, &name, leaf);
             }
             // A restarter's attempt in the member cannot report its end once aborted (it
             // would say `Stopped`): reported here with the restarter's reporter (its hubs,
             // its attempt), failed with the first hung leaf at or below the attempt, if any.
-            for end in run.end_report.take_all() {
-                let at_or_below = format!("{}/", end.path);
-                let leaf = collected
-                    .iter()
-                    .flat_map(ServiceError::stop_timeouts)
-                    .chain(&hung)
-                    .find(|e| {
-                        e.name()
-                            .is_some_and(|n| n == &*end.path || n.starts_with(&at_or_below))
-                    });
-                end.reporter.ended(&end.name, leaf);
-            }
-            report_below(
-                &below,
+            let leaves = Leaves::new(
                 collected
                     .iter()
                     .flat_map(ServiceError::stop_timeouts)
                     .chain(&hung),
             );
+            for end in run.end_report.take_all() {
+                end.reporter.ended(&end.name, leaves.at_or_below(&end.path));
+            }
+            report_below(&below, &leaves);
             let leaves: HashSet<String> = hung
                 .iter()
                 .filter_map(|e| e.name().map(str::to_owned))
@@ -1551,8 +1557,9 @@ impl Run {
                 }
                 forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
             }
-            if !reported && !run.self_reports.load(Ordering::Relaxed) && run.claim_end() {
-                self.reporter.ended(&name, own.as_ref().or(since.first()));
+            if !reported {
+                run.end
+                    .report(&self.reporter, &name, own.as_ref().or(since.first()));
             }
             let since = failed_below(&name, since);
             self.errors.extend(own.into_iter().chain(since));
