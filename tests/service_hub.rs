@@ -162,6 +162,18 @@ fn hung(name: &'static str) -> impl Service {
     })
 }
 
+/// Waits until `hub` says every one of `names` is running.
+async fn all_running(hub: &StatusHub, names: &[&str]) {
+    hub.watch()
+        .wait_for(|m| {
+            names
+                .iter()
+                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
+        })
+        .await
+        .unwrap();
+}
+
 /// The events received so far that are not `stopped`, as text.
 fn not_stopped(events: &mut tokio::sync::broadcast::Receiver<StatusEvent>) -> Vec<String> {
     let mut found = Vec::new();
@@ -287,14 +299,7 @@ async fn restarters_side_by_side_or_nested_are_each_reported_failed_at_the_deadl
     let ctx = CancellationToken::new();
     let run = tokio::spawn(top.serve(ctx.clone()));
     let names = ["inner", "two/ra", "two/rb"];
-    hub.watch()
-        .wait_for(|m| {
-            names
-                .iter()
-                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
-        })
-        .await
-        .unwrap();
+    all_running(&hub, &names).await;
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
     let mut hung: Vec<&str> = err
@@ -394,14 +399,7 @@ async fn a_hung_service_under_a_restarter_is_reported_failed_at_the_deadline() {
         .unwrap();
     let ctx = CancellationToken::new();
     let run = tokio::spawn(top.serve(ctx.clone()));
-    hub.watch()
-        .wait_for(|m| {
-            ["plain", "restarted"]
-                .iter()
-                .all(|n| m.get(*n).is_some_and(|e| e.state == ServiceState::Running))
-        })
-        .await
-        .unwrap();
+    all_running(&hub, &["plain", "restarted"]).await;
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
     let mut hung: Vec<String> = err.stop_timeouts().iter().map(|e| e.to_string()).collect();
