@@ -163,7 +163,7 @@ impl ServiceGroup {
             return Box::pin(async move { Err(ServiceError::AlreadyRunning { name }) });
         };
         self.runs = self.runs.saturating_add(1);
-        let place = Place::here(&self.name, false);
+        let (place, hosting) = Place::hosting(&self.name);
         let run = Run::new(
             place,
             self.status.as_ref(),
@@ -173,7 +173,7 @@ impl ServiceGroup {
             true,
             running,
         );
-        Box::pin(run_group(run, ready, self.stop_timeout))
+        Box::pin(hosting.over(run_group(run, ready, self.stop_timeout)))
     }
 }
 

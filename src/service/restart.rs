@@ -401,7 +401,7 @@ impl<S: Service> Service for Restarter<S> {
         let settings = self.settings.clone();
         // Where the restarter runs: inside a container's member run (whose report of this
         // member it takes over), or on its own.
-        let place = Place::here(&settings.name, true);
+        let place = Place::restarter(&settings.name);
         Box::pin(async move {
             supervise(inner, settings, place, ctx, ready)
                 .await

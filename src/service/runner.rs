@@ -45,7 +45,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
 use std::time::Duration;
@@ -176,16 +176,29 @@ impl DeadlineCell {
 /// an `.await` or user code.
 #[derive(Debug, Default)]
 pub(crate) struct Hosted {
-    /// Set when a container (or a `TasksService`, which reports on its return) is built in
-    /// the run: at the deadline the container around waits for its report before aborting
-    /// it. A restarter alone reports nothing to wait for, and does not set it.
-    hosts: AtomicBool,
+    /// How many container runs (or `TasksService` runs, which report on their return) in
+    /// the run are under way, each counted by its [`Hosting`] from the call that made it to
+    /// its return or drop. A restarter alone reports nothing to wait for, and counts none.
+    live: AtomicUsize,
+    /// Set when one of those runs returned a failure, which the member may be carrying up
+    /// to its own return. Not cleared: whether the member let it go is not known.
+    carrying: AtomicBool,
     /// The containers built in the run that are running, and those that ended since the
     /// last was added: ended ones are dropped from it when another is added.
     containers: Mutex<Vec<Arc<Collected>>>,
 }
 
 impl Hosted {
+    /// Whether the container around, at its deadline, waits for the member's report before
+    /// aborting it ([`Run::let_nested_report`]): a container runs in the member run (its
+    /// deadline is the one around at the latest, so it reports and returns then), or one
+    /// returned a failure. A member whose containers all ended otherwise is aborted at once.
+    fn may_report(&self) -> bool {
+        // Acquire, paired with the release in `Hosting`'s drop: a run that returned a
+        // failure and is no longer counted has set `carrying` before.
+        self.live.load(Ordering::Acquire) > 0 || self.carrying.load(Ordering::Relaxed)
+    }
+
     fn add(&self, container: Arc<Collected>) {
         let mut containers = self.containers.lock();
         containers.retain(|c| !c.state.lock().ended);
@@ -422,17 +435,57 @@ pub(crate) struct Place {
     pub(crate) hosted: Option<Arc<Hosted>>,
 }
 
+/// One container run (or `TasksService` run) counted as under way in the member run it is
+/// in ([`Hosted::live`]), from the call that made its future until that future returns or
+/// is dropped; a failure it returns is marked as carried ([`Hosted::carrying`]). Empty for
+/// a run at a root.
+#[derive(Debug)]
+pub(crate) struct Hosting(Option<Arc<Hosted>>);
+
+impl Hosting {
+    /// Runs `run`, the hosted run's future, counted until it returns or is dropped.
+    pub(crate) async fn over<T, E>(self, run: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let result = run.await;
+        if let (Err(_), Some(hosted)) = (&result, &self.0) {
+            hosted.carrying.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Drop for Hosting {
+    fn drop(&mut self) {
+        if let Some(hosted) = &self.0 {
+            hosted.live.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
 impl Place {
+    /// The place of a container (or `TasksService`) named `name` whose run is being made
+    /// now, and that run's count in the member run it is in: a container reports its hung
+    /// leaves before its deadline's abort, so the container around waits for it
+    /// ([`Hosted`]). Run the future under [`Hosting::over`].
+    pub(crate) fn hosting(name: &str) -> (Place, Hosting) {
+        let place = Place::here(name, false);
+        let hosted = place.hosted.clone();
+        if let Some(hosted) = &hosted {
+            hosted.live.fetch_add(1, Ordering::Relaxed);
+        }
+        (place, Hosting(hosted))
+    }
+
+    /// The place of a restarter named `name` being made now; it hosts nothing by itself (its
+    /// attempts' runs may host a container, which counts itself).
+    pub(crate) fn restarter(name: &str) -> Place {
+        Place::here(name, true)
+    }
+
     /// The place of a container named `name` being built now: inside the member run whose
     /// scope is current, or a root of its own.
-    pub(crate) fn here(name: &str, self_reports: bool) -> Place {
+    fn here(name: &str, self_reports: bool) -> Place {
         match SCOPE.try_with(Clone::clone) {
             Ok(scope) => {
-                // A container reports its hung leaves before its deadline's abort; a
-                // restarter does not by itself (its attempts' runs may host one).
-                if !self_reports {
-                    scope.hosted.hosts.store(true, Ordering::Relaxed);
-                }
                 // Only a place that is the member (the same name) takes over its reports: one
                 // run inside a member of another name (`api` running a restarter of `worker`)
                 // leaves `api` to the container around, and reports below it.
@@ -1432,9 +1485,11 @@ impl Run {
 
     /// At the deadline, before aborting: members that host a container (whose deadline is
     /// this one at the latest) are given up to [`REPORT_WINDOW`] to report their hung leaves
-    /// and return, so that their report is not lost with their abort.
+    /// and return, so that their report is not lost with their abort; so are members one of
+    /// whose containers returned a failure ([`Hosted::may_report`]). A member whose
+    /// containers all ended otherwise (returned `Ok`, or dropped) is aborted at once.
     ///
-    /// The members waited for are those hosting a container now, at the deadline: one that
+    /// The members waited for are those that may report now, at the deadline: one that
     /// starts hosting later (its container already past its deadline) is aborted with the
     /// rest, and its hung leaves are named by [`abort`](Self::abort)'s walk. A member that
     /// returns is dropped from the end of that list, so each event costs O(1) amortised, not
@@ -1447,7 +1502,7 @@ impl Run {
                 self.slots[i]
                     .run
                     .as_ref()
-                    .is_some_and(|r| r.hosted.hosts.load(Ordering::Relaxed))
+                    .is_some_and(|r| r.hosted.may_report())
             })
             .collect();
         let until = deadline_after(REPORT_WINDOW);

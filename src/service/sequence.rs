@@ -163,7 +163,7 @@ impl Sequence {
             return Box::pin(async move { Err(ServiceError::AlreadyRunning { name }) });
         };
         self.runs = self.runs.saturating_add(1);
-        let place = Place::here(&self.name, false);
+        let (place, hosting) = Place::hosting(&self.name);
         let timeouts = self
             .members
             .iter()
@@ -183,7 +183,7 @@ impl Sequence {
             false,
             running,
         );
-        Box::pin(run_sequence(run, timeouts, ready))
+        Box::pin(hosting.over(run_sequence(run, timeouts, ready)))
     }
 }
 

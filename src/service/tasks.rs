@@ -88,11 +88,11 @@ impl Service for TasksService {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let wg = self.wg.clone();
         let mut grace = self.grace;
-        let place = Place::here(&self.name, false);
+        let (place, hosting) = Place::hosting(&self.name);
         // Below the member's group while it runs, so the container's reports cover it. A
         // link the core refuses (a cycle) only loses that.
         let linked = place.scope_group().is_some_and(|g| g.link(&wg).is_ok());
-        Box::pin(async move {
+        Box::pin(hosting.over(async move {
             ready.ready();
             tokio::select! {
                 () = ctx.cancelled() => {}
@@ -112,7 +112,7 @@ impl Service for TasksService {
             } else {
                 Err(Box::new(UncleanShutdown { report }) as BoxError)
             }
-        })
+        }))
     }
 }
 
