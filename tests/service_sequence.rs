@@ -460,3 +460,61 @@ fn settings_are_validated() {
         }
     );
 }
+
+/// A sequence under a group whose deadline passes while the sequence waits for its last
+/// service to stop: the services whose turn comes after the deadline are aborted at once,
+/// and their error says they had no time to stop (before: "did not stop within 0ns").
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_turn_to_stop_comes_after_the_deadline_had_no_time_to_stop() {
+    let t0 = Instant::now();
+    let log = Log::default();
+    let seq = Sequence::builder("seq")
+        .service(server("db", 10, 10, &log, t0))
+        .service(server("http", 10, 3_600_000, &log, t0))
+        .build()
+        .unwrap();
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(500))
+        .service(seq)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert_eq!(t0.elapsed(), Duration::from_millis(1_500), "{err:#}");
+    let mut timeouts: Vec<(String, Duration, String)> = err
+        .stop_timeouts()
+        .iter()
+        .map(|e| match e {
+            ServiceError::StopTimeout { name, timeout, .. } => {
+                (name.clone(), *timeout, e.to_string())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    timeouts.sort();
+    let [(db, db_timeout, db_text), (http, http_timeout, http_text)] = &timeouts[..] else {
+        panic!("{err:#}");
+    };
+    assert_eq!((db.as_str(), *db_timeout), ("top/seq/db", Duration::ZERO));
+    assert!(
+        db_text.starts_with(
+            "top/seq/db: had no time to stop (its stop began at a deadline around it), \
+             aborted (added at "
+        ),
+        "{db_text}"
+    );
+    assert_eq!(
+        (http.as_str(), *http_timeout),
+        ("top/seq/http", Duration::from_millis(500))
+    );
+    assert!(
+        http_text.starts_with("top/seq/http: did not stop within 500ms, aborted"),
+        "{http_text}"
+    );
+    // `db` was cancelled, but never got to run its stop.
+    assert!(names(&log).contains(&"stopping http".to_owned()));
+    assert!(!names(&log).contains(&"stopped db".to_owned()), "{log:?}");
+}

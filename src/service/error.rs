@@ -84,7 +84,9 @@ pub enum ServiceError {
         /// apart).
         name: String,
         /// The stop timeout that elapsed: the container's own, or, when a container around
-        /// it stopped it sooner, the time its stop had, to the millisecond.
+        /// it stopped it sooner, the time its stop had, to the millisecond. Zero when its
+        /// stop began as that deadline passed (a [`Sequence`](super::Sequence)'s service
+        /// whose turn to stop came after it): the text then says it had no time to stop.
         timeout: Duration,
         /// Where the service was added to its container (or, for a task the service layer
         /// did not add, where the core spawned it).
@@ -339,6 +341,13 @@ impl ServiceError {
                     f.write_str("exited early (returned Ok before it was stopped)")?
                 }
                 Self::StartTimeout { timeout, .. } => write!(f, "not ready within {timeout:?}")?,
+                Self::StopTimeout {
+                    timeout, site, age, ..
+                } if timeout.is_zero() => write!(
+                    f,
+                    "had no time to stop (its stop began at a deadline around it), aborted \
+                     (added at {site}, ran {age:?})"
+                )?,
                 Self::StopTimeout {
                     timeout, site, age, ..
                 } => write!(

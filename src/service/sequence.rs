@@ -38,7 +38,9 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 ///   token, and waits for each under its own *stop timeout* before the next; one that does
 ///   not stop in time (or by the deadline of a container around the sequence, whichever
 ///   comes first) has every hung leaf below it reported as a
-///   [`StopTimeout`](ServiceError::StopTimeout) with its path, then is aborted.
+///   [`StopTimeout`](ServiceError::StopTimeout) with its path, then is aborted. Once the
+///   deadline around has passed, the services still to stop are cancelled and aborted at
+///   once, each reported with a zero timeout ("had no time to stop").
 ///
 /// Each member run is a `go()` task of the core, as in a [`ServiceGroup`](super::ServiceGroup), sharing the
 /// same runner: the same judging of ends, readiness and stop reports.
