@@ -80,8 +80,7 @@ pub enum ServiceError {
     /// (`"top/nested/db"`), however deep, with where it was added and how long it ran.
     StopTimeout {
         /// The service's path: the names of the containers around it and its own, joined
-        /// by `/` (a name that holds a `/` reads as two: `site` tells two such services
-        /// apart).
+        /// by `/` (a member's name holds none: [`ConfigError::InvalidName`]).
         name: String,
         /// The stop timeout that elapsed: the container's own, or, when a container around
         /// it stopped it sooner, the time its stop had, to the millisecond. Zero when its
@@ -748,6 +747,17 @@ pub enum ConfigError {
         /// The group's name.
         group: String,
         /// The repeated name.
+        name: String,
+    },
+    /// A service's name is empty or holds a `/`: inside a container, a service is named by
+    /// its path, the names of the containers around it and its own joined by `/`
+    /// (`"top/api/db"`), in reports, errors and status; such a name would make two services
+    /// one path (`"top"`'s `"a/b"` and `"top/a"`'s `"b"`), or a path that names no one.
+    #[error("{group}: service name {name:?} is empty or holds a '/', which separates the names in a service's path")]
+    InvalidName {
+        /// The group's name.
+        group: String,
+        /// The name given.
         name: String,
     },
     /// A duration setting is zero.

@@ -254,6 +254,7 @@ impl ServiceGroupBuilder {
     /// # Errors
     ///
     /// [`ConfigError::DuplicateName`] if two members share a name,
+    /// [`ConfigError::InvalidName`] if a name is empty or holds a `/`,
     /// [`ConfigError::ZeroDuration`] if the stop timeout is zero.
     pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         check_names(&self.group.name, &self.group.members)?;

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
-    check_duration, deadline_after, drop_service_later, member_path, when_ready, AbortOnDrop,
-    AttemptEnd, End, EndCell, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    check_duration, check_name, deadline_after, drop_service_later, member_path, when_ready,
+    AbortOnDrop, AttemptEnd, End, EndCell, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Reporter, ServiceState, StatusHub};
@@ -804,11 +804,13 @@ impl SupervisorBuilder {
     /// # Errors
     ///
     /// [`ConfigError::NoServices`], [`ConfigError::DuplicateName`],
+    /// [`ConfigError::InvalidName`] (a service's name empty or holding a `/`),
     /// [`ConfigError::ZeroDuration`].
     pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         // Check names before reporting anything to the hub.
         let mut seen = std::collections::HashSet::new();
         for s in &self.services {
+            check_name(&self.name, s.name())?;
             if !seen.insert(s.name()) {
                 return Err(ConfigError::DuplicateName {
                     group: self.name.clone(),

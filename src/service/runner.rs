@@ -399,8 +399,8 @@ pub(crate) struct AttemptEnd {
 /// The user's creation site (where the member was added) of each member, by the container's
 /// path, then the member's name: a member's task is named for the member in a group named
 /// for the container, so a report's task finds its site by its group's name and its own,
-/// not by the two joined (a name that holds a `/` would make two members one path:
-/// `"top/a"`'s `"b"` and `"top"`'s `"a/b"`).
+/// not by the two joined (which a root container's name holding a `/` could make
+/// ambiguous: members' names hold none, [`check_name`]).
 pub(crate) type Sites = Arc<Mutex<SitesByContainer>>;
 
 /// The sites of [`Sites`]: container path, then member name.
@@ -640,12 +640,26 @@ impl Member {
 pub(crate) fn check_names(group: &str, members: &[Member]) -> Result<(), ConfigError> {
     let mut seen = HashSet::new();
     for m in members {
+        check_name(group, &m.name)?;
         if !seen.insert(m.name.as_str()) {
             return Err(ConfigError::DuplicateName {
                 group: group.to_owned(),
                 name: m.name.clone(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Rejects a member's name that is empty or holds a `/`, the separator of paths (see
+/// [`ConfigError::InvalidName`]). A root container's own name is not a member's: it may hold
+/// one, as it only prefixes the paths below it.
+pub(crate) fn check_name(group: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(ConfigError::InvalidName {
+            group: group.to_owned(),
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }

@@ -256,6 +256,7 @@ impl SequenceBuilder {
     /// # Errors
     ///
     /// [`ConfigError::DuplicateName`] if two services share a name,
+    /// [`ConfigError::InvalidName`] if a name is empty or holds a `/`,
     /// [`ConfigError::ZeroDuration`] if a timeout is zero.
     pub fn build(self) -> Result<Sequence, ConfigError> {
         check_names(&self.seq.name, &self.seq.members)?;
