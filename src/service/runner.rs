@@ -880,31 +880,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Aborts every task below `root` at once, deepest groups first.
+/// Aborts every task below `root` at once, and waits for the aborts (at most `root`'s abort
+/// timeout, all together): one forced stop of the tree, as a second signal makes
+/// ([`drain::force`](crate::drain::force)), which walks it once. A shielded section is
+/// aborted too: the container's deadline has passed.
 ///
-/// One `shutdown(ZERO)` of `root` would abort `root`'s own tasks at once but give each group
-/// below, reached after the (zero) deadline, three quarters of its share of the forced phase
-/// to stop by itself first: hung leaves would outlive the container's deadline by up to
-/// 750 ms. Shutting down the deepest groups first makes each the root of its own call,
-/// aborted at once. The walk is iterative (`linked()` level by level).
+/// Not a `shutdown(ZERO)` of `root`: that gives each group below, reached after the (zero)
+/// deadline, three quarters of its share of the forced phase to stop by itself first, so
+/// hung leaves would outlive the container's deadline by up to 750 ms. Nor one per group,
+/// deepest first (as before): each walks the groups below it again, quadratic in the
+/// depth, and nested containers each abort what is below them (a chain of 2,000 nested
+/// groups with a hung leaf took 56 s to stop, against its 1 s stop timeout).
 pub(crate) async fn abort_tree(root: &WaitGroup) {
     root.cancel();
-    let mut order = vec![root.clone()];
-    let mut seen = HashSet::new();
-    seen.insert(root.id());
-    let mut next = 0;
-    while next < order.len() {
-        let below = order[next].linked();
-        next += 1;
-        for g in below {
-            if seen.insert(g.id()) {
-                order.push(g);
-            }
-        }
-    }
-    for g in order.iter().rev() {
-        let _ = g.shutdown(Duration::ZERO).await;
-    }
+    let _ = crate::drain::force(root, crate::CancelReason::Shutdown).await;
 }
 
 /// The path of member `name` of the container at `container` (`""` at a root): the path of
@@ -1670,9 +1659,33 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 
 #[cfg(test)]
 mod tests {
-    use super::{given, has_paths_below};
+    use super::{abort_tree, given, has_paths_below};
+    use crate::WaitGroup;
     use std::time::Duration;
     use tokio::time::Instant;
+
+    /// Aborting a tree is linear in its groups: a chain of 10,000 groups, each with a task
+    /// that ignores cancellation, is stopped at once, every task aborted, well within 20 s
+    /// in a debug build (0.17 s here). One `shutdown(ZERO)` per group, deepest first, as
+    /// before, walked the groups below each again: 136 s for this chain.
+    #[tokio::test]
+    #[cfg_attr(miri, ignore = "10,000 groups: too slow under Miri")]
+    async fn aborting_a_deep_chain_is_linear() {
+        let root = WaitGroup::new();
+        let mut groups = vec![root.clone()];
+        for _ in 0..10_000 {
+            let group = groups.last().unwrap().child();
+            group.go(|_| std::future::pending::<()>());
+            groups.push(group);
+        }
+        tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
+        abort_tree(&root).await;
+        let took = started.elapsed();
+        assert!(groups.iter().all(WaitGroup::is_empty));
+        assert!(groups.iter().all(WaitGroup::is_closed));
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
 
     /// A stop reports its own timeout unless the container around cut it short; then the
     /// time it had, to the nearest millisecond, never more than its own.
