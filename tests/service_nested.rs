@@ -632,3 +632,56 @@ async fn a_shielded_section_below_a_member_ends_at_the_containers_deadline() {
     );
     assert!(wg.is_empty(), "{:?}", wg.pending());
 }
+
+/// A nested group whose member, once the group returned, blocks its thread for `ms` before
+/// it returns the group's result (a synchronous flush, say).
+struct ReturnsSlowly(ServiceGroup, u64);
+
+impl Service for ReturnsSlowly {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn run(
+        &mut self,
+        ctx: CancellationToken,
+        ready: Ready,
+    ) -> futures::future::BoxFuture<'static, Result<(), taskgroup::service::BoxError>> {
+        let run = self.0.run(ctx, ready);
+        let ms = self.1;
+        Box::pin(async move {
+            let result = run.await;
+            std::thread::sleep(Duration::from_millis(ms));
+            result
+        })
+    }
+}
+
+/// A hung leaf 100 groups deep, each of whose members takes 3 ms to return once its group
+/// has: the reports take about 300 ms to come up the chain, longer than the 100 ms report
+/// window each container gives its member at the deadline. As long as they keep coming,
+/// the window is extended: the leaf is named, not a container on the way that had not
+/// returned yet when the window ran out.
+///
+/// Real time, bounds generous; four workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_that_keep_coming_up_a_deep_chain_are_waited_for() {
+    let mut member: Box<dyn Service> = Box::new(hung("leaf"));
+    let mut path = String::from("leaf");
+    for level in 0..100 {
+        let name = format!("g{level}");
+        let group = ServiceGroup::builder(name.clone())
+            .service(member)
+            .build()
+            .unwrap();
+        member = Box::new(ReturnsSlowly(group, 3));
+        path = format!("{name}/{path}");
+    }
+    let (hub, ctx, serve) = serve_in_top(member);
+    running(&hub, &path).await;
+    let cancelled = std::time::Instant::now();
+    let err = stop_top(ctx, serve).await;
+    let took = cancelled.elapsed();
+    assert_eq!(hung_paths(&err), [format!("top/{path}")], "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -477,7 +477,7 @@ async fn supervise(
         // Stop reports name the user's site of a hung attempt: the member's, as the
         // restarter was not added to a container itself.
         if let Some(site) = place.member_site {
-            let mut sites = place.sites.lock();
+            let mut sites = place.tree.sites.lock();
             let members = sites.entry(place.path.to_string()).or_default();
             members.entry(s.name.clone()).or_insert(site);
         }
@@ -512,7 +512,7 @@ async fn supervise(
             token,
             rep.inherit(&s.name),
             deadline.clone(),
-            place.sites.clone(),
+            place.tree.clone(),
             place.hosted.clone(),
             place.end_report.clone(),
             {

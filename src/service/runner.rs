@@ -45,7 +45,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
 use std::time::Duration;
@@ -70,6 +70,11 @@ pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a container waits, at its deadline, for the containers nested in its members
 /// to report (they reach the same deadline at the latest, and abort at once).
 const REPORT_WINDOW: Duration = Duration::from_millis(100);
+
+/// How long a container waits for those reports in all: a window is followed by another
+/// while member runs keep ending in the tree (the reports are coming up a deep nesting),
+/// up to this.
+const REPORT_LIMIT: Duration = Duration::from_secs(1);
 
 /// About thirty years: what `Duration::MAX` ("no limit") becomes as a deadline.
 const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
@@ -110,8 +115,8 @@ pub(crate) struct Scope {
     /// The containers built in the member's run, or in an attempt of a restarter run there
     /// (its attempts share this): see [`Hosted`].
     hosted: Arc<Hosted>,
-    /// User creation sites by path, shared by the whole tree, for stop reports.
-    sites: Sites,
+    /// What the whole tree shares: sites for stop reports, and its count of ended runs.
+    tree: Tree,
 }
 
 /// The stop deadline of one member run, shared with what is nested in it.
@@ -396,14 +401,25 @@ pub(crate) struct AttemptEnd {
     pub(crate) path: Arc<str>,
 }
 
-/// The user's creation site (where the member was added) of each member, by the container's
-/// path, then the member's name: a member's task is named for the member in a group named
-/// for the container, so a report's task finds its site by its group's name and its own,
-/// not by the two joined (which a root container's name holding a `/` could make
-/// ambiguous: members' names hold none, [`check_name`]).
-pub(crate) type Sites = Arc<Mutex<SitesByContainer>>;
+/// What every container and member run in the tree of one root container shares.
+#[derive(Debug, Default)]
+pub(crate) struct TreeShared {
+    /// The user's creation site (where the member was added) of each member, by the
+    /// container's path, then the member's name: a member's task is named for the member in
+    /// a group named for the container, so a report's task finds its site by its group's
+    /// name and its own, not by the two joined (which a root container's name holding a `/`
+    /// could make ambiguous: members' names hold none, [`check_name`]).
+    pub(crate) sites: Mutex<SitesByContainer>,
+    /// How many member runs have ended anywhere in the tree: while it grows, the reports of
+    /// nested containers are still coming up, and a container waiting for them at its
+    /// deadline waits on ([`Run::let_nested_report`]).
+    ended: AtomicU64,
+}
 
-/// The sites of [`Sites`]: container path, then member name.
+/// The [`TreeShared`] of a tree.
+pub(crate) type Tree = Arc<TreeShared>;
+
+/// The sites of [`TreeShared`]: container path, then member name.
 type SitesByContainer = HashMap<String, HashMap<String, &'static Location<'static>>>;
 
 /// Where a container (or restarter) runs: its group, path, inherited hub and deadline.
@@ -416,7 +432,7 @@ pub(crate) struct Place {
     pub(crate) path: Arc<str>,
     pub(crate) hub: Option<(StatusHub, String)>,
     pub(crate) parent_deadline: Option<DeadlineCell>,
-    pub(crate) sites: Sites,
+    pub(crate) tree: Tree,
     /// For a place that reports its own status, inside a container: see [`EndReport`].
     pub(crate) end_report: Option<EndReport>,
     /// Whether the place is the member run it is in (a restarter added as the member: it
@@ -494,6 +510,7 @@ impl Place {
                     scope.self_reports.store(true, Ordering::Relaxed);
                 }
                 let member_site = scope
+                    .tree
                     .sites
                     .lock()
                     .get(&*scope.container)
@@ -505,7 +522,7 @@ impl Place {
                     path: scope.path,
                     hub: scope.hub,
                     parent_deadline: Some(scope.deadline),
-                    sites: scope.sites,
+                    tree: scope.tree,
                     end_report: self_reports.then_some(scope.end_report),
                     is_member,
                     container: scope.container,
@@ -519,7 +536,7 @@ impl Place {
                 path: name.into(),
                 hub: None,
                 parent_deadline: None,
-                sites: Sites::default(),
+                tree: Tree::default(),
                 end_report: None,
                 is_member: true,
                 container: "".into(),
@@ -741,7 +758,7 @@ impl Spawned {
         token: CancellationToken,
         hub: Option<(StatusHub, String)>,
         deadline: DeadlineCell,
-        sites: Sites,
+        tree: Tree,
         hosted: Option<Arc<Hosted>>,
         end_report: Option<EndReport>,
         on_start: impl FnOnce() + Send + 'static,
@@ -763,7 +780,7 @@ impl Spawned {
             self_reports: self_reports.clone(),
             end_report: end_report.clone(),
             hosted: hosted.clone(),
-            sites,
+            tree,
         };
         let slot = error.clone();
         let on_return = returned.clone();
@@ -1020,7 +1037,7 @@ fn task_path(info: &TaskInfo) -> String {
 pub(crate) fn hung_leaves<'a>(
     tasks: impl IntoIterator<Item = &'a TaskInfo>,
     timeout: Duration,
-    sites: &Sites,
+    tree: &Tree,
 ) -> Vec<ServiceError> {
     let mut seen = HashSet::new();
     let listed: Vec<(String, &TaskInfo)> = tasks
@@ -1029,7 +1046,7 @@ pub(crate) fn hung_leaves<'a>(
         .filter(|(p, _)| seen.insert(p.clone()))
         .collect();
     let inner = has_paths_below(listed.iter().map(|(path, _)| path.as_str()));
-    let sites = sites.lock();
+    let sites = tree.sites.lock();
     listed
         .iter()
         .zip(inner)
@@ -1208,7 +1225,7 @@ impl Run {
             })
             .collect();
         {
-            let mut sites = place.sites.lock();
+            let mut sites = place.tree.sites.lock();
             let sites = sites.entry(place.path.to_string()).or_default();
             for m in members {
                 sites.insert(m.name.clone(), m.site);
@@ -1325,7 +1342,7 @@ impl Run {
             self.tokens[i].clone(),
             self.reporter.inherit(&self.slots[i].name),
             self.deadlines[i].clone(),
-            self.place.sites.clone(),
+            self.place.tree.clone(),
             None,
             None,
             {
@@ -1388,6 +1405,7 @@ impl Run {
     }
 
     fn ended(&mut self, i: usize) -> Option<Event> {
+        self.place.tree.ended.fetch_add(1, Ordering::Relaxed);
         let run = self.take_run(i)?;
         let end = run.end();
         let stopping = self.slots[i].stopping || self.is_cancelled();
@@ -1492,6 +1510,13 @@ impl Run {
     /// whose containers returned a failure ([`Hosted::may_report`]). A member whose
     /// containers all ended otherwise (returned `Ok`, or dropped) is aborted at once.
     ///
+    /// A window is followed by another as long as member runs ended somewhere in the tree
+    /// during it ([`TreeShared::ended`]), up to [`REPORT_LIMIT`] in all: in a deep nesting
+    /// each level reports once the one inside it has, and the reports of thousands of levels
+    /// take longer than one window to come up. Given up on earlier, the member would be
+    /// aborted with its report on the way, and the containers not yet returned named as its
+    /// hung leaves instead of the leaf that hung.
+    ///
     /// The members waited for are those that may report now, at the deadline: one that
     /// starts hosting later (its container already past its deadline) is aborted with the
     /// rest, and its hung leaves are named by [`abort`](Self::abort)'s walk. A member that
@@ -1508,7 +1533,9 @@ impl Run {
                     .is_some_and(|r| r.hosted.may_report())
             })
             .collect();
-        let until = deadline_after(REPORT_WINDOW);
+        let waited = Instant::now();
+        let mut until = deadline_after(REPORT_WINDOW);
+        let mut ended = self.place.tree.ended.load(Ordering::Relaxed);
         loop {
             while hosting.last().is_some_and(|&i| !self.is_running(i)) {
                 hosting.pop();
@@ -1518,7 +1545,17 @@ impl Run {
             }
             match self.next(Some(until)).await {
                 Event::Ended(_, Some(e)) => self.errors.push(e),
-                Event::Timeout => return,
+                Event::Timeout => {
+                    // Runs ended in the tree since the window began: the reports are still
+                    // coming up (a deep nesting, each level a little slow to return). One
+                    // more window, within the limit.
+                    let now = self.place.tree.ended.load(Ordering::Relaxed);
+                    if now == ended || waited.elapsed() >= REPORT_LIMIT {
+                        return;
+                    }
+                    ended = now;
+                    until = deadline_after(REPORT_WINDOW).min(waited + REPORT_LIMIT);
+                }
                 _ => {}
             }
         }
@@ -1558,7 +1595,7 @@ impl Run {
             let mut hung = hung_leaves(
                 pending.iter().filter(|t| !hosts.contains(&t.group_id())),
                 timeout,
-                &self.place.sites,
+                &self.place.tree,
             );
             hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
             drop(named);
