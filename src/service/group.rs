@@ -33,7 +33,11 @@ use super::status::StatusHub;
 ///   the cancellation, and never later than the deadline of a container around this one);
 ///   at the deadline every hung *leaf* below the members still running, at any depth, is
 ///   reported as a [`StopTimeout`](ServiceError::StopTimeout) named by its path
-///   (`"app/backend/db"`), with where it was added and its age, and only then aborted;
+///   (`"app/backend/db"`), with where it was added and its age, and only then aborted. A
+///   member running a nested container (or a [`TasksService`](super::TasksService)) is
+///   given up to 100 ms past the deadline for that container's report to come up, and more,
+///   up to 1 s in all, while reports keep coming up a deep nesting; one whose containers
+///   have all returned `Ok` is aborted at the deadline;
 /// - a member added with [`ServiceGroupBuilder::ending`] ends the group when it returns, `Ok` or
 ///   not (oklog/run's actors): the others are stopped cleanly and the result is that
 ///   member's (or, if it returned `Ok`, the failures of the others while stopping);
