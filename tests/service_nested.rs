@@ -657,9 +657,9 @@ impl Service for ReturnsSlowly {
     }
 }
 
-/// A hung leaf 100 groups deep, each of whose members takes 3 ms to return once its group
-/// has: the reports take about 300 ms to come up the chain, longer than the 100 ms report
-/// window each container gives its member at the deadline. As long as they keep coming,
+/// A hung leaf 40 groups deep, each of whose members takes 5 ms to return once its group
+/// has: the reports take about 200 ms to come up the chain, longer than the 100 ms report
+/// window each container gives its member at the deadline (and well within the 1 s limit). As long as they keep coming,
 /// the window is extended: the leaf is named, not a container on the way that had not
 /// returned yet when the window ran out.
 ///
@@ -668,13 +668,13 @@ impl Service for ReturnsSlowly {
 async fn reports_that_keep_coming_up_a_deep_chain_are_waited_for() {
     let mut member: Box<dyn Service> = Box::new(hung("leaf"));
     let mut path = String::from("leaf");
-    for level in 0..100 {
+    for level in 0..40 {
         let name = format!("g{level}");
         let group = ServiceGroup::builder(name.clone())
             .service(member)
             .build()
             .unwrap();
-        member = Box::new(ReturnsSlowly(group, 3));
+        member = Box::new(ReturnsSlowly(group, 5));
         path = format!("{name}/{path}");
     }
     let (hub, ctx, serve) = serve_in_top(member);
