@@ -690,22 +690,14 @@ async fn reports_that_keep_coming_up_a_deep_chain_are_waited_for() {
 /// around): the container around aborts its member at the deadline, and the restarters,
 /// dropped in that abort's wake, do not each walk and abort again the groups below them.
 /// (They did, quadratic in the depth: 1,000 restarters took 1.51 s for a 1 s stop in a
-/// release build.) Real time, bounds generous.
+/// release build.) Real time, bound generous: `top`'s stop timeout is 200 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_restarters_dropped_by_an_abort_do_not_repeat_it() {
     let mut member: Box<dyn Service> = Box::new(hung("leaf"));
     for _ in 0..2_000 {
         member = Box::new(Restarter::new(member));
     }
-    let hub = StatusHub::new(64);
-    let mut top = ServiceGroup::builder("top")
-        .status(hub.clone())
-        .stop_timeout(Duration::from_secs(1))
-        .service(member)
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let serve = tokio::spawn(top.serve(ctx.clone()));
+    let (hub, ctx, serve) = serve_in_top(member);
     running(&hub, "leaf").await;
     let cancelled = std::time::Instant::now();
     let err = stop_top(ctx, serve).await;
