@@ -612,8 +612,10 @@ async fn a_member_whose_group_ended_is_waited_for_only_while_it_may_carry_a_repo
 /// A task in a shielded section, in a group a member runs, is aborted with the rest of the
 /// member's tree when the container around gives up on the member: at its deadline plus
 /// the report window it gives a member that reports on its return (a `TasksService`),
-/// 300 ms for this 200 ms stop. The task is named. (Before, the abort, one shutdown per
-/// group, let the shield hold it up to three quarters of the abort timeout more: 950 ms.)
+/// 300 ms for this 200 ms stop. The task is named, and the `TasksService` is not beside it
+/// (`top/tasks`: it was, its own task's path no prefix of the user group's `jobs/flush`).
+/// (Before, the abort, one shutdown per group, let the shield hold it up to three quarters
+/// of the abort timeout more: 950 ms.)
 #[tokio::test(start_paused = true)]
 async fn a_shielded_section_below_a_member_ends_at_the_containers_deadline() {
     let wg = WaitGroup::builder().name("jobs").build();
@@ -626,10 +628,7 @@ async fn a_shielded_section_below_a_member_ends_at_the_containers_deadline() {
     let cancelled = Instant::now();
     let err = stop_top(ctx, serve).await;
     assert_eq!(cancelled.elapsed(), Duration::from_millis(300), "{err:#}");
-    assert!(
-        hung_paths(&err).contains(&"jobs/flush".to_owned()),
-        "{err:#}"
-    );
+    assert_eq!(hung_paths(&err), ["jobs/flush"], "{err:#}");
     assert!(wg.is_empty(), "{:?}", wg.pending());
 }
 

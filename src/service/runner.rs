@@ -1605,6 +1605,17 @@ impl Run {
             hung.retain(|e| e.name().map_or(true, |n| !named.contains(n)));
             drop(named);
             let name = self.slots[i].name.clone();
+            // A member whose run is inside a container or `TasksService` run still under way
+            // is a host, not a leaf, when something below it is named. A `TasksService`'s
+            // tasks are in the user's group, linked below the member's but named apart
+            // (`jobs/flush`), so its own task's path is no prefix of theirs.
+            if run.hosted.live.load(Ordering::Acquire) > 0 {
+                let own = member_path(&self.place.path, &name);
+                let is_own = |e: &ServiceError| e.name() == Some(&*own);
+                if !collected.is_empty() || hung.iter().any(|e| !is_own(e)) {
+                    hung.retain(|e| !is_own(e));
+                }
+            }
             // Reported now if something is hung below or was collected; else after the
             // abort, with the member's own end if it returned meanwhile.
             let report_now = !collected.is_empty() || !hung.is_empty();
