@@ -253,6 +253,12 @@ impl StatusHub {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// The hub's identity, equal for clones: for keys while the hub lives (a key compared
+    /// after the hub was dropped could match a later one at the same address).
+    pub(crate) fn identity(&self) -> *const () {
+        Arc::as_ptr(&self.inner).cast()
+    }
+
     /// Reports a transition. Never waits: with no listener the event only updates the
     /// snapshot, and no listener can hold a lock this takes.
     pub fn report(
@@ -430,12 +436,14 @@ impl Reporter {
             .map(|(hub, prefix)| (hub.clone(), format!("{prefix}{member}")))
     }
 
-    /// Whether `other` reports to the same hub entries (the same hubs, with the same prefixes),
-    /// whatever the attempt.
-    pub(crate) fn same_entries(&self, other: &Reporter) -> bool {
-        self.hubs.len() == other.hubs.len()
-            && (self.hubs.iter().zip(&other.hubs))
-                .all(|((a, prefix), (b, other_prefix))| a.same(b) && prefix == other_prefix)
+    /// The hub entries `name` is reported to, whatever the attempt: each hub (by identity)
+    /// with the entry's key. Two reporters with equal entries for a name report it to the
+    /// same places.
+    pub(crate) fn entries(&self, name: &str) -> Vec<(*const (), String)> {
+        self.hubs
+            .iter()
+            .map(|(hub, prefix)| (hub.identity(), format!("{prefix}{name}")))
+            .collect()
     }
 
     /// The same reporter for another attempt.
