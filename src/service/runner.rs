@@ -199,9 +199,14 @@ impl Hosted {
     /// deadline is the one around at the latest, so it reports and returns then), or one
     /// returned a failure. A member whose containers all ended otherwise is aborted at once.
     fn may_report(&self) -> bool {
-        // Acquire, paired with the release in `Hosting`'s drop: a run that returned a
-        // failure and is no longer counted has set `carrying` before.
-        self.live.load(Ordering::Acquire) > 0 || self.carrying.load(Ordering::Relaxed)
+        // Acquire in `hosts_a_run`, paired with the release in `Hosting`'s drop: a run that
+        // returned a failure and is no longer counted has set `carrying` before.
+        self.hosts_a_run() || self.carrying.load(Ordering::Relaxed)
+    }
+
+    /// Whether a container or `TasksService` run is under way in the member run.
+    fn hosts_a_run(&self) -> bool {
+        self.live.load(Ordering::Acquire) > 0
     }
 
     fn add(&self, container: Arc<Collected>) {
@@ -1619,7 +1624,7 @@ impl Run {
             // is a host, not a leaf, when something below it is named. A `TasksService`'s
             // tasks are in the user's group, linked below the member's but named apart
             // (`jobs/flush`), so its own task's path is no prefix of theirs.
-            if run.hosted.live.load(Ordering::Acquire) > 0 {
+            if run.hosted.hosts_a_run() {
                 let own = member_path(&self.place.path, &name);
                 let is_own = |e: &ServiceError| e.name() == Some(&*own);
                 if !collected.is_empty() || hung.iter().any(|e| !is_own(e)) {
