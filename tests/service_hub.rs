@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use taskgroup::service::{
     service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
-    ServiceState, StatusEvent, StatusHub,
+    ServiceState, StatusEvent, StatusHub, Supervisor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -151,6 +151,142 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
             "{name}: {per_name:?}"
         );
     }
+}
+
+/// Waits until `n` entries of the hub are `Running`, then returns every entry's state.
+async fn states_once_running(hub: &StatusHub, n: usize) -> Vec<(String, ServiceState)> {
+    hub.watch()
+        .wait_for(|m| {
+            m.values()
+                .filter(|e| e.state == ServiceState::Running)
+                .count()
+                >= n
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, e)| (name, e.state))
+        .collect()
+}
+
+/// A hub given to a container and also to a container or restarter nested in it. The
+/// nested one reports its members `Idle` when it is built, by their names relative to
+/// itself; once it runs below the outer container they report by their paths. Before, the
+/// `Idle` entries stayed in the snapshot for good (`db: idle` beside `api/db: running`), so
+/// a readiness check that waits for every entry to run never passed. The outer
+/// container's own member of the same name keeps its entry.
+#[tokio::test(start_paused = true)]
+async fn a_hub_given_at_two_levels_keeps_no_stale_idle_entry() {
+    use ServiceState::{Idle, Running, Starting, Stopped};
+    let owned = |v: &[(&str, ServiceState)]| -> Vec<(String, ServiceState)> {
+        v.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    };
+    let serve = |mut top: ServiceGroup| {
+        let ctx = CancellationToken::new();
+        let run = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { top.serve(ctx).await }
+        });
+        (ctx, run)
+    };
+
+    // A group in a group.
+    let hub = StatusHub::new(256);
+    let api = ServiceGroup::builder("api")
+        .status(hub.clone())
+        .service(serve_until_cancelled("db"))
+        .build()
+        .unwrap();
+    let top = ServiceGroup::builder("top")
+        .status(hub.clone())
+        .service(api)
+        .service(serve_until_cancelled("http"))
+        .build()
+        .unwrap();
+    let (ctx, run) = serve(top);
+    let running = [("api", Running), ("api/db", Running), ("http", Running)];
+    assert_eq!(states_once_running(&hub, 3).await, owned(&running));
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+    let stopped = [("api", Stopped), ("api/db", Stopped), ("http", Stopped)];
+    let snap = hub.snapshot().into_iter().map(|(n, e)| (n, e.state));
+    assert_eq!(snap.collect::<Vec<_>>(), owned(&stopped));
+
+    // A restarter in a group in a group, and a supervisor in a group.
+    let hub = StatusHub::new(256);
+    let api = ServiceGroup::builder("api")
+        .status(hub.clone())
+        .service(Restarter::new(serve_until_cancelled("worker")).status(hub.clone()))
+        .build()
+        .unwrap();
+    let sup = Supervisor::builder("sup")
+        .status(hub.clone())
+        .service(serve_until_cancelled("a"))
+        .build()
+        .unwrap();
+    let top = ServiceGroup::builder("top")
+        .status(hub.clone())
+        .service(api)
+        .service(sup)
+        .build()
+        .unwrap();
+    let (ctx, run) = serve(top);
+    let running = [
+        ("api", Running),
+        ("api/worker", Running),
+        ("sup", Running),
+        ("sup/a", Running),
+    ];
+    assert_eq!(states_once_running(&hub, 4).await, owned(&running));
+    ctx.cancel();
+    run.await.unwrap().unwrap();
+
+    // The outer container's own `db`, not started yet, keeps its `Idle` while the nested
+    // `db` reports by its path.
+    let hub = StatusHub::new(256);
+    let go_on = Arc::new(tokio::sync::Notify::new());
+    let slow_db = service_fn("db", {
+        let go_on = go_on.clone();
+        move |ctx: CancellationToken, ready: Ready| {
+            let go_on = go_on.clone();
+            async move {
+                go_on.notified().await;
+                ready.ready();
+                ctx.cancelled().await;
+                Ok(())
+            }
+        }
+    });
+    let api = ServiceGroup::builder("api")
+        .status(hub.clone())
+        .service(slow_db)
+        .build()
+        .unwrap();
+    let mut top = Sequence::builder("top")
+        .status(hub.clone())
+        .start_timeout(Duration::MAX)
+        .service(api)
+        .service(serve_until_cancelled("db"))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { top.serve(ctx).await }
+    });
+    let starting = hub
+        .watch()
+        .wait_for(|m| m.get("api/db").is_some_and(|e| e.state == Starting))
+        .await
+        .unwrap();
+    let starting: Vec<_> = starting.into_iter().map(|(n, e)| (n, e.state)).collect();
+    let expected = [("api", Starting), ("api/db", Starting), ("db", Idle)];
+    assert_eq!(starting, owned(&expected));
+    go_on.notify_one();
+    let running = [("api", Running), ("api/db", Running), ("db", Running)];
+    assert_eq!(states_once_running(&hub, 3).await, owned(&running));
+    ctx.cancel();
+    run.await.unwrap().unwrap();
 }
 
 /// A service that reports ready and then ignores its cancellation.

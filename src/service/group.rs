@@ -14,7 +14,7 @@ use super::runner::{
     RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::StatusHub;
+use super::status::{Owner, StatusHub};
 
 /// Services that start together and stop together: an "errgroup" of services.
 ///
@@ -100,6 +100,8 @@ pub struct ServiceGroup {
     members: Vec<Member>,
     stop_timeout: Duration,
     status: Option<StatusHub>,
+    /// Who reported the members `Idle` to `status` at build.
+    owner: Owner,
     /// How many times the group was started: the attempt number of its status events.
     runs: u32,
     /// Set while a run is going, so that a second `serve` starts nothing.
@@ -126,6 +128,7 @@ impl ServiceGroup {
                 members: Vec::new(),
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
                 status: None,
+                owner: Owner::new(),
                 runs: 0,
                 running: Arc::default(),
             },
@@ -170,7 +173,7 @@ impl ServiceGroup {
         let (place, hosting) = Place::hosting(&self.name);
         let run = Run::new(
             place,
-            self.status.as_ref(),
+            self.status.as_ref().map(|hub| (hub, self.owner)),
             self.runs,
             &self.members,
             ctx,
@@ -247,7 +250,10 @@ impl ServiceGroupBuilder {
     /// Reports the members' transitions to `hub`: [`ServiceState::Idle`](super::ServiceState::Idle) when
     /// built, then `Starting`, `Running` (reported ready), and `Stopped`, `Failed` or
     /// `Panicked`, with the group's run count as the attempt number. Members of nested
-    /// containers report to it too, by their path below this group (see [`StatusHub`]).
+    /// containers report to it too, by their path below this group. If this group runs
+    /// below a container that reports to the same hub, its members report by their path
+    /// there, and their `Idle` entries from the build leave the snapshot (see
+    /// [`StatusHub`]).
     pub fn status(mut self, hub: StatusHub) -> Self {
         self.group.status = Some(hub);
         self
@@ -263,7 +269,11 @@ impl ServiceGroupBuilder {
     pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         check_names(&self.group.name, &self.group.members)?;
         check_duration("stop timeout", self.group.stop_timeout)?;
-        report_idle(self.group.status.as_ref(), &self.group.members);
+        report_idle(
+            self.group.status.as_ref(),
+            &self.group.members,
+            self.group.owner,
+        );
         Ok(self.group)
     }
 }

@@ -21,7 +21,7 @@ use super::runner::{
     AbortOnDrop, AttemptEnd, End, EndCell, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::{Reporter, ServiceState, StatusHub};
+use super::status::{Owner, Reporter, ServiceState, StatusHub};
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -253,6 +253,8 @@ struct Settings {
     backoff: Backoff,
     intensity: Intensity,
     status: Option<StatusHub>,
+    /// Who reported the service `Idle` to `status` at build.
+    owner: Owner,
 }
 
 /// Runs a service again when it ends, as its [`RestartPolicy`] says, after an exponential
@@ -351,6 +353,7 @@ impl<S: Service> Restarter<S> {
                 backoff: Backoff::default(),
                 intensity: Intensity::default(),
                 status: None,
+                owner: Owner::new(),
             },
             inner: Arc::new(Mutex::new(Box::new(service))),
             _service: PhantomData,
@@ -378,10 +381,13 @@ impl<S: Service> Restarter<S> {
         self
     }
 
-    /// Reports every status transition to `hub`, starting with [`ServiceState::Idle`] now.
+    /// Reports every status transition to `hub`, starting with [`ServiceState::Idle`] now
+    /// (unless the service's entry already is `Idle`). A restarter that runs below a
+    /// container reporting to the same hub reports by its path there (`api/worker`), and
+    /// its `Idle` entry under its own name leaves the snapshot then (see [`StatusHub`]).
     #[must_use]
     pub fn status(mut self, hub: StatusHub) -> Self {
-        hub.report(&self.settings.name, ServiceState::Idle, 0, None, None);
+        hub.report_built(&self.settings.name, self.settings.owner);
         self.settings.status = Some(hub);
         self
     }
@@ -484,6 +490,7 @@ async fn supervise(
         let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0);
         (place.path.clone(), reporter)
     };
+    reporter.withdraw_built(s.status.as_ref(), s.owner, [s.name.as_str()]);
     let path = member_path(&container, &s.name);
     let deadline = place.parent_deadline.clone().unwrap_or_default();
     // This restarter's cell among its member's end reports (a fresh one outside a container).

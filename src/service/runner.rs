@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::service::{Ready, Service, WhenReady};
-use super::status::{Reporter, ServiceState, StatusHub};
+use super::status::{Owner, Reporter, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
 use crate::{GroupId, TaskId, TaskInfo, WaitGroup};
 
@@ -705,14 +705,12 @@ pub(crate) fn check_duration(setting: &'static str, d: Duration) -> Result<(), C
     }
 }
 
-/// Reports every member `Idle` at build, except one that already reported itself so (a
-/// restarter given the same hub).
-pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member]) {
+/// Reports every member `Idle` at build, as built by `owner`; a member that already
+/// reported itself so (a restarter given the same hub) is not reported twice.
+pub(crate) fn report_idle(hub: Option<&StatusHub>, members: &[Member], owner: Owner) {
     if let Some(hub) = hub {
         for m in members {
-            if !hub.is_idle(&m.name) {
-                hub.report(&m.name, ServiceState::Idle, 0, None, None);
-            }
+            hub.report_built(&m.name, owner);
         }
     }
 }
@@ -1224,10 +1222,11 @@ fn given(timeout: Duration, own: Instant, deadline: Instant, started: Instant) -
 }
 
 impl Run {
-    /// Prepares a run of `members` (nothing is started yet).
+    /// Prepares a run of `members` (nothing is started yet). `own_hub`: the container's
+    /// hub, with who reported its members `Idle` there at build.
     pub(crate) fn new(
         place: Place,
-        own_hub: Option<&StatusHub>,
+        own_hub: Option<(&StatusHub, Owner)>,
         attempt: u32,
         members: &[Member],
         ctx: CancellationToken,
@@ -1251,7 +1250,11 @@ impl Run {
                 sites.insert(m.name.clone(), m.site);
             }
         }
-        let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, attempt);
+        let own = own_hub.map(|(hub, _)| hub);
+        let reporter = Reporter::new(own, place.hub.as_ref(), &place.path, attempt);
+        if let Some((hub, owner)) = own_hub {
+            reporter.withdraw_built(Some(hub), owner, members.iter().map(|m| m.name.as_str()));
+        }
         let collected = Arc::new(Collected {
             host: place.scope_group().map(WaitGroup::id),
             path: place.path.clone(),

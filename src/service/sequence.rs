@@ -15,7 +15,7 @@ use super::runner::{
     Place, Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::StatusHub;
+use super::status::{Owner, StatusHub};
 
 /// The start timeout of a sequence unless set otherwise.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,6 +97,8 @@ pub struct Sequence {
     start_timeout: Duration,
     stop_timeout: Duration,
     status: Option<StatusHub>,
+    /// Who reported the members `Idle` to `status` at build.
+    owner: Owner,
     /// How many times the sequence was started: the attempt number of its status events.
     runs: u32,
     /// Set while a run is going, so that a second `serve` starts nothing.
@@ -125,6 +127,7 @@ impl Sequence {
                 start_timeout: DEFAULT_START_TIMEOUT,
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
                 status: None,
+                owner: Owner::new(),
                 runs: 0,
                 running: Arc::default(),
             },
@@ -178,7 +181,7 @@ impl Sequence {
             .collect();
         let run = Run::new(
             place,
-            self.status.as_ref(),
+            self.status.as_ref().map(|hub| (hub, self.owner)),
             self.runs,
             &self.members,
             ctx,
@@ -270,7 +273,7 @@ impl SequenceBuilder {
                 check_duration("stop timeout", stop)?;
             }
         }
-        report_idle(self.seq.status.as_ref(), &self.seq.members);
+        report_idle(self.seq.status.as_ref(), &self.seq.members, self.seq.owner);
         Ok(self.seq)
     }
 }

@@ -1,7 +1,8 @@
 //! Status events of supervised services, and a snapshot of every service's last status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,8 +150,12 @@ impl fmt::Display for StatusEvent {
 /// to it once, named by its path below that container (`"backend/db"`). A
 /// [`Restarter`](super::Restarter) reports its own member (with its attempts), and the
 /// container around it then does not, so giving the same hub to both reports each event
-/// once. With the `tracing` feature every transition is also a `tracing` event (target
-/// `taskgroup::service`), named by its full path, with or without a hub.
+/// once. A nested container or restarter given the hub too reports its members `Idle`
+/// when it is built, by their names relative to itself (it cannot know yet where it will
+/// run); when it runs below a container that reports to the same hub, those entries leave
+/// the snapshot (without an event; watchers see the change) and its members report by
+/// their paths. With the `tracing` feature every transition is also a `tracing` event
+/// (target `taskgroup::service`), named by its full path, with or without a hub.
 ///
 /// # Examples
 ///
@@ -175,19 +180,40 @@ pub struct StatusHub {
 
 struct Inner {
     events: broadcast::Sender<StatusEvent>,
-    /// The last event of every service. Locked only to insert or clone, never across user
-    /// code or an `.await`.
-    snapshot: Mutex<BTreeMap<String, StatusEvent>>,
+    /// Locked only to insert, remove or clone, never across user code or an `.await`.
+    snapshot: Mutex<Snapshot>,
     /// Bumped after every snapshot change. Its receivers live only inside [`StatusWatch`],
     /// which never lends a borrow out, so a send never waits for a listener.
     version: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// The last event of every service.
+    events: BTreeMap<String, StatusEvent>,
+    /// The entries that are still the `Idle` a container or restarter reported when it was
+    /// built, with who did. Invariant: a name here is in `events` with that `Idle`; any
+    /// other report of the name removes it from here.
+    built: HashMap<String, Owner>,
+}
+
+/// Who reported a build-time `Idle` entry to a hub: a container, for its members, or a
+/// restarter, for itself. Unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner(u64);
+
+impl Owner {
+    pub(crate) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Owner(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl fmt::Debug for StatusHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StatusHub")
             .field("listeners", &self.inner.events.receiver_count())
-            .field("services", &self.inner.snapshot.lock().len())
+            .field("services", &self.inner.snapshot.lock().events.len())
             .finish()
     }
 }
@@ -213,7 +239,7 @@ impl StatusHub {
         StatusHub {
             inner: Arc::new(Inner {
                 events,
-                snapshot: Mutex::new(BTreeMap::new()),
+                snapshot: Mutex::default(),
                 version,
             }),
         }
@@ -227,7 +253,7 @@ impl StatusHub {
     /// The last event of every service that reported, by name (its path below the
     /// container that holds the hub).
     pub fn snapshot(&self) -> BTreeMap<String, StatusEvent> {
-        self.inner.snapshot.lock().clone()
+        self.inner.snapshot.lock().events.clone()
     }
 
     /// A watcher of the snapshot, to wait for a condition
@@ -239,13 +265,44 @@ impl StatusHub {
         }
     }
 
-    /// Whether `name`'s last event is `Idle`.
-    pub(crate) fn is_idle(&self, name: &str) -> bool {
-        self.inner
-            .snapshot
-            .lock()
+    /// Reports `name` `Idle` as `owner` built it, unless its last event already is `Idle`:
+    /// then `owner` takes the entry over without a second event (a restarter's own report,
+    /// taken over by the container it is a member of).
+    pub(crate) fn report_built(&self, name: &str, owner: Owner) {
+        let mut snap = self.inner.snapshot.lock();
+        snap.built.insert(name.to_owned(), owner);
+        if snap
+            .events
             .get(name)
             .is_some_and(|e| e.state == ServiceState::Idle)
+        {
+            return;
+        }
+        let event = StatusEvent {
+            name: name.to_owned(),
+            state: ServiceState::Idle,
+            attempt: 0,
+            error: None,
+            delay: None,
+        };
+        snap.events.insert(event.name.clone(), event.clone());
+        drop(snap);
+        self.published(event);
+    }
+
+    /// Removes `name`'s entry from the snapshot if it is still the `Idle` that `owner`
+    /// reported when it was built: the container (or restarter) runs below a container
+    /// that reports to this hub too, under its path, so that entry would stay `Idle`
+    /// forever. No event is sent; watchers see the change.
+    pub(crate) fn withdraw_built(&self, name: &str, owner: Owner) {
+        let mut snap = self.inner.snapshot.lock();
+        if snap.built.get(name) != Some(&owner) {
+            return;
+        }
+        snap.built.remove(name);
+        snap.events.remove(name);
+        drop(snap);
+        self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Whether `self` and `other` are the same hub.
@@ -276,10 +333,18 @@ impl StatusHub {
             error,
             delay,
         };
-        self.inner
-            .snapshot
-            .lock()
-            .insert(event.name.clone(), event.clone());
+        {
+            let mut snap = self.inner.snapshot.lock();
+            if !snap.built.is_empty() {
+                snap.built.remove(name);
+            }
+            snap.events.insert(event.name.clone(), event.clone());
+        }
+        self.published(event);
+    }
+
+    /// Tells watchers and listeners of `event`, already in the snapshot.
+    fn published(&self, event: StatusEvent) {
         // `send_modify` takes the watch's write lock, which only `StatusWatch` borrows,
         // for one integer read: it cannot wait on a listener.
         self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
@@ -425,6 +490,27 @@ impl Reporter {
             hubs,
             full,
             attempt: 0,
+        }
+    }
+
+    /// Withdraws the `Idle` entries `owner` reported to `own` at build for `names` (see
+    /// [`StatusHub::withdraw_built`]), when this reporter sends to that hub under a prefix:
+    /// the hub was also given to a container around, and names below it are paths.
+    pub(crate) fn withdraw_built<'a>(
+        &self,
+        own: Option<&StatusHub>,
+        owner: Owner,
+        names: impl IntoIterator<Item = &'a str>,
+    ) {
+        let Some(own) = own else { return };
+        if self
+            .hubs
+            .iter()
+            .any(|(hub, prefix)| hub.same(own) && !prefix.is_empty())
+        {
+            for name in names {
+                own.withdraw_built(name, owner);
+            }
         }
     }
 
