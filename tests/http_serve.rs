@@ -142,6 +142,46 @@ async fn connect(addr: SocketAddr, h2: bool) -> Client {
     client.unwrap()
 }
 
+/// Checks what a shutdown aborted of a stuck HTTP/1 connection (`h1_peer`) and a stuck
+/// HTTP/2 connection (`h2_peer`) with one request, `GET {path}`, all in group `http`; nothing
+/// else is aborted and nothing is left pending. The HTTP/1 connection, whose request runs in
+/// its task, is aborted. Of the HTTP/2 connection and its request's task, whichever the
+/// shutdown's walk reaches first is aborted, and the other is aborted too or ends by itself
+/// in the same instant, cut off by that abort: a connection dropped resets its streams, and
+/// hyper's stream future then returns; a request's task dropped leaves the draining
+/// connection nothing to wait for. Both are true ends, and the report counts one as
+/// finished (the request was, in 1 run of this file in about 120 under load).
+fn assert_stuck_aborted(
+    report: &ShutdownReport,
+    h1_peer: SocketAddr,
+    h2_peer: SocketAddr,
+    path: &str,
+) {
+    let h1 = format!("conn {h1_peer}");
+    let h2 = format!("conn {h2_peer}");
+    let request = format!("GET {path} (conn {h2_peer})");
+    let aborted = aborted_names(report);
+    let all = {
+        let mut all = vec![h1.clone(), h2.clone(), request.clone()];
+        all.sort();
+        all
+    };
+    let cut_off = |gone: &String| {
+        let mut v: Vec<String> = all.iter().filter(|n| *n != gone).cloned().collect();
+        v.sort();
+        v
+    };
+    assert!(
+        aborted == all || aborted == cut_off(&h2) || aborted == cut_off(&request),
+        "{aborted:?}\n{report}"
+    );
+    assert!(report
+        .aborted()
+        .iter()
+        .all(|t| t.group_name() == Some("http")));
+    assert!(report.pending().is_empty(), "{report}");
+}
+
 fn aborted_names(report: &ShutdownReport) -> Vec<String> {
     let mut names: Vec<String> = report
         .aborted()
@@ -244,18 +284,7 @@ async fn too_slow_requests_are_aborted_at_the_deadline_and_named() {
     assert!(elapsed >= grace, "aborted before the deadline: {elapsed:?}");
     // The HTTP/1 request runs in its connection's task; the HTTP/2 request
     // in a task of its own, next to its connection's.
-    let mut expected = vec![
-        format!("conn {h1_peer}"),
-        format!("conn {h2_peer}"),
-        format!("GET /stuck (conn {h2_peer})"),
-    ];
-    expected.sort();
-    assert_eq!(aborted_names(&report), expected, "{report}");
-    assert!(report
-        .aborted()
-        .iter()
-        .all(|t| t.group_name() == Some("http")));
-    assert!(report.pending().is_empty(), "{report}");
+    assert_stuck_aborted(&report, h1_peer, h2_peer, "/stuck");
     assert!(report.errors().is_empty(), "{report}");
     assert_eq!(
         server.live.load(SeqCst),
@@ -383,9 +412,9 @@ async fn ordered_teardown_the_pool_closes_only_after_every_handler_is_gone() {
             closed.store(true, SeqCst);
         });
 
-        let (_, h1) = server.spawn_get("/busy", false).await;
+        let (h1_peer, h1) = server.spawn_get("/busy", false).await;
         server.started("/busy started").await;
-        let (_, h2) = server.spawn_get("/busy", true).await;
+        let (h2_peer, h2) = server.spawn_get("/busy", true).await;
         server.started("/busy started").await;
 
         let report = timeout(LIMIT, root.shutdown(Duration::from_millis(200)))
@@ -403,8 +432,7 @@ async fn ordered_teardown_the_pool_closes_only_after_every_handler_is_gone() {
             "round {round}: a query after the pool closed\n{report}"
         );
         assert!(queries.load(SeqCst) > 0);
-        assert_eq!(report.aborted().len(), 3, "round {round}: {report}");
-        assert!(report.pending().is_empty(), "round {round}: {report}");
+        assert_stuck_aborted(&report, h1_peer, h2_peer, "/busy");
         assert!(timeout(LIMIT, h1).await.unwrap().unwrap().is_err());
         assert!(timeout(LIMIT, h2).await.unwrap().unwrap().is_err());
     }
