@@ -153,9 +153,15 @@ async fn one_hub_on_the_outermost_container_sees_every_nested_member_by_path() {
     }
 }
 
+/// Every entry of a snapshot, with its state.
+fn states(snap: std::collections::BTreeMap<String, StatusEvent>) -> Vec<(String, ServiceState)> {
+    snap.into_iter().map(|(name, e)| (name, e.state)).collect()
+}
+
 /// Waits until `n` entries of the hub are `Running`, then returns every entry's state.
 async fn states_once_running(hub: &StatusHub, n: usize) -> Vec<(String, ServiceState)> {
-    hub.watch()
+    let snap = hub
+        .watch()
         .wait_for(|m| {
             m.values()
                 .filter(|e| e.state == ServiceState::Running)
@@ -163,10 +169,19 @@ async fn states_once_running(hub: &StatusHub, n: usize) -> Vec<(String, ServiceS
                 >= n
         })
         .await
-        .unwrap()
-        .into_iter()
-        .map(|(name, e)| (name, e.state))
-        .collect()
+        .unwrap();
+    states(snap)
+}
+
+/// Runs `top` in a task, until the token returned is cancelled.
+fn run_in_task(
+    mut top: impl Service,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), taskgroup::service::BoxError>>,
+) {
+    let ctx = CancellationToken::new();
+    (ctx.clone(), tokio::spawn(top.run(ctx, Ready::noop())))
 }
 
 /// A hub given to a container and also to a container or restarter nested in it. The
@@ -180,14 +195,6 @@ async fn a_hub_given_at_two_levels_keeps_no_stale_idle_entry() {
     use ServiceState::{Idle, Running, Starting, Stopped};
     let owned = |v: &[(&str, ServiceState)]| -> Vec<(String, ServiceState)> {
         v.iter().map(|(n, s)| (n.to_string(), *s)).collect()
-    };
-    let serve = |mut top: ServiceGroup| {
-        let ctx = CancellationToken::new();
-        let run = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { top.serve(ctx).await }
-        });
-        (ctx, run)
     };
 
     // A group in a group.
@@ -203,14 +210,13 @@ async fn a_hub_given_at_two_levels_keeps_no_stale_idle_entry() {
         .service(serve_until_cancelled("http"))
         .build()
         .unwrap();
-    let (ctx, run) = serve(top);
+    let (ctx, run) = run_in_task(top);
     let running = [("api", Running), ("api/db", Running), ("http", Running)];
     assert_eq!(states_once_running(&hub, 3).await, owned(&running));
     ctx.cancel();
     run.await.unwrap().unwrap();
     let stopped = [("api", Stopped), ("api/db", Stopped), ("http", Stopped)];
-    let snap = hub.snapshot().into_iter().map(|(n, e)| (n, e.state));
-    assert_eq!(snap.collect::<Vec<_>>(), owned(&stopped));
+    assert_eq!(states(hub.snapshot()), owned(&stopped));
 
     // A restarter in a group in a group, and a supervisor in a group.
     let hub = StatusHub::new(256);
@@ -230,7 +236,7 @@ async fn a_hub_given_at_two_levels_keeps_no_stale_idle_entry() {
         .service(sup)
         .build()
         .unwrap();
-    let (ctx, run) = serve(top);
+    let (ctx, run) = run_in_task(top);
     let running = [
         ("api", Running),
         ("api/worker", Running),
@@ -262,26 +268,21 @@ async fn a_hub_given_at_two_levels_keeps_no_stale_idle_entry() {
         .service(slow_db)
         .build()
         .unwrap();
-    let mut top = Sequence::builder("top")
+    let top = Sequence::builder("top")
         .status(hub.clone())
         .start_timeout(Duration::MAX)
         .service(api)
         .service(serve_until_cancelled("db"))
         .build()
         .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { top.serve(ctx).await }
-    });
+    let (ctx, run) = run_in_task(top);
     let starting = hub
         .watch()
         .wait_for(|m| m.get("api/db").is_some_and(|e| e.state == Starting))
         .await
         .unwrap();
-    let starting: Vec<_> = starting.into_iter().map(|(n, e)| (n, e.state)).collect();
     let expected = [("api", Starting), ("api/db", Starting), ("db", Idle)];
-    assert_eq!(starting, owned(&expected));
+    assert_eq!(states(starting), owned(&expected));
     go_on.notify_one();
     let running = [("api", Running), ("api/db", Running), ("db", Running)];
     assert_eq!(states_once_running(&hub, 3).await, owned(&running));
