@@ -11,8 +11,10 @@
 //! reads them and returns one [`Signal`] per byte. Within one wake-up the order of two
 //! *different* kinds is not known: the kind whose socket the runtime saw ready first comes
 //! first (SIGINT when both were). The kernel itself merges two deliveries of one standard
-//! signal only if the second arrives before the handler ran for the first, which a process
-//! that is not stopped does not let happen for `kill` calls made one after another.
+//! signal when the second is sent while the first is still pending, before a thread of the
+//! process took it: two `kill`s a few milliseconds apart can be one on a machine too busy to
+//! schedule the process in between (the tests raise theirs in the receiving thread). Two
+//! presses of Ctrl-C, or a supervisor's signals seconds apart, are two.
 //!
 //! Elsewhere (no Unix signals) Ctrl-C is listened to through tokio.
 
