@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::label::GroupId;
-use crate::node::NodeRef;
+use crate::node::{Generation, NodeRef};
 use crate::reason::CancelReason;
 use crate::shutdown::saturating_add;
 
@@ -62,19 +62,27 @@ use crate::shutdown::saturating_add;
 pub struct TaskContext {
     node: NodeRef,
     /// The generation of the group's tokens the task started in (a
-    /// `reopen()` of a cancelled group starts a new one).
-    generation: u32,
+    /// `reopen()` of a cancelled group starts a new one), held while the
+    /// context lives.
+    generation: Generation,
 }
 
 impl TaskContext {
+    #[inline]
     pub(crate) fn new(node: NodeRef) -> Self {
         let generation = node.generation();
         TaskContext { node, generation }
     }
 
+    /// The generation of the group's tokens this context holds.
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
     /// The group's cancellation token, as this task received it.
     pub fn token(&self) -> &CancellationToken {
-        self.node.own_at(self.generation)
+        self.node.own_in(&self.generation)
     }
 
     /// The id of the task's group.
@@ -117,7 +125,7 @@ impl TaskContext {
     ///
     /// Cancel safe.
     pub async fn draining(&self) {
-        let drain = self.node.drain_at(self.generation);
+        let drain = self.node.drain_in(&self.generation);
         let own = self.token();
         tokio::select! {
             biased;
@@ -128,7 +136,7 @@ impl TaskContext {
 
     /// Whether the task should drain (see [`draining`](Self::draining)).
     pub fn is_draining(&self) -> bool {
-        self.node.is_draining_at(self.generation)
+        self.node.is_draining_in(&self.generation)
     }
 
     /// The time by which the task must have finished, if anything bounds it:
@@ -142,7 +150,7 @@ impl TaskContext {
 
     /// Why the context was cancelled, once it is; `None` before.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.node.reason_at(self.generation)
+        self.node.reason_in(&self.generation)
     }
 
     /// Runs `fut` shielded from a shutdown's abort for at most `budget` from

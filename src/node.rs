@@ -71,7 +71,10 @@
 //! watch's. A generation's [`Tokens::lock`]
 //! is taken alone, and held only to fill a token cell (making a token takes
 //! tokio-util's lock of its parent token), set an early bit or the cancel
-//! reason, or add the next generation, never while a token is cancelled. A
+//! reason, or add the next generation (taking [`Later`]'s lock of the later
+//! generations, by itself the last lock taken: it is held only to read or
+//! replace the current generation and the list of drained ones), never while
+//! a token is cancelled. A
 //! group's shields lock ([`Shields`]) is also taken alone: a forced phase
 //! reads it, then aborts by the registry. No lock is held across an
 //! `.await` or while user code runs.
@@ -250,8 +253,8 @@ struct Hot {
     /// User handles (`WaitGroup`s). Rises from zero only in
     /// [`Node::links_for_users`], under a parent's links lock.
     users: AtomicUsize,
-    /// The current generation of tokens: 0 for `tokens`, else one of
-    /// `later`. Set under the lock of the generation before it.
+    /// The number of the current generation of tokens: 0 for `tokens`, else
+    /// `later`'s current one. Set under the lock of the generation before it.
     generation: std::sync::atomic::AtomicU32,
     /// `failures` may not be empty. Set after the push in `record_failure`,
     /// so a wait on a group without failures takes no lock after waking; see
@@ -498,8 +501,8 @@ struct Failures {
     dropped: u64,
 }
 
-/// One generation of a group's cancellation tokens. Never dropped before the
-/// group: contexts handed to tasks borrow from it.
+/// One generation of a group's cancellation tokens: the first is the node's
+/// own, a later one is shared with what reads it (see [`Later`]).
 struct Tokens {
     /// Cancelled with the whole subtree: by `cancel()`, by the caller's token,
     /// by the parent's scope, or by the first failure with `cancel_on_error`.
@@ -648,6 +651,15 @@ impl Tokens {
         }
     }
 
+    /// Why `own` was cancelled, if it was.
+    fn reason(&self) -> Option<CancelReason> {
+        if !self.is_own_cancelled() {
+            return None;
+        }
+        let reason = self.lock.lock().clone();
+        Some(reason.unwrap_or(CancelReason::Token))
+    }
+
     /// Sets why `own` is cancelled, unless a reason is set already.
     fn set_reason(&self, reason: &CancelReason) {
         let mut first = self.lock.lock();
@@ -686,54 +698,56 @@ const DRAINED: u8 = 2;
 /// The generations of a group's tokens after the first, each made by a
 /// `reopen()` that found the one before cancelled or drained.
 ///
-/// Segment `k` holds generations `2^k` to `2^(k + 1) - 1`, allocated when
-/// the first of them is made: any generation is found in O(1), however many
-/// came before, and none ever moves (tasks' contexts and `cancelled()`
-/// futures borrow its tokens). So a group keeps every generation it made
-/// until it is dropped: its tokens, and at most as many empty slots.
+/// Each is shared with what reads it: the contexts of the tasks started in it
+/// ([`Generation`]) and the `cancelled()` futures made while it was current.
+/// The group holds the current one, and a weak reference to each older one
+/// that a drain, not a cancel, ended (its tasks may still run, and a cancel
+/// must reach them). So an older generation that nothing holds any more is
+/// freed: a group cancelled and reopened for a server's whole life keeps what
+/// is live, not a generation per reopen (it kept every one before: 220 B a
+/// `cancel()` and `reopen()`, 476 B with a task, `benches/profile.rs reopen`).
 struct Later {
-    segments: [OnceLock<Box<[OnceLock<Tokens>]>>; 32],
-    /// The oldest generation whose context may not be cancelled: older
-    /// ones are. A generation that a drain, not a cancel, ended still has
-    /// tasks running with its context, so a cancel reaches every
-    /// generation from this one to the current one, then raises it to the
-    /// current one ([`Node::cancel_own`], [`cancel_tree`]).
-    oldest: std::sync::atomic::AtomicU32,
+    gens: Mutex<Gens>,
 }
 
-impl Later {
-    fn new() -> Self {
-        Later {
-            segments: std::array::from_fn(|_| OnceLock::new()),
-            oldest: std::sync::atomic::AtomicU32::new(0),
+struct Gens {
+    /// The current generation: the group's `generation` number, at least 1.
+    current: Arc<Tokens>,
+    /// The generations before `current` that a drain ended and no cancel has
+    /// reached since; those no longer held are pruned when the list has
+    /// doubled since the last pruning, so it stays within twice what is held
+    /// (or 8).
+    drained: Vec<Weak<Tokens>>,
+    /// How many of `drained` were held at the last pruning.
+    kept: usize,
+    /// The first generation (the node's own `tokens`) is among those.
+    first_drained: bool,
+}
+
+impl Gens {
+    /// Adds `tokens`, which a drain ended, to the generations a cancel must
+    /// still reach.
+    fn push_drained(&mut self, tokens: &Arc<Tokens>) {
+        if self.drained.len() >= (2 * self.kept).max(8) {
+            self.drained.retain(|old| old.strong_count() > 0);
+            self.kept = self.drained.len();
         }
+        self.drained.push(Arc::downgrade(tokens));
     }
+}
 
-    /// The segment of generation `generation` (at least 1), and its place
-    /// there.
-    fn locate(generation: u32) -> (usize, usize) {
-        debug_assert!(generation > 0);
-        let segment = generation.ilog2();
-        (segment as usize, (generation - (1 << segment)) as usize)
-    }
+/// The generation of a group's tokens that a task started in, or that a
+/// `cancelled()` future waits on: the first (`None`), which is the node's own
+/// and lives as long as it, or a later one, held here.
+#[derive(Clone, Default)]
+pub(crate) struct Generation(Option<Arc<Tokens>>);
 
-    /// Generation `generation` (at least 1), if it was made.
-    fn get(&self, generation: u32) -> Option<&Tokens> {
-        let (segment, at) = Self::locate(generation);
-        self.segments[segment].get()?[at].get()
-    }
-
-    /// Makes generation `generation` (at least 1). Only under the lock of
-    /// the generation before, so never twice.
-    fn make(&self, generation: u32, tokens: Tokens) {
-        let (segment, at) = Self::locate(generation);
-        let slots = self.segments[segment]
-            .get_or_init(|| (0..1usize << segment).map(|_| OnceLock::new()).collect());
-        assert!(
-            slots[at].set(tokens).is_ok(),
-            "a generation is made once, under the lock of the one before"
-        );
-    }
+/// The generations of a group a cancel must reach, held until it has (see
+/// [`Node::uncancelled`]): the first (the node's own) if a drain, not a
+/// cancel, ended it, then the later ones, the current one last.
+struct Uncancelled {
+    first: bool,
+    held: Vec<Arc<Tokens>>,
 }
 
 /// A token made cancelled, for a cell whose cancel came first: on its own,
@@ -782,8 +796,8 @@ pub(crate) struct Node {
     /// The group's cancellation tokens: the first generation (see
     /// [`Tokens`]).
     tokens: Tokens,
-    /// The generations after the first: one for each `reopen()` of a
-    /// cancelled or drained group. Made by the first such reopen.
+    /// The generations after the first (see [`Later`]). Made by the first
+    /// `reopen()` of a cancelled or drained group.
     later: OnceLock<Box<Later>>,
     failures: PlainMutex<Failures>,
 }
@@ -1117,7 +1131,7 @@ impl Node {
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: NodeConfig) -> NodeRef {
-        let origin = this.tokens().scope.clone();
+        let origin = this.with_tokens(|tokens| tokens.scope.clone());
         let inherited = this.deadline();
         let table = this.table();
         let mut links = table.links.lock();
@@ -1137,7 +1151,7 @@ impl Node {
         if let Some(at) = this.abort_at.get().filter(|_| this.state().is_closed()) {
             child.close();
             child.set_abort_at(at);
-            if let Some(reason) = this.reason_at(this.generation()) {
+            if let Some(reason) = this.with_tokens(Tokens::reason) {
                 child.cancel_own(reason);
             }
         }
@@ -1264,71 +1278,105 @@ impl Node {
         self.registry.identity(slot)
     }
 
-    /// The current generation of the group's tokens.
-    fn tokens(&self) -> &Tokens {
-        self.tokens_at(self.generation())
+    /// The current generation of the group's tokens, held for the caller.
+    /// No lock for a group never reopened after a cancel or drain.
+    #[inline]
+    pub(crate) fn generation(&self) -> Generation {
+        if self.generation_number() == 0 {
+            return Generation(None);
+        }
+        self.current_later()
     }
 
-    /// The number of the current generation of tokens.
-    pub(crate) fn generation(&self) -> u32 {
+    /// The current generation of a reopened group, from under its lock: a
+    /// `reopen()` sets the number after it installs the generation, so a
+    /// number other than 0 means `later` is made.
+    #[cold]
+    fn current_later(&self) -> Generation {
+        let later = self
+            .later
+            .get()
+            .expect("a generation is made before it is counted");
+        Generation(Some(Arc::clone(&later.gens.lock().current)))
+    }
+
+    /// The number of the current generation of tokens (0: the node's own).
+    #[inline]
+    fn generation_number(&self) -> u32 {
         self.hot
             .generation
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// The context token of generation `generation` (which exists).
-    pub(crate) fn own_at(&self, generation: u32) -> &CancellationToken {
-        self.tokens_at(generation).own()
+    /// The tokens of `generation`, a generation of this group.
+    #[inline]
+    fn tokens_in<'a>(&'a self, generation: &'a Generation) -> &'a Tokens {
+        generation.0.as_deref().unwrap_or(&self.tokens)
     }
 
-    /// Generation `generation` (which exists): O(1).
-    fn tokens_at(&self, generation: u32) -> &Tokens {
-        if generation == 0 {
-            return &self.tokens;
+    /// Calls `f` with the current generation's tokens.
+    #[inline]
+    fn with_tokens<R>(&self, f: impl FnOnce(&Tokens) -> R) -> R {
+        let generation = self.generation();
+        f(self.tokens_in(&generation))
+    }
+
+    /// The context token of `generation`.
+    pub(crate) fn own_in<'a>(&'a self, generation: &'a Generation) -> &'a CancellationToken {
+        self.tokens_in(generation).own()
+    }
+
+    /// The current context token, as a clone.
+    pub(crate) fn own_token(&self) -> CancellationToken {
+        self.with_tokens(|tokens| tokens.own().clone())
+    }
+
+    /// The drain signal of `generation`.
+    pub(crate) fn drain_in<'a>(&'a self, generation: &'a Generation) -> &'a CancellationToken {
+        self.tokens_in(generation).drain()
+    }
+
+    /// Why `generation`'s context was cancelled, if it was.
+    pub(crate) fn reason_in(&self, generation: &Generation) -> Option<CancelReason> {
+        self.tokens_in(generation).reason()
+    }
+
+    /// Whether `generation` is draining: drained, or its context cancelled.
+    /// Makes neither token.
+    pub(crate) fn is_draining_in(&self, generation: &Generation) -> bool {
+        let tokens = self.tokens_in(generation);
+        tokens.is_drained() || tokens.is_own_cancelled()
+    }
+
+    /// The generations a cancel must reach (see [`Later`]): the current one
+    /// and those before it that a drain ended, taken from the list (the
+    /// caller cancels them). For a group never reopened, the node's own,
+    /// without a lock or an allocation.
+    fn uncancelled(&self) -> Uncancelled {
+        let Some(later) = self.later.get() else {
+            return Uncancelled {
+                first: true,
+                held: Vec::new(),
+            };
+        };
+        let mut gens = later.gens.lock();
+        let drained = std::mem::take(&mut gens.drained);
+        gens.kept = 0;
+        let first = std::mem::take(&mut gens.first_drained);
+        let held = drained
+            .iter()
+            .filter_map(Weak::upgrade)
+            .chain(std::iter::once(Arc::clone(&gens.current)))
+            .collect();
+        Uncancelled { first, held }
+    }
+
+    /// Calls `f` on each generation of `uncancelled`, oldest first.
+    fn each_of(&self, uncancelled: &Uncancelled, mut f: impl FnMut(&Tokens)) {
+        if uncancelled.first {
+            f(&self.tokens);
         }
-        self.later
-            .get()
-            .and_then(|later| later.get(generation))
-            .expect("a generation is made before it is counted")
-    }
-
-    /// The generations before `current` that a cancel must reach (see
-    /// [`Later::oldest`]), oldest first; none for a group never reopened
-    /// after a drain.
-    fn older_uncancelled(&self, current: u32) -> impl Iterator<Item = &Tokens> {
-        let oldest = self.later.get().map_or(current, |later| {
-            later.oldest.load(std::sync::atomic::Ordering::Acquire)
-        });
-        (oldest.min(current)..current).map(move |generation| self.tokens_at(generation))
-    }
-
-    /// Records that a cancel reached every generation up to `current`.
-    fn cancelled_up_to(&self, current: u32) {
-        if let Some(later) = self.later.get() {
-            later
-                .oldest
-                .fetch_max(current, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    /// The context handed to this group's own tasks (the current one).
-    pub(crate) fn own(&self) -> &CancellationToken {
-        self.tokens().own()
-    }
-
-    /// The drain signal of generation `generation` (which exists).
-    pub(crate) fn drain_at(&self, generation: u32) -> &CancellationToken {
-        self.tokens_at(generation).drain()
-    }
-
-    /// Why generation `generation`'s context was cancelled, if it was.
-    pub(crate) fn reason_at(&self, generation: u32) -> Option<CancelReason> {
-        let tokens = self.tokens_at(generation);
-        if !tokens.is_own_cancelled() {
-            return None;
-        }
-        let reason = tokens.lock.lock().clone();
-        Some(reason.unwrap_or(CancelReason::Token))
+        uncancelled.held.iter().for_each(|tokens| f(tokens));
     }
 
     /// Reopens a closed group; if its context was cancelled, starts a new
@@ -1340,23 +1388,55 @@ impl Node {
         if let Some(extra) = self.extra.get() {
             extra.aborting.lock().walked = false;
         }
+        let number = self.generation_number();
         let generation = self.generation();
-        let current = self.tokens_at(generation);
+        let current = self.tokens_in(&generation);
         let _one_at_a_time = current.lock.lock();
         let reopened = self.state().reopen();
         // Another `reopen()` started the next generation meanwhile (under
         // this lock).
-        if self.generation() != generation {
+        if self.generation_number() != number {
             return reopened;
         }
-        if current.is_own_cancelled() || current.is_drained() {
-            let next = generation
+        let cancelled = current.is_own_cancelled();
+        if cancelled || current.is_drained() {
+            let next = number
                 .checked_add(1)
                 .expect("more than 2^32 - 1 reopens of a cancelled group");
             self.abort_at.set(None);
-            self.later
-                .get_or_init(|| Box::new(Later::new()))
-                .make(next, Tokens::new(self.origin.as_ref()));
+            let tokens = Arc::new(Tokens::new(self.origin.as_ref()));
+            match self.later.get() {
+                None => {
+                    let gens = Gens {
+                        current: tokens,
+                        drained: Vec::new(),
+                        kept: 0,
+                        first_drained: !cancelled,
+                    };
+                    // Made here only, under the first generation's lock.
+                    let made = self.later.set(Box::new(Later {
+                        gens: Mutex::new(gens),
+                    }));
+                    assert!(made.is_ok(), "the first reopen makes `later` once");
+                }
+                Some(later) => {
+                    let mut gens = later.gens.lock();
+                    // Another `reopen()` replaced it after this one read it
+                    // (and took its lock then, a lock this one does not hold).
+                    if generation
+                        .0
+                        .as_ref()
+                        .is_some_and(|read| !Arc::ptr_eq(read, &gens.current))
+                    {
+                        return reopened;
+                    }
+                    let old = std::mem::replace(&mut gens.current, tokens);
+                    // A generation a cancel ended is reached by no later one.
+                    if !cancelled {
+                        gens.push_drained(&old);
+                    }
+                }
+            }
             self.hot
                 .generation
                 .store(next, std::sync::atomic::Ordering::Release);
@@ -1427,7 +1507,7 @@ impl Node {
     // ----- cancellation and shutdown steps -------------------------------------
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.tokens().is_own_cancelled()
+        self.with_tokens(Tokens::is_own_cancelled)
     }
 
     /// Cancels this group's own context (not its scope: the groups below
@@ -1442,23 +1522,27 @@ impl Node {
     }
 
     /// Cancels the generations of a reopened group that a cancel must reach
-    /// (see [`Later::oldest`]): the current one as `bits` say, those before
-    /// it (drained already) only cancelled.
+    /// (see [`Later`]): the current one as `bits` say, those before it
+    /// (drained already) only cancelled.
     #[cold]
     fn cancel_generations(&self, bits: u8, reason: CancelReason) {
-        let current = self.generation();
-        for older in self.older_uncancelled(current) {
-            older.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
-        }
-        self.tokens_at(current).cancel_or_mark(bits, Some(reason));
-        self.cancelled_up_to(current);
+        let uncancelled = self.uncancelled();
+        let mut left = usize::from(uncancelled.first) + uncancelled.held.len();
+        self.each_of(&uncancelled, |tokens| {
+            left -= 1;
+            if left > 0 {
+                tokens.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
+            } else {
+                // The current one, last.
+                tokens.cancel_or_mark(bits, Some(reason.clone()));
+            }
+        });
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
     /// take no more.
     pub(crate) fn drain_own(&self) {
-        let tokens = self.tokens();
-        tokens.cancel_or_mark(DRAINED, None);
+        self.with_tokens(|tokens| tokens.cancel_or_mark(DRAINED, None));
     }
 
     /// [`drain_own`](Self::drain_own) then [`cancel_own`](Self::cancel_own)
@@ -1474,14 +1558,7 @@ impl Node {
     }
 
     pub(crate) fn is_draining(&self) -> bool {
-        self.is_draining_at(self.generation())
-    }
-
-    /// Whether generation `generation` (which exists) is draining: drained,
-    /// or its context cancelled. Makes neither token.
-    pub(crate) fn is_draining_at(&self, generation: u32) -> bool {
-        let tokens = self.tokens_at(generation);
-        tokens.is_drained() || tokens.is_own_cancelled()
+        self.is_draining_in(&self.generation())
     }
 
     // ----- deadlines -------------------------------------------------------------
@@ -2215,20 +2292,13 @@ pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
 pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
     let nodes = walk(root);
     // Each group's current generation, and those before it that a drain
-    // ended (see `Later::oldest`): the same ones in both passes.
-    let current: Vec<u32> = nodes.iter().map(|node| node.generation()).collect();
-    for (node, &current) in nodes.iter().zip(&current) {
-        for older in node.older_uncancelled(current) {
-            older.set_reason(&reason);
-        }
-        node.tokens_at(current).set_reason(&reason);
+    // ended (see `Later`): the same ones in both passes, held between them.
+    let held: Vec<Uncancelled> = nodes.iter().map(|node| node.uncancelled()).collect();
+    for (node, held) in nodes.iter().zip(&held) {
+        node.each_of(held, |tokens| tokens.set_reason(&reason));
     }
-    for (node, &current) in nodes.iter().zip(&current) {
-        for older in node.older_uncancelled(current) {
-            older.scope.cancel();
-        }
-        node.tokens_at(current).scope.cancel();
-        node.cancelled_up_to(current);
+    for (node, held) in nodes.iter().zip(&held) {
+        node.each_of(held, |tokens| tokens.scope.cancel());
     }
     // Last: the reason may format a task's error, whose `Display` may panic.
     crate::trace::cancelled(&root.label, &reason);
@@ -2244,7 +2314,7 @@ pub(crate) fn start_deadline_timer(this: &NodeRef, runtime: &tokio::runtime::Han
         return;
     };
     let node = this.clone();
-    let scope = this.tokens().scope.clone();
+    let scope = this.with_tokens(|tokens| tokens.scope.clone());
     runtime.spawn(async move {
         tokio::select! {
             biased;
@@ -2591,26 +2661,26 @@ mod tests {
         let wg = crate::WaitGroup::new();
         let node = wg.node();
         node.drain_and_cancel_own(CancelReason::Shutdown);
-        assert!(node.tokens().drain.get().is_none() && node.tokens().own.get().is_none());
-        assert!(node.drain_at(0).is_cancelled() && node.own_at(0).is_cancelled());
-        assert!(matches!(node.reason_at(0), Some(CancelReason::Shutdown)));
+        assert!(node.tokens.drain.get().is_none() && node.tokens.own.get().is_none());
+        assert!(node.tokens.drain().is_cancelled() && node.tokens.own().is_cancelled());
+        assert!(matches!(node.tokens.reason(), Some(CancelReason::Shutdown)));
 
         // Both made: both cancelled, the drain signal too (a task's
         // `draining()` also ends on the context alone, so only this shows it).
         let wg = crate::WaitGroup::new();
         let node = wg.node();
-        let (drain, own) = (node.drain_at(0).clone(), node.own_at(0).clone());
+        let (drain, own) = (node.tokens.drain().clone(), node.tokens.own().clone());
         node.drain_and_cancel_own(CancelReason::Shutdown);
         assert!(drain.is_cancelled() && own.is_cancelled());
 
         // One made, one not; an earlier reason is kept.
         let wg = crate::WaitGroup::new();
         let node = wg.node();
-        let drain = node.drain_at(0).clone();
-        node.tokens().set_reason(&CancelReason::Deadline);
+        let drain = node.tokens.drain().clone();
+        node.tokens.set_reason(&CancelReason::Deadline);
         node.drain_and_cancel_own(CancelReason::Shutdown);
-        assert!(drain.is_cancelled() && node.own_at(0).is_cancelled());
-        assert!(matches!(node.reason_at(0), Some(CancelReason::Deadline)));
+        assert!(drain.is_cancelled() && node.tokens.own().is_cancelled());
+        assert!(matches!(node.tokens.reason(), Some(CancelReason::Deadline)));
     }
 
     /// Shielded sections: nested ones keep a task shielded until the last
@@ -2737,25 +2807,55 @@ mod tests {
         assert_eq!(unrecorded, [1, 1]);
     }
 
-    /// Generation `g` (from 1) is in segment `log2(g)`, at `g - 2^log2(g)`:
-    /// segments of 1, 2, 4, ... slots, the last of them reaching `u32::MAX`.
+    /// A reopened group keeps the generations of its tokens that something
+    /// holds, not one per reopen: the current one, and those a drain ended
+    /// while a context of theirs lives, which a cancel still reaches. The
+    /// list of drained ones is pruned, so it stays bounded too.
     #[test]
-    fn later_generations_are_found_by_arithmetic() {
-        assert_eq!(Later::locate(1), (0, 0));
-        assert_eq!(Later::locate(2), (1, 0));
-        assert_eq!(Later::locate(3), (1, 1));
-        assert_eq!(Later::locate(4), (2, 0));
-        assert_eq!(Later::locate(7), (2, 3));
-        assert_eq!(Later::locate(1 << 20), (20, 0));
-        assert_eq!(Later::locate(u32::MAX), (31, (1 << 31) - 1));
-        let later = Later::new();
-        for generation in 1..=100 {
-            later.make(generation, Tokens::new(None));
+    fn a_reopened_group_keeps_only_the_generations_held() {
+        use crate::TaskContext;
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        let held = |generation: &Generation| Arc::downgrade(generation.0.as_ref().unwrap());
+        // Cancelled and reopened: nothing holds the generations before.
+        let cancelled: Vec<Weak<Tokens>> = (0..100)
+            .map(|_| {
+                wg.cancel();
+                wg.reopen();
+                held(&node.generation())
+            })
+            .collect();
+        let live = |gens: &[Weak<Tokens>]| gens.iter().filter(|g| g.strong_count() > 0).count();
+        assert_eq!(live(&cancelled), 1, "the current one");
+        // Drained and reopened, a context of each held: a cancel reaches
+        // every one, the first generation (the node's own) too.
+        let first = TaskContext::new(node.clone());
+        node.drain_own();
+        wg.reopen();
+        let contexts: Vec<TaskContext> = (0..20)
+            .map(|_| {
+                let ctx = TaskContext::new(node.clone());
+                node.drain_own();
+                wg.reopen();
+                ctx
+            })
+            .collect();
+        assert!(contexts.iter().all(|ctx| !ctx.is_cancelled()));
+        wg.cancel();
+        assert!(first.is_cancelled());
+        assert!(contexts.iter().all(|ctx| ctx.is_cancelled()));
+        let drained: Vec<Weak<Tokens>> =
+            contexts.iter().map(|ctx| held(ctx.generation())).collect();
+        drop(contexts);
+        assert_eq!(live(&drained), 0);
+        // Drained and reopened again and again, nothing held: the list of
+        // generations a cancel must reach is pruned.
+        for _ in 0..1_000 {
+            node.drain_own();
+            wg.reopen();
         }
-        let segments = later.segments.iter().filter(|s| s.get().is_some()).count();
-        assert_eq!(segments, 7, "1 + 2 + ... + 64 slots hold 100 generations");
-        assert!((1..=100).all(|generation| later.get(generation).is_some()));
-        assert!(later.get(101).is_none() && later.get(1 << 30).is_none());
+        let later = node.later.get().unwrap();
+        assert!(later.gens.lock().drained.len() <= 8);
     }
 
     /// The node stays 376 B: with its scope token (112 B) an empty group is

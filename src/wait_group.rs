@@ -9,7 +9,7 @@ use std::panic::Location;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
 
 use crate::context::TaskContext;
 use crate::error::{Closed, LinkError, TaskErrors, TryGoError, WaitError};
@@ -814,13 +814,18 @@ impl WaitGroup {
         self.node.is_cancelled()
     }
 
-    /// Resolves when the group's context is cancelled.
+    /// Resolves when the group's context, as it is when this is called, is
+    /// cancelled (after a [`reopen`](Self::reopen), a new call waits on the
+    /// new context).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.node.own().cancelled()
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + '_ {
+        // Held by the future: a later generation lives as long as what
+        // reads it (see `node::Later`).
+        let generation = self.node.generation();
+        async move { self.node.own_in(&generation).cancelled().await }
     }
 
     /// Like [`cancelled`](Self::cancelled), but owns a clone of the group's
@@ -855,14 +860,14 @@ impl WaitGroup {
     ///
     /// Cancel safe.
     pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.node.own().clone().cancelled_owned()
+        self.node.own_token().cancelled_owned()
     }
 
     /// The group's context: the token its tasks receive. Cancelling it cancels
     /// this group's own tasks, not the groups below it (their contexts derive
     /// from the group's scope, which [`cancel`](Self::cancel) cancels).
     pub fn context(&self) -> CancellationToken {
-        self.node.own().clone()
+        self.node.own_token()
     }
 
     /// The failure that cancelled the group, with
@@ -881,7 +886,7 @@ impl WaitGroup {
 
     /// Why the group's context was cancelled; `None` while it is not.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.node.reason_at(self.node.generation())
+        self.node.reason_in(&self.node.generation())
     }
 
     /// Tells the group's tasks, and those of every group below it, to drain:
@@ -922,12 +927,12 @@ impl WaitGroup {
     /// (or its parent's context) stays cancelled: the fresh context is a
     /// child of that token again. Linked groups are not reopened.
     ///
-    /// Every context a group hands out stays readable for as long as the
-    /// group lives (tasks and [`cancelled`](Self::cancelled) futures borrow
-    /// it), so each reopen that makes a fresh one keeps a few hundred bytes
-    /// until the group is dropped (220 B a `cancel()` and `reopen()`, 476 B
-    /// once a task asked for its context: `benches/profile.rs`, mode
-    /// `reopen`).
+    /// A context lives as long as what holds it: the tasks started with it,
+    /// and [`cancelled`](Self::cancelled) futures made while it was the
+    /// group's. The group keeps only the current one, and those a drain
+    /// ended while a task still holds them (for a cancel to reach), so a
+    /// group cancelled and reopened for a process's whole life keeps what is
+    /// live, not a context per reopen (`tests/soak.rs`).
     ///
     /// Returns whether the group was closed.
     ///

@@ -131,7 +131,8 @@ fn first_asks_racing_with(name: &'static str, stop: fn(&NodeRef)) {
         let look = thread::spawn(move || {
             let (observer, node) = observer;
             if observer.is_draining() {
-                let drain = node.drain_at(0);
+                let first = crate::node::Generation::default();
+                let drain = node.drain_in(&first);
                 assert!(
                     drain.is_cancelled() || observer.token().is_cancelled(),
                     "draining, but neither token says so"
@@ -142,7 +143,8 @@ fn first_asks_racing_with(name: &'static str, stop: fn(&NodeRef)) {
             }
         });
         let own = ctx.token().clone();
-        let drain = wg.node().drain_at(0).clone();
+        let first = crate::node::Generation::default();
+        let drain = wg.node().drain_in(&first).clone();
         shutdown.join().unwrap();
         look.join().unwrap();
         assert!(own.is_cancelled() && drain.is_cancelled());
@@ -155,12 +157,13 @@ fn first_asks_racing_with(name: &'static str, stop: fn(&NodeRef)) {
 /// with a task of the first generation waiting for its context: whichever
 /// comes first, the task's context ends cancelled, with the cancel's
 /// reason. A cancel that comes after the reopen reaches the generation the
-/// drain ended (`Later::oldest`), not only the fresh one.
+/// drain ended (see `node::Later`), not only the fresh one.
 #[test]
 fn cancel_racing_a_reopen_after_a_drain_reaches_the_old_context() {
     cancel_racing_a_reopen(
         "cancel_racing_a_reopen_after_a_drain_reaches_the_old_context",
         |node| node.cancel_own(CancelReason::Shutdown),
+        false,
     );
 }
 
@@ -170,12 +173,47 @@ fn cancel_tree_racing_a_reopen_after_a_drain_reaches_the_old_context() {
     cancel_racing_a_reopen(
         "cancel_tree_racing_a_reopen_after_a_drain_reaches_the_old_context",
         |node| crate::node::cancel_tree(node, CancelReason::Shutdown),
+        false,
     );
 }
 
-fn cancel_racing_a_reopen(name: &'static str, cancel: fn(&NodeRef)) {
+/// As above, in a group drained and reopened once before, with the task in
+/// the second generation: the later generations exist, so the reopen
+/// replaces the current one and lists the drained one (under the lock of the
+/// later generations), and the cancel takes that list under the same lock
+/// and cancels what it took after releasing it.
+#[test]
+fn cancel_racing_a_second_reopen_after_a_drain_reaches_the_old_context() {
+    cancel_racing_a_reopen(
+        "cancel_racing_a_second_reopen_after_a_drain_reaches_the_old_context",
+        |node| node.cancel_own(CancelReason::Shutdown),
+        true,
+    );
+}
+
+/// As above, with `cancel()`.
+#[test]
+fn cancel_tree_racing_a_second_reopen_after_a_drain_reaches_the_old_context() {
+    cancel_racing_a_reopen(
+        "cancel_tree_racing_a_second_reopen_after_a_drain_reaches_the_old_context",
+        |node| crate::node::cancel_tree(node, CancelReason::Shutdown),
+        true,
+    );
+}
+
+/// `reopened`: the group was drained and reopened once before the task
+/// started.
+fn cancel_racing_a_reopen(name: &'static str, cancel: fn(&NodeRef), reopened: bool) {
     model(name, move || {
-        let (wg, ctx) = group();
+        let (wg, ctx) = if reopened {
+            let wg = WaitGroup::builder().record_guards(false).build();
+            wg.node().drain_own();
+            wg.node().reopen();
+            let ctx = TaskContext::new(wg.node().clone());
+            (wg, ctx)
+        } else {
+            group()
+        };
         let node = wg.node().clone();
         let reopen = thread::spawn(move || {
             node.drain_own();
