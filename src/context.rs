@@ -40,8 +40,10 @@ use crate::shutdown::saturating_add;
 /// `ctx.cancelled().await`, `ctx.is_cancelled()` and
 /// `ctx.run_until_cancelled(fut).await` work as on the token; use
 /// [`token`](Self::token) for an owned token to hand on (for example to a
-/// library's graceful-shutdown hook). Cloning it is one atomic increment, and
-/// handing it to a task costs no more: it does not clone the token.
+/// library's graceful-shutdown hook). Cloning it is one atomic increment (two
+/// in a group reopened after a cancel or drain, whose context the clone
+/// shares), and handing it to a task costs no more: it does not clone the
+/// token.
 ///
 /// # Examples
 ///
