@@ -932,7 +932,10 @@ impl WaitGroup {
     /// group's. The group keeps only the current one, and those a drain
     /// ended while a task still holds them (for a cancel to reach), so a
     /// group cancelled and reopened for a process's whole life keeps what is
-    /// live, not a context per reopen (`tests/soak.rs`).
+    /// live, not a context per reopen (`tests/soak.rs`). The price, once a
+    /// group was reopened after a cancel or drain: each task started, and each
+    /// [`cancelled`](Self::cancelled) or [`is_cancelled`](Self::is_cancelled),
+    /// takes a lock and an atomic increment more, to share the context.
     ///
     /// Returns whether the group was closed.
     ///
