@@ -154,6 +154,7 @@ mod event;
 mod guard;
 mod label;
 mod node;
+mod pruned;
 mod reason;
 mod registry;
 mod report;

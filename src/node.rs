@@ -94,6 +94,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
+use crate::pruned::Pruned;
 use crate::reason::CancelReason;
 use crate::registry::{AbortWatch, Late, Registry, Slot};
 use crate::report::{GroupPending, TaskInfo};
@@ -714,26 +715,11 @@ struct Gens {
     /// The current generation: the group's `generation` number, at least 1.
     current: Arc<Tokens>,
     /// The generations before `current` that a drain ended and no cancel has
-    /// reached since; those no longer held are pruned when the list has
-    /// doubled since the last pruning, so it stays within twice what is held
-    /// (or 8).
-    drained: Vec<Weak<Tokens>>,
-    /// How many of `drained` were held at the last pruning.
-    kept: usize,
+    /// reached since; those no longer held are dropped in batches
+    /// ([`Pruned`]), so the list follows what is held.
+    drained: Pruned<Weak<Tokens>>,
     /// The first generation (the node's own `tokens`) is among those.
     first_drained: bool,
-}
-
-impl Gens {
-    /// Adds `tokens`, which a drain ended, to the generations a cancel must
-    /// still reach.
-    fn push_drained(&mut self, tokens: &Arc<Tokens>) {
-        if self.drained.len() >= (2 * self.kept).max(8) {
-            self.drained.retain(|old| old.strong_count() > 0);
-            self.kept = self.drained.len();
-        }
-        self.drained.push(Arc::downgrade(tokens));
-    }
 }
 
 /// The generation of a group's tokens that a task started in, or that a
@@ -1360,8 +1346,7 @@ impl Node {
             };
         };
         let mut gens = later.gens.lock();
-        let drained = std::mem::take(&mut gens.drained);
-        gens.kept = 0;
+        let drained = gens.drained.take();
         let first = std::mem::take(&mut gens.first_drained);
         let held = drained
             .iter()
@@ -1409,8 +1394,7 @@ impl Node {
                 None => {
                     let gens = Gens {
                         current: tokens,
-                        drained: Vec::new(),
-                        kept: 0,
+                        drained: Pruned::default(),
                         first_drained: !cancelled,
                     };
                     // Made here only, under the first generation's lock.
@@ -1433,7 +1417,8 @@ impl Node {
                     let old = std::mem::replace(&mut gens.current, tokens);
                     // A generation a cancel ended is reached by no later one.
                     if !cancelled {
-                        gens.push_drained(&old);
+                        gens.drained
+                            .push(Arc::downgrade(&old), |held| held.strong_count() > 0);
                     }
                 }
             }
