@@ -49,6 +49,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Runs `step` for `steps` indices, one after another, and returns the growth of the live
+/// heap from the end of the first `warm_up` steps to the last, and that growth per step.
+async fn growth_after<F: std::future::Future<Output = ()>>(
+    warm_up: usize,
+    steps: usize,
+    mut step: impl FnMut(usize) -> F,
+) -> (i64, f64) {
+    let mut base = 0;
+    for i in 0..steps {
+        if i == warm_up {
+            base = live_bytes();
+        }
+        step(i).await;
+    }
+    let growth = live_bytes() - base;
+    (growth, growth as f64 / (steps - warm_up) as f64)
+}
+
 /// 100,000 short-lived child groups, one after another (a request handler's
 /// pattern): each is made with `child()`, does its work (a guard or a task),
 /// and is dropped. After a warm-up, the live heap must not grow with the
@@ -61,22 +79,19 @@ fn transient_children_one_after_another_leave_nothing_behind() {
     let rt = runtime();
     let parent = WaitGroup::builder().name("server").build();
     rt.block_on(async {
-        let mut base = 0;
-        for i in 0..CHILDREN {
-            if i == WARM_UP {
-                base = live_bytes();
-            }
+        let (growth, per_child) = growth_after(WARM_UP, CHILDREN, |i| {
             let child = parent.child();
-            if i % 2 == 0 {
-                child.add().done();
-            } else {
-                child.go(|_| async { Ok::<_, std::io::Error>(()) });
-                child.wait().await.unwrap();
+            async move {
+                if i % 2 == 0 {
+                    child.add().done();
+                } else {
+                    child.go(|_| async { Ok::<_, std::io::Error>(()) });
+                    child.wait().await.unwrap();
+                }
+                drop(child);
             }
-            drop(child);
-        }
-        let growth = live_bytes() - base;
-        let per_child = growth as f64 / (CHILDREN - WARM_UP) as f64;
+        })
+        .await;
         assert!(
             per_child < 16.0,
             "the live heap grew by {growth} bytes over {} transient children \
@@ -103,7 +118,7 @@ fn transient_children_one_after_another_leave_nothing_behind() {
 /// reload, a paused consumer): each cycle starts a task that reads its context, waits on
 /// `cancelled()`, and is drained or cancelled before the reopen. After a warm-up the live
 /// heap must not grow with the cycles. Before, every reopen of a cancelled or drained
-/// group kept that generation of its tokens until the group was dropped (about 400 bytes a
+/// group kept that generation of its tokens until the group was dropped (511.7 bytes a
 /// cycle here).
 #[test]
 fn a_group_cancelled_and_reopened_for_ever_keeps_what_is_live() {
@@ -113,30 +128,28 @@ fn a_group_cancelled_and_reopened_for_ever_keeps_what_is_live() {
     let rt = runtime();
     let wg = WaitGroup::builder().name("consumer").build();
     rt.block_on(async {
-        let mut base = 0;
-        for i in 0..CYCLES {
-            if i == WARM_UP {
-                base = live_bytes();
-            }
-            wg.go(|ctx| async move {
-                ctx.cancelled().await;
-            });
-            let cancelled = wg.cancelled();
-            if i % 2 == 0 {
-                wg.cancel();
-            } else {
-                // A drain ends the generation without cancelling it; the task stops on
-                // the cancel that follows the reopen.
-                wg.drain();
+        let (growth, per_cycle) = growth_after(WARM_UP, CYCLES, |i| {
+            let wg = &wg;
+            async move {
+                wg.go(|ctx| async move {
+                    ctx.cancelled().await;
+                });
+                let cancelled = wg.cancelled();
+                if i % 2 == 0 {
+                    wg.cancel();
+                } else {
+                    // A drain ends the generation without cancelling it; the task stops
+                    // on the cancel that follows the reopen.
+                    wg.drain();
+                    wg.reopen();
+                    wg.cancel();
+                }
+                cancelled.await;
+                wg.wait().await.unwrap();
                 wg.reopen();
-                wg.cancel();
             }
-            cancelled.await;
-            wg.wait().await.unwrap();
-            wg.reopen();
-        }
-        let growth = live_bytes() - base;
-        let per_cycle = growth as f64 / (CYCLES - WARM_UP) as f64;
+        })
+        .await;
         assert!(
             per_cycle < 16.0,
             "the live heap grew by {growth} bytes over {} cancel and reopen cycles \
