@@ -106,18 +106,22 @@ async fn intensity_limit_escalates_with_name_and_count() {
 }
 
 /// A window without end counts every restart, and its message does not print
-/// `Duration::MAX` (584 billion years as `18446744073709551615.999999999s`).
+/// `Duration::MAX` (584 billion years as `18446744073709551615.999999999s`). Nor
+/// does it print a window of thirty years or more, which is one without end too.
 #[tokio::test(start_paused = true)]
 async fn a_window_without_end_gives_up_with_a_plain_message() {
-    let err = gives_up_within(Duration::MAX).await;
-    assert!(matches!(
-        &*err,
-        ServiceError::GaveUp { restarts: 3, window, .. } if *window == Duration::MAX
-    ));
-    assert_eq!(
-        err.to_string(),
-        "flaky: gave up after 3 restarts; last failure: failure 4"
-    );
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    for given in [Duration::MAX, Duration::from_secs(u64::MAX), century] {
+        let err = gives_up_within(given).await;
+        assert!(matches!(
+            &*err,
+            ServiceError::GaveUp { restarts: 3, window, .. } if *window == given
+        ));
+        assert_eq!(
+            err.to_string(),
+            "flaky: gave up after 3 restarts; last failure: failure 4"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -161,6 +165,46 @@ async fn supervisor_escalation_stops_the_siblings() {
         "flaky: gave up after 2 restarts within 10s; last failure: boom"
     );
     assert_eq!(stopped.recv().await, Some("steady stopped"));
+}
+
+/// A supervised service that does not stop is named with the line that added it to the
+/// supervisor, as a group's member is, not with a line inside the supervisor (every
+/// supervised service used to point to one line of `restart.rs`). For each policy: the
+/// permanent one runs its services as long-running members, the others as one-shot ones.
+#[tokio::test(start_paused = true)]
+async fn a_supervised_service_that_does_not_stop_is_named_where_it_was_added() {
+    for policy in [
+        RestartPolicy::Permanent,
+        RestartPolicy::Transient,
+        RestartPolicy::Temporary,
+    ] {
+        let stuck = service_fn("stuck", |_ctx, ready: Ready| async move {
+            ready.ready();
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let added_at = line!() + 4;
+        let mut group = Supervisor::builder("workers")
+            .policy(policy)
+            .stop_timeout(ms(50))
+            .service(stuck)
+            .build()
+            .unwrap();
+        let ctx = CancellationToken::new();
+        let run = tokio::spawn(group.serve(ctx.clone()));
+        tokio::task::yield_now().await;
+        ctx.cancel();
+        let err = run.await.unwrap().unwrap_err();
+        let [ServiceError::StopTimeout { name, site, .. }] = err.failures() else {
+            panic!("{policy:?}: {err:?}");
+        };
+        assert_eq!(name, "workers/stuck", "{policy:?}");
+        assert_eq!(
+            (site.file(), site.line()),
+            (file!(), added_at),
+            "{policy:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -557,12 +557,13 @@ impl Drop for ServiceError {
 }
 
 /// `" within 10s"`, or nothing for a window without end (`Duration::MAX`, which would print
-/// as 584 billion years).
+/// as 584 billion years, or anything of thirty years or more: see
+/// [`Intensity`](crate::service::Intensity)).
 struct Within(Duration);
 
 impl fmt::Display for Within {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == Duration::MAX {
+        if crate::shutdown::is_unlimited(self.0) {
             Ok(())
         } else {
             write!(f, " within {:?}", self.0)

@@ -187,23 +187,27 @@ impl ServiceGroup {
 impl ServiceGroupBuilder {
     /// Adds a long-running service: returning `Ok(())` before being stopped is a failure.
     #[track_caller]
-    pub fn service(mut self, service: impl Service) -> Self {
-        let site = Location::caller();
-        self.group
-            .members
-            .push(Member::new(service, Kind::LongRunning, site));
+    pub fn service(self, service: impl Service) -> Self {
+        self.member_at(service, Kind::LongRunning, Location::caller())
+    }
+
+    /// Adds a member of `kind` added at `site` (a [`Supervisor`](super::Supervisor)'s
+    /// services: the user's line, not the supervisor's).
+    pub(crate) fn member_at(
+        mut self,
+        service: impl Service,
+        kind: Kind,
+        site: &'static Location<'static>,
+    ) -> Self {
+        self.group.members.push(Member::new(service, kind, site));
         self
     }
 
     /// Adds a one-shot service (a migration, a warm-up): returning `Ok(())` at any time is
     /// fine and counts as ready; an error or panic still stops the group.
     #[track_caller]
-    pub fn oneshot(mut self, service: impl Service) -> Self {
-        let site = Location::caller();
-        self.group
-            .members
-            .push(Member::new(service, Kind::OneShot, site));
-        self
+    pub fn oneshot(self, service: impl Service) -> Self {
+        self.member_at(service, Kind::OneShot, Location::caller())
     }
 
     /// Adds a service whose return, `Ok` or not, ends the group (oklog/run's "the first
@@ -231,12 +235,8 @@ impl ServiceGroupBuilder {
     /// # }
     /// ```
     #[track_caller]
-    pub fn ending(mut self, service: impl Service) -> Self {
-        let site = Location::caller();
-        self.group
-            .members
-            .push(Member::new(service, Kind::Ending, site));
-        self
+    pub fn ending(self, service: impl Service) -> Self {
+        self.member_at(service, Kind::Ending, Location::caller())
     }
 
     /// How long the members may take to stop, counted from the cancellation, before the ones

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +19,11 @@ use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
     check_duration, check_name, deadline_after, drop_service_later, member_path, when_ready,
-    AbortOnDrop, AttemptEnd, End, EndCell, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    AbortOnDrop, AttemptEnd, End, EndCell, Kind, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Owner, Reporter, ServiceState, StatusHub};
+use crate::shutdown::is_unlimited;
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -200,7 +202,8 @@ impl XorShift {
 /// # Errors
 ///
 /// [`new`](Intensity::new) rejects a zero window. `Duration::MAX` is a window without end
-/// (at most `max_restarts` restarts ever); a restarter keeps at most `max_restarts`
+/// (at most `max_restarts` restarts ever), as is any window of thirty years or more (the
+/// crate's "no limit" for every duration); a restarter keeps at most `max_restarts`
 /// restart times whatever the window, and for a window without end only a count, so its
 /// memory is bounded, `Intensity::new(usize::MAX, Duration::MAX)` (restart forever)
 /// included.
@@ -417,8 +420,8 @@ impl<S: Service> Service for Restarter<S> {
 }
 
 /// The restart times inside the intensity window, at most `max_restarts` of them: memory
-/// bounded by the restart count whatever the window. A window without end (`Duration::MAX`)
-/// keeps a count instead, as no restart ever leaves it: with `max_restarts` at `usize::MAX`
+/// bounded by the restart count whatever the window. A window without end (`Duration::MAX`,
+/// or thirty years or more) keeps a count instead, as no restart ever leaves it: with `max_restarts` at `usize::MAX`
 /// too (restart forever), times would pile up, one per restart.
 #[derive(Debug)]
 struct Window {
@@ -440,7 +443,7 @@ impl Window {
     /// Forgets the restarts that left the window as of `now`; how many remain.
     fn count(&mut self, now: Instant) -> usize {
         let window = self.intensity.window;
-        if window == Duration::MAX {
+        if is_unlimited(window) {
             return self.ever;
         }
         while self
@@ -454,7 +457,7 @@ impl Window {
     }
 
     fn push(&mut self, now: Instant) {
-        if self.intensity.window == Duration::MAX {
+        if is_unlimited(self.intensity.window) {
             self.ever = self.ever.saturating_add(1);
             return;
         }
@@ -736,7 +739,8 @@ pub struct SupervisorBuilder {
     intensity: Intensity,
     status: Option<StatusHub>,
     stop_timeout: Duration,
-    services: Vec<Box<dyn Service>>,
+    /// Each service, and where it was added (its stop reports name that line).
+    services: Vec<(Box<dyn Service>, &'static Location<'static>)>,
 }
 
 impl fmt::Debug for SupervisorBuilder {
@@ -749,7 +753,11 @@ impl fmt::Debug for SupervisorBuilder {
             .field("stop_timeout", &self.stop_timeout)
             .field(
                 "services",
-                &self.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+                &self
+                    .services
+                    .iter()
+                    .map(|(s, _)| s.name())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -770,9 +778,11 @@ impl SupervisorBuilder {
         }
     }
 
-    /// Adds a service.
+    /// Adds a service. Its stop reports name this call's line as where it was added, as a
+    /// [`ServiceGroupBuilder::service`](super::ServiceGroupBuilder::service)'s do.
+    #[track_caller]
     pub fn service(mut self, service: impl Service) -> Self {
-        self.services.push(Box::new(service));
+        self.services.push((Box::new(service), Location::caller()));
         self
     }
 
@@ -810,13 +820,12 @@ impl SupervisorBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::NoServices`], [`ConfigError::DuplicateName`],
-    /// [`ConfigError::InvalidName`] (a service's name empty or holding a `/`),
+    /// [`ConfigError::DuplicateName`], [`ConfigError::InvalidName`] (a service's name empty or holding a `/`),
     /// [`ConfigError::ZeroDuration`].
     pub fn build(self) -> Result<ServiceGroup, ConfigError> {
         // Check names before reporting anything to the hub.
         let mut seen = std::collections::HashSet::new();
-        for s in &self.services {
+        for (s, _) in &self.services {
             check_name(&self.name, s.name())?;
             if !seen.insert(s.name()) {
                 return Err(ConfigError::DuplicateName {
@@ -831,7 +840,7 @@ impl SupervisorBuilder {
         if let Some(hub) = &self.status {
             builder = builder.status(hub.clone());
         }
-        for service in self.services {
+        for (service, site) in self.services {
             let mut r = Restarter::new(service)
                 .policy(self.policy)
                 .backoff(self.backoff)
@@ -839,11 +848,12 @@ impl SupervisorBuilder {
             if let Some(hub) = &self.status {
                 r = r.status(hub.clone());
             }
-            builder = if self.policy == RestartPolicy::Permanent {
-                builder.service(r)
+            let kind = if self.policy == RestartPolicy::Permanent {
+                Kind::LongRunning
             } else {
-                builder.oneshot(r)
+                Kind::OneShot
             };
+            builder = builder.member_at(r, kind, site);
         }
         builder.build()
     }
@@ -873,11 +883,18 @@ mod tests {
 
     /// A window without end keeps no times at all, only a count: restarting forever
     /// (`usize::MAX` restarts) no longer keeps a time per restart. The count still drives the
-    /// decision to give up and the backoff.
+    /// decision to give up and the backoff. A window of thirty years or more is one without
+    /// end, as every other time limit of the crate is: `u64::MAX` seconds, or a century, kept
+    /// a time per restart (16 bytes each) while only `Duration::MAX` itself was recognised.
     #[test]
     fn a_window_without_end_keeps_a_count_not_times() {
-        for max in [3, usize::MAX] {
-            let mut window = Window::new(Intensity::new(max, Duration::MAX).unwrap());
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let windows = [Duration::MAX, Duration::from_secs(u64::MAX), CENTURY];
+        for (max, window) in [3, usize::MAX]
+            .into_iter()
+            .flat_map(|m| windows.map(|w| (m, w)))
+        {
+            let mut window = Window::new(Intensity::new(max, window).unwrap());
             let t0 = Instant::now();
             for i in 0..RESTARTS {
                 let now = t0 + Duration::from_secs(i);
