@@ -265,6 +265,10 @@ struct Hot {
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
+    /// [`link`](crate::WaitGroup::link) put this group below another at some
+    /// point. Set (never cleared) by [`Node::push_link`], and read by
+    /// [`Node::may_be_below_another`], both under [`LINK_ORDER`].
+    linked_below: AtomicBool,
     /// The group's `record_guards`: here, in what would be padding, rather
     /// than in its [`Settings`], so that a lean group with the other
     /// settings at their defaults shares the static defaults instead of
@@ -1000,6 +1004,7 @@ impl Node {
                 generation: std::sync::atomic::AtomicU32::new(0),
                 has_errors: AtomicBool::new(false),
                 has_links: AtomicBool::new(false),
+                linked_below: AtomicBool::new(false),
                 record_guards,
             },
             label: GroupLabel {
@@ -1155,7 +1160,20 @@ impl Node {
         let key = links.push(child.clone());
         links.linked.insert(child.id(), key);
         self.hot.has_links.store(true, Ordering::Release);
+        child.hot.linked_below.store(true, Ordering::Relaxed);
         true
+    }
+
+    /// Whether some group may hold this one below it: a `child()`'s parent,
+    /// or a group this one was ever linked below (a flag never cleared, so
+    /// `true` for a group unlinked since, or whose parent is gone). `false`
+    /// means no group reaches this one, so linking anything below it cannot
+    /// close a cycle, and [`link`](crate::WaitGroup::link) skips the walk of
+    /// the child's subtree. The caller holds [`LINK_ORDER`], under which
+    /// every link is pushed: no link below another can appear meanwhile (a
+    /// `child()` is a new group, an edge to no existing one).
+    pub(crate) fn may_be_below_another(&self) -> bool {
+        self.owner.is_some() || self.hot.linked_below.load(Ordering::Relaxed)
     }
 
     /// Removes `child` from the links; `false` if it was not linked.

@@ -692,6 +692,14 @@ impl WaitGroup {
     /// linked group only through [`cancel`](Self::cancel), a failure with
     /// `cancel_on_error`, or a shutdown.
     ///
+    /// Links are made one at a time, process-wide. The check for a cycle
+    /// walks the groups below `child`, but only when this group may itself be
+    /// below another (it is a [`child`](Self::child), or was ever linked
+    /// below a group): a group that nothing holds, such as a fresh request's
+    /// group linking a shared one, links in constant time however much is
+    /// below `child`. If this group has a [deadline](WaitGroupBuilder::deadline),
+    /// the groups below `child` are walked to take it on.
+    ///
     /// # Errors
     ///
     /// [`LinkError`] if `child` is this group, if `child` already waits for
@@ -711,7 +719,10 @@ impl WaitGroup {
             return Err(LinkError::SelfLink { group: self.id() });
         }
         let _order = LINK_ORDER.lock();
-        if node::reaches(&child.node, self.id()) {
+        // A cycle needs a path from `child` to this group, so a group no
+        // other holds (a fresh request's, the top of a chain built bottom up)
+        // is not looked for in `child`'s subtree, which may be large.
+        if self.node.may_be_below_another() && node::reaches(&child.node, self.id()) {
             return Err(LinkError::Cycle {
                 parent: self.id(),
                 child: child.id(),
