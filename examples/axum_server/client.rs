@@ -4,16 +4,19 @@
 
 #![allow(dead_code)] // each user takes what it needs
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1, http2};
 use hyper::{header, Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use taskgroup::BoxError;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// One client connection.
 #[derive(Debug)]
@@ -28,6 +31,24 @@ pub(crate) struct Client {
 enum Send {
     Http1(http1::SendRequest<String>),
     Http2(http2::SendRequest<String>),
+}
+
+/// A future hyper spawned, run by the connection's driver.
+type Spawned = Pin<Box<dyn Future<Output = ()> + std::marker::Send>>;
+
+/// The executor of an HTTP/2 connection: hands what hyper spawns to the
+/// task driving the connection (see [`Client::connect_h2`]).
+#[derive(Clone)]
+struct SameTask(mpsc::UnboundedSender<Spawned>);
+
+impl<F> hyper::rt::Executor<F> for SameTask
+where
+    F: Future<Output = ()> + std::marker::Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        // The driver is gone only once the connection and all it ran ended.
+        let _ = self.0.send(Box::pin(fut));
+    }
 }
 
 /// A response: its status, whether the server will close the connection after
@@ -59,14 +80,47 @@ impl Client {
     }
 
     /// Connects to `addr` with HTTP/2 (prior knowledge, no TLS).
+    ///
+    /// What hyper spawns for the connection (the h2 connection, each
+    /// request's response) runs in the task that drives it, not in tasks of
+    /// its own. With them on other threads, hyper 1.x's client can fail a
+    /// request it has sent, and the server answered, with the server's
+    /// `GOAWAY` (`GoAway(NO_ERROR, Remote)`): after sending a request it
+    /// checks at once whether the connection is still open for more, and
+    /// fails the request it holds if a `GOAWAY` was read in between, which
+    /// another thread can do while that one is descheduled. In one task,
+    /// nothing is read between the two. (Seen once in CI, in a drain test:
+    /// reproduced by a sleep put between the two calls in a copy of hyper.)
     pub(crate) async fn connect_h2(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         let local = stream.local_addr()?;
-        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        let (spawn, mut spawned) = mpsc::unbounded_channel();
+        let (send, conn) = http2::handshake(SameTask(spawn), TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         let driver = tokio::spawn(async move {
-            let _ = conn.await;
+            let mut conn = pin!(conn);
+            let mut conn_done = false;
+            let mut running = FuturesUnordered::new();
+            poll_fn(|cx| loop {
+                while let Poll::Ready(Some(fut)) = spawned.poll_recv(cx) {
+                    running.push(fut);
+                }
+                if !conn_done {
+                    conn_done = conn.as_mut().poll(cx).is_ready();
+                }
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+                // Polling may have spawned more: take them before sleeping.
+                if !spawned.is_empty() {
+                    continue;
+                }
+                break if conn_done && running.is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            })
+            .await;
         });
         Ok(Client {
             local,
