@@ -604,6 +604,93 @@ async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain(
     assert!(frames.contains(&7), "told with a GOAWAY: {frames:?}");
 }
 
+/// An HTTP/2 client that never answers the `GOAWAY`'s `PING` and keeps
+/// opening streams after it (h2 takes them until that answer) cannot hold an
+/// unbounded drain open: the streams it opens more than a second after the
+/// `GOAWAY` are served but not waited for. Before, each new stream restarted
+/// the connection's one-second close wait, and a stream every 10 ms held
+/// `shutdown(Duration::MAX)` for good (2,233 streams in 25 s, in a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_the_drain() {
+    /// A frame: its 9-byte header (length, type, flags, stream id), then `payload`.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut frame = len.to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+    /// `GET /hello` on `stream`, ending it: HEADERS with END_STREAM and
+    /// END_HEADERS; HPACK `:method: GET` and `:scheme: http` from the static
+    /// table, `:path` and `:authority` as literals.
+    fn get_hello(stream: u32) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86, 0x04, 6];
+        block.extend_from_slice(b"/hello");
+        block.extend_from_slice(&[0x01, 1, b'x']);
+        frame(1, 0x5, stream, &block)
+    }
+
+    let server = Server::start().await;
+    let socket = TcpStream::connect(server.addr).await.unwrap();
+    let (mut read, mut write) = socket.into_split();
+    write
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    write.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    write.write_all(&frame(4, 1, 0, &[])).await.unwrap(); // its ACK of the server's
+                                                          // Frames read and dropped (the PING too: never answered); the server's
+                                                          // first SETTINGS (it took the connection as HTTP/2) and GOAWAY noted.
+    let settings = Arc::new(tokio::sync::Notify::new());
+    let goaway = Arc::new(tokio::sync::Notify::new());
+    let reader = tokio::spawn({
+        let (settings, goaway) = (settings.clone(), goaway.clone());
+        async move {
+            let mut header = [0; 9];
+            while read.read_exact(&mut header).await.is_ok() {
+                let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+                let mut payload = vec![0; len as usize];
+                if read.read_exact(&mut payload).await.is_err() {
+                    break;
+                }
+                match header[3] {
+                    4 if header[4] & 1 == 0 => settings.notify_one(),
+                    7 => goaway.notify_one(),
+                    _ => {}
+                }
+            }
+        }
+    });
+    // A stream every 10 ms from the GOAWAY on, until the connection is gone.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let opener = tokio::spawn({
+        let (goaway, opened) = (goaway.clone(), opened.clone());
+        async move {
+            goaway.notified().await;
+            let mut stream = 1;
+            while write.write_all(&get_hello(stream)).await.is_ok() {
+                opened.fetch_add(1, SeqCst);
+                stream += 2;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    timeout(LIMIT, settings.notified()).await.unwrap();
+
+    let started = Instant::now();
+    let report = timeout(LIMIT, server.group.shutdown(Duration::MAX))
+        .await
+        .expect("a client opening streams after the GOAWAY holds the drain");
+    let took = started.elapsed();
+    assert!(report.is_clean(), "{report}");
+    assert!(took >= Duration::from_secs(1), "{took:?}: {report}");
+    assert!(opened.load(SeqCst) > 0, "the client opened streams");
+    // The connection was dropped: the client's writes and reads end.
+    timeout(LIMIT, opener).await.unwrap().unwrap();
+    timeout(LIMIT, reader).await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_headers_are_still_arriving_is_waited_for_until_the_deadline() {
     let server = Server::start().await;

@@ -45,7 +45,9 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 ///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
 ///   done and the client answered the `PING` sent with it (a client that
 ///   has not answered one second after its last stream ended, or that died
-///   without closing its socket, has the connection dropped);
+///   without closing its socket, has the connection dropped; streams such a
+///   client opens more than a second after the `GOAWAY` are served, but not
+///   waited for, so it cannot hold the drain open by opening more);
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`), and groups linked after `group`
 ///   are closed only after those aborts took effect.
@@ -311,7 +313,19 @@ const H2_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// client answered the `PING` sent with it, so a client that never answers
 /// (or a peer that died without closing its socket) would hold the drain
 /// until its deadline, and forever under `Duration::MAX`.
+///
+/// Until that answer, h2 still takes new streams (the first `GOAWAY` allows
+/// any). A client answers within a round trip, and only the streams it sent
+/// before reading the `GOAWAY` are in flight; one that has not answered
+/// after [`H2_CLOSE_WAIT`] ignores it. The streams that start from then on
+/// are late: served, but neither waited for nor counted as starting, so a
+/// client that opens one every second or faster cannot hold the drain open
+/// for ever. They are cut off when the connection is dropped (their tasks,
+/// tasks of the group, run on to their end, as the shutdown's grace allows).
 async fn close_h2<C: Future>(mut conn: Pin<&mut C>, label: &ConnLabel) {
+    let _ = label
+        .late_from
+        .set(tokio::time::Instant::now() + H2_CLOSE_WAIT);
     loop {
         let started = label.streams_started.load(Ordering::Acquire);
         let idle = async {
@@ -420,9 +434,12 @@ struct ConnLabel {
     /// The client's first bytes were the HTTP/2 preface.
     h2: AtomicBool,
     /// What hyper handed to the executor (HTTP/2 streams) and is still
-    /// running, and how many it handed in all.
+    /// running, and how many it handed in all; neither counts a late one
+    /// (see [`close_h2`]).
     streams: AtomicUsize,
     streams_started: AtomicU64,
+    /// From when a new stream is late: [`H2_CLOSE_WAIT`] after the `GOAWAY`.
+    late_from: std::sync::OnceLock<tokio::time::Instant>,
     /// Notified when `streams` falls to zero.
     streams_ended: tokio::sync::Notify,
 }
@@ -436,6 +453,7 @@ impl ConnLabel {
             h2: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
             streams_started: AtomicU64::new(0),
+            late_from: std::sync::OnceLock::new(),
             streams_ended: tokio::sync::Notify::new(),
         }
     }
@@ -457,10 +475,16 @@ impl ConnLabel {
 struct Stream(Arc<ConnLabel>);
 
 impl Stream {
-    fn new(label: Arc<ConnLabel>) -> Stream {
+    /// The stream, counted; `None` for a late one (see [`close_h2`]).
+    fn new(label: Arc<ConnLabel>) -> Option<Stream> {
+        if let Some(from) = label.late_from.get() {
+            if tokio::time::Instant::now() >= *from {
+                return None;
+            }
+        }
         label.streams_started.fetch_add(1, Ordering::AcqRel);
         label.streams.fetch_add(1, Ordering::AcqRel);
-        Stream(label)
+        Some(Stream(label))
     }
 }
 
