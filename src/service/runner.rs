@@ -1135,6 +1135,9 @@ pub(crate) struct Run {
     passed_down: Option<Instant>,
     pub(crate) errors: Errors,
     ctx: CancellationToken,
+    /// [`next`](Self::next) returned [`Event::Cancelled`]: it watches the context until
+    /// then, and no longer after.
+    told_cancelled: bool,
     /// The members' tokens; in a group, children of `shared`.
     tokens: Vec<CancellationToken>,
     /// A group's token (cancelled to stop every member at once), or `None` for a sequence,
@@ -1281,6 +1284,7 @@ impl Run {
             passed_down: None,
             errors: Errors(collected),
             ctx,
+            told_cancelled: false,
             tokens,
             shared,
             _running: running,
@@ -1388,10 +1392,18 @@ impl Run {
         self.ctx.is_cancelled() || self.shared.as_ref().is_some_and(|t| t.is_cancelled())
     }
 
-    /// The next event, waiting at most until `deadline`.
+    /// The next event, waiting at most until `deadline`. [`Event::Cancelled`] comes once,
+    /// at once if the container is already stopping as a whole: a caller that checked
+    /// [`is_cancelled`](Self::is_cancelled) just before the cancel landed still hears of
+    /// it. (Watching the context only while it was not cancelled lost that cancel: members
+    /// that were all running and ready then ran for ever, and `serve` never returned.)
     pub(crate) async fn next(&mut self, deadline: Option<Instant>) -> Event {
+        if !self.told_cancelled && self.is_cancelled() {
+            self.told_cancelled = true;
+            return Event::Cancelled;
+        }
         loop {
-            let watch_ctx = !self.is_cancelled();
+            let watch_ctx = !self.told_cancelled;
             let ev = tokio::select! {
                 Some(i) = self.ends.next(), if !self.ends.is_empty() => self.ended(i),
                 Some((i, ok)) = self.readies.next(), if !self.readies.is_empty() => {
@@ -1406,7 +1418,10 @@ impl Run {
                         Some(Event::Ready(i, false))
                     }
                 }
-                () = self.ctx.cancelled(), if watch_ctx => Some(Event::Cancelled),
+                () = self.ctx.cancelled(), if watch_ctx => {
+                    self.told_cancelled = true;
+                    Some(Event::Cancelled)
+                }
                 () = sleep_until_opt(deadline) => Some(Event::Timeout),
             };
             if let Some(ev) = ev {
