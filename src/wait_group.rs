@@ -1573,13 +1573,14 @@ impl<'a> TaskBuilder<'a> {
     /// [`Closed`] if the group is closed.
     #[track_caller]
     pub fn try_add(self) -> Result<TaskGuard, Closed> {
+        self.try_add_at(Location::caller())
+    }
+
+    /// [`try_add`](Self::try_add), created at `site` (a layer's guards: where
+    /// the user made the layer).
+    pub(crate) fn try_add_at(self, site: &'static Location<'static>) -> Result<TaskGuard, Closed> {
         let task = self.group.try_add_task()?;
-        Ok(TaskGuard::new(
-            task,
-            self.name,
-            Location::caller(),
-            TaskKind::Guard,
-        ))
+        Ok(TaskGuard::new(task, self.name, site, TaskKind::Guard))
     }
 
     /// A guard that takes one of the slots of the group's

@@ -158,6 +158,57 @@ async fn the_report_names_the_requests_still_running_and_closed_groups_answer_50
     server.server.abort();
 }
 
+/// A request is named by the path the client sent, also in a router nested
+/// under a prefix (which sees only the rest of the path), cut at 256 bytes;
+/// and it is created where the layer was made, not in the layer's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_named_by_their_whole_path_cut_short_and_created_at_the_layer() {
+    let requests = WaitGroup::builder().name("requests").build();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let stuck = move || {
+        let tx = tx.clone();
+        async move {
+            tx.send(()).unwrap();
+            std::future::pending::<()>().await;
+            "unreachable"
+        }
+    };
+    let layer_line = line!() + 4;
+    let api = Router::new()
+        .route("/x", get(stuck.clone()))
+        .route("/long/{*rest}", get(stuck))
+        .layer(TrackRequests::new(&requests));
+    let app = Router::new().nest("/api", api);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(requests.cancelled_owned());
+    let server = tokio::spawn(async move { serve.await });
+
+    let long = format!("/api/long/{}", "a".repeat(10_000));
+    let mut clients = Vec::new();
+    for path in ["/api/x".to_owned(), long.clone()] {
+        let mut client = Client::connect(addr).await.unwrap();
+        clients.push(tokio::spawn(async move { client.get(&path).await }));
+        timeout(LIMIT, started.recv()).await.unwrap().unwrap();
+    }
+    let pending = requests.pending();
+    let mut names: Vec<&str> = pending.tasks().filter_map(|t| t.name()).collect();
+    names.sort();
+    // 256 bytes of the path: `/api/long/` and 246 `a`s.
+    let cut = format!("GET /api/long/{}…", "a".repeat(246));
+    assert_eq!(names, [cut.as_str(), "GET /api/x"]);
+    for task in pending.tasks() {
+        assert_eq!(
+            (task.site().file(), task.site().line()),
+            (file!(), layer_line)
+        );
+    }
+    for client in clients {
+        client.abort();
+    }
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_in_flight_until_its_body_is_sent_or_dropped() {
     let mut server = start().await;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -18,11 +19,17 @@ use crate::{TaskGuard, WaitGroup};
 /// hyper-util's `GracefulShutdown`).
 ///
 /// * Each request is a [`TaskGuard`] named `<METHOD> <path>` (the path
-///   without its query), taken when the request reaches the layer and
-///   completed when its response body has been sent, or when the response
-///   or the body is dropped (the client went away, the server aborted the
-///   connection). The body counts so that a streamed response (server-sent
-///   events, a large download) is in flight until its end.
+///   without its query, as the client sent it: with the `axum` feature, a
+///   router [nested](https://docs.rs/axum/0.8/axum/struct.Router.html#method.nest)
+///   under a prefix still names its requests by their whole path, from
+///   axum's `OriginalUri`; a path longer than 256 bytes is cut there, with
+///   `…`, so a client cannot make every report line 64 KB long), created
+///   where the layer was made ([`TrackRequests::new`]'s caller), taken when
+///   the request reaches the layer and completed when its response body has
+///   been sent, or when the response or the body is dropped (the client went
+///   away, the server aborted the connection). The body counts so that a
+///   streamed response (server-sent events, a large download) is in flight
+///   until its end.
 /// * Once the group is [closed](WaitGroup::close) (a
 ///   [`shutdown`](WaitGroup::shutdown) closes it first), a new request is
 ///   not passed on: it gets `503 Service Unavailable` with an empty body,
@@ -34,7 +41,18 @@ use crate::{TaskGuard, WaitGroup};
 /// in the server's own task after the shutdown returns, and a group linked
 /// after this one (a database pool) is closed while it runs. Where that
 /// must not happen, serve with [`serve`](super::serve), whose connections
-/// are aborted at the deadline.
+/// are aborted at the deadline. For the same reason, a handler that calls
+/// the group's [`shutdown`](WaitGroup::shutdown) waits for itself: its
+/// shutdown takes the whole grace and lists it as pending (and its
+/// [`wait`](WaitGroup::wait) never returns). Start the shutdown in a task of
+/// its own instead. A connection upgraded to a WebSocket is not a request in
+/// flight once its `101` response is sent.
+///
+/// The layer changes the response body's type ([`TrackedBody`]). Inside a
+/// `Router` (`.layer(..)`, as below) axum boxes it again; a `Router` wrapped
+/// from outside (`TrackRequests::new(&group).layer(router)`) must box it
+/// itself for `axum::serve`, for example with tower-http's
+/// `MapResponseBodyLayer::new(axum::body::Body::new)`.
 ///
 /// # Examples
 ///
@@ -65,13 +83,17 @@ use crate::{TaskGuard, WaitGroup};
 #[derive(Clone, Debug)]
 pub struct TrackRequests {
     group: WaitGroup,
+    site: &'static Location<'static>,
 }
 
 impl TrackRequests {
-    /// Tracks requests in `group`.
+    /// Tracks requests in `group`; reports name this call's line as where
+    /// each request was created.
+    #[track_caller]
     pub fn new(group: &WaitGroup) -> TrackRequests {
         TrackRequests {
             group: group.clone(),
+            site: Location::caller(),
         }
     }
 }
@@ -83,6 +105,7 @@ impl<S> Layer<S> for TrackRequests {
         TrackRequestsService {
             inner,
             group: self.group.clone(),
+            site: self.site,
         }
     }
 }
@@ -92,6 +115,31 @@ impl<S> Layer<S> for TrackRequests {
 pub struct TrackRequestsService<S> {
     inner: S,
     group: WaitGroup,
+    site: &'static Location<'static>,
+}
+
+/// The longest path a request's name keeps, in bytes.
+const MAX_PATH: usize = 256;
+
+/// A request's name: `<METHOD> <path>`, the path as the client sent it
+/// (axum's `OriginalUri`, if a router put it there: a nested router sees
+/// only what follows its prefix), cut at [`MAX_PATH`] bytes with `…`.
+fn request_name<B>(req: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path(), |original| original.0.path());
+    #[cfg(not(feature = "axum"))]
+    let path = req.uri().path();
+    if path.len() <= MAX_PATH {
+        return format!("{} {path}", req.method());
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} {}…", req.method(), &path[..end])
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackRequestsService<S>
@@ -107,8 +155,8 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let name = format!("{} {}", req.method(), req.uri().path());
-        match self.group.task().name(name).try_add() {
+        let name = request_name(&req);
+        match self.group.task().name(name).try_add_at(self.site) {
             Ok(guard) => ResponseFuture {
                 state: State::Running {
                     future: self.inner.call(req),
