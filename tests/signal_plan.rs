@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use taskgroup::shutdown::{Grace, Phase, ShutdownPlan, Signal, SignalError};
+use taskgroup::shutdown::{Grace, Phase, Readiness, ShutdownPlan, Signal, SignalError};
 use taskgroup::WaitGroup;
 
 mod common {
@@ -26,7 +26,9 @@ fn stdout(out: &Output) -> String {
 }
 
 /// A server with a task that stops on cancel (and says why) and one that
-/// ignores everything; the plan's phases are sent to `phases`.
+/// ignores everything, ready until the plan says otherwise; each phase of the
+/// plan is printed as it begins (`CHILD phase NotReady`), and the readiness
+/// once the plan ended (`CHILD ready at the end: false`).
 async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownReport, SignalError> {
     let wg = WaitGroup::builder().name("server").build();
     wg.task().name("polite").go(|ctx| async move {
@@ -37,10 +39,18 @@ async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownRep
         .name("stubborn")
         .go(|_ctx| std::future::pending::<()>());
     let (tx, mut draining) = tokio::sync::mpsc::unbounded_channel();
+    let readiness = Readiness::new();
+    readiness.set_ready();
     let plan = ShutdownPlan::new(
         Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60)),
     )
+    .readiness(readiness.clone())
     .on_phase(move |phase| {
+        let name = format!("{phase:?}");
+        println!(
+            "CHILD phase {}",
+            name.split([' ', '{']).next().unwrap_or("")
+        );
         if let Phase::Draining { .. } = phase {
             let _ = tx.send(());
         }
@@ -53,7 +63,9 @@ async fn scenario(second: Option<&'static str>) -> Result<taskgroup::ShutdownRep
     if second == Some("-INT now") {
         // Both before the runtime looks: seen in one wake-up.
         kill_self("-INT");
-        return run.await;
+        let result = run.await;
+        println!("CHILD ready at the end: {}", readiness.is_ready());
+        return result;
     }
     if let Some(second) = second {
         tokio::select! {
@@ -156,6 +168,16 @@ fn two_signals_seen_at_once_force() {
     // `shutdown::signals`): the forcing one is either.
     assert!(matches!(out.status.code(), Some(130 | 143)), "{text}");
     assert!(text.contains("CHILD forced at once by 2 signals"), "{text}");
+    // Not ready first, as in any stop (readiness fails, systemd hears
+    // `STOPPING=1`): the forced stop used to skip it, and left the server
+    // ready.
+    let phases: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split("CHILD phase ").nth(1))
+        .collect();
+    assert_eq!(phases.first(), Some(&"NotReady"), "{text}");
+    assert!(phases.contains(&"Forced"), "{text}");
+    assert!(text.contains("CHILD ready at the end: false"), "{text}");
 }
 
 #[test]

@@ -280,8 +280,12 @@ impl ShutdownPlan {
         signals.recv().await.map_err(SignalError::Listen)?;
         let first = signals.received()[0];
         crate::trace::signal(first, 1);
+        // Not ready at once, also when a second signal came with the first and the stop is
+        // forced before the graceful one is polled (it then skipped readiness and
+        // `STOPPING=1`).
+        self.stop_being_ready();
         {
-            let plan = self.run_because(group, CancelReason::Signal(first));
+            let plan = self.run_when_not_ready(group, CancelReason::Signal(first));
             tokio::pin!(plan);
             let mut listening = true;
             // Two signals may already have arrived by the first wake-up.
@@ -308,10 +312,20 @@ impl ShutdownPlan {
     }
 
     async fn run_because(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
+        self.stop_being_ready();
+        self.run_when_not_ready(group, reason).await
+    }
+
+    /// The first phase: readiness fails, systemd is told `STOPPING=1`.
+    fn stop_being_ready(&self) {
         if let Some(readiness) = &self.readiness {
             readiness.set_not_ready();
         }
         self.phase(Phase::NotReady);
+    }
+
+    /// The phases after [`stop_being_ready`](Self::stop_being_ready).
+    async fn run_when_not_ready(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
         if !self.pre_stop_delay.is_zero() {
             self.phase(Phase::PreStop {
                 delay: self.pre_stop_delay,
