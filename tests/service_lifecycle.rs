@@ -227,3 +227,37 @@ async fn ending_member_error_is_the_group_result() {
     assert_eq!(err.to_string(), "interrupt: interrupted");
     assert_eq!(*log.lock().unwrap(), ["start api", "stop api"]);
 }
+
+/// An `ending` member that fails while another hangs, and another fails as it stops: its
+/// failure comes first, then the others' in the order they came. They used to be dropped: a
+/// member that hung and was aborted at the stop timeout was named nowhere.
+#[tokio::test(start_paused = true)]
+async fn ending_member_error_comes_with_the_failures_of_the_others() {
+    let mut group = ServiceGroup::builder("app")
+        .service(service_fn("hung", |_ctx, _ready| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        }))
+        .service(service_fn(
+            "teardown",
+            |ctx: CancellationToken, _ready| async move {
+                ctx.cancelled().await;
+                Err("flush failed".into())
+            },
+        ))
+        .ending(service_fn("job", |_ctx, _ready| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err("job failed".into())
+        }))
+        .stop_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = group.serve(CancellationToken::new()).await.unwrap_err();
+    let names: Vec<_> = err.failures().iter().filter_map(|e| e.name()).collect();
+    assert_eq!(names, ["job", "teardown", "app/hung"], "{err}");
+    assert!(
+        matches!(&err.failures()[2], ServiceError::StopTimeout { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("job: job failed"), "{err}");
+}

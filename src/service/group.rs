@@ -40,7 +40,9 @@ use super::status::{Owner, StatusHub};
 ///   have all returned `Ok` is aborted at the deadline;
 /// - a member added with [`ServiceGroupBuilder::ending`] ends the group when it returns, `Ok` or
 ///   not (oklog/run's actors): the others are stopped cleanly and the result is that
-///   member's (or, if it returned `Ok`, the failures of the others while stopping);
+///   member's failure, followed by those of the others while stopping, if any (as
+///   [`ServiceError::Failures`] when there are others; if it returned `Ok`, the failures of
+///   the others);
 /// - returns `Ok(())`, or [`ServiceError::Failures`] listing every failure as `name: error`,
 ///   the first one first.
 ///
@@ -212,8 +214,10 @@ impl ServiceGroupBuilder {
 
     /// Adds a service whose return, `Ok` or not, ends the group (oklog/run's "the first
     /// actor to return interrupts the others"): the others are stopped cleanly, and the
-    /// group's result is this member's (if it returned `Ok`, the failures of the others
-    /// while stopping, if any). A signal watcher or a "run until this job is done" member.
+    /// group's result is this member's failure, or, if others failed while stopping (one
+    /// that hung and was aborted, a failed teardown), [`ServiceError::Failures`] with this
+    /// member's first; if it returned `Ok`, the failures of the others, if any. A signal
+    /// watcher or a "run until this job is done" member.
     ///
     /// # Examples
     ///
@@ -331,7 +335,10 @@ async fn run_group(mut run: Run, ready: Ready, stop_timeout: Duration) -> Result
     }
     let others = run.finish();
     match ended_by {
-        Some(Some(e)) => Err(e),
+        // The ending member's failure, and every other (one that hung is named by its
+        // stop timeout, a failed teardown is a failure), after it.
+        Some(Some(e)) if others.is_empty() => Err(e),
+        Some(Some(e)) => into_result(std::iter::once(e).chain(others).collect()),
         _ => into_result(others),
     }
 }

@@ -28,9 +28,10 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// - **start**: spawns the first service and waits until it reports ready (or, for a one-shot
 ///   service, finishes with `Ok`), then the second, and so on. Each service has its own
 ///   *start timeout* (the sequence's, or its own from
-///   [`service_with_timeouts`](SequenceBuilder::service_with_timeouts)). If a service fails, panics, exits early or times out while starting, or
-///   an already started one fails meanwhile, the sequence stops what it started and reports
-///   [`Starting`](ServiceError::Starting) (`"starting B: …"`);
+///   [`service_with_timeouts`](SequenceBuilder::service_with_timeouts)). If a service fails, panics, exits early or times out while starting, the
+///   sequence stops what it started and reports [`Starting`](ServiceError::Starting)
+///   (`"starting B: …"`); if an already started one fails meanwhile, it stops the same way
+///   and reports that one's failure as it is (`"A: …"`);
 /// - reports ready once every service is ready;
 /// - **run**: until its context is cancelled or a service fails (same rules as a
 ///   [`ServiceGroup`](super::ServiceGroup));

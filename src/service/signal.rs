@@ -28,8 +28,9 @@ use crate::shutdown::signals::Signals;
 ///   task a group or sequence spawned, and returns [`ServiceError::Forced`] naming the
 ///   signals in the order they arrived. Signals are counted, not wake-ups: a SIGINT and a
 ///   SIGTERM that both arrive before the runtime polls count as two and force the stop
-///   (two deliveries of the *same* kind before one poll are still coalesced by tokio into
-///   one; see the private `signals` module). Exiting the process is left to the caller;
+///   (two deliveries of the *same* kind are merged into one by the kernel when the second is
+///   sent while the first is still pending, as two `kill`s back to back can be; see the
+///   private `signals` module). Exiting the process is left to the caller;
 /// - the signal streams are dropped when the run ends, so no signal is queued for it
 ///   afterwards. Note that tokio, once a signal kind was listened to, keeps its process-wide
 ///   OS handler installed for the life of the process: after the streams are dropped, a

@@ -137,9 +137,32 @@ impl fmt::Display for UncleanShutdown {
             "unclean shutdown: {} aborted, {} pending, {} failed",
             self.report.aborted().len(),
             self.report.pending().len(),
-            self.report.errors().len()
+            self.report.errors().total()
         )
     }
 }
 
 impl std::error::Error for UncleanShutdown {}
+
+#[cfg(test)]
+mod tests {
+    use super::UncleanShutdown;
+    use crate::WaitGroup;
+    use std::time::Duration;
+
+    /// The text counts every failure, also those the group did not keep (`max_errors`): it
+    /// said "0 failed" for a group keeping none.
+    #[tokio::test]
+    async fn an_unclean_shutdown_counts_every_failure() {
+        let group = WaitGroup::builder().max_errors(0).build();
+        for _ in 0..2 {
+            group.go(|_| async { Err::<(), _>("boom") });
+        }
+        let report = group.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(report.errors().total(), 2);
+        assert_eq!(
+            UncleanShutdown { report }.to_string(),
+            "unclean shutdown: 0 aborted, 0 pending, 2 failed"
+        );
+    }
+}
