@@ -874,6 +874,53 @@ impl WaitGroup {
         self.node.own_token().cancelled_owned()
     }
 
+    /// Like [`cancelled_owned`](Self::cancelled_owned), but resolves as soon
+    /// as the group's tasks are asked to drain: at the drain signal of a
+    /// shutdown with a drain phase ([`Grace::drain`](crate::shutdown::Grace::drain),
+    /// a [`ShutdownPlan`](crate::shutdown::ShutdownPlan)'s), or
+    /// [`drain`](Self::drain), or when the context is cancelled, whichever
+    /// comes first ([`TaskContext::draining`](crate::TaskContext::draining),
+    /// owned). For a server that stops taking work at the drain signal:
+    /// `axum::serve(..).with_graceful_shutdown(wg.draining_owned())` closes
+    /// its listener and tells its connections to close (`connection: close`,
+    /// HTTP/2 `GOAWAY`) when the drain begins, where with `cancelled_owned`
+    /// it would keep them open until the group is cancelled, after the drain
+    /// phase. Without a drain phase the two resolve together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::{shutdown::Grace, WaitGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let wg = WaitGroup::new();
+    /// let stop_taking_work = wg.draining_owned();
+    /// wg.task().name("http").go(|_ctx| stop_taking_work);
+    /// // The server's task stops at the drain signal, well before the cancel.
+    /// let grace = Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60));
+    /// let report = wg.shutdown(grace).await;
+    /// assert!(report.is_clean() && report.elapsed() < Duration::from_secs(60));
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub fn draining_owned(&self) -> impl Future<Output = ()> + Send + 'static {
+        let generation = self.node.generation();
+        let own = self.node.own_in(&generation).clone();
+        let drain = self.node.drain_in(&generation).clone();
+        async move {
+            tokio::select! {
+                biased;
+                () = own.cancelled() => {}
+                () = drain.cancelled() => {}
+            }
+        }
+    }
+
     /// The group's context: the token its tasks receive. Cancelling it cancels
     /// this group's own tasks, not the groups below it (their contexts derive
     /// from the group's scope, which [`cancel`](Self::cancel) cancels).

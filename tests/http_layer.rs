@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use client::Client;
 use taskgroup::http::TrackRequests;
+use taskgroup::shutdown::Grace;
 use taskgroup::WaitGroup;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -34,6 +35,12 @@ struct Server {
 /// cancellation; `/slow` answers when released, `/stuck` never, `/stream`
 /// sends `a`, then `b` when released.
 async fn start() -> Server {
+    start_with(false).await
+}
+
+/// [`start`], shut down gracefully at the group's drain signal if `on_drain`
+/// (`draining_owned()`), else on its cancellation (`cancelled_owned()`).
+async fn start_with(on_drain: bool) -> Server {
     let requests = WaitGroup::builder().name("requests").build();
     let (tx, started) = mpsc::unbounded_channel();
     let release = Arc::new(Semaphore::new(0));
@@ -78,7 +85,12 @@ async fn start() -> Server {
         .layer(TrackRequests::new(&requests));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(requests.cancelled_owned());
+    let signal: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if on_drain {
+        Box::pin(requests.draining_owned())
+    } else {
+        Box::pin(requests.cancelled_owned())
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { serve.await });
     Server {
         requests,
@@ -156,6 +168,49 @@ async fn the_report_names_the_requests_still_running_and_closed_groups_answer_50
     assert!(!stuck.is_finished());
     stuck.abort();
     server.server.abort();
+}
+
+/// With a drain phase, `draining_owned()` stops `axum::serve` at the drain
+/// signal: it closes its listener while a request in flight holds the group
+/// in its drain phase, before the group is cancelled, and that request is
+/// answered. (With `cancelled_owned()` it keeps accepting until the cancel.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_owned_stops_axum_serve_at_the_drain_signal() {
+    let mut server = start_with(true).await;
+    let mut client = Client::connect(server.addr).await.unwrap();
+    let slow = tokio::spawn(async move { client.get("/slow").await });
+    server.started("/slow").await;
+
+    let requests = server.requests.clone();
+    let grace = Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60));
+    let shutdown = tokio::spawn(async move { requests.shutdown(grace).await });
+    timeout(LIMIT, server.requests.draining_owned())
+        .await
+        .unwrap();
+    // axum::serve took the signal: it closes its listener. It says so by no
+    // signal of its own, so this looks every 10 ms (the bound is generous).
+    let refused = async {
+        while Client::connect(server.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(LIMIT, refused)
+        .await
+        .expect("axum::serve still accepts in the drain phase");
+    // Still in the drain phase: the request in flight holds it.
+    assert!(!server.requests.is_cancelled());
+    server.release.add_permits(1);
+    let slow = timeout(LIMIT, slow).await.unwrap().unwrap().unwrap();
+    assert_eq!(slow.status.as_u16(), 200);
+
+    let report = timeout(LIMIT, shutdown).await.unwrap().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.elapsed() < Duration::from_secs(60), "{report}");
+    timeout(LIMIT, server.server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// A request is named by the path the client sent, also in a router nested

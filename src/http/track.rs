@@ -54,6 +54,14 @@ use crate::{TaskGuard, WaitGroup};
 /// itself for `axum::serve`, for example with tower-http's
 /// `MapResponseBodyLayer::new(axum::body::Body::new)`.
 ///
+/// `axum::serve(..).with_graceful_shutdown(group.cancelled_owned())` stops
+/// axum when the group is cancelled; with a drain phase
+/// ([`Grace::drain`](crate::shutdown::Grace::drain), a
+/// [`ShutdownPlan`](crate::shutdown::ShutdownPlan)'s), pass
+/// [`draining_owned()`](WaitGroup::draining_owned) instead, so that axum
+/// closes its listener and its connections at the drain signal rather than
+/// after the drain phase.
+///
 /// # Examples
 ///
 /// ```no_run
