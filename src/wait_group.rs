@@ -744,6 +744,13 @@ impl WaitGroup {
     /// Failures `child` recorded are no longer reported by this group (they
     /// stay in `child`). Work in `child` keeps running.
     ///
+    /// A [deadline](WaitGroupBuilder::deadline) `child` took on from this
+    /// group when linked (see [`link`](Self::link)) no longer cancels it, but
+    /// stays what [`TaskContext::deadline`](crate::TaskContext::deadline)
+    /// reports to the tasks of `child` and of the groups below it: a group
+    /// does not know every group it is below, so it cannot tell whether
+    /// another still bounds it by that deadline.
+    ///
     /// ```
     /// # use taskgroup::WaitGroup;
     /// let server = WaitGroup::new();
