@@ -375,7 +375,11 @@ impl WaitGroupBuilder {
     /// The deadline is set once: [`reopen`](WaitGroup::reopen) does not
     /// restart it, and once no handle is left and the group is idle its
     /// timer stops (a handle recovered later by
-    /// [`linked`](WaitGroup::linked) no longer has it enforced).
+    /// [`linked`](WaitGroup::linked) no longer has it enforced). A group
+    /// reopened after its deadline passed is not cancelled again, but
+    /// [`TaskContext::deadline`](crate::TaskContext::deadline) still reports
+    /// that deadline, passed, to its tasks: build a new group (or a
+    /// [`child`](WaitGroup::child) with a timeout) for work with a new one.
     pub fn deadline(mut self, deadline: tokio::time::Instant) -> Self {
         self.config.deadline = Some(deadline);
         self
