@@ -638,10 +638,11 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
-    write.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
-    write.write_all(&frame(4, 1, 0, &[])).await.unwrap(); // its ACK of the server's
-                                                          // Frames read and dropped (the PING too: never answered); the server's
-                                                          // first SETTINGS (it took the connection as HTTP/2) and GOAWAY noted.
+    // SETTINGS, and the acknowledgement of the server's.
+    write.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    write.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+    // Frames read and dropped (the PING too: never answered); the server's
+    // first SETTINGS (it took the connection as HTTP/2) and GOAWAY noted.
     let settings = Arc::new(tokio::sync::Notify::new());
     let goaway = Arc::new(tokio::sync::Notify::new());
     let reader = tokio::spawn({
