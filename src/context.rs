@@ -127,13 +127,7 @@ impl TaskContext {
     ///
     /// Cancel safe.
     pub async fn draining(&self) {
-        let drain = self.node.drain_in(&self.generation);
-        let own = self.token();
-        tokio::select! {
-            biased;
-            _ = own.cancelled() => {}
-            _ = drain.cancelled() => {}
-        }
+        draining(self.token(), self.node.drain_in(&self.generation)).await;
     }
 
     /// Whether the task should drain (see [`draining`](Self::draining)).
@@ -256,5 +250,16 @@ impl fmt::Debug for TaskContext {
             .field("draining", &self.is_draining())
             .field("cancelled", &self.is_cancelled())
             .finish()
+    }
+}
+
+/// Resolves once `own` (a context) or `drain` (its drain signal) is
+/// cancelled: what draining is ([`TaskContext::draining`],
+/// [`WaitGroup::draining_owned`](crate::WaitGroup::draining_owned)).
+pub(crate) async fn draining(own: &CancellationToken, drain: &CancellationToken) {
+    tokio::select! {
+        biased;
+        () = own.cancelled() => {}
+        () = drain.cancelled() => {}
     }
 }

@@ -923,13 +923,7 @@ impl WaitGroup {
         let generation = self.node.generation();
         let own = self.node.own_in(&generation).clone();
         let drain = self.node.drain_in(&generation).clone();
-        async move {
-            tokio::select! {
-                biased;
-                () = own.cancelled() => {}
-                () = drain.cancelled() => {}
-            }
-        }
+        async move { crate::context::draining(&own, &drain).await }
     }
 
     /// The group's context: the token its tasks receive. Cancelling it cancels
