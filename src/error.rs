@@ -12,24 +12,27 @@ use crate::report::PendingReport;
 /// `&str`.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// A panic payload's message: the `&str` or `String` that `panic!` carries,
-/// else `Box<dyn Any>` (as the standard library prints it).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// A panic payload's message: the `&str` or `String` that `panic!` carries;
+/// `None` for any other payload (`std::panic::panic_any(42)`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some((*s).to_owned())
     } else {
-        "Box<dyn Any>".to_owned()
+        payload.downcast_ref::<String>().cloned()
     }
 }
+
+/// What a panic whose payload is not a string says in place of a message, as
+/// the standard library prints it.
+pub(crate) const NOT_A_STRING: &str = "Box<dyn Any>";
 
 /// How a task failed.
 #[derive(Debug)]
 enum Failure {
     Error(BoxError),
     Panic {
-        message: String,
+        /// `None` if the payload was not a string.
+        message: Option<String>,
         while_dropped: bool,
     },
 }
@@ -146,10 +149,12 @@ impl TaskError {
         matches!(self.failure, Failure::Panic { .. })
     }
 
-    /// The panic message, if the task panicked and the payload was a string.
+    /// The panic message, if the task panicked and the payload was a string
+    /// (`None` for a payload of another type, which `Display` shows as
+    /// `Box<dyn Any>`, as the standard library does).
     pub fn panic_message(&self) -> Option<&str> {
         match &self.failure {
-            Failure::Panic { message, .. } => Some(message),
+            Failure::Panic { message, .. } => message.as_deref(),
             Failure::Error(_) => None,
         }
     }
@@ -171,12 +176,15 @@ impl fmt::Display for TaskError {
             Failure::Error(error) => write!(f, "failed: {error}"),
             Failure::Panic {
                 message,
-                while_dropped: false,
-            } => write!(f, "panicked: {message}"),
-            Failure::Panic {
-                message,
-                while_dropped: true,
-            } => write!(f, "panicked while being dropped: {message}"),
+                while_dropped,
+            } => {
+                let message = message.as_deref().unwrap_or(NOT_A_STRING);
+                if *while_dropped {
+                    write!(f, "panicked while being dropped: {message}")
+                } else {
+                    write!(f, "panicked: {message}")
+                }
+            }
         }?;
         if self.secondary {
             f.write_str(" (after the group was cancelled)")?;

@@ -110,8 +110,9 @@ impl Serialize for PendingReport {
 /// A task's error message. A `Display` that panics must not take the
 /// serializer (a health endpoint, say) down with it.
 fn message(error: &TaskError) -> String {
-    if let Some(message) = error.panic_message() {
-        return message.to_owned();
+    if error.is_panic() {
+        let message = error.panic_message();
+        return message.unwrap_or(crate::error::NOT_A_STRING).to_owned();
     }
     let Some(inner) = error.error() else {
         return String::new();

@@ -638,8 +638,10 @@ impl WaitGroup {
     ///
     /// # Errors
     ///
-    /// [`TryGoError::Closed`] or [`TryGoError::Full`]; both are checked
-    /// before looking for a runtime.
+    /// [`TryGoError::Closed`] if the group is closed (also when no slot is
+    /// free: a caller retries on `Full`, not on `Closed`), else
+    /// [`TryGoError::Full`] if no slot is free; both are checked before
+    /// looking for a runtime.
     ///
     /// # Panics
     ///
@@ -1653,21 +1655,12 @@ impl<'a> TaskBuilder<'a> {
     ///
     /// # Errors
     ///
-    /// [`TryGoError::Full`] if no slot is free, [`TryGoError::Closed`] if
-    /// the group is closed.
+    /// [`TryGoError::Closed`] if the group is closed (also when no slot is
+    /// free), else [`TryGoError::Full`] if no slot is free.
     #[track_caller]
     pub fn try_add_in_limit(self) -> Result<TaskGuard, TryGoError> {
         let site = Location::caller();
-        let node = &self.group.node;
-        let permit = match node.try_permit() {
-            Permit::Queue => {
-                return Err(TryGoError::Full {
-                    group: node.id(),
-                    limit: node.config.limit.unwrap_or_default(),
-                })
-            }
-            permit => permit,
-        };
+        let permit = self.try_slot()?;
         let task = self.group.try_add_task()?;
         Ok(self.guard_in_limit(task, permit, site))
     }
@@ -1689,6 +1682,22 @@ impl<'a> TaskBuilder<'a> {
             let permit = self.group.node.acquire_permit().await;
             let task = self.group.try_add_task()?;
             Ok(self.guard_in_limit(task, permit, site))
+        }
+    }
+
+    /// A free slot under the group's limit (or none needed), for the `try_`
+    /// forms: [`TryGoError::Full`] without one, unless the group is closed,
+    /// which is said first, since a caller retries on `Full` but not on
+    /// `Closed`.
+    fn try_slot(&self) -> Result<Permit, TryGoError> {
+        let node = &self.group.node;
+        match node.try_permit() {
+            Permit::Queue if self.group.is_closed() => Err(Closed { group: node.id() }.into()),
+            Permit::Queue => Err(TryGoError::Full {
+                group: node.id(),
+                limit: node.config.limit.unwrap_or_default(),
+            }),
+            permit => Ok(permit),
         }
     }
 
@@ -1766,16 +1775,7 @@ impl<'a> TaskBuilder<'a> {
         <Fut::Output as TaskOutput>::Value: Send,
     {
         let site = Location::caller();
-        let node = &self.group.node;
-        let permit = match node.try_permit() {
-            Permit::Queue => {
-                return Err(TryGoError::Full {
-                    group: node.id(),
-                    limit: node.config.limit.unwrap_or_default(),
-                })
-            }
-            permit => permit,
-        };
+        let permit = self.try_slot()?;
         let task = self.group.try_add_task()?;
         let runtime = Runtime::current("try_go");
         Ok(self.spawn_on_runtime(site, (task, true), permit, f, runtime))

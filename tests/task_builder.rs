@@ -77,6 +77,25 @@ async fn try_go_is_refused_at_the_limit_and_accepted_after_a_slot_frees() {
     wg.wait().await.unwrap();
 }
 
+/// A group both closed and at its limit refuses with `Closed`, not `Full`:
+/// an accept loop retries on `Full` and stops on `Closed`, so `Full` would
+/// keep it spinning until a slot frees. (Found by a hostile probe:
+/// `probe-kinds` `misc`.)
+#[tokio::test]
+async fn a_closed_group_at_its_limit_says_closed() {
+    let wg = WaitGroup::builder().limit(1).build();
+    let held = wg.task().try_add_in_limit().unwrap();
+    assert!(wg.try_go(|_| async {}).unwrap_err().is_full());
+    wg.close();
+    let go = wg.try_go(|_| async {}).unwrap_err();
+    assert!(go.is_closed() && !go.is_full(), "{go}");
+    let add = wg.task().try_add_in_limit().unwrap_err();
+    assert!(add.is_closed() && !add.is_full(), "{add}");
+    assert_eq!(wg.len(), 1, "nothing was added");
+    drop(held);
+    wg.wait().await.unwrap();
+}
+
 /// `go` never blocks: beyond the limit a task is spawned, counted, and
 /// reported as queued until a slot frees; guards do not count.
 #[tokio::test]

@@ -828,7 +828,11 @@ impl Spawned {
             .iter()
             .find(|e| e.group_id() == id && e.id() == self.task && e.is_panic())
         {
-            return End::Panic(e.panic_message().unwrap_or("Box<dyn Any>").to_owned());
+            return End::Panic(
+                e.panic_message()
+                    .unwrap_or(crate::error::NOT_A_STRING)
+                    .to_owned(),
+            );
         }
         match self.error.lock().take() {
             Some(e) => End::Error(e),
