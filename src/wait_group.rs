@@ -69,7 +69,8 @@ use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 /// a server can make a child group per request or per batch for weeks
 /// without its memory or its waits growing. Its failures stay reported by
 /// the parent. A group attached with [`link`](Self::link) stays linked until
-/// [`unlink`](Self::unlink)ed. Dropping the last handle to a group does not
+/// [`unlink`](Self::unlink)ed, and keeps the group it is linked below: a child
+/// that linked another stays until it unlinks it (see [`child`](Self::child)). Dropping the last handle to a group does not
 /// stop its running tasks: they run to completion, are waited for by any
 /// parent's wait, and their failures are kept.
 ///
@@ -783,6 +784,15 @@ impl WaitGroup {
     /// its failures are then kept by this group (subject to this group's
     /// `max_errors`). Until then this group's waits and shutdowns cover it,
     /// even with no handle left.
+    ///
+    /// A group the child [`link`](Self::link)ed keeps it too, until
+    /// [`unlink`](Self::unlink)ed: this group's waits and shutdowns cover the
+    /// linked group through the child, so the child stays for it. A child per
+    /// request that links a shared group (a pool, say) must unlink it when
+    /// the request ends, or every request's child stays, and with it the
+    /// memory and the length of this group's walks; a request that only
+    /// needs its own waits to cover the shared group can use a fresh group
+    /// ([`WaitGroup::new`]), which nothing holds.
     ///
     /// A child made after a [`shutdown`](Self::shutdown) reached this group
     /// (and before a [`reopen`](Self::reopen)) starts as that shutdown left

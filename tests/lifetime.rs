@@ -159,6 +159,40 @@ fn a_child_with_an_explicit_link_of_its_own_stays() {
     assert!(parent.wait_blocking_timeout(Duration::ZERO).is_ok());
 }
 
+/// The remedy `child()`'s docs give for a per-request child that links a
+/// shared group: unlink it when the request ends, and the child leaves; the
+/// shared group is not touched. Without the unlink every request's child
+/// stays (found by a hostile probe, `probe-obs` `reqleak`: 150,000 children
+/// after 150,000 requests).
+#[test]
+fn a_child_that_unlinks_what_it_linked_leaves() {
+    let server = WaitGroup::new();
+    let pool = WaitGroup::builder().name("pool").build();
+    let kept = server.child();
+    kept.link(&pool).unwrap();
+    let kept_id = kept.id();
+    drop(kept);
+    for _ in 0..100 {
+        let request = server.child();
+        request.link(&pool).unwrap();
+        request.add().done();
+        assert!(request.unlink(&pool));
+        drop(request);
+    }
+    assert_eq!(
+        linked_ids(&server),
+        [kept_id],
+        "only the child that kept its link stays"
+    );
+    assert!(!pool.is_closed() && !pool.is_cancelled());
+    let in_pool = pool.add();
+    assert!(server
+        .wait_blocking_timeout(Duration::ZERO)
+        .unwrap_err()
+        .is_timeout());
+    drop(in_pool);
+}
+
 /// New API: `unlink`.
 #[test]
 fn an_explicit_link_outlives_its_handles_until_unlinked() {
