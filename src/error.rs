@@ -26,6 +26,31 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
 /// the standard library prints it.
 pub(crate) const NOT_A_STRING: &str = "Box<dyn Any>";
 
+/// What the crate writes for a user's value whose `Display` panicked.
+pub(crate) const DISPLAY_PANICKED: &str = "<the error's Display panicked>";
+
+/// A user's value (an error) shown through its `Display`, or as
+/// `<the error's Display panicked>` if that panics: for the text the crate
+/// writes of users' errors without being asked to (log events, serde,
+/// service status), so that a `Display` that panics takes down neither the
+/// writer nor the shutdown or wait that writes it. The text is made in a
+/// `String` first, so nothing half-written reaches the formatter.
+pub(crate) struct Unpanicking<'a>(pub(crate) &'a dyn fmt::Display);
+
+impl Unpanicking<'_> {
+    /// The text, as `to_string()` would make it.
+    pub(crate) fn text(&self) -> String {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.to_string()))
+            .unwrap_or_else(|_| DISPLAY_PANICKED.to_owned())
+    }
+}
+
+impl fmt::Display for Unpanicking<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
 /// How a task failed.
 #[derive(Debug)]
 enum Failure {
@@ -168,11 +193,25 @@ impl TaskError {
     }
 }
 
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl TaskError {
+    /// The `Display` text with the task's error [`Unpanicking`]: for the
+    /// crate's own log lines.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn guarded(&self) -> impl fmt::Display + '_ {
+        struct Guarded<'a>(&'a TaskError);
+        impl fmt::Display for Guarded<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, true)
+            }
+        }
+        Guarded(self)
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, guarded: bool) -> fmt::Result {
         fmt_task(f, self.name.as_ref(), self.id)?;
         write!(f, " in {} ", self.group)?;
         match &self.failure {
+            Failure::Error(error) if guarded => write!(f, "failed: {}", Unpanicking(&error)),
             Failure::Error(error) => write!(f, "failed: {error}"),
             Failure::Panic {
                 message,
@@ -190,6 +229,12 @@ impl fmt::Display for TaskError {
             f.write_str(" (after the group was cancelled)")?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, false)
     }
 }
 

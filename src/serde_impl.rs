@@ -117,8 +117,7 @@ fn message(error: &TaskError) -> String {
     let Some(inner) = error.error() else {
         return String::new();
     };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.to_string()))
-        .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())
+    crate::error::Unpanicking(&inner).text()
 }
 
 impl Serialize for TaskError {

@@ -91,7 +91,7 @@ pub(crate) fn cancelled(group: &GroupLabel, reason: &CancelReason) {
         CancelReason::Failure(cause) => tracing::warn!(
             group = group_field(group),
             group.id = group.id.as_u64(),
-            cause = %cause,
+            cause = %cause.guarded(),
             "group cancelled by a task failure"
         ),
         reason => tracing::debug!(
@@ -121,7 +121,8 @@ pub(crate) fn task_failed(error: &TaskError) {
         group.id = error.group_id().as_u64(),
         task.name = error.name(),
         task.id = error.id().as_u64(),
-        "{error}"
+        "{}",
+        error.guarded()
     );
 }
 
@@ -194,7 +195,8 @@ pub(crate) fn shutdown_done(group: &GroupLabel, report: &ShutdownReport) {
                 group.id = error.group_id().as_u64(),
                 task.name = error.name(),
                 task.id = error.id().as_u64(),
-                "failed: {error}"
+                "failed: {}",
+                error.guarded()
             );
         }
     }

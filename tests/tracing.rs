@@ -84,8 +84,50 @@ async fn an_error_whose_display_panics_is_kept_and_cancels_when_traced() {
     assert_eq!(err.errors().len(), 1);
     assert_eq!(err.errors().first().unwrap().name(), Some("bad-display"));
     assert!(wg.is_cancelled());
-    // The task's poll unwound from the log line on this thread; the thread is
-    // no longer marked as running the group's task, or this wait is refused.
+    // The thread is not left marked as running the group's task (it was when
+    // the log line unwound the task's poll), or this wait is refused.
     let again = wg.wait().await.unwrap_err();
     assert!(matches!(again, WaitError::Failed { .. }), "{again:?}");
+}
+
+/// With every event on (debug), nothing the crate logs formats a user's error
+/// unguarded: a shutdown of a group whose failure's `Display` panics returns
+/// its report, and the log lines say the `Display` panicked. Before, the
+/// shutdown's "failed:" line resumed the panic in the caller and the report
+/// was lost (found by a hostile probe, `probe-obs` `trace bad shutdown debug`).
+#[tokio::test]
+async fn a_failure_whose_display_panics_is_logged_as_such_and_the_shutdown_returns() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(capture.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let wg = WaitGroup::builder()
+        .name("svc")
+        .cancel_on_error(true)
+        .build();
+    let failing = wg
+        .task()
+        .name("bad-display")
+        .go(|_| async { Err::<(), _>(DisplayPanics) });
+    assert!(failing.await.is_err());
+    assert!(wg.is_cancelled());
+    let report = wg.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.errors().total(), 1);
+    assert_eq!(report.errors().first().unwrap().name(), Some("bad-display"));
+
+    let text = capture.text();
+    let failure = "task \"bad-display\" #1 in group \"svc\" failed: <the error's Display panicked>";
+    let id = wg.id().as_u64();
+    let expect = [
+        format!("{failure} group=\"svc\" group.id={id} task.name=\"bad-display\""),
+        format!("group cancelled by a task failure group=\"svc\" group.id={id} cause={failure}"),
+        format!("failed: {failure}"),
+    ];
+    for line in &expect {
+        assert!(text.contains(line.as_str()), "missing {line:?} in:\n{text}");
+    }
 }

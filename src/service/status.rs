@@ -562,7 +562,7 @@ impl Reporter {
         } else {
             Some(
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(error))
-                    .unwrap_or_else(|_| "<the error's Display panicked>".to_owned()),
+                    .unwrap_or_else(|_| crate::error::DISPLAY_PANICKED.to_owned()),
             )
         };
         self.send(name, state, text, None);
