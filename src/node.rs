@@ -66,7 +66,9 @@
 //!
 //! [`LINK_ORDER`], then links locks from ancestor to descendant (only
 //! [`leave`] holds two: a parent's, then the leaving child's), then a
-//! `failures` lock, then a registry shard, then the group's `aborting` lock
+//! `failures` lock (under which [`Node::record_failure`] reads whether the
+//! group is cancelled: [`Later`]'s lock, for a reopened group), then a
+//! registry shard, then the group's `aborting` lock
 //! (a task recording its abort handle, [`Node::late_abort`]), then an abort
 //! watch's. A generation's [`Tokens::lock`]
 //! is taken alone, and held only to fill a token cell (making a token takes
@@ -504,6 +506,10 @@ struct Failures {
     kept: Option<FailureList>,
     /// Failures recorded beyond `max_errors`: counted, not kept.
     dropped: u64,
+    /// The generation in which a failure became the group's cause: a failure
+    /// recorded after it in that generation is secondary, even before the
+    /// cancel it started has landed.
+    cause_in: Option<u32>,
 }
 
 /// One generation of a group's cancellation tokens: the first is the node's
@@ -1458,17 +1464,27 @@ impl Node {
         critical: Option<bool>,
     ) -> Arc<TaskError> {
         let mut error = error;
-        if this.is_cancelled() {
-            error.set_secondary();
-        }
-        let error = Arc::new(error);
-        this.failures.lock().push(&error, this.config.max_errors);
+        let critical = critical.unwrap_or(this.config.cancel_on_error);
+        // Decided under the failures lock, in the order of the list: the
+        // first critical failure pushed is the cause (only it cancels, as in
+        // errgroup) and is primary; one pushed after it is secondary, also
+        // when it comes before the cancel has landed.
+        let (error, cancels) = {
+            let mut failures = this.failures.lock();
+            let generation = this.generation_number();
+            if this.is_cancelled() || failures.cause_in == Some(generation) {
+                error.set_secondary();
+            }
+            let error = Arc::new(error);
+            let cancels = critical && this.extra().cause.set(Arc::clone(&error)).is_ok();
+            if cancels {
+                failures.cause_in = Some(generation);
+            }
+            failures.push(&error, this.config.max_errors);
+            (error, cancels)
+        };
         this.hot.has_errors.store(true, Ordering::Release);
-        // Only the first such failure cancels (and is the cause), as in
-        // errgroup; the group is cancelled from then on.
-        if critical.unwrap_or(this.config.cancel_on_error)
-            && this.extra().cause.set(Arc::clone(&error)).is_ok()
-        {
+        if cancels {
             cancel_tree(this, CancelReason::Failure(Arc::clone(&error)));
         }
         // Last: logging formats the task's error, and a `Display` that panics

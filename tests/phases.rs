@@ -530,6 +530,23 @@ async fn primary_and_secondary_failures() {
     let report = wg.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.errors().secondary().count(), 1, "{report}");
     assert_eq!(report.errors().primary().count(), 0, "{report}");
+
+    // Reopened after a failure cancelled it, a group's next failure is
+    // primary again: it comes after no cancel of its generation.
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.task()
+        .name("first")
+        .go(|_| async { Err::<(), _>("one") });
+    assert!(wg.wait().await.is_err());
+    assert!(wg.is_cancelled());
+    wg.reopen(); // not closed, so `false`; the context is fresh all the same
+    assert!(!wg.is_cancelled());
+    let _ = wg.take_errors();
+    wg.task()
+        .name("after reopen")
+        .go(|_| async { Err::<(), _>("two") });
+    let errors = wg.wait().await.unwrap_err().errors().clone();
+    assert_eq!(names(&mut errors.primary()), ["after reopen"], "{errors}");
 }
 
 /// A group the shutdown reaches after the deadline reads the time it is

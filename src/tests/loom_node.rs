@@ -130,3 +130,38 @@ fn async_wait_racing_with_a_failing_last_done() {
         }
     });
 }
+
+/// Two critical failures recorded at once on two threads: one is the cause,
+/// it is listed first and primary, and the other is secondary, whichever
+/// thread wins (the mark, the push and the cause are decided under the
+/// failures lock; `tests/stress.rs` races the same through tasks).
+#[test]
+fn two_critical_failures_racing_make_one_cause_listed_first() {
+    model(
+        "two_critical_failures_racing_make_one_cause_listed_first",
+        || {
+            let group = WaitGroup::builder().record_guards(false).build();
+            let failing = ["a", "b"].map(|name| {
+                let guard = group.add();
+                let node = group.node().clone();
+                thread::spawn(move || {
+                    let name = Some(crate::label::Label::Static(name));
+                    let error =
+                        TaskError::failed(guard.id(), name, node.label.clone(), "boom".into());
+                    Node::record_failure(&node, error, Some(true));
+                    drop(guard);
+                })
+            });
+            for thread in failing {
+                thread.join().unwrap();
+            }
+            let errors = group.errors();
+            let cause = group.cancel_cause().expect("a critical failure cancels");
+            assert_eq!(errors.first().unwrap().name(), cause.name());
+            assert!(!cause.is_secondary());
+            assert_eq!(errors.primary().count(), 1);
+            assert_eq!(errors.secondary().count(), 1);
+            assert!(group.is_cancelled());
+        },
+    );
+}
