@@ -171,7 +171,7 @@ fn snapshot(root: &NodeRef) -> TaskTree {
             parent,
             depth,
             state,
-            pending: node.len().max(tasks.len()),
+            pending: tasks.len() + node.unrecorded(),
             links: links.iter().map(|l| l.id()).collect(),
             tasks,
         });

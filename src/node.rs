@@ -506,10 +506,6 @@ struct Failures {
     kept: Option<FailureList>,
     /// Failures recorded beyond `max_errors`: counted, not kept.
     dropped: u64,
-    /// The generation in which a failure became the group's cause: a failure
-    /// recorded after it in that generation is secondary, even before the
-    /// cancel it started has landed.
-    cause_in: Option<u32>,
 }
 
 /// One generation of a group's cancellation tokens: the first is the node's
@@ -813,8 +809,10 @@ struct Extra {
     /// too.
     released: Option<CancellationToken>,
     /// The first failure that cancelled the group (`cancel_on_error`, or a
-    /// critical task).
-    cause: OnceLock<Arc<TaskError>>,
+    /// critical task), and the generation it was recorded in: a failure
+    /// recorded after it in that generation is secondary, even before the
+    /// cancel it started has landed. Set under the failures lock.
+    cause: OnceLock<(Arc<TaskError>, u32)>,
     /// The shutdowns aborting the group's tasks (see [`Node::aborting`]).
     aborting: PlainMutex<Aborting>,
 }
@@ -1472,14 +1470,12 @@ impl Node {
         let (error, cancels) = {
             let mut failures = this.failures.lock();
             let generation = this.generation_number();
-            if this.is_cancelled() || failures.cause_in == Some(generation) {
+            let cause = &this.extra().cause;
+            if this.is_cancelled() || cause.get().is_some_and(|(_, g)| *g == generation) {
                 error.set_secondary();
             }
             let error = Arc::new(error);
-            let cancels = critical && this.extra().cause.set(Arc::clone(&error)).is_ok();
-            if cancels {
-                failures.cause_in = Some(generation);
-            }
+            let cancels = critical && cause.set((Arc::clone(&error), generation)).is_ok();
             failures.push(&error, this.config.max_errors);
             (error, cancels)
         };
@@ -1494,7 +1490,7 @@ impl Node {
     }
 
     pub(crate) fn cause(&self) -> Option<&TaskError> {
-        self.extra.get()?.cause.get().map(|e| &**e)
+        self.extra.get()?.cause.get().map(|(e, _)| &**e)
     }
 
     /// A snapshot of this group's own failures (those of children that left
@@ -1841,7 +1837,23 @@ impl Node {
         // In chunks: a report on a million entries must not stall add/done.
         self.registry
             .map_chunked(|entry| entry.info(&self.label, now), &mut tasks);
-        self.group_pending(tasks, self.len())
+        let count = tasks.len() + self.unrecorded();
+        self.group_pending(tasks, count)
+    }
+
+    /// The pending units that have no entry, for a report that lists the
+    /// entries: none in a group that records every guard (a unit counted
+    /// without an entry there is only one whose start or end is under way,
+    /// see [`in_flight`](Self::in_flight), and the listing is the snapshot),
+    /// else the group's count less its entries, not less what was listed.
+    /// Read against the listing, work starting and ending on another thread
+    /// while it was made showed as unrecorded guards: in most of a dump's
+    /// snapshots of a recording group under add/done.
+    pub(crate) fn unrecorded(&self) -> usize {
+        if self.record_guards() {
+            return 0;
+        }
+        self.len().saturating_sub(self.registry.len())
     }
 
     /// [`pending`](Self::pending), and the group's [`counters`](Self::counters)
