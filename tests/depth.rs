@@ -524,7 +524,7 @@ fn nested_error(cycles: usize) -> (ServiceError, String, String) {
     for i in 0..cycles {
         // `Starting` shows its source without its name ("f{i}: "), and `GaveUp`
         // its last failure likewise (a list has no name).
-        text += &format!("starting s{i}: r{i}: gave up after 1 restarts within 1s; last failure: ");
+        text += &format!("starting s{i}: r{i}: gave up after 1 restart within 1s; last failure: ");
         text_tail.push(format!(
             "; x{i}: exited early (returned Ok before it was stopped)"
         ));

@@ -94,6 +94,49 @@ async fn same_hub_on_a_sequence_and_its_restarter_reports_each_event_once() {
     );
 }
 
+/// A permanent service that returns `Ok` before it is stopped, under a restarter: each
+/// early return is `failed` ("exited early"), as a container reports it, then restarted.
+/// Before, each was `stopped` ("will not be restarted") and then restarted (found by a
+/// hostile probe, `probe-svc3` `misc okperm`).
+#[tokio::test(start_paused = true)]
+async fn a_permanent_service_returning_early_is_failed_then_restarted() {
+    let hub = StatusHub::new(256);
+    let mut events = hub.subscribe();
+    let quits = service_fn(
+        "quits",
+        |_ctx: CancellationToken, _ready: Ready| async move { Ok::<(), _>(()) },
+    );
+    let mut restarter = Restarter::new(quits)
+        .backoff(fixed_backoff(Duration::from_millis(10)))
+        .intensity(taskgroup::service::Intensity::new(1, Duration::from_secs(60)).unwrap())
+        .status(hub.clone());
+    let err = restarter
+        .run(CancellationToken::new(), Ready::noop())
+        .await
+        .unwrap_err();
+    let err = err.downcast::<ServiceError>().expect("a ServiceError");
+    assert!(matches!(*err, ServiceError::GaveUp { .. }), "{err}");
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.state, e.attempt, e.error.unwrap_or_default()));
+    }
+    let early = "exited early (returned Ok before it was stopped)".to_owned();
+    let expected = [
+        (ServiceState::Idle, 0, String::new()),
+        (ServiceState::Starting, 1, String::new()),
+        (ServiceState::Failed, 1, early.clone()),
+        (ServiceState::Restarting, 2, String::new()),
+        (ServiceState::Starting, 2, String::new()),
+        (ServiceState::Failed, 2, early.clone()),
+        (
+            ServiceState::Failed,
+            2,
+            format!("gave up after 1 restart within 60s; last failure: {early}"),
+        ),
+    ];
+    assert_eq!(seen, expected);
+}
+
 /// Before issue 13 a hub on the outermost container saw nothing of the members of nested
 /// containers. Now every nested member reports to it once, by its path below it.
 #[tokio::test(start_paused = true)]

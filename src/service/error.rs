@@ -364,9 +364,10 @@ impl ServiceError {
                     last,
                     ..
                 } => {
+                    let plural = if *restarts == 1 { "" } else { "s" };
                     write!(
                         f,
-                        "gave up after {restarts} restarts{}; last failure: ",
+                        "gave up after {restarts} restart{plural}{}; last failure: ",
                         Within(*window)
                     )?;
                     stack.push(Piece::Error(last, true));

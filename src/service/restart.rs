@@ -568,16 +568,22 @@ async fn supervise(
         // it reported the attempt failed, with the hung leaf (and will abort this task too).
         let ours = end_report.lock().take().is_some();
         let last = match spawned.end() {
-            End::Done => {
+            End::Done if stopping || s.policy != RestartPolicy::Permanent => {
                 if ours {
                     rep.report(&s.name, ServiceState::Stopped);
                 }
-                if stopping || s.policy != RestartPolicy::Permanent {
-                    break Ok(());
-                }
-                ServiceError::ExitedEarly {
+                break Ok(());
+            }
+            End::Done => {
+                // A permanent service's early return is a failure to restart, reported as a
+                // container reports it, not `Stopped` ("will not be restarted").
+                let err = ServiceError::ExitedEarly {
                     name: s.name.clone(),
+                };
+                if ours {
+                    rep.report_failure(&s.name, ServiceState::Failed, || err.reason());
                 }
+                err
             }
             End::Error(e) => {
                 // Formatted only for a hub, inside `catch_unwind`: a `Display` may panic.
