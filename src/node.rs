@@ -1528,11 +1528,36 @@ impl Node {
     /// Cancels this group's own context (not its scope: the groups below
     /// are reached in their turn), with `reason` unless it has one.
     pub(crate) fn cancel_own(&self, reason: CancelReason) {
+        let traced = self.traced_cancel(&reason);
         if self.later.get().is_none() {
             // A group a shutdown stops often has no token made: none is made.
             self.tokens.cancel_or_mark(OWN_CANCELLED, Some(reason));
         } else {
             self.cancel_generations(OWN_CANCELLED, reason);
+        }
+        self.trace_cancel(traced);
+    }
+
+    /// With the `tracing` feature, the reason to log a cancel of this group's
+    /// own context with, if it is not cancelled yet ([`trace_cancel`] logs
+    /// it once the cancel is made). Without the feature, nothing: no clone.
+    ///
+    /// [`trace_cancel`]: Self::trace_cancel
+    #[inline]
+    fn traced_cancel(&self, reason: &CancelReason) -> Option<CancelReason> {
+        #[cfg(feature = "tracing")]
+        return (!self.is_cancelled()).then(|| reason.clone());
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = reason;
+            None
+        }
+    }
+
+    #[inline]
+    fn trace_cancel(&self, traced: Option<CancelReason>) {
+        if let Some(reason) = traced {
+            crate::trace::cancelled(&self.label, &reason);
         }
     }
 
@@ -1564,12 +1589,14 @@ impl Node {
     /// in one step, for a group with nothing to drain: one hold of the
     /// tokens lock where the two take it twice.
     pub(crate) fn drain_and_cancel_own(&self, reason: CancelReason) {
+        let traced = self.traced_cancel(&reason);
         if self.later.get().is_none() {
             self.tokens
                 .cancel_or_mark(DRAINED | OWN_CANCELLED, Some(reason));
         } else {
             self.cancel_generations(DRAINED | OWN_CANCELLED, reason);
         }
+        self.trace_cancel(traced);
     }
 
     pub(crate) fn is_draining(&self) -> bool {

@@ -105,6 +105,28 @@ async fn a_plan_tells_systemd_each_phase() {
     );
 }
 
+/// A drain without a time limit (`Duration::MAX`) says so, not a number of
+/// seconds 20 digits long (found by a hostile probe, `probe-obs` `sd`).
+#[tokio::test(start_paused = true)]
+async fn a_plan_without_a_time_limit_says_so() {
+    let systemd = FakeSystemd::new("unlimited");
+    let notifier = Notifier::connect(&systemd.path).unwrap();
+    let wg = WaitGroup::new();
+    let report = ShutdownPlan::new(Duration::MAX)
+        .systemd(notifier)
+        .run(&wg)
+        .await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        systemd.received(),
+        [
+            "STOPPING=1\nSTATUS=stopping: not ready",
+            "STATUS=stopping: draining without a time limit",
+            "STATUS=stopped: 0 finished, 0 aborted, 0 still pending",
+        ]
+    );
+}
+
 /// Hostile input: no socket there; an abstract address; a zero interval.
 #[tokio::test(start_paused = true)]
 async fn errors_and_odd_input() {

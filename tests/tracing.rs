@@ -131,3 +131,40 @@ async fn a_failure_whose_display_panics_is_logged_as_such_and_the_shutdown_retur
         assert!(text.contains(line.as_str()), "missing {line:?} in:\n{text}");
     }
 }
+
+/// A shutdown logs each group it cancels, with the reason, as `cancel()`
+/// does (before, only `cancel()`, a failure and a deadline did: found by a
+/// hostile probe, `probe-obs` `cancelev`); a group already cancelled is not
+/// logged again.
+#[tokio::test]
+async fn a_shutdown_logs_each_group_it_cancels() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(capture.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let root = WaitGroup::builder().name("root").build();
+    let child = root.task().name("child").child();
+    let done = root.task().name("done").child();
+    done.cancel_with("earlier");
+    let report = root.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean(), "{report}");
+
+    let text = capture.text();
+    let line = |group: &WaitGroup| {
+        let (name, id) = (group.name().unwrap(), group.id().as_u64());
+        format!("group cancelled group=\"{name}\" group.id={id} reason=shutting down")
+    };
+    for group in [&root, &child] {
+        assert!(
+            text.contains(&line(group)),
+            "missing {:?} in:\n{text}",
+            line(group)
+        );
+    }
+    assert!(!text.contains(&line(&done)), "logged twice:\n{text}");
+    assert_eq!(text.matches("group cancelled").count(), 3, "{text}");
+}

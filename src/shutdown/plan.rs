@@ -203,6 +203,10 @@ impl ShutdownPlan {
             let _ = notifier.notify(&match &phase {
                 Phase::NotReady => "STOPPING=1\nSTATUS=stopping: not ready".to_owned(),
                 Phase::PreStop { delay } => format!("STATUS=stopping: pre-stop delay {delay:?}"),
+                // `Duration::MAX` is no limit: not 18446744073709551615.999999999s.
+                Phase::Draining { grace, .. } if super::is_unlimited(*grace) => {
+                    "STATUS=stopping: draining without a time limit".to_owned()
+                }
                 Phase::Draining { grace, .. } => {
                     format!("STATUS=stopping: draining for up to {grace:?}")
                 }
