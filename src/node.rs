@@ -1139,6 +1139,14 @@ impl Node {
         links.push(child.clone());
         this.hot.has_links.store(true, Ordering::Release);
         drop(links);
+        // A child of a group cancelled already (by `cancel`, a failure, a
+        // deadline) starts cancelled through its scope: with that group's
+        // reason, as the children the cancel found have it.
+        if child.tokens.scope.is_cancelled() {
+            if let Some(reason) = this.with_tokens(Tokens::reason) {
+                child.tokens.set_reason(&reason);
+            }
+        }
         // A group a shutdown has reached (closed, with an abort time, until
         // reopened): the child starts as that shutdown leaves a group, closed,
         // with the same abort time, and cancelled with the same reason, as

@@ -40,7 +40,11 @@ pub enum CancelReason {
     Failure(Arc<TaskError>),
     /// The caller's token given to
     /// [`WaitGroupBuilder::token`](crate::WaitGroupBuilder::token) (or a
-    /// token it derives from) was cancelled.
+    /// token it derives from) was cancelled; or the context token itself was
+    /// cancelled directly (`ctx.cancel()` in a task, or
+    /// [`context()`](crate::WaitGroup::context)`.cancel()`), which the crate
+    /// does not see: use [`cancel_with`](crate::WaitGroup::cancel_with) to
+    /// give a reason.
     Token,
     /// A [`shutdown`](crate::WaitGroup::shutdown) reached the group.
     Shutdown,

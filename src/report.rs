@@ -480,10 +480,10 @@ impl StdError for ShutdownError {
 }
 
 impl fmt::Display for ShutdownReport {
-    /// A summary line, then a line per aborted task, per pending task and
-    /// per failure the groups kept (up to 100 of each, then `and N more
-    /// aborted` / `and N more pending` / `and N more failures`). `{:#}`
-    /// lists every one.
+    /// A summary line, then a line per aborted task, per pending task (and
+    /// per group's count of unrecorded guards) and per failure the groups
+    /// kept (up to 100 of each, then `and N more aborted` / `and N more
+    /// pending` / `and N more failures`). `{:#}` lists every one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -502,11 +502,28 @@ impl fmt::Display for ShutdownReport {
             let more = Thousands((self.aborted.len() - limit) as u64);
             write!(f, "\n  and {more} more aborted")?;
         }
-        let mut pending = self.pending.tasks();
-        for task in pending.by_ref().take(limit) {
-            write!(f, "\n  pending: {task}")?;
+        // A line per pending task, and per group's count of unrecorded guards
+        // (as `PendingReport` lists them); `and N more` counts pending work.
+        let (mut lines, mut listed) = (0, 0);
+        'groups: for group in &self.pending.groups {
+            for task in &group.tasks {
+                if lines == limit {
+                    break 'groups;
+                }
+                write!(f, "\n  pending: {task}")?;
+                (lines, listed) = (lines + 1, listed + 1);
+            }
+            if group.unrecorded() > 0 {
+                if lines == limit {
+                    break;
+                }
+                let n = group.unrecorded();
+                let s = if n == 1 { "" } else { "s" };
+                write!(f, "\n  pending: {n} unrecorded guard{s} in {}", group.group)?;
+                (lines, listed) = (lines + 1, listed + n);
+            }
         }
-        let more = pending.count();
+        let more = self.pending.len().saturating_sub(listed);
         if more > 0 {
             let more = Thousands(more as u64);
             write!(f, "\n  and {more} more pending")?;

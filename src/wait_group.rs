@@ -982,9 +982,9 @@ impl WaitGroup {
 
     /// Closes the group to new work: from now on [`try_add`](Self::try_add)
     /// and [`try_go`](Self::try_go) return [`Closed`]. Pending work is not
-    /// affected, and plain `add`/`go` still register work. Closing is
-    /// permanent. Linked groups are not closed (a shutdown closes each in
-    /// turn).
+    /// affected, and plain `add`/`go` still register work. The group stays
+    /// closed until [`reopen`](Self::reopen). Linked groups are not closed (a
+    /// shutdown closes each in turn).
     pub fn close(&self) {
         if self.node.close() {
             crate::trace::closed(&self.node.label);

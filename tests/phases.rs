@@ -449,6 +449,34 @@ async fn cancel_reasons() {
     token.cancel();
     assert!(matches!(wg.cancel_reason(), Some(CancelReason::Token)));
     assert_eq!(CancelReason::Deadline.to_string(), "deadline exceeded");
+
+    // A child made once its parent is cancelled carries the parent's reason
+    // too, not `Token` (found by a doc audit, `probe-docs` `b6`): after a
+    // cancel, a failure, a deadline.
+    let wg = WaitGroup::new();
+    wg.cancel_with("reloading");
+    match wg.child().cancel_reason() {
+        Some(CancelReason::Requested(Some(why))) => assert_eq!(why, "reloading"),
+        other => panic!("{other:?}"),
+    }
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.go(|_| async { Err::<(), _>("boom") });
+    assert!(wg.wait().await.is_err());
+    assert!(matches!(
+        wg.child().cancel_reason(),
+        Some(CancelReason::Failure(_))
+    ));
+    let wg = WaitGroup::builder()
+        .timeout(Duration::from_millis(10))
+        .build();
+    wg.cancelled().await;
+    let late = wg.child();
+    assert!(matches!(late.cancel_reason(), Some(CancelReason::Deadline)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    late.go(move |ctx| async move {
+        let _ = tx.send(ctx.cancel_reason());
+    });
+    assert!(matches!(rx.await.unwrap(), Some(CancelReason::Deadline)));
 }
 
 /// `drain()` drains a whole tree without closing or cancelling it.

@@ -214,3 +214,37 @@ async fn failures_are_listed_up_to_a_hundred_then_counted() {
     assert_eq!(lines_starting(&all, "  failed: "), 200, "{all}");
     assert_eq!(all.lines().last(), Some("  and 50 more failures"), "{all}");
 }
+
+/// A shutdown's text has a line for a lean group's unrecorded guards, as a
+/// `PendingReport` has: "7 still pending" with nothing below it said nothing
+/// of where they are (found by a doc audit, `probe-docs` `b2`).
+#[tokio::test(start_paused = true)]
+async fn unrecorded_guards_have_their_line_in_a_shutdown_report() {
+    let lean = WaitGroup::builder()
+        .name("lean")
+        .record_guards(false)
+        .build();
+    let held: Vec<TaskGuard> = (0..7).map(|_| lean.add()).collect();
+    let one = WaitGroup::builder()
+        .name("one")
+        .record_guards(false)
+        .build();
+    let single = one.add();
+    lean.link(&one).unwrap();
+    let report = lean.shutdown(Duration::from_millis(10)).await;
+    let text = report.to_string();
+    let pending: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        pending,
+        [
+            "  pending: 7 unrecorded guards in group \"lean\"",
+            "  pending: 1 unrecorded guard in group \"one\"",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.lines().next().unwrap().ends_with("8 still pending"),
+        "{text}"
+    );
+    drop((held, single));
+}
