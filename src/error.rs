@@ -78,6 +78,9 @@ pub struct TaskError {
     failure: Failure,
     /// Recorded after the group's context was cancelled.
     secondary: bool,
+    /// The order in which failures were recorded, process-wide (see
+    /// [`TaskError::set_recorded`]); 0 until recorded.
+    recorded: u64,
 }
 
 impl TaskError {
@@ -93,6 +96,7 @@ impl TaskError {
             group,
             failure: Failure::Error(error),
             secondary: false,
+            recorded: 0,
         }
     }
 
@@ -113,12 +117,27 @@ impl TaskError {
                 while_dropped,
             },
             secondary: false,
+            recorded: 0,
         }
     }
 
     /// Marks the failure as recorded after its group was cancelled.
     pub(crate) fn set_secondary(&mut self) {
         self.secondary = true;
+    }
+
+    /// Numbers the failure as recorded now, after every failure recorded
+    /// before it in any group: called under the group's failures lock, so a
+    /// group's list is in this order too.
+    pub(crate) fn set_recorded(&mut self) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.recorded = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// See [`set_recorded`](Self::set_recorded).
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded
     }
 
     /// Whether the task failed after its group's context was cancelled: a
@@ -248,9 +267,12 @@ impl StdError for TaskError {
 }
 
 /// Every task failure a group and its linked groups recorded, in completion
-/// order within each group (the group's own first, then each linked group's in
-/// link order), and how many more were counted but not kept (see
-/// [`Builder::max_errors`](crate::WaitGroupBuilder::max_errors)).
+/// order within each group (the group's own first, with those of its children
+/// that left it, then each linked group's in link order), and how many more
+/// were counted but not kept (see
+/// [`Builder::max_errors`](crate::WaitGroupBuilder::max_errors), which bounds
+/// each group's, its departed children's included).
+/// [`first`](Self::first) is the first recorded in any group.
 ///
 /// Cheap to clone, and cheap to make: the lists are shared with the groups
 /// that recorded them, which is how waiting twice returns the same errors
@@ -298,14 +320,15 @@ impl TaskErrors {
         self.len as u64 + self.dropped
     }
 
-    /// The failure recorded first.
+    /// The failure recorded first, of those kept, in whichever group (not
+    /// the first [in order](Self::iter), which lists group by group).
     pub fn first(&self) -> Option<&TaskError> {
-        self.iter().next()
+        self.iter().min_by_key(|e| e.recorded)
     }
 
     /// The error value returned by the first task that failed with one (Go's
-    /// `errgroup.Wait` result in one call); panics are skipped, see
-    /// [`first`](Self::first) for the first failure of any kind.
+    /// `errgroup.Wait` result in one call), in whichever group; panics are
+    /// skipped, see [`first`](Self::first) for the first failure of any kind.
     ///
     /// ```
     /// # use taskgroup::WaitGroup;
@@ -318,7 +341,10 @@ impl TaskErrors {
     /// # }
     /// ```
     pub fn first_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
-        self.iter().find_map(TaskError::error)
+        self.iter()
+            .filter(|e| e.error().is_some())
+            .min_by_key(|e| e.recorded)
+            .and_then(TaskError::error)
     }
 
     /// The kept failures that are not [secondary](TaskError::is_secondary):

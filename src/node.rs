@@ -1482,6 +1482,7 @@ impl Node {
             if this.is_cancelled() || cause.get().is_some_and(|(_, g)| *g == generation) {
                 error.set_secondary();
             }
+            error.set_recorded();
             let error = Arc::new(error);
             let cancels = critical && cause.set((Arc::clone(&error), generation)).is_ok();
             failures.push(&error, this.config.max_errors);
@@ -1968,11 +1969,58 @@ impl Failures {
         }
     }
 
+    /// Takes in a departing child's failures: the first `max` recorded of
+    /// these and those kept already are kept, in the order recorded, the
+    /// rest counted. (Pushed in turn, each child's first ones were kept
+    /// whatever the order they were recorded in.)
     fn absorb(&mut self, kept: &[Arc<TaskError>], dropped: u64, max: usize) {
-        for error in kept {
-            self.push(error, max);
-        }
         self.dropped += dropped;
+        let ours = self.kept();
+        // Most often: nothing to keep, or no room and every one recorded
+        // after the last one kept (a group that keeps failing, late on).
+        let later = |last: &Arc<TaskError>| kept.iter().all(|e| e.recorded() > last.recorded());
+        if kept.is_empty() || (ours.len() >= max && ours.last().map_or(true, later)) {
+            self.dropped += kept.len() as u64;
+            return;
+        }
+        let list = Arc::make_mut(self.kept.get_or_insert_with(Arc::default));
+        list.extend(kept.iter().cloned());
+        // Stable, and two sorted runs: a merge.
+        list.sort_by_key(|e| e.recorded());
+        if list.len() > max {
+            self.dropped += (list.len() - max) as u64;
+            list.truncate(max);
+        }
+    }
+
+    /// A group's own failures (`self`) and those of its children that left
+    /// it, as one list in the order recorded, of at most `max`: each list
+    /// keeps its first `max`, so the first `max` of both are among them.
+    /// Shared, not copied, when one of the two is empty.
+    fn with_departed(
+        own: Option<(Option<FailureList>, u64)>,
+        departed: Option<&Failures>,
+        max: usize,
+    ) -> Option<(Option<FailureList>, u64)> {
+        let departed = departed.filter(|d| d.kept.is_some() || d.dropped != 0);
+        let Some(departed) = departed else {
+            return own;
+        };
+        let (own_kept, own_dropped) = own.unwrap_or_default();
+        let dropped = own_dropped + departed.dropped;
+        let own_list = own_kept.as_deref().map_or(&[][..], Vec::as_slice);
+        if own_list.is_empty() {
+            return Some((departed.kept.clone(), dropped));
+        }
+        if departed.kept().is_empty() {
+            return Some((own_kept, dropped));
+        }
+        let mut both = Failures {
+            kept: own_kept,
+            dropped,
+        };
+        both.absorb(departed.kept(), 0, max);
+        Some((both.kept, both.dropped))
     }
 }
 
@@ -2436,17 +2484,13 @@ pub(crate) fn errors_of(groups: &[NodeRef]) -> TaskErrors {
     errors
 }
 
-/// Adds a group's own failures, then those of its children that left it.
+/// Adds a group's own failures with those of its children that left it, in
+/// the order recorded, at most the group's `max_errors`.
 fn add_errors(errors: &mut TaskErrors, node: &NodeRef, links: Option<&mut Links>) {
-    if let Some((kept, dropped)) = node.own_errors() {
+    let departed = links.map(|links| &links.departed);
+    let max = node.config.max_errors;
+    if let Some((kept, dropped)) = Failures::with_departed(node.own_errors(), departed, max) {
         errors.push_part(kept, dropped);
-    }
-    if let Some(links) = links {
-        // Most groups with links never had a child leave with failures.
-        let departed = &links.departed;
-        if departed.kept.is_some() || departed.dropped != 0 {
-            errors.push_part(departed.kept.clone(), departed.dropped);
-        }
     }
 }
 
@@ -2472,12 +2516,11 @@ pub(crate) fn errors_if_idle(root: &NodeRef) -> Option<TaskErrors> {
 pub(crate) fn take_errors(root: &NodeRef) -> TaskErrors {
     let mut errors = TaskErrors::default();
     visit(root, |node, links| {
-        if let Some((kept, dropped)) = node.take_own_errors() {
+        let departed = links.map(|links| std::mem::take(&mut links.departed));
+        let max = node.config.max_errors;
+        let own = node.take_own_errors();
+        if let Some((kept, dropped)) = Failures::with_departed(own, departed.as_ref(), max) {
             errors.push_part(kept, dropped);
-        }
-        if let Some(links) = links {
-            let departed = std::mem::take(&mut links.departed);
-            errors.push_part(departed.kept, departed.dropped);
         }
         ControlFlow::Continue(())
     });

@@ -1060,8 +1060,9 @@ impl WaitGroup {
 
     /// Every failure recorded by this group and its linked groups and still
     /// kept: this group's in completion order (with those of children that
-    /// left it), then each linked group's in link order. Shares the lists
-    /// rather than copying them.
+    /// left it, at most `max_errors` of both), then each linked group's in
+    /// link order. Shares the lists rather than copying them (but for a
+    /// group with failures of its own and of departed children, merged).
     pub fn errors(&self) -> TaskErrors {
         node::errors(&self.node)
     }

@@ -71,6 +71,70 @@ async fn a_departed_childs_failures_stay_reported_by_the_parent() {
     );
 }
 
+/// A group keeps at most `max_errors` failures, its departed children's
+/// included, the first recorded, in the order recorded; `first()` is the
+/// first recorded. Before, the children's and the group's own were capped
+/// apart (4 kept of `max_errors(2)`), and the group's own came first whatever
+/// the order (found by a hostile probe, `probe-kinds` `departed`).
+#[tokio::test]
+async fn departed_childrens_failures_count_against_the_groups_max_errors_in_order() {
+    let parent = WaitGroup::builder().name("server").max_errors(2).build();
+    for i in 0..5 {
+        let child = parent.task().name(format!("request {i}")).child();
+        child
+            .task()
+            .name(format!("child-task-{i}"))
+            .go(|_| async { Err::<(), _>("bad request") });
+        assert!(child.wait().await.is_err());
+    }
+    assert!(parent.linked().is_empty(), "the children left");
+    for i in 0..5 {
+        let own = parent
+            .task()
+            .name(format!("own-{i}"))
+            .go(|_| async { Err::<(), _>("own failure") });
+        assert!(own.await.is_err());
+    }
+    let errors = parent.errors();
+    let names: Vec<_> = errors
+        .iter()
+        .map(|e| e.name().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["child-task-0", "child-task-1"], "{errors}");
+    assert_eq!((errors.len(), errors.dropped(), errors.total()), (2, 8, 10));
+    assert_eq!(errors.first().unwrap().name(), Some("child-task-0"));
+    // Taken, the same; then nothing is left.
+    let taken = parent.take_errors();
+    let names: Vec<_> = taken.iter().map(|e| e.name().unwrap().to_owned()).collect();
+    assert_eq!(names, ["child-task-0", "child-task-1"]);
+    assert_eq!(taken.total(), 10);
+    assert!(parent.errors().is_empty());
+
+    // Children leaving after the group's own failures, when it has room:
+    // all in the order recorded.
+    let parent = WaitGroup::builder().max_errors(10).build();
+    let child = parent.task().name("late child").child();
+    let held = child.add();
+    let own = parent
+        .task()
+        .name("own")
+        .go(|_| async { Err::<(), _>("x") });
+    assert!(own.await.is_err());
+    let failing = child
+        .task()
+        .name("child-task")
+        .go(|_| async { Err::<(), _>("y") });
+    assert!(failing.await.is_err());
+    drop((held, child));
+    assert!(parent.linked().is_empty());
+    let names: Vec<_> = parent
+        .errors()
+        .iter()
+        .map(|e| e.name().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["own", "child-task"]);
+}
+
 #[test]
 fn linked_lists_only_children_still_held_or_still_busy() {
     let parent = WaitGroup::new();

@@ -262,3 +262,30 @@ async fn an_aborted_task_is_still_its_groups_while_its_future_drops() {
     // This thread ran the task and dropped it; it is not marked any more.
     wg.wait().await.unwrap();
 }
+
+/// `first()` and `first_error()` are the first failure recorded in any group,
+/// not the first listed (the list goes group by group): a child's failure,
+/// then its parent's, gives the child's (found by a doc audit, `probe-docs`
+/// `b4`).
+#[tokio::test]
+async fn the_first_failure_is_the_first_recorded_in_any_group() {
+    let parent = WaitGroup::builder().name("parent").build();
+    let child = parent.task().name("child").child();
+    let root_cause = child
+        .task()
+        .name("child-task")
+        .go(|_| async { Err::<(), _>("root cause") });
+    assert!(root_cause.await.is_err());
+    let later = parent
+        .task()
+        .name("parent-task")
+        .go(|_| async { Err::<(), _>("later") });
+    assert!(later.await.is_err());
+    let err = parent.wait().await.unwrap_err();
+    let errors = err.errors();
+    let listed: Vec<_> = errors.iter().map(|e| e.name().unwrap()).collect();
+    assert_eq!(listed, ["parent-task", "child-task"], "group by group");
+    assert_eq!(errors.first().unwrap().name(), Some("child-task"));
+    assert_eq!(errors.first_error().unwrap().to_string(), "root cause");
+    drop(child);
+}
