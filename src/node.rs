@@ -2420,19 +2420,20 @@ pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
 
 /// Starts the timer of a group with a deadline of its own: at the deadline
 /// it cancels the group and the groups below it ([`CancelReason::Deadline`]).
-/// The timer ends early once the group is cancelled anyway, or released (no
-/// user handle left) and idle, so a short-lived group with a long deadline
-/// is not kept for the deadline's sake.
+/// The timer ends early once the group is released (no user handle left)
+/// and idle, so a short-lived group with a long deadline is not kept for the
+/// deadline's sake. Not when it is cancelled: a group cancelled and then
+/// [reopened](crate::WaitGroup::reopen) before its deadline is cancelled at
+/// it (before, the timer had ended at the cancel, and the reopened group's
+/// tasks read a deadline nothing enforced).
 pub(crate) fn start_deadline_timer(this: &NodeRef, runtime: &tokio::runtime::Handle) {
     let Some((at, released)) = this.own_deadline() else {
         return;
     };
     let node = this.clone();
-    let scope = this.with_tokens(|tokens| tokens.scope.clone());
     runtime.spawn(async move {
         tokio::select! {
             biased;
-            _ = scope.cancelled() => {}
             _ = async {
                 released.cancelled().await;
                 node.state().wait_idle().await;

@@ -374,7 +374,8 @@ impl WaitGroupBuilder {
     /// runtime at `build`.
     ///
     /// The deadline is set once: [`reopen`](WaitGroup::reopen) does not
-    /// restart it, and once no handle is left and the group is idle its
+    /// restart it (a group cancelled or shut down and reopened before its
+    /// deadline is cancelled at it), and once no handle is left and the group is idle its
     /// timer stops (a handle recovered later by
     /// [`linked`](WaitGroup::linked) no longer has it enforced). A group
     /// reopened after its deadline passed is not cancelled again, but
@@ -1345,7 +1346,11 @@ impl WaitGroup {
     ///
     /// * A group reached before the deadline may stop by itself until the
     ///   deadline (this group is always reached at once, so it gets the whole
-    ///   grace period; `shutdown(Duration::ZERO)` aborts its tasks at once).
+    ///   grace period; `shutdown(Duration::ZERO)` cancels and aborts its
+    ///   tasks at once: a task that returns as soon as it is cancelled may
+    ///   finish first, which it does on a current-thread runtime, where the
+    ///   shutdown yields to the tasks it woke once before it aborts, but may
+    ///   not on a multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached: with `r`
     ///   groups left and `f` of the forced phase remaining, the group gets

@@ -398,6 +398,52 @@ async fn many_shielded_sections_end_in_linear_time() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// A group cancelled, or shut down, then reopened before its deadline is
+/// cancelled at the deadline all the same: the deadline is set once, and its
+/// tasks read it. Before, a `cancel()` (or a failure) ended the deadline's
+/// timer, and the reopened group's tasks read a deadline nothing enforced
+/// (found by a doc audit, `probe-docs` `b5`).
+#[tokio::test(start_paused = true)]
+async fn a_group_reopened_before_its_deadline_is_cancelled_at_it() {
+    for how in ["cancel", "failure", "shutdown"] {
+        let start = Instant::now();
+        let wg = WaitGroup::builder()
+            .cancel_on_error(true)
+            .timeout(Duration::from_millis(100))
+            .build();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        match how {
+            "cancel" => wg.cancel(),
+            "failure" => {
+                wg.go(|_| async { Err::<(), _>("boom") });
+                assert!(wg.wait().await.is_err());
+            }
+            _ => drop(wg.shutdown(Duration::ZERO).await),
+        }
+        assert!(wg.is_cancelled(), "{how}");
+        wg.reopen();
+        let _ = wg.take_errors();
+        assert!(!wg.is_cancelled(), "{how}: reopened");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        wg.go(move |ctx| async move {
+            let deadline = ctx.deadline();
+            ctx.cancelled().await;
+            let _ = tx.send((deadline, start.elapsed(), ctx.cancel_reason()));
+        });
+        let (deadline, at, reason) = tokio::time::timeout(Duration::from_secs(3600), rx)
+            .await
+            .unwrap_or_else(|_| panic!("{how}: not cancelled at its deadline"))
+            .unwrap();
+        assert_eq!(deadline, Some(start + Duration::from_millis(100)), "{how}");
+        assert_eq!(at, Duration::from_millis(100), "{how}");
+        assert!(
+            matches!(reason, Some(CancelReason::Deadline)),
+            "{how}: {reason:?}"
+        );
+        wg.wait().await.unwrap();
+    }
+}
+
 /// Every cancellation carries its reason; the first sticks; a child
 /// carries its parent's.
 #[tokio::test(start_paused = true)]
