@@ -137,6 +137,60 @@ async fn a_permanent_service_returning_early_is_failed_then_restarted() {
     assert_eq!(seen, expected);
 }
 
+/// Members that report ready from their factory, before they return their future (which
+/// `Ready` allows): each is `starting` then `running`, never `running` then `starting`,
+/// which left the snapshot saying `starting` while the member ran. About 1 member run in
+/// 10,000 did on two workers before (found by a hostile probe, `probe-svc3` `hub
+/// syncready`): the container, on the other worker, saw the readiness before the member's
+/// task reported `Starting`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_ready_before_its_future_is_starting_then_running() {
+    let rounds = if cfg!(miri) { 2 } else { 1_500 };
+    let members = 20;
+    for round in 0..rounds {
+        let hub = StatusHub::new(1 << 10);
+        let mut events = hub.subscribe();
+        let mut group = ServiceGroup::builder("g").status(hub.clone());
+        for i in 0..members {
+            group = group.service(service_fn(
+                format!("m{i}"),
+                |ctx: CancellationToken, ready: Ready| {
+                    ready.ready();
+                    async move {
+                        ctx.cancelled().await;
+                        Ok(())
+                    }
+                },
+            ));
+        }
+        let mut group = group.build().unwrap();
+        let ctx = CancellationToken::new();
+        let (ready, when_ready) = Ready::channel();
+        let token = ctx.clone();
+        let run = tokio::spawn(async move { group.run(token, ready).await });
+        assert!(when_ready.await, "round {round}");
+        for (name, event) in &hub.snapshot() {
+            assert_eq!(event.state, ServiceState::Running, "round {round}: {name}");
+        }
+        ctx.cancel();
+        run.await.unwrap().unwrap();
+        let mut states: std::collections::HashMap<String, Vec<ServiceState>> =
+            std::collections::HashMap::new();
+        while let Ok(e) = events.try_recv() {
+            states.entry(e.name).or_default().push(e.state);
+        }
+        assert_eq!(states.len(), members, "round {round}");
+        for (name, seen) in &states {
+            let at = |s| seen.iter().position(|x| *x == s);
+            let (starting, running) = (at(ServiceState::Starting), at(ServiceState::Running));
+            assert!(
+                starting.is_some() && starting < running,
+                "round {round}: {name}: {seen:?}"
+            );
+        }
+    }
+}
+
 /// Before issue 13 a hub on the outermost container saw nothing of the members of nested
 /// containers. Now every nested member reports to it once, by its path below it.
 #[tokio::test(start_paused = true)]

@@ -852,8 +852,12 @@ async fn member_task(
     returned: Arc<AtomicBool>,
     on_start: impl FnOnce(),
 ) -> Result<(), BoxError> {
+    // The factory gets a readiness handle of its own, passed on once `Starting` is
+    // reported: a factory may report ready before it returns its future, and the container
+    // (on another worker) then reported `Running` before `Starting`, which stayed last.
+    let (inner, mut when_ready) = Ready::channel();
     let built = SCOPE.sync_scope(scope.clone(), || {
-        std::panic::catch_unwind(AssertUnwindSafe(|| service.lock().run(ctx, ready)))
+        std::panic::catch_unwind(AssertUnwindSafe(|| service.lock().run(ctx, inner)))
     });
     // Reported once the factory ran, so that a restarter built in it (which reports its
     // own member) was able to say so; before the future is polled, so before `Running`.
@@ -862,7 +866,30 @@ async fn member_task(
     }
     // The lock was released by the unwinding, if any; the core records the panic.
     let fut = built.unwrap_or_else(|payload| std::panic::resume_unwind(payload));
-    if let Err(e) = SCOPE.scope(scope, fut).await {
+    let run = SCOPE.scope(scope, fut);
+    tokio::pin!(run);
+    let mut outer = Some(ready);
+    // Ready passes on `true`; a handle dropped unused, `false` (the outer one dropped).
+    let pass_on = |was_ready: bool, outer: &mut Option<Ready>| {
+        if let Some(ready) = outer.take().filter(|_| was_ready) {
+            ready.ready();
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            biased;
+            was_ready = &mut when_ready, if outer.is_some() => pass_on(was_ready, &mut outer),
+            result = &mut run => break result,
+        }
+    };
+    // Ready and returned in the same poll: ready first, as the service said it.
+    if outer.is_some() {
+        if let Some(was_ready) = (&mut when_ready).now_or_never() {
+            pass_on(was_ready, &mut outer);
+        }
+    }
+    drop(outer);
+    if let Err(e) = result {
         if !e.is::<Cancelled>() {
             *slot.lock() = Some(e);
         }
