@@ -24,6 +24,12 @@ use crate::{ShutdownReport, WaitGroup};
 /// The result is `Ok(())` if the shutdown was clean (nothing aborted, pending or failed),
 /// else an [`UncleanShutdown`] error carrying the report.
 ///
+/// It is one run of its wait group: the shutdown closes and cancels the group, and a run
+/// after it (a restart, under a [`Restarter`](super::Restarter) or a
+/// [`Supervisor`](super::Supervisor)) finds it so, ends at once, and reports its failures
+/// again. Restart the tasks by making a fresh wait group in a service of your own
+/// ([`service_fn`](super::service_fn)), not by restarting a `TasksService`.
+///
 /// # Examples
 ///
 /// ```
