@@ -42,19 +42,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ctx = CancellationToken::new();
     let (ready, when_ready) = Ready::channel();
-    let run = tokio::spawn(app.run(ctx.clone(), ready));
+    let mut run = tokio::spawn(app.run(ctx.clone(), ready));
     if when_ready.await {
         println!(
             "{:>5} ms  all ready; serving for a second",
             t0.elapsed().as_millis()
         );
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    println!("{:>5} ms  shutting down", t0.elapsed().as_millis());
-    ctx.cancel();
-    match run.await? {
+    // A second, unless a signal stopped it first.
+    let ended = tokio::select! {
+        ended = &mut run => ended?,
+        () = tokio::time::sleep(Duration::from_secs(1)) => {
+            println!("{:>5} ms  shutting down", t0.elapsed().as_millis());
+            ctx.cancel();
+            run.await?
+        }
+    };
+    match ended {
         Ok(()) => println!("{:>5} ms  stopped cleanly", t0.elapsed().as_millis()),
-        Err(err) => println!("failed: {err}"),
+        // A failed stop (a second Ctrl-C forces it) fails the process too.
+        Err(err) => return Err(format!("failed: {err}").into()),
     }
     Ok(())
 }
