@@ -628,8 +628,9 @@ impl Tokens {
         let mut reason = reason;
         {
             let mut first = self.lock.lock();
-            if first.is_none() {
+            if first.is_none() && reason.is_some() {
                 *first = reason.take();
+                self.early.fetch_or(REASONED, Ordering::Release);
             }
             // Filled under this lock only: made before this (cancelled
             // below), or made after it with the bit seen (and made
@@ -672,7 +673,14 @@ impl Tokens {
         let mut first = self.lock.lock();
         if first.is_none() {
             *first = Some(reason.clone());
+            self.early.fetch_or(REASONED, Ordering::Release);
         }
+    }
+
+    /// Whether a reason was ever set: one atomic load, for
+    /// [`Node::make_child`] to look no further in a group never cancelled.
+    fn has_reason(&self) -> bool {
+        self.early.load(Ordering::Acquire) & REASONED != 0
     }
 
     /// Whether the context token is cancelled, without making it: until it
@@ -701,6 +709,8 @@ impl Tokens {
 const OWN_CANCELLED: u8 = 1;
 /// [`Tokens::early`]: the drain signal was given before its token was made.
 const DRAINED: u8 = 2;
+/// [`Tokens::early`]: a reason is set (see [`Tokens::has_reason`]).
+const REASONED: u8 = 4;
 
 /// The generations of a group's tokens after the first, each made by a
 /// `reopen()` that found the one before cancelled or drained.
@@ -1126,7 +1136,11 @@ impl Node {
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: NodeConfig) -> NodeRef {
-        let origin = this.with_tokens(|tokens| tokens.scope.clone());
+        // Whether the parent ever had a reason set, read with its scope (one
+        // look at its tokens): a child of a group cancelled already is given
+        // that reason below.
+        let (origin, reasoned) =
+            this.with_tokens(|tokens| (tokens.scope.clone(), tokens.has_reason()));
         let inherited = this.deadline();
         let table = this.table();
         let mut links = table.links.lock();
@@ -1142,7 +1156,8 @@ impl Node {
         // A child of a group cancelled already (by `cancel`, a failure, a
         // deadline) starts cancelled through its scope: with that group's
         // reason, as the children the cancel found have it.
-        if child.tokens.scope.is_cancelled() {
+        // (The flag first: `is_cancelled` takes the token's lock.)
+        if reasoned && child.tokens.scope.is_cancelled() {
             if let Some(reason) = this.with_tokens(Tokens::reason) {
                 child.tokens.set_reason(&reason);
             }
