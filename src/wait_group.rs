@@ -1003,6 +1003,15 @@ impl WaitGroup {
     /// (or its parent's context) stays cancelled: the fresh context is a
     /// child of that token again. Linked groups are not reopened.
     ///
+    /// That holds for a [`child`](Self::child) whose parent was cancelled
+    /// (by [`cancel`](Self::cancel), a failure with `cancel_on_error`, a
+    /// deadline): its context derives from the parent's as it was when the
+    /// child was made, so it stays cancelled even after the parent is
+    /// reopened too, and its tasks read [`CancelReason::Token`]. Make the
+    /// children again after reopening a parent that was cancelled. (A
+    /// [`shutdown`](Self::shutdown) cancels each group's own context, not
+    /// what its children derive from: after one, a child reopened is fresh.)
+    ///
     /// A context lives as long as what holds it: the tasks started with it,
     /// and [`cancelled`](Self::cancelled) futures made while it was the
     /// group's. The group keeps only the current one, and those a drain
