@@ -12,8 +12,9 @@ mod common {
 use common::capture::Capture;
 use common::display_panics::DisplayPanics;
 
-#[tokio::test(start_paused = true)]
-async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
+/// Every event at debug and above, as text, on this thread while the guard
+/// lives.
+fn capture_debug() -> (Capture, tracing::subscriber::DefaultGuard) {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -21,7 +22,12 @@ async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
         .without_time()
         .with_writer(capture.clone())
         .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_run_in_spans_and_the_lifecycle_emits_events() {
+    let (capture, _default) = capture_debug();
 
     let wg = WaitGroup::builder().name("svc").build();
     {
@@ -97,14 +103,7 @@ async fn an_error_whose_display_panics_is_kept_and_cancels_when_traced() {
 /// was lost (found by a hostile probe, `probe-obs` `trace bad shutdown debug`).
 #[tokio::test]
 async fn a_failure_whose_display_panics_is_logged_as_such_and_the_shutdown_returns() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(capture.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (capture, _default) = capture_debug();
     let wg = WaitGroup::builder()
         .name("svc")
         .cancel_on_error(true)
@@ -138,14 +137,7 @@ async fn a_failure_whose_display_panics_is_logged_as_such_and_the_shutdown_retur
 /// logged again.
 #[tokio::test]
 async fn a_shutdown_logs_each_group_it_cancels() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(capture.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (capture, _default) = capture_debug();
     let root = WaitGroup::builder().name("root").build();
     let child = root.task().name("child").child();
     let done = root.task().name("done").child();
