@@ -1493,13 +1493,24 @@ impl Node {
         let (error, cancels) = {
             let mut failures = this.failures.lock();
             let generation = this.generation_number();
-            let cause = &this.extra().cause;
-            if this.is_cancelled() || cause.get().is_some_and(|(_, g)| *g == generation) {
+            // A group without a critical failure needs no `Extra` for this.
+            let extra = if critical {
+                Some(this.extra())
+            } else {
+                this.extra.get().map(|extra| &**extra)
+            };
+            let cause = extra.map(|extra| &extra.cause);
+            let after_cause = cause
+                .and_then(OnceLock::get)
+                .is_some_and(|(_, g)| *g == generation);
+            if after_cause || this.is_cancelled() {
                 error.set_secondary();
             }
             error.set_recorded();
             let error = Arc::new(error);
-            let cancels = critical && cause.set((Arc::clone(&error), generation)).is_ok();
+            let cancels = cause.is_some_and(|cause| {
+                critical && cause.set((Arc::clone(&error), generation)).is_ok()
+            });
             failures.push(&error, this.config.max_errors);
             (error, cancels)
         };
