@@ -2002,17 +2002,24 @@ impl Failures {
     fn absorb(&mut self, kept: &[Arc<TaskError>], dropped: u64, max: usize) {
         self.dropped += dropped;
         let ours = self.kept();
-        // Most often: nothing to keep, or no room and every one recorded
-        // after the last one kept (a group that keeps failing, late on).
-        let later = |last: &Arc<TaskError>| kept.iter().all(|e| e.recorded() > last.recorded());
-        if kept.is_empty() || (ours.len() >= max && ours.last().map_or(true, later)) {
+        // Most often every one was recorded after the last one kept (children
+        // leave in about the order they fail): then they go after it, with no
+        // sort, or are only counted if there is no room. A sort on every leave
+        // would make a group that keeps everything (`max_errors(usize::MAX)`)
+        // quadratic in its history.
+        let later = ours.last().map_or(true, |last| {
+            kept.iter().all(|e| e.recorded() > last.recorded())
+        });
+        if kept.is_empty() || (later && ours.len() >= max) {
             self.dropped += kept.len() as u64;
             return;
         }
         let list = Arc::make_mut(self.kept.get_or_insert_with(Arc::default));
         list.extend(kept.iter().cloned());
-        // Stable, and two sorted runs: a merge.
-        list.sort_by_key(|e| e.recorded());
+        if !later {
+            // Stable, and two sorted runs: a merge.
+            list.sort_by_key(|e| e.recorded());
+        }
         if list.len() > max {
             self.dropped += (list.len() - max) as u64;
             list.truncate(max);
