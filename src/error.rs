@@ -38,10 +38,15 @@ pub(crate) const DISPLAY_PANICKED: &str = "<the error's Display panicked>";
 pub(crate) struct Unpanicking<'a>(pub(crate) &'a dyn fmt::Display);
 
 impl Unpanicking<'_> {
-    /// The text, as `to_string()` would make it.
+    /// The text, as `to_string()` would make it. The panic's payload is
+    /// dropped as a task's is ([`drop_payload`](crate::task::drop_payload)):
+    /// its own `Drop` may panic too.
     pub(crate) fn text(&self) -> String {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.to_string()))
-            .unwrap_or_else(|_| DISPLAY_PANICKED.to_owned())
+            .unwrap_or_else(|payload| {
+                crate::task::drop_payload(payload);
+                DISPLAY_PANICKED.to_owned()
+            })
     }
 }
 

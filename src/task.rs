@@ -314,7 +314,7 @@ fn record(
 /// and its payload dropped in turn, up to a few times; a payload still
 /// panicking then is leaked rather than dropped. Either way the failure is
 /// still recorded.
-fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
     let mut payload = payload;
     for _ in 0..3 {
         match catch_unwind(AssertUnwindSafe(move || drop(payload))) {

@@ -175,6 +175,40 @@ async fn panics_lists_and_hostile_displays() {
     assert_eq!(hostile["message"], json!("<the error's Display panicked>"));
 }
 
+/// A `Display` whose panic's payload panics again when dropped: the message
+/// says the `Display` panicked, and the serializer's caller sees no panic (the
+/// payload is dropped as a task's is; dropped plainly, the second panic
+/// escaped the serializer).
+#[tokio::test]
+async fn an_error_whose_display_panics_with_a_payload_that_panics_on_drop_serializes() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop");
+        }
+    }
+    #[derive(Debug)]
+    struct Worse;
+    impl std::fmt::Display for Worse {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            std::panic::panic_any(Bomb)
+        }
+    }
+    impl std::error::Error for Worse {}
+
+    let wg = WaitGroup::new();
+    wg.go(|_| async { Err::<(), _>(Worse) });
+    let errors = wg.wait().await.unwrap_err().errors().clone();
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serde_json::to_value(&errors).unwrap()
+    }))
+    .expect("serializing panicked");
+    assert_eq!(
+        value["errors"][0]["message"],
+        json!("<the error's Display panicked>")
+    );
+}
+
 #[test]
 fn status_events_have_the_documented_shape_and_saturate() {
     let hub = StatusHub::new(8);

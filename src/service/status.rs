@@ -561,8 +561,12 @@ impl Reporter {
             None
         } else {
             Some(
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(error))
-                    .unwrap_or_else(|_| crate::error::DISPLAY_PANICKED.to_owned()),
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(error)).unwrap_or_else(
+                    |payload| {
+                        crate::task::drop_payload(payload);
+                        crate::error::DISPLAY_PANICKED.to_owned()
+                    },
+                ),
             )
         };
         self.send(name, state, text, None);
