@@ -191,3 +191,86 @@ fn child_forced_at_once() {
     }
     std::process::exit(err.exit_code());
 }
+
+#[test]
+fn a_forced_report_covers_the_whole_stop() {
+    let out = run_child("child_forced_late");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(143), "{text}");
+    // The graceful stop aborted `stubborn` at its deadline; the forced one,
+    // `flusher` in its shielded section. The forced stop's report used to
+    // list `flusher` alone: `stubborn`, aborted, was in no report.
+    assert!(
+        text.contains("CHILD aborted: [Some(\"stubborn\"), Some(\"flusher\")]"),
+        "{text}"
+    );
+    // `polite` ended on the first signal's cancel: finished, as the
+    // graceful stop counts it.
+    assert!(text.contains("CHILD finished: 1"), "{text}");
+    assert!(text.contains("CHILD pending: 0"), "{text}");
+    assert!(text.contains("CHILD whole stop timed: true"), "{text}");
+}
+
+#[test]
+fn child_forced_late() {
+    if !is_child("child_forced_late") {
+        return;
+    }
+    let err = runtime().block_on(async {
+        let wg = WaitGroup::builder()
+            .name("server")
+            .abort_timeout(Duration::from_secs(60))
+            .build();
+        wg.task().name("polite").go(|ctx| async move {
+            ctx.cancelled().await;
+        });
+        let (aborted_tx, aborted) = tokio::sync::oneshot::channel::<()>();
+        wg.task().name("stubborn").go(|_ctx| async move {
+            // Dropped when the graceful stop aborts the task: says so.
+            let _tell = aborted_tx;
+            std::future::pending::<()>().await
+        });
+        let (shielded_tx, shielded) = tokio::sync::oneshot::channel();
+        wg.task().name("flusher").go(|ctx| async move {
+            ctx.cancelled().await;
+            ctx.shielded(Duration::from_secs(60), async move {
+                let _ = shielded_tx.send(());
+                std::future::pending::<()>().await
+            })
+            .await;
+        });
+        let plan = ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
+        let run = plan.run_on_signal(&wg);
+        tokio::pin!(run);
+        assert!((&mut run).now_or_never().is_none());
+        let first = std::time::Instant::now();
+        kill_self("-TERM");
+        // The graceful stop is under way: `flusher` in its section (which the
+        // graceful stop waits for, up to the 60 s abort timeout) and
+        // `stubborn` aborted at the 50 ms deadline.
+        let late = async {
+            let _ = shielded.await;
+            let _ = aborted.await;
+        };
+        tokio::select! {
+            result = &mut run => panic!("the plan ended during a 60 s shielded section: {result:?}"),
+            () = late => {}
+        }
+        kill_self("-TERM");
+        let err = run.await.expect_err("forced");
+        let SignalError::Forced { report, .. } = &err else {
+            panic!("{err}");
+        };
+        let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+        println!("CHILD aborted: {names:?}");
+        println!("CHILD finished: {}", report.finished());
+        println!("CHILD pending: {}", report.pending().len());
+        println!(
+            "CHILD whole stop timed: {}",
+            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= first.elapsed()
+        );
+        println!("{err}");
+        err
+    });
+    std::process::exit(err.exit_code());
+}

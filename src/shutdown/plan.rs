@@ -238,8 +238,13 @@ impl ShutdownPlan {
     /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), then runs the plan on
     /// `group`; a second signal during the plan forces: everything left in
     /// the tree is cancelled and aborted at once (waiting for the aborts at
-    /// most the group's abort timeout), and the forced report comes back in
-    /// [`SignalError::Forced`]. Tasks read the signal in their
+    /// most the group's abort timeout), and the report of the whole stop
+    /// comes back in [`SignalError::Forced`]: what finished since the first
+    /// signal, what the graceful stop aborted before the second and the
+    /// forced stop after it, and what is left. (If the graceful stop is
+    /// still waiting when the forced one stops waiting, for an abort that did
+    /// not take effect, or the second signal came before the graceful stop
+    /// began, the report is the forced stop's alone.) Tasks read the signal in their
     /// [`cancel_reason`](crate::TaskContext::cancel_reason). The handlers are
     /// installed when the future is first polled, and shared with
     /// [`SignalService`](crate::service::SignalService)'s counting: two
@@ -288,26 +293,50 @@ impl ShutdownPlan {
         // forced before the graceful one is polled (it then skipped readiness and
         // `STOPPING=1`).
         self.stop_being_ready();
-        {
-            let plan = self.run_when_not_ready(group, CancelReason::Signal(first));
-            tokio::pin!(plan);
-            let mut listening = true;
-            // Two signals may already have arrived by the first wake-up.
-            while signals.received().len() == 1 {
-                tokio::select! {
-                    report = &mut plan => return Ok(report),
-                    more = signals.recv(), if listening => {
-                        // The handler's socket failed: no second signal can
-                        // be seen; finish gracefully.
-                        listening = more.is_ok();
-                    }
+        // Set once the graceful stop began (after the pre-stop delay): from then on it is
+        // part of what a forced stop reports.
+        let began = AtomicBool::new(false);
+        let plan = self.graceful(group, CancelReason::Signal(first), &began);
+        tokio::pin!(plan);
+        let mut listening = true;
+        // Two signals may already have arrived by the first wake-up.
+        while signals.received().len() == 1 {
+            tokio::select! {
+                report = &mut plan => {
+                    self.phase(Phase::Done { report: &report });
+                    return Ok(report);
+                }
+                more = signals.recv(), if listening => {
+                    // The handler's socket failed: no second signal can
+                    // be seen; finish gracefully.
+                    listening = more.is_ok();
                 }
             }
         }
         let signal = signals.received()[1];
         crate::trace::signal(signal, 2);
         self.phase(Phase::Forced { signal });
-        let report = crate::drain::force(group, CancelReason::Forced(signal)).await;
+        let report = if began.load(Ordering::Relaxed) {
+            // The graceful stop goes on beside the forced one, which aborts what it waits
+            // for: it then ends, and lists what it aborted before the second signal (that
+            // list, and the tasks that finished since the first, are its own). It is given
+            // as long as the forced stop waits for its aborts, at most; one that is still
+            // waiting then (for a task whose abort has not taken effect) is dropped, and
+            // the forced stop's report stands alone.
+            let by = super::deadline_after(group.node().config.abort_timeout);
+            let forced = crate::drain::force(group, CancelReason::Forced(signal));
+            let graceful = tokio::time::timeout_at(by, plan.as_mut());
+            let ((forced, forced_end), graceful) =
+                futures::future::join(ended(forced), ended(graceful)).await;
+            match graceful {
+                (Ok(graceful), graceful_end) => {
+                    graceful.with_forced(forced, forced_end.saturating_duration_since(graceful_end))
+                }
+                (Err(_), _) => forced,
+            }
+        } else {
+            crate::drain::force(group, CancelReason::Forced(signal)).await
+        };
         self.phase(Phase::Done { report: &report });
         Err(SignalError::Forced {
             signals: signals.received().to_vec(),
@@ -317,7 +346,9 @@ impl ShutdownPlan {
 
     async fn run_because(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
         self.stop_being_ready();
-        self.run_when_not_ready(group, reason).await
+        let report = self.graceful(group, reason, &AtomicBool::new(false)).await;
+        self.phase(Phase::Done { report: &report });
+        report
     }
 
     /// The first phase: readiness fails, systemd is told `STOPPING=1`.
@@ -328,8 +359,15 @@ impl ShutdownPlan {
         self.phase(Phase::NotReady);
     }
 
-    /// The phases after [`stop_being_ready`](Self::stop_being_ready).
-    async fn run_when_not_ready(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
+    /// The phases after [`stop_being_ready`](Self::stop_being_ready), but the last
+    /// ([`Phase::Done`]): the pre-stop delay, then the graceful stop, setting `began` as it
+    /// begins.
+    async fn graceful(
+        &self,
+        group: &WaitGroup,
+        reason: CancelReason,
+        began: &AtomicBool,
+    ) -> ShutdownReport {
         if !self.pre_stop_delay.is_zero() {
             self.phase(Phase::PreStop {
                 delay: self.pre_stop_delay,
@@ -340,25 +378,26 @@ impl ShutdownPlan {
             grace: self.grace.total(),
             drain: self.grace.drain_phase(),
         });
+        began.store(true, Ordering::Relaxed);
         let shutdown = group.shutdown_because(self.grace, reason);
         #[cfg(all(unix, feature = "systemd"))]
-        let report = match &self.systemd {
-            Some(notifier) => {
-                crate::systemd::extend_while_draining(
-                    notifier,
-                    group,
-                    Duration::from_secs(1),
-                    shutdown,
-                )
-                .await
-            }
-            None => shutdown.await,
-        };
-        #[cfg(not(all(unix, feature = "systemd")))]
-        let report = shutdown.await;
-        self.phase(Phase::Done { report: &report });
-        report
+        if let Some(notifier) = &self.systemd {
+            return crate::systemd::extend_while_draining(
+                notifier,
+                group,
+                Duration::from_secs(1),
+                shutdown,
+            )
+            .await;
+        }
+        shutdown.await
     }
+}
+
+/// `future`'s output, and when it came.
+async fn ended<T>(future: impl std::future::Future<Output = T>) -> (T, tokio::time::Instant) {
+    let output = future.await;
+    (output, tokio::time::Instant::now())
 }
 
 impl fmt::Debug for ShutdownPlan {
@@ -384,7 +423,9 @@ pub enum SignalError {
     Forced {
         /// Every signal received, in order (the second forced).
         signals: Vec<Signal>,
-        /// What the forced stop finished, aborted and left pending.
+        /// The whole stop's report: what finished since the first signal,
+        /// what the graceful and then the forced stop aborted, and what was
+        /// left pending (see [`ShutdownPlan::run_on_signal`]).
         report: Box<ShutdownReport>,
     },
 }
