@@ -37,7 +37,25 @@ use crate::registry::Slot;
 /// (any `std::error::Error + Send + Sync`, a `String`, a `&str`). `T` is the
 /// value an awaited [`TaskHandle`] gives back.
 ///
-/// Sealed: implemented for exactly these two shapes.
+/// A task that never returns (an accept loop, a ticker, a body that ends in
+/// `panic!`) resolves to the never type `!`, which is implemented too: such
+/// a task is written as it would be for `tokio::spawn`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let wg = taskgroup::WaitGroup::new();
+/// wg.go(|_ctx| async move {
+///     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+///     loop {
+///         tick.tick().await;
+///     }
+/// });
+/// assert!(wg.shutdown(std::time::Duration::ZERO).await.aborted().len() == 1);
+/// # }
+/// ```
+///
+/// Sealed: implemented for exactly these three shapes.
 pub trait TaskOutput: sealed::Sealed + 'static {
     /// The task's value on success.
     type Value: 'static;
@@ -50,6 +68,28 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for () {}
     impl<T, E> Sealed for Result<T, E> {}
+    impl Sealed for super::Never {}
+}
+
+/// The never type `!`, which stable Rust does not let one write but as a
+/// function's return type: named here through `fn() -> !`'s output. A task
+/// whose body diverges (`loop {}` without a `break`, `panic!`) has this
+/// output, and without an implementation for it would not compile: the
+/// output of a block that never returns falls back to `!` (since edition
+/// 2024; edition 2021 denies a fallback to `()` that a bound depends on).
+pub(crate) type Never = <fn() -> ! as Returns>::Output;
+
+/// The output of a function pointer type: what names [`Never`]. Public, as
+/// an implementation of the public [`TaskOutput`] names it (not reachable
+/// from outside, which older compilers' `unreachable_pub` does not see).
+#[allow(unreachable_pub)]
+pub trait Returns {
+    /// What the function returns.
+    type Output;
+}
+
+impl<T> Returns for fn() -> T {
+    type Output = T;
 }
 
 impl TaskOutput for () {
@@ -58,6 +98,15 @@ impl TaskOutput for () {
     #[inline]
     fn into_result(self) -> Result<(), BoxError> {
         Ok(())
+    }
+}
+
+impl TaskOutput for Never {
+    type Value = Never;
+
+    #[inline]
+    fn into_result(self) -> Result<Never, BoxError> {
+        match self {}
     }
 }
 
