@@ -76,7 +76,9 @@ pub(crate) async fn run(
         drain_end,
         drains: !grace.drain_phase().is_zero(),
         deadline,
-        abort_time: AbortTime::new(deadline),
+        // A grace without a time limit sets none: tasks would read a deadline
+        // thirty years away, where nothing bounds them.
+        abort_time: AbortTime::new((!is_unlimited(grace.total())).then_some(deadline)),
         end,
         close_end: if is_unlimited(root.config.abort_timeout) {
             saturating_add(deadline, grace.total())

@@ -895,8 +895,10 @@ struct Deadlines {
 pub(crate) struct AbortTime(i64);
 
 impl AbortTime {
-    pub(crate) fn new(at: Instant) -> Self {
-        AbortTime(AbortAt::word(Some(at)))
+    /// `at`, or no time at all if `at` is `None` (a shutdown without a time
+    /// limit: its tasks' deadlines are their groups' own, if any).
+    pub(crate) fn new(at: Option<Instant>) -> Self {
+        AbortTime(AbortAt::word(at))
     }
 }
 

@@ -181,6 +181,13 @@ impl WaitGroupBuilder {
     /// waited for until they stop (and the groups a shutdown reaches after
     /// its deadline share one more grace period to stop by themselves, not
     /// an endless phase).
+    ///
+    /// A zero abort timeout (or one shorter than the time an abort takes to
+    /// land) does not wait for the aborts: on a multi-thread runtime, a task
+    /// whose abort is still landing on another worker when the report is
+    /// made is reported as pending (often, for a stuck task on two workers),
+    /// on a current-thread runtime as aborted. Give it a few milliseconds to
+    /// have every abort listed.
     pub fn abort_timeout(mut self, timeout: Duration) -> Self {
         self.config.abort_timeout = timeout;
         self
@@ -213,6 +220,11 @@ impl WaitGroupBuilder {
     /// tasks and tracked futures do not count against the limit, unless a
     /// guard asks to ([`TaskBuilder::try_add_in_limit`],
     /// [`TaskBuilder::add_when_free`]). Default: no limit.
+    ///
+    /// Queued tasks start in no particular order, not that of their `go()`
+    /// calls: a queued task waits for its slot from its first poll, which
+    /// the runtime schedules as it does any new task, and a slot that frees
+    /// before then may go to a later `try_go` or `go_when_free`.
     ///
     /// A limit of [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS)
     /// (2^61 - 1 on 64-bit targets) or more, `usize::MAX` among them, is no
@@ -304,8 +316,9 @@ impl WaitGroupBuilder {
     ///
     /// With a [`limit`](Self::limit) of zero (no task could ever run).
     ///
-    /// With a [`deadline`](Self::deadline), outside a Tokio runtime (its timer
-    /// is a task).
+    /// With a [`deadline`](Self::deadline) (or a [`timeout`](Self::timeout)
+    /// shorter than thirty years), outside a Tokio runtime (its timer is a
+    /// task).
     pub fn build(self) -> WaitGroup {
         self.check();
         let runtime = self
@@ -388,10 +401,10 @@ impl WaitGroupBuilder {
     }
 
     /// Sets a deadline `timeout` from now (see [`deadline`](Self::deadline));
-    /// `Duration::MAX` means none.
+    /// `Duration::MAX`, or any time limit of thirty years or more, means none.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config.deadline =
-            (timeout != Duration::MAX).then(|| crate::shutdown::deadline_after(timeout));
+        self.config.deadline = (!crate::shutdown::is_unlimited(timeout))
+            .then(|| crate::shutdown::deadline_after(timeout));
         self
     }
 

@@ -205,3 +205,40 @@ async fn a_limit_beyond_a_semaphores_range_is_no_limit() {
             .unwrap();
     }
 }
+
+/// Any time limit of thirty years or more is none, as `Duration::MAX` is:
+/// `timeout(Duration::from_secs(u64::MAX))` panicked outside a runtime (it
+/// made a deadline, and its timer), and inside one its tasks read a deadline
+/// thirty years away; so did the tasks of a shutdown without a time limit.
+#[test]
+fn every_time_limit_beyond_thirty_years_is_none() {
+    let far = [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(100 * 365 * 24 * 3600),
+    ];
+    for timeout in far {
+        // Outside a runtime: a group without a deadline needs none.
+        let _ = WaitGroup::builder().timeout(timeout).build();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for timeout in far {
+            let wg = WaitGroup::builder().timeout(timeout).build();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            wg.go(|ctx| async move {
+                let before = ctx.deadline();
+                ctx.cancelled().await;
+                let _ = tx.send((before, ctx.deadline()));
+            });
+            let report = wg.shutdown(timeout).await;
+            assert!(report.is_clean(), "{report}");
+            let (before, during) = rx.await.unwrap();
+            assert_eq!(before, None, "{timeout:?}: the group's deadline");
+            assert_eq!(during, None, "{timeout:?}: the shutdown's deadline");
+        }
+    });
+}

@@ -233,6 +233,11 @@ fn status_events_have_the_documented_shape_and_saturate() {
     assert_eq!(db, doc, "the documented example is what this event prints");
     let forever = serde_json::to_value(&snapshot["forever"]).unwrap();
     assert_eq!(forever["delay_ms"], json!(u64::MAX));
+    // And its text says so, not `in 18446744073709551615.999999999s`.
+    assert_eq!(
+        snapshot["forever"].to_string(),
+        "forever #1: restarting after a delay without a time limit"
+    );
     let api = serde_json::to_value(&snapshot["api"]).unwrap();
     assert_eq!(
         (&api["state"], &api["delay_ms"], &api["error"]),

@@ -127,6 +127,27 @@ async fn a_plan_without_a_time_limit_says_so() {
     );
 }
 
+/// A pre-stop delay without a time limit says so too (`probe-limits`).
+#[tokio::test(start_paused = true)]
+async fn a_pre_stop_delay_without_a_time_limit_says_so() {
+    let systemd = FakeSystemd::new("unlimited-pre-stop");
+    let notifier = Notifier::connect(&systemd.path).unwrap();
+    let wg = WaitGroup::new();
+    let plan = ShutdownPlan::new(Duration::ZERO)
+        .pre_stop_delay(Duration::from_secs(u64::MAX))
+        .systemd(notifier);
+    // The delay never ends: the plan is still in it when dropped.
+    let run = tokio::time::timeout(Duration::from_secs(3600), plan.run(&wg)).await;
+    assert!(run.is_err());
+    assert_eq!(
+        systemd.received(),
+        [
+            "STOPPING=1\nSTATUS=stopping: not ready",
+            "STATUS=stopping: pre-stop delay without a time limit",
+        ]
+    );
+}
+
 /// Hostile input: no socket there; an abstract address; a zero interval.
 #[tokio::test(start_paused = true)]
 async fn errors_and_odd_input() {

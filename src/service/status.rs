@@ -109,8 +109,13 @@ pub struct StatusEvent {
 impl fmt::Display for StatusEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} #{}: {}", self.name, self.attempt, self.state)?;
-        if let Some(delay) = self.delay {
-            write!(f, " in {delay:?}")?;
+        match self.delay {
+            // `Duration::MAX` is no limit: not 18446744073709551615.999999999s.
+            Some(delay) if crate::shutdown::is_unlimited(delay) => {
+                f.write_str(" after a delay without a time limit")?;
+            }
+            Some(delay) => write!(f, " in {delay:?}")?,
+            None => {}
         }
         if let Some(error) = &self.error {
             write!(f, " ({error})")?;

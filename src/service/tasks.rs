@@ -124,7 +124,13 @@ impl Service for TasksService {
 
 /// The stop result of a [`TasksService`] whose shutdown was not clean: tasks were aborted,
 /// are still pending, or failed. Carries the core's report.
-#[derive(Debug)]
+///
+/// `Display` is one line of counts (it goes into a container's error, a line per member);
+/// the failures are its [`source`](std::error::Error::source) (the report's
+/// [`TaskErrors`](crate::TaskErrors), naming each failed task, then the cause of a single
+/// failure), so that `anyhow`'s `{:#}` or a chain walk shows them; `Debug` adds the
+/// report's lines (the aborted and pending tasks by name, the failures), for a `main`
+/// returning the error.
 pub struct UncleanShutdown {
     report: ShutdownReport,
 }
@@ -133,6 +139,11 @@ impl UncleanShutdown {
     /// The shutdown's report: what finished, was aborted, is pending, failed.
     pub fn report(&self) -> &ShutdownReport {
         &self.report
+    }
+
+    /// The shutdown's report, by value.
+    pub fn into_report(self) -> ShutdownReport {
+        self.report
     }
 }
 
@@ -148,7 +159,18 @@ impl fmt::Display for UncleanShutdown {
     }
 }
 
-impl std::error::Error for UncleanShutdown {}
+impl fmt::Debug for UncleanShutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}\n{}", self.report)
+    }
+}
+
+impl std::error::Error for UncleanShutdown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let errors = self.report.errors();
+        (!errors.is_empty()).then_some(errors as _)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -170,5 +192,37 @@ mod tests {
             UncleanShutdown { report }.to_string(),
             "unclean shutdown: 0 aborted, 0 pending, 2 failed"
         );
+    }
+
+    /// The failures are the source, named; `Debug` names the aborted tasks too. Both said
+    /// only the counts.
+    #[tokio::test]
+    async fn an_unclean_shutdown_names_its_tasks_and_failures() {
+        use std::error::Error as _;
+        let group = WaitGroup::builder().name("workers").build();
+        group
+            .task()
+            .name("flusher")
+            .go(|_| async { Err::<(), _>("disk full") });
+        group
+            .task()
+            .name("stuck")
+            .go(|_| std::future::pending::<()>());
+        tokio::task::yield_now().await;
+        let err = UncleanShutdown {
+            report: group.shutdown(Duration::ZERO).await,
+        };
+        assert_eq!(
+            err.to_string(),
+            "unclean shutdown: 1 aborted, 0 pending, 1 failed"
+        );
+        let source = err.source().expect("the failures").to_string();
+        assert!(source.contains("\"flusher\""), "{source}");
+        assert!(source.contains("disk full"), "{source}");
+        let debug = format!("{err:?}");
+        assert!(debug.starts_with("unclean shutdown: 1 aborted"), "{debug}");
+        assert!(debug.contains("aborted: task \"stuck\""), "{debug}");
+        assert!(debug.contains("disk full"), "{debug}");
+        assert_eq!(err.into_report().aborted().len(), 1);
     }
 }

@@ -49,6 +49,7 @@ impl Grace {
     /// multi-thread runtime it may well be aborted first (and reported
     /// aborted), as it runs on another worker. To let tasks stop on the
     /// cancel, give the cancel phase some time (even a few milliseconds).
+    #[must_use]
     pub fn drain(drain: Duration) -> Self {
         Grace {
             drain,
@@ -57,6 +58,7 @@ impl Grace {
     }
 
     /// After the drain phase, a cancel phase of `cancel`.
+    #[must_use = "`Grace` is `Copy`: this returns a new grace, the one it is called on is unchanged"]
     pub fn then_cancel(mut self, cancel: Duration) -> Self {
         self.cancel = cancel;
         self

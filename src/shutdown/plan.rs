@@ -202,8 +202,11 @@ impl ShutdownPlan {
             // Failing sends are not fatal: the stop goes on regardless.
             let _ = notifier.notify(&match &phase {
                 Phase::NotReady => "STOPPING=1\nSTATUS=stopping: not ready".to_owned(),
-                Phase::PreStop { delay } => format!("STATUS=stopping: pre-stop delay {delay:?}"),
                 // `Duration::MAX` is no limit: not 18446744073709551615.999999999s.
+                Phase::PreStop { delay } if super::is_unlimited(*delay) => {
+                    "STATUS=stopping: pre-stop delay without a time limit".to_owned()
+                }
+                Phase::PreStop { delay } => format!("STATUS=stopping: pre-stop delay {delay:?}"),
                 Phase::Draining { grace, .. } if super::is_unlimited(*grace) => {
                     "STATUS=stopping: draining without a time limit".to_owned()
                 }
@@ -412,14 +415,16 @@ impl fmt::Debug for ShutdownPlan {
 }
 
 /// Why [`ShutdownPlan::run_on_signal`] did not end with a graceful report.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` writes the same text as `Display` (with the report's lines), so
+/// that a `main` returning this error prints it readably; the source of
+/// [`Forced`](Self::Forced) is that of its report's errors, as for
+/// [`ShutdownError`](crate::ShutdownError).
 #[non_exhaustive]
 pub enum SignalError {
     /// The signal handlers could not be installed; nothing was stopped.
-    #[error("could not listen for shutdown signals: {0}")]
-    Listen(#[source] std::io::Error),
+    Listen(std::io::Error),
     /// A second signal arrived during the plan: everything left was aborted.
-    #[error("shutdown forced by a second signal ({}); {report}", signals.last().map_or_else(String::new, ToString::to_string))]
     Forced {
         /// Every signal received, in order (the second forced).
         signals: Vec<Signal>,
@@ -428,6 +433,36 @@ pub enum SignalError {
         /// left pending (see [`ShutdownPlan::run_on_signal`]).
         report: Box<ShutdownReport>,
     },
+}
+
+impl fmt::Display for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalError::Listen(err) => write!(f, "could not listen for shutdown signals: {err}"),
+            SignalError::Forced { signals, report } => {
+                f.write_str("shutdown forced by a second signal (")?;
+                if let Some(signal) = signals.last() {
+                    write!(f, "{signal}")?;
+                }
+                write!(f, "); {report}")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for SignalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignalError::Listen(err) => Some(err),
+            SignalError::Forced { report, .. } => report.errors.source(),
+        }
+    }
 }
 
 impl SignalError {
@@ -443,5 +478,54 @@ impl SignalError {
             },
             SignalError::Listen(_) => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    use super::SignalError;
+    use crate::shutdown::Signal;
+    use crate::WaitGroup;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("flush failed")]
+    struct FlushFailed(#[source] std::io::Error);
+
+    /// A `main` returning the error prints its `Debug`: the report's lines,
+    /// not a dump of its fields; and the failure is its source, as for
+    /// `ShutdownError`.
+    #[tokio::test]
+    async fn a_forced_stop_prints_its_report_and_has_its_failure_as_source() {
+        let wg = WaitGroup::builder().name("server").build();
+        wg.task()
+            .name("flusher")
+            .go(|_ctx| async { Err::<(), _>(FlushFailed(std::io::Error::other("disk full"))) });
+        wg.task()
+            .name("stuck")
+            .go(|_ctx| std::future::pending::<()>());
+        tokio::task::yield_now().await;
+        let report = wg.shutdown(Duration::ZERO).await;
+        let err = SignalError::Forced {
+            signals: vec![Signal::Terminate, Signal::Interrupt],
+            report: Box::new(report),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("shutdown forced by a second signal (SIGINT); "),
+            "{text}"
+        );
+        assert!(text.contains("task \"stuck\""), "{text}");
+        assert_eq!(format!("{err:?}"), text);
+        let source = err.source().expect("the failure's cause");
+        assert_eq!(source.to_string(), "disk full");
+        let listen = SignalError::Listen(std::io::Error::other("no signalfd"));
+        assert_eq!(
+            format!("{listen:?}"),
+            "could not listen for shutdown signals: no signalfd"
+        );
+        assert_eq!(listen.source().unwrap().to_string(), "no signalfd");
     }
 }
