@@ -96,6 +96,10 @@ pub(crate) async fn run(
     for group in &walked {
         group.set_abort_time(budget.abort_time);
     }
+    let unreached = Unreached {
+        root,
+        at: budget.abort_time,
+    };
     let mut starts: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
     // The groups stopped, in the order they were, each with its counters
     // in `starts`; the first pass stops those of the first walk in its
@@ -221,9 +225,27 @@ pub(crate) async fn run(
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
     let errors = node::errors_of(groups);
+    std::mem::forget(unreached);
     report(
         root, &visited, &starts, &ends, pending, errors, aborted, started,
     )
+}
+
+/// Until forgotten at the end of a shutdown: dropped with the shutdown's
+/// future, it takes back the abort time the shutdown gave the groups it did
+/// not reach (still open), so that their tasks do not read a deadline no
+/// shutdown enforces. Walks the tree again: only a dropped shutdown pays.
+struct Unreached<'a> {
+    root: &'a NodeRef,
+    at: AbortTime,
+}
+
+impl Drop for Unreached<'_> {
+    fn drop(&mut self) {
+        for group in node::walk(self.root) {
+            group.unset_abort_time(self.at);
+        }
+    }
 }
 
 /// The counters of `visited` at the end of a shutdown, `ends` being those of
@@ -398,7 +420,7 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
         // aborted too; in a group with work only (its count read after it
         // closed includes every task counted before), so that a forced stop
         // of a large idle tree allocates nothing per group for it.
-        let watch = group.abort_watch();
+        let watch = OwnedWatch(group.abort_watch());
         if group.len() > 0 {
             phases.push(group.aborting(&watch));
         }
@@ -673,7 +695,7 @@ async fn stop_group(
         None => saturating_add(now, budget.share(now, turn.groups_left)),
     };
     let spare = turn.caller.map(|c| group.registry.id(c.slot));
-    let watch = group.abort_watch();
+    let watch = OwnedWatch(group.abort_watch());
     // A task whose abort handle comes after the walk below (spawned on
     // another thread meanwhile) is aborted as it comes, and counted in
     // `watch` until the phase ends.
@@ -753,6 +775,28 @@ async fn yield_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A shutdown's watch of one group's aborts, which that shutdown alone
+/// lists. Dropped before its list is taken (with the shutdown's future),
+/// it lists no more: an abort landing after that counts as work that ended
+/// (finished, in a later shutdown's report, as an abort that lands after a
+/// report's list was taken), not as aborted by a report never made, which
+/// left it in no report.
+struct OwnedWatch(std::sync::Arc<crate::registry::AbortWatch>);
+
+impl std::ops::Deref for OwnedWatch {
+    type Target = std::sync::Arc<crate::registry::AbortWatch>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for OwnedWatch {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
 /// The tasks whose abort took effect, taken from `watch` (which lists no
 /// more after this) and traced.
 fn take_listed(watch: &crate::registry::AbortWatch) -> Vec<TaskInfo> {
@@ -772,7 +816,7 @@ struct Aborted {
     listed: Vec<TaskInfo>,
     /// Watches still waited for, each with the length of `listed` at its
     /// group's turn: where its tasks go.
-    waiting: Vec<(usize, std::sync::Arc<crate::registry::AbortWatch>)>,
+    waiting: Vec<(usize, OwnedWatch)>,
 }
 
 impl Aborted {
@@ -780,7 +824,7 @@ impl Aborted {
     /// every group had its turn. A task whose abort did not take effect in
     /// time stays pending, and is reported so; one that finished by itself
     /// first is counted as finished.
-    fn add(&mut self, watch: std::sync::Arc<crate::registry::AbortWatch>) {
+    fn add(&mut self, watch: OwnedWatch) {
         if watch.is_settled() {
             self.listed.extend(take_listed(&watch));
         } else {

@@ -944,6 +944,16 @@ impl AbortAt {
         self.0.store(word, std::sync::atomic::Ordering::Release);
     }
 
+    /// Clears the instant if it is still `word`: another shutdown's is kept.
+    fn clear_word(&self, word: i64) {
+        let _ = self.0.compare_exchange(
+            word,
+            Self::NONE,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn get(&self) -> Option<Instant> {
         let word = self.0.load(std::sync::atomic::Ordering::Acquire);
         if word == Self::NONE {
@@ -1672,6 +1682,16 @@ impl Node {
     /// every group of a shutdown.
     pub(crate) fn set_abort_time(&self, at: AbortTime) {
         self.abort_at.set_word(at.0);
+    }
+
+    /// Takes back the time [`set_abort_time`](Self::set_abort_time) gave an
+    /// open group (a shutdown dropped before its turn), unless another
+    /// shutdown gave it one since; a group the shutdown reached keeps it
+    /// until reopened.
+    pub(crate) fn unset_abort_time(&self, at: AbortTime) {
+        if !self.state().is_closed() {
+            self.abort_at.clear_word(at.0);
+        }
     }
 
     /// The group's own deadline, if it has one, and the token its timer

@@ -286,6 +286,19 @@ impl AbortWatch {
         }
     }
 
+    /// The shutdown this watch is for was dropped: it lists no more, as if
+    /// its list were taken (nothing if it was). An abort that lands from now
+    /// on counts as an entry removed only, as one after a report's list was
+    /// taken does; one listed already stays counted as aborted (it landed
+    /// before the shutdown was dropped).
+    pub(crate) fn abandon(&self) {
+        let mut state = self.state.lock();
+        if !state.taken {
+            state.taken = true;
+            state.aborted = Vec::new();
+        }
+    }
+
     /// The tasks whose abort took effect so far, by id, their ages as of
     /// now. A shutdown calls this once: a task whose abort takes effect
     /// after it is not listed (see [`list`](Self::list)).

@@ -346,8 +346,9 @@ impl ShutdownReport {
     /// Guards and tasks that ended during the shutdown other than by an
     /// abort listed in [`aborted`](Self::aborted), in all groups: those that
     /// completed by themselves (successfully or not), and tasks aborted by
-    /// their own [`TaskHandle`](crate::TaskHandle) or whose abort took
-    /// effect only after the shutdown stopped waiting for it. With
+    /// their own [`TaskHandle`](crate::TaskHandle), by a shutdown since
+    /// dropped, or whose abort took effect only after the shutdown stopped
+    /// waiting for it. With
     /// `aborted` and [`pending`](Self::pending) it accounts for each guard
     /// and task pending when the shutdown started, once (a task whose
     /// `go()` was under way on another thread at that moment may be counted

@@ -1483,7 +1483,10 @@ impl WaitGroup {
     /// # Cancel safety
     ///
     /// Dropping the future stops the shutdown where it is: groups already
-    /// closed and cancelled stay so, later groups are untouched.
+    /// closed and cancelled stay so, later groups are untouched (their tasks
+    /// no longer read its deadline). Its report is never made: a task it
+    /// aborted whose abort lands after the drop counts as finished in a
+    /// later shutdown's report, as a task aborted by its handle does.
     pub async fn shutdown(&self, grace: impl Into<Grace>) -> ShutdownReport {
         self.shutdown_because(grace.into(), CancelReason::Shutdown)
             .await

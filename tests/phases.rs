@@ -647,3 +647,43 @@ async fn a_group_reached_late_reads_its_own_abort_time() {
     // Reached at 1 s with 4 s of forced phase left for one group: 3 s more.
     assert_eq!(rx.await.unwrap(), Some(start + Duration::from_secs(4)));
 }
+
+/// A shutdown dropped before it reached a group takes back the deadline it
+/// gave that group's tasks: the group is open, and nothing enforces it. It
+/// stayed, passed, for good (and children made there inherited it), as
+/// `reopen()` changes nothing on an open group (`probe-cancel` `stale`).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_shutdown_takes_back_the_deadline_of_the_groups_it_did_not_reach() {
+    let root = WaitGroup::builder().name("root").build();
+    // The root's turn waits for this one (it stops at the cancel, 200 ms on).
+    root.task().name("slow").go(|ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let child = root.child();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (ask_tx, mut ask) = tokio::sync::mpsc::unbounded_channel::<()>();
+    child.go(move |ctx| async move {
+        while ask.recv().await.is_some() {
+            seen_tx.send(ctx.deadline()).unwrap();
+        }
+    });
+    let shutdown = root.shutdown(Duration::from_millis(300));
+    // In the root's turn: the child's tasks read the shutdown's deadline.
+    let dropped = tokio::time::timeout(Duration::from_millis(20), shutdown).await;
+    assert!(dropped.is_err(), "the root's turn takes 200 ms");
+    assert!(!child.is_closed() && !child.is_cancelled());
+    ask_tx.send(()).unwrap();
+    assert_eq!(seen.recv().await.unwrap(), None);
+    // And a child made there afterwards has none either.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    child.child().go(|ctx| async move {
+        let _ = tx.send(ctx.deadline());
+    });
+    assert_eq!(rx.await.unwrap(), None);
+    // The next shutdown stops everything as usual (the child's task, which
+    // ignores the cancel, aborted at its deadline).
+    let report = root.shutdown(Duration::from_millis(300)).await;
+    assert!(report.pending().is_empty(), "{report}");
+    assert_eq!(report.aborted().len(), 1, "{report}");
+}

@@ -1112,3 +1112,37 @@ async fn a_group_stopping_its_children_together_linked_during_a_shutdown_starts_
     assert_eq!(report.finished(), 11);
     assert!(report.is_clean(), "{report}");
 }
+
+/// A shutdown dropped once it aborted its tasks, before their aborts
+/// landed: the next one accounts for them, as finished (their aborts land
+/// during it, and are no report's: the dropped one lists nothing). They were
+/// in no report: counted as aborted, listed by none (`probe-cancel`
+/// `orphan`).
+#[tokio::test]
+async fn the_aborts_of_a_dropped_shutdown_are_accounted_for_by_the_next() {
+    use futures::FutureExt as _;
+    let wg = WaitGroup::builder().name("server").build();
+    for name in ["stuck-1", "stuck-2"] {
+        wg.task().name(name).go(|_ctx| std::future::pending::<()>());
+    }
+    tokio::task::yield_now().await;
+    {
+        // No grace: a few polls abort both; on this current-thread runtime
+        // the aborts land only once this task yields to it, which polling
+        // the shutdown here does not do.
+        let dropped = wg.shutdown(Duration::ZERO);
+        tokio::pin!(dropped);
+        for _ in 0..10 {
+            assert!((&mut dropped).now_or_never().is_none());
+        }
+    }
+    assert_eq!(wg.len(), 2, "the aborts have not landed yet");
+    let report = wg.shutdown(Duration::ZERO).await;
+    assert!(wg.is_empty());
+    assert_eq!(
+        report.finished() + report.aborted().len() + report.pending().len(),
+        2,
+        "{report}"
+    );
+    assert_eq!(report.finished(), 2, "{report}");
+}

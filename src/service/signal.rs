@@ -1,14 +1,4 @@
 //! Shutdown on SIGINT or SIGTERM (Ctrl-C on non-unix platforms).
-//!
-//! # Handlers
-//!
-//! The signal streams are created when
-//! [`shutdown_signal`](crate::shutdown::shutdown_signal) or a [`SignalService`] run starts
-//! and dropped when it ends, so no signal is queued for it afterwards. Note that tokio, once a
-//! signal kind was listened to, keeps its process-wide OS handler installed for the life of
-//! the process: after the streams are dropped, a further SIGINT or SIGTERM is *ignored*
-//! rather than terminating the process. What happens then, typically exiting the process with
-//! [`std::process::exit`], is the caller's choice.
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +55,21 @@ use crate::shutdown::signals::Signals;
 ///
 /// The inner service's error; [`ServiceError::Forced`] on a second signal; a
 /// [`std::io::Error`] if the handlers cannot be registered.
+///
+/// # Handlers
+///
+/// The signal streams are created when
+/// [`shutdown_signal`](crate::shutdown::shutdown_signal), a
+/// [`ShutdownPlan::run_on_signal`](crate::shutdown::ShutdownPlan::run_on_signal) or a
+/// `SignalService` run starts and dropped when it ends, so no signal is queued for it
+/// afterwards. Note that once a signal kind was listened to, its process-wide OS handler
+/// (`signal-hook`'s, which `tokio::signal` shares) stays installed for the life of the
+/// process, and does not restore the default action: after the streams are dropped, a further
+/// SIGINT or SIGTERM is *ignored* rather than terminating the process, also when they were
+/// dropped before any signal came (one of those in a `select!` that another branch won). What
+/// happens then, typically exiting the process with [`std::process::exit`], is the caller's
+/// choice. (Restoring the default action would kill the process under any other listener it
+/// still has, tokio's among them.)
 ///
 /// # Cancel safety
 ///

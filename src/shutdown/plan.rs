@@ -286,7 +286,10 @@ impl ShutdownPlan {
     /// # Cancel safety
     ///
     /// Dropping the future before the first signal stops listening; after
-    /// it, as [`run`](Self::run).
+    /// it, as [`run`](Self::run). Either way, a later SIGINT or SIGTERM is
+    /// then ignored, not fatal, for the rest of the process (see
+    /// [`SignalService`](crate::service::SignalService)'s handlers): a
+    /// program that goes on to stop by other means exits by itself.
     pub async fn run_on_signal(&self, group: &WaitGroup) -> Result<ShutdownReport, SignalError> {
         let mut signals = Signals::new().map_err(SignalError::Listen)?;
         signals.recv().await.map_err(SignalError::Listen)?;

@@ -30,7 +30,9 @@ impl fmt::Display for Signal {
 /// Resolves on the first SIGINT or SIGTERM (Ctrl-C on non-unix platforms).
 ///
 /// The handlers are registered when the future is first polled and released when it
-/// resolves or is dropped (see [`SignalService`](crate::service::SignalService) for what tokio keeps installed).
+/// resolves or is dropped; from then on, a SIGINT or SIGTERM is ignored rather than fatal
+/// (see [`SignalService`](crate::service::SignalService) for the process-wide handler that
+/// stays installed).
 ///
 /// # Examples
 ///
