@@ -58,6 +58,25 @@ pub enum CancelReason {
     Deadline,
 }
 
+/// Equal reasons are of the same kind with equal details; two failures are
+/// equal if they are the same failure (one recorded failure, shared), not two
+/// failures with equal text. So that a test can write
+/// `assert_eq!(ctx.cancel_reason(), Some(CancelReason::Shutdown))`.
+impl PartialEq for CancelReason {
+    fn eq(&self, other: &Self) -> bool {
+        type R = CancelReason;
+        match (self, other) {
+            (R::Requested(a), R::Requested(b)) => a == b,
+            (R::Failure(a), R::Failure(b)) => Arc::ptr_eq(a, b),
+            (R::Token, R::Token) | (R::Shutdown, R::Shutdown) | (R::Deadline, R::Deadline) => true,
+            (R::Signal(a), R::Signal(b)) | (R::Forced(a), R::Forced(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CancelReason {}
+
 impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

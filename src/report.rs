@@ -295,8 +295,11 @@ impl fmt::Display for PendingReport {
 /// (`elapsed_ms`, `age_ms`: how long each task had been pending when the
 /// report was made), sites are `"file:line:col"`, ids are numbers, names are
 /// strings or `null`. `pending` is a [`PendingReport`]; each error's `kind`
-/// is `"error"` (its `message` is the error's `Display`) or `"panic"` (the
-/// panic message); `total` counts the failures only counted too (`dropped`).
+/// is `"error"` (its `message` is the error's `Display`, `causes` those of
+/// its `source()` chain, up to 32) or `"panic"` (the panic message, no
+/// causes), `secondary` whether it came after its group was cancelled
+/// ([`TaskError::is_secondary`](crate::TaskError::is_secondary)); `total`
+/// counts the failures only counted too (`dropped`).
 ///
 /// ```json
 /// {
@@ -321,7 +324,8 @@ impl fmt::Display for PendingReport {
 ///     "dropped": 0,
 ///     "errors": [
 ///       {"id": 1, "name": "fetch", "group_id": 1, "group_name": "app",
-///        "kind": "error", "message": "disk full"}
+///        "kind": "error", "message": "fetch failed", "causes": ["disk full"],
+///        "secondary": false}
 ///     ]
 ///   }
 /// }

@@ -120,15 +120,33 @@ fn message(error: &TaskError) -> String {
     crate::error::Unpanicking(&inner).text()
 }
 
+/// The most causes of a failure serialized: a `source()` chain is the
+/// error's own, and need not end.
+const MAX_CAUSES: usize = 32;
+
+/// A failure's causes, from its error's `source()` on, each as `message`
+/// writes it (a `Display` that panics does not take the serializer down).
+struct Causes<'a>(&'a TaskError);
+
+impl Serialize for Causes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let first = self.0.error().and_then(|error| error.source());
+        let chain = std::iter::successors(first, |cause| cause.source()).take(MAX_CAUSES);
+        s.collect_seq(chain.map(|cause| crate::error::Unpanicking(&cause).text()))
+    }
+}
+
 impl Serialize for TaskError {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("TaskError", 6)?;
+        let mut st = s.serialize_struct("TaskError", 8)?;
         st.serialize_field("id", &self.id())?;
         st.serialize_field("name", &self.name())?;
         st.serialize_field("group_id", &self.group_id())?;
         st.serialize_field("group_name", &self.group_name())?;
         st.serialize_field("kind", if self.is_panic() { "panic" } else { "error" })?;
         st.serialize_field("message", &message(self))?;
+        st.serialize_field("causes", &Causes(self))?;
+        st.serialize_field("secondary", &self.is_secondary())?;
         st.end()
     }
 }

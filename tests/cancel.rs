@@ -142,3 +142,35 @@ async fn cancelling_the_context_reaches_the_groups_own_tasks_only() {
     wg.cancel();
     assert!(child.is_cancelled());
 }
+
+/// Reasons compare: a task can `assert_eq!` the one it reads. A failure
+/// equals itself as shared down the tree, not another failure with the same
+/// text. (`CancelReason` had no `PartialEq`: `probe-api`.)
+#[tokio::test]
+async fn cancel_reasons_compare_by_kind_and_a_failure_by_identity() {
+    use taskgroup::CancelReason;
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    let child = wg.child();
+    wg.task()
+        .critical(true)
+        .go(|_| async { Err::<(), _>("boom") });
+    wg.cancelled().await;
+    let parent = wg.cancel_reason().expect("cancelled by the failure");
+    assert_eq!(child.cancel_reason(), Some(parent.clone()));
+    let other = WaitGroup::builder().cancel_on_error(true).build();
+    other.go(|_| async { Err::<(), _>("boom") });
+    other.cancelled().await;
+    // Another failure with the same message.
+    assert_ne!(other.cancel_reason(), Some(parent));
+
+    let requested = WaitGroup::new();
+    requested.cancel_with("config reloaded");
+    assert_eq!(
+        requested.cancel_reason(),
+        Some(CancelReason::Requested(Some("config reloaded".into())))
+    );
+    assert_ne!(requested.cancel_reason(), Some(CancelReason::Shutdown));
+    let stopped = WaitGroup::new();
+    let _ = stopped.shutdown(std::time::Duration::ZERO).await;
+    assert_eq!(stopped.cancel_reason(), Some(CancelReason::Shutdown));
+}

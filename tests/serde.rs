@@ -64,7 +64,7 @@ async fn a_shutdown_report_has_the_documented_shape() {
     let wg = WaitGroup::builder().name("app").build();
     wg.task()
         .name("fetch")
-        .go(|_| async { Err::<(), _>("disk full") });
+        .go(|_| async { Err::<(), _>(FetchFailed(std::io::Error::other("disk full"))) });
     wg.task().name("stuck").go(|_| std::future::pending::<()>());
     let lease = wg.task().name("lease").add();
     tokio::task::yield_now().await; // "fetch" fails
@@ -107,7 +107,49 @@ async fn a_shutdown_report_has_the_documented_shape() {
     assert_eq!(
         errors["errors"][0],
         json!({"id": 1, "name": "fetch", "group_id": wg.id().as_u64(), "group_name": "app",
-               "kind": "error", "message": "disk full"})
+               "kind": "error", "message": "fetch failed", "causes": ["disk full"],
+               "secondary": false})
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("fetch failed")]
+struct FetchFailed(#[source] std::io::Error);
+
+/// A failure after its group was cancelled is `secondary`, as
+/// `TaskError::is_secondary` says; a panic has no causes. (Both were left
+/// out of the JSON: `probe-api`.)
+#[tokio::test]
+async fn a_secondary_failure_and_a_panic_say_so() {
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.task()
+        .name("db")
+        .go(|_| async { Err::<(), _>("connection refused") });
+    wg.task().name("api").go(|ctx| async move {
+        ctx.cancelled().await;
+        Err::<(), _>("request aborted")
+    });
+    wg.task().name("worker").go(|ctx| async move {
+        ctx.cancelled().await;
+        panic!("worker gave up")
+    });
+    let errors = wg.wait().await.unwrap_err().errors().clone();
+    let value = serde_json::to_value(&errors).unwrap();
+    let by_name = |name: &str| {
+        value["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == json!(name))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("db")["secondary"], json!(false));
+    assert_eq!(by_name("api")["secondary"], json!(true));
+    let worker = by_name("worker");
+    assert_eq!(
+        (&worker["kind"], &worker["secondary"], &worker["causes"]),
+        (&json!("panic"), &json!(true), &json!([]))
     );
 }
 
