@@ -93,12 +93,19 @@ pub(crate) async fn run(
         mut versions,
         mut together,
     } = node::walk_versioned(root);
+    // The times of concurrent shutdowns replaced here, put back should this
+    // one be dropped: most often there are none.
+    let mut replaced = Vec::new();
     for group in &walked {
-        group.set_abort_time(budget.abort_time);
+        let before = group.swap_abort_time(budget.abort_time);
+        if before.is_some() {
+            replaced.push((group.clone(), before));
+        }
     }
     let unreached = Unreached {
         root,
         at: budget.abort_time,
+        replaced,
     };
     let mut starts: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
     // The groups stopped, in the order they were, each with its counters
@@ -225,25 +232,38 @@ pub(crate) async fn run(
     // Read after the pending work, so a task that fails meanwhile is listed
     // in one or the other.
     let errors = node::errors_of(groups);
-    std::mem::forget(unreached);
+    unreached.disarm();
     report(
         root, &visited, &starts, &ends, pending, errors, aborted, started,
     )
 }
 
-/// Until forgotten at the end of a shutdown: dropped with the shutdown's
-/// future, it takes back the abort time the shutdown gave the groups it did
-/// not reach (still open), so that their tasks do not read a deadline no
-/// shutdown enforces. Walks the tree again: only a dropped shutdown pays.
+/// Until disarmed at the end of a shutdown: dropped with the
+/// shutdown's future, it takes back the abort time the shutdown gave the
+/// groups it did not reach (still open), so that their tasks do not read a
+/// deadline no shutdown enforces, and puts back the time of a concurrent
+/// shutdown it replaced. Walks the tree again: only a dropped shutdown pays.
 struct Unreached<'a> {
     root: &'a NodeRef,
     at: AbortTime,
+    replaced: Vec<(NodeRef, AbortTime)>,
+}
+
+impl Unreached<'_> {
+    /// The shutdown ended: every group had its turn, and keeps its time.
+    fn disarm(mut self) {
+        drop(std::mem::take(&mut self.replaced));
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Unreached<'_> {
     fn drop(&mut self) {
+        for (group, before) in &self.replaced {
+            group.unset_abort_time(self.at, *before);
+        }
         for group in node::walk(self.root) {
-            group.unset_abort_time(self.at);
+            group.unset_abort_time(self.at, AbortTime::NONE);
         }
     }
 }

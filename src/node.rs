@@ -895,10 +895,18 @@ struct Deadlines {
 pub(crate) struct AbortTime(i64);
 
 impl AbortTime {
+    /// No time.
+    pub(crate) const NONE: AbortTime = AbortTime(AbortAt::NONE);
+
     /// `at`, or no time at all if `at` is `None` (a shutdown without a time
     /// limit: its tasks' deadlines are their groups' own, if any).
     pub(crate) fn new(at: Option<Instant>) -> Self {
         AbortTime(AbortAt::word(at))
+    }
+
+    /// Whether this is a time.
+    pub(crate) fn is_some(self) -> bool {
+        self.0 != AbortAt::NONE
     }
 }
 
@@ -944,11 +952,17 @@ impl AbortAt {
         self.0.store(word, std::sync::atomic::Ordering::Release);
     }
 
-    /// Clears the instant if it is still `word`: another shutdown's is kept.
-    fn clear_word(&self, word: i64) {
+    /// Stores `word`, returning the word it replaces.
+    fn swap_word(&self, word: i64) -> i64 {
+        self.0.swap(word, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Puts `previous` back if the word is still `word`: a time stored since
+    /// (by another shutdown) is kept.
+    fn restore_word(&self, word: i64, previous: i64) {
         let _ = self.0.compare_exchange(
             word,
-            Self::NONE,
+            previous,
             std::sync::atomic::Ordering::AcqRel,
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -1684,13 +1698,19 @@ impl Node {
         self.abort_at.set_word(at.0);
     }
 
-    /// Takes back the time [`set_abort_time`](Self::set_abort_time) gave an
-    /// open group (a shutdown dropped before its turn), unless another
-    /// shutdown gave it one since; a group the shutdown reached keeps it
-    /// until reopened.
-    pub(crate) fn unset_abort_time(&self, at: AbortTime) {
+    /// [`set_abort_time`](Self::set_abort_time), returning the time it
+    /// replaces (a concurrent shutdown's, or none).
+    pub(crate) fn swap_abort_time(&self, at: AbortTime) -> AbortTime {
+        AbortTime(self.abort_at.swap_word(at.0))
+    }
+
+    /// Takes back the time `at` given to an open group (by a shutdown
+    /// dropped before its turn), putting `previous` back (the time of a
+    /// shutdown still running, or none), unless another shutdown gave it a
+    /// time since; a group the shutdown reached keeps it until reopened.
+    pub(crate) fn unset_abort_time(&self, at: AbortTime, previous: AbortTime) {
         if !self.state().is_closed() {
-            self.abort_at.clear_word(at.0);
+            self.abort_at.restore_word(at.0, previous.0);
         }
     }
 

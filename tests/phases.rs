@@ -687,3 +687,43 @@ async fn a_dropped_shutdown_takes_back_the_deadline_of_the_groups_it_did_not_rea
     assert!(report.pending().is_empty(), "{report}");
     assert_eq!(report.aborted().len(), 1, "{report}");
 }
+
+/// The same, with another shutdown running: the dropped one puts back the
+/// deadline it replaced, which that shutdown enforces. It cleared it: the
+/// child's task read none while a shutdown was about to abort it
+/// (`probe-today` `drop b`).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_shutdown_puts_back_the_deadline_of_one_still_running() {
+    let root = WaitGroup::builder().name("root").build();
+    root.task().name("slow").go(|ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let child = root.child();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (ask_tx, mut ask) = tokio::sync::mpsc::unbounded_channel::<()>();
+    child.go(move |ctx| async move {
+        while ask.recv().await.is_some() {
+            seen_tx.send(ctx.deadline()).unwrap();
+        }
+    });
+    let start = Instant::now();
+    let running = {
+        let root = root.clone();
+        tokio::spawn(async move { root.shutdown(Duration::from_secs(2)).await })
+    };
+    tokio::task::yield_now().await;
+    ask_tx.send(()).unwrap();
+    let running_deadline = seen.recv().await.unwrap();
+    assert_eq!(running_deadline, Some(start + Duration::from_secs(2)));
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        root.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(dropped.is_err(), "the root's turn takes 200 ms");
+    ask_tx.send(()).unwrap();
+    assert_eq!(seen.recv().await.unwrap(), running_deadline);
+    let report = running.await.unwrap();
+    assert_eq!(report.aborted().len(), 1, "{report}");
+}

@@ -274,3 +274,64 @@ fn child_forced_late() {
     });
     std::process::exit(err.exit_code());
 }
+
+#[test]
+fn a_second_signal_does_not_wait_for_a_guard() {
+    let out = run_child("child_forced_with_a_guard");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("CHILD aborted: [Some(\"stubborn\")]"),
+        "{text}"
+    );
+    assert!(text.contains("CHILD pending: 1"), "{text}");
+}
+
+/// A guard held for good (no abort ends it) and no limit on the abort
+/// timeout: the forced stop lists the guard as pending and returns. It did
+/// not return (the graceful stop, run beside it to merge the reports, waited
+/// for the guard, and was given up to the abort timeout): `probe-today`.
+#[test]
+fn child_forced_with_a_guard() {
+    if !is_child("child_forced_with_a_guard") {
+        return;
+    }
+    let err = runtime().block_on(async {
+        let wg = WaitGroup::builder()
+            .name("server")
+            .abort_timeout(Duration::MAX)
+            .build();
+        let _lease = wg.task().name("lease").add();
+        wg.task()
+            .name("stubborn")
+            .go(|_ctx| std::future::pending::<()>());
+        let (tx, mut draining) = tokio::sync::mpsc::unbounded_channel();
+        let plan =
+            ShutdownPlan::new(Grace::drain(Duration::from_secs(600))).on_phase(move |phase| {
+                if let Phase::Draining { .. } = phase {
+                    let _ = tx.send(());
+                }
+            });
+        let run = plan.run_on_signal(&wg);
+        tokio::pin!(run);
+        assert!((&mut run).now_or_never().is_none());
+        kill_self("-TERM");
+        tokio::select! {
+            result = &mut run => panic!("the plan ended during a 600 s drain: {result:?}"),
+            _ = draining.recv() => {}
+        }
+        kill_self("-INT");
+        let err = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the forced stop returns")
+            .expect_err("forced");
+        let SignalError::Forced { report, .. } = &err else {
+            panic!("{err}");
+        };
+        let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+        println!("CHILD aborted: {names:?}");
+        println!("CHILD pending: {}", report.pending().len());
+        err
+    });
+    std::process::exit(err.exit_code());
+}

@@ -295,12 +295,12 @@ async fn the_first_failure_is_the_first_recorded_in_any_group() {
 /// (``the trait bound `!: TaskOutput` is not satisfied``, or in this
 /// edition-2021 crate, "this function depends on never type fallback being
 /// `()`").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn tasks_that_never_return_are_written_as_for_tokio_spawn() {
     let wg = WaitGroup::builder().name("server").build();
     let (ticked_tx, ticked) = oneshot::channel();
     wg.task().name("ticker").go(|_ctx| async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
         let mut ticked_tx = Some(ticked_tx);
         loop {
             tick.tick().await;
@@ -314,16 +314,15 @@ async fn tasks_that_never_return_are_written_as_for_tokio_spawn() {
         .name("boom")
         .go(|_ctx| async move { panic!("boom") });
     let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
-    wg.task().name("spinner").spawn_blocking(move |_ctx| loop {
-        if stop.recv_timeout(Duration::from_millis(1)).is_ok() {
-            panic!("told to stop");
-        }
+    wg.task().name("blocked").spawn_blocking(move |_ctx| {
+        stop.recv().unwrap();
+        panic!("told to stop")
     });
     ticked.await.unwrap();
     let err = failing.await.expect_err("a task that panics");
     assert!(err.to_string().contains("boom"), "{err}");
-    let report = wg.shutdown(Duration::from_millis(50)).await;
-    // The ticker is aborted; the blocking loop cannot be, and is pending.
+    let report = wg.shutdown(Duration::ZERO).await;
+    // The ticker is aborted; the blocking task cannot be, and is pending.
     let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
     assert_eq!(aborted, [Some("ticker")], "{report}");
     assert_eq!(report.pending().len(), 1, "{report}");

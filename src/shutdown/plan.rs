@@ -242,12 +242,14 @@ impl ShutdownPlan {
     /// `group`; a second signal during the plan forces: everything left in
     /// the tree is cancelled and aborted at once (waiting for the aborts at
     /// most the group's abort timeout), and the report of the whole stop
-    /// comes back in [`SignalError::Forced`]: what finished since the first
-    /// signal, what the graceful stop aborted before the second and the
-    /// forced stop after it, and what is left. (If the graceful stop is
-    /// still waiting when the forced one stops waiting, for an abort that did
-    /// not take effect, or the second signal came before the graceful stop
-    /// began, the report is the forced stop's alone.) Tasks read the signal in their
+    /// comes back in [`SignalError::Forced`]: what finished since the
+    /// graceful stop began (after the pre-stop delay), what it aborted
+    /// before the second signal and the forced stop after it, and what is
+    /// left. The graceful stop is given 100 ms after the forced one ends
+    /// (within the abort timeout) to end and make its report; if it has
+    /// not (it waits for a guard, which no abort ends, or for an abort that
+    /// did not take effect), or the second signal came before it began, the
+    /// report is the forced stop's alone. Tasks read the signal in their
     /// [`cancel_reason`](crate::TaskContext::cancel_reason). The handlers are
     /// installed when the future is first polled, and shared with
     /// [`SignalService`](crate::service::SignalService)'s counting: two
@@ -325,20 +327,31 @@ impl ShutdownPlan {
         let report = if began.load(Ordering::Relaxed) {
             // The graceful stop goes on beside the forced one, which aborts what it waits
             // for: it then ends, and lists what it aborted before the second signal (that
-            // list, and the tasks that finished since the first, are its own). It is given
-            // as long as the forced stop waits for its aborts, at most; one that is still
-            // waiting then (for a task whose abort has not taken effect) is dropped, and
-            // the forced stop's report stands alone.
+            // list, and the tasks that finished since it began, are its own). It is given
+            // until a little after the forced stop ends, within the forced stop's bound;
+            // one that is still waiting then (for a guard, which no abort ends, or for a
+            // task whose abort has not taken effect) is dropped, and the forced stop's
+            // report stands alone.
             let by = super::deadline_after(group.node().config.abort_timeout);
-            let forced = crate::drain::force(group, CancelReason::Forced(signal));
-            let graceful = tokio::time::timeout_at(by, plan.as_mut());
-            let ((forced, forced_end), graceful) =
-                futures::future::join(ended(forced), ended(graceful)).await;
-            match graceful {
-                (Ok(graceful), graceful_end) => {
+            let forced = ended(crate::drain::force(group, CancelReason::Forced(signal)));
+            let graceful = ended(plan.as_mut());
+            tokio::pin!(forced, graceful);
+            let mut graceful_out = None;
+            let (forced, forced_end) = loop {
+                tokio::select! {
+                    out = &mut forced => break out,
+                    out = &mut graceful, if graceful_out.is_none() => graceful_out = Some(out),
+                }
+            };
+            if graceful_out.is_none() {
+                let settle = super::saturating_add(forced_end, GRACEFUL_SETTLE).min(by);
+                graceful_out = tokio::time::timeout_at(settle, graceful).await.ok();
+            }
+            match graceful_out {
+                Some((graceful, graceful_end)) => {
                     graceful.with_forced(forced, forced_end.saturating_duration_since(graceful_end))
                 }
-                (Err(_), _) => forced,
+                None => forced,
             }
         } else {
             crate::drain::force(group, CancelReason::Forced(signal)).await
@@ -400,6 +413,11 @@ impl ShutdownPlan {
     }
 }
 
+/// How long a graceful stop is given to end after the forced stop beside it
+/// ended (see [`ShutdownPlan::run_on_signal`]): once everything is aborted,
+/// its turns end at once and its report takes a few milliseconds.
+const GRACEFUL_SETTLE: Duration = Duration::from_millis(100);
+
 /// `future`'s output, and when it came.
 async fn ended<T>(future: impl std::future::Future<Output = T>) -> (T, tokio::time::Instant) {
     let output = future.await;
@@ -431,9 +449,10 @@ pub enum SignalError {
     Forced {
         /// Every signal received, in order (the second forced).
         signals: Vec<Signal>,
-        /// The whole stop's report: what finished since the first signal,
-        /// what the graceful and then the forced stop aborted, and what was
-        /// left pending (see [`ShutdownPlan::run_on_signal`]).
+        /// The whole stop's report: what finished since the graceful stop
+        /// began, what it and then the forced stop aborted, and what was
+        /// left pending (see [`ShutdownPlan::run_on_signal`] for when it is
+        /// the forced stop's alone).
         report: Box<ShutdownReport>,
     },
 }
