@@ -648,42 +648,71 @@ async fn a_group_reached_late_reads_its_own_abort_time() {
     assert_eq!(rx.await.unwrap(), Some(start + Duration::from_secs(4)));
 }
 
+/// A root whose turn in a shutdown lasts 200 ms (its task stops 200 ms after
+/// the cancel), with a child whose task, asked, says the deadline it reads.
+struct SlowRoot {
+    root: WaitGroup,
+    child: WaitGroup,
+    ask: tokio::sync::mpsc::UnboundedSender<()>,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Option<Instant>>,
+}
+
+impl SlowRoot {
+    fn new() -> Self {
+        let root = WaitGroup::builder().name("root").build();
+        root.task().name("slow").go(|ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let child = root.child();
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let (ask, mut asked) = tokio::sync::mpsc::unbounded_channel::<()>();
+        child.go(move |ctx| async move {
+            while asked.recv().await.is_some() {
+                seen_tx.send(ctx.deadline()).unwrap();
+            }
+        });
+        SlowRoot {
+            root,
+            child,
+            ask,
+            seen,
+        }
+    }
+
+    /// The deadline the child's task reads now.
+    async fn child_deadline(&mut self) -> Option<Instant> {
+        self.ask.send(()).unwrap();
+        self.seen.recv().await.unwrap()
+    }
+
+    /// Drops a shutdown of the root with `grace` 20 ms in: in the root's turn.
+    async fn drop_a_shutdown(&self, grace: Duration) {
+        let shutdown = self.root.shutdown(grace);
+        let dropped = tokio::time::timeout(Duration::from_millis(20), shutdown).await;
+        assert!(dropped.is_err(), "the root's turn takes 200 ms");
+    }
+}
+
 /// A shutdown dropped before it reached a group takes back the deadline it
 /// gave that group's tasks: the group is open, and nothing enforces it. It
 /// stayed, passed, for good (and children made there inherited it), as
 /// `reopen()` changes nothing on an open group (`probe-cancel` `stale`).
 #[tokio::test(start_paused = true)]
 async fn a_dropped_shutdown_takes_back_the_deadline_of_the_groups_it_did_not_reach() {
-    let root = WaitGroup::builder().name("root").build();
-    // The root's turn waits for this one (it stops at the cancel, 200 ms on).
-    root.task().name("slow").go(|ctx| async move {
-        ctx.cancelled().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
-    let child = root.child();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let (ask_tx, mut ask) = tokio::sync::mpsc::unbounded_channel::<()>();
-    child.go(move |ctx| async move {
-        while ask.recv().await.is_some() {
-            seen_tx.send(ctx.deadline()).unwrap();
-        }
-    });
-    let shutdown = root.shutdown(Duration::from_millis(300));
-    // In the root's turn: the child's tasks read the shutdown's deadline.
-    let dropped = tokio::time::timeout(Duration::from_millis(20), shutdown).await;
-    assert!(dropped.is_err(), "the root's turn takes 200 ms");
-    assert!(!child.is_closed() && !child.is_cancelled());
-    ask_tx.send(()).unwrap();
-    assert_eq!(seen.recv().await.unwrap(), None);
+    let mut tree = SlowRoot::new();
+    tree.drop_a_shutdown(Duration::from_millis(300)).await;
+    assert!(!tree.child.is_closed() && !tree.child.is_cancelled());
+    assert_eq!(tree.child_deadline().await, None);
     // And a child made there afterwards has none either.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    child.child().go(|ctx| async move {
+    tree.child.child().go(|ctx| async move {
         let _ = tx.send(ctx.deadline());
     });
     assert_eq!(rx.await.unwrap(), None);
     // The next shutdown stops everything as usual (the child's task, which
     // ignores the cancel, aborted at its deadline).
-    let report = root.shutdown(Duration::from_millis(300)).await;
+    let report = tree.root.shutdown(Duration::from_millis(300)).await;
     assert!(report.pending().is_empty(), "{report}");
     assert_eq!(report.aborted().len(), 1, "{report}");
 }
@@ -694,36 +723,17 @@ async fn a_dropped_shutdown_takes_back_the_deadline_of_the_groups_it_did_not_rea
 /// (`probe-today` `drop b`).
 #[tokio::test(start_paused = true)]
 async fn a_dropped_shutdown_puts_back_the_deadline_of_one_still_running() {
-    let root = WaitGroup::builder().name("root").build();
-    root.task().name("slow").go(|ctx| async move {
-        ctx.cancelled().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
-    let child = root.child();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let (ask_tx, mut ask) = tokio::sync::mpsc::unbounded_channel::<()>();
-    child.go(move |ctx| async move {
-        while ask.recv().await.is_some() {
-            seen_tx.send(ctx.deadline()).unwrap();
-        }
-    });
+    let mut tree = SlowRoot::new();
     let start = Instant::now();
     let running = {
-        let root = root.clone();
+        let root = tree.root.clone();
         tokio::spawn(async move { root.shutdown(Duration::from_secs(2)).await })
     };
     tokio::task::yield_now().await;
-    ask_tx.send(()).unwrap();
-    let running_deadline = seen.recv().await.unwrap();
+    let running_deadline = tree.child_deadline().await;
     assert_eq!(running_deadline, Some(start + Duration::from_secs(2)));
-    let dropped = tokio::time::timeout(
-        Duration::from_millis(20),
-        root.shutdown(Duration::from_secs(1)),
-    )
-    .await;
-    assert!(dropped.is_err(), "the root's turn takes 200 ms");
-    ask_tx.send(()).unwrap();
-    assert_eq!(seen.recv().await.unwrap(), running_deadline);
+    tree.drop_a_shutdown(Duration::from_secs(1)).await;
+    assert_eq!(tree.child_deadline().await, running_deadline);
     let report = running.await.unwrap();
     assert_eq!(report.aborted().len(), 1, "{report}");
 }

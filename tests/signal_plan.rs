@@ -192,6 +192,42 @@ fn child_forced_at_once() {
     std::process::exit(err.exit_code());
 }
 
+/// Runs `plan` on `wg` on signals: SIGTERM, then, once `under_way` resolves
+/// (the graceful stop has come where the scenario wants it), `second`.
+/// Returns the forced stop's error, having printed its report's aborted
+/// tasks, finished count and pending count (`CHILD aborted: [..]`, ...), and
+/// the time since the first signal. Panics if the plan ends before the second
+/// signal, or the forced stop is not back within 60 s.
+async fn force_during(
+    plan: &ShutdownPlan,
+    wg: &WaitGroup,
+    under_way: impl std::future::Future<Output = ()>,
+    second: &str,
+) -> (SignalError, Duration) {
+    let run = plan.run_on_signal(wg);
+    tokio::pin!(run);
+    assert!((&mut run).now_or_never().is_none());
+    let first = std::time::Instant::now();
+    kill_self("-TERM");
+    tokio::select! {
+        result = &mut run => panic!("the plan ended before the second signal: {result:?}"),
+        () = under_way => {}
+    }
+    kill_self(second);
+    let err = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the forced stop returns")
+        .expect_err("forced");
+    let SignalError::Forced { report, .. } = &err else {
+        panic!("{err}");
+    };
+    let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    println!("CHILD aborted: {names:?}");
+    println!("CHILD finished: {}", report.finished());
+    println!("CHILD pending: {}", report.pending().len());
+    (err, first.elapsed())
+}
+
 #[test]
 fn a_forced_report_covers_the_whole_stop() {
     let out = run_child("child_forced_late");
@@ -239,35 +275,22 @@ fn child_forced_late() {
             })
             .await;
         });
-        let plan = ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
-        let run = plan.run_on_signal(&wg);
-        tokio::pin!(run);
-        assert!((&mut run).now_or_never().is_none());
-        let first = std::time::Instant::now();
-        kill_self("-TERM");
-        // The graceful stop is under way: `flusher` in its section (which the
+        let plan =
+            ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
+        // The graceful stop under way: `flusher` in its section (which the
         // graceful stop waits for, up to the 60 s abort timeout) and
         // `stubborn` aborted at the 50 ms deadline.
-        let late = async {
+        let under_way = async {
             let _ = shielded.await;
             let _ = aborted.await;
         };
-        tokio::select! {
-            result = &mut run => panic!("the plan ended during a 60 s shielded section: {result:?}"),
-            () = late => {}
-        }
-        kill_self("-TERM");
-        let err = run.await.expect_err("forced");
+        let (err, since_first) = force_during(&plan, &wg, under_way, "-TERM").await;
         let SignalError::Forced { report, .. } = &err else {
-            panic!("{err}");
+            unreachable!()
         };
-        let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
-        println!("CHILD aborted: {names:?}");
-        println!("CHILD finished: {}", report.finished());
-        println!("CHILD pending: {}", report.pending().len());
         println!(
             "CHILD whole stop timed: {}",
-            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= first.elapsed()
+            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= since_first
         );
         println!("{err}");
         err
@@ -312,26 +335,10 @@ fn child_forced_with_a_guard() {
                     let _ = tx.send(());
                 }
             });
-        let run = plan.run_on_signal(&wg);
-        tokio::pin!(run);
-        assert!((&mut run).now_or_never().is_none());
-        kill_self("-TERM");
-        tokio::select! {
-            result = &mut run => panic!("the plan ended during a 600 s drain: {result:?}"),
-            _ = draining.recv() => {}
-        }
-        kill_self("-INT");
-        let err = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .expect("the forced stop returns")
-            .expect_err("forced");
-        let SignalError::Forced { report, .. } = &err else {
-            panic!("{err}");
+        let under_way = async {
+            draining.recv().await;
         };
-        let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
-        println!("CHILD aborted: {names:?}");
-        println!("CHILD pending: {}", report.pending().len());
-        err
+        force_during(&plan, &wg, under_way, "-INT").await.0
     });
     std::process::exit(err.exit_code());
 }
