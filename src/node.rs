@@ -1704,12 +1704,13 @@ impl Node {
         AbortTime(self.abort_at.swap_word(at.0))
     }
 
-    /// Takes back the time `at` given to an open group (by a shutdown
-    /// dropped before its turn), putting `previous` back (the time of a
-    /// shutdown still running, or none), unless another shutdown gave it a
-    /// time since; a group the shutdown reached keeps it until reopened.
+    /// Takes back the time `at` a dropped shutdown gave the group, unless
+    /// another shutdown gave it a time since: puts back `previous`, the time
+    /// of a shutdown still running that it replaced; with none, only on an
+    /// open group (one the dropped shutdown did not reach: a group it
+    /// reached keeps its time until reopened).
     pub(crate) fn unset_abort_time(&self, at: AbortTime, previous: AbortTime) {
-        if !self.state().is_closed() {
+        if previous.is_some() || !self.state().is_closed() {
             self.abort_at.restore_word(at.0, previous.0);
         }
     }

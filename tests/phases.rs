@@ -649,20 +649,32 @@ async fn a_group_reached_late_reads_its_own_abort_time() {
 }
 
 /// A root whose turn in a shutdown lasts 200 ms (its task stops 200 ms after
-/// the cancel), with a child whose task, asked, says the deadline it reads.
+/// the cancel, and until then, asked, says the deadline it reads), with a
+/// child whose task, asked, says the deadline it reads.
 struct SlowRoot {
     root: WaitGroup,
     child: WaitGroup,
     ask: tokio::sync::mpsc::UnboundedSender<()>,
     seen: tokio::sync::mpsc::UnboundedReceiver<Option<Instant>>,
+    ask_root: tokio::sync::mpsc::UnboundedSender<()>,
+    seen_root: tokio::sync::mpsc::UnboundedReceiver<Option<Instant>>,
 }
 
 impl SlowRoot {
     fn new() -> Self {
         let root = WaitGroup::builder().name("root").build();
+        let (seen_root_tx, seen_root) = tokio::sync::mpsc::unbounded_channel();
+        let (ask_root, mut asked_root) = tokio::sync::mpsc::unbounded_channel::<()>();
         root.task().name("slow").go(|ctx| async move {
             ctx.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let stop = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => break,
+                    Some(()) = asked_root.recv() => seen_root_tx.send(ctx.deadline()).unwrap(),
+                }
+            }
         });
         let child = root.child();
         let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
@@ -677,7 +689,16 @@ impl SlowRoot {
             child,
             ask,
             seen,
+            ask_root,
+            seen_root,
         }
+    }
+
+    /// The deadline the root's task reads now (in its 200 ms after the
+    /// cancel).
+    async fn root_deadline(&mut self) -> Option<Instant> {
+        self.ask_root.send(()).unwrap();
+        self.seen_root.recv().await.unwrap()
     }
 
     /// The deadline the child's task reads now.
@@ -734,6 +755,9 @@ async fn a_dropped_shutdown_puts_back_the_deadline_of_one_still_running() {
     assert_eq!(running_deadline, Some(start + Duration::from_secs(2)));
     tree.drop_a_shutdown(Duration::from_secs(1)).await;
     assert_eq!(tree.child_deadline().await, running_deadline);
+    // The root, which both reached, reads it too (the dropped shutdown's,
+    // which nothing enforces, stayed).
+    assert_eq!(tree.root_deadline().await, running_deadline);
     let report = running.await.unwrap();
     assert_eq!(report.aborted().len(), 1, "{report}");
 }
