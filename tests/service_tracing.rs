@@ -65,4 +65,17 @@ async fn every_transition_is_a_tracing_event_by_path() {
             "no {service} {state} in:\n{text}"
         );
     }
+    // The failure says so, with its text, without a hub: it said `failed=false`, with no
+    // text (`probe-svcerr`).
+    let failed = events
+        .iter()
+        .find(|l| l.contains("service=app/job state=failed"))
+        .unwrap();
+    assert!(failed.contains("failed=true"), "{failed}");
+    assert!(failed.contains("error=\"boom\""), "{failed}");
+    let stopped = events
+        .iter()
+        .find(|l| l.contains("service=app/backend state=stopped"))
+        .unwrap();
+    assert!(stopped.contains("failed=false"), "{stopped}");
 }

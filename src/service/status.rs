@@ -555,14 +555,18 @@ impl Reporter {
     }
 
     /// Reports a failure. `error` formats user code, which may panic: it is called only
-    /// when a hub listens, inside `catch_unwind`.
+    /// when a hub or a `tracing` subscriber listens, inside `catch_unwind`.
     pub(crate) fn report_failure(
         &self,
         name: &str,
         state: ServiceState,
         error: impl FnOnce() -> String,
     ) {
-        let text = if self.hubs.is_empty() {
+        #[cfg(feature = "tracing")]
+        let traced = tracing::enabled!(target: "taskgroup::service", tracing::Level::INFO);
+        #[cfg(not(feature = "tracing"))]
+        let traced = false;
+        let text = if self.hubs.is_empty() && !traced {
             None
         } else {
             Some(
@@ -592,7 +596,8 @@ impl Reporter {
             state = %state,
             attempt = self.attempt,
             delay = ?delay,
-            failed = error.is_some(),
+            failed = matches!(state, ServiceState::Failed | ServiceState::Panicked),
+            error = error.as_deref(),
             "service {state}"
         );
         for (hub, prefix) in &self.hubs {

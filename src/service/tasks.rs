@@ -128,9 +128,13 @@ impl Service for TasksService {
 /// `Display` is one line of counts (it goes into a container's error, a line per member);
 /// the failures are its [`source`](std::error::Error::source) (the report's
 /// [`TaskErrors`](crate::TaskErrors), naming each failed task, then the cause of a single
-/// failure), so that `anyhow`'s `{:#}` or a chain walk shows them; `Debug` adds the
-/// report's lines (the aborted and pending tasks by name, the failures), for a `main`
-/// returning the error.
+/// failure), so that `anyhow`'s `{:#}` or a chain walk from this error shows them; `Debug`
+/// adds the report's lines (the aborted and pending tasks by name, the failures), and a
+/// container's [`ServiceError`](super::ServiceError) writes it in its own `Debug`. From a
+/// container's error, reach it with
+/// [`source_as::<UncleanShutdown>()`](super::ServiceError::source_as) on the member's
+/// failure (a container's error list has no `source()`, and a chain walk from it stops
+/// there).
 pub struct UncleanShutdown {
     report: ShutdownReport,
 }
