@@ -38,16 +38,21 @@ pub(crate) const DISPLAY_PANICKED: &str = "<the error's Display panicked>";
 pub(crate) struct Unpanicking<'a>(pub(crate) &'a dyn fmt::Display);
 
 impl Unpanicking<'_> {
-    /// The text, as `to_string()` would make it. The panic's payload is
-    /// dropped as a task's is ([`drop_payload`](crate::task::drop_payload)):
-    /// its own `Drop` may panic too.
+    /// The text, as `to_string()` would make it (see [`unpanicking`]).
     pub(crate) fn text(&self) -> String {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.to_string()))
-            .unwrap_or_else(|payload| {
-                crate::task::drop_payload(payload);
-                DISPLAY_PANICKED.to_owned()
-            })
+        unpanicking(|| self.0.to_string())
     }
+}
+
+/// What `format` makes, or [`DISPLAY_PANICKED`] if it panics (user code's
+/// `Display` inside), its panic's payload dropped as a task's is
+/// ([`drop_payload`](crate::task::drop_payload)): the payload's own `Drop`
+/// may panic too.
+pub(crate) fn unpanicking(format: impl FnOnce() -> String) -> String {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(format)).unwrap_or_else(|payload| {
+        crate::task::drop_payload(payload);
+        DISPLAY_PANICKED.to_owned()
+    })
 }
 
 impl fmt::Display for Unpanicking<'_> {

@@ -566,18 +566,7 @@ impl Reporter {
         let traced = tracing::enabled!(target: "taskgroup::service", tracing::Level::INFO);
         #[cfg(not(feature = "tracing"))]
         let traced = false;
-        let text = if self.hubs.is_empty() && !traced {
-            None
-        } else {
-            Some(
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(error)).unwrap_or_else(
-                    |payload| {
-                        crate::task::drop_payload(payload);
-                        crate::error::DISPLAY_PANICKED.to_owned()
-                    },
-                ),
-            )
-        };
+        let text = (!self.hubs.is_empty() || traced).then(|| crate::error::unpanicking(error));
         self.send(name, state, text, None);
     }
 
@@ -612,7 +601,8 @@ impl Reporter {
     }
 
     /// Reports how a member ended: `Stopped` when `failure` is `None`, else `Panicked` or
-    /// `Failed` with the failure's text (formatted only for a hub, inside `catch_unwind`).
+    /// `Failed` with the failure's text (formatted only for a hub or a `tracing` subscriber,
+    /// inside `catch_unwind`).
     pub(crate) fn ended(&self, name: &str, failure: Option<&ServiceError>) {
         match failure {
             None => self.report(name, ServiceState::Stopped),
