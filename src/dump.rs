@@ -467,13 +467,7 @@ impl fmt::Display for TaskTree {
             for task in &group.tasks {
                 f.write_str("\n")?;
                 indent(f, inner)?;
-                let kind = match task.info.kind {
-                    TaskKind::Task => "task",
-                    TaskKind::Guard => "guard",
-                    TaskKind::Blocking => "blocking task",
-                    TaskKind::Tracked => "tracked future",
-                };
-                f.write_str(kind)?;
+                write!(f, "{}", task.info.kind)?;
                 if let Some(name) = task.name() {
                     write!(f, " {name:?}")?;
                 }

@@ -594,7 +594,7 @@ pub struct Closed {
 
 impl Closed {
     /// The closed group.
-    pub fn group(&self) -> GroupId {
+    pub fn group_id(&self) -> GroupId {
         self.group
     }
 }
@@ -623,7 +623,7 @@ pub enum TryGoError {
 
 impl TryGoError {
     /// The group that refused.
-    pub fn group(&self) -> GroupId {
+    pub fn group_id(&self) -> GroupId {
         match self {
             TryGoError::Closed { group } | TryGoError::Full { group, .. } => *group,
         }

@@ -30,6 +30,23 @@ pub enum TaskKind {
     Tracked,
 }
 
+/// `guard`, `task`, `blocking task` or `tracked future`, as a
+/// [dump](crate::dump) writes it.
+///
+/// ```
+/// assert_eq!(taskgroup::TaskKind::Blocking.to_string(), "blocking task");
+/// ```
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskKind::Guard => "guard",
+            TaskKind::Task => "task",
+            TaskKind::Blocking => "blocking task",
+            TaskKind::Tracked => "tracked future",
+        })
+    }
+}
+
 /// One unfinished guard or task.
 ///
 /// `Display` reads

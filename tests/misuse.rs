@@ -147,9 +147,9 @@ fn wait_blocking_on_a_worker_of_a_two_worker_runtime_works() {
 fn try_add_on_a_closed_group_outside_a_runtime_is_refused() {
     let wg = WaitGroup::new();
     wg.close();
-    assert_eq!(wg.try_add().unwrap_err().group(), wg.id());
+    assert_eq!(wg.try_add().unwrap_err().group_id(), wg.id());
     assert_eq!(
-        wg.task().name("late").try_add().unwrap_err().group(),
+        wg.task().name("late").try_add().unwrap_err().group_id(),
         wg.id()
     );
     assert!(wg.is_empty());
@@ -164,12 +164,12 @@ fn try_go_on_a_closed_group_outside_a_runtime_is_refused_without_panicking() {
         called = true;
         async { Ok::<_, std::io::Error>(()) }
     });
-    assert_eq!(refused.unwrap_err().group(), wg.id());
+    assert_eq!(refused.unwrap_err().group_id(), wg.id());
     assert!(!called, "a refused try_go does not call the closure");
     let refused = wg
         .task()
         .name("late")
         .try_go(|_| async { Ok::<_, std::io::Error>(()) });
-    assert_eq!(refused.unwrap_err().group(), wg.id());
+    assert_eq!(refused.unwrap_err().group_id(), wg.id());
     assert!(wg.is_empty());
 }

@@ -17,7 +17,7 @@ async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
     wg.close();
     assert!(wg.is_closed());
     let err = wg.try_add().unwrap_err();
-    assert_eq!(err.group(), wg.id());
+    assert_eq!(err.group_id(), wg.id());
     assert_eq!(
         err.to_string(),
         format!("group {} is closed to new work", wg.id())

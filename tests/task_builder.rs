@@ -58,7 +58,7 @@ async fn try_go_is_refused_at_the_limit_and_accepted_after_a_slot_frees() {
     }
     let refused = wg.try_go(|_| async {}).unwrap_err();
     assert!(refused.is_full() && !refused.is_closed(), "{refused}");
-    assert_eq!(refused.group(), wg.id());
+    assert_eq!(refused.group_id(), wg.id());
     assert_eq!(
         refused.to_string(),
         format!("group {} already runs its limit of 2 tasks", wg.id())
