@@ -15,6 +15,18 @@ pub use crate::BoxError;
 /// not recursion, and so does dropping it, so an error of containers nested any number of
 /// levels deep prints and drops on any thread's stack.
 ///
+/// # Sources
+///
+/// As the core's errors do, [`source`](std::error::Error::source) returns what `Display` did
+/// not write, so a chain printed whole (`anyhow`'s `{:#}` and `Debug`, `tracing`'s error
+/// fields) says each thing once. `Display` writes the service's own error (through the
+/// layers this crate adds: a [`Starting`](Self::Starting), a [`GaveUp`](Self::GaveUp), a
+/// nested container's `Failed`, a list of one failure), so `source()` is *that* error's
+/// source: for a service that returned `DbError("connect failed")` caused by an
+/// `io::Error`, the error is `db: connect failed` and its source the `io::Error`. A list of
+/// several failures has none (its text names each). To reach the service's own error,
+/// downcast with [`source_as`](Self::source_as).
+///
 /// Because it implements [`Drop`], a field cannot be moved out of it by a pattern
 /// (`let ServiceError::Failed { source, .. } = err` does not compile): borrow
 /// ([`source_as`](Self::source_as), [`failures`](Self::failures)), or take the owned parts
@@ -37,7 +49,6 @@ pub use crate::BoxError;
 /// assert!(matches!(&err.failures()[0], ServiceError::Failed { name, .. } if name == "db"));
 /// # }
 /// ```
-#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
     /// The service returned an error.
@@ -210,20 +221,59 @@ impl ServiceError {
         }
     }
 
-    /// The source of a [`Failed`](ServiceError::Failed) error as an `E`, if it is one.
+    /// The error the service returned, as an `E`, if it is one: the source of a
+    /// [`Failed`](ServiceError::Failed) error, also through the layers this crate adds (a
+    /// [`Starting`](Self::Starting), a [`GaveUp`](Self::GaveUp)'s last failure, a nested
+    /// container's `Failed`, a [`Failures`](Self::Failures) list of one), each `Failed`
+    /// source on the way tried first. Walked with a loop, not recursion.
     ///
     /// # Examples
     ///
     /// ```
-    /// use taskgroup::service::{ServiceError, TeardownError};
+    /// use std::io;
+    /// use taskgroup::service::ServiceError;
     ///
-    /// let err = ServiceError::Failed { name: "db".into(), source: "gone".into() };
-    /// assert!(err.source_as::<TeardownError>().is_none());
+    /// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+    /// let failed = ServiceError::Failed { name: "db".into(), source: Box::new(refused) };
+    /// let err = ServiceError::Starting { name: "db".into(), source: Box::new(failed) };
+    /// let io = err.source_as::<io::Error>().unwrap();
+    /// assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+    /// assert!(err.source_as::<std::fmt::Error>().is_none());
     /// ```
     pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        match self {
-            Self::Failed { source, .. } => source.downcast_ref::<E>(),
-            _ => None,
+        let mut error = self;
+        loop {
+            match error {
+                Self::Failed { source, .. } => {
+                    if let Some(found) = source.downcast_ref::<E>() {
+                        return Some(found);
+                    }
+                    error = source.downcast_ref::<ServiceError>()?;
+                }
+                Self::Starting { source, .. } => error = source,
+                Self::GaveUp { last, .. } => error = last,
+                Self::Failures { errors } if errors.len() == 1 => error = &errors[0],
+                _ => return None,
+            }
+        }
+    }
+
+    /// The error the service returned, which `Display` writes, reached through the layers
+    /// this crate adds (those of [`source_as`](Self::source_as)); `None` for an error that
+    /// is the crate's own (a panic, a timeout, a list of several).
+    fn own_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        let mut error = self;
+        loop {
+            match error {
+                Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
+                    Some(inner) => error = inner,
+                    None => return Some(&**source),
+                },
+                Self::Starting { source, .. } => error = source,
+                Self::GaveUp { last, .. } => error = last,
+                Self::Failures { errors } if errors.len() == 1 => error = &errors[0],
+                _ => return None,
+            }
         }
     }
 
@@ -603,6 +653,14 @@ impl fmt::Display for ServiceError {
     }
 }
 
+impl std::error::Error for ServiceError {
+    /// What `Display` did not write: the source of the error the service returned (see
+    /// [`ServiceError`]'s `# Sources`).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.own_error()?.source()
+    }
+}
+
 /// A field's value, for `Debug`.
 enum Field<'a> {
     /// Written with its own `Debug`.
@@ -939,15 +997,98 @@ mod tests {
              two"
         );
         assert_eq!(errors[3].reason(), "not ready within 1.5s");
-        // `source()` is still `thiserror`'s, from the fields named `source`.
+        // `source()` is what the text did not say: a panic and a string have no source.
         use std::error::Error as _;
-        let inner = errors[0].source().expect("a source");
-        assert!(matches!(
-            inner.downcast_ref::<ServiceError>(),
-            Some(ServiceError::Starting { .. })
-        ));
-        assert_eq!(errors[1].source().expect("a source").to_string(), "refused");
-        assert!(errors[3].source().is_none());
+        assert!(errors.iter().all(|error| error.source().is_none()));
+    }
+
+    /// An error with its source chain, as `anyhow`'s `{:#}` writes it.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut next = error.source();
+        while let Some(cause) = next {
+            write!(text, ": {cause}").unwrap();
+            next = cause.source();
+        }
+        text
+    }
+
+    /// A service's error with a cause of its own (`DbError` caused by an `io::Error`).
+    #[derive(Debug)]
+    struct DbError(std::io::Error);
+
+    impl fmt::Display for DbError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connect failed")
+        }
+    }
+
+    impl std::error::Error for DbError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn db_failed() -> ServiceError {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        ServiceError::Failed {
+            name: "db".into(),
+            source: Box::new(DbError(refused)),
+        }
+    }
+
+    /// Each layer of an error and its sources is written once: the sources are what
+    /// `Display` did not write, the service's own error's cause, through the layers the
+    /// crate adds; the service's own error is reached by `source_as`. The `{:#}` of a
+    /// sequence's start failure said `starting db: connect failed: db: connect failed:
+    /// connect failed: refused`.
+    #[test]
+    fn a_chain_says_each_thing_once() {
+        let nested = |error: ServiceError| ServiceError::Failed {
+            name: "outer".into(),
+            source: Box::new(error),
+        };
+        let gave_up = |error: ServiceError| ServiceError::GaveUp {
+            name: "db".into(),
+            restarts: 3,
+            window: Duration::from_secs(10),
+            last: Box::new(error),
+        };
+        let starting = |error: ServiceError| ServiceError::Starting {
+            name: "db".into(),
+            source: Box::new(error),
+        };
+        let one = |error: ServiceError| ServiceError::Failures {
+            errors: vec![error],
+        };
+        let cases = [
+            (db_failed(), "db: connect failed: refused"),
+            (
+                starting(db_failed()),
+                "starting db: connect failed: refused",
+            ),
+            (
+                gave_up(db_failed()),
+                "db: gave up after 3 restarts within 10s; last failure: connect failed: refused",
+            ),
+            (
+                one(nested(one(starting(db_failed())))),
+                "outer: starting db: connect failed: refused",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(chain(&error), expected);
+            let db = error
+                .source_as::<DbError>()
+                .expect("the service's own error");
+            assert_eq!(db.0.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        // A list of two names both, and has no single source.
+        let two = ServiceError::Failures {
+            errors: vec![db_failed(), db_failed()],
+        };
+        assert_eq!(chain(&two), "db: connect failed; db: connect failed");
+        assert!(two.source_as::<DbError>().is_none());
     }
 
     /// Counts its drops: a leaf's error in the drop tests.

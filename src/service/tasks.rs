@@ -130,11 +130,11 @@ impl Service for TasksService {
 /// [`TaskErrors`](crate::TaskErrors), naming each failed task, then the cause of a single
 /// failure), so that `anyhow`'s `{:#}` or a chain walk from this error shows them; `Debug`
 /// adds the report's lines (the aborted and pending tasks by name, the failures), and a
-/// container's [`ServiceError`](super::ServiceError) writes it in its own `Debug`. From a
-/// container's error, reach it with
+/// container's [`ServiceError`](super::ServiceError) writes it in its own `Debug`, and its
+/// `source()` continues with the failures when this member's is the container's only one (a
+/// list of several has no source). From a container's error, reach it with
 /// [`source_as::<UncleanShutdown>()`](super::ServiceError::source_as) on the member's
-/// failure (a container's error list has no `source()`, and a chain walk from it stops
-/// there).
+/// failure (or on the container's error, if it is the only one).
 pub struct UncleanShutdown {
     report: ShutdownReport,
 }
