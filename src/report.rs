@@ -1,7 +1,7 @@
 //! What a timed-out wait, a snapshot or a shutdown says about pending work.
 
 use std::error::Error as StdError;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::panic::Location;
 use std::time::Duration;
 
@@ -518,11 +518,31 @@ impl StdError for ShutdownError {
     }
 }
 
+/// Writes to a report's formatter with each line after the first indented
+/// under the item it belongs to, so that a message of several lines (an
+/// `assert_eq!` panic's, an error that lists) stays inside its item and no
+/// line of it reads as an item of its own.
+struct Item<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for Item<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut lines = text.split('\n');
+        self.0.write_str(lines.next().unwrap_or_default())?;
+        for line in lines {
+            self.0.write_str("\n    ")?;
+            self.0.write_str(line)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ShutdownReport {
     /// A summary line, then a line per aborted task, per pending task (and
     /// per group's count of unrecorded guards) and per failure the groups
     /// kept (up to 100 of each, then `and N more aborted` / `and N more
-    /// pending` / `and N more failures`). `{:#}` lists every one.
+    /// pending` / `and N more failures`). `{:#}` lists every one. A failure
+    /// whose message has several lines has them indented under its own, so
+    /// each line of the list that is not indented further starts an item.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -568,7 +588,8 @@ impl fmt::Display for ShutdownReport {
             write!(f, "\n  and {more} more pending")?;
         }
         for error in self.errors.iter().take(limit) {
-            write!(f, "\n  failed: {error}")?;
+            f.write_str("\n  failed: ")?;
+            write!(Item(f), "{error}")?;
         }
         // Not listed: kept beyond the limit, or only counted.
         let more = self.errors.total() - self.errors.len().min(limit) as u64;

@@ -248,3 +248,43 @@ async fn unrecorded_guards_have_their_line_in_a_shutdown_report() {
     );
     drop((held, single));
 }
+
+/// A failure whose message has several lines (an `assert_eq!` panic, an error
+/// that lists) keeps them indented under its item: every line of the report
+/// after the summary is an item (two spaces and a word) or a continuation
+/// (four spaces). The panic's `left:` and `right:` lines read as items of
+/// their own before.
+#[tokio::test(start_paused = true)]
+async fn a_failure_of_several_lines_stays_inside_its_item() {
+    let wg = WaitGroup::builder().name("app").build();
+    wg.task().name("check").go(|_| async {
+        assert_eq!(1 + 1, 3, "arithmetic");
+    });
+    wg.task()
+        .name("load")
+        .go(|_| async { Err::<(), _>("bad config:\n  line 3: no port\n") });
+    wg.task().name("stuck").go(|_| std::future::pending::<()>());
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    let text = report.to_string();
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().starts_with("shutdown took "),
+        "{text}"
+    );
+    let (mut items, mut continued) = (0, 0);
+    for line in lines {
+        if ["  failed: ", "  aborted: "]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            items += 1;
+        } else {
+            assert!(line.starts_with("    "), "{line:?} in\n{text}");
+            continued += 1;
+        }
+    }
+    // Two failures and one abort; the panic's `left` and `right`, and the
+    // error's two further lines (the last one empty).
+    assert_eq!((items, continued), (3, 4), "{text}");
+    assert!(text.contains("\n      left: 2\n     right: 3"), "{text}");
+}
