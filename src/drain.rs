@@ -62,11 +62,15 @@ impl Budget {
 /// Runs a shutdown of `root` and the groups below it. `caller` is the
 /// `go()` task calling it, if it is one of the tree's: it is neither waited
 /// for nor aborted, and is reported as still running.
+///
+/// With `progress`, what it did is also written there as it goes (see
+/// [`Progress`]).
 pub(crate) async fn run(
     root: &NodeRef,
     grace: Grace,
     caller: Option<Current>,
     reason: CancelReason,
+    progress: Option<&Progress>,
 ) -> ShutdownReport {
     let started = Instant::now();
     let drain_end = deadline_after(grace.drain_phase());
@@ -108,6 +112,9 @@ pub(crate) async fn run(
         replaced,
     };
     let mut starts: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
+    if let Some(progress) = progress {
+        progress.begin(started, &walked, &starts);
+    }
     // The groups stopped, in the order they were, each with its counters
     // in `starts`; the first pass stops those of the first walk in its
     // order, so the walk is kept here, not copied.
@@ -116,7 +123,10 @@ pub(crate) async fn run(
     let mut last_walk: Option<Vec<NodeRef>> = None;
     // Where this pass's groups start in `visited`.
     let mut from = 0;
-    let mut aborted = Aborted::default();
+    let mut aborted = Aborted {
+        progress,
+        ..Aborted::default()
+    };
     let mut timer = Timer::default();
     // The next of the ranges of `visited` stopped together (`together`, in
     // order) to start, where it starts, and where the last one started ends
@@ -192,6 +202,9 @@ pub(crate) async fn run(
         // Linked during the shutdown: counted from when it is first seen.
         from = visited.len();
         starts.extend(linked.iter().map(|n| n.counters()));
+        if let Some(progress) = progress {
+            progress.counting(&linked, &starts[from..]);
+        }
         together.extend(
             linked_together
                 .into_iter()
@@ -672,7 +685,7 @@ async fn stop_group(
     started: Option<Instant>,
     budget: &Budget,
     timer: &mut Timer,
-    aborted: &mut Aborted,
+    aborted: &mut Aborted<'_>,
 ) {
     let spare_caller = turn.caller.is_some();
     // A group that drains in time is stopped then. It is cancelled even so:
@@ -832,24 +845,33 @@ fn take_listed(watch: &crate::registry::AbortWatch) -> Vec<TaskInfo> {
 /// later groups stop) is listed as this shutdown's, not counted as work that
 /// finished by itself.
 #[derive(Default)]
-struct Aborted {
+struct Aborted<'a> {
     listed: Vec<TaskInfo>,
     /// Watches still waited for, each with the length of `listed` at its
     /// group's turn: where its tasks go.
     waiting: Vec<(usize, OwnedWatch)>,
+    /// Where each turn's aborts are also written, if anywhere.
+    progress: Option<&'a Progress>,
 }
 
-impl Aborted {
+impl Aborted<'_> {
     /// Lists the tasks of `watch` now if all its aborts landed, else once
     /// every group had its turn. A task whose abort did not take effect in
     /// time stays pending, and is reported so; one that finished by itself
     /// first is counted as finished.
+    ///
+    /// With a [`Progress`], every watch is listed at the end, as one still
+    /// landing is (its aborts all counted by then: none is counted in a
+    /// watch after its turn), and shared with the progress instead of
+    /// copying its list there.
     fn add(&mut self, watch: OwnedWatch) {
-        if watch.is_settled() {
+        if let Some(progress) = self.progress {
+            progress.turn(std::sync::Arc::clone(&watch));
+        } else if watch.is_settled() {
             self.listed.extend(take_listed(&watch));
-        } else {
-            self.waiting.push((self.listed.len(), watch));
+            return;
         }
+        self.waiting.push((self.listed.len(), watch));
     }
 
     /// Whether an abort is still landing: a watch waited for is not
@@ -888,6 +910,73 @@ impl Aborted {
         }
         out.extend(listed);
         out
+    }
+}
+
+/// What a shutdown has done so far, written as it goes into a place its
+/// caller owns, so that a caller that gives up on the shutdown (a signal
+/// plan's forced stop, see `ShutdownPlan::run_on_signal`) can still report
+/// it: when it started, the groups it counts finished work in with their
+/// counters when first seen, and the tasks each turn aborted. Written only
+/// for a caller that asked ([`run`]'s `progress`): a plain shutdown pays
+/// nothing for it.
+#[derive(Default)]
+pub(crate) struct Progress(parking_lot::Mutex<ProgressState>);
+
+#[derive(Default)]
+struct ProgressState {
+    started: Option<Instant>,
+    /// Each group counted, with its counters when first seen.
+    starts: Vec<(NodeRef, Counters)>,
+    /// The watch of each turn's aborts, in the order of the turns.
+    turns: Vec<std::sync::Arc<crate::registry::AbortWatch>>,
+}
+
+impl Progress {
+    fn begin(&self, started: Instant, groups: &[NodeRef], starts: &[Counters]) {
+        self.0.lock().started = Some(started);
+        self.counting(groups, starts);
+    }
+
+    /// `groups` counted from now on, each with its counters in `starts`.
+    fn counting(&self, groups: &[NodeRef], starts: &[Counters]) {
+        let mut state = self.0.lock();
+        let counted = groups.iter().cloned().zip(starts.iter().copied());
+        state.starts.extend(counted);
+    }
+
+    fn turn(&self, watch: std::sync::Arc<crate::registry::AbortWatch>) {
+        self.0.lock().turns.push(watch);
+    }
+
+    /// The shutdown's report merged into `forced`'s, the report of a forced
+    /// stop that ran beside it and that its caller gives up on it for: the
+    /// tasks it aborted, as their watches list them now (they list no more
+    /// after this), and then the forced stop's; the work
+    /// finished since it began; the pending work and the failures as the
+    /// forced stop, which ended last, read them; the time since it began.
+    /// `forced` as it is if the shutdown had not begun. Call it before
+    /// dropping the shutdown's future, whose watches stop listing when
+    /// dropped.
+    pub(crate) fn merged(&self, forced: ShutdownReport) -> ShutdownReport {
+        let state = std::mem::take(&mut *self.0.lock());
+        let Some(started) = state.started else {
+            return forced;
+        };
+        let mut aborted: Vec<TaskInfo> = state.turns.iter().flat_map(|w| take_listed(w)).collect();
+        aborted.extend(forced.aborted);
+        let finished = state
+            .starts
+            .iter()
+            .map(|(group, start)| start.finished_until(&group.counters()))
+            .sum();
+        ShutdownReport {
+            finished,
+            aborted,
+            pending: forced.pending,
+            errors: forced.errors,
+            elapsed: started.elapsed(),
+        }
     }
 }
 

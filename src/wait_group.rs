@@ -1488,18 +1488,20 @@ impl WaitGroup {
     /// aborted whose abort lands after the drop counts as finished in a
     /// later shutdown's report, as a task aborted by its handle does.
     pub async fn shutdown(&self, grace: impl Into<Grace>) -> ShutdownReport {
-        self.shutdown_because(grace.into(), CancelReason::Shutdown)
+        self.shutdown_because(grace.into(), CancelReason::Shutdown, None)
             .await
     }
 
-    /// [`shutdown`](Self::shutdown), cancelling with `reason`.
+    /// [`shutdown`](Self::shutdown), cancelling with `reason`, and writing
+    /// what it does to `progress` as it goes, if given.
     pub(crate) async fn shutdown_because(
         &self,
         grace: Grace,
         reason: CancelReason,
+        progress: Option<&crate::drain::Progress>,
     ) -> ShutdownReport {
         let caller = task::current().filter(|c| node::reaches(&self.node, c.group));
-        crate::drain::run(&self.node, grace, caller, reason).await
+        crate::drain::run(&self.node, grace, caller, reason, progress).await
     }
 
     pub(crate) fn node(&self) -> &NodeRef {

@@ -299,6 +299,68 @@ fn child_forced_late() {
 }
 
 #[test]
+fn a_forced_report_covers_a_graceful_stop_given_up_on() {
+    let out = run_child("child_forced_during_a_late_group");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(143), "{text}");
+    // The graceful stop, still giving `pool` its time to stop by itself when
+    // the forced one ended, is given up on; what it did is reported all the
+    // same. The report was the forced stop's alone: `stubborn`, which the
+    // graceful stop aborted, was in none, and `polite` was not counted.
+    assert!(
+        text.contains("CHILD aborted: [Some(\"stubborn\")]"),
+        "{text}"
+    );
+    assert!(text.contains("CHILD finished: 1"), "{text}");
+    assert!(text.contains("CHILD pending: 1"), "{text}");
+    assert!(text.contains("CHILD whole stop timed: true"), "{text}");
+}
+
+/// The graceful stop aborts `stubborn` at its 50 ms deadline and `polite`
+/// ends on the first signal; `pool`, a group linked below, is then reached
+/// late, and given three quarters of the 60 s abort timeout to stop by
+/// itself, which its guard `lease` never lets it: the second signal comes
+/// then, and the forced stop is back long before the graceful one.
+#[test]
+fn child_forced_during_a_late_group() {
+    if !is_child("child_forced_during_a_late_group") {
+        return;
+    }
+    let err = runtime().block_on(async {
+        let wg = WaitGroup::builder()
+            .name("server")
+            .abort_timeout(Duration::from_secs(60))
+            .build();
+        let pool = wg.task().name("pool").child();
+        let _lease = pool.task().name("lease").add();
+        wg.task().name("polite").go(|ctx| async move {
+            ctx.cancelled().await;
+        });
+        let (aborted_tx, aborted) = tokio::sync::oneshot::channel::<()>();
+        wg.task().name("stubborn").go(|_ctx| async move {
+            let _tell = aborted_tx;
+            std::future::pending::<()>().await
+        });
+        let plan =
+            ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
+        let under_way = async {
+            let _ = aborted.await;
+        };
+        let (err, since_first) = force_during(&plan, &wg, under_way, "-TERM").await;
+        let SignalError::Forced { report, .. } = &err else {
+            unreachable!()
+        };
+        println!(
+            "CHILD whole stop timed: {}",
+            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= since_first
+        );
+        println!("{err}");
+        err
+    });
+    std::process::exit(err.exit_code());
+}
+
+#[test]
 fn a_second_signal_does_not_wait_for_a_guard() {
     let out = run_child("child_forced_with_a_guard");
     let text = stdout(&out);

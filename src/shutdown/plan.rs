@@ -248,7 +248,10 @@ impl ShutdownPlan {
     /// left. The graceful stop is given 100 ms after the forced one ends
     /// (within the abort timeout) to end and make its report; if it has
     /// not (it waits for a guard, which no abort ends, or for an abort that
-    /// did not take effect), or the second signal came before it began, the
+    /// did not take effect), it is given up on, and what it did so far is
+    /// reported all the same (a task whose abort it was still waiting for
+    /// is listed as aborted if that abort took effect by then). If the
+    /// second signal came before it began (during the pre-stop delay), the
     /// report is the forced stop's alone. Tasks read the signal in their
     /// [`cancel_reason`](crate::TaskContext::cancel_reason). The handlers are
     /// installed when the future is first polled, and shared with
@@ -304,7 +307,9 @@ impl ShutdownPlan {
         // Set once the graceful stop began (after the pre-stop delay): from then on it is
         // part of what a forced stop reports.
         let began = AtomicBool::new(false);
-        let plan = self.graceful(group, CancelReason::Signal(first), &began);
+        // What the graceful stop did, should a forced stop give up on it.
+        let progress = crate::drain::Progress::default();
+        let plan = self.graceful(group, CancelReason::Signal(first), &began, Some(&progress));
         tokio::pin!(plan);
         let mut listening = true;
         // Two signals may already have arrived by the first wake-up.
@@ -330,8 +335,8 @@ impl ShutdownPlan {
             // list, and the tasks that finished since it began, are its own). It is given
             // until a little after the forced stop ends, within the forced stop's bound;
             // one that is still waiting then (for a guard, which no abort ends, or for a
-            // task whose abort has not taken effect) is dropped, and the forced stop's
-            // report stands alone.
+            // task whose abort has not taken effect) is given up on, and what it did so far
+            // (its `progress`) is merged into the forced stop's report instead.
             let by = super::deadline_after(group.node().config.abort_timeout);
             let forced = ended(crate::drain::force(group, CancelReason::Forced(signal)));
             let graceful = ended(plan.as_mut());
@@ -351,7 +356,9 @@ impl ShutdownPlan {
                 Some((graceful, graceful_end)) => {
                     graceful.with_forced(forced, forced_end.saturating_duration_since(graceful_end))
                 }
-                None => forced,
+                // Before the graceful stop's future is dropped (with `plan`), while its
+                // watches still list.
+                None => progress.merged(forced),
             }
         } else {
             crate::drain::force(group, CancelReason::Forced(signal)).await
@@ -365,7 +372,9 @@ impl ShutdownPlan {
 
     async fn run_because(&self, group: &WaitGroup, reason: CancelReason) -> ShutdownReport {
         self.stop_being_ready();
-        let report = self.graceful(group, reason, &AtomicBool::new(false)).await;
+        let report = self
+            .graceful(group, reason, &AtomicBool::new(false), None)
+            .await;
         self.phase(Phase::Done { report: &report });
         report
     }
@@ -380,12 +389,13 @@ impl ShutdownPlan {
 
     /// The phases after [`stop_being_ready`](Self::stop_being_ready), but the last
     /// ([`Phase::Done`]): the pre-stop delay, then the graceful stop, setting `began` as it
-    /// begins.
+    /// begins and writing what it does to `progress`, if given.
     async fn graceful(
         &self,
         group: &WaitGroup,
         reason: CancelReason,
         began: &AtomicBool,
+        progress: Option<&crate::drain::Progress>,
     ) -> ShutdownReport {
         if !self.pre_stop_delay.is_zero() {
             self.phase(Phase::PreStop {
@@ -398,7 +408,7 @@ impl ShutdownPlan {
             drain: self.grace.drain_phase(),
         });
         began.store(true, Ordering::Relaxed);
-        let shutdown = group.shutdown_because(self.grace, reason);
+        let shutdown = group.shutdown_because(self.grace, reason, progress);
         #[cfg(all(unix, feature = "systemd"))]
         if let Some(notifier) = &self.systemd {
             return crate::systemd::extend_while_draining(
@@ -451,8 +461,8 @@ pub enum SignalError {
         signals: Vec<Signal>,
         /// The whole stop's report: what finished since the graceful stop
         /// began, what it and then the forced stop aborted, and what was
-        /// left pending (see [`ShutdownPlan::run_on_signal`] for when it is
-        /// the forced stop's alone).
+        /// left pending (the forced stop's alone if the second signal came
+        /// during the pre-stop delay: see [`ShutdownPlan::run_on_signal`]).
         report: Box<ShutdownReport>,
     },
 }
