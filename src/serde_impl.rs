@@ -125,15 +125,29 @@ fn message(error: &TaskError) -> String {
 const MAX_CAUSES: usize = 32;
 
 /// A failure's causes, from its error's `source()` on, each as `message`
-/// writes it (a `Display` that panics does not take the serializer down).
+/// writes it: user code's `Display` and `source()` that panic do not take
+/// the serializer down (a `source()` that panics ends the list there).
 struct Causes<'a>(&'a TaskError);
 
 impl Serialize for Causes<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let first = self.0.error().and_then(|error| error.source());
-        let chain = std::iter::successors(first, |cause| cause.source()).take(MAX_CAUSES);
+        let first = self.0.error().and_then(|error| source_of(error));
+        let chain = std::iter::successors(first, |cause| source_of(*cause)).take(MAX_CAUSES);
         s.collect_seq(chain.map(|cause| crate::error::Unpanicking(&cause).text()))
     }
+}
+
+/// `error.source()`, or `None` if it panics (its panic's payload dropped as
+/// a task's is, see [`crate::task::drop_payload`]).
+fn source_of<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| error.source())).unwrap_or_else(
+        |payload| {
+            crate::task::drop_payload(payload);
+            None
+        },
+    )
 }
 
 impl Serialize for TaskError {

@@ -251,6 +251,49 @@ async fn an_error_whose_display_panics_with_a_payload_that_panics_on_drop_serial
     );
 }
 
+/// An error whose `source()` panics, and a cause whose `source()` does:
+/// the causes end there, and the serializer's caller sees no panic. It did
+/// (the chain was walked outside `catch_unwind`): `probe-reg`.
+#[tokio::test]
+async fn an_error_whose_source_panics_serializes() {
+    #[derive(Debug)]
+    struct Sourceless(&'static str, bool);
+    impl std::fmt::Display for Sourceless {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Sourceless {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            if self.1 {
+                panic!("source panics")
+            }
+            Some(&CAUSE)
+        }
+    }
+    static CAUSE: Sourceless = Sourceless("cause", true);
+
+    let wg = WaitGroup::new();
+    wg.task()
+        .name("top")
+        .go(|_| async { Err::<(), _>(Sourceless("top", true)) });
+    wg.task()
+        .name("chain")
+        .go(|_| async { Err::<(), _>(Sourceless("chain", false)) });
+    let errors = wg.wait().await.unwrap_err().errors().clone();
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serde_json::to_value(&errors).unwrap()
+    }))
+    .expect("serializing panicked");
+    let causes = |name: &str| {
+        let list = value["errors"].as_array().unwrap();
+        let error = list.iter().find(|e| e["name"] == name).unwrap();
+        error["causes"].clone()
+    };
+    assert_eq!(causes("top"), json!([]));
+    assert_eq!(causes("chain"), json!(["cause"]));
+}
+
 #[test]
 fn status_events_have_the_documented_shape_and_saturate() {
     let hub = StatusHub::new(8);
