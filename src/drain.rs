@@ -97,20 +97,15 @@ pub(crate) async fn run(
         mut versions,
         mut together,
     } = node::walk_versioned(root);
-    // The times of concurrent shutdowns replaced here, put back should this
-    // one be dropped: most often there are none.
-    let mut replaced = Vec::new();
+    // Running from here on; the times of concurrent shutdowns replaced
+    // here, put back should this one be dropped: most often there are none.
+    let mut unreached = Unreached::arm(root, budget.abort_time);
     for group in &walked {
         let before = group.swap_abort_time(budget.abort_time);
         if before.is_some() {
-            replaced.push((group.clone(), before));
+            unreached.replaced.push((group.clone(), before));
         }
     }
-    let unreached = Unreached {
-        root,
-        at: budget.abort_time,
-        replaced,
-    };
     let mut starts: Vec<Counters> = walked.iter().map(|n| n.counters()).collect();
     if let Some(progress) = progress {
         progress.begin(started, &walked, &starts);
@@ -256,15 +251,52 @@ pub(crate) async fn run(
 /// groups it did not reach (still open), so that their tasks do not read a
 /// deadline no shutdown enforces, and puts back the time of a concurrent
 /// shutdown it replaced. Walks the tree again: only a dropped shutdown pays.
+///
+/// A time it replaced is put back only if its shutdown still runs (is in
+/// [`RUNNING`]): two overlapping shutdowns dropped in the order they began
+/// left the first one's time, which nothing enforces, on the groups
+/// neither reached.
 struct Unreached<'a> {
     root: &'a NodeRef,
     at: AbortTime,
     replaced: Vec<(NodeRef, AbortTime)>,
 }
 
-impl Unreached<'_> {
+/// The abort times of the shutdowns running now, one entry per shutdown
+/// with a time (two may have the same). A shutdown enters its time before
+/// it gives it to any group, and leaves when it ends or is dropped; a
+/// dropped one puts back the times it replaced under this lock, after
+/// leaving, so that of two dropped at once, each either finds the other
+/// still running (whose own drop then takes its time back from the groups
+/// it did not reach) or gone (and puts back no time). Locked twice per
+/// shutdown, and once more by one that is dropped.
+static RUNNING: parking_lot::Mutex<Vec<AbortTime>> = parking_lot::Mutex::new(Vec::new());
+
+impl<'a> Unreached<'a> {
+    /// Enters `at` in [`RUNNING`] until the guard is disarmed or dropped.
+    fn arm(root: &'a NodeRef, at: AbortTime) -> Self {
+        if at.is_some() {
+            RUNNING.lock().push(at);
+        }
+        Unreached {
+            root,
+            at,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Removes `self.at` from `running` (once).
+    fn leave(&self, running: &mut Vec<AbortTime>) {
+        if let Some(i) = running.iter().position(|&at| at == self.at) {
+            running.swap_remove(i);
+        }
+    }
+
     /// The shutdown ended: every group had its turn, and keeps its time.
     fn disarm(mut self) {
+        if self.at.is_some() {
+            self.leave(&mut RUNNING.lock());
+        }
         drop(std::mem::take(&mut self.replaced));
         std::mem::forget(self);
     }
@@ -272,8 +304,19 @@ impl Unreached<'_> {
 
 impl Drop for Unreached<'_> {
     fn drop(&mut self) {
-        for (group, before) in &self.replaced {
-            group.unset_abort_time(self.at, *before);
+        {
+            let mut running = RUNNING.lock();
+            if self.at.is_some() {
+                self.leave(&mut running);
+            }
+            for (group, before) in &self.replaced {
+                let before = if running.contains(before) {
+                    *before
+                } else {
+                    AbortTime::NONE
+                };
+                group.unset_abort_time(self.at, before);
+            }
         }
         for group in node::walk(self.root) {
             group.unset_abort_time(self.at, AbortTime::NONE);

@@ -715,6 +715,38 @@ impl SlowRoot {
     }
 }
 
+/// Two overlapping shutdowns dropped in the order they began: the second
+/// put back the first one's deadline, which it had replaced, after the first
+/// was gone; the child, open, read it for good, and children made there
+/// inherited it (`probe-reg` `drop`). It reads none, in either order.
+#[tokio::test(start_paused = true)]
+async fn two_dropped_shutdowns_leave_no_deadline_whatever_the_order() {
+    for first_dropped_first in [true, false] {
+        let mut tree = SlowRoot::new();
+        let first = tree.root.shutdown(Duration::from_secs(10));
+        let second = tree.root.shutdown(Duration::from_secs(5));
+        let (mut first, mut second) = (Box::pin(first), Box::pin(second));
+        // Both under way, in the root's 200 ms turn.
+        let both = futures::future::join(first.as_mut(), second.as_mut());
+        let under_way = tokio::time::timeout(Duration::from_millis(10), both).await;
+        assert!(under_way.is_err(), "the root's turn takes 200 ms");
+        if first_dropped_first {
+            drop(first);
+            drop(second);
+        } else {
+            drop(second);
+            drop(first);
+        }
+        assert!(!tree.child.is_closed(), "neither reached the child");
+        assert_eq!(tree.child_deadline().await, None);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tree.child.child().go(|ctx| async move {
+            let _ = tx.send(ctx.deadline());
+        });
+        assert_eq!(rx.await.unwrap(), None);
+    }
+}
+
 /// A shutdown dropped before it reached a group takes back the deadline it
 /// gave that group's tasks: the group is open, and nothing enforces it. It
 /// stayed, passed, for good (and children made there inherited it), as
