@@ -992,32 +992,73 @@ impl Progress {
         self.0.lock().turns.push(watch);
     }
 
-    /// The shutdown's report merged into `forced`'s, the report of a forced
-    /// stop that ran beside it and that its caller gives up on it for: the
-    /// tasks it aborted, as their watches list them now (they list no more
-    /// after this), and then the forced stop's; the work
-    /// finished since it began; the pending work and the failures as the
-    /// forced stop, which ended last, read them; the time since it began.
-    /// `forced` as it is if the shutdown had not begun. Call it before
-    /// dropping the shutdown's future, whose watches stop listing when
+    /// The counters now of the groups counted: the ends to count finished
+    /// work to, read as the report read last (that of the stop that ended
+    /// last) read its pending work.
+    pub(crate) fn ends(&self) -> Vec<Counters> {
+        let state = self.0.lock();
+        state
+            .starts
+            .iter()
+            .map(|(group, _)| group.counters())
+            .collect()
+    }
+
+    /// The report of the whole stop: this shutdown and a forced stop that
+    /// ran beside it over the same tree, as their caller has them once the
+    /// forced stop ended. `graceful` is this shutdown's report if it ended,
+    /// `forced` the forced stop's, `forced_last` whether that one ended
+    /// last (or alone); `ends` are [`ends`](Self::ends) read at the last of
+    /// the two ends.
+    ///
+    /// * `finished`: the work finished from this shutdown's start (the
+    ///   first) to `ends`, in the groups it counted. Not either report's:
+    ///   an abort of this shutdown's that took effect after it took its
+    ///   list and before the forced stop read its pending work was in
+    ///   neither report (it counts as finished, as any late abort does).
+    /// * `aborted`: this shutdown's aborts (its report's, or, if it did not
+    ///   end, as its watches list them now: they list no more after this),
+    ///   then the forced stop's (a task is aborted by one of them only).
+    /// * `pending` and `errors`: those of the report read last.
+    /// * `elapsed`: from this shutdown's start to now.
+    ///
+    /// `forced` as it is if this shutdown had not begun. Call it before
+    /// dropping this shutdown's future, whose watches stop listing when
     /// dropped.
-    pub(crate) fn merged(&self, forced: ShutdownReport) -> ShutdownReport {
+    pub(crate) fn merged(
+        &self,
+        graceful: Option<ShutdownReport>,
+        forced: ShutdownReport,
+        forced_last: bool,
+        ends: &[Counters],
+    ) -> ShutdownReport {
         let state = std::mem::take(&mut *self.0.lock());
         let Some(started) = state.started else {
             return forced;
         };
-        let mut aborted: Vec<TaskInfo> = state.turns.iter().flat_map(|w| take_listed(w)).collect();
-        aborted.extend(forced.aborted);
+        debug_assert_eq!(state.starts.len(), ends.len());
         let finished = state
             .starts
             .iter()
-            .map(|(group, start)| start.finished_until(&group.counters()))
+            .zip(ends)
+            .map(|((_, start), end)| start.finished_until(end))
             .sum();
+        let (mut aborted, last) = match graceful {
+            Some(graceful) if !forced_last => {
+                (graceful.aborted, (graceful.pending, graceful.errors))
+            }
+            Some(graceful) => (graceful.aborted, (forced.pending, forced.errors)),
+            None => {
+                let listed = state.turns.iter().flat_map(|w| take_listed(w)).collect();
+                (listed, (forced.pending, forced.errors))
+            }
+        };
+        aborted.extend(forced.aborted);
         ShutdownReport {
             finished,
             aborted,
-            pending: forced.pending,
-            errors: forced.errors,
+            pending: last.0,
+            errors: last.1,
             elapsed: started.elapsed(),
         }
     }
@@ -1080,6 +1121,36 @@ mod tests {
         }
         assert_eq!(a.aborted().len() + b.aborted().len(), 1, "{a}\n{b}");
         assert!(group.is_empty());
+    }
+
+    /// A stop forced beside a graceful one counts the work finished to the
+    /// end of the stop that ended last: work that ended between the graceful
+    /// stop's report and the forced stop's (here a guard given back; a late
+    /// abort of the graceful stop's is counted so too) was in neither, as
+    /// the merge took the graceful report's count and the forced one's
+    /// pending work (`probe-reg` `gap`).
+    #[tokio::test(start_paused = true)]
+    async fn a_merged_report_counts_the_work_that_ended_between_the_two() {
+        let group = WaitGroup::new();
+        let guard = group.add();
+        let progress = super::Progress::default();
+        let reason = crate::CancelReason::Shutdown;
+        let grace = Duration::ZERO.into();
+        let graceful = super::run(group.node(), grace, None, reason.clone(), Some(&progress)).await;
+        assert_eq!(graceful.pending().len(), 1, "{graceful}");
+        drop(guard);
+        let forced = super::force(&group, reason).await;
+        assert_eq!(
+            (forced.finished(), forced.pending().len()),
+            (0, 0),
+            "{forced}"
+        );
+        let merged = progress.merged(Some(graceful), forced, true, &progress.ends());
+        assert_eq!(
+            (merged.finished(), merged.pending().len()),
+            (1, 0),
+            "{merged}"
+        );
     }
 
     /// A group whose one guard is ending: its entry removed, its count not

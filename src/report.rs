@@ -450,23 +450,6 @@ impl ShutdownReport {
             Err(ShutdownError { report: self })
         }
     }
-
-    /// The report of a stop forced during this graceful one, both having run
-    /// together over the same tree until their ends, `forced` ending `later`
-    /// after this one (zero if it ended first): this one's finished work (it
-    /// counts from the first of the two starts) and aborts, then the forced
-    /// stop's aborts (a task is aborted by one of them, not both); the
-    /// pending work and errors of the one that read them last; the time
-    /// from this one's start to the last end.
-    pub(crate) fn with_forced(mut self, forced: ShutdownReport, later: Duration) -> Self {
-        self.aborted.extend(forced.aborted);
-        if !later.is_zero() {
-            self.pending = forced.pending;
-            self.errors = forced.errors;
-        }
-        self.elapsed = self.elapsed.saturating_add(later);
-        self
-    }
 }
 
 /// A shutdown that was not clean: tasks were aborted, work was left pending,

@@ -338,28 +338,32 @@ impl ShutdownPlan {
             // task whose abort has not taken effect) is given up on, and what it did so far
             // (its `progress`) is merged into the forced stop's report instead.
             let by = super::deadline_after(group.node().config.abort_timeout);
-            let forced = ended(crate::drain::force(group, CancelReason::Forced(signal)));
-            let graceful = ended(plan.as_mut());
+            let forced = crate::drain::force(group, CancelReason::Forced(signal));
+            let graceful = plan.as_mut();
             tokio::pin!(forced, graceful);
             let mut graceful_out = None;
-            let (forced, forced_end) = loop {
+            let forced = loop {
                 tokio::select! {
                     out = &mut forced => break out,
                     out = &mut graceful, if graceful_out.is_none() => graceful_out = Some(out),
                 }
             };
+            // The work finished is counted to the end of the stop that ended last, as its
+            // report read its pending work.
+            let mut ends = progress.ends();
+            let mut forced_last = true;
             if graceful_out.is_none() {
-                let settle = super::saturating_add(forced_end, GRACEFUL_SETTLE).min(by);
+                let now = tokio::time::Instant::now();
+                let settle = super::saturating_add(now, GRACEFUL_SETTLE).min(by);
                 graceful_out = tokio::time::timeout_at(settle, graceful).await.ok();
-            }
-            match graceful_out {
-                Some((graceful, graceful_end)) => {
-                    graceful.with_forced(forced, forced_end.saturating_duration_since(graceful_end))
+                if graceful_out.is_some() {
+                    ends = progress.ends();
+                    forced_last = false;
                 }
-                // Before the graceful stop's future is dropped (with `plan`), while its
-                // watches still list.
-                None => progress.merged(forced),
             }
+            // Before the graceful stop's future is dropped (with `plan`), while its watches
+            // still list.
+            progress.merged(graceful_out, forced, forced_last, &ends)
         } else {
             crate::drain::force(group, CancelReason::Forced(signal)).await
         };
@@ -427,12 +431,6 @@ impl ShutdownPlan {
 /// ended (see [`ShutdownPlan::run_on_signal`]): once everything is aborted,
 /// its turns end at once and its report takes a few milliseconds.
 const GRACEFUL_SETTLE: Duration = Duration::from_millis(100);
-
-/// `future`'s output, and when it came.
-async fn ended<T>(future: impl std::future::Future<Output = T>) -> (T, tokio::time::Instant) {
-    let output = future.await;
-    (output, tokio::time::Instant::now())
-}
 
 impl fmt::Debug for ShutdownPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
