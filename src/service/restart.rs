@@ -483,13 +483,6 @@ async fn supervise(
             Reporter::for_member(s.status.as_ref(), place.hub.as_ref(), &place.path, &s.name);
         (place.container.clone(), reporter)
     } else {
-        // Stop reports name the user's site of a hung attempt: the member's, as the
-        // restarter was not added to a container itself.
-        if let Some(site) = place.member_site {
-            let mut sites = place.tree.sites.lock();
-            let members = sites.entry(place.path.to_string()).or_default();
-            members.entry(s.name.clone()).or_insert(site);
-        }
         let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0);
         (place.path.clone(), reporter)
     };
@@ -517,6 +510,10 @@ async fn supervise(
             &place.wg,
             &container,
             &s.name,
+            // Stop reports name the user's site of a hung attempt: the member's (the
+            // restarter is that member, or was added to no container itself), held by the
+            // attempt while it runs.
+            place.member_site,
             inner.clone(),
             r,
             token,
