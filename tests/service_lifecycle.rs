@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use taskgroup::service::{
     service_fn, Backoff, Intensity, Ready, Restarter, Sequence, Service, ServiceError,
-    ServiceGroup, ServiceState, StatusHub, Supervisor,
+    ServiceGroup, ServiceState, StatusHub, Supervisor, TasksService,
 };
+use taskgroup::WaitGroup;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -131,6 +132,83 @@ async fn duration_max_timeouts_mean_no_limit() {
     let mut entries = log.lock().unwrap().clone();
     entries.sort();
     assert_eq!(entries, ["start api", "start db", "stop api", "stop db"]);
+}
+
+/// What the task of a `TasksService` with no grace limit reads as its deadline once the
+/// container `wrap` puts it in is stopped, on the real clock (on a paused one no time
+/// passes between the container's stop and the service's, which hid a deadline thirty
+/// years away by making it exactly the limit that counts as none).
+async fn deadline_read_in(wrap: impl FnOnce(TasksService) -> Box<dyn Service>) -> Option<Instant> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let workers = WaitGroup::new();
+    workers.task().name("worker").go(move |ctx| async move {
+        let _ = tx.send(None);
+        ctx.cancelled().await;
+        let _ = tx.send(Some(ctx.deadline()));
+    });
+    let mut service = wrap(TasksService::new("workers", workers).grace(Duration::MAX));
+    let ctx = CancellationToken::new();
+    let (ready, _) = Ready::channel();
+    let run = tokio::spawn(service.run(ctx.clone(), ready));
+    let limit = Duration::from_secs(30);
+    let read = async {
+        assert_eq!(rx.recv().await, Some(None), "the task started");
+        ctx.cancel();
+        rx.recv().await.expect("the task read its deadline")
+    };
+    let read = tokio::time::timeout(limit, read)
+        .await
+        .expect("the stop began");
+    tokio::time::timeout(limit, run)
+        .await
+        .expect("the stop ended")
+        .unwrap()
+        .unwrap();
+    read.expect("read once stopped")
+}
+
+/// A stop without a time limit sets no deadline inside containers either: the tasks of a
+/// `TasksService` with `grace(Duration::MAX)` in a group, a sequence, and a group in a
+/// sequence, each with `stop_timeout(Duration::MAX)`, read none, as under
+/// `shutdown(Duration::MAX)`. They read one thirty years away less the microseconds the
+/// stop had taken (`Some(946079999s)` from now): the container's "no limit" became a
+/// deadline, and the time left to it, just below the limit that counts as none, a grace
+/// with one. A stop with a limit still passes it down.
+#[tokio::test]
+async fn an_unlimited_stop_sets_no_deadline_in_containers() {
+    let group = |service: TasksService| -> Box<dyn Service> {
+        let group = ServiceGroup::builder("app")
+            .service(service)
+            .stop_timeout(Duration::MAX);
+        Box::new(group.build().unwrap())
+    };
+    let sequence = |service: Box<dyn Service>| -> Box<dyn Service> {
+        let seq = Sequence::builder("seq")
+            .service(service)
+            .stop_timeout(Duration::MAX);
+        Box::new(seq.build().unwrap())
+    };
+    assert_eq!(deadline_read_in(group).await, None, "in a group");
+    let alone = |service: TasksService| sequence(Box::new(service));
+    assert_eq!(deadline_read_in(alone).await, None, "in a sequence");
+    let nested = |service: TasksService| sequence(group(service));
+    assert_eq!(
+        deadline_read_in(nested).await,
+        None,
+        "in a group in a sequence"
+    );
+    let limited = |service: TasksService| -> Box<dyn Service> {
+        let group = ServiceGroup::builder("app")
+            .service(service)
+            .stop_timeout(Duration::from_secs(60));
+        sequence(Box::new(group.build().unwrap()))
+    };
+    let stopped = Instant::now();
+    let deadline = deadline_read_in(limited).await.expect("the group's limit");
+    assert!(
+        deadline <= stopped + Duration::from_secs(120),
+        "{deadline:?}"
+    );
 }
 
 /// Before issue 13 a `Backoff` whose maximum is `Duration::MAX` (accepted by the builder)

@@ -27,8 +27,8 @@
 //! every caller. Panics, which carry no value worth keeping, are read from the core's record.
 //!
 //! Stop: a stopping container sets the deadline of each member it stops (derived from the one
-//! around it: never later) in that member's [`Scope`] before it cancels it, so containers
-//! nested in the member derive theirs from it. Each member has a cell of its own: a sequence
+//! around it: never later; none when neither has a time limit) in that member's [`Scope`]
+//! before it cancels it, so containers nested in the member derive theirs from it. Each member has a cell of its own: a sequence
 //! stops its members one after another, and one member's deadline is not a deadline of a
 //! container around another (which may be stopping on its own meanwhile). The deadline of
 //! the container around is passed down to every member's cell, stopped yet or not, and wakes
@@ -63,6 +63,7 @@ use super::service::{Ready, Service, WhenReady};
 use super::status::{Owner, Reporter, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
 use crate::pruned::Pruned;
+use crate::shutdown::is_unlimited;
 use crate::{GroupId, TaskId, TaskInfo, WaitGroup};
 
 /// The stop timeout of a group or sequence unless set otherwise.
@@ -120,7 +121,9 @@ pub(crate) struct Scope {
     tree: Tree,
 }
 
-/// The stop deadline of one member run, shared with what is nested in it.
+/// The stop deadline of one member run, shared with what is nested in it. Empty until a stop
+/// with a time limit reaches the member (its container's, or one further around): a stop
+/// without one sets none, so a deadline here always bounds something.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DeadlineCell(Arc<DeadlineState>);
 
@@ -148,18 +151,22 @@ impl DeadlineCell {
         }
     }
 
-    /// Resolves once the deadline is earlier than `than` (at once if it already is).
+    /// Resolves once the deadline is earlier than `than` (at once if it already is): any
+    /// deadline, if `than` is `None` (no time limit).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    async fn earlier_than(&self, than: Instant) {
+    async fn earlier_than(&self, than: Option<Instant>) {
         loop {
             let lowered = self.0.lowered.notified();
             let mut lowered = std::pin::pin!(lowered);
             // Registered before the look, so a lowering after it is not missed.
             lowered.as_mut().enable();
-            if self.get().is_some_and(|at| at < than) {
+            if self
+                .get()
+                .is_some_and(|at| than.map_or(true, |than| at < than))
+            {
                 return;
             }
             lowered.await;
@@ -653,7 +660,9 @@ impl Place {
         self.scope_group.as_ref()
     }
 
-    /// The time left until the stop deadline of the container around, once it stops.
+    /// The time left until the stop deadline of the container around, once it stops; `None`
+    /// before, or when no container around has a time limit (a stop without one sets no
+    /// deadline: [`Run::stop`]), so that a limit taken from it is a limit.
     pub(crate) fn time_left(&self) -> Option<Duration> {
         let at = self.parent_deadline.as_ref()?.get()?;
         Some(at.saturating_duration_since(Instant::now()))
@@ -1339,11 +1348,11 @@ impl Drop for RunningGuard {
 }
 
 /// The stop timeout a hung leaf is reported with: `timeout`, or, when the container around
-/// was stopping and its deadline came before this stop's own (`own`), the time this stop
-/// had, from `started` to `deadline`, to the millisecond: "the tightest of the containers
-/// around it", as [`ServiceError::StopTimeout`] says.
-fn given(timeout: Duration, own: Instant, deadline: Instant, started: Instant) -> Duration {
-    if deadline >= own {
+/// was stopping and its deadline came before this stop's own (`own`; `None`: it had no time
+/// limit), the time this stop had, from `started` to `deadline`, to the millisecond: "the
+/// tightest of the containers around it", as [`ServiceError::StopTimeout`] says.
+fn given(timeout: Duration, own: Option<Instant>, deadline: Instant, started: Instant) -> Duration {
+    if own.is_some_and(|own| deadline >= own) {
         return timeout;
     }
     let had = deadline.saturating_duration_since(started);
@@ -1589,12 +1598,17 @@ impl Run {
     /// Stops the running members among `which` (all when `None`): cancels them, waits for
     /// them under `timeout` (never past the deadline of the container around), and at the
     /// deadline names every hung leaf below them and aborts them. Failures go to `errors`.
+    ///
+    /// A `timeout` without a time limit ([`is_unlimited`]) sets no deadline of its own: with
+    /// none around either, the members' cells stay empty, and what is nested in them keeps
+    /// its own limit, or none (a `TasksService`'s tasks read no deadline, as under a
+    /// `shutdown(Duration::MAX)`, not the time left to one thirty years away).
     pub(crate) async fn stop(&mut self, which: Option<usize>, timeout: Duration) {
         let started = Instant::now();
-        let own = deadline_after(timeout);
+        let own = (!is_unlimited(timeout)).then(|| deadline_after(timeout));
         let mut deadline = own;
         if let Some(parent) = self.pass_down_parent_deadline() {
-            deadline = deadline.min(parent);
+            deadline = Some(deadline.map_or(parent, |d| d.min(parent)));
         }
         let targets: Vec<usize> = match which {
             Some(i) => vec![i],
@@ -1604,7 +1618,9 @@ impl Run {
         // meanwhile) keeps its own deadline, bounded only by the containers around it.
         for &i in &targets {
             self.slots[i].stopping = true;
-            self.deadlines[i].lower(deadline);
+            if let Some(at) = deadline {
+                self.deadlines[i].lower(at);
+            }
         }
         match (which, &self.shared) {
             (None, Some(shared)) => shared.cancel(),
@@ -1624,21 +1640,21 @@ impl Run {
             // Woken when it does, not only at the next event: this one may be waiting under
             // a later deadline of its own (stopping on its own, say, a member having failed).
             if let Some(parent) = self.pass_down_parent_deadline() {
-                deadline = deadline.min(parent);
+                deadline = Some(deadline.map_or(parent, |d| d.min(parent)));
             }
             let event = match &parent {
                 Some(cell) => tokio::select! {
-                    event = self.next(Some(deadline)) => event,
+                    event = self.next(deadline) => event,
                     () = cell.earlier_than(deadline) => continue,
                 },
-                None => self.next(Some(deadline)).await,
+                None => self.next(deadline).await,
             };
-            match event {
-                Event::Ended(_, Some(e)) => self.errors.push(e),
-                Event::Timeout => {
+            match (event, deadline) {
+                (Event::Ended(_, Some(e)), _) => self.errors.push(e),
+                // Only a deadline times out.
+                (Event::Timeout, Some(at)) => {
                     self.let_nested_report(&targets).await;
-                    self.abort(&targets, given(timeout, own, deadline, started))
-                        .await;
+                    self.abort(&targets, given(timeout, own, at, started)).await;
                     break;
                 }
                 _ => {}
@@ -2099,15 +2115,19 @@ mod tests {
     fn a_stop_cut_short_reports_the_time_it_had() {
         let t = Instant::now();
         let s = Duration::from_secs;
-        assert_eq!(given(s(60), t + s(60), t + s(60), t), s(60));
-        assert_eq!(given(s(60), t + s(60), t + s(61), t), s(60));
+        assert_eq!(given(s(60), Some(t + s(60)), t + s(60), t), s(60));
+        assert_eq!(given(s(60), Some(t + s(60)), t + s(61), t), s(60));
         let cut = t + s(5) - Duration::from_micros(3);
-        assert_eq!(given(s(60), t + s(60), cut, t), s(5));
+        assert_eq!(given(s(60), Some(t + s(60)), cut, t), s(5));
         let cut = t + Duration::from_micros(1_499);
-        assert_eq!(given(s(60), t + s(60), cut, t), Duration::from_millis(1));
+        assert_eq!(
+            given(s(60), Some(t + s(60)), cut, t),
+            Duration::from_millis(1)
+        );
         // A deadline before the stop began (the container around was late): zero.
-        assert_eq!(given(s(60), t + s(61), t, t + s(1)), Duration::ZERO);
-        assert_eq!(given(Duration::MAX, t + s(1 << 30), t + s(7), t), s(7));
+        assert_eq!(given(s(60), Some(t + s(61)), t, t + s(1)), Duration::ZERO);
+        // A stop without a time limit has only the deadline around.
+        assert_eq!(given(Duration::MAX, None, t + s(7), t), s(7));
     }
 
     /// The sorted successor check agrees with comparing every pair, on paths built to trip a
