@@ -28,9 +28,10 @@
 //!
 //! Stop: a stopping container sets the deadline of each member it stops (derived from the one
 //! around it: never later; none when neither has a time limit) in that member's [`Scope`]
-//! before it cancels it, so containers nested in the member derive theirs from it. Each member has a cell of its own: a sequence
-//! stops its members one after another, and one member's deadline is not a deadline of a
-//! container around another (which may be stopping on its own meanwhile). The deadline of
+//! before it cancels it, so containers nested in the member derive theirs from it. Each
+//! member has a cell of its own: a sequence stops its members one after another, and one
+//! member's deadline is not a deadline of a container around another (which may be stopping
+//! on its own meanwhile). The deadline of
 //! the container around is passed down to every member's cell, stopped yet or not, and wakes
 //! a nested container already stopping under a later deadline of its own. At
 //! the deadline the container first takes the core's report of everything still pending
