@@ -880,6 +880,10 @@ pub struct Cancelled;
 ///
 /// The run's own error is never lost: if the run failed too, it is kept in `run`.
 ///
+/// `Display` writes both errors, so [`source`](std::error::Error::source) is what it did not
+/// write, as for [`ServiceError`]: the teardown error's own source. The cause of the run's
+/// error, if any, is reached through `run`.
+///
 /// # Examples
 ///
 /// ```
@@ -888,10 +892,9 @@ pub struct Cancelled;
 /// let err = TeardownError { teardown: "flush failed".into(), run: Some("socket closed".into()) };
 /// assert_eq!(err.to_string(), "teardown failed: flush failed; run failed too: socket closed");
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub struct TeardownError {
     /// The teardown's error.
-    #[source]
     pub teardown: BoxError,
     /// The run's error, if the run failed as well.
     pub run: Option<BoxError>,
@@ -904,6 +907,13 @@ impl fmt::Display for TeardownError {
             write!(f, "; run failed too: {run}")?;
         }
         Ok(())
+    }
+}
+
+impl std::error::Error for TeardownError {
+    /// The teardown error's source: `Display` wrote the teardown error itself.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.teardown.source()
     }
 }
 
@@ -1083,6 +1093,19 @@ mod tests {
                 .expect("the service's own error");
             assert_eq!(db.0.kind(), std::io::ErrorKind::ConnectionRefused);
         }
+        // A teardown's error writes the teardown's error (and the run's): its source is the
+        // teardown error's own. It was the teardown error, written twice.
+        let teardown = ServiceError::Failed {
+            name: "td".into(),
+            source: Box::new(TeardownError {
+                teardown: Box::new(DbError(std::io::Error::other("refused"))),
+                run: Some("socket closed".into()),
+            }),
+        };
+        assert_eq!(
+            chain(&teardown),
+            "td: teardown failed: connect failed; run failed too: socket closed: refused"
+        );
         // A list of two names both, and has no single source.
         let two = ServiceError::Failures {
             errors: vec![db_failed(), db_failed()],
