@@ -228,6 +228,47 @@ async fn force_during(
     (err, first.elapsed())
 }
 
+/// A group "server" (60 s abort timeout) with a task `polite` that ends on
+/// cancel and a task `stubborn` that ignores it; the receiver resolves when a
+/// stop has aborted `stubborn`.
+fn server_with_a_stubborn_task() -> (WaitGroup, tokio::sync::oneshot::Receiver<()>) {
+    let wg = WaitGroup::builder()
+        .name("server")
+        .abort_timeout(Duration::from_secs(60))
+        .build();
+    wg.task().name("polite").go(|ctx| async move {
+        ctx.cancelled().await;
+    });
+    let (aborted_tx, aborted) = tokio::sync::oneshot::channel::<()>();
+    wg.task().name("stubborn").go(|_ctx| async move {
+        // Dropped when a stop aborts the task: says so.
+        let _tell = aborted_tx;
+        std::future::pending::<()>().await
+    });
+    (wg, aborted)
+}
+
+/// [`force_during`] with a plan of a 50 ms cancel phase; prints whether the
+/// report timed the whole stop (`CHILD whole stop timed: true`) and the
+/// error, and returns it.
+async fn force_after_the_deadline(
+    wg: &WaitGroup,
+    under_way: impl std::future::Future<Output = ()>,
+) -> SignalError {
+    let plan =
+        ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
+    let (err, since_first) = force_during(&plan, wg, under_way, "-TERM").await;
+    let SignalError::Forced { report, .. } = &err else {
+        unreachable!()
+    };
+    println!(
+        "CHILD whole stop timed: {}",
+        report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= since_first
+    );
+    println!("{err}");
+    err
+}
+
 #[test]
 fn a_forced_report_covers_the_whole_stop() {
     let out = run_child("child_forced_late");
@@ -253,19 +294,7 @@ fn child_forced_late() {
         return;
     }
     let err = runtime().block_on(async {
-        let wg = WaitGroup::builder()
-            .name("server")
-            .abort_timeout(Duration::from_secs(60))
-            .build();
-        wg.task().name("polite").go(|ctx| async move {
-            ctx.cancelled().await;
-        });
-        let (aborted_tx, aborted) = tokio::sync::oneshot::channel::<()>();
-        wg.task().name("stubborn").go(|_ctx| async move {
-            // Dropped when the graceful stop aborts the task: says so.
-            let _tell = aborted_tx;
-            std::future::pending::<()>().await
-        });
+        let (wg, aborted) = server_with_a_stubborn_task();
         let (shielded_tx, shielded) = tokio::sync::oneshot::channel();
         wg.task().name("flusher").go(|ctx| async move {
             ctx.cancelled().await;
@@ -275,8 +304,6 @@ fn child_forced_late() {
             })
             .await;
         });
-        let plan =
-            ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
         // The graceful stop under way: `flusher` in its section (which the
         // graceful stop waits for, up to the 60 s abort timeout) and
         // `stubborn` aborted at the 50 ms deadline.
@@ -284,16 +311,7 @@ fn child_forced_late() {
             let _ = shielded.await;
             let _ = aborted.await;
         };
-        let (err, since_first) = force_during(&plan, &wg, under_way, "-TERM").await;
-        let SignalError::Forced { report, .. } = &err else {
-            unreachable!()
-        };
-        println!(
-            "CHILD whole stop timed: {}",
-            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= since_first
-        );
-        println!("{err}");
-        err
+        force_after_the_deadline(&wg, under_way).await
     });
     std::process::exit(err.exit_code());
 }
@@ -327,35 +345,13 @@ fn child_forced_during_a_late_group() {
         return;
     }
     let err = runtime().block_on(async {
-        let wg = WaitGroup::builder()
-            .name("server")
-            .abort_timeout(Duration::from_secs(60))
-            .build();
+        let (wg, aborted) = server_with_a_stubborn_task();
         let pool = wg.task().name("pool").child();
         let _lease = pool.task().name("lease").add();
-        wg.task().name("polite").go(|ctx| async move {
-            ctx.cancelled().await;
-        });
-        let (aborted_tx, aborted) = tokio::sync::oneshot::channel::<()>();
-        wg.task().name("stubborn").go(|_ctx| async move {
-            let _tell = aborted_tx;
-            std::future::pending::<()>().await
-        });
-        let plan =
-            ShutdownPlan::new(Grace::drain(Duration::ZERO).then_cancel(Duration::from_millis(50)));
         let under_way = async {
             let _ = aborted.await;
         };
-        let (err, since_first) = force_during(&plan, &wg, under_way, "-TERM").await;
-        let SignalError::Forced { report, .. } = &err else {
-            unreachable!()
-        };
-        println!(
-            "CHILD whole stop timed: {}",
-            report.elapsed() >= Duration::from_millis(50) && report.elapsed() <= since_first
-        );
-        println!("{err}");
-        err
+        force_after_the_deadline(&wg, under_way).await
     });
     std::process::exit(err.exit_code());
 }
