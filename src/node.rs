@@ -891,7 +891,7 @@ struct Deadlines {
 
 /// An abort time as [`AbortAt`] stores it: a shutdown encodes its deadline
 /// once for all its groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct AbortTime(i64);
 
 impl AbortTime {
