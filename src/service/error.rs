@@ -243,17 +243,14 @@ impl ServiceError {
     pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
         let mut error = self;
         loop {
-            match error {
-                Self::Failed { source, .. } => {
-                    if let Some(found) = source.downcast_ref::<E>() {
-                        return Some(found);
-                    }
-                    error = source.downcast_ref::<ServiceError>()?;
+            if let Self::Failed { source, .. } = error {
+                if let Some(found) = source.downcast_ref::<E>() {
+                    return Some(found);
                 }
-                Self::Starting { source, .. } => error = source,
-                Self::GaveUp { last, .. } => error = last,
-                Self::Failures { errors } if errors.len() == 1 => error = &errors[0],
-                _ => return None,
+            }
+            match error.layer() {
+                Layer::Within(inner) => error = inner,
+                Layer::Returned(_) | Layer::End => return None,
             }
         }
     }
@@ -264,16 +261,26 @@ impl ServiceError {
     fn own_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         let mut error = self;
         loop {
-            match error {
-                Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
-                    Some(inner) => error = inner,
-                    None => return Some(&**source),
-                },
-                Self::Starting { source, .. } => error = source,
-                Self::GaveUp { last, .. } => error = last,
-                Self::Failures { errors } if errors.len() == 1 => error = &errors[0],
-                _ => return None,
+            match error.layer() {
+                Layer::Within(inner) => error = inner,
+                Layer::Returned(own) => return Some(own),
+                Layer::End => return None,
             }
+        }
+    }
+
+    /// One step of the walk through the layers this crate adds around the error a service
+    /// returned, which [`source_as`](Self::source_as) and `source()` take.
+    fn layer(&self) -> Layer<'_> {
+        match self {
+            Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
+                Some(inner) => Layer::Within(inner),
+                None => Layer::Returned(&**source),
+            },
+            Self::Starting { source, .. } => Layer::Within(source),
+            Self::GaveUp { last, .. } => Layer::Within(last),
+            Self::Failures { errors } if errors.len() == 1 => Layer::Within(&errors[0]),
+            _ => Layer::End,
         }
     }
 
@@ -659,6 +666,17 @@ impl std::error::Error for ServiceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.own_error()?.source()
     }
+}
+
+/// Where [`ServiceError::layer`] leads.
+enum Layer<'a> {
+    /// An error of the crate's around another (a `Starting`, a `GaveUp`, a nested
+    /// container's `Failed`, a list of one), which `Display` writes.
+    Within(&'a ServiceError),
+    /// The error the service returned.
+    Returned(&'a (dyn std::error::Error + Send + Sync + 'static)),
+    /// An error of the crate's own (a panic, a timeout, a list of several): nothing below.
+    End,
 }
 
 /// A field's value, for `Debug`.

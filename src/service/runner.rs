@@ -1348,6 +1348,12 @@ impl Drop for RunningGuard {
     }
 }
 
+/// `deadline` (none: no time limit) bounded by `parent`, the deadline of the container
+/// around.
+fn bounded_by(deadline: Option<Instant>, parent: Instant) -> Instant {
+    deadline.map_or(parent, |at| at.min(parent))
+}
+
 /// The stop timeout a hung leaf is reported with: `timeout`, or, when the container around
 /// was stopping and its deadline came before this stop's own (`own`; `None`: it had no time
 /// limit), the time this stop had, from `started` to `deadline`, to the millisecond: "the
@@ -1609,7 +1615,7 @@ impl Run {
         let own = (!is_unlimited(timeout)).then(|| deadline_after(timeout));
         let mut deadline = own;
         if let Some(parent) = self.pass_down_parent_deadline() {
-            deadline = Some(deadline.map_or(parent, |d| d.min(parent)));
+            deadline = Some(bounded_by(deadline, parent));
         }
         let targets: Vec<usize> = match which {
             Some(i) => vec![i],
@@ -1641,7 +1647,7 @@ impl Run {
             // Woken when it does, not only at the next event: this one may be waiting under
             // a later deadline of its own (stopping on its own, say, a member having failed).
             if let Some(parent) = self.pass_down_parent_deadline() {
-                deadline = Some(deadline.map_or(parent, |d| d.min(parent)));
+                deadline = Some(bounded_by(deadline, parent));
             }
             let event = match &parent {
                 Some(cell) => tokio::select! {
