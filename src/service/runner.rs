@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::service::{Ready, Service, WhenReady};
-use super::status::{Owner, Reporter, ServiceState, StatusHub};
+use super::status::{HubRun, Owner, Reporter, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
 use crate::pruned::Pruned;
 use crate::shutdown::is_unlimited;
@@ -1294,6 +1294,9 @@ pub(crate) struct Run {
     shared: Option<CancellationToken>,
     guard: AbortOnDrop,
     _running: RunningGuard,
+    /// Declared after `guard`, so dropped after [`Run`]'s own `Drop` has reported the
+    /// members it stopped: only then has the run ended for the hubs.
+    _hub_run: HubRun,
 }
 
 impl std::fmt::Debug for Run {
@@ -1394,6 +1397,7 @@ impl Run {
         if let Some((hub, owner)) = own_hub {
             reporter.withdraw_built(Some(hub), owner, members.iter().map(|m| m.name.as_str()));
         }
+        let hub_run = reporter.begin_run(members.iter().map(|m| m.name.as_str()));
         let collected = Arc::new(Collected {
             host: place.scope_group().map(WaitGroup::id),
             path: place.path.clone(),
@@ -1437,6 +1441,7 @@ impl Run {
             tokens,
             shared,
             _running: running,
+            _hub_run: hub_run,
         }
     }
 

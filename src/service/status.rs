@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,6 +163,19 @@ impl fmt::Display for StatusEvent {
 /// their paths. With the `tracing` feature every transition is also a `tracing` event
 /// (target `taskgroup::service`), named by its full path, with or without a hub.
 ///
+/// # What the snapshot keeps
+///
+/// The last event of every service, with two exceptions that keep it bounded by what runs:
+/// the build-time `Idle` entries above, and the entries of a nested container's run that
+/// ended, which leave the snapshot (without an event) when another run starts below the
+/// same member, but for the names a run still going has a member at. So a member that runs
+/// a fresh container per job, its members named after the job, keeps the entries of the
+/// jobs running and of those that ended since the last job started, with their final
+/// states, not one set per job it ever ran; and a nested container restarted keeps its
+/// last attempt's. The entries of a run that ended stay until then, so the final states of
+/// a tree that stopped stay in the snapshot. A hub given to top-level containers keeps
+/// every name they report: give it to one container around the jobs instead of one per job.
+///
 /// # Examples
 ///
 /// ```
@@ -200,6 +214,48 @@ struct Snapshot {
     /// built, with who did. Invariant: a name here is in `events` with that `Idle`; any
     /// other report of the name removes it from here.
     built: HashMap<String, Owner>,
+    /// The runs of containers that report here under a path prefix (nested below a
+    /// container that holds this hub), by [`HubRun`] mark: the live ones, and the ended
+    /// ones until a run starts under their prefix or one around it ([`StatusHub::begin_run`]).
+    runs: HashMap<u64, RunRecord>,
+    /// The ended ones of `runs`, by prefix, so that a run that starts finds those below its
+    /// prefix without looking at the live ones (thousands of jobs side by side).
+    ended: BTreeMap<String, Vec<u64>>,
+    /// How many live runs have a member at each key (most often one).
+    live_keys: HashMap<String, usize>,
+}
+
+/// One run of a nested container, as a hub keeps it: its members' keys, so that they can
+/// leave the snapshot once a later run below the same member has started.
+struct RunRecord {
+    /// `"member/"`: the path below which the run's members are named.
+    prefix: String,
+    /// Each member's key (`"member/name"`).
+    keys: Vec<String>,
+}
+
+impl Snapshot {
+    /// Removes `key` and every key below it (`"key/…"`), but keys a live run has a member
+    /// at: what ended runs below a member left.
+    fn remove_below(&mut self, key: &str, removed: &mut bool) {
+        if self.live_keys.contains_key(key) {
+            return;
+        }
+        let below = format!("{key}/");
+        let mut gone: Vec<String> = self
+            .events
+            .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(&below))
+            .filter(|k| !self.live_keys.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        gone.push(key.to_owned());
+        for k in gone {
+            *removed |= self.events.remove(&k).is_some();
+            self.built.remove(&k);
+        }
+    }
 }
 
 /// Who reported a build-time `Idle` entry to a hub: a container, for its members, or a
@@ -256,7 +312,7 @@ impl StatusHub {
     }
 
     /// The last event of every service that reported, by name (its path below the
-    /// container that holds the hub).
+    /// container that holds the hub); see [what it keeps](StatusHub#what-the-snapshot-keeps).
     pub fn snapshot(&self) -> BTreeMap<String, StatusEvent> {
         self.inner.snapshot.lock().events.clone()
     }
@@ -308,6 +364,66 @@ impl StatusHub {
         snap.events.remove(name);
         drop(snap);
         self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Enters run `mark` of a container whose members are `keys` (each `prefix` and a
+    /// member's name), and removes from the snapshot what runs below `prefix` that have
+    /// ended left there (their members, and everything below them), but for the keys a live
+    /// run has a member at: a member that runs a fresh container per job, each with members
+    /// of their own names, keeps the last job's entries, not one per job it ever ran.
+    /// No event is sent; watchers see the change.
+    pub(crate) fn begin_run(&self, mark: u64, prefix: &str, keys: Vec<String>) {
+        let mut snap = self.inner.snapshot.lock();
+        for key in &keys {
+            *snap.live_keys.entry(key.clone()).or_default() += 1;
+        }
+        let prefixes: Vec<String> = snap
+            .ended
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut removed = false;
+        for p in prefixes {
+            for old in snap.ended.remove(&p).unwrap_or_default() {
+                if let Some(run) = snap.runs.remove(&old) {
+                    for key in &run.keys {
+                        snap.remove_below(key, &mut removed);
+                    }
+                }
+            }
+        }
+        snap.runs.insert(
+            mark,
+            RunRecord {
+                prefix: prefix.to_owned(),
+                keys,
+            },
+        );
+        drop(snap);
+        if removed {
+            self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Run `mark` ended: its members' entries stay until a later run below the same
+    /// member starts ([`begin_run`](Self::begin_run)).
+    pub(crate) fn end_run(&self, mark: u64) {
+        let mut snap = self.inner.snapshot.lock();
+        let snap = &mut *snap;
+        let Some(run) = snap.runs.get(&mark) else {
+            return;
+        };
+        snap.ended.entry(run.prefix.clone()).or_default().push(mark);
+        for key in &run.keys {
+            if let Some(count) = snap.live_keys.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    snap.live_keys.remove(key);
+                }
+            }
+        }
     }
 
     /// Whether `self` and `other` are the same hub.
@@ -428,6 +544,22 @@ impl StatusWatch {
     }
 }
 
+/// A container's run as the hubs it reports to under a path prefix know it
+/// ([`Reporter::begin_run`]): ends there when dropped.
+#[derive(Debug)]
+pub(crate) struct HubRun {
+    mark: u64,
+    hubs: Vec<StatusHub>,
+}
+
+impl Drop for HubRun {
+    fn drop(&mut self) {
+        for hub in &self.hubs {
+            hub.end_run(self.mark);
+        }
+    }
+}
+
 /// Where a container or restarter reports its members: the hubs (its own and the one
 /// inherited from the containers around it, each once), each with the prefix of the names
 /// below it, and the full path for `tracing`.
@@ -517,6 +649,27 @@ impl Reporter {
                 own.withdraw_built(name, owner);
             }
         }
+    }
+
+    /// Enters a run of a container with members `names` in every hub this reporter sends
+    /// to under a path prefix (see [`StatusHub::begin_run`]); the run ends there when the
+    /// returned guard is dropped. Hubs it sends to as they are (its own, at the top) keep
+    /// every entry: their names are the container's members.
+    pub(crate) fn begin_run<'a>(&self, names: impl Iterator<Item = &'a str> + Clone) -> HubRun {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let mut run = HubRun {
+            mark: 0,
+            hubs: Vec::new(),
+        };
+        for (hub, prefix) in self.hubs.iter().filter(|(_, p)| !p.is_empty()) {
+            if run.mark == 0 {
+                run.mark = NEXT.fetch_add(1, Ordering::Relaxed);
+            }
+            let keys = names.clone().map(|n| format!("{prefix}{n}")).collect();
+            hub.begin_run(run.mark, prefix, keys);
+            run.hubs.push(hub.clone());
+        }
+        run
     }
 
     /// The hub members below inherit, with the member's name relative to it: the first
