@@ -61,6 +61,41 @@ impl fmt::Display for Unpanicking<'_> {
     }
 }
 
+/// Writes a message without the line breaks it ends with (`panic!("boom\n")`, an
+/// error whose `Display` ends a line), so that what follows it (a `(after the group was
+/// cancelled)`, the next item of a list) stays on its line. Line breaks inside it are
+/// written when the text after them comes: nothing is copied.
+pub(crate) struct TrimmedEnd<T>(pub(crate) T);
+
+impl<T: fmt::Display> fmt::Display for TrimmedEnd<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Holds back a chunk's trailing line breaks until more text comes.
+        struct Writer<'a, 'b> {
+            f: &'a mut fmt::Formatter<'b>,
+            held: String,
+        }
+        impl fmt::Write for Writer<'_, '_> {
+            fn write_str(&mut self, text: &str) -> fmt::Result {
+                let body = text.trim_end_matches(['\n', '\r']);
+                if body.is_empty() {
+                    self.held.push_str(text);
+                    return Ok(());
+                }
+                self.f.write_str(&self.held)?;
+                self.held.clear();
+                self.f.write_str(body)?;
+                self.held.push_str(&text[body.len()..]);
+                Ok(())
+            }
+        }
+        let mut writer = Writer {
+            f,
+            held: String::new(),
+        };
+        fmt::Write::write_fmt(&mut writer, format_args!("{}", self.0))
+    }
+}
+
 /// How a task failed.
 #[derive(Debug)]
 enum Failure {
@@ -240,13 +275,18 @@ impl TaskError {
         fmt_task(f, self.name.as_ref(), self.id)?;
         write!(f, " in {} ", self.group)?;
         match &self.failure {
-            Failure::Error(error) if guarded => write!(f, "failed: {}", Unpanicking(&error)),
-            Failure::Error(error) => write!(f, "failed: {error}"),
+            Failure::Error(error) if guarded => {
+                write!(f, "failed: {}", TrimmedEnd(Unpanicking(&error)))
+            }
+            Failure::Error(error) => write!(f, "failed: {}", TrimmedEnd(error)),
             Failure::Panic {
                 message,
                 while_dropped,
             } => {
-                let message = message.as_deref().unwrap_or(NOT_A_STRING);
+                let message = message
+                    .as_deref()
+                    .unwrap_or(NOT_A_STRING)
+                    .trim_end_matches(['\n', '\r']);
                 if *while_dropped {
                     write!(f, "panicked while being dropped: {message}")
                 } else {

@@ -504,18 +504,36 @@ impl StdError for ShutdownError {
 /// Writes to a report's formatter with each line after the first indented
 /// under the item it belongs to, so that a message of several lines (an
 /// `assert_eq!` panic's, an error that lists) stays inside its item and no
-/// line of it reads as an item of its own.
-struct Item<'a, 'b>(&'a mut fmt::Formatter<'b>);
+/// line of it reads as an item of its own. A line break is `\n`, `\r\n` or a
+/// lone `\r` (which a terminal would otherwise use to write the rest of the
+/// message over the start of its item).
+struct Item<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    /// The last chunk ended with `\r`, already written as a line break: a
+    /// `\n` starting the next one belongs to it.
+    after_cr: bool,
+}
+
+impl<'a, 'b> Item<'a, 'b> {
+    fn new(f: &'a mut fmt::Formatter<'b>) -> Self {
+        Item { f, after_cr: false }
+    }
+}
 
 impl fmt::Write for Item<'_, '_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut lines = text.split('\n');
-        self.0.write_str(lines.next().unwrap_or_default())?;
-        for line in lines {
-            self.0.write_str("\n    ")?;
-            self.0.write_str(line)?;
+    fn write_str(&mut self, mut text: &str) -> fmt::Result {
+        if std::mem::take(&mut self.after_cr) {
+            text = text.strip_prefix('\n').unwrap_or(text);
         }
-        Ok(())
+        let mut rest = text;
+        while let Some(at) = rest.find(['\n', '\r']) {
+            self.f.write_str(&rest[..at])?;
+            self.f.write_str("\n    ")?;
+            let crlf = rest[at..].starts_with("\r\n");
+            self.after_cr = rest[at..] == *"\r";
+            rest = &rest[at + if crlf { 2 } else { 1 }..];
+        }
+        self.f.write_str(rest)
     }
 }
 
@@ -572,7 +590,7 @@ impl fmt::Display for ShutdownReport {
         }
         for error in self.errors.iter().take(limit) {
             f.write_str("\n  failed: ")?;
-            write!(Item(f), "{error}")?;
+            write!(Item::new(f), "{error}")?;
         }
         // Not listed: kept beyond the limit, or only counted.
         let more = self.errors.total() - self.errors.len().min(limit) as u64;

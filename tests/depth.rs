@@ -523,10 +523,11 @@ fn nested_error(cycles: usize) -> (ServiceError, String, String) {
     let (mut debug, mut debug_tail) = (String::new(), Vec::new());
     for i in 0..cycles {
         // `Starting` shows its source without its name ("f{i}: "), and `GaveUp`
-        // its last failure likewise (a list has no name).
-        text += &format!("starting s{i}: r{i}: gave up after 1 restart within 1s; last failure: ");
+        // its last failure likewise (a list has no name; of several below a
+        // name, it is bracketed).
+        text += &format!("starting s{i}: r{i}: gave up after 1 restart within 1s; last failure: [");
         text_tail.push(format!(
-            "; x{i}: exited early (returned Ok before it was stopped)"
+            "; x{i}: exited early (returned Ok before it was stopped)]"
         ));
         debug += &format!(
             "Starting {{ name: \"s{i}\", source: Failed {{ name: \"f{i}\", source: GaveUp {{ \

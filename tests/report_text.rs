@@ -284,7 +284,35 @@ async fn a_failure_of_several_lines_stays_inside_its_item() {
         }
     }
     // Two failures and one abort; the panic's `left` and `right`, and the
-    // error's two further lines (the last one empty).
-    assert_eq!((items, continued), (3, 4), "{text}");
+    // error's further line (its last line break is not written).
+    assert_eq!((items, continued), (3, 3), "{text}");
     assert!(text.contains("\n      left: 2\n     right: 3"), "{text}");
+}
+
+/// A message that ends with a line break keeps what follows it on its line
+/// (no line of four spaces, then ` (after the group was cancelled)` alone),
+/// and a lone `\r`, which a terminal would use to write the rest over the
+/// start of the item, and `\r\n` are line breaks like `\n`.
+#[tokio::test(start_paused = true)]
+async fn line_breaks_at_the_end_and_carriage_returns_stay_inside_their_item() {
+    let wg = WaitGroup::builder().name("app").build();
+    wg.task().name("late").go(|ctx| async move {
+        ctx.cancelled().await;
+        panic!("boom\r\n");
+    });
+    wg.task().name("cr").go(|ctx| async move {
+        ctx.cancelled().await;
+        Err::<(), _>("hidden\rshown\r\nlast\n\n")
+    });
+    let report = wg.shutdown(Duration::from_secs(1)).await;
+    let text = report.to_string();
+    assert!(
+        text.contains("panicked: boom (after the group was cancelled)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failed: hidden\n    shown\n    last (after the group was cancelled)"),
+        "{text}"
+    );
+    assert!(!text.contains('\r'), "{text:?}");
 }

@@ -1,5 +1,6 @@
 //! Errors of the service layer: what a service run ended with, and what a setting got wrong.
 
+use crate::error::TrimmedEnd;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ pub use crate::BoxError;
 ///
 /// Every variant that is about one service carries its `name`, and its `Display` starts with
 /// `"name: "`, so a [`Failures`](ServiceError::Failures) list prints as one `name: error` item
-/// per failed service. A nested group's failures print as a path (`"outer: inner: error"`).
+/// per failed service. A nested group's failures print as a path (`"outer: inner: error"`),
+/// several in brackets (`"outer: inner: [a: error; b: error]; c: error"`).
 ///
 /// `Display`, `{:?}` and `{:#?}` (the same text `derive(Debug)` writes) use an explicit stack,
 /// not recursion, and so does dropping it, so an error of containers nested any number of
@@ -371,28 +373,51 @@ impl ServiceError {
     fn write_text(&self, f: &mut fmt::Formatter<'_>, bare: bool) -> fmt::Result {
         /// What is left to write, last first.
         enum Piece<'a> {
-            /// An error's text; with `true`, without its leading `"name: "`.
-            Error(&'a ServiceError, bool),
-            /// The `"; "` between two errors of a list.
-            Separator,
+            /// An error's text; with `bare`, without its leading `"name: "`; `nested`
+            /// below another error (a list of several there is bracketed).
+            Error {
+                error: &'a ServiceError,
+                bare: bool,
+                nested: bool,
+            },
+            /// The `"; "` between two errors of a list, or the `"]"` closing one.
+            Text(&'static str),
         }
-        let mut stack = vec![Piece::Error(self, bare)];
+        let mut stack = vec![Piece::Error {
+            error: self,
+            bare,
+            nested: false,
+        }];
         while let Some(piece) = stack.pop() {
-            let Piece::Error(error, bare) = piece else {
-                f.write_str("; ")?;
-                continue;
+            let (error, bare, nested) = match piece {
+                Piece::Error {
+                    error,
+                    bare,
+                    nested,
+                } => (error, bare, nested),
+                Piece::Text(text) => {
+                    f.write_str(text)?;
+                    continue;
+                }
             };
             // A `Starting` error's text starts with "starting name: ", not "name: ".
             let named = !bare && !matches!(error, Self::Starting { .. });
             if let (true, Some(name)) = (named, error.name()) {
                 write!(f, "{name}: ")?;
             }
+            let within = |error, bare| Piece::Error {
+                error,
+                bare,
+                nested: true,
+            };
             match error {
                 Self::Failed { source, .. } => match source.downcast_ref::<ServiceError>() {
-                    Some(inner) => stack.push(Piece::Error(inner, false)),
-                    None => write!(f, "{source}")?,
+                    Some(inner) => stack.push(within(inner, false)),
+                    None => write!(f, "{}", TrimmedEnd(source))?,
                 },
-                Self::Panicked { message, .. } => write!(f, "panicked: {message}")?,
+                Self::Panicked { message, .. } => {
+                    write!(f, "panicked: {}", message.trim_end_matches(['\n', '\r']))?
+                }
                 Self::ExitedEarly { .. } => {
                     f.write_str("exited early (returned Ok before it was stopped)")?
                 }
@@ -413,7 +438,7 @@ impl ServiceError {
                 Self::AlreadyRunning { .. } => f.write_str("already running")?,
                 Self::Starting { name, source } => {
                     write!(f, "starting {name}: ")?;
-                    stack.push(Piece::Error(source, true));
+                    stack.push(within(source, true));
                 }
                 Self::GaveUp {
                     restarts,
@@ -427,16 +452,23 @@ impl ServiceError {
                         "gave up after {restarts} restart{plural}{}; last failure: ",
                         Within(*window)
                     )?;
-                    stack.push(Piece::Error(last, true));
+                    stack.push(within(last, true));
                 }
                 Self::Forced { signals, .. } => {
                     write!(f, "forced stop: {}", DisplaySignals(signals))?
                 }
                 Self::Failures { errors } => {
+                    // Below a container's name, a list of several is bracketed, so that
+                    // its items after the first do not read as the container's siblings.
+                    let bracketed = nested && errors.len() > 1;
+                    if bracketed {
+                        f.write_str("[")?;
+                        stack.push(Piece::Text("]"));
+                    }
                     for (i, error) in errors.iter().enumerate().rev() {
-                        stack.push(Piece::Error(error, false));
+                        stack.push(within(error, false));
                         if i > 0 {
-                            stack.push(Piece::Separator);
+                            stack.push(Piece::Text("; "));
                         }
                     }
                 }
@@ -1070,6 +1102,65 @@ mod tests {
     /// crate adds; the service's own error is reached by `source_as`. The `{:#}` of a
     /// sequence's start failure said `starting db: connect failed: db: connect failed:
     /// connect failed: refused`.
+    /// A nested container's list of several failures is bracketed: its items after the
+    /// first were written as the top list's (`inner: a: x; b: y`), reading as failures of
+    /// siblings of `inner`.
+    #[test]
+    fn a_nested_list_of_several_is_bracketed() {
+        let failed = |name: &str, source: ServiceError| ServiceError::Failed {
+            name: name.into(),
+            source: Box::new(source),
+        };
+        let leaf = |name: &str, text: &str| ServiceError::Failed {
+            name: name.into(),
+            source: text.into(),
+        };
+        let list = |errors: Vec<ServiceError>| ServiceError::Failures { errors };
+        let panicked = ServiceError::Panicked {
+            name: "b".into(),
+            message: "boom".into(),
+        };
+        let error = list(vec![
+            failed(
+                "outer",
+                failed(
+                    "inner",
+                    list(vec![leaf("a", "x"), panicked, leaf("c", "z")]),
+                ),
+            ),
+            leaf("d", "w"),
+        ]);
+        assert_eq!(
+            error.to_string(),
+            "outer: inner: [a: x; b: panicked: boom; c: z]; d: w"
+        );
+        let starting = ServiceError::Starting {
+            name: "db".into(),
+            source: Box::new(failed("db", list(vec![leaf("a", "x"), leaf("b", "y")]))),
+        };
+        assert_eq!(starting.to_string(), "starting db: [a: x; b: y]");
+        let gave_up = ServiceError::GaveUp {
+            name: "r".into(),
+            restarts: 1,
+            window: Duration::from_secs(1),
+            last: Box::new(failed("r", list(vec![leaf("a", "x"), leaf("b", "y")]))),
+        };
+        assert_eq!(
+            gave_up.to_string(),
+            "r: gave up after 1 restart within 1s; last failure: [a: x; b: y]"
+        );
+        // A text that ends a line keeps what follows it on its line.
+        let ends_a_line = list(vec![
+            leaf("a", "x\r\n"),
+            ServiceError::Panicked {
+                name: "b".into(),
+                message: "boom\n".into(),
+            },
+            leaf("c", "z"),
+        ]);
+        assert_eq!(ends_a_line.to_string(), "a: x; b: panicked: boom; c: z");
+    }
+
     #[test]
     fn a_chain_says_each_thing_once() {
         let nested = |error: ServiceError| ServiceError::Failed {
