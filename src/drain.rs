@@ -311,7 +311,7 @@ impl<'a> Unreached<'a> {
 
 impl Drop for Unreached<'_> {
     fn drop(&mut self) {
-        {
+        let shared = {
             let mut running = RUNNING.lock();
             if self.at.is_some() {
                 self.leave(&mut running);
@@ -324,6 +324,13 @@ impl Drop for Unreached<'_> {
                 };
                 group.unset_abort_time(self.at, before);
             }
+            running.contains_key(&self.at)
+        };
+        // Another shutdown with the very same time still runs (begun with
+        // it, with the same grace): the groups with that time may be its,
+        // and keep it.
+        if shared {
+            return;
         }
         for group in node::walk(self.root) {
             group.unset_abort_time(self.at, AbortTime::NONE);
@@ -485,6 +492,17 @@ fn report(
 /// the aborts are waited for, all together, at most the root's abort timeout.
 /// The calling task, if it is one of the tree's, is spared.
 pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownReport {
+    force_beside(root, reason, None).await
+}
+
+/// [`force`], beside the shutdown writing `progress`: the counters it reads
+/// with its pending work are kept there too, so that the merged report counts
+/// finished work to the moment its pending work was read.
+pub(crate) async fn force_beside(
+    root: &WaitGroup,
+    reason: CancelReason,
+    progress: Option<&Progress>,
+) -> ShutdownReport {
     let started = Instant::now();
     let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
     let root = root.node();
@@ -526,6 +544,13 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     let listed = node::walk(root);
     settle_in_flight(&listed, by).await;
     let (pending, ends) = node::pending_counted_of(&listed);
+    if let Some(progress) = progress {
+        progress.0.lock().forced_ends = listed
+            .iter()
+            .zip(&ends)
+            .map(|(group, end)| (group.id(), *end))
+            .collect();
+    }
     let errors = node::errors_of(&listed);
     let ends = ends_of(&groups, &listed, ends);
     report(
@@ -980,6 +1005,9 @@ struct ProgressState {
     starts: Vec<(NodeRef, Counters)>,
     /// The watch of each turn's aborts, in the order of the turns.
     turns: Vec<std::sync::Arc<crate::registry::AbortWatch>>,
+    /// The counters of each group a forced stop beside this shutdown listed,
+    /// read with its pending work ([`force_beside`]).
+    forced_ends: IdMap<Counters>,
 }
 
 impl Progress {
@@ -1019,14 +1047,19 @@ impl Progress {
     /// the two ends.
     ///
     /// * `finished`: the work finished from this shutdown's start (the
-    ///   first) to `ends`, in the groups it counted. Not either report's:
+    ///   first) to `ends`, in the groups it counted; with the forced stop's
+    ///   pending work, to when that stop read it (made by [`force_beside`]),
+    ///   in the groups it listed; to now in a group counted after `ends`
+    ///   were read and not listed. Not either report's:
     ///   an abort of this shutdown's that took effect after it took its
     ///   list and before the forced stop read its pending work was in
     ///   neither report (it counts as finished, as any late abort does).
     /// * `aborted`: this shutdown's aborts (its report's, or, if it did not
     ///   end, as its watches list them now: they list no more after this),
     ///   then the forced stop's (a task is aborted by one of them only).
-    /// * `pending` and `errors`: those of the report read last.
+    /// * `pending` and `errors`: those of the report read last, but for the
+    ///   tasks in `aborted` (one stop may abort a task after the other
+    ///   listed it pending).
     /// * `elapsed`: from this shutdown's start to now.
     ///
     /// `forced` as it is if this shutdown had not begun. Call it before
@@ -1043,18 +1076,7 @@ impl Progress {
         let Some(started) = state.started else {
             return forced;
         };
-        // A group linked after `ends` were read (this shutdown's further pass,
-        // while it was given its last moment) is counted to now.
-        let finished = state
-            .starts
-            .iter()
-            .enumerate()
-            .map(|(i, (group, start))| {
-                let end = ends.get(i).copied().unwrap_or_else(|| group.counters());
-                start.finished_until(&end)
-            })
-            .sum();
-        let (mut aborted, last) = match graceful {
+        let (mut aborted, (mut pending, errors)) = match graceful {
             Some(graceful) if !forced_last => {
                 (graceful.aborted, (graceful.pending, graceful.errors))
             }
@@ -1065,11 +1087,42 @@ impl Progress {
             }
         };
         aborted.extend(forced.aborted);
+        // With the forced stop's pending work, the work finished to when it
+        // read it, in each group it listed; in the others, to `ends`, or to
+        // now for a group linked after they were read (this shutdown's
+        // further pass, while it was given its last moment).
+        let forced_ends = if forced_last {
+            state.forced_ends
+        } else {
+            IdMap::default()
+        };
+        let finished = state
+            .starts
+            .iter()
+            .enumerate()
+            .map(|(i, (group, start))| {
+                let end = forced_ends
+                    .get(&group.id())
+                    .or_else(|| ends.get(i))
+                    .copied()
+                    .unwrap_or_else(|| group.counters());
+                start.finished_until(&end)
+            })
+            .sum();
+        // A task one stop aborted after the other listed it pending (this
+        // shutdown's turn of a group linked late, after the forced stop read
+        // its pending work) is aborted, not pending.
+        if !aborted.is_empty() && !pending.is_empty() {
+            // A task's id is its group's: the pair names it.
+            let ids: std::collections::HashSet<_> =
+                aborted.iter().map(|t| (t.group.id, t.id)).collect();
+            pending.forget(|task| ids.contains(&(task.group.id, task.id)));
+        }
         ShutdownReport {
             finished,
             aborted,
-            pending: last.0,
-            errors: last.1,
+            pending,
+            errors,
             elapsed: started.elapsed(),
         }
     }
@@ -1189,6 +1242,84 @@ mod tests {
         let forced = super::force(&first, crate::CancelReason::Shutdown).await;
         let merged = progress.merged(None, forced, true, &ends);
         assert_eq!(merged.finished(), 1, "{merged}");
+    }
+
+    /// A group counted after the ends were read, which the forced stop
+    /// listed (linked from an aborted task's `Drop`, say), is counted to
+    /// when the forced stop read its pending work: a guard given back after
+    /// that is pending in the report, and was counted finished too
+    /// (`probe-reg` `mergedup`: a sum of 5 for 4 tasks); one given back
+    /// before is finished.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_group_the_forced_stop_listed_is_counted_to_its_reading() {
+        let first = WaitGroup::builder()
+            .abort_timeout(Duration::from_millis(10))
+            .build();
+        let progress = super::Progress::default();
+        let node = first.node();
+        progress.begin(
+            Instant::now(),
+            std::slice::from_ref(node),
+            &[node.counters()],
+        );
+        let ends = progress.ends();
+        let later = WaitGroup::new();
+        let (before, after) = (later.add(), later.add());
+        first.link(&later).unwrap();
+        let node = later.node();
+        progress.counting(std::slice::from_ref(node), &[node.counters()]);
+        drop(before);
+        let reason = crate::CancelReason::Shutdown;
+        let forced = super::force_beside(&first, reason, Some(&progress)).await;
+        assert_eq!(forced.pending().len(), 1, "{forced}");
+        drop(after);
+        let merged = progress.merged(None, forced, true, &ends);
+        assert_eq!(
+            (merged.finished(), merged.pending().len()),
+            (1, 1),
+            "{merged}"
+        );
+    }
+
+    /// A task one stop aborted after the other listed it pending is listed
+    /// aborted only (`probe-reg` `late2`: a task in both lists); a task of
+    /// another group with the same id stays pending (ids are per group).
+    #[tokio::test(start_paused = true)]
+    async fn a_task_aborted_after_the_other_stop_listed_it_pending_is_aborted_only() {
+        let group = WaitGroup::new();
+        group
+            .task()
+            .name("stuck")
+            .go(|_| std::future::pending::<()>());
+        group
+            .task()
+            .name("other")
+            .go(|_| std::future::pending::<()>());
+        let progress = super::Progress::default();
+        let listed = group.pending();
+        let reason = crate::CancelReason::Shutdown;
+        let graceful = super::run(
+            group.node(),
+            Duration::ZERO.into(),
+            None,
+            reason,
+            Some(&progress),
+        )
+        .await;
+        assert_eq!(graceful.aborted().len(), 2, "{graceful}");
+        let other = WaitGroup::new();
+        let _same_id = other.add();
+        let mut forced = graceful.clone();
+        forced.aborted.clear();
+        forced.pending = listed;
+        forced.pending.groups.extend(other.pending().groups);
+        let merged = progress.merged(Some(graceful), forced, true, &progress.ends());
+        assert_eq!(
+            (merged.aborted().len(), merged.pending().len()),
+            (2, 1),
+            "{merged}"
+        );
+        assert_eq!(merged.pending().groups()[0].group_id(), other.id());
     }
 
     /// A group whose one guard is ending: its entry removed, its count not

@@ -202,6 +202,17 @@ pub struct PendingReport {
 }
 
 impl PendingReport {
+    /// Takes out the tasks `gone` says are not pending, and the groups left
+    /// with nothing pending.
+    pub(crate) fn forget(&mut self, gone: impl Fn(&TaskInfo) -> bool) {
+        for group in &mut self.groups {
+            let before = group.tasks.len();
+            group.tasks.retain(|task| !gone(task));
+            group.count -= before - group.tasks.len();
+        }
+        self.groups.retain(|group| group.count > 0);
+    }
+
     /// How many guards and tasks are pending in all groups.
     pub fn len(&self) -> usize {
         self.groups.iter().map(|g| g.count).sum()

@@ -793,3 +793,32 @@ async fn a_dropped_shutdown_puts_back_the_deadline_of_one_still_running() {
     let report = running.await.unwrap();
     assert_eq!(report.aborted().len(), 1, "{report}");
 }
+
+/// Two shutdowns with the same deadline (started together with the same
+/// grace; on a paused clock, or in the same clock tick): dropping one leaves
+/// the other's deadline on the groups neither reached, which that one
+/// enforces. The dropped one took it back from them (`probe-reg` `same`).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_shutdown_leaves_the_same_deadline_of_one_still_running() {
+    for drop_the_first in [true, false] {
+        let mut tree = SlowRoot::new();
+        let start = Instant::now();
+        let grace = Duration::from_secs(10);
+        let root = tree.root.clone();
+        let mut first = Box::pin(root.shutdown(grace));
+        let mut second = Box::pin(root.shutdown(grace));
+        let both = futures::future::join(first.as_mut(), second.as_mut());
+        let under_way = tokio::time::timeout(Duration::from_millis(10), both).await;
+        assert!(under_way.is_err(), "the root's turn takes 200 ms");
+        let running = if drop_the_first {
+            drop(first);
+            second
+        } else {
+            drop(second);
+            first
+        };
+        assert_eq!(tree.child_deadline().await, Some(start + grace));
+        let report = running.await;
+        assert_eq!(report.aborted().len(), 1, "{report}");
+    }
+}

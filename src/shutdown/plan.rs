@@ -338,7 +338,8 @@ impl ShutdownPlan {
             // task whose abort has not taken effect) is given up on, and what it did so far
             // (its `progress`) is merged into the forced stop's report instead.
             let by = super::deadline_after(group.node().config.abort_timeout);
-            let forced = crate::drain::force(group, CancelReason::Forced(signal));
+            let forced =
+                crate::drain::force_beside(group, CancelReason::Forced(signal), Some(&progress));
             let graceful = plan.as_mut();
             tokio::pin!(forced, graceful);
             let mut graceful_out = None;
