@@ -1770,19 +1770,15 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let runtime = Runtime::current("go");
-        let counted = self.group.add_spawned();
-        let permit = self.group.node.try_permit();
-        self.spawn_on_runtime(Location::caller(), counted, permit, f, runtime)
+        self.go_at(Location::caller(), f)
     }
 
-    /// Like [`go`](Self::go), outside the group's limit: for a task that
-    /// runs in a slot another task of the group holds (an HTTP/2 request in
-    /// its connection's, as an HTTP/1 request runs in its connection's task).
-    #[cfg(feature = "hyper")]
-    #[track_caller]
-    pub(crate) fn go_in_held_slot<F, Fut>(
+    /// [`go`](Self::go), created at `site`: a layer's task, where the user
+    /// made what it runs (a service's member run: where the member was added).
+    #[inline(always)]
+    pub(crate) fn go_at<F, Fut>(
         self,
+        site: &'static Location<'static>,
         f: F,
     ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
     where
@@ -1793,7 +1789,29 @@ impl<'a> TaskBuilder<'a> {
     {
         let runtime = Runtime::current("go");
         let counted = self.group.add_spawned();
-        self.spawn_on_runtime(Location::caller(), counted, Permit::Unlimited, f, runtime)
+        let permit = self.group.node.try_permit();
+        self.spawn_on_runtime(site, counted, permit, f, runtime)
+    }
+
+    /// Like [`go_at`](Self::go_at), outside the group's limit: for a task
+    /// that runs in a slot another task of the group holds (an HTTP/2 request
+    /// in its connection's, as an HTTP/1 request runs in its connection's
+    /// task).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn go_in_held_slot<F, Fut>(
+        self,
+        site: &'static Location<'static>,
+        f: F,
+    ) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
+    where
+        F: FnOnce(TaskContext) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
+        let runtime = Runtime::current("go");
+        let counted = self.group.add_spawned();
+        self.spawn_on_runtime(site, counted, Permit::Unlimited, f, runtime)
     }
 
     /// A task, unless the group is closed or at its limit: see
@@ -1865,7 +1883,22 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: TaskOutput,
         <Fut::Output as TaskOutput>::Value: Send,
     {
-        let site = Location::caller();
+        self.go_when_free_at(Location::caller(), f)
+    }
+
+    /// [`go_when_free`](Self::go_when_free), created at `site` (see
+    /// [`go_at`](Self::go_at)).
+    pub(crate) fn go_when_free_at<F, Fut>(
+        self,
+        site: &'static Location<'static>,
+        f: F,
+    ) -> impl Future<Output = Result<TaskHandle<<Fut::Output as TaskOutput>::Value>, Closed>> + 'a
+    where
+        F: FnOnce(TaskContext) -> Fut + 'a,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+        <Fut::Output as TaskOutput>::Value: Send,
+    {
         let runtime = runtime_handle("go_when_free");
         async move {
             let permit = self.group.node.acquire_permit().await;

@@ -79,3 +79,42 @@ async fn every_transition_is_a_tracing_event_by_path() {
         .unwrap();
     assert!(stopped.contains("failed=false"), "{stopped}");
 }
+
+/// The core's events about a member's run (here its abort at the stop timeout) name where
+/// the member was added, as the container's `StopTimeout` does: they named the crate's line
+/// that spawns member runs (`src/service/runner.rs`).
+#[tokio::test(start_paused = true)]
+async fn the_cores_events_name_where_a_member_was_added() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(capture.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let hung = service_fn("hung", |_ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let added_at = line!() + 2;
+    let mut app = ServiceGroup::builder("app")
+        .service(hung)
+        .stop_timeout(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    ctx.cancel();
+    let err = app.serve(ctx).await.unwrap_err();
+    assert_eq!(err.stop_timeouts().len(), 1, "{err}");
+
+    let text = capture.text();
+    let aborted: Vec<&str> = text.lines().filter(|l| l.contains("aborted: ")).collect();
+    assert!(!aborted.is_empty(), "{text}");
+    let site = format!("{}:{added_at}:", file!());
+    for line in aborted {
+        assert!(line.contains(&site), "{line}\nnot at {site}");
+    }
+}

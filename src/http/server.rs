@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::Location;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,8 +50,9 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 ///   client opens more than a second after the `GOAWAY` are served, but not
 ///   waited for, so it cannot hold the drain open by opening more);
 /// * what is still running at the shutdown's deadline is aborted and named
-///   in its report (`conn 1.2.3.4:5678`), and groups linked after `group`
-///   are closed only after those aborts took effect.
+///   in its report (`conn 1.2.3.4:5678`, created at the line that called
+///   `serve`), and groups linked after `group` are closed only after those
+///   aborts took effect.
 ///
 /// A connection accepted once the group is [closed](WaitGroup::close) is
 /// dropped unserved (the client sees the connection closed without a
@@ -127,10 +129,13 @@ where
         Err(_) => "http accept".to_owned(),
     };
     let conns = group.clone();
+    // The connections' and requests' tasks are created here too, as
+    // reports name them (not where the loop spawns them, in this crate).
+    let site = Location::caller();
     group
         .task()
         .name(name)
-        .go(move |ctx| accept_loop(ctx, conns, listener, service))
+        .go(move |ctx| accept_loop(ctx, conns, listener, service, site))
 }
 
 /// [`serve`] for an axum [`Router`](axum::Router): the same as
@@ -176,12 +181,13 @@ pub fn serve_router(
 }
 
 /// Accepts connections until the drain signal, or until the group is
-/// closed; each is a task of `group`.
+/// closed; each is a task of `group`, created at `site`.
 async fn accept_loop<S, B>(
     ctx: TaskContext,
     group: WaitGroup,
     listener: TcpListener,
     service: S,
+    site: &'static Location<'static>,
 ) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -220,7 +226,7 @@ where
         };
         let conn = Conn {
             group: group.clone(),
-            label: Arc::new(ConnLabel::new(peer)),
+            label: Arc::new(ConnLabel::new(peer, site)),
             service: service.clone(),
         };
         let name = conn.label.name.clone();
@@ -233,7 +239,7 @@ where
                 .task()
                 .name(name)
                 .critical(false)
-                .go_when_free(move |ctx| conn.run(ctx, stream)) => spawned,
+                .go_when_free_at(site, move |ctx| conn.run(ctx, stream)) => spawned,
         };
         if spawned.is_err() {
             return Ok(());
@@ -429,6 +435,8 @@ struct ConnLabel {
     peer: SocketAddr,
     /// `conn <peer>`.
     name: Cow<'static, str>,
+    /// Where the server was started: its tasks' creation site.
+    site: &'static Location<'static>,
     /// `<METHOD> <path>` of the HTTP/2 request being spawned.
     next: Mutex<Option<String>>,
     /// The client's first bytes were the HTTP/2 preface.
@@ -445,9 +453,10 @@ struct ConnLabel {
 }
 
 impl ConnLabel {
-    fn new(peer: SocketAddr) -> ConnLabel {
+    fn new(peer: SocketAddr, site: &'static Location<'static>) -> ConnLabel {
         ConnLabel {
             peer,
+            site,
             name: Cow::Owned(format!("conn {peer}")),
             next: Mutex::new(None),
             h2: AtomicBool::new(false),
@@ -601,7 +610,7 @@ where
             .task()
             .name(name)
             .critical(false)
-            .go_in_held_slot(move |_ctx| async move {
+            .go_in_held_slot(self.label.site, move |_ctx| async move {
                 let _stream = stream;
                 fut.await;
             });

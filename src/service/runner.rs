@@ -901,10 +901,12 @@ impl Spawned {
         // core group cancels every group below it at once, which would stop a nested
         // sequence all at once instead of in reverse. The core's cancellation is used only
         // by the abort (`shutdown`), where stopping everything at once is the point.
+        // Created where the member was added, as the core's reports and
+        // events name it (not this line).
         let task = group
             .task()
             .name(name.to_string())
-            .go(move |_group_ctx| {
+            .go_at(site.unwrap_or_else(Location::caller), move |_group_ctx| {
                 member_task(
                     scope, service, token, ready, slot, on_return, on_start, hold,
                 )
