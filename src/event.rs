@@ -36,7 +36,9 @@
 //! One async waiter is the common case, so the first waker is stored inline
 //! and a notify takes it without touching a list; further async waiters go to
 //! a list whose memory is kept across notifies, so steady-state waits do not
-//! allocate. Blocking waiters wait on a condition variable, re-checking the
+//! allocate, up to [`KEPT`] wakers' worth: the room of a burst beyond that
+//! (100,000 waiters at once: 3 MB) is given back when they are notified or
+//! all gone, so what an event holds is bounded by its live waiters. Blocking waiters wait on a condition variable, re-checking the
 //! generation under the lock. A listener dropped early (a timed-out or
 //! cancelled wait) removes its own waker, so nothing outlives the wait.
 
@@ -70,6 +72,11 @@ struct Waiters {
     /// Empty entries in `more`, for reuse.
     free: Vec<usize>,
 }
+
+/// The most wakers' room (and free indices) [`Waiters`] keeps once the
+/// listeners that needed it are gone: 16 KB of wakers. (Smaller under Miri,
+/// so that its test of a burst beyond it stays quick there.)
+const KEPT: usize = if cfg!(miri) { 8 } else { 1024 };
 
 /// Where a listener's waker is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,23 @@ impl Waiters {
         *self.entry(slot) = None;
         if let Slot::More(index) = slot {
             self.free.push(index);
+            // Every listener of the list is gone (timed out, cancelled): no
+            // index into it is held, so it starts over, as after a notify.
+            if self.free.len() == self.more.len() {
+                self.more.clear();
+                self.free.clear();
+                self.trim();
+            }
+        }
+    }
+
+    /// Gives back the room of a burst beyond [`KEPT`] (the lists are empty).
+    fn trim(&mut self) {
+        if self.more.capacity() > KEPT {
+            self.more = Vec::new();
+        }
+        if self.free.capacity() > KEPT {
+            self.free = Vec::new();
         }
     }
 }
@@ -143,7 +167,9 @@ impl Event {
             self.generation.store(next, Ordering::Release);
             let more = (!waiters.more.is_empty()).then(|| {
                 waiters.free.clear();
-                std::mem::take(&mut waiters.more)
+                let more = std::mem::take(&mut waiters.more);
+                waiters.trim();
+                more
             });
             (waiters.first.take(), more)
         };
@@ -161,11 +187,14 @@ impl Event {
     }
 
     /// Wakes the listeners after the first, and gives the emptied list back
-    /// so that the next wait does not allocate.
+    /// so that the next wait does not allocate (up to [`KEPT`] wakers' room).
     #[cold]
     fn wake_more(&self, mut more: Vec<Option<Waker>>) {
         for waker in more.drain(..).flatten() {
             waker.wake();
+        }
+        if more.capacity() > KEPT {
+            return;
         }
         let mut waiters = self.waiters.lock();
         if waiters.more.capacity() == 0 {
@@ -397,5 +426,37 @@ mod tests {
             assert_eq!(*capacity.get_or_insert(now), now, "the list grew again");
         }
         assert_eq!(counter.0.load(Relaxed), 12);
+    }
+
+    /// A burst of waiters beyond [`KEPT`] leaves no more room than that once
+    /// notified, or once they are all gone (timed-out or cancelled waits):
+    /// 100,000 waiters at once kept 3 MB for the event's life. Everything
+    /// below `KEPT` is kept (the test above).
+    #[test]
+    fn a_burst_of_waiters_gives_its_room_back() {
+        let event = Event::new();
+        let counter = Arc::new(Counter::default());
+        let burst = 4 * KEPT;
+        let room = |event: &Event| {
+            let waiters = event.waiters.lock();
+            (waiters.more.capacity(), waiters.free.capacity())
+        };
+        for notified in [true, false] {
+            let mut listeners: Vec<_> = (0..burst).map(|_| event.listen()).collect();
+            for listener in &mut listeners {
+                assert!(poll(listener, &counter).is_pending());
+            }
+            // Half leave early: their indices go to the free list.
+            listeners.truncate(burst / 2);
+            assert!(room(&event).0 >= burst - 1);
+            if notified {
+                event.notify_all();
+            }
+            drop(listeners);
+            let (more, free) = room(&event);
+            assert!(more <= KEPT && free <= KEPT, "{more}, {free}");
+            assert_eq!(event.registered_wakers(), 0);
+        }
+        assert_eq!(counter.0.load(Relaxed), burst / 2);
     }
 }
