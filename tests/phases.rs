@@ -822,3 +822,34 @@ async fn a_dropped_shutdown_leaves_the_same_deadline_of_one_still_running() {
         assert_eq!(report.aborted().len(), 1, "{report}");
     }
 }
+
+/// The same over two trees: a shutdown of the root and one of another child
+/// begun together, with the same grace. The root's, dropped, takes its
+/// deadline back from the child only it had reached; the other child keeps
+/// it, from the shutdown still running there. The child kept it, and read it
+/// after every shutdown had ended (`probe-reg` `samedl`).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_shutdown_takes_back_an_equal_deadline_only_where_no_other_enforces_it() {
+    let mut tree = SlowRoot::new();
+    let other = tree.root.child();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    other.go(|ctx| async move {
+        ctx.cancelled().await;
+        let _ = tx.send(ctx.deadline());
+        std::future::pending::<()>().await;
+    });
+    let start = Instant::now();
+    let grace = Duration::from_secs(10);
+    let root = tree.root.clone();
+    let mut whole = Box::pin(root.shutdown(grace));
+    let mut part = Box::pin(other.shutdown(grace));
+    let both = futures::future::join(whole.as_mut(), part.as_mut());
+    let under_way = tokio::time::timeout(Duration::from_millis(10), both).await;
+    assert!(under_way.is_err(), "the root's turn takes 200 ms");
+    drop(whole);
+    assert_eq!(tree.child_deadline().await, None);
+    assert_eq!(rx.await.unwrap(), Some(start + grace));
+    let report = part.await;
+    assert_eq!(report.aborted().len(), 1, "{report}");
+    assert_eq!(tree.child_deadline().await, None);
+}
