@@ -278,7 +278,9 @@ struct MemberRun {
 #[derive(Debug, Clone)]
 struct EndOnce {
     self_reports: Arc<AtomicBool>,
-    claimed: Arc<AtomicBool>,
+    /// Whether the end was reported; locked around the `Starting` report too, so that
+    /// neither comes after the other's check.
+    claimed: Arc<Mutex<bool>>,
 }
 
 impl EndOnce {
@@ -289,8 +291,20 @@ impl EndOnce {
     /// Reports the end of member `name` with `reporter`, unless the run reports its own or
     /// its end was reported already.
     fn report(&self, reporter: &Reporter, name: &str, failure: Option<&ServiceError>) {
-        if !self.self_reports() && !self.claimed.swap(true, Ordering::AcqRel) {
+        let mut claimed = self.claimed.lock();
+        if !self.self_reports() && !*claimed {
+            *claimed = true;
             reporter.ended(name, failure);
+        }
+    }
+
+    /// Runs `starting` (the `Starting` report) unless the end was reported already: a run
+    /// whose container's future was dropped before the run's task first ran (its members
+    /// then reported `Stopped` by that `Drop`) stayed `Starting`.
+    fn unless_ended(&self, starting: impl FnOnce()) {
+        let claimed = self.claimed.lock();
+        if !*claimed {
+            starting();
         }
     }
 }
@@ -895,6 +909,14 @@ impl Spawned {
             hosted: hosted.clone(),
             tree,
         };
+        let end = EndOnce {
+            self_reports: self_reports.clone(),
+            claimed: Arc::default(),
+        };
+        let on_start = {
+            let end = end.clone();
+            move || end.unless_ended(on_start)
+        };
         let slot = error.clone();
         let on_return = returned.clone();
         // The member's context is the container's token, not the group's: cancelling a
@@ -919,10 +941,7 @@ impl Spawned {
             end_report,
             hosted,
             returned,
-            end: EndOnce {
-                self_reports,
-                claimed: Arc::default(),
-            },
+            end,
         }
     }
 
@@ -1296,9 +1315,11 @@ pub(crate) struct Run {
     shared: Option<CancellationToken>,
     guard: AbortOnDrop,
     _running: RunningGuard,
-    /// Declared after `guard`, so dropped after [`Run`]'s own `Drop` has reported the
-    /// members it stopped: only then has the run ended for the hubs.
-    _hub_run: HubRun,
+    /// The run as the hubs it reports to under a path prefix know it: ends there when
+    /// dropped, after the run's own `Drop` reported the members it stopped, and, for a run
+    /// dropped before it finished, once what it aborts has ended too (a restarter among its
+    /// members reports its own end as its future is dropped, later).
+    hub_run: Option<HubRun>,
 }
 
 impl std::fmt::Debug for Run {
@@ -1343,6 +1364,15 @@ impl Drop for Run {
             if let Some(run) = &slot.run {
                 run.end.report(&self.reporter, &slot.name, None);
             }
+        }
+        if let (Some(hub_run), Ok(handle)) =
+            (self.hub_run.take(), tokio::runtime::Handle::try_current())
+        {
+            let wg = self.place.wg.clone();
+            handle.spawn(async move {
+                let _ = wg.wait().await;
+                drop(hub_run);
+            });
         }
     }
 }
@@ -1443,7 +1473,7 @@ impl Run {
             tokens,
             shared,
             _running: running,
-            _hub_run: hub_run,
+            hub_run: Some(hub_run),
         }
     }
 

@@ -172,7 +172,8 @@ impl fmt::Display for StatusEvent {
 /// a fresh container per job, its members named after the job, keeps the entries of the
 /// jobs running and of those that ended since the last job started, with their final
 /// states, not one set per job it ever ran; and a nested container restarted keeps its
-/// last attempt's. The entries of a run that ended stay until then, so the final states of
+/// last attempt's. (A run whose container's future was dropped ends once what it aborted
+/// has ended.) The entries of a run that ended stay until then, so the final states of
 /// a tree that stopped stay in the snapshot. A hub given to top-level containers keeps
 /// every name they report: give it to one container around the jobs instead of one per job.
 ///
