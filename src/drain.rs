@@ -263,25 +263,33 @@ struct Unreached<'a> {
     replaced: Vec<(NodeRef, AbortTime)>,
 }
 
-/// The abort times of the shutdowns running now, each with the root of each
-/// shutdown that has it (two may have the same: begun together with the
-/// same grace). A shutdown enters its time before
+/// The abort times of the shutdowns running now, one entry per shutdown
+/// with a time (two may have the same). A shutdown enters its time before
 /// it gives it to any group, and leaves when it ends or is dropped; a
 /// dropped one puts back the times it replaced under this lock, after
 /// leaving, so that of two dropped at once, each either finds the other
 /// still running (whose own drop then takes its time back from the groups
 /// it did not reach) or gone (and puts back no time). Locked twice per
-/// shutdown, and once more by one that is dropped; a map (time to roots),
+/// shutdown, and once more by one that is dropped; a map (time to count),
 /// so that thousands of shutdowns at once (a group per connection, each
 /// shut down) stay logarithmic each.
-static RUNNING: parking_lot::Mutex<BTreeMap<AbortTime, Vec<NodeRef>>> =
+///
+/// Two shutdowns with the very same time (the same grace, begun within one
+/// tick of the clock: most often on a paused clock) cannot be told apart by
+/// the groups: one dropped takes the time back from every group of its tree
+/// that has it, also where the other would abort at that time (which it
+/// still does; its tasks read no deadline until its turn there gives it
+/// again), and puts back a time it replaced where the other had given the
+/// same. Telling them apart would take a count of running shutdowns per
+/// group; a walk of the other shutdowns' trees was quadratic in them.
+static RUNNING: parking_lot::Mutex<BTreeMap<AbortTime, usize>> =
     parking_lot::Mutex::new(BTreeMap::new());
 
 impl<'a> Unreached<'a> {
     /// Enters `at` in [`RUNNING`] until the guard is disarmed or dropped.
     fn arm(root: &'a NodeRef, at: AbortTime) -> Self {
         if at.is_some() {
-            RUNNING.lock().entry(at).or_default().push(root.clone());
+            *RUNNING.lock().entry(at).or_default() += 1;
         }
         Unreached {
             root,
@@ -290,14 +298,11 @@ impl<'a> Unreached<'a> {
         }
     }
 
-    /// Removes this shutdown (its time, with its root, once) from
-    /// `running`.
-    fn leave(&self, running: &mut BTreeMap<AbortTime, Vec<NodeRef>>) {
-        if let Some(roots) = running.get_mut(&self.at) {
-            if let Some(i) = roots.iter().position(|r| r.id() == self.root.id()) {
-                roots.swap_remove(i);
-            }
-            if roots.is_empty() {
+    /// Removes `self.at` from `running` (once).
+    fn leave(&self, running: &mut BTreeMap<AbortTime, usize>) {
+        if let Some(count) = running.get_mut(&self.at) {
+            *count -= 1;
+            if *count == 0 {
                 running.remove(&self.at);
             }
         }
@@ -315,7 +320,7 @@ impl<'a> Unreached<'a> {
 
 impl Drop for Unreached<'_> {
     fn drop(&mut self) {
-        let sharing = {
+        {
             let mut running = RUNNING.lock();
             if self.at.is_some() {
                 self.leave(&mut running);
@@ -328,20 +333,9 @@ impl Drop for Unreached<'_> {
                 };
                 group.unset_abort_time(self.at, before);
             }
-            running.get(&self.at).cloned().unwrap_or_default()
-        };
-        // Other shutdowns with the very same time still run (begun with
-        // it, with the same grace): the groups below their roots keep it,
-        // which they enforce. Rare: only then are their trees walked.
-        let theirs: IdSet = sharing
-            .iter()
-            .flat_map(node::walk)
-            .map(|group| group.id())
-            .collect();
+        }
         for group in node::walk(self.root) {
-            if !theirs.contains(&group.id()) {
-                group.unset_abort_time(self.at, AbortTime::NONE);
-            }
+            group.unset_abort_time(self.at, AbortTime::NONE);
         }
     }
 }

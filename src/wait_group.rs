@@ -1484,9 +1484,12 @@ impl WaitGroup {
     ///
     /// Dropping the future stops the shutdown where it is: groups already
     /// closed and cancelled stay so, later groups are untouched (their tasks
-    /// no longer read its deadline). Its report is never made: a task it
-    /// aborted whose abort lands after the drop counts as finished in a
-    /// later shutdown's report, as a task aborted by its handle does.
+    /// no longer read its deadline; nor do those of a shutdown still running
+    /// whose deadline is the very same instant, begun in the same tick of a
+    /// paused clock, say, until its turn gives it again). Its report is
+    /// never made: a task it aborted whose abort lands after the drop counts
+    /// as finished in a later shutdown's report, as a task aborted by its
+    /// handle does.
     pub async fn shutdown(&self, grace: impl Into<Grace>) -> ShutdownReport {
         self.shutdown_because(grace.into(), CancelReason::Shutdown, None)
             .await
