@@ -1010,3 +1010,68 @@ async fn jobs_dropped_before_their_members_ran_say_stopped() {
         );
     }
 }
+
+/// A `Restarter` with a hub, dropped after one poll, before its attempt's task first ran:
+/// it reports itself `Stopped` as it is dropped, and the attempt's task, run after, reported
+/// `Starting` after that, for good (`probe-reg` `reststart2`: 50 of 50 `Starting`). Its
+/// cancel safety says the hub then says `Stopped`.
+#[tokio::test]
+async fn a_restarter_dropped_before_its_attempt_ran_says_stopped() {
+    let hub = StatusHub::new(64);
+    for i in 0..50 {
+        let serve = service_fn(
+            format!("r {i}"),
+            |ctx: CancellationToken, ready: Ready| async move {
+                ready.ready();
+                ctx.cancelled().await;
+                Ok(())
+            },
+        );
+        let mut restarter = Restarter::new(serve).status(hub.clone());
+        let mut run = restarter.run(CancellationToken::new(), Ready::noop());
+        assert!(futures::poll!(&mut run).is_pending());
+        drop(run);
+        tokio::task::yield_now().await;
+    }
+    let mut watch = hub.watch();
+    let all_stopped =
+        watch.wait_for(|m| m.len() == 50 && m.values().all(|e| e.state == ServiceState::Stopped));
+    let stopped = tokio::time::timeout(Duration::from_secs(10), all_stopped).await;
+    assert!(stopped.is_ok(), "{:?}", states(hub.snapshot()));
+}
+
+/// A member that failed just before its container's future was dropped (the container had
+/// not been polled since): the hub said `Stopped`, without the error, and the failure was
+/// nowhere (`probe-reg` `faildrop`). It says `Failed`, with it.
+#[tokio::test]
+async fn a_member_that_failed_before_its_container_was_dropped_says_failed() {
+    let hub = StatusHub::new(64);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = std::sync::Mutex::new(Some(failed_tx));
+    let mut app = ServiceGroup::builder("app")
+        .service(service_fn(
+            "bad",
+            move |_ctx: CancellationToken, ready: Ready| {
+                let failed = failed_tx.lock().unwrap().take();
+                async move {
+                    ready.ready();
+                    if let Some(failed) = failed {
+                        let _ = failed.send(());
+                    }
+                    Err("disk full".into())
+                }
+            },
+        ))
+        .service(serve_until_cancelled("ok"))
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let mut serve = app.serve(CancellationToken::new());
+    assert!(futures::poll!(&mut serve).is_pending());
+    // The member's task sent this in the poll it returned in.
+    failed_rx.await.unwrap();
+    drop(serve);
+    let snapshot = hub.snapshot();
+    assert_eq!(snapshot["bad"].state, ServiceState::Failed, "{snapshot:?}");
+    assert_eq!(snapshot["bad"].error.as_deref(), Some("disk full"));
+}

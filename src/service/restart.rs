@@ -532,6 +532,7 @@ async fn supervise(
             reporter: rep.clone(),
             name: s.name.clone(),
             path: path.clone(),
+            end: spawned.end.clone(),
         });
         let mut when = Some(w);
         let mut on_ready = |was_ready: bool| {
@@ -674,7 +675,9 @@ impl Drop for StopOnDrop {
         }
         let end = self.end_report.lock().take();
         if let Some(end) = end {
-            end.reporter.report(&end.name, ServiceState::Stopped);
+            // Through the attempt's claim: its task, if it has not run yet, then does not
+            // report `Starting` after this.
+            end.report(None);
         } else if let Some((reporter, name)) = self.between.take() {
             reporter.report(&name, ServiceState::Stopped);
         }

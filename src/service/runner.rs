@@ -275,8 +275,8 @@ struct MemberRun {
 /// Reports a member run's end to the hubs once: by its container, or by a container around
 /// that aborts that one first ([`report_below`]), whichever comes first. Not for a run that
 /// reports its own end (a restarter: its [`EndReport`]).
-#[derive(Debug, Clone)]
-struct EndOnce {
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndOnce {
     self_reports: Arc<AtomicBool>,
     /// Whether the end was reported; locked around the `Starting` report too, so that
     /// neither comes after the other's check.
@@ -295,6 +295,16 @@ impl EndOnce {
         if !self.self_reports() && !*claimed {
             *claimed = true;
             reporter.ended(name, failure);
+        }
+    }
+
+    /// Runs `end` (a report of the run's end made elsewhere: a restarter's of its attempt)
+    /// unless the end was reported already, and claims it.
+    pub(crate) fn claim(&self, end: impl FnOnce()) {
+        let mut claimed = self.claimed.lock();
+        if !*claimed {
+            *claimed = true;
+            end();
         }
     }
 
@@ -424,6 +434,15 @@ pub(crate) struct AttemptEnd {
     pub(crate) reporter: Reporter,
     pub(crate) name: String,
     pub(crate) path: Arc<str>,
+    /// The attempt's run: its end is reported once, and never before its `Starting`.
+    pub(crate) end: EndOnce,
+}
+
+impl AttemptEnd {
+    /// Reports the attempt's end, `leaf` the hung leaf that failed it (none: stopped).
+    pub(crate) fn report(&self, leaf: Option<&ServiceError>) {
+        self.end.claim(|| self.reporter.ended(&self.name, leaf));
+    }
 }
 
 /// What every container and member run in the tree of one root container shares.
@@ -862,7 +881,7 @@ pub(crate) struct Spawned {
     /// Set once the service's future returned (the run's end is its own report).
     returned: Arc<AtomicBool>,
     /// Whether the run reports its own end (a restarter), and whether its end was reported.
-    end: EndOnce,
+    pub(crate) end: EndOnce,
 }
 
 impl Spawned {
@@ -1170,7 +1189,7 @@ fn report_below(below: &[Arc<Collected>], leaves: &Leaves<'_>) {
             if member.end.self_reports() {
                 // Restarters: their attempts' ends, as the container around reports its own.
                 for end in member.end_report.take_all() {
-                    end.reporter.ended(&end.name, leaves.at_or_below(&end.path));
+                    end.report(leaves.at_or_below(&end.path));
                 }
             } else {
                 member.end.report(&container.reporter, name, Some(leaf));
@@ -1346,7 +1365,8 @@ impl Drop for Run {
     /// A run dropped before it finished: its container's future was dropped (by user code,
     /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
     /// its members. No one else will report them, so each member still running is reported
-    /// `Stopped` (a restarter reports itself, as it is dropped). First its token is
+    /// `Stopped` (a restarter reports itself, as it is dropped), and one that failed or
+    /// panicked whose end the run had not taken yet, `Failed` or `Panicked`. First its token is
     /// cancelled, so that a container or restarter in it stops as asked while the aborts
     /// land, instead of reporting its own members' aborts as failures (`exited early`) or
     /// restarting them.
@@ -1362,7 +1382,10 @@ impl Drop for Run {
         }
         for slot in &self.slots {
             if let Some(run) = &slot.run {
-                run.end.report(&self.reporter, &slot.name, None);
+                // A member that failed before this run's loop took its end (the container's
+                // future was not polled again) is reported with its failure, not `Stopped`.
+                let failure = run.end().failure(&slot.name);
+                run.end.report(&self.reporter, &slot.name, failure.as_ref());
             }
         }
         if let (Some(hub_run), Ok(handle)) =
@@ -1848,7 +1871,7 @@ impl Run {
                     .chain(&hung),
             );
             for end in run.end_report.take_all() {
-                end.reporter.ended(&end.name, leaves.at_or_below(&end.path));
+                end.report(leaves.at_or_below(&end.path));
             }
             report_below(&below, &leaves);
             let leaves: HashSet<String> = hung
@@ -2004,6 +2027,7 @@ mod tests {
                 reporter: reporter.clone(),
                 name: "worker".into(),
                 path: i.to_string().into(),
+                end: Default::default(),
             });
         }
         let ends = reports.take_all();
@@ -2016,6 +2040,7 @@ mod tests {
                 reporter: reporter.clone(),
                 name: format!("worker{i}"),
                 path: i.to_string().into(),
+                end: Default::default(),
             });
         }
         assert_eq!(reports.take_all().len(), 100_000);
