@@ -1365,8 +1365,8 @@ impl Drop for Run {
     /// A run dropped before it finished: its container's future was dropped (by user code,
     /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
     /// its members. No one else will report them, so each member still running is reported
-    /// `Stopped` (a restarter reports itself, as it is dropped), and one that failed or
-    /// panicked whose end the run had not taken yet, `Failed` or `Panicked`. First its token is
+    /// `Stopped` (a restarter reports itself, as it is dropped), and one that returned an
+    /// error whose end the run had not taken yet, `Failed`. First its token is
     /// cancelled, so that a container or restarter in it stops as asked while the aborts
     /// land, instead of reporting its own members' aborts as failures (`exited early`) or
     /// restarting them.
@@ -1382,9 +1382,15 @@ impl Drop for Run {
         }
         for slot in &self.slots {
             if let Some(run) = &slot.run {
-                // A member that failed before this run's loop took its end (the container's
-                // future was not polled again) is reported with its failure, not `Stopped`.
-                let failure = run.end().failure(&slot.name);
+                // A member that returned an error before this run's loop took its end (the
+                // container's future was not polled again) is reported with it, not
+                // `Stopped`. Only one that returned: `end` walks the member's groups, and
+                // each level of a deep chain of containers dropped would walk all below.
+                let failure = if run.returned.load(Ordering::Acquire) {
+                    run.end().failure(&slot.name)
+                } else {
+                    None
+                };
                 run.end.report(&self.reporter, &slot.name, failure.as_ref());
             }
         }
