@@ -1229,6 +1229,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_group_counted_after_the_ends_were_read_is_counted_to_the_merge() {
         let (first, later) = (WaitGroup::new(), WaitGroup::new());
+        let (progress, ends) = begun(&first);
+        let guard = later.add();
+        let node = later.node();
+        progress.counting(std::slice::from_ref(node), &[node.counters()]);
+        drop(guard);
+        let forced = super::force(&first, crate::CancelReason::Shutdown).await;
+        let merged = progress.merged(None, forced, true, &ends);
+        assert_eq!(merged.finished(), 1, "{merged}");
+    }
+
+    /// The progress of a shutdown of `first` that began now, and its ends
+    /// read at once (as the merge has them when the forced stop ends).
+    fn begun(first: &WaitGroup) -> (super::Progress, Vec<crate::node::Counters>) {
         let progress = super::Progress::default();
         let node = first.node();
         progress.begin(
@@ -1237,13 +1250,7 @@ mod tests {
             &[node.counters()],
         );
         let ends = progress.ends();
-        let guard = later.add();
-        let node = later.node();
-        progress.counting(std::slice::from_ref(node), &[node.counters()]);
-        drop(guard);
-        let forced = super::force(&first, crate::CancelReason::Shutdown).await;
-        let merged = progress.merged(None, forced, true, &ends);
-        assert_eq!(merged.finished(), 1, "{merged}");
+        (progress, ends)
     }
 
     /// A group counted after the ends were read, which the forced stop
@@ -1257,14 +1264,7 @@ mod tests {
         let first = WaitGroup::builder()
             .abort_timeout(Duration::from_millis(10))
             .build();
-        let progress = super::Progress::default();
-        let node = first.node();
-        progress.begin(
-            Instant::now(),
-            std::slice::from_ref(node),
-            &[node.counters()],
-        );
-        let ends = progress.ends();
+        let (progress, ends) = begun(&first);
         let later = WaitGroup::new();
         let (before, after) = (later.add(), later.add());
         first.link(&later).unwrap();

@@ -747,6 +747,24 @@ fn a_listener_never_blocks_report() {
         .expect("report() did not block");
 }
 
+/// Serves a container `top` with the member `jobs`, reporting to `hub`: its context and
+/// its task.
+fn serve_jobs(
+    hub: &StatusHub,
+    jobs: impl Service,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ServiceError>>,
+) {
+    let mut top = ServiceGroup::builder("top")
+        .service(jobs)
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    (ctx.clone(), tokio::spawn(top.serve(ctx)))
+}
+
 /// A job that ends at once, as `name`.
 fn job_member(name: String) -> impl Service {
     service_fn(name, |_ctx: CancellationToken, ready: Ready| async move {
@@ -789,16 +807,7 @@ async fn a_container_per_job_leaves_its_last_jobs_entries_not_every_jobs() {
         ctx.cancelled().await;
         Ok(())
     });
-    let mut top = ServiceGroup::builder("top")
-        .service(jobs)
-        .status(hub.clone())
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { top.serve(ctx).await }
-    });
+    let (ctx, run) = serve_jobs(&hub, jobs);
     let last = format!("jobs/w {JOBS}");
     hub.watch()
         .wait_for(|m| {
@@ -854,16 +863,7 @@ async fn a_job_that_starts_keeps_the_entries_of_jobs_still_running() {
             }
         }
     });
-    let mut top = ServiceGroup::builder("top")
-        .service(jobs)
-        .status(hub.clone())
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { top.serve(ctx).await }
-    });
+    let (ctx, run) = serve_jobs(&hub, jobs);
     all_running(&hub, &["jobs/keeps running"]).await;
     long_started.notify_one();
     let last = format!("jobs/short {JOBS}");
@@ -966,16 +966,7 @@ async fn dropped_jobs(restarter: bool, cut: Cut) -> Vec<(String, ServiceState)> 
             }
         }
     });
-    let mut top = ServiceGroup::builder("top")
-        .service(jobs)
-        .status(hub.clone())
-        .build()
-        .unwrap();
-    let ctx = CancellationToken::new();
-    let run = tokio::spawn({
-        let ctx = ctx.clone();
-        async move { top.serve(ctx).await }
-    });
+    let (ctx, run) = serve_jobs(&hub, jobs);
     let left = left_rx.await.unwrap();
     ctx.cancel();
     run.await.unwrap().unwrap();
