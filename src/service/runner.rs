@@ -1337,7 +1337,8 @@ pub(crate) struct Run {
     /// The run as the hubs it reports to under a path prefix know it: ends there when
     /// dropped, after the run's own `Drop` reported the members it stopped, and, for a run
     /// dropped before it finished, once what it aborts has ended too (a restarter among its
-    /// members reports its own end as its future is dropped, later).
+    /// members reports its own end as its future is dropped, later). `None` without such a
+    /// hub: a dropped run then spawns nothing for it.
     hub_run: Option<HubRun>,
 }
 
@@ -1502,7 +1503,7 @@ impl Run {
             tokens,
             shared,
             _running: running,
-            hub_run: Some(hub_run),
+            hub_run,
         }
     }
 

@@ -654,23 +654,25 @@ impl Reporter {
 
     /// Enters a run of a container with members `names` in every hub this reporter sends
     /// to under a path prefix (see [`StatusHub::begin_run`]); the run ends there when the
-    /// returned guard is dropped. Hubs it sends to as they are (its own, at the top) keep
-    /// every entry: their names are the container's members.
-    pub(crate) fn begin_run<'a>(&self, names: impl Iterator<Item = &'a str> + Clone) -> HubRun {
+    /// returned guard is dropped; `None` when there is no such hub. Hubs it sends to as
+    /// they are (its own, at the top) keep every entry: their names are the container's
+    /// members.
+    pub(crate) fn begin_run<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<HubRun> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let mut run = HubRun {
-            mark: 0,
-            hubs: Vec::new(),
-        };
-        for (hub, prefix) in self.hubs.iter().filter(|(_, p)| !p.is_empty()) {
-            if run.mark == 0 {
-                run.mark = NEXT.fetch_add(1, Ordering::Relaxed);
-            }
-            let keys = names.clone().map(|n| format!("{prefix}{n}")).collect();
-            hub.begin_run(run.mark, prefix, keys);
-            run.hubs.push(hub.clone());
-        }
-        run
+        let mut prefixed = self.hubs.iter().filter(|(_, p)| !p.is_empty()).peekable();
+        prefixed.peek()?;
+        let mark = NEXT.fetch_add(1, Ordering::Relaxed);
+        let hubs = prefixed
+            .map(|(hub, prefix)| {
+                let keys = names.clone().map(|n| format!("{prefix}{n}")).collect();
+                hub.begin_run(mark, prefix, keys);
+                hub.clone()
+            })
+            .collect();
+        Some(HubRun { mark, hubs })
     }
 
     /// The hub members below inherit, with the member's name relative to it: the first
