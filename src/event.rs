@@ -37,9 +37,12 @@
 //! and a notify takes it without touching a list; further async waiters go to
 //! a list whose memory is kept across notifies, so steady-state waits do not
 //! allocate, up to [`KEPT`] wakers' worth: the room of a burst beyond that
-//! (100,000 waiters at once: 3 MB) is given back when they are notified or
-//! all gone, so what an event holds is bounded by its live waiters. Blocking waiters wait on a condition variable, re-checking the
-//! generation under the lock. A listener dropped early (a timed-out or
+//! (100,000 waiters at once: 3 MB) is given back at the next notify, or once
+//! every listener of the list is gone. Until then a burst's room is kept
+//! (a long-lived listener in the list keeps it through any number of
+//! timed-out waits around it), so what an event holds is bounded by its
+//! peak since the last notify. Blocking waiters wait on a condition
+//! variable, re-checking the generation under the lock. A listener dropped early (a timed-out or
 //! cancelled wait) removes its own waker, so nothing outlives the wait.
 
 use std::future::Future;
