@@ -36,6 +36,31 @@ impl fmt::Debug for Label {
     }
 }
 
+/// A spawned task's identity, as its handle and [`JoinError`](crate::JoinError)
+/// keep it once the task's record is gone: `task "fetch" #3 in group "db"`.
+/// Cloned from what the task was spawned with (a copy, or one reference
+/// count for a name given as a `String`), so a handle names its task without
+/// reaching back into the group.
+#[derive(Clone)]
+pub(crate) struct TaskName {
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Label>,
+    pub(crate) group: GroupLabel,
+}
+
+impl TaskName {
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(Label::as_str)
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_task(f, self.name.as_ref(), self.id)?;
+        write!(f, " in {}", self.group)
+    }
+}
+
 /// Identifies a task guard or a spawned task within its group.
 ///
 /// Ids start at 1 and increase with every [`add`](crate::WaitGroup::add) or

@@ -28,7 +28,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::error::{BoxError, TaskError};
 use crate::guard::TaskGuard;
-use crate::label::{GroupId, TaskId};
+use crate::label::{GroupId, TaskId, TaskName};
 use crate::node::Node;
 use crate::registry::Slot;
 
@@ -425,23 +425,28 @@ pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
 /// ```
 pub struct TaskHandle<T> {
     join: JoinHandle<Outcome<T>>,
-    id: TaskId,
-    group: GroupId,
+    task: TaskName,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(join: JoinHandle<Outcome<T>>, id: TaskId, group: GroupId) -> Self {
-        TaskHandle { join, id, group }
+    pub(crate) fn new(join: JoinHandle<Outcome<T>>, task: TaskName) -> Self {
+        TaskHandle { join, task }
     }
 
     /// The task's id within its group.
     pub fn id(&self) -> TaskId {
-        self.id
+        self.task.id
+    }
+
+    /// The task's name, if it was given one
+    /// ([`TaskBuilder::name`](crate::TaskBuilder::name)).
+    pub fn name(&self) -> Option<&str> {
+        self.task.name()
     }
 
     /// The id of the task's group.
     pub fn group_id(&self) -> GroupId {
-        self.group
+        self.task.group.id
     }
 
     /// Aborts the task: its future is dropped at its next `.await` point (a
@@ -467,16 +472,18 @@ impl<T> Future for TaskHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.id;
         Pin::new(&mut self.join)
             .poll(cx)
             .map(|joined| match joined {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(failure)) => Err(JoinError {
-                    id,
+                    task: self.task.clone(),
                     failure: Some(failure),
                 }),
-                Err(error) if error.is_cancelled() => Err(JoinError { id, failure: None }),
+                Err(error) if error.is_cancelled() => Err(JoinError {
+                    task: self.task.clone(),
+                    failure: None,
+                }),
                 // The task future catches every panic of the task; this is a
                 // panic of the crate itself, which should reach the caller.
                 Err(error) => std::panic::resume_unwind(error.into_panic()),
@@ -487,25 +494,51 @@ impl<T> Future for TaskHandle<T> {
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("id", &self.id)
-            .field("group", &self.group)
+            .field("id", &self.task.id)
+            .field("name", &self.task.name())
+            .field("group", &self.task.group)
             .field("finished", &self.is_finished())
             .finish()
     }
 }
 
 /// Why an awaited [`TaskHandle`] gives no value: the task failed (the same
-/// failure is in the group's record), or it was aborted.
+/// failure is in the group's record), or it was aborted. Either way it names
+/// the task and its group, as a [`TaskError`] does:
+///
+/// ```
+/// # use taskgroup::WaitGroup;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let conns = WaitGroup::builder().name("conns").build();
+/// let conn = conns.task().name("conn 10.0.0.7").go(|ctx| async move { ctx.cancelled().await });
+/// conn.abort();
+/// let err = conn.await.unwrap_err();
+/// assert!(err.is_aborted());
+/// assert_eq!(err.name(), Some("conn 10.0.0.7"));
+/// assert_eq!(err.to_string(), r#"task "conn 10.0.0.7" #1 in group "conns" was aborted"#);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct JoinError {
-    id: TaskId,
+    task: TaskName,
     failure: Option<Arc<TaskError>>,
 }
 
 impl JoinError {
     /// The task's id within its group.
     pub fn id(&self) -> TaskId {
-        self.id
+        self.task.id
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.task.name()
+    }
+
+    /// The id of the task's group.
+    pub fn group_id(&self) -> GroupId {
+        self.task.group.id
     }
 
     /// Whether the task was aborted before it finished.
@@ -524,7 +557,7 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.failure {
             Some(failure) => fmt::Display::fmt(failure, f),
-            None => write!(f, "task {} was aborted", self.id),
+            None => write!(f, "{} was aborted", self.task),
         }
     }
 }
@@ -533,7 +566,12 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.failure {
             Some(failure) => f.debug_tuple("JoinError::Failed").field(failure).finish(),
-            None => f.debug_tuple("JoinError::Aborted").field(&self.id).finish(),
+            None => f
+                .debug_struct("JoinError::Aborted")
+                .field("id", &self.task.id)
+                .field("name", &self.task.name())
+                .field("group", &self.task.group)
+                .finish(),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::TaskContext;
 use crate::error::{Closed, LinkError, TaskErrors, TryGoError, WaitError};
 use crate::guard::TaskGuard;
-use crate::label::{GroupId, Label, TaskId};
+use crate::label::{GroupId, Label, TaskId, TaskName};
 use crate::node::Permit;
 use crate::node::{self, Config, Node, NodeConfig, NodeRef, LINK_ORDER};
 use crate::reason::CancelReason;
@@ -1964,7 +1964,7 @@ impl<'a> TaskBuilder<'a> {
         // of the state word per task (see `spawn_on_runtime`).
         let group: &WaitGroup = self.group;
         let node = &group.node;
-        let (guard, id, slot, fut, span) = self.prepare(Location::caller(), task, &permit, f);
+        let (guard, task, slot, fut, span) = self.prepare(Location::caller(), task, &permit, f);
         let join = match permit {
             Permit::Unlimited => tokio::task::spawn_local(task::task_future(guard, fut, span)),
             permit => {
@@ -1972,7 +1972,7 @@ impl<'a> TaskBuilder<'a> {
                 tokio::task::spawn_local(task::task_future(guard, gated, span))
             }
         };
-        spawned(node, slot, id, join, open)
+        spawned(node, slot, task, join, open)
     }
 
     /// A closure on the runtime's blocking pool (`spawn_blocking`), for
@@ -2007,13 +2007,14 @@ impl<'a> TaskBuilder<'a> {
         let task = self.group.add_task();
         let node = &self.group.node;
         let id = node.next_id();
+        let name = task_name(node, id, self.name.clone());
         let mut entry = Entry::new(id, self.name, TaskKind::Blocking, Location::caller());
         entry.critical = self.critical;
         let (guard, _slot) = TaskGuard::new_with(task, entry);
         let ctx = TaskContext::new(node.clone());
         let join = runtime.spawn_blocking(move || task::run_blocking(guard, move || f(ctx)));
         // No abort handle: a blocking task cannot be aborted once it runs.
-        TaskHandle::new(join, id, node.id())
+        TaskHandle::new(join, name)
     }
 
     /// Counts `fut` as pending work of the group while it lives, without
@@ -2053,20 +2054,21 @@ impl<'a> TaskBuilder<'a> {
         task: TaskRef<Node>,
         permit: &Permit,
         f: F,
-    ) -> (TaskGuard, TaskId, Slot, Fut, crate::trace::TaskSpan)
+    ) -> (TaskGuard, TaskName, Slot, Fut, crate::trace::TaskSpan)
     where
         F: FnOnce(TaskContext) -> Fut,
     {
         let node = &self.group.node;
         let id = node.next_id();
         let span = crate::trace::task_span(&node.label, self.name.as_ref(), id);
+        let name = task_name(node, id, self.name.clone());
         let mut entry = Entry::new(id, self.name, TaskKind::Task, site);
         entry.critical = self.critical;
         entry.queued = matches!(permit, Permit::Queue);
         let (guard, slot) = TaskGuard::new_with(task, entry);
         // If `f` panics, the guard is dropped and the count restored.
         let fut = f(TaskContext::new(node.clone()));
-        (guard, id, slot, fut, span)
+        (guard, name, slot, fut, span)
     }
 
     /// Spawns a task already counted in the state word on `runtime`, with
@@ -2095,7 +2097,7 @@ impl<'a> TaskBuilder<'a> {
         let name = self.name.clone();
         #[cfg(not(all(tokio_unstable, feature = "tokio-console")))]
         let name: Option<Label> = None;
-        let (guard, id, slot, fut, span) = self.prepare(site, task, &permit, f);
+        let (guard, task, slot, fut, span) = self.prepare(site, task, &permit, f);
         let name = name.as_ref().map(Label::as_str);
         let join = match permit {
             Permit::Unlimited => runtime.spawn(task::task_future(guard, fut, span), name),
@@ -2104,7 +2106,7 @@ impl<'a> TaskBuilder<'a> {
                 runtime.spawn(task::task_future(guard, gated, span), name)
             }
         };
-        spawned(node, slot, id, join, open)
+        spawned(node, slot, task, join, open)
     }
 }
 
@@ -2115,13 +2117,22 @@ impl<'a> TaskBuilder<'a> {
 fn spawned<T>(
     node: &NodeRef,
     slot: Slot,
-    id: TaskId,
+    task: TaskName,
     join: tokio::task::JoinHandle<task::Outcome<T>>,
     open: bool,
 ) -> TaskHandle<T> {
     node.registry
-        .set_abort(slot, id, join.abort_handle(), || node.late_abort(open));
-    TaskHandle::new(join, id, node.id())
+        .set_abort(slot, task.id, join.abort_handle(), || node.late_abort(open));
+    TaskHandle::new(join, task)
+}
+
+/// What a task's handle keeps to name it: its id and name, and its group's.
+fn task_name(node: &Node, id: TaskId, name: Option<Label>) -> TaskName {
+    TaskName {
+        id,
+        name,
+        group: node.label.clone(),
+    }
 }
 
 /// A task's future behind its group's limit: it runs once it holds a slot

@@ -417,6 +417,73 @@ async fn values_are_collected_and_one_task_is_aborted_by_its_handle() {
     wg.wait().await.unwrap();
 }
 
+/// An aborted task's `JoinError` names the task and its group, as a
+/// failure does: its record in the group is gone by then, so the handle
+/// keeps the names (it said `task #3 was aborted`, which a log of many
+/// groups cannot place).
+#[tokio::test]
+async fn an_aborted_task_is_named_with_its_group() {
+    let conns = WaitGroup::builder().name("conns").build();
+    let peer = String::from("conn 10.0.0.7:51234");
+    let named = conns
+        .task()
+        .name(peer.clone())
+        .go(|ctx| async move { ctx.cancelled().await });
+    let unnamed = conns.go(|ctx| async move { ctx.cancelled().await });
+    let blocking = WaitGroup::new();
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let hash = blocking
+        .task()
+        .name("hash")
+        .spawn_blocking(move |_| hold.recv().map_err(|_| "released"));
+    assert_eq!(named.name(), Some(peer.as_str()));
+    assert_eq!(unnamed.name(), None);
+    assert_eq!(hash.name(), Some("hash"));
+    assert_eq!(hash.group_id(), blocking.id());
+
+    named.abort();
+    unnamed.abort();
+    let named = named.await.unwrap_err();
+    let unnamed = unnamed.await.unwrap_err();
+    assert!(named.is_aborted() && unnamed.is_aborted());
+    assert_eq!(named.name(), Some(peer.as_str()));
+    assert_eq!(named.group_id(), conns.id());
+    assert_eq!(
+        named.to_string(),
+        r#"task "conn 10.0.0.7:51234" #1 in group "conns" was aborted"#
+    );
+    assert_eq!(unnamed.name(), None);
+    assert_eq!(
+        unnamed.to_string(),
+        r#"task #2 in group "conns" was aborted"#
+    );
+    let debug = format!("{named:?}");
+    assert!(
+        debug.contains("Aborted") && debug.contains("conn 10.0.0.7"),
+        "{debug}"
+    );
+    conns.wait().await.unwrap();
+
+    // A failure names them the same way (through the group's record).
+    release.send(()).unwrap();
+    hash.await.unwrap();
+    let failing = blocking
+        .task()
+        .name("hash")
+        .spawn_blocking(|_| Err::<(), _>("bad input"));
+    let failed = failing.await.unwrap_err();
+    assert!(!failed.is_aborted());
+    assert_eq!(
+        (failed.name(), failed.group_id()),
+        (Some("hash"), blocking.id())
+    );
+    let unnamed_group = blocking.id();
+    assert_eq!(
+        failed.to_string(),
+        format!("task \"hash\" #2 in group {unnamed_group} failed: bad input")
+    );
+}
+
 /// A failure that is joined is still in the group's record: both see the
 /// same failure.
 #[tokio::test]
