@@ -95,7 +95,13 @@ use super::status::{Owner, StatusHub};
 ///
 /// Dropping a running group's future aborts every member task (at any depth). Its members
 /// still running are cancelled first (so that nested containers and restarters stop rather
-/// than restart or report the aborts as failures) and reported `Stopped` to the status hub.
+/// than restart or report the aborts as failures) and reported `Stopped` to the status hub;
+/// a member that had just returned an error or panicked, before the group saw it, `Failed`
+/// or `Panicked`, with it.
+///
+/// A member whose task is aborted by something else than its container (its runtime
+/// shutting down, a shutdown of a group around) is reported `Stopped`, not as an early
+/// exit, and the container waits to be cancelled or dropped in turn.
 #[derive(Debug)]
 pub struct ServiceGroup {
     name: String,

@@ -319,7 +319,13 @@ struct Settings {
 ///
 /// Dropping the run future aborts the current attempt, cancelled first (so that a container
 /// in it stops rather than report its members' aborts as failures); the status hub says the
-/// restarter is `Stopped`, whether an attempt was running or it was waiting to restart.
+/// restarter is `Stopped`, whether an attempt was running or it was waiting to restart, but
+/// for an attempt that had just returned an error or panicked, not yet seen by the
+/// restarter: `Failed` or `Panicked`, with it.
+///
+/// An attempt aborted by something else than the restarter (its runtime shutting down, a
+/// shutdown of a group around) is reported `Stopped`; the restarter does not restart it
+/// and waits to be cancelled or dropped in turn.
 pub struct Restarter<S> {
     inner: Arc<Mutex<Box<dyn Service>>>,
     settings: Settings,
@@ -494,6 +500,7 @@ async fn supervise(
     let mut guard = AbortOnDrop::new(place.wg.clone());
     let mut stop_on_drop = StopOnDrop {
         attempt: None,
+        attempt_run: None,
         end_report: end_report.clone(),
         between: None,
     };
@@ -522,12 +529,14 @@ async fn supervise(
             place.tree.clone(),
             place.hosted.clone(),
             place.end_report.clone(),
+            place.hub_run.clone(),
             {
                 let rep = rep.clone();
                 let name = s.name.clone();
                 move || rep.report(&name, ServiceState::Starting)
             },
         );
+        stop_on_drop.attempt_run = Some(spawned.clone());
         *end_report.lock() = Some(AttemptEnd {
             reporter: rep.clone(),
             name: s.name.clone(),
@@ -562,10 +571,23 @@ async fn supervise(
         }
 
         let stopping = ctx.is_cancelled();
+        stop_on_drop.attempt_run = None;
         // Not ours to report when the container around aborted the attempt at its deadline:
         // it reported the attempt failed, with the hung leaf (and will abort this task too).
         let ours = end_report.lock().take().is_some();
         let last = match spawned.end() {
+            End::Done if !stopping && !spawned.ended_on_its_own() => {
+                // Aborted by something else than this restarter (its runtime shutting down,
+                // on another worker; a shutdown of a group around): it stopped, and did not
+                // exit early. What aborted it reaches this restarter too, which waits for
+                // that rather than restart it, or return, which its container would read as
+                // an early exit.
+                if ours {
+                    rep.report(&s.name, ServiceState::Stopped);
+                }
+                ctx.cancelled().await;
+                break Ok(());
+            }
             End::Done if stopping || s.policy != RestartPolicy::Permanent => {
                 if ours {
                     rep.report(&s.name, ServiceState::Stopped);
@@ -655,6 +677,9 @@ async fn supervise(
 struct StopOnDrop {
     /// The current attempt's token.
     attempt: Option<CancellationToken>,
+    /// The current attempt's run, until its end is taken: if it returned an error or
+    /// panicked just before the drop, it is reported so, not `Stopped`.
+    attempt_run: Option<Spawned>,
     end_report: Arc<EndCell>,
     /// Waiting to restart: the reporter and name of the attempt that ended.
     between: Option<(Reporter, String)>,
@@ -663,6 +688,7 @@ struct StopOnDrop {
 impl StopOnDrop {
     fn disarm(&mut self) {
         self.attempt = None;
+        self.attempt_run = None;
         self.between = None;
         self.end_report = Arc::default();
     }
@@ -675,9 +701,16 @@ impl Drop for StopOnDrop {
         }
         let end = self.end_report.lock().take();
         if let Some(end) = end {
+            // Only an attempt that ended on its own has its end read: it may have returned
+            // an error or panicked before the restarter's future was polled again.
+            let failure = self
+                .attempt_run
+                .take()
+                .filter(Spawned::ended_on_its_own)
+                .and_then(|run| run.end().failure(&end.name));
             // Through the attempt's claim: its task, if it has not run yet, then does not
             // report `Starting` after this.
-            end.report(None);
+            end.report(failure.as_ref());
         } else if let Some((reporter, name)) = self.between.take() {
             reporter.report(&name, ServiceState::Stopped);
         }

@@ -120,6 +120,9 @@ pub(crate) struct Scope {
     hosted: Arc<Hosted>,
     /// What the whole tree shares: sites for stop reports, and its count of ended runs.
     tree: Tree,
+    /// The nearest container run around the member that reports to a hub under a path
+    /// prefix, held while the member's task future lives (see [`HubRun`]).
+    hub_run: Option<Arc<HubRun>>,
 }
 
 /// The stop deadline of one member run, shared with what is nested in it. Empty until a stop
@@ -596,6 +599,9 @@ pub(crate) struct Place {
     /// to, and for a restarter to hand to its attempts: the member hosts what an attempt
     /// does (see [`Hosted`]).
     pub(crate) hosted: Option<Arc<Hosted>>,
+    /// The nearest container run around that reports to a hub under a path prefix: the
+    /// runs made here end for the hub before it, and a restarter's attempts hold it.
+    pub(crate) hub_run: Option<Arc<HubRun>>,
 }
 
 /// One container run (or `TasksService` run) counted as under way in the member run it is
@@ -669,6 +675,7 @@ impl Place {
                     container: scope.container,
                     member_site,
                     hosted: Some(scope.hosted),
+                    hub_run: scope.hub_run,
                 }
             }
             Err(_) => Place {
@@ -683,6 +690,7 @@ impl Place {
                 container: "".into(),
                 member_site: None,
                 hosted: None,
+                hub_run: None,
             },
         }
     }
@@ -857,7 +865,7 @@ pub(crate) enum End {
 impl End {
     /// The failure of member `name` that ended so, if it is one whatever the member's kind
     /// (a return with `Ok` is judged by the kind, and by whether it was stopped).
-    fn failure(self, name: &str) -> Option<ServiceError> {
+    pub(crate) fn failure(self, name: &str) -> Option<ServiceError> {
         match self {
             End::Done => None,
             End::Error(e) => Some(ServiceError::attribute(name, e)),
@@ -870,7 +878,7 @@ impl End {
 }
 
 /// One spawned member run: its group, its task, and the slot its error is handed in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Spawned {
     pub(crate) group: WaitGroup,
     task: TaskId,
@@ -878,10 +886,41 @@ pub(crate) struct Spawned {
     /// See [`EndReport`].
     end_report: EndReport,
     hosted: Arc<Hosted>,
-    /// Set once the service's future returned (the run's end is its own report).
-    returned: Arc<AtomicBool>,
+    /// How the service's future ended, if on its own.
+    exit: Arc<Exit>,
     /// Whether the run reports its own end (a restarter), and whether its end was reported.
     pub(crate) end: EndOnce,
+}
+
+/// How a member run's future ended, if it did on its own rather than being aborted or
+/// dropped: its end is then in the run's record ([`Spawned::end`]).
+#[derive(Debug, Default)]
+pub(crate) struct Exit {
+    /// The future returned (the run's end is its own report). Set after the error is
+    /// handed over, so that an end read after this one sees it.
+    returned: AtomicBool,
+    /// The future, or the factory that made it, panicked: set as the panic unwinds out of
+    /// the task's future, before the core records it (so an end read between the two, on
+    /// another thread, finds no panic yet).
+    panicked: AtomicBool,
+}
+
+impl Exit {
+    /// Whether the run's future returned or panicked, rather than being aborted or dropped.
+    pub(crate) fn on_its_own(&self) -> bool {
+        self.returned.load(Ordering::Acquire) || self.panicked.load(Ordering::Acquire)
+    }
+}
+
+/// Marks a member run's [`Exit`] panicked if it is dropped while its thread panics.
+struct PanicMark(Arc<Exit>);
+
+impl Drop for PanicMark {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.panicked.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Spawned {
@@ -890,7 +929,8 @@ impl Spawned {
     /// member was added, which the tree holds for stop reports while the task's future is
     /// there. `hosted`: what the run hosts is added to, and `end_report`: where restarters in
     /// it report their attempts' ends, if not fresh ones (a restarter's attempts use their
-    /// member's).
+    /// member's). `hub_run`: held by the task's future (in its scope), so that the run it
+    /// belongs to ends for the hubs after the run's last report ([`HubRun`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         parent: &WaitGroup,
@@ -905,6 +945,7 @@ impl Spawned {
         tree: Tree,
         hosted: Option<Arc<Hosted>>,
         end_report: Option<EndReport>,
+        hub_run: Option<Arc<HubRun>>,
         on_start: impl FnOnce() + Send + 'static,
     ) -> Spawned {
         let group = parent.task().name(container.to_string()).child();
@@ -912,7 +953,7 @@ impl Spawned {
         let self_reports = Arc::new(AtomicBool::new(false));
         let end_report = end_report.unwrap_or_default();
         let hosted = hosted.unwrap_or_default();
-        let returned = Arc::new(AtomicBool::new(false));
+        let exit = Arc::new(Exit::default());
         let path = member_path(container, name);
         let name: Arc<str> = name.into();
         let hold = site.map(|site| tree.hold_site(container, &name, site));
@@ -927,6 +968,7 @@ impl Spawned {
             end_report: end_report.clone(),
             hosted: hosted.clone(),
             tree,
+            hub_run,
         };
         let end = EndOnce {
             self_reports: self_reports.clone(),
@@ -937,7 +979,7 @@ impl Spawned {
             move || end.unless_ended(on_start)
         };
         let slot = error.clone();
-        let on_return = returned.clone();
+        let on_exit = exit.clone();
         // The member's context is the container's token, not the group's: cancelling a
         // core group cancels every group below it at once, which would stop a nested
         // sequence all at once instead of in reverse. The core's cancellation is used only
@@ -948,9 +990,7 @@ impl Spawned {
             .task()
             .name(name.to_string())
             .go_at(site.unwrap_or_else(Location::caller), move |_group_ctx| {
-                member_task(
-                    scope, service, token, ready, slot, on_return, on_start, hold,
-                )
+                member_task(scope, service, token, ready, slot, on_exit, on_start, hold)
             })
             .id();
         Spawned {
@@ -959,7 +999,7 @@ impl Spawned {
             error,
             end_report,
             hosted,
-            returned,
+            exit,
             end,
         }
     }
@@ -970,6 +1010,13 @@ impl Spawned {
         async move {
             let _ = group.wait().await;
         }
+    }
+
+    /// Whether the run's future returned or panicked, rather than being aborted or dropped
+    /// by something else than its container (its runtime shutting down, a shutdown of a
+    /// group around): only then is [`end`](Self::end) its own end.
+    pub(crate) fn ended_on_its_own(&self) -> bool {
+        self.exit.on_its_own()
     }
 
     /// How the run ended; call once [`done`](Self::done) resolved.
@@ -1005,10 +1052,11 @@ async fn member_task(
     ctx: CancellationToken,
     ready: Ready,
     slot: Arc<Mutex<Option<BoxError>>>,
-    returned: Arc<AtomicBool>,
+    exit: Arc<Exit>,
     on_start: impl FnOnce(),
     _site: Option<SiteHold>,
 ) -> Result<(), BoxError> {
+    let _panic_mark = PanicMark(exit.clone());
     // The factory gets a readiness handle of its own, passed on once `Starting` is
     // reported: a factory may report ready before it returns its future, and the container
     // (on another worker) then reported `Running` before `Starting`, which stayed last.
@@ -1051,7 +1099,7 @@ async fn member_task(
             *slot.lock() = Some(e);
         }
     }
-    returned.store(true, Ordering::Release);
+    exit.returned.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -1334,12 +1382,12 @@ pub(crate) struct Run {
     shared: Option<CancellationToken>,
     guard: AbortOnDrop,
     _running: RunningGuard,
-    /// The run as the hubs it reports to under a path prefix know it: ends there when
-    /// dropped, after the run's own `Drop` reported the members it stopped, and, for a run
-    /// dropped before it finished, once what it aborts has ended too (a restarter among its
-    /// members reports its own end as its future is dropped, later). `None` without such a
-    /// hub: a dropped run then spawns nothing for it.
-    hub_run: Option<HubRun>,
+    /// The run as the hubs it reports to under a path prefix know it (or, without such a
+    /// hub here, the nearest run around that has one): its members' task futures hold it
+    /// too, so it ends there once the run's own `Drop` reported the members it stopped and
+    /// the futures it aborted are gone (a restarter among its members reports its own end
+    /// as its future is dropped, later). `None` without such a hub.
+    hub_run: Option<Arc<HubRun>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -1367,7 +1415,8 @@ impl Drop for Run {
     /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
     /// its members. No one else will report them, so each member still running is reported
     /// `Stopped` (a restarter reports itself, as it is dropped), and one that returned an
-    /// error whose end the run had not taken yet, `Failed`. First its token is
+    /// error or panicked, whose end the run had not taken yet, `Failed` or `Panicked`. First
+    /// its token is
     /// cancelled, so that a container or restarter in it stops as asked while the aborts
     /// land, instead of reporting its own members' aborts as failures (`exited early`) or
     /// restarting them.
@@ -1383,26 +1432,18 @@ impl Drop for Run {
         }
         for slot in &self.slots {
             if let Some(run) = &slot.run {
-                // A member that returned an error before this run's loop took its end (the
-                // container's future was not polled again) is reported with it, not
-                // `Stopped`. Only one that returned: `end` walks the member's groups, and
-                // each level of a deep chain of containers dropped would walk all below.
-                let failure = if run.returned.load(Ordering::Acquire) {
+                // A member that returned an error or panicked before this run's loop took its
+                // end (the container's future was not polled again) is reported with it, not
+                // `Stopped`. Only one that ended so: `end` takes the member group's record,
+                // which a member still running does not need read. (A panic that unwinds on
+                // another worker while this runs is not recorded yet: `Stopped`.)
+                let failure = if run.exit.on_its_own() {
                     run.end().failure(&slot.name)
                 } else {
                     None
                 };
                 run.end.report(&self.reporter, &slot.name, failure.as_ref());
             }
-        }
-        if let (Some(hub_run), Ok(handle)) =
-            (self.hub_run.take(), tokio::runtime::Handle::try_current())
-        {
-            let wg = self.place.wg.clone();
-            handle.spawn(async move {
-                let _ = wg.wait().await;
-                drop(hub_run);
-            });
         }
     }
 }
@@ -1459,7 +1500,12 @@ impl Run {
         if let Some((hub, owner)) = own_hub {
             reporter.withdraw_built(Some(hub), owner, members.iter().map(|m| m.name.as_str()));
         }
-        let hub_run = reporter.begin_run(members.iter().map(|m| m.name.as_str()));
+        let hub_run = reporter
+            .begin_run(
+                members.iter().map(|m| m.name.as_str()),
+                place.hub_run.as_ref(),
+            )
+            .or_else(|| place.hub_run.clone());
         let collected = Arc::new(Collected {
             host: place.scope_group().map(WaitGroup::id),
             path: place.path.clone(),
@@ -1577,6 +1623,7 @@ impl Run {
             self.place.tree.clone(),
             None,
             None,
+            self.hub_run.clone(),
             {
                 let reporter = self.reporter.clone();
                 let name = self.slots[i].name.clone();
@@ -1651,8 +1698,16 @@ impl Run {
         self.place.tree.ended.fetch_add(1, Ordering::Relaxed);
         let run = self.take_run(i)?;
         let end = run.end();
-        let stopping = self.slots[i].stopping || self.is_cancelled();
         let name = self.slots[i].name.clone();
+        if !run.ended_on_its_own() {
+            // Aborted by something else than this container (its runtime shutting down, on
+            // another worker; a shutdown of a group around): it stopped, and did not exit
+            // early. What aborted it reaches this container too, which waits for that
+            // rather than react (an early exit's failure, the next member of a sequence).
+            run.end.report(&self.reporter, &name, None);
+            return None;
+        }
+        let stopping = self.slots[i].stopping || self.is_cancelled();
         let failure = match end {
             End::Done if stopping => None,
             End::Done => match self.slots[i].kind {
@@ -1833,7 +1888,7 @@ impl Run {
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
-            let returned = run.returned.load(Ordering::Acquire);
+            let returned = run.exit.returned.load(Ordering::Acquire);
             if returned {
                 hosts.insert(run.group.id());
             }
@@ -1904,7 +1959,7 @@ impl Run {
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 let path = member_path(&self.place.path, &name);
-                if run.returned.load(Ordering::Acquire) && leaves.contains(&*path) {
+                if run.exit.returned.load(Ordering::Acquire) && leaves.contains(&*path) {
                     let below = format!("{path}/");
                     if named.iter().any(|n| n.starts_with(&below)) {
                         leaves.remove(&*path);

@@ -546,17 +546,34 @@ impl StatusWatch {
 }
 
 /// A container's run as the hubs it reports to under a path prefix know it
-/// ([`Reporter::begin_run`]): ends there when dropped.
+/// ([`Reporter::begin_run`]): ends there when dropped, which is when the last of what
+/// reports under it is gone. It is held by the run, by each of its members' task futures
+/// (a restarter's attempts' too), and by the runs nested in them: a restarter among the
+/// members reports its own `Stopped` as its future is dropped, after the run itself, and
+/// an entry reported after its run ended would outlive the clean-up of the next run below
+/// the same member (one entry per job, for a member that runs a container per job).
 #[derive(Debug)]
 pub(crate) struct HubRun {
     mark: u64,
     hubs: Vec<StatusHub>,
+    /// The nearest run around this one that reports under a prefix: it ends after this one.
+    parent: Option<Arc<HubRun>>,
 }
 
 impl Drop for HubRun {
     fn drop(&mut self) {
         for hub in &self.hubs {
             hub.end_run(self.mark);
+        }
+        // The runs around end in a loop, not by recursion: a chain of nested containers is
+        // as deep as its user made it. Each that this one held last is ended here.
+        let mut parent = self.parent.take();
+        while let Some(run) = parent {
+            parent = match Arc::try_unwrap(run) {
+                // Ended as it is dropped, at the end of this arm, its parent taken first.
+                Ok(mut run) => run.parent.take(),
+                Err(_) => None,
+            };
         }
     }
 }
@@ -653,14 +670,15 @@ impl Reporter {
     }
 
     /// Enters a run of a container with members `names` in every hub this reporter sends
-    /// to under a path prefix (see [`StatusHub::begin_run`]); the run ends there when the
-    /// returned guard is dropped; `None` when there is no such hub. Hubs it sends to as
-    /// they are (its own, at the top) keep every entry: their names are the container's
-    /// members.
+    /// to under a path prefix (see [`StatusHub::begin_run`]), inside `parent`, the run
+    /// around that does so; the run ends there when the last clone of the returned guard
+    /// is dropped; `None` when there is no such hub. Hubs it sends to as they are (its own,
+    /// at the top) keep every entry: their names are the container's members.
     pub(crate) fn begin_run<'a>(
         &self,
         names: impl Iterator<Item = &'a str> + Clone,
-    ) -> Option<HubRun> {
+        parent: Option<&Arc<HubRun>>,
+    ) -> Option<Arc<HubRun>> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let mut prefixed = self.hubs.iter().filter(|(_, p)| !p.is_empty()).peekable();
         prefixed.peek()?;
@@ -672,7 +690,11 @@ impl Reporter {
                 hub.clone()
             })
             .collect();
-        Some(HubRun { mark, hubs })
+        Some(Arc::new(HubRun {
+            mark,
+            hubs,
+            parent: parent.cloned(),
+        }))
     }
 
     /// The hub members below inherit, with the member's name relative to it: the first
