@@ -266,15 +266,6 @@ pub(crate) struct Collected {
     state: Mutex<CollectedState>,
 }
 
-/// A member's current run, as its container's [`Collected`] lists it for a container around.
-#[derive(Debug, Clone)]
-struct MemberRun {
-    hosted: Arc<Hosted>,
-    end: EndOnce,
-    /// Where a member that reports its own end (a restarter) reports its attempts'.
-    end_report: EndReport,
-}
-
 /// Reports a member run's end to the hubs once: by its container, or by a container around
 /// that aborts that one first ([`report_below`]), whichever comes first. Not for a run that
 /// reports its own end (a restarter: its [`EndReport`]).
@@ -326,7 +317,7 @@ impl EndOnce {
 struct CollectedState {
     errors: Vec<ServiceError>,
     /// Each member's current run, by slot (`None` once its end was taken).
-    members: Vec<Option<MemberRun>>,
+    members: Vec<Option<Spawned>>,
     /// The container's run ended: it returned, or its future was dropped.
     ended: bool,
     /// The hung leaves this container named itself (its own stop timeouts in `errors`) that
@@ -364,7 +355,7 @@ impl Errors {
             .retain(|e| !matches!(e, ServiceError::StopTimeout { name, .. } if forget(name)));
     }
 
-    fn set_member(&self, i: usize, run: Option<MemberRun>) {
+    fn set_member(&self, i: usize, run: Option<Spawned>) {
         self.0.state.lock().members[i] = run;
     }
 }
@@ -1165,8 +1156,9 @@ pub(crate) fn member_path(container: &str, name: &str) -> Arc<str> {
     }
 }
 
-/// Takes what the containers `below` collected so far, and the names of the hung leaves
-/// they named themselves that a container around took from them before
+/// Takes what the containers `below` collected so far, with the failures their members
+/// returned that they have not taken yet (each reported to its hubs), and the names of the
+/// hung leaves they named themselves that a container around took from them before
 /// ([`CollectedState::taken`]).
 fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>) {
     let mut errors = Vec::new();
@@ -1179,8 +1171,25 @@ fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>
             ServiceError::StopTimeout { name, .. } => Some(Arc::from(name.as_str())),
             _ => None,
         }));
+        // A member that returned or panicked, whose end its container has not taken yet: a
+        // failure on its way up, which the abort would lose (a deep nesting whose reports
+        // take longer than the report window to come up).
+        let ended: Vec<(usize, Spawned)> = state
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, m.as_ref().filter(|m| m.ended_on_its_own())?.clone())))
+            .collect();
         drop(state);
         errors.extend(took);
+        for (i, run) in ended {
+            let name = &container.names[i];
+            // Taken, so that the container's loop, should it run again, does not take it too.
+            if let Some(failure) = run.end().failure(name) {
+                run.end.report(&container.reporter, name, Some(&failure));
+                errors.push(failure);
+            }
+        }
     }
     (errors, taken_before)
 }
@@ -1224,7 +1233,7 @@ fn report_below(below: &[Arc<Collected>], leaves: &Leaves<'_>) {
         return;
     }
     for container in below {
-        let running: Vec<(usize, MemberRun)> = {
+        let running: Vec<(usize, Spawned)> = {
             let state = container.state.lock();
             let members = state.members.iter().enumerate();
             members.filter_map(|(i, m)| Some((i, m.clone()?))).collect()
@@ -1375,6 +1384,9 @@ pub(crate) struct Run {
     /// [`next`](Self::next) returned [`Event::Cancelled`]: it watches the context until
     /// then, and no longer after.
     told_cancelled: bool,
+    /// A member's run was aborted by something else than this container (see
+    /// [`ended`](Self::ended)): until cancelled, [`next`](Self::next) only waits for that.
+    aborted_outside: bool,
     /// The members' tokens; in a group, children of `shared`.
     tokens: Vec<CancellationToken>,
     /// A group's token (cancelled to stop every member at once), or `None` for a sequence,
@@ -1546,6 +1558,7 @@ impl Run {
             errors: Errors(collected),
             ctx,
             told_cancelled: false,
+            aborted_outside: false,
             tokens,
             shared,
             _running: running,
@@ -1638,14 +1651,7 @@ impl Run {
             }
             .boxed(),
         );
-        self.errors.set_member(
-            i,
-            Some(MemberRun {
-                hosted: spawned.hosted.clone(),
-                end: spawned.end.clone(),
-                end_report: spawned.end_report.clone(),
-            }),
-        );
+        self.errors.set_member(i, Some(spawned.clone()));
         if self.slots[i].run.replace(spawned).is_none() {
             self.running += 1;
         }
@@ -1667,6 +1673,14 @@ impl Run {
             return Event::Cancelled;
         }
         loop {
+            if self.aborted_outside && !self.told_cancelled {
+                // Until what aborted a member reaches this container too, it only waits for
+                // its cancel: it neither reports the abort as a failure nor returns (its
+                // members gone), which the container around would read as an early exit.
+                self.ctx.cancelled().await;
+                self.told_cancelled = true;
+                return Event::Cancelled;
+            }
             let watch_ctx = !self.told_cancelled;
             let ev = tokio::select! {
                 Some(i) = self.ends.next(), if !self.ends.is_empty() => self.ended(i),
@@ -1703,8 +1717,10 @@ impl Run {
             // Aborted by something else than this container (its runtime shutting down, on
             // another worker; a shutdown of a group around): it stopped, and did not exit
             // early. What aborted it reaches this container too, which waits for that
-            // rather than react (an early exit's failure, the next member of a sequence).
+            // rather than react (an early exit's failure, the next member of a sequence):
+            // see `next`.
             run.end.report(&self.reporter, &name, None);
+            self.aborted_outside = true;
             return None;
         }
         let stopping = self.slots[i].stopping || self.is_cancelled();
@@ -1819,8 +1835,10 @@ impl Run {
     /// during it ([`TreeShared::ended`]), up to [`REPORT_LIMIT`] in all: in a deep nesting
     /// each level reports once the one inside it has, and the reports of thousands of levels
     /// take longer than one window to come up. Given up on earlier, the member would be
-    /// aborted with its report on the way, and the containers not yet returned named as its
-    /// hung leaves instead of the leaf that hung.
+    /// aborted with its report on the way: a failure a member returned to a container not
+    /// polled since is taken with what the containers collected ([`take_collected`]), but a
+    /// container still returning (its member's task not done yet) is named as a hung leaf
+    /// instead of the leaf that hung.
     ///
     /// The members waited for are those that may report now, at the deadline: one that
     /// starts hosting later (its container already past its deadline) is aborted with the
