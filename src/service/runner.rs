@@ -1455,6 +1455,11 @@ impl Drop for Run {
                     None
                 };
                 run.end.report(&self.reporter, &slot.name, failure.as_ref());
+                // Kept where a container around that is aborting this one takes what it
+                // collected once the aborts have landed: the failure was on its way up.
+                if let Some(failure) = failure {
+                    self.errors.push(failure);
+                }
             }
         }
     }
