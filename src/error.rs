@@ -543,6 +543,29 @@ impl StdError for TaskErrors {
 }
 
 /// Why [`wait`](crate::WaitGroup::wait) and its variants did not return `Ok`.
+///
+/// # Serialization
+///
+/// With the `serde` feature it serializes as an object whose `kind` names the variant,
+/// beside its fields: [`TaskErrors`] and [`PendingReport`] as a
+/// [`ShutdownReport`](crate::ShutdownReport) writes them, the group as `group_id` (checked
+/// by `tests/serde.rs`):
+///
+/// ```json
+/// [
+///   {"kind": "failed",
+///    "errors": {"total": 1, "dropped": 0, "errors": [
+///      {"id": 1, "name": "fetch", "group_id": 1, "group_name": "app", "kind": "error",
+///       "message": "disk full", "causes": [], "secondary": false}]}},
+///   {"kind": "timed_out",
+///    "pending": {"pending": 1, "groups": [
+///      {"group_id": 1, "group_name": "app", "pending": 1, "unrecorded": 0, "tasks": [
+///        {"id": 2, "name": "lease", "kind": "guard", "queued": false,
+///         "site": "src/main.rs:14:25", "age_ms": 2000, "group_id": 1, "group_name": "app"}]}]},
+///    "errors": {"total": 0, "dropped": 0, "errors": []}},
+///   {"kind": "wait_from_own_task", "group_id": 1}
+/// ]
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum WaitError {

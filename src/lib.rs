@@ -112,8 +112,9 @@
 //!   this code is compiled.
 //! * `serde` (off by default): `Serialize` for the reports ([`ShutdownReport`],
 //!   [`PendingReport`] and their parts), the errors ([`TaskErrors`],
-//!   [`TaskError`]), the ids, the [task-tree dump](dump) and the service
-//!   status events; the JSON shapes are documented on those types.
+//!   [`TaskError`], [`WaitError`]), [`CancelReason`] and the shutdown
+//!   [`Signal`](shutdown::Signal), the ids, the [task-tree dump](dump) and the
+//!   service status events; the JSON shapes are documented on those types.
 //! * `tokio-console` (off by default): spawned tasks carry their names for
 //!   tokio-console, through tokio's task builder; like tokio-console itself
 //!   it needs `RUSTFLAGS="--cfg tokio_unstable"`, and does nothing without.

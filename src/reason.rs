@@ -27,6 +27,28 @@ use crate::shutdown::Signal;
 ///     other => panic!("{other:?}"),
 /// }
 /// ```
+///
+/// # Serialization
+///
+/// With the `serde` feature a reason serializes as an object whose `kind` names the
+/// variant, with its details: `message` (a string or `null`) for `requested`, the
+/// [`TaskError`] as a report writes it for `failure`, the
+/// [`Signal`] for `signal` and `forced` (checked by `tests/serde.rs`):
+///
+/// ```json
+/// [
+///   {"kind": "requested", "message": "config reloaded"},
+///   {"kind": "requested", "message": null},
+///   {"kind": "failure", "error": {"id": 1, "name": "db", "group_id": 1, "group_name": "app",
+///                                 "kind": "error", "message": "connection refused",
+///                                 "causes": [], "secondary": false}},
+///   {"kind": "token"},
+///   {"kind": "shutdown"},
+///   {"kind": "signal", "signal": "sigterm"},
+///   {"kind": "forced", "signal": "sigint"},
+///   {"kind": "deadline"}
+/// ]
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CancelReason {

@@ -1,7 +1,8 @@
 //! `Serialize` for the reports, errors and ids (feature `serde`).
 //!
 //! The shapes are documented on the types ([`ShutdownReport`],
-//! [`PendingReport`], [`StatusEvent`](crate::service::StatusEvent), the dump's
+//! [`PendingReport`], [`WaitError`], [`CancelReason`],
+//! [`StatusEvent`](crate::service::StatusEvent), the dump's
 //! [`TaskTree`](crate::dump::TaskTree)) and checked against those docs by
 //! `tests/serde.rs`. The rules:
 //!
@@ -11,7 +12,9 @@
 //! * instants are never written raw (they mean nothing outside the process):
 //!   an age, taken when the report was made, stands for them;
 //! * ids are numbers; names are strings or `null`; enums are lowercase
-//!   strings (`"task"`, `"panic"`, `"running"`).
+//!   strings (`"task"`, `"panic"`, `"running"`, `"sigterm"`); an enum whose
+//!   variants carry data is an object whose `kind` names the variant, beside
+//!   the variant's fields.
 //!
 //! The impls are written by hand rather than derived, so the field names and
 //! units are spelled out here and the private representation can change.
@@ -21,9 +24,11 @@ use std::time::Duration;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::error::{TaskError, TaskErrors};
+use crate::error::{TaskError, TaskErrors, WaitError};
 use crate::label::{GroupId, TaskId};
+use crate::reason::CancelReason;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo, TaskKind};
+use crate::shutdown::Signal;
 
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
@@ -193,6 +198,76 @@ impl Serialize for ShutdownReport {
         st.serialize_field("aborted", &self.aborted)?;
         st.serialize_field("pending", &self.pending)?;
         st.serialize_field("errors", &self.errors)?;
+        st.end()
+    }
+}
+
+impl Serialize for WaitError {
+    /// `{"kind": "failed", "errors": ...}`, `{"kind": "timed_out", "pending":
+    /// ..., "errors": ...}` or `{"kind": "wait_from_own_task", "group_id": 3}`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            WaitError::Failed { errors } => {
+                let mut st = s.serialize_struct("WaitError", 2)?;
+                st.serialize_field("kind", "failed")?;
+                st.serialize_field("errors", errors)?;
+                st.end()
+            }
+            WaitError::TimedOut { pending, errors } => {
+                let mut st = s.serialize_struct("WaitError", 3)?;
+                st.serialize_field("kind", "timed_out")?;
+                st.serialize_field("pending", pending)?;
+                st.serialize_field("errors", errors)?;
+                st.end()
+            }
+            WaitError::WaitFromOwnTask { group } => {
+                let mut st = s.serialize_struct("WaitError", 2)?;
+                st.serialize_field("kind", "wait_from_own_task")?;
+                st.serialize_field("group_id", group)?;
+                st.end()
+            }
+        }
+    }
+}
+
+impl Signal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "sigint",
+            Signal::Terminate => "sigterm",
+        }
+    }
+}
+
+impl Serialize for Signal {
+    /// `"sigint"` or `"sigterm"`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for CancelReason {
+    /// `{"kind": ...}`, with the variant's details: see [`CancelReason`].
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (kind, len) = match self {
+            CancelReason::Requested(_) => ("requested", 2),
+            CancelReason::Failure(_) => ("failure", 2),
+            CancelReason::Token => ("token", 1),
+            CancelReason::Shutdown => ("shutdown", 1),
+            CancelReason::Signal(_) => ("signal", 2),
+            CancelReason::Forced(_) => ("forced", 2),
+            CancelReason::Deadline => ("deadline", 1),
+        };
+        let mut st = s.serialize_struct("CancelReason", len)?;
+        st.serialize_field("kind", kind)?;
+        match self {
+            CancelReason::Requested(message) => st.serialize_field("message", message)?,
+            CancelReason::Failure(error) => st.serialize_field("error", &**error)?,
+            CancelReason::Signal(signal) | CancelReason::Forced(signal) => {
+                st.serialize_field("signal", signal)?;
+            }
+            CancelReason::Token | CancelReason::Shutdown | CancelReason::Deadline => {}
+        }
         st.end()
     }
 }

@@ -368,3 +368,124 @@ async fn ids_are_numbers_and_kinds_are_lowercase() {
     drop((tx, tracked, guard));
     blocking.await.unwrap();
 }
+
+/// Every kind of `CancelReason` serializes as its type's docs show: a `kind`, and the
+/// variant's details.
+#[tokio::test]
+async fn every_cancel_reason_has_the_documented_shape() {
+    use taskgroup::shutdown::Signal;
+    use taskgroup::CancelReason;
+
+    let app = WaitGroup::builder()
+        .name("app")
+        .cancel_on_error(true)
+        .build();
+    app.task()
+        .name("db")
+        .go(|_| async { Err::<(), _>("connection refused") });
+    let _ = app.wait().await;
+    let failure = app.cancel_reason().expect("cancelled by its failure");
+    assert!(matches!(failure, CancelReason::Failure(_)), "{failure:?}");
+    let requested = WaitGroup::new();
+    requested.cancel_with("config reloaded");
+    let plain = WaitGroup::new();
+    plain.cancel();
+
+    let reasons = [
+        requested.cancel_reason().unwrap(),
+        plain.cancel_reason().unwrap(),
+        failure,
+        CancelReason::Token,
+        CancelReason::Shutdown,
+        CancelReason::Signal(Signal::Terminate),
+        CancelReason::Forced(Signal::Interrupt),
+        CancelReason::Deadline,
+    ];
+    let value = serde_json::to_value(reasons).unwrap();
+    let doc = documented("src/reason.rs", "/// # Serialization");
+    assert_eq!(shape(&value), shape(&doc), "{value:#}");
+    let (value, doc) = (value.as_array().unwrap(), doc.as_array().unwrap());
+    assert_eq!(value.len(), doc.len());
+    for (i, (value, doc)) in value.iter().zip(doc).enumerate() {
+        assert_eq!(shape(value), shape(doc), "{i}: {value:#}");
+        if i != 2 {
+            assert_eq!(value, doc, "{i}");
+        }
+    }
+    assert_eq!(
+        value[2]["error"],
+        json!({"id": 1, "name": "db", "group_id": app.id().as_u64(), "group_name": "app",
+               "kind": "error", "message": "connection refused", "causes": [],
+               "secondary": false})
+    );
+    assert_eq!(
+        serde_json::to_value([Signal::Interrupt, Signal::Terminate]).unwrap(),
+        json!(["sigint", "sigterm"])
+    );
+}
+
+/// Every kind of `WaitError` serializes as its type's docs show: a `kind`, beside the
+/// variant's fields as the reports write them.
+#[tokio::test(start_paused = true)]
+async fn every_wait_error_has_the_documented_shape() {
+    use taskgroup::WaitError;
+
+    let app = WaitGroup::builder().name("app").build();
+    app.task()
+        .name("fetch")
+        .go(|_| async { Err::<(), _>("disk full") });
+    let failed = app.wait().await.unwrap_err();
+    assert!(matches!(failed, WaitError::Failed { .. }), "{failed:?}");
+
+    let held = WaitGroup::builder().name("app").build();
+    let _lease = held.task().name("lease").add();
+    let timed_out = held.wait_timeout(Duration::from_secs(2)).await.unwrap_err();
+    assert!(timed_out.is_timeout(), "{timed_out:?}");
+
+    let own = WaitGroup::new();
+    let inner = own.clone();
+    let from_own = own
+        .go(move |_| async move { Ok::<_, std::convert::Infallible>(inner.wait().await) })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(from_own, WaitError::WaitFromOwnTask { .. }),
+        "{from_own:?}"
+    );
+
+    let value = serde_json::to_value([&failed, &timed_out, &from_own]).unwrap();
+    let doc = documented("src/error.rs", "/// # Serialization");
+    assert_eq!(shape(&value), shape(&doc), "{value:#}");
+    for (i, (value, doc)) in value
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(doc.as_array().unwrap())
+        .enumerate()
+    {
+        assert_eq!(shape(value), shape(doc), "{i}: {value:#}");
+    }
+    assert_eq!(value[0]["kind"], json!("failed"));
+    assert_eq!(
+        value[0]["errors"],
+        serde_json::to_value(failed.errors()).unwrap()
+    );
+    assert_eq!(value[1]["kind"], json!("timed_out"));
+    assert_eq!(
+        value[1]["pending"],
+        serde_json::to_value(timed_out.pending().unwrap()).unwrap()
+    );
+    assert_eq!(
+        value[1]["pending"]["groups"][0]["tasks"][0]["name"],
+        json!("lease")
+    );
+    assert_eq!(
+        value[1]["pending"]["groups"][0]["tasks"][0]["age_ms"],
+        json!(2000)
+    );
+    assert_eq!(
+        value[2],
+        json!({"kind": "wait_from_own_task", "group_id": own.id().as_u64()})
+    );
+}

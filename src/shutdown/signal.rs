@@ -8,7 +8,8 @@ use std::io;
 
 use super::signals::Signals;
 
-/// A shutdown signal.
+/// A shutdown signal. It displays as `SIGINT` or `SIGTERM`, and serializes (feature
+/// `serde`) as `"sigint"` or `"sigterm"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
