@@ -1031,40 +1031,54 @@ async fn a_restarter_dropped_before_its_attempt_ran_says_stopped() {
     assert!(stopped.is_ok(), "{:?}", states(hub.snapshot()));
 }
 
+/// A service that reports ready and fails with `disk full`; the first time it runs, it
+/// sends on the returned channel in the poll it returns in.
+fn fails_and_says_so(name: &'static str) -> (impl Service, tokio::sync::oneshot::Receiver<()>) {
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = std::sync::Mutex::new(Some(failed_tx));
+    let service = service_fn(name, move |_ctx: CancellationToken, ready: Ready| {
+        let failed = failed_tx.lock().unwrap().take();
+        async move {
+            ready.ready();
+            if let Some(failed) = failed {
+                let _ = failed.send(());
+            }
+            Err("disk full".into())
+        }
+    });
+    (service, failed_rx)
+}
+
+/// Polls `run` once, waits until the service of [`fails_and_says_so`] it started has
+/// returned (without polling `run` again), drops `run`, and checks that `hub` says `bad`
+/// failed, with its error.
+async fn drop_once_failed<F: std::future::Future + Unpin>(
+    mut run: F,
+    failed: tokio::sync::oneshot::Receiver<()>,
+    hub: &StatusHub,
+) {
+    assert!(futures::poll!(&mut run).is_pending());
+    failed.await.unwrap();
+    drop(run);
+    let snapshot = hub.snapshot();
+    assert_eq!(snapshot["bad"].state, ServiceState::Failed, "{snapshot:?}");
+    assert_eq!(snapshot["bad"].error.as_deref(), Some("disk full"));
+}
+
 /// A member that failed just before its container's future was dropped (the container had
 /// not been polled since): the hub said `Stopped`, without the error, and the failure was
 /// nowhere (`probe-reg` `faildrop`). It says `Failed`, with it.
 #[tokio::test]
 async fn a_member_that_failed_before_its_container_was_dropped_says_failed() {
     let hub = StatusHub::new(64);
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
-    let failed_tx = std::sync::Mutex::new(Some(failed_tx));
+    let (bad, failed_rx) = fails_and_says_so("bad");
     let mut app = ServiceGroup::builder("app")
-        .service(service_fn(
-            "bad",
-            move |_ctx: CancellationToken, ready: Ready| {
-                let failed = failed_tx.lock().unwrap().take();
-                async move {
-                    ready.ready();
-                    if let Some(failed) = failed {
-                        let _ = failed.send(());
-                    }
-                    Err("disk full".into())
-                }
-            },
-        ))
+        .service(bad)
         .service(serve_until_cancelled("ok"))
         .status(hub.clone())
         .build()
         .unwrap();
-    let mut serve = app.serve(CancellationToken::new());
-    assert!(futures::poll!(&mut serve).is_pending());
-    // The member's task sent this in the poll it returned in.
-    failed_rx.await.unwrap();
-    drop(serve);
-    let snapshot = hub.snapshot();
-    assert_eq!(snapshot["bad"].state, ServiceState::Failed, "{snapshot:?}");
-    assert_eq!(snapshot["bad"].error.as_deref(), Some("disk full"));
+    drop_once_failed(app.serve(CancellationToken::new()), failed_rx, &hub).await;
 }
 
 /// A member that panicked just before its container's future was dropped: the hub said
@@ -1114,27 +1128,10 @@ async fn a_member_that_panicked_before_its_container_was_dropped_says_panicked()
 #[tokio::test]
 async fn a_restarter_whose_attempt_failed_before_it_was_dropped_says_failed() {
     let hub = StatusHub::new(64);
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
-    let failed_tx = std::sync::Mutex::new(Some(failed_tx));
-    let bad = service_fn("bad", move |_ctx: CancellationToken, ready: Ready| {
-        let failed = failed_tx.lock().unwrap().take();
-        async move {
-            ready.ready();
-            if let Some(failed) = failed {
-                let _ = failed.send(());
-            }
-            Err("disk full".into())
-        }
-    });
+    let (bad, failed_rx) = fails_and_says_so("bad");
     let mut restarter = Restarter::new(bad).status(hub.clone());
-    let mut run = restarter.run(CancellationToken::new(), Ready::noop());
-    assert!(futures::poll!(&mut run).is_pending());
-    // The attempt's task sent this in the poll it returned in.
-    failed_rx.await.unwrap();
-    drop(run);
-    let snapshot = hub.snapshot();
-    assert_eq!(snapshot["bad"].state, ServiceState::Failed, "{snapshot:?}");
-    assert_eq!(snapshot["bad"].error.as_deref(), Some("disk full"));
+    let run = restarter.run(CancellationToken::new(), Ready::noop());
+    drop_once_failed(run, failed_rx, &hub).await;
 }
 
 /// Dropping a deep chain of containers under a hub is linear in its depth: each level's
