@@ -1427,11 +1427,11 @@ impl Drop for Run {
     /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
     /// its members. No one else will report them, so each member still running is reported
     /// `Stopped` (a restarter reports itself, as it is dropped), and one that returned an
-    /// error or panicked, whose end the run had not taken yet, `Failed` or `Panicked`. First
-    /// its token is
-    /// cancelled, so that a container or restarter in it stops as asked while the aborts
-    /// land, instead of reporting its own members' aborts as failures (`exited early`) or
-    /// restarting them.
+    /// error or panicked, whose end the run had not taken yet, `Failed` or `Panicked` (the
+    /// failure is kept in the run's [`Collected`] too, for a container around that is
+    /// aborting this one). First its token is cancelled, so that a container or restarter
+    /// in it stops as asked while the aborts land, instead of reporting its own members'
+    /// aborts as failures (`exited early`) or restarting them.
     ///
     /// Not a member whose end a container around, aborting the run this one is in, reported
     /// first, with the hung leaf it named ([`report_below`]).
