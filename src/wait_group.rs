@@ -1055,6 +1055,32 @@ impl WaitGroup {
         self.node.reopen()
     }
 
+    /// The time by which the group's tasks must have finished, if anything
+    /// bounds them: the earliest of its [deadline](WaitGroupBuilder::deadline),
+    /// the deadlines of the groups above it, and, once a shutdown runs, when
+    /// that shutdown aborts this group's tasks. What its tasks read with
+    /// [`TaskContext::deadline`](crate::TaskContext::deadline), for code
+    /// outside them: a `close()` that sizes its last flush, a health check
+    /// that says how long a stop has left.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::WaitGroup;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let at = Instant::now() + Duration::from_secs(30);
+    /// let server = WaitGroup::builder().deadline(at).build();
+    /// let conns = server.child();
+    /// assert_eq!(conns.deadline(), Some(at)); // bounded by the group above
+    /// assert_eq!(WaitGroup::new().deadline(), None);
+    /// # }
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.deadline()
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.node.state().is_closed()

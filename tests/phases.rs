@@ -144,11 +144,13 @@ async fn linked_groups_are_drained_in_order() {
 }
 
 /// `deadline()`: none by default; a running shutdown's abort time; a
-/// group's own; the earlier of a parent's and a child's.
+/// group's own; the earlier of a parent's and a child's. The group's
+/// `WaitGroup::deadline()` says what its tasks read.
 #[tokio::test(start_paused = true)]
 async fn tasks_read_their_deadline() {
     let start = Instant::now();
     let wg = WaitGroup::new();
+    assert_eq!(wg.deadline(), None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     wg.go(move |ctx| async move {
         tx.send(ctx.deadline()).unwrap();
@@ -157,7 +159,10 @@ async fn tasks_read_their_deadline() {
     });
     assert_eq!(rx.recv().await.unwrap(), None);
     let grace = Grace::drain(Duration::from_secs(3)).then_cancel(Duration::from_secs(4));
-    let report = wg.shutdown(grace).await;
+    let mut shutdown = std::pin::pin!(wg.shutdown(grace));
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    assert_eq!(wg.deadline(), Some(start + Duration::from_secs(7)));
+    let report = shutdown.await;
     assert!(report.is_clean());
     assert_eq!(
         rx.recv().await.unwrap(),
@@ -193,6 +198,15 @@ async fn tasks_read_their_deadline() {
         "cut short by the parent's"
     );
     assert_eq!(deadline_in(&linked).await.unwrap(), secs(30));
+    for (group, expected) in [
+        (&parent, 30),
+        (&child, 30),
+        (&own, 10),
+        (&later, 30),
+        (&linked, 30),
+    ] {
+        assert_eq!(group.deadline(), secs(expected));
+    }
 }
 
 /// A child's deadline cancels the child and not its parent; a parent's
