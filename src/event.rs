@@ -42,8 +42,9 @@
 //! (a long-lived listener in the list keeps it through any number of
 //! timed-out waits around it), so what an event holds is bounded by its
 //! peak since the last notify. Blocking waiters wait on a condition
-//! variable, re-checking the generation under the lock. A listener dropped early (a timed-out or
-//! cancelled wait) removes its own waker, so nothing outlives the wait.
+//! variable, re-checking the generation under the lock. A listener dropped
+//! early (a timed-out or cancelled wait) removes its own waker, so nothing
+//! outlives the wait.
 
 use std::future::Future;
 use std::pin::Pin;

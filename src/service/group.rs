@@ -101,7 +101,8 @@ use super::status::{Owner, StatusHub};
 ///
 /// A member whose task is aborted by something else than its container (its runtime
 /// shutting down, a shutdown of a group around) is reported `Stopped`, not as an early
-/// exit, and the container waits to be cancelled or dropped in turn.
+/// exit, and the container waits to be cancelled or dropped in turn (one already stopping
+/// its members finishes its stop).
 #[derive(Debug)]
 pub struct ServiceGroup {
     name: String,

@@ -1384,8 +1384,9 @@ pub(crate) struct Run {
     /// [`next`](Self::next) returned [`Event::Cancelled`]: it watches the context until
     /// then, and no longer after.
     told_cancelled: bool,
-    /// A member's run was aborted by something else than this container (see
-    /// [`ended`](Self::ended)): until cancelled, [`next`](Self::next) only waits for that.
+    /// A member's run was aborted by something else than this container while the container
+    /// was not stopping it (see [`ended`](Self::ended)): until cancelled,
+    /// [`next`](Self::next) only waits for that.
     aborted_outside: bool,
     /// The members' tokens; in a group, children of `shared`.
     tokens: Vec<CancellationToken>,
@@ -1718,17 +1719,18 @@ impl Run {
         let run = self.take_run(i)?;
         let end = run.end();
         let name = self.slots[i].name.clone();
-        if !run.ended_on_its_own() {
+        let stopping = self.slots[i].stopping || self.is_cancelled();
+        if !run.ended_on_its_own() && !stopping {
             // Aborted by something else than this container (its runtime shutting down, on
             // another worker; a shutdown of a group around): it stopped, and did not exit
             // early. What aborted it reaches this container too, which waits for that
             // rather than react (an early exit's failure, the next member of a sequence):
-            // see `next`.
+            // see `next`. A container stopping this member anyway (it may be stopping on
+            // its own, with no cancel to come) takes the end as a stop, below.
             run.end.report(&self.reporter, &name, None);
             self.aborted_outside = true;
             return None;
         }
-        let stopping = self.slots[i].stopping || self.is_cancelled();
         let failure = match end {
             End::Done if stopping => None,
             End::Done => match self.slots[i].kind {
