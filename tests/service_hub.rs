@@ -1134,6 +1134,111 @@ async fn a_restarter_whose_attempt_failed_before_it_was_dropped_says_failed() {
     drop_once_failed(run, failed_rx, &hub).await;
 }
 
+/// A member that ignores its cancel while it holds the future of a container it has not
+/// polled yet: at its container's deadline nothing below it hangs (the nested container,
+/// running, reports for it), so its end is left for after the aborts land. Once `fail`
+/// says so, it says it is `returning` and returns an error.
+fn holds_an_unpolled_container(
+    fail: tokio::sync::oneshot::Receiver<()>,
+    returning: tokio::sync::oneshot::Sender<()>,
+) -> impl Service {
+    let signals = std::sync::Mutex::new(Some((fail, returning)));
+    service_fn("host", move |_ctx: CancellationToken, ready: Ready| {
+        let signals = signals.lock().unwrap().take();
+        async move {
+            ready.ready();
+            let _nested = ServiceGroup::builder("nested")
+                .service(hung("deep"))
+                .build()
+                .unwrap()
+                .serve(CancellationToken::new());
+            if let Some((fail, returning)) = signals {
+                if fail.await.is_ok() {
+                    let _ = returning.send(());
+                    return Err("late".into());
+                }
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    })
+}
+
+/// A container whose future is dropped while its deadline's abort lands (its task aborted
+/// by a container around that gave up waiting for it, in `deepfail 4000 mt`) reports each
+/// member it aborted: `host`, whose end it left for after the aborts, says `Stopped`, or
+/// `Failed` with the error it returned meanwhile; `stuck` says `Failed`, with its stop
+/// timeout, once. Before, the abort took `host` out of its slot and held it in a local
+/// that the drop lost: neither the run's `Drop` nor a container around reported it, and
+/// the hub said `Running` for good.
+#[tokio::test(start_paused = true)]
+async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
+    use ServiceState::{Failed, Running, Stopped};
+    for fails in [false, true] {
+        let hub = StatusHub::new(256);
+        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
+        // Kept until the end when not sent: `host` returns once it is sent or dropped.
+        let mut fail_tx = Some(fail_tx);
+        let (returning_tx, returning_rx) = tokio::sync::oneshot::channel();
+        // `stuck` first: its abort is waited for before `host`'s is begun, so `host` runs
+        // (and may return) while the first lands.
+        let mut top = ServiceGroup::builder("top")
+            .stop_timeout(Duration::from_millis(500))
+            .status(hub.clone())
+            .service(hung("stuck"))
+            .service(holds_an_unpolled_container(fail_rx, returning_tx))
+            .build()
+            .unwrap();
+        let mut events = hub.subscribe();
+        let mut watch = hub.watch();
+        let ctx = CancellationToken::new();
+        let mut serve = top.serve(ctx.clone());
+        fn is(
+            name: &'static str,
+            state: ServiceState,
+        ) -> impl Fn(&std::collections::BTreeMap<String, StatusEvent>) -> bool {
+            move |m| m.get(name).is_some_and(|e| e.state == state)
+        }
+        tokio::select! {
+            _ = &mut serve => panic!("the group ended on its own"),
+            _ = watch.wait_for(|m| is("stuck", Running)(m) && is("host", Running)(m)) => {}
+        }
+        ctx.cancel();
+        // At the deadline the abort reports `stuck` failed (its hung task), then waits for
+        // the aborts to land, `host` still to report: the group is not polled again.
+        tokio::select! {
+            biased;
+            _ = watch.wait_for(is("stuck", Failed)) => {}
+            _ = &mut serve => panic!("the stop ended before it was dropped"),
+        }
+        if fails {
+            fail_tx.take().unwrap().send(()).unwrap();
+            returning_rx.await.unwrap();
+        }
+        drop(serve);
+        let snapshot = hub.snapshot();
+        let host = &snapshot["host"];
+        if fails {
+            assert_eq!(host.state, Failed, "{snapshot:?}");
+            assert_eq!(host.error.as_deref(), Some("late"), "{snapshot:?}");
+        } else {
+            assert_eq!(host.state, Stopped, "{snapshot:?}");
+        }
+        let stuck = snapshot["stuck"].error.as_deref().unwrap_or_default();
+        assert!(stuck.starts_with("did not stop within 500ms"), "{stuck}");
+        // Each ended once.
+        let mut ends = std::collections::BTreeMap::<String, usize>::new();
+        while let Ok(e) = events.try_recv() {
+            if matches!(e.state, Stopped | Failed) {
+                *ends.entry(e.name).or_default() += 1;
+            }
+        }
+        let once = [("host".to_owned(), 1), ("stuck".to_owned(), 1)].into();
+        assert_eq!(ends, once, "fails: {fails}");
+        drop(fail_tx);
+    }
+}
+
 /// Dropping a deep chain of containers under a hub is linear in its depth: each level's
 /// run ended for the hub in a task of its own that waited for the level's whole subtree
 /// (`wait()`), so a chain of 4,000 took about 22 s in a debug build (`probe-reg`

@@ -1262,6 +1262,63 @@ fn failed_below(name: &str, errors: Vec<ServiceError>) -> Option<ServiceError> {
         .then(|| ServiceError::attribute(name, Box::new(ServiceError::Failures { errors })))
 }
 
+/// A member a container's abort took out of its slot ([`Run::abort`]), until its end is
+/// reported once the aborts have landed.
+struct Aborted {
+    name: String,
+    run: Spawned,
+    /// The containers running below it when it was taken, for what they collect meanwhile.
+    below: Vec<Arc<Collected>>,
+    /// The hung leaves named below it.
+    leaves: HashSet<String>,
+    /// Its end was reported when it was taken (something below it was named).
+    reported: bool,
+}
+
+/// The members a container's abort took out of their slots, while their aborts land.
+/// Dropped with members left in it (the container's future dropped meanwhile: its task
+/// aborted by a container around that gave up waiting for it, or its runtime dropped), it
+/// reports their ends itself, as the abort would have once the aborts landed: `Stopped`,
+/// unless the member returned or panicked on its own, or a container below it collected a
+/// failure. No one else would: the run's `Drop` finds their slots empty, and a container
+/// around no longer finds them in the run's [`Collected`], so a hub kept them `Running` for
+/// good (`probe-reg` `deepfail 4000 mt`). The abort takes the members out once the aborts
+/// landed, and reports them itself; an [`EndOnce`] reports an end once in any case.
+struct AbortedMembers<'a> {
+    reporter: &'a Reporter,
+    errors: &'a Errors,
+    members: Vec<Aborted>,
+}
+
+impl Drop for AbortedMembers<'_> {
+    fn drop(&mut self) {
+        for Aborted {
+            name,
+            run,
+            below,
+            reported,
+            ..
+        } in self.members.drain(..)
+        {
+            // As the run's `Drop` reads a member's end: only one that ended on its own has
+            // one to read; the rest are still being aborted.
+            let own = if run.exit.on_its_own() {
+                run.end().failure(&name)
+            } else {
+                None
+            };
+            let (since, _) = take_collected(&below);
+            if !reported {
+                run.end
+                    .report(self.reporter, &name, own.as_ref().or(since.first()));
+            }
+            // Kept in the run's `Collected` for a container around that is aborting it.
+            let since = failed_below(&name, since);
+            self.errors.extend(own.into_iter().chain(since));
+        }
+    }
+}
+
 /// The names of the hung leaves `errors` name, at any depth.
 fn stop_timeout_names<'a>(errors: impl IntoIterator<Item = &'a ServiceError>) -> HashSet<&'a str> {
     errors
@@ -1903,7 +1960,8 @@ impl Run {
     /// task hosting a container still running is not a hung leaf, even with nothing pending
     /// below it: its container reports for it. So a hung leaf a nested container named
     /// itself (gone from the pending report, or not yet, or named during the abort) is named
-    /// once.
+    /// once. Dropped while the aborts land, it reports the ends still to report
+    /// ([`AbortedMembers`]).
     async fn abort(&mut self, targets: &[usize], timeout: Duration) {
         let mut aborted = Vec::new();
         for &i in targets {
@@ -1967,18 +2025,39 @@ impl Run {
                 .collect();
             let collected = failed_below(&name, collected);
             self.errors.extend(collected.into_iter().chain(hung));
-            aborted.push((name, run, below, leaves, report_now));
+            aborted.push(Aborted {
+                name,
+                run,
+                below,
+                leaves,
+                reported: report_now,
+            });
         }
-        for (_, run, ..) in &aborted {
-            abort_tree(&run.group).await;
+        // Reports the members' ends if this future is dropped while their aborts land.
+        let mut landing = AbortedMembers {
+            reporter: &self.reporter,
+            errors: &self.errors,
+            members: aborted,
+        };
+        for member in &landing.members {
+            abort_tree(&member.run.group).await;
         }
+        // The aborts landed: each member's end is reported here, with what it named.
+        let aborted = std::mem::take(&mut landing.members);
         // Leaves named above that a member's own end, or a container below it, named
         // meanwhile: theirs is kept. And the member's own task, named above because what it
         // ran had ended and it had not returned yet, if it then returned on its own (it was
         // not hung) and what it ran names a hung leaf below it. Dropped in one pass at the
         // end, not one per member.
         let mut forget: HashSet<String> = HashSet::new();
-        for (name, run, below, mut leaves, reported) in aborted {
+        for Aborted {
+            name,
+            run,
+            below,
+            mut leaves,
+            reported,
+        } in aborted
+        {
             let own = run.end().failure(&name);
             let (since, _) = take_collected(&below);
             if !leaves.is_empty() {
