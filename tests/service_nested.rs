@@ -461,6 +461,44 @@ async fn what_an_aborting_container_took_from_below_survives_its_own_abort() {
     );
 }
 
+/// The same with the failure from a member added with `ending`, whose return ends its group:
+/// the group held that failure in its own future while it stopped the others, and the abort
+/// from around dropped it there: `top` named the hung leaf and not `boom`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ending_members_failure_survives_its_groups_abort() {
+    let fails = service_fn("fails", |_ctx, ready: Ready| async move {
+        ready.ready();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err::<(), _>("boom".into())
+    });
+    let inner = ServiceGroup::builder("inner")
+        .stop_timeout(Duration::from_secs(10))
+        .ending(fails)
+        .service(hung_slow_drop("stuck", 400))
+        .build()
+        .unwrap();
+    let middle = ServiceGroup::builder("middle")
+        .stop_timeout(Duration::from_millis(150))
+        .service(inner)
+        .build()
+        .unwrap();
+    let (hub, ctx, serve) = serve_in_top(middle);
+    hub.watch()
+        .wait_for(|m| {
+            m.get("middle/inner/fails")
+                .is_some_and(|e| e.state == ServiceState::Failed)
+        })
+        .await
+        .unwrap();
+    let err = stop_top(ctx, serve).await;
+    let text = format!("{err:#}");
+    assert!(text.contains("boom"), "the failure is lost: {text}");
+    assert!(
+        hung_paths(&err).contains(&"top/middle/inner/stuck".to_owned()),
+        "{text}"
+    );
+}
+
 /// A container that could not report its hung member, because code beside it in the same
 /// task blocks the thread, is aborted by the container around at its deadline; that one
 /// reports the member `failed`, with the stop timeout it names, once. Before, the member

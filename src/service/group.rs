@@ -317,13 +317,19 @@ async fn run_group(mut run: Run, ready: Ready, stop_timeout: Duration) -> Result
     for i in 0..run.len() {
         run.start(i);
     }
-    // The member whose return ends the group, with its failure.
-    let mut ended_by: Option<Option<ServiceError>> = None;
+    // Whether the member whose return ends the group did so with a failure.
+    let mut ending_failed = false;
     while run.running() > 0 && !run.is_cancelled() {
         match run.next(None).await {
             Event::Ended(i, failure) => {
                 if run.kind(i) == Kind::Ending {
-                    ended_by = Some(failure);
+                    // In the run's errors at once (the first there: a failure ends this
+                    // loop), not held in this future while the others stop: a container
+                    // around that aborts this one meanwhile takes it from there.
+                    if let Some(e) = failure {
+                        run.errors.push(e);
+                        ending_failed = true;
+                    }
                     break;
                 }
                 mark_ready(&run);
@@ -340,12 +346,14 @@ async fn run_group(mut run: Run, ready: Ready, stop_timeout: Duration) -> Result
     if run.running() > 0 {
         run.stop(None, stop_timeout).await;
     }
-    let others = run.finish();
-    match ended_by {
-        // The ending member's failure, and every other (one that hung is named by its
-        // stop timeout, a failed teardown is a failure), after it.
-        Some(Some(e)) if others.is_empty() => Err(e),
-        Some(Some(e)) => into_result(std::iter::once(e).chain(others).collect()),
-        _ => into_result(others),
+    // The ending member's failure first, and every other (one that hung is named by its
+    // stop timeout, a failed teardown is a failure) after it; alone, it is the group's.
+    let mut errors = run.finish();
+    match errors.pop() {
+        Some(only) if ending_failed && errors.is_empty() => Err(only),
+        last => {
+            errors.extend(last);
+            into_result(errors)
+        }
     }
 }
