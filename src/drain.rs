@@ -507,43 +507,35 @@ pub(crate) async fn force_beside(
 ) -> ShutdownReport {
     let started = Instant::now();
     let caller = crate::task::current().filter(|c| node::reaches(root.node(), c.group));
+    let spare = caller.map(|c| (c.group, c.slot));
     let root = root.node();
     let groups = node::walk(root);
     let starts: Vec<Counters> = groups.iter().map(|n| n.counters()).collect();
     node::cancel_tree(root, reason.clone());
-    let mut watches = Vec::with_capacity(groups.len());
-    let mut phases = Vec::with_capacity(groups.len());
-    for group in &groups {
-        group.close();
-        group.cancel_own(reason.clone());
-        let spare = caller
-            .filter(|c| c.group == group.id())
-            .map(|c| group.registry.id(c.slot));
-        // As in `stop_group`, a task whose handle comes after the walk is
-        // aborted too; in a group with work only (its count read after it
-        // closed includes every task counted before), so that a forced stop
-        // of a large idle tree allocates nothing per group for it.
-        let watch = OwnedWatch(group.abort_watch());
-        if group.len() > 0 {
-            phases.push(group.aborting(&watch));
-        }
-        group.abort_more(&|id| Some(id) == spare, &watch);
-        watches.push(watch);
-    }
-    let by = deadline_after(root.config.abort_timeout);
-    // As in `stop_group`: once more after the phases end.
-    for watch in &watches {
-        let _ = timeout_at(by, watch.all_settled()).await;
-    }
-    drop(phases);
     let mut aborted = Vec::new();
-    for watch in watches {
-        let _ = timeout_at(by, watch.all_settled()).await;
-        // And the aborts of a graceful shutdown under way (see `stop_group`).
-        let _ = timeout_at(by, watch.others_settled()).await;
-        aborted.extend(take_listed(&watch));
+    let abort_timeout = root.config.abort_timeout;
+    let by = force_round(&groups, &reason, spare, Err(abort_timeout), &mut aborted).await;
+    // Groups linked while the aborts landed (a task polled on another worker
+    // as the walk passed made one, or an aborted task's `Drop` did) were not
+    // in the walk, nor closed by it: their tasks would outlive a stop that
+    // aborts the whole tree. Each further walk stops the new ones the same
+    // way, until a walk finds none or the abort timeout has passed.
+    let mut listed = node::walk(root);
+    if !same_groups(&groups, &listed) {
+        let mut seen: IdSet = groups.iter().map(|group| group.id()).collect();
+        loop {
+            let new: Vec<NodeRef> = listed
+                .iter()
+                .filter(|group| seen.insert(group.id()))
+                .cloned()
+                .collect();
+            if new.is_empty() || Instant::now() >= by {
+                break;
+            }
+            force_round(&new, &reason, spare, Ok(by), &mut aborted).await;
+            listed = node::walk(root);
+        }
     }
-    let listed = node::walk(root);
     settle_in_flight(&listed, by).await;
     let (pending, ends) = node::pending_counted_of(&listed);
     if let Some(progress) = progress {
@@ -558,6 +550,52 @@ pub(crate) async fn force_beside(
     report(
         root, &groups, &starts, &ends, pending, errors, aborted, started,
     )
+}
+
+/// One round of a forced stop: closes and cancels each of `groups` with
+/// `reason`, aborts every task in them (but the calling task, `spare`: its
+/// group and slot), and waits for the aborts, all together, until `by`: an
+/// instant, or (the first round) the abort timeout from when every group is
+/// closed; returns that instant. The tasks aborted go to `aborted`.
+async fn force_round(
+    groups: &[NodeRef],
+    reason: &CancelReason,
+    spare: Option<(crate::GroupId, crate::registry::Slot)>,
+    by: Result<Instant, Duration>,
+    aborted: &mut Vec<TaskInfo>,
+) -> Instant {
+    let mut watches = Vec::with_capacity(groups.len());
+    let mut phases = Vec::with_capacity(groups.len());
+    for group in groups {
+        group.close();
+        group.cancel_own(reason.clone());
+        let spare = spare
+            .filter(|&(id, _)| id == group.id())
+            .map(|(_, slot)| group.registry.id(slot));
+        // As in `stop_group`, a task whose handle comes after the walk is
+        // aborted too; in a group with work only (its count read after it
+        // closed includes every task counted before), so that a forced stop
+        // of a large idle tree allocates nothing per group for it.
+        let watch = OwnedWatch(group.abort_watch());
+        if group.len() > 0 {
+            phases.push(group.aborting(&watch));
+        }
+        group.abort_more(&|id| Some(id) == spare, &watch);
+        watches.push(watch);
+    }
+    let by = by.unwrap_or_else(deadline_after);
+    // As in `stop_group`: once more after the phases end.
+    for watch in &watches {
+        let _ = timeout_at(by, watch.all_settled()).await;
+    }
+    drop(phases);
+    for watch in watches {
+        let _ = timeout_at(by, watch.all_settled()).await;
+        // And the aborts of a graceful shutdown under way (see `stop_group`).
+        let _ = timeout_at(by, watch.others_settled()).await;
+        aborted.extend(take_listed(&watch));
+    }
+    by
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such
@@ -1189,6 +1227,39 @@ mod tests {
         }
         assert_eq!(a.aborted().len() + b.aborted().len(), 1, "{a}\n{b}");
         assert!(group.is_empty());
+    }
+
+    /// A group linked while a forced stop's aborts land is stopped too: here
+    /// an aborted task's `Drop` makes a child group and starts a task there
+    /// that ignores cancellation, as a service container polled on another
+    /// worker makes its members' groups as the walk passes. That task is
+    /// aborted and listed, not left running after the stop, which listed it
+    /// pending before (`probe-reg2` `hubtree mt select`: a member of a
+    /// nested container ran on after its top's future was dropped).
+    #[tokio::test(start_paused = true)]
+    async fn a_group_linked_while_a_forced_stop_aborts_is_stopped_too() {
+        struct StartsOnDrop(WaitGroup);
+        impl Drop for StartsOnDrop {
+            fn drop(&mut self) {
+                let late = self.0.child();
+                late.task()
+                    .name("late")
+                    .go(|_| std::future::pending::<()>());
+            }
+        }
+        let group = WaitGroup::new();
+        let starts = StartsOnDrop(group.clone());
+        group.task().name("first").go(move |_| async move {
+            let _starts = starts;
+            std::future::pending::<()>().await
+        });
+        tokio::task::yield_now().await;
+        let report = super::force(&group, crate::CancelReason::Shutdown).await;
+        assert!(report.pending().is_empty(), "{report}");
+        let names: Vec<_> = report.aborted().iter().map(crate::TaskInfo::name).collect();
+        assert_eq!(names, [Some("first"), Some("late")], "{report}");
+        let waited = tokio::time::timeout(Duration::from_secs(1), group.wait()).await;
+        assert!(matches!(waited, Ok(Ok(()))), "{waited:?}");
     }
 
     /// A stop forced beside a graceful one counts the work finished to the

@@ -1118,7 +1118,8 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         // A closed group was reached by the abort of a container around this one (nothing
         // else closes it: its handle is the service layer's), which closed, cancelled and
-        // aborted its whole tree in one pass before any of its futures was dropped. Nested
+        // aborted its whole tree in one pass before any of its futures was dropped, and the
+        // groups linked meanwhile (a member started as the pass went by) after. Nested
         // containers and restarters dropped in that abort's wake skip the walks that would
         // repeat it, each over the groups below it: quadratic in the depth.
         if let Some(wg) = self.0.take().filter(|wg| !wg.is_closed()) {
