@@ -503,8 +503,10 @@ impl<T> fmt::Debug for TaskHandle<T> {
 }
 
 /// Why an awaited [`TaskHandle`] gives no value: the task failed (the same
-/// failure is in the group's record), or it was aborted. Either way it names
-/// the task and its group, as a [`TaskError`] does:
+/// failure is in the group's record), or it was aborted (a panic in its
+/// future's `Drop` as the abort dropped it is in the group's record only,
+/// "panicked while being dropped"). Either way it names the task and its
+/// group, as a [`TaskError`] does:
 ///
 /// ```
 /// # use taskgroup::WaitGroup;

@@ -1063,6 +1063,11 @@ impl WaitGroup {
     /// outside them: a `close()` that sizes its last flush, a health check
     /// that says how long a stop has left.
     ///
+    /// A shutdown's abort time stays on the groups it reached until they are
+    /// [reopened](Self::reopen), also after the shutdown ended or its future
+    /// was dropped (nothing aborts at it then; see
+    /// [`shutdown`](Self::shutdown)'s `# Cancel safety`).
+    ///
     /// ```
     /// use std::time::Duration;
     /// use taskgroup::WaitGroup;
@@ -1509,7 +1514,9 @@ impl WaitGroup {
     /// # Cancel safety
     ///
     /// Dropping the future stops the shutdown where it is: groups already
-    /// closed and cancelled stay so, later groups are untouched (their tasks
+    /// closed and cancelled stay so (with its abort time as their
+    /// [`deadline`](Self::deadline), which nothing enforces, until reopened),
+    /// later groups are untouched (their tasks
     /// no longer read its deadline; nor do those of a shutdown still running
     /// whose deadline is the very same instant, begun in the same tick of a
     /// paused clock, say, until its turn gives it again). Its report is
