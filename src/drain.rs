@@ -519,21 +519,27 @@ pub(crate) async fn force_beside(
     // as the walk passed made one, or an aborted task's `Drop` did) were not
     // in the walk, nor closed by it: their tasks would outlive a stop that
     // aborts the whole tree. Each further walk stops the new ones the same
-    // way, until a walk finds none or the abort timeout has passed.
+    // way (aborted even once the abort timeout has passed, not waited for
+    // then), until a walk finds none, the abort timeout has passed, or
+    // `FURTHER_WALKS` walks were made: a `Drop` that starts new work each
+    // time it is aborted must not keep the stop from returning.
     let mut listed = node::walk(root);
     if !same_groups(&groups, &listed) {
         let mut seen: IdSet = groups.iter().map(|group| group.id()).collect();
-        loop {
+        for _ in 0..FURTHER_WALKS {
             let new: Vec<NodeRef> = listed
                 .iter()
                 .filter(|group| seen.insert(group.id()))
                 .cloned()
                 .collect();
-            if new.is_empty() || Instant::now() >= by {
+            if new.is_empty() {
                 break;
             }
             force_round(&new, &reason, spare, Ok(by), &mut aborted).await;
             listed = node::walk(root);
+            if Instant::now() >= by {
+                break;
+            }
         }
     }
     settle_in_flight(&listed, by).await;
@@ -551,6 +557,13 @@ pub(crate) async fn force_beside(
         root, &groups, &starts, &ends, pending, errors, aborted, started,
     )
 }
+
+/// The most further walks a forced stop makes for groups linked while its
+/// aborts landed ([`force_beside`]). A nesting of service containers being
+/// started as the stop goes by needs one per level it had started by then; a
+/// `Drop` that starts new work each time it is aborted would need them
+/// without end.
+const FURTHER_WALKS: usize = 64;
 
 /// One round of a forced stop: closes and cancels each of `groups` with
 /// `reason`, aborts every task in them (but the calling task, `spare`: its
@@ -1260,6 +1273,48 @@ mod tests {
         assert_eq!(names, [Some("first"), Some("late")], "{report}");
         let waited = tokio::time::timeout(Duration::from_secs(1), group.wait()).await;
         assert!(matches!(waited, Ok(Ok(()))), "{waited:?}");
+    }
+
+    /// A `Drop` that starts new work in a new child group each time it is
+    /// aborted does not keep a forced stop from returning, even with no
+    /// abort timeout: the stop walks again `FURTHER_WALKS` times, then lists
+    /// what is left pending (`probe-reg2` `forcesig chain` with
+    /// `Duration::MAX`: the stop did not return).
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_stop_ends_though_aborted_work_keeps_starting_more() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        /// Starts its like in a child of its group when dropped, while its
+        /// budget lasts: 80, more than the stop walks, and few enough that
+        /// the runtime's drop at the test's end (which drops each new task
+        /// as it is started, one inside the other) ends within the stack.
+        struct Restarts(WaitGroup, Arc<AtomicUsize>);
+        impl Drop for Restarts {
+            fn drop(&mut self) {
+                if self.1.fetch_sub(1, Ordering::Relaxed) == 0 {
+                    return;
+                }
+                let next = self.0.child();
+                let again = Restarts(next.clone(), self.1.clone());
+                next.task().name("again").go(move |_| async move {
+                    let _again = again;
+                    std::future::pending::<()>().await
+                });
+            }
+        }
+        let group = WaitGroup::builder().abort_timeout(Duration::MAX).build();
+        let first = Restarts(group.clone(), Arc::new(AtomicUsize::new(80)));
+        group.task().name("first").go(move |_| async move {
+            let _first = first;
+            std::future::pending::<()>().await
+        });
+        tokio::task::yield_now().await;
+        let forced = super::force(&group, crate::CancelReason::Shutdown);
+        let report = tokio::time::timeout(Duration::from_secs(60), forced)
+            .await
+            .expect("the forced stop returns");
+        assert_eq!(report.aborted().len(), 1 + super::FURTHER_WALKS, "{report}");
+        assert_eq!(report.pending().len(), 1, "{report}");
     }
 
     /// A stop forced beside a graceful one counts the work finished to the
