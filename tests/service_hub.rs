@@ -1134,12 +1134,19 @@ async fn a_restarter_whose_attempt_failed_before_it_was_dropped_says_failed() {
     drop_once_failed(run, failed_rx, &hub).await;
 }
 
+/// How [`holds_an_unpolled_container`] ends when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    Fails,
+    Panics,
+}
+
 /// A member that ignores its cancel while it holds the future of a container it has not
 /// polled yet: at its container's deadline nothing below it hangs (the nested container,
 /// running, reports for it), so its end is left for after the aborts land. Once `fail`
-/// says so, it says it is `returning` and returns an error.
+/// says how, it says it is `returning` and returns an error or panics, with `late`.
 fn holds_an_unpolled_container(
-    fail: tokio::sync::oneshot::Receiver<()>,
+    fail: tokio::sync::oneshot::Receiver<Ends>,
     returning: tokio::sync::oneshot::Sender<()>,
 ) -> impl Service {
     let signals = std::sync::Mutex::new(Some((fail, returning)));
@@ -1153,9 +1160,12 @@ fn holds_an_unpolled_container(
                 .unwrap()
                 .serve(CancellationToken::new());
             if let Some((fail, returning)) = signals {
-                if fail.await.is_ok() {
+                if let Ok(ends) = fail.await {
                     let _ = returning.send(());
-                    return Err("late".into());
+                    match ends {
+                        Ends::Fails => return Err("late".into()),
+                        Ends::Panics => panic!("late"),
+                    }
                 }
             }
             std::future::pending::<()>().await;
@@ -1167,14 +1177,14 @@ fn holds_an_unpolled_container(
 /// A container whose future is dropped while its deadline's abort lands (its task aborted
 /// by a container around that gave up waiting for it, in `deepfail 4000 mt`) reports each
 /// member it aborted: `host`, whose end it left for after the aborts, says `Stopped`, or
-/// `Failed` with the error it returned meanwhile; `stuck` says `Failed`, with its stop
-/// timeout, once. Before, the abort took `host` out of its slot and held it in a local
+/// `Failed` with the error it returned meanwhile, or `Panicked` with the panic it ended
+/// with; `stuck` says `Failed`, with its stop timeout, once. Before, the abort took `host` out of its slot and held it in a local
 /// that the drop lost: neither the run's `Drop` nor a container around reported it, and
 /// the hub said `Running` for good.
 #[tokio::test(start_paused = true)]
 async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
-    use ServiceState::{Failed, Running, Stopped};
-    for fails in [false, true] {
+    use ServiceState::{Failed, Panicked, Running, Stopped};
+    for ends in [None, Some(Ends::Fails), Some(Ends::Panics)] {
         let hub = StatusHub::new(256);
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
         // Kept until the end when not sent: `host` returns once it is sent or dropped.
@@ -1211,30 +1221,33 @@ async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
             _ = watch.wait_for(is("stuck", Failed)) => {}
             _ = &mut serve => panic!("the stop ended before it was dropped"),
         }
-        if fails {
-            fail_tx.take().unwrap().send(()).unwrap();
+        if let Some(ends) = ends {
+            fail_tx.take().unwrap().send(ends).unwrap();
             returning_rx.await.unwrap();
         }
         drop(serve);
         let snapshot = hub.snapshot();
         let host = &snapshot["host"];
-        if fails {
-            assert_eq!(host.state, Failed, "{snapshot:?}");
+        let state = match ends {
+            None => Stopped,
+            Some(Ends::Fails) => Failed,
+            Some(Ends::Panics) => Panicked,
+        };
+        assert_eq!(host.state, state, "{snapshot:?}");
+        if ends.is_some() {
             assert_eq!(host.error.as_deref(), Some("late"), "{snapshot:?}");
-        } else {
-            assert_eq!(host.state, Stopped, "{snapshot:?}");
         }
         let stuck = snapshot["stuck"].error.as_deref().unwrap_or_default();
         assert!(stuck.starts_with("did not stop within 500ms"), "{stuck}");
         // Each ended once.
-        let mut ends = std::collections::BTreeMap::<String, usize>::new();
+        let mut ended = std::collections::BTreeMap::<String, usize>::new();
         while let Ok(e) = events.try_recv() {
-            if matches!(e.state, Stopped | Failed) {
-                *ends.entry(e.name).or_default() += 1;
+            if matches!(e.state, Stopped | Failed | Panicked) {
+                *ended.entry(e.name).or_default() += 1;
             }
         }
         let once = [("host".to_owned(), 1), ("stuck".to_owned(), 1)].into();
-        assert_eq!(ends, once, "fails: {fails}");
+        assert_eq!(ended, once, "{ends:?}");
         drop(fail_tx);
     }
 }
