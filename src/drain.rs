@@ -562,7 +562,9 @@ pub(crate) async fn force_beside(
 /// aborts landed ([`force_beside`]). A nesting of service containers being
 /// started as the stop goes by needs one per level it had started by then; a
 /// `Drop` that starts new work each time it is aborted would need them
-/// without end.
+/// without end. Each is a walk of the whole tree, made only when the walk
+/// before it found new groups: a stop where nothing is linked meanwhile
+/// makes none (the walk that lists its pending work finds that out).
 const FURTHER_WALKS: usize = 64;
 
 /// One round of a forced stop: closes and cancels each of `groups` with

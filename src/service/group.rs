@@ -349,11 +349,8 @@ async fn run_group(mut run: Run, ready: Ready, stop_timeout: Duration) -> Result
     // The ending member's failure first, and every other (one that hung is named by its
     // stop timeout, a failed teardown is a failure) after it; alone, it is the group's.
     let mut errors = run.finish();
-    match errors.pop() {
-        Some(only) if ending_failed && errors.is_empty() => Err(only),
-        last => {
-            errors.extend(last);
-            into_result(errors)
-        }
+    if ending_failed && errors.len() == 1 {
+        return Err(errors.swap_remove(0));
     }
+    into_result(errors)
 }

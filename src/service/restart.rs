@@ -706,8 +706,7 @@ impl Drop for StopOnDrop {
             let failure = self
                 .attempt_run
                 .take()
-                .filter(Spawned::ended_on_its_own)
-                .and_then(|run| run.end().failure(&end.name));
+                .and_then(|run| run.failure_on_its_own(&end.name));
             // Through the attempt's claim: its task, if it has not run yet, then does not
             // report `Starting` after this.
             end.report(failure.as_ref());

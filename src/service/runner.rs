@@ -1010,6 +1010,19 @@ impl Spawned {
         self.exit.on_its_own()
     }
 
+    /// The failure the run ended with on its own (it returned an error or panicked),
+    /// taken from its record as [`end`](Self::end) does; `None` if it returned `Ok`, or if
+    /// it did not end on its own (it still runs or was aborted: its record is not read).
+    /// For what a dropped container, restarter or abort reports of a run it will not poll
+    /// again.
+    pub(crate) fn failure_on_its_own(&self, name: &str) -> Option<ServiceError> {
+        if self.ended_on_its_own() {
+            self.end().failure(name)
+        } else {
+            None
+        }
+    }
+
     /// How the run ended; call once [`done`](Self::done) resolved.
     pub(crate) fn end(&self) -> End {
         let id = self.group.id();
@@ -1301,13 +1314,9 @@ impl Drop for AbortedMembers<'_> {
             ..
         } in self.members.drain(..)
         {
-            // As the run's `Drop` reads a member's end: only one that ended on its own has
-            // one to read; the rest are still being aborted.
-            let own = if run.exit.on_its_own() {
-                run.end().failure(&name)
-            } else {
-                None
-            };
+            // Only one that ended on its own has an end to read; the rest are still being
+            // aborted.
+            let own = run.failure_on_its_own(&name);
             let (since, _) = take_collected(&below);
             if !reported {
                 run.end
@@ -1508,11 +1517,7 @@ impl Drop for Run {
                 // `Stopped`. Only one that ended so: `end` takes the member group's record,
                 // which a member still running does not need read. (A panic that unwinds on
                 // another worker while this runs is not recorded yet: `Stopped`.)
-                let failure = if run.exit.on_its_own() {
-                    run.end().failure(&slot.name)
-                } else {
-                    None
-                };
+                let failure = run.failure_on_its_own(&slot.name);
                 run.end.report(&self.reporter, &slot.name, failure.as_ref());
                 // Kept where a container around that is aborting this one takes what it
                 // collected once the aborts have landed: the failure was on its way up.
