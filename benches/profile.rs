@@ -78,6 +78,13 @@
 //!   (a task waits, on a oneshot, on a group's last guard or on a
 //!   `TaskTracker`'s last token; the main task yields
 //!   twice, fires, and awaits it), to compare what a wake-up costs.
+//! * `hub-chain [DEPTH] [nohub]`: a chain of `DEPTH` (1,000) nested
+//!   `ServiceGroup`s under a `StatusHub` (with `nohub`: none), a leaf at the
+//!   bottom waiting for its cancellation, served in a task until the leaf
+//!   runs; then that task is aborted (the chain's future dropped). Prints how
+//!   long the start took and how long after the drop the last task was gone
+//!   (every member aborted and every level ended for the hub). Timed, not
+//!   counted.
 //! * `reopen [task]`: 1,000,000 times `cancel()` then `reopen()` on one
 //!   group (with `task`: 100,000 times, each cycle first a `go()` task that
 //!   asks for its context and ends), then prints the resident memory kept
@@ -474,6 +481,64 @@ fn main() {
             let groups: usize = (0..=TREE_DEPTH).map(|d| TREE_FANOUT.pow(d)).sum();
             println!("{} groups", TREE_ROUNDS * groups);
         }
+        "hub-chain" => {
+            use taskgroup::service::{service_fn, Ready, Service, ServiceGroup, StatusHub};
+            let depth: usize = match arg(1) {
+                "" => 1_000,
+                n => n.parse().unwrap_or_else(|_| usage(n)),
+            };
+            let hub = match arg(2) {
+                "" => Some(StatusHub::new(64)),
+                "nohub" => None,
+                other => usage(other),
+            };
+            let started = Arc::new(tokio::sync::Notify::new());
+            let leaf = {
+                let started = started.clone();
+                service_fn("leaf", move |ctx: CancellationToken, ready: Ready| {
+                    let started = started.clone();
+                    async move {
+                        ready.ready();
+                        started.notify_one();
+                        ctx.cancelled().await;
+                        Ok(())
+                    }
+                })
+            };
+            let mut chain: Box<dyn Service> = Box::new(leaf);
+            for level in (1..depth).rev() {
+                chain = Box::new(
+                    ServiceGroup::builder(format!("c{level}"))
+                        .service(chain)
+                        .build()
+                        .expect("a valid group"),
+                );
+            }
+            let mut top = ServiceGroup::builder("c0").service(chain);
+            if let Some(hub) = &hub {
+                top = top.status(hub.clone());
+            }
+            let mut top = top.build().expect("a valid group");
+            let (start, drop_took) = rt.block_on(async {
+                let start = Instant::now();
+                let serve = tokio::spawn(async move { top.serve(CancellationToken::new()).await });
+                started.notified().await;
+                let start = start.elapsed();
+                let dropped = Instant::now();
+                serve.abort();
+                let metrics = tokio::runtime::Handle::current().metrics();
+                while metrics.num_alive_tasks() > 0 {
+                    tokio::task::yield_now().await;
+                }
+                (start, dropped.elapsed())
+            });
+            let with = if hub.is_some() {
+                "under a hub"
+            } else {
+                "without a hub"
+            };
+            println!("a chain of {depth} {with}: started in {start:?}, gone {drop_took:?} after the drop");
+        }
         "reopen" => {
             let with_task = match arg(1) {
                 "" => false,
@@ -644,7 +709,7 @@ fn usage(got: &str) -> ! {
         "unknown mode {got:?}: shutdown|wait|build|build-peers flat|chain, go, tracker, \
          pending [THREADS|churn], sort, stubborn [TASKS], late-groups [GROUPS], \
          together [GROUPS] [sequential|flat], \
-         shielded [TASKS], tree [together], tree-peers [ordered], wake oneshot|lean|recording|tracker, \
+         shielded [TASKS], hub-chain [DEPTH] [nohub], tree [together], tree-peers [ordered], wake oneshot|lean|recording|tracker, \
          reopen [task]"
     );
     std::process::exit(2);

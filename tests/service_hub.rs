@@ -1258,9 +1258,9 @@ async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
 /// (`probe-reg` `deepdrop`: 1.2 s at 1,000, 5.5 s at 2,000); its runs now end as the last
 /// of their members' futures goes, about 2 s here. (Not linear all the same: each level's
 /// path names every level above it, so paths, hub keys and their copies grow with the
-/// depth: `probe-reg2` `deepchain`, release, one thread, settled 18 / 64 / 317 / 2,358 ms
-/// after the drop at 1,000 / 2,000 / 4,000 / 8,000 levels.) The bound is generous, for a
-/// loaded machine.
+/// depth: `profile hub-chain` in the bench package, release, one thread, gone 22 / 74 / 310 /
+/// 2,052 ms after the drop at 1,000 / 2,000 / 4,000 / 8,000 levels.) The bound is generous,
+/// for a loaded machine.
 #[tokio::test]
 #[cfg_attr(miri, ignore = "4,000 nested containers: too slow under Miri")]
 async fn dropping_a_deep_chain_under_a_hub_does_not_walk_it_per_level() {
