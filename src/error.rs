@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// A panic payload's message: the `&str` or `String` that `panic!` carries;
 /// `None` for any other payload (`std::panic::panic_any(42)`).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         Some((*s).to_owned())
     } else {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taskgroup::service::{
-    service_fn, Backoff, Ready, Restarter, Sequence, Service, ServiceError, ServiceGroup,
-    ServiceState, StatusEvent, StatusHub, Supervisor,
+    service_fn, Backoff, Ready, RestartPolicy, Restarter, Sequence, Service, ServiceError,
+    ServiceGroup, ServiceState, StatusEvent, StatusHub, Supervisor,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -901,12 +901,14 @@ enum Cut {
 
 /// Runs 200 jobs below member `jobs` of a container with a hub, each a fresh container
 /// whose one member (a `Restarter` around it, if `restarter`) is named after the job, and
-/// drops each job's future as `cut` says. Then runs finishing jobs, yielding between them,
-/// until at most two entries are left below `jobs/` (a job that starts takes out what ended
-/// runs left, once their aborts have ended: they land on the runtime), 1,000 at most, and
-/// returns what is left there.
+/// drops each job's future as `cut` says. Once each job's member said `Stopped` (as its
+/// abort lands), runs finishing jobs, yielding between them, until at most two entries are
+/// left below `jobs/` (a job that starts takes out what ended runs left, once their aborts
+/// have ended: they land on the runtime), 1,000 at most, and returns what is left there.
 async fn dropped_jobs(restarter: bool, cut: Cut) -> Vec<(String, ServiceState)> {
-    let hub = StatusHub::new(16);
+    // Room for every event of the dropped jobs (three each at most), read after them.
+    let hub = StatusHub::new(1024);
+    let events = Arc::new(std::sync::Mutex::new(Some(hub.subscribe())));
     let (left_tx, left_rx) = tokio::sync::oneshot::channel();
     let left_tx = Arc::new(std::sync::Mutex::new(Some(left_tx)));
     let member = move |name: String| -> Box<dyn Service> {
@@ -925,6 +927,7 @@ async fn dropped_jobs(restarter: bool, cut: Cut) -> Vec<(String, ServiceState)> 
         let hub = hub.clone();
         move |ctx: CancellationToken, ready: Ready| {
             let (hub, left_tx) = (hub.clone(), left_tx.clone());
+            let mut events = events.lock().unwrap().take().unwrap();
             async move {
                 ready.ready();
                 for i in 0..200 {
@@ -941,6 +944,20 @@ async fn dropped_jobs(restarter: bool, cut: Cut) -> Vec<(String, ServiceState)> 
                         Cut::FirstPoll => assert!(futures::poll!(&mut serve).is_pending()),
                     }
                 }
+                // A dropped job's member reports its end as its abort lands (or as its
+                // task first runs, if it had not: it does not start then).
+                let mut ended = std::collections::HashSet::new();
+                let all_ended = async {
+                    while ended.len() < 200 {
+                        let e = events.recv().await.expect("no event lost");
+                        if e.name.starts_with("jobs/w ") && e.state == ServiceState::Stopped {
+                            ended.insert(e.name);
+                        }
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), all_ended)
+                    .await
+                    .expect("every dropped job's member says it ended");
                 for _ in 0..1_000 {
                     if keys_below(&hub, "jobs/").len() <= 2 {
                         break;
@@ -989,7 +1006,8 @@ async fn jobs_dropped_mid_run_leave_no_entry_per_job() {
 /// reported `Starting` after the dropped job had reported it `Stopped`, and stayed
 /// `Starting` for good (the group's cancel safety says each member still running is
 /// reported `Stopped`), one entry per job (on two workers, where the member's task runs
-/// at once).
+/// at once). Such a member now never starts: its task, run after, finds its container
+/// gone and says `Stopped`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_dropped_before_their_members_ran_say_stopped() {
     let left = dropped_jobs(false, Cut::FirstPoll).await;
@@ -1000,6 +1018,54 @@ async fn jobs_dropped_before_their_members_ran_say_stopped() {
             "{left:?}"
         );
     }
+}
+
+/// A member whose container's future is dropped before the member's task first ran is not
+/// started: the service's `run` is never called, and the member says `Stopped`, with no
+/// `Starting`. (On one thread the abort lands before the task first runs, as before; on two
+/// workers the task could run first and start the service with its container gone:
+/// `jobs_dropped_before_their_members_ran_say_stopped`.)
+#[tokio::test]
+async fn a_member_whose_container_was_dropped_before_it_ran_is_not_started() {
+    let hub = StatusHub::new(64);
+    let mut events = hub.subscribe();
+    let calls = Arc::new(AtomicU32::new(0));
+    let member = {
+        let calls = calls.clone();
+        service_fn("m", move |ctx: CancellationToken, ready: Ready| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                ready.ready();
+                ctx.cancelled().await;
+                Ok(())
+            }
+        })
+    };
+    let mut app = ServiceGroup::builder("app")
+        .service(member)
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let mut serve = app.serve(CancellationToken::new());
+    // Polled without yielding to the runtime: the member's task is spawned, not run.
+    for _ in 0..5 {
+        assert!(futures::poll!(&mut serve).is_pending());
+    }
+    drop(serve);
+    let mut watch = hub.watch();
+    let stopped = |m: &std::collections::BTreeMap<String, StatusEvent>| {
+        m.get("m").is_some_and(|e| e.state == ServiceState::Stopped)
+    };
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(stopped))
+        .await
+        .expect("`m` says it stopped")
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the service was started");
+    let mut states = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        states.push(e.state);
+    }
+    assert_eq!(states, [ServiceState::Idle, ServiceState::Stopped]);
 }
 
 /// A `Restarter` with a hub, dropped after one poll, before its attempt's task first ran:
@@ -1107,6 +1173,7 @@ async fn a_member_that_panicked_before_its_container_was_dropped_says_panicked()
         .status(hub.clone())
         .build()
         .unwrap();
+    let mut watch = hub.watch();
     let mut serve = app.serve(CancellationToken::new());
     assert!(futures::poll!(&mut serve).is_pending());
     assert!(failed_rx.await.is_err(), "the sender is dropped, not used");
@@ -1118,7 +1185,15 @@ async fn a_member_that_panicked_before_its_container_was_dropped_says_panicked()
         "{snapshot:?}"
     );
     assert_eq!(snapshot["bad"].error.as_deref(), Some("boom"));
-    assert_eq!(snapshot["ok"].state, ServiceState::Stopped, "{snapshot:?}");
+    // `ok` says `Stopped` as its abort lands.
+    let stopped = |m: &std::collections::BTreeMap<String, StatusEvent>| {
+        m.get("ok")
+            .is_some_and(|e| e.state == ServiceState::Stopped)
+    };
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(stopped))
+        .await
+        .expect("`ok` is reported stopped")
+        .unwrap();
 }
 
 /// A `Restarter` whose attempt returned an error just before the restarter's future was
@@ -1132,6 +1207,105 @@ async fn a_restarter_whose_attempt_failed_before_it_was_dropped_says_failed() {
     let mut restarter = Restarter::new(bad).status(hub.clone());
     let run = restarter.run(CancellationToken::new(), Ready::noop());
     drop_once_failed(run, failed_rx, &hub).await;
+}
+
+/// A member that returns an error (or panics) on a worker while its container's future is
+/// being dropped on another thread: the drop found it still running and reported it
+/// `Stopped`, and the error was nowhere (`probe-reg` `hubtree mt select`: 1 of 390 failures
+/// in a busy tree). The member is held inside its poll across the drop, then returns: it
+/// says `Failed` (or `Panicked`) with its error, once, as a container's member or as a
+/// restarter's attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_failing_on_a_worker_as_its_container_is_dropped_says_failed() {
+    use ServiceState::{Failed, Panicked, Running};
+    for (in_restarter, ends) in [
+        (false, Ends::Fails),
+        (false, Ends::Panics),
+        (true, Ends::Fails),
+        (true, Ends::Panics),
+    ] {
+        let hub = StatusHub::new(64);
+        let mut events = hub.subscribe();
+        let mut watch = hub.watch();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let signals = std::sync::Mutex::new(Some((go_rx, inside_tx, release_rx)));
+        let bad = service_fn("bad", move |_ctx: CancellationToken, ready: Ready| {
+            let signals = signals.lock().unwrap().take();
+            async move {
+                ready.ready();
+                let Some((go, inside, release)) = signals else {
+                    return Ok(());
+                };
+                let _ = go.await;
+                // Held inside this poll, on a worker, while the test drops the container.
+                inside.send(()).unwrap();
+                release.recv().unwrap();
+                match ends {
+                    Ends::Fails => Err("late".into()),
+                    Ends::Panics => panic!("late"),
+                }
+            }
+        });
+        let serve: futures::future::BoxFuture<'static, _> = if in_restarter {
+            let restarter = Restarter::new(bad)
+                .policy(RestartPolicy::Temporary)
+                .status(hub.clone());
+            let mut restarter = restarter;
+            Box::pin(async move {
+                restarter
+                    .run(CancellationToken::new(), Ready::noop())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        } else {
+            let mut app = ServiceGroup::builder("app")
+                .service(bad)
+                .status(hub.clone())
+                .build()
+                .unwrap();
+            Box::pin(async move {
+                app.serve(CancellationToken::new())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let mut serve = serve;
+        let running = |m: &std::collections::BTreeMap<String, StatusEvent>| {
+            m.get("bad").is_some_and(|e| e.state == Running)
+        };
+        tokio::select! {
+            _ = &mut serve => panic!("the container ended on its own"),
+            r = watch.wait_for(running) => { r.unwrap(); }
+        }
+        go_tx.send(()).unwrap();
+        // The member is inside its poll; this thread (the test's, not a worker) blocks
+        // until it is, then drops the container's future.
+        inside_rx.recv().unwrap();
+        drop(serve);
+        release_tx.send(()).unwrap();
+        let state = match ends {
+            Ends::Fails => Failed,
+            Ends::Panics => Panicked,
+        };
+        // Every end reported, up to the member's own: the drop's came before the release.
+        let mut ended = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !ended.iter().any(|e: &StatusEvent| e.state == state) {
+                let e = events.recv().await.unwrap();
+                if matches!(e.state, Failed | Panicked | ServiceState::Stopped) {
+                    ended.push(e);
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("restarter {in_restarter}, {ends:?}: {ended:?}"));
+        let what = format!("restarter {in_restarter}, {ends:?}: {ended:?}");
+        assert_eq!(ended.len(), 1, "{what}");
+        assert_eq!(ended[0].error.as_deref(), Some("late"), "{what}");
+        assert_eq!(hub.snapshot()["bad"].state, state, "{what}");
+    }
 }
 
 /// How [`holds_an_unpolled_container`] ends when told to.
@@ -1226,14 +1400,21 @@ async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
             returning_rx.await.unwrap();
         }
         drop(serve);
-        let snapshot = hub.snapshot();
-        let host = &snapshot["host"];
         let state = match ends {
             None => Stopped,
             Some(Ends::Fails) => Failed,
             Some(Ends::Panics) => Panicked,
         };
-        assert_eq!(host.state, state, "{snapshot:?}");
+        // Said at the drop if it returned; as its abort lands if not.
+        if ends.is_some() {
+            assert_eq!(hub.snapshot()["host"].state, state);
+        }
+        tokio::time::timeout(Duration::from_secs(10), watch.wait_for(is("host", state)))
+            .await
+            .expect("`host` is reported")
+            .unwrap();
+        let snapshot = hub.snapshot();
+        let host = &snapshot["host"];
         if ends.is_some() {
             assert_eq!(host.error.as_deref(), Some("late"), "{snapshot:?}");
         }

@@ -95,9 +95,12 @@ use super::status::{Owner, StatusHub};
 ///
 /// Dropping a running group's future aborts every member task (at any depth). Its members
 /// still running are cancelled first (so that nested containers and restarters stop rather
-/// than restart or report the aborts as failures) and reported `Stopped` to the status hub;
-/// a member that had just returned an error or panicked, before the group saw it, `Failed`
-/// or `Panicked`, with it.
+/// than restart or report the aborts as failures), and each is reported to the status hub
+/// as it ends: `Stopped` as its abort lands, or `Failed` or `Panicked`, with its error, if it
+/// returned one or panicked first (also just as the future was dropped, on another
+/// worker). A member that ended before the drop, unseen by the group, is reported at once.
+/// Without a runtime to run the aborts on (the future dropped outside one), the members are
+/// only cancelled, and reported as they return.
 ///
 /// A member whose task is aborted by something else than its container (its runtime
 /// shutting down, a shutdown of a group around) is reported `Stopped`, not as an early
@@ -161,7 +164,7 @@ impl ServiceGroup {
     /// # Cancel safety
     ///
     /// Dropping the future aborts every member task; the status hub says each member still
-    /// running is `Stopped` (see the type's docs).
+    /// running is `Stopped` as its abort lands (see the type's docs).
     pub fn serve(
         &mut self,
         ctx: CancellationToken,

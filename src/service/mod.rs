@@ -77,9 +77,10 @@
 //! ```
 
 mod error;
+pub(crate) mod exit;
 mod group;
 mod restart;
-mod runner;
+pub(crate) mod runner;
 mod sequence;
 #[allow(clippy::module_inception)]
 mod service;

@@ -318,10 +318,11 @@ struct Settings {
 /// # Cancel safety
 ///
 /// Dropping the run future aborts the current attempt, cancelled first (so that a container
-/// in it stops rather than report its members' aborts as failures); the status hub says the
-/// restarter is `Stopped`, whether an attempt was running or it was waiting to restart, but
-/// for an attempt that had just returned an error or panicked, not yet seen by the
-/// restarter: `Failed` or `Panicked`, with it.
+/// in it stops rather than report its members' aborts as failures). The status hub says the
+/// restarter is `Stopped`: at once if it was waiting to restart, as the abort lands if an
+/// attempt was running. An attempt that returned an error or panicked before the abort
+/// landed (also one that did just as the future was dropped, on another worker) is
+/// reported `Failed` or `Panicked`, with it.
 ///
 /// An attempt aborted by something else than the restarter (its runtime shutting down, a
 /// shutdown of a group around) is reported `Stopped`; the restarter does not restart it
@@ -671,8 +672,9 @@ async fn supervise(
 /// a `select!` branch that won, or with the container around it), as `guard` aborts the
 /// current attempt: the attempt's token is cancelled first, so that a container in it
 /// stops as asked while the aborts land instead of reporting its members' aborts as
-/// failures, and the restarter is reported `Stopped`, whether an attempt was running or it
-/// was waiting to restart. Not an attempt whose end report a container around took (it
+/// failures. The restarter is reported `Stopped` at once if it was waiting to restart; a
+/// running attempt reports its own end as its abort lands, or as it returns first
+/// ([`Spawned::leave`]). Not an attempt whose end report a container around took (it
 /// aborted the attempt at its deadline, and reports it).
 struct StopOnDrop {
     /// The current attempt's token.
@@ -701,15 +703,22 @@ impl Drop for StopOnDrop {
         }
         let end = self.end_report.lock().take();
         if let Some(end) = end {
-            // Only an attempt that ended on its own has its end read: it may have returned
-            // an error or panicked before the restarter's future was polled again.
-            let failure = self
-                .attempt_run
-                .take()
-                .and_then(|run| run.failure_on_its_own(&end.name));
+            // An attempt that ended already (it may have returned an error or panicked
+            // before the restarter's future was polled again) is reported here; one still
+            // running reports its own end as it returns or its abort lands, so that an error
+            // it returns on another worker meanwhile is not lost to a `Stopped`.
+            let now = match self.attempt_run.take() {
+                Some(run) => {
+                    let heir = end.clone();
+                    run.leave(move |ended| heir.report(ended.failure(&heir.name).as_ref()))
+                }
+                None => Some(End::Done),
+            };
             // Through the attempt's claim: its task, if it has not run yet, then does not
             // report `Starting` after this.
-            end.report(failure.as_ref());
+            if let Some(ended) = now {
+                end.report(ended.failure(&end.name).as_ref());
+            }
         } else if let Some((reporter, name)) = self.between.take() {
             reporter.report(&name, ServiceState::Stopped);
         }

@@ -18,13 +18,15 @@
 //!
 //! Panics: `Service::run` (the factory) is called *inside* the spawned task, and a panic in
 //! it is resumed there, so the core records it like a panic of the future; panics of the
-//! future, of its `Drop` and of a payload's `Drop` are caught by the core.
+//! future, of its `Drop` and of a payload's `Drop` are caught by the core. The task's
+//! future ([`MemberRun`]) catches a panic of the factory or the future on its way out to
+//! keep its message for the member's end ([`Exit`]), and resumes it.
 //!
 //! Errors: the member task hands the service's error to the runner by value and returns
 //! `Ok` to the core, so `ServiceError::Failed::source` is the service's own `BoxError`
 //! (which callers `downcast`). The core's [`TaskError`](crate::TaskError) only lends its
 //! error (`&dyn Error`): holding it shared would take that `downcast` by value away from
-//! every caller. Panics, which carry no value worth keeping, are read from the core's record.
+//! every caller. Panics carry no value worth keeping: their message is enough.
 //!
 //! Stop: a stopping container sets the deadline of each member it stops (derived from the one
 //! around it: never later; none when neither has a time limit) in that member's [`Scope`]
@@ -46,6 +48,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::LocalKey;
@@ -60,6 +63,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
+use super::exit::{Exit, DROPPED, PANICKED, RETURNED};
 use super::service::{Ready, Service, WhenReady};
 use super::status::{HubRun, Owner, Reporter, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
@@ -423,7 +427,7 @@ impl EndReports {
 
 /// What an [`EndCell`] holds: the reporter and name the attempt's end is reported with, and
 /// the attempt's path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct AttemptEnd {
     pub(crate) reporter: Reporter,
     pub(crate) name: String,
@@ -883,33 +887,103 @@ pub(crate) struct Spawned {
     pub(crate) end: EndOnce,
 }
 
-/// How a member run's future ended, if it did on its own rather than being aborted or
-/// dropped: its end is then in the run's record ([`Spawned::end`]).
-#[derive(Debug, Default)]
-pub(crate) struct Exit {
-    /// The future returned (the run's end is its own report). Set after the error is
-    /// handed over, so that an end read after this one sees it.
-    returned: AtomicBool,
-    /// The future, or the factory that made it, panicked: set as the panic unwinds out of
-    /// the task's future, before the core records it (so an end read between the two, on
-    /// another thread, finds no panic yet).
-    panicked: AtomicBool,
+/// A member run's task future: the member's own ([`member_task`]), and how it ended, set in
+/// its [`Exit`] as it returns, panics or is dropped. If its container left the report to it
+/// by then, it reports the end itself; if before its first poll, the service is not started.
+struct MemberRun<F> {
+    run: Pin<Box<F>>,
+    exit: Arc<Exit>,
+    /// Where the future's error is handed over.
+    error: Arc<Mutex<Option<BoxError>>>,
+    /// The run as the hubs know it, held until the end is reported (the member's own future
+    /// lets go of it as it returns).
+    _hub_run: Option<Arc<HubRun>>,
+    /// Polled once: the service was started (or not, its container gone).
+    polled: bool,
+    ended: bool,
 }
 
-impl Exit {
-    /// Whether the run's future returned or panicked, rather than being aborted or dropped.
-    pub(crate) fn on_its_own(&self) -> bool {
-        self.returned.load(Ordering::Acquire) || self.panicked.load(Ordering::Acquire)
+impl<F> MemberRun<F> {
+    /// Marks how the run ended, and reports it if its container is gone.
+    fn end(&mut self, how: u8, panic: Option<String>) {
+        self.ended = true;
+        if let Some(message) = panic {
+            *self.exit.panic.lock() = Some(message);
+        }
+        let Some(heir) = self.exit.ended(how) else {
+            return;
+        };
+        let end = match how {
+            RETURNED => match self.error.lock().take() {
+                Some(e) => End::Error(e),
+                None => End::Done,
+            },
+            PANICKED => End::Panic(self.exit.panic.lock().take().unwrap_or_default()),
+            _ => End::Done,
+        };
+        heir(end);
     }
 }
 
-/// Marks a member run's [`Exit`] panicked if it is dropped while its thread panics.
-struct PanicMark(Arc<Exit>);
+impl<F: Future<Output = Result<(), BoxError>>> Future for MemberRun<F> {
+    type Output = Result<(), BoxError>;
 
-impl Drop for PanicMark {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.polled {
+            this.polled = true;
+            // Its container was dropped before this task first ran: the service is not
+            // started (nothing would stop it but the abort on its way), and says `Stopped`.
+            if this.exit.left() {
+                this.end(DROPPED, None);
+                return std::task::Poll::Ready(Ok(()));
+            }
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| this.run.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(ready) => {
+                this.end(RETURNED, None);
+                ready
+            }
+            Err(payload) => {
+                let message = crate::error::panic_message(&*payload)
+                    .unwrap_or_else(|| crate::error::NOT_A_STRING.to_owned());
+                this.end(PANICKED, Some(message));
+                // The core records it as the task's panic.
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+impl<F> Drop for MemberRun<F> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.panicked.store(true, Ordering::Release);
+        if !self.ended {
+            self.end(DROPPED, None);
+        }
+    }
+}
+
+/// Reports the end of a member whose container's future was dropped before it took that
+/// end: to the container's hubs, and to what the container collected (for a container
+/// around that is aborting it). See [`Spawned::leave`].
+struct Orphan {
+    reporter: Reporter,
+    name: String,
+    end: EndOnce,
+    collected: Arc<Collected>,
+}
+
+impl Orphan {
+    fn report(self, end: End) {
+        let failure = end.failure(&self.name);
+        self.end
+            .report(&self.reporter, &self.name, failure.as_ref());
+        if let Some(failure) = failure {
+            self.collected.state.lock().errors.push(failure);
         }
     }
 }
@@ -944,7 +1018,7 @@ impl Spawned {
         let self_reports = Arc::new(AtomicBool::new(false));
         let end_report = end_report.unwrap_or_default();
         let hosted = hosted.unwrap_or_default();
-        let exit = Arc::new(Exit::default());
+        let exit = Arc::new(Exit::new());
         let path = member_path(container, name);
         let name: Arc<str> = name.into();
         let hold = site.map(|site| tree.hold_site(container, &name, site));
@@ -970,7 +1044,9 @@ impl Spawned {
             move || end.unless_ended(on_start)
         };
         let slot = error.clone();
-        let on_exit = exit.clone();
+        let run_exit = exit.clone();
+        let run_error = error.clone();
+        let run_hub = scope.hub_run.clone();
         // The member's context is the container's token, not the group's: cancelling a
         // core group cancels every group below it at once, which would stop a nested
         // sequence all at once instead of in reverse. The core's cancellation is used only
@@ -981,7 +1057,16 @@ impl Spawned {
             .task()
             .name(name.to_string())
             .go_at(site.unwrap_or_else(Location::caller), move |_group_ctx| {
-                member_task(scope, service, token, ready, slot, on_exit, on_start, hold)
+                MemberRun {
+                    run: Box::pin(member_task(
+                        scope, service, token, ready, slot, on_start, hold,
+                    )),
+                    exit: run_exit,
+                    error: run_error,
+                    _hub_run: run_hub,
+                    polled: false,
+                    ended: false,
+                }
             })
             .id();
         Spawned {
@@ -1010,25 +1095,31 @@ impl Spawned {
         self.exit.on_its_own()
     }
 
-    /// The failure the run ended with on its own (it returned an error or panicked),
-    /// taken from its record as [`end`](Self::end) does; `None` if it returned `Ok`, or if
-    /// it did not end on its own (it still runs or was aborted: its record is not read).
-    /// For what a dropped container, restarter or abort reports of a run it will not poll
-    /// again.
-    pub(crate) fn failure_on_its_own(&self, name: &str) -> Option<ServiceError> {
-        if self.ended_on_its_own() {
-            self.end().failure(name)
+    /// Leaves the report of the run's end to the run, through `heir`, if it has not ended
+    /// yet: for a container, restarter or abort whose future is dropped, and that will not
+    /// take the end itself. Returns the end if the run had ended already (the caller
+    /// reports it: `End::Done` if it was aborted); `None` if the run will report it when it
+    /// returns, panics or is dropped (aborted), or if it was left already.
+    pub(crate) fn leave(&self, heir: impl FnOnce(End) + Send + 'static) -> Option<End> {
+        let how = self.exit.leave(Box::new(heir))?;
+        Some(if how & DROPPED != 0 {
+            End::Done
         } else {
-            None
-        }
+            self.end()
+        })
     }
 
-    /// How the run ended; call once [`done`](Self::done) resolved.
+    /// How the run ended; call once [`done`](Self::done) resolved, or once it ended on its
+    /// own ([`ended_on_its_own`](Self::ended_on_its_own)).
     pub(crate) fn end(&self) -> End {
         let id = self.group.id();
         // Taken, not read: the record is the runner's to judge once, and a restarter's
         // container group (which keeps a leaving child's failures) stays small.
         let errors = self.group.take_errors();
+        // Set as the panic unwound, before the core records it.
+        if let Some(message) = self.exit.panic.lock().take() {
+            return End::Panic(message);
+        }
         if let Some(e) = errors
             .iter()
             .find(|e| e.group_id() == id && e.id() == self.task && e.is_panic())
@@ -1056,11 +1147,9 @@ async fn member_task(
     ctx: CancellationToken,
     ready: Ready,
     slot: Arc<Mutex<Option<BoxError>>>,
-    exit: Arc<Exit>,
     on_start: impl FnOnce(),
     _site: Option<SiteHold>,
 ) -> Result<(), BoxError> {
-    let _panic_mark = PanicMark(exit.clone());
     // The factory gets a readiness handle of its own, passed on once `Starting` is
     // reported: a factory may report ready before it returns its future, and the container
     // (on another worker) then reported `Running` before `Starting`, which stayed last.
@@ -1103,7 +1192,6 @@ async fn member_task(
             *slot.lock() = Some(e);
         }
     }
-    exit.returned.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -1292,9 +1380,10 @@ struct Aborted {
 /// The members a container's abort took out of their slots, while their aborts land.
 /// Dropped with members left in it (the container's future dropped meanwhile: its task
 /// aborted by a container around that gave up waiting for it, or its runtime dropped), it
-/// reports their ends itself, as the abort would have once the aborts landed: `Stopped`,
-/// unless the member returned or panicked on its own, or a container below it collected a
-/// failure. No one else would: the run's `Drop` finds their slots empty, and a container
+/// reports their ends, as the abort would have once the aborts landed: `Stopped`, unless
+/// the member returned or panicked on its own, or a container below it collected a
+/// failure; a member whose abort has not landed yet reports its own end as it comes
+/// ([`Spawned::leave`]). No one else would: the run's `Drop` finds their slots empty, and a container
 /// around no longer finds them in the run's [`Collected`], so a hub kept them `Running` for
 /// good (`probe-reg` `deepfail 4000 mt`). The abort takes the members out once the aborts
 /// landed, and reports them itself; an [`EndOnce`] reports an end once in any case.
@@ -1314,11 +1403,19 @@ impl Drop for AbortedMembers<'_> {
             ..
         } in self.members.drain(..)
         {
-            // Only one that ended on its own has an end to read; the rest are still being
-            // aborted.
-            let own = run.failure_on_its_own(&name);
             let (since, _) = take_collected(&below);
-            if !reported {
+            // One still being aborted reports its own end as it comes ([`Spawned::leave`]),
+            // unless something below it failed already, reported now.
+            let orphan = Orphan {
+                reporter: self.reporter.clone(),
+                name: name.clone(),
+                end: run.end.clone(),
+                collected: self.errors.0.clone(),
+            };
+            let ended = run.leave(move |end| orphan.report(end));
+            let ended_already = ended.is_some();
+            let own = ended.and_then(|end| end.failure(&name));
+            if !reported && (ended_already || !since.is_empty()) {
                 run.end
                     .report(self.reporter, &name, own.as_ref().or(since.first()));
             }
@@ -1493,13 +1590,18 @@ impl RunningGuard {
 impl Drop for Run {
     /// A run dropped before it finished: its container's future was dropped (by user code,
     /// say a `select!` branch that won, or by its runtime shutting down), and `guard` aborts
-    /// its members. No one else will report them, so each member still running is reported
-    /// `Stopped` (a restarter reports itself, as it is dropped), and one that returned an
-    /// error or panicked, whose end the run had not taken yet, `Failed` or `Panicked` (the
-    /// failure is kept in the run's [`Collected`] too, for a container around that is
-    /// aborting this one). First its token is cancelled, so that a container or restarter
-    /// in it stops as asked while the aborts land, instead of reporting its own members'
-    /// aborts as failures (`exited early`) or restarting them.
+    /// its members. First its token is cancelled, so that a container or restarter in it
+    /// stops as asked while the aborts land, instead of reporting its own members' aborts
+    /// as failures (`exited early`) or restarting them.
+    ///
+    /// No one else will take the members' ends. One that returned an error or panicked
+    /// already, whose end the run had not taken yet, is reported `Failed` or `Panicked` here
+    /// (the failure is kept in the run's [`Collected`] too, for a container around that is
+    /// aborting this one); one aborted already, `Stopped`. The others report their own end as
+    /// they return (an error they return before the abort lands, `Failed`) or are dropped by
+    /// the abort (`Stopped`): a member's end is never reported before it ended, nor lost to a
+    /// failure returned on another worker as this runs ([`Spawned::leave`]). A restarter
+    /// reports itself, as it is dropped.
     ///
     /// Not a member whose end a container around, aborting the run this one is in, reported
     /// first, with the hung leaf it named ([`report_below`]).
@@ -1512,17 +1614,20 @@ impl Drop for Run {
         }
         for slot in &self.slots {
             if let Some(run) = &slot.run {
-                // A member that returned an error or panicked before this run's loop took its
-                // end (the container's future was not polled again) is reported with it, not
-                // `Stopped`. Only one that ended so: `end` takes the member group's record,
-                // which a member still running does not need read. (A panic that unwinds on
-                // another worker while this runs is not recorded yet: `Stopped`.)
-                let failure = run.failure_on_its_own(&slot.name);
-                run.end.report(&self.reporter, &slot.name, failure.as_ref());
-                // Kept where a container around that is aborting this one takes what it
-                // collected once the aborts have landed: the failure was on its way up.
-                if let Some(failure) = failure {
-                    self.errors.push(failure);
+                let orphan = Orphan {
+                    reporter: self.reporter.clone(),
+                    name: slot.name.clone(),
+                    end: run.end.clone(),
+                    collected: self.errors.0.clone(),
+                };
+                if let Some(end) = run.leave(move |end| orphan.report(end)) {
+                    let failure = end.failure(&slot.name);
+                    run.end.report(&self.reporter, &slot.name, failure.as_ref());
+                    // Kept where a container around that is aborting this one takes what it
+                    // collected once the aborts have landed: the failure was on its way up.
+                    if let Some(failure) = failure {
+                        self.errors.push(failure);
+                    }
                 }
             }
         }
@@ -1977,7 +2082,7 @@ impl Run {
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
-            let returned = run.exit.returned.load(Ordering::Acquire);
+            let returned = run.exit.returned();
             if returned {
                 hosts.insert(run.group.id());
             }
@@ -2069,7 +2174,7 @@ impl Run {
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 let path = member_path(&self.place.path, &name);
-                if run.exit.returned.load(Ordering::Acquire) && leaves.contains(&*path) {
+                if run.exit.returned() && leaves.contains(&*path) {
                     let below = format!("{path}/");
                     if named.iter().any(|n| n.starts_with(&below)) {
                         leaves.remove(&*path);

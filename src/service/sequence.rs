@@ -89,8 +89,8 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// # Cancel safety
 ///
 /// Dropping a running sequence's future aborts every service task. Its members still
-/// running are cancelled first and reported `Stopped` to the status hub, as a
-/// [`ServiceGroup`](super::ServiceGroup)'s are.
+/// running are cancelled first and reported to the status hub as they end (`Stopped` as
+/// their aborts land), as a [`ServiceGroup`](super::ServiceGroup)'s are.
 #[derive(Debug)]
 pub struct Sequence {
     name: String,
@@ -151,7 +151,7 @@ impl Sequence {
     /// # Cancel safety
     ///
     /// Dropping the future aborts every service task; the status hub says each member still
-    /// running is `Stopped`.
+    /// running is `Stopped` as its abort lands.
     pub fn serve(
         &mut self,
         ctx: CancellationToken,
