@@ -1209,6 +1209,88 @@ async fn a_restarter_whose_attempt_failed_before_it_was_dropped_says_failed() {
     drop_once_failed(run, failed_rx, &hub).await;
 }
 
+/// A value whose `Drop` blocks its thread until the other one of its pair is being dropped
+/// too (at most 5 s), and says whether it was.
+struct MeetOnDrop {
+    here: std::sync::mpsc::Sender<()>,
+    there: std::sync::mpsc::Receiver<()>,
+    met: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MeetOnDrop {
+    fn pair() -> (MeetOnDrop, MeetOnDrop) {
+        let (a_tx, a_rx) = std::sync::mpsc::channel();
+        let (b_tx, b_rx) = std::sync::mpsc::channel();
+        let met = || Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (
+            MeetOnDrop {
+                here: a_tx,
+                there: b_rx,
+                met: met(),
+            },
+            MeetOnDrop {
+                here: b_tx,
+                there: a_rx,
+                met: met(),
+            },
+        )
+    }
+}
+
+impl Drop for MeetOnDrop {
+    fn drop(&mut self) {
+        let _ = self.here.send(());
+        let met = self.there.recv_timeout(Duration::from_secs(5)).is_ok();
+        self.met.store(met, Ordering::SeqCst);
+    }
+}
+
+/// A container aborts its hung members at its deadline all at once: the aborts of two
+/// members whose `Drop`s block until the other's runs too meet. They were aborted one
+/// after the other, the second only once the first had landed, so a stop with several
+/// members stuck in blocking code took one abort per member, past its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_deadline_aborts_its_members_together() {
+    let (a, b) = MeetOnDrop::pair();
+    let met = [a.met.clone(), b.met.clone()];
+    let member = |name: &'static str, guard: MeetOnDrop| {
+        let guard = std::sync::Mutex::new(Some(guard));
+        service_fn(name, move |_ctx: CancellationToken, ready: Ready| {
+            let guard = guard.lock().unwrap().take();
+            async move {
+                ready.ready();
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+    };
+    let hub = StatusHub::new(64);
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(100))
+        .status(hub.clone())
+        .service(member("a", a))
+        .service(member("b", b))
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let serve = tokio::spawn(top.serve(ctx.clone()));
+    all_running(&hub, &["a", "b"]).await;
+    ctx.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("the stop ends")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("did not stop within 100ms"),
+        "{err}"
+    );
+    for (name, met) in ["a", "b"].iter().zip(&met) {
+        assert!(met.load(Ordering::SeqCst), "{name}'s abort ran alone");
+    }
+}
+
 /// A member that returns an error (or panics) on a worker while its container's future is
 /// being dropped on another thread: the drop found it still running and reported it
 /// `Stopped`, and the error was nowhere (`probe-reg` `hubtree mt select`: 1 of 390 failures
@@ -1315,15 +1397,22 @@ enum Ends {
     Panics,
 }
 
+/// What [`holds_an_unpolled_container`] is told: to block inside its poll, and then how to
+/// go on (`None`: back to waiting for good).
+struct HostSignals {
+    block: tokio::sync::oneshot::Receiver<()>,
+    inside: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<Option<Ends>>,
+}
+
 /// A member that ignores its cancel while it holds the future of a container it has not
 /// polled yet: at its container's deadline nothing below it hangs (the nested container,
-/// running, reports for it), so its end is left for after the aborts land. Once `fail`
-/// says how, it says it is `returning` and returns an error or panics, with `late`.
-fn holds_an_unpolled_container(
-    fail: tokio::sync::oneshot::Receiver<Ends>,
-    returning: tokio::sync::oneshot::Sender<()>,
-) -> impl Service {
-    let signals = std::sync::Mutex::new(Some((fail, returning)));
+/// running, reports for it), so its end is left for after the aborts land. Told to
+/// `block`, it says it is `inside` its poll and blocks its worker there (so its abort
+/// cannot land) until `release` says how to go on: return an error or panic, with `late`,
+/// or wait for good.
+fn holds_an_unpolled_container(signals: HostSignals) -> impl Service {
+    let signals = std::sync::Mutex::new(Some(signals));
     service_fn("host", move |_ctx: CancellationToken, ready: Ready| {
         let signals = signals.lock().unwrap().take();
         async move {
@@ -1333,12 +1422,18 @@ fn holds_an_unpolled_container(
                 .build()
                 .unwrap()
                 .serve(CancellationToken::new());
-            if let Some((fail, returning)) = signals {
-                if let Ok(ends) = fail.await {
-                    let _ = returning.send(());
-                    match ends {
-                        Ends::Fails => return Err("late".into()),
-                        Ends::Panics => panic!("late"),
+            if let Some(HostSignals {
+                block,
+                inside,
+                release,
+            }) = signals
+            {
+                if block.await.is_ok() {
+                    inside.send(()).unwrap();
+                    match release.recv().unwrap() {
+                        Some(Ends::Fails) => return Err("late".into()),
+                        Some(Ends::Panics) => panic!("late"),
+                        None => {}
                     }
                 }
             }
@@ -1352,25 +1447,28 @@ fn holds_an_unpolled_container(
 /// by a container around that gave up waiting for it, in `deepfail 4000 mt`) reports each
 /// member it aborted: `host`, whose end it left for after the aborts, says `Stopped`, or
 /// `Failed` with the error it returned meanwhile, or `Panicked` with the panic it ended
-/// with; `stuck` says `Failed`, with its stop timeout, once. Before, the abort took `host` out of its slot and held it in a local
-/// that the drop lost: neither the run's `Drop` nor a container around reported it, and
-/// the hub said `Running` for good.
-#[tokio::test(start_paused = true)]
+/// with; `stuck` says `Failed`, with its stop timeout, once. Before, the abort took `host`
+/// out of its slot and held it in a local that the drop lost: neither the run's `Drop` nor
+/// a container around reported it, and the hub said `Running` for good. `host` blocks its
+/// worker inside its poll across the deadline and the drop, so its abort has not landed
+/// when the container goes. Real time, bound generous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
     use ServiceState::{Failed, Panicked, Running, Stopped};
     for ends in [None, Some(Ends::Fails), Some(Ends::Panics)] {
         let hub = StatusHub::new(256);
-        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel();
-        // Kept until the end when not sent: `host` returns once it is sent or dropped.
-        let mut fail_tx = Some(fail_tx);
-        let (returning_tx, returning_rx) = tokio::sync::oneshot::channel();
-        // `stuck` first: its abort is waited for before `host`'s is begun, so `host` runs
-        // (and may return) while the first lands.
+        let (block_tx, block) = tokio::sync::oneshot::channel();
+        let (inside, inside_rx) = std::sync::mpsc::channel();
+        let (release_tx, release) = std::sync::mpsc::channel();
         let mut top = ServiceGroup::builder("top")
             .stop_timeout(Duration::from_millis(500))
             .status(hub.clone())
             .service(hung("stuck"))
-            .service(holds_an_unpolled_container(fail_rx, returning_tx))
+            .service(holds_an_unpolled_container(HostSignals {
+                block,
+                inside,
+                release,
+            }))
             .build()
             .unwrap();
         let mut events = hub.subscribe();
@@ -1387,49 +1485,59 @@ async fn a_container_dropped_while_its_abort_lands_reports_every_member() {
             _ = &mut serve => panic!("the group ended on its own"),
             _ = watch.wait_for(|m| is("stuck", Running)(m) && is("host", Running)(m)) => {}
         }
+        block_tx.send(()).unwrap();
+        // On a worker, inside its poll; this thread (the test's) waits for it.
+        inside_rx.recv().unwrap();
         ctx.cancel();
-        // At the deadline the abort reports `stuck` failed (its hung task), then waits for
-        // the aborts to land, `host` still to report: the group is not polled again.
+        // At the deadline the abort reports `stuck` failed (its hung task), then aborts
+        // both; `host`'s abort cannot land while it blocks, so its end is still to report.
         tokio::select! {
             biased;
             _ = watch.wait_for(is("stuck", Failed)) => {}
             _ = &mut serve => panic!("the stop ended before it was dropped"),
         }
-        if let Some(ends) = ends {
-            fail_tx.take().unwrap().send(ends).unwrap();
-            returning_rx.await.unwrap();
-        }
         drop(serve);
+        release_tx.send(ends).unwrap();
         let state = match ends {
             None => Stopped,
             Some(Ends::Fails) => Failed,
             Some(Ends::Panics) => Panicked,
         };
-        // Said at the drop if it returned; as its abort lands if not.
-        if ends.is_some() {
-            assert_eq!(hub.snapshot()["host"].state, state);
-        }
         tokio::time::timeout(Duration::from_secs(10), watch.wait_for(is("host", state)))
             .await
             .expect("`host` is reported")
             .unwrap();
         let snapshot = hub.snapshot();
-        let host = &snapshot["host"];
         if ends.is_some() {
-            assert_eq!(host.error.as_deref(), Some("late"), "{snapshot:?}");
+            assert_eq!(
+                snapshot["host"].error.as_deref(),
+                Some("late"),
+                "{snapshot:?}"
+            );
         }
         let stuck = snapshot["stuck"].error.as_deref().unwrap_or_default();
         assert!(stuck.starts_with("did not stop within 500ms"), "{stuck}");
-        // Each ended once.
+        // Each ended once: `host`'s end is the last report, made as it ended (its event
+        // comes just after the snapshot changed).
         let mut ended = std::collections::BTreeMap::<String, usize>::new();
-        while let Ok(e) = events.try_recv() {
+        let mut take = |e: StatusEvent| {
             if matches!(e.state, Stopped | Failed | Panicked) {
                 *ended.entry(e.name).or_default() += 1;
             }
+        };
+        loop {
+            let e = events.recv().await.unwrap();
+            let last = e.name == "host" && e.state == state;
+            take(e);
+            if last {
+                break;
+            }
+        }
+        while let Ok(e) = events.try_recv() {
+            take(e);
         }
         let once = [("host".to_owned(), 1), ("stuck".to_owned(), 1)].into();
         assert_eq!(ended, once, "{ends:?}");
-        drop(fail_tx);
     }
 }
 

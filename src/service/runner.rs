@@ -2071,8 +2071,8 @@ impl Run {
     /// task hosting a container still running is not a hung leaf, even with nothing pending
     /// below it: its container reports for it. So a hung leaf a nested container named
     /// itself (gone from the pending report, or not yet, or named during the abort) is named
-    /// once. Dropped while the aborts land, it reports the ends still to report
-    /// ([`AbortedMembers`]).
+    /// once. The members are aborted together, and their aborts awaited together. Dropped
+    /// while the aborts land, it reports the ends still to report ([`AbortedMembers`]).
     async fn abort(&mut self, targets: &[usize], timeout: Duration) {
         let mut aborted = Vec::new();
         for &i in targets {
@@ -2150,9 +2150,16 @@ impl Run {
             errors: &self.errors,
             members: aborted,
         };
-        for member in &landing.members {
-            abort_tree(&member.run.group).await;
-        }
+        // All at once: a member whose abort takes a while (a `Drop` that blocks, a task
+        // stuck in blocking code until the abort timeout) does not hold the others' back,
+        // and the stop takes one abort timeout at most, not one per member.
+        futures::future::join_all(
+            landing
+                .members
+                .iter()
+                .map(|member| abort_tree(&member.run.group)),
+        )
+        .await;
         // The aborts landed: each member's end is reported here, with what it named.
         let aborted = std::mem::take(&mut landing.members);
         // Leaves named above that a member's own end, or a container below it, named
