@@ -96,9 +96,11 @@ use super::status::{Owner, StatusHub};
 /// Dropping a running group's future aborts every member task (at any depth). Its members
 /// still running are cancelled first (so that nested containers and restarters stop rather
 /// than restart or report the aborts as failures), and each is reported to the status hub
-/// as it ends: `Stopped` as its abort lands, or `Failed` or `Panicked`, with its error, if it
-/// returned one or panicked first (also just as the future was dropped, on another
-/// worker). A member that ended before the drop, unseen by the group, is reported at once.
+/// as it ends: `Stopped` as its abort lands (once its future is dropped: a panic in its
+/// `Drop` says `Panicked`), or `Failed` or `Panicked`, with its error, if it returned one or
+/// panicked first (also just as the future was dropped, on another worker). A member that
+/// ended before the drop, unseen by the group, is reported at once; one whose task had not
+/// run yet is not started.
 /// Without a runtime to run the aborts on (the future dropped outside one), the members are
 /// only cancelled, and reported as they return.
 ///

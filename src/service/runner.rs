@@ -891,7 +891,8 @@ pub(crate) struct Spawned {
 /// its [`Exit`] as it returns, panics or is dropped. If its container left the report to it
 /// by then, it reports the end itself; if before its first poll, the service is not started.
 struct MemberRun<F> {
-    run: Pin<Box<F>>,
+    /// The member's own future, until it is dropped ahead of the report of its end.
+    run: Option<Pin<Box<F>>>,
     exit: Arc<Exit>,
     /// Where the future's error is handed over.
     error: Arc<Mutex<Option<BoxError>>>,
@@ -942,16 +943,17 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for MemberRun<F> {
                 return std::task::Poll::Ready(Ok(()));
             }
         }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| this.run.as_mut().poll(cx))) {
+        let Some(run) = this.run.as_mut() else {
+            panic!("a member's task polled after it ended");
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
             Ok(ready) => {
                 this.end(RETURNED, None);
                 ready
             }
             Err(payload) => {
-                let message = crate::error::panic_message(&*payload)
-                    .unwrap_or_else(|| crate::error::NOT_A_STRING.to_owned());
-                this.end(PANICKED, Some(message));
+                this.end(PANICKED, Some(panic_text(&*payload)));
                 // The core records it as the task's panic.
                 std::panic::resume_unwind(payload)
             }
@@ -960,11 +962,28 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for MemberRun<F> {
 }
 
 impl<F> Drop for MemberRun<F> {
+    /// Dropped before it ended (aborted, or its runtime shut down): the member's future is
+    /// dropped first, so that its end is reported once its `Drop` has run, and a panic there
+    /// is that end (`Panicked`, resumed for the core to record, as a panic of the future's
+    /// `Drop` always was).
     fn drop(&mut self) {
-        if !self.ended {
-            self.end(DROPPED, None);
+        if self.ended {
+            return;
+        }
+        let run = self.run.take();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| drop(run))) {
+            Ok(()) => self.end(DROPPED, None),
+            Err(payload) => {
+                self.end(PANICKED, Some(panic_text(&*payload)));
+                std::panic::resume_unwind(payload)
+            }
         }
     }
+}
+
+/// A panic's message as the core records it (a payload that is no string says so).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    crate::error::panic_message(payload).unwrap_or_else(|| crate::error::NOT_A_STRING.to_owned())
 }
 
 /// Reports the end of a member whose container's future was dropped before it took that
@@ -1058,9 +1077,9 @@ impl Spawned {
             .name(name.to_string())
             .go_at(site.unwrap_or_else(Location::caller), move |_group_ctx| {
                 MemberRun {
-                    run: Box::pin(member_task(
+                    run: Some(Box::pin(member_task(
                         scope, service, token, ready, slot, on_start, hold,
-                    )),
+                    ))),
                     exit: run_exit,
                     error: run_error,
                     _hub_run: run_hub,
@@ -1561,9 +1580,10 @@ pub(crate) struct Run {
     _running: RunningGuard,
     /// The run as the hubs it reports to under a path prefix know it (or, without such a
     /// hub here, the nearest run around that has one): its members' task futures hold it
-    /// too, so it ends there once the run's own `Drop` reported the members it stopped and
-    /// the futures it aborted are gone (a restarter among its members reports its own end
-    /// as its future is dropped, later). `None` without such a hub.
+    /// too, so it ends there once the run's own `Drop` is over and the futures it aborted
+    /// are gone: a member still running when the run was dropped reports its own end as its
+    /// future ends, later ([`Spawned::leave`]), and a restarter among them as it is
+    /// dropped. `None` without such a hub.
     hub_run: Option<Arc<HubRun>>,
 }
 
@@ -2151,8 +2171,9 @@ impl Run {
             members: aborted,
         };
         // All at once: a member whose abort takes a while (a `Drop` that blocks, a task
-        // stuck in blocking code until the abort timeout) does not hold the others' back,
-        // and the stop takes one abort timeout at most, not one per member.
+        // stuck in blocking code until the abort timeout) does not hold back the others',
+        // which land side by side, as many at once as the runtime has workers free (a
+        // `Drop` that blocks holds its worker). Awaited together: one abort timeout in all.
         futures::future::join_all(
             landing
                 .members

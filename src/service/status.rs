@@ -548,10 +548,11 @@ impl StatusWatch {
 /// A container's run as the hubs it reports to under a path prefix know it
 /// ([`Reporter::begin_run`]): ends there when dropped, which is when the last of what
 /// reports under it is gone. It is held by the run, by each of its members' task futures
-/// (a restarter's attempts' too), and by the runs nested in them: a restarter among the
-/// members reports its own `Stopped` as its future is dropped, after the run itself, and
-/// an entry reported after its run ended would outlive the clean-up of the next run below
-/// the same member (one entry per job, for a member that runs a container per job).
+/// (a restarter's attempts' too), and by the runs nested in them: a member still running
+/// when its container's future was dropped (a restarter among them too) reports its own end
+/// as its future ends, after the run itself, and an entry reported after its run ended
+/// would outlive the clean-up of the next run below the same member (one entry per job, for
+/// a member that runs a container per job).
 #[derive(Debug)]
 pub(crate) struct HubRun {
     mark: u64,
