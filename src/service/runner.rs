@@ -329,6 +329,12 @@ struct CollectedState {
     /// named and does not name them again from its pending report (where the aborted leaf
     /// is still listed while its abort lands).
     taken: Vec<Arc<str>>,
+    /// The paths of the members this run's deadline abort is aborting, until their aborts
+    /// land. A container around that reads the pending report meanwhile leaves what is
+    /// below them alone: this run named its hung leaves before its abort, and the rest is
+    /// going (a chain's levels dropped one by one as the abort lands, the lowest still
+    /// pending would look like a hung leaf).
+    aborting: Vec<Arc<str>>,
 }
 
 /// A container run's failures, kept in its [`Collected`], where the container around finds
@@ -361,6 +367,12 @@ impl Errors {
 
     fn set_member(&self, i: usize, run: Option<Spawned>) {
         self.0.state.lock().members[i] = run;
+    }
+
+    /// The deadline's aborts landed, or their wait was dropped: see
+    /// [`CollectedState::aborting`].
+    fn stop_aborting(&self) {
+        self.0.state.lock().aborting.clear();
     }
 }
 
@@ -1315,6 +1327,37 @@ fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>
     (errors, taken_before)
 }
 
+/// Paths, for telling in O(log n) whether a path is one of them or below one.
+struct Paths(Vec<Arc<str>>);
+
+/// Whether `path` is `at` or below it (`a/b` covers `a/b` and `a/b/c`, not `a/bc`).
+fn covers(at: &str, path: &str) -> bool {
+    path.strip_prefix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+impl Paths {
+    /// Sorted by their `/`-separated segments (the paths below a path then come right after
+    /// it), each below another dropped: the greatest one not after a path is the only one
+    /// that can cover it.
+    fn new(mut paths: Vec<Arc<str>>) -> Self {
+        paths.sort_unstable_by(|a, b| a.split('/').cmp(b.split('/')));
+        let mut kept: Vec<Arc<str>> = Vec::with_capacity(paths.len());
+        for path in paths {
+            if !kept.last().is_some_and(|last| covers(last, &path)) {
+                kept.push(path);
+            }
+        }
+        Paths(kept)
+    }
+
+    /// Whether `path` is one of them or below one.
+    fn covers(&self, path: &str) -> bool {
+        let i = self.0.partition_point(|p| p.split('/').le(path.split('/')));
+        i.checked_sub(1).is_some_and(|j| covers(&self.0[j], path))
+    }
+}
+
 /// The hung leaves a container's abort named or took, sorted by path, for finding one at or
 /// below a member's or an attempt's path in O(log n).
 struct Leaves<'a>(Vec<(&'a str, &'a ServiceError)>);
@@ -1414,6 +1457,7 @@ struct AbortedMembers<'a> {
 
 impl Drop for AbortedMembers<'_> {
     fn drop(&mut self) {
+        self.errors.stop_aborting();
         for Aborted {
             name,
             run,
@@ -1722,6 +1766,7 @@ impl Run {
                 members: vec![None; members.len()],
                 ended: false,
                 taken: Vec::new(),
+                aborting: Vec::new(),
             }),
         });
         if let Some(hosted) = &place.hosted {
@@ -2099,9 +2144,18 @@ impl Run {
             let Some(run) = self.take_run(i) else {
                 continue;
             };
+            let path = member_path(&self.place.path, &self.slots[i].name);
+            self.errors.0.state.lock().aborting.push(path);
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
+            // Below a member that a container between is aborting: not this abort's to name.
+            let being_aborted = Paths::new(
+                below
+                    .iter()
+                    .flat_map(|c| c.state.lock().aborting.clone())
+                    .collect(),
+            );
             let returned = run.exit.returned();
             if returned {
                 hosts.insert(run.group.id());
@@ -2112,7 +2166,9 @@ impl Run {
             let mut named = stop_timeout_names(&collected);
             named.extend(taken_before.iter().map(|n| &**n));
             let mut hung = hung_leaves(
-                pending.iter().filter(|t| !hosts.contains(&t.group_id())),
+                pending.iter().filter(|t| {
+                    !hosts.contains(&t.group_id()) && !being_aborted.covers(&task_path(t))
+                }),
                 timeout,
                 &self.place.tree,
             );
@@ -2183,6 +2239,7 @@ impl Run {
         .await;
         // The aborts landed: each member's end is reported here, with what it named.
         let aborted = std::mem::take(&mut landing.members);
+        self.errors.stop_aborting();
         // Leaves named above that a member's own end, or a container below it, named
         // meanwhile: theirs is kept. And the member's own task, named above because what it
         // ran had ended and it had not returned yet, if it then returned on its own (it was
@@ -2257,7 +2314,7 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 mod tests {
     use super::{
         abort_tree, given, has_paths_below, AttemptEnd, Collected, CollectedState, EndReports,
-        Hosted, SCOPE,
+        Hosted, Paths, SCOPE,
     };
     use crate::service::status::Reporter;
     use crate::service::{
@@ -2291,6 +2348,7 @@ mod tests {
                     members: Vec::new(),
                     ended: false,
                     taken: Vec::new(),
+                    aborting: Vec::new(),
                 }),
             })
         };
@@ -2548,5 +2606,26 @@ mod tests {
             }
         }
         assert_eq!(paths.len(), 5 + 5 * 5 + 5 * 5 * 2);
+    }
+
+    /// A path is covered by one of the paths or one above it, not by a sibling whose name
+    /// starts the same (`a/b-c` sorts between `a/b` and `a/b/c` as text).
+    #[test]
+    fn paths_cover_themselves_and_what_is_below() {
+        let paths = Paths::new(
+            ["a/b-c", "a/b", "a/b/x", "z", "a/bc/d"]
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        );
+        for covered in [
+            "a/b", "a/b/c/d", "a/b/x", "a/b-c", "a/b-c/e", "z/1", "a/bc/d/e",
+        ] {
+            assert!(paths.covers(covered), "{covered}");
+        }
+        for not in ["a", "a/bc", "a/bd", "b", "y/z", "a/b-", "zz"] {
+            assert!(!paths.covers(not), "{not}");
+        }
+        assert!(!Paths::new(Vec::new()).covers("a"));
     }
 }
