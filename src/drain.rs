@@ -1293,7 +1293,12 @@ mod tests {
         struct Restarts(WaitGroup, Arc<AtomicUsize>);
         impl Drop for Restarts {
             fn drop(&mut self) {
-                if self.1.fetch_sub(1, Ordering::Relaxed) == 0 {
+                let budget = &self.1;
+                // Spent stays spent (a plain `fetch_sub` would wrap to `usize::MAX`).
+                if budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_err()
+                {
                     return;
                 }
                 let next = self.0.child();

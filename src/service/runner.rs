@@ -1351,6 +1351,11 @@ impl Paths {
         Paths(kept)
     }
 
+    /// Whether there are any (a caller then need not make the paths it would ask about).
+    fn is_some(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     /// Whether `path` is one of them or below one.
     fn covers(&self, path: &str) -> bool {
         let i = self.0.partition_point(|p| p.split('/').le(path.split('/')));
@@ -1846,6 +1851,19 @@ impl Run {
         run
     }
 
+    /// [`take_run`](Self::take_run) for the deadline's abort: the member leaves its slot and
+    /// is listed as being aborted in one hold of the lock, so a container around never finds
+    /// it in neither ([`CollectedState::aborting`]).
+    fn take_run_to_abort(&mut self, i: usize) -> Option<Spawned> {
+        let run = self.slots[i].run.take()?;
+        self.running -= 1;
+        let path = member_path(&self.place.path, &self.slots[i].name);
+        let mut state = self.errors.0.state.lock();
+        state.members[i] = None;
+        state.aborting.push(path);
+        Some(run)
+    }
+
     fn self_reports(&self, i: usize) -> bool {
         self.slots[i]
             .run
@@ -2141,11 +2159,9 @@ impl Run {
     async fn abort(&mut self, targets: &[usize], timeout: Duration) {
         let mut aborted = Vec::new();
         for &i in targets {
-            let Some(run) = self.take_run(i) else {
+            let Some(run) = self.take_run_to_abort(i) else {
                 continue;
             };
-            let path = member_path(&self.place.path, &self.slots[i].name);
-            self.errors.0.state.lock().aborting.push(path);
             let pending: Vec<TaskInfo> = run.group.pending().tasks().cloned().collect();
             let below = run.hosted.running_below();
             let mut hosts: HashSet<GroupId> = below.iter().filter_map(|c| c.host).collect();
@@ -2156,6 +2172,8 @@ impl Run {
                     .flat_map(|c| c.state.lock().aborting.clone())
                     .collect(),
             );
+            let under_abort =
+                |t: &TaskInfo| being_aborted.is_some() && being_aborted.covers(&task_path(t));
             let returned = run.exit.returned();
             if returned {
                 hosts.insert(run.group.id());
@@ -2166,9 +2184,9 @@ impl Run {
             let mut named = stop_timeout_names(&collected);
             named.extend(taken_before.iter().map(|n| &**n));
             let mut hung = hung_leaves(
-                pending.iter().filter(|t| {
-                    !hosts.contains(&t.group_id()) && !being_aborted.covers(&task_path(t))
-                }),
+                pending
+                    .iter()
+                    .filter(|t| !hosts.contains(&t.group_id()) && !under_abort(t)),
                 timeout,
                 &self.place.tree,
             );
