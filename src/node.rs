@@ -151,8 +151,7 @@ impl Config {
 }
 
 /// How many times [`Node::settled_counts`] reads a group's count and entries
-/// for a moment with no end under way, and [`Node::counters`] for one with
-/// no unit in flight.
+/// for a moment with no end under way.
 const SETTLE_LOOKS: usize = 64;
 
 /// The defaults, shared by every group built with them.
@@ -1791,49 +1790,24 @@ impl Node {
     }
 
     /// What a shutdown counts from: entries ever removed from the registry,
-    /// of those the tasks a shutdown aborted and listed, and pending guards
-    /// not in the registry.
+    /// of those the tasks a shutdown aborted and listed, and, in a lean
+    /// group, pending guards not in the registry.
+    ///
+    /// In a group that records every guard, every unit ends by its entry's
+    /// removal, which the removals count: a unit counted there without an
+    /// entry is one whose start (between its count and its entry) or end
+    /// (between its entry's removal and its count) is under way on another
+    /// thread, and is read as if it were through, with no wait. Counted as
+    /// an unrecorded unit, its fall counted it finished once more than its
+    /// entry's removal (a start), or than its listing as aborted (an abort's
+    /// end): a forced stop's merged report counted one task both finished
+    /// and aborted (`forcesig chain`, two workers, 1 run in 36). Reading
+    /// again until it was through (64 looks, a thread yield between) missed
+    /// a thread that lost its core in between for longer than that.
     pub(crate) fn counters(&self) -> Counters {
-        self.counters_settled(std::thread::yield_now)
-    }
-
-    /// [`counters`](Self::counters), read again (calling `between` before
-    /// each further look, up to [`SETTLE_LOOKS`]) while a group that records
-    /// every guard has a unit without an entry: one in flight, a start
-    /// between its count and its entry, or an end between its entry's
-    /// removal and its count. A start caught so would be counted finished
-    /// twice: by the fall of its unrecorded unit, which
-    /// [`Counters::finished_until`] counts for an end, and by its entry's
-    /// removal (a cascade of tasks started from aborted tasks' `Drop`s on
-    /// another worker, read by a shutdown's further pass, counted one task
-    /// twice in 1 run of 8). Read once it is through, neither is in flight.
-    /// A lean group's unrecorded units are its guards: read once.
-    #[inline]
-    fn counters_settled(&self, between: impl FnMut()) -> Counters {
-        let counters = self.counters_once();
-        // Most often nothing is in flight: one read, no call.
-        if counters.unrecorded == 0 || !self.record_guards() {
-            return counters;
+        if self.record_guards() {
+            return Counters::of(self.registry.removed_and_len(), None);
         }
-        self.counters_again(counters, between)
-    }
-
-    /// The further looks of [`counters_settled`](Self::counters_settled),
-    /// after `counters` found a unit in flight.
-    #[cold]
-    #[inline(never)]
-    fn counters_again(&self, mut counters: Counters, mut between: impl FnMut()) -> Counters {
-        for _ in 0..SETTLE_LOOKS {
-            if counters.unrecorded == 0 {
-                break;
-            }
-            between();
-            counters = self.counters_once();
-        }
-        counters
-    }
-
-    fn counters_once(&self) -> Counters {
         // The count first, then the registry's counters and entries, each
         // shard's three read together. A unit that ends in between is in
         // the count and counted removed, not in the entries: one more
@@ -1852,7 +1826,7 @@ impl Node {
                 ..Counters::default()
             };
         }
-        Counters::of(self.registry.removed_and_len(), len)
+        Counters::of(self.registry.removed_and_len(), Some(len))
     }
 
     /// Aborts every running spawned task of this group but `spare`; `watch`
@@ -1980,8 +1954,10 @@ impl Node {
             .map_counted(|entry| entry.info(&self.label, now), &mut tasks);
         let (len, entries) = self.settled_counts();
         // The entries as read with the count, not with the listing: a unit
-        // in flight then (a start, or a lean guard) is unrecorded.
-        let counters = Counters::of(crate::registry::Counts { entries, ..counts }, len);
+        // in flight then (a start, or a lean guard) is unrecorded, in a lean
+        // group only (see `counters`).
+        let lean = (!self.record_guards()).then_some(len);
+        let counters = Counters::of(crate::registry::Counts { entries, ..counts }, lean);
         (self.group_pending(tasks, len), counters)
     }
 
@@ -2103,26 +2079,33 @@ impl Failures {
 /// A node's counters at one moment; see [`Node::counters`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Counters {
+    /// Entries ever removed from the registry.
     pub(crate) removed: u64,
+    /// Of those, the tasks a shutdown aborted and listed.
     pub(crate) aborted: u64,
+    /// Pending units without an entry: a lean group's guards (and its work
+    /// in flight); 0 in a group that records every guard.
     pub(crate) unrecorded: usize,
 }
 
 impl Counters {
-    /// The registry's `counts` and the group's count of pending units
-    /// `len`: those without an entry are unrecorded.
-    fn of(counts: crate::registry::Counts, len: usize) -> Self {
+    /// The registry's `counts` and, in a lean group, the group's count of
+    /// pending units `lean`: those without an entry are unrecorded. `None`
+    /// for a group that records every guard, whose units are counted by
+    /// their entries' removals alone (see [`Node::counters`]).
+    fn of(counts: crate::registry::Counts, lean: Option<usize>) -> Self {
         Counters {
             removed: counts.removed,
             aborted: counts.aborted,
-            unrecorded: len.saturating_sub(counts.entries),
+            unrecorded: lean.map_or(0, |len| len.saturating_sub(counts.entries)),
         }
     }
 
     /// Work that ended between `self` and `later` other than by a
     /// shutdown's abort that some report lists (completed, failed, or
     /// aborted by its handle): entries removed, minus the tasks a shutdown
-    /// aborted and listed, plus the fall in unrecorded guards.
+    /// aborted and listed, plus the fall in a lean group's unrecorded
+    /// guards.
     pub(crate) fn finished_until(&self, later: &Counters) -> usize {
         let removed = later.removed.saturating_sub(self.removed);
         let aborted = later.aborted.saturating_sub(self.aborted);
@@ -2812,29 +2795,47 @@ mod tests {
     use super::*;
 
     /// A start caught between its count and its entry by the counters a
-    /// shutdown counts from is read again once it is through, so its end is
-    /// counted finished once (by its entry's removal), not twice (also by
-    /// the fall of an unrecorded unit). The hook stands in for the other
-    /// thread finishing the start between two looks.
+    /// shutdown counts from, however long it stays there (its thread lost
+    /// its core): its end is counted finished once, by its entry's removal,
+    /// not also by the fall of an unrecorded unit. Nothing puts it through
+    /// while the counters are read; they were read again 64 times, then
+    /// counted it twice.
     #[test]
-    fn a_start_in_flight_is_read_once_through_and_its_end_counted_once() {
+    fn a_start_in_flight_as_the_counters_are_read_is_counted_once() {
         let wg = crate::WaitGroup::new();
         let node = wg.node();
         // Counted, no entry yet: a `go()` between its two steps.
-        let mut unit = Some(node.add_task().0);
-        let mut guard = None;
-        let starts = node.counters_settled(|| {
-            if let Some(unit) = unit.take() {
-                let site = std::panic::Location::caller();
-                let entry =
-                    crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Guard, site);
-                guard = Some(crate::guard::TaskGuard::new_with(unit, entry).0);
-            }
-        });
-        assert_eq!(starts.unrecorded, 0);
-        assert!(guard.is_some(), "read again once the start went through");
+        let unit = node.add_task().0;
+        let starts = node.counters();
+        let site = std::panic::Location::caller();
+        let entry = crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Guard, site);
+        let guard = crate::guard::TaskGuard::new_with(unit, entry).0;
         drop(guard);
         assert_eq!(starts.finished_until(&node.counters()), 1);
+    }
+
+    /// An aborted task's end caught between its entry's removal (where its
+    /// shutdown's watch lists it) and its count given up, by the counters a
+    /// shutdown counts from: the task is listed aborted, and not counted
+    /// finished too by the fall of an unrecorded unit.
+    #[test]
+    fn an_abort_landing_as_the_counters_are_read_is_not_counted_finished() {
+        let wg = crate::WaitGroup::new();
+        let node = wg.node();
+        let site = std::panic::Location::caller();
+        let entry = crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Task, site);
+        let mut guard = crate::guard::TaskGuard::new_with(node.add_task().0, entry).0;
+        // Marked aborted (it has no abort handle, never spawned); its watch
+        // expects it.
+        let watch = node.abort_tasks(None);
+        // `task::drop_aborted`'s steps, the counters read between the first
+        // two: the entry removed and listed, then the count given up.
+        let entry = guard.remove_aborted().expect("a recorded guard");
+        let starts = node.counters();
+        drop(guard);
+        entry.watch.expect("marked aborted").settle();
+        assert_eq!(watch.take_aborted().len(), 1);
+        assert_eq!(starts.finished_until(&node.counters()), 0);
     }
 
     /// The one step a shutdown takes for an idle group
