@@ -335,6 +335,10 @@ struct CollectedState {
     /// going (a chain's levels dropped one by one as the abort lands, the lowest still
     /// pending would look like a hung leaf).
     aborting: Vec<Arc<str>>,
+    /// Where failures that reach this container's collected ones go once a container around
+    /// took those for the last time: that container's collected failures, attributed to its
+    /// member `name` ([`deliver`]). Set by that last take ([`take_collected`]).
+    forward: Option<(Arc<Collected>, String)>,
 }
 
 /// A container run's failures, kept in its [`Collected`], where the container around finds
@@ -343,12 +347,16 @@ struct CollectedState {
 pub(crate) struct Errors(Arc<Collected>);
 
 impl Errors {
+    /// Keeps `error` with the run's failures; sent on to the container around's if that one
+    /// took them for the last time ([`deliver`]): then this run is being dropped, and what it
+    /// would have returned goes where its return would have.
     pub(crate) fn push(&self, error: ServiceError) {
-        self.0.state.lock().errors.push(error);
+        deliver(&self.0, vec![error]);
     }
 
+    /// [`push`](Self::push) for each of `errors`.
     fn extend(&self, errors: impl IntoIterator<Item = ServiceError>) {
-        self.0.state.lock().errors.extend(errors);
+        deliver(&self.0, errors.into_iter().collect());
     }
 
     fn take(&self) -> Vec<ServiceError> {
@@ -1014,7 +1022,7 @@ impl Orphan {
         self.end
             .report(&self.reporter, &self.name, failure.as_ref());
         if let Some(failure) = failure {
-            self.collected.state.lock().errors.push(failure);
+            deliver(&self.collected, vec![failure]);
         }
     }
 }
@@ -1293,13 +1301,32 @@ pub(crate) fn member_path(container: &str, name: &str) -> Arc<str> {
 /// returned that they have not taken yet (each reported to its hubs), and the names of the
 /// hung leaves they named themselves that a container around took from them before
 /// ([`CollectedState::taken`]).
-fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>) {
+///
+/// `last`: the take is the last one of the container taking (its abort's aborts landed, or
+/// its future is being dropped as they land), for its member named so. What reaches these
+/// containers' collected failures after it then goes to the taker's ([`deliver`]), set in
+/// the same lock hold as the take, so that none falls between the two. Without it, a
+/// failure that a container's `Drop` (its own abort landing) kept for the container around
+/// just after that one took for the last time was lost: in a chain thousands deep on two
+/// workers, the hung leaf and the failures below the lowest aborting level, a stop that
+/// returned `Ok(())` (`probe-reg2 deepfail 2000 mt`).
+fn take_collected(
+    below: &[Arc<Collected>],
+    last: Option<(&Arc<Collected>, &str)>,
+) -> (Vec<ServiceError>, Vec<Arc<str>>) {
     let mut errors = Vec::new();
     let mut taken_before = Vec::new();
     for container in below {
         let mut state = container.state.lock();
         taken_before.extend(state.taken.iter().cloned());
         let took = std::mem::take(&mut state.errors);
+        if let Some((taker, name)) = last {
+            // The nearest taker keeps it: a container between the two, which took first,
+            // sends on what reaches it to the one around it in turn.
+            if state.forward.is_none() {
+                state.forward = Some((taker.clone(), name.to_owned()));
+            }
+        }
         state.taken.extend(took.iter().filter_map(|e| match e {
             ServiceError::StopTimeout { name, .. } => Some(Arc::from(name.as_str())),
             _ => None,
@@ -1325,6 +1352,31 @@ fn take_collected(below: &[Arc<Collected>]) -> (Vec<ServiceError>, Vec<Arc<str>>
         }
     }
     (errors, taken_before)
+}
+
+/// Adds `errors` to what `collected` collected, or, once a container around took that for
+/// the last time ([`take_collected`]), to what that container collected, as a failure of its
+/// member that hosted this one ([`failed_below`]), and so on up: an explicit loop, not
+/// recursion (users build the nesting). Every failure a container keeps goes through it
+/// ([`Errors::push`], [`Orphan`]); only those that come once the container around is done
+/// taking are sent on: its members' late ends, and what its own `Drop` (its abort landing)
+/// keeps for the container around ([`AbortedMembers`], `Run`'s `Drop`). One lock held at a
+/// time.
+fn deliver(collected: &Arc<Collected>, mut errors: Vec<ServiceError>) {
+    if errors.is_empty() {
+        return;
+    }
+    let mut at = collected.clone();
+    loop {
+        let mut state = at.state.lock();
+        let Some((taker, name)) = state.forward.clone() else {
+            state.errors.extend(errors);
+            return;
+        };
+        drop(state);
+        errors = failed_below(&name, errors).into_iter().collect();
+        at = taker;
+    }
 }
 
 /// Paths, for telling in O(log n) whether a path is one of them or below one.
@@ -1471,7 +1523,7 @@ impl Drop for AbortedMembers<'_> {
             ..
         } in self.members.drain(..)
         {
-            let (since, _) = take_collected(&below);
+            let (since, _) = take_collected(&below, Some((&self.errors.0, &name)));
             // One still being aborted reports its own end as it comes ([`Spawned::leave`]),
             // unless something below it failed already, reported now.
             let orphan = Orphan {
@@ -1487,7 +1539,8 @@ impl Drop for AbortedMembers<'_> {
                 run.end
                     .report(self.reporter, &name, own.as_ref().or(since.first()));
             }
-            // Kept in the run's `Collected` for a container around that is aborting it.
+            // Kept in the run's `Collected` for a container around that is aborting it (or
+            // sent on, if that one took for the last time already).
             let since = failed_below(&name, since);
             self.errors.extend(own.into_iter().chain(since));
         }
@@ -1772,6 +1825,7 @@ impl Run {
                 ended: false,
                 taken: Vec::new(),
                 aborting: Vec::new(),
+                forward: None,
             }),
         });
         if let Some(hosted) = &place.hosted {
@@ -2178,7 +2232,7 @@ impl Run {
             if returned {
                 hosts.insert(run.group.id());
             }
-            let (collected, taken_before) = take_collected(&below);
+            let (collected, taken_before) = take_collected(&below, None);
             // Named already: by the containers below, in what this one took now, or in what
             // a container around took from them before (its report has them).
             let mut named = stop_timeout_names(&collected);
@@ -2273,7 +2327,7 @@ impl Run {
         } in aborted
         {
             let own = run.end().failure(&name);
-            let (since, _) = take_collected(&below);
+            let (since, _) = take_collected(&below, Some((&self.errors.0, &name)));
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 let path = member_path(&self.place.path, &name);
@@ -2331,12 +2385,12 @@ pub(crate) fn into_result(errors: Vec<ServiceError>) -> Result<(), ServiceError>
 #[cfg(test)]
 mod tests {
     use super::{
-        abort_tree, given, has_paths_below, AttemptEnd, Collected, CollectedState, EndReports,
-        Hosted, Paths, SCOPE,
+        abort_tree, deliver, given, has_paths_below, take_collected, AttemptEnd, Collected,
+        CollectedState, EndReports, Hosted, Paths, SCOPE,
     };
     use crate::service::status::Reporter;
     use crate::service::{
-        service_fn, Ready, RestartPolicy, Restarter, Service, ServiceGroup, StatusHub,
+        service_fn, Ready, RestartPolicy, Restarter, Service, ServiceError, ServiceGroup, StatusHub,
     };
     use crate::WaitGroup;
     use parking_lot::Mutex;
@@ -2355,21 +2409,7 @@ mod tests {
     fn containers_side_by_side_in_one_run_are_registered_in_linear_time() {
         let started = std::time::Instant::now();
         let hosted = Hosted::default();
-        let container = || {
-            Arc::new(Collected {
-                host: None,
-                path: "top/m/c".into(),
-                names: Vec::new(),
-                reporter: Reporter::default(),
-                state: Mutex::new(CollectedState {
-                    errors: Vec::new(),
-                    members: Vec::new(),
-                    ended: false,
-                    taken: Vec::new(),
-                    aborting: Vec::new(),
-                }),
-            })
-        };
+        let container = || collected("top/m/c");
         let running: Vec<Arc<Collected>> = (0..50_000).map(|_| container()).collect();
         for c in &running {
             hosted.add(c.clone());
@@ -2624,6 +2664,64 @@ mod tests {
             }
         }
         assert_eq!(paths.len(), 5 + 5 * 5 + 5 * 5 * 2);
+    }
+
+    /// A container's collected failures, with no members, at `path`.
+    fn collected(path: &str) -> Arc<Collected> {
+        Arc::new(Collected {
+            host: None,
+            path: path.into(),
+            names: Vec::new(),
+            reporter: Reporter::default(),
+            state: Mutex::new(CollectedState {
+                errors: Vec::new(),
+                members: Vec::new(),
+                ended: false,
+                taken: Vec::new(),
+                aborting: Vec::new(),
+                forward: None,
+            }),
+        })
+    }
+
+    /// What reaches a container's collected failures after the container around took them
+    /// for the last time goes to that container's, as a failure of its member, and on up
+    /// through every level that took for the last time; a take that is not the last sends
+    /// nothing on. Before, it stayed where no one would take it again: a chain thousands deep
+    /// stopping on two workers lost its hung leaf and returned `Ok(())`.
+    #[test]
+    fn failures_after_the_last_take_go_to_the_container_around() {
+        let failure = |text: &str| ServiceError::attribute("x", text.into());
+        let texts = |c: &Arc<Collected>| -> Vec<String> {
+            let state = c.state.lock();
+            state.errors.iter().map(|e| format!("{e:#}")).collect()
+        };
+        let (top, mid, low) = (collected("t"), collected("t/m"), collected("t/m/c/l"));
+        // A take that is not the last (a deadline's, before its aborts) sends nothing on.
+        deliver(&low, vec![failure("first")]);
+        let (took, _) = take_collected(std::slice::from_ref(&low), None);
+        assert_eq!(took.len(), 1);
+        deliver(&low, vec![failure("second")]);
+        assert_eq!(texts(&low).len(), 1);
+        assert!(texts(&mid).is_empty());
+        // The last take by `mid`, for its member `c`: later failures go to it.
+        let (took, _) = take_collected(std::slice::from_ref(&low), Some((&mid, "c")));
+        assert_eq!(took.len(), 1);
+        deliver(&low, vec![failure("third")]);
+        assert!(texts(&low).is_empty());
+        assert_eq!(texts(&mid).len(), 1);
+        assert!(texts(&mid)[0].contains("third"), "{:?}", texts(&mid));
+        assert_eq!(mid.state.lock().errors[0].name(), Some("c"));
+        // `top` takes `mid` for the last time, for its member `m`: from `low`, two hops.
+        let (took, _) = take_collected(std::slice::from_ref(&mid), Some((&top, "m")));
+        assert_eq!(took.len(), 1);
+        // A later last take of `low` (by `top`, whose walk found it too) keeps the nearest.
+        let _ = take_collected(std::slice::from_ref(&low), Some((&top, "m")));
+        deliver(&low, vec![failure("fourth")]);
+        assert!(texts(&low).is_empty() && texts(&mid).is_empty());
+        let at_top = top.state.lock().errors.pop().expect("sent on to the top");
+        assert_eq!(at_top.name(), Some("m"));
+        assert_eq!(format!("{at_top:#}"), "m: c: x: fourth");
     }
 
     /// A path is covered by one of the paths or one above it, not by a sibling whose name
