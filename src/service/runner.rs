@@ -1366,16 +1366,20 @@ fn deliver(collected: &Arc<Collected>, mut errors: Vec<ServiceError>) {
     if errors.is_empty() {
         return;
     }
-    let mut at = collected.clone();
+    // Borrowed until a mark sends the failures on (most pushes: none).
+    let mut taker: Option<Arc<Collected>> = None;
     loop {
-        let mut state = at.state.lock();
-        let Some((taker, name)) = state.forward.clone() else {
-            state.errors.extend(errors);
-            return;
+        let at = taker.as_ref().unwrap_or(collected);
+        let (up, name) = {
+            let mut state = at.state.lock();
+            let Some(forward) = state.forward.clone() else {
+                state.errors.extend(errors);
+                return;
+            };
+            forward
         };
-        drop(state);
         errors = failed_below(&name, errors).into_iter().collect();
-        at = taker;
+        taker = Some(up);
     }
 }
 
@@ -1384,8 +1388,14 @@ struct Paths(Vec<Arc<str>>);
 
 /// Whether `path` is `at` or below it (`a/b` covers `a/b` and `a/b/c`, not `a/bc`).
 fn covers(at: &str, path: &str) -> bool {
+    path == at || is_below(at, path)
+}
+
+/// Whether `path` is below `at`: starts with it and a `/` (`a/b/c` is below `a/b`; `a/b`
+/// and `a/bc` are not).
+fn is_below(at: &str, path: &str) -> bool {
     path.strip_prefix(at)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl Paths {
@@ -1403,9 +1413,9 @@ impl Paths {
         Paths(kept)
     }
 
-    /// Whether there are any (a caller then need not make the paths it would ask about).
-    fn is_some(&self) -> bool {
-        !self.0.is_empty()
+    /// Whether there are none (a caller then need not make the paths it would ask about).
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether `path` is one of them or below one.
@@ -1610,9 +1620,7 @@ fn has_paths_below<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
     order.sort_unstable_by(|&a, &b| paths[a].split('/').cmp(paths[b].split('/')));
     let mut below = vec![false; paths.len()];
     for pair in order.windows(2) {
-        below[pair[0]] = paths[pair[1]]
-            .strip_prefix(paths[pair[0]])
-            .is_some_and(|rest| rest.starts_with('/'));
+        below[pair[0]] = is_below(paths[pair[0]], paths[pair[1]]);
     }
     below
 }
@@ -2227,7 +2235,7 @@ impl Run {
                     .collect(),
             );
             let under_abort =
-                |t: &TaskInfo| being_aborted.is_some() && being_aborted.covers(&task_path(t));
+                |t: &TaskInfo| !being_aborted.is_empty() && being_aborted.covers(&task_path(t));
             let returned = run.exit.returned();
             if returned {
                 hosts.insert(run.group.id());
@@ -2331,12 +2339,12 @@ impl Run {
             if !leaves.is_empty() {
                 let named = stop_timeout_names(own.iter().chain(&since));
                 let path = member_path(&self.place.path, &name);
-                if run.exit.returned() && leaves.contains(&*path) {
-                    let below = format!("{path}/");
-                    if named.iter().any(|n| n.starts_with(&below)) {
-                        leaves.remove(&*path);
-                        forget.insert(path.to_string());
-                    }
+                if run.exit.returned()
+                    && leaves.contains(&*path)
+                    && named.iter().any(|n| is_below(&path, n))
+                {
+                    leaves.remove(&*path);
+                    forget.insert(path.to_string());
                 }
                 forget.extend(leaves.into_iter().filter(|n| named.contains(n.as_str())));
             }
