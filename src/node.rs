@@ -290,6 +290,14 @@ pub(crate) struct Links {
     /// of them all. A `child()` is not here: it knows its own key (its
     /// `owner`), and is found by that.
     linked: IdMap<u64>,
+    /// The owning group's scope of its latest generation and that
+    /// generation's number, once a `reopen()` started one: what a `child()`
+    /// made before derives its next generation from ([`Node::reopen`]), so
+    /// that a child reopened after its parent was cancelled and reopened is
+    /// open again, as a child made then would be. `None`: the group never
+    /// started a generation after its first, whose scope every child has
+    /// (its `origin`).
+    scope: Option<(u32, CancellationToken)>,
 }
 
 /// A group's links, in an allocation of their own that its `child()` groups
@@ -773,7 +781,9 @@ fn cancelled_token() -> CancellationToken {
 #[repr(C)]
 pub(crate) struct Node {
     /// The token new generations derive from: the caller's token or the
-    /// parent's scope, as the first did (`None`: a fresh one).
+    /// parent's scope, as the first did (`None`: a fresh one); for a
+    /// `child()`, its parent's latest scope instead once the parent started
+    /// a generation after its first ([`Links::scope`]).
     origin: Option<CancellationToken>,
     /// For a group made with `child()`: its parent's table and its key there.
     owner: Option<(Weak<Table>, u64)>,
@@ -1436,17 +1446,22 @@ impl Node {
 
     /// Reopens a closed group; if its context was cancelled, starts a new
     /// generation of tokens, derived from the group's origin as the first
-    /// was (so a group cancelled through its caller's token stays so).
+    /// was (so a group cancelled through its caller's token stays so), or,
+    /// for a `child()` whose parent started a generation since, from the
+    /// parent's latest scope.
     pub(crate) fn reopen(&self) -> bool {
         // The walks of the shutdowns before do not abort the tasks counted
         // once it is open (see `late_abort`).
         if let Some(extra) = self.extra.get() {
             extra.aborting.lock().walked = false;
         }
+        // Read before the generation's lock, which is taken alone (see the
+        // lock order): a parent reopened meanwhile is reopened after this.
+        let origin = self.parent_scope();
         let number = self.generation_number();
         let generation = self.generation();
         let current = self.tokens_in(&generation);
-        let _one_at_a_time = current.lock.lock();
+        let one_at_a_time = current.lock.lock();
         let reopened = self.state().reopen();
         // Another `reopen()` started the next generation meanwhile (under
         // this lock).
@@ -1459,7 +1474,8 @@ impl Node {
                 .checked_add(1)
                 .expect("more than 2^32 - 1 reopens of a cancelled group");
             self.abort_at.set(None);
-            let tokens = Arc::new(Tokens::new(self.origin.as_ref()));
+            let tokens = Arc::new(Tokens::new(origin.as_ref().or(self.origin.as_ref())));
+            let scope = tokens.scope.clone();
             match self.later.get() {
                 None => {
                     let gens = Gens {
@@ -1495,8 +1511,29 @@ impl Node {
             self.hot
                 .generation
                 .store(next, std::sync::atomic::Ordering::Release);
+            drop(one_at_a_time);
+            // For the `child()` groups, made or to be made: one made from
+            // now on reads this generation's scope itself, one made before
+            // reads it here when it is reopened. Makes the table if there is
+            // none, so that a child made as this runs, which read the scope
+            // before, finds it: a reopen of a cancelled group is rare, and a
+            // table costs no walk while it holds no link.
+            let mut links = self.table().links.lock();
+            if links.scope.as_ref().map_or(true, |(seen, _)| *seen < next) {
+                links.scope = Some((next, scope));
+            }
         }
         reopened
+    }
+
+    /// The scope of the latest generation of the group this one is a
+    /// `child()` of, if that group is alive and started one after its first
+    /// (see [`Links::scope`]).
+    fn parent_scope(&self) -> Option<CancellationToken> {
+        let (table, _) = self.owner.as_ref()?;
+        let table = table.upgrade()?;
+        let links = table.links.lock();
+        links.scope.as_ref().map(|(_, scope)| scope.clone())
     }
 
     // ----- failures -----------------------------------------------------------

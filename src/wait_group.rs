@@ -1016,14 +1016,16 @@ impl WaitGroup {
     /// (or its parent's context) stays cancelled: the fresh context is a
     /// child of that token again. Linked groups are not reopened.
     ///
-    /// That holds for a [`child`](Self::child) whose parent was cancelled
-    /// (by [`cancel`](Self::cancel), a failure with `cancel_on_error`, a
-    /// deadline): its context derives from the parent's as it was when the
-    /// child was made, so it stays cancelled even after the parent is
-    /// reopened too, and its tasks read [`CancelReason::Token`]. Make the
-    /// children again after reopening a parent that was cancelled. (A
-    /// [`shutdown`](Self::shutdown) cancels each group's own context, not
-    /// what its children derive from: after one, a child reopened is fresh.)
+    /// A [`child`](Self::child) whose parent was cancelled (by
+    /// [`cancel`](Self::cancel), a failure with `cancel_on_error`, a
+    /// deadline) is that way too: reopened while its parent is still
+    /// cancelled, it stays cancelled, and its tasks read
+    /// [`CancelReason::Token`]. Reopen the parent first, then the child: the
+    /// child's fresh context then derives from the parent's fresh one, so a
+    /// later cancel of the parent reaches it, as it reaches a child made
+    /// after the parent's reopen. (A [`shutdown`](Self::shutdown) cancels
+    /// each group's own context, not what its children derive from: after
+    /// one, a child reopened is fresh in either order.)
     ///
     /// A context lives as long as what holds it: the tasks started with it,
     /// and [`cancelled`](Self::cancelled) futures made while it was the

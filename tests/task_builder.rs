@@ -311,6 +311,93 @@ async fn reopen_after_close_and_after_shutdown() {
     assert!(child_of_process.is_cancelled());
 }
 
+/// A parent cancelled, then reopened, then its `child()` groups reopened (a
+/// server that stops and starts again, its parts made once): each child and
+/// grandchild is open and fresh, and a later cancel of the parent reaches
+/// the tasks started in them since, with its reason. Before, a child's
+/// fresh context derived from the parent's as it was when the child was
+/// made, cancelled for ever: the children stayed cancelled.
+#[tokio::test(start_paused = true)]
+async fn children_reopened_after_their_parent_are_fresh_and_reached_by_its_next_cancel() {
+    let parent = WaitGroup::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    parent.cancel_with("stop");
+    assert!(child.is_cancelled() && grandchild.is_cancelled());
+    // Reopened while the parent is still cancelled: still cancelled.
+    child.reopen();
+    assert!(child.is_cancelled(), "its parent is still cancelled");
+
+    parent.reopen();
+    child.reopen();
+    grandchild.reopen();
+    for group in [&parent, &child, &grandchild] {
+        assert!(!group.is_cancelled(), "fresh after the reopens, top down");
+    }
+    let (started_tx, started_rx) = oneshot::channel();
+    let (reason_tx, reason_rx) = oneshot::channel();
+    grandchild.go(move |ctx| async move {
+        started_tx.send(ctx.is_cancelled()).unwrap();
+        ctx.cancelled().await;
+        reason_tx.send(ctx.cancel_reason()).unwrap();
+    });
+    assert!(
+        !started_rx.await.unwrap(),
+        "a task started since is not cancelled"
+    );
+    parent.cancel_with("again");
+    let reason = tokio::time::timeout(Duration::from_secs(10), reason_rx)
+        .await
+        .expect("the parent's cancel reaches the grandchild's new task")
+        .unwrap();
+    assert!(
+        matches!(&reason, Some(taskgroup::CancelReason::Requested(Some(why))) if why == "again"),
+        "{reason:?}"
+    );
+}
+
+/// A child whose parent was cancelled through the caller's token stays
+/// cancelled however the two are reopened: the parent's fresh context is a
+/// child of that token again, and so is the child's.
+#[tokio::test(start_paused = true)]
+async fn a_child_of_a_group_cancelled_by_its_callers_token_stays_cancelled() {
+    let process = tokio_util::sync::CancellationToken::new();
+    let parent = WaitGroup::builder().token(process.child_token()).build();
+    let child = parent.child();
+    process.cancel();
+    parent.reopen();
+    child.reopen();
+    assert!(parent.is_cancelled() && child.is_cancelled());
+}
+
+/// A `child()` made on one thread while its parent, cancelled, is reopened
+/// on another: reopened once both are done, the child is fresh whichever
+/// came first (the child may have read the parent's scope from before the
+/// reopen, and the parent may have looked for its children before the child
+/// was linked).
+#[test]
+fn a_child_made_as_its_parent_reopens_is_fresh_once_reopened() {
+    for round in 0..10_000 {
+        let parent = WaitGroup::new();
+        parent.cancel();
+        let barrier = std::sync::Barrier::new(2);
+        let child = std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                parent.reopen();
+            });
+            barrier.wait();
+            parent.child()
+        });
+        child.reopen();
+        assert!(!parent.is_cancelled(), "round {round}");
+        assert!(
+            !child.is_cancelled(),
+            "round {round}: the child stayed cancelled"
+        );
+    }
+}
+
 /// A group drained and then reopened: the tasks started before still run,
 /// told to drain, and a later `cancel()` or shutdown reaches them as well as
 /// those started after. Before, it reached only the new ones: a wait for an
