@@ -827,11 +827,13 @@ struct Extra {
     /// goes, so that the deadline's timer can end once the group is idle
     /// too.
     released: Option<CancellationToken>,
-    /// The first failure that cancelled the group (`cancel_on_error`, or a
-    /// critical task), and the generation it was recorded in: a failure
-    /// recorded after it in that generation is secondary, even before the
-    /// cancel it started has landed. Set under the failures lock.
-    cause: OnceLock<(Arc<TaskError>, u32)>,
+    /// The first critical failure (`cancel_on_error`, or a critical task)
+    /// of the latest generation that had one, and that generation: a
+    /// failure recorded after it in that generation is secondary, even
+    /// before the cancel it started has landed, and the first one of a later
+    /// generation (after a `reopen()`) is that one's cause and cancels again.
+    /// Written under the failures lock (then this lock, alone below it).
+    cause: PlainMutex<Option<(Arc<TaskError>, u32)>>,
     /// The shutdowns aborting the group's tasks (see [`Node::aborting`]).
     aborting: PlainMutex<Aborting>,
 }
@@ -1561,18 +1563,23 @@ impl Node {
             } else {
                 this.extra.get().map(|extra| &**extra)
             };
-            let cause = extra.map(|extra| &extra.cause);
+            let mut cause = extra.map(|extra| extra.cause.lock());
             let after_cause = cause
-                .and_then(OnceLock::get)
+                .as_deref()
+                .and_then(Option::as_ref)
                 .is_some_and(|(_, g)| *g == generation);
             if after_cause || this.is_cancelled() {
                 error.set_secondary();
             }
             error.set_recorded();
             let error = Arc::new(error);
-            let cancels = cause.is_some_and(|cause| {
-                critical && cause.set((Arc::clone(&error), generation)).is_ok()
-            });
+            // The first critical failure of this generation: the cause,
+            // replacing a generation's before (a group reopened).
+            let cancels = critical && !after_cause;
+            if let (true, Some(cause)) = (cancels, cause.as_deref_mut()) {
+                *cause = Some((Arc::clone(&error), generation));
+            }
+            drop(cause);
             failures.push(&error, this.config.max_errors);
             (error, cancels)
         };
@@ -1586,8 +1593,15 @@ impl Node {
         error
     }
 
-    pub(crate) fn cause(&self) -> Option<&TaskError> {
-        self.extra.get()?.cause.get().map(|(e, _)| &**e)
+    /// The failure that cancelled the current generation (see
+    /// [`Extra::cause`]); `None` once a `reopen()` started another.
+    pub(crate) fn cause(&self) -> Option<Arc<TaskError>> {
+        let generation = self.generation_number();
+        let cause = self.extra.get()?.cause.lock();
+        cause
+            .as_ref()
+            .filter(|(_, g)| *g == generation)
+            .map(|(error, _)| Arc::clone(error))
     }
 
     /// A snapshot of this group's own failures (those of children that left

@@ -169,7 +169,9 @@ impl WaitGroupBuilder {
 
     /// Errgroup semantics: the first task failure (error or panic) cancels the
     /// group and every group below it, and becomes the
-    /// [`cancel_cause`](WaitGroup::cancel_cause). Default `false`.
+    /// [`cancel_cause`](WaitGroup::cancel_cause); once the group is
+    /// [reopened](WaitGroup::reopen), the first failure after that cancels it
+    /// again. Default `false`.
     pub fn cancel_on_error(mut self, cancel: bool) -> Self {
         self.config.cancel_on_error = cancel;
         self
@@ -960,9 +962,14 @@ impl WaitGroup {
     }
 
     /// The failure that cancelled the group, with
-    /// [`cancel_on_error`](WaitGroupBuilder::cancel_on_error): the first one recorded.
-    /// `None` if no failure cancelled it.
-    pub fn cancel_cause(&self) -> Option<&crate::TaskError> {
+    /// [`cancel_on_error`](WaitGroupBuilder::cancel_on_error) (or a
+    /// [`critical`](TaskBuilder::critical) task): the first one recorded since
+    /// the group was made or [reopened](Self::reopen) after a cancel. `None`
+    /// if no failure cancelled it: a group reopened has none until its next
+    /// critical failure, which cancels it again. The same failure as the
+    /// context's [`CancelReason::Failure`] when that failure was the first
+    /// cancel.
+    pub fn cancel_cause(&self) -> Option<std::sync::Arc<crate::TaskError>> {
         self.node.cause()
     }
 

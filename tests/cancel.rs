@@ -63,6 +63,55 @@ async fn a_panic_also_cancels_with_cancel_on_error() {
     assert_eq!(err.errors().len(), 1);
 }
 
+/// A group with `cancel_on_error`, kept for a server's whole life: after
+/// each run's failure, shutdown and reopen, the next run's first failure
+/// cancels the group and its children again, and is that run's cause.
+/// Before, the cause was set once for the group's life: from the second run
+/// on a failure cancelled nothing (its siblings ran on), and
+/// `cancel_cause()` named the first run's failure.
+#[tokio::test]
+async fn cancel_on_error_cancels_again_in_every_run_after_a_reopen() {
+    let wg = WaitGroup::builder()
+        .name("server")
+        .cancel_on_error(true)
+        .build();
+    let conns = wg.child();
+    for run in 0..3 {
+        let (sibling_tx, sibling_rx) = oneshot::channel();
+        conns.go(move |ctx| async move {
+            ctx.cancelled().await;
+            sibling_tx.send(ctx.cancel_reason()).unwrap();
+        });
+        let name = format!("failer {run}");
+        wg.task()
+            .name(name.clone())
+            .go(|_| async move { Err::<(), _>("it broke") });
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(10), sibling_rx)
+            .await
+            .unwrap_or_else(|_| panic!("run {run}: the failure did not cancel the child"))
+            .unwrap();
+        match reason {
+            Some(taskgroup::CancelReason::Failure(cause)) => {
+                assert_eq!(cause.name(), Some(name.as_str()), "run {run}");
+            }
+            other => panic!("run {run}: {other:?}"),
+        }
+        assert_eq!(wg.cancel_cause().unwrap().name(), Some(name.as_str()));
+        let err = wg.wait().await.unwrap_err();
+        assert_eq!(err.errors().primary().count(), 1, "run {run}: {err}");
+        let report = wg.shutdown(std::time::Duration::from_secs(1)).await;
+        assert!(report.aborted().is_empty(), "run {run}: {report}");
+        wg.take_errors();
+        wg.reopen();
+        conns.reopen();
+        assert!(!wg.is_cancelled() && !conns.is_cancelled(), "run {run}");
+        assert!(
+            wg.cancel_cause().is_none(),
+            "run {run}: reopened, not cancelled"
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_cancel_on_error_a_failure_cancels_nothing() {
     let wg = WaitGroup::new();
