@@ -1034,6 +1034,13 @@ impl WaitGroup {
     /// each group's own context, not what its children derive from: after
     /// one, a child reopened is fresh in either order.)
     ///
+    /// The failures recorded before stay in [`errors`](Self::errors) (and a
+    /// [`wait`](Self::wait) returns them) until
+    /// [`take_errors`](Self::take_errors); the
+    /// [`cancel_cause`](Self::cancel_cause) is the current context's, `None`
+    /// once a cancelled group is reopened, and the next failure with
+    /// `cancel_on_error` cancels the group again.
+    ///
     /// A context lives as long as what holds it: the tasks started with it,
     /// and [`cancelled`](Self::cancelled) futures made while it was the
     /// group's. The group keeps only the current one, and those a drain
