@@ -831,9 +831,11 @@ struct Extra {
     /// of the latest generation that had one, and that generation: a
     /// failure recorded after it in that generation is secondary, even
     /// before the cancel it started has landed, and the first one of a later
-    /// generation (after a `reopen()`) is that one's cause and cancels again.
-    /// Written under the failures lock (then this lock, alone below it).
-    cause: PlainMutex<Option<(Arc<TaskError>, u32)>>,
+    /// generation (after a `reopen()`) cancels again. The failure is `None`
+    /// if the group was cancelled before it (it is secondary, not the
+    /// cause). Written under the failures lock (then this lock, alone below
+    /// it).
+    cause: PlainMutex<Option<(Option<Arc<TaskError>>, u32)>>,
     /// The shutdowns aborting the group's tasks (see [`Node::aborting`]).
     aborting: PlainMutex<Aborting>,
 }
@@ -1568,16 +1570,20 @@ impl Node {
                 .as_deref()
                 .and_then(Option::as_ref)
                 .is_some_and(|(_, g)| *g == generation);
-            if after_cause || this.is_cancelled() {
+            let secondary = after_cause || this.is_cancelled();
+            if secondary {
                 error.set_secondary();
             }
             error.set_recorded();
             let error = Arc::new(error);
-            // The first critical failure of this generation: the cause,
-            // replacing a generation's before (a group reopened).
+            // The first critical failure of this generation cancels (a
+            // group cancelled already: what is below it that its cancel did
+            // not reach, a linked group), and is the cause unless the group
+            // was cancelled before it; it replaces a generation's before (a
+            // group reopened).
             let cancels = critical && !after_cause;
             if let (true, Some(cause)) = (cancels, cause.as_deref_mut()) {
-                *cause = Some((Arc::clone(&error), generation));
+                *cause = Some(((!secondary).then(|| Arc::clone(&error)), generation));
             }
             drop(cause);
             failures.push(&error, this.config.max_errors);
@@ -1601,7 +1607,7 @@ impl Node {
         cause
             .as_ref()
             .filter(|(_, g)| *g == generation)
-            .map(|(error, _)| Arc::clone(error))
+            .and_then(|(error, _)| error.clone())
     }
 
     /// A snapshot of this group's own failures (those of children that left

@@ -966,9 +966,11 @@ impl WaitGroup {
     /// [`critical`](TaskBuilder::critical) task): the first one recorded since
     /// the group was made or [reopened](Self::reopen) after a cancel. `None`
     /// if no failure cancelled it: a group reopened has none until its next
-    /// critical failure, which cancels it again. The same failure as the
-    /// context's [`CancelReason::Failure`] when that failure was the first
-    /// cancel.
+    /// critical failure, which cancels it again, and a failure after the
+    /// group was cancelled otherwise is [secondary](crate::TaskError::is_secondary),
+    /// not its cause. The same failure as the context's
+    /// [`CancelReason::Failure`], unless another cancel landed between the
+    /// failure and its cancel.
     pub fn cancel_cause(&self) -> Option<std::sync::Arc<crate::TaskError>> {
         self.node.cause()
     }

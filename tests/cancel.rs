@@ -112,6 +112,24 @@ async fn cancel_on_error_cancels_again_in_every_run_after_a_reopen() {
     }
 }
 
+/// A failure with `cancel_on_error` in a group cancelled already (here by
+/// `cancel_with`) is secondary and did not cancel it: it is not the
+/// `cancel_cause()`, and the reason stays the first one. Before, it was
+/// made the cause, a secondary failure named as what cancelled the group.
+#[tokio::test]
+async fn a_failure_after_a_cancel_is_not_the_cancel_cause() {
+    let wg = WaitGroup::builder().cancel_on_error(true).build();
+    wg.cancel_with("operator");
+    wg.go(|_| async { Err::<(), _>("late failure") });
+    let err = wg.wait().await.unwrap_err();
+    assert_eq!(err.errors().secondary().count(), 1, "{err}");
+    assert!(wg.cancel_cause().is_none(), "{:?}", wg.cancel_cause());
+    assert!(matches!(
+        wg.cancel_reason(),
+        Some(taskgroup::CancelReason::Requested(Some(why))) if why == "operator"
+    ));
+}
+
 #[tokio::test]
 async fn without_cancel_on_error_a_failure_cancels_nothing() {
     let wg = WaitGroup::new();
