@@ -66,8 +66,9 @@
 //!
 //! [`LINK_ORDER`], then links locks from ancestor to descendant (only
 //! [`leave`] holds two: a parent's, then the leaving child's), then a
-//! `failures` lock (under which [`Node::record_failure`] reads whether the
-//! group is cancelled: [`Later`]'s lock, for a reopened group), then a
+//! `failures` lock (under which [`Node::record_failure`] takes the cause's,
+//! [`Extra::cause`], and under both reads whether the group is cancelled:
+//! [`Later`]'s lock, for a reopened group), then a
 //! registry shard, then the group's `aborting` lock
 //! (a task recording its abort handle, [`Node::late_abort`]), then an abort
 //! watch's. A generation's [`Tokens::lock`]
