@@ -50,7 +50,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::LocalKey;
 use std::time::Duration;
 
@@ -207,9 +207,21 @@ pub(crate) struct Hosted {
     /// The containers built in the run that are running, and some that ended: ended ones
     /// are dropped in batches as others are added (see [`Pruned`]).
     containers: Mutex<Pruned<Arc<Collected>>>,
+    /// The container the member run is in, and the member's name: the container around
+    /// those built in the run ([`Collected::parent`]). Weak: that container holds this
+    /// through its members. `None` for a run in no container (a restarter at a root).
+    owner: Option<(Weak<Collected>, String)>,
 }
 
 impl Hosted {
+    /// What member `name`'s run hosts, in the container whose failures `owner` collects.
+    fn owned_by(owner: &Arc<Collected>, name: &str) -> Self {
+        Hosted {
+            owner: Some((Arc::downgrade(owner), name.to_owned())),
+            ..Hosted::default()
+        }
+    }
+
     /// Whether the container around, at its deadline, waits for the member's report before
     /// aborting it ([`Run::let_nested_report`]): a container runs in the member run (its
     /// deadline is the one around at the latest, so it reports and returns then), or one
@@ -268,6 +280,24 @@ pub(crate) struct Collected {
     names: Vec<String>,
     reporter: Reporter,
     state: Mutex<CollectedState>,
+    /// The container around this one, and the name of its member this one runs in (see
+    /// [`Hosted`]'s `owner`): where this run's failures go if the abort of a container
+    /// around drops it ([`Run`]'s `Drop`). Weak: a container's collected failures are held
+    /// from above, through its members.
+    parent: Option<(Weak<Collected>, String)>,
+}
+
+impl Drop for Collected {
+    /// Lets go of the collected failures this one sends on to ([`CollectedState::forward`])
+    /// in a loop: those marks chain the levels of a nesting thousands deep, each to one
+    /// around it, and the drop glue would follow a chain whose last holds are these by
+    /// recursion, as deep as the nesting.
+    fn drop(&mut self) {
+        let mut next = self.state.get_mut().forward.take();
+        while let Some((up, _)) = next {
+            next = Arc::into_inner(up).and_then(|mut up| up.state.get_mut().forward.take());
+        }
+    }
 }
 
 /// Reports a member run's end to the hubs once: by its container, or by a container around
@@ -337,7 +367,9 @@ struct CollectedState {
     aborting: Vec<Arc<str>>,
     /// Where failures that reach this container's collected ones go once a container around
     /// took those for the last time: that container's collected failures, attributed to its
-    /// member `name` ([`deliver`]). Set by that last take ([`take_collected`]).
+    /// member `name` ([`deliver`]). Set by that last take ([`take_collected`]), or, if none
+    /// came first, by the abort of a container around dropping this run: then the container
+    /// around it ([`Run`]'s `Drop`).
     forward: Option<(Arc<Collected>, String)>,
 }
 
@@ -1360,8 +1392,9 @@ fn take_collected(
 /// recursion (users build the nesting). Every failure a container keeps goes through it
 /// ([`Errors::push`], [`Orphan`]); only those that come once the container around is done
 /// taking are sent on: its members' late ends, and what its own `Drop` (its abort landing)
-/// keeps for the container around ([`AbortedMembers`], `Run`'s `Drop`). One lock held at a
-/// time.
+/// keeps for the container around ([`AbortedMembers`], `Run`'s `Drop`), and, once the
+/// abort of a container around drops the run, all of it ([`Run::send_up`]). One lock held
+/// at a time.
 fn deliver(collected: &Arc<Collected>, mut errors: Vec<ServiceError>) {
     if errors.is_empty() {
         return;
@@ -1739,6 +1772,7 @@ impl Drop for Run {
         if !self.guard.is_armed() {
             return;
         }
+        self.send_up();
         for token in &self.tokens {
             token.cancel();
         }
@@ -1761,6 +1795,46 @@ impl Drop for Run {
                 }
             }
         }
+    }
+}
+
+impl Run {
+    /// Dropped by the abort of a container around (its group closed, which only that does:
+    /// [`AbortOnDrop`]), the run sends what it collected, and what reaches it from now on
+    /// (its members' late ends), to the container around it, as a failure of the member it
+    /// runs in ([`deliver`]), unless a container around took it for the last time already
+    /// (and marked where it goes).
+    ///
+    /// Before, it kept them for a container around to take: one aborting, whose walk down
+    /// its members found this run while it ran. A walk skips an ended run, and on two
+    /// workers a level of a deep chain in its own abort was dropped by the abort of a
+    /// container further around (keeping what its own abort took from below as it landed)
+    /// before the container between, aborting too, walked down to it: no walk found it,
+    /// and the hung leaf and the failures below were lost (`probe-reg2 deepfail 2000 mt`).
+    /// The container around is alive now (its run, or its own `Drop`'s heir waiting for
+    /// this member's end, holds it), running or dropped by the same abort, and then sends
+    /// on in turn: so the failures go up the levels the abort is dropping to one it does
+    /// not, which returns them or is taken by a walk. Not a run dropped otherwise (by user
+    /// code, or its runtime going): no container around waits for its failures.
+    fn send_up(&self) {
+        if !self.place.wg.is_closed() {
+            return;
+        }
+        let Some((parent, name)) = &self.errors.0.parent else {
+            return;
+        };
+        let left = {
+            let mut state = self.errors.0.state.lock();
+            if state.forward.is_some() {
+                return;
+            }
+            let Some(parent) = parent.upgrade() else {
+                return;
+            };
+            state.forward = Some((parent, name.clone()));
+            std::mem::take(&mut state.errors)
+        };
+        deliver(&self.errors.0, left);
     }
 }
 
@@ -1835,6 +1909,7 @@ impl Run {
                 aborting: Vec::new(),
                 forward: None,
             }),
+            parent: place.hosted.as_ref().and_then(|h| h.owner.clone()),
         });
         if let Some(hosted) = &place.hosted {
             hosted.add(collected.clone());
@@ -1953,7 +2028,10 @@ impl Run {
             self.reporter.inherit(&self.slots[i].name),
             self.deadlines[i].clone(),
             self.place.tree.clone(),
-            None,
+            Some(Arc::new(Hosted::owned_by(
+                &self.errors.0,
+                &self.slots[i].name,
+            ))),
             None,
             self.hub_run.clone(),
             {
@@ -2689,6 +2767,7 @@ mod tests {
                 aborting: Vec::new(),
                 forward: None,
             }),
+            parent: None,
         })
     }
 
@@ -2730,6 +2809,72 @@ mod tests {
         let at_top = top.state.lock().errors.pop().expect("sent on to the top");
         assert_eq!(at_top.name(), Some("m"));
         assert_eq!(format!("{at_top:#}"), "m: c: x: fourth");
+    }
+
+    /// A container dropped by the abort of a container around (which closed its group) sends
+    /// what it collected on to the container around it, where a container further around,
+    /// walking down its members, finds it: a walk skips an ended container. Here `x` fails a
+    /// member as it stops (kept in its collected failures: another member hangs), and is
+    /// dropped by an abort from around before `p`'s walk down. Before, the failure stayed in
+    /// `x`'s, found by no walk: on two workers, a level of a chain thousands deep dropped so
+    /// ahead of the walk of the container between lost the hung leaf and every failure below
+    /// it (`probe-reg2 deepfail 2000 mt`, about 1 run in 36).
+    #[tokio::test]
+    async fn a_container_dropped_by_an_abort_from_around_sends_its_failures_up() {
+        use super::{Kind, Member, Place, Run, RunningGuard};
+        let fails = service_fn("fails", |ctx: CancellationToken, ready: Ready| async move {
+            ready.ready();
+            ctx.cancelled().await;
+            Err::<(), crate::service::BoxError>("gave up".into())
+        });
+        let hangs = service_fn(
+            "hangs",
+            |_ctx: CancellationToken, ready: Ready| async move {
+                ready.ready();
+                std::future::pending::<()>().await;
+                Ok(())
+            },
+        );
+        let x = ServiceGroup::builder("x")
+            .service(fails)
+            .service(hangs)
+            .stop_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let members = [Member::new(
+            x,
+            Kind::LongRunning,
+            std::panic::Location::caller(),
+        )];
+        let flag = Arc::default();
+        let running = RunningGuard::enter(&flag).expect("not running yet");
+        let (place, _hosting) = Place::hosting("p");
+        let ctx = CancellationToken::new();
+        let mut p = Run::new(place, None, 1, &members, ctx, true, running);
+        p.start(0);
+        let member = p.slots[0].run.clone().expect("started");
+        // `x` stops; its failed member is kept in its collected failures.
+        p.tokens[0].cancel();
+        let waited = std::time::Instant::now();
+        while !member
+            .hosted
+            .running_below()
+            .iter()
+            .any(|c| !c.state.lock().errors.is_empty())
+        {
+            assert!(waited.elapsed() < Duration::from_secs(10), "x never failed");
+            tokio::task::yield_now().await;
+        }
+        // The abort of a container around lands on `x`; then `p`'s walk, which skips it.
+        abort_tree(&member.group).await;
+        let (taken, _) = take_collected(&member.hosted.running_below(), None);
+        let kept = p.finish();
+        let text: Vec<String> = taken
+            .iter()
+            .chain(&kept)
+            .map(|e| format!("{e:#}"))
+            .collect();
+        assert_eq!(text, ["x: fails: gave up"]);
     }
 
     /// A path is covered by one of the paths or one above it, not by a sibling whose name
