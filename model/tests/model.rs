@@ -146,6 +146,10 @@ struct MGroup {
     /// later starts closed and cancelled.
     shut_down: bool,
     cancel_on_error: bool,
+    /// A failure with `cancel_on_error` was recorded: the next ones only
+    /// add to the errors (secondary).
+    critical_seen: bool,
+    /// That failure, if the group was not cancelled already when it came.
     cause: Option<u64>,
     last_id: u64,
     entries: BTreeMap<u64, MEntry>,
@@ -205,8 +209,11 @@ impl Model {
             self.groups[g]
                 .errors
                 .push((g, id, entry.name, panic, message));
-            if self.groups[g].cancel_on_error && self.groups[g].cause.is_none() {
-                self.groups[g].cause = Some(id);
+            if self.groups[g].cancel_on_error && !self.groups[g].critical_seen {
+                self.groups[g].critical_seen = true;
+                if !self.is_cancelled(g) {
+                    self.groups[g].cause = Some(id);
+                }
                 self.cancel_tree(g);
             }
         }
