@@ -207,9 +207,10 @@ pub(crate) struct Hosted {
     /// The containers built in the run that are running, and some that ended: ended ones
     /// are dropped in batches as others are added (see [`Pruned`]).
     containers: Mutex<Pruned<Arc<Collected>>>,
-    /// The container the member run is in, and the member's name: the container around
-    /// those built in the run ([`Collected::parent`]). Weak: that container holds this
-    /// through its members. `None` for a run in no container (a restarter at a root).
+    /// The container the member run is in, and the member's name: where the failures of a
+    /// container built in the run go if the abort of a container around drops it
+    /// ([`Run::send_up`]). Weak: that container holds this through its members. `None` for
+    /// a run in no container (a restarter at a root).
     owner: Option<(Weak<Collected>, String)>,
 }
 
@@ -280,11 +281,6 @@ pub(crate) struct Collected {
     names: Vec<String>,
     reporter: Reporter,
     state: Mutex<CollectedState>,
-    /// The container around this one, and the name of its member this one runs in (see
-    /// [`Hosted`]'s `owner`): where this run's failures go if the abort of a container
-    /// around drops it ([`Run`]'s `Drop`). Weak: a container's collected failures are held
-    /// from above, through its members.
-    parent: Option<(Weak<Collected>, String)>,
 }
 
 impl Drop for Collected {
@@ -1820,7 +1816,7 @@ impl Run {
         if !self.place.wg.is_closed() {
             return;
         }
-        let Some((parent, name)) = &self.errors.0.parent else {
+        let Some((parent, name)) = self.place.hosted.as_ref().and_then(|h| h.owner.as_ref()) else {
             return;
         };
         let left = {
@@ -1909,7 +1905,6 @@ impl Run {
                 aborting: Vec::new(),
                 forward: None,
             }),
-            parent: place.hosted.as_ref().and_then(|h| h.owner.clone()),
         });
         if let Some(hosted) = &place.hosted {
             hosted.add(collected.clone());
@@ -2767,7 +2762,6 @@ mod tests {
                 aborting: Vec::new(),
                 forward: None,
             }),
-            parent: None,
         })
     }
 
