@@ -135,12 +135,18 @@ pub(crate) async fn run(
     let mut in_flight_by;
     let mut landing;
 
-    // Groups linked during the shutdown are taken in a further pass; the
-    // walk that finds none lists the groups whose pending work is reported.
+    // Whether the groups linked since the walk are still to be looked for:
+    // once a shutdown, by the first group reached after the deadline (see
+    // `stop_group`).
+    let mut recount = true;
+
+    // Groups linked during the shutdown are taken in a further pass (or, if
+    // found when the deadline passes, in this one); the walk that finds none
+    // lists the groups whose pending work is reported.
     loop {
-        let total = visited.len() - from;
-        for (i, group) in visited[from..].iter().enumerate() {
-            let at = from + i;
+        let mut at = from;
+        while at < visited.len() {
+            let group = &visited[at];
             if at == next_start {
                 let range = together[next_together].clone();
                 start_together(
@@ -157,57 +163,61 @@ pub(crate) async fn run(
             }
             let caller = caller.filter(|c| c.group == group.id());
             let turn = Turn {
-                is_root: from == 0 && i == 0,
-                groups_left: total - i,
+                is_root: at == 0,
+                groups_left: visited.len() - at,
                 caller,
                 reason: &reason,
             };
+            let mut linked = None;
             if !stop_if_idle(group, &turn, &budget) {
                 let started = together_started
                     .filter(|&(end, _)| at < end)
                     .map(|(_, when)| when);
-                stop_group(group, turn, started, &budget, &mut timer, &mut aborted).await;
+                let mut linked_since_walk = || {
+                    if !std::mem::take(&mut recount) {
+                        return 0;
+                    }
+                    linked = linked_since(root, &visited, &mut versions, &mut last_walk);
+                    linked.as_ref().map_or(0, |l| l.groups.len())
+                };
+                stop_group(
+                    group,
+                    turn,
+                    started,
+                    &mut linked_since_walk,
+                    &budget,
+                    &mut timer,
+                    &mut aborted,
+                )
+                .await;
             }
+            if let Some(linked) = linked {
+                next_start = linked.append(
+                    &mut visited,
+                    &mut starts,
+                    &mut together,
+                    next_together,
+                    progress,
+                );
+            }
+            at += 1;
         }
         // The aborts of this pass still landing first: an aborted task's
         // `Drop` may make or link a group, which a further pass then stops.
         in_flight_by = saturating_add(Instant::now(), IN_FLIGHT_WAIT).min(budget.close_end);
         aborted.settle(in_flight_by).await;
         landing = aborted.is_landing();
-        // Most often no group's links changed: the groups of the last walk
-        // are the tree's, found without walking it again.
-        if node::links_unchanged(last_walk.as_deref().unwrap_or(&visited), &versions) {
+        let Some(linked) = linked_since(root, &visited, &mut versions, &mut last_walk) else {
             break;
-        }
-        let walk = node::walk_versioned(root);
-        let walked = walk.groups;
-        versions = walk.versions;
-        // Links were added and removed, and the same groups found: the order
-        // they were stopped in, without hashing.
-        let unchanged = same_groups(&walked, &visited);
-        if unchanged {
-            last_walk = Some(walked);
-            break;
-        }
-        let seen: IdSet = visited.iter().map(|group| group.id()).collect();
-        let (linked, linked_together) = not_seen(&walked, &walk.together, &seen);
-        last_walk = Some(walked);
-        if linked.is_empty() {
-            break;
-        }
-        // Linked during the shutdown: counted from when it is first seen.
+        };
         from = visited.len();
-        starts.extend(linked.iter().map(|n| n.counters()));
-        if let Some(progress) = progress {
-            progress.counting(&linked, &starts[from..]);
-        }
-        together.extend(
-            linked_together
-                .into_iter()
-                .map(|r| r.start + from..r.end + from),
+        next_start = linked.append(
+            &mut visited,
+            &mut starts,
+            &mut together,
+            next_together,
+            progress,
         );
-        next_start = start_of(&together, next_together);
-        visited.extend(linked);
     }
     let groups = last_walk.as_deref().unwrap_or(&visited);
     // Aborts still landing, as work in flight below: until the same time
@@ -365,6 +375,70 @@ fn ends_of(visited: &[NodeRef], listed: &[NodeRef], ends: Vec<Counters>) -> Vec<
 /// pointer (no hashing).
 fn same_groups(a: &[NodeRef], b: &[NodeRef]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Shared::ptr_eq(a, b))
+}
+
+/// The groups linked below the root since the groups a shutdown knows
+/// (`visited`) were walked, in walk order, with the ranges of them stopped
+/// together (see [`not_seen`]).
+struct Linked {
+    groups: Vec<NodeRef>,
+    together: Vec<Range<usize>>,
+}
+
+/// Looks for groups linked since the last walk (`last_walk`, or `visited`
+/// if there was none since the first, with `versions` read by it); walks
+/// the tree again only if a group's links changed, and then keeps that walk
+/// and its versions. `None` if no group is new.
+fn linked_since(
+    root: &NodeRef,
+    visited: &[NodeRef],
+    versions: &mut Vec<node::LinksVersion>,
+    last_walk: &mut Option<Vec<NodeRef>>,
+) -> Option<Linked> {
+    // Most often no group's links changed: the groups of the last walk
+    // are the tree's, found without walking it again.
+    if node::links_unchanged(last_walk.as_deref().unwrap_or(visited), versions) {
+        return None;
+    }
+    let walk = node::walk_versioned(root);
+    *versions = walk.versions;
+    // Links were added and removed, and the same groups found: the order
+    // they were stopped in, without hashing.
+    if same_groups(&walk.groups, visited) {
+        *last_walk = Some(walk.groups);
+        return None;
+    }
+    let seen: IdSet = visited.iter().map(|group| group.id()).collect();
+    let (groups, together) = not_seen(&walk.groups, &walk.together, &seen);
+    *last_walk = Some(walk.groups);
+    (!groups.is_empty()).then_some(Linked { groups, together })
+}
+
+impl Linked {
+    /// Adds the groups after `visited`, counted from now on (their counters
+    /// in `starts`), and their ranges to `together`; returns where the range
+    /// `next_together` starts.
+    fn append(
+        self,
+        visited: &mut Vec<NodeRef>,
+        starts: &mut Vec<Counters>,
+        together: &mut Vec<Range<usize>>,
+        next_together: usize,
+        progress: Option<&Progress>,
+    ) -> usize {
+        let from = visited.len();
+        starts.extend(self.groups.iter().map(|n| n.counters()));
+        if let Some(progress) = progress {
+            progress.counting(&self.groups, &starts[from..]);
+        }
+        together.extend(
+            self.together
+                .into_iter()
+                .map(|r| r.start + from..r.end + from),
+        );
+        visited.extend(self.groups);
+        start_of(together, next_together)
+    }
 }
 
 /// Where the range `next` of `together` starts; `usize::MAX` past the last.
@@ -809,10 +883,21 @@ async fn start_together(
 /// `WaitGroup::shutdown`). `started`: when the group was cancelled before
 /// its turn, by a group above it that stops its children together (see
 /// [`start_together`]); it counts as reached then.
+///
+/// `linked_since_walk`: called by a group reached after the deadline, the
+/// number of groups linked since the shutdown's walk (by an accept loop that
+/// makes a group per connection through the grace, say), which the pass
+/// stops after the groups it knew. The forced phase is shared by the groups
+/// not yet reached, and these are among them: a pass that divided it among
+/// the groups of its walk alone left them a share of nothing, their aborts
+/// not waited for, and reported as still running. Looked for once, by the
+/// first group reached late, whose turn begins after the aborts of the
+/// groups before it (of such an accept loop) landed; 0 after that.
 async fn stop_group(
     group: &NodeRef,
     turn: Turn<'_>,
     started: Option<Instant>,
+    linked_since_walk: &mut (dyn FnMut() -> usize + Send),
     budget: &Budget,
     timer: &mut Timer,
     aborted: &mut Aborted<'_>,
@@ -838,8 +923,9 @@ async fn stop_group(
     let reached = started.unwrap_or(now);
     let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {
-        let share = budget.share(reached, turn.groups_left);
-        let close = budget.close_share(reached, turn.groups_left) / 4 * 3;
+        let groups_left = turn.groups_left + linked_since_walk();
+        let share = budget.share(reached, groups_left);
+        let close = budget.close_share(reached, groups_left) / 4 * 3;
         (saturating_add(reached, close), Some(share))
     } else {
         (budget.deadline, None)

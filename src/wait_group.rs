@@ -1425,7 +1425,9 @@ impl WaitGroup {
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached: with `r`
     ///   groups left and `f` of the forced phase remaining, the group gets
-    ///   `f / r`.
+    ///   `f / r`. Groups linked since the call (a group per request, made
+    ///   through the grace) count among them from the first turn that
+    ///   starts after the deadline, when the tree is looked at again.
     ///   * A group that overran the deadline is aborted at the deadline and
     ///     its aborts are waited for during its share.
     ///   * A group first reached after the deadline (because one before it

@@ -273,6 +273,77 @@ async fn many_groups_reached_late_keep_the_budget_and_list_their_aborts() {
     assert_eq!(order, turns, "in the order of the groups' turns");
 }
 
+/// Groups made during the grace (a group per request, by an accept loop
+/// that ignores cancellation) are among the groups not yet reached when the
+/// deadline passes: they share the forced phase with those the shutdown
+/// walked at its start. Here two request groups made before the call and
+/// ten made during the grace each hold a task that ignores cancellation;
+/// each of the twelve is reached late and waits three quarters of a twelfth
+/// of the 100 ms before its abort. The two walked groups used to divide the
+/// whole forced phase between them (aborted at 138 ms and 185 ms), leaving
+/// the ten 1.5 ms each; on two workers, aborts that had no time to land were
+/// reported as still running, and ran on after the shutdown returned.
+#[tokio::test(start_paused = true)]
+async fn groups_made_during_the_grace_share_the_forced_phase() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ms = Duration::from_millis;
+    let server = WaitGroup::builder().abort_timeout(ms(100)).build();
+    for i in 0..2 {
+        server
+            .child()
+            .task()
+            .name(format!("stuck {i}"))
+            .go(|_| std::future::pending::<()>());
+    }
+    let made = Arc::new(AtomicUsize::new(0));
+    {
+        let (server, made) = (server.clone(), made.clone());
+        server
+            .clone()
+            .task()
+            .name("accept")
+            .go(move |_| async move {
+                tokio::time::sleep(ms(5)).await;
+                loop {
+                    // Made closed and cancelled (the shutdown reached `server`);
+                    // its task ignores that.
+                    let request = server.child();
+                    request
+                        .task()
+                        .name(format!("request {}", made.fetch_add(1, Ordering::SeqCst)))
+                        .go(|_| std::future::pending::<()>());
+                    tokio::time::sleep(ms(10)).await;
+                }
+            });
+    }
+    tokio::task::yield_now().await;
+    let report = server.shutdown(ms(100)).await;
+
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        10,
+        "one each 10 ms of the grace"
+    );
+    let aborted: Vec<_> = report.aborted().iter().map(|t| t.name().unwrap()).collect();
+    let requests = (0..10).map(|i| format!("request {i}"));
+    let turns: Vec<_> = ["accept", "stuck 0", "stuck 1"]
+        .map(String::from)
+        .into_iter()
+        .chain(requests)
+        .collect();
+    assert_eq!(aborted, turns, "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+    // Made at the start, so their age is when they were aborted: after
+    // three quarters of a twelfth of 100 ms, then of an eleventh of the rest.
+    let at = |name: &str| {
+        let task = report.aborted().iter().find(|t| t.name() == Some(name));
+        task.unwrap().age()
+    };
+    assert!(at("stuck 0") <= ms(110), "{report}");
+    assert!(at("stuck 1") <= ms(120), "{report}");
+    assert!(report.elapsed() <= ms(200), "{report}");
+}
+
 /// On two workers, one group among 2,000 reached late (a share of 500 µs
 /// each at first) has a task whose abort lands only later (it blocks its
 /// worker for 20 ms between awaits): the shutdown moves on to the next
