@@ -14,8 +14,9 @@
 //!   refused; each connection shuts down gracefully (an HTTP/1 keep-alive
 //!   connection closes after its in-flight response, which carries
 //!   `connection: close`, an idle one at once; HTTP/2 sends `GOAWAY` and
-//!   finishes the streams it has, and a client that has not answered the
-//!   `GOAWAY`'s `PING` a second after its last stream ended is dropped);
+//!   finishes the streams it has, their responses sent to the end, and a
+//!   client that has not answered the `GOAWAY`'s `PING` a second after its
+//!   last response was sent is dropped);
 //!   whatever is still running at the deadline is aborted, and the
 //!   [report](crate::ShutdownReport) names it. Because the handlers run
 //!   inside those tasks, a group [linked](crate::WaitGroup::link) after the

@@ -44,11 +44,15 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 ///   one that has sent nothing yet, closes at once; one whose request
 ///   headers are still arriving counts as in flight, up to hyper's 30 s
 ///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
-///   done and the client answered the `PING` sent with it (a client that
-///   has not answered one second after its last stream ended, or that died
-///   without closing its socket, has the connection dropped; streams such a
-///   client opens more than a second after the `GOAWAY` are served, but not
-///   waited for, so it cannot hold the drain open by opening more);
+///   done (their responses sent: a client reading a large one at its own
+///   pace gets it to the end, as on HTTP/1) and the client answered the
+///   `PING` sent with it (a client that has not answered one second after
+///   its last response was sent, or that died without closing its socket,
+///   has the connection dropped; streams such a client opens more than a
+///   second after the `GOAWAY` are served, but not waited for, so it cannot
+///   hold the drain open by opening more). A client that stops reading a
+///   response it asked for holds the drain until the deadline, on either
+///   protocol;
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`, created at the line that called
 ///   `serve`), and groups linked after `group` are closed only after those
@@ -285,6 +289,7 @@ where
             inner: stream,
             matched: 0,
             label: label.clone(),
+            h2: None,
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
         // Biased: once the drain signal is there, the connection is told
@@ -313,12 +318,20 @@ where
 const H2_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Waits for an HTTP/2 connection told to shut down (its `GOAWAY` sent) to
-/// close: as long as its streams run (the group's shutdown bounds that),
-/// then [`H2_CLOSE_WAIT`] with none starting or running, after which it is
-/// dropped. h2 closes a connection that has sent its `GOAWAY` only once the
-/// client answered the `PING` sent with it, so a client that never answers
-/// (or a peer that died without closing its socket) would hold the drain
-/// until its deadline, and forever under `Duration::MAX`.
+/// close: as long as its streams run or their responses are being sent (the
+/// group's shutdown bounds that), then [`H2_CLOSE_WAIT`] with none starting,
+/// running or being sent, after which it is dropped. h2 closes a connection
+/// that has sent its `GOAWAY` only once the client answered the `PING` sent
+/// with it, so a client that never answers (or a peer that died without
+/// closing its socket) would hold the drain until its deadline, and forever
+/// under `Duration::MAX`.
+///
+/// A stream's task ends once hyper has handed the response's last bytes to
+/// h2, which sends them as the client's flow-control window allows: a large
+/// response to a client that reads it at its own pace is still being sent
+/// then, so the responses are counted apart, from the frames on the socket
+/// (see [`H2Frames`]), until their last frame is written. As on HTTP/1, a
+/// client that stops reading a response holds the drain until its deadline.
 ///
 /// Until that answer, h2 still takes new streams (the first `GOAWAY` allows
 /// any). A client answers within a round trip, and only the streams it sent
@@ -336,6 +349,7 @@ async fn close_h2<C: Future>(mut conn: Pin<&mut C>, label: &ConnLabel) {
         let started = label.streams_started.load(Ordering::Acquire);
         let idle = async {
             label.streams_done().await;
+            label.responses_sent().await;
             tokio::time::sleep(H2_CLOSE_WAIT).await;
         };
         tokio::select! {
@@ -345,6 +359,7 @@ async fn close_h2<C: Future>(mut conn: Pin<&mut C>, label: &ConnLabel) {
         }
         if label.streams.load(Ordering::Acquire) == 0
             && label.streams_started.load(Ordering::Acquire) == started
+            && label.responses.load(Ordering::Acquire) == 0
         {
             return;
         }
@@ -357,13 +372,55 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection's socket, which notes in its [`ConnLabel`] whether the
 /// client's first bytes are the HTTP/2 preface (hyper-util does not say
-/// which protocol it chose). Only the first 24 bytes are looked at.
+/// which protocol it chose), and on HTTP/2 which responses are still being
+/// sent (see [`H2Frames`]). On HTTP/1 only the first bytes are looked at.
 struct Sniff {
     inner: TcpStream,
     /// How many bytes of the preface the client's first bytes matched;
     /// `usize::MAX` once one did not.
     matched: usize,
     label: Arc<ConnLabel>,
+    /// The frames of an HTTP/2 connection, from the end of its preface.
+    h2: Option<Box<H2Frames>>,
+}
+
+impl Sniff {
+    /// Notes the bytes `new` just read.
+    fn read(&mut self, mut new: &[u8]) {
+        if self.matched < H2_PREFACE.len() {
+            let rest = &H2_PREFACE[self.matched..];
+            let n = new.len().min(rest.len());
+            if new[..n] != rest[..n] {
+                self.matched = usize::MAX;
+                return;
+            }
+            self.matched += n;
+            new = &new[n..];
+            if self.matched < H2_PREFACE.len() {
+                return;
+            }
+            self.label.h2.store(true, Ordering::Relaxed);
+            self.h2 = Some(Box::default());
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.read(new, &self.label);
+        }
+    }
+
+    /// Notes the first `n` bytes of `bufs`, just written.
+    fn written<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, mut n: usize) {
+        let Some(h2) = self.h2.as_mut() else {
+            return;
+        };
+        for buf in bufs {
+            if n == 0 {
+                break;
+            }
+            let part = &buf[..n.min(buf.len())];
+            n -= part.len();
+            h2.written(part, &self.label);
+        }
+    }
 }
 
 impl AsyncRead for Sniff {
@@ -375,18 +432,8 @@ impl AsyncRead for Sniff {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.matched < H2_PREFACE.len() {
-            let new = &buf.filled()[before..];
-            let rest = &H2_PREFACE[this.matched..];
-            let n = new.len().min(rest.len());
-            if new[..n] == rest[..n] {
-                this.matched += n;
-                if this.matched == H2_PREFACE.len() {
-                    this.label.h2.store(true, Ordering::Relaxed);
-                }
-            } else {
-                this.matched = usize::MAX;
-            }
+        if this.matched != usize::MAX {
+            this.read(&buf.filled()[before..]);
         }
         read
     }
@@ -398,7 +445,12 @@ impl AsyncWrite for Sniff {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.written([buf], n);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -406,7 +458,12 @@ impl AsyncWrite for Sniff {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            this.written(bufs.iter().map(|b| &**b), n);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -419,6 +476,117 @@ impl AsyncWrite for Sniff {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The streams of an HTTP/2 connection whose response is not sent yet, told
+/// from the frames read and written (hyper does not say when h2 has sent a
+/// response: its stream's task ends when the body is handed over).
+///
+/// A stream is open from the client's first `HEADERS` on it (a new stream
+/// id, they only grow) until the server writes a frame that ends it
+/// (`END_STREAM` on `DATA` or `HEADERS`) or either side resets it
+/// (`RST_STREAM`). A stream the client opens from [`ConnLabel::late_from`]
+/// on is not counted (see [`close_h2`]). The count is in
+/// [`ConnLabel::responses`]; the set is as large as the streams in flight
+/// (h2 refuses, with a reset, what is beyond its limit).
+#[derive(Default)]
+struct H2Frames {
+    read: FrameHeaders,
+    written: FrameHeaders,
+    /// The highest stream id the client opened.
+    newest: u32,
+    open: std::collections::HashSet<u32>,
+}
+
+/// HTTP/2 frame types and flags (RFC 9113, section 6).
+mod frame {
+    pub(super) const DATA: u8 = 0x0;
+    pub(super) const HEADERS: u8 = 0x1;
+    pub(super) const RST_STREAM: u8 = 0x3;
+    pub(super) const END_STREAM: u8 = 0x1;
+}
+
+impl H2Frames {
+    fn read(&mut self, bytes: &[u8], label: &ConnLabel) {
+        let Self {
+            read, newest, open, ..
+        } = self;
+        read.feed(bytes, |kind, _flags, stream| match kind {
+            frame::HEADERS if stream > *newest => {
+                *newest = stream;
+                let late = label
+                    .late_from
+                    .get()
+                    .is_some_and(|from| tokio::time::Instant::now() >= *from);
+                if !late {
+                    open.insert(stream);
+                }
+            }
+            frame::RST_STREAM => {
+                open.remove(&stream);
+            }
+            _ => {}
+        });
+        self.publish(label);
+    }
+
+    fn written(&mut self, bytes: &[u8], label: &ConnLabel) {
+        let Self { written, open, .. } = self;
+        written.feed(bytes, |kind, flags, stream| match kind {
+            frame::DATA | frame::HEADERS if flags & frame::END_STREAM != 0 => {
+                open.remove(&stream);
+            }
+            frame::RST_STREAM => {
+                open.remove(&stream);
+            }
+            _ => {}
+        });
+        self.publish(label);
+    }
+
+    /// Puts the count where [`close_h2`] reads it; wakes it at zero.
+    fn publish(&self, label: &ConnLabel) {
+        let now = self.open.len();
+        if label.responses.swap(now, Ordering::AcqRel) != now && now == 0 {
+            label.responses_ended.notify_waiters();
+        }
+    }
+}
+
+/// The headers of the HTTP/2 frames in a byte stream, their payloads
+/// skipped; fed the bytes as they come, in pieces of any size.
+#[derive(Default)]
+struct FrameHeaders {
+    header: [u8; 9],
+    /// How much of `header` the bytes so far filled.
+    filled: usize,
+    /// What is left of the current frame's payload.
+    skip: usize,
+}
+
+impl FrameHeaders {
+    /// Calls `f(type, flags, stream id)` for each frame header in `bytes`.
+    fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(u8, u8, u32)) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (self.header.len() - self.filled).min(bytes.len());
+            self.header[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == self.header.len() {
+                self.filled = 0;
+                let h = self.header;
+                self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                f(h[3], h[4], stream);
+            }
+        }
     }
 }
 
@@ -450,6 +618,10 @@ struct ConnLabel {
     late_from: std::sync::OnceLock<tokio::time::Instant>,
     /// Notified when `streams` falls to zero.
     streams_ended: tokio::sync::Notify,
+    /// HTTP/2 responses not sent yet (see [`H2Frames`]).
+    responses: AtomicUsize,
+    /// Notified when `responses` falls to zero.
+    responses_ended: tokio::sync::Notify,
 }
 
 impl ConnLabel {
@@ -464,6 +636,19 @@ impl ConnLabel {
             streams_started: AtomicU64::new(0),
             late_from: std::sync::OnceLock::new(),
             streams_ended: tokio::sync::Notify::new(),
+            responses: AtomicUsize::new(0),
+            responses_ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once no response is being sent.
+    async fn responses_sent(&self) {
+        loop {
+            let ended = self.responses_ended.notified();
+            if self.responses.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -722,6 +907,24 @@ mod tests {
         );
         backoff.reset();
         assert_eq!(backoff.next(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn frame_headers_are_read_from_pieces_of_any_size() {
+        // HEADERS on stream 1 (3-byte payload), DATA with END_STREAM on
+        // stream 1 (no payload), RST_STREAM on stream 3 (4-byte payload).
+        let mut bytes = vec![0, 0, 3, 1, 4, 0, 0, 0, 1, 0xa, 0xb, 0xc];
+        bytes.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0, 1]);
+        bytes.extend_from_slice(&[0, 0, 4, 3, 0, 0x80, 0, 0, 3, 0, 0, 0, 8]);
+        let want = [(1, 4, 1), (0, 1, 1), (3, 0, 3)];
+        for piece in 1..=bytes.len() {
+            let mut frames = FrameHeaders::default();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                frames.feed(chunk, |kind, flags, stream| got.push((kind, flags, stream)));
+            }
+            assert_eq!(got, want, "in pieces of {piece}");
+        }
     }
 
     #[test]
