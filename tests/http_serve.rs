@@ -746,11 +746,11 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     block.extend_from_slice(&[0x01, 1, b'x']);
     client.write_all(&frame(1, 0x5, 1, &block)).await.unwrap();
 
-    // Reads frames, answering `PING`s, until `until` says stop; the body
-    // bytes of stream 1 are counted in `got`.
+    // The body bytes of stream 1 received so far.
     let mut got = 0;
     let mut ended = false;
     let mut goaway = false;
+    /// Answers a `PING` (a client that keeps up with the server).
     async fn answer(client: &mut TcpStream, kind: u8, flags: u8, payload: &[u8]) {
         if kind == 6 && flags & 1 == 0 {
             client.write_all(&frame(6, 1, 0, payload)).await.unwrap();
@@ -800,6 +800,39 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     }
     assert_eq!(got, BIG);
     let report = timeout(LIMIT, shutdown).await.unwrap().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A client that sends the first bytes of the HTTP/2 preface and stops is
+/// dropped 30 s after it was accepted, as hyper's header timeout drops an
+/// HTTP/1 client that stops in its headers. hyper-util reads the first 24
+/// bytes to tell the protocol, with no timeout: such a client held its
+/// connection (and, under a `limit`, its slot) for ever; two of them kept a
+/// server under `limit(3)` from serving anyone else for good.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_in_the_http2_preface_is_dropped_after_30_s() {
+    let server = Server::start().await;
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // The clock is paused: it runs to the next timer whenever all is idle.
+    timeout(Duration::from_secs(300), stalled.read_to_end(&mut buf))
+        .await
+        .expect("the connection is dropped")
+        .ok();
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(30) && after < Duration::from_secs(31),
+        "{after:?}"
+    );
+    assert!(buf.is_empty());
+    let mut later = connect(server.addr, false).await;
+    assert_eq!(later.get("/hello").await.unwrap().body, "hello");
+    drop(later);
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{report}");
 }
 

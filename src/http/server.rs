@@ -32,7 +32,13 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// runs HTTP/2 requests apart from their connection; HTTP/1 requests run in
 /// the connection's task). The protocol is told by the connection's first
 /// bytes (hyper-util's `auto` builder, with HTTP upgrades such as WebSockets
-/// enabled and hyper's 30 s limit on reading a request's headers).
+/// enabled and hyper's 30 s limit on reading a request's headers). A
+/// connection whose first bytes have not told its protocol 30 s after it
+/// was accepted (a silent client, or one stopped inside the HTTP/2
+/// preface, which hyper-util reads with no timeout) is dropped, so that it
+/// does not hold its slot under a [`limit`](crate::WaitGroupBuilder::limit)
+/// for ever. An idle HTTP/2 connection is kept (hyper's default: no
+/// keep-alive pings, no idle timeout).
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
 /// after closing it:
@@ -307,7 +313,26 @@ where
                 }
             }
             _ = conn.as_mut() => {}
+            () = undecided(&label) => {}
         }
+    }
+}
+
+/// How long a connection may take to send the bytes that tell its
+/// protocol: as long as hyper gives an HTTP/1 client for its headers.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Resolves [`SNIFF_TIMEOUT`] after the connection was accepted if its
+/// protocol is not known by then (it is dropped); never if it is.
+/// hyper-util reads the first bytes, up to the 24 of the HTTP/2 preface,
+/// with no timeout of its own (hyper's header timeout starts once it handed
+/// the connection to HTTP/1), so a client that sent part of the preface and
+/// stopped would hold its connection, and its slot under a `limit`, for
+/// ever.
+async fn undecided(label: &ConnLabel) {
+    tokio::time::sleep(SNIFF_TIMEOUT).await;
+    if label.sniffed.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -392,6 +417,7 @@ impl Sniff {
             let n = new.len().min(rest.len());
             if new[..n] != rest[..n] {
                 self.matched = usize::MAX;
+                self.label.sniffed.store(true, Ordering::Relaxed);
                 return;
             }
             self.matched += n;
@@ -400,6 +426,7 @@ impl Sniff {
                 return;
             }
             self.label.h2.store(true, Ordering::Relaxed);
+            self.label.sniffed.store(true, Ordering::Relaxed);
             self.h2 = Some(Box::default());
         }
         if let Some(h2) = self.h2.as_mut() {
@@ -609,6 +636,8 @@ struct ConnLabel {
     next: Mutex<Option<String>>,
     /// The client's first bytes were the HTTP/2 preface.
     h2: AtomicBool,
+    /// The client's first bytes told the protocol (see [`undecided`]).
+    sniffed: AtomicBool,
     /// What hyper handed to the executor (HTTP/2 streams) and is still
     /// running, and how many it handed in all; neither counts a late one
     /// (see [`close_h2`]).
@@ -632,6 +661,7 @@ impl ConnLabel {
             name: Cow::Owned(format!("conn {peer}")),
             next: Mutex::new(None),
             h2: AtomicBool::new(false),
+            sniffed: AtomicBool::new(false),
             streams: AtomicUsize::new(0),
             streams_started: AtomicU64::new(0),
             late_from: std::sync::OnceLock::new(),
