@@ -14,7 +14,7 @@ use super::runner::{
     RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::{Owner, StatusHub};
+use super::status::{Owner, RunId, StatusHub};
 
 /// Services that start together and stop together: an "errgroup" of services.
 ///
@@ -187,8 +187,8 @@ impl ServiceGroup {
         let (place, hosting) = Place::hosting(&self.name);
         let run = Run::new(
             place,
-            self.status.as_ref().map(|hub| (hub, self.owner)),
-            self.runs,
+            self.status.as_ref(),
+            RunId::new(self.owner, self.runs),
             &self.members,
             ctx,
             true,

@@ -22,7 +22,7 @@ use super::runner::{
     AbortOnDrop, AttemptEnd, End, EndCell, Kind, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::{Owner, Reporter, ServiceState, StatusHub};
+use super::status::{Owner, Reporter, RunId, ServiceState, StatusHub};
 use crate::shutdown::is_unlimited;
 
 /// When a [`Restarter`] runs its service again (the names are Erlang/OTP's).
@@ -330,6 +330,8 @@ struct Settings {
 pub struct Restarter<S> {
     inner: Arc<Mutex<Box<dyn Service>>>,
     settings: Settings,
+    /// How many times the restarter was run: tells its runs apart in the status hub.
+    runs: u32,
     _service: PhantomData<fn() -> S>,
 }
 
@@ -366,6 +368,7 @@ impl<S: Service> Restarter<S> {
                 owner: Owner::new(),
             },
             inner: Arc::new(Mutex::new(Box::new(service))),
+            runs: 0,
             _service: PhantomData,
         }
     }
@@ -415,11 +418,13 @@ impl<S: Service> Service for Restarter<S> {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let inner = self.inner.clone();
         let settings = self.settings.clone();
+        self.runs = self.runs.saturating_add(1);
+        let run = RunId::new(settings.owner, self.runs);
         // Where the restarter runs: inside a container's member run (whose report of this
         // member it takes over), or on its own.
         let place = Place::restarter(&settings.name);
         Box::pin(async move {
-            supervise(inner, settings, place, ctx, ready)
+            supervise(inner, settings, run, place, ctx, ready)
                 .await
                 .map_err(BoxError::from)
         })
@@ -478,6 +483,7 @@ impl Window {
 async fn supervise(
     inner: Arc<Mutex<Box<dyn Service>>>,
     s: Settings,
+    run: RunId,
     place: Place,
     ctx: CancellationToken,
     ready: Ready,
@@ -486,11 +492,16 @@ async fn supervise(
     // one around the member when the restarter is that member, so that their paths are the
     // member's own; else the member's path, so that they are below it (`top/api/worker`).
     let (container, reporter) = if place.is_member {
-        let reporter =
-            Reporter::for_member(s.status.as_ref(), place.hub.as_ref(), &place.path, &s.name);
+        let reporter = Reporter::for_member(
+            s.status.as_ref(),
+            place.hub.as_ref(),
+            &place.path,
+            &s.name,
+            run,
+        );
         (place.container.clone(), reporter)
     } else {
-        let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0);
+        let reporter = Reporter::new(s.status.as_ref(), place.hub.as_ref(), &place.path, 0, run);
         (place.path.clone(), reporter)
     };
     reporter.withdraw_built(s.status.as_ref(), s.owner, [s.name.as_str()]);

@@ -65,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{BoxError, Cancelled, ConfigError, ServiceError};
 use super::exit::{Exit, DROPPED, PANICKED, RETURNED};
 use super::service::{Ready, Service, WhenReady};
-use super::status::{HubRun, Owner, Reporter, ServiceState, StatusHub};
+use super::status::{HubRun, Owner, Reporter, RunId, ServiceState, StatusHub};
 use crate::node::{drop_in_loop, DropInLoop, DropQueue};
 use crate::pruned::Pruned;
 use crate::shutdown::is_unlimited;
@@ -1860,12 +1860,13 @@ fn given(timeout: Duration, own: Option<Instant>, deadline: Instant, started: In
 }
 
 impl Run {
-    /// Prepares a run of `members` (nothing is started yet). `own_hub`: the container's
-    /// hub, with who reported its members `Idle` there at build.
+    /// Prepares `run` of `members` (nothing is started yet): its run number is its members'
+    /// attempt. `own_hub`: the container's hub, where the run's owner reported its members
+    /// `Idle` at build.
     pub(crate) fn new(
         place: Place,
-        own_hub: Option<(&StatusHub, Owner)>,
-        attempt: u32,
+        own_hub: Option<&StatusHub>,
+        run: RunId,
         members: &[Member],
         ctx: CancellationToken,
         shared: bool,
@@ -1881,11 +1882,9 @@ impl Run {
                 None => CancellationToken::new(),
             })
             .collect();
-        let own = own_hub.map(|(hub, _)| hub);
-        let reporter = Reporter::new(own, place.hub.as_ref(), &place.path, attempt);
-        if let Some((hub, owner)) = own_hub {
-            reporter.withdraw_built(Some(hub), owner, members.iter().map(|m| m.name.as_str()));
-        }
+        let reporter = Reporter::new(own_hub, place.hub.as_ref(), &place.path, run.run(), run);
+        let names = members.iter().map(|m| m.name.as_str());
+        reporter.withdraw_built(own_hub, run.owner(), names);
         let hub_run = reporter
             .begin_run(
                 members.iter().map(|m| m.name.as_str()),
@@ -2469,7 +2468,7 @@ mod tests {
         abort_tree, deliver, given, has_paths_below, take_collected, AttemptEnd, Collected,
         CollectedState, EndReports, Hosted, Paths, SCOPE,
     };
-    use crate::service::status::Reporter;
+    use crate::service::status::{Owner, Reporter, RunId};
     use crate::service::{
         service_fn, Ready, RestartPolicy, Restarter, Service, ServiceError, ServiceGroup, StatusHub,
     };
@@ -2522,7 +2521,7 @@ mod tests {
         let started = std::time::Instant::now();
         let reports = EndReports::default();
         let hub = StatusHub::new(8);
-        let reporter = Reporter::new(Some(&hub), None, "", 1);
+        let reporter = Reporter::new(Some(&hub), None, "", 1, RunId::new(Owner::new(), 1));
         let cells: Vec<_> = (0..100_000).map(|_| reports.cell()).collect();
         for (i, cell) in cells.iter().enumerate() {
             *cell.lock() = Some(AttemptEnd {
@@ -2844,7 +2843,15 @@ mod tests {
         let running = RunningGuard::enter(&flag).expect("not running yet");
         let (place, _hosting) = Place::hosting("p");
         let ctx = CancellationToken::new();
-        let mut p = Run::new(place, None, 1, &members, ctx, true, running);
+        let mut p = Run::new(
+            place,
+            None,
+            RunId::new(Owner::new(), 1),
+            &members,
+            ctx,
+            true,
+            running,
+        );
         p.start(0);
         let member = p.slots[0].run.clone().expect("started");
         // `x` stops; its failed member is kept in its collected failures.

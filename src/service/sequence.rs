@@ -15,7 +15,7 @@ use super::runner::{
     Place, Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
-use super::status::{Owner, StatusHub};
+use super::status::{Owner, RunId, StatusHub};
 
 /// The start timeout of a sequence unless set otherwise.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -182,8 +182,8 @@ impl Sequence {
             .collect();
         let run = Run::new(
             place,
-            self.status.as_ref().map(|hub| (hub, self.owner)),
-            self.runs,
+            self.status.as_ref(),
+            RunId::new(self.owner, self.runs),
             &self.members,
             ctx,
             false,

@@ -177,6 +177,12 @@ impl fmt::Display for StatusEvent {
 /// a tree that stopped stay in the snapshot. A hub given to top-level containers keeps
 /// every name they report: give it to one container around the jobs instead of one per job.
 ///
+/// An entry follows the latest run of the container or restarter that reports it: one
+/// whose future was dropped and that was run again at once has members of its first run
+/// still ending (as their aborts land, on other workers) after the second run's started;
+/// their late ends go to listeners (`db #1: stopped`) but leave the entries of the run
+/// going on (`db #2: running`).
+///
 /// # Examples
 ///
 /// ```
@@ -209,8 +215,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Snapshot {
-    /// The last event of every service.
-    events: BTreeMap<String, StatusEvent>,
+    /// The last event of every service, from its latest run ([`Entry`]).
+    events: BTreeMap<String, Entry>,
     /// The entries that are still the `Idle` a container or restarter reported when it was
     /// built, with who did. Invariant: a name here is in `events` with that `Idle`; any
     /// other report of the name removes it from here.
@@ -224,6 +230,44 @@ struct Snapshot {
     ended: BTreeMap<String, Vec<u64>>,
     /// How many live runs have a member at each key (most often one).
     live_keys: HashMap<String, usize>,
+}
+
+/// A service's last event in the snapshot, and the run of a container or restarter that
+/// reported it (`None`: reported by user code, or `Idle` at build).
+struct Entry {
+    event: StatusEvent,
+    run: Option<RunId>,
+}
+
+/// One run of one container or restarter: who (built once, run many times) and which run.
+/// A container's future dropped and the container run again at once, the first run's
+/// members end after the second's started (as their aborts land, on other workers; as they
+/// return, without a runtime to abort them): their ends are of an older run of the same
+/// owner, and must not replace the entries of the one going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunId {
+    owner: Owner,
+    run: u32,
+}
+
+impl RunId {
+    pub(crate) fn new(owner: Owner, run: u32) -> Self {
+        RunId { owner, run }
+    }
+
+    pub(crate) fn owner(self) -> Owner {
+        self.owner
+    }
+
+    /// The run's number: 1 for the first.
+    pub(crate) fn run(self) -> u32 {
+        self.run
+    }
+
+    /// Whether `self` is an earlier run of the same owner than `other`.
+    fn before(self, other: Option<RunId>) -> bool {
+        other.is_some_and(|other| other.owner == self.owner && self.run < other.run)
+    }
 }
 
 /// One run of a nested container, as a hub keeps it: its members' keys, so that they can
@@ -315,7 +359,11 @@ impl StatusHub {
     /// The last event of every service that reported, by name (its path below the
     /// container that holds the hub); see [what it keeps](StatusHub#what-the-snapshot-keeps).
     pub fn snapshot(&self) -> BTreeMap<String, StatusEvent> {
-        self.inner.snapshot.lock().events.clone()
+        let snap = self.inner.snapshot.lock();
+        snap.events
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.event.clone()))
+            .collect()
     }
 
     /// A watcher of the snapshot, to wait for a condition
@@ -336,7 +384,7 @@ impl StatusHub {
         if snap
             .events
             .get(name)
-            .is_some_and(|e| e.state == ServiceState::Idle)
+            .is_some_and(|e| e.event.state == ServiceState::Idle)
         {
             return;
         }
@@ -347,7 +395,11 @@ impl StatusHub {
             error: None,
             delay: None,
         };
-        snap.events.insert(event.name.clone(), event.clone());
+        let entry = Entry {
+            event: event.clone(),
+            run: None,
+        };
+        snap.events.insert(event.name.clone(), entry);
         drop(snap);
         self.published(event);
     }
@@ -455,14 +507,36 @@ impl StatusHub {
             error,
             delay,
         };
-        {
+        self.report_event(event, None);
+    }
+
+    /// Reports `event` of `run`, and keeps it in the snapshot unless the entry's last
+    /// event came from a later run of the same container or restarter ([`RunId`]): then
+    /// only listeners hear of it.
+    pub(crate) fn report_event(&self, event: StatusEvent, run: Option<RunId>) {
+        let kept = {
             let mut snap = self.inner.snapshot.lock();
-            if !snap.built.is_empty() {
-                snap.built.remove(name);
+            let last = snap.events.get(&event.name).and_then(|e| e.run);
+            if run.is_some_and(|run| run.before(last)) {
+                false
+            } else {
+                let entry = Entry {
+                    event: event.clone(),
+                    run,
+                };
+                if !snap.built.is_empty() {
+                    snap.built.remove(&event.name);
+                }
+                snap.events.insert(event.name.clone(), entry);
+                true
             }
-            snap.events.insert(event.name.clone(), event.clone());
+        };
+        if kept {
+            self.published(event);
+        } else {
+            // An error only means nobody listens right now.
+            let _ = self.inner.events.send(event);
         }
-        self.published(event);
     }
 
     /// Tells watchers and listeners of `event`, already in the snapshot.
@@ -590,17 +664,20 @@ pub(crate) struct Reporter {
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     full: String,
     attempt: u32,
+    /// The run of the container or restarter whose members this reports.
+    run: Option<RunId>,
 }
 
 impl Reporter {
     /// A reporter for the members of the container at `path`: to `own` (names relative to
     /// this container) and to `inherited` (names relative to its owner, `rel` being this
-    /// container's name there), once each.
+    /// container's name there), once each; `run`: which run of which container.
     pub(crate) fn new(
         own: Option<&StatusHub>,
         inherited: Option<&(StatusHub, String)>,
         path: &str,
         attempt: u32,
+        run: RunId,
     ) -> Self {
         let mut hubs: Vec<(StatusHub, String)> = Vec::new();
         if let Some((hub, rel)) = inherited {
@@ -619,17 +696,19 @@ impl Reporter {
                 format!("{path}/")
             },
             attempt,
+            run: Some(run),
         }
     }
 
     /// A reporter for a member that reports itself (a restarter) named `name` at `path`:
     /// its own hub with names as they are, the inherited one with the prefix of the
-    /// member's relative name.
+    /// member's relative name; `run`: which run of which restarter.
     pub(crate) fn for_member(
         own: Option<&StatusHub>,
         inherited: Option<&(StatusHub, String)>,
         path: &str,
         name: &str,
+        run: RunId,
     ) -> Self {
         let mut hubs: Vec<(StatusHub, String)> = Vec::new();
         if let Some((hub, rel)) = inherited {
@@ -646,6 +725,7 @@ impl Reporter {
             hubs,
             full,
             attempt: 0,
+            run: Some(run),
         }
     }
 
@@ -769,13 +849,14 @@ impl Reporter {
             "service {state}"
         );
         for (hub, prefix) in &self.hubs {
-            hub.report(
-                &format!("{prefix}{name}"),
+            let event = StatusEvent {
+                name: format!("{prefix}{name}"),
                 state,
-                self.attempt,
-                error.clone(),
+                attempt: self.attempt,
+                error: error.clone(),
                 delay,
-            );
+            };
+            hub.report_event(event, self.run);
         }
     }
 
