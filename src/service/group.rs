@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::runner::{
-    check_duration, check_names, into_result, report_idle, Event, Kind, Member, Place, Run,
-    RunningGuard, DEFAULT_STOP_TIMEOUT,
+    check_duration, check_names, into_result, report_idle, Event, Kind, LastRun, Member, Place,
+    Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Owner, RunId, StatusHub};
@@ -57,7 +57,10 @@ use super::status::{Owner, RunId, StatusHub};
 /// [`Sequence`](super::Sequence) and [`Supervisor`](super::Supervisor) too.
 ///
 /// **Running twice.** [`serve`](ServiceGroup::serve) on a group that is already running returns
-/// [`ServiceError::AlreadyRunning`] and starts nothing.
+/// [`ServiceError::AlreadyRunning`] and starts nothing. A run started after the last one's
+/// future was dropped first waits for the members that run left still ending (their aborts
+/// not landed yet, on other workers), up to the stop timeout: a member does not run beside
+/// itself (a port still bound), and a nested container is not found still running.
 ///
 /// **Errors.** A member's own error is kept by value in
 /// [`ServiceError::Failed`]`::source` (so it can be downcast), not as the core's shared
@@ -120,6 +123,8 @@ pub struct ServiceGroup {
     runs: u32,
     /// Set while a run is going, so that a second `serve` starts nothing.
     running: Arc<AtomicBool>,
+    /// What the last run left, for the next to wait for.
+    last_run: LastRun,
 }
 
 /// Builds a [`ServiceGroup`]; see [`ServiceGroup::builder`].
@@ -145,6 +150,7 @@ impl ServiceGroup {
                 owner: Owner::new(),
                 runs: 0,
                 running: Arc::default(),
+                last_run: LastRun::default(),
             },
         }
     }
@@ -185,6 +191,7 @@ impl ServiceGroup {
         };
         self.runs = self.runs.saturating_add(1);
         let (place, hosting) = Place::hosting(&self.name);
+        let before = self.last_run.replace(&place, self.stop_timeout);
         let run = Run::new(
             place,
             self.status.as_ref(),
@@ -194,7 +201,11 @@ impl ServiceGroup {
             true,
             running,
         );
-        Box::pin(hosting.over(run_group(run, ready, self.stop_timeout)))
+        let stop_timeout = self.stop_timeout;
+        Box::pin(hosting.over(async move {
+            before.await;
+            run_group(run, ready, stop_timeout).await
+        }))
     }
 }
 

@@ -1735,6 +1735,39 @@ impl std::fmt::Debug for Run {
     }
 }
 
+/// A root container's last run's group, kept by the container between runs: a run whose
+/// future was dropped has members still ending after the drop (as their aborts land, on
+/// other workers; as they return, when no runtime could abort them), and the next run
+/// waits for them, up to its stop timeout, before it starts its own. Else they ran side by
+/// side with the new ones (a listener's port still bound), a nested container among them
+/// still running refused the new run (`backend: already running`), and their late ends
+/// reached the status hub after the new run's starts.
+#[derive(Debug, Default)]
+pub(crate) struct LastRun(Option<WaitGroup>);
+
+impl LastRun {
+    /// Keeps `place`'s group as the last run's, and returns the wait for the run before,
+    /// `timeout` at most. Only a root's: a nested container's group is a task of the member
+    /// run it is in, which a handle kept here would hold open; and such a container runs
+    /// again only once that member run ended, or in a new one after a root's wait.
+    pub(crate) fn replace(
+        &mut self,
+        place: &Place,
+        timeout: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let before = match place.scope_group() {
+            None => self.0.replace(place.wg.clone()),
+            Some(_) => None,
+        };
+        async move {
+            if let Some(wg) = before {
+                // The members' failures were the dropped run's, reported to its hub then.
+                let _ = tokio::time::timeout_at(deadline_after(timeout), wg.wait()).await;
+            }
+        }
+    }
+}
+
 /// Clears a container's "running" flag when its run ends or is dropped.
 #[derive(Debug)]
 pub(crate) struct RunningGuard(Arc<AtomicBool>);

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{BoxError, ConfigError, ServiceError};
 use super::runner::{
-    check_duration, check_names, deadline_after, into_result, report_idle, Event, Kind, Member,
-    Place, Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
+    check_duration, check_names, deadline_after, into_result, report_idle, Event, Kind, LastRun,
+    Member, Place, Run, RunningGuard, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Owner, RunId, StatusHub};
@@ -51,7 +51,9 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// The result is `Ok(())` or [`ServiceError::Failures`] listing every failure. An empty
 /// sequence reports ready and returns at once. `serve` while running returns
-/// [`ServiceError::AlreadyRunning`]. `Duration::MAX` as a timeout means no limit.
+/// [`ServiceError::AlreadyRunning`]; a run started after the last one's future was dropped
+/// waits for the services it left still ending first, as a
+/// [`ServiceGroup`](super::ServiceGroup)'s does. `Duration::MAX` as a timeout means no limit.
 ///
 /// # Examples
 ///
@@ -104,6 +106,8 @@ pub struct Sequence {
     runs: u32,
     /// Set while a run is going, so that a second `serve` starts nothing.
     running: Arc<AtomicBool>,
+    /// What the last run left, for the next to wait for.
+    last_run: LastRun,
 }
 
 /// Builds a [`Sequence`]; see [`Sequence::builder`].
@@ -131,6 +135,7 @@ impl Sequence {
                 owner: Owner::new(),
                 runs: 0,
                 running: Arc::default(),
+                last_run: LastRun::default(),
             },
         }
     }
@@ -170,6 +175,7 @@ impl Sequence {
         };
         self.runs = self.runs.saturating_add(1);
         let (place, hosting) = Place::hosting(&self.name);
+        let before = self.last_run.replace(&place, self.stop_timeout);
         let timeouts = self
             .members
             .iter()
@@ -189,7 +195,10 @@ impl Sequence {
             false,
             running,
         );
-        Box::pin(hosting.over(run_sequence(run, timeouts, ready)))
+        Box::pin(hosting.over(async move {
+            before.await;
+            run_sequence(run, timeouts, ready).await
+        }))
     }
 }
 

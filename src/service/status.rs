@@ -178,10 +178,11 @@ impl fmt::Display for StatusEvent {
 /// every name they report: give it to one container around the jobs instead of one per job.
 ///
 /// An entry follows the latest run of the container or restarter that reports it: one
-/// whose future was dropped and that was run again at once has members of its first run
-/// still ending (as their aborts land, on other workers) after the second run's started;
-/// their late ends go to listeners (`db #1: stopped`) but leave the entries of the run
-/// going on (`db #2: running`).
+/// whose future was dropped and that was run again may have members of its first run
+/// still ending after the second run's started (a restarter, or a member past the
+/// container's stop timeout, which its next run waits for); their late ends go to
+/// listeners (`db #1: stopped`) but leave the entries of the run going on
+/// (`db #2: running`).
 ///
 /// # Examples
 ///
