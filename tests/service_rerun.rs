@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use taskgroup::service::{
     service_fn, Ready, Restarter, Service, ServiceGroup, ServiceState, StatusEvent, StatusHub,
+    TasksService,
 };
+use taskgroup::WaitGroup;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -177,4 +179,53 @@ async fn a_restarter_run_again_keeps_the_new_runs_status() {
     release.add_permits(1);
     second.await.unwrap().unwrap();
     assert_eq!(snapshot(&hub), ["worker #1: stopped"]);
+}
+
+/// What the second run waits for is the first run's member runs, not the groups linked
+/// below them: a `TasksService`'s wait group, left linked by the aborted run and reopened
+/// by its user with a task for the next run, does not hold the second run back until its
+/// stop timeout (as waiting for the first run's group did, in a draft of the wait above).
+#[tokio::test(start_paused = true)]
+async fn the_second_run_does_not_wait_for_a_reopened_linked_group() {
+    let hub = StatusHub::default();
+    let wg = WaitGroup::new();
+    let serve = |ctx: taskgroup::TaskContext| async move {
+        ctx.cancelled().await;
+        Ok::<_, std::io::Error>(())
+    };
+    wg.go(serve);
+    let mut app = ServiceGroup::builder("app")
+        .service(TasksService::new("tasks", wg.clone()))
+        .stop_timeout(Duration::from_secs(3600))
+        .status(hub.clone())
+        .build()
+        .unwrap();
+    let mut watch = hub.watch();
+    let mut first = app.serve(CancellationToken::new());
+    tokio::select! {
+        _ = &mut first => panic!("the run ended on its own"),
+        _ = watch.wait_for(|m| m.get("tasks").is_some_and(|e| e.state == ServiceState::Running)) => {}
+    }
+    drop(first);
+    watch
+        .wait_for(|m| m["tasks"].state == ServiceState::Stopped)
+        .await
+        .unwrap();
+    wg.reopen();
+    wg.go(serve);
+
+    let started = tokio::time::Instant::now();
+    let ctx = CancellationToken::new();
+    let second = tokio::spawn(app.serve(ctx.clone()));
+    watch
+        .wait_for(|m| m["tasks"].state == ServiceState::Running && m["tasks"].attempt == 2)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    ctx.cancel();
+    second.await.unwrap().unwrap();
 }

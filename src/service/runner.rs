@@ -58,7 +58,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -510,6 +510,9 @@ pub(crate) struct TreeShared {
     /// nested containers are still coming up, and a container waiting for them at its
     /// deadline waits on ([`Run::let_nested_report`]).
     ended: AtomicU64,
+    /// Dropped with the tree, once the root's run and every member run's task future in it
+    /// are gone: what the root container's next run waits for ([`LastRun`]).
+    gone: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 /// The [`TreeShared`] of a tree.
@@ -555,6 +558,13 @@ impl HeldSites {
 }
 
 impl TreeShared {
+    /// Resolves once the tree is gone (see [`gone`](Self::gone)).
+    fn when_gone(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        *self.gone.lock() = Some(tx);
+        rx
+    }
+
     /// Records `site` as where member `name` of the container at `path` was added, for as
     /// long as the hold returned is kept (by the member run's task future).
     fn hold_site(
@@ -1735,34 +1745,37 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// A root container's last run's group, kept by the container between runs: a run whose
+/// The end of a root container's last run, kept by the container between runs: a run whose
 /// future was dropped has members still ending after the drop (as their aborts land, on
 /// other workers; as they return, when no runtime could abort them), and the next run
 /// waits for them, up to its stop timeout, before it starts its own. Else they ran side by
 /// side with the new ones (a listener's port still bound), a nested container among them
 /// still running refused the new run (`backend: already running`), and their late ends
 /// reached the status hub after the new run's starts.
+///
+/// The end is the run's [`TreeShared`] going, which the member runs' task futures hold,
+/// not its group's wait: that waits for linked groups too, such as a
+/// [`TasksService`](super::TasksService)'s, which the aborted run left linked, and which
+/// its user may have reopened with tasks of the next run.
 #[derive(Debug, Default)]
-pub(crate) struct LastRun(Option<WaitGroup>);
+pub(crate) struct LastRun(Option<oneshot::Receiver<()>>);
 
 impl LastRun {
-    /// Keeps `place`'s group as the last run's, and returns the wait for the run before,
-    /// `timeout` at most. Only a root's: a nested container's group is a task of the member
-    /// run it is in, which a handle kept here would hold open; and such a container runs
-    /// again only once that member run ended, or in a new one after a root's wait.
+    /// Keeps the end of `place`'s run as the last run's, and returns the wait for the run
+    /// before, `timeout` at most. Only a root's: a nested container runs again only once
+    /// the member run it was in ended, or in a new one after a root's wait.
     pub(crate) fn replace(
         &mut self,
         place: &Place,
         timeout: Duration,
     ) -> impl Future<Output = ()> + Send + 'static {
         let before = match place.scope_group() {
-            None => self.0.replace(place.wg.clone()),
+            None => self.0.replace(place.tree.when_gone()),
             Some(_) => None,
         };
         async move {
-            if let Some(wg) = before {
-                // The members' failures were the dropped run's, reported to its hub then.
-                let _ = tokio::time::timeout_at(deadline_after(timeout), wg.wait()).await;
+            if let Some(gone) = before {
+                let _ = tokio::time::timeout_at(deadline_after(timeout), gone).await;
             }
         }
     }
