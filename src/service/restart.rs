@@ -19,7 +19,7 @@ use super::error::{BoxError, ConfigError, ServiceError};
 use super::group::ServiceGroup;
 use super::runner::{
     check_duration, check_name, deadline_after, drop_service_later, member_path, when_ready,
-    AbortOnDrop, AttemptEnd, End, EndCell, Kind, Place, Spawned, DEFAULT_STOP_TIMEOUT,
+    AbortOnDrop, AttemptEnd, End, EndCell, Kind, LastRun, Place, Spawned, DEFAULT_STOP_TIMEOUT,
 };
 use super::service::{Ready, Service};
 use super::status::{Owner, Reporter, RunId, ServiceState, StatusHub};
@@ -322,7 +322,10 @@ struct Settings {
 /// restarter is `Stopped`: at once if it was waiting to restart, as the abort lands if an
 /// attempt was running. An attempt that returned an error or panicked before the abort
 /// landed (also one that did just as the future was dropped, on another worker) is
-/// reported `Failed` or `Panicked`, with it.
+/// reported `Failed` or `Panicked`, with it. A restarter on its own (not a container's
+/// member) run again waits for the attempt its dropped run left still ending, up to 10
+/// seconds, before its first attempt: a container in that attempt is not found still
+/// running.
 ///
 /// An attempt aborted by something else than the restarter (its runtime shutting down, a
 /// shutdown of a group around) is reported `Stopped`; the restarter does not restart it
@@ -332,6 +335,9 @@ pub struct Restarter<S> {
     settings: Settings,
     /// How many times the restarter was run: tells its runs apart in the status hub.
     runs: u32,
+    /// What the last run left, for the next to wait for (a restarter on its own, as a
+    /// root container's next run does; up to the default stop timeout).
+    last_run: LastRun,
     _service: PhantomData<fn() -> S>,
 }
 
@@ -369,6 +375,7 @@ impl<S: Service> Restarter<S> {
             },
             inner: Arc::new(Mutex::new(Box::new(service))),
             runs: 0,
+            last_run: LastRun::default(),
             _service: PhantomData,
         }
     }
@@ -423,7 +430,9 @@ impl<S: Service> Service for Restarter<S> {
         // Where the restarter runs: inside a container's member run (whose report of this
         // member it takes over), or on its own.
         let place = Place::restarter(&settings.name);
+        let before = self.last_run.replace(&place, DEFAULT_STOP_TIMEOUT);
         Box::pin(async move {
+            before.await;
             supervise(inner, settings, run, place, ctx, ready)
                 .await
                 .map_err(BoxError::from)
