@@ -609,6 +609,17 @@ async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain(
     assert!(frames.contains(&7), "told with a GOAWAY: {frames:?}");
 }
 
+/// An HTTP/2 frame: its 9-byte header (length, type, flags, stream id),
+/// then `payload` (RFC 9113, section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// An HTTP/2 client that never answers the `GOAWAY`'s `PING` and keeps
 /// opening streams after it (h2 takes them until that answer) cannot hold an
 /// unbounded drain open: the streams it opens more than a second after the
@@ -617,15 +628,6 @@ async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain(
 /// `shutdown(Duration::MAX)` for good (2,233 streams in 25 s, in a probe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_the_drain() {
-    /// A frame: its 9-byte header (length, type, flags, stream id), then `payload`.
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut frame = len.to_be_bytes()[1..].to_vec();
-        frame.extend_from_slice(&[kind, flags]);
-        frame.extend_from_slice(&stream.to_be_bytes());
-        frame.extend_from_slice(payload);
-        frame
-    }
     /// `GET /hello` on `stream`, ending it: HEADERS with END_STREAM and
     /// END_HEADERS; HPACK `:method: GET` and `:scheme: http` from the static
     /// table, `:path` and `:authority` as literals.
@@ -633,7 +635,7 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
         let mut block = vec![0x82, 0x86, 0x04, 6];
         block.extend_from_slice(b"/hello");
         block.extend_from_slice(&[0x01, 1, b'x']);
-        frame(1, 0x5, stream, &block)
+        h2_frame(1, 0x5, stream, &block)
     }
 
     let server = Server::start().await;
@@ -644,8 +646,8 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
         .await
         .unwrap();
     // SETTINGS, and the acknowledgement of the server's.
-    write.write_all(&frame(4, 0, 0, &[])).await.unwrap();
-    write.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+    write.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    write.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap();
     // Frames read and dropped (the PING too: never answered); the server's
     // first SETTINGS (it took the connection as HTTP/2) and GOAWAY noted.
     let settings = Arc::new(tokio::sync::Notify::new());
@@ -710,15 +712,6 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
 async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     /// The size of `/big`: more than the 65,535-byte default window.
     const BIG: usize = 1 << 20;
-    /// A frame: its 9-byte header (length, type, flags, stream id), then `payload`.
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut frame = len.to_be_bytes()[1..].to_vec();
-        frame.extend_from_slice(&[kind, flags]);
-        frame.extend_from_slice(&stream.to_be_bytes());
-        frame.extend_from_slice(payload);
-        frame
-    }
     /// The next frame: type, flags, stream and payload; `None` at the end
     /// of the connection.
     async fn next(read: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
@@ -738,13 +731,16 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
-    client.write_all(&frame(4, 0, 0, &[])).await.unwrap();
-    client.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+    client.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    client.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap();
     // `GET /big` on stream 1 (END_STREAM, END_HEADERS; HPACK as in the test above).
     let mut block = vec![0x82, 0x86, 0x04, 4];
     block.extend_from_slice(b"/big");
     block.extend_from_slice(&[0x01, 1, b'x']);
-    client.write_all(&frame(1, 0x5, 1, &block)).await.unwrap();
+    client
+        .write_all(&h2_frame(1, 0x5, 1, &block))
+        .await
+        .unwrap();
 
     // The body bytes of stream 1 received so far.
     let mut got = 0;
@@ -753,7 +749,7 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     /// Answers a `PING` (a client that keeps up with the server).
     async fn answer(client: &mut TcpStream, kind: u8, flags: u8, payload: &[u8]) {
         if kind == 6 && flags & 1 == 0 {
-            client.write_all(&frame(6, 1, 0, payload)).await.unwrap();
+            client.write_all(&h2_frame(6, 1, 0, payload)).await.unwrap();
         }
     }
     // The first window: the server then waits for the client.
@@ -785,8 +781,8 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     assert!(goaway, "the drain sent a GOAWAY");
     // Now the window for the rest (the connection's and the stream's).
     let more = (BIG as u32).to_be_bytes();
-    client.write_all(&frame(8, 0, 0, &more)).await.unwrap();
-    client.write_all(&frame(8, 0, 1, &more)).await.unwrap();
+    client.write_all(&h2_frame(8, 0, 0, &more)).await.unwrap();
+    client.write_all(&h2_frame(8, 0, 1, &more)).await.unwrap();
     while !ended {
         let (kind, flags, stream, payload) = timeout(LIMIT, next(&mut client))
             .await

@@ -673,24 +673,25 @@ impl ConnLabel {
 
     /// Resolves once no response is being sent.
     async fn responses_sent(&self) {
-        loop {
-            let ended = self.responses_ended.notified();
-            if self.responses.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            ended.await;
-        }
+        until_zero(&self.responses, &self.responses_ended).await;
     }
 
     /// Resolves once no stream is running.
     async fn streams_done(&self) {
-        loop {
-            let ended = self.streams_ended.notified();
-            if self.streams.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            ended.await;
+        until_zero(&self.streams, &self.streams_ended).await;
+    }
+}
+
+/// Resolves once `count` is zero; `zero` is notified (`notify_waiters`) each
+/// time it falls to zero.
+async fn until_zero(count: &AtomicUsize, zero: &tokio::sync::Notify) {
+    loop {
+        // Made before the look: a `notify_waiters` after it wakes it.
+        let ended = zero.notified();
+        if count.load(Ordering::Acquire) == 0 {
+            return;
         }
+        ended.await;
     }
 }
 
