@@ -795,7 +795,13 @@ async fn stopped_by_itself(
         return tokio::select! {
             biased;
             () = group.state().wait_idle() => true,
-            () = timer => false,
+            () = timer => {
+                // The timer fires on a tick: a task of the group woken on the same
+                // tick (a close that takes as long as the wait, rounded up alike)
+                // runs before the look, so that a tie goes to the task.
+                tokio::task::yield_now().await;
+                group.state().idle_listener().is_none()
+            }
         };
     }
     // The caller's own task stays pending while it waits here, and the state

@@ -344,6 +344,27 @@ async fn groups_made_during_the_grace_share_the_forced_phase() {
     assert!(report.elapsed() <= ms(200), "{report}");
 }
 
+/// A task that closes on the very tick its group's time to stop ends (a
+/// close that takes the whole grace) is not aborted: the timer and the task
+/// wake on the same tick, and the task runs before the group is looked at.
+/// It used to be aborted, as the shutdown was polled first.
+#[tokio::test(start_paused = true)]
+async fn a_task_that_closes_on_the_tick_the_grace_ends_finishes() {
+    let grace = Duration::from_millis(100);
+    let wg = WaitGroup::new();
+    wg.task()
+        .name("closes in 100 ms")
+        .go(move |ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(grace).await;
+        });
+    tokio::task::yield_now().await;
+    let report = wg.shutdown(grace).await;
+    assert_eq!(report.finished(), 1, "{report}");
+    assert!(report.aborted().is_empty(), "{report}");
+    assert_eq!(report.elapsed(), grace);
+}
+
 /// On two workers, one group among 2,000 reached late (a share of 500 µs
 /// each at first) has a task whose abort lands only later (it blocks its
 /// worker for 20 ms between awaits): the shutdown moves on to the next
