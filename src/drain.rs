@@ -220,6 +220,9 @@ pub(crate) async fn run(
         );
     }
     let groups = last_walk.as_deref().unwrap_or(&visited);
+    if Instant::now() >= budget.deadline {
+        abort_leftovers(groups, caller, &mut aborted);
+    }
     // Aborts still landing, as work in flight below: until the same time
     // as above, a while at most and within the budget.
     let aborted = aborted.wait_until(in_flight_by).await;
@@ -808,6 +811,37 @@ async fn stopped_by_itself(
     // word wakes waiters only when nothing is pending: so look at intervals.
     // Only a shutdown called from one of the group's own tasks comes here.
     poll_until(stop_by, || group.len() <= 1).await
+}
+
+/// The last step of a shutdown past its deadline: aborts the tasks still
+/// running in `groups`, all of which had their turn. Such a task was started
+/// after its group's turn ended, by a task of a group after it (on another
+/// thread, or from the `Drop` of an aborted task), and no turn would abort
+/// it: it ran on after the call returned. Its abort is waited for as work in
+/// flight. The caller's own task, shielded sections, guards and blocking
+/// tasks are left, reported as pending; so is a task started after this.
+/// Looks at each group once; walks the registry of those with work only.
+fn abort_leftovers(groups: &[NodeRef], caller: Option<Current>, aborted: &mut Aborted<'_>) {
+    for group in groups {
+        if group.state().idle_listener().is_none() {
+            continue;
+        }
+        let spare = caller
+            .filter(|c| c.group == group.id())
+            .map(|c| group.registry.id(c.slot));
+        let watch = OwnedWatch(group.abort_watch());
+        // A task the walk below marks before its abort handle is stored is
+        // aborted when it is (see `Registry::set_abort`), phase or not.
+        let phase = group.aborting(&watch);
+        let shields = group.watch_shields(Instant::now());
+        group.abort_more(
+            &|id| Some(id) == spare || shields.shielded.contains_key(&id),
+            &watch,
+        );
+        drop(shields);
+        drop(phase);
+        aborted.add(watch);
+    }
 }
 
 /// Where a group's turn stands in the shutdown.

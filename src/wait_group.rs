@@ -1458,6 +1458,10 @@ impl WaitGroup {
     ///   closed, but whose thread lost its core until after the shutdown
     ///   stopped waiting, has its task reported as pending, and aborted as
     ///   it is spawned.
+    /// * A task started into a group after its turn ended (by a task of a
+    ///   later group) is aborted once every group had its turn, if the
+    ///   deadline has passed, and waited for with the work in flight (below).
+    ///   Before the deadline, or started after that, it is reported as pending.
     /// * A group made or linked from the `Drop` of an aborted task (a child
     ///   of its group, say) is stopped in a further pass, as a group reached
     ///   then. The aborts of each pass are waited for (as work in flight,

@@ -365,6 +365,40 @@ async fn a_task_that_closes_on_the_tick_the_grace_ends_finishes() {
     assert_eq!(report.elapsed(), grace);
 }
 
+/// A task started during a shutdown into a group whose turn ended, by a task
+/// of a group after it, is aborted once every group had its turn, the
+/// deadline past, and listed. Here `a`'s turn ends at the deadline (its
+/// task ignores cancellation); `b`'s task starts one such task in `a` every
+/// 10 ms until its own abort, 75 ms later. They used to run on after the
+/// call returned, reported as pending.
+#[tokio::test(start_paused = true)]
+async fn a_task_started_into_a_group_whose_turn_ended_is_aborted_at_the_end() {
+    let ms = Duration::from_millis;
+    let root = WaitGroup::builder().abort_timeout(ms(100)).build();
+    let a = root.task().name("a").child();
+    let b = root.task().name("b").child();
+    a.task().name("stuck").go(|_| std::future::pending::<()>());
+    {
+        let a = a.clone();
+        b.task().name("starter").go(move |_| async move {
+            loop {
+                tokio::time::sleep(ms(10)).await;
+                a.task().name("late").go(|_| std::future::pending::<()>());
+            }
+        });
+    }
+    tokio::task::yield_now().await;
+    let report = root.shutdown(ms(100)).await;
+
+    assert!(report.pending().is_empty(), "{report}");
+    assert_eq!(a.len(), 0, "nothing runs on in `a`: {report}");
+    let late = |t: &&taskgroup::TaskInfo| t.name() == Some("late");
+    let late: Vec<_> = report.aborted().iter().filter(late).collect();
+    // Ten in `a`'s turn, seven in `b`'s (until 175 ms).
+    assert_eq!(late.len(), 17, "{report}");
+    assert!(report.elapsed() <= ms(200), "{report}");
+}
+
 /// On two workers, one group among 2,000 reached late (a share of 500 µs
 /// each at first) has a task whose abort lands only later (it blocks its
 /// worker for 20 ms between awaits): the shutdown moves on to the next
