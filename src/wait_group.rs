@@ -1459,7 +1459,7 @@ impl WaitGroup {
     ///   stopped waiting, has its task reported as pending, and aborted as
     ///   it is spawned.
     /// * A task started into a group after its turn ended (by a task of a
-    ///   later group) is aborted once every group had its turn, if the
+    ///   later group, or from the `Drop` of one aborted) is aborted once every group had its turn, if the
     ///   deadline has passed, and waited for with the work in flight (below).
     ///   Before the deadline, or started after that, it is reported as pending.
     /// * A group made or linked from the `Drop` of an aborted task (a child
