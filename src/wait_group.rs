@@ -1396,10 +1396,11 @@ impl WaitGroup {
     /// 2. cancel its own context (not yet its children's: a database pool
     ///    linked below a server keeps serving while the server's connections
     ///    drain);
-    /// 3. wait for its own work until it is done or its stop time comes (a
-    ///    task woken on the very tick of Tokio's timer that ends the wait
-    ///    runs first: one that then returns counts as finished, always on a
-    ///    current-thread runtime, if it ran by then on a multi-thread one);
+    /// 3. wait for its own work until it is done or its stop time comes (when
+    ///    the wait ends, the shutdown yields once and looks again: a task that
+    ///    returns on the very tick of Tokio's timer that ended it counts as
+    ///    finished, always on a current-thread runtime, and on a multi-thread
+    ///    one if its worker ran it by then);
     /// 4. then abort its `go()` tasks still running and wait for the aborts to
     ///    take effect, until its abort time.
     ///
