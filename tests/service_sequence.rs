@@ -568,3 +568,85 @@ async fn a_cancel_that_lands_while_a_member_starts_stops_the_sequence_at_once() 
         assert_eq!(started.elapsed(), Duration::ZERO, "{start_timeout:?}");
     }
 }
+
+/// Blocks the thread that drops it for `0`.
+struct SlowDrop(Duration);
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(self.0);
+    }
+}
+
+/// The same as the test above, but the sequence is still aborting `http` (its `Drop` blocks a
+/// worker for 600 ms) when the group around gives up waiting for its report and aborts the
+/// sequence from above: `db`, whose turn to stop had not come, had no time to stop, and is
+/// named so by the group (it used to be named as if it had ignored its stop: "did not stop
+/// within 50ms"; `probe-reg2 hungtree mt 1 3136`, 3 runs in 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_turn_to_stop_never_came_had_no_time_to_stop() {
+    let db = service_fn("db", |ctx: CancellationToken, ready: Ready| async move {
+        ready.ready();
+        ctx.cancelled().await;
+        Ok(())
+    });
+    let (running_tx, running_rx) = tokio::sync::oneshot::channel();
+    let running_tx = Mutex::new(Some(running_tx));
+    let http = service_fn("http", move |_ctx: CancellationToken, ready: Ready| {
+        let running = running_tx.lock().unwrap().take();
+        async move {
+            let _slow = SlowDrop(Duration::from_millis(600));
+            ready.ready();
+            if let Some(running) = running {
+                let _ = running.send(());
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let seq = Sequence::builder("seq")
+        .stop_timeout(Duration::from_secs(10))
+        .service(db)
+        .service(http)
+        .build()
+        .unwrap();
+    let mut top = ServiceGroup::builder("top")
+        .stop_timeout(Duration::from_millis(50))
+        .service(seq)
+        .build()
+        .unwrap();
+    let ctx = CancellationToken::new();
+    let run = tokio::spawn(top.serve(ctx.clone()));
+    // `db` and `http` both run: `http` starts once `db` is ready.
+    running_rx.await.unwrap();
+    ctx.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    let mut timeouts: Vec<(String, Duration, String)> = err
+        .stop_timeouts()
+        .iter()
+        .map(|e| match e {
+            ServiceError::StopTimeout { name, timeout, .. } => {
+                (name.clone(), *timeout, e.to_string())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    timeouts.sort();
+    let [(db, db_timeout, db_text), (http, _, http_text)] = &timeouts[..] else {
+        panic!("{err:#}");
+    };
+    assert_eq!(
+        (db.as_str(), *db_timeout),
+        ("top/seq/db", Duration::ZERO),
+        "{err:#}"
+    );
+    assert!(
+        db_text.starts_with("top/seq/db: had no time to stop (its stop began at a deadline"),
+        "{db_text}"
+    );
+    assert_eq!(http, "top/seq/http");
+    assert!(
+        http_text.starts_with("top/seq/http: did not stop within 50ms, aborted"),
+        "{http_text}"
+    );
+}

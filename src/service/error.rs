@@ -98,7 +98,9 @@ pub enum ServiceError {
         /// The stop timeout that elapsed: the container's own, or, when a container around
         /// it stopped it sooner, the time its stop had, to the millisecond. Zero when its
         /// stop began as that deadline passed (a [`Sequence`](super::Sequence)'s service
-        /// whose turn to stop came after it): the text then says it had no time to stop.
+        /// whose turn to stop came after it), or never began (its token was not cancelled:
+        /// a container around aborted the sequence before its turn came, or a group that
+        /// had not begun its stop): the text then says it had no time to stop.
         timeout: Duration,
         /// Where the service was added to its container (or, for a task the service layer
         /// did not add, where the core spawned it).

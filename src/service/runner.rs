@@ -506,6 +506,8 @@ pub(crate) struct TreeShared {
     /// of its own name, would add one a job for as long as the root runs). A task a stop
     /// report names is pending, so its future, and the site, are still there.
     sites: Mutex<SitesByContainer>,
+    /// The number of the next hold on a site ([`SiteHold::run`]).
+    holds: AtomicU64,
     /// How many member runs have ended anywhere in the tree: while it grows, the reports of
     /// nested containers are still coming up, and a container waiting for them at its
     /// deadline waits on ([`Run::let_nested_report`]).
@@ -527,33 +529,48 @@ type SitesByContainer = HashMap<String, HashMap<String, HeldSites>>;
 /// empty while in the map. The last one added is the one named (a report cannot tell such
 /// runs apart); distinct sites are places in the user's code, so the list stays short.
 #[derive(Debug, Default)]
-struct HeldSites(Vec<(&'static Location<'static>, usize)>);
+struct HeldSites {
+    sites: Vec<(&'static Location<'static>, usize)>,
+    /// The token of each run holding a site, by the run's [`SiteHold::run`]: the member
+    /// runs under way here, as few as the holds.
+    runs: Vec<(u64, CancellationToken)>,
+}
 
 impl HeldSites {
     /// The site a report names.
     fn named(&self) -> Option<&'static Location<'static>> {
-        self.0.last().map(|&(site, _)| site)
+        self.sites.last().map(|&(site, _)| site)
     }
 
-    fn hold(&mut self, site: &'static Location<'static>) {
-        match self.0.iter().position(|&(s, _)| s == site) {
+    /// Whether a run under way here was asked to stop (its token cancelled). A hung leaf
+    /// whose stop was never asked (a [`Sequence`](super::Sequence)'s service whose turn had
+    /// not come, or a group's member whose group had not begun its stop, when a container
+    /// around aborted them) had no time to stop: its report says so ([`hung_leaves`]).
+    fn stop_asked(&self) -> bool {
+        self.runs.iter().any(|(_, token)| token.is_cancelled())
+    }
+
+    fn hold(&mut self, site: &'static Location<'static>, run: u64, token: CancellationToken) {
+        self.runs.push((run, token));
+        match self.sites.iter().position(|&(s, _)| s == site) {
             Some(i) => {
-                let (_, holders) = self.0.remove(i);
-                self.0.push((site, holders + 1));
+                let (_, holders) = self.sites.remove(i);
+                self.sites.push((site, holders + 1));
             }
-            None => self.0.push((site, 1)),
+            None => self.sites.push((site, 1)),
         }
     }
 
-    /// Lets go of one hold on `site`; whether any site is still held.
-    fn release(&mut self, site: &'static Location<'static>) -> bool {
-        if let Some(i) = self.0.iter().position(|&(s, _)| s == site) {
-            self.0[i].1 -= 1;
-            if self.0[i].1 == 0 {
-                self.0.remove(i);
+    /// Lets go of run `run`'s hold on `site`; whether any site is still held.
+    fn release(&mut self, site: &'static Location<'static>, run: u64) -> bool {
+        self.runs.retain(|&(r, _)| r != run);
+        if let Some(i) = self.sites.iter().position(|&(s, _)| s == site) {
+            self.sites[i].1 -= 1;
+            if self.sites[i].1 == 0 {
+                self.sites.remove(i);
             }
         }
-        !self.0.is_empty()
+        !self.sites.is_empty()
     }
 }
 
@@ -565,28 +582,35 @@ impl TreeShared {
         rx
     }
 
-    /// Records `site` as where member `name` of the container at `path` was added, for as
-    /// long as the hold returned is kept (by the member run's task future).
+    /// Records `site` as where member `name` of the container at `path` was added, and
+    /// `token` as the run's, for as long as the hold returned is kept (by the member run's
+    /// task future).
     fn hold_site(
         self: &Arc<Self>,
         path: &Arc<str>,
         name: &Arc<str>,
         site: &'static Location<'static>,
+        token: CancellationToken,
     ) -> SiteHold {
+        let run = self.holds.fetch_add(1, Ordering::Relaxed);
         let mut sites = self.sites.lock();
         let members = match sites.get_mut(&**path) {
             Some(members) => members,
             None => sites.entry(path.to_string()).or_default(),
         };
         match members.get_mut(&**name) {
-            Some(held) => held.hold(site),
-            None => members.entry(name.to_string()).or_default().hold(site),
+            Some(held) => held.hold(site, run, token),
+            None => members
+                .entry(name.to_string())
+                .or_default()
+                .hold(site, run, token),
         }
         SiteHold {
             tree: self.clone(),
             path: path.clone(),
             name: name.clone(),
             site,
+            run,
         }
     }
 
@@ -605,6 +629,8 @@ struct SiteHold {
     path: Arc<str>,
     name: Arc<str>,
     site: &'static Location<'static>,
+    /// This hold's number in the tree, unique.
+    run: u64,
 }
 
 impl Drop for SiteHold {
@@ -615,7 +641,7 @@ impl Drop for SiteHold {
         };
         let held = members
             .get_mut(&*self.name)
-            .is_some_and(|held| held.release(self.site));
+            .is_some_and(|held| held.release(self.site, self.run));
         if !held {
             members.remove(&*self.name);
             if members.is_empty() {
@@ -1098,7 +1124,7 @@ impl Spawned {
         let exit = Arc::new(Exit::new());
         let path = member_path(container, name);
         let name: Arc<str> = name.into();
-        let hold = site.map(|site| tree.hold_site(container, &name, site));
+        let hold = site.map(|site| tree.hold_site(container, &name, site, token.clone()));
         let scope = Scope {
             group: group.clone(),
             path,
@@ -1616,7 +1642,8 @@ fn task_path(info: &TaskInfo) -> String {
 }
 
 /// Names every hung leaf among `tasks` (a task with no other listed task below its path), in
-/// their order, each path once.
+/// their order, each path once: with `timeout`, or with a zero one (it had no time to stop)
+/// if it is a member run whose container had not asked it to stop yet.
 ///
 /// In O(n log n) path comparisons ([`has_paths_below`]), not a comparison of every pair.
 pub(crate) fn hung_leaves<'a>(
@@ -1636,18 +1663,24 @@ pub(crate) fn hung_leaves<'a>(
         .iter()
         .zip(inner)
         .filter(|(_, inner)| !inner)
-        .map(|((path, info), _)| ServiceError::StopTimeout {
-            name: path.clone(),
-            timeout,
-            site: site_of(&sites, info).unwrap_or(info.site()),
-            age: info.age(),
+        .map(|((path, info), _)| {
+            let held = held_sites(&sites, info);
+            ServiceError::StopTimeout {
+                name: path.clone(),
+                timeout: match held {
+                    Some(held) if !held.stop_asked() => Duration::ZERO,
+                    _ => timeout,
+                },
+                site: held.and_then(HeldSites::named).unwrap_or(info.site()),
+                age: info.age(),
+            }
         })
         .collect()
 }
 
-/// Where the member whose run is `info` was added, if it is a member's run.
-fn site_of(sites: &SitesByContainer, info: &TaskInfo) -> Option<&'static Location<'static>> {
-    sites.get(info.group_name()?)?.get(info.name()?)?.named()
+/// The sites held for the member whose run is `info`, if it is a member's run.
+fn held_sites<'a>(sites: &'a SitesByContainer, info: &TaskInfo) -> Option<&'a HeldSites> {
+    sites.get(info.group_name()?)?.get(info.name()?)
 }
 
 /// For each of `paths` (distinct), whether another of them is below it (starts with it and a
