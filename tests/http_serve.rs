@@ -580,9 +580,7 @@ async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain(
     let mut mute = TcpStream::connect(server.addr).await.unwrap();
     // The preface and an empty SETTINGS frame; then nothing, not even the
     // acknowledgement of the server's settings.
-    mute.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
+    mute.write_all(PREFACE).await.unwrap();
     mute.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
     /// The type of the next frame, or `None` at the end of the stream.
     async fn frame(stream: &mut TcpStream) -> Option<u8> {
@@ -620,6 +618,33 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `GET path` on `stream`, ending it: HEADERS with END_STREAM and
+/// END_HEADERS; HPACK `:method: GET` and `:scheme: http` from the static
+/// table, `:path` and `:authority` as literals.
+fn h2_get(stream: u32, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    h2_frame(1, 0x5, stream, &block)
+}
+
+/// The next HTTP/2 frame: type, flags, stream and payload; `None` at the end
+/// of the connection.
+async fn next_frame(
+    read: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut header = [0; 9];
+    read.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+    let mut payload = vec![0; len as usize];
+    read.read_exact(&mut payload).await.ok()?;
+    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+    Some((header[3], header[4], stream, payload))
+}
+
 /// An HTTP/2 client that never answers the `GOAWAY`'s `PING` and keeps
 /// opening streams after it (h2 takes them until that answer) cannot hold an
 /// unbounded drain open: the streams it opens more than a second after the
@@ -628,23 +653,10 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// `shutdown(Duration::MAX)` for good (2,233 streams in 25 s, in a probe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_the_drain() {
-    /// `GET /hello` on `stream`, ending it: HEADERS with END_STREAM and
-    /// END_HEADERS; HPACK `:method: GET` and `:scheme: http` from the static
-    /// table, `:path` and `:authority` as literals.
-    fn get_hello(stream: u32) -> Vec<u8> {
-        let mut block = vec![0x82, 0x86, 0x04, 6];
-        block.extend_from_slice(b"/hello");
-        block.extend_from_slice(&[0x01, 1, b'x']);
-        h2_frame(1, 0x5, stream, &block)
-    }
-
     let server = Server::start().await;
     let socket = TcpStream::connect(server.addr).await.unwrap();
     let (mut read, mut write) = socket.into_split();
-    write
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
+    write.write_all(PREFACE).await.unwrap();
     // SETTINGS, and the acknowledgement of the server's.
     write.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
     write.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap();
@@ -677,7 +689,7 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
         async move {
             goaway.notified().await;
             let mut stream = 1;
-            while write.write_all(&get_hello(stream)).await.is_ok() {
+            while write.write_all(&h2_get(stream, "/hello")).await.is_ok() {
                 opened.fetch_add(1, SeqCst);
                 stream += 2;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -712,35 +724,14 @@ async fn an_http2_client_that_keeps_opening_streams_after_goaway_does_not_hold_t
 async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     /// The size of `/big`: more than the 65,535-byte default window.
     const BIG: usize = 1 << 20;
-    /// The next frame: type, flags, stream and payload; `None` at the end
-    /// of the connection.
-    async fn next(read: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
-        let mut header = [0; 9];
-        read.read_exact(&mut header).await.ok()?;
-        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
-        let mut payload = vec![0; len as usize];
-        read.read_exact(&mut payload).await.ok()?;
-        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
-        Some((header[3], header[4], stream, payload))
-    }
 
     let big = Router::new().route("/big", get(|| async { vec![b'x'; BIG] }));
     let server = Server::start_in(WaitGroup::builder().name("http").build(), big).await;
     let mut client = TcpStream::connect(server.addr).await.unwrap();
-    client
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
+    client.write_all(PREFACE).await.unwrap();
     client.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
     client.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap();
-    // `GET /big` on stream 1 (END_STREAM, END_HEADERS; HPACK as in the test above).
-    let mut block = vec![0x82, 0x86, 0x04, 4];
-    block.extend_from_slice(b"/big");
-    block.extend_from_slice(&[0x01, 1, b'x']);
-    client
-        .write_all(&h2_frame(1, 0x5, 1, &block))
-        .await
-        .unwrap();
+    client.write_all(&h2_get(1, "/big")).await.unwrap();
 
     // The body bytes of stream 1 received so far.
     let mut got = 0;
@@ -754,7 +745,7 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     }
     // The first window: the server then waits for the client.
     while got < 65_535 {
-        let (kind, flags, stream, payload) = timeout(LIMIT, next(&mut client))
+        let (kind, flags, stream, payload) = timeout(LIMIT, next_frame(&mut client))
             .await
             .unwrap()
             .expect("the response's first window");
@@ -769,7 +760,7 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     // but control frames, the connection open.
     let quiet = async {
         loop {
-            let Some((kind, flags, stream, payload)) = next(&mut client).await else {
+            let Some((kind, flags, stream, payload)) = next_frame(&mut client).await else {
                 panic!("the connection was dropped with {got} of {BIG} bytes sent");
             };
             goaway |= kind == 7;
@@ -784,7 +775,7 @@ async fn an_http2_response_still_being_sent_at_the_drain_is_sent_to_its_end() {
     client.write_all(&h2_frame(8, 0, 0, &more)).await.unwrap();
     client.write_all(&h2_frame(8, 0, 1, &more)).await.unwrap();
     while !ended {
-        let (kind, flags, stream, payload) = timeout(LIMIT, next(&mut client))
+        let (kind, flags, stream, payload) = timeout(LIMIT, next_frame(&mut client))
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("the connection closed with {got} of {BIG} bytes sent"));
