@@ -885,3 +885,257 @@ async fn connections_drain_in_the_drain_phase_before_any_cancellation() {
     let report = timeout(LIMIT, shutdown).await.unwrap().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// Makes tokio's paused clock advance a millisecond at a time, so that
+/// what a socket brings is read when it comes. With nothing to run, the
+/// paused clock jumps to the next timer, even in the turn of the runtime
+/// that found a socket readable: a request written after a pause would be
+/// read only once the clock had jumped to the server's idle timeout.
+fn tick_every_millisecond() {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+/// An HTTP/2 connection on which no stream has been open for 30 s is sent a
+/// `GOAWAY` and closed, as hyper closes an HTTP/1 keep-alive connection that
+/// sends no request for 30 s. Here the client sent the preface and its
+/// settings, then nothing (it does not even answer the `GOAWAY`'s `PING`, so
+/// it is dropped a second later, as in a drain). Before, the connection was
+/// kept for ever.
+#[tokio::test(start_paused = true)]
+async fn an_idle_http2_connection_is_sent_goaway_and_closed_after_30_s() {
+    tick_every_millisecond();
+    let server = Server::start().await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(PREFACE).await.unwrap();
+    idle.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    let started = Instant::now();
+    // The frames the server sends, with when they came, to the end of the
+    // connection (on the paused clock, ticking a millisecond at a time).
+    let mut frames = Vec::new();
+    while let Some((kind, ..)) = timeout(Duration::from_secs(300), next_frame(&mut idle))
+        .await
+        .expect("the idle connection is closed")
+    {
+        frames.push((kind, started.elapsed()));
+    }
+    let closed = started.elapsed();
+    let goaway = frames
+        .iter()
+        .find(|(kind, _)| *kind == 7)
+        .map(|(_, at)| *at)
+        .unwrap_or_else(|| panic!("no GOAWAY: {frames:?}"));
+    let ms = Duration::from_millis;
+    assert!(goaway >= ms(30_000) && goaway < ms(30_100), "{frames:?}");
+    assert!(closed >= ms(31_000) && closed < ms(31_100), "{closed:?}");
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Under a limit that the accept loop and one connection fill, an idle
+/// HTTP/2 client holds the connection's slot only until its idle timeout:
+/// then it is closed, and the client waiting behind it is served. Before, an
+/// idle HTTP/2 client held its slot for ever (`n` of them, a server under
+/// `limit(n + 1)`), and no one else was served.
+#[tokio::test(start_paused = true)]
+async fn an_idle_http2_client_holds_its_slot_under_a_limit_only_until_its_idle_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").limit(2).build();
+    let server = Server::start_in(group, Router::new()).await;
+    let mut idle = connect(server.addr, true).await;
+    assert_eq!(idle.get("/hello").await.unwrap().body, "hello");
+    let started = Instant::now();
+    let mut waiting = connect(server.addr, false).await;
+    let response = timeout(Duration::from_secs(300), waiting.get("/hello"))
+        .await
+        .expect("served once the idle connection is closed");
+    let served = started.elapsed();
+    assert_eq!(response.unwrap().body, "hello");
+    // hyper's client answers the `GOAWAY`'s `PING` at once: the connection
+    // closes, and its slot frees, as the idle timeout ends.
+    let ms = Duration::from_millis;
+    assert!(served >= ms(30_000) && served < ms(30_100), "{served:?}");
+    timeout(LIMIT, idle.closed()).await.unwrap();
+    drop(waiting);
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A connection with a stream open for longer than the idle timeout is not
+/// idle: a handler that takes 45 s, or a response body trickled out over
+/// 45 s, keeps its connection, the response arrives whole, and the
+/// connection takes the next request at once. It is closed 30 s after its
+/// last stream ended.
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_open_longer_than_the_idle_timeout_keeps_its_connection() {
+    tick_every_millisecond();
+    /// Ten chunks five seconds apart: the last at 45 s.
+    fn trickle() -> axum::body::Body {
+        let chunks = futures::stream::unfold(0, |i| async move {
+            if i == 10 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(format!("{i}")), i + 1))
+        });
+        axum::body::Body::from_stream(chunks)
+    }
+    let long = Router::new()
+        .route(
+            "/45s",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(45)).await;
+                "after 45 s"
+            }),
+        )
+        .route("/trickle", get(|| async { trickle() }));
+    let server = Server::start_in(WaitGroup::builder().name("http").build(), long).await;
+    let ms = Duration::from_millis;
+    let mut clients = Vec::new();
+    for (path, body) in [("/45s", "after 45 s"), ("/trickle", "0123456789")] {
+        let mut client = connect(server.addr, true).await;
+        clients.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client.get(path).await.unwrap();
+            let answered = started.elapsed();
+            assert_eq!(response.body, body);
+            assert!(answered >= ms(45_000), "{path}: {answered:?}");
+            // No GOAWAY came: the connection takes another request.
+            assert_eq!(client.get("/hello").await.unwrap().body, "hello");
+            client.closed().await;
+            let idle = started.elapsed() - answered;
+            assert!(idle >= ms(30_000) && idle < ms(30_100), "{path}: {idle:?}");
+        }));
+    }
+    for client in clients {
+        timeout(Duration::from_secs(300), client)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A response still being sent keeps its connection, though the handler's
+/// task has ended: hyper hands the body over and h2 sends it as the client's
+/// flow-control window allows. Here the client takes the first window of a
+/// 1 MiB response, opens its window for the rest only after 45 s, and gets
+/// it whole; the `GOAWAY` comes 30 s after the response's last frame.
+#[tokio::test(start_paused = true)]
+async fn an_http2_response_read_slowly_keeps_its_connection() {
+    tick_every_millisecond();
+    const BIG: usize = 1 << 20;
+    let big = Router::new().route("/big", get(|| async { vec![b'x'; BIG] }));
+    let server = Server::start_in(WaitGroup::builder().name("http").build(), big).await;
+    let (mut read, mut write) = TcpStream::connect(server.addr).await.unwrap().into_split();
+    write.write_all(PREFACE).await.unwrap();
+    write.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    write.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap();
+    write.write_all(&h2_get(1, "/big")).await.unwrap();
+    let started = Instant::now();
+    // The frames, read in a task of their own (a frame read is not cancel
+    // safe; a channel's receive is).
+    let (tx, mut frames) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(frame) = next_frame(&mut read).await {
+            let _ = tx.send(frame);
+        }
+    });
+    let mut got = 0;
+    let mut opened = false;
+    let mut goaway = None;
+    let mut ended = None;
+    // Frames until the end of the connection, PINGs answered; the window
+    // for the rest of the body once the first is in and 45 s have passed.
+    let read_all = async {
+        loop {
+            let frame = if opened || got < 65_535 {
+                frames.recv().await
+            } else if let Ok(frame) =
+                tokio::time::timeout_at(started + Duration::from_secs(45), frames.recv()).await
+            {
+                frame
+            } else {
+                assert_eq!(goaway, None, "a GOAWAY while the response was being sent");
+                let more = (BIG as u32).to_be_bytes();
+                write.write_all(&h2_frame(8, 0, 0, &more)).await.unwrap();
+                write.write_all(&h2_frame(8, 0, 1, &more)).await.unwrap();
+                opened = true;
+                continue;
+            };
+            let Some((kind, flags, stream, payload)) = frame else {
+                break;
+            };
+            match kind {
+                0 if stream == 1 => {
+                    got += payload.len();
+                    if flags & 1 == 1 {
+                        ended = Some(started.elapsed());
+                    }
+                }
+                6 if flags & 1 == 0 => {
+                    let _ = write.write_all(&h2_frame(6, 1, 0, &payload)).await;
+                }
+                7 => goaway = goaway.or(Some(started.elapsed())),
+                _ => {}
+            }
+        }
+    };
+    timeout(Duration::from_secs(300), read_all)
+        .await
+        .expect("the connection is closed once idle");
+    assert_eq!(got, BIG);
+    let ended = ended.expect("the response's end");
+    let goaway = goaway.expect("a GOAWAY once idle");
+    let ms = Duration::from_millis;
+    assert!(ended >= ms(45_000), "{ended:?}");
+    assert!(
+        goaway >= ended + ms(30_000) && goaway < ended + ms(30_100),
+        "{ended:?}, {goaway:?}"
+    );
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// The idle time starts again at the end of each stream: a client that
+/// makes a request every 20 s keeps its connection (the three requests over
+/// 40 s go on the one connection), which is closed 30 s after the last.
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_used_every_20_s_is_kept_and_closed_30_s_after_its_last_request() {
+    tick_every_millisecond();
+    let server = Server::start().await;
+    let mut client = connect(server.addr, true).await;
+    let started = Instant::now();
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+        let response = client.get("/hello").await;
+        assert_eq!(response.unwrap().body, "hello", "request {i}");
+    }
+    let last = started.elapsed();
+    timeout(Duration::from_secs(300), client.closed())
+        .await
+        .expect("closed once idle");
+    let idle = started.elapsed() - last;
+    let ms = Duration::from_millis;
+    assert!(idle >= ms(30_000) && idle < ms(30_100), "{idle:?}");
+    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}

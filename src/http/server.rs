@@ -32,13 +32,24 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// runs HTTP/2 requests apart from their connection; HTTP/1 requests run in
 /// the connection's task). The protocol is told by the connection's first
 /// bytes (hyper-util's `auto` builder, with HTTP upgrades such as WebSockets
-/// enabled and hyper's 30 s limit on reading a request's headers). A
-/// connection whose first bytes have not told its protocol 30 s after it
-/// was accepted (a silent client, or one stopped inside the HTTP/2
-/// preface, which hyper-util reads with no timeout) is dropped, so that it
-/// does not hold its slot under a [`limit`](crate::WaitGroupBuilder::limit)
-/// for ever. An idle HTTP/2 connection is kept (hyper's default: no
-/// keep-alive pings, no idle timeout).
+/// enabled and hyper's 30 s limit on reading a request's headers).
+///
+/// No connection is kept idle for ever, so that none holds its slot under a
+/// [`limit`](crate::WaitGroupBuilder::limit) for ever:
+///
+/// * an HTTP/1 connection is closed once it has waited 30 s for the
+///   headers of its next request, from the end of its last response or
+///   from its first bytes (hyper's header timeout);
+/// * an HTTP/2 connection on which no stream has been open for 30 s (no
+///   request running, no response being sent), counted from the end of its
+///   last stream or from its preface, is closed as the drain closes it
+///   (below): `GOAWAY`, the streams the client sent before reading it
+///   served, then closed. `PING`s and settings do not count as use. A
+///   request that runs, or a response that is sent, for longer (a slow
+///   download, a long-lived stream) keeps its connection as long;
+/// * a connection whose first bytes have not told its protocol 30 s after
+///   it was accepted (a silent client, or one stopped inside the HTTP/2
+///   preface, which hyper-util reads with no timeout) is dropped.
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
 /// after closing it:
@@ -69,9 +80,12 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// response), and the accept loop ends. Under the group's
 /// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop
 /// and the connections) the loop waits for a free slot before serving the
-/// next connection. An HTTP/2 request runs in its connection's slot, as an
-/// HTTP/1 request runs in its connection's task (hyper bounds the streams
-/// of a connection: 200 at a time by default).
+/// next connection. A connection holds its slot until it closes: an idle
+/// one for at most 30 s on either protocol (see above), so `n` clients that
+/// connect and do nothing can hold `n` slots that long, but not for ever.
+/// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
+/// runs in its connection's task (hyper bounds the streams of a
+/// connection: 200 at a time by default).
 ///
 /// An upgraded connection (a WebSocket) leaves the group at the upgrade:
 /// see the [module docs](super).
@@ -275,8 +289,10 @@ where
     B::Error: Into<BoxError>,
 {
     /// Serves the connection until the client closes it or, after the drain
-    /// signal, until its graceful shutdown is done. Its errors are the
-    /// client's, so they are not returned.
+    /// signal or once idle on HTTP/2 ([`h2_idle`]), until its graceful
+    /// shutdown is done; drops it if its protocol is still unknown after
+    /// [`SNIFF_TIMEOUT`]. Its errors are the client's, so they are not
+    /// returned.
     async fn run(self, ctx: TaskContext, stream: TcpStream) {
         let executor = GroupExecutor {
             group: self.group,
@@ -314,6 +330,10 @@ where
             }
             _ = conn.as_mut() => {}
             () = undecided(&label) => {}
+            () = h2_idle(&label) => {
+                conn.as_mut().graceful_shutdown();
+                close_h2(conn, &label).await;
+            }
         }
     }
 }
@@ -333,6 +353,47 @@ async fn undecided(label: &ConnLabel) {
     tokio::time::sleep(SNIFF_TIMEOUT).await;
     if label.sniffed.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
+    }
+}
+
+/// How long an HTTP/2 connection is kept with no stream open before it is
+/// closed (with `GOAWAY`, as a drain does): as long as hyper keeps an idle
+/// HTTP/1 keep-alive connection (its header timeout runs while it waits
+/// for the next request), so that neither protocol lets an idle client hold
+/// its connection, and its slot under a `limit`, for ever.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Resolves once an HTTP/2 connection has had no stream open (none
+/// running, no response being sent) for [`H2_IDLE_TIMEOUT`], counted from
+/// the end of its last stream, or from the end of the preface if it had
+/// none; never on HTTP/1. `PING`s and other frames that open no stream do
+/// not count: they are no work for the server.
+async fn h2_idle(label: &ConnLabel) {
+    loop {
+        label.streams_done().await;
+        label.responses_sent().await;
+        // Made before the look: a stream that starts after it wakes it.
+        let busy = label.busy.notified();
+        if label.streams.load(Ordering::Acquire) != 0
+            || label.responses.load(Ordering::Acquire) != 0
+        {
+            continue;
+        }
+        // Biased: a stream that started in the poll in which the time ran
+        // out (read by the connection's task just before) keeps it.
+        tokio::select! {
+            biased;
+            () = busy => continue,
+            () = tokio::time::sleep(H2_IDLE_TIMEOUT) => {}
+        }
+        if label.h2.load(Ordering::Relaxed) {
+            return;
+        }
+        if label.sniffed.load(Ordering::Relaxed) {
+            // HTTP/1: hyper's header timeout closes an idle connection.
+            std::future::pending::<()>().await;
+        }
+        // Undecided: dropped by `undecided`, or HTTP/2 by the next round.
     }
 }
 
@@ -427,6 +488,8 @@ impl Sniff {
             }
             self.label.h2.store(true, Ordering::Relaxed);
             self.label.sniffed.store(true, Ordering::Relaxed);
+            // The idle timeout counts from the preface (see `h2_idle`).
+            self.label.busy.notify_waiters();
             self.h2 = Some(Box::default());
         }
         if let Some(h2) = self.h2.as_mut() {
@@ -572,11 +635,14 @@ impl H2Frames {
         self.publish(label);
     }
 
-    /// Puts the count where [`close_h2`] reads it; wakes it at zero.
+    /// Puts the count where [`close_h2`] and [`h2_idle`] read it; wakes the
+    /// first when it falls to zero, the second when it rises from zero.
     fn publish(&self, label: &ConnLabel) {
         let now = self.open.len();
-        if label.responses.swap(now, Ordering::AcqRel) != now && now == 0 {
-            label.responses_ended.notify_waiters();
+        match label.responses.swap(now, Ordering::AcqRel) {
+            0 if now > 0 => label.busy.notify_waiters(),
+            before if before > 0 && now == 0 => label.responses_ended.notify_waiters(),
+            _ => {}
         }
     }
 }
@@ -651,6 +717,10 @@ struct ConnLabel {
     responses: AtomicUsize,
     /// Notified when `responses` falls to zero.
     responses_ended: tokio::sync::Notify,
+    /// Notified when `streams` or `responses` rises from zero, and at the
+    /// end of the HTTP/2 preface: the connection is no longer idle, or its
+    /// idle time starts again (see [`h2_idle`]).
+    busy: tokio::sync::Notify,
 }
 
 impl ConnLabel {
@@ -668,6 +738,7 @@ impl ConnLabel {
             streams_ended: tokio::sync::Notify::new(),
             responses: AtomicUsize::new(0),
             responses_ended: tokio::sync::Notify::new(),
+            busy: tokio::sync::Notify::new(),
         }
     }
 
@@ -708,7 +779,9 @@ impl Stream {
             }
         }
         label.streams_started.fetch_add(1, Ordering::AcqRel);
-        label.streams.fetch_add(1, Ordering::AcqRel);
+        if label.streams.fetch_add(1, Ordering::AcqRel) == 0 {
+            label.busy.notify_waiters();
+        }
         Some(Stream(label))
     }
 }
