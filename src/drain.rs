@@ -60,9 +60,62 @@ impl Budget {
     }
 }
 
+/// The tasks awaiting a shutdown they called on their own tree (`run`'s
+/// `caller`), each with its group, listed for as long as the call runs: every
+/// shutdown leaves them as it leaves its own caller, so that two such calls at
+/// once (an admin endpoint called twice) do not abort each other's caller.
+/// Few at a time; [`CALLERS_LISTED`] lets a shutdown that has none to look
+/// for skip the lock.
+///
+/// Lock order: a shard's lock, then this one (the shutdown's abort walk asks
+/// [`is_caller`] under the shard's lock); this one is never held while
+/// another is taken.
+static CALLERS: parking_lot::Mutex<Vec<(crate::GroupId, TaskId)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// How many entries [`CALLERS`] has.
+static CALLERS_LISTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A shutdown caller's entry in [`CALLERS`], removed when dropped (the call
+/// returned, or its future was dropped).
+struct ListedCaller((crate::GroupId, TaskId));
+
+impl ListedCaller {
+    fn new(group: crate::GroupId, task: TaskId) -> Self {
+        CALLERS.lock().push((group, task));
+        CALLERS_LISTED.fetch_add(1, std::sync::atomic::Ordering::Release);
+        ListedCaller((group, task))
+    }
+}
+
+impl Drop for ListedCaller {
+    fn drop(&mut self) {
+        let mut callers = CALLERS.lock();
+        if let Some(at) = callers.iter().position(|&entry| entry == self.0) {
+            callers.swap_remove(at);
+            CALLERS_LISTED.fetch_sub(1, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// Whether task `id` of `group` awaits a shutdown it called (see [`CALLERS`]).
+fn is_caller(group: crate::GroupId, id: TaskId) -> bool {
+    CALLERS_LISTED.load(std::sync::atomic::Ordering::Acquire) != 0
+        && CALLERS.lock().contains(&(group, id))
+}
+
+/// How many tasks of `group` await a shutdown they called (see [`CALLERS`]).
+fn callers_in(group: crate::GroupId) -> usize {
+    if CALLERS_LISTED.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        return 0;
+    }
+    CALLERS.lock().iter().filter(|&&(g, _)| g == group).count()
+}
+
 /// Runs a shutdown of `root` and the groups below it. `caller` is the
 /// `go()` task calling it, if it is one of the tree's: it is neither waited
-/// for nor aborted, and is reported as still running.
+/// for nor aborted, and is reported as still running; nor is a caller of
+/// another shutdown running at the same time (see [`CALLERS`]).
 ///
 /// With `progress`, what it did is also written there as it goes (see
 /// [`Progress`]).
@@ -98,6 +151,11 @@ pub(crate) async fn run(
         mut versions,
         mut together,
     } = node::walk_versioned(root);
+    // Its entry is live: the caller is being polled.
+    let _listed = caller.and_then(|c| {
+        let group = walked.iter().find(|group| group.id() == c.group)?;
+        Some(ListedCaller::new(c.group, group.registry.id(c.slot)))
+    });
     // Running from here on; the times of concurrent shutdowns replaced
     // here, put back should this one be dropped: most often there are none.
     let mut unreached = Unreached::arm(root, budget.abort_time);
@@ -149,14 +207,7 @@ pub(crate) async fn run(
             let group = &visited[at];
             if at == next_start {
                 let range = together[next_together].clone();
-                start_together(
-                    &visited[range.clone()],
-                    caller,
-                    &reason,
-                    &budget,
-                    &mut timer,
-                )
-                .await;
+                start_together(&visited[range.clone()], &reason, &budget, &mut timer).await;
                 together_started = Some((range.end, Instant::now()));
                 next_together += 1;
                 next_start = start_of(&together, next_together);
@@ -774,17 +825,17 @@ impl Timer {
     }
 }
 
-/// Waits until the group has nothing pending but the caller (if it is in
-/// this group), or until `stop_by`. Returns whether it got there. `now`: the
-/// time the caller just read.
+/// Waits until the group has nothing pending but the tasks awaiting a
+/// shutdown they called (this one's caller, if it is in this group, and
+/// those of shutdowns running beside it: [`CALLERS`]), or until `stop_by`.
+/// Returns whether it got there. `now`: the time the caller just read.
 async fn stopped_by_itself(
     group: &NodeRef,
-    spare_caller: bool,
     now: Instant,
     stop_by: Instant,
     timer: &mut Timer,
 ) -> bool {
-    if !spare_caller {
+    if callers_in(group.id()) == 0 {
         // An idle group (most of a tree, often) needs no timer.
         if group.state().idle_listener().is_none() {
             return true;
@@ -807,10 +858,10 @@ async fn stopped_by_itself(
             }
         };
     }
-    // The caller's own task stays pending while it waits here, and the state
+    // The callers' tasks stay pending while it waits here, and the state
     // word wakes waiters only when nothing is pending: so look at intervals.
-    // Only a shutdown called from one of the group's own tasks comes here.
-    poll_until(stop_by, || group.len() <= 1).await
+    // Only a shutdown called from one of the tree's own tasks comes here.
+    poll_until(stop_by, || group.len() <= callers_in(group.id())).await
 }
 
 /// The last step of a shutdown past its deadline: aborts the tasks still
@@ -829,13 +880,14 @@ fn abort_leftovers(groups: &[NodeRef], caller: Option<Current>, aborted: &mut Ab
         let spare = caller
             .filter(|c| c.group == group.id())
             .map(|c| group.registry.id(c.slot));
+        let gid = group.id();
         let watch = OwnedWatch(group.abort_watch());
         // A task the walk below marks before its abort handle is stored is
         // aborted when it is (see `Registry::set_abort`), phase or not.
         let phase = group.aborting(&watch);
         let shields = group.watch_shields(Instant::now());
         group.abort_more(
-            &|id| Some(id) == spare || shields.shielded.contains_key(&id),
+            &|id| Some(id) == spare || is_caller(gid, id) || shields.shielded.contains_key(&id),
             &watch,
         );
         drop(shields);
@@ -886,7 +938,6 @@ fn stop_if_idle(group: &NodeRef, turn: &Turn<'_>, budget: &Budget) -> bool {
 /// [`WaitGroupBuilder::stop_children_together`]: crate::WaitGroupBuilder::stop_children_together
 async fn start_together(
     groups: &[NodeRef],
-    caller: Option<Current>,
     reason: &CancelReason,
     budget: &Budget,
     timer: &mut Timer,
@@ -907,8 +958,7 @@ async fn start_together(
         if now >= budget.drain_end {
             break;
         }
-        let spare_caller = caller.is_some_and(|c| c.group == group.id());
-        stopped_by_itself(group, spare_caller, now, budget.drain_end, timer).await;
+        stopped_by_itself(group, now, budget.drain_end, timer).await;
     }
     for group in groups {
         group.cancel_own(reason.clone());
@@ -942,7 +992,6 @@ async fn stop_group(
     timer: &mut Timer,
     aborted: &mut Aborted<'_>,
 ) {
-    let spare_caller = turn.caller.is_some();
     // A group that drains in time is stopped then. It is cancelled even so:
     // after a shutdown a group is closed and cancelled, so work registered
     // later (plain `add`/`go`) starts cancelled, and reads the shutdown's
@@ -951,8 +1000,7 @@ async fn stop_group(
     group.drain_own();
     let drained = budget.drains && {
         let now = Instant::now();
-        now < budget.drain_end
-            && stopped_by_itself(group, spare_caller, now, budget.drain_end, timer).await
+        now < budget.drain_end && stopped_by_itself(group, now, budget.drain_end, timer).await
     };
     group.cancel_own(turn.reason.clone());
     if drained {
@@ -975,7 +1023,7 @@ async fn stop_group(
     } else {
         group.set_abort_time(budget.abort_time);
     }
-    if stopped_by_itself(group, spare_caller, now, stop_by, timer).await {
+    if stopped_by_itself(group, now, stop_by, timer).await {
         return;
     }
     let now = Instant::now();
@@ -984,6 +1032,7 @@ async fn stop_group(
         None => saturating_add(now, budget.share(now, turn.groups_left)),
     };
     let spare = turn.caller.map(|c| group.registry.id(c.slot));
+    let gid = group.id();
     let watch = OwnedWatch(group.abort_watch());
     // A task whose abort handle comes after the walk below (spawned on
     // another thread meanwhile) is aborted as it comes, and counted in
@@ -993,7 +1042,7 @@ async fn stop_group(
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
     group.abort_more(
-        &|id| Some(id) == spare || shields.shielded.contains_key(&id),
+        &|id| Some(id) == spare || is_caller(gid, id) || shields.shielded.contains_key(&id),
         &watch,
     );
     if shields.shielded.is_empty() {

@@ -1530,7 +1530,10 @@ impl WaitGroup {
     /// down everything else: the calling task is neither waited for nor
     /// aborted (its context is cancelled with the rest of its group), and the
     /// report lists it as still pending. Its group's turn ends once nothing
-    /// but the caller is pending, checked at short intervals.
+    /// but the caller is pending, checked at short intervals. Every shutdown
+    /// leaves such a caller alike while its call runs: two calls at once from
+    /// two of the tree's tasks (an admin endpoint called twice) each return
+    /// their report, neither caller aborted by the other's shutdown.
     ///
     /// Task failures are in [`ShutdownReport::errors`]; the call itself does
     /// not fail.

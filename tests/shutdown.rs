@@ -1272,3 +1272,49 @@ async fn the_aborts_of_a_dropped_shutdown_are_accounted_for_by_the_next() {
     );
     assert_eq!(report.finished(), 2, "{report}");
 }
+
+/// Two requests' tasks shut the server down at once (an admin endpoint called twice): each
+/// shutdown leaves the other's caller, as it leaves its own, and each returns its report to
+/// its caller. Before, each shutdown aborted the other's caller as a task that ignored its
+/// cancel at the deadline: one of the two requests was aborted with its shutdown, its report
+/// lost (`probe-gen selfshut 3 ct two`: 3 of 3).
+#[tokio::test(start_paused = true)]
+async fn two_shutdowns_called_from_the_trees_own_tasks_leave_each_others_caller() {
+    let server = WaitGroup::builder()
+        .name("server")
+        .abort_timeout(Duration::from_millis(100))
+        .build();
+    server
+        .task()
+        .name("stubborn")
+        .go(|_ctx| std::future::pending::<()>());
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let mut admins = Vec::new();
+    for name in ["admin a", "admin b"] {
+        let request = server.task().name("request").child();
+        let (server, barrier) = (server.clone(), barrier.clone());
+        admins.push(request.task().name(name).go(move |_ctx| async move {
+            barrier.wait().await;
+            Ok::<_, std::convert::Infallible>(server.shutdown(Duration::from_millis(50)).await)
+        }));
+    }
+    let started = Instant::now();
+    let mut aborted = Vec::new();
+    for admin in admins {
+        let report = admin.await.expect("each caller gets its report");
+        aborted.extend(report.aborted().iter().map(|t| t.name().map(str::to_owned)));
+        // Its own caller at least, and only callers.
+        let pending: Vec<_> = report.pending().tasks().map(|t| t.name()).collect();
+        assert!(!pending.is_empty(), "{report}");
+        assert!(
+            pending
+                .iter()
+                .all(|n| n.is_some_and(|n| n.starts_with("admin"))),
+            "{report}"
+        );
+    }
+    // In the report of the shutdown that aborted it; the other waited for it.
+    assert_eq!(aborted, [Some("stubborn".to_owned())]);
+    assert!(started.elapsed() <= Duration::from_millis(150));
+    server.wait().await.unwrap();
+}
