@@ -167,6 +167,11 @@ impl TaskContext {
     /// instant delivered) is aborted with the rest. Shield the cleanup from
     /// the drain or cancel signal, not from the last moment.
     ///
+    /// A stop forced by a second signal
+    /// ([`ShutdownPlan::run_on_signal`](crate::shutdown::ShutdownPlan::run_on_signal))
+    /// does not wait: it aborts a task inside a section at once, as the
+    /// operator asked.
+    ///
     /// Only a `go()` task of this context's group is shielded; called from
     /// elsewhere, `fut` simply runs. `Duration::MAX` means no budget of its
     /// own (the shutdown's bound still holds).

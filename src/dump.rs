@@ -260,7 +260,7 @@ impl GroupEntry {
         self.depth
     }
 
-    /// Open, closed or cancelled.
+    /// Open, closed, draining or cancelled.
     pub fn state(&self) -> GroupState {
         self.state
     }
@@ -331,8 +331,7 @@ impl fmt::Display for GroupState {
 
 /// What a pending guard or task is doing, in a [`TaskTree`].
 ///
-/// More states will come (a task draining, a shielded section), so match
-/// with a wildcard arm.
+/// More states may come, so match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TaskState {

@@ -240,8 +240,9 @@ impl ShutdownPlan {
 
     /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), then runs the plan on
     /// `group`; a second signal during the plan forces: everything left in
-    /// the tree is cancelled and aborted at once (waiting for the aborts at
-    /// most the group's abort timeout), and the report of the whole stop
+    /// the tree is cancelled and aborted at once, a task in a
+    /// [shielded](crate::TaskContext::shielded) section too (waiting for the
+    /// aborts at most the group's abort timeout), and the report of the whole stop
     /// comes back in [`SignalError::Forced`]: what finished since the
     /// graceful stop began (after the pre-stop delay), what it aborted
     /// before the second signal and the forced stop after it, and what is
@@ -458,7 +459,9 @@ pub enum SignalError {
     Listen(std::io::Error),
     /// A second signal arrived during the plan: everything left was aborted.
     Forced {
-        /// Every signal received, in order (the second forced).
+        /// Every signal received, in order (the second forced: it is the
+        /// one the text, [`exit_code`](SignalError::exit_code), the phase and
+        /// the tasks' reason name, also when more came with it).
         signals: Vec<Signal>,
         /// The whole stop's report: what finished since the graceful stop
         /// began, what it and then the forced stop aborted, and what was
@@ -474,7 +477,7 @@ impl fmt::Display for SignalError {
             SignalError::Listen(err) => write!(f, "could not listen for shutdown signals: {err}"),
             SignalError::Forced { signals, report } => {
                 f.write_str("shutdown forced by a second signal (")?;
-                if let Some(signal) = signals.last() {
+                if let Some(signal) = forcing(signals) {
                     write!(f, "{signal}")?;
                 }
                 write!(f, "); {report}")
@@ -499,13 +502,22 @@ impl std::error::Error for SignalError {
     }
 }
 
+/// The signal that forced a stop: the second received, as the plan's
+/// [`Phase::Forced`] and the tasks' [`CancelReason::Forced`] name it. Not the
+/// last: more may have come in the same wake-up (SIGTERM, then SIGINT and
+/// SIGTERM together, is `[SIGTERM, SIGINT, SIGTERM]`, forced by SIGINT). With
+/// fewer than two (an error made by hand), the last one.
+fn forcing(signals: &[Signal]) -> Option<Signal> {
+    signals.get(1).or(signals.last()).copied()
+}
+
 impl SignalError {
     /// The exit code for a process that stops on this error: after a forced
     /// stop, 128 plus the forcing signal's number (130 for SIGINT, 143 for
     /// SIGTERM), as shells report a process killed by it; otherwise 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SignalError::Forced { signals, .. } => match signals.last() {
+            SignalError::Forced { signals, .. } => match forcing(signals) {
                 Some(Signal::Interrupt) => 130,
                 Some(Signal::Terminate) => 143,
                 None => 1,
@@ -562,5 +574,25 @@ mod tests {
         );
         // Its text says the error; a source would say it again.
         assert!(listen.source().is_none());
+    }
+
+    /// SIGTERM, then SIGINT and SIGTERM in one wake-up: the plan is forced by
+    /// the second signal (`Phase::Forced`, the tasks' reason), SIGINT; the
+    /// error's text and exit code named the last, SIGTERM (`probe-ctx sig3
+    /// -INT -TERM`).
+    #[tokio::test]
+    async fn the_error_names_the_forcing_signal_not_the_last() {
+        let wg = WaitGroup::new();
+        let report = wg.shutdown(Duration::ZERO).await;
+        let err = SignalError::Forced {
+            signals: vec![Signal::Terminate, Signal::Interrupt, Signal::Terminate],
+            report: Box::new(report),
+        };
+        assert_eq!(err.exit_code(), 130);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("shutdown forced by a second signal (SIGINT); "),
+            "{text}"
+        );
     }
 }
