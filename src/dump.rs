@@ -587,6 +587,9 @@ impl fmt::Debug for Sink {
 
 /// Dumps `wg`'s tree to `sink` each time the process receives SIGUSR1
 /// (`kill -USR1 <pid>`), until the returned [`SignalDump`] is dropped.
+/// Signals that arrive before the dumping task runs again (while it writes
+/// a dump, or while the runtime is busy) make one dump: Tokio's signal
+/// stream merges them, and a dump taken then would show the same tree.
 ///
 /// The dumps are written by a task spawned with `tokio::spawn`, in no group:
 /// a task of `wg` would keep it from ever being idle (its `wait` and

@@ -4,7 +4,8 @@
 //! nothing then. With it, each `go()` task runs in a `task` span carrying its
 //! group, name and id, and the lifecycle emits events: a group closed or
 //! cancelled (debug, with the reason; by `cancel()`, a failure, a deadline,
-//! or a shutdown reaching it; a caller's token cancels without one, as the
+//! or a shutdown reaching it; warn, with the failure as `cause`, when a
+//! failure cancels it; a caller's token cancels without one, as the
 //! crate does not watch it), a task failed (warn), a wait timed
 //! out (warn, with the pending report), a shutdown signal (info), a shutdown
 //! done (info: one event with its counts; the tasks aborted, still pending
