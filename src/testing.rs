@@ -150,10 +150,15 @@ pub fn assert_quiescent(wg: &WaitGroup) {
 /// Failures the groups recorded do not matter here.
 ///
 /// The site reported is this call's (it is taken when the future is made).
+/// Called from a `go()` task of the tree, it does not wait: that task is
+/// pending itself, so [`wait`](WaitGroup::wait) refuses at once
+/// ([`WaitError::WaitFromOwnTask`](crate::WaitError::WaitFromOwnTask)), and
+/// the check that follows names it among the leftovers.
 ///
 /// # Errors
 ///
-/// [`NotQuiescent`] if work is still pending at the timeout.
+/// [`NotQuiescent`] if work is still pending at the timeout (or at once,
+/// from one of the tree's tasks).
 ///
 /// # Cancel safety
 ///
