@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant, Sleep};
 
 use crate::error::TaskErrors;
-use crate::label::TaskId;
+use crate::label::{GroupId, TaskId};
 use crate::node::{self, AbortTime, Counters, IdMap, IdSet, NodeRef, ShieldWatch};
 use crate::reason::CancelReason;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
@@ -65,25 +66,20 @@ impl Budget {
 /// shutdown leaves them as it leaves its own caller, so that two such calls at
 /// once (an admin endpoint called twice) do not abort each other's caller.
 /// Few at a time; [`CALLERS_LISTED`] lets a shutdown that has none to look
-/// for skip the lock.
-///
-/// Lock order: a shard's lock, then this one (the shutdown's abort walk asks
-/// [`is_caller`] under the shard's lock); this one is never held while
-/// another is taken.
-static CALLERS: parking_lot::Mutex<Vec<(crate::GroupId, TaskId)>> =
-    parking_lot::Mutex::new(Vec::new());
+/// for skip the lock. No other lock is taken while this one is held.
+static CALLERS: parking_lot::Mutex<Vec<(GroupId, TaskId)>> = parking_lot::Mutex::new(Vec::new());
 
 /// How many entries [`CALLERS`] has.
-static CALLERS_LISTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CALLERS_LISTED: AtomicUsize = AtomicUsize::new(0);
 
 /// A shutdown caller's entry in [`CALLERS`], removed when dropped (the call
 /// returned, or its future was dropped).
-struct ListedCaller((crate::GroupId, TaskId));
+struct ListedCaller((GroupId, TaskId));
 
 impl ListedCaller {
-    fn new(group: crate::GroupId, task: TaskId) -> Self {
+    fn new(group: GroupId, task: TaskId) -> Self {
         CALLERS.lock().push((group, task));
-        CALLERS_LISTED.fetch_add(1, std::sync::atomic::Ordering::Release);
+        CALLERS_LISTED.fetch_add(1, Ordering::Release);
         ListedCaller((group, task))
     }
 }
@@ -93,23 +89,23 @@ impl Drop for ListedCaller {
         let mut callers = CALLERS.lock();
         if let Some(at) = callers.iter().position(|&entry| entry == self.0) {
             callers.swap_remove(at);
-            CALLERS_LISTED.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            CALLERS_LISTED.fetch_sub(1, Ordering::Release);
         }
     }
 }
 
-/// Whether task `id` of `group` awaits a shutdown it called (see [`CALLERS`]).
-fn is_caller(group: crate::GroupId, id: TaskId) -> bool {
-    CALLERS_LISTED.load(std::sync::atomic::Ordering::Acquire) != 0
-        && CALLERS.lock().contains(&(group, id))
-}
-
-/// How many tasks of `group` await a shutdown they called (see [`CALLERS`]).
-fn callers_in(group: crate::GroupId) -> usize {
-    if CALLERS_LISTED.load(std::sync::atomic::Ordering::Acquire) == 0 {
-        return 0;
+/// The tasks of `group` awaiting a shutdown they called (see [`CALLERS`]):
+/// most often none, read without a lock.
+fn callers_in(group: GroupId) -> Vec<TaskId> {
+    if CALLERS_LISTED.load(Ordering::Acquire) == 0 {
+        return Vec::new();
     }
-    CALLERS.lock().iter().filter(|&&(g, _)| g == group).count()
+    let callers = CALLERS.lock();
+    callers
+        .iter()
+        .filter(|&&(g, _)| g == group)
+        .map(|&(_, task)| task)
+        .collect()
 }
 
 /// Runs a shutdown of `root` and the groups below it. `caller` is the
@@ -835,7 +831,7 @@ async fn stopped_by_itself(
     stop_by: Instant,
     timer: &mut Timer,
 ) -> bool {
-    if callers_in(group.id()) == 0 {
+    if callers_in(group.id()).is_empty() {
         // An idle group (most of a tree, often) needs no timer.
         if group.state().idle_listener().is_none() {
             return true;
@@ -861,7 +857,7 @@ async fn stopped_by_itself(
     // The callers' tasks stay pending while it waits here, and the state
     // word wakes waiters only when nothing is pending: so look at intervals.
     // Only a shutdown called from one of the tree's own tasks comes here.
-    poll_until(stop_by, || group.len() <= callers_in(group.id())).await
+    poll_until(stop_by, || group.len() <= callers_in(group.id()).len()).await
 }
 
 /// The last step of a shutdown past its deadline: aborts the tasks still
@@ -880,14 +876,14 @@ fn abort_leftovers(groups: &[NodeRef], caller: Option<Current>, aborted: &mut Ab
         let spare = caller
             .filter(|c| c.group == group.id())
             .map(|c| group.registry.id(c.slot));
-        let gid = group.id();
+        let callers = callers_in(group.id());
         let watch = OwnedWatch(group.abort_watch());
         // A task the walk below marks before its abort handle is stored is
         // aborted when it is (see `Registry::set_abort`), phase or not.
         let phase = group.aborting(&watch);
         let shields = group.watch_shields(Instant::now());
         group.abort_more(
-            &|id| Some(id) == spare || is_caller(gid, id) || shields.shielded.contains_key(&id),
+            &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
             &watch,
         );
         drop(shields);
@@ -1032,7 +1028,8 @@ async fn stop_group(
         None => saturating_add(now, budget.share(now, turn.groups_left)),
     };
     let spare = turn.caller.map(|c| group.registry.id(c.slot));
-    let gid = group.id();
+    // Those of the shutdowns running beside this one too.
+    let callers = callers_in(group.id());
     let watch = OwnedWatch(group.abort_watch());
     // A task whose abort handle comes after the walk below (spawned on
     // another thread meanwhile) is aborted as it comes, and counted in
@@ -1042,7 +1039,7 @@ async fn stop_group(
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
     group.abort_more(
-        &|id| Some(id) == spare || is_caller(gid, id) || shields.shielded.contains_key(&id),
+        &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
         &watch,
     );
     if shields.shielded.is_empty() {
