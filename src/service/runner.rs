@@ -532,8 +532,9 @@ type SitesByContainer = HashMap<String, HashMap<String, HeldSites>>;
 struct HeldSites {
     sites: Vec<(&'static Location<'static>, usize)>,
     /// The token of each run holding a site, by the run's [`SiteHold::run`]: the member
-    /// runs under way here, as few as the holds.
-    runs: Vec<(u64, CancellationToken)>,
+    /// runs under way here (a map: a member run that builds thousands of containers side by
+    /// side, each with a member of this name, lets go of them in any order).
+    runs: HashMap<u64, CancellationToken>,
 }
 
 impl HeldSites {
@@ -547,11 +548,11 @@ impl HeldSites {
     /// not come, or a group's member whose group had not begun its stop, when a container
     /// around aborted them) had no time to stop: its report says so ([`hung_leaves`]).
     fn stop_asked(&self) -> bool {
-        self.runs.iter().any(|(_, token)| token.is_cancelled())
+        self.runs.values().any(CancellationToken::is_cancelled)
     }
 
     fn hold(&mut self, site: &'static Location<'static>, run: u64, token: CancellationToken) {
-        self.runs.push((run, token));
+        self.runs.insert(run, token);
         match self.sites.iter().position(|&(s, _)| s == site) {
             Some(i) => {
                 let (_, holders) = self.sites.remove(i);
@@ -563,7 +564,7 @@ impl HeldSites {
 
     /// Lets go of run `run`'s hold on `site`; whether any site is still held.
     fn release(&mut self, site: &'static Location<'static>, run: u64) -> bool {
-        self.runs.retain(|&(r, _)| r != run);
+        self.runs.remove(&run);
         if let Some(i) = self.sites.iter().position(|&(s, _)| s == site) {
             self.sites[i].1 -= 1;
             if self.sites[i].1 == 0 {
