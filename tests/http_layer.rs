@@ -166,6 +166,9 @@ async fn the_report_names_the_requests_still_running_and_closed_groups_answer_50
     assert!(report.aborted().is_empty(), "{report}");
     assert!(report.to_string().contains("GET /stuck"), "{report}");
     assert!(!stuck.is_finished());
+    // axum's graceful shutdown waits for every connection, the stuck
+    // request's too: `TrackRequests`' example bounds its wait for the server.
+    assert!(!server.server.is_finished());
     stuck.abort();
     server.server.abort();
 }

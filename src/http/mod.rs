@@ -38,9 +38,42 @@
 //!
 //! Both need the `hyper` cargo feature; [`serve_router`] needs `axum`.
 //!
+//! # Work a handler starts
+//!
+//! Give handlers the server's group (axum's `State`) and start their work
+//! in it:
+//!
+//! * a background job (`group.go(..)`, answering `202 Accepted` at once)
+//!   is a task of the group: its context is cancelled at the same moment
+//!   as the connections', it is aborted at the deadline and named in the
+//!   report if it runs on;
+//! * a streamed response fed by a task of the group (a channel behind an
+//!   axum `Body::from_stream`): the task sees the cancel, and once it drops
+//!   its sender the client gets the body's end;
+//! * **a group per request that the handler awaits** (`group.child()`, fan
+//!   out, `child.wait().await`) needs care. A shutdown stops a group's own
+//!   work before the groups below it, and cancels a child only at the
+//!   child's turn (see [`WaitGroup::shutdown`](crate::WaitGroup::shutdown)):
+//!   the handler is the server group's own work, so while it waits for its
+//!   child, the child waits for it. A child task that only stops when
+//!   cancelled then holds its request until the deadline, where [`serve`]
+//!   aborts the connection (the client gets no response) and
+//!   [`TrackRequests`] reports the request pending. Build the server's
+//!   group with
+//!   [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together),
+//!   so that the shutdown cancels its children with the connections, and
+//!   link what must outlive the requests (a database pool) after that group
+//!   under a common root, as in the example below, not below it (the pool
+//!   would be cancelled with them). Where the group must keep a pool below
+//!   it, make the request's group a fresh one cancelled with the server's
+//!   tasks, `WaitGroup::builder().token(group.context()).abort_on_drop(true).build()`:
+//!   its tasks are aborted with their handler, but a report does not list
+//!   them.
+//!
 //! # Examples
 //!
-//! An axum server, with a database pool that must outlive every request:
+//! An axum server, with a database pool that must outlive every request,
+//! and a handler that fans its work out into a group of its own:
 //!
 //! ```no_run
 //! # #[cfg(not(feature = "axum"))] fn main() {} // the example needs `axum`
@@ -48,17 +81,35 @@
 //! # #[tokio::main]
 //! # async fn main() -> std::io::Result<()> {
 //! use std::time::Duration;
-//! use axum::{routing::get, Router};
+//! use axum::{extract::State, http::StatusCode, routing::get, Router};
 //! use taskgroup::WaitGroup;
 //!
 //! let root = WaitGroup::builder().name("app").build();
-//! let http = WaitGroup::builder().name("http").build();
+//! // The requests' own groups (`http.child()`) are cancelled with the connections.
+//! let http = WaitGroup::builder().name("http").stop_children_together(true).build();
 //! let pool = WaitGroup::builder().name("db pool").build();
-//! // Shut down in this order: connections first, then the pool.
+//! // Shut down in this order: connections (and the requests' groups), then the pool.
 //! root.link(&http).unwrap();
 //! root.link(&pool).unwrap();
 //!
-//! let app = Router::new().route("/", get(|| async { "hello\n" }));
+//! async fn report(State(http): State<WaitGroup>) -> StatusCode {
+//!     let parts = http.task().name("report").child();
+//!     for _ in 0..10 {
+//!         parts.go(|ctx| async move {
+//!             let part = tokio::time::sleep(Duration::from_millis(50)); // the real work
+//!             ctx.run_until_cancelled(part).await; // or stop when cancelled
+//!         });
+//!     }
+//!     match parts.wait().await {
+//!         Ok(()) => StatusCode::OK,
+//!         Err(_) => StatusCode::INTERNAL_SERVER_ERROR, // a part panicked
+//!     }
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello\n" }))
+//!     .route("/report", get(report))
+//!     .with_state(http.clone());
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //! taskgroup::http::serve_router(&http, listener, app);
 //!

@@ -88,7 +88,12 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// connection: 200 at a time by default).
 ///
 /// An upgraded connection (a WebSocket) leaves the group at the upgrade:
-/// see the [module docs](super).
+/// see the [module docs](super). A handler that awaits a group of its own
+/// made with `group.child()` is, by default, cancelled only after the
+/// connections, so it holds its connection until the deadline and is
+/// aborted there, unanswered: build `group` with
+/// [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together),
+/// see [work a handler starts](super#work-a-handler-starts).
 ///
 /// An accept error that concerns one connection (reset or aborted before it
 /// was accepted, and the network errors Linux reports there) is skipped; one

@@ -45,7 +45,13 @@ use crate::{TaskGuard, WaitGroup};
 /// the group's [`shutdown`](WaitGroup::shutdown) waits for itself: its
 /// shutdown takes the whole grace and lists it as pending (and its
 /// [`wait`](WaitGroup::wait) never returns). Start the shutdown in a task of
-/// its own instead. A connection upgraded to a WebSocket is not a request in
+/// its own instead. `axum::serve`'s graceful shutdown waits for every
+/// connection to close, a request's still running after the shutdown too:
+/// bound that wait, as the example below does, or the process outlives its
+/// shutdown for as long as the request runs and its client waits. A handler
+/// that awaits a group of its own made with `group.child()` is cancelled
+/// only at that group's turn, after the requests: see
+/// [work a handler starts](super#work-a-handler-starts). A connection upgraded to a WebSocket is not a request in
 /// flight once its `101` response is sent.
 ///
 /// The layer changes the response body's type ([`TrackedBody`]). Inside a
@@ -84,7 +90,11 @@ use crate::{TaskGuard, WaitGroup};
 /// tokio::signal::ctrl_c().await?;
 /// let report = requests.shutdown(Duration::from_secs(10)).await;
 /// println!("{report}"); // names the requests still running, e.g. "GET /export"
-/// server.await??;
+/// // axum waits for their connections too: not for ever.
+/// match tokio::time::timeout(Duration::from_secs(1), server).await {
+///     Ok(served) => served??,
+///     Err(_) => eprintln!("requests still running after the shutdown: exiting"),
+/// }
 /// # Ok(())
 /// # }
 /// ```
