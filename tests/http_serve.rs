@@ -361,6 +361,32 @@ async fn the_accept_loop_and_connections_are_named_tasks_of_the_group() {
     assert_eq!(report.finished(), 0, "{report}");
 }
 
+/// An HTTP/2 request's task is named by its path cut at 256 bytes, as
+/// `TrackRequests` names requests: a client's 10,000-byte path does not make
+/// a report line (or the name the task holds while it runs) that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_requests_task_name_cuts_a_long_path() {
+    let group = WaitGroup::builder().name("http").build();
+    let mut server = Server::start_in(group, Router::new().route("/long/{*rest}", get(slow))).await;
+    let path = format!("/long/{}", "a".repeat(10_000));
+    let mut client = connect(server.addr, true).await;
+    let peer = client.local_addr();
+    let request = tokio::spawn({
+        let uri = format!("{path}?q={}", "x".repeat(100));
+        async move { client.get(&uri).await }
+    });
+    server.started("/slow started").await;
+    let want = format!("GET {}… (conn {peer})", &path[..256]);
+    let pending = server.group.pending();
+    let names: Vec<&str> = pending.tasks().filter_map(|t| t.name()).collect();
+    assert!(names.contains(&want.as_str()), "{names:?}");
+    server.release.add_permits(1);
+    let response = timeout(LIMIT, request).await.unwrap().unwrap().unwrap();
+    assert_eq!(response.body, "slow done");
+    let report = timeout(LIMIT, server.group.shutdown(LIMIT)).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
 /// A database pool linked after the server: its task, on its turn, records
 /// how many handlers were still running, and marks the pool closed.
 struct Pool {

@@ -130,6 +130,24 @@ pub use track::{ResponseFuture, TrackRequests, TrackRequestsService, TrackedBody
 
 use crate::TaskContext;
 
+/// The longest path a request's name keeps, in bytes.
+const MAX_PATH: usize = 256;
+
+/// A request's name, `<METHOD> <path>`, the path cut at [`MAX_PATH`] bytes
+/// with `…`: a client cannot make a report line, or a task's name held
+/// while its request runs, as long as the longest path the server reads
+/// (HTTP/2 takes 16 KB of headers).
+fn request_name(method: &http::Method, path: &str) -> String {
+    if path.len() <= MAX_PATH {
+        return format!("{method} {path}");
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{method} {}…", &path[..end])
+}
+
 /// Resolves when a connection task, or the accept loop, is to start
 /// draining: stop accepting, shut connections down gracefully. The group's
 /// drain signal: a shutdown's drain phase, or its cancellation (which

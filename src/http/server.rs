@@ -28,9 +28,11 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 ///
 /// The accept loop is a `go()` task of `group` named `http accept <addr>`;
 /// each accepted connection is a task of the same group named `conn <peer>`,
-/// and each HTTP/2 request a task named `<METHOD> <path> (conn <peer>)` (hyper
-/// runs HTTP/2 requests apart from their connection; HTTP/1 requests run in
-/// the connection's task). The protocol is told by the connection's first
+/// and each HTTP/2 request a task named `<METHOD> <path> (conn <peer>)`, the
+/// path without its query and cut at 256 bytes with `…`, as
+/// [`TrackRequests`](super::TrackRequests) cuts it (hyper runs HTTP/2
+/// requests apart from their connection; HTTP/1 requests run in the
+/// connection's task). The protocol is told by the connection's first
 /// bytes (hyper-util's `auto` builder, with HTTP upgrades such as WebSockets
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
@@ -827,7 +829,7 @@ where
         };
         let http1 = req.version() < http::Version::HTTP_2;
         if req.version() == http::Version::HTTP_2 {
-            *self.label.next.lock() = Some(format!("{} {}", req.method(), req.uri().path()));
+            *self.label.next.lock() = Some(super::request_name(req.method(), req.uri().path()));
         }
         CloseWhenDraining {
             inner: self.inner.call(req),

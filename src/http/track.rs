@@ -136,12 +136,9 @@ pub struct TrackRequestsService<S> {
     site: &'static Location<'static>,
 }
 
-/// The longest path a request's name keeps, in bytes.
-const MAX_PATH: usize = 256;
-
 /// A request's name: `<METHOD> <path>`, the path as the client sent it
 /// (axum's `OriginalUri`, if a router put it there: a nested router sees
-/// only what follows its prefix), cut at [`MAX_PATH`] bytes with `…`.
+/// only what follows its prefix), cut as [`super::request_name`] cuts it.
 fn request_name<B>(req: &Request<B>) -> String {
     #[cfg(feature = "axum")]
     let path = req
@@ -150,14 +147,7 @@ fn request_name<B>(req: &Request<B>) -> String {
         .map_or_else(|| req.uri().path(), |original| original.0.path());
     #[cfg(not(feature = "axum"))]
     let path = req.uri().path();
-    if path.len() <= MAX_PATH {
-        return format!("{} {path}", req.method());
-    }
-    let mut end = MAX_PATH;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{} {}…", req.method(), &path[..end])
+    super::request_name(req.method(), path)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackRequestsService<S>
