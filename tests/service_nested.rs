@@ -759,3 +759,49 @@ async fn nested_restarters_dropped_by_an_abort_do_not_repeat_it() {
     assert_eq!(hung_paths(&err), ["top/leaf"], "{err}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// A `TasksService` whose stop began before the container around it had a deadline (its
+/// group stopping on its own, a member having failed), two or three levels below the
+/// container that gives up on it at its own deadline: its task `jobs/flush` is named, and
+/// the `TasksService` is not beside it, whichever container's report window runs out first.
+/// (Before, the container two levels up named `top/inner/tasks` too: only a member of its
+/// own was known as a host of a `TasksService` run, not one of a nested container's.)
+#[tokio::test(start_paused = true)]
+async fn a_tasks_service_below_a_nested_container_is_not_named_beside_its_tasks() {
+    for between in ["nothing", "a group"] {
+        let wg = WaitGroup::builder().name("jobs").build();
+        wg.task().name("flush").go(|_ctx| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(())
+        });
+        let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::MAX);
+        let inner = stopping_on_its_own(tasks);
+        let member: Box<dyn Service> = match between {
+            "nothing" => Box::new(inner),
+            _ => Box::new(
+                ServiceGroup::builder("mid")
+                    .stop_timeout(Duration::from_secs(10))
+                    .service(inner)
+                    .build()
+                    .unwrap(),
+            ),
+        };
+        let (hub, ctx, serve) = serve_in_top(member);
+        let fails = if between == "nothing" {
+            "inner/fails"
+        } else {
+            "mid/inner/fails"
+        };
+        hub.watch()
+            .wait_for(|m| {
+                m.get(fails)
+                    .is_some_and(|e| e.state == ServiceState::Failed)
+            })
+            .await
+            .unwrap();
+        let err = stop_top(ctx, serve).await;
+        assert_eq!(hung_paths(&err), ["jobs/flush"], "{between}: {err:#}");
+        assert!(format!("{err:#}").contains("boom"), "{between}: {err:#}");
+        assert!(wg.is_empty(), "{between}: {:?}", wg.pending());
+    }
+}

@@ -1679,6 +1679,54 @@ pub(crate) fn hung_leaves<'a>(
         .collect()
 }
 
+/// The groups of the member runs, in the containers `below`, that host a `TasksService`
+/// run still under way with tasks of the user's group among `pending`: those runs are
+/// hosts, not hung leaves, as a member of the aborting container's own is when something
+/// below it is named ([`Run::abort`]). The tasks are named (or left to an abort between),
+/// and the run's own task awaits only their shutdown. Members hosting a container (in
+/// `hosts` already) are passed over.
+///
+/// A `TasksService`'s tasks are named apart (`jobs/flush`), so the run's own path
+/// (`top/inner/tasks`) is no prefix of theirs and [`hung_leaves`] takes that task for a
+/// leaf. Only the runs of a container that is still running are looked at; each one's
+/// pending report is read outside the container's lock, at a deadline only.
+fn tasks_hosts(
+    below: &[Arc<Collected>],
+    hosts: &HashSet<GroupId>,
+    pending: &[TaskInfo],
+) -> Vec<GroupId> {
+    let candidates: Vec<(WaitGroup, TaskId)> = below
+        .iter()
+        .flat_map(|c| {
+            let state = c.state.lock();
+            state
+                .members
+                .iter()
+                .flatten()
+                .filter(|m| m.hosted.hosts_a_run() && !hosts.contains(&m.group.id()))
+                .map(|m| (m.group.clone(), m.task))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    // A task id is its group's: a task is known by both.
+    let listed: HashSet<(GroupId, TaskId)> =
+        pending.iter().map(|t| (t.group_id(), t.id())).collect();
+    candidates
+        .into_iter()
+        .filter(|(group, own)| {
+            let own = (group.id(), *own);
+            group.pending().tasks().any(|t| {
+                let task = (t.group_id(), t.id());
+                task != own && listed.contains(&task)
+            })
+        })
+        .map(|(group, _)| group.id())
+        .collect()
+}
+
 /// The sites held for the member whose run is `info`, if it is a member's run.
 fn held_sites<'a>(sites: &'a SitesByContainer, info: &TaskInfo) -> Option<&'a HeldSites> {
     sites.get(info.group_name()?)?.get(info.name()?)
@@ -2392,6 +2440,7 @@ impl Run {
             if returned {
                 hosts.insert(run.group.id());
             }
+            hosts.extend(tasks_hosts(&below, &hosts, &pending));
             let (collected, taken_before) = take_collected(&below, None);
             // Named already: by the containers below, in what this one took now, or in what
             // a container around took from them before (its report has them).
