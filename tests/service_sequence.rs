@@ -28,6 +28,22 @@ fn names(log: &Log) -> Vec<String> {
     entries(log).into_iter().map(|(e, _)| e).collect()
 }
 
+/// Each hung leaf `err` names: its path, its timeout and its text, sorted.
+fn stop_timeouts(err: &ServiceError) -> Vec<(String, Duration, String)> {
+    let mut timeouts: Vec<(String, Duration, String)> = err
+        .stop_timeouts()
+        .iter()
+        .map(|e| match e {
+            ServiceError::StopTimeout { name, timeout, .. } => {
+                (name.clone(), *timeout, e.to_string())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    timeouts.sort();
+    timeouts
+}
+
 /// Takes `boot` to become ready and `halt` to stop once cancelled.
 fn server(name: &'static str, boot: u64, halt: u64, log: &Log, t0: Instant) -> impl Service {
     let log = log.clone();
@@ -484,17 +500,7 @@ async fn a_service_whose_turn_to_stop_comes_after_the_deadline_had_no_time_to_st
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
     assert_eq!(t0.elapsed(), Duration::from_millis(1_500), "{err:#}");
-    let mut timeouts: Vec<(String, Duration, String)> = err
-        .stop_timeouts()
-        .iter()
-        .map(|e| match e {
-            ServiceError::StopTimeout { name, timeout, .. } => {
-                (name.clone(), *timeout, e.to_string())
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    timeouts.sort();
+    let timeouts = stop_timeouts(&err);
     let [(db, db_timeout, db_text), (http, http_timeout, http_text)] = &timeouts[..] else {
         panic!("{err:#}");
     };
@@ -621,17 +627,7 @@ async fn a_service_whose_turn_to_stop_never_came_had_no_time_to_stop() {
     running_rx.await.unwrap();
     ctx.cancel();
     let err = run.await.unwrap().unwrap_err();
-    let mut timeouts: Vec<(String, Duration, String)> = err
-        .stop_timeouts()
-        .iter()
-        .map(|e| match e {
-            ServiceError::StopTimeout { name, timeout, .. } => {
-                (name.clone(), *timeout, e.to_string())
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    timeouts.sort();
+    let timeouts = stop_timeouts(&err);
     let [(db, db_timeout, db_text), (http, _, http_text)] = &timeouts[..] else {
         panic!("{err:#}");
     };
