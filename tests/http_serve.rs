@@ -75,6 +75,15 @@ struct Server {
 }
 
 impl Server {
+    /// Shuts the server's group down with a second of grace, and asserts
+    /// that nothing was aborted, pending or failed.
+    async fn shut_down_clean(&self) {
+        let report = timeout(LIMIT, self.group.shutdown(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
     /// Serves the test app as work of a group named `http`.
     async fn start() -> Server {
         Server::start_in(WaitGroup::builder().name("http").build(), Router::new()).await
@@ -912,10 +921,7 @@ async fn a_client_that_stops_in_the_http2_preface_is_dropped_after_30_s() {
     let mut later = connect(server.addr, false).await;
     assert_eq!(later.get("/hello").await.unwrap().body, "hello");
     drop(later);
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1026,10 +1032,7 @@ async fn an_idle_http2_connection_is_sent_goaway_and_closed_after_30_s() {
     let ms = Duration::from_millis;
     assert!(goaway >= ms(30_000) && goaway < ms(30_100), "{frames:?}");
     assert!(closed >= ms(31_000) && closed < ms(31_100), "{closed:?}");
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }
 
 /// Under a limit that the accept loop and one connection fill, an idle
@@ -1057,10 +1060,7 @@ async fn an_idle_http2_client_holds_its_slot_under_a_limit_only_until_its_idle_t
     assert!(served >= ms(30_000) && served < ms(30_100), "{served:?}");
     timeout(LIMIT, idle.closed()).await.unwrap();
     drop(waiting);
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }
 
 /// A connection with a stream open for longer than the idle timeout is not
@@ -1117,10 +1117,7 @@ async fn an_http2_stream_open_longer_than_the_idle_timeout_keeps_its_connection(
             .unwrap()
             .unwrap();
     }
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }
 
 /// A response still being sent keeps its connection, though the handler's
@@ -1200,10 +1197,7 @@ async fn an_http2_response_read_slowly_keeps_its_connection() {
         goaway >= ended + ms(30_000) && goaway < ended + ms(30_100),
         "{ended:?}, {goaway:?}"
     );
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }
 
 /// The idle time starts again at the end of each stream: a client that
@@ -1229,8 +1223,5 @@ async fn an_http2_connection_used_every_20_s_is_kept_and_closed_30_s_after_its_l
     let idle = started.elapsed() - last;
     let ms = Duration::from_millis;
     assert!(idle >= ms(30_000) && idle < ms(30_100), "{idle:?}");
-    let report = timeout(LIMIT, server.group.shutdown(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
+    server.shut_down_clean().await;
 }

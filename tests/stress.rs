@@ -909,6 +909,8 @@ fn a_shutdown_in_block_on_lets_the_workers_run_what_it_cancelled() {
                     .name("worker")
                     .go(|ctx| async move { ctx.cancelled().await });
             }
+            // Not a wait for the tasks (one polled first after the cancel returns at
+            // once): the scenario, idle workers that the cancel must wake.
             tokio::time::sleep(Duration::from_millis(1)).await;
             let grace =
                 Grace::drain(Duration::from_millis(1)).then_cancel(Duration::from_millis(2));
