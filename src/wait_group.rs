@@ -367,13 +367,31 @@ impl WaitGroupBuilder {
     ///
     /// As [`build`](Self::build).
     pub fn build_child(self, parent: &WaitGroup) -> WaitGroup {
+        self.build_below(parent, false, "builder().deadline(..).build_child")
+    }
+
+    /// Builds a [scoped child](WaitGroup::scoped_child) of `parent` with
+    /// these settings, as [`build_child`](Self::build_child) builds a child:
+    /// its context is a child of `parent`'s own tasks' context, so that
+    /// whatever cancels them (a shutdown reaching `parent`) cancels it too.
+    ///
+    /// # Panics
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_scoped_child(self, parent: &WaitGroup) -> WaitGroup {
+        self.build_below(parent, true, "builder().deadline(..).build_scoped_child")
+    }
+
+    #[track_caller]
+    fn build_below(self, parent: &WaitGroup, scoped: bool, method: &str) -> WaitGroup {
         self.check();
-        let runtime = self
-            .config
-            .deadline
-            .map(|_| runtime_handle("builder().deadline(..).build_child"));
+        let runtime = self.config.deadline.map(|_| runtime_handle(method));
         let config = NodeConfig::new(self.config, self.record_guards, Some(&parent.node.config));
-        let node = Node::make_child(&parent.node, config);
+        let node = if scoped {
+            Node::make_scoped_child(&parent.node, config)
+        } else {
+            Node::make_child(&parent.node, config)
+        };
         if let Some(runtime) = runtime {
             node::start_deadline_timer(&node, &runtime);
         }
@@ -827,13 +845,66 @@ impl WaitGroup {
     /// assert!(parent.linked().is_empty());
     /// ```
     pub fn child(&self) -> WaitGroup {
-        self.make_child(None)
+        self.make_child(None, false)
     }
 
-    fn make_child(&self, name: Option<Label>) -> WaitGroup {
+    /// Creates a child group (as [`child`](Self::child) does) for work that
+    /// this group's own tasks wait on: its context is a child of theirs, so
+    /// whatever cancels them cancels it at the same moment, a
+    /// [`shutdown`](Self::shutdown) included. A plain child is cancelled only
+    /// at its turn, once this group's own work has stopped: the order that
+    /// tears a server down before its database pool, but that holds a task
+    /// waiting on its own child until the deadline (the task waits for the
+    /// child, the child's turn waits for the task).
+    ///
+    /// Make one per request or per job, from the task (or HTTP handler) that
+    /// fans out into it and waits for it: a shutdown cancels the fan-out with
+    /// the handler, the handler's wait ends as its subtasks stop, and the
+    /// request is answered within the grace instead of aborted at the
+    /// deadline. Everything else is as for [`child`](Self::child): this
+    /// group's waits, reports and aborts cover it, it inherits the settings,
+    /// and it leaves once released and idle. Cancelling it does not cancel
+    /// this group; `cancel()` on this group reaches it.
+    ///
+    /// Its context hangs off this group's current context: after a shutdown
+    /// cancelled that, a scoped child made then, or
+    /// [reopened](Self::reopen), starts cancelled even once this group is
+    /// reopened; make a new one from the reopened group's work.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskgroup::{CancelReason, WaitGroup};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = WaitGroup::new();
+    /// let s = server.clone();
+    /// // A request: its handler fans out and waits for its parts.
+    /// server.go(move |_| async move {
+    ///     let parts = s.scoped_child();
+    ///     for _ in 0..3 {
+    ///         parts.go(|ctx| async move { ctx.cancelled().await });
+    ///     }
+    ///     parts.wait().await
+    /// });
+    /// tokio::task::yield_now().await; // the handler starts
+    /// let report = server.shutdown(Duration::from_secs(10)).await;
+    /// // Cancelled with the handler, not aborted at the deadline.
+    /// assert!(report.is_clean());
+    /// assert!(report.elapsed() < Duration::from_secs(10));
+    /// # }
+    /// ```
+    pub fn scoped_child(&self) -> WaitGroup {
+        self.make_child(None, true)
+    }
+
+    fn make_child(&self, name: Option<Label>, scoped: bool) -> WaitGroup {
         let config = NodeConfig::inherit(&self.node, name);
         WaitGroup {
-            node: Node::make_child(&self.node, config),
+            node: if scoped {
+                Node::make_scoped_child(&self.node, config)
+            } else {
+                Node::make_child(&self.node, config)
+            },
         }
     }
 
@@ -1395,7 +1466,8 @@ impl WaitGroup {
     /// 1. [close](Self::close) it, so `try_add`/`try_go` refuse new work;
     /// 2. cancel its own context (not yet its children's: a database pool
     ///    linked below a server keeps serving while the server's connections
-    ///    drain);
+    ///    drain), and with it its [scoped children](Self::scoped_child), the
+    ///    groups its own tasks fan out into and wait for;
     /// 3. wait for its own work until it is done or its stop time comes (when
     ///    the wait ends, the shutdown yields once and looks again: a task that
     ///    returns on the very tick of Tokio's timer that ended it counts as
@@ -2106,7 +2178,13 @@ impl<'a> TaskBuilder<'a> {
 
     /// A child group (see [`WaitGroup::child`]), with the name given.
     pub fn child(self) -> WaitGroup {
-        self.group.make_child(self.name)
+        self.group.make_child(self.name, false)
+    }
+
+    /// A scoped child group (see [`WaitGroup::scoped_child`]), with the name
+    /// given.
+    pub fn scoped_child(self) -> WaitGroup {
+        self.group.make_child(self.name, true)
     }
 
     /// Records a task already counted in the state word, and makes its

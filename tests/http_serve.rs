@@ -478,15 +478,17 @@ async fn ordered_teardown_the_pool_closes_only_after_every_handler_is_gone() {
     }
 }
 
-/// A handler that fans out into a group of its own (`group.child()`) and awaits it, whose
-/// tasks stop only when cancelled. By default a shutdown cancels that group at its own turn,
-/// after the server group's own work, the handler among it: the request is held until the
-/// deadline and its connection aborted unanswered (the module docs, "Work a handler starts").
-/// With `stop_children_together(true)` the shutdown cancels it with the connections: the
-/// request is answered and the shutdown ends long before its deadline.
+/// A handler that fans out into a group of its own and awaits it, whose tasks stop only when
+/// cancelled. Made with `group.child()`, a shutdown cancels that group at its own turn, after
+/// the server group's own work, the handler among it: the request is held until the deadline
+/// and its connection aborted unanswered (the module docs, "Work a handler starts"). Made
+/// with `group.scoped_child()`, or with the server's group built with
+/// `stop_children_together(true)`, the shutdown cancels it with the connections: the request
+/// is answered and the shutdown ends long before its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_awaiting_a_group_of_its_own_is_answered_with_stop_children_together() {
-    for together in [false, true] {
+async fn a_handler_awaiting_a_scoped_group_of_its_own_is_answered() {
+    for (together, scoped) in [(false, false), (true, false), (false, true)] {
+        let answered = together || scoped;
         let group = WaitGroup::builder()
             .name("http")
             .stop_children_together(together)
@@ -494,7 +496,11 @@ async fn a_handler_awaiting_a_group_of_its_own_is_answered_with_stop_children_to
         let fan = {
             let parent = group.clone();
             get(move |State(app): State<App>| async move {
-                let parts = parent.task().name("parts").child();
+                let parts = if scoped {
+                    parent.task().name("parts").scoped_child()
+                } else {
+                    parent.task().name("parts").child()
+                };
                 for _ in 0..10 {
                     parts.go(|ctx| async move { ctx.cancelled().await });
                 }
@@ -509,7 +515,7 @@ async fn a_handler_awaiting_a_group_of_its_own_is_answered_with_stop_children_to
         let (peer, response) = server.spawn_get("/fan", false).await;
         server.started("/fan started").await;
 
-        let grace = if together {
+        let grace = if answered {
             LIMIT
         } else {
             Duration::from_millis(300)
@@ -519,7 +525,7 @@ async fn a_handler_awaiting_a_group_of_its_own_is_answered_with_stop_children_to
             .await
             .unwrap();
         let response = timeout(LIMIT, response).await.unwrap().unwrap();
-        if together {
+        if answered {
             let response = response.unwrap();
             assert_eq!(
                 (response.status.as_u16(), response.body.as_str()),

@@ -50,25 +50,22 @@
 //! * a streamed response fed by a task of the group (a channel behind an
 //!   axum `Body::from_stream`): the task sees the cancel, and once it drops
 //!   its sender the client gets the body's end;
-//! * **a group per request that the handler awaits** (`group.child()`, fan
-//!   out, `child.wait().await`) needs care. A shutdown stops a group's own
-//!   work before the groups below it, and cancels a child only at the
-//!   child's turn (see [`WaitGroup::shutdown`](crate::WaitGroup::shutdown)):
-//!   the handler is the server group's own work, so while it waits for its
-//!   child, the child waits for it. A child task that only stops when
-//!   cancelled then holds its request until the deadline, where [`serve`]
-//!   aborts the connection (the client gets no response) and
-//!   [`TrackRequests`] reports the request pending. Build the server's
-//!   group with
-//!   [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together),
-//!   so that the shutdown cancels its children with the connections, and
-//!   link what must outlive the requests (a database pool) after that group
-//!   under a common root, as in the example below, not below it (the pool
-//!   would be cancelled with them). Where the group must keep a pool below
-//!   it, make the request's group a fresh one cancelled with the server's
-//!   tasks, `WaitGroup::builder().token(group.context()).abort_on_drop(true).build()`:
-//!   its tasks are aborted with their handler, but a report does not list
-//!   them.
+//! * **a group per request that the handler awaits**: make it with
+//!   [`group.scoped_child()`](crate::WaitGroup::scoped_child) (named:
+//!   `group.task().name("report").scoped_child()`), fan out into it, and
+//!   `parts.wait().await`. A scoped child is cancelled with the group's own
+//!   work, the handler's connection among it, so its tasks see the cancel
+//!   when the handler does, and the handler answers within the grace. Not
+//!   with a plain [`child()`](crate::WaitGroup::child): a shutdown stops a
+//!   group's own work before the groups below it, and cancels a child only
+//!   at the child's turn (see [`WaitGroup::shutdown`](crate::WaitGroup::shutdown)),
+//!   so while the handler waits for its child, the child waits for the
+//!   handler. A child task that only stops when cancelled then holds its
+//!   request until the deadline, where [`serve`] aborts the connection (the
+//!   client gets no response) and [`TrackRequests`] reports the request
+//!   pending. (A group built with
+//!   [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together)
+//!   cancels all its children with its own work, plain ones too.)
 //!
 //! # Examples
 //!
@@ -85,15 +82,15 @@
 //! use taskgroup::WaitGroup;
 //!
 //! let root = WaitGroup::builder().name("app").build();
-//! // The requests' own groups (`http.child()`) are cancelled with the connections.
-//! let http = WaitGroup::builder().name("http").stop_children_together(true).build();
+//! let http = WaitGroup::builder().name("http").build();
 //! let pool = WaitGroup::builder().name("db pool").build();
 //! // Shut down in this order: connections (and the requests' groups), then the pool.
 //! root.link(&http).unwrap();
 //! root.link(&pool).unwrap();
 //!
 //! async fn report(State(http): State<WaitGroup>) -> StatusCode {
-//!     let parts = http.task().name("report").child();
+//!     // Cancelled with the connections, not after them.
+//!     let parts = http.task().name("report").scoped_child();
 //!     for _ in 0..10 {
 //!         parts.go(|ctx| async move {
 //!             let part = tokio::time::sleep(Duration::from_millis(50)); // the real work

@@ -49,10 +49,12 @@ use crate::{TaskGuard, WaitGroup};
 /// connection to close, a request's still running after the shutdown too:
 /// bound that wait, as the example below does, or the process outlives its
 /// shutdown for as long as the request runs and its client waits. A handler
-/// that awaits a group of its own made with `group.child()` is cancelled
-/// only at that group's turn, after the requests: see
-/// [work a handler starts](super#work-a-handler-starts). A connection upgraded to a WebSocket is not a request in
-/// flight once its `101` response is sent.
+/// that awaits a group of its own makes it with
+/// [`scoped_child()`](WaitGroup::scoped_child), cancelled with the requests:
+/// one made with `group.child()` is cancelled only at its turn, after them
+/// (see [work a handler starts](super#work-a-handler-starts)). A connection
+/// upgraded to a WebSocket is not a request in flight once its `101`
+/// response is sent.
 ///
 /// The layer changes the response body's type ([`TrackedBody`]). Inside a
 /// `Router` (`.layer(..)`, as below) axum boxes it again; a `Router` wrapped

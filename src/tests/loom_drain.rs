@@ -7,8 +7,12 @@
 //! lock (a group found idle).
 //!
 //! The context and drain tokens are made when first asked for, and a cancel
-//! or drain that comes first only sets a bit (`Tokens::early`); the last two
-//! models race the two for each token.
+//! or drain that comes first only sets a bit (`Tokens::early`); two models
+//! race the two for each token. The last races a scoped child's making with
+//! the cancel of its parent's context, for the reason the child reads (its
+//! making and `Node::cancel_scoped` each write, then read what the other
+//! wrote: with a look at an atomic flag for the read, in place of the
+//! tokens lock, this model fails).
 //!
 //! What loom explores here: the wake-ups, which the tokens deliver through
 //! tokio's `Notify` (loom-instrumented in this build), our select over
@@ -226,5 +230,33 @@ fn cancel_racing_a_reopen(name: &'static str, cancel: fn(&NodeRef), reopened: bo
         cancel.join().unwrap();
         assert!(ctx.is_cancelled() && ctx.is_draining());
         assert!(matches!(ctx.cancel_reason(), Some(CancelReason::Shutdown)));
+    });
+}
+
+/// A scoped child made while a shutdown cancels its parent's own context:
+/// whichever comes first, the child ends cancelled, and a look that finds it
+/// cancelled finds the shutdown's reason (not the caller's token's): the
+/// cancel either finds the child among the links and gives it the reason
+/// before cancelling (`Node::cancel_scoped`), or the child, made from a
+/// context cancelled since, takes the reason set before that cancel.
+#[test]
+fn a_scoped_child_made_during_a_cancel_has_its_reason() {
+    model("a_scoped_child_made_during_a_cancel_has_its_reason", || {
+        let (wg, _ctx) = group();
+        let node = wg.node().clone();
+        let shutdown = thread::spawn(move || node.cancel_own(CancelReason::Shutdown));
+        let child = wg.scoped_child();
+        if child.is_cancelled() {
+            assert!(matches!(
+                child.cancel_reason(),
+                Some(CancelReason::Shutdown)
+            ));
+        }
+        shutdown.join().unwrap();
+        assert!(child.is_cancelled());
+        assert!(matches!(
+            child.cancel_reason(),
+            Some(CancelReason::Shutdown)
+        ));
     });
 }

@@ -1,0 +1,243 @@
+//! `scoped_child()`: a child group cancelled with its parent's own work, for
+//! work a task of the parent fans out into and waits on (a group per
+//! request). Paused clock: a shutdown's times are exact, and a group held
+//! until its deadline shows as the whole grace gone.
+
+use std::time::Duration;
+
+use taskgroup::{CancelReason, WaitGroup};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+const GRACE: Duration = Duration::from_secs(10);
+
+/// How a handler makes the group it fans out into.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Make {
+    Child,
+    Scoped,
+    ScopedNamed,
+    ScopedBuilt,
+}
+
+fn make(parent: &WaitGroup, how: Make) -> WaitGroup {
+    match how {
+        Make::Child => parent.child(),
+        Make::Scoped => parent.scoped_child(),
+        Make::ScopedNamed => parent.task().name("parts").scoped_child(),
+        Make::ScopedBuilt => WaitGroup::builder()
+            .name("parts")
+            .build_scoped_child(parent),
+    }
+}
+
+/// A task of `server` that fans out into a group of its own, whose tasks
+/// stop only when cancelled and send the reason they read, and waits for it.
+/// Resolves once the fan-out is running.
+async fn fan_out(
+    server: &WaitGroup,
+    how: Make,
+    reasons: mpsc::UnboundedSender<Option<CancelReason>>,
+) {
+    let (running, started) = oneshot::channel();
+    let parent = server.clone();
+    server.task().name("handler").go(move |_| async move {
+        let parts = make(&parent, how);
+        for _ in 0..3 {
+            let reasons = reasons.clone();
+            parts.go(move |ctx| async move {
+                ctx.cancelled().await;
+                reasons.send(ctx.cancel_reason()).unwrap();
+            });
+        }
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+}
+
+/// The issue the scoped child is for: with a plain child, the handler waits
+/// for its child and the child's turn waits for the handler, so the shutdown
+/// runs to its deadline and aborts the handler; a scoped child is cancelled
+/// with the handler, which returns, and the shutdown is clean at once.
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_on_its_scoped_child_stops_within_the_grace() {
+    for how in [
+        Make::Child,
+        Make::Scoped,
+        Make::ScopedNamed,
+        Make::ScopedBuilt,
+    ] {
+        let server = WaitGroup::builder().name("server").build();
+        let (reasons, mut read) = mpsc::unbounded_channel();
+        fan_out(&server, how, reasons).await;
+
+        let begun = Instant::now();
+        let report = server.shutdown(GRACE).await;
+        if how == Make::Child {
+            assert!(begun.elapsed() >= GRACE, "{how:?}: {report}");
+            assert_eq!(report.aborted().len(), 1, "{how:?}: {report}");
+            continue;
+        }
+        assert!(report.is_clean(), "{how:?}: {report}");
+        assert_eq!(begun.elapsed(), Duration::ZERO, "{how:?}: {report}");
+        // 1 handler + 3 parts.
+        assert_eq!(report.finished(), 4, "{how:?}: {report}");
+        for _ in 0..3 {
+            assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+        }
+        // Released and idle, the request's group has left.
+        assert!(server.linked().is_empty(), "{how:?}");
+    }
+}
+
+/// A scoped child does not change the order for the rest of the tree: a
+/// plain child (a database pool) is still cancelled only once the group's
+/// own work, the scoped fan-out with it, has stopped.
+#[tokio::test(start_paused = true)]
+async fn a_plain_child_is_still_cancelled_after_the_scoped_fan_out() {
+    let server = WaitGroup::builder().name("server").build();
+    let pool = server.task().name("pool").child();
+    pool.go(|ctx| async move { ctx.cancelled().await });
+    // The parts stop once cancelled and let go of by the test.
+    let (reasons, mut read) = mpsc::unbounded_channel();
+    let (let_go, go_on) = tokio::sync::watch::channel(false);
+    let (running, started) = oneshot::channel();
+    let parent = server.clone();
+    server.go(move |_| async move {
+        let parts = parent.scoped_child();
+        for _ in 0..3 {
+            let reasons = reasons.clone();
+            let mut go_on = go_on.clone();
+            parts.go(move |ctx| async move {
+                ctx.cancelled().await;
+                reasons.send(ctx.cancel_reason()).unwrap();
+                go_on.wait_for(|go| *go).await.map(drop)
+            });
+        }
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(GRACE).await }
+    });
+    for _ in 0..3 {
+        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+    }
+    // Every part is cancelled, none has stopped: the pool waits its turn.
+    assert!(!pool.is_cancelled(), "the pool was cancelled first");
+    let_go.send(true).unwrap();
+    let report = shutdown.await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(pool.is_cancelled(), "{report}");
+}
+
+/// Everything below a scoped child is cancelled with it, with the
+/// shutdown's reason: a scoped child of a scoped child, and a plain child of
+/// one.
+#[tokio::test(start_paused = true)]
+async fn groups_below_a_scoped_child_are_cancelled_with_it() {
+    let server = WaitGroup::builder().name("server").build();
+    let (reasons, mut read) = mpsc::unbounded_channel::<Option<CancelReason>>();
+    let (running, started) = oneshot::channel();
+    let parent = server.clone();
+    server.go(move |_| async move {
+        let request = parent.scoped_child();
+        let below = request.clone();
+        request.go(move |_| async move {
+            // A task of the request fans out in turn, twice.
+            let scoped = below.scoped_child();
+            let plain = below.child();
+            for group in [&scoped, &plain] {
+                let reasons = reasons.clone();
+                group.go(move |ctx| async move {
+                    ctx.cancelled().await;
+                    reasons.send(ctx.cancel_reason()).unwrap();
+                });
+            }
+            running.send(()).unwrap();
+            let (scoped, plain) = tokio::join!(scoped.wait(), plain.wait());
+            scoped.and(plain)
+        });
+        request.wait().await
+    });
+    started.await.unwrap();
+
+    let begun = Instant::now();
+    let report = server.shutdown(GRACE).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
+    for _ in 0..2 {
+        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+    }
+}
+
+/// Only the group that made a scoped child cancels it with its own work: a
+/// group it is linked below as well reaches it at its turn, as any link.
+#[tokio::test(start_paused = true)]
+async fn a_scoped_child_linked_elsewhere_is_cancelled_there_only_at_its_turn() {
+    let maker = WaitGroup::builder().name("maker").build();
+    let other = WaitGroup::builder().name("other").build();
+    let scoped = maker.scoped_child();
+    other.link(&scoped).unwrap();
+    scoped.go(|ctx| async move { ctx.cancelled().await });
+    // `other`'s own work: waits until the test lets it go.
+    let (release, released) = oneshot::channel::<()>();
+    other.go(move |_| async move {
+        let _ = released.await;
+    });
+
+    let shutdown = tokio::spawn({
+        let other = other.clone();
+        async move { other.shutdown(GRACE).await }
+    });
+    // The shutdown has cancelled `other`'s own work and waits for it.
+    while !other.is_cancelled() {
+        tokio::task::yield_now().await;
+    }
+    assert!(!scoped.is_cancelled(), "cancelled before its turn");
+    release.send(()).unwrap();
+    let report = shutdown.await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(scoped.is_cancelled());
+    assert!(!maker.is_cancelled());
+}
+
+/// A caller's token that cancels the parent reaches a scoped child (through
+/// the parent's context), as it reaches a plain one; and `cancel()` on the
+/// parent reaches it with the parent's reason.
+#[tokio::test]
+async fn a_scoped_child_follows_the_parents_token_and_cancel() {
+    let token = tokio_util::sync::CancellationToken::new();
+    let server = WaitGroup::builder().token(token.clone()).build();
+    let scoped = server.scoped_child();
+    token.cancel();
+    assert!(scoped.is_cancelled());
+    assert_eq!(scoped.cancel_reason(), Some(CancelReason::Token));
+
+    let server = WaitGroup::new();
+    let scoped = server.scoped_child();
+    server.cancel();
+    assert!(scoped.is_cancelled());
+    assert_eq!(scoped.cancel_reason(), server.cancel_reason());
+    // Cancelling the scoped child leaves its parent alone.
+    let server = WaitGroup::new();
+    let scoped = server.scoped_child();
+    scoped.cancel();
+    assert!(!server.is_cancelled());
+}
+
+/// A scoped child made once a shutdown has reached its parent starts as
+/// that shutdown left the parent: closed and cancelled with its reason.
+#[tokio::test(start_paused = true)]
+async fn a_scoped_child_made_after_the_shutdown_starts_cancelled_and_closed() {
+    let server = WaitGroup::new();
+    let report = server.shutdown(GRACE).await;
+    assert!(report.is_clean());
+    let late = server.scoped_child();
+    assert!(late.is_closed());
+    assert_eq!(late.cancel_reason(), Some(CancelReason::Shutdown));
+}
