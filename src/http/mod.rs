@@ -120,9 +120,9 @@
 mod server;
 mod track;
 
-pub use server::serve;
+pub use server::{serve, serve_with, ServeOptions};
 #[cfg(feature = "axum")]
-pub use server::serve_router;
+pub use server::{serve_router, serve_router_with};
 pub use track::{ResponseFuture, TrackRequests, TrackRequestsService, TrackedBody};
 
 use crate::TaskContext;

@@ -24,6 +24,318 @@ use tokio::net::{TcpListener, TcpStream};
 use super::drain_signal;
 use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 
+/// Connection settings for [`serve_with`]: the time limits on idle and slow
+/// clients, HTTP/2's stream limit and keep-alive pings, HTTP/1 half-closes.
+///
+/// [`ServeOptions::new`] (and `Default`) are what [`serve`] uses: the values
+/// each setter names as its default. The names follow hyper's builders
+/// (`http1_`, `http2_` as hyper 0.14's server named them): each setting
+/// applies to the protocol it names, and [`sniff_timeout`](Self::sniff_timeout)
+/// to the bytes that tell the protocol.
+///
+/// # Idle connections
+///
+/// On HTTP/1 hyper has one timer for a slow request and an idle keep-alive
+/// connection: [`http1_header_read_timeout`](Self::http1_header_read_timeout)
+/// runs from the end of a response until the next request's headers are in.
+/// On HTTP/2 [`http2_idle_timeout`](Self::http2_idle_timeout) closes a
+/// connection with no stream open. Behind a load balancer that keeps idle
+/// connections for 60 s (AWS ALB), the server must keep them longer, so set
+/// both above it, e.g. to 75 s; a public server fighting slow clients
+/// (slowloris) sets a short header read timeout (the sniff timeout follows
+/// it).
+///
+/// # Durations
+///
+/// `Duration::MAX`, or any duration of thirty years or more, means no limit
+/// (on HTTP/2 keep-alive: no pings). A zero duration is refused (see
+/// `# Panics` on each setter): it would close or drop connections before
+/// they could be used, or ping without pause; for no limit, pass
+/// `Duration::MAX`. A connection kept without a limit holds its slot under a
+/// [`limit`](crate::WaitGroupBuilder::limit) as long as its client wants.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use hyper::{body::Incoming, service::service_fn, Request, Response};
+/// use taskgroup::{http::ServeOptions, WaitGroup};
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let group = WaitGroup::builder().name("http").build();
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+/// let hello = service_fn(|_req: Request<Incoming>| async {
+///     Ok::<_, Infallible>(Response::new("hello\n".to_string()))
+/// });
+/// // Behind a load balancer whose idle timeout is 60 s: outlive it.
+/// let opts = ServeOptions::new()
+///     .http1_header_read_timeout(Duration::from_secs(75))
+///     .http2_idle_timeout(Duration::from_secs(75));
+/// taskgroup::http::serve_with(&group, listener, hello, opts);
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = group.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ServeOptions {
+    http1_header_read_timeout: Duration,
+    http1_half_close: bool,
+    /// `None`: the HTTP/1 header read timeout.
+    sniff_timeout: Option<Duration>,
+    http2_idle_timeout: Duration,
+    http2_max_concurrent_streams: u32,
+    /// `None`: no pings.
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
+}
+
+impl fmt::Debug for ServeOptions {
+    /// The settings in effect: the sniff timeout is the header read timeout
+    /// unless set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("http1_header_read_timeout", &self.http1_header_read_timeout)
+            .field("http1_half_close", &self.http1_half_close)
+            .field(
+                "sniff_timeout",
+                &self.sniff_timeout.unwrap_or(self.http1_header_read_timeout),
+            )
+            .field("http2_idle_timeout", &self.http2_idle_timeout)
+            .field(
+                "http2_max_concurrent_streams",
+                &self.http2_max_concurrent_streams,
+            )
+            .field("http2_keep_alive_interval", &self.http2_keep_alive_interval)
+            .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
+            .finish()
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions::new()
+    }
+}
+
+impl ServeOptions {
+    /// The settings [`serve`] uses, each named as its setter's default.
+    pub fn new() -> ServeOptions {
+        ServeOptions {
+            http1_header_read_timeout: Duration::from_secs(30),
+            http1_half_close: false,
+            sniff_timeout: None,
+            http2_idle_timeout: Duration::from_secs(30),
+            // hyper's default, fixed here: the `serve` docs promise it,
+            // and hyper says its own may change.
+            http2_max_concurrent_streams: 200,
+            http2_keep_alive_interval: None,
+            http2_keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// How long an HTTP/1 connection may take to send a request's headers,
+    /// counted from its first bytes or from the end of its last response:
+    /// so this is also how long an idle keep-alive connection is kept (hyper
+    /// runs one timer for both). A connection that runs out of it is
+    /// closed, unanswered. Default 30 s (hyper's).
+    ///
+    /// `Duration::MAX`: no limit (an idle HTTP/1 connection is kept for as
+    /// long as its client keeps it).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn http1_header_read_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::http1_header_read_timeout: a timeout of zero would close HTTP/1 \
+             connections before their requests are read (Duration::MAX means no limit)"
+        );
+        self.http1_header_read_timeout = timeout;
+        self
+    }
+
+    /// Whether an HTTP/1 client may shut down its writing side once it has
+    /// sent its request and still get the response (hyper's `half_close`).
+    /// Default `false`, hyper's: such a client's connection is closed as
+    /// one that hung up, once the server reads the end of its bytes
+    /// (unanswered, unless its response was ready by then).
+    #[must_use]
+    pub fn http1_half_close(mut self, enabled: bool) -> ServeOptions {
+        self.http1_half_close = enabled;
+        self
+    }
+
+    /// How long a new connection may take to send the bytes that tell its
+    /// protocol (its first byte on HTTP/1; on HTTP/2 the 24 bytes of the
+    /// preface, which hyper-util reads with no limit of its own) before it
+    /// is dropped, counted from when it is served (its accept, or under a
+    /// [`limit`](crate::WaitGroupBuilder::limit) when it gets its slot).
+    /// Default: the
+    /// [HTTP/1 header read timeout](Self::http1_header_read_timeout) (30 s
+    /// unless set), so that a silent client is kept no longer than one that
+    /// stops in its headers.
+    ///
+    /// `Duration::MAX`: no limit.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn sniff_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::sniff_timeout: a timeout of zero would drop every connection \
+             before its first bytes are read (Duration::MAX means no limit)"
+        );
+        self.sniff_timeout = Some(timeout);
+        self
+    }
+
+    /// How long an HTTP/2 connection with no stream open (no request
+    /// running, no response being sent) is kept, counted from the end of
+    /// its last stream or from its preface; then it is sent `GOAWAY` and
+    /// closed, as a drain closes it (see [`serve`]). `PING`s, the server's
+    /// [keep-alive](Self::http2_keep_alive_interval) ones too, are not use.
+    /// Default 30 s.
+    ///
+    /// `Duration::MAX`: no limit (an idle HTTP/2 connection is kept for as
+    /// long as its client keeps it).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn http2_idle_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::http2_idle_timeout: a timeout of zero would close HTTP/2 \
+             connections at their preface (Duration::MAX means no limit)"
+        );
+        self.http2_idle_timeout = timeout;
+        self
+    }
+
+    /// How many streams (requests) an HTTP/2 client may have open at a time
+    /// on one connection, sent to it in the connection's `SETTINGS`
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); h2 refuses the streams beyond
+    /// it. They all run in their connection's slot under a
+    /// [`limit`](crate::WaitGroupBuilder::limit). Default 200 (hyper's).
+    /// `u32::MAX` is the protocol's no limit.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn http2_max_concurrent_streams(mut self, max: u32) -> ServeOptions {
+        assert!(
+            max != 0,
+            "ServeOptions::http2_max_concurrent_streams: a limit of zero would refuse every \
+             HTTP/2 request"
+        );
+        self.http2_max_concurrent_streams = max;
+        self
+    }
+
+    /// Sends an HTTP/2 `PING` when the client has sent nothing for
+    /// `interval`, and closes the connection if the client does not answer
+    /// within the [keep-alive timeout](Self::http2_keep_alive_timeout): a
+    /// client gone without closing its socket is found out, and a
+    /// long-lived stream (gRPC streaming) keeps the middleboxes on its path
+    /// from dropping it. It does not keep an idle connection open past the
+    /// [idle timeout](Self::http2_idle_timeout). Default: no pings.
+    ///
+    /// `Duration::MAX`: no pings.
+    ///
+    /// # Panics
+    ///
+    /// If `interval` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn http2_keep_alive_interval(mut self, interval: Duration) -> ServeOptions {
+        assert!(
+            !interval.is_zero(),
+            "ServeOptions::http2_keep_alive_interval: an interval of zero would ping without \
+             pause (Duration::MAX means no pings)"
+        );
+        self.http2_keep_alive_interval = Some(interval);
+        self
+    }
+
+    /// How long the client has to answer a keep-alive `PING` (see
+    /// [`http2_keep_alive_interval`](Self::http2_keep_alive_interval), without
+    /// which this does nothing) before the connection is closed. Default
+    /// 20 s (hyper's).
+    ///
+    /// `Duration::MAX`: no limit (pings are sent, and never time out).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::http2_keep_alive_timeout: a timeout of zero would close a \
+             connection at each keep-alive ping (Duration::MAX means no limit)"
+        );
+        self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The sniff timeout in effect; `None` for no limit.
+    fn sniff_limit(&self) -> Option<Duration> {
+        limited(self.sniff_timeout.unwrap_or(self.http1_header_read_timeout))
+    }
+
+    /// Sets hyper's part of these settings on a connection's builder.
+    fn configure(&self, builder: &mut auto::Builder<GroupExecutor>) {
+        // hyper adds its timeouts to `Instant::now()`, which panics past
+        // the end of `Instant`: a timeout we take as no limit is given to
+        // hyper as none (the header read timeout, the ping interval) or as
+        // thirty years (the ping timeout, which has no "none").
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limited(self.http1_header_read_timeout))
+            .half_close(self.http1_half_close);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.http2_max_concurrent_streams)
+            .keep_alive_interval(self.http2_keep_alive_interval.and_then(limited))
+            .keep_alive_timeout(self.http2_keep_alive_timeout.min(FAR));
+    }
+}
+
+/// About thirty years: [`crate::shutdown::is_unlimited`]'s bound, the
+/// longest time limit handed to hyper.
+const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+
+/// `d` as a time limit: `None` for no limit (see [`ServeOptions`]).
+fn limited(d: Duration) -> Option<Duration> {
+    (!crate::shutdown::is_unlimited(d)).then_some(d)
+}
+
+/// Sleeps for `limit`; for ever if `None`.
+async fn sleep_or_never(limit: Option<Duration>) {
+    match limit {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener` with `service`, as work of `group`.
 ///
 /// The accept loop is a `go()` task of `group` named `http accept <addr>`;
@@ -37,21 +349,28 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
 /// No connection is kept idle for ever, so that none holds its slot under a
-/// [`limit`](crate::WaitGroupBuilder::limit) for ever:
+/// [`limit`](crate::WaitGroupBuilder::limit) for ever. Each of the limits
+/// below, 30 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
+/// also for HTTP/2's stream limit and keep-alive pings and HTTP/1
+/// half-closes, off here: a client that shuts down its writing side after
+/// its request gets no response):
 ///
 /// * an HTTP/1 connection is closed once it has waited 30 s for the
 ///   headers of its next request, from the end of its last response or
-///   from its first bytes (hyper's header timeout);
+///   from its first bytes (hyper's header timeout,
+///   [`http1_header_read_timeout`](ServeOptions::http1_header_read_timeout));
 /// * an HTTP/2 connection on which no stream has been open for 30 s (no
 ///   request running, no response being sent), counted from the end of its
 ///   last stream or from its preface, is closed as the drain closes it
 ///   (below): `GOAWAY`, the streams the client sent before reading it
 ///   served, then closed. `PING`s and settings do not count as use. A
 ///   request that runs, or a response that is sent, for longer (a slow
-///   download, a long-lived stream) keeps its connection as long;
+///   download, a long-lived stream) keeps its connection as long
+///   ([`http2_idle_timeout`](ServeOptions::http2_idle_timeout));
 /// * a connection whose first bytes have not told its protocol 30 s after
 ///   it was accepted (a silent client, or one stopped inside the HTTP/2
-///   preface, which hyper-util reads with no timeout) is dropped.
+///   preface, which hyper-util reads with no timeout) is dropped
+///   ([`sniff_timeout`](ServeOptions::sniff_timeout)).
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
 /// after closing it:
@@ -61,8 +380,8 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// * each connection shuts down gracefully: HTTP/1 answers its in-flight
 ///   request with `connection: close` and closes (an idle connection, or
 ///   one that has sent nothing yet, closes at once; one whose request
-///   headers are still arriving counts as in flight, up to hyper's 30 s
-///   header timeout), HTTP/2 sends `GOAWAY` and closes once its streams are
+///   headers are still arriving counts as in flight, up to the header
+///   read timeout, 30 s here), HTTP/2 sends `GOAWAY` and closes once its streams are
 ///   done (their responses sent: a client reading a large one at its own
 ///   pace gets it to the end, as on HTTP/1) and the client answered the
 ///   `PING` sent with it (a client that has not answered one second after
@@ -83,11 +402,13 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop
 /// and the connections) the loop waits for a free slot before serving the
 /// next connection. A connection holds its slot until it closes: an idle
-/// one for at most 30 s on either protocol (see above), so `n` clients that
+/// one for at most 30 s on either protocol (see above; as long as
+/// [`ServeOptions`] sets), so `n` clients that
 /// connect and do nothing can hold `n` slots that long, but not for ever.
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
-/// connection: 200 at a time by default).
+/// connection: 200 at a time, see
+/// [`http2_max_concurrent_streams`](ServeOptions::http2_max_concurrent_streams)).
 ///
 /// An upgraded connection (a WebSocket) leaves the group at the upgrade:
 /// see the [module docs](super). A handler that awaits a group of its own
@@ -155,6 +476,57 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_with(group, listener, service, ServeOptions::default())
+}
+
+/// [`serve`] with the connection settings `opts`: its time limits on idle
+/// and slow clients, HTTP/2's stream limit and keep-alive pings, HTTP/1
+/// half-closes (see [`ServeOptions`]). `serve` is `serve_with(.., ServeOptions::default())`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use hyper::{body::Incoming, service::service_fn, Request, Response};
+/// use taskgroup::{http::ServeOptions, WaitGroup};
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let group = WaitGroup::builder().name("http").build();
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+/// let hello = service_fn(|_req: Request<Incoming>| async {
+///     Ok::<_, Infallible>(Response::new("hello\n".to_string()))
+/// });
+/// // A public server: slow clients get 10 s for their headers.
+/// let opts = ServeOptions::new().http1_header_read_timeout(Duration::from_secs(10));
+/// taskgroup::http::serve_with(&group, listener, hello, opts);
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = group.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// If called outside a Tokio runtime.
+#[track_caller]
+pub fn serve_with<S, B>(
+    group: &WaitGroup,
+    listener: TcpListener,
+    service: S,
+    opts: ServeOptions,
+) -> TaskHandle<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let name = match listener.local_addr() {
         Ok(addr) => format!("http accept {addr}"),
         Err(_) => "http accept".to_owned(),
@@ -166,7 +538,7 @@ where
     group
         .task()
         .name(name)
-        .go(move |ctx| accept_loop(ctx, conns, listener, service, site))
+        .go(move |ctx| accept_loop(ctx, conns, listener, service, Arc::new(opts), site))
 }
 
 /// [`serve`] for an axum [`Router`](axum::Router): the same as
@@ -204,10 +576,56 @@ pub fn serve_router(
     listener: TcpListener,
     router: axum::Router,
 ) -> TaskHandle<()> {
-    serve(
+    serve_router_with(group, listener, router, ServeOptions::default())
+}
+
+/// [`serve_router`] with the connection settings `opts` (see
+/// [`ServeOptions`]): the same as
+/// `serve_with(group, listener, TowerToHyperService::new(router), opts)`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use taskgroup::{http::ServeOptions, WaitGroup};
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let group = WaitGroup::builder().name("http").build();
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// // Many streams at a time on one HTTP/2 connection, and a ping after
+/// // 20 s of silence, to find clients gone without closing.
+/// let opts = ServeOptions::new()
+///     .http2_max_concurrent_streams(1000)
+///     .http2_keep_alive_interval(Duration::from_secs(20));
+/// taskgroup::http::serve_router_with(&group, listener, app, opts);
+///
+/// tokio::signal::ctrl_c().await?;
+/// let report = group.shutdown(Duration::from_secs(10)).await;
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// If called outside a Tokio runtime.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[track_caller]
+pub fn serve_router_with(
+    group: &WaitGroup,
+    listener: TcpListener,
+    router: axum::Router,
+    opts: ServeOptions,
+) -> TaskHandle<()> {
+    serve_with(
         group,
         listener,
         hyper_util::service::TowerToHyperService::new(router),
+        opts,
     )
 }
 
@@ -218,6 +636,7 @@ async fn accept_loop<S, B>(
     group: WaitGroup,
     listener: TcpListener,
     service: S,
+    opts: Arc<ServeOptions>,
     site: &'static Location<'static>,
 ) -> io::Result<()>
 where
@@ -259,6 +678,7 @@ where
             group: group.clone(),
             label: Arc::new(ConnLabel::new(peer, site)),
             service: service.clone(),
+            opts: opts.clone(),
         };
         let name = conn.label.name.clone();
         // Waits for a slot only under a limit; refused once closed (the
@@ -278,12 +698,13 @@ where
     }
 }
 
-/// One connection's task: its group (for HTTP/2 requests), its name and
-/// the service.
+/// One connection's task: its group (for HTTP/2 requests), its name, the
+/// service and the server's settings.
 struct Conn<S> {
     group: WaitGroup,
     label: Arc<ConnLabel>,
     service: S,
+    opts: Arc<ServeOptions>,
 }
 
 impl<S, B> Conn<S>
@@ -298,16 +719,19 @@ where
     /// Serves the connection until the client closes it or, after the drain
     /// signal or once idle on HTTP/2 ([`h2_idle`]), until its graceful
     /// shutdown is done; drops it if its protocol is still unknown after
-    /// [`SNIFF_TIMEOUT`]. Its errors are the client's, so they are not
-    /// returned.
+    /// the sniff timeout ([`undecided`]). Its errors are the client's, so
+    /// they are not returned.
     async fn run(self, ctx: TaskContext, stream: TcpStream) {
         let executor = GroupExecutor {
             group: self.group,
             label: self.label.clone(),
         };
         let mut builder = auto::Builder::new(executor);
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        self.opts.configure(&mut builder);
+        let (sniff, idle) = (
+            self.opts.sniff_limit(),
+            limited(self.opts.http2_idle_timeout),
+        );
         let label = self.label.clone();
         let service = NameRequests {
             inner: self.service,
@@ -336,8 +760,8 @@ where
                 }
             }
             _ = conn.as_mut() => {}
-            () = undecided(&label) => {}
-            () = h2_idle(&label) => {
+            () = undecided(&label, sniff) => {}
+            () = h2_idle(&label, idle) => {
                 conn.as_mut().graceful_shutdown();
                 close_h2(conn, &label).await;
             }
@@ -345,37 +769,32 @@ where
     }
 }
 
-/// How long a connection may take to send the bytes that tell its
-/// protocol: as long as hyper gives an HTTP/1 client for its headers.
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Resolves [`SNIFF_TIMEOUT`] after the connection was accepted if its
-/// protocol is not known by then (it is dropped); never if it is.
+/// Resolves `limit` (the sniff timeout; `None` for none) after the
+/// connection was accepted if its protocol is not known by then (it is
+/// dropped); never if it is.
 /// hyper-util reads the first bytes, up to the 24 of the HTTP/2 preface,
 /// with no timeout of its own (hyper's header timeout starts once it handed
 /// the connection to HTTP/1), so a client that sent part of the preface and
 /// stopped would hold its connection, and its slot under a `limit`, for
 /// ever.
-async fn undecided(label: &ConnLabel) {
-    tokio::time::sleep(SNIFF_TIMEOUT).await;
+async fn undecided(label: &ConnLabel, limit: Option<Duration>) {
+    sleep_or_never(limit).await;
     if label.sniffed.load(Ordering::Relaxed) {
         std::future::pending::<()>().await;
     }
 }
 
-/// How long an HTTP/2 connection is kept with no stream open before it is
-/// closed (with `GOAWAY`, as a drain does): as long as hyper keeps an idle
-/// HTTP/1 keep-alive connection (its header timeout runs while it waits
-/// for the next request), so that neither protocol lets an idle client hold
-/// its connection, and its slot under a `limit`, for ever.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Resolves once an HTTP/2 connection has had no stream open (none
-/// running, no response being sent) for [`H2_IDLE_TIMEOUT`], counted from
-/// the end of its last stream, or from the end of the preface if it had
-/// none; never on HTTP/1. `PING`s and other frames that open no stream do
-/// not count: they are no work for the server.
-async fn h2_idle(label: &ConnLabel) {
+/// running, no response being sent) for `limit` (the HTTP/2 idle timeout;
+/// `None` for none: never), counted from the end of its last stream, or
+/// from the end of the preface if it had none; never on HTTP/1, where
+/// hyper's header timeout closes an idle connection. `PING`s and other
+/// frames that open no stream do not count: they are no work for the
+/// server.
+async fn h2_idle(label: &ConnLabel, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
     loop {
         label.streams_done().await;
         label.responses_sent().await;
@@ -391,7 +810,7 @@ async fn h2_idle(label: &ConnLabel) {
         tokio::select! {
             biased;
             () = busy => continue,
-            () = tokio::time::sleep(H2_IDLE_TIMEOUT) => {}
+            () = tokio::time::sleep(limit) => {}
         }
         if label.h2.load(Ordering::Relaxed) {
             return;

@@ -1,0 +1,461 @@
+//! `taskgroup::http::serve_with` and `ServeOptions`: each setting seen from a
+//! client on loopback (hyper's client, or raw bytes where the test must see
+//! frames or stop mid-request). Time limits are checked on Tokio's paused
+//! clock, ticking a millisecond at a time; real time appears only as generous
+//! upper bounds. `serve`'s defaults are checked by `tests/http_serve.rs`.
+
+// Needs the `axum` feature (as `tests/http_serve.rs`, which Cargo.toml lists).
+#![cfg(feature = "axum")]
+
+#[path = "../examples/axum_server/client.rs"]
+mod client;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use client::Client;
+use taskgroup::http::ServeOptions;
+use taskgroup::WaitGroup;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+
+/// The longest any single step may take before the test fails (real time),
+/// or a span of paused time far past every limit under test.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// How long (paused) a connection kept without a limit is watched: past
+/// every default and setting in these tests.
+const PAST: Duration = Duration::from_secs(100);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A server of `/hello`, and of `/late`, answered after a second, with `opts`, as work of a group named `http`.
+async fn start(opts: ServeOptions) -> (WaitGroup, SocketAddr) {
+    let group = WaitGroup::builder().name("http").build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/late",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                "late"
+            }),
+        );
+    taskgroup::http::serve_router_with(&group, listener, router, opts);
+    (group, addr)
+}
+
+/// Shuts the group down and asserts that nothing was aborted, pending or failed.
+async fn shut_down_clean(group: &WaitGroup) {
+    let report = timeout(LIMIT, group.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Makes tokio's paused clock advance a millisecond at a time, so that what
+/// a socket brings is read when it comes (as in `tests/http_serve.rs`: with
+/// nothing to run, the paused clock jumps to the next timer, even in the
+/// turn of the runtime that found a socket readable).
+fn tick_every_millisecond() {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+/// Reads `stream` to its end; the bytes, and how long after `from` it ended.
+async fn read_to_close(stream: &mut TcpStream, from: Instant) -> (Vec<u8>, Duration) {
+    let mut buf = Vec::new();
+    timeout(LIMIT, stream.read_to_end(&mut buf))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    (buf, from.elapsed())
+}
+
+/// Whether `stream` is still open after `wait` (of paused time), the client
+/// having sent what it sent: nothing arrives and it is not closed.
+async fn still_open_after(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0; 1];
+    timeout(wait, stream.read(&mut buf)).await.is_err()
+}
+
+/// An HTTP/1 header read timeout of 5 s closes a connection that stopped in
+/// its headers 5 s after its first bytes (not hyper's 30 s), an idle
+/// keep-alive connection 5 s after its last response (hyper runs one timer
+/// for both), and, as the sniff timeout follows it, a silent connection 5 s
+/// after its accept.
+#[tokio::test(start_paused = true)]
+async fn a_shorter_http1_header_read_timeout_closes_slow_and_idle_connections_at_that_time() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new().http1_header_read_timeout(Duration::from_secs(5));
+    let (group, addr) = start(opts).await;
+
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let (idle, idle_started) = {
+        let mut client = Client::connect(addr).await.unwrap();
+        assert_eq!(client.get("/hello").await.unwrap().body, "hello");
+        (client, Instant::now())
+    };
+    let (buf, slow_closed) = read_to_close(&mut slow, started).await;
+    assert!(buf.is_empty(), "no response");
+    assert!(
+        slow_closed >= ms(5_000) && slow_closed < ms(5_100),
+        "{slow_closed:?}"
+    );
+    let (buf, silent_closed) = read_to_close(&mut silent, started).await;
+    assert!(buf.is_empty(), "no response");
+    assert!(
+        silent_closed >= ms(5_000) && silent_closed < ms(5_100),
+        "{silent_closed:?}"
+    );
+    timeout(LIMIT, idle.closed()).await.unwrap();
+    let idle_closed = idle_started.elapsed();
+    assert!(
+        idle_closed >= ms(5_000) && idle_closed < ms(5_100),
+        "{idle_closed:?}"
+    );
+    shut_down_clean(&group).await;
+}
+
+/// A sniff timeout of its own drops a connection that has not told its
+/// protocol (silent, or stopped inside the HTTP/2 preface) at that time,
+/// while a connection that stopped in its HTTP/1 headers keeps the header
+/// read timeout.
+#[tokio::test(start_paused = true)]
+async fn a_sniff_timeout_of_its_own_drops_undecided_connections_at_that_time() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new()
+        .http1_header_read_timeout(Duration::from_secs(10))
+        .sniff_timeout(Duration::from_secs(2));
+    let (group, addr) = start(opts).await;
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2").await.unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    for stream in [&mut preface, &mut silent] {
+        let (buf, closed) = read_to_close(stream, started).await;
+        assert!(buf.is_empty());
+        assert!(closed >= ms(2_000) && closed < ms(2_100), "{closed:?}");
+    }
+    let (buf, closed) = read_to_close(&mut slow, started).await;
+    assert!(buf.is_empty());
+    assert!(closed >= ms(10_000) && closed < ms(10_100), "{closed:?}");
+    shut_down_clean(&group).await;
+}
+
+/// An HTTP/2 idle timeout of 75 s keeps an idle connection past the default
+/// 30 s, and closes it (`GOAWAY`, answered by hyper's client) 75 s after its
+/// last stream.
+#[tokio::test(start_paused = true)]
+async fn a_longer_http2_idle_timeout_keeps_the_connection_past_30_s_and_closes_it_after() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new().http2_idle_timeout(Duration::from_secs(75));
+    let (group, addr) = start(opts).await;
+    let mut client = Client::connect_h2(addr).await.unwrap();
+    assert_eq!(client.get("/hello").await.unwrap().body, "hello");
+    let answered = Instant::now();
+    timeout(LIMIT, client.closed()).await.unwrap();
+    let idle = answered.elapsed();
+    assert!(idle >= ms(75_000) && idle < ms(75_100), "{idle:?}");
+    shut_down_clean(&group).await;
+}
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 frame: its 9-byte header (length, type, flags, stream id),
+/// then `payload` (RFC 9113, section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The next HTTP/2 frame: type, flags and payload; `None` at the end of the
+/// connection.
+async fn next_frame(read: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    let mut header = [0; 9];
+    read.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+    let mut payload = vec![0; len as usize];
+    read.read_exact(&mut payload).await.ok()?;
+    Some((header[3], header[4], payload))
+}
+
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
+
+/// A raw HTTP/2 connection that has sent its preface and empty settings.
+async fn h2_raw(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream
+        .write_all(&h2_frame(SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
+    stream
+}
+
+/// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` (0x3), from its first
+/// `SETTINGS` frame.
+async fn max_concurrent_streams(addr: SocketAddr) -> Option<u32> {
+    let mut stream = h2_raw(addr).await;
+    loop {
+        let (kind, flags, payload) = timeout(LIMIT, next_frame(&mut stream))
+            .await
+            .unwrap()
+            .expect("the server's SETTINGS");
+        if kind != SETTINGS || flags & ACK != 0 {
+            continue;
+        }
+        return payload.chunks(6).find_map(|s| {
+            (s[..2] == [0, 3]).then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+        });
+    }
+}
+
+/// The stream limit is what the client is told in the server's `SETTINGS`;
+/// `serve` tells 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_max_concurrent_streams_is_what_the_client_is_told() {
+    let opts = ServeOptions::new().http2_max_concurrent_streams(500);
+    let (group, addr) = start(opts).await;
+    assert_eq!(max_concurrent_streams(addr).await, Some(500));
+    let (default, default_addr) = start(ServeOptions::default()).await;
+    assert_eq!(max_concurrent_streams(default_addr).await, Some(200));
+    for group in [group, default] {
+        let report = timeout(LIMIT, group.shutdown(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        // The raw clients never answer the GOAWAY's PING: dropped a second
+        // later, not aborted.
+        assert!(report.is_clean(), "{report}");
+    }
+}
+
+/// `GET /late` on HTTP/1 from a client that then shuts down its writing
+/// side, on a connection of `opts`: the bytes that came back before the
+/// server closed. The response comes a second after the request (paused
+/// time, ticking), long after the server read the end of the client's
+/// bytes: on loopback the FIN is queued before the server reads the request.
+async fn half_closed_request(opts: ServeOptions) -> String {
+    let (group, addr) = start(opts).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /late HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    timeout(LIMIT, stream.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    shut_down_clean(&group).await;
+    String::from_utf8(buf).unwrap()
+}
+
+/// With `http1_half_close(true)`, a client that shuts down its writing side
+/// after its request gets the response; without (`serve`'s default), its
+/// connection is closed unanswered once the server reads that end (a
+/// response ready before could still be sent).
+#[tokio::test(start_paused = true)]
+async fn http1_half_close_answers_a_client_that_shut_down_its_writing_side() {
+    tick_every_millisecond();
+    let response = half_closed_request(ServeOptions::new().http1_half_close(true)).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response:?}");
+    assert!(response.ends_with("late"), "{response:?}");
+    let response = half_closed_request(ServeOptions::default()).await;
+    assert_eq!(response, "", "the default closes it unanswered");
+}
+
+/// With a keep-alive interval of 10 s and a timeout of 5 s, a connection
+/// whose client sends nothing is pinged at 10 s and, the client not
+/// answering, closed at 15 s (before its idle timeout).
+#[tokio::test(start_paused = true)]
+async fn http2_keep_alive_pings_and_closes_a_client_that_does_not_answer() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new()
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_timeout(Duration::from_secs(5));
+    let (group, addr) = start(opts).await;
+    let mut mute = h2_raw(addr).await;
+    let started = Instant::now();
+    let mut pings = Vec::new();
+    while let Some((kind, flags, _)) = timeout(LIMIT, next_frame(&mut mute)).await.unwrap() {
+        if kind == PING && flags & ACK == 0 {
+            pings.push(started.elapsed());
+        }
+    }
+    let closed = started.elapsed();
+    assert_eq!(pings.len(), 1, "{pings:?}");
+    assert!(pings[0] >= ms(10_000) && pings[0] < ms(10_100), "{pings:?}");
+    assert!(closed >= ms(15_000) && closed < ms(15_100), "{closed:?}");
+    shut_down_clean(&group).await;
+}
+
+/// `Duration::MAX` for every duration is no limit, and panics nowhere (hyper
+/// adds its timeouts to `Instant::now()`): requests are served on both
+/// protocols, and a client stopped in its HTTP/1 headers, a silent one, one
+/// stopped in the HTTP/2 preface, an idle HTTP/1 one and an idle HTTP/2 one
+/// that never answers a `PING` are all still open 100 s later.
+#[tokio::test(start_paused = true)]
+async fn duration_max_is_no_limit_and_panics_nowhere() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new()
+        .http1_header_read_timeout(Duration::MAX)
+        .sniff_timeout(Duration::MAX)
+        .http2_idle_timeout(Duration::MAX)
+        .http2_keep_alive_interval(Duration::MAX)
+        .http2_keep_alive_timeout(Duration::MAX);
+    let (group, addr) = start(opts).await;
+    let mut h1 = Client::connect(addr).await.unwrap();
+    assert_eq!(h1.get("/hello").await.unwrap().body, "hello");
+    let mut h2 = Client::connect_h2(addr).await.unwrap();
+    assert_eq!(h2.get("/hello").await.unwrap().body, "hello");
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2").await.unwrap();
+    let mut idle_raw_h2 = h2_raw(addr).await;
+    // The raw HTTP/2 client gets the server's SETTINGS, its window update
+    // and the ACK of its own: no PING, no GOAWAY, and it is not closed.
+    let mut frames = Vec::new();
+    let h2_watch = async {
+        timeout(PAST, async {
+            while let Some((kind, ..)) = next_frame(&mut idle_raw_h2).await {
+                frames.push(kind);
+            }
+        })
+        .await
+        .is_err()
+    };
+    // Side by side, on the paused clock.
+    let (slow_open, silent_open, preface_open, h2_open) = tokio::join!(
+        still_open_after(&mut slow, PAST),
+        still_open_after(&mut silent, PAST),
+        still_open_after(&mut preface, PAST),
+        h2_watch,
+    );
+    assert!(
+        slow_open && silent_open && preface_open && h2_open,
+        "{frames:?}"
+    );
+    assert!(
+        !frames.contains(&PING) && !frames.contains(&GOAWAY),
+        "{frames:?}"
+    );
+    assert_eq!(h1.get("/hello").await.unwrap().body, "hello");
+    assert_eq!(h2.get("/hello").await.unwrap().body, "hello");
+    drop((h1, h2, slow, silent, preface, idle_raw_h2));
+    shut_down_clean(&group).await;
+}
+
+/// A keep-alive timeout of `Duration::MAX` with pings on: pinged every
+/// 10 s, never closed for not answering.
+#[tokio::test(start_paused = true)]
+async fn an_unlimited_http2_keep_alive_timeout_pings_and_never_closes() {
+    tick_every_millisecond();
+    let opts = ServeOptions::new()
+        .http2_idle_timeout(Duration::MAX)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_timeout(Duration::MAX);
+    let (group, addr) = start(opts).await;
+    let mut mute = h2_raw(addr).await;
+    let started = Instant::now();
+    let mut pings = 0;
+    let open = timeout(PAST, async {
+        while let Some((kind, flags, _)) = next_frame(&mut mute).await {
+            pings += usize::from(kind == PING && flags & ACK == 0);
+            assert_ne!(kind, GOAWAY);
+        }
+    })
+    .await
+    .is_err();
+    assert!(open, "closed after {:?}", started.elapsed());
+    // hyper pings once until it is answered.
+    assert_eq!(pings, 1);
+    drop(mute);
+    shut_down_clean(&group).await;
+}
+
+/// Zero is refused by every duration setter, and by the stream limit, with
+/// a message that names the setter.
+#[test]
+fn zero_is_refused_with_a_message_naming_the_setter() {
+    type Setter = fn(ServeOptions) -> ServeOptions;
+    let setters: [(&str, Setter); 6] = [
+        ("http1_header_read_timeout", |o| {
+            o.http1_header_read_timeout(Duration::ZERO)
+        }),
+        ("sniff_timeout", |o| o.sniff_timeout(Duration::ZERO)),
+        ("http2_idle_timeout", |o| {
+            o.http2_idle_timeout(Duration::ZERO)
+        }),
+        ("http2_max_concurrent_streams", |o| {
+            o.http2_max_concurrent_streams(0)
+        }),
+        ("http2_keep_alive_interval", |o| {
+            o.http2_keep_alive_interval(Duration::ZERO)
+        }),
+        ("http2_keep_alive_timeout", |o| {
+            o.http2_keep_alive_timeout(Duration::ZERO)
+        }),
+    ];
+    for (name, set) in setters {
+        let panic = std::panic::catch_unwind(|| set(ServeOptions::new())).unwrap_err();
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("ServeOptions::{name}: ")),
+            "{message:?}"
+        );
+    }
+}
+
+/// The options are `Debug`, `Clone`, `Default` (= `new()`), `Send` and
+/// `Sync`, and tiny durations are taken as given.
+#[test]
+fn options_are_debug_clone_default_send_sync() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<ServeOptions>();
+    assert_eq!(
+        format!("{:?}", ServeOptions::default()),
+        format!("{:?}", ServeOptions::new())
+    );
+    let opts = ServeOptions::new().http1_header_read_timeout(Duration::from_nanos(1));
+    let copy = opts.clone();
+    assert_eq!(format!("{opts:?}"), format!("{copy:?}"));
+    let debug = format!("{opts:?}");
+    assert!(debug.contains("http1_header_read_timeout: 1ns"), "{debug}");
+    // The sniff timeout in effect: the header read timeout, unless set.
+    assert!(debug.contains("sniff_timeout: 1ns"), "{debug}");
+    let debug = format!("{:?}", opts.sniff_timeout(Duration::from_secs(2)));
+    assert!(debug.contains("sniff_timeout: 2s"), "{debug}");
+}
