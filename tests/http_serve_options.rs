@@ -34,7 +34,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A server of `/hello`, and of `/late`, answered after a second, with `opts`, as work of a group named `http`.
+/// A server of `/hello`, and of `/late` (answered after a second), with
+/// `opts`, as work of a group named `http`.
 async fn start(opts: ServeOptions) -> (WaitGroup, SocketAddr) {
     let group = WaitGroup::builder().name("http").build();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -353,7 +353,7 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// below, 30 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
 /// also for HTTP/2's stream limit and keep-alive pings and HTTP/1
 /// half-closes, off here: a client that shuts down its writing side after
-/// its request gets no response):
+/// its request may get no response):
 ///
 /// * an HTTP/1 connection is closed once it has waited 30 s for the
 ///   headers of its next request, from the end of its last response or
@@ -381,14 +381,14 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   request with `connection: close` and closes (an idle connection, or
 ///   one that has sent nothing yet, closes at once; one whose request
 ///   headers are still arriving counts as in flight, up to the header
-///   read timeout, 30 s here), HTTP/2 sends `GOAWAY` and closes once its streams are
-///   done (their responses sent: a client reading a large one at its own
-///   pace gets it to the end, as on HTTP/1) and the client answered the
-///   `PING` sent with it (a client that has not answered one second after
-///   its last response was sent, or that died without closing its socket,
-///   has the connection dropped; streams such a client opens more than a
-///   second after the `GOAWAY` are served, but not waited for, so it cannot
-///   hold the drain open by opening more). A client that stops reading a
+///   read timeout, 30 s here), HTTP/2 sends `GOAWAY` and closes once its
+///   streams are done (their responses sent: a client reading a large one
+///   at its own pace gets it to the end, as on HTTP/1) and the client
+///   answered the `PING` sent with it (a client that has not answered one
+///   second after its last response was sent, or that died without closing
+///   its socket, has the connection dropped; streams such a client opens
+///   more than a second after the `GOAWAY` are served, but not waited for,
+///   so it cannot hold the drain open by opening more). A client that stops reading a
 ///   response it asked for holds the drain until the deadline, on either
 ///   protocol;
 /// * what is still running at the shutdown's deadline is aborted and named
@@ -402,9 +402,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop
 /// and the connections) the loop waits for a free slot before serving the
 /// next connection. A connection holds its slot until it closes: an idle
-/// one for at most 30 s on either protocol (see above; as long as
-/// [`ServeOptions`] sets), so `n` clients that
-/// connect and do nothing can hold `n` slots that long, but not for ever.
+/// one for at most 30 s on either protocol (see above; what [`ServeOptions`]
+/// sets), so `n` clients that connect and do nothing can hold `n` slots that
+/// long, but not for ever.
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
 /// connection: 200 at a time, see
@@ -481,7 +481,8 @@ where
 
 /// [`serve`] with the connection settings `opts`: its time limits on idle
 /// and slow clients, HTTP/2's stream limit and keep-alive pings, HTTP/1
-/// half-closes (see [`ServeOptions`]). `serve` is `serve_with(.., ServeOptions::default())`.
+/// half-closes (see [`ServeOptions`]). `serve` is
+/// `serve_with(.., ServeOptions::default())`.
 ///
 /// # Examples
 ///
