@@ -315,13 +315,9 @@ impl ServeOptions {
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.http2_max_concurrent_streams)
             .keep_alive_interval(self.http2_keep_alive_interval.and_then(limited))
-            .keep_alive_timeout(self.http2_keep_alive_timeout.min(FAR));
+            .keep_alive_timeout(self.http2_keep_alive_timeout.min(crate::shutdown::FAR));
     }
 }
-
-/// About thirty years: [`crate::shutdown::is_unlimited`]'s bound, the
-/// longest time limit handed to hyper.
-const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
 /// `d` as a time limit: `None` for no limit (see [`ServeOptions`]).
 fn limited(d: Duration) -> Option<Duration> {
@@ -412,11 +408,11 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///
 /// An upgraded connection (a WebSocket) leaves the group at the upgrade:
 /// see the [module docs](super). A handler that awaits a group of its own
-/// made with `group.child()` is, by default, cancelled only after the
-/// connections, so it holds its connection until the deadline and is
-/// aborted there, unanswered: build `group` with
-/// [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together),
-/// see [work a handler starts](super#work-a-handler-starts).
+/// makes it with [`group.scoped_child()`](WaitGroup::scoped_child), which
+/// is cancelled with the connections: one made with `group.child()` is
+/// cancelled only after them, so it holds its connection until the deadline
+/// and is aborted there, unanswered (see
+/// [work a handler starts](super#work-a-handler-starts)).
 ///
 /// An accept error that concerns one connection (reset or aborted before it
 /// was accepted, and the network errors Linux reports there) is skipped; one

@@ -76,7 +76,7 @@ pub(crate) fn deadline_after(timeout: std::time::Duration) -> tokio::time::Insta
 
 /// About thirty years (Tokio's own "far future"): a time limit this long or
 /// longer is no limit.
-const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
+pub(crate) const FAR: std::time::Duration = std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
 /// `at + d`, with `d` capped at about thirty years (Tokio's own "far
 /// future"), so that `Duration::MAX` means no limit. (Thirty years after an
