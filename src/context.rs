@@ -9,9 +9,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::label::GroupId;
-use crate::node::{Generation, NodeRef};
+use crate::node::{Generation, Node, NodeConfig, NodeRef};
 use crate::reason::CancelReason;
 use crate::shutdown::saturating_add;
+use crate::WaitGroup;
 
 /// What a task of a group receives when it starts: the signals to stop by
 /// (drain, then cancel), the time it has left, and a way to shield a short
@@ -147,6 +148,39 @@ impl TaskContext {
     /// Why the context was cancelled, once it is; `None` before.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.node.reason_in(&self.generation)
+    }
+
+    /// A [scoped child](crate::WaitGroup::scoped_child) of the task's group
+    /// whose context is a child of this one: cancelled when this task is
+    /// (by a shutdown reaching the group, `cancel()`, ...), with the same
+    /// reason. For work this task fans out into and waits for; the group's
+    /// waits, reports and aborts cover it, as any child's. To name it, make
+    /// it from the group, `group.task().name("parts").scoped_child()`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let jobs = WaitGroup::new();
+    /// jobs.go(|ctx| async move {
+    ///     let parts = ctx.scoped_child();
+    ///     for _ in 0..4 {
+    ///         parts.go(|ctx| async move { ctx.cancelled().await });
+    ///     }
+    ///     parts.wait().await // ends once the shutdown cancels the parts
+    /// });
+    /// tokio::task::yield_now().await;
+    /// assert!(jobs.shutdown(Duration::from_secs(10)).await.is_clean());
+    /// # }
+    /// ```
+    pub fn scoped_child(&self) -> WaitGroup {
+        let config = NodeConfig::inherit(&self.node, None);
+        WaitGroup::from_new(Node::make_scoped_child(
+            &self.node,
+            config,
+            &self.generation,
+        ))
     }
 
     /// Runs `fut` shielded from a shutdown's abort for at most `budget` from

@@ -1254,10 +1254,15 @@ impl Node {
     /// Apart from `make_child` so that a plain child's making takes none of
     /// these steps (it took 8 instructions more when one function did both:
     /// `profile build flat` under callgrind).
-    pub(crate) fn make_scoped_child(this: &NodeRef, config: NodeConfig) -> NodeRef {
-        // The context of the generation current now, and below its reason.
-        let generation = this.generation();
-        let tokens = this.tokens_in(&generation);
+    ///
+    /// `generation`: whose context (a task's, or the current one).
+    pub(crate) fn make_scoped_child(
+        this: &NodeRef,
+        config: NodeConfig,
+        generation: &Generation,
+    ) -> NodeRef {
+        // That generation's context, and below its reason.
+        let tokens = this.tokens_in(generation);
         let child = Node::push_child(this, config, tokens.own().clone(), true);
         // A cancel of the parent's context sets its reason, then gives it to
         // the scoped children it finds, then cancels (see `cancel_scoped`).
@@ -1841,16 +1846,15 @@ impl Node {
         let mut left = usize::from(uncancelled.first) + uncancelled.held.len();
         self.each_of(&uncancelled, |tokens| {
             left -= 1;
-            if left > 0 {
-                tokens.cancel_or_mark(OWN_CANCELLED, Some(reason.clone()));
-            } else {
-                // The current one, last. (A scoped child made from an
-                // earlier one's context was cancelled with it just before:
-                // it may be seen cancelled a moment before it has a reason.)
-                tokens.cancel_or_mark_then(bits, Some(reason.clone()), |tokens| {
-                    self.cancel_scoped(tokens);
-                });
-            }
+            // The current one last, as `bits` say. Each gives the scoped
+            // children their reason before it cancels (a child made from an
+            // earlier generation's context, by a task of that generation,
+            // hangs off that one): the first that does reaches them all,
+            // those after it find them cancelled with their reason.
+            let bits = if left > 0 { OWN_CANCELLED } else { bits };
+            tokens.cancel_or_mark_then(bits, Some(reason.clone()), |tokens| {
+                self.cancel_scoped(tokens);
+            });
         });
     }
 

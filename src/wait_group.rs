@@ -388,7 +388,7 @@ impl WaitGroupBuilder {
         let runtime = self.config.deadline.map(|_| runtime_handle(method));
         let config = NodeConfig::new(self.config, self.record_guards, Some(&parent.node.config));
         let node = if scoped {
-            Node::make_scoped_child(&parent.node, config)
+            Node::make_scoped_child(&parent.node, config, &parent.node.generation())
         } else {
             Node::make_child(&parent.node, config)
         };
@@ -897,11 +897,16 @@ impl WaitGroup {
         self.make_child(None, true)
     }
 
+    /// A user handle to a group made for it (its one handle).
+    pub(crate) fn from_new(node: NodeRef) -> WaitGroup {
+        WaitGroup { node }
+    }
+
     fn make_child(&self, name: Option<Label>, scoped: bool) -> WaitGroup {
         let config = NodeConfig::inherit(&self.node, name);
         WaitGroup {
             node: if scoped {
-                Node::make_scoped_child(&self.node, config)
+                Node::make_scoped_child(&self.node, config, &self.node.generation())
             } else {
                 Node::make_child(&self.node, config)
             },

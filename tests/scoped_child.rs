@@ -241,3 +241,65 @@ async fn a_scoped_child_made_after_the_shutdown_starts_cancelled_and_closed() {
     assert!(late.is_closed());
     assert_eq!(late.cancel_reason(), Some(CancelReason::Shutdown));
 }
+
+/// `ctx.scoped_child()`: a task fans out without a handle to its group, and
+/// the parts are cancelled with it, with the shutdown's reason.
+#[tokio::test(start_paused = true)]
+async fn a_task_fans_out_from_its_context() {
+    let jobs = WaitGroup::builder().name("jobs").build();
+    let (reasons, mut read) = mpsc::unbounded_channel();
+    let (running, started) = oneshot::channel();
+    jobs.go(move |ctx| async move {
+        let parts = ctx.scoped_child();
+        for _ in 0..3 {
+            let reasons = reasons.clone();
+            parts.go(move |ctx| async move {
+                ctx.cancelled().await;
+                reasons.send(ctx.cancel_reason()).unwrap();
+            });
+        }
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+    let begun = Instant::now();
+    let report = jobs.shutdown(GRACE).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
+    for _ in 0..3 {
+        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+    }
+}
+
+/// A task that started before its group was drained and reopened keeps its
+/// context (the older generation's); the scoped child it makes from that
+/// context is cancelled when that context is, by the shutdown, with the
+/// shutdown's reason, though the group's current context is a newer one.
+#[tokio::test(start_paused = true)]
+async fn a_scoped_child_made_from_an_older_context_follows_it() {
+    let jobs = WaitGroup::builder().name("jobs").build();
+    let (reasons, mut read) = mpsc::unbounded_channel();
+    let (go_ahead, wait_for_it) = oneshot::channel::<()>();
+    let (running, started) = oneshot::channel();
+    jobs.go(move |ctx| async move {
+        wait_for_it.await.unwrap();
+        let parts = ctx.scoped_child();
+        parts.go(move |ctx| async move {
+            ctx.cancelled().await;
+            reasons.send(ctx.cancel_reason()).unwrap();
+        });
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    tokio::task::yield_now().await; // the task starts, in the first context
+    jobs.drain();
+    jobs.close();
+    jobs.reopen(); // a new context for work started from now on
+    go_ahead.send(()).unwrap();
+    started.await.unwrap();
+    let begun = Instant::now();
+    let report = jobs.shutdown(GRACE).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
+    assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+}
