@@ -762,10 +762,11 @@ async fn nested_restarters_dropped_by_an_abort_do_not_repeat_it() {
 
 /// A `TasksService` whose stop began before the container around it had a deadline (its
 /// group stopping on its own, a member having failed), two or three levels below the
-/// container that gives up on it at its own deadline: its task `jobs/flush` is named, and
-/// the `TasksService` is not beside it, whichever container's report window runs out first.
-/// (Before, the container two levels up named `top/inner/tasks` too: only a member of its
-/// own was known as a host of a `TasksService` run, not one of a nested container's.)
+/// container whose deadline bounds it: its task `jobs/flush` is listed aborted in its report,
+/// and the `TasksService` is not named beside it. (Before, the container two levels up named
+/// `top/inner/tasks` too: only a member of its own was known as a host of a `TasksService`
+/// run, not one of a nested container's. Then, until the `TasksService` was cut short at
+/// that deadline, `jobs/flush` was named by the container that gave up on it.)
 #[tokio::test(start_paused = true)]
 async fn a_tasks_service_below_a_nested_container_is_not_named_beside_its_tasks() {
     for between in ["nothing", "a group"] {
@@ -800,8 +801,114 @@ async fn a_tasks_service_below_a_nested_container_is_not_named_beside_its_tasks(
             .await
             .unwrap();
         let err = stop_top(ctx, serve).await;
-        assert_eq!(hung_paths(&err), ["jobs/flush"], "{between}: {err:#}");
+        assert!(hung_paths(&err).is_empty(), "{between}: {err:#}");
+        let unclean = unclean_of(&err, "tasks").unwrap_or_else(|| panic!("{between}: {err:?}"));
+        let aborted: Vec<_> = unclean
+            .report()
+            .aborted()
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        assert_eq!(aborted, [Some("flush")], "{between}: {err:#}");
         assert!(format!("{err:#}").contains("boom"), "{between}: {err:#}");
         assert!(wg.is_empty(), "{between}: {:?}", wg.pending());
+    }
+}
+
+/// The [`UncleanShutdown`] that the member `name` returned, anywhere in `err` (in the
+/// failures of nested containers too): a walk with a stack.
+fn unclean_of<'a>(err: &'a ServiceError, name: &str) -> Option<&'a UncleanShutdown> {
+    let mut stack = vec![err];
+    while let Some(error) = stack.pop() {
+        for failure in error.failures() {
+            if let ServiceError::Failed {
+                name: failed,
+                source,
+                ..
+            } = failure
+            {
+                match source.downcast_ref::<UncleanShutdown>() {
+                    Some(unclean) if failed == name => return Some(unclean),
+                    _ => stack.extend(source.downcast_ref::<ServiceError>()),
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A `TasksService` whose stop began under a later deadline than the one that comes to bound
+/// it while it runs: its group stopping on its own (a member failed; 10 s stop timeout) or
+/// its wait group cancelled on its own (10 s grace), then `top` stopped 100 ms later with
+/// its 200 ms. Its shutdown is cut short at `top`'s deadline: the hung task is aborted then
+/// and listed once, in its report, whose time is the 300 ms its stop had; the tasks that
+/// stopped in time are counted finished, not named; nothing outlives the deadline. (Before,
+/// its shutdown ran on with the time it was given, `top` gave up on it after its report
+/// window, 300 ms after its cancel, and named `jobs/flush` with its own 200 ms:
+/// `probe-svc2 tasksval paused`, 20 of 20 runs.)
+#[tokio::test(start_paused = true)]
+async fn a_tasks_service_stopping_is_cut_short_by_an_earlier_deadline_around() {
+    for how in ["group stopping", "wait group cancelled"] {
+        let wg = WaitGroup::builder().name("jobs").build();
+        wg.task().name("flush").go(|_ctx| async move {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(())
+        });
+        wg.task().name("polite").go(|ctx| async move {
+            ctx.cancelled().await;
+            Ok::<_, std::io::Error>(())
+        });
+        wg.task().name("slow").go(|ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, std::io::Error>(())
+        });
+        let (hub, ctx, serve, path) = if how == "group stopping" {
+            let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::MAX);
+            let (hub, ctx, serve) = serve_in_top(stopping_on_its_own(tasks));
+            hub.watch()
+                .wait_for(|m| {
+                    m.get("inner/fails")
+                        .is_some_and(|e| e.state == ServiceState::Failed)
+                })
+                .await
+                .unwrap();
+            (hub, ctx, serve, "inner/tasks")
+        } else {
+            let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::from_secs(10));
+            let (hub, ctx, serve) = serve_in_top(tasks);
+            running(&hub, "tasks").await;
+            wg.cancel();
+            (hub, ctx, serve, "tasks")
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let cancelled = Instant::now();
+        let err = stop_top(ctx, serve).await;
+        assert_eq!(
+            cancelled.elapsed(),
+            Duration::from_millis(200),
+            "{how}: {err:#}"
+        );
+        assert!(hung_paths(&err).is_empty(), "{how}: {err:#}");
+        let report = unclean_of(&err, "tasks")
+            .unwrap_or_else(|| panic!("{how}: {err:?}"))
+            .report();
+        let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+        assert_eq!(aborted, [Some("flush")], "{how}: {report}");
+        // `slow` stopped in time, within the stop; `polite` too, or (its wait group cancelled
+        // by itself) as the cancel came, before the shutdown began, which counts it nowhere.
+        let finished = report.finished();
+        assert!(
+            finished == 2 || (how == "wait group cancelled" && finished == 1),
+            "{how}: {report}"
+        );
+        assert!(report.pending().is_empty(), "{how}: {report}");
+        assert_eq!(
+            report.elapsed(),
+            Duration::from_millis(300),
+            "{how}: {report}"
+        );
+        assert_eq!(hub.snapshot()[path].state, ServiceState::Failed, "{how}");
+        assert!(wg.is_empty(), "{how}: {:?}", wg.pending());
     }
 }

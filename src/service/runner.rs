@@ -144,7 +144,7 @@ struct DeadlineState {
 }
 
 impl DeadlineCell {
-    fn get(&self) -> Option<Instant> {
+    pub(crate) fn get(&self) -> Option<Instant> {
         *self.0.at.lock()
     }
 
@@ -165,7 +165,7 @@ impl DeadlineCell {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    async fn earlier_than(&self, than: Option<Instant>) {
+    pub(crate) async fn earlier_than(&self, than: Option<Instant>) {
         loop {
             let lowered = self.0.lowered.notified();
             let mut lowered = std::pin::pin!(lowered);
@@ -780,14 +780,6 @@ impl Place {
     /// The member group this place was made in, if inside a container.
     pub(crate) fn scope_group(&self) -> Option<&WaitGroup> {
         self.scope_group.as_ref()
-    }
-
-    /// The time left until the stop deadline of the container around, once it stops; `None`
-    /// before, or when no container around has a time limit (a stop without one sets no
-    /// deadline: [`Run::stop`]), so that a limit taken from it is a limit.
-    pub(crate) fn time_left(&self) -> Option<Duration> {
-        let at = self.parent_deadline.as_ref()?.get()?;
-        Some(at.saturating_duration_since(Instant::now()))
     }
 }
 

@@ -4,12 +4,14 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::BoxError;
-use super::runner::{Place, DEFAULT_STOP_TIMEOUT};
+use super::runner::{deadline_after, DeadlineCell, Place, DEFAULT_STOP_TIMEOUT};
 use super::service::{Ready, Service};
-use crate::{ShutdownReport, WaitGroup};
+use crate::drain::Progress;
+use crate::{CancelReason, ShutdownReport, WaitGroup};
 
 /// A [`WaitGroup`] with its `go()` tasks as a [`Service`]: a member of a
 /// [`ServiceGroup`](super::ServiceGroup) or [`Sequence`](super::Sequence) whose stop is the group's
@@ -18,8 +20,13 @@ use crate::{ShutdownReport, WaitGroup};
 /// A run reports ready at once and lasts until its context is cancelled, or the wait group
 /// is (by [`cancel_on_error`](crate::WaitGroupBuilder::cancel_on_error), say); then it shuts the wait
 /// group down with a grace period of `grace`, never past the stop deadline of the container
-/// around it. Inside a container the wait group is linked below the member while it runs,
-/// so the container's stop reports name its pending tasks too.
+/// around it, also one that comes earlier while it shuts down (a container further around
+/// stopping sooner, or the container's stop coming after the wait group was cancelled by
+/// itself): at that deadline the tasks still running are aborted (a shielded section too, as
+/// at a container's own deadline) and listed in the report, whose
+/// [`elapsed`](ShutdownReport::elapsed) is the time the stop had. Inside a container the wait
+/// group is linked below the member while it runs, so the container's stop reports name its
+/// pending tasks too, should the `TasksService` not return its report in time.
 ///
 /// The result is `Ok(())` if the shutdown was clean (nothing aborted, pending or failed),
 /// else an [`UncleanShutdown`] error carrying the report.
@@ -93,7 +100,7 @@ impl Service for TasksService {
         ready: Ready,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let wg = self.wg.clone();
-        let mut grace = self.grace;
+        let grace = self.grace;
         let (place, hosting) = Place::hosting(&self.name);
         // Below the member's group while it runs, so the container's reports cover it. A
         // link the core refuses (a cycle) only loses that.
@@ -104,10 +111,7 @@ impl Service for TasksService {
                 () = ctx.cancelled() => {}
                 () = wg.cancelled() => {}
             }
-            if let Some(left) = place.time_left() {
-                grace = grace.min(left);
-            }
-            let report = wg.shutdown(grace).await;
+            let report = shutdown_within(&wg, grace, place.parent_deadline.as_ref()).await;
             if linked {
                 if let Some(g) = place.scope_group() {
                     g.unlink(&wg);
@@ -120,6 +124,84 @@ impl Service for TasksService {
             }
         }))
     }
+}
+
+/// How long a shutdown cut short by a deadline is given to end once the forced stop beside
+/// it ended ([`shutdown_within`]): its turns end as soon as the aborts have landed, a few
+/// polls, and it must return well within the 100 ms past its deadline that a container gives
+/// a `TasksService` to return its report before it gives up on it and names its tasks itself.
+/// (A `ShutdownPlan` gives its graceful stop 100 ms for the same, with no one waiting.)
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// `wg`'s shutdown with `grace`, never past the stop deadline in `deadline` (the member's,
+/// which the container around lowers as it, or one further around, stops).
+///
+/// The grace is bounded by that deadline at the start. The deadline may come earlier while
+/// the shutdown runs: a container further around stops sooner than the one whose stop began
+/// it, or the container's stop comes after the wait group was cancelled on its own. The
+/// core's shutdown cannot be shortened, so at such a deadline a forced stop runs beside it
+/// and the two reports are merged, as a `ShutdownPlan` does on a second signal: every task
+/// still running is aborted then (a shielded section too, as the container's own abort at
+/// its deadline does) and listed once, and the report's time is the time the stop had.
+/// (Before, the shutdown ran on with its first grace; the container gave up on it after its
+/// report window and named the tasks with its own stop timeout, not the time their stop
+/// had, and on two workers a container further around sometimes named them a second time.)
+/// A deadline at or after the end of the grace changes nothing: the shutdown ends by itself.
+async fn shutdown_within(
+    wg: &WaitGroup,
+    grace: Duration,
+    deadline: Option<&DeadlineCell>,
+) -> ShutdownReport {
+    let Some(cell) = deadline else {
+        return wg.shutdown(grace).await;
+    };
+    let mut grace = grace;
+    // When the grace ends: a deadline that comes earlier than this cuts the shutdown short.
+    let mut end = deadline_after(grace);
+    if let Some(at) = cell.get().filter(|&at| at < end) {
+        grace = at.saturating_duration_since(Instant::now());
+        end = at;
+    }
+    let progress = Progress::default();
+    let shutdown = wg.shutdown_because(grace.into(), CancelReason::Shutdown, Some(&progress));
+    tokio::pin!(shutdown);
+    // The deadline the shutdown is cut short at, once one came before `end`.
+    let mut cut: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            report = &mut shutdown => return report,
+            () = cell.earlier_than(Some(cut.unwrap_or(end))) => cut = cell.get(),
+            () = tokio::time::sleep_until(cut.unwrap_or(end)), if cut.is_some() => break,
+        }
+    }
+    // As `ShutdownPlan::run_on_signal` does: the shutdown goes on beside the forced stop (it
+    // ends once its tasks are aborted, and lists what it aborted itself), then is given
+    // `SETTLE` to end; one still waiting then (for a guard, which no abort ends) is given up
+    // on, and what it did so far (`progress`) is merged in its stead.
+    let by = deadline_after(wg.node().config.abort_timeout);
+    let forced = crate::drain::force_beside(wg, CancelReason::Shutdown, Some(&progress));
+    tokio::pin!(forced);
+    let mut graceful = None;
+    let forced = loop {
+        tokio::select! {
+            report = &mut forced => break report,
+            report = &mut shutdown, if graceful.is_none() => graceful = Some(report),
+        }
+    };
+    // Finished work is counted to the end of the stop that ended last.
+    let mut ends = progress.ends();
+    let mut forced_last = true;
+    if graceful.is_none() {
+        let settle = deadline_after(SETTLE).min(by);
+        graceful = tokio::time::timeout_at(settle, &mut shutdown).await.ok();
+        if graceful.is_some() {
+            ends = progress.ends();
+            forced_last = false;
+        }
+    }
+    // Before the shutdown's future is dropped, while its watches still list its aborts.
+    progress.merged(graceful, forced, forced_last, &ends)
 }
 
 /// The stop result of a [`TasksService`] whose shutdown was not clean: tasks were aborted,
