@@ -621,6 +621,54 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
     force_beside(root, reason, None).await
 }
 
+/// Stops `group` at once, as [`force`] does, while a shutdown of it still
+/// runs (`graceful`, writing `progress`; a `ShutdownPlan`'s graceful stop on
+/// a second signal, a `TasksService`'s shutdown at a deadline that came
+/// sooner), and merges the two reports ([`Progress::merged`]).
+///
+/// The shutdown goes on beside the forced stop, which aborts what it waits
+/// for: it then ends, and lists what it aborted before (that list, and the
+/// work finished since it began, are its own). It is given until `settle`
+/// after the forced stop ends, within the forced stop's bound (the group's
+/// abort timeout); one still waiting then (for a guard, which no abort ends,
+/// or for a task whose abort has not taken effect) is given up on, and what
+/// it did so far (`progress`) is merged instead. Before `graceful` is
+/// dropped by the caller, while its watches still list its aborts.
+pub(crate) async fn force_over<F>(
+    group: &WaitGroup,
+    reason: CancelReason,
+    progress: &Progress,
+    mut graceful: Pin<&mut F>,
+    settle: Duration,
+) -> ShutdownReport
+where
+    F: std::future::Future<Output = ShutdownReport>,
+{
+    let by = deadline_after(group.node().config.abort_timeout);
+    let forced = force_beside(group, reason, Some(progress));
+    tokio::pin!(forced);
+    let mut graceful_out = None;
+    let forced = loop {
+        tokio::select! {
+            out = &mut forced => break out,
+            out = graceful.as_mut(), if graceful_out.is_none() => graceful_out = Some(out),
+        }
+    };
+    // The work finished is counted to the end of the stop that ended last,
+    // as its report read its pending work.
+    let mut ends = progress.ends();
+    let mut forced_last = true;
+    if graceful_out.is_none() {
+        let settle = deadline_after(settle).min(by);
+        graceful_out = timeout_at(settle, graceful).await.ok();
+        if graceful_out.is_some() {
+            ends = progress.ends();
+            forced_last = false;
+        }
+    }
+    progress.merged(graceful_out, forced, forced_last, &ends)
+}
+
 /// [`force`], beside the shutdown writing `progress`: the counters it reads
 /// with its pending work are kept there too, so that the merged report counts
 /// finished work to the moment its pending work was read.

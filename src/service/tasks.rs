@@ -175,33 +175,16 @@ async fn shutdown_within(
             () = tokio::time::sleep_until(cut.unwrap_or(end)), if cut.is_some() => break,
         }
     }
-    // As `ShutdownPlan::run_on_signal` does: the shutdown goes on beside the forced stop (it
-    // ends once its tasks are aborted, and lists what it aborted itself), then is given
-    // `SETTLE` to end; one still waiting then (for a guard, which no abort ends) is given up
-    // on, and what it did so far (`progress`) is merged in its stead.
-    let by = deadline_after(wg.node().config.abort_timeout);
-    let forced = crate::drain::force_beside(wg, CancelReason::Shutdown, Some(&progress));
-    tokio::pin!(forced);
-    let mut graceful = None;
-    let forced = loop {
-        tokio::select! {
-            report = &mut forced => break report,
-            report = &mut shutdown, if graceful.is_none() => graceful = Some(report),
-        }
-    };
-    // Finished work is counted to the end of the stop that ended last.
-    let mut ends = progress.ends();
-    let mut forced_last = true;
-    if graceful.is_none() {
-        let settle = deadline_after(SETTLE).min(by);
-        graceful = tokio::time::timeout_at(settle, &mut shutdown).await.ok();
-        if graceful.is_some() {
-            ends = progress.ends();
-            forced_last = false;
-        }
-    }
-    // Before the shutdown's future is dropped, while its watches still list its aborts.
-    progress.merged(graceful, forced, forced_last, &ends)
+    // As `ShutdownPlan::run_on_signal` does on a second signal: the shutdown goes on beside
+    // the forced stop and is given `SETTLE` to end once it ended; the reports are merged.
+    crate::drain::force_over(
+        wg,
+        CancelReason::Shutdown,
+        &progress,
+        shutdown.as_mut(),
+        SETTLE,
+    )
+    .await
 }
 
 /// The stop result of a [`TasksService`] whose shutdown was not clean: tasks were aborted,

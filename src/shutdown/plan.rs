@@ -331,41 +331,16 @@ impl ShutdownPlan {
         crate::trace::signal(signal, 2);
         self.phase(Phase::Forced { signal });
         let report = if began.load(Ordering::Relaxed) {
-            // The graceful stop goes on beside the forced one, which aborts what it waits
-            // for: it then ends, and lists what it aborted before the second signal (that
-            // list, and the tasks that finished since it began, are its own). It is given
-            // until a little after the forced stop ends, within the forced stop's bound;
-            // one that is still waiting then (for a guard, which no abort ends, or for a
-            // task whose abort has not taken effect) is given up on, and what it did so far
-            // (its `progress`) is merged into the forced stop's report instead.
-            let by = super::deadline_after(group.node().config.abort_timeout);
-            let forced =
-                crate::drain::force_beside(group, CancelReason::Forced(signal), Some(&progress));
-            let graceful = plan.as_mut();
-            tokio::pin!(forced, graceful);
-            let mut graceful_out = None;
-            let forced = loop {
-                tokio::select! {
-                    out = &mut forced => break out,
-                    out = &mut graceful, if graceful_out.is_none() => graceful_out = Some(out),
-                }
-            };
-            // The work finished is counted to the end of the stop that ended last, as its
-            // report read its pending work.
-            let mut ends = progress.ends();
-            let mut forced_last = true;
-            if graceful_out.is_none() {
-                let now = tokio::time::Instant::now();
-                let settle = super::saturating_add(now, GRACEFUL_SETTLE).min(by);
-                graceful_out = tokio::time::timeout_at(settle, graceful).await.ok();
-                if graceful_out.is_some() {
-                    ends = progress.ends();
-                    forced_last = false;
-                }
-            }
-            // Before the graceful stop's future is dropped (with `plan`), while its watches
-            // still list.
-            progress.merged(graceful_out, forced, forced_last, &ends)
+            // The graceful stop goes on beside the forced one, and the reports are merged
+            // (see `force_over`).
+            crate::drain::force_over(
+                group,
+                CancelReason::Forced(signal),
+                &progress,
+                plan.as_mut(),
+                GRACEFUL_SETTLE,
+            )
+            .await
         } else {
             crate::drain::force(group, CancelReason::Forced(signal)).await
         };
