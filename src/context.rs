@@ -155,7 +155,9 @@ impl TaskContext {
     /// (by a shutdown reaching the group, `cancel()`, ...), with the same
     /// reason. For work this task fans out into and waits for; the group's
     /// waits, reports and aborts cover it, as any child's. To name it, make
-    /// it from the group, `group.task().name("parts").scoped_child()`.
+    /// it from the group, `group.task().name("parts").scoped_child()` (which
+    /// hangs it off the group's current context: this task's, unless the
+    /// group was [reopened](crate::WaitGroup::reopen) since the task started).
     ///
     /// ```
     /// # use std::time::Duration;

@@ -632,8 +632,9 @@ pub(crate) async fn force(root: &WaitGroup, reason: CancelReason) -> ShutdownRep
 /// after the forced stop ends, within the forced stop's bound (the group's
 /// abort timeout); one still waiting then (for a guard, which no abort ends,
 /// or for a task whose abort has not taken effect) is given up on, and what
-/// it did so far (`progress`) is merged instead. Before `graceful` is
-/// dropped by the caller, while its watches still list its aborts.
+/// it did so far (`progress`) is merged instead. The merge is made before
+/// this returns, so before the caller drops `graceful`, while its watches
+/// still list its aborts.
 pub(crate) async fn force_over<F>(
     group: &WaitGroup,
     reason: CancelReason,

@@ -37,7 +37,10 @@
 //!
 //! **A group and its work**
 //! * [`WaitGroup`] — the group: a cheap handle; waits, closes, cancels, links
-//!   groups below it, shuts them down in order under one deadline.
+//!   groups below it, shuts them down in order under one deadline. Below it:
+//!   [`child`](WaitGroup::child) groups, stopped after its own work, and
+//!   [`scoped_child`](WaitGroup::scoped_child) groups (a request's fan-out
+//!   its handler waits for), stopped with it.
 //!   [`WaitGroupBuilder`] configures one (name, `cancel_on_error`, `limit`,
 //!   `max_errors`, `abort_timeout`, a caller's token, ...).
 //! * [`TaskBuilder`] — one unit of work, from [`WaitGroup::task`]: its name,
@@ -52,7 +55,8 @@
 //! * [`TaskGuard`] — pending work you complete yourself, by `done()` or drop.
 //! * [`TaskContext`] — what a task receives: the drain signal, the cancel
 //!   signal (it dereferences to the group's [`CancellationToken`]), its
-//!   deadline, and shielded sections for cleanup.
+//!   deadline, shielded sections for cleanup, and a
+//!   [scoped child](TaskContext::scoped_child) to fan out into.
 //! * [`TaskHandle`] — what spawning returns: await it for the task's value
 //!   ([`TaskOutput`]: `()` or `Result<T, E>`), or abort that one task;
 //!   [`JoinError`] says why there is no value. [`Tracked`] is a tracked future.
@@ -99,7 +103,7 @@
 //! | wait on an empty group | returns at once | needs `close()` first | `join_next` → `None` | n/a |
 //! | wait with a deadline | report of what is pending | wrap in `timeout`; `len()` | wrap in `timeout` | top level only |
 //! | concurrency limit | [`limit`](WaitGroupBuilder::limit), queued tasks reported | no | no | no |
-//! | nested groups, ordered teardown | `link`/`child`, one shared deadline | no | no | subsystem tree, unordered |
+//! | nested groups, ordered teardown | `link`/`child`/`scoped_child`, one shared deadline | no | no | subsystem tree, unordered |
 //! | abort after grace | `shutdown`, with a report | no | `abort_all` | yes |
 //! | blocking wait | `wait_blocking` | no | no | no |
 //!

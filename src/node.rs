@@ -694,7 +694,7 @@ impl Tokens {
     /// The reason set, whether or not `own` is cancelled yet: set means it
     /// is, or is about to be (a reason is set only just before the token it
     /// explains is cancelled). Read under the lock, not after a look at
-    /// [`REASONED`]: [`Node::make_child`] and [`Node::cancel_scoped`] each
+    /// [`REASONED`]: [`Node::make_scoped_child`] and [`Node::cancel_scoped`] each
     /// write, then read what the other writes, and the lock orders them.
     fn reason_set(&self) -> Option<CancelReason> {
         self.lock.lock().clone()
@@ -1560,7 +1560,8 @@ impl Node {
     /// generation of tokens, derived from the group's origin as the first
     /// was (so a group cancelled through its caller's token stays so), or,
     /// for a `child()` whose parent started a generation since, from the
-    /// parent's latest scope.
+    /// parent's latest scope. A scoped child's always from its origin, the
+    /// context it was made from: cancelled once that is, with its reason.
     pub(crate) fn reopen(&self) -> bool {
         // The walks of the shutdowns before do not abort the tasks counted
         // once it is open (see `late_abort`).
@@ -1569,7 +1570,10 @@ impl Node {
         }
         // Read before the generation's lock, which is taken alone (see the
         // lock order): a parent reopened meanwhile is reopened after this.
-        let origin = self.parent_scope();
+        // Not for a scoped child, which hangs off the context it was made
+        // from, not off its parent's scope: see below.
+        let scoped = self.is_scoped();
+        let origin = if scoped { None } else { self.parent_scope() };
         let number = self.generation_number();
         let generation = self.generation();
         let current = self.tokens_in(&generation);
@@ -1587,6 +1591,14 @@ impl Node {
                 .expect("more than 2^32 - 1 reopens of a cancelled group");
             self.abort_at.set(None);
             let tokens = Arc::new(Tokens::new(origin.as_ref().or(self.origin.as_ref())));
+            if scoped && tokens.scope.is_cancelled() {
+                // The context it was made from is cancelled: so is the new
+                // generation, for the reason the current one has. (Its lock
+                // under the current one's: no one else sees it yet.)
+                if let Some(reason) = one_at_a_time.as_ref() {
+                    tokens.set_reason(reason);
+                }
+            }
             let scope = tokens.scope.clone();
             match self.later.get() {
                 None => {
@@ -1777,7 +1789,7 @@ impl Node {
     ///
     /// A child made meanwhile is found here or finds the reason: it is
     /// pushed (and [`HAS_SCOPED`] set) under the links lock before it reads
-    /// the reason under the tokens lock ([`Node::make_child`]), and this
+    /// the reason under the tokens lock ([`Node::make_scoped_child`]), and this
     /// runs after the reason was set under that lock.
     #[inline(always)]
     fn cancel_scoped(&self, tokens: &Tokens) {
@@ -1797,7 +1809,8 @@ impl Node {
             return;
         };
         // Its own scoped children only, not one that another group made
-        // and linked here.
+        // and linked here, and not one cancelled already (its groups were
+        // given their reasons then: see below).
         let scoped: Vec<NodeRef> = {
             let links = table.links.lock();
             links
@@ -1807,11 +1820,7 @@ impl Node {
                 .cloned()
                 .collect()
         };
-        // Outside the links lock: `cancel_tree` walks, and cancelling runs
-        // wakers.
-        for child in &scoped {
-            cancel_tree(child, reason.clone());
-        }
+        cancel_made_below(scoped, &reason);
     }
 
     /// With the `tracing` feature, the reason to log a cancel of this group's
@@ -2361,9 +2370,24 @@ pub(crate) fn visit(
 /// group in the walk with at least as many left below them.
 fn traverse(
     root: &NodeRef,
+    at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
+    then: impl FnMut(NodeRef, usize),
+) {
+    traverse_from(root, |_| (), at, then);
+}
+
+/// [`traverse`], calling `first` on each group as the walk reaches it,
+/// before its links are read (without their lock: `first` may take the
+/// group's tokens lock, which is taken alone).
+fn traverse_from(
+    root: &NodeRef,
+    mut first: impl FnMut(&NodeRef),
     mut at: impl FnMut(&NodeRef, Option<&mut Links>) -> ControlFlow<()>,
     mut then: impl FnMut(NodeRef, usize),
 ) {
+    // `first` before even the look at `has_links`: what it does happens
+    // before this walk reads any of the group's links.
+    first(root);
     if !root.hot.has_links.load(Ordering::Acquire) {
         if at(root, None).is_continue() {
             then(root.clone(), 0);
@@ -2376,9 +2400,13 @@ fn traverse(
         mut stack,
     } = SCRATCH.try_with(Cell::take).unwrap_or_default();
     stack.push(root.clone());
+    let mut first_done = true; // for `root`, above
     while let Some(node) = stack.pop() {
         if !seen.insert(node.id()) {
             continue;
+        }
+        if !std::mem::take(&mut first_done) {
+            first(&node);
         }
         let below = stack.len();
         let flow = with_links(&node, |links| match links {
@@ -2684,18 +2712,65 @@ pub(crate) fn tree_is_idle(root: &NodeRef) -> bool {
 /// made with `child()` is cancelled through its parent's scope, and a task
 /// that sees its context cancelled must find the reason there.
 pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
-    let nodes = walk(root);
     // Each group's current generation, and those before it that a drain
     // ended (see `Later`): the same ones in both passes, held between them.
-    let held: Vec<Uncancelled> = nodes.iter().map(|node| node.uncancelled()).collect();
-    for (node, held) in nodes.iter().zip(&held) {
-        node.each_of(held, |tokens| tokens.set_reason(&reason));
-    }
+    // Each group's reason is set as the walk reaches it, before its links
+    // are read: a scoped child linked meanwhile is either found by the walk
+    // or reads that reason as it is made (see `Node::make_scoped_child`).
+    let mut held: Vec<Uncancelled> = Vec::new();
+    let mut nodes = Vec::new();
+    traverse_from(
+        root,
+        |node| {
+            let uncancelled = node.uncancelled();
+            node.each_of(&uncancelled, |tokens| tokens.set_reason(&reason));
+            held.push(uncancelled);
+        },
+        |_, _| ControlFlow::Continue(()),
+        |node, _| nodes.push(node),
+    );
     for (node, held) in nodes.iter().zip(&held) {
         node.each_of(held, |tokens| tokens.scope.cancel());
     }
     // Last: the reason may format a task's error, whose `Display` may panic.
     crate::trace::cancelled(&root.label, &reason);
+}
+
+/// Cancels `roots` (scoped children whose parent's context is being
+/// cancelled with `reason`) and the groups each made below it, `child()` or
+/// `scoped_child()`, whose scopes hang off theirs, with `reason`, the reasons
+/// first: not the groups `link()`ed there, which a cancel of the context
+/// does not reach (their turn comes in a shutdown's order). A group whose
+/// scope is cancelled already is passed over with all below it: whatever
+/// cancelled it gave them their reasons first (the caller's token aside,
+/// which they read as theirs). So each group is walked once however many
+/// cancels of the contexts above it follow (a shutdown cancels each group's
+/// in turn). The groups made form a tree: no group is reached twice.
+fn cancel_made_below(roots: Vec<NodeRef>, reason: &CancelReason) {
+    let mut stack = roots;
+    let mut reached: Vec<(NodeRef, Uncancelled)> = Vec::new();
+    while let Some(node) = stack.pop() {
+        if node.with_tokens(|tokens| tokens.scope.is_cancelled()) {
+            continue;
+        }
+        // The reason before the links are read, as `cancel_tree` does.
+        let uncancelled = node.uncancelled();
+        node.each_of(&uncancelled, |tokens| tokens.set_reason(reason));
+        if let Some(table) = node.links_table() {
+            let links = table.links.lock();
+            stack.extend(
+                links
+                    .map
+                    .values()
+                    .filter(|child| own_key(table, &links, child).is_some())
+                    .cloned(),
+            );
+        }
+        reached.push((node, uncancelled));
+    }
+    for (node, held) in &reached {
+        node.each_of(held, |tokens| tokens.scope.cancel());
+    }
 }
 
 /// Starts the timer of a group with a deadline of its own: at the deadline

@@ -366,18 +366,36 @@ impl WaitGroupBuilder {
     /// # Panics
     ///
     /// As [`build`](Self::build).
+    #[track_caller]
     pub fn build_child(self, parent: &WaitGroup) -> WaitGroup {
         self.build_below(parent, false, "builder().deadline(..).build_child")
     }
 
     /// Builds a [scoped child](WaitGroup::scoped_child) of `parent` with
-    /// these settings, as [`build_child`](Self::build_child) builds a child:
-    /// its context is a child of `parent`'s own tasks' context, so that
-    /// whatever cancels them (a shutdown reaching `parent`) cancels it too.
+    /// these settings, as [`build_child`](Self::build_child) builds a child
+    /// (a [`token`](Self::token) set here is ignored as there): its context
+    /// is a child of `parent`'s own tasks' context, so that whatever cancels
+    /// them (a shutdown reaching `parent`) cancels it too.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = WaitGroup::new();
+    /// let request = WaitGroup::builder()
+    ///     .name("GET /report")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build_scoped_child(&server);
+    /// server.cancel();
+    /// assert!(request.is_cancelled());
+    /// # }
+    /// ```
     ///
     /// # Panics
     ///
     /// As [`build`](Self::build).
+    #[track_caller]
     pub fn build_scoped_child(self, parent: &WaitGroup) -> WaitGroup {
         self.build_below(parent, true, "builder().deadline(..).build_scoped_child")
     }
@@ -807,7 +825,9 @@ impl WaitGroup {
 
     /// Creates a group linked below this one whose context is a child of this
     /// group's (Go's `errgroup` `Sub()`): cancelling this group cancels it,
-    /// cancelling it does not cancel this group. It inherits this group's
+    /// cancelling it does not cancel this group. A shutdown stops it after
+    /// this group's own work: for a group that work waits for (a request's
+    /// fan-out), make a [`scoped_child`](Self::scoped_child). It inherits this group's
     /// settings (`record_guards`, `cancel_on_error`, `abort_timeout`,
     /// `max_errors`, `limit` as a limit of its own, `abort_on_drop`,
     /// `stop_children_together`); name it
@@ -861,15 +881,30 @@ impl WaitGroup {
     /// fans out into it and waits for it: a shutdown cancels the fan-out with
     /// the handler, the handler's wait ends as its subtasks stop, and the
     /// request is answered within the grace instead of aborted at the
-    /// deadline. Everything else is as for [`child`](Self::child): this
-    /// group's waits, reports and aborts cover it, it inherits the settings,
-    /// and it leaves once released and idle. Cancelling it does not cancel
-    /// this group; `cancel()` on this group reaches it.
+    /// deadline. (A task of the group has [`TaskContext::scoped_child`](crate::TaskContext::scoped_child)
+    /// too.) Keep plain [`child`](Self::child)ren for parts that must
+    /// outlive this group's work (a pool the handlers use), and
+    /// [`stop_children_together`](WaitGroupBuilder::stop_children_together)
+    /// for a group whose children are all such fan-outs.
     ///
-    /// Its context hangs off this group's current context: after a shutdown
-    /// cancelled that, a scoped child made then, or
-    /// [reopened](Self::reopen), starts cancelled even once this group is
-    /// reopened; make a new one from the reopened group's work.
+    /// Everything else is as for [`child`](Self::child): this group's waits,
+    /// reports and aborts cover it, it inherits the settings, and it leaves
+    /// once released and idle. Cancelling it does not cancel this group;
+    /// `cancel()` on this group reaches it. What it cancels with this
+    /// group's work is what its own cancel reaches: the groups made below it
+    /// (`child()`, `scoped_child()`), not a group [`link`](Self::link)ed
+    /// there, which a shutdown reaches in its turn.
+    ///
+    /// A shutdown's [drain phase](crate::shutdown::Grace::drain) does not
+    /// reach it with this group's work: drained, the work that waits for it
+    /// still finishes what it is doing, and so do its tasks, until the
+    /// cancel.
+    ///
+    /// Its context hangs off this group's context as it is when the child
+    /// is made: once a shutdown cancelled that, a scoped child made then
+    /// starts cancelled, and one [reopened](Self::reopen) stays cancelled,
+    /// with the same reason, even after this group is reopened; make a new
+    /// one from the reopened group's work.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -183,6 +183,9 @@ async fn a_scoped_child_linked_elsewhere_is_cancelled_there_only_at_its_turn() {
     let other = WaitGroup::builder().name("other").build();
     let scoped = maker.scoped_child();
     other.link(&scoped).unwrap();
+    // `other` looks for scoped children of its own when its work is
+    // cancelled: it must not take `scoped` for one.
+    let _own = other.scoped_child();
     scoped.go(|ctx| async move { ctx.cancelled().await });
     // `other`'s own work: waits until the test lets it go.
     let (release, released) = oneshot::channel::<()>();
@@ -195,9 +198,7 @@ async fn a_scoped_child_linked_elsewhere_is_cancelled_there_only_at_its_turn() {
         async move { other.shutdown(GRACE).await }
     });
     // The shutdown has cancelled `other`'s own work and waits for it.
-    while !other.is_cancelled() {
-        tokio::task::yield_now().await;
-    }
+    other.cancelled().await;
     assert!(!scoped.is_cancelled(), "cancelled before its turn");
     release.send(()).unwrap();
     let report = shutdown.await.unwrap();
@@ -281,7 +282,9 @@ async fn a_scoped_child_made_from_an_older_context_follows_it() {
     let (reasons, mut read) = mpsc::unbounded_channel();
     let (go_ahead, wait_for_it) = oneshot::channel::<()>();
     let (running, started) = oneshot::channel();
+    let (in_first, first_started) = oneshot::channel();
     jobs.go(move |ctx| async move {
+        in_first.send(()).unwrap();
         wait_for_it.await.unwrap();
         let parts = ctx.scoped_child();
         parts.go(move |ctx| async move {
@@ -291,7 +294,7 @@ async fn a_scoped_child_made_from_an_older_context_follows_it() {
         running.send(()).unwrap();
         parts.wait().await
     });
-    tokio::task::yield_now().await; // the task starts, in the first context
+    first_started.await.unwrap(); // the task runs, in the first context
     jobs.drain();
     jobs.close();
     jobs.reopen(); // a new context for work started from now on
@@ -302,4 +305,60 @@ async fn a_scoped_child_made_from_an_older_context_follows_it() {
     assert!(report.is_clean(), "{report}");
     assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
     assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+}
+
+/// A group `link()`ed below a scoped child (a shared pool a request uses) is
+/// not made by it: a cancel of the parent's work does not reach it, only
+/// the shutdown's order does (the scoped child's own cancel would not
+/// either).
+#[tokio::test(start_paused = true)]
+async fn a_group_linked_below_a_scoped_child_keeps_its_turn() {
+    let server = WaitGroup::builder().name("server").build();
+    let request = server.scoped_child();
+    let pool = WaitGroup::builder().name("pool").build();
+    request.link(&pool).unwrap();
+    pool.go(|ctx| async move { ctx.cancelled().await });
+    request.go(|ctx| async move { ctx.cancelled().await });
+    let (release, released) = oneshot::channel::<()>();
+    server.go(move |_| async move {
+        let _ = released.await;
+    });
+
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(GRACE).await }
+    });
+    request.cancelled().await; // with the server's own work
+    assert!(
+        !pool.is_cancelled(),
+        "the pool was cancelled with the request"
+    );
+    release.send(()).unwrap();
+    let report = shutdown.await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(pool.is_cancelled(), "{report}");
+}
+
+/// A scoped child stays tied to the context it was made from: reopened
+/// after the shutdown that cancelled that context, it is still cancelled,
+/// with the shutdown's reason, even once its parent is reopened; a new one
+/// made from the reopened parent is not.
+#[tokio::test(start_paused = true)]
+async fn a_reopened_scoped_child_stays_with_the_context_it_was_made_from() {
+    let server = WaitGroup::new();
+    let request = server.scoped_child();
+    assert!(server.shutdown(GRACE).await.is_clean());
+    assert!(server.reopen());
+    assert!(request.reopen());
+    assert!(request.is_cancelled());
+    assert_eq!(request.cancel_reason(), Some(CancelReason::Shutdown));
+    // The other order: the child first.
+    let server = WaitGroup::new();
+    let request = server.scoped_child();
+    assert!(server.shutdown(GRACE).await.is_clean());
+    assert!(request.reopen());
+    assert!(server.reopen());
+    assert_eq!(request.cancel_reason(), Some(CancelReason::Shutdown));
+    let fresh = server.scoped_child();
+    assert!(!fresh.is_cancelled());
 }

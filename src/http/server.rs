@@ -204,7 +204,8 @@ impl ServeOptions {
     /// running, no response being sent) is kept, counted from the end of
     /// its last stream or from its preface; then it is sent `GOAWAY` and
     /// closed, as a drain closes it (see [`serve`]). `PING`s, the server's
-    /// [keep-alive](Self::http2_keep_alive_interval) ones too, are not use.
+    /// [keep-alive](Self::http2_keep_alive_interval) ones too, are not
+    /// use of it.
     /// Default 30 s.
     ///
     /// `Duration::MAX`: no limit (an idle HTTP/2 connection is kept for as
@@ -254,6 +255,12 @@ impl ServeOptions {
     /// long-lived stream (gRPC streaming) keeps the middleboxes on its path
     /// from dropping it. It does not keep an idle connection open past the
     /// [idle timeout](Self::http2_idle_timeout). Default: no pings.
+    ///
+    /// hyper sends the next `PING` once `interval` has passed since the last
+    /// bytes it read from the client, its answer to the previous `PING`
+    /// included: an interval of milliseconds pings almost without pause and
+    /// costs CPU on both sides for nothing. Keep-alive intervals are seconds
+    /// to minutes (gRPC's are).
     ///
     /// `Duration::MAX`: no pings.
     ///
@@ -364,8 +371,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   download, a long-lived stream) keeps its connection as long
 ///   ([`http2_idle_timeout`](ServeOptions::http2_idle_timeout));
 /// * a connection whose first bytes have not told its protocol 30 s after
-///   it was accepted (a silent client, or one stopped inside the HTTP/2
-///   preface, which hyper-util reads with no timeout) is dropped
+///   it was served (accepted, or given its slot under a `limit`: a silent
+///   client, or one stopped inside the HTTP/2 preface, which hyper-util
+///   reads with no timeout) is dropped
 ///   ([`sniff_timeout`](ServeOptions::sniff_timeout)).
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does

@@ -83,14 +83,8 @@ const REPORT_WINDOW: Duration = Duration::from_millis(100);
 /// up to this.
 const REPORT_LIMIT: Duration = Duration::from_secs(1);
 
-/// About thirty years: what `Duration::MAX` ("no limit") becomes as a deadline.
-const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
-
 /// `now + d`, saturating: `Duration::MAX` means no limit and never panics.
-pub(crate) fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d.min(FAR)).unwrap_or(now)
-}
+pub(crate) use crate::shutdown::deadline_after;
 
 tokio::task_local! {
     /// The scope of the member run being polled (or built), for containers nested in it.

@@ -260,3 +260,32 @@ fn a_scoped_child_made_during_a_cancel_has_its_reason() {
         ));
     });
 }
+
+/// As above, with the parent cancelled as a whole tree (`cancel()`, a
+/// deadline, a failure with `cancel_on_error`): its walk sets each group's
+/// reason before it reads the group's links, so the child is found by the
+/// walk or reads the reason as it is made.
+#[test]
+fn a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason() {
+    model(
+        "a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason",
+        || {
+            let (wg, _ctx) = group();
+            let parent = wg.clone();
+            let cancel = thread::spawn(move || parent.cancel());
+            let child = wg.scoped_child();
+            if child.is_cancelled() {
+                assert!(matches!(
+                    child.cancel_reason(),
+                    Some(CancelReason::Requested(_))
+                ));
+            }
+            cancel.join().unwrap();
+            assert!(child.is_cancelled());
+            assert!(matches!(
+                child.cancel_reason(),
+                Some(CancelReason::Requested(_))
+            ));
+        },
+    );
+}
