@@ -4,6 +4,10 @@
 
 #[path = "../examples/axum_server/client.rs"]
 mod client;
+mod common {
+    pub(crate) mod h2;
+}
+use common::h2::h2_frame;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -715,17 +719,6 @@ async fn an_http2_client_that_never_answers_does_not_hold_up_an_unbounded_drain(
         frames.push(kind);
     }
     assert!(frames.contains(&7), "told with a GOAWAY: {frames:?}");
-}
-
-/// An HTTP/2 frame: its 9-byte header (length, type, flags, stream id),
-/// then `payload` (RFC 9113, section 4.1).
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut frame = len.to_be_bytes()[1..].to_vec();
-    frame.extend_from_slice(&[kind, flags]);
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
 }
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).

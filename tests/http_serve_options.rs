@@ -9,6 +9,10 @@
 
 #[path = "../examples/axum_server/client.rs"]
 mod client;
+mod common {
+    pub(crate) mod h2;
+}
+use common::h2::h2_frame;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -180,17 +184,6 @@ async fn a_longer_http2_idle_timeout_keeps_the_connection_past_30_s_and_closes_i
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// An HTTP/2 frame: its 9-byte header (length, type, flags, stream id),
-/// then `payload` (RFC 9113, section 4.1).
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut frame = len.to_be_bytes()[1..].to_vec();
-    frame.extend_from_slice(&[kind, flags]);
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
 
 /// The next HTTP/2 frame: type, flags and payload; `None` at the end of the
 /// connection.

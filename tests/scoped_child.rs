@@ -31,24 +31,46 @@ fn make(parent: &WaitGroup, how: Make) -> WaitGroup {
     }
 }
 
+type Reasons = mpsc::UnboundedSender<Option<CancelReason>>;
+
+/// A task of `group` that stops when cancelled, and sends the reason it read.
+fn part(group: &WaitGroup, reasons: &Reasons) {
+    let reasons = reasons.clone();
+    group.go(move |ctx| async move {
+        ctx.cancelled().await;
+        reasons.send(ctx.cancel_reason()).unwrap();
+    });
+}
+
+/// Shuts `group` down, which must end clean at once (nothing held to the
+/// deadline) with `finished` tasks finished, and reads `parts` reasons: each
+/// the shutdown.
+async fn shut_down_at_once(
+    group: &WaitGroup,
+    read: &mut mpsc::UnboundedReceiver<Option<CancelReason>>,
+    parts: usize,
+    finished: usize,
+) {
+    let begun = Instant::now();
+    let report = group.shutdown(GRACE).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
+    assert_eq!(report.finished(), finished, "{report}");
+    for _ in 0..parts {
+        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+    }
+}
+
 /// A task of `server` that fans out into a group of its own, whose tasks
 /// stop only when cancelled and send the reason they read, and waits for it.
 /// Resolves once the fan-out is running.
-async fn fan_out(
-    server: &WaitGroup,
-    how: Make,
-    reasons: mpsc::UnboundedSender<Option<CancelReason>>,
-) {
+async fn fan_out(server: &WaitGroup, how: Make, reasons: Reasons) {
     let (running, started) = oneshot::channel();
     let parent = server.clone();
     server.task().name("handler").go(move |_| async move {
         let parts = make(&parent, how);
         for _ in 0..3 {
-            let reasons = reasons.clone();
-            parts.go(move |ctx| async move {
-                ctx.cancelled().await;
-                reasons.send(ctx.cancel_reason()).unwrap();
-            });
+            part(&parts, &reasons);
         }
         running.send(()).unwrap();
         parts.wait().await
@@ -72,20 +94,15 @@ async fn a_task_waiting_on_its_scoped_child_stops_within_the_grace() {
         let (reasons, mut read) = mpsc::unbounded_channel();
         fan_out(&server, how, reasons).await;
 
-        let begun = Instant::now();
-        let report = server.shutdown(GRACE).await;
         if how == Make::Child {
+            let begun = Instant::now();
+            let report = server.shutdown(GRACE).await;
             assert!(begun.elapsed() >= GRACE, "{how:?}: {report}");
             assert_eq!(report.aborted().len(), 1, "{how:?}: {report}");
             continue;
         }
-        assert!(report.is_clean(), "{how:?}: {report}");
-        assert_eq!(begun.elapsed(), Duration::ZERO, "{how:?}: {report}");
         // 1 handler + 3 parts.
-        assert_eq!(report.finished(), 4, "{how:?}: {report}");
-        for _ in 0..3 {
-            assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
-        }
+        shut_down_at_once(&server, &mut read, 3, 4).await;
         // Released and idle, the request's group has left.
         assert!(server.linked().is_empty(), "{how:?}");
     }
@@ -151,13 +168,8 @@ async fn groups_below_a_scoped_child_are_cancelled_with_it() {
             // A task of the request fans out in turn, twice.
             let scoped = below.scoped_child();
             let plain = below.child();
-            for group in [&scoped, &plain] {
-                let reasons = reasons.clone();
-                group.go(move |ctx| async move {
-                    ctx.cancelled().await;
-                    reasons.send(ctx.cancel_reason()).unwrap();
-                });
-            }
+            part(&scoped, &reasons);
+            part(&plain, &reasons);
             running.send(()).unwrap();
             let (scoped, plain) = tokio::join!(scoped.wait(), plain.wait());
             scoped.and(plain)
@@ -165,14 +177,8 @@ async fn groups_below_a_scoped_child_are_cancelled_with_it() {
         request.wait().await
     });
     started.await.unwrap();
-
-    let begun = Instant::now();
-    let report = server.shutdown(GRACE).await;
-    assert!(report.is_clean(), "{report}");
-    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
-    for _ in 0..2 {
-        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
-    }
+    // The server's task, the request's, two parts.
+    shut_down_at_once(&server, &mut read, 2, 4).await;
 }
 
 /// Only the group that made a scoped child cancels it with its own work: a
@@ -253,23 +259,13 @@ async fn a_task_fans_out_from_its_context() {
     jobs.go(move |ctx| async move {
         let parts = ctx.scoped_child();
         for _ in 0..3 {
-            let reasons = reasons.clone();
-            parts.go(move |ctx| async move {
-                ctx.cancelled().await;
-                reasons.send(ctx.cancel_reason()).unwrap();
-            });
+            part(&parts, &reasons);
         }
         running.send(()).unwrap();
         parts.wait().await
     });
     started.await.unwrap();
-    let begun = Instant::now();
-    let report = jobs.shutdown(GRACE).await;
-    assert!(report.is_clean(), "{report}");
-    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
-    for _ in 0..3 {
-        assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
-    }
+    shut_down_at_once(&jobs, &mut read, 3, 4).await;
 }
 
 /// A task that started before its group was drained and reopened keeps its
@@ -287,10 +283,7 @@ async fn a_scoped_child_made_from_an_older_context_follows_it() {
         in_first.send(()).unwrap();
         wait_for_it.await.unwrap();
         let parts = ctx.scoped_child();
-        parts.go(move |ctx| async move {
-            ctx.cancelled().await;
-            reasons.send(ctx.cancel_reason()).unwrap();
-        });
+        part(&parts, &reasons);
         running.send(()).unwrap();
         parts.wait().await
     });
@@ -300,11 +293,7 @@ async fn a_scoped_child_made_from_an_older_context_follows_it() {
     jobs.reopen(); // a new context for work started from now on
     go_ahead.send(()).unwrap();
     started.await.unwrap();
-    let begun = Instant::now();
-    let report = jobs.shutdown(GRACE).await;
-    assert!(report.is_clean(), "{report}");
-    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
-    assert_eq!(read.recv().await.unwrap(), Some(CancelReason::Shutdown));
+    shut_down_at_once(&jobs, &mut read, 1, 2).await;
 }
 
 /// A group `link()`ed below a scoped child (a shared pool a request uses) is

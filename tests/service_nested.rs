@@ -760,6 +760,17 @@ async fn nested_restarters_dropped_by_an_abort_do_not_repeat_it() {
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
+/// A wait group `jobs` with a task `flush` that never ends, not even when
+/// cancelled: a `TasksService`'s task that only an abort stops.
+fn jobs_with_a_hung_flush() -> WaitGroup {
+    let wg = WaitGroup::builder().name("jobs").build();
+    wg.task().name("flush").go(|_ctx| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(())
+    });
+    wg
+}
+
 /// A `TasksService` whose stop began before the container around it had a deadline (its
 /// group stopping on its own, a member having failed), two or three levels below the
 /// container whose deadline bounds it: its task `jobs/flush` is listed aborted in its report,
@@ -770,11 +781,7 @@ async fn nested_restarters_dropped_by_an_abort_do_not_repeat_it() {
 #[tokio::test(start_paused = true)]
 async fn a_tasks_service_below_a_nested_container_is_not_named_beside_its_tasks() {
     for between in ["nothing", "a group"] {
-        let wg = WaitGroup::builder().name("jobs").build();
-        wg.task().name("flush").go(|_ctx| async move {
-            std::future::pending::<()>().await;
-            Ok::<_, std::io::Error>(())
-        });
+        let wg = jobs_with_a_hung_flush();
         let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::MAX);
         let inner = stopping_on_its_own(tasks);
         let member: Box<dyn Service> = match between {
@@ -849,11 +856,7 @@ fn unclean_of<'a>(err: &'a ServiceError, name: &str) -> Option<&'a UncleanShutdo
 #[tokio::test(start_paused = true)]
 async fn a_tasks_service_stopping_is_cut_short_by_an_earlier_deadline_around() {
     for how in ["group stopping", "wait group cancelled"] {
-        let wg = WaitGroup::builder().name("jobs").build();
-        wg.task().name("flush").go(|_ctx| async move {
-            std::future::pending::<()>().await;
-            Ok::<_, std::io::Error>(())
-        });
+        let wg = jobs_with_a_hung_flush();
         wg.task().name("polite").go(|ctx| async move {
             ctx.cancelled().await;
             Ok::<_, std::io::Error>(())
