@@ -6,7 +6,8 @@
 //! below it. Everything that walks links goes through one traversal,
 //! [`visit`]: iterative (an explicit stack, so depth is limited by memory,
 //! not by the thread's stack), visiting each reachable group exactly once,
-//! root first and then depth-first in link order. Waits, cancel, pending,
+//! root first and then depth-first in link order (a group's scoped children
+//! before its other links). Waits, cancel, pending,
 //! errors, the shutdown order and the cycle check all use it.
 //!
 //! # Handles and internal references
@@ -638,19 +639,20 @@ impl Tokens {
     /// `bits` fold the checks away.
     #[inline(always)]
     fn cancel_or_mark(&self, bits: u8, reason: Option<CancelReason>) {
-        self.cancel_or_mark_then(bits, reason, |_| ());
+        self.cancel_or_mark_then(bits, reason, |_| false);
     }
 
     /// [`cancel_or_mark`](Self::cancel_or_mark), calling `between` once the
     /// reason is set and before any token is cancelled: where a cancel of a
     /// group's own context gives its scoped children the reason
-    /// ([`Node::cancel_scoped`]).
+    /// ([`Node::cancel_scoped`]). `between` returns whether it cancelled the
+    /// tokens made itself ([`cancel_made`](Self::cancel_made) with `bits`).
     #[inline(always)]
     fn cancel_or_mark_then(
         &self,
         bits: u8,
         reason: Option<CancelReason>,
-        between: impl FnOnce(&Tokens),
+        between: impl FnOnce(&Tokens) -> bool,
     ) {
         // The bits of the tokens named and not made yet.
         let unmade = || {
@@ -665,8 +667,9 @@ impl Tokens {
         };
         #[cfg(not(loom))]
         if reason.is_none() && unmade() == 0 {
-            between(self);
-            self.cancel_made(bits);
+            if !between(self) {
+                self.cancel_made(bits);
+            }
             return;
         }
         let mut reason = reason;
@@ -687,8 +690,9 @@ impl Tokens {
         // Outside the lock: a reason not kept may hold the last reference
         // to a task's error, and cancelling runs the waiters' wakers.
         drop(reason);
-        between(self);
-        self.cancel_made(bits);
+        if !between(self) {
+            self.cancel_made(bits);
+        }
     }
 
     /// The reason set, whether or not `own` is cancelled yet: set means it
@@ -1770,7 +1774,7 @@ impl Node {
             // A group a shutdown stops often has no token made: none is made.
             self.tokens
                 .cancel_or_mark_then(OWN_CANCELLED, Some(reason), |tokens| {
-                    self.cancel_scoped(tokens);
+                    self.cancel_scoped(tokens, OWN_CANCELLED)
                 });
         } else {
             self.cancel_generations(OWN_CANCELLED, reason);
@@ -1779,23 +1783,27 @@ impl Node {
     }
 
     /// Between setting the reason of this group's context (`tokens`) and
-    /// cancelling it: cancels each [scoped child](crate::WaitGroup::scoped_child)
-    /// linked here, and the groups below it, with that reason
-    /// ([`cancel_tree`]). Their scopes are children of that context, so its
-    /// cancel would reach them anyway; this gives them the reason first, as
-    /// a cancel of the whole tree does, so that their tasks read the
-    /// shutdown (not "the caller's token") as why. One load in a group that
-    /// never made a scoped child.
+    /// cancelling it: in a group that made a [scoped child](crate::WaitGroup::scoped_child),
+    /// gives each scoped child made here, and the groups made below it, that
+    /// reason ([`give_reason_below`]), then cancels the tokens `bits` name
+    /// (the context), then their scopes ([`cancel_reached_scopes`]), and
+    /// returns `true`. Their scopes are children of that context, so its
+    /// cancel reaches them; the reasons first, as a cancel of the whole tree
+    /// sets them first, so that their tasks read the shutdown (not "the
+    /// caller's token") as why. One load, and `false`, in a group that never
+    /// made a scoped child.
     ///
     /// A child made meanwhile is found here or finds the reason: it is
     /// pushed (and [`HAS_SCOPED`] set) under the links lock before it reads
     /// the reason under the tokens lock ([`Node::make_scoped_child`]), and this
     /// runs after the reason was set under that lock.
     #[inline(always)]
-    fn cancel_scoped(&self, tokens: &Tokens) {
-        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0 {
-            self.cancel_scoped_children(tokens);
+    fn cancel_scoped(&self, tokens: &Tokens, bits: u8) -> bool {
+        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED == 0 {
+            return false;
         }
+        self.cancel_scoped_children(tokens, bits);
+        true
     }
 
     /// [`cancel_scoped`](Self::cancel_scoped) in a group that made a scoped
@@ -1803,24 +1811,26 @@ impl Node {
     /// only (measured under callgrind: `profile shutdown flat`).
     #[cold]
     #[inline(never)]
-    fn cancel_scoped_children(&self, tokens: &Tokens) {
+    fn cancel_scoped_children(&self, tokens: &Tokens, bits: u8) {
         let reason = tokens.reason_set().unwrap_or(CancelReason::Token);
+        let reached = give_reason_below(self.scoped_made_here(), &reason);
+        tokens.cancel_made(bits);
+        cancel_reached_scopes(reached);
+    }
+
+    /// The scoped children this group made and has now: not one that
+    /// another group made and linked here.
+    fn scoped_made_here(&self) -> Vec<NodeRef> {
         let Some(table) = self.links_table() else {
-            return;
+            return Vec::new();
         };
-        // Its own scoped children only, not one that another group made
-        // and linked here, and not one cancelled already (its groups were
-        // given their reasons then: see below).
-        let scoped: Vec<NodeRef> = {
-            let links = table.links.lock();
-            links
-                .map
-                .values()
-                .filter(|child| child.is_scoped() && own_key(table, &links, child).is_some())
-                .cloned()
-                .collect()
-        };
-        cancel_made_below(scoped, &reason);
+        let links = table.links.lock();
+        links
+            .map
+            .values()
+            .filter(|child| child.is_scoped() && own_key(table, &links, child).is_some())
+            .cloned()
+            .collect()
     }
 
     /// With the `tracing` feature, the reason to log a cancel of this group's
@@ -1862,14 +1872,49 @@ impl Node {
             // those after it find them cancelled with their reason.
             let bits = if left > 0 { OWN_CANCELLED } else { bits };
             tokens.cancel_or_mark_then(bits, Some(reason.clone()), |tokens| {
-                self.cancel_scoped(tokens);
+                self.cancel_scoped(tokens, bits)
             });
         });
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
     /// take no more.
+    ///
+    /// Its [scoped children](crate::WaitGroup::scoped_child) (and theirs)
+    /// are drained with it, as they are cancelled with it: the work that
+    /// waits for them finishes what it is doing, and so do they. Not the
+    /// groups below them otherwise: those follow their turn.
     pub(crate) fn drain_own(&self) {
+        self.drain_this();
+        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0 {
+            self.drain_scoped_children();
+        }
+    }
+
+    /// [`drain_own`](Self::drain_own)'s walk of the scoped children, out of
+    /// line as [`cancel_scoped_children`](Self::cancel_scoped_children) is.
+    /// The groups made form a tree: none is reached twice.
+    #[cold]
+    #[inline(never)]
+    fn drain_scoped_children(&self) {
+        let mut stack = self.scoped_made_here();
+        while let Some(node) = stack.pop() {
+            // Drained already: with the scoped children it had then, by
+            // this walk or a drain of the whole tree; one made since is not
+            // drained (as a group made in a drained one is not).
+            if node.with_tokens(Tokens::is_drained) {
+                continue;
+            }
+            node.drain_this();
+            if node.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0 {
+                stack.extend(node.scoped_made_here());
+            }
+        }
+    }
+
+    /// Drains this group's own tasks only, not its scoped children: for a
+    /// walk that reaches those itself ([`drain_tree`]).
+    fn drain_this(&self) {
         self.with_tokens(|tokens| tokens.cancel_or_mark(DRAINED, None));
     }
 
@@ -1881,7 +1926,7 @@ impl Node {
         if self.later.get().is_none() {
             self.tokens
                 .cancel_or_mark_then(DRAINED | OWN_CANCELLED, Some(reason), |tokens| {
-                    self.cancel_scoped(tokens);
+                    self.cancel_scoped(tokens, DRAINED | OWN_CANCELLED)
                 });
         } else {
             self.cancel_generations(DRAINED | OWN_CANCELLED, reason);
@@ -2348,7 +2393,8 @@ impl Counters {
 
 /// Visits `root` and every group linked below it, each exactly once: root
 /// first, then depth-first in link order (the order of a recursive walk that
-/// skips groups already seen). Iterative, so a chain of any depth is fine.
+/// skips groups already seen), a group's scoped children before its other
+/// links. Iterative, so a chain of any depth is fine.
 ///
 /// `at` is called for each group while its links are being read: under its
 /// links lock, with them, if it ever had links (so that what it sees of the
@@ -2412,8 +2458,25 @@ fn traverse_from(
         let flow = with_links(&node, |links| match links {
             Some(links) => {
                 let flow = at(&node, Some(&mut *links));
-                // Pushed in reverse, so the first link is visited next.
-                stack.extend(links.map.values().rev().cloned());
+                // Pushed in reverse, so the first link is visited next; the
+                // scoped children, which belong with the group's own work,
+                // before every other link (pushed last), so that a shutdown
+                // stops them, aborts included, before the groups linked after
+                // that work (a pool made before the requests).
+                let table = (node.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0)
+                    .then(|| node.links_table())
+                    .flatten();
+                if let Some(table) = table {
+                    let links = &*links;
+                    let made_here =
+                        |l: &&NodeRef| l.is_scoped() && own_key(table, links, l).is_some();
+                    for scoped in [false, true] {
+                        let values = links.map.values().rev();
+                        stack.extend(values.filter(|l| made_here(l) == scoped).cloned());
+                    }
+                } else {
+                    stack.extend(links.map.values().rev().cloned());
+                }
                 flow
             }
             None => at(&node, None),
@@ -2736,19 +2799,28 @@ pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
     crate::trace::cancelled(&root.label, &reason);
 }
 
-/// Cancels `roots` (scoped children whose parent's context is being
-/// cancelled with `reason`) and the groups each made below it, `child()` or
-/// `scoped_child()`, whose scopes hang off theirs, with `reason`, the reasons
-/// first: not the groups `link()`ed there, which a cancel of the context
-/// does not reach (their turn comes in a shutdown's order). A group whose
-/// scope is cancelled already is passed over with all below it: whatever
-/// cancelled it gave them their reasons first (the caller's token aside,
-/// which they read as theirs). So each group is walked once however many
-/// cancels of the contexts above it follow (a shutdown cancels each group's
-/// in turn). The groups made form a tree: no group is reached twice.
-fn cancel_made_below(roots: Vec<NodeRef>, reason: &CancelReason) {
+/// Scoped children reached by a cancel of their parent's context
+/// ([`give_reason_below`]), with the generations of each to cancel.
+type Reached = Vec<(NodeRef, Uncancelled)>;
+
+/// Gives `roots` (scoped children whose parent's context is being cancelled
+/// with `reason`) and the groups each made below it, `child()` or
+/// `scoped_child()`, `reason`: not the groups `link()`ed there, which a cancel
+/// of the context does not reach (their turn comes in a shutdown's order).
+/// Returns them, for [`cancel_reached_scopes`] to cancel once the parent's context
+/// is: their scopes hang off it, so its cancel reaches them, and it is
+/// marked cancelled (under its token's lock, which `is_cancelled` takes)
+/// before any of them is seen cancelled; a task waiting for its parts never
+/// sees them stop for the cancel while its own context reads uncancelled.
+/// A group whose scope is cancelled already is passed over with all below
+/// it: whatever cancelled it gave them their reasons first (the caller's
+/// token aside, which they read as theirs). So each group is walked once
+/// however many cancels of the contexts above it follow (a shutdown cancels
+/// each group's in turn). The groups made form a tree: none is reached
+/// twice.
+fn give_reason_below(roots: Vec<NodeRef>, reason: &CancelReason) -> Reached {
     let mut stack = roots;
-    let mut reached: Vec<(NodeRef, Uncancelled)> = Vec::new();
+    let mut reached = Vec::new();
     while let Some(node) = stack.pop() {
         if node.with_tokens(|tokens| tokens.scope.is_cancelled()) {
             continue;
@@ -2768,6 +2840,16 @@ fn cancel_made_below(roots: Vec<NodeRef>, reason: &CancelReason) {
         }
         reached.push((node, uncancelled));
     }
+    reached
+}
+
+/// After their parent's context was cancelled: cancels the scopes of the
+/// groups [`give_reason_below`] reached. That cancel reached them already,
+/// but for a scoped child made from a context of an earlier generation of
+/// the parent that nothing holds any more (a reopened group's drained
+/// generation, its tasks gone), which no cancel of the parent reaches now:
+/// it was given the reason, so it is cancelled too.
+fn cancel_reached_scopes(reached: Reached) {
     for (node, held) in &reached {
         node.each_of(held, |tokens| tokens.scope.cancel());
     }
@@ -2803,7 +2885,7 @@ pub(crate) fn start_deadline_timer(this: &NodeRef, runtime: &tokio::runtime::Han
 /// Tells `root` and every group below it to drain (`WaitGroup::drain`).
 pub(crate) fn drain_tree(root: &NodeRef) {
     for node in walk(root) {
-        node.drain_own();
+        node.drain_this();
     }
 }
 

@@ -895,10 +895,12 @@ impl WaitGroup {
     /// (`child()`, `scoped_child()`), not a group [`link`](Self::link)ed
     /// there, which a shutdown reaches in its turn.
     ///
-    /// A shutdown's [drain phase](crate::shutdown::Grace::drain) does not
-    /// reach it with this group's work: drained, the work that waits for it
-    /// still finishes what it is doing, and so do its tasks, until the
-    /// cancel.
+    /// In a shutdown it goes with this group's own work all the way: drained
+    /// with it in a [drain phase](crate::shutdown::Grace::drain) (the scoped
+    /// children it has then), cancelled with it, and, at the deadline,
+    /// stopped (its stragglers aborted) before any other group below this
+    /// one has its turn, whatever the order they were made in. A task that
+    /// sees its parts stop for the cancel finds its own context cancelled.
     ///
     /// Its context hangs off this group's context as it is when the child
     /// is made: once a shutdown cancelled that, a scoped child made then
@@ -1501,13 +1503,15 @@ impl WaitGroup {
     /// deadline, and reports what happened.
     ///
     /// For this group, then for each linked group in walk order (depth-first
-    /// in link order, each group once):
+    /// in link order, a group's [scoped children](Self::scoped_child) before
+    /// its other links, each group once):
     ///
     /// 1. [close](Self::close) it, so `try_add`/`try_go` refuse new work;
     /// 2. cancel its own context (not yet its children's: a database pool
     ///    linked below a server keeps serving while the server's connections
     ///    drain), and with it its [scoped children](Self::scoped_child), the
-    ///    groups its own tasks fan out into and wait for;
+    ///    groups its own tasks fan out into and wait for (drained with it
+    ///    too, and first in the walk among the groups below it);
     /// 3. wait for its own work until it is done or its stop time comes (when
     ///    the wait ends, the shutdown yields once and looks again: a task that
     ///    returns on the very tick of Tokio's timer that ended it counts as

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use taskgroup::shutdown::Grace;
 use taskgroup::{CancelReason, WaitGroup};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -350,4 +351,87 @@ async fn a_reopened_scoped_child_stays_with_the_context_it_was_made_from() {
     assert_eq!(request.cancel_reason(), Some(CancelReason::Shutdown));
     let fresh = server.scoped_child();
     assert!(!fresh.is_cancelled());
+}
+
+/// At the deadline a scoped child's stragglers are stopped with the work
+/// they belong to, before the groups after that work: a pool child made
+/// before the requests (first in link order) is cancelled only once a
+/// request's fan-out part that ignores cancellation has been aborted.
+/// (Before, the pool's turn came first, by link order, and it was
+/// cancelled at the deadline with the part still running until its own
+/// turn: `probe-scoped repro_order`, 20 of 20.)
+#[tokio::test(start_paused = true)]
+async fn a_stubborn_fan_out_is_aborted_before_a_pool_made_earlier_is_cancelled() {
+    struct OnDrop(Option<oneshot::Sender<Instant>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.take().unwrap().send(Instant::now());
+        }
+    }
+    let server = WaitGroup::builder().name("server").build();
+    let pool = server.task().name("pool").child();
+    let (pool_cancelled, pool_cancelled_at) = oneshot::channel();
+    pool.go(move |ctx| async move {
+        ctx.cancelled().await;
+        pool_cancelled.send(Instant::now()).unwrap();
+    });
+    let (dropped, part_dropped_at) = oneshot::channel();
+    let (running, started) = oneshot::channel();
+    server.go(move |ctx| async move {
+        let parts = ctx.scoped_child();
+        parts.task().name("stubborn").go(move |_| async move {
+            let _on_drop = OnDrop(Some(dropped));
+            std::future::pending::<()>().await;
+        });
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+
+    let report = server.shutdown(Duration::from_millis(200)).await;
+    let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    assert!(aborted.contains(&Some("stubborn")), "{report}");
+    let (part_dropped_at, pool_cancelled_at) = (
+        part_dropped_at.await.unwrap(),
+        pool_cancelled_at.await.unwrap(),
+    );
+    assert!(
+        pool_cancelled_at >= part_dropped_at,
+        "the pool was cancelled {:?} before the part was aborted\n{report}",
+        part_dropped_at - pool_cancelled_at
+    );
+}
+
+/// A shutdown's drain phase drains a group's scoped children with its own
+/// work: parts that finish on the drain signal end at once, and so does the
+/// task waiting for them, long before the cancel phase. (Before, the parts
+/// were drained only at the cancel, 300 ms on: `probe-scoped hostile
+/// drainsig`, 10 of 10.)
+#[tokio::test(start_paused = true)]
+async fn the_drain_phase_drains_scoped_children_with_the_work_that_waits_for_them() {
+    let server = WaitGroup::builder().name("server").build();
+    let (drained, mut read) = mpsc::unbounded_channel();
+    let (running, started) = oneshot::channel();
+    server.go(move |ctx| async move {
+        let parts = ctx.scoped_child();
+        for _ in 0..3 {
+            let drained = drained.clone();
+            parts.go(move |ctx| async move {
+                ctx.draining().await;
+                drained.send(ctx.is_cancelled()).unwrap();
+            });
+        }
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+    let grace = Grace::drain(Duration::from_millis(300)).then_cancel(Duration::from_millis(300));
+    let begun = Instant::now();
+    let report = server.shutdown(grace).await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(begun.elapsed(), Duration::ZERO, "{report}");
+    for _ in 0..3 {
+        // Drained, not cancelled.
+        assert_eq!(read.recv().await, Some(false));
+    }
 }

@@ -923,3 +923,46 @@ fn a_shutdown_in_block_on_lets_the_workers_run_what_it_cancelled() {
     println!("stress: {bad} of {ROUNDS} shutdowns in block_on aborted a task that stops on cancel");
     assert!(bad <= ROUNDS / 30, "{bad} of {ROUNDS} rounds");
 }
+
+/// Tasks waiting on parts they fanned out into (`ctx.scoped_child()`), on
+/// two workers, shut down: a task whose parts ended on the shutdown's cancel
+/// finds its own context cancelled (the parts are cancelled with it, not
+/// before it). Before the cancel of a group's context let that cancel reach
+/// its scoped children, they were cancelled first, and a task running on
+/// the other worker saw its parts stop while its own context read
+/// uncancelled (`probe-scoped repro_window 50`: 38 of 50 runs).
+#[test]
+fn tasks_see_their_context_cancelled_once_their_scoped_parts_stop_on_it() {
+    let rounds = scaled(50, 2);
+    for round in 0..rounds {
+        let uncancelled = runtime().block_on(async {
+            let server = WaitGroup::new();
+            let (started, mut all_started) = tokio::sync::mpsc::channel::<()>(10);
+            let uncancelled = Arc::new(AtomicUsize::new(0));
+            for _ in 0..10 {
+                let (started, uncancelled) = (started.clone(), uncancelled.clone());
+                server.go(move |ctx| async move {
+                    let parts = ctx.scoped_child();
+                    parts.go(|ctx| async move { ctx.cancelled().await });
+                    started.send(()).await.unwrap();
+                    parts.wait().await.unwrap();
+                    if !ctx.is_cancelled() {
+                        uncancelled.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+            for _ in 0..10 {
+                all_started.recv().await.unwrap();
+            }
+            let report = tokio::time::timeout(LIMIT, server.shutdown(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert!(report.is_clean(), "round {round}: {report}");
+            uncancelled.load(Ordering::SeqCst)
+        });
+        assert_eq!(
+            uncancelled, 0,
+            "round {round}: tasks whose parts stopped first"
+        );
+    }
+}
