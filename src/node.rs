@@ -79,7 +79,9 @@
 //! registry shard, then the group's `aborting` lock
 //! (a task recording its abort handle, [`Node::late_abort`]), then an abort
 //! watch's. A generation's [`Tokens::lock`]
-//! is taken alone, and held only to fill a token cell (making a token takes
+//! is taken alone (but by a scoped child's `reopen()`, which sets the reason
+//! of the generation it makes, not yet shared, under the current one's), and
+//! held only to fill a token cell (making a token takes
 //! tokio-util's lock of its parent token), set an early bit or the cancel
 //! reason, or add the next generation (taking [`Later`]'s lock of the later
 //! generations, by itself the last lock taken: it is held only to read or
@@ -1862,19 +1864,27 @@ impl Node {
     #[cold]
     fn cancel_generations(&self, bits: u8, reason: CancelReason) {
         let uncancelled = self.uncancelled();
+        // Every generation's reason, then the scoped children's (made from
+        // any generation's context: a task of an earlier one makes its own
+        // from that one), then the cancels, then the scopes reached: no
+        // scoped child is cancelled before the context it hangs off, nor
+        // before it has its reason (see `cancel_scoped`).
+        self.each_of(&uncancelled, |tokens| tokens.set_reason(&reason));
+        let reached = (self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0).then(|| {
+            // The current generation's (the first set wins).
+            let given = self.with_tokens(Tokens::reason_set);
+            give_reason_below(self.scoped_made_here(), given.as_ref().unwrap_or(&reason))
+        });
         let mut left = usize::from(uncancelled.first) + uncancelled.held.len();
         self.each_of(&uncancelled, |tokens| {
             left -= 1;
-            // The current one last, as `bits` say. Each gives the scoped
-            // children their reason before it cancels (a child made from an
-            // earlier generation's context, by a task of that generation,
-            // hangs off that one): the first that does reaches them all,
-            // those after it find them cancelled with their reason.
+            // The current one last, as `bits` say.
             let bits = if left > 0 { OWN_CANCELLED } else { bits };
-            tokens.cancel_or_mark_then(bits, Some(reason.clone()), |tokens| {
-                self.cancel_scoped(tokens, bits)
-            });
+            tokens.cancel_or_mark(bits, Some(reason.clone()));
         });
+        if let Some(reached) = reached {
+            cancel_reached_scopes(reached);
+        }
     }
 
     /// Tells this group's own tasks to drain: finish what they are doing and
