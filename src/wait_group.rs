@@ -910,7 +910,7 @@ impl WaitGroup {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use taskgroup::{CancelReason, WaitGroup};
+    /// # use taskgroup::WaitGroup;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let server = WaitGroup::new();

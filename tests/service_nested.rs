@@ -338,11 +338,13 @@ fn serve_in_top(
 
 /// Waits until `hub` says the service at `path` (relative to `top`) is running.
 async fn running(hub: &StatusHub, path: &str) {
+    reaches(hub, path, ServiceState::Running).await;
+}
+
+/// Waits until `hub` says the service at `path` (relative to `top`) is in `state`.
+async fn reaches(hub: &StatusHub, path: &str, state: ServiceState) {
     hub.watch()
-        .wait_for(|m| {
-            m.get(path)
-                .is_some_and(|e| e.state == ServiceState::Running)
-        })
+        .wait_for(|m| m.get(path).is_some_and(|e| e.state == state))
         .await
         .unwrap();
 }
@@ -458,13 +460,7 @@ async fn failure_survives_the_aborts_around(ending: bool) {
         .unwrap();
     let (hub, ctx, serve) = serve_in_top(middle);
     // `inner` took its member's failure (and so stops on its own) before `top` is cancelled.
-    hub.watch()
-        .wait_for(|m| {
-            m.get("middle/inner/fails")
-                .is_some_and(|e| e.state == ServiceState::Failed)
-        })
-        .await
-        .unwrap();
+    reaches(&hub, "middle/inner/fails", ServiceState::Failed).await;
     let cancelled = Instant::now();
     let err = stop_top(ctx, serve).await;
     assert!(cancelled.elapsed() < Duration::from_secs(10));
@@ -800,13 +796,7 @@ async fn a_tasks_service_below_a_nested_container_is_not_named_beside_its_tasks(
         } else {
             "mid/inner/fails"
         };
-        hub.watch()
-            .wait_for(|m| {
-                m.get(fails)
-                    .is_some_and(|e| e.state == ServiceState::Failed)
-            })
-            .await
-            .unwrap();
+        reaches(&hub, fails, ServiceState::Failed).await;
         let err = stop_top(ctx, serve).await;
         assert!(hung_paths(&err).is_empty(), "{between}: {err:#}");
         let unclean = unclean_of(&err, "tasks").unwrap_or_else(|| panic!("{between}: {err:?}"));
@@ -869,13 +859,7 @@ async fn a_tasks_service_stopping_is_cut_short_by_an_earlier_deadline_around() {
         let (hub, ctx, serve, path) = if how == "group stopping" {
             let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::MAX);
             let (hub, ctx, serve) = serve_in_top(stopping_on_its_own(tasks));
-            hub.watch()
-                .wait_for(|m| {
-                    m.get("inner/fails")
-                        .is_some_and(|e| e.state == ServiceState::Failed)
-                })
-                .await
-                .unwrap();
+            reaches(&hub, "inner/fails", ServiceState::Failed).await;
             (hub, ctx, serve, "inner/tasks")
         } else {
             let tasks = TasksService::new("tasks", wg.clone()).grace(Duration::from_secs(10));
