@@ -193,6 +193,11 @@ pub(crate) async fn run(
     // once a shutdown, by the first group reached after the deadline (see
     // `stop_group`).
     let mut recount = true;
+    // The scoped children of the groups that had their turn, each with when
+    // that turn cancelled it (with its parent's work): reached then, as a
+    // group stopped together is, not at its own turn after its parent's
+    // (which may be past the deadline: see `stop_group`).
+    let mut scopes_reached: IdMap<Instant> = IdMap::default();
 
     // Groups linked during the shutdown are taken in a further pass (or, if
     // found when the deadline passes, in this one); the walk that finds none
@@ -216,10 +221,22 @@ pub(crate) async fn run(
                 reason: &reason,
             };
             let mut linked = None;
-            if !stop_if_idle(group, &turn, &budget) {
-                let started = together_started
-                    .filter(|&(end, _)| at < end)
-                    .map(|(_, when)| when);
+            let together_at = together_started
+                .filter(|&(end, _)| at < end)
+                .map(|(_, when)| when);
+            let scope_at = if scopes_reached.is_empty() {
+                None
+            } else {
+                scopes_reached.remove(&group.id())
+            };
+            let started = match (together_at, scope_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let reached = if stop_if_idle(group, &turn, &budget) {
+                // Cancelled just now, if not before.
+                started
+            } else {
                 let mut linked_since_walk = || {
                     if !std::mem::take(&mut recount) {
                         return 0;
@@ -227,7 +244,7 @@ pub(crate) async fn run(
                     linked = linked_since(root, &visited, &mut versions, &mut last_walk);
                     linked.as_ref().map_or(0, |l| l.groups.len())
                 };
-                stop_group(
+                let reached = stop_group(
                     group,
                     turn,
                     started,
@@ -237,6 +254,17 @@ pub(crate) async fn run(
                     &mut aborted,
                 )
                 .await;
+                Some(reached)
+            };
+            // Those made during the turn too: made cancelled, they went with
+            // the group's work from then on. No clock read for a group that
+            // made none (most of a tree).
+            let scoped = group.scoped_children();
+            if !scoped.is_empty() {
+                let reached = reached.unwrap_or_else(Instant::now);
+                for child in scoped {
+                    scopes_reached.entry(child.id()).or_insert(reached);
+                }
             }
             if let Some(linked) = linked {
                 next_start = linked.append(
@@ -1017,7 +1045,8 @@ async fn start_together(
 /// for the aborts until its abort time (see the budget on
 /// `WaitGroup::shutdown`). `started`: when the group was cancelled before
 /// its turn, by a group above it that stops its children together (see
-/// [`start_together`]); it counts as reached then.
+/// [`start_together`]), or, a scoped child, by its parent's turn; it counts
+/// as reached then. Returns when it was reached.
 ///
 /// `linked_since_walk`: called by a group reached after the deadline, the
 /// number of groups linked since the shutdown's walk (by an accept loop that
@@ -1036,7 +1065,7 @@ async fn stop_group(
     budget: &Budget,
     timer: &mut Timer,
     aborted: &mut Aborted<'_>,
-) {
+) -> Instant {
     // A group that drains in time is stopped then. It is cancelled even so:
     // after a shutdown a group is closed and cancelled, so work registered
     // later (plain `add`/`go`) starts cancelled, and reads the shutdown's
@@ -1048,12 +1077,12 @@ async fn stop_group(
         now < budget.drain_end && stopped_by_itself(group, now, budget.drain_end, timer).await
     };
     group.cancel_own(turn.reason.clone());
-    if drained {
-        group.set_abort_time(budget.abort_time);
-        return;
-    }
     let now = Instant::now();
     let reached = started.unwrap_or(now);
+    if drained {
+        group.set_abort_time(budget.abort_time);
+        return reached;
+    }
     let late = !turn.is_root && reached >= budget.deadline;
     let (stop_by, late_share) = if late {
         let groups_left = turn.groups_left + linked_since_walk();
@@ -1069,7 +1098,7 @@ async fn stop_group(
         group.set_abort_time(budget.abort_time);
     }
     if stopped_by_itself(group, now, stop_by, timer).await {
-        return;
+        return reached;
     }
     let now = Instant::now();
     let abort_by = match late_share {
@@ -1114,13 +1143,14 @@ async fn stop_group(
         .await;
         drop(phase);
         aborted.add(watch);
-        return;
+        return reached;
     }
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     drop(phase);
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     let _ = timeout_at(abort_by, watch.others_settled()).await;
     aborted.add(watch);
+    reached
 }
 
 /// Tokio's timer fires on whole milliseconds, so a wait for less than this

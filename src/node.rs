@@ -1820,6 +1820,16 @@ impl Node {
         cancel_reached_scopes(reached);
     }
 
+    /// The [scoped children](crate::WaitGroup::scoped_child) this group
+    /// made and has now, for a shutdown whose turn of this group stopped
+    /// them with it; one load of the flags in a group that never made one.
+    pub(crate) fn scoped_children(&self) -> Vec<NodeRef> {
+        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED == 0 {
+            return Vec::new();
+        }
+        self.scoped_made_here()
+    }
+
     /// The scoped children this group made and has now: not one that
     /// another group made and linked here.
     fn scoped_made_here(&self) -> Vec<NodeRef> {
