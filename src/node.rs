@@ -737,10 +737,35 @@ impl Tokens {
         }
     }
 
-    /// Whether a reason was ever set: one atomic load, for
-    /// [`Node::make_child`] to look no further in a group never cancelled.
-    fn has_reason(&self) -> bool {
-        self.early.load(Ordering::Acquire) & REASONED != 0
+    /// [`set_reason`](Self::set_reason), by a cancel of the scope (the whole
+    /// subtree's, which reaches the groups made below), marked so
+    /// ([`SCOPE_GOING`]) under the same lock, before the cancel reads this
+    /// group's links: a plain child pushed after that read was not found by
+    /// the cancel, and reads the mark (see [`Node::make_child`]). Apart from
+    /// the reason: a reason alone does not say the scope goes (a shutdown's
+    /// turn cancels the group's own context only).
+    fn set_scope_reason(&self, reason: &CancelReason) {
+        let mut first = self.lock.lock();
+        let mut bits = SCOPE_GOING;
+        if first.is_none() {
+            *first = Some(reason.clone());
+            bits |= REASONED;
+        }
+        self.early.fetch_or(bits, Ordering::Release);
+    }
+
+    /// The bits of [`early`](Self::early) that say a reason was ever set
+    /// ([`REASONED`]) and that the scope is being cancelled
+    /// ([`SCOPE_GOING`]), for [`Node::make_child`] to look no further in a
+    /// group never cancelled. Read under the lock, as
+    /// [`reason_set`](Self::reason_set) is: a cancel's walk sets them under
+    /// it, then looks whether the group has links without a lock, so only
+    /// this lock orders the walk's look after a child's push or this read
+    /// after the walk's mark (`loom_drain::a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason`
+    /// fails with a plain load here).
+    fn reasons(&self) -> u8 {
+        let _lock = self.lock.lock();
+        self.early.load(Ordering::Relaxed) & (REASONED | SCOPE_GOING)
     }
 
     /// Whether the context token is cancelled, without making it: until it
@@ -769,8 +794,11 @@ impl Tokens {
 const OWN_CANCELLED: u8 = 1;
 /// [`Tokens::early`]: the drain signal was given before its token was made.
 const DRAINED: u8 = 2;
-/// [`Tokens::early`]: a reason is set (see [`Tokens::has_reason`]).
+/// [`Tokens::early`]: a reason is set (see [`Tokens::reasons`]).
 const REASONED: u8 = 4;
+/// [`Tokens::early`]: the scope is being cancelled by this crate, whose
+/// reason is set ([`Tokens::set_scope_reason`]).
+const SCOPE_GOING: u8 = 8;
 
 /// The generations of a group's tokens after the first, each made by a
 /// `reopen()` that found the one before cancelled or drained.
@@ -1233,23 +1261,43 @@ impl Node {
     /// Makes a group linked below this one whose scope is a child of this
     /// group's, and which leaves once detached, idle and bare.
     pub(crate) fn make_child(this: &NodeRef, config: NodeConfig) -> NodeRef {
-        // Whether the parent ever had a reason set, read with its scope (one
-        // look at its tokens): a child of a group cancelled already is given
-        // that reason below.
-        let (origin, reasoned) =
-            this.with_tokens(|tokens| (tokens.scope.clone(), tokens.has_reason()));
-        let child = Node::push_child(this, config, origin, false);
-        // A child of a group cancelled already (by `cancel`, a failure, a
-        // deadline) starts cancelled through its scope: with that group's
-        // reason, as the children the cancel found have it.
-        // (The flag first: `is_cancelled` takes the token's lock.)
-        if reasoned && child.tokens.scope.is_cancelled() {
-            if let Some(reason) = this.with_tokens(Tokens::reason) {
-                child.tokens.set_reason(&reason);
-            }
+        let generation = this.generation();
+        let tokens = this.tokens_in(&generation);
+        let child = Node::push_child(this, config, tokens.scope.clone(), false);
+        // After the push, one look at the parent's tokens: whether a cancel
+        // of its scope marked it (then this child is cancelled through its
+        // scope, now or soon), or it ever had a reason.
+        let reasons = tokens.reasons();
+        if reasons != 0 {
+            Node::give_parents_reason(&child, tokens, reasons);
         }
         Node::start_as_left(this, &child);
         child
+    }
+
+    /// A plain child's reason, from its parent's `tokens` whose
+    /// [`reasons`](Tokens::reasons) are not none: a cancel of the parent's
+    /// scope (`cancel`, a failure, a deadline, or a cancel of a context
+    /// above that reaches it) marks the parent and sets its reason before it
+    /// reads the parent's links, then cancels: it found this child (pushed
+    /// before that read, given the reason by the cancel's walk) or this
+    /// child sees the mark here (pushed after, and the push's lock orders
+    /// them), and takes the reason before it can be seen cancelled by
+    /// anyone but this thread. Before, the child read whether the parent
+    /// had a reason before its push, and could be cancelled with none
+    /// (`loom_drain::a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason`).
+    /// A group whose scope is cancelled otherwise (the caller's token) with
+    /// a reason set gives that reason too, as it always did.
+    #[cold]
+    #[inline(never)]
+    fn give_parents_reason(child: &NodeRef, tokens: &Tokens, reasons: u8) {
+        // (The flag first: `is_cancelled` takes the token's lock.)
+        let going = reasons & SCOPE_GOING != 0;
+        if going || child.tokens.scope.is_cancelled() {
+            if let Some(reason) = tokens.reason_set() {
+                child.tokens.set_reason(&reason);
+            }
+        }
     }
 
     /// Makes a [scoped child](crate::WaitGroup::scoped_child): as
@@ -2798,15 +2846,16 @@ pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
     // Each group's current generation, and those before it that a drain
     // ended (see `Later`): the same ones in both passes, held between them.
     // Each group's reason is set as the walk reaches it, before its links
-    // are read: a scoped child linked meanwhile is either found by the walk
-    // or reads that reason as it is made (see `Node::make_scoped_child`).
+    // are read, its scope marked as going: a child linked meanwhile is
+    // either found by the walk or reads that reason as it is made (see
+    // `Node::make_scoped_child` and `Node::make_child`).
     let mut held: Vec<Uncancelled> = Vec::new();
     let mut nodes = Vec::new();
     traverse_from(
         root,
         |node| {
             let uncancelled = node.uncancelled();
-            node.each_of(&uncancelled, |tokens| tokens.set_reason(&reason));
+            node.each_of(&uncancelled, |tokens| tokens.set_scope_reason(&reason));
             held.push(uncancelled);
         },
         |_, _| ControlFlow::Continue(()),
@@ -2845,9 +2894,10 @@ fn give_reason_below(roots: Vec<NodeRef>, reason: &CancelReason) -> Reached {
         if node.with_tokens(|tokens| tokens.scope.is_cancelled()) {
             continue;
         }
-        // The reason before the links are read, as `cancel_tree` does.
+        // The reason before the links are read, as `cancel_tree` does: the
+        // scope goes too (`cancel_reached_scopes`).
         let uncancelled = node.uncancelled();
-        node.each_of(&uncancelled, |tokens| tokens.set_reason(reason));
+        node.each_of(&uncancelled, |tokens| tokens.set_scope_reason(reason));
         if let Some(table) = node.links_table() {
             let links = table.links.lock();
             stack.extend(

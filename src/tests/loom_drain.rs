@@ -289,3 +289,35 @@ fn a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason() {
         },
     );
 }
+
+/// The same for a plain child, whose scope hangs off its parent's scope: the
+/// walk marks the parent's scope as being cancelled (with the reason) before
+/// it reads the parent's links, and the child, pushed, reads the mark. (A
+/// reason alone does not say the scope goes: a shutdown's turn cancels the
+/// parent's own context only.) Before, the child read whether its parent
+/// had a reason before its push, and could find its scope cancelled with no
+/// reason: `Token` (`probe-review race_tree`, 4 of 100,000 runs).
+#[test]
+fn a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason() {
+    model(
+        "a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason",
+        || {
+            let (wg, _ctx) = group();
+            let parent = wg.clone();
+            let cancel = thread::spawn(move || parent.cancel());
+            let child = wg.child();
+            if child.is_cancelled() {
+                assert!(matches!(
+                    child.cancel_reason(),
+                    Some(CancelReason::Requested(_))
+                ));
+            }
+            cancel.join().unwrap();
+            assert!(child.is_cancelled());
+            assert!(matches!(
+                child.cancel_reason(),
+                Some(CancelReason::Requested(_))
+            ));
+        },
+    );
+}
