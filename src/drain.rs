@@ -221,22 +221,15 @@ pub(crate) async fn run(
                 reason: &reason,
             };
             let mut linked = None;
-            let together_at = together_started
-                .filter(|&(end, _)| at < end)
-                .map(|(_, when)| when);
-            let scope_at = if scopes_reached.is_empty() {
-                None
+            if stop_if_idle(group, &turn, &budget) {
+                if group.has_scoped_children() {
+                    // Cancelled just now, if not before.
+                    let reached = reached_before(at, together_started, &mut scopes_reached, group)
+                        .unwrap_or_else(Instant::now);
+                    note_scoped_children(&mut scopes_reached, group, reached);
+                }
             } else {
-                scopes_reached.remove(&group.id())
-            };
-            let started = match (together_at, scope_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let reached = if stop_if_idle(group, &turn, &budget) {
-                // Cancelled just now, if not before.
-                started
-            } else {
+                let started = reached_before(at, together_started, &mut scopes_reached, group);
                 let mut linked_since_walk = || {
                     if !std::mem::take(&mut recount) {
                         return 0;
@@ -254,16 +247,8 @@ pub(crate) async fn run(
                     &mut aborted,
                 )
                 .await;
-                Some(reached)
-            };
-            // Those made during the turn too: made cancelled, they went with
-            // the group's work from then on. No clock read for a group that
-            // made none (most of a tree).
-            let scoped = group.scoped_children();
-            if !scoped.is_empty() {
-                let reached = reached.unwrap_or_else(Instant::now);
-                for child in scoped {
-                    scopes_reached.entry(child.id()).or_insert(reached);
+                if group.has_scoped_children() {
+                    note_scoped_children(&mut scopes_reached, group, reached);
                 }
             }
             if let Some(linked) = linked {
@@ -895,6 +880,40 @@ impl Timer {
             sleep.as_mut().reset(at);
         }
         sleep.as_mut()
+    }
+}
+
+/// When the group at `at` in the walk was reached, if before its turn: by a
+/// group stopping its children together (`together_started`: where the
+/// range started last ends, and when it started), or as a scoped child of a
+/// group that had its turn (see [`note_scoped_children`]); the earlier.
+fn reached_before(
+    at: usize,
+    together_started: Option<(usize, Instant)>,
+    scopes_reached: &mut IdMap<Instant>,
+    group: &NodeRef,
+) -> Option<Instant> {
+    let together = together_started
+        .filter(|&(end, _)| at < end)
+        .map(|(_, when)| when);
+    if scopes_reached.is_empty() {
+        return together;
+    }
+    match (together, scopes_reached.remove(&group.id())) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Notes `group`'s scoped children as reached at `reached`, when its turn
+/// cancelled them with its own work: those made during the turn too (made
+/// cancelled, they went with that work from then on). Their own turn counts
+/// from then ([`reached_before`]), as a group's stopped together does.
+#[cold]
+#[inline(never)]
+fn note_scoped_children(scopes_reached: &mut IdMap<Instant>, group: &NodeRef, reached: Instant) {
+    for child in group.scoped_children() {
+        scopes_reached.entry(child.id()).or_insert(reached);
     }
 }
 

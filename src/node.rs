@@ -1868,13 +1868,16 @@ impl Node {
         cancel_reached_scopes(reached);
     }
 
-    /// The [scoped children](crate::WaitGroup::scoped_child) this group
-    /// made and has now, for a shutdown whose turn of this group stopped
-    /// them with it; one load of the flags in a group that never made one.
+    /// Whether this group ever made a
+    /// [scoped child](crate::WaitGroup::scoped_child): one load of its flags.
+    #[inline]
+    pub(crate) fn has_scoped_children(&self) -> bool {
+        self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0
+    }
+
+    /// The scoped children this group made and has now, for a shutdown
+    /// whose turn of this group stopped them with it.
     pub(crate) fn scoped_children(&self) -> Vec<NodeRef> {
-        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED == 0 {
-            return Vec::new();
-        }
         self.scoped_made_here()
     }
 
