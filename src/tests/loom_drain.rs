@@ -267,26 +267,9 @@ fn a_scoped_child_made_during_a_cancel_has_its_reason() {
 /// walk or reads the reason as it is made.
 #[test]
 fn a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason() {
-    model(
+    made_during_a_cancel_of_the_tree(
         "a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason",
-        || {
-            let (wg, _ctx) = group();
-            let parent = wg.clone();
-            let cancel = thread::spawn(move || parent.cancel());
-            let child = wg.scoped_child();
-            if child.is_cancelled() {
-                assert!(matches!(
-                    child.cancel_reason(),
-                    Some(CancelReason::Requested(_))
-                ));
-            }
-            cancel.join().unwrap();
-            assert!(child.is_cancelled());
-            assert!(matches!(
-                child.cancel_reason(),
-                Some(CancelReason::Requested(_))
-            ));
-        },
+        WaitGroup::scoped_child,
     );
 }
 
@@ -299,25 +282,31 @@ fn a_scoped_child_made_during_a_cancel_of_the_tree_has_its_reason() {
 /// reason: `Token` (`probe-review race_tree`, 4 of 100,000 runs).
 #[test]
 fn a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason() {
-    model(
+    made_during_a_cancel_of_the_tree(
         "a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason",
-        || {
-            let (wg, _ctx) = group();
-            let parent = wg.clone();
-            let cancel = thread::spawn(move || parent.cancel());
-            let child = wg.child();
-            if child.is_cancelled() {
-                assert!(matches!(
-                    child.cancel_reason(),
-                    Some(CancelReason::Requested(_))
-                ));
-            }
-            cancel.join().unwrap();
-            assert!(child.is_cancelled());
+        WaitGroup::child,
+    );
+}
+
+/// A child made by `make` on this thread while another cancels its parent's
+/// tree reads the cancel's reason whenever it reads cancelled.
+fn made_during_a_cancel_of_the_tree(name: &'static str, make: fn(&WaitGroup) -> WaitGroup) {
+    model(name, move || {
+        let (wg, _ctx) = group();
+        let parent = wg.clone();
+        let cancel = thread::spawn(move || parent.cancel());
+        let child = make(&wg);
+        if child.is_cancelled() {
             assert!(matches!(
                 child.cancel_reason(),
                 Some(CancelReason::Requested(_))
             ));
-        },
-    );
+        }
+        cancel.join().unwrap();
+        assert!(child.is_cancelled());
+        assert!(matches!(
+            child.cancel_reason(),
+            Some(CancelReason::Requested(_))
+        ));
+    });
 }
