@@ -1281,13 +1281,19 @@ impl Node {
     /// above that reaches it) marks the parent and sets its reason before it
     /// reads the parent's links, then cancels: it found this child (pushed
     /// before that read, given the reason by the cancel's walk) or this
-    /// child sees the mark here (pushed after, and the push's lock orders
-    /// them), and takes the reason before it can be seen cancelled by
-    /// anyone but this thread. Before, the child read whether the parent
-    /// had a reason before its push, and could be cancelled with none
+    /// child sees the mark here (pushed after: the parent's tokens lock,
+    /// taken by the mark and by `reasons`, orders the walk's look at the
+    /// links after the push or this read after the mark), and takes the
+    /// reason before it can be seen cancelled by anyone but this thread.
+    /// The child is marked as going in turn, so that a child made below it
+    /// next (which the walk does not find either) takes the reason too.
+    /// Before, the child read whether the parent had a reason before its
+    /// push, and could be cancelled with none
     /// (`loom_drain::a_plain_child_made_during_a_cancel_of_the_tree_has_its_reason`).
     /// A group whose scope is cancelled otherwise (the caller's token) with
-    /// a reason set gives that reason too, as it always did.
+    /// a reason set gives that reason too, as it always did. The reason is
+    /// the parent's first: the cancel's, unless the parent had one before
+    /// (a shutdown's turn of it).
     #[cold]
     #[inline(never)]
     fn give_parents_reason(child: &NodeRef, tokens: &Tokens, reasons: u8) {
@@ -1295,7 +1301,7 @@ impl Node {
         let going = reasons & SCOPE_GOING != 0;
         if going || child.tokens.scope.is_cancelled() {
             if let Some(reason) = tokens.reason_set() {
-                child.tokens.set_reason(&reason);
+                child.tokens.set_scope_reason(&reason);
             }
         }
     }
@@ -1323,9 +1329,10 @@ impl Node {
         // One that set it before this read may not have found this child:
         // the child takes it here, before it can be seen cancelled by anyone
         // but this thread. A reason set means the context is, or is about to
-        // be, cancelled, and this child with it.
+        // be, cancelled, and this child's scope with it: marked so, for a
+        // child made below it next (see `give_parents_reason`).
         if let Some(reason) = tokens.reason_set() {
-            child.tokens.set_reason(&reason);
+            child.tokens.set_scope_reason(&reason);
         }
         Node::start_as_left(this, &child);
         child
