@@ -194,10 +194,9 @@ pub(crate) async fn run(
     // `stop_group`).
     let mut recount = true;
     // The scoped children of the groups that had their turn, each with when
-    // that turn cancelled it (with its parent's work): reached then, as a
-    // group stopped together is, not at its own turn after its parent's
-    // (which may be past the deadline: see `stop_group`).
-    let mut scopes_reached: IdMap<Instant> = IdMap::default();
+    // that turn cancelled it (with its parent's work) and its stop time:
+    // reached then, and to stop with that work (see `note_scoped_children`).
+    let mut scopes_reached: IdMap<Reached> = IdMap::default();
 
     // Groups linked during the shutdown are taken in a further pass (or, if
     // found when the deadline passes, in this one); the walk that finds none
@@ -222,11 +221,9 @@ pub(crate) async fn run(
             };
             let mut linked = None;
             if stop_if_idle(group, &turn, &budget) {
-                if group.has_scoped_children() {
-                    // Cancelled just now, if not before.
-                    let reached = reached_before(at, together_started, &mut scopes_reached, group)
-                        .unwrap_or_else(Instant::now);
-                    note_scoped_children(&mut scopes_reached, group, reached);
+                if group.is_in_a_scope() {
+                    let started = reached_before(at, together_started, &mut scopes_reached, group);
+                    stopped_idle(&mut scopes_reached, group, &turn, started, &budget);
                 }
             } else {
                 let started = reached_before(at, together_started, &mut scopes_reached, group);
@@ -237,19 +234,15 @@ pub(crate) async fn run(
                     linked = linked_since(root, &visited, &mut versions, &mut last_walk);
                     linked.as_ref().map_or(0, |l| l.groups.len())
                 };
-                let reached = stop_group(
+                stop_group(
                     group,
                     turn,
                     started,
                     &mut linked_since_walk,
                     &budget,
-                    &mut timer,
-                    &mut aborted,
+                    (&mut timer, &mut aborted, &mut scopes_reached),
                 )
                 .await;
-                if group.has_scoped_children() {
-                    note_scoped_children(&mut scopes_reached, group, reached);
-                }
             }
             if let Some(linked) = linked {
                 next_start = linked.append(
@@ -883,38 +876,97 @@ impl Timer {
     }
 }
 
+/// When a group was cancelled before its turn, and, for a scoped child,
+/// when the work it goes with was to stop.
+#[derive(Clone, Copy, Debug)]
+struct Reached {
+    /// When it was cancelled: it counts as reached then.
+    at: Instant,
+    /// A scoped child's: its parent's stop time (see
+    /// [`note_scoped_children`]); `None` where the group's own turn sets it.
+    stop_by: Option<Instant>,
+}
+
 /// When the group at `at` in the walk was reached, if before its turn: by a
 /// group stopping its children together (`together_started`: where the
 /// range started last ends, and when it started), or as a scoped child of a
-/// group that had its turn (see [`note_scoped_children`]); the earlier.
+/// group that had its turn (see [`note_scoped_children`]); the earlier, and
+/// the parent's stop time for a scoped child.
 fn reached_before(
     at: usize,
     together_started: Option<(usize, Instant)>,
-    scopes_reached: &mut IdMap<Instant>,
+    scopes_reached: &mut IdMap<Reached>,
     group: &NodeRef,
-) -> Option<Instant> {
+) -> Option<Reached> {
     let together = together_started
         .filter(|&(end, _)| at < end)
-        .map(|(_, when)| when);
+        .map(|(_, when)| Reached {
+            at: when,
+            stop_by: None,
+        });
     if scopes_reached.is_empty() {
         return together;
     }
     match (together, scopes_reached.remove(&group.id())) {
-        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(a), Some(b)) => Some(Reached {
+            at: a.at.min(b.at),
+            stop_by: b.stop_by,
+        }),
         (a, b) => a.or(b),
     }
 }
 
-/// Notes `group`'s scoped children as reached at `reached`, when its turn
-/// cancelled them with its own work: those made during the turn too (made
-/// cancelled, they went with that work from then on). Their own turn counts
-/// from then ([`reached_before`]), as a group's stopped together does.
+/// Notes `group`'s scoped children, when its turn cancelled them with its
+/// own work at `reached.at`, as reached then and to stop by its stop time
+/// `reached.stop_by` (a later turn's clock would have them reached after the
+/// deadline: a group reached late, given a share of the abort timeout to
+/// stop by itself first). Called once the group stopped by itself, or as
+/// its stragglers are about to be aborted: those made during its turn until
+/// then count too (made cancelled, they went with its work from then on),
+/// not one made once the aborts began (by the `Drop` of an aborted task),
+/// which is a group reached when a further pass reaches it.
 #[cold]
 #[inline(never)]
-fn note_scoped_children(scopes_reached: &mut IdMap<Instant>, group: &NodeRef, reached: Instant) {
+fn note_scoped_children(scopes_reached: &mut IdMap<Reached>, group: &NodeRef, reached: Reached) {
     for child in group.scoped_children() {
         scopes_reached.entry(child.id()).or_insert(reached);
     }
+}
+
+/// The end of the turn of a group [`stop_if_idle`] stopped, for a group
+/// that has scoped children to note, or is one (its entry taken from
+/// `scopes_reached` as `started`, so that no entry outlives its turn): its scoped
+/// children are noted as cancelled now (or when it was), with its stop
+/// time: the one it was reached with, else the deadline (for the root, or a
+/// group reached before the deadline), else none (reached late, each child
+/// takes its share as a group reached then).
+#[cold]
+#[inline(never)]
+fn stopped_idle(
+    scopes_reached: &mut IdMap<Reached>,
+    group: &NodeRef,
+    turn: &Turn<'_>,
+    started: Option<Reached>,
+    budget: &Budget,
+) {
+    if !group.has_scoped_children() {
+        return;
+    }
+    let reached = started.unwrap_or_else(|| Reached {
+        at: Instant::now(),
+        stop_by: None,
+    });
+    let stop_by = reached
+        .stop_by
+        .or((turn.is_root || reached.at < budget.deadline).then_some(budget.deadline));
+    note_scoped_children(
+        scopes_reached,
+        group,
+        Reached {
+            at: reached.at,
+            stop_by,
+        },
+    );
 }
 
 /// Waits until the group has nothing pending but the tasks awaiting a
@@ -1065,7 +1117,10 @@ async fn start_together(
 /// `WaitGroup::shutdown`). `started`: when the group was cancelled before
 /// its turn, by a group above it that stops its children together (see
 /// [`start_together`]), or, a scoped child, by its parent's turn; it counts
-/// as reached then. Returns when it was reached.
+/// as reached then, and a scoped child stops by its parent's stop time,
+/// its stragglers aborted then (and their aborts waited for as a group
+/// reached before the deadline waits). Its own scoped children are noted in
+/// `scopes_reached` (see [`note_scoped_children`]).
 ///
 /// `linked_since_walk`: called by a group reached after the deadline, the
 /// number of groups linked since the shutdown's walk (by an accept loop that
@@ -1079,12 +1134,11 @@ async fn start_together(
 async fn stop_group(
     group: &NodeRef,
     turn: Turn<'_>,
-    started: Option<Instant>,
+    started: Option<Reached>,
     linked_since_walk: &mut (dyn FnMut() -> usize + Send),
     budget: &Budget,
-    timer: &mut Timer,
-    aborted: &mut Aborted<'_>,
-) -> Instant {
+    (timer, aborted, scopes_reached): (&mut Timer, &mut Aborted<'_>, &mut IdMap<Reached>),
+) {
     // A group that drains in time is stopped then. It is cancelled even so:
     // after a shutdown a group is closed and cancelled, so work registered
     // later (plain `add`/`go`) starts cancelled, and reads the shutdown's
@@ -1097,32 +1151,49 @@ async fn stop_group(
     };
     group.cancel_own(turn.reason.clone());
     let now = Instant::now();
-    let reached = started.unwrap_or(now);
-    if drained {
-        group.set_abort_time(budget.abort_time);
-        return reached;
-    }
+    let reached = started.map_or(now, |started| started.at);
     let late = !turn.is_root && reached >= budget.deadline;
-    let (stop_by, late_share) = if late {
-        let groups_left = turn.groups_left + linked_since_walk();
-        let share = budget.share(reached, groups_left);
-        let close = budget.close_share(reached, groups_left) / 4 * 3;
-        (saturating_add(reached, close), Some(share))
-    } else {
-        (budget.deadline, None)
+    // The groups left to share the forced phase, once past the deadline.
+    let mut groups_left = || {
+        if late {
+            turn.groups_left + linked_since_walk()
+        } else {
+            turn.groups_left
+        }
     };
-    if late {
-        group.set_abort_at(stop_by);
-    } else {
+    let (stop_by, late_share) = match started.and_then(|started| started.stop_by) {
+        // A scoped child: with its parent's work.
+        Some(stop_by) => (stop_by, None),
+        None if late => {
+            let groups_left = groups_left();
+            let share = budget.share(reached, groups_left);
+            let close = budget.close_share(reached, groups_left) / 4 * 3;
+            (saturating_add(reached, close), Some(share))
+        }
+        None => (budget.deadline, None),
+    };
+    let scoped = Reached {
+        at: reached,
+        stop_by: Some(stop_by),
+    };
+    if stop_by == budget.deadline {
         group.set_abort_time(budget.abort_time);
+    } else {
+        group.set_abort_at(stop_by);
     }
-    if stopped_by_itself(group, now, stop_by, timer).await {
-        return reached;
+    if drained || stopped_by_itself(group, now, stop_by, timer).await {
+        if group.has_scoped_children() {
+            note_scoped_children(scopes_reached, group, scoped);
+        }
+        return;
+    }
+    if group.has_scoped_children() {
+        note_scoped_children(scopes_reached, group, scoped);
     }
     let now = Instant::now();
     let abort_by = match late_share {
         Some(share) => saturating_add(reached, share),
-        None => saturating_add(now, budget.share(now, turn.groups_left)),
+        None => saturating_add(now, budget.share(now, groups_left())),
     };
     let spare = turn.caller.map(|c| group.registry.id(c.slot));
     // Those of the shutdowns running beside this one too.
@@ -1162,14 +1233,13 @@ async fn stop_group(
         .await;
         drop(phase);
         aborted.add(watch);
-        return reached;
+        return;
     }
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     drop(phase);
     let _ = timeout_at(abort_by, watch.all_settled()).await;
     let _ = timeout_at(abort_by, watch.others_settled()).await;
     aborted.add(watch);
-    reached
 }
 
 /// Tokio's timer fires on whole milliseconds, so a wait for less than this

@@ -1882,6 +1882,13 @@ impl Node {
         self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0
     }
 
+    /// Whether this group is a scoped child or ever made one: one load of
+    /// its flags, for a shutdown's turn to pass over the rest of a tree.
+    #[inline]
+    pub(crate) fn is_in_a_scope(&self) -> bool {
+        self.hot.flags.load(Ordering::Acquire) & (HAS_SCOPED | SCOPED) != 0
+    }
+
     /// The scoped children this group made and has now, for a shutdown
     /// whose turn of this group stopped them with it.
     pub(crate) fn scoped_children(&self) -> Vec<NodeRef> {

@@ -900,11 +900,13 @@ impl WaitGroup {
     /// children it has then), cancelled with it, and, at the deadline,
     /// stopped (its stragglers aborted) before any other group below this
     /// one has its turn, whatever the order they were made in. Its turn
-    /// counts from this group's: a straggler is aborted at once at the
-    /// deadline, right after this group's own, not given the time of a
-    /// group reached late (see [`shutdown`](Self::shutdown)) to stop by
-    /// itself. A task that sees its parts stop for the cancel finds its own
-    /// context cancelled.
+    /// counts from this group's: a straggler is aborted when this group's
+    /// are (at the deadline, or at this group's own stop time if it was
+    /// reached late; at once with no grace), right after them, not given the
+    /// time of a group reached late (see [`shutdown`](Self::shutdown)) to
+    /// stop by itself. (One made by the `Drop` of a task the shutdown aborts
+    /// is a group reached then.) A task that sees its parts stop for the
+    /// cancel finds its own context cancelled.
     ///
     /// Its context hangs off this group's context as it is when the child
     /// is made: once a shutdown cancelled that, a scoped child made then
@@ -1531,7 +1533,8 @@ impl WaitGroup {
     /// connection or request does not wait for the ones before it to stop;
     /// each then has its turn as above, as a group reached at that moment.
     /// So does a [scoped child](Self::scoped_child), reached with its
-    /// parent's work at its parent's turn.
+    /// parent's work at its parent's turn, and stopped by its parent's stop
+    /// time.
     ///
     /// # Budget
     ///
