@@ -985,7 +985,7 @@ async fn stopped_by_itself(
             return true;
         }
         if is_too_short(stop_by, now) {
-            return yield_until(stop_by, || group.state().idle_listener().is_none()).await;
+            return yield_until(stop_by, || group.len()).await;
         }
         // The group's work first, as `timeout_at` does: a group idle by the
         // time the timer fires counts as stopped.
@@ -1227,10 +1227,7 @@ async fn stop_group(
     if is_too_short(abort_by, Instant::now()) {
         // A share below the timer's resolution (many groups reached late):
         // waited for by yielding, not rounded up to a tick of the timer.
-        yield_until(abort_by, || {
-            watch.is_settled() && watch.others_are_settled()
-        })
-        .await;
+        yield_until(abort_by, || watch.unsettled() + watch.others_unsettled()).await;
         drop(phase);
         aborted.add(watch);
         return;
@@ -1256,30 +1253,45 @@ fn is_too_short(until: Instant, now: Instant) -> bool {
 }
 
 /// A wait too short for the timer: yields (so that the runtime runs what the
-/// cancel or the aborts woke) until `done` says so or `until` passes, at
-/// least once even if it passed already (the group has its turn, however
-/// late). Returns whether `done` said so. Bounded in real time too, by the
-/// same length: a paused clock (tests) does not move while the runtime is
-/// busy.
+/// cancel or the aborts woke) until `left` (what is still to end: pending
+/// work, aborts to land) is zero or `until` passes, at least once even if it
+/// passed already (the group has its turn, however late). Returns whether
+/// `left` reached zero. Bounded in real time too, by the same length: a
+/// paused clock (tests) does not move while the runtime is busy.
 ///
 /// Off a worker (a shutdown awaited in `block_on`, as `#[tokio::main]`
 /// runs it), Tokio's yield returns at once: the thread would spin, and
 /// where the threads outnumber the cores it kept the workers from running
 /// what the cancel woke (a fifth of such shutdowns on two cores aborted
-/// tasks that return once cancelled). It yields the thread too.
-async fn yield_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
-    let left = until.saturating_duration_since(Instant::now());
-    let real_end = std::time::Instant::now() + left;
+/// tasks that return once cancelled). It yields the thread too. And on a
+/// current-thread runtime, `block_on` polls its future again after at most
+/// 61 tasks (Tokio's event interval), not after every task the cancel
+/// woke, as a yield on a worker does: past `until`, it yields again for as
+/// long as the last yield let some end (`left` fell). Yielded once,
+/// `shutdown(ZERO)` of 1,000 tasks that return on the cancel let 61 finish
+/// and aborted the rest
+/// (`shutdown_reports::with_no_grace_every_task_that_returns_on_the_cancel_finishes_first`).
+/// Not on a multi-thread runtime, whose workers would keep `left` falling
+/// for as long as they run work down.
+async fn yield_until(until: Instant, mut left: impl FnMut() -> usize) -> bool {
+    let real_end = std::time::Instant::now() + until.saturating_duration_since(Instant::now());
     let off_worker = tokio::task::try_id().is_none();
+    let in_batches = off_worker
+        && tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
     let mut yielded = false;
+    let mut last = usize::MAX;
     loop {
-        if done() {
+        let now_left = left();
+        if now_left == 0 {
             return true;
         }
         let over = Instant::now() >= until || std::time::Instant::now() >= real_end;
-        if over && yielded {
+        if over && yielded && !(in_batches && now_left < last) {
             return false;
         }
+        last = now_left;
         tokio::task::yield_now().await;
         if off_worker {
             std::thread::yield_now();

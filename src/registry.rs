@@ -235,7 +235,12 @@ impl AbortWatch {
 
     /// Whether every aborted task settled.
     pub(crate) fn is_settled(&self) -> bool {
-        self.state.lock().waiting == 0
+        self.unsettled() == 0
+    }
+
+    /// How many aborted tasks are still to settle.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.state.lock().waiting
     }
 
     /// Notes that a task `other` (a concurrent shutdown's watch) aborted
@@ -262,9 +267,10 @@ impl AbortWatch {
         state.others.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Whether every task found aborted by a concurrent shutdown settled.
-    pub(crate) fn others_are_settled(&self) -> bool {
-        self.others().iter().all(|other| other.is_settled())
+    /// How many tasks found aborted by concurrent shutdowns are still to
+    /// settle.
+    pub(crate) fn others_unsettled(&self) -> usize {
+        self.others().iter().map(|other| other.unsettled()).sum()
     }
 
     /// Waits until every task found aborted by a concurrent shutdown

@@ -1549,8 +1549,10 @@ impl WaitGroup {
     ///   grace period; `shutdown(Duration::ZERO)` cancels and aborts its
     ///   tasks at once: a task that returns as soon as it is cancelled may
     ///   finish first, which it does on a current-thread runtime, where the
-    ///   shutdown yields to the tasks it woke once before it aborts, but may
-    ///   not on a multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
+    ///   shutdown yields to the tasks it woke before it aborts (in
+    ///   `block_on`, as `#[tokio::main]` runs it, until they stop
+    ///   finishing: Tokio runs them in batches there), but may not on a
+    ///   multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached: with `r`
     ///   groups left and `f` of the forced phase remaining, the group gets
