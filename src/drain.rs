@@ -916,7 +916,8 @@ fn reached_before(
     }
 }
 
-/// Notes `group`'s scoped children, when its turn cancelled them with its
+/// Notes `group`'s scoped children (and the groups made below them, which
+/// its cancel reached too), when its turn cancelled them with its
 /// own work at `reached.at`, as reached then and to stop by its stop time
 /// `reached.stop_by` (a later turn's clock would have them reached after the
 /// deadline: a group reached late, given a share of the abort timeout to
@@ -928,14 +929,15 @@ fn reached_before(
 #[cold]
 #[inline(never)]
 fn note_scoped_children(scopes_reached: &mut IdMap<Reached>, group: &NodeRef, reached: Reached) {
-    for child in group.scoped_children() {
+    for child in group.scoped_subtree() {
         scopes_reached.entry(child.id()).or_insert(reached);
     }
 }
 
 /// The end of the turn of a group [`stop_if_idle`] stopped, for a group
 /// that has scoped children to note, or is one (its entry taken from
-/// `scopes_reached` as `started`, so that no entry outlives its turn): its scoped
+/// `scopes_reached` as `started`: an idle group made below a scoped child
+/// leaves its entry there, which no later turn reads): its scoped
 /// children are noted as cancelled now (or when it was), with its stop
 /// time: the one it was reached with, else the deadline (for the root, or a
 /// group reached before the deadline), else none (reached late, each child

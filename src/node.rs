@@ -1889,10 +1889,35 @@ impl Node {
         self.hot.flags.load(Ordering::Acquire) & (HAS_SCOPED | SCOPED) != 0
     }
 
-    /// The scoped children this group made and has now, for a shutdown
-    /// whose turn of this group stopped them with it.
-    pub(crate) fn scoped_children(&self) -> Vec<NodeRef> {
-        self.scoped_made_here()
+    /// The scoped children this group made and has now, and the groups
+    /// made below them (`child()`, `scoped_child()`; not one `link()`ed
+    /// there): what a cancel of this group's own context cancels besides it
+    /// (see [`give_reason_below`]), for a shutdown whose turn of this group
+    /// stopped them with it. The groups made form a tree: none is listed
+    /// twice.
+    pub(crate) fn scoped_subtree(&self) -> Vec<NodeRef> {
+        let mut stack = self.scoped_made_here();
+        let mut out = Vec::with_capacity(stack.len());
+        while let Some(node) = stack.pop() {
+            node.push_made_here(&mut stack);
+            out.push(node);
+        }
+        out
+    }
+
+    /// Pushes the groups this group made and has linked now (not one
+    /// another group made and linked here) onto `out`.
+    fn push_made_here(&self, out: &mut Vec<NodeRef>) {
+        if let Some(table) = self.links_table() {
+            let links = table.links.lock();
+            out.extend(
+                links
+                    .map
+                    .values()
+                    .filter(|child| own_key(table, &links, child).is_some())
+                    .cloned(),
+            );
+        }
     }
 
     /// The scoped children this group made and has now: not one that
@@ -2915,16 +2940,7 @@ fn give_reason_below(roots: Vec<NodeRef>, reason: &CancelReason) -> Reached {
         // scope goes too (`cancel_reached_scopes`).
         let uncancelled = node.uncancelled();
         node.each_of(&uncancelled, |tokens| tokens.set_scope_reason(reason));
-        if let Some(table) = node.links_table() {
-            let links = table.links.lock();
-            stack.extend(
-                links
-                    .map
-                    .values()
-                    .filter(|child| own_key(table, &links, child).is_some())
-                    .cloned(),
-            );
-        }
+        node.push_made_here(&mut stack);
         reached.push((node, uncancelled));
     }
     reached

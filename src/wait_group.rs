@@ -904,9 +904,10 @@ impl WaitGroup {
     /// are (at the deadline, or at this group's own stop time if it was
     /// reached late; at once with no grace), right after them, not given the
     /// time of a group reached late (see [`shutdown`](Self::shutdown)) to
-    /// stop by itself. (One made by the `Drop` of a task the shutdown aborts
-    /// is a group reached then.) A task that sees its parts stop for the
-    /// cancel finds its own context cancelled.
+    /// stop by itself; so are the groups made below it. (One made by the
+    /// `Drop` of a task the shutdown aborts is a group reached then.) A task
+    /// that sees its parts stop for the cancel finds its own context
+    /// cancelled.
     ///
     /// Its context hangs off this group's context as it is when the child
     /// is made: once a shutdown cancelled that, a scoped child made then

@@ -605,3 +605,29 @@ async fn a_scoped_child_made_as_a_task_is_aborted_is_a_group_reached_then() {
         assert_eq!(begun.elapsed(), Duration::from_millis(230), "{report}");
     }
 }
+
+/// The groups made below a scoped child (a part's own `child()`) are
+/// cancelled with it, so they stop with its parent's work too: a straggler
+/// there is aborted at the deadline, not after a share of the abort timeout
+/// as a group reached late.
+#[tokio::test(start_paused = true)]
+async fn a_group_made_below_a_scoped_child_stops_with_it() {
+    let server = WaitGroup::builder().name("server").build();
+    let (running, started) = oneshot::channel();
+    server.task().name("handler").go(move |ctx| async move {
+        let parts = ctx.scoped_child();
+        let below = parts.child();
+        drop(stubborn(&below, "below"));
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+    let begun = Instant::now();
+    let report = server.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(report.aborted().len(), 2, "{report}");
+    assert!(
+        begun.elapsed() <= Duration::from_millis(201),
+        "{:?}\n{report}",
+        begun.elapsed()
+    );
+}
