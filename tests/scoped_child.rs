@@ -631,3 +631,41 @@ async fn a_group_made_below_a_scoped_child_stops_with_it() {
         begun.elapsed()
     );
 }
+
+/// At the deadline the stragglers of a scoped child are aborted with its
+/// parent's (side by side, not at the child's turn after), but for a part in
+/// a shielded section, which its own turn lets end within its budget (and
+/// the shutdown's): the flush completes, and the stuck part beside it is
+/// aborted.
+#[tokio::test(start_paused = true)]
+async fn a_shielded_part_of_a_scoped_child_ends_its_section() {
+    let ms = Duration::from_millis;
+    let server = WaitGroup::builder().name("server").build();
+    let (running, started) = oneshot::channel();
+    let (flushed, was_flushed) = oneshot::channel();
+    server.task().name("handler").go(move |ctx| async move {
+        let parts = ctx.scoped_child();
+        drop(stubborn(&parts, "stuck"));
+        parts.task().name("flush").go(move |ctx| async move {
+            ctx.cancelled().await;
+            tokio::time::sleep(ms(190)).await;
+            // From 10 ms before the deadline, for 30 ms.
+            ctx.shielded(ms(100), async {
+                tokio::time::sleep(ms(30)).await;
+                flushed.send(Instant::now()).unwrap();
+            })
+            .await;
+        });
+        running.send(()).unwrap();
+        parts.wait().await
+    });
+    started.await.unwrap();
+    let begun = Instant::now();
+    let report = server.shutdown(ms(200)).await;
+    let mut aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+    aborted.sort();
+    assert_eq!(aborted, [Some("handler"), Some("stuck")], "{report}");
+    assert_eq!(report.finished(), 1, "{report}");
+    assert_eq!(was_flushed.await.unwrap() - begun, ms(220), "{report}");
+    assert_eq!(begun.elapsed(), ms(220), "{report}");
+}
