@@ -1173,6 +1173,13 @@ impl WaitGroup {
     /// [`cancelled`](Self::cancelled) or [`is_cancelled`](Self::is_cancelled),
     /// takes a lock and an atomic increment more, to share the context.
     ///
+    /// Reopen a group once its [`shutdown`](Self::shutdown) returned, not
+    /// while one runs: that shutdown does not cancel the work started after
+    /// the reopen (its cancel of the group came before), so such work that
+    /// it waits for runs until the deadline and is aborted then, and the
+    /// group is left open (a user probe: `shutdown(3 s)`, reopened 50 ms in,
+    /// a task started then that stops when cancelled: aborted at 3 s).
+    ///
     /// Returns whether the group was closed.
     ///
     /// ```

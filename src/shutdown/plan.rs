@@ -182,6 +182,13 @@ impl ShutdownPlan {
     }
 
     /// Called as each [`Phase`] begins, for logging or notifications.
+    ///
+    /// # Panics
+    ///
+    /// The hook is called on the stop's own task: a panic in it unwinds out
+    /// of [`run`](Self::run) or [`run_on_signal`](Self::run_on_signal) and
+    /// stops the plan where it is (a panic as [`Phase::Draining`] begins
+    /// leaves the group not yet shut down). Keep it to logging.
     pub fn on_phase(mut self, hook: impl Fn(&Phase<'_>) + Send + Sync + 'static) -> Self {
         self.on_phase = Some(Arc::new(hook));
         self
