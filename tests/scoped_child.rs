@@ -511,6 +511,20 @@ fn stubborn(group: &WaitGroup, name: &'static str) -> oneshot::Receiver<Instant>
     at
 }
 
+/// A task of `server` named "handler" that fans out into a scoped child of
+/// its context, starts its parts there with `parts`, and waits for them.
+/// Resolves once the parts are started.
+async fn fan_out_with(server: &WaitGroup, parts: impl FnOnce(&WaitGroup) + Send + 'static) {
+    let (running, started) = oneshot::channel();
+    server.task().name("handler").go(move |ctx| async move {
+        let group = ctx.scoped_child();
+        parts(&group);
+        running.send(()).unwrap();
+        group.wait().await
+    });
+    started.await.unwrap();
+}
+
 /// A scoped child stops with its parent's work whenever that stops: under a
 /// parent reached after the deadline (a group before it overran), its
 /// stragglers are aborted with the parent's, not after a share of their
@@ -550,14 +564,7 @@ async fn a_scoped_child_is_aborted_with_its_parents_work_when_that_is_late_too()
 
     // No grace: the root's handler and its part at once.
     let server = WaitGroup::builder().name("server").build();
-    let (running, started) = oneshot::channel();
-    server.task().name("handler").go(move |ctx| async move {
-        let parts = ctx.scoped_child();
-        drop(stubborn(&parts, "part"));
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    fan_out_with(&server, |parts| drop(stubborn(parts, "part"))).await;
     let begun = Instant::now();
     let report = server.shutdown(Duration::ZERO).await;
     assert_eq!(report.aborted().len(), 2, "{report}");
@@ -613,15 +620,7 @@ async fn a_scoped_child_made_as_a_task_is_aborted_is_a_group_reached_then() {
 #[tokio::test(start_paused = true)]
 async fn a_group_made_below_a_scoped_child_stops_with_it() {
     let server = WaitGroup::builder().name("server").build();
-    let (running, started) = oneshot::channel();
-    server.task().name("handler").go(move |ctx| async move {
-        let parts = ctx.scoped_child();
-        let below = parts.child();
-        drop(stubborn(&below, "below"));
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    fan_out_with(&server, |parts| drop(stubborn(&parts.child(), "below"))).await;
     let begun = Instant::now();
     let report = server.shutdown(Duration::from_millis(200)).await;
     assert_eq!(report.aborted().len(), 2, "{report}");
@@ -641,11 +640,9 @@ async fn a_group_made_below_a_scoped_child_stops_with_it() {
 async fn a_shielded_part_of_a_scoped_child_ends_its_section() {
     let ms = Duration::from_millis;
     let server = WaitGroup::builder().name("server").build();
-    let (running, started) = oneshot::channel();
     let (flushed, was_flushed) = oneshot::channel();
-    server.task().name("handler").go(move |ctx| async move {
-        let parts = ctx.scoped_child();
-        drop(stubborn(&parts, "stuck"));
+    fan_out_with(&server, move |parts| {
+        drop(stubborn(parts, "stuck"));
         parts.task().name("flush").go(move |ctx| async move {
             ctx.cancelled().await;
             tokio::time::sleep(ms(190)).await;
@@ -656,10 +653,8 @@ async fn a_shielded_part_of_a_scoped_child_ends_its_section() {
             })
             .await;
         });
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    })
+    .await;
     let begun = Instant::now();
     let report = server.shutdown(ms(200)).await;
     let mut aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
