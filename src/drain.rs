@@ -193,9 +193,10 @@ pub(crate) async fn run(
     // once a shutdown, by the first group reached after the deadline (see
     // `stop_group`).
     let mut recount = true;
-    // The scoped children of the groups that had their turn, each with when
-    // that turn cancelled it (with its parent's work) and its stop time:
-    // reached then, and to stop with that work (see `note_scoped_children`).
+    // The scoped children of the groups that had their turn, and the groups
+    // made below them, each with when that turn cancelled it (with its
+    // parent's work) and its stop time: reached then, and to stop with that
+    // work (see `note_scoped_subtree`).
     let mut scopes_reached: IdMap<Reached> = IdMap::default();
 
     // Groups linked during the shutdown are taken in a further pass (or, if
@@ -215,8 +216,8 @@ pub(crate) async fn run(
             let turn = Turn {
                 is_root: at == 0,
                 groups_left: visited.len() - at,
-                caller: caller.filter(|c| c.group == group.id()),
-                shutdown_caller: caller,
+                caller_here: caller.filter(|c| c.group == group.id()),
+                caller,
                 reason: &reason,
             };
             let mut linked = None;
@@ -882,15 +883,16 @@ impl Timer {
 struct Reached {
     /// When it was cancelled: it counts as reached then.
     at: Instant,
-    /// A scoped child's: its parent's stop time (see
-    /// [`note_scoped_children`]); `None` where the group's own turn sets it.
+    /// A scoped child's (or a group's made below one): its parent's stop
+    /// time (see [`note_scoped_subtree`]); `None` where the group's own turn
+    /// sets it.
     stop_by: Option<Instant>,
 }
 
 /// When the group at `at` in the walk was reached, if before its turn: by a
 /// group stopping its children together (`together_started`: where the
 /// range started last ends, and when it started), or as a scoped child of a
-/// group that had its turn (see [`note_scoped_children`]); the earlier, and
+/// group that had its turn (see [`note_scoped_subtree`]); the earlier, and
 /// the parent's stop time for a scoped child.
 fn reached_before(
     at: usize,
@@ -928,7 +930,7 @@ fn reached_before(
 /// which is a group reached when a further pass reaches it. Returns them.
 #[cold]
 #[inline(never)]
-fn note_scoped_children(
+fn note_scoped_subtree(
     scopes_reached: &mut IdMap<Reached>,
     group: &NodeRef,
     reached: Reached,
@@ -967,7 +969,7 @@ fn stopped_idle(
     let stop_by = reached
         .stop_by
         .or((turn.is_root || reached.at < budget.deadline).then_some(budget.deadline));
-    note_scoped_children(
+    note_scoped_subtree(
         scopes_reached,
         group,
         Reached {
@@ -979,12 +981,14 @@ fn stopped_idle(
 
 /// Waits until the group has nothing pending but the tasks awaiting a
 /// shutdown they called (this one's caller, if it is in this group, and
-/// those of shutdowns running beside it: [`CALLERS`]), or until `stop_by`.
-/// Returns whether it got there. `now`: the time the caller just read.
+/// those of shutdowns running beside it: [`CALLERS`]), or until `stop_by`
+/// (a wait too short for the timer: until `extend_to` at most, while its
+/// work keeps ending, see [`yield_until`]). Returns whether it got there.
+/// `now`: the time the caller just read.
 async fn stopped_by_itself(
     group: &NodeRef,
     now: Instant,
-    stop_by: Instant,
+    (stop_by, extend_to): (Instant, Instant),
     timer: &mut Timer,
 ) -> bool {
     if callers_in(group.id()).is_empty() {
@@ -993,7 +997,7 @@ async fn stopped_by_itself(
             return true;
         }
         if is_too_short(stop_by, now) {
-            return yield_until(stop_by, || group.len()).await;
+            return yield_until(stop_by, extend_to, || group.len()).await;
         }
         // The group's work first, as `timeout_at` does: a group idle by the
         // time the timer fires counts as stopped.
@@ -1061,9 +1065,9 @@ struct Turn<'a> {
     /// Groups still to take their turn in this pass, this one included.
     groups_left: usize,
     /// The task calling `shutdown`, if it is one of this group's.
-    caller: Option<Current>,
+    caller_here: Option<Current>,
     /// The task calling `shutdown`, if it is one of the tree's.
-    shutdown_caller: Option<Current>,
+    caller: Option<Current>,
     reason: &'a CancelReason,
 }
 
@@ -1075,7 +1079,7 @@ struct Turn<'a> {
 fn stop_if_idle(group: &NodeRef, turn: &Turn<'_>, budget: &Budget) -> bool {
     group.close();
     crate::trace::closed(&group.label);
-    if turn.caller.is_some() || group.state().idle_listener().is_some() {
+    if turn.caller_here.is_some() || group.state().idle_listener().is_some() {
         return false;
     }
     // Cancelled even so, and given the shutdown's deadline, as in
@@ -1119,7 +1123,8 @@ async fn start_together(
         if now >= budget.drain_end {
             break;
         }
-        stopped_by_itself(group, now, budget.drain_end, timer).await;
+        let drain_end = (budget.drain_end, budget.drain_end);
+        stopped_by_itself(group, now, drain_end, timer).await;
     }
     for group in groups {
         group.cancel_own(reason.clone());
@@ -1137,7 +1142,7 @@ async fn start_together(
 /// as reached then, and a scoped child stops by its parent's stop time,
 /// its stragglers aborted then (and their aborts waited for as a group
 /// reached before the deadline waits). Its own scoped children are noted in
-/// `scopes_reached` (see [`note_scoped_children`]).
+/// `scopes_reached` (see [`note_scoped_subtree`]).
 ///
 /// `linked_since_walk`: called by a group reached after the deadline, the
 /// number of groups linked since the shutdown's walk (by an accept loop that
@@ -1164,7 +1169,8 @@ async fn stop_group(
     group.drain_own();
     let drained = budget.drains && {
         let now = Instant::now();
-        now < budget.drain_end && stopped_by_itself(group, now, budget.drain_end, timer).await
+        let drain_end = (budget.drain_end, budget.drain_end);
+        now < budget.drain_end && stopped_by_itself(group, now, drain_end, timer).await
     };
     group.cancel_own(turn.reason.clone());
     let now = Instant::now();
@@ -1198,16 +1204,24 @@ async fn stop_group(
     } else {
         group.set_abort_at(stop_by);
     }
-    if drained || stopped_by_itself(group, now, stop_by, timer).await {
+    // Past its stop time, a wait in batches goes on while work keeps ending
+    // (see `yield_until`), within three quarters of the group's share of the
+    // forced phase, so that the aborts have time to land; a group reached
+    // late has had its three quarters until its stop time.
+    let extend_to = match late_share {
+        Some(_) => stop_by,
+        None => saturating_add(now, budget.share(now, turn.groups_left) / 4 * 3).max(stop_by),
+    };
+    if drained || stopped_by_itself(group, now, (stop_by, extend_to), timer).await {
         if group.has_scoped_children() {
-            note_scoped_children(scopes_reached, group, scoped);
+            note_scoped_subtree(scopes_reached, group, scoped);
         }
         return;
     }
     // Read before the aborts below: a group the `Drop` of an aborted task
-    // makes is not noted (see `note_scoped_children`).
+    // makes is not noted (see `note_scoped_subtree`).
     let subtree = if group.has_scoped_children() {
-        note_scoped_children(scopes_reached, group, scoped)
+        note_scoped_subtree(scopes_reached, group, scoped)
     } else {
         Vec::new()
     };
@@ -1216,7 +1230,7 @@ async fn stop_group(
         Some(share) => saturating_add(reached, share),
         None => saturating_add(now, budget.share(now, groups_left())),
     };
-    let spare = turn.caller.map(|c| group.registry.id(c.slot));
+    let spare = turn.caller_here.map(|c| group.registry.id(c.slot));
     // Those of the shutdowns running beside this one too.
     let callers = callers_in(group.id());
     let watch = OwnedWatch(group.abort_watch());
@@ -1232,11 +1246,11 @@ async fn stop_group(
         &watch,
     );
     // Then the stragglers of the scoped subtree, which stop with these: their
-    // aborts land beside these, not a group's turn after another's (2,000
-    // requests each with a part stuck took a pool below the server 140-170
-    // ms past the deadline to reach on two workers, a user probe).
+    // aborts land beside these, not each group's in its own turn after the
+    // other's (with thousands of requests stuck, that delayed the groups
+    // after this one, a pool the requests use, by tens of milliseconds).
     if !subtree.is_empty() {
-        abort_leftovers(&subtree, turn.shutdown_caller, aborted);
+        abort_leftovers(&subtree, turn.caller, aborted);
     }
     if shields.shielded.is_empty() {
         drop(shields);
@@ -1255,7 +1269,10 @@ async fn stop_group(
     if is_too_short(abort_by, Instant::now()) {
         // A share below the timer's resolution (many groups reached late):
         // waited for by yielding, not rounded up to a tick of the timer.
-        yield_until(abort_by, || watch.unsettled() + watch.others_unsettled()).await;
+        yield_until(abort_by, abort_by, || {
+            watch.unsettled() + watch.others_unsettled()
+        })
+        .await;
         drop(phase);
         aborted.add(watch);
         return;
@@ -1285,7 +1302,8 @@ fn is_too_short(until: Instant, now: Instant) -> bool {
 /// work, aborts to land) is zero or `until` passes, at least once even if it
 /// passed already (the group has its turn, however late). Returns whether
 /// `left` reached zero. Bounded in real time too, by the same length: a
-/// paused clock (tests) does not move while the runtime is busy.
+/// paused clock (tests) does not move while the runtime is busy; and never
+/// past `extend_to` (nor its length in real time), below.
 ///
 /// Off a worker (a shutdown awaited in `block_on`, as `#[tokio::main]`
 /// runs it), Tokio's yield returns at once: the thread would spin, and
@@ -1295,14 +1313,20 @@ fn is_too_short(until: Instant, now: Instant) -> bool {
 /// current-thread runtime, `block_on` polls its future again after at most
 /// 61 tasks (Tokio's event interval), not after every task the cancel
 /// woke, as a yield on a worker does: past `until`, it yields again for as
-/// long as the last yield let some end (`left` fell). Yielded once,
+/// long as the last yield let some end (`left` fell), until `extend_to` at
+/// most (the group's share of the forced phase: tasks whose ends take long
+/// do not hold the shutdown past its budget). Yielded once,
 /// `shutdown(ZERO)` of 1,000 tasks that return on the cancel let 61 finish
 /// and aborted the rest
 /// (`shutdown_reports::with_no_grace_every_task_that_returns_on_the_cancel_finishes_first`).
 /// Not on a multi-thread runtime, whose workers would keep `left` falling
 /// for as long as they run work down.
-async fn yield_until(until: Instant, mut left: impl FnMut() -> usize) -> bool {
-    let real_end = std::time::Instant::now() + until.saturating_duration_since(Instant::now());
+async fn yield_until(until: Instant, extend_to: Instant, mut left: impl FnMut() -> usize) -> bool {
+    let (start, real_start) = (Instant::now(), std::time::Instant::now());
+    let (wait, extend) = (
+        until.saturating_duration_since(start),
+        extend_to.saturating_duration_since(start),
+    );
     let off_worker = tokio::task::try_id().is_none();
     let in_batches = off_worker
         && tokio::runtime::Handle::try_current().is_ok_and(|handle| {
@@ -1310,17 +1334,27 @@ async fn yield_until(until: Instant, mut left: impl FnMut() -> usize) -> bool {
         });
     let mut yielded = false;
     let mut last = usize::MAX;
+    // How long the last yield took: the next batch is taken to take as long,
+    // so that it ends by `extend_to` (a task's end may hold the thread).
+    let mut batch = Duration::ZERO;
     loop {
         let now_left = left();
         if now_left == 0 {
             return true;
         }
-        let over = Instant::now() >= until || std::time::Instant::now() >= real_end;
-        if over && yielded && !(in_batches && now_left < last) {
+        let (now, real) = (Instant::now(), real_start.elapsed());
+        let over = now >= until || real >= wait;
+        let extends = in_batches
+            && now_left < last
+            && saturating_add(now, batch) < extend_to
+            && real + batch < extend;
+        if over && yielded && !extends {
             return false;
         }
         last = now_left;
+        let before = real_start.elapsed();
         tokio::task::yield_now().await;
+        batch = real_start.elapsed().saturating_sub(before);
         if off_worker {
             std::thread::yield_now();
         }

@@ -1177,8 +1177,7 @@ impl WaitGroup {
     /// while one runs: that shutdown does not cancel the work started after
     /// the reopen (its cancel of the group came before), so such work that
     /// it waits for runs until the deadline and is aborted then, and the
-    /// group is left open (a user probe: `shutdown(3 s)`, reopened 50 ms in,
-    /// a task started then that stops when cancelled: aborted at 3 s).
+    /// group is left open.
     ///
     /// Returns whether the group was closed.
     ///
@@ -1559,7 +1558,9 @@ impl WaitGroup {
     ///   finish first, which it does on a current-thread runtime, where the
     ///   shutdown yields to the tasks it woke before it aborts (in
     ///   `block_on`, as `#[tokio::main]` runs it, until they stop
-    ///   finishing: Tokio runs them in batches there), but may not on a
+    ///   finishing, within three quarters of the abort timeout: Tokio runs
+    ///   them in batches there; a task that awaits anything more after the
+    ///   cancel is aborted), but may not on a
     ///   multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached: with `r`

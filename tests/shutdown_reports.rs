@@ -246,6 +246,33 @@ async fn with_no_grace_every_task_that_returns_on_the_cancel_finishes_first() {
     }
 }
 
+/// That yielding stays within the budget: tasks whose ends take long (here
+/// 1 ms of the thread each, 2,000 of them) are waited for only for the
+/// group's share of the forced phase (the abort timeout, 100 ms), then
+/// aborted. (Unbounded, the shutdown took the 2 s they needed, a
+/// reviewer's probe.)
+#[tokio::test]
+async fn with_no_grace_tasks_ending_slowly_are_waited_for_within_the_budget() {
+    let wg = WaitGroup::builder()
+        .abort_timeout(Duration::from_millis(100))
+        .build();
+    for _ in 0..2000 {
+        wg.go(|ctx| async move {
+            ctx.cancelled().await;
+            std::thread::sleep(Duration::from_millis(1));
+        });
+    }
+    let report = wg.shutdown(Duration::ZERO).await;
+    assert!(
+        report.elapsed() < Duration::from_secs(1),
+        "took {:?}: {report}",
+        report.elapsed()
+    );
+    assert_eq!(report.finished() + report.aborted().len(), 2000, "{report}");
+    assert!(!report.aborted().is_empty(), "{report}");
+    assert!(report.pending().is_empty(), "{report}");
+}
+
 /// A "requests" group that overruns (a guard never completed, a task stuck
 /// for good) must not take the close time of the "pool" group linked after
 /// it: the pool is cancelled, closes in 100ms, and is not aborted.
