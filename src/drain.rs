@@ -988,7 +988,7 @@ fn stopped_idle(
 async fn stopped_by_itself(
     group: &NodeRef,
     now: Instant,
-    (stop_by, extend_to): (Instant, Instant),
+    (stop_by, extend_to): (Instant, impl FnOnce() -> Instant),
     timer: &mut Timer,
 ) -> bool {
     if callers_in(group.id()).is_empty() {
@@ -997,7 +997,7 @@ async fn stopped_by_itself(
             return true;
         }
         if is_too_short(stop_by, now) {
-            return yield_until(stop_by, extend_to, || group.len()).await;
+            return yield_until(stop_by, extend_to(), || group.len()).await;
         }
         // The group's work first, as `timeout_at` does: a group idle by the
         // time the timer fires counts as stopped.
@@ -1123,7 +1123,7 @@ async fn start_together(
         if now >= budget.drain_end {
             break;
         }
-        let drain_end = (budget.drain_end, budget.drain_end);
+        let drain_end = (budget.drain_end, || budget.drain_end);
         stopped_by_itself(group, now, drain_end, timer).await;
     }
     for group in groups {
@@ -1169,7 +1169,7 @@ async fn stop_group(
     group.drain_own();
     let drained = budget.drains && {
         let now = Instant::now();
-        let drain_end = (budget.drain_end, budget.drain_end);
+        let drain_end = (budget.drain_end, || budget.drain_end);
         now < budget.drain_end && stopped_by_itself(group, now, drain_end, timer).await
     };
     group.cancel_own(turn.reason.clone());
@@ -1207,8 +1207,9 @@ async fn stop_group(
     // Past its stop time, a wait in batches goes on while work keeps ending
     // (see `yield_until`), within three quarters of the group's share of the
     // forced phase, so that the aborts have time to land; a group reached
-    // late has had its three quarters until its stop time.
-    let extend_to = match late_share {
+    // late has had its three quarters until its stop time. Worked out only
+    // for such a wait.
+    let extend_to = || match late_share {
         Some(_) => stop_by,
         None => saturating_add(now, budget.share(now, turn.groups_left) / 4 * 3).max(stop_by),
     };
