@@ -92,6 +92,7 @@ pub struct ServeOptions {
     /// `None`: no pings.
     http2_keep_alive_interval: Option<Duration>,
     http2_keep_alive_timeout: Duration,
+    tcp_nodelay: bool,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -112,6 +113,7 @@ impl fmt::Debug for ServeOptions {
             )
             .field("http2_keep_alive_interval", &self.http2_keep_alive_interval)
             .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
+            .field("tcp_nodelay", &self.tcp_nodelay)
             .finish()
     }
 }
@@ -123,6 +125,14 @@ impl Default for ServeOptions {
 }
 
 impl ServeOptions {
+    /// Sets up an accepted connection's socket.
+    fn configure_socket(&self, stream: &TcpStream) -> io::Result<()> {
+        if self.tcp_nodelay {
+            stream.set_nodelay(true)?;
+        }
+        Ok(())
+    }
+
     /// The settings [`serve`] uses, each named as its setter's default.
     pub fn new() -> ServeOptions {
         ServeOptions {
@@ -135,7 +145,21 @@ impl ServeOptions {
             http2_max_concurrent_streams: 200,
             http2_keep_alive_interval: None,
             http2_keep_alive_timeout: Duration::from_secs(20),
+            tcp_nodelay: true,
         }
+    }
+
+    /// Whether each accepted connection's socket sends small writes at once
+    /// (`TCP_NODELAY`), rather than holding them back until the peer
+    /// acknowledges the last ones (Nagle's algorithm). Default `true`: with
+    /// Nagle, an HTTP/2 connection's last frames at a shutdown (its
+    /// `GOAWAY`) waited for the client's delayed acknowledgement, about 40
+    /// ms on Linux, and so did small responses. `false` leaves the socket as
+    /// the system makes it.
+    #[must_use]
+    pub fn tcp_nodelay(mut self, enabled: bool) -> ServeOptions {
+        self.tcp_nodelay = enabled;
+        self
     }
 
     /// How long an HTTP/1 connection may take to send a request's headers,
@@ -679,6 +703,9 @@ where
                 AcceptError::Fatal => return Err(e),
             },
         };
+        // A socket that fails this is failing already: its connection ends
+        // as any such does.
+        let _ = opts.configure_socket(&stream);
         let conn = Conn {
             group: group.clone(),
             label: Arc::new(ConnLabel::new(peer, site)),
@@ -1431,6 +1458,23 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An accepted connection's socket sends small writes at once unless
+    /// the options say otherwise (the system's default holds them back).
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_unless_turned_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (opts, nodelay) in [
+            (ServeOptions::new(), true),
+            (ServeOptions::new().tcp_nodelay(false), false),
+        ] {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            opts.configure_socket(&stream).unwrap();
+            assert_eq!(stream.nodelay().unwrap(), nodelay, "{opts:?}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_a_second_and_resets() {

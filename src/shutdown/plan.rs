@@ -264,7 +264,11 @@ impl ShutdownPlan {
     /// [`cancel_reason`](crate::TaskContext::cancel_reason). The handlers are
     /// installed when the future is first polled, and shared with
     /// [`SignalService`](crate::service::SignalService)'s counting: two
-    /// signals sent back to back are two.
+    /// signals are two once each was delivered (two presses of Ctrl-C, a
+    /// supervisor's signals seconds apart). The system merges a second
+    /// signal of the same kind sent while the first is still pending, as two
+    /// `kill -INT` a few microseconds apart often are: that stop is a
+    /// graceful one.
     ///
     /// A program exits with [`SignalError::exit_code`] after a forced stop
     /// (130 after a second SIGINT, 143 after a second SIGTERM, as shells
@@ -443,7 +447,9 @@ pub enum SignalError {
     Forced {
         /// Every signal received, in order (the second forced: it is the
         /// one the text, [`exit_code`](SignalError::exit_code), the phase and
-        /// the tasks' reason name, also when more came with it).
+        /// the tasks' reason name, also when more came with it). Two
+        /// different signals that arrive within one wake-up of the runtime
+        /// may be listed in either order, whichever was sent first.
         signals: Vec<Signal>,
         /// The whole stop's report: what finished since the graceful stop
         /// began, what it and then the forced stop aborted, and what was
