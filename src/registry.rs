@@ -366,23 +366,35 @@ pub(crate) fn sort_by_id<T>(items: &mut [T], id: impl Fn(&T) -> TaskId) {
 /// then tells to expect it. Guards, blocking tasks and tracked futures have
 /// no handle and never get one. `true` if the entry is to be expected.
 fn abort_entry(entry: &mut Entry, watch: &Arc<AbortWatch>) -> bool {
+    match mark_for_abort(entry, watch) {
+        Some(abort) => {
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// [`abort_entry`] but for the abort itself: the entry gets `watch` (`None`
+/// if it is not to be expected), and its abort handle, if it has one, is
+/// returned for the caller to use.
+fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<AbortHandle>> {
     // An entry with a watch was aborted once already; by another shutdown,
     // this one waits for that abort too.
     if let Some(other) = &entry.watch {
         if !Arc::ptr_eq(other, watch) {
             watch.wait_also(other);
         }
-        return false;
+        return None;
     }
     let abort = entry.abort.take();
     if abort.is_none() && entry.kind != TaskKind::Task {
-        return false;
+        return None;
     }
     entry.watch = Some(Arc::clone(watch));
-    if let Some(abort) = abort {
-        abort.abort();
-    }
-    true
+    Some(abort)
 }
 
 /// What a task whose abort handle comes after a shutdown's abort walk is to
@@ -1365,6 +1377,15 @@ impl Registry {
     /// are taken, and `watch` is told to wait for them. A task whose handle
     /// has not been stored yet is marked, and aborted when it is (see
     /// [`set_abort`](Self::set_abort)).
+    ///
+    /// The aborts are made once the walk has marked every task, the newest
+    /// first: a task's abort can end a task it started (a connection's, dropped
+    /// on another worker, resets its streams, whose tasks then return), and
+    /// that task, ended before its own abort came, counted as finished by
+    /// itself rather than aborted and named (HTTP/2 requests stuck at a
+    /// shutdown's deadline: a few in most runs on two workers). A task
+    /// marked that ends before its abort is made is settled as one whose
+    /// abort came too late, as before.
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         // Before looking for shards, meet any thread making one: a shard it
         // made before is seen below, and one it makes after is made with
@@ -1373,19 +1394,29 @@ impl Registry {
         drop(making_lock(self).lock());
         // In chunks, as a report: at a million tasks one walk under the lock
         // would hold up every completion on the shard for all of it.
+        let mut marked = (0, Vec::new());
         self.walk_chunks(
             CHUNK,
-            &mut 0,
-            |aborted, _, entry| {
-                if !spare(entry.id) && abort_entry(entry, watch) {
+            &mut marked,
+            |(aborted, handles), _, entry| {
+                if spare(entry.id) {
+                    return;
+                }
+                if let Some(abort) = mark_for_abort(entry, watch) {
                     *aborted += 1;
+                    handles.extend(abort.map(|abort| (entry.id, abort)));
                 }
             },
             // Still under the shard's lock, which the removal of every entry
-            // just aborted takes before it settles: expected before settled.
-            |aborted, _, _| watch.expect(std::mem::take(aborted)),
+            // marked takes before it settles: expected before settled.
+            |(aborted, _), _, _| watch.expect(std::mem::take(aborted)),
             |_, _| {},
         );
+        let mut handles = marked.1;
+        handles.sort_unstable_by_key(|&(id, _)| std::cmp::Reverse(id));
+        for (_, abort) in handles {
+            abort.abort();
+        }
     }
 
     /// Aborts the task in `slot` as [`abort_all`](Self::abort_all) aborts
