@@ -1213,12 +1213,7 @@ async fn stop_group(
         Some(_) => stop_by,
         None => saturating_add(now, budget.share(now, turn.groups_left) / 4 * 3).max(stop_by),
     };
-    if drained || stopped_by_itself(group, now, (stop_by, extend_to), timer).await {
-        if group.has_scoped_children() {
-            note_scoped_subtree(scopes_reached, group, scoped);
-        }
-        return;
-    }
+    let stopped = drained || stopped_by_itself(group, now, (stop_by, extend_to), timer).await;
     // Read before the aborts below: a group the `Drop` of an aborted task
     // makes is not noted (see `note_scoped_subtree`).
     let subtree = if group.has_scoped_children() {
@@ -1226,6 +1221,9 @@ async fn stop_group(
     } else {
         Vec::new()
     };
+    if stopped {
+        return;
+    }
     let now = Instant::now();
     let abort_by = match late_share {
         Some(share) => saturating_add(reached, share),

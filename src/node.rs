@@ -1856,7 +1856,7 @@ impl Node {
     /// runs after the reason was set under that lock.
     #[inline(always)]
     fn cancel_scoped(&self, tokens: &Tokens, bits: u8) -> bool {
-        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED == 0 {
+        if !self.has_scoped_children() {
             return false;
         }
         self.cancel_scoped_children(tokens, bits);
@@ -1899,22 +1899,25 @@ impl Node {
         let mut stack = self.scoped_made_here();
         let mut out = Vec::with_capacity(stack.len());
         while let Some(node) = stack.pop() {
-            node.push_made_here(&mut stack);
+            node.push_made_here(false, &mut stack);
             out.push(node);
         }
         out
     }
 
     /// Pushes the groups this group made and has linked now (not one
-    /// another group made and linked here) onto `out`.
-    fn push_made_here(&self, out: &mut Vec<NodeRef>) {
+    /// another group made and linked here) onto `out`; the scoped ones
+    /// only if `scoped`.
+    fn push_made_here(&self, scoped: bool, out: &mut Vec<NodeRef>) {
         if let Some(table) = self.links_table() {
             let links = table.links.lock();
             out.extend(
                 links
                     .map
                     .values()
-                    .filter(|child| own_key(table, &links, child).is_some())
+                    .filter(|child| {
+                        (!scoped || child.is_scoped()) && own_key(table, &links, child).is_some()
+                    })
                     .cloned(),
             );
         }
@@ -1923,16 +1926,9 @@ impl Node {
     /// The scoped children this group made and has now: not one that
     /// another group made and linked here.
     fn scoped_made_here(&self) -> Vec<NodeRef> {
-        let Some(table) = self.links_table() else {
-            return Vec::new();
-        };
-        let links = table.links.lock();
-        links
-            .map
-            .values()
-            .filter(|child| child.is_scoped() && own_key(table, &links, child).is_some())
-            .cloned()
-            .collect()
+        let mut scoped = Vec::new();
+        self.push_made_here(true, &mut scoped);
+        scoped
     }
 
     /// With the `tracing` feature, the reason to log a cancel of this group's
@@ -1970,7 +1966,7 @@ impl Node {
         // scoped child is cancelled before the context it hangs off, nor
         // before it has its reason (see `cancel_scoped`).
         self.each_of(&uncancelled, |tokens| tokens.set_reason(&reason));
-        let reached = (self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0).then(|| {
+        let reached = self.has_scoped_children().then(|| {
             // The current generation's (the first set wins).
             let given = self.with_tokens(Tokens::reason_set);
             give_reason_below(self.scoped_made_here(), given.as_ref().unwrap_or(&reason))
@@ -1996,7 +1992,7 @@ impl Node {
     /// groups below them otherwise: those follow their turn.
     pub(crate) fn drain_own(&self) {
         self.drain_this();
-        if self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0 {
+        if self.has_scoped_children() {
             self.drain_scoped_children();
         }
     }
@@ -2016,8 +2012,8 @@ impl Node {
                 continue;
             }
             node.drain_this();
-            if node.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0 {
-                stack.extend(node.scoped_made_here());
+            if node.has_scoped_children() {
+                node.push_made_here(true, &mut stack);
             }
         }
     }
@@ -2573,7 +2569,8 @@ fn traverse_from(
                 // before every other link (pushed last), so that a shutdown
                 // stops them, aborts included, before the groups linked after
                 // that work (a pool made before the requests).
-                let table = (node.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0)
+                let table = node
+                    .has_scoped_children()
                     .then(|| node.links_table())
                     .flatten();
                 if let Some(table) = table {
@@ -2940,7 +2937,7 @@ fn give_reason_below(roots: Vec<NodeRef>, reason: &CancelReason) -> Reached {
         // scope goes too (`cancel_reached_scopes`).
         let uncancelled = node.uncancelled();
         node.each_of(&uncancelled, |tokens| tokens.set_scope_reason(reason));
-        node.push_made_here(&mut stack);
+        node.push_made_here(false, &mut stack);
         reached.push((node, uncancelled));
     }
     reached

@@ -256,16 +256,12 @@ async fn a_scoped_child_made_after_the_shutdown_starts_cancelled_and_closed() {
 async fn a_task_fans_out_from_its_context() {
     let jobs = WaitGroup::builder().name("jobs").build();
     let (reasons, mut read) = mpsc::unbounded_channel();
-    let (running, started) = oneshot::channel();
-    jobs.go(move |ctx| async move {
-        let parts = ctx.scoped_child();
+    fan_out_with(&jobs, move |parts| {
         for _ in 0..3 {
-            part(&parts, &reasons);
+            part(parts, &reasons);
         }
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    })
+    .await;
     shut_down_at_once(&jobs, &mut read, 3, 4).await;
 }
 
@@ -362,12 +358,6 @@ async fn a_reopened_scoped_child_stays_with_the_context_it_was_made_from() {
 /// turn: `probe-scoped repro_order`, 20 of 20.)
 #[tokio::test(start_paused = true)]
 async fn a_stubborn_fan_out_is_aborted_before_a_pool_made_earlier_is_cancelled() {
-    struct OnDrop(Option<oneshot::Sender<Instant>>);
-    impl Drop for OnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.take().unwrap().send(Instant::now());
-        }
-    }
     let server = WaitGroup::builder().name("server").build();
     let pool = server.task().name("pool").child();
     let (pool_cancelled, pool_cancelled_at) = oneshot::channel();
@@ -376,17 +366,11 @@ async fn a_stubborn_fan_out_is_aborted_before_a_pool_made_earlier_is_cancelled()
         pool_cancelled.send(Instant::now()).unwrap();
     });
     let (dropped, part_dropped_at) = oneshot::channel();
-    let (running, started) = oneshot::channel();
-    server.go(move |ctx| async move {
-        let parts = ctx.scoped_child();
-        parts.task().name("stubborn").go(move |_| async move {
-            let _on_drop = OnDrop(Some(dropped));
-            std::future::pending::<()>().await;
-        });
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    fan_out_with(&server, move |parts| {
+        let at = stubborn(parts, "stubborn");
+        tokio::spawn(async move { dropped.send(at.await.unwrap()).unwrap() });
+    })
+    .await;
 
     let report = server.shutdown(Duration::from_millis(200)).await;
     let aborted: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
@@ -411,9 +395,7 @@ async fn a_stubborn_fan_out_is_aborted_before_a_pool_made_earlier_is_cancelled()
 async fn the_drain_phase_drains_scoped_children_with_the_work_that_waits_for_them() {
     let server = WaitGroup::builder().name("server").build();
     let (drained, mut read) = mpsc::unbounded_channel();
-    let (running, started) = oneshot::channel();
-    server.go(move |ctx| async move {
-        let parts = ctx.scoped_child();
+    fan_out_with(&server, move |parts| {
         for _ in 0..3 {
             let drained = drained.clone();
             parts.go(move |ctx| async move {
@@ -421,10 +403,8 @@ async fn the_drain_phase_drains_scoped_children_with_the_work_that_waits_for_the
                 drained.send(ctx.is_cancelled()).unwrap();
             });
         }
-        running.send(()).unwrap();
-        parts.wait().await
-    });
-    started.await.unwrap();
+    })
+    .await;
     let grace = Grace::drain(Duration::from_millis(300)).then_cancel(Duration::from_millis(300));
     let begun = Instant::now();
     let report = server.shutdown(grace).await;
