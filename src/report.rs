@@ -380,7 +380,11 @@ impl ShutdownReport {
     /// completed by themselves (successfully or not), and tasks aborted by
     /// their own [`TaskHandle`](crate::TaskHandle), by a shutdown since
     /// dropped, or whose abort took effect only after the shutdown stopped
-    /// waiting for it. With
+    /// waiting for it, and tasks dropped unfinished with their runtime (a
+    /// runtime shut down or dropped while the group lived: their
+    /// [`TaskHandle`](crate::TaskHandle)s say
+    /// [`JoinError::is_aborted`](crate::JoinError::is_aborted), but no failure is
+    /// recorded, so [`is_clean`](Self::is_clean) can hold). With
     /// `aborted` and [`pending`](Self::pending) it accounts for each guard
     /// and task pending when the shutdown started, once (a task whose
     /// `go()` was under way on another thread at that moment may be counted

@@ -275,6 +275,55 @@ fn spawn_on_runs_on_the_given_runtime() {
     wg.wait_blocking().unwrap();
 }
 
+/// A task whose runtime is dropped while a shutdown waits for it ends
+/// without finishing, and without a failure: the shutdown counts it as
+/// finished (not aborted, not pending), the report is clean, and its handle
+/// says it was aborted. As `ShutdownReport::finished` documents.
+#[test]
+fn a_task_dropped_with_its_runtime_during_a_shutdown_counts_as_finished() {
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let wg = WaitGroup::new();
+    let (started_tx, started_rx) = oneshot::channel();
+    // Ignores the cancel: only its runtime's end can end it.
+    let task = wg
+        .task()
+        .name("stuck")
+        .spawn_on(other.handle(), |_| async move {
+            started_tx.send(()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    main.block_on(async {
+        started_rx.await.unwrap();
+        let shutdown = wg.shutdown(Duration::from_secs(60));
+        tokio::pin!(shutdown);
+        // The shutdown has cancelled the group and waits in its grace.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => panic!("the shutdown ended before the runtime was dropped"),
+            () = async { while !wg.is_cancelled() { tokio::task::yield_now().await } } => {}
+        }
+        // Dropping it here would block in async code; its workers drop the
+        // tasks once told to stop.
+        other.shutdown_background();
+        let report = tokio::time::timeout(Duration::from_secs(30), shutdown)
+            .await
+            .expect("the shutdown ends once the task's runtime is gone");
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.finished(), 1, "{report}");
+        assert!(report.aborted().is_empty() && report.pending().is_empty());
+        let err = task.await.unwrap_err();
+        assert!(err.is_aborted() && err.failure().is_none(), "{err}");
+    });
+    assert!(wg.errors().is_empty());
+}
+
 /// TaskTracker's `reopen`: a closed group refuses, a reopened one accepts;
 /// after a shutdown, work started after `reopen` gets a fresh context while
 /// the context handed out before stays cancelled.
