@@ -16,6 +16,7 @@ use crate::error::TaskErrors;
 use crate::label::{GroupId, TaskId};
 use crate::node::{self, AbortTime, Counters, IdMap, IdSet, NodeRef, ShieldWatch};
 use crate::reason::CancelReason;
+use crate::registry::Marked;
 use crate::report::{GroupPending, PendingReport, ShutdownReport, TaskInfo};
 use crate::shared::{Counted as _, Shared};
 use crate::shutdown::{deadline_after, is_unlimited, saturating_add, Grace};
@@ -275,7 +276,8 @@ pub(crate) async fn run(
     }
     let groups = last_walk.as_deref().unwrap_or(&visited);
     if Instant::now() >= budget.deadline {
-        abort_leftovers(groups, caller, &mut aborted);
+        // Every group's marked before any is aborted (see `Marked`).
+        abort_leftovers(groups, caller, &mut aborted, &mut Marked::default());
     }
     // Aborts still landing, as work in flight below: until the same time
     // as above, a while at most and within the budget.
@@ -1035,7 +1037,12 @@ async fn stopped_by_itself(
 /// rather than one group's turn after another's; each group's turn then
 /// finds its tasks gone or landing (and waits for them as a concurrent
 /// shutdown's), and deals with a shielded section or a task started since.
-fn abort_leftovers(groups: &[NodeRef], caller: Option<Current>, aborted: &mut Aborted<'_>) {
+fn abort_leftovers(
+    groups: &[NodeRef],
+    caller: Option<Current>,
+    aborted: &mut Aborted<'_>,
+    marked: &mut Marked,
+) {
     for group in groups {
         if group.state().idle_listener().is_none() {
             continue;
@@ -1049,9 +1056,10 @@ fn abort_leftovers(groups: &[NodeRef], caller: Option<Current>, aborted: &mut Ab
         // aborted when it is (see `Registry::set_abort`), phase or not.
         let phase = group.aborting(&watch);
         let shields = group.watch_shields(Instant::now());
-        group.abort_more(
+        group.mark_more(
             &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
             &watch,
+            marked,
         );
         drop(shields);
         drop(phase);
@@ -1240,17 +1248,26 @@ async fn stop_group(
     // The shielded tasks are left to `wait_for_shields`, which hears of
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
-    group.abort_more(
+    let mut marked = Marked::default();
+    group.mark_more(
         &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
         &watch,
+        &mut marked,
     );
     // Then the stragglers of the scoped subtree, which stop with these: their
     // aborts land beside these, not each group's in its own turn after the
     // other's (with thousands of requests stuck, that delayed the groups
     // after this one, a pool the requests use, by tens of milliseconds).
+    // All are marked before any abort is made, this group's first: a task
+    // of the subtree that ends when the task that started it is dropped (a
+    // request's part, on another worker) is marked before that, and listed
+    // as aborted even if it ends by itself then (see `Registry::remove`);
+    // a task that awaits its parts is aborted before theirs can let it
+    // return (`tests/scoped_child.rs`).
     if !subtree.is_empty() {
-        abort_leftovers(&subtree, turn.caller, aborted);
+        abort_leftovers(&subtree, turn.caller, aborted, &mut marked);
     }
+    drop(marked);
     if shields.shielded.is_empty() {
         drop(shields);
     } else {
@@ -1813,7 +1830,7 @@ mod tests {
         let unit = node.add_task().0;
         progress.counting(std::slice::from_ref(node), &[node.counters()]);
         // Through: a task not yet spawned (no abort handle), which an abort
-        // marks, and which ends as `task::drop_aborted` ends an aborted one.
+        // marks, and which ends as `task::end` ends an aborted one.
         let site = std::panic::Location::caller();
         let entry = crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Task, site);
         let mut guard = crate::guard::TaskGuard::new_with(unit, entry).0;
@@ -1822,7 +1839,7 @@ mod tests {
         // The forced stop cancels the tree and marks the task in one step.
         let aborted = async {
             later.cancelled().await;
-            let entry = guard.remove_aborted().expect("a recorded guard");
+            let entry = guard.remove_now(true).expect("a recorded guard");
             drop(guard);
             entry.watch.expect("marked by the forced stop").settle();
         };
@@ -1930,7 +1947,7 @@ mod tests {
             .abort_timeout(Duration::from_secs(10))
             .build();
         let mut guard = group.add();
-        assert!(guard.remove_aborted().is_some());
+        assert!(guard.remove_now(true).is_some());
         (group, guard)
     }
 
@@ -1947,7 +1964,7 @@ mod tests {
         let mut guard = group.add();
         let end = async {
             group.cancelled().await;
-            assert!(guard.remove_aborted().is_some());
+            assert!(guard.remove_now(true).is_some());
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(guard);
         };

@@ -108,7 +108,7 @@ use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::pruned::Pruned;
 use crate::reason::CancelReason;
-use crate::registry::{AbortWatch, Late, Registry, Slot};
+use crate::registry::{AbortWatch, Late, Marked, Registry, Slot};
 use crate::report::{GroupPending, TaskInfo};
 use crate::shared::{Counted, Shared};
 use crate::state::State;
@@ -2224,6 +2224,17 @@ impl Node {
         self.registry.abort_all(spare, watch);
     }
 
+    /// Marks the tasks [`abort_more`](Self::abort_more) would abort, for
+    /// `marked` to abort when it is dropped ([`Registry::mark_all`]).
+    pub(crate) fn mark_more(
+        &self,
+        spare: &dyn Fn(TaskId) -> bool,
+        watch: &Arc<AbortWatch>,
+        marked: &mut Marked,
+    ) {
+        self.registry.mark_all(spare, watch, marked);
+    }
+
     /// Aborts task `id` in registry slot `slot`, as
     /// [`abort_more`](Self::abort_more) aborts each, if it is still there.
     pub(crate) fn abort_one(&self, slot: Slot, id: TaskId, watch: &Arc<AbortWatch>) {
@@ -3306,9 +3317,9 @@ mod tests {
         // Marked aborted (it has no abort handle, never spawned); its watch
         // expects it.
         let watch = node.abort_tasks(None);
-        // `task::drop_aborted`'s steps, the counters read between the first
+        // `task::end`'s steps, the counters read between the first
         // two: the entry removed and listed, then the count given up.
-        let entry = guard.remove_aborted().expect("a recorded guard");
+        let entry = guard.remove_now(true).expect("a recorded guard");
         let starts = node.counters();
         drop(guard);
         entry.watch.expect("marked aborted").settle();

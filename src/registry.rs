@@ -154,9 +154,14 @@ struct WatchState {
     /// Aborted tasks whose entries are not yet removed, or removed but not
     /// yet settled (their counts not yet given up).
     waiting: usize,
-    /// The tasks whose abort took effect, listed as their entries are
-    /// removed, until the list is taken.
+    /// The tasks marked for abort, listed as their entries are removed
+    /// (their abort took effect, or they ended first), until the list is
+    /// taken.
     aborted: Vec<Stopped>,
+    /// Every abort marked with this watch was made ([`Marked`] dropped): a
+    /// task that ends by itself after that is not listed (it was not ended
+    /// by an abort of its shutdown's, or only by its own, too late).
+    fired: bool,
     /// The list was taken: a task whose abort takes effect after that is
     /// not listed, nor counted as aborted (its shutdown counts it as
     /// finished, as it counts a task aborted by its handle).
@@ -191,6 +196,11 @@ impl AbortWatch {
         })
     }
 
+    /// The aborts marked with this watch were made (see [`fired`](WatchState::fired)).
+    fn set_fired(&self) {
+        self.state.lock().fired = true;
+    }
+
     /// `more` aborted tasks to wait for.
     pub(crate) fn expect(&self, more: usize) {
         if more > 0 {
@@ -201,15 +211,17 @@ impl AbortWatch {
         }
     }
 
-    /// Lists the task of `entry`, whose abort took effect (its future was
-    /// dropped unfinished), unless the list was taken already; `true` if
+    /// Lists the task of `entry`, marked for abort and now ended (`dropped`:
+    /// its abort took effect; else it ended by itself, listed only if that
+    /// was before the aborts were made, see [`Registry::remove`]), unless
+    /// the list was taken already; `true` if
     /// listed. Called under the lock of the entry's shard as the entry is
     /// removed, so that the shard counts the task as aborted exactly when
-    /// it is listed (see [`Registry::remove_aborted`]). Lock order: the
+    /// it is listed (see [`Registry::remove`]). Lock order: the
     /// shard's lock, then this watch's.
-    fn list(&self, entry: &mut Entry) -> bool {
+    fn list(&self, entry: &mut Entry, dropped: bool) -> bool {
         let mut state = self.state.lock();
-        if state.taken {
+        if state.taken || (state.fired && !dropped) {
             return false;
         }
         state.aborted.push(Stopped {
@@ -395,6 +407,42 @@ fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<A
     }
     entry.watch = Some(Arc::clone(watch));
     Some(abort)
+}
+
+/// The abort handles of tasks [`Registry::mark_all`] marked, aborted in
+/// their order when this is dropped: after the caller has marked all it
+/// aborts together, so that no abort is made before every task is marked,
+/// and even if the caller unwinds in between (a marked task's watch waits
+/// for its abort).
+#[derive(Default)]
+pub(crate) struct Marked {
+    handles: Vec<AbortHandle>,
+    /// The watches the tasks were marked with, told once the aborts are made.
+    watches: Vec<Arc<AbortWatch>>,
+}
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        for abort in self.handles.drain(..) {
+            abort.abort();
+        }
+        for watch in self.watches.drain(..) {
+            watch.set_fired();
+        }
+    }
+}
+
+/// The end of a task a shutdown marked for abort, under its shard's lock:
+/// see [`Registry::remove`].
+#[cold]
+#[inline(never)]
+fn list_marked(slab: &mut Slab, entry: &mut Entry, dropped: bool) {
+    if let Some(watch) = entry.watch.take() {
+        if watch.list(entry, dropped) {
+            slab.aborted += 1;
+        }
+        entry.watch = Some(watch);
+    }
 }
 
 /// What a task whose abort handle comes after a shutdown's abort walk is to
@@ -1297,30 +1345,35 @@ impl Registry {
     }
 
     /// Removes the entry a guard owns. Only that guard calls this, once.
+    ///
+    /// If a shutdown marked the task for abort (the entry has its watch) and
+    /// that shutdown still lists, the watch lists it and the shard counts it
+    /// in [`removed_and_len`](Self::removed_and_len) as aborted, both under
+    /// the shard's lock: a shutdown's counters then see the entry removed
+    /// and the task aborted together or not at all, and a task counted as
+    /// aborted is one some shutdown's report lists. So is a marked task that
+    /// ends by itself before the aborts marked with it are all made: it was
+    /// still running when the shutdown began aborting, and ends because of
+    /// those aborts (a part whose starter's abort landed first, see
+    /// [`mark_all`](Self::mark_all)). One that ends by itself after them
+    /// (its own abort too late: it was finishing), a task aborted otherwise
+    /// (by its handle, its runtime shutting down) or after the shutdown took
+    /// its list counts as removed only: its end is reported as finished. The
+    /// caller settles the watch once the task's count is given up (see
+    /// `task::end`).
     #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
-        self.shard(slot)?.lock().remove(slot.index())
+        self.remove_ended(slot, false)
     }
 
-    /// Removes the entry of a task whose future was dropped unfinished, as
-    /// [`remove`](Self::remove) does. If a shutdown aborted the task (the
-    /// entry has its watch) and still lists, the watch lists it and the
-    /// shard counts it in [`removed_and_len`](Self::removed_and_len) as
-    /// aborted, both under the shard's lock: a shutdown's counters then see
-    /// the entry removed and the task aborted together or not at all, and
-    /// a task counted as aborted is one some shutdown's report lists. A
-    /// task aborted otherwise (by its handle, its runtime shutting down, or
-    /// after the shutdown took its list) counts as removed only: its end is
-    /// reported as finished.
-    #[cold]
-    pub(crate) fn remove_aborted(&self, slot: Slot) -> Option<Entry> {
+    /// [`remove`](Self::remove) for a task's end: `dropped`, its future was
+    /// dropped unfinished (aborted).
+    #[inline]
+    pub(crate) fn remove_ended(&self, slot: Slot, dropped: bool) -> Option<Entry> {
         let mut slab = self.shard(slot)?.lock();
         let mut entry = slab.remove(slot.index())?;
-        if let Some(watch) = entry.watch.take() {
-            if watch.list(&mut entry) {
-                slab.aborted += 1;
-            }
-            entry.watch = Some(watch);
+        if entry.watch.is_some() {
+            list_marked(&mut slab, &mut entry, dropped);
         }
         Some(entry)
     }
@@ -1373,21 +1426,38 @@ impl Registry {
         abort.abort();
     }
 
-    /// Aborts the spawned tasks (but those `spare` keeps), each once: their abort handles
-    /// are taken, and `watch` is told to wait for them. A task whose handle
-    /// has not been stored yet is marked, and aborted when it is (see
-    /// [`set_abort`](Self::set_abort)).
-    ///
-    /// The aborts are made once the walk has marked every task, the newest
-    /// first: a task's abort can end a task it started (a connection's, dropped
-    /// on another worker, resets its streams, whose tasks then return), and
-    /// that task, ended before its own abort came, counted as finished by
-    /// itself rather than aborted and named (HTTP/2 requests stuck at a
-    /// shutdown's deadline went missing from its report in some runs on two
-    /// workers: `tests/shutdown.rs`, `a_task_started_by_another_is_aborted_before_it`). A task
-    /// marked that ends before its abort is made is settled as one whose
-    /// abort came too late, as before.
+    /// Aborts the spawned tasks (but those `spare` keeps), each once, as
+    /// [`mark_all`](Self::mark_all) marks them, the newest first.
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
+        let mut marked = Marked::default();
+        self.mark_all(spare, watch, &mut marked);
+    }
+
+    /// Marks the spawned tasks (but those `spare` keeps) for abort, each
+    /// once: their abort handles are taken, and `watch` is told to wait for
+    /// them. A task whose handle has not been stored yet is marked, and
+    /// aborted when it is (see [`set_abort`](Self::set_abort)). The handles
+    /// go to `marked`, the newest task first, to be aborted when it is
+    /// dropped, once the caller has marked all it aborts together (a group
+    /// and its scoped subtree, see `drain.rs`).
+    ///
+    /// The aborts are made once every task is marked, the newest first: a
+    /// task's abort can end a task it started (a connection's, dropped on
+    /// another worker, resets its streams, whose tasks then return), and
+    /// that task, ended before it was marked, counted as finished by itself
+    /// rather than aborted and named (HTTP/2 requests stuck at a shutdown's
+    /// deadline went missing from its report in some runs on two workers:
+    /// `tests/shutdown.rs`, `a_task_started_by_another_is_aborted_before_it`).
+    /// A task marked that ends by itself before the aborts are made is
+    /// listed as aborted all the same (see [`remove`](Self::remove)). `marked` holds
+    /// one handle per task marked until it is dropped (16 bytes a task: 16
+    /// MB at a million stuck tasks).
+    pub(crate) fn mark_all(
+        &self,
+        spare: &dyn Fn(TaskId) -> bool,
+        watch: &Arc<AbortWatch>,
+        marked: &mut Marked,
+    ) {
         // Before looking for shards, meet any thread making one: a shard it
         // made before is seen below, and one it makes after is made with
         // what came before this (a shutdown's published watch, see
@@ -1395,10 +1465,10 @@ impl Registry {
         drop(making_lock(self).lock());
         // In chunks, as a report: at a million tasks one walk under the lock
         // would hold up every completion on the shard for all of it.
-        let mut marked = (0, Vec::new());
+        let mut found = (0, Vec::new());
         self.walk_chunks(
             CHUNK,
-            &mut marked,
+            &mut found,
             |(aborted, handles), _, entry| {
                 if spare(entry.id) {
                     return;
@@ -1414,11 +1484,12 @@ impl Registry {
             |_, _| {},
         );
         // Walked in slot order, which is id order in runs (see `sort_by_id`).
-        let mut handles = marked.1;
+        let mut handles = found.1;
         sort_by_id(&mut handles, |&(id, _)| id);
-        for (_, abort) in handles.into_iter().rev() {
-            abort.abort();
-        }
+        marked
+            .handles
+            .extend(handles.into_iter().rev().map(|(_, abort)| abort));
+        marked.watches.push(Arc::clone(watch));
     }
 
     /// Aborts the task in `slot` as [`abort_all`](Self::abort_all) aborts
@@ -1435,6 +1506,9 @@ impl Registry {
             if abort_entry(entry, watch) {
                 watch.expect(1);
             }
+            // Made at once: a task that ends by itself from now on was
+            // finishing (see `remove`).
+            watch.set_fired();
         }
     }
 
@@ -1657,7 +1731,7 @@ impl Registry {
     }
 
     /// The number of entries ever removed, and of those the tasks a
-    /// shutdown aborted and listed ([`remove_aborted`](Self::remove_aborted)),
+    /// shutdown aborted and listed ([`remove`](Self::remove)),
     /// and the number of entries: sums of counters that each shard keeps
     /// under its lock, so keeping them costs a removal nothing but an
     /// increment, and each shard's three are read together. The first two
@@ -1742,17 +1816,20 @@ mod tests {
         watch.state.lock().waiting
     }
 
-    /// The end of an aborted task, as `task::drop_aborted` makes it: its
+    /// The end of an aborted task, as `task::end` makes it: its
     /// entry removed (and listed by its watch), then its watch settled.
     fn end_aborted(registry: &Registry, slot: Slot) {
-        let entry = registry.remove_aborted(slot).expect("the entry is there");
+        let entry = registry
+            .remove_ended(slot, true)
+            .expect("the entry is there");
         entry.watch.as_ref().expect("a watch").settle();
     }
 
-    /// The end of a task that finished before its abort took effect, as
-    /// its guard's drop makes it.
+    /// The end of a task that finished by itself once its abort was made.
     fn end_finished(registry: &Registry, slot: Slot) {
-        let entry = registry.remove(slot).expect("the entry is there");
+        let entry = registry
+            .remove_ended(slot, false)
+            .expect("the entry is there");
         entry.watch.as_ref().expect("a watch").settle();
     }
 
@@ -1790,8 +1867,9 @@ mod tests {
 
     /// A watch lists the tasks whose abort took effect, by id whatever the
     /// order their entries were removed in, each aged as of the listing; a
-    /// task that finished before its abort took effect is waited for but
-    /// not listed. The registry counts as aborted exactly the tasks listed.
+    /// task that finished by itself once its abort was made is waited for
+    /// but not listed. The registry counts as aborted exactly the tasks
+    /// listed.
     #[test]
     fn a_watch_lists_its_aborted_tasks_by_id_aged_when_listed() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1846,7 +1924,7 @@ mod tests {
         assert!(watch.take_aborted().is_empty());
         assert_eq!(registry.removed(), (2, 1));
         let by_handle = registry.insert(task_entry(3));
-        let entry = registry.remove_aborted(by_handle).expect("the entry");
+        let entry = registry.remove(by_handle).expect("the entry");
         assert!(entry.watch.is_none());
         assert_eq!(registry.removed(), (3, 1));
     }

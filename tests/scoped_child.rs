@@ -644,3 +644,56 @@ async fn a_shielded_part_of_a_scoped_child_ends_its_section() {
     assert_eq!(was_flushed.await.unwrap() - begun, ms(220), "{report}");
     assert_eq!(begun.elapsed(), ms(220), "{report}");
 }
+
+/// A task of a scoped child that ends when the parent's task that started
+/// it is dropped (a request's part waiting on its connection) is named as
+/// aborted at the deadline, not counted as finished by itself: the scoped
+/// child's tasks are marked with the parent's before any abort is made, and
+/// a marked task is listed whichever way it ends. (Before, on two workers
+/// with the shutdown called from outside them, the connection's abort could
+/// land first and end its parts: 8-27 of 100 rounds of 50 parts.) Real time:
+/// the race is between threads.
+#[test]
+fn a_part_that_ends_when_its_starter_is_aborted_is_named_aborted() {
+    const PARTS: usize = 50;
+    let rounds = if cfg!(miri) { 2 } else { 100 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Called from `block_on`, off the workers, where the race showed.
+    runtime.block_on(async {
+        for round in 0..rounds {
+            // Time for every abort to land, under Miri too.
+            let wg = WaitGroup::builder()
+                .abort_timeout(Duration::from_secs(60))
+                .build();
+            let (started, running) = oneshot::channel();
+            wg.task().name("conn").go(move |ctx| async move {
+                // Dropped with this task's future: ends the parts' waits.
+                let (_alive, gone) = tokio::sync::watch::channel(());
+                let parts = ctx.scoped_child();
+                for _ in 0..PARTS {
+                    let mut gone = gone.clone();
+                    parts.task().name("part").go(move |_| async move {
+                        let _ = gone.changed().await;
+                    });
+                }
+                started.send(()).unwrap();
+                std::future::pending::<()>().await
+            });
+            running.await.unwrap();
+            let report = wg.shutdown(Duration::ZERO).await;
+            let parts = report
+                .aborted()
+                .iter()
+                .filter(|t| t.name() == Some("part"))
+                .count();
+            assert_eq!(parts, PARTS, "round {round}: {report}");
+            assert_eq!(report.aborted().len(), PARTS + 1, "{report}");
+            assert_eq!(report.finished(), 0, "round {round}: {report}");
+            assert!(report.pending().is_empty(), "{report}");
+        }
+    });
+}

@@ -1339,7 +1339,7 @@ async fn a_task_started_by_another_is_aborted_before_it() {
         let group = wg.clone();
         wg.task().name("conn").go(move |_| async move {
             // Dropped with this task's future: ends the streams' waits.
-            let (alive, gone) = tokio::sync::watch::channel(());
+            let (_alive, gone) = tokio::sync::watch::channel(());
             for _ in 0..STREAMS {
                 let mut gone = gone.clone();
                 group.task().name("stream").go(move |_| async move {
@@ -1347,8 +1347,7 @@ async fn a_task_started_by_another_is_aborted_before_it() {
                 });
             }
             started.send(()).unwrap();
-            std::future::pending::<()>().await;
-            drop(alive);
+            std::future::pending::<()>().await
         });
         running.await.unwrap();
         let report = wg.shutdown(Duration::ZERO).await;
