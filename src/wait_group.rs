@@ -1557,10 +1557,12 @@ impl WaitGroup {
     ///   tasks at once: a task that returns as soon as it is cancelled may
     ///   finish first, which it does on a current-thread runtime, where the
     ///   shutdown yields to the tasks it woke before it aborts (in
-    ///   `block_on`, as `#[tokio::main]` runs it, until they stop
-    ///   finishing, within three quarters of the abort timeout: Tokio runs
-    ///   them in batches there; a task that awaits anything more after the
-    ///   cancel is aborted), but may not on a
+    ///   `block_on`, as `#[tokio::main]` runs it, while the work left keeps
+    ///   falling, within three quarters of the group's share of the abort
+    ///   timeout: Tokio runs them in batches there; a task that awaits
+    ///   anything more after the cancel is aborted, and so may be one still
+    ///   to run when a task keeps starting work that the yields then run),
+    ///   but may not on a
     ///   multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached: with `r`

@@ -63,7 +63,10 @@
 //!   handler. A child task that only stops when cancelled then holds its
 //!   request until the deadline, where [`serve`] aborts the connection (the
 //!   client gets no response) and [`TrackRequests`] reports the request
-//!   pending. (A group built with
+//!   pending; and the child's tasks that end when their handler is dropped
+//!   are counted as finished, not aborted, as the child's turn comes after
+//!   that (a scoped child's are marked with the connections and named as
+//!   aborted). (A group built with
 //!   [`stop_children_together(true)`](crate::WaitGroupBuilder::stop_children_together)
 //!   cancels all its children with its own work, plain ones too.)
 //!

@@ -125,14 +125,6 @@ impl Default for ServeOptions {
 }
 
 impl ServeOptions {
-    /// Sets up an accepted connection's socket.
-    fn configure_socket(&self, stream: &TcpStream) -> io::Result<()> {
-        if self.tcp_nodelay {
-            stream.set_nodelay(true)?;
-        }
-        Ok(())
-    }
-
     /// The settings [`serve`] uses, each named as its setter's default.
     pub fn new() -> ServeOptions {
         ServeOptions {
@@ -147,6 +139,14 @@ impl ServeOptions {
             http2_keep_alive_timeout: Duration::from_secs(20),
             tcp_nodelay: true,
         }
+    }
+
+    /// Sets up an accepted connection's socket.
+    fn configure_socket(&self, stream: &TcpStream) -> io::Result<()> {
+        if self.tcp_nodelay {
+            stream.set_nodelay(true)?;
+        }
+        Ok(())
     }
 
     /// Whether each accepted connection's socket sends small writes at once

@@ -41,6 +41,56 @@
 //! [`ServiceError::AlreadyRunning`]. Errors are [`ServiceError`] (what went wrong at run time) and [`ConfigError`]
 //! (invalid settings, reported when building).
 //!
+//! # Under a shutdown plan
+//!
+//! [`SignalService`] stops a tree on SIGINT/SIGTERM; for a
+//! [`ShutdownPlan`](crate::shutdown::ShutdownPlan)'s phases (readiness off, a pre-stop delay,
+//! systemd's `STOPPING=1`, a report of what did not stop), run the outermost container as a
+//! `go()` task of a [`WaitGroup`](crate::WaitGroup) with the task's token, and run the plan on
+//! that group: its cancel stops the container, which stops its members in its own order under
+//! its own stop timeout (give the plan a grace longer than that), and the container's error,
+//! if any, is the task's failure in the plan's report.
+//!
+//! ```
+//! use std::time::Duration;
+//! use taskgroup::service::{service_fn, Ready, Sequence};
+//! use taskgroup::shutdown::{Readiness, ShutdownPlan};
+//! use taskgroup::WaitGroup;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let part = |name: &'static str| {
+//!     service_fn(name, |ctx: CancellationToken, ready: Ready| async move {
+//!         ready.ready();
+//!         ctx.cancelled().await;
+//!         Ok(())
+//!     })
+//! };
+//! let mut daemon = Sequence::builder("daemon")
+//!     .service(part("flusher"))
+//!     .service(part("db"))
+//!     .service(part("consumer"))
+//!     .stop_timeout(Duration::from_secs(5))
+//!     .build()
+//!     .unwrap();
+//! let group = WaitGroup::builder().name("daemon").build();
+//! group
+//!     .task()
+//!     .name("daemon")
+//!     .go(move |ctx| async move { daemon.serve(ctx.token().clone()).await });
+//! let readiness = Readiness::new();
+//! readiness.set_ready();
+//! let plan = ShutdownPlan::new(Duration::from_secs(10))
+//!     .readiness(readiness.clone())
+//!     .pre_stop_delay(Duration::from_secs(1));
+//! // In the daemon: `plan.run_on_signal(&group).await`.
+//! let report = plan.run(&group).await;
+//! assert!(report.is_clean(), "{report}");
+//! assert!(!readiness.is_ready());
+//! # }
+//! ```
+//!
 //! # Examples
 //!
 //! ```

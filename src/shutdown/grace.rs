@@ -44,10 +44,11 @@ impl Grace {
     /// A drain phase of `drain`, with no cancel phase yet (add one with
     /// [`then_cancel`](Self::then_cancel)): a task still running when the
     /// drain phase ends is cancelled and aborted right after. The shutdown
-    /// yields between the two (until the tasks it woke stop finishing,
-    /// within the abort timeout), so on a current-thread runtime a task
-    /// that returns as soon as it is cancelled, awaiting nothing more,
-    /// finishes first; on a
+    /// yields between the two (while the work left keeps falling, within
+    /// three quarters of the group's share of the abort timeout), so on a
+    /// current-thread runtime a task that returns as soon as it is
+    /// cancelled, awaiting nothing more, finishes first (unless a task keeps
+    /// starting work, which those yields run too); on a
     /// multi-thread runtime it may well be aborted first (and reported
     /// aborted), as it runs on another worker. To let tasks stop on the
     /// cancel, give the cancel phase some time (even a few milliseconds).
