@@ -277,7 +277,7 @@ pub(crate) async fn run(
     let groups = last_walk.as_deref().unwrap_or(&visited);
     if Instant::now() >= budget.deadline {
         // Every group's marked before any is aborted (see `Marked`).
-        abort_leftovers(groups, caller, &mut aborted, &mut Marked::default());
+        abort_leftovers(groups, caller, &mut aborted, &mut Marked::together());
     }
     // Aborts still landing, as work in flight below: until the same time
     // as above, a while at most and within the budget.
@@ -1248,7 +1248,11 @@ async fn stop_group(
     // The shielded tasks are left to `wait_for_shields`, which hears of
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
-    let mut marked = Marked::default();
+    let mut marked = if subtree.is_empty() {
+        Marked::default()
+    } else {
+        Marked::together()
+    };
     group.mark_more(
         &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
         &watch,
@@ -1261,9 +1265,9 @@ async fn stop_group(
     // All are marked before any abort is made, this group's first: a task
     // of the subtree that ends when the task that started it is dropped (a
     // request's part, on another worker) is marked before that, and listed
-    // as aborted even if it ends by itself then (see `Registry::remove`);
-    // a task that awaits its parts is aborted before theirs can let it
-    // return (`tests/scoped_child.rs`).
+    // as aborted if it ends by itself while the aborts are made (see
+    // `Marked::together`); a task that awaits its parts is aborted before
+    // theirs can let it return (`tests/scoped_child.rs`).
     if !subtree.is_empty() {
         abort_leftovers(&subtree, turn.caller, aborted, &mut marked);
     }
@@ -1839,9 +1843,9 @@ mod tests {
         // The forced stop cancels the tree and marks the task in one step.
         let aborted = async {
             later.cancelled().await;
-            let entry = guard.remove_now(true).expect("a recorded guard");
+            let watch = guard.remove_now(true).expect("a recorded guard");
             drop(guard);
-            entry.watch.expect("marked by the forced stop").settle();
+            watch.expect("marked by the forced stop").settle();
         };
         let (forced, ()) = tokio::join!(forced, aborted);
         assert_eq!(forced.aborted().len(), 1, "{forced}");

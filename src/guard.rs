@@ -3,10 +3,11 @@
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Node;
-use crate::registry::{Entry, Slot};
+use crate::registry::{AbortWatch, Entry, Slot};
 use crate::report::TaskKind;
 use crate::shared::TaskRef;
 
@@ -177,14 +178,15 @@ impl TaskGuard {
 
     /// Removes the entry of a task that ended now (`dropped`: aborted), as
     /// [`Registry::remove`] does (listing it as aborted if a shutdown marked
-    /// it); the guard is
-    /// then unrecorded, and its drop only gives up the count. For a task's
-    /// end (`task::end`), which settles the watch of a marked task only once
-    /// the count is given up too. `None` if the guard is unrecorded.
+    /// it); the guard is then unrecorded, and its drop only gives up the
+    /// count. For a task's end (`task::end`), which settles the watch of a
+    /// marked task only once the count is given up too. `None` if the guard
+    /// is unrecorded, else the watch of the shutdown that marked the task,
+    /// if one did.
     ///
     /// [`Registry::remove`]: crate::registry::Registry::remove
     #[inline]
-    pub(crate) fn remove_now(&mut self, dropped: bool) -> Option<Entry> {
+    pub(crate) fn remove_now(&mut self, dropped: bool) -> Option<Option<Arc<AbortWatch>>> {
         let tag = std::mem::take(self.tag.0.get_mut());
         if tag & RECORDED == 0 {
             *self.tag.0.get_mut() = tag;

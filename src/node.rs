@@ -3319,10 +3319,10 @@ mod tests {
         let watch = node.abort_tasks(None);
         // `task::end`'s steps, the counters read between the first
         // two: the entry removed and listed, then the count given up.
-        let entry = guard.remove_now(true).expect("a recorded guard");
+        let marked = guard.remove_now(true).expect("a recorded guard");
         let starts = node.counters();
         drop(guard);
-        entry.watch.expect("marked aborted").settle();
+        marked.expect("marked aborted").settle();
         assert_eq!(watch.take_aborted().len(), 1);
         assert_eq!(starts.finished_until(&node.counters()), 0);
     }

@@ -158,10 +158,13 @@ struct WatchState {
     /// (their abort took effect, or they ended first), until the list is
     /// taken.
     aborted: Vec<Stopped>,
-    /// Every abort marked with this watch was made ([`Marked`] dropped): a
-    /// task that ends by itself after that is not listed (it was not ended
-    /// by an abort of its shutdown's, or only by its own, too late).
-    fired: bool,
+    /// The aborts of several groups marked together are being made
+    /// ([`Marked::together`]): a task marked with this watch that ends by
+    /// itself meanwhile is listed too (it may be ended by one of those
+    /// aborts: a part whose starter was aborted first). Otherwise a task
+    /// that ends by itself is not listed (it was finishing, and its abort
+    /// came too late).
+    firing: bool,
     /// The list was taken: a task whose abort takes effect after that is
     /// not listed, nor counted as aborted (its shutdown counts it as
     /// finished, as it counts a task aborted by its handle).
@@ -196,9 +199,10 @@ impl AbortWatch {
         })
     }
 
-    /// The aborts marked with this watch were made (see [`fired`](WatchState::fired)).
-    fn set_fired(&self) {
-        self.state.lock().fired = true;
+    /// The aborts marked with this watch are being made together with
+    /// others, or no longer (see [`firing`](WatchState::firing)).
+    fn set_firing(&self, firing: bool) {
+        self.state.lock().firing = firing;
     }
 
     /// `more` aborted tasks to wait for.
@@ -212,8 +216,8 @@ impl AbortWatch {
     }
 
     /// Lists the task of `entry`, marked for abort and now ended (`dropped`:
-    /// its abort took effect; else it ended by itself, listed only if that
-    /// was before the aborts were made, see [`Registry::remove`]), unless
+    /// its abort took effect; else it ended by itself, listed only while the
+    /// aborts are being made, see [`Registry::remove`]), unless
     /// the list was taken already; `true` if
     /// listed. Called under the lock of the entry's shard as the entry is
     /// removed, so that the shard counts the task as aborted exactly when
@@ -221,7 +225,7 @@ impl AbortWatch {
     /// shard's lock, then this watch's.
     fn list(&self, entry: &mut Entry, dropped: bool) -> bool {
         let mut state = self.state.lock();
-        if state.taken || (state.fired && !dropped) {
+        if state.taken || !(dropped || state.firing) {
             return false;
         }
         state.aborted.push(Stopped {
@@ -417,17 +421,41 @@ fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<A
 #[derive(Default)]
 pub(crate) struct Marked {
     handles: Vec<AbortHandle>,
-    /// The watches the tasks were marked with, told once the aborts are made.
+    /// The watches the tasks were marked with.
     watches: Vec<Arc<AbortWatch>>,
+    together: bool,
+}
+
+impl Marked {
+    /// For the tasks of several groups aborted together (a group and its
+    /// scoped subtree, or a forced stop's leftovers): while their aborts are
+    /// being made, a marked task that ends by itself is listed as aborted,
+    /// as it may be ended by an abort made before its own (a part waiting
+    /// on the task that started it, whose abort lands first on another
+    /// worker). A task still running when its own abort is made, and ending
+    /// by itself after, is not (it was running, not stuck: it may be one
+    /// such part, doing work after it woke).
+    pub(crate) fn together() -> Self {
+        Marked {
+            handles: Vec::new(),
+            watches: Vec::new(),
+            together: true,
+        }
+    }
 }
 
 impl Drop for Marked {
     fn drop(&mut self) {
+        if self.together {
+            self.watches.iter().for_each(|watch| watch.set_firing(true));
+        }
         for abort in self.handles.drain(..) {
             abort.abort();
         }
-        for watch in self.watches.drain(..) {
-            watch.set_fired();
+        if self.together {
+            self.watches
+                .iter()
+                .for_each(|watch| watch.set_firing(false));
         }
     }
 }
@@ -1352,30 +1380,45 @@ impl Registry {
     /// the shard's lock: a shutdown's counters then see the entry removed
     /// and the task aborted together or not at all, and a task counted as
     /// aborted is one some shutdown's report lists. So is a marked task that
-    /// ends by itself before the aborts marked with it are all made: it was
-    /// still running when the shutdown began aborting, and ends because of
-    /// those aborts (a part whose starter's abort landed first, see
-    /// [`mark_all`](Self::mark_all)). One that ends by itself after them
-    /// (its own abort too late: it was finishing), a task aborted otherwise
-    /// (by its handle, its runtime shutting down) or after the shutdown took
-    /// its list counts as removed only: its end is reported as finished. The
+    /// ends by itself while the aborts of several groups marked together are
+    /// being made ([`Marked::together`]): it may end because of one of them
+    /// (a part whose starter's abort landed first), and was still running
+    /// when the shutdown began aborting (one that returns an error then is
+    /// both listed and recorded as failed). Any other that ends by itself
+    /// (it was finishing, its abort too late), a task aborted otherwise (by
+    /// its handle, its runtime shutting down) or after the shutdown took its
+    /// list counts as removed only: its end is reported as finished. The
     /// caller settles the watch once the task's count is given up (see
     /// `task::end`).
     #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
-        self.remove_ended(slot, false)
-    }
-
-    /// [`remove`](Self::remove) for a task's end: `dropped`, its future was
-    /// dropped unfinished (aborted).
-    #[inline]
-    pub(crate) fn remove_ended(&self, slot: Slot, dropped: bool) -> Option<Entry> {
         let mut slab = self.shard(slot)?.lock();
         let mut entry = slab.remove(slot.index())?;
         if entry.watch.is_some() {
-            list_marked(&mut slab, &mut entry, dropped);
+            list_marked(&mut slab, &mut entry, false);
         }
         Some(entry)
+    }
+
+    /// [`remove`](Self::remove) for a task's end: `dropped`, its future was
+    /// dropped unfinished (aborted). Returns the watch of the shutdown that
+    /// marked the task, if one did (`None` if the entry was gone); the entry
+    /// itself is dropped here, after the lock is let go.
+    #[inline]
+    pub(crate) fn remove_ended(
+        &self,
+        slot: Slot,
+        dropped: bool,
+    ) -> Option<Option<Arc<AbortWatch>>> {
+        let mut entry = {
+            let mut slab = self.shard(slot)?.lock();
+            let mut entry = slab.remove(slot.index())?;
+            if entry.watch.is_some() {
+                list_marked(&mut slab, &mut entry, dropped);
+            }
+            entry
+        };
+        Some(entry.watch.take())
     }
 
     /// Stores the abort handle of a just-spawned task, unless the task has
@@ -1437,9 +1480,10 @@ impl Registry {
     /// once: their abort handles are taken, and `watch` is told to wait for
     /// them. A task whose handle has not been stored yet is marked, and
     /// aborted when it is (see [`set_abort`](Self::set_abort)). The handles
-    /// go to `marked`, the newest task first, to be aborted when it is
-    /// dropped, once the caller has marked all it aborts together (a group
-    /// and its scoped subtree, see `drain.rs`).
+    /// go to `marked`, this registry's newest task first, after those it
+    /// holds already, to be aborted when it is dropped, once the caller has
+    /// marked all it aborts together (a group and its scoped subtree, see
+    /// `drain.rs`).
     ///
     /// The aborts are made once every task is marked, the newest first: a
     /// task's abort can end a task it started (a connection's, dropped on
@@ -1448,8 +1492,9 @@ impl Registry {
     /// rather than aborted and named (HTTP/2 requests stuck at a shutdown's
     /// deadline went missing from its report in some runs on two workers:
     /// `tests/shutdown.rs`, `a_task_started_by_another_is_aborted_before_it`).
-    /// A task marked that ends by itself before the aborts are made is
-    /// listed as aborted all the same (see [`remove`](Self::remove)). `marked` holds
+    /// A task of a scoped child, ended by the abort of the task that started
+    /// it in the parent, is marked before that abort is made, and listed as
+    /// aborted when it ends meanwhile (see [`Marked::together`]). `marked` holds
     /// one handle per task marked until it is dropped (16 bytes a task: 16
     /// MB at a million stuck tasks).
     pub(crate) fn mark_all(
@@ -1506,9 +1551,6 @@ impl Registry {
             if abort_entry(entry, watch) {
                 watch.expect(1);
             }
-            // Made at once: a task that ends by itself from now on was
-            // finishing (see `remove`).
-            watch.set_fired();
         }
     }
 
@@ -1819,18 +1861,14 @@ mod tests {
     /// The end of an aborted task, as `task::end` makes it: its
     /// entry removed (and listed by its watch), then its watch settled.
     fn end_aborted(registry: &Registry, slot: Slot) {
-        let entry = registry
-            .remove_ended(slot, true)
-            .expect("the entry is there");
-        entry.watch.as_ref().expect("a watch").settle();
+        let watch = registry.remove_ended(slot, true).expect("the entry");
+        watch.expect("a watch").settle();
     }
 
     /// The end of a task that finished by itself once its abort was made.
     fn end_finished(registry: &Registry, slot: Slot) {
-        let entry = registry
-            .remove_ended(slot, false)
-            .expect("the entry is there");
-        entry.watch.as_ref().expect("a watch").settle();
+        let watch = registry.remove_ended(slot, false).expect("the entry");
+        watch.expect("a watch").settle();
     }
 
     /// A list in a few runs of ids, or in none, comes out in id order
@@ -1863,6 +1901,37 @@ mod tests {
             ids.sort_unstable();
             assert_eq!(items.iter().map(|item| item.1).collect::<Vec<_>>(), ids);
         }
+    }
+
+    /// A marked task that ends by itself while the aborts of groups marked
+    /// together are being made is listed as aborted (and counted so); one
+    /// that ends by itself before or after that window is not, as with
+    /// aborts not made together. Here the window is opened and closed by
+    /// hand, as `Marked::drop` does around its aborts.
+    #[test]
+    fn a_task_ending_by_itself_is_listed_only_while_aborts_made_together_are_made() {
+        let registry = Registry::new();
+        let [before, during, after] = [1, 2, 3].map(|id| registry.insert(task_entry(id)));
+        let watch = watch();
+        let mut marked = Marked::together();
+        registry.mark_all(&|_| false, &watch, &mut marked);
+        assert_eq!(waiting(&watch), 3);
+        end_finished(&registry, before);
+        assert_eq!(registry.removed(), (1, 0));
+        watch.set_firing(true);
+        end_finished(&registry, during);
+        assert_eq!(registry.removed(), (2, 1));
+        watch.set_firing(false);
+        end_finished(&registry, after);
+        assert_eq!(registry.removed(), (3, 1));
+        drop(marked);
+        assert!(
+            !watch.state.lock().firing,
+            "the window closes after the aborts"
+        );
+        let listed: Vec<_> = watch.take_aborted().iter().map(|t| t.id.0).collect();
+        assert_eq!(listed, [2]);
+        assert_eq!(waiting(&watch), 0);
     }
 
     /// A watch lists the tasks whose abort took effect, by id whatever the

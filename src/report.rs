@@ -377,8 +377,8 @@ impl ShutdownReport {
 
     /// Guards and tasks that ended during the shutdown other than by an
     /// abort listed in [`aborted`](Self::aborted), in all groups: those that
-    /// completed by themselves (successfully or not) before the shutdown
-    /// began aborting their group, and tasks aborted by
+    /// completed by themselves (successfully or not; but those listed in
+    /// `aborted`, see there), and tasks aborted by
     /// their own [`TaskHandle`](crate::TaskHandle), by a shutdown since
     /// dropped, or whose abort took effect only after the shutdown stopped
     /// waiting for it, and tasks dropped unfinished with their runtime (a
@@ -398,12 +398,15 @@ impl ShutdownReport {
 
     /// Tasks still running at the deadline, which the shutdown aborted and
     /// whose abort took effect while it waited, by id within each group.
-    /// Tasks of a group are all marked before any is aborted, with those of
-    /// its scoped children: one that ends by itself after its mark and
-    /// before the shutdown has made those aborts (ended by another's abort,
-    /// such as a part waiting on the task that started it) is listed here
-    /// too, since it was still running when the aborts began; its
-    /// [`TaskHandle`](crate::TaskHandle) gives what it returned.
+    /// A group's tasks and its scoped children's are all marked before any
+    /// of them is aborted; one that ends by itself while those aborts are
+    /// being made (ended by another's abort, such as a part waiting on the
+    /// task that started it) is listed here too: it was still running at
+    /// the deadline. Its [`TaskHandle`](crate::TaskHandle) gives what it
+    /// returned, and an error it returned is in [`errors`](Self::errors)
+    /// too. A task already running (polled) when its own abort is made
+    /// cannot be stopped mid-poll: if it then returns, it is counted in
+    /// [`finished`](Self::finished).
     pub fn aborted(&self) -> &[TaskInfo] {
         &self.aborted
     }

@@ -312,9 +312,9 @@ fn finish<Fut>(
 /// [`Registry::remove`]: crate::registry::Registry::remove
 #[inline]
 fn end(mut guard: TaskGuard, aborted: bool) {
-    let entry = guard.remove_now(aborted);
+    let watch = guard.remove_now(aborted);
     drop(guard);
-    if let Some(watch) = entry.as_ref().and_then(|entry| entry.watch.as_ref()) {
+    if let Some(Some(watch)) = watch {
         watch.settle();
     }
 }

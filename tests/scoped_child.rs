@@ -649,16 +649,21 @@ async fn a_shielded_part_of_a_scoped_child_ends_its_section() {
 /// it is dropped (a request's part waiting on its connection) is named as
 /// aborted at the deadline, not counted as finished by itself: the scoped
 /// child's tasks are marked with the parent's before any abort is made, and
-/// a marked task is listed whichever way it ends. (Before, on two workers
-/// with the shutdown called from outside them, the connection's abort could
-/// land first and end its parts: 8-27 of 100 rounds of 50 parts.) Real time:
-/// the race is between threads.
+/// one that returns while those aborts are being made is listed as aborted.
+/// (Before, on two workers with the shutdown called from outside them, the
+/// connection's abort could land first and end its parts: a scratch probe
+/// saw it in 8 to 75 of 100 rounds of 50 parts, by the load; this test
+/// failed in its first round.) A part still running when its own abort is
+/// made (its poll after it woke) counts as finished (see
+/// `ShutdownReport::aborted`): one per worker at most. Real time: the race
+/// is between threads.
 #[test]
 fn a_part_that_ends_when_its_starter_is_aborted_is_named_aborted() {
     const PARTS: usize = 50;
+    const WORKERS: usize = 2;
     let rounds = if cfg!(miri) { 2 } else { 100 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKERS)
         .enable_all()
         .build()
         .unwrap();
@@ -690,9 +695,12 @@ fn a_part_that_ends_when_its_starter_is_aborted_is_named_aborted() {
                 .iter()
                 .filter(|t| t.name() == Some("part"))
                 .count();
-            assert_eq!(parts, PARTS, "round {round}: {report}");
-            assert_eq!(report.aborted().len(), PARTS + 1, "{report}");
-            assert_eq!(report.finished(), 0, "round {round}: {report}");
+            // A part already being polled on a worker when its own abort
+            // is made can still return: one per worker at most. Before, in
+            // a bad round, every part did.
+            assert!(parts >= PARTS - WORKERS, "round {round}: {report}");
+            assert_eq!(report.finished(), PARTS - parts, "round {round}: {report}");
+            assert_eq!(report.aborted().len(), parts + 1, "{report}");
             assert!(report.pending().is_empty(), "{report}");
         }
     });
