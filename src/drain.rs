@@ -1834,7 +1834,7 @@ mod tests {
         let unit = node.add_task().0;
         progress.counting(std::slice::from_ref(node), &[node.counters()]);
         // Through: a task not yet spawned (no abort handle), which an abort
-        // marks, and which ends as `task::end` ends an aborted one.
+        // marks, and which ends as `task::drop_aborted` ends an aborted one.
         let site = std::panic::Location::caller();
         let entry = crate::registry::Entry::new(node.next_id(), None, crate::TaskKind::Task, site);
         let mut guard = crate::guard::TaskGuard::new_with(unit, entry).0;
@@ -1843,7 +1843,7 @@ mod tests {
         // The forced stop cancels the tree and marks the task in one step.
         let aborted = async {
             later.cancelled().await;
-            let watch = guard.remove_now(true).expect("a recorded guard");
+            let watch = guard.remove_aborted().expect("a recorded guard");
             drop(guard);
             watch.expect("marked by the forced stop").settle();
         };
@@ -1951,7 +1951,7 @@ mod tests {
             .abort_timeout(Duration::from_secs(10))
             .build();
         let mut guard = group.add();
-        assert!(guard.remove_now(true).is_some());
+        assert!(guard.remove_aborted().is_some());
         (group, guard)
     }
 
@@ -1968,7 +1968,7 @@ mod tests {
         let mut guard = group.add();
         let end = async {
             group.cancelled().await;
-            assert!(guard.remove_now(true).is_some());
+            assert!(guard.remove_aborted().is_some());
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(guard);
         };

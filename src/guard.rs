@@ -176,24 +176,22 @@ impl TaskGuard {
     #[inline]
     pub fn done(self) {}
 
-    /// Removes the entry of a task that ended now (`dropped`: aborted), as
-    /// [`Registry::remove`] does (listing it as aborted if a shutdown marked
-    /// it); the guard is then unrecorded, and its drop only gives up the
-    /// count. For a task's end (`task::end`), which settles the watch of a
-    /// marked task only once the count is given up too. `None` if the guard
-    /// is unrecorded, else the watch of the shutdown that marked the task,
-    /// if one did.
+    /// Removes the entry of a task whose future was dropped unfinished
+    /// (aborted) now, as [`Registry::remove_aborted`] does; the guard is then
+    /// unrecorded, and its drop only gives up the count. For an aborted
+    /// task's end (`task::drop_aborted`), which settles its watch only once
+    /// the count is given up too. `None` if the guard is unrecorded, else
+    /// the watch of the shutdown that marked the task, if one did.
     ///
-    /// [`Registry::remove`]: crate::registry::Registry::remove
-    #[inline]
-    pub(crate) fn remove_now(&mut self, dropped: bool) -> Option<Option<Arc<AbortWatch>>> {
+    /// [`Registry::remove_aborted`]: crate::registry::Registry::remove_aborted
+    pub(crate) fn remove_aborted(&mut self) -> Option<Option<Arc<AbortWatch>>> {
         let tag = std::mem::take(self.tag.0.get_mut());
         if tag & RECORDED == 0 {
             *self.tag.0.get_mut() = tag;
             return None;
         }
         let slot = Slot::from_u64(tag & !RECORDED);
-        self.inner.registry.remove_ended(slot, dropped)
+        self.inner.registry.remove_aborted(slot)
     }
 }
 
@@ -214,8 +212,9 @@ impl Drop for TaskGuard {
 /// atomic step (see [`TaskGuard::new_entered`]).
 #[inline(never)]
 fn remove_entry(node: &Node, slot: Slot) {
-    // A guard's: a task's ends through `remove_now` (`task::end`), so that
-    // its watch, if a shutdown marked it, is settled after its count.
+    // A task a shutdown marked that ended by itself: its watch stops
+    // waiting for it (and listed it if it ended while the aborts of groups
+    // marked together were made, see `Registry::remove`).
     if let Some(entry) = node.registry.remove(slot) {
         if let Some(watch) = &entry.watch {
             watch.settle();

@@ -3317,9 +3317,9 @@ mod tests {
         // Marked aborted (it has no abort handle, never spawned); its watch
         // expects it.
         let watch = node.abort_tasks(None);
-        // `task::end`'s steps, the counters read between the first
+        // `task::drop_aborted`'s steps, the counters read between the first
         // two: the entry removed and listed, then the count given up.
-        let marked = guard.remove_now(true).expect("a recorded guard");
+        let marked = guard.remove_aborted().expect("a recorded guard");
         let starts = node.counters();
         drop(guard);
         marked.expect("marked aborted").settle();

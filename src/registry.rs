@@ -460,17 +460,18 @@ impl Drop for Marked {
     }
 }
 
-/// The end of a task a shutdown marked for abort, under its shard's lock:
-/// see [`Registry::remove`].
+/// The end of a task a shutdown marked for abort, under its shard's lock
+/// (see [`Registry::remove`]): whether its watch listed it, for the shard to
+/// count it as aborted.
 #[cold]
 #[inline(never)]
-fn list_marked(slab: &mut Slab, entry: &mut Entry, dropped: bool) {
-    if let Some(watch) = entry.watch.take() {
-        if watch.list(entry, dropped) {
-            slab.aborted += 1;
-        }
-        entry.watch = Some(watch);
-    }
+fn list_marked(entry: &mut Entry, dropped: bool) -> bool {
+    let Some(watch) = entry.watch.take() else {
+        return false;
+    };
+    let listed = watch.list(entry, dropped);
+    entry.watch = Some(watch);
+    listed
 }
 
 /// What a task whose abort handle comes after a shutdown's abort walk is to
@@ -826,8 +827,12 @@ impl Slab {
         }
     }
 
+    /// Removes the entry at `index`, if there is one; a task's that a
+    /// shutdown marked is listed by its watch on the way, and counted as
+    /// aborted if it is (`dropped`: its future was dropped unfinished; see
+    /// [`Registry::remove`] and [`Registry::remove_aborted`]).
     #[inline]
-    fn remove(&mut self, index: usize) -> Option<Entry> {
+    fn remove(&mut self, index: usize, dropped: bool) -> Option<Entry> {
         let (number, offset) = locate(index);
         if number >= self.page_count() {
             return None;
@@ -838,7 +843,8 @@ impl Slab {
         if let SlotState::Vacant(_) = slot {
             return None;
         }
-        let SlotState::Occupied(entry) = std::mem::replace(slot, SlotState::Vacant(free)) else {
+        let SlotState::Occupied(mut entry) = std::mem::replace(slot, SlotState::Vacant(free))
+        else {
             unreachable!("checked above");
         };
         head.free = offset as u32;
@@ -846,6 +852,9 @@ impl Slab {
         let emptied = head.occupied == 0;
         self.len -= 1;
         self.removed += 1;
+        if entry.watch.is_some() && list_marked(&mut entry, dropped) {
+            self.aborted += 1;
+        }
         // A page that was full goes back on the room list: a few writes,
         // done here because a shard holding as many entries as page 0 has
         // slots (a thread with two guards pending) does this on every
@@ -1372,52 +1381,41 @@ impl Registry {
         f(slab.get_mut(slot.index()).expect("a live guard's entry"))
     }
 
-    /// Removes the entry a guard owns. Only that guard calls this, once.
-    ///
-    /// If a shutdown marked the task for abort (the entry has its watch) and
-    /// that shutdown still lists, the watch lists it and the shard counts it
-    /// in [`removed_and_len`](Self::removed_and_len) as aborted, both under
-    /// the shard's lock: a shutdown's counters then see the entry removed
-    /// and the task aborted together or not at all, and a task counted as
-    /// aborted is one some shutdown's report lists. So is a marked task that
-    /// ends by itself while the aborts of several groups marked together are
-    /// being made ([`Marked::together`]): it may end because of one of them
-    /// (a part whose starter's abort landed first), and was still running
-    /// when the shutdown began aborting (one that returns an error then is
-    /// both listed and recorded as failed). Any other that ends by itself
-    /// (it was finishing, its abort too late), a task aborted otherwise (by
-    /// its handle, its runtime shutting down) or after the shutdown took its
-    /// list counts as removed only: its end is reported as finished. The
-    /// caller settles the watch once the task's count is given up (see
-    /// `task::end`).
+    /// Removes the entry a guard owns, as its guard is dropped: a guard's,
+    /// or a task's that ended by itself (see
+    /// [`remove_aborted`](Self::remove_aborted) for one aborted). Only that
+    /// guard calls this, once. If a shutdown marked the task for abort (the
+    /// entry has its watch), it counts as removed only, and its end is
+    /// reported as finished (it was finishing, its abort too late), unless
+    /// it ends while the aborts of several groups marked together are being
+    /// made ([`Marked::together`]): it may end because of one of them (a
+    /// part whose starter's abort landed first), and was still running when
+    /// the shutdown began aborting, so it is listed and counted as aborted
+    /// as [`remove_aborted`](Self::remove_aborted) lists an aborted task (one
+    /// that returns an error then is both listed and recorded as failed).
+    /// The caller settles the watch.
     #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
-        let mut slab = self.shard(slot)?.lock();
-        let mut entry = slab.remove(slot.index())?;
-        if entry.watch.is_some() {
-            list_marked(&mut slab, &mut entry, false);
-        }
-        Some(entry)
+        self.shard(slot)?.lock().remove(slot.index(), false)
     }
 
-    /// [`remove`](Self::remove) for a task's end: `dropped`, its future was
-    /// dropped unfinished (aborted). Returns the watch of the shutdown that
-    /// marked the task, if one did (`None` if the entry was gone); the entry
-    /// itself is dropped here, after the lock is let go.
+    /// Removes the entry of a task whose future was dropped unfinished
+    /// (aborted), as [`remove`](Self::remove) does. If a
+    /// shutdown aborted the task (the entry has its watch) and still lists,
+    /// the watch lists it and the shard counts it in
+    /// [`removed_and_len`](Self::removed_and_len) as aborted, both under the
+    /// shard's lock: a shutdown's counters then see the entry removed and
+    /// the task aborted together or not at all, and a task counted as
+    /// aborted is one some shutdown's report lists. A task aborted otherwise
+    /// (by its handle, its runtime shutting down) or after the shutdown took
+    /// its list counts as removed only: its end is reported as finished.
+    /// Returns the watch of the shutdown that marked the task, if one did
+    /// (`None` if the entry was gone); the entry itself is dropped here,
+    /// after the lock is let go. The caller settles the watch once the
+    /// task's count is given up (`task::drop_aborted`).
     #[inline]
-    pub(crate) fn remove_ended(
-        &self,
-        slot: Slot,
-        dropped: bool,
-    ) -> Option<Option<Arc<AbortWatch>>> {
-        let mut entry = {
-            let mut slab = self.shard(slot)?.lock();
-            let mut entry = slab.remove(slot.index())?;
-            if entry.watch.is_some() {
-                list_marked(&mut slab, &mut entry, dropped);
-            }
-            entry
-        };
+    pub(crate) fn remove_aborted(&self, slot: Slot) -> Option<Option<Arc<AbortWatch>>> {
+        let mut entry = self.shard(slot)?.lock().remove(slot.index(), true)?;
         Some(entry.watch.take())
     }
 
@@ -1858,17 +1856,17 @@ mod tests {
         watch.state.lock().waiting
     }
 
-    /// The end of an aborted task, as `task::end` makes it: its
+    /// The end of an aborted task, as `task::drop_aborted` makes it: its
     /// entry removed (and listed by its watch), then its watch settled.
     fn end_aborted(registry: &Registry, slot: Slot) {
-        let watch = registry.remove_ended(slot, true).expect("the entry");
+        let watch = registry.remove_aborted(slot).expect("the entry");
         watch.expect("a watch").settle();
     }
 
     /// The end of a task that finished by itself once its abort was made.
     fn end_finished(registry: &Registry, slot: Slot) {
-        let watch = registry.remove_ended(slot, false).expect("the entry");
-        watch.expect("a watch").settle();
+        let entry = registry.remove(slot).expect("the entry");
+        entry.watch.expect("a watch").settle();
     }
 
     /// A list in a few runs of ids, or in none, comes out in id order

@@ -280,7 +280,7 @@ enum Failure {
 /// Drops the future, records the failure (and a panic from the drop), then
 /// completes the guard: a waiter that sees the group idle sees every failure.
 /// Returns the failure that ended the task, if any. `aborted`: the task's
-/// future is dropped unfinished.
+/// future is dropped unfinished (see [`drop_aborted`]).
 fn finish<Fut>(
     fut: Pin<&mut Option<Fut>>,
     guard: &mut Option<TaskGuard>,
@@ -298,21 +298,29 @@ fn finish<Fut>(
     } else {
         None
     };
-    end(guard, aborted);
+    if aborted {
+        drop_aborted(guard);
+    } else {
+        // Its entry removed (and listed, if a shutdown marked it and makes
+        // the aborts of groups marked together: see `Registry::remove`),
+        // then its count given up, by the guard's drop.
+        drop(guard);
+    }
     recorded
 }
 
-/// Completes a task's guard: its entry is removed first (and listed by the
-/// shutdown that marked it for abort, if one did and still lists; see
-/// [`Registry::remove`]), but that shutdown hears of it (its watch is
+/// Completes the guard of an aborted task: its entry is removed first (and
+/// listed by the shutdown that aborted it, if that one still lists; see
+/// [`Registry::remove_aborted`]), but the shutdown hears of it (its watch is
 /// settled) only once the task's count is given up too, so that the
 /// shutdown, woken on another thread, finds the group without it rather than
 /// with a pending unit and no entry.
 ///
-/// [`Registry::remove`]: crate::registry::Registry::remove
-#[inline]
-fn end(mut guard: TaskGuard, aborted: bool) {
-    let watch = guard.remove_now(aborted);
+/// [`Registry::remove_aborted`]: crate::registry::Registry::remove_aborted
+#[cold]
+#[inline(never)]
+fn drop_aborted(mut guard: TaskGuard) {
+    let watch = guard.remove_aborted();
     drop(guard);
     if let Some(Some(watch)) = watch {
         watch.settle();
