@@ -48,6 +48,10 @@ pub enum RestartPolicy {
 /// The random numbers come from a small xorshift generator, seeded from
 /// [`RandomState`] unless [`with_seed`](Backoff::with_seed) fixes the seed.
 ///
+/// The delay is slept on Tokio's timer, which fires on whole milliseconds:
+/// a delay below 1 ms lasts about 1 ms (a restart loop with `min` of 1 ns
+/// restarts about a thousand times a second, not without pause).
+///
 /// # Examples
 ///
 /// ```
