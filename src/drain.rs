@@ -277,7 +277,7 @@ pub(crate) async fn run(
     let groups = last_walk.as_deref().unwrap_or(&visited);
     if Instant::now() >= budget.deadline {
         // Every group's marked before any is aborted (see `Marked`).
-        abort_leftovers(groups, caller, &mut aborted, &mut Marked::together());
+        abort_leftovers(groups, caller, &mut aborted, &mut Marked::default(), false);
     }
     // Aborts still landing, as work in flight below: until the same time
     // as above, a while at most and within the budget.
@@ -1037,11 +1037,16 @@ async fn stopped_by_itself(
 /// rather than one group's turn after another's; each group's turn then
 /// finds its tasks gone or landing (and waits for them as a concurrent
 /// shutdown's), and deals with a shielded section or a task started since.
+/// Each group's tasks are marked into `marked`, aborted when the caller
+/// drops it; `window`: their watches list a task that ends by itself while
+/// those aborts are made (see [`Marked`]), as the subtree's parts may be
+/// ended by their starter's abort.
 fn abort_leftovers(
     groups: &[NodeRef],
     caller: Option<Current>,
     aborted: &mut Aborted<'_>,
     marked: &mut Marked,
+    window: bool,
 ) {
     for group in groups {
         if group.state().idle_listener().is_none() {
@@ -1060,6 +1065,7 @@ fn abort_leftovers(
             &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
             &watch,
             marked,
+            window,
         );
         drop(shields);
         drop(phase);
@@ -1248,15 +1254,12 @@ async fn stop_group(
     // The shielded tasks are left to `wait_for_shields`, which hears of
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
-    let mut marked = if subtree.is_empty() {
-        Marked::default()
-    } else {
-        Marked::together()
-    };
+    let mut marked = Marked::default();
     group.mark_more(
         &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
         &watch,
         &mut marked,
+        false,
     );
     // Then the stragglers of the scoped subtree, which stop with these: their
     // aborts land beside these, not each group's in its own turn after the
@@ -1265,11 +1268,12 @@ async fn stop_group(
     // All are marked before any abort is made, this group's first: a task
     // of the subtree that ends when the task that started it is dropped (a
     // request's part, on another worker) is marked before that, and listed
-    // as aborted if it ends by itself while the aborts are made (see
-    // `Marked::together`); a task that awaits its parts is aborted before
-    // theirs can let it return (`tests/scoped_child.rs`).
+    // as aborted if it ends by itself while the aborts are made (the
+    // subtree's watches get a window, see `Marked`); a task that awaits its
+    // parts is aborted before theirs can let it return
+    // (`tests/scoped_child.rs`).
     if !subtree.is_empty() {
-        abort_leftovers(&subtree, turn.caller, aborted, &mut marked);
+        abort_leftovers(&subtree, turn.caller, aborted, &mut marked, true);
     }
     drop(marked);
     if shields.shielded.is_empty() {

@@ -2231,8 +2231,9 @@ impl Node {
         spare: &dyn Fn(TaskId) -> bool,
         watch: &Arc<AbortWatch>,
         marked: &mut Marked,
+        window: bool,
     ) {
-        self.registry.mark_all(spare, watch, marked);
+        self.registry.mark_all(spare, watch, marked, window);
     }
 
     /// Aborts task `id` in registry slot `slot`, as

@@ -158,12 +158,12 @@ struct WatchState {
     /// (their abort took effect, or they ended first), until the list is
     /// taken.
     aborted: Vec<Stopped>,
-    /// The aborts of several groups marked together are being made
-    /// ([`Marked::together`]): a task marked with this watch that ends by
-    /// itself meanwhile is listed too (it may be ended by one of those
-    /// aborts: a part whose starter was aborted first). Otherwise a task
-    /// that ends by itself is not listed (it was finishing, and its abort
-    /// came too late).
+    /// The aborts this watch's tasks were marked with are being made, and
+    /// this watch was given a window ([`Marked`]): a task marked with it
+    /// that ends by itself meanwhile is listed too (it may be ended by one of
+    /// those aborts: a part whose starter was aborted first). Otherwise a
+    /// task that ends by itself is not listed (it was finishing, and its
+    /// abort came too late).
     firing: bool,
     /// The list was taken: a task whose abort takes effect after that is
     /// not listed, nor counted as aborted (its shutdown counts it as
@@ -199,8 +199,8 @@ impl AbortWatch {
         })
     }
 
-    /// The aborts marked with this watch are being made together with
-    /// others, or no longer (see [`firing`](WatchState::firing)).
+    /// The aborts marked with this watch are being made, or no longer (see
+    /// [`firing`](WatchState::firing)).
     fn set_firing(&self, firing: bool) {
         self.state.lock().firing = firing;
     }
@@ -418,44 +418,32 @@ fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<A
 /// aborts together, so that no abort is made before every task is marked,
 /// and even if the caller unwinds in between (a marked task's watch waits
 /// for its abort).
+///
+/// The watches given a window (a group's scoped subtree, marked with the
+/// group at its turn: see `drain.rs`) list a marked task that ends by
+/// itself while these aborts are being made, from the first to the last:
+/// such a task may be ended by one of them (a part waiting on the task in
+/// the parent that started it, whose abort lands first on another worker).
+/// A task that ends by itself otherwise (before the first abort is made,
+/// or after the last: one still running when its own abort was made) is
+/// not listed. The group's own tasks get no window: one that a task of the
+/// group started ends before it is aborted anyway (the newest first).
 #[derive(Default)]
 pub(crate) struct Marked {
     handles: Vec<AbortHandle>,
-    /// The watches the tasks were marked with.
-    watches: Vec<Arc<AbortWatch>>,
-    together: bool,
-}
-
-impl Marked {
-    /// For the tasks of several groups aborted together (a group and its
-    /// scoped subtree, or a forced stop's leftovers): while their aborts are
-    /// being made, a marked task that ends by itself is listed as aborted,
-    /// as it may be ended by an abort made before its own (a part waiting
-    /// on the task that started it, whose abort lands first on another
-    /// worker). A task still running when its own abort is made, and ending
-    /// by itself after, is not (it was running, not stuck: it may be one
-    /// such part, doing work after it woke).
-    pub(crate) fn together() -> Self {
-        Marked {
-            handles: Vec::new(),
-            watches: Vec::new(),
-            together: true,
-        }
-    }
+    windows: Vec<Arc<AbortWatch>>,
 }
 
 impl Drop for Marked {
     fn drop(&mut self) {
-        if self.together {
-            self.watches.iter().for_each(|watch| watch.set_firing(true));
+        for watch in &self.windows {
+            watch.set_firing(true);
         }
         for abort in self.handles.drain(..) {
             abort.abort();
         }
-        if self.together {
-            self.watches
-                .iter()
-                .for_each(|watch| watch.set_firing(false));
+        for watch in self.windows.drain(..) {
+            watch.set_firing(false);
         }
     }
 }
@@ -1387,10 +1375,11 @@ impl Registry {
     /// guard calls this, once. If a shutdown marked the task for abort (the
     /// entry has its watch), it counts as removed only, and its end is
     /// reported as finished (it was finishing, its abort too late), unless
-    /// it ends while the aborts of several groups marked together are being
-    /// made ([`Marked::together`]): it may end because of one of them (a
-    /// part whose starter's abort landed first), and was still running when
-    /// the shutdown began aborting, so it is listed and counted as aborted
+    /// it ends while the aborts it was marked with are being
+    /// made and its watch was given a window ([`Marked`]): it may end
+    /// because of one of them (a part whose starter's abort landed first),
+    /// and was still running when the shutdown began aborting, so it is
+    /// listed and counted as aborted
     /// as [`remove_aborted`](Self::remove_aborted) lists an aborted task (one
     /// that returns an error then is both listed and recorded as failed).
     /// The caller settles the watch.
@@ -1471,7 +1460,7 @@ impl Registry {
     /// [`mark_all`](Self::mark_all) marks them, the newest first.
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         let mut marked = Marked::default();
-        self.mark_all(spare, watch, &mut marked);
+        self.mark_all(spare, watch, &mut marked, false);
     }
 
     /// Marks the spawned tasks (but those `spare` keeps) for abort, each
@@ -1492,7 +1481,7 @@ impl Registry {
     /// `tests/shutdown.rs`, `a_task_started_by_another_is_aborted_before_it`).
     /// A task of a scoped child, ended by the abort of the task that started
     /// it in the parent, is marked before that abort is made, and listed as
-    /// aborted when it ends meanwhile (see [`Marked::together`]). `marked` holds
+    /// aborted when it ends meanwhile if `window` (see [`Marked`]). `marked` holds
     /// one handle per task marked until it is dropped (16 bytes a task: 16
     /// MB at a million stuck tasks).
     pub(crate) fn mark_all(
@@ -1500,6 +1489,7 @@ impl Registry {
         spare: &dyn Fn(TaskId) -> bool,
         watch: &Arc<AbortWatch>,
         marked: &mut Marked,
+        window: bool,
     ) {
         // Before looking for shards, meet any thread making one: a shard it
         // made before is seen below, and one it makes after is made with
@@ -1532,7 +1522,9 @@ impl Registry {
         marked
             .handles
             .extend(handles.into_iter().rev().map(|(_, abort)| abort));
-        marked.watches.push(Arc::clone(watch));
+        if window {
+            marked.windows.push(Arc::clone(watch));
+        }
     }
 
     /// Aborts the task in `slot` as [`abort_all`](Self::abort_all) aborts
@@ -1901,18 +1893,18 @@ mod tests {
         }
     }
 
-    /// A marked task that ends by itself while the aborts of groups marked
-    /// together are being made is listed as aborted (and counted so); one
-    /// that ends by itself before or after that window is not, as with
-    /// aborts not made together. Here the window is opened and closed by
-    /// hand, as `Marked::drop` does around its aborts.
+    /// A task marked with a window that ends by itself while its aborts are
+    /// being made is listed as aborted (and counted so); one that ends by
+    /// itself before or after that window is not, as with no window. Here
+    /// the window is opened and closed by hand, as `Marked::drop` does
+    /// around its aborts.
     #[test]
-    fn a_task_ending_by_itself_is_listed_only_while_aborts_made_together_are_made() {
+    fn a_task_ending_by_itself_is_listed_only_while_its_window_is_open() {
         let registry = Registry::new();
         let [before, during, after] = [1, 2, 3].map(|id| registry.insert(task_entry(id)));
         let watch = watch();
-        let mut marked = Marked::together();
-        registry.mark_all(&|_| false, &watch, &mut marked);
+        let mut marked = Marked::default();
+        registry.mark_all(&|_| false, &watch, &mut marked, true);
         assert_eq!(waiting(&watch), 3);
         end_finished(&registry, before);
         assert_eq!(registry.removed(), (1, 0));

@@ -399,14 +399,17 @@ impl ShutdownReport {
     /// Tasks still running at the deadline, which the shutdown aborted and
     /// whose abort took effect while it waited, by id within each group.
     /// A group's tasks and its scoped children's are all marked before any
-    /// of them is aborted; one that ends by itself while those aborts are
-    /// being made (ended by another's abort, such as a part waiting on the
-    /// task that started it) is listed here too: it was still running at
-    /// the deadline. Its [`TaskHandle`](crate::TaskHandle) gives what it
-    /// returned, and an error it returned is in [`errors`](Self::errors)
-    /// too. A task already running (polled) when its own abort is made
-    /// cannot be stopped mid-poll: if it then returns, it is counted in
-    /// [`finished`](Self::finished).
+    /// of them is aborted; a task of a scoped child that ends by itself
+    /// while those aborts are being made, from the first to the last (ended
+    /// by another's abort, such as a part waiting on the task that started
+    /// it), is listed here too: it was still running at the deadline. Its
+    /// [`TaskHandle`](crate::TaskHandle) gives what it returned, and an
+    /// error it returned is in [`errors`](Self::errors) too. One that ends
+    /// by itself after the last of them is counted in
+    /// [`finished`](Self::finished) (a task being polled when its own abort
+    /// is made cannot be stopped mid-poll), as is a task of the group itself
+    /// that ends by itself (it was finishing: a task the group's own tasks
+    /// started is aborted before them).
     pub fn aborted(&self) -> &[TaskInfo] {
         &self.aborted
     }

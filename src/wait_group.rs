@@ -1620,9 +1620,9 @@ impl WaitGroup {
     /// counts what completed by itself during the call in any group of the
     /// tree (also in groups not yet reached); [`aborted`](ShutdownReport::aborted)
     /// lists the tasks this shutdown aborted whose abort took effect, and
-    /// those of a group and its scoped children, marked together, that
-    /// ended by themselves while it made their aborts (ended by another's
-    /// abort: a part waiting on the task that started it) (a task
+    /// those of a group's scoped children that ended by themselves while it
+    /// made the aborts of the group and its scoped children (ended by
+    /// another's abort: a part waiting on the task that started it) (a task
     /// aborted by a concurrent shutdown is in that one's report, whose abort
     /// this one waits for as for its own, and in neither's `finished`); what
     /// is still running at the end (guards, which
