@@ -213,8 +213,8 @@ impl Drop for TaskGuard {
 #[inline(never)]
 fn remove_entry(node: &Node, slot: Slot) {
     // A task a shutdown marked that ended by itself: its watch stops
-    // waiting for it (and listed it if it ended while the aborts of groups
-    // marked together were made, see `Registry::remove`).
+    // waiting for it (and listed it if it ended while its watch's window
+    // was open, a scoped child's: see `Registry::remove`).
     if let Some(entry) = node.registry.remove(slot) {
         if let Some(watch) = &entry.watch {
             watch.settle();
