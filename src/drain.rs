@@ -1061,7 +1061,7 @@ fn abort_leftovers(
         // aborted when it is (see `Registry::set_abort`), phase or not.
         let phase = group.aborting(&watch);
         let shields = group.watch_shields(Instant::now());
-        group.mark_more(
+        group.registry.mark_all(
             &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
             &watch,
             marked,
@@ -1255,7 +1255,7 @@ async fn stop_group(
     // every section that ends from this snapshot on.
     let shields = group.watch_shields(now);
     let mut marked = Marked::default();
-    group.mark_more(
+    group.registry.mark_all(
         &|id| Some(id) == spare || callers.contains(&id) || shields.shielded.contains_key(&id),
         &watch,
         &mut marked,

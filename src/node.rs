@@ -108,7 +108,7 @@ use crate::error::{FailureList, TaskError, TaskErrors};
 use crate::label::{GroupId, GroupLabel, Label, TaskId};
 use crate::pruned::Pruned;
 use crate::reason::CancelReason;
-use crate::registry::{AbortWatch, Late, Marked, Registry, Slot};
+use crate::registry::{AbortWatch, Late, Registry, Slot};
 use crate::report::{GroupPending, TaskInfo};
 use crate::shared::{Counted, Shared};
 use crate::state::State;
@@ -2222,18 +2222,6 @@ impl Node {
     /// says no and that `watch` (or an earlier call) has not aborted yet.
     pub(crate) fn abort_more(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         self.registry.abort_all(spare, watch);
-    }
-
-    /// Marks the tasks [`abort_more`](Self::abort_more) would abort, for
-    /// `marked` to abort when it is dropped ([`Registry::mark_all`]).
-    pub(crate) fn mark_more(
-        &self,
-        spare: &dyn Fn(TaskId) -> bool,
-        watch: &Arc<AbortWatch>,
-        marked: &mut Marked,
-        window: bool,
-    ) {
-        self.registry.mark_all(spare, watch, marked, window);
     }
 
     /// Aborts task `id` in registry slot `slot`, as

@@ -426,8 +426,9 @@ fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<A
 /// the parent that started it, whose abort lands first on another worker).
 /// A task that ends by itself otherwise (before the first abort is made,
 /// or after the last: one still running when its own abort was made) is
-/// not listed. The group's own tasks get no window: one that a task of the
-/// group started ends before it is aborted anyway (the newest first).
+/// not listed. The group's own tasks get no window: a task of the group
+/// that another of its tasks started is aborted before its starter (the
+/// newest first), so its starter's abort cannot end it first.
 #[derive(Default)]
 pub(crate) struct Marked {
     handles: Vec<AbortHandle>,
@@ -1461,6 +1462,8 @@ impl Registry {
     pub(crate) fn abort_all(&self, spare: &dyn Fn(TaskId) -> bool, watch: &Arc<AbortWatch>) {
         let mut marked = Marked::default();
         self.mark_all(spare, watch, &mut marked, false);
+        // Dropped here: the aborts are made.
+        drop(marked);
     }
 
     /// Marks the spawned tasks (but those `spare` keeps) for abort, each

@@ -3,8 +3,13 @@
 //! request). Paused clock: a shutdown's times are exact, and a group held
 //! until its deadline shows as the whole grace gone.
 
+mod common {
+    pub(crate) mod starter;
+}
+
 use std::time::Duration;
 
+use common::starter::{aborted_named, start_conn};
 use taskgroup::shutdown::Grace;
 use taskgroup::{CancelReason, WaitGroup};
 use tokio::sync::{mpsc, oneshot};
@@ -458,12 +463,11 @@ async fn a_stubborn_scoped_child_is_aborted_at_the_deadline() {
         let begun = Instant::now();
         let report = server.shutdown(grace).await;
         let took = begun.elapsed();
-        let stubborn = report
-            .aborted()
-            .iter()
-            .filter(|t| t.name() == Some("stubborn"))
-            .count();
-        assert_eq!(stubborn, requests, "{case}: {report}");
+        assert_eq!(
+            aborted_named(&report, "stubborn"),
+            requests,
+            "{case}: {report}"
+        );
         assert!(report.pending().is_empty(), "{case}: {report}");
         assert_eq!(report.finished(), 1, "the pool's task; {case}: {report}");
         // The aborts land within a tick of the clock.
@@ -674,27 +678,9 @@ fn a_part_that_ends_when_its_starter_is_aborted_is_named_aborted() {
             let wg = WaitGroup::builder()
                 .abort_timeout(Duration::from_secs(60))
                 .build();
-            let (started, running) = oneshot::channel();
-            wg.task().name("conn").go(move |ctx| async move {
-                // Dropped with this task's future: ends the parts' waits.
-                let (_alive, gone) = tokio::sync::watch::channel(());
-                let parts = ctx.scoped_child();
-                for _ in 0..PARTS {
-                    let mut gone = gone.clone();
-                    parts.task().name("part").go(move |_| async move {
-                        let _ = gone.changed().await;
-                    });
-                }
-                started.send(()).unwrap();
-                std::future::pending::<()>().await
-            });
-            running.await.unwrap();
+            start_conn(&wg, |_, ctx| ctx.scoped_child(), PARTS, "part").await;
             let report = wg.shutdown(Duration::ZERO).await;
-            let parts = report
-                .aborted()
-                .iter()
-                .filter(|t| t.name() == Some("part"))
-                .count();
+            let parts = aborted_named(&report, "part");
             // A part already being polled on a worker when its own abort
             // is made can still return: one per worker at most. Before, in
             // a bad round, every part did.

@@ -1,5 +1,9 @@
 //! Closing and the two-phase, ordered shutdown.
 
+mod common {
+    pub(crate) mod starter;
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +12,8 @@ use taskgroup::shutdown::Grace;
 use taskgroup::{TaskKind, WaitGroup};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use common::starter::{aborted_named, start_conn};
 
 #[tokio::test]
 async fn close_refuses_try_add_and_try_go_but_keeps_pending_work() {
@@ -1335,28 +1341,9 @@ async fn a_task_started_by_another_is_aborted_before_it() {
         let wg = WaitGroup::builder()
             .abort_timeout(Duration::from_secs(60))
             .build();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let group = wg.clone();
-        wg.task().name("conn").go(move |_| async move {
-            // Dropped with this task's future: ends the streams' waits.
-            let (_alive, gone) = tokio::sync::watch::channel(());
-            for _ in 0..STREAMS {
-                let mut gone = gone.clone();
-                group.task().name("stream").go(move |_| async move {
-                    let _ = gone.changed().await;
-                });
-            }
-            started.send(()).unwrap();
-            std::future::pending::<()>().await
-        });
-        running.await.unwrap();
+        start_conn(&wg, |group, _| group.clone(), STREAMS, "stream").await;
         let report = wg.shutdown(Duration::ZERO).await;
-        let streams = report
-            .aborted()
-            .iter()
-            .filter(|t| t.name() == Some("stream"))
-            .count();
-        assert_eq!(streams, STREAMS, "{report}");
+        assert_eq!(aborted_named(&report, "stream"), STREAMS, "{report}");
         assert_eq!(report.finished(), 0, "{report}");
     }
 }
