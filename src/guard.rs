@@ -193,6 +193,32 @@ impl TaskGuard {
         let slot = Slot::from_u64(tag & !RECORDED);
         self.inner.registry.remove_aborted(slot)
     }
+
+    /// Completes the guard of a task that ended by itself (its future
+    /// returned or panicked): its entry is removed (and listed as aborted,
+    /// if a shutdown marked the task and its watch's window is open: see
+    /// [`Registry::remove`]), its count given up, and only then the watch of
+    /// the shutdown that marked it, if one did, settled, as
+    /// `task::drop_aborted` does for an aborted task. So a shutdown woken by
+    /// that settle finds the group without the task rather than with its
+    /// count and no entry, which in a
+    /// [`record_guards(false)`](crate::WaitGroupBuilder::record_guards) group
+    /// reads as a pending guard beside the task's listing.
+    ///
+    /// [`Registry::remove`]: crate::registry::Registry::remove
+    #[inline(always)]
+    pub(crate) fn end(mut self) {
+        let tag = std::mem::take(self.tag.0.get_mut());
+        if tag & RECORDED == 0 {
+            *self.tag.0.get_mut() = tag;
+            return;
+        }
+        let watch = remove_ended(&self.inner, Slot::from_u64(tag & !RECORDED));
+        drop(self);
+        if let Some(watch) = watch {
+            watch.settle();
+        }
+    }
 }
 
 impl Drop for TaskGuard {
@@ -209,17 +235,26 @@ impl Drop for TaskGuard {
 
 /// Removes a recorded guard's entry: out of line, so that the drop of a lean
 /// guard is small enough to inline and saves no registers before its
-/// atomic step (see [`TaskGuard::new_entered`]).
+/// atomic step (see [`TaskGuard::new_entered`]). Only a task's entry is
+/// ever marked by a shutdown, and a task's guard ends through
+/// [`TaskGuard::end`] or `task::drop_aborted`; a marked entry found here
+/// (a task's guard dropped otherwise) still has its watch settled.
 #[inline(never)]
 fn remove_entry(node: &Node, slot: Slot) {
-    // A task a shutdown marked that ended by itself: its watch stops
-    // waiting for it (and listed it if it ended while its watch's window
-    // was open, a scoped child's: see `Registry::remove`).
     if let Some(entry) = node.registry.remove(slot) {
         if let Some(watch) = &entry.watch {
             watch.settle();
         }
     }
+}
+
+/// [`TaskGuard::end`]'s removal, out of line as [`remove_entry`] is:
+/// returns the watch of the shutdown that marked the task, if one did (it
+/// then stops waiting for the task, and listed it if it ended while the
+/// watch's window was open, a scoped child's: see `Registry::remove`).
+#[inline(never)]
+fn remove_ended(node: &Node, slot: Slot) -> Option<Arc<AbortWatch>> {
+    node.registry.remove(slot)?.watch.take()
 }
 
 impl fmt::Debug for TaskGuard {

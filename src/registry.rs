@@ -1383,7 +1383,8 @@ impl Registry {
     /// listed and counted as aborted
     /// as [`remove_aborted`](Self::remove_aborted) lists an aborted task (one
     /// that returns an error then is both listed and recorded as failed).
-    /// The caller settles the watch.
+    /// The caller settles the watch, a task's once its count is given up
+    /// too (`TaskGuard::end`).
     #[inline]
     pub(crate) fn remove(&self, slot: Slot) -> Option<Entry> {
         self.shard(slot)?.lock().remove(slot.index(), false)
@@ -1925,6 +1926,50 @@ mod tests {
         let listed: Vec<_> = watch.take_aborted().iter().map(|t| t.id.0).collect();
         assert_eq!(listed, [2]);
         assert_eq!(waiting(&watch), 0);
+    }
+
+    /// A task listed by its watch's window as it ends by itself (its
+    /// future returned: `TaskGuard::end`) settles the watch only once its
+    /// count is given up, as an aborted task does: a shutdown woken by the
+    /// settle finds the group without it. In a lean group, where a count
+    /// above the entries reads as pending guards, a settle before the count
+    /// would have that shutdown report the task pending beside its listing.
+    #[test]
+    fn a_task_listed_as_it_ends_by_itself_settles_after_its_count() {
+        /// Reads its group's count when woken, as a woken shutdown does.
+        struct ReadLen(crate::WaitGroup, std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for ReadLen {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.1.store(self.0.len(), Ordering::SeqCst);
+            }
+        }
+        let wg = crate::WaitGroup::builder().record_guards(false).build();
+        let node = wg.node();
+        let entry = Entry::new(node.next_id(), None, TaskKind::Task, Location::caller());
+        let guard = crate::guard::TaskGuard::new_with(node.add_task().0, entry).0;
+        let watch = watch();
+        let mut marked = Marked::default();
+        node.registry
+            .mark_all(&|_| false, &watch, &mut marked, true);
+        watch.set_firing(true);
+        let reader = Arc::new(ReadLen(wg.clone(), usize::MAX.into()));
+        let waker = std::task::Waker::from(Arc::clone(&reader));
+        let mut settled = std::pin::pin!(watch.all_settled());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(std::future::Future::poll(settled.as_mut(), &mut cx).is_pending());
+        guard.end();
+        assert_eq!(
+            reader.1.load(Ordering::SeqCst),
+            0,
+            "the count at the settle"
+        );
+        assert!(std::future::Future::poll(settled.as_mut(), &mut cx).is_ready());
+        drop(marked);
+        assert_eq!(watch.take_aborted().len(), 1);
+        assert!(wg.is_empty());
     }
 
     /// A watch lists the tasks whose abort took effect, by id whatever the

@@ -301,10 +301,7 @@ fn finish<Fut>(
     if aborted {
         drop_aborted(guard);
     } else {
-        // Its entry removed (and listed, if a shutdown marked it and its
-        // watch's window is open: see `Registry::remove`), then its count
-        // given up, by the guard's drop.
-        drop(guard);
+        guard.end();
     }
     recorded
 }
