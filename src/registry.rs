@@ -420,7 +420,8 @@ fn mark_for_abort(entry: &mut Entry, watch: &Arc<AbortWatch>) -> Option<Option<A
 /// for its abort).
 ///
 /// The watches given a window (a group's scoped subtree, marked with the
-/// group at its turn: see `drain.rs`) list a marked task that ends by
+/// group at its turn, or by a forced stop with the whole tree: see
+/// `drain.rs`) list a marked task that ends by
 /// itself while these aborts are being made, from the first to the last:
 /// such a task may be ended by one of them (a part waiting on the task in
 /// the parent that started it, whose abort lands first on another worker).
@@ -1473,8 +1474,8 @@ impl Registry {
     /// aborted when it is (see [`set_abort`](Self::set_abort)). The handles
     /// go to `marked`, this registry's newest task first, after those it
     /// holds already, to be aborted when it is dropped, once the caller has
-    /// marked all it aborts together (a group and its scoped subtree, see
-    /// `drain.rs`).
+    /// marked all it aborts together (a group and its scoped subtree, or a
+    /// forced stop's whole tree: see `drain.rs`).
     ///
     /// The aborts are made once every task is marked, the newest first: a
     /// task's abort can end a task it started (a connection's, dropped on

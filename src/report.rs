@@ -399,7 +399,8 @@ impl ShutdownReport {
     /// Tasks still running at the deadline, which the shutdown aborted and
     /// whose abort took effect while it waited, by id within each group.
     /// A group's tasks and its scoped children's are all marked before any
-    /// of them is aborted; a task of a scoped child that ends by itself
+    /// of them is aborted (in a forced stop, on a second signal, every
+    /// group's); a task of a scoped child that ends by itself
     /// while those aborts are being made, from the first to the last (ended
     /// by another's abort, such as a part waiting on the task that started
     /// it), is listed here too: it was still running at the deadline. Its
