@@ -198,7 +198,7 @@ pub(crate) async fn run(
     // made below them, each with when that turn cancelled it (with its
     // parent's work) and its stop time: reached then, and to stop with that
     // work (see `note_scoped_subtree`).
-    let mut scopes_reached: IdMap<Reached> = IdMap::default();
+    let mut scopes_reached: IdMap<Noted> = IdMap::default();
 
     // Groups linked during the shutdown are taken in a further pass (or, if
     // found when the deadline passes, in this one); the walk that finds none
@@ -918,6 +918,16 @@ struct Reached {
     stop_by: Option<Instant>,
 }
 
+/// A group a turn noted in a shutdown's `scopes_reached` (see
+/// [`note_scoped_subtree`]), until its own turn takes it: when it was
+/// reached, and whether a turn swept it (marked its tasks to be aborted with
+/// that turn's).
+#[derive(Clone, Copy)]
+struct Noted {
+    reached: Reached,
+    swept: bool,
+}
+
 /// When the group at `at` in the walk was reached, if before its turn: by a
 /// group stopping its children together (`together_started`: where the
 /// range started last ends, and when it started), or as a scoped child of a
@@ -926,7 +936,7 @@ struct Reached {
 fn reached_before(
     at: usize,
     together_started: Option<(usize, Instant)>,
-    scopes_reached: &mut IdMap<Reached>,
+    scopes_reached: &mut IdMap<Noted>,
     group: &NodeRef,
 ) -> Option<Reached> {
     let together = together_started
@@ -938,7 +948,10 @@ fn reached_before(
     if scopes_reached.is_empty() {
         return together;
     }
-    match (together, scopes_reached.remove(&group.id())) {
+    let noted = scopes_reached
+        .remove(&group.id())
+        .map(|noted| noted.reached);
+    match (together, noted) {
         (Some(a), Some(b)) => Some(Reached {
             at: a.at.min(b.at),
             stop_by: b.stop_by,
@@ -953,20 +966,40 @@ fn reached_before(
 /// `reached.stop_by` (a later turn's clock would have them reached after the
 /// deadline: a group reached late, given a share of the abort timeout to
 /// stop by itself first). Called once the group stopped by itself, or as
-/// its stragglers are about to be aborted: those made during its turn until
-/// then count too (made cancelled, they went with its work from then on),
-/// not one made once the aborts began (by the `Drop` of an aborted task),
-/// which is a group reached when a further pass reaches it. Returns them.
+/// its stragglers are about to be aborted (`sweep`: the groups returned are
+/// those whose tasks are to be aborted with them); those made during its
+/// turn until then count too (made cancelled, they went with its work from
+/// then on), not one made once the aborts began (by the `Drop` of an
+/// aborted task), which is a group reached when a further pass reaches it.
+///
+/// A group an earlier turn noted (a scoped child of a scoped child, noted
+/// by its grandparent's turn) is passed over with the groups below it, or,
+/// for a `sweep`, one an earlier turn swept: that turn noted (or swept)
+/// every group below it then, and one made below it since is noted in that
+/// group's own turn, which comes before any below it. So each group is
+/// noted once and swept once in a shutdown, and a chain of scoped children
+/// costs its length, not its square (`tests/depth.rs`, a chain of 100,000
+/// scoped children: each turn walked the whole chain below it, and the
+/// shutdown ran for minutes).
 #[cold]
 #[inline(never)]
 fn note_scoped_subtree(
-    scopes_reached: &mut IdMap<Reached>,
+    scopes_reached: &mut IdMap<Noted>,
     group: &NodeRef,
     reached: Reached,
+    sweep: bool,
 ) -> Vec<NodeRef> {
-    let subtree = group.scoped_subtree();
+    let subtree = group.scoped_subtree_but(|child| {
+        scopes_reached
+            .get(&child.id())
+            .is_some_and(|noted| noted.swept || !sweep)
+    });
     for child in &subtree {
-        scopes_reached.entry(child.id()).or_insert(reached);
+        let noted = scopes_reached.entry(child.id()).or_insert(Noted {
+            reached,
+            swept: false,
+        });
+        noted.swept |= sweep;
     }
     subtree
 }
@@ -982,7 +1015,7 @@ fn note_scoped_subtree(
 #[cold]
 #[inline(never)]
 fn stopped_idle(
-    scopes_reached: &mut IdMap<Reached>,
+    scopes_reached: &mut IdMap<Noted>,
     group: &NodeRef,
     turn: &Turn<'_>,
     started: Option<Reached>,
@@ -1005,6 +1038,7 @@ fn stopped_idle(
             at: reached.at,
             stop_by,
         },
+        false,
     );
 }
 
@@ -1200,7 +1234,7 @@ async fn stop_group(
     started: Option<Reached>,
     linked_since_walk: &mut (dyn FnMut() -> usize + Send),
     budget: &Budget,
-    (timer, aborted, scopes_reached): (&mut Timer, &mut Aborted<'_>, &mut IdMap<Reached>),
+    (timer, aborted, scopes_reached): (&mut Timer, &mut Aborted<'_>, &mut IdMap<Noted>),
 ) {
     // A group that drains in time is stopped then. It is cancelled even so:
     // after a shutdown a group is closed and cancelled, so work registered
@@ -1258,7 +1292,7 @@ async fn stop_group(
     // Read before the aborts below: a group the `Drop` of an aborted task
     // makes is not noted (see `note_scoped_subtree`).
     let subtree = if group.has_scoped_children() {
-        note_scoped_subtree(scopes_reached, group, scoped)
+        note_scoped_subtree(scopes_reached, group, scoped, !stopped)
     } else {
         Vec::new()
     };

@@ -1896,9 +1896,18 @@ impl Node {
     /// stopped them with it. The groups made form a tree: none is listed
     /// twice.
     pub(crate) fn scoped_subtree(&self) -> Vec<NodeRef> {
+        self.scoped_subtree_but(|_| false)
+    }
+
+    /// [`scoped_subtree`](Self::scoped_subtree) without the groups `skip`
+    /// picks and those below them (reached only through them).
+    pub(crate) fn scoped_subtree_but(&self, skip: impl Fn(&NodeRef) -> bool) -> Vec<NodeRef> {
         let mut stack = self.scoped_made_here();
         let mut out = Vec::with_capacity(stack.len());
         while let Some(node) = stack.pop() {
+            if skip(&node) {
+                continue;
+            }
             node.push_made_here(false, &mut stack);
             out.push(node);
         }

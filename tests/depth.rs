@@ -2,12 +2,16 @@
 //! and visit each group once, so neither depth nor the number of paths
 //! matters.
 //!
-//! * A chain of 100,000 groups (each a `child()` of the one before, or a fresh
-//!   group `link`ed under it; building is O(1) per step), with work in the
-//!   deepest group: `wait_blocking`, `cancel`, `pending`, `errors`, `wait`,
-//!   `wait_timeout` and `shutdown` on the root reach it, on a thread with a
-//!   2 MiB stack; and dropping the chain, root first or leaf first, does not
-//!   overflow that stack.
+//! * A chain of 100,000 groups (each a `child()` or a `scoped_child()` of the
+//!   one before, or a fresh group `link`ed under it; building is O(1) per
+//!   step), with work in the deepest group: `wait_blocking`, `cancel`,
+//!   `pending`, `errors`, `wait`, `wait_timeout` and `shutdown` on the root
+//!   reach it, on a thread with a 2 MiB stack; and dropping the chain, root
+//!   first or leaf first, does not overflow that stack. A `shutdown` of the
+//!   scoped chain with work at every level (a guard, or a task only an abort
+//!   ends) ends within the watchdog too: before, each group's turn walked the
+//!   whole chain below it, and both scoped `shutdown` cases ran past the 60 s
+//!   watchdog (in a release build).
 //! * A ladder of 30 diamonds (91 groups, 2^30 paths from top to bottom):
 //!   `wait`, `cancel`, `pending`, `errors`, `wait_blocking` and one more `link`
 //!   above the top each finish within [`BOUND`].
@@ -121,9 +125,9 @@ fn run_in_child(case: &str) -> Result<(), String> {
     ))
 }
 
-/// Runs a chain case for both ways of building the chain.
+/// Runs a chain case for every way of building the chain.
 fn chain_case(op: &str) {
-    let failures: Vec<_> = ["child", "link"]
+    let failures: Vec<_> = ["child", "link", "scoped"]
         .iter()
         .filter_map(|kind| run_in_child(&format!("chain:{kind}:{op}")).err())
         .collect();
@@ -202,6 +206,17 @@ fn wait_timeout_reaches_the_end_of_a_deep_chain() {
 #[test]
 fn shutdown_reaches_the_end_of_a_deep_chain() {
     chain_case("shutdown");
+}
+
+/// A scoped chain only: a turn of a group with scoped children walks the
+/// groups below it (to stop them with its work), where a plain child's turn
+/// reads its own group alone. (The other two chains take this case too: about
+/// 9 s each in a debug build, to no more purpose.)
+#[test]
+fn shutdown_of_a_deep_scoped_chain_with_stuck_work_at_every_level_is_linear() {
+    if let Err(failure) = run_in_child("chain:scoped:shutdown_stuck") {
+        panic!("{failure}");
+    }
 }
 
 #[test]
@@ -378,7 +393,8 @@ fn errors_of(top: &WaitGroup, bottom: &WaitGroup, rt: &tokio::runtime::Runtime) 
 }
 
 /// 100,000 groups, each linked under the one before (`kind` "child": made
-/// with `child()`; "link": a fresh group, `link`ed).
+/// with `child()`; "scoped": with `scoped_child()`; "link": a fresh group,
+/// `link`ed).
 fn build_chain(kind: &str) -> Vec<WaitGroup> {
     let started = Instant::now();
     let mut chain = Vec::with_capacity(DEPTH);
@@ -387,6 +403,7 @@ fn build_chain(kind: &str) -> Vec<WaitGroup> {
         let prev = chain.last().unwrap();
         let next = match kind {
             "child" => prev.child(),
+            "scoped" => prev.scoped_child(),
             "link" => {
                 let next = WaitGroup::new();
                 prev.link(&next).unwrap();
@@ -461,6 +478,26 @@ fn chain_op(kind: &str, op: &str) {
             assert!(report.is_clean(), "{report}");
             assert_eq!(report.finished(), 1, "{report}");
             assert!(deepest.is_closed());
+        }
+        "shutdown_stuck" => {
+            // Work at every level that only an abort ends, or nothing
+            // (guards): no group stops by itself, so each takes its turn
+            // with its stragglers, and a scoped child's turn comes after its
+            // parent marked it. Each group's turn must cost what that group
+            // holds, not what is below it.
+            let rt = current_thread(true);
+            let guards: Vec<_> = chain.iter().step_by(2).map(|g| g.add()).collect();
+            let report = rt.block_on(async {
+                for group in chain.iter().skip(1).step_by(2) {
+                    group.go(|_| std::future::pending::<()>());
+                }
+                tokio::task::yield_now().await;
+                root.shutdown(Duration::from_secs(1)).await
+            });
+            assert_eq!(report.aborted().len(), DEPTH / 2, "{report}");
+            assert_eq!(report.pending().len(), DEPTH / 2);
+            assert_eq!(report.finished(), 0);
+            drop(guards);
         }
         _ => panic!("unknown chain op {op}"),
     }
