@@ -401,7 +401,7 @@ async fn an_unlimited_http2_keep_alive_timeout_pings_and_never_closes() {
 #[test]
 fn zero_is_refused_with_a_message_naming_the_setter() {
     type Setter = fn(ServeOptions) -> ServeOptions;
-    let setters: [(&str, Setter); 6] = [
+    let setters: [(&str, Setter); 7] = [
         ("http1_header_read_timeout", |o| {
             o.http1_header_read_timeout(Duration::ZERO)
         }),
@@ -418,6 +418,7 @@ fn zero_is_refused_with_a_message_naming_the_setter() {
         ("http2_keep_alive_timeout", |o| {
             o.http2_keep_alive_timeout(Duration::ZERO)
         }),
+        ("send_timeout", |o| o.send_timeout(Duration::ZERO)),
     ];
     for (name, set) in setters {
         let panic = std::panic::catch_unwind(|| set(ServeOptions::new())).unwrap_err();
@@ -452,4 +453,259 @@ fn options_are_debug_clone_default_send_sync() {
     assert!(debug.contains("sniff_timeout: 1ns"), "{debug}");
     let debug = format!("{:?}", opts.sniff_timeout(Duration::from_secs(2)));
     assert!(debug.contains("sniff_timeout: 2s"), "{debug}");
+    let debug = format!("{:?}", ServeOptions::new());
+    assert!(debug.contains("send_timeout: 60s"), "{debug}");
+    let debug = format!("{:?}", ServeOptions::new().send_timeout(ms(1_500)));
+    assert!(debug.contains("send_timeout: 1.5s"), "{debug}");
+}
+
+// The send timeout: a client that asks for a response and takes none of it.
+
+/// How large `/big`'s body is: far more than any socket buffer on the way
+/// (Linux sizes a send buffer up to 4 MB by default).
+const BIG: usize = 64 << 20;
+
+/// A body of `left` bytes of `x`, made a 64 KB frame at a time as hyper
+/// asks for them, not held whole.
+struct Repeat {
+    left: usize,
+}
+
+impl http_body::Body for Repeat {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        static CHUNK: [u8; 64 << 10] = [b'x'; 64 << 10];
+        let n = self.left.min(CHUNK.len());
+        self.left -= n;
+        std::task::Poll::Ready((n > 0).then(|| {
+            Ok(http_body::Frame::data(axum::body::Bytes::from_static(
+                &CHUNK[..n],
+            )))
+        }))
+    }
+}
+
+/// Serves, as work of `group`, `/big` (a body of [`BIG`] bytes), `/hello`
+/// and `/five` (answered after five seconds, writing nothing before) with
+/// `opts`.
+async fn serve_big(group: &WaitGroup, opts: ServeOptions) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route(
+            "/big",
+            get(|| async { axum::body::Body::new(Repeat { left: BIG }) }),
+        )
+        .route("/hello", get(|| async { "hello" }))
+        .route(
+            "/five",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "five"
+            }),
+        );
+    taskgroup::http::serve_router_with(group, listener, router, opts);
+    addr
+}
+
+/// A raw HTTP/1 client with a small receive buffer (4 KB asked; Linux
+/// doubles it) that has sent `GET path`.
+async fn ask(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 << 10).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// How long (paused) until `group` holds `n` tasks, looked at every
+/// millisecond; at most [`LIMIT`].
+async fn until_len(group: &WaitGroup, n: usize) -> Duration {
+    let from = Instant::now();
+    timeout(LIMIT, async {
+        while group.len() != n {
+            tokio::time::sleep(ms(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} tasks, not {n}", group.len()));
+    from.elapsed()
+}
+
+/// A client that asks for a 64 MB body and reads none of it has its
+/// connection dropped once the server's writes have been blocked for the
+/// send timeout, 1 s here: the connection's task ends (the accept loop is
+/// left alone) 1 s after the request (the socket fills within the same
+/// millisecond), and the client, reading then, gets part of the body and
+/// the end of the connection.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_nothing_of_a_response_is_dropped_after_the_send_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let mut client = ask(addr, "/big").await;
+    let asked = Instant::now();
+    until_len(&group, 2).await;
+    until_len(&group, 1).await;
+    let dropped = asked.elapsed();
+    assert!(dropped >= ms(1_000) && dropped < ms(1_100), "{dropped:?}");
+    let (buf, _) = read_to_close(&mut client, asked).await;
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200 OK"),
+        "{:?}",
+        &buf[..buf.len().min(20)]
+    );
+    assert!(buf.len() < BIG, "cut short: {} bytes", buf.len());
+    shut_down_clean(&group).await;
+}
+
+/// A client that reads its response at its own pace, 256 KB every 200 ms
+/// (paused), keeps its connection for 5 s, five send timeouts, though the
+/// server's writes block between its reads: each read lets them go on. It
+/// gets 6.4 MB, more than the sockets on the way hold (2.8 MB in the test
+/// above, on Linux), so the server wrote all along.
+///
+/// Reading much less would not do: Linux wakes a blocked writer only once
+/// about a third of its socket's send buffer is free (most of the 2.8 MB),
+/// so a client reading 4 KB every 200 ms (each read getting its 4 KB) had
+/// lost its connection by the end of the 5 s (see
+/// `ServeOptions::send_timeout`).
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_slowly_but_steadily_keeps_its_connection() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let mut client = ask(addr, "/big").await;
+    let mut buf = vec![0; 256 << 10];
+    for step in 0..25 {
+        tokio::time::sleep(ms(200)).await;
+        timeout(LIMIT, client.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("read {step}: {e}"));
+        assert_eq!(group.len(), 2, "the connection is kept (read {step})");
+    }
+    drop(client);
+    shut_down_clean(&group).await;
+}
+
+/// The same on HTTP/2: a raw client that grants the server all the window
+/// it can (so h2 writes until the socket is full), asks for `/big` and
+/// reads nothing has its connection, and the request's task, dropped 1 s
+/// after the request.
+#[tokio::test(start_paused = true)]
+async fn an_http2_client_that_reads_nothing_is_dropped_after_the_send_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 << 10).unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
+    const WINDOW_UPDATE: u8 = 0x8;
+    let max_window = 0x7fff_ffff_u32;
+    let mut hello = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) for the streams; the connection's
+    // window raised by a WINDOW_UPDATE.
+    let mut settings = vec![0, 4];
+    settings.extend_from_slice(&max_window.to_be_bytes());
+    hello.extend(h2_frame(SETTINGS, 0, 0, &settings));
+    hello.extend(h2_frame(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(max_window - 65_535).to_be_bytes(),
+    ));
+    // GET /big, ending the stream: HPACK `:method: GET`, `:scheme: http`,
+    // `:path` and `:authority` as literals.
+    let mut block = vec![0x82, 0x86, 0x04, 4];
+    block.extend_from_slice(b"/big");
+    block.extend_from_slice(&[0x01, 1, b'x']);
+    hello.extend(h2_frame(0x1, 0x5, 1, &block));
+    client.write_all(&hello).await.unwrap();
+    let asked = Instant::now();
+    until_len(&group, 3).await; // the accept loop, the connection, the request
+    until_len(&group, 1).await;
+    let dropped = asked.elapsed();
+    assert!(dropped >= ms(1_000) && dropped < ms(1_100), "{dropped:?}");
+    let (buf, _) = read_to_close(&mut client, asked).await;
+    assert!(buf.len() < BIG, "cut short: {} bytes", buf.len());
+    shut_down_clean(&group).await;
+}
+
+/// A response that writes nothing for longer than the send timeout (its
+/// handler answers after 5 s, the timeout is 1 s) is answered in full: no
+/// write was blocked.
+#[tokio::test(start_paused = true)]
+async fn a_response_that_writes_nothing_for_a_while_is_not_cut() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let mut client = Client::connect(addr).await.unwrap();
+    let asked = Instant::now();
+    assert_eq!(client.get("/five").await.unwrap().body, "five");
+    assert!(asked.elapsed() >= ms(5_000), "{:?}", asked.elapsed());
+    drop(client);
+    shut_down_clean(&group).await;
+}
+
+/// Under a limit of two tasks (the accept loop and one connection), a
+/// client that reads nothing of its response holds the one slot only for
+/// the send timeout: the next client is served after it, 1 s later.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_nothing_frees_its_slot_under_a_limit_after_the_send_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").limit(2).build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let stuck = ask(addr, "/big").await;
+    let asked = Instant::now();
+    until_len(&group, 2).await;
+    let mut next = Client::connect(addr).await.unwrap();
+    let response = timeout(LIMIT, next.get("/hello")).await.unwrap().unwrap();
+    assert_eq!(response.body, "hello");
+    let served = asked.elapsed();
+    assert!(served >= ms(1_000) && served < ms(1_100), "{served:?}");
+    drop((stuck, next));
+    shut_down_clean(&group).await;
+}
+
+/// After the drain signal, a client that reads nothing of its response
+/// holds the drain only for the send timeout: `shutdown(Duration::MAX)`
+/// returns 1 s after the request, clean (the connection dropped, not
+/// aborted).
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_nothing_holds_an_unbounded_drain_only_for_the_send_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let mut client = ask(addr, "/big").await;
+    let asked = Instant::now();
+    // The response has begun: the drain finds it in flight.
+    let mut status = [0; 15];
+    client.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200 OK");
+    let report = timeout(LIMIT, group.shutdown(Duration::MAX)).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    let drained = asked.elapsed();
+    assert!(drained >= ms(1_000) && drained < ms(1_100), "{drained:?}");
+}
+
+/// A send timeout of `Duration::MAX` is no limit: a client that reads
+/// nothing of its response keeps its connection 100 s later.
+#[tokio::test(start_paused = true)]
+async fn an_unlimited_send_timeout_keeps_a_client_that_reads_nothing() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(Duration::MAX)).await;
+    let client = ask(addr, "/big").await;
+    until_len(&group, 2).await;
+    tokio::time::sleep(PAST).await;
+    assert_eq!(group.len(), 2, "the connection is kept");
+    drop(client);
+    shut_down_clean(&group).await;
 }

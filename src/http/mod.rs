@@ -16,7 +16,9 @@
 //!   `connection: close`, an idle one at once; HTTP/2 sends `GOAWAY` and
 //!   finishes the streams it has, their responses sent to the end, and a
 //!   client that has not answered the `GOAWAY`'s `PING` a second after its
-//!   last response was sent is dropped);
+//!   last response was sent is dropped; on either protocol, a client that
+//!   stops reading its response is dropped once the server's writes have
+//!   been blocked for the [send timeout](ServeOptions::send_timeout), 60 s);
 //!   whatever is still running at the deadline is aborted, and the
 //!   [report](crate::ShutdownReport) names it. Because the handlers run
 //!   inside those tasks, a group [linked](crate::WaitGroup::link) after the

@@ -45,6 +45,19 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// (slowloris) sets a short header read timeout (the sniff timeout follows
 /// it).
 ///
+/// Neither runs while a response is being sent. A client that asks for a
+/// response and then takes none of it is dropped by
+/// [`send_timeout`](Self::send_timeout) (60 s by default: the server's
+/// socket writes blocked that long, no byte written since), on either
+/// protocol, while serving and while draining; a client that reads slowly
+/// but gets bytes out of the server within each timeout, and a response
+/// that writes nothing for a while (a long poll), are kept. On HTTP/2 a
+/// client can instead hold a response back with flow control (granting no
+/// window): h2 then writes nothing, so no write blocks, the send timeout
+/// does not see it, and the stream being open, neither does the idle
+/// timeout: such a client holds its connection (and a drain, until the
+/// shutdown's deadline) as long as it wants.
+///
 /// # Durations
 ///
 /// `Duration::MAX`, or any duration of thirty years or more, means no limit
@@ -93,6 +106,7 @@ pub struct ServeOptions {
     http2_keep_alive_interval: Option<Duration>,
     http2_keep_alive_timeout: Duration,
     tcp_nodelay: bool,
+    send_timeout: Duration,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -114,6 +128,7 @@ impl fmt::Debug for ServeOptions {
             .field("http2_keep_alive_interval", &self.http2_keep_alive_interval)
             .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("send_timeout", &self.send_timeout)
             .finish()
     }
 }
@@ -138,6 +153,8 @@ impl ServeOptions {
             http2_keep_alive_interval: None,
             http2_keep_alive_timeout: Duration::from_secs(20),
             tcp_nodelay: true,
+            // nginx's `send_timeout`.
+            send_timeout: Duration::from_secs(60),
         }
     }
 
@@ -229,7 +246,9 @@ impl ServeOptions {
     /// its last stream or from its preface; then it is sent `GOAWAY` and
     /// closed, as a drain closes it (see [`serve`]). `PING`s, the server's
     /// [keep-alive](Self::http2_keep_alive_interval) ones too, are not
-    /// use of it.
+    /// use of it. A stream whose response the client holds back with flow
+    /// control (granting no window) is open, so it keeps its connection,
+    /// and the [send timeout](Self::send_timeout) does not see it either.
     /// Default 30 s.
     ///
     /// `Duration::MAX`: no limit (an idle HTTP/2 connection is kept for as
@@ -325,6 +344,50 @@ impl ServeOptions {
         self
     }
 
+    /// How long a connection's writes may stay blocked, the client taking
+    /// none of the response's bytes, before the connection is dropped:
+    /// counted from when a write found the socket's send buffer full, and
+    /// started again by each write that gets bytes out. So it is a limit
+    /// between two successive writes, not on the whole response (nginx's
+    /// `send_timeout`). Default 60 s (nginx's).
+    ///
+    /// It holds on both protocols, while a connection serves and while it
+    /// drains: a client that asks for a response and stops reading it (or
+    /// whose host is gone without closing) keeps its connection, its slot
+    /// under a [`limit`](crate::WaitGroupBuilder::limit) and a shutdown's
+    /// drain this long, not until the shutdown's deadline (nor for ever
+    /// under `Duration::MAX`). A client that reads slowly but steadily is
+    /// not dropped, nor a response that writes nothing for minutes (a long
+    /// poll, server-sent events between events): no write is blocked then.
+    /// "Steadily" is the system's measure: a blocked write goes on once the
+    /// client has read enough of what the server's socket holds (Linux wakes
+    /// the writer when about a third of the send buffer is free, a buffer it
+    /// sizes up to 4 MB by default: on loopback, 819,200 bytes read of the
+    /// 2,807,808 queued), so a client that reads less than that within each
+    /// timeout is dropped.
+    ///
+    /// On HTTP/2 a client can also stop a response with flow control,
+    /// granting it no window: h2 then writes nothing, no write is blocked,
+    /// and this timeout does not see it (see
+    /// [`http2_idle_timeout`](Self::http2_idle_timeout)).
+    ///
+    /// `Duration::MAX`: no limit.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    #[must_use]
+    #[track_caller]
+    pub fn send_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::send_timeout: a timeout of zero would drop a connection at the \
+             first write that finds its socket full (Duration::MAX means no limit)"
+        );
+        self.send_timeout = timeout;
+        self
+    }
+
     /// The sniff timeout in effect; `None` for no limit.
     fn sniff_limit(&self) -> Option<Duration> {
         limited(self.sniff_timeout.unwrap_or(self.http1_header_read_timeout))
@@ -375,9 +438,11 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// bytes (hyper-util's `auto` builder, with HTTP upgrades such as WebSockets
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
-/// No connection is kept idle for ever, so that none holds its slot under a
+/// No connection is kept idle for ever, nor held for ever by a client that
+/// stops reading its response (one HTTP/2 case aside, below), so that none
+/// holds its slot under a
 /// [`limit`](crate::WaitGroupBuilder::limit) for ever. Each of the limits
-/// below, 30 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
+/// below, 30 s or 60 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
 /// also for HTTP/2's stream limit and keep-alive pings and HTTP/1
 /// half-closes, off here: a client that shuts down its writing side after
 /// its request may get no response):
@@ -398,7 +463,15 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   it was served (accepted, or given its slot under a `limit`: a silent
 ///   client, or one stopped inside the HTTP/2 preface, which hyper-util
 ///   reads with no timeout) is dropped
-///   ([`sniff_timeout`](ServeOptions::sniff_timeout)).
+///   ([`sniff_timeout`](ServeOptions::sniff_timeout));
+/// * a connection whose socket writes have been blocked for 60 s, the
+///   client taking none of a response's bytes in that time, is dropped, on
+///   either protocol and during a drain too; each write that gets bytes out
+///   starts the count again, so a client that reads slowly but steadily is
+///   kept, and a response that writes nothing for a while blocks nothing
+///   ([`send_timeout`](ServeOptions::send_timeout), nginx's: see there
+///   what "steadily" takes, and for an HTTP/2 client that holds a response
+///   back with flow control, which this does not catch).
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
 /// after closing it:
@@ -417,8 +490,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   its socket, has the connection dropped; streams such a client opens
 ///   more than a second after the `GOAWAY` are served, but not waited for,
 ///   so it cannot hold the drain open by opening more). A client that stops reading a
-///   response it asked for holds the drain until the deadline, on either
-///   protocol;
+///   response it asked for holds the drain for the send timeout (60 s
+///   here), then is dropped, on either protocol, also under
+///   `shutdown(Duration::MAX)`;
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`, created at the line that called
 ///   `serve`), and groups linked after `group` are closed only after those
@@ -430,9 +504,12 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// [`limit`](crate::WaitGroupBuilder::limit) (which counts the accept loop
 /// and the connections) the loop waits for a free slot before serving the
 /// next connection. A connection holds its slot until it closes: an idle
-/// one for at most 30 s on either protocol (see above; what [`ServeOptions`]
-/// sets), so `n` clients that connect and do nothing can hold `n` slots that
-/// long, but not for ever.
+/// one for at most 30 s on either protocol, one whose client stops reading
+/// its response for at most 60 s (see above; what [`ServeOptions`] sets),
+/// so `n` clients that connect and do nothing, or ask and do not read, can
+/// hold `n` slots that long, but not for ever (an HTTP/2 client that holds
+/// back its flow-control window aside, see
+/// [`send_timeout`](ServeOptions::send_timeout)).
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
 /// connection: 200 at a time, see
@@ -760,9 +837,10 @@ where
         };
         let mut builder = auto::Builder::new(executor);
         self.opts.configure(&mut builder);
-        let (sniff, idle) = (
+        let (sniff, idle, send) = (
             self.opts.sniff_limit(),
             limited(self.opts.http2_idle_timeout),
+            limited(self.opts.send_timeout),
         );
         let label = self.label.clone();
         let service = NameRequests {
@@ -785,18 +863,22 @@ where
             biased;
             () = drain_signal(&ctx) => {
                 conn.as_mut().graceful_shutdown();
-                if label.h2.load(Ordering::Relaxed) {
-                    close_h2(conn, &label).await;
-                } else {
-                    let _ = conn.await;
-                }
+                let closing = async {
+                    if label.h2.load(Ordering::Relaxed) {
+                        close_h2(conn, &label).await;
+                    } else {
+                        let _ = conn.await;
+                    }
+                };
+                unless_stalled(closing, &label, send).await;
             }
             _ = conn.as_mut() => {}
             () = undecided(&label, sniff) => {}
             () = h2_idle(&label, idle) => {
                 conn.as_mut().graceful_shutdown();
-                close_h2(conn, &label).await;
+                unless_stalled(close_h2(conn, &label), &label, send).await;
             }
+            () = stalled(&label, send) => {}
         }
     }
 }
@@ -855,6 +937,47 @@ async fn h2_idle(label: &ConnLabel, limit: Option<Duration>) {
     }
 }
 
+/// Resolves once the connection's socket writes have been blocked for
+/// `limit` (the send timeout; `None` for none: never), with no write
+/// getting bytes out since the block began (see [`ConnLabel::write_blocked`]):
+/// the client takes none of what the server sends. A block that ends starts
+/// the count again at the next one. Counted to the millisecond: a block
+/// that ended and another that began in the same millisecond are one.
+async fn stalled(label: &ConnLabel, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    loop {
+        // Made before the look: a block that starts after it wakes it.
+        let starts = label.blocked.notified();
+        let since = label.blocked_since.load(Ordering::Acquire);
+        if since == 0 {
+            starts.await;
+            continue;
+        }
+        let began = label.created + Duration::from_millis(since - 1);
+        tokio::time::sleep_until(began + limit).await;
+        if label.blocked_since.load(Ordering::Acquire) == since {
+            return;
+        }
+    }
+}
+
+/// Runs `closing` (a connection's graceful shutdown) unless the
+/// connection's writes stay blocked for `limit` first ([`stalled`]), in
+/// which case it is dropped, and the connection with it.
+async fn unless_stalled(
+    closing: impl Future<Output = ()>,
+    label: &ConnLabel,
+    limit: Option<Duration>,
+) {
+    tokio::select! {
+        biased;
+        () = closing => {}
+        () = stalled(label, limit) => {}
+    }
+}
+
 /// How long an HTTP/2 connection told to shut down is kept once none of
 /// its streams is running, for the client to answer the `PING` sent with
 /// the `GOAWAY` (a round trip; hyper closes the connection as soon as the
@@ -875,7 +998,8 @@ const H2_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// response to a client that reads it at its own pace is still being sent
 /// then, so the responses are counted apart, from the frames on the socket
 /// (see [`H2Frames`]), until their last frame is written. As on HTTP/1, a
-/// client that stops reading a response holds the drain until its deadline.
+/// client that stops reading a response holds the drain until the send
+/// timeout drops it (see [`stalled`]; `Conn::run` races it with this).
 ///
 /// Until that answer, h2 still takes new streams (the first `GOAWAY` allows
 /// any). A client answers within a round trip, and only the streams it sent
@@ -955,8 +1079,10 @@ impl Sniff {
         }
     }
 
-    /// Notes the first `n` bytes of `bufs`, just written.
+    /// Notes the first `n` bytes of `bufs` (`n > 0`), just written: a
+    /// blocked write, if any, is over (see [`stalled`]).
     fn written<'b>(&mut self, bufs: impl IntoIterator<Item = &'b [u8]>, mut n: usize) {
+        self.label.wrote();
         let Some(h2) = self.h2.as_mut() else {
             return;
         };
@@ -995,8 +1121,10 @@ impl AsyncWrite for Sniff {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.written([buf], n);
+        match written {
+            Poll::Ready(Ok(n)) if n > 0 => this.written([buf], n),
+            Poll::Pending => this.label.write_blocked(),
+            _ => {}
         }
         written
     }
@@ -1008,8 +1136,10 @@ impl AsyncWrite for Sniff {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written {
-            this.written(bufs.iter().map(|b| &**b), n);
+        match written {
+            Poll::Ready(Ok(n)) if n > 0 => this.written(bufs.iter().map(|b| &**b), n),
+            Poll::Pending => this.label.write_blocked(),
+            _ => {}
         }
         written
     }
@@ -1179,6 +1309,15 @@ struct ConnLabel {
     /// end of the HTTP/2 preface: the connection is no longer idle, or its
     /// idle time starts again (see [`h2_idle`]).
     busy: tokio::sync::Notify,
+    /// When the socket's writes blocked (a write returned `Pending`) with
+    /// none getting bytes out since: milliseconds from `created`, plus one;
+    /// 0 while not blocked. Set by the first write that blocks, cleared by
+    /// the next one that writes bytes (see [`stalled`]).
+    blocked_since: AtomicU64,
+    /// What `blocked_since` counts from.
+    created: tokio::time::Instant,
+    /// Notified when `blocked_since` is set: a block starts.
+    blocked: tokio::sync::Notify,
 }
 
 impl ConnLabel {
@@ -1197,6 +1336,33 @@ impl ConnLabel {
             responses: AtomicUsize::new(0),
             responses_ended: tokio::sync::Notify::new(),
             busy: tokio::sync::Notify::new(),
+            blocked_since: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
+            blocked: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Notes that a write of the socket returned `Pending`: the block
+    /// starts now, unless it had already.
+    #[cold]
+    fn write_blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            return; // the same block, woken without room
+        }
+        let ms = self.created.elapsed().as_millis();
+        let since = u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1;
+        // Release: a watcher woken by the notification, or that reads
+        // `since`, counts from it (`stalled` reads it with Acquire).
+        self.blocked_since.store(since, Ordering::Release);
+        self.blocked.notify_waiters();
+    }
+
+    /// Notes that a write got bytes out: a block, if any, is over. The
+    /// write path's only cost: one relaxed load and a branch.
+    #[inline]
+    fn wrote(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.blocked_since.store(0, Ordering::Relaxed);
         }
     }
 
