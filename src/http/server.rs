@@ -533,7 +533,10 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// A connection's own errors (a client that hangs up mid-request, a
 /// malformed request, a header timeout) are the client's: they end the
 /// connection and are not recorded as failures. A handler's panic is
-/// recorded, with the connection's name. Connections are not
+/// recorded, with the connection's name, and its client gets no response:
+/// on HTTP/1 the panic ends the connection's task, so the connection is
+/// closed; on HTTP/2 the request's stream is reset. For a `500` instead,
+/// catch panics in the service (tower-http's `CatchPanicLayer` does). Connections are not
 /// [critical](crate::TaskBuilder::critical): their failure does not cancel
 /// the group, even with `cancel_on_error`.
 ///

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// * **Drain**: each group, in its turn, is closed and its tasks'
 ///   [`draining`](crate::TaskContext::draining) signal fires: finish what you
 ///   are doing and take no more. A group that becomes idle ends its turn early.
+///   A task that waits only for `ctx.cancelled()`, as a pool's or a
+///   flusher's linked after the server may, keeps its group busy until the
+///   drain phase ends, even once the work before it is done: one that should
+///   stop as soon as its turn comes selects on `draining` too (under
+///   `Grace::drain(Duration::MAX)` it is otherwise never cancelled).
 /// * **Cancel**: the group's context is cancelled: stop now.
 /// * Then what still runs is aborted (within the group's
 ///   [`abort_timeout`](crate::WaitGroupBuilder::abort_timeout)).
