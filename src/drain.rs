@@ -763,8 +763,10 @@ async fn force_round(
 ) -> Instant {
     let mut watches = Vec::with_capacity(groups.len());
     let mut phases = Vec::with_capacity(groups.len());
-    let windows = scoped_subtrees(groups);
     let mut marked = Marked::default();
+    // Every task's handle is held until the aborts below: room for them
+    // all at once (a guard's count too, a few slots more than needed).
+    marked.reserve(groups.iter().map(|group| group.len()).sum());
     for group in groups {
         group.close();
         group.cancel_own(reason.clone());
@@ -779,7 +781,9 @@ async fn force_round(
         if group.len() > 0 {
             phases.push(group.aborting(&watch));
         }
-        let window = windows.contains(&group.id());
+        // A group made in a scope (below a scoped child) may hold parts
+        // the abort of the task that started them ends: a window for them.
+        let window = group.was_made_in_a_scope();
         group
             .registry
             .mark_all(&|id| Some(id) == spare, &watch, &mut marked, window);
@@ -804,22 +808,6 @@ async fn force_round(
         aborted.extend(take_listed(&watch));
     }
     by
-}
-
-/// The groups of `groups` below a scoped child of one of them (made there,
-/// see `Node::scoped_subtree`), whose watches a forced stop gives a window
-/// (see [`Marked`]): their tasks may be ended by the abort of the task that
-/// started them. Each group's subtree is read once: one already found below
-/// another's is not read again (a walk lists a group before those below
-/// it), so a chain of scoped children costs its length, not its square.
-fn scoped_subtrees(groups: &[NodeRef]) -> IdSet {
-    let mut below = IdSet::default();
-    for group in groups {
-        if group.has_scoped_children() && !below.contains(&group.id()) {
-            below.extend(group.scoped_subtree().iter().map(|child| child.id()));
-        }
-    }
-    below
 }
 
 /// The forced phase of a group with tasks in shielded sections: each such

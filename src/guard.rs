@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::label::{GroupId, Label, TaskId};
 use crate::node::Node;
-use crate::registry::{AbortWatch, Entry, Slot};
+use crate::registry::{AbortWatch, Entry, SettleOnDrop, Slot};
 use crate::report::TaskKind;
 use crate::shared::TaskRef;
 
@@ -213,11 +213,8 @@ impl TaskGuard {
             *self.tag.0.get_mut() = tag;
             return;
         }
-        let watch = remove_ended(&self.inner, Slot::from_u64(tag & !RECORDED));
+        let _settle = SettleOnDrop(remove_ended(&self.inner, Slot::from_u64(tag & !RECORDED)));
         drop(self);
-        if let Some(watch) = watch {
-            watch.settle();
-        }
     }
 }
 

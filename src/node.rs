@@ -276,8 +276,8 @@ struct Hot {
     /// links lock after a push, so a group that never had links is walked
     /// without taking that lock.
     has_links: AtomicBool,
-    /// [`LINKED_BELOW`], [`HAS_SCOPED`] and [`SCOPED`]: one byte for the
-    /// three, so that [`Hot`] keeps its size.
+    /// [`LINKED_BELOW`], [`HAS_SCOPED`], [`SCOPED`] and [`MADE_IN_A_SCOPE`]:
+    /// one byte for the four, so that [`Hot`] keeps its size.
     flags: AtomicU8,
     /// The group's `record_guards`: here, in what would be padding, rather
     /// than in its [`Settings`], so that a lean group with the other
@@ -302,6 +302,14 @@ const HAS_SCOPED: u8 = 2;
 /// its parent's context, not of its parent's scope. Set when it is made,
 /// before it is linked.
 const SCOPED: u8 = 4;
+/// [`Hot::flags`]: this group is a scoped child, or was made (`child()`,
+/// `scoped_child()`) by one or by a group made so: it belongs with the work
+/// of the group whose scoped child began the line (see
+/// [`Node::scoped_subtree_but`], which lists such groups from that group, as
+/// long as each is still linked where it was made). Set when it is made,
+/// before it is linked; for a forced stop, which gives such groups' aborts
+/// a window without walking a subtree (`drain::force_round`).
+const MADE_IN_A_SCOPE: u8 = 8;
 
 /// The links below a group, in link order (keys increase with each link),
 /// and the failures of the children that left.
@@ -1357,8 +1365,13 @@ impl Node {
         if inherited.is_some() {
             child.extra().deadlines.lock().inherited = inherited;
         }
-        if scoped {
-            child.hot.flags.fetch_or(SCOPED, Ordering::Relaxed);
+        let in_a_scope = this.hot.flags.load(Ordering::Relaxed) & MADE_IN_A_SCOPE != 0;
+        if scoped || in_a_scope {
+            let scoped = if scoped { SCOPED } else { 0 };
+            child
+                .hot
+                .flags
+                .fetch_or(scoped | MADE_IN_A_SCOPE, Ordering::Relaxed);
         }
         links.push(child.clone());
         this.hot.has_links.store(true, Ordering::Release);
@@ -1882,6 +1895,13 @@ impl Node {
         self.hot.flags.load(Ordering::Acquire) & HAS_SCOPED != 0
     }
 
+    /// Whether this group is a scoped child or was made by a group that is
+    /// one or was made so ([`MADE_IN_A_SCOPE`]): one load of its flags.
+    #[inline]
+    pub(crate) fn was_made_in_a_scope(&self) -> bool {
+        self.hot.flags.load(Ordering::Relaxed) & MADE_IN_A_SCOPE != 0
+    }
+
     /// Whether this group is a scoped child or ever made one: one load of
     /// its flags, for a shutdown's turn to pass over the rest of a tree.
     #[inline]
@@ -1893,14 +1913,9 @@ impl Node {
     /// made below them (`child()`, `scoped_child()`; not one `link()`ed
     /// there): what a cancel of this group's own context cancels besides it
     /// (see [`give_reason_below`]), for a shutdown whose turn of this group
-    /// stopped them with it. The groups made form a tree: none is listed
-    /// twice.
-    pub(crate) fn scoped_subtree(&self) -> Vec<NodeRef> {
-        self.scoped_subtree_but(|_| false)
-    }
-
-    /// [`scoped_subtree`](Self::scoped_subtree) without the groups `skip`
-    /// picks and those below them (reached only through them).
+    /// stopped them with it; but the groups `skip` picks and those below
+    /// them (reached only through them). The groups made form a tree: none
+    /// is listed twice.
     pub(crate) fn scoped_subtree_but(&self, skip: impl Fn(&NodeRef) -> bool) -> Vec<NodeRef> {
         let mut stack = self.scoped_made_here();
         let mut out = Vec::with_capacity(stack.len());
@@ -3537,6 +3552,25 @@ mod tests {
     /// malloc gives anyway, and whatever the node's 16-byte-aligned address,
     /// the cache line its state word is on holds nothing of another
     /// allocation nor any field after [`Hot`] (see [`Node`]).
+    /// A group made in a scope ([`MADE_IN_A_SCOPE`]) is a scoped child, or
+    /// a group made by one, at any depth and by either kind of child; not a
+    /// plain child outside any scope, nor a group `link()`ed below a scoped
+    /// child (made elsewhere), nor the group that made the scoped child.
+    #[test]
+    fn groups_made_in_a_scope_are_flagged_when_made() {
+        let root = crate::WaitGroup::new();
+        let plain = root.child();
+        let scoped = root.scoped_child();
+        let below = scoped.child();
+        let deeper = below.scoped_child().child();
+        let linked = crate::WaitGroup::new();
+        scoped.link(&linked).unwrap();
+        let flagged = |g: &crate::WaitGroup| g.node().was_made_in_a_scope();
+        assert!(!flagged(&root) && !flagged(&plain) && !flagged(&plain.child()));
+        assert!(flagged(&scoped) && flagged(&below) && flagged(&deeper));
+        assert!(!flagged(&linked));
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_node_fits_three_lines() {

@@ -436,6 +436,31 @@ pub(crate) struct Marked {
     windows: Vec<Arc<AbortWatch>>,
 }
 
+impl Marked {
+    /// Room for `tasks` more handles, for a caller that knows about how
+    /// many it will mark: the list is then made once, not grown by
+    /// doubling (which held up to three times its size while it copied).
+    pub(crate) fn reserve(&mut self, tasks: usize) {
+        self.handles.reserve(tasks);
+    }
+}
+
+/// Settles an aborted or marked task's watch when dropped (see
+/// [`AbortWatch::settle`]): after its task's count is given up, whether
+/// that returns or unwinds (a failure kept by the group, freed with it
+/// there, may panic in its `Drop`), so that the shutdown waiting on the
+/// watch is not left waiting out its share.
+pub(crate) struct SettleOnDrop(pub(crate) Option<Arc<AbortWatch>>);
+
+impl Drop for SettleOnDrop {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.take() {
+            watch.settle();
+        }
+    }
+}
+
 impl Drop for Marked {
     fn drop(&mut self) {
         for watch in &self.windows {

@@ -317,11 +317,8 @@ fn finish<Fut>(
 #[cold]
 #[inline(never)]
 fn drop_aborted(mut guard: TaskGuard) {
-    let watch = guard.remove_aborted();
+    let _settle = crate::registry::SettleOnDrop(guard.remove_aborted().flatten());
     drop(guard);
-    if let Some(Some(watch)) = watch {
-        watch.settle();
-    }
 }
 
 /// The failure path: the task's id, name and options are read back from its

@@ -2280,9 +2280,12 @@ impl<'a> TaskBuilder<'a> {
         let mut entry = Entry::new(id, self.name, TaskKind::Task, site);
         entry.critical = self.critical;
         entry.queued = matches!(permit, Permit::Queue);
-        let (guard, slot) = TaskGuard::new_with(task, entry);
-        // If `f` panics, the guard is dropped and the count restored.
+        // Before the entry: if `f` panics, `task` is dropped and the count
+        // restored, with no entry a shutdown could have marked meanwhile (a
+        // marked task's guard ends through `TaskGuard::end`, which this
+        // unwind would not take).
         let fut = f(TaskContext::new(node.clone()));
+        let (guard, slot) = TaskGuard::new_with(task, entry);
         (guard, name, slot, fut, span)
     }
 
