@@ -16,9 +16,10 @@
 //!   `connection: close`, an idle one at once; HTTP/2 sends `GOAWAY` and
 //!   finishes the streams it has, their responses sent to the end, and a
 //!   client that has not answered the `GOAWAY`'s `PING` a second after its
-//!   last response was sent is dropped; on either protocol, a client that
-//!   stops reading its response is dropped once the server's writes have
-//!   been blocked for the [send timeout](ServeOptions::send_timeout), 60 s);
+//!   last response was sent is dropped; a client that stops reading its
+//!   response is dropped once the server's writes have been blocked for
+//!   the [send timeout](ServeOptions::send_timeout), 60 s, but an HTTP/2
+//!   client that stops granting flow-control window, which blocks no write);
 //!   whatever is still running at the deadline is aborted, and the
 //!   [report](crate::ShutdownReport) names it. Because the handlers run
 //!   inside those tasks, a group [linked](crate::WaitGroup::link) after the

@@ -362,14 +362,24 @@ impl ServeOptions {
     /// "Steadily" is the system's measure: a blocked write goes on once the
     /// client has read enough of what the server's socket holds (Linux wakes
     /// the writer when about a third of the send buffer is free, a buffer it
-    /// sizes up to 4 MB by default: on loopback, 819,200 bytes read of the
-    /// 2,807,808 queued), so a client that reads less than that within each
-    /// timeout is dropped.
+    /// sizes up to 4 MB by default), so a client that reads less than that
+    /// within each timeout is dropped. On loopback with Linux's defaults that
+    /// is about 1 to 1.5 MB a timeout, some 25 KB/s under the default 60 s: a
+    /// client reading 16 KB every 500 ms kept its connection for 3 minutes,
+    /// one reading 16 KB every 700 ms was dropped after 105-126 s (a
+    /// reviewer's probe). Over a real network the buffer is sized to the
+    /// path, smaller for a slow client.
     ///
-    /// On HTTP/2 a client can also stop a response with flow control,
-    /// granting it no window: h2 then writes nothing, no write is blocked,
-    /// and this timeout does not see it (see
-    /// [`http2_idle_timeout`](Self::http2_idle_timeout)).
+    /// On HTTP/2 it does not catch the common case: a client whose
+    /// application stops reading a body stops granting flow-control window,
+    /// h2 sends no more than the window (64 KB by the protocol's default,
+    /// 2 MB by hyper's client), which the sockets hold, so no write ever
+    /// blocks and this timeout does not see it; the stream being open, the
+    /// [idle timeout](Self::http2_idle_timeout) does not either. Such a
+    /// client keeps its connection, its slot under a limit and a drain (to
+    /// the shutdown's deadline, for ever under `Duration::MAX`) as long as
+    /// it wants. It catches an HTTP/2 client that grants large windows and
+    /// stops reading its socket.
     ///
     /// `Duration::MAX`: no limit.
     ///
@@ -439,9 +449,14 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
 /// No connection is kept idle for ever, nor held for ever by a client that
-/// stops reading its response (one HTTP/2 case aside, below), so that none
-/// holds its slot under a
-/// [`limit`](crate::WaitGroupBuilder::limit) for ever. Each of the limits
+/// stops reading its response (but an HTTP/2 client that stops granting
+/// flow-control window, see [`send_timeout`](ServeOptions::send_timeout)),
+/// so that none holds its slot under a
+/// [`limit`](crate::WaitGroupBuilder::limit) for ever. Two ways to hold a
+/// connection are not bounded here: that HTTP/2 one, and a client that
+/// stops sending a request body its handler reads (hyper has no timeout
+/// on a body: bound the read in the service, with a timeout around it or
+/// tower-http's `RequestBodyTimeoutLayer`). Each of the limits
 /// below, 30 s or 60 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
 /// also for HTTP/2's stream limit and keep-alive pings and HTTP/1
 /// half-closes, off here: a client that shuts down its writing side after
@@ -491,8 +506,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   more than a second after the `GOAWAY` are served, but not waited for,
 ///   so it cannot hold the drain open by opening more). A client that stops reading a
 ///   response it asked for holds the drain for the send timeout (60 s
-///   here), then is dropped, on either protocol, also under
-///   `shutdown(Duration::MAX)`;
+///   here), then is dropped, also under `shutdown(Duration::MAX)`; but an
+///   HTTP/2 client that stops granting flow-control window holds it to
+///   the deadline (see [`send_timeout`](ServeOptions::send_timeout));
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`, created at the line that called
 ///   `serve`), and groups linked after `group` are closed only after those
@@ -507,9 +523,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// one for at most 30 s on either protocol, one whose client stops reading
 /// its response for at most 60 s (see above; what [`ServeOptions`] sets),
 /// so `n` clients that connect and do nothing, or ask and do not read, can
-/// hold `n` slots that long, but not for ever (an HTTP/2 client that holds
-/// back its flow-control window aside, see
-/// [`send_timeout`](ServeOptions::send_timeout)).
+/// hold `n` slots that long, but not for ever (the two ways above aside:
+/// an HTTP/2 client that holds back its flow-control window, a client that
+/// stops sending a body its handler reads).
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
 /// connection: 200 at a time, see
