@@ -323,7 +323,9 @@ async fn duration_max_is_no_limit_and_panics_nowhere() {
         .sniff_timeout(Duration::MAX)
         .http2_idle_timeout(Duration::MAX)
         .http2_keep_alive_interval(Duration::MAX)
-        .http2_keep_alive_timeout(Duration::MAX);
+        .http2_keep_alive_timeout(Duration::MAX)
+        .send_timeout(Duration::MAX)
+        .request_body_timeout(Duration::MAX);
     let (group, addr) = start(opts).await;
     let mut h1 = Client::connect(addr).await.unwrap();
     assert_eq!(h1.get("/hello").await.unwrap().body, "hello");
@@ -401,7 +403,7 @@ async fn an_unlimited_http2_keep_alive_timeout_pings_and_never_closes() {
 #[test]
 fn zero_is_refused_with_a_message_naming_the_setter() {
     type Setter = fn(ServeOptions) -> ServeOptions;
-    let setters: [(&str, Setter); 7] = [
+    let setters: [(&str, Setter); 8] = [
         ("http1_header_read_timeout", |o| {
             o.http1_header_read_timeout(Duration::ZERO)
         }),
@@ -419,6 +421,9 @@ fn zero_is_refused_with_a_message_naming_the_setter() {
             o.http2_keep_alive_timeout(Duration::ZERO)
         }),
         ("send_timeout", |o| o.send_timeout(Duration::ZERO)),
+        ("request_body_timeout", |o| {
+            o.request_body_timeout(Duration::ZERO)
+        }),
     ];
     for (name, set) in setters {
         let panic = std::panic::catch_unwind(|| set(ServeOptions::new())).unwrap_err();
@@ -457,6 +462,8 @@ fn options_are_debug_clone_default_send_sync() {
     assert!(debug.contains("send_timeout: 60s"), "{debug}");
     let debug = format!("{:?}", ServeOptions::new().send_timeout(ms(1_500)));
     assert!(debug.contains("send_timeout: 1.5s"), "{debug}");
+    let debug = format!("{:?}", ServeOptions::new());
+    assert!(debug.contains("request_body_timeout: 60s"), "{debug}");
 }
 
 // The send timeout: a client that asks for a response and takes none of it.
@@ -707,5 +714,296 @@ async fn an_unlimited_send_timeout_keeps_a_client_that_reads_nothing() {
     tokio::time::sleep(PAST).await;
     assert_eq!(group.len(), 2, "the connection is kept");
     drop(client);
+    shut_down_clean(&group).await;
+}
+
+// The request body timeout: a client that stops sending a body its handler
+// reads.
+
+/// Serves, as work of `group`, `/echo` (answers the request's body, read
+/// whole by axum's `String` extractor: `400` if the read fails), `/late-echo`
+/// (the same, after five seconds of doing something else first), `/stream`
+/// (reads the body itself: `408` on a timed-out read) and `/hello`, with
+/// `opts`.
+async fn serve_echo(group: &WaitGroup, opts: ServeOptions) -> SocketAddr {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/echo", post(|body: String| async move { body }))
+        .route(
+            "/late-echo",
+            post(|body: axum::body::Body| async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) => (StatusCode::OK, bytes),
+                    Err(_) => (StatusCode::BAD_REQUEST, Default::default()),
+                }
+            }),
+        )
+        .route(
+            "/stream",
+            post(|body: axum::body::Body| async move {
+                let mut read = 0;
+                let mut body = std::pin::pin!(body);
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+                {
+                    match frame {
+                        Ok(frame) => read += frame.data_ref().map_or(0, |d| d.len()),
+                        Err(e) if timed_out(&e) => {
+                            return (StatusCode::REQUEST_TIMEOUT, format!("{read} {e}"));
+                        }
+                        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()),
+                    }
+                }
+                (StatusCode::OK, read.to_string())
+            }),
+        )
+        .route("/hello", get(|| async { "hello" }));
+    taskgroup::http::serve_router_with(group, listener, router, opts);
+    addr
+}
+
+/// Whether `e`'s source chain holds an `io::Error` of kind `TimedOut`.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// A raw HTTP/1 client that has sent `POST path` with a body of
+/// `content-length` bytes, of which only `sent`.
+async fn post_part(addr: SocketAddr, path: &str, content_length: usize, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {content_length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream
+}
+
+/// A client that sends 3 bytes of a 10-byte body and stops gets `400` from
+/// axum's extractor once the handler's read has waited the body timeout,
+/// 1 s here, and the connection is closed after it (the rest of the body
+/// was never read); the handler that reads the body itself gets an
+/// `io::Error` of kind `TimedOut` naming the setting.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_sending_a_body_is_answered_after_the_request_body_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let opts = ServeOptions::new().request_body_timeout(ms(1_000));
+    let addr = serve_echo(&group, opts).await;
+    let asked = Instant::now();
+    let mut extractor = post_part(addr, "/echo", 10, b"abc").await;
+    let mut streaming = post_part(addr, "/stream", 10, b"abc").await;
+    let (buf, closed) = read_to_close(&mut extractor, asked).await;
+    let response = String::from_utf8_lossy(&buf);
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(closed >= ms(1_000) && closed < ms(1_100), "{closed:?}");
+    let (buf, closed) = read_to_close(&mut streaming, asked).await;
+    let response = String::from_utf8_lossy(&buf);
+    assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
+    assert!(
+        response.ends_with(
+            "3 the client sent no more of the request body in 1s \
+             (ServeOptions::request_body_timeout)"
+        ),
+        "{response}"
+    );
+    assert!(closed >= ms(1_000) && closed < ms(1_100), "{closed:?}");
+    shut_down_clean(&group).await;
+}
+
+/// A body that comes a byte every 900 ms under a 1 s timeout (ten bytes,
+/// 8.1 s in all) is read to its end: the limit is between two reads, not
+/// on the whole body.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_comes_slowly_but_steadily_is_read_to_its_end() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let opts = ServeOptions::new().request_body_timeout(ms(1_000));
+    let addr = serve_echo(&group, opts).await;
+    let mut stream = post_part(addr, "/echo", 10, b"0").await;
+    for byte in b"123456789" {
+        tokio::time::sleep(ms(900)).await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let mut buf = vec![0; 512];
+    let n = timeout(LIMIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("\r\n\r\n0123456789"), "{response}");
+    drop(stream);
+    shut_down_clean(&group).await;
+}
+
+/// The wait counts only while the handler reads: a handler that works 5 s
+/// before it reads a body that comes 500 ms after that (5.5 s after the
+/// request, past a 1 s timeout had it counted from there) reads it all.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_reads_the_body_late_is_not_timed_for_its_own_delay() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let opts = ServeOptions::new().request_body_timeout(ms(1_000));
+    let addr = serve_echo(&group, opts).await;
+    let asked = Instant::now();
+    let mut stream = post_part(addr, "/late-echo", 6, b"").await;
+    tokio::time::sleep(ms(5_500)).await;
+    stream.write_all(b"abcdef").await.unwrap();
+    let mut buf = vec![0; 512];
+    let n = timeout(LIMIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("\r\n\r\nabcdef"), "{response}");
+    assert!(asked.elapsed() >= ms(5_500), "{:?}", asked.elapsed());
+    drop(stream);
+    shut_down_clean(&group).await;
+}
+
+/// Under a limit of two tasks (the accept loop and one connection), a
+/// client that stops inside its body holds the one slot only for the body
+/// timeout: the next client is served 1 s after it; and
+/// `shutdown(Duration::MAX)` with such a client in flight returns then,
+/// clean (the request answered, the connection closed).
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_sending_a_body_frees_its_slot_and_the_drain_after_the_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").limit(2).build();
+    let opts = ServeOptions::new().request_body_timeout(ms(1_000));
+    let addr = serve_echo(&group, opts.clone()).await;
+    let stuck = post_part(addr, "/echo", 10, b"abc").await;
+    let asked = Instant::now();
+    until_len(&group, 2).await;
+    let mut next = Client::connect(addr).await.unwrap();
+    let response = timeout(LIMIT, next.get("/hello")).await.unwrap().unwrap();
+    assert_eq!(response.body, "hello");
+    let served = asked.elapsed();
+    assert!(served >= ms(1_000) && served < ms(1_100), "{served:?}");
+    drop((stuck, next));
+    shut_down_clean(&group).await;
+
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_echo(&group, opts).await;
+    let mut stuck = post_part(addr, "/echo", 10, b"abc").await;
+    let asked = Instant::now();
+    until_len(&group, 2).await;
+    let report = timeout(LIMIT, group.shutdown(Duration::MAX)).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    let drained = asked.elapsed();
+    assert!(drained >= ms(1_000) && drained < ms(1_100), "{drained:?}");
+    let (buf, _) = read_to_close(&mut stuck, asked).await;
+    let response = String::from_utf8_lossy(&buf);
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+}
+
+/// An HTTP/2 `HEADERS` frame (`END_HEADERS`, and `END_STREAM` if `end`) of
+/// a request `method path` with a `content-length` if given, its fields
+/// HPACK-coded as literals without indexing (RFC 7541, section 6.2.2), by
+/// their names' static table indexes.
+fn h2_request(stream: u32, method: &str, path: &str, length: Option<usize>, end: bool) -> Vec<u8> {
+    fn field(block: &mut Vec<u8>, index: u8, value: &str) {
+        if index < 15 {
+            block.push(index);
+        } else {
+            block.extend_from_slice(&[0x0f, index - 15]);
+        }
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut block = Vec::new();
+    field(&mut block, 2, method); // :method
+    field(&mut block, 6, "http"); // :scheme
+    field(&mut block, 4, path); // :path
+    field(&mut block, 1, "x"); // :authority
+    if let Some(length) = length {
+        field(&mut block, 28, &length.to_string()); // content-length
+    }
+    let flags = 0x4 | u8::from(end);
+    h2_frame(HEADERS, flags, stream, &block)
+}
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+
+/// The `:status` of the response `HEADERS` on `stream`, read from `conn`
+/// (the server's frames on other streams and the connection skipped), from
+/// its first field as h2 codes it: indexed, from the static table (`200`
+/// is index 8, `400` index 12).
+async fn h2_status(conn: &mut TcpStream, stream: u32) -> u8 {
+    loop {
+        let mut header = [0; 9];
+        conn.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+        let mut payload = vec![0; len];
+        conn.read_exact(&mut payload).await.unwrap();
+        if header[3] == HEADERS && id == stream {
+            return payload[0];
+        }
+    }
+}
+
+/// On HTTP/2 a stream whose client stops inside its body gets `400` after
+/// the body timeout, 1 s here, and only the stream ends: a request sent on
+/// the same connection after it is answered.
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_that_stops_sending_its_body_is_answered_and_the_connection_kept() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let opts = ServeOptions::new().request_body_timeout(ms(1_000));
+    let addr = serve_echo(&group, opts).await;
+    let mut conn = h2_raw(addr).await;
+    conn.write_all(&h2_request(1, "POST", "/echo", Some(10), false))
+        .await
+        .unwrap();
+    conn.write_all(&h2_frame(DATA, 0, 1, b"abc")).await.unwrap();
+    let asked = Instant::now();
+    let status = timeout(LIMIT, h2_status(&mut conn, 1)).await.unwrap();
+    assert_eq!(status, 0x80 | 12, "400");
+    let answered = asked.elapsed();
+    assert!(
+        answered >= ms(1_000) && answered < ms(1_100),
+        "{answered:?}"
+    );
+    conn.write_all(&h2_request(3, "GET", "/hello", None, true))
+        .await
+        .unwrap();
+    let status = timeout(LIMIT, h2_status(&mut conn, 3)).await.unwrap();
+    assert_eq!(status, 0x80 | 8, "200");
+    drop(conn);
+    shut_down_clean(&group).await;
+}
+
+/// A body timeout of `Duration::MAX` is no limit: a client that stops
+/// inside its body still has its request running 100 s later.
+#[tokio::test(start_paused = true)]
+async fn an_unlimited_request_body_timeout_keeps_a_client_that_stops_sending() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let opts = ServeOptions::new().request_body_timeout(Duration::MAX);
+    let addr = serve_echo(&group, opts).await;
+    let mut stuck = post_part(addr, "/echo", 10, b"abc").await;
+    until_len(&group, 2).await;
+    assert!(still_open_after(&mut stuck, PAST).await);
+    assert_eq!(group.len(), 2, "the request runs");
+    stuck.write_all(b"defghij").await.unwrap();
+    let mut buf = vec![0; 512];
+    let n = timeout(LIMIT, stuck.read(&mut buf)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.ends_with("\r\n\r\nabcdefghij"), "{response}");
+    drop(stuck);
     shut_down_clean(&group).await;
 }

@@ -123,6 +123,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "axum")]
+mod body;
 mod server;
 mod track;
 

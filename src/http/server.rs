@@ -58,6 +58,12 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// timeout: such a client holds its connection (and a drain, until the
 /// shutdown's deadline) as long as it wants.
 ///
+/// A client that stops inside a request body its handler reads is
+/// answered (the read fails) after
+/// [`request_body_timeout`](Self::request_body_timeout), 60 s by default,
+/// under [`serve_router`] only: [`serve`]'s service reads hyper's body
+/// itself.
+///
 /// # Durations
 ///
 /// `Duration::MAX`, or any duration of thirty years or more, means no limit
@@ -107,6 +113,7 @@ pub struct ServeOptions {
     http2_keep_alive_timeout: Duration,
     tcp_nodelay: bool,
     send_timeout: Duration,
+    request_body_timeout: Duration,
 }
 
 impl fmt::Debug for ServeOptions {
@@ -129,6 +136,7 @@ impl fmt::Debug for ServeOptions {
             .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("send_timeout", &self.send_timeout)
+            .field("request_body_timeout", &self.request_body_timeout)
             .finish()
     }
 }
@@ -155,6 +163,8 @@ impl ServeOptions {
             tcp_nodelay: true,
             // nginx's `send_timeout`.
             send_timeout: Duration::from_secs(60),
+            // nginx's `client_body_timeout`.
+            request_body_timeout: Duration::from_secs(60),
         }
     }
 
@@ -398,6 +408,102 @@ impl ServeOptions {
         self
     }
 
+    /// How long a handler's read of the request body may wait for the
+    /// client's next bytes before it fails: counted from when a read found
+    /// no data, and started again by each part of the body that comes, so
+    /// it is a limit between two successive reads, not on the whole body
+    /// (nginx's `client_body_timeout`). Default 60 s (nginx's). For
+    /// [`serve_router`] and [`serve_router_with`] only (see below).
+    ///
+    /// A client that sends its headers and then stops inside the body (or
+    /// whose host is gone without closing) otherwise holds its request, and
+    /// with it its connection, its slot under a
+    /// [`limit`](crate::WaitGroupBuilder::limit) and a shutdown's drain, as
+    /// long as the handler waits: hyper has no timeout on a body. With it,
+    /// the handler's read fails once the client has sent nothing for the
+    /// timeout: axum's extractors (`String`, `Bytes`, `Json`, ...) then
+    /// reject the request with `400 Bad Request`, and a handler that reads
+    /// the body itself (`Body::into_data_stream`, `Body::frame`) gets the
+    /// error, an [`io::Error`] of kind [`TimedOut`](io::ErrorKind::TimedOut)
+    /// in its source chain, and answers as it likes (`408 Request
+    /// Timeout`). The body ends there; on HTTP/1 the connection is closed
+    /// after the response (the rest of the body was never read), on HTTP/2
+    /// only the stream ends. The wait counts only while the handler reads:
+    /// a handler that has not got to the body yet, or never reads it,
+    /// starts no wait (hyper reads ahead at most a part of the body, so the
+    /// client is held back by the handler then, not timed), and a body that
+    /// comes slowly but steadily, each part within the timeout, is read to
+    /// its end.
+    ///
+    /// [`serve`] and [`serve_with`] hand the service hyper's own body type,
+    /// which cannot be wrapped there: bound the read in the service (a
+    /// timeout around each read, or tower-http's `RequestBodyTimeoutLayer`).
+    /// This setting does nothing for them.
+    ///
+    /// `Duration::MAX`: no limit.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[cfg(not(feature = "axum"))] fn main() {} // the example needs `axum`
+    /// # #[cfg(feature = "axum")]
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::time::Duration;
+    /// use axum::{http::StatusCode, routing::post, Router};
+    /// use taskgroup::{http::ServeOptions, WaitGroup};
+    ///
+    /// // An upload that reads the body itself, and answers 408 to a client
+    /// // that stalls in it.
+    /// async fn upload(body: axum::body::Body) -> StatusCode {
+    ///     use futures::StreamExt;
+    ///     let mut data = body.into_data_stream();
+    ///     while let Some(part) = data.next().await {
+    ///         match part {
+    ///             Ok(_bytes) => {} // store them
+    ///             Err(e) if timed_out(&e) => return StatusCode::REQUEST_TIMEOUT,
+    ///             Err(_) => return StatusCode::BAD_REQUEST,
+    ///         }
+    ///     }
+    ///     StatusCode::CREATED
+    /// }
+    ///
+    /// fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    ///     let mut cause = Some(e);
+    ///     while let Some(e) = cause {
+    ///         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+    ///             return io.kind() == std::io::ErrorKind::TimedOut;
+    ///         }
+    ///         cause = e.source();
+    ///     }
+    ///     false
+    /// }
+    ///
+    /// let group = WaitGroup::builder().name("http").build();
+    /// let app = Router::new().route("/upload", post(upload));
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    /// // Mobile clients: give a stalled upload 2 minutes.
+    /// let opts = ServeOptions::new().request_body_timeout(Duration::from_secs(120));
+    /// taskgroup::http::serve_router_with(&group, listener, app, opts);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn request_body_timeout(mut self, timeout: Duration) -> ServeOptions {
+        assert!(
+            !timeout.is_zero(),
+            "ServeOptions::request_body_timeout: a timeout of zero would fail every read of a \
+             body that has not all come yet (Duration::MAX means no limit)"
+        );
+        self.request_body_timeout = timeout;
+        self
+    }
+
     /// The sniff timeout in effect; `None` for no limit.
     fn sniff_limit(&self) -> Option<Duration> {
         limited(self.sniff_timeout.unwrap_or(self.http1_header_read_timeout))
@@ -455,8 +561,10 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// [`limit`](crate::WaitGroupBuilder::limit) for ever. Two ways to hold a
 /// connection are not bounded here: that HTTP/2 one, and a client that
 /// stops sending a request body its handler reads (hyper has no timeout
-/// on a body: bound the read in the service, with a timeout around it or
-/// tower-http's `RequestBodyTimeoutLayer`). Each of the limits
+/// on a body, and `serve` hands the service hyper's: bound the read in the
+/// service, with a timeout around it or tower-http's
+/// `RequestBodyTimeoutLayer`; [`serve_router`] bounds it, see
+/// [`request_body_timeout`](ServeOptions::request_body_timeout)). Each of the limits
 /// below, 30 s or 60 s here, is a setting of [`serve_with`] (see [`ServeOptions`],
 /// also for HTTP/2's stream limit and keep-alive pings and HTTP/1
 /// half-closes, off here: a client that shuts down its writing side after
@@ -525,7 +633,7 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// so `n` clients that connect and do nothing, or ask and do not read, can
 /// hold `n` slots that long, but not for ever (the two ways above aside:
 /// an HTTP/2 client that holds back its flow-control window, a client that
-/// stops sending a body its handler reads).
+/// stops sending a body its handler reads, which [`serve_router`] bounds).
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
 /// connection: 200 at a time, see
@@ -667,7 +775,12 @@ where
 }
 
 /// [`serve`] for an axum [`Router`](axum::Router): the same as
-/// `serve(group, listener, TowerToHyperService::new(router))`.
+/// `serve(group, listener, TowerToHyperService::new(router))`, but that a
+/// handler's read of the request body fails once the client has sent
+/// nothing of it for 60 s, so that a client that stops inside its body
+/// does not hold its connection for ever (see
+/// [`request_body_timeout`](ServeOptions::request_body_timeout); axum's
+/// extractors answer `400` then).
 ///
 /// # Examples
 ///
@@ -706,7 +819,9 @@ pub fn serve_router(
 
 /// [`serve_router`] with the connection settings `opts` (see
 /// [`ServeOptions`]): the same as
-/// `serve_with(group, listener, TowerToHyperService::new(router), opts)`.
+/// `serve_with(group, listener, TowerToHyperService::new(router), opts)`,
+/// with each request's body read under
+/// [`request_body_timeout`](ServeOptions::request_body_timeout).
 ///
 /// # Examples
 ///
@@ -746,6 +861,7 @@ pub fn serve_router_with(
     router: axum::Router,
     opts: ServeOptions,
 ) -> TaskHandle<()> {
+    let router = super::body::TimedRouter::new(router, limited(opts.request_body_timeout));
     serve_with(
         group,
         listener,
