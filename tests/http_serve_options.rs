@@ -1007,3 +1007,176 @@ async fn an_unlimited_request_body_timeout_keeps_a_client_that_stops_sending() {
     drop(stuck);
     shut_down_clean(&group).await;
 }
+
+// The send timeout on HTTP/2: a client that stops granting flow-control
+// window, so that h2 writes nothing and no write blocks.
+
+const WINDOW_UPDATE: u8 = 0x8;
+
+/// The next frame on `conn`: type, stream id and payload length; `None` at
+/// the end of the connection.
+async fn next_frame_on(conn: &mut tokio::net::tcp::OwnedReadHalf) -> Option<(u8, u32, usize)> {
+    let mut header = [0; 9];
+    conn.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+    let mut payload = vec![0; len];
+    conn.read_exact(&mut payload).await.ok()?;
+    Some((header[3], stream, len))
+}
+
+/// What a raw HTTP/2 client read to its connection's end.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `DATA` bytes on streams 1 and 3.
+    data: [usize; 2],
+    /// Whether stream 3's response `HEADERS` came.
+    answered_3: bool,
+    /// When the last `DATA` came and when the connection ended, from the
+    /// watch's start.
+    last_data: Duration,
+    closed: Duration,
+}
+
+/// Reads `conn` to its end (at most [`LIMIT`]).
+async fn watch(mut conn: tokio::net::tcp::OwnedReadHalf) -> Seen {
+    let from = Instant::now();
+    let mut seen = Seen::default();
+    timeout(LIMIT, async {
+        while let Some((kind, stream, len)) = next_frame_on(&mut conn).await {
+            match (kind, stream) {
+                (DATA, 1) => seen.data[0] += len,
+                (DATA, 3) => seen.data[1] += len,
+                (HEADERS, 3) => seen.answered_3 = true,
+                _ => continue,
+            }
+            if kind == DATA {
+                seen.last_data = from.elapsed();
+            }
+        }
+    })
+    .await
+    .expect("the connection ends");
+    seen.closed = from.elapsed();
+    seen
+}
+
+/// A raw HTTP/2 client that read everything it was sent and granted no
+/// window beyond the protocol's 65,535 bytes: it gets that much of `/big`,
+/// and once the server's `DATA` used the window up, the connection is
+/// dropped after the send timeout, 1 s, though no write ever blocked.
+#[tokio::test(start_paused = true)]
+async fn an_http2_client_that_grants_no_window_is_dropped_after_the_send_timeout() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let (read, mut write) = h2_raw(addr).await.into_split();
+    write
+        .write_all(&h2_request(1, "GET", "/big", None, true))
+        .await
+        .unwrap();
+    let seen = watch(read).await;
+    assert_eq!(seen.data, [65_535, 0], "{seen:?}");
+    let held = seen.closed - seen.last_data;
+    assert!(held >= ms(1_000) && held < ms(1_100), "{seen:?}");
+    until_len(&group, 1).await; // the accept loop alone
+    shut_down_clean(&group).await;
+}
+
+/// A raw HTTP/2 client that reads what it is sent and then, 200 ms later,
+/// grants 32 KB more of window, on the stream and the connection, keeps its
+/// connection under a 2 s send timeout: each grant is sent in full, twenty
+/// of them over 4 s. (Real time: on Tokio's paused clock h2 sends nothing
+/// after such a grant, with or without the send timeout; the 200 ms against
+/// 2 s are a wide margin for a loaded machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_window_as_it_reads_keeps_its_connection() {
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(2_000))).await;
+    let (mut read, mut write) = h2_raw(addr).await.into_split();
+    write
+        .write_all(&h2_request(1, "GET", "/big", None, true))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut granted, mut data) = (65_535, 0);
+    for _ in 0..20 {
+        timeout(LIMIT, async {
+            while data < granted {
+                let frame = next_frame_on(&mut read).await;
+                let (kind, stream, len) = frame.expect("the connection is kept");
+                if (kind, stream) == (DATA, 1) {
+                    data += len;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(data, granted, "no more than the window");
+        tokio::time::sleep(ms(200)).await;
+        for stream in [0, 1] {
+            let grant = h2_frame(WINDOW_UPDATE, 0, stream, &32_768_u32.to_be_bytes());
+            write.write_all(&grant).await.unwrap();
+        }
+        granted += 32_768;
+    }
+    assert!(started.elapsed() >= ms(4_000));
+    drop((read, write));
+    shut_down_clean(&group).await;
+}
+
+/// One stream that still moves keeps the connection: with `/big` held by
+/// the window from the start, `/five` on the same connection (answered
+/// after 5 s) keeps it; once `/five` has answered, its `DATA` held back too
+/// (`/big` used up the connection's window), the connection is dropped 1 s
+/// later.
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_is_dropped_only_once_every_response_is_held() {
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let (read, mut write) = h2_raw(addr).await.into_split();
+    let both = [
+        h2_request(1, "GET", "/big", None, true),
+        h2_request(3, "GET", "/five", None, true),
+    ]
+    .concat();
+    write.write_all(&both).await.unwrap();
+    let seen = watch(read).await;
+    assert_eq!(seen.data, [65_535, 0], "{seen:?}");
+    assert!(seen.answered_3, "{seen:?}");
+    assert!(
+        seen.closed >= ms(6_000) && seen.closed < ms(6_100),
+        "{seen:?}"
+    );
+    shut_down_clean(&group).await;
+}
+
+/// After the drain signal, an HTTP/2 client that grants no window holds
+/// the drain only for the send timeout: `shutdown(Duration::MAX)` returns
+/// 1 s after its window was used up, clean.
+#[tokio::test(start_paused = true)]
+async fn an_http2_client_that_grants_no_window_holds_an_unbounded_drain_only_for_the_send_timeout()
+{
+    tick_every_millisecond();
+    let group = WaitGroup::builder().name("http").build();
+    let addr = serve_big(&group, ServeOptions::new().send_timeout(ms(1_000))).await;
+    let (mut read, mut write) = h2_raw(addr).await.into_split();
+    write
+        .write_all(&h2_request(1, "GET", "/big", None, true))
+        .await
+        .unwrap();
+    let mut data = 0;
+    while data < 65_535 {
+        let (kind, stream, len) = next_frame_on(&mut read).await.unwrap();
+        if (kind, stream) == (DATA, 1) {
+            data += len;
+        }
+    }
+    let held = Instant::now();
+    let report = timeout(LIMIT, group.shutdown(Duration::MAX)).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    let drained = held.elapsed();
+    assert!(drained >= ms(990) && drained < ms(1_100), "{drained:?}");
+    drop((read, write));
+}

@@ -17,9 +17,9 @@
 //!   finishes the streams it has, their responses sent to the end, and a
 //!   client that has not answered the `GOAWAY`'s `PING` a second after its
 //!   last response was sent is dropped; a client that stops reading its
-//!   response is dropped once the server's writes have been blocked for
-//!   the [send timeout](ServeOptions::send_timeout), 60 s, but an HTTP/2
-//!   client that stops granting flow-control window, which blocks no write);
+//!   response is dropped once the server's writes have been blocked, or on
+//!   HTTP/2 its responses held back by flow control, for the
+//!   [send timeout](ServeOptions::send_timeout), 60 s);
 //!   whatever is still running at the deadline is aborted, and the
 //!   [report](crate::ShutdownReport) names it. Because the handlers run
 //!   inside those tasks, a group [linked](crate::WaitGroup::link) after the

@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use super::drain_signal;
 use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
@@ -52,11 +53,9 @@ use crate::{BoxError, TaskContext, TaskHandle, WaitGroup};
 /// protocol, while serving and while draining; a client that reads slowly
 /// but gets bytes out of the server within each timeout, and a response
 /// that writes nothing for a while (a long poll), are kept. On HTTP/2 a
-/// client can instead hold a response back with flow control (granting no
-/// window): h2 then writes nothing, so no write blocks, the send timeout
-/// does not see it, and the stream being open, neither does the idle
-/// timeout: such a client holds its connection (and a drain, until the
-/// shutdown's deadline) as long as it wants.
+/// client more often holds a response back with flow control (it grants no
+/// more window, and h2 writes nothing): the send timeout counts that too,
+/// once every response of the connection is held back so.
 ///
 /// A client that stops inside a request body its handler reads is
 /// answered (the read fails) after
@@ -380,16 +379,22 @@ impl ServeOptions {
     /// reviewer's probe). Over a real network the buffer is sized to the
     /// path, smaller for a slow client.
     ///
-    /// On HTTP/2 it does not catch the common case: a client whose
-    /// application stops reading a body stops granting flow-control window,
-    /// h2 sends no more than the window (64 KB by the protocol's default,
-    /// 2 MB by hyper's client), which the sockets hold, so no write ever
-    /// blocks and this timeout does not see it; the stream being open, the
-    /// [idle timeout](Self::http2_idle_timeout) does not either. Such a
-    /// client keeps its connection, its slot under a limit and a drain (to
-    /// the shutdown's deadline, for ever under `Duration::MAX`) as long as
-    /// it wants. It catches an HTTP/2 client that grants large windows and
-    /// stops reading its socket.
+    /// On HTTP/2 a client whose application stops reading a body stops
+    /// granting flow-control window rather than reading its socket: h2
+    /// sends no more than the window (64 KB by the protocol's default, 2 MB
+    /// by hyper's client), which the sockets hold, so no write blocks. So on
+    /// HTTP/2 the timeout also runs while every response of the connection
+    /// not sent yet is held back by flow control: its `DATA` has used up its
+    /// stream's window, or it has begun while the connection's window is
+    /// used up; each window the client grants that lets one go on starts
+    /// the count again. One stream that still moves, or that has nothing
+    /// to send yet (a handler still working, a response that has sent no
+    /// `DATA` on a stream whose window the client opened at zero), keeps
+    /// the connection: the whole connection is dropped, not one stream, and
+    /// only once nothing on it moves. A client that reads as it is sent,
+    /// even slowly, grants window as it reads and is kept. (A stream whose
+    /// client holds it back while the connection's other streams keep
+    /// going is not dropped: h2 has no per-stream timeout here.)
     ///
     /// `Duration::MAX`: no limit.
     ///
@@ -555,11 +560,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
 /// No connection is kept idle for ever, nor held for ever by a client that
-/// stops reading its response (but an HTTP/2 client that stops granting
-/// flow-control window, see [`send_timeout`](ServeOptions::send_timeout)),
-/// so that none holds its slot under a
-/// [`limit`](crate::WaitGroupBuilder::limit) for ever. Two ways to hold a
-/// connection are not bounded here: that HTTP/2 one, and a client that
+/// stops reading its response, so that none holds its slot under a
+/// [`limit`](crate::WaitGroupBuilder::limit) for ever. One way to hold a
+/// connection is not bounded here: a client that
 /// stops sending a request body its handler reads (hyper has no timeout
 /// on a body, and `serve` hands the service hyper's: bound the read in the
 /// service, with a timeout around it or tower-http's
@@ -589,12 +592,14 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   ([`sniff_timeout`](ServeOptions::sniff_timeout));
 /// * a connection whose socket writes have been blocked for 60 s, the
 ///   client taking none of a response's bytes in that time, is dropped, on
-///   either protocol and during a drain too; each write that gets bytes out
-///   starts the count again, so a client that reads slowly but steadily is
-///   kept, and a response that writes nothing for a while blocks nothing
+///   either protocol and during a drain too, as is an HTTP/2 connection
+///   whose responses have all been held back by the client's flow control
+///   that long; each write that gets bytes out, and each window granted
+///   that lets a response go on, starts the count again, so a client that
+///   reads slowly but steadily is kept, and a response that writes nothing
+///   for a while blocks nothing
 ///   ([`send_timeout`](ServeOptions::send_timeout), nginx's: see there
-///   what "steadily" takes, and for an HTTP/2 client that holds a response
-///   back with flow control, which this does not catch).
+///   what "steadily" takes).
 ///
 /// When `group` is cancelled, as its [`shutdown`](WaitGroup::shutdown) does
 /// after closing it:
@@ -613,10 +618,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 ///   its socket, has the connection dropped; streams such a client opens
 ///   more than a second after the `GOAWAY` are served, but not waited for,
 ///   so it cannot hold the drain open by opening more). A client that stops reading a
-///   response it asked for holds the drain for the send timeout (60 s
-///   here), then is dropped, also under `shutdown(Duration::MAX)`; but an
-///   HTTP/2 client that stops granting flow-control window holds it to
-///   the deadline (see [`send_timeout`](ServeOptions::send_timeout));
+///   response it asked for, or on HTTP/2 stops granting window for it,
+///   holds the drain for the send timeout (60 s here), then is dropped,
+///   also under `shutdown(Duration::MAX)`;
 /// * what is still running at the shutdown's deadline is aborted and named
 ///   in its report (`conn 1.2.3.4:5678`, created at the line that called
 ///   `serve`), and groups linked after `group` are closed only after those
@@ -631,9 +635,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// one for at most 30 s on either protocol, one whose client stops reading
 /// its response for at most 60 s (see above; what [`ServeOptions`] sets),
 /// so `n` clients that connect and do nothing, or ask and do not read, can
-/// hold `n` slots that long, but not for ever (the two ways above aside:
-/// an HTTP/2 client that holds back its flow-control window, a client that
-/// stops sending a body its handler reads, which [`serve_router`] bounds).
+/// hold `n` slots that long, but not for ever (the way above aside: a
+/// client that stops sending a body its handler reads, which
+/// [`serve_router`] bounds).
 /// An HTTP/2 request runs in its connection's slot, as an HTTP/1 request
 /// runs in its connection's task (hyper bounds the streams of a
 /// connection: 200 at a time, see
@@ -1072,30 +1076,55 @@ async fn h2_idle(label: &ConnLabel, limit: Option<Duration>) {
     }
 }
 
-/// Resolves once the connection's socket writes have been blocked for
-/// `limit` (the send timeout; `None` for none: never), with no write
-/// getting bytes out since the block began (see [`ConnLabel::write_blocked`]):
-/// the client takes none of what the server sends. A block that ends starts
-/// the count again at the next one. Counted to the millisecond: a block
-/// that ended and another that began in the same millisecond are one.
+/// Resolves once the client has taken nothing of what the server sends
+/// for `limit` (the send timeout; `None` for none: never): the connection's
+/// socket writes blocked, no write getting bytes out since the block began
+/// (see [`ConnLabel::write_blocked`]), or on HTTP/2 every response not sent
+/// yet held back by the client's flow control, no window granted that lets
+/// one go on (see [`H2Frames`]). A block or hold that ends starts the count
+/// again at the next one.
 async fn stalled(label: &ConnLabel, limit: Option<Duration>) {
     let Some(limit) = limit else {
         return std::future::pending().await;
     };
+    tokio::select! {
+        () = lasted(&label.blocked_since, &label.blocked, label.created, limit) => {}
+        () = lasted(&label.held_since, &label.held, label.created, limit) => {}
+    }
+}
+
+/// Resolves once `since` (milliseconds from `created`, plus one, when
+/// something began; 0 while it is not under way) has kept one value other
+/// than 0 for `limit`; `starts` is notified when it is set. Counted to the
+/// millisecond: a span that ended and another that began in the same
+/// millisecond are one.
+async fn lasted(
+    since: &AtomicU64,
+    starts: &tokio::sync::Notify,
+    created: Instant,
+    limit: Duration,
+) {
     loop {
-        // Made before the look: a block that starts after it wakes it.
-        let starts = label.blocked.notified();
-        let since = label.blocked_since.load(Ordering::Acquire);
-        if since == 0 {
-            starts.await;
+        // Made before the look: a span that starts after it wakes it.
+        let started = starts.notified();
+        let at = since.load(Ordering::Acquire);
+        if at == 0 {
+            started.await;
             continue;
         }
-        let began = label.created + Duration::from_millis(since - 1);
+        let began = created + Duration::from_millis(at - 1);
         tokio::time::sleep_until(began + limit).await;
-        if label.blocked_since.load(Ordering::Acquire) == since {
+        if since.load(Ordering::Acquire) == at {
             return;
         }
     }
+}
+
+/// `created.elapsed()` in milliseconds, plus one (so never 0), as the
+/// spans of [`lasted`] are kept.
+fn millis_since(created: Instant) -> u64 {
+    let ms = created.elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// Runs `closing` (a connection's graceful shutdown) unless the
@@ -1133,8 +1162,9 @@ const H2_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// response to a client that reads it at its own pace is still being sent
 /// then, so the responses are counted apart, from the frames on the socket
 /// (see [`H2Frames`]), until their last frame is written. As on HTTP/1, a
-/// client that stops reading a response holds the drain until the send
-/// timeout drops it (see [`stalled`]; `Conn::run` races it with this).
+/// client that stops reading a response (or granting window for it) holds
+/// the drain until the send timeout drops it (see [`stalled`]; `Conn::run`
+/// races it with this).
 ///
 /// Until that answer, h2 still takes new streams (the first `GOAWAY` allows
 /// any). A client answers within a round trip, and only the streams it sent
@@ -1294,7 +1324,8 @@ impl AsyncWrite for Sniff {
 
 /// The streams of an HTTP/2 connection whose response is not sent yet, told
 /// from the frames read and written (hyper does not say when h2 has sent a
-/// response: its stream's task ends when the body is handed over).
+/// response: its stream's task ends when the body is handed over), and
+/// whether the client's flow control holds all of them back.
 ///
 /// A stream is open from the client's first `HEADERS` on it (a new stream
 /// id, they only grow) until the server writes a frame that ends it
@@ -1303,41 +1334,143 @@ impl AsyncWrite for Sniff {
 /// on is not counted (see [`close_h2`]). The count is in
 /// [`ConnLabel::responses`]; the set is as large as the streams in flight
 /// (h2 refuses, with a reset, what is beyond its limit).
-#[derive(Default)]
+///
+/// # Flow control
+///
+/// The server may send on a stream no more `DATA` than the client's window
+/// for that stream and for the connection allow (RFC 9113, section 5.2):
+/// each starts at 65,535 bytes (a stream's at the client's
+/// `SETTINGS_INITIAL_WINDOW_SIZE`, which moves every open stream's window
+/// by the change), grows by the client's `WINDOW_UPDATE`s and shrinks by
+/// the `DATA` written. A client whose application stops reading stops
+/// granting window, and h2 then writes nothing: no socket write blocks, so
+/// [`ConnLabel::write_blocked`] cannot see it. So the windows are counted
+/// here, and the connection is *held* ([`held`](Self::held)) while every
+/// open response is held back: one whose `DATA` has used up its stream's
+/// window, or one whose response has begun (`HEADERS` written) while the
+/// connection's window is used up. A response whose handler has not
+/// answered yet, or that has sent no `DATA` on a stream whose window the
+/// client opened at zero, is not held (it may have nothing to send), nor
+/// is the connection while any such response is open: one stream that
+/// still moves keeps the connection.
 struct H2Frames {
     read: FrameHeaders,
     written: FrameHeaders,
     /// The highest stream id the client opened.
     newest: u32,
-    open: std::collections::HashSet<u32>,
+    open: std::collections::HashMap<u32, Flow>,
+    /// The client's `SETTINGS_INITIAL_WINDOW_SIZE`: a new stream's window.
+    initial: i64,
+    /// The connection's window: what the server may still send on all its
+    /// streams together.
+    window: i64,
+    /// Whether the connection was held at the last look.
+    held: bool,
 }
 
-/// HTTP/2 frame types and flags (RFC 9113, section 6).
+impl Default for H2Frames {
+    fn default() -> Self {
+        H2Frames {
+            read: FrameHeaders::default(),
+            written: FrameHeaders::default(),
+            newest: 0,
+            open: std::collections::HashMap::new(),
+            initial: frame::DEFAULT_WINDOW,
+            window: frame::DEFAULT_WINDOW,
+            held: false,
+        }
+    }
+}
+
+/// An open stream's response, as far as flow control goes.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    /// What the server may still send on the stream (negative after the
+    /// client shrank the initial window below what was sent).
+    window: i64,
+    /// The response's `HEADERS` are written.
+    started: bool,
+    /// Some of its `DATA` is written.
+    sent: bool,
+}
+
+impl Flow {
+    /// Held back by the client's flow control (see [`H2Frames`]), the
+    /// connection's window being `window`.
+    fn held(&self, window: i64) -> bool {
+        (self.sent && self.window <= 0) || (self.started && window <= 0)
+    }
+}
+
+/// HTTP/2 frame types, flags and settings (RFC 9113, sections 6 and 6.5.2).
 mod frame {
     pub(super) const DATA: u8 = 0x0;
     pub(super) const HEADERS: u8 = 0x1;
     pub(super) const RST_STREAM: u8 = 0x3;
+    pub(super) const SETTINGS: u8 = 0x4;
+    pub(super) const WINDOW_UPDATE: u8 = 0x8;
     pub(super) const END_STREAM: u8 = 0x1;
+    pub(super) const ACK: u8 = 0x1;
+    pub(super) const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    /// A window before any setting or update changes it.
+    pub(super) const DEFAULT_WINDOW: i64 = 65_535;
 }
 
 impl H2Frames {
     fn read(&mut self, bytes: &[u8], label: &ConnLabel) {
         let Self {
-            read, newest, open, ..
+            read,
+            newest,
+            open,
+            initial,
+            window,
+            ..
         } = self;
-        read.feed(bytes, |kind, _flags, stream| match kind {
-            frame::HEADERS if stream > *newest => {
-                *newest = stream;
+        let keep = |kind| kind == frame::SETTINGS || kind == frame::WINDOW_UPDATE;
+        read.feed(bytes, keep, |f, payload| match f.kind {
+            frame::HEADERS if f.stream > *newest => {
+                *newest = f.stream;
                 let late = label
                     .late_from
                     .get()
-                    .is_some_and(|from| tokio::time::Instant::now() >= *from);
+                    .is_some_and(|from| Instant::now() >= *from);
                 if !late {
-                    open.insert(stream);
+                    let flow = Flow {
+                        window: *initial,
+                        started: false,
+                        sent: false,
+                    };
+                    open.insert(f.stream, flow);
                 }
             }
             frame::RST_STREAM => {
-                open.remove(&stream);
+                open.remove(&f.stream);
+            }
+            frame::SETTINGS if f.flags & frame::ACK == 0 => {
+                for setting in payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([setting[0], setting[1]]);
+                    if id != frame::INITIAL_WINDOW_SIZE {
+                        continue;
+                    }
+                    let value = [setting[2], setting[3], setting[4], setting[5]];
+                    let value = i64::from(u32::from_be_bytes(value));
+                    let change = value - *initial;
+                    *initial = value;
+                    for flow in open.values_mut() {
+                        flow.window += change;
+                    }
+                }
+            }
+            frame::WINDOW_UPDATE => {
+                let Ok(increment) = <[u8; 4]>::try_from(payload) else {
+                    return; // malformed: h2 ends the connection
+                };
+                let increment = i64::from(u32::from_be_bytes(increment) & 0x7fff_ffff);
+                if f.stream == 0 {
+                    *window += increment;
+                } else if let Some(flow) = open.get_mut(&f.stream) {
+                    flow.window += increment;
+                }
             }
             _ => {}
         });
@@ -1345,33 +1478,89 @@ impl H2Frames {
     }
 
     fn written(&mut self, bytes: &[u8], label: &ConnLabel) {
-        let Self { written, open, .. } = self;
-        written.feed(bytes, |kind, flags, stream| match kind {
-            frame::DATA | frame::HEADERS if flags & frame::END_STREAM != 0 => {
-                open.remove(&stream);
-            }
-            frame::RST_STREAM => {
-                open.remove(&stream);
-            }
-            _ => {}
-        });
+        let Self {
+            written,
+            open,
+            window,
+            ..
+        } = self;
+        written.feed(
+            bytes,
+            |_| false,
+            |f, _| {
+                let ends = f.flags & frame::END_STREAM != 0;
+                match f.kind {
+                    frame::DATA => {
+                        let len = f.len as i64;
+                        *window -= len;
+                        if ends {
+                            open.remove(&f.stream);
+                        } else if let Some(flow) = open.get_mut(&f.stream) {
+                            flow.window -= len;
+                            flow.started = true;
+                            flow.sent = true;
+                        }
+                    }
+                    frame::HEADERS if ends => {
+                        open.remove(&f.stream);
+                    }
+                    frame::HEADERS => {
+                        if let Some(flow) = open.get_mut(&f.stream) {
+                            flow.started = true;
+                        }
+                    }
+                    frame::RST_STREAM => {
+                        open.remove(&f.stream);
+                    }
+                    _ => {}
+                }
+            },
+        );
         self.publish(label);
+    }
+
+    /// Whether every open response is held back by the client's flow
+    /// control (see the type's docs); not with none open.
+    fn held(&self) -> bool {
+        !self.open.is_empty() && self.open.values().all(|flow| flow.held(self.window))
     }
 
     /// Puts the count where [`close_h2`] and [`h2_idle`] read it; wakes the
     /// first when it falls to zero, the second when it rises from zero.
-    fn publish(&self, label: &ConnLabel) {
+    /// Notes a change of [`held`](Self::held) for [`stalled`].
+    fn publish(&mut self, label: &ConnLabel) {
         let now = self.open.len();
         match label.responses.swap(now, Ordering::AcqRel) {
             0 if now > 0 => label.busy.notify_waiters(),
             before if before > 0 && now == 0 => label.responses_ended.notify_waiters(),
             _ => {}
         }
+        let held = self.held();
+        if held != self.held {
+            self.held = held;
+            label.set_held(held);
+        }
     }
 }
 
-/// The headers of the HTTP/2 frames in a byte stream, their payloads
-/// skipped; fed the bytes as they come, in pieces of any size.
+/// A frame's header (RFC 9113, section 4.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    /// The payload's length.
+    len: usize,
+}
+
+/// The most of a frame's payload [`FrameHeaders::feed`] keeps: a `SETTINGS`
+/// frame of the largest size a client may send before it is told more
+/// (16,384 bytes, RFC 9113, section 4.2), 2,730 settings.
+const MAX_KEPT: usize = 16_384;
+
+/// The HTTP/2 frames in a byte stream, their headers and the payloads of
+/// the few kinds asked for; fed the bytes as they come, in pieces of any
+/// size.
 #[derive(Default)]
 struct FrameHeaders {
     header: [u8; 9],
@@ -1379,16 +1568,38 @@ struct FrameHeaders {
     filled: usize,
     /// What is left of the current frame's payload.
     skip: usize,
+    /// The current frame, if its payload is kept.
+    keeping: Option<Frame>,
+    /// The kept payload so far (at most [`MAX_KEPT`] bytes; what is beyond
+    /// is skipped).
+    payload: Vec<u8>,
 }
 
 impl FrameHeaders {
-    /// Calls `f(type, flags, stream id)` for each frame header in `bytes`.
-    fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(u8, u8, u32)) {
+    /// Calls `f(frame, payload)` for each frame in `bytes`: at its header,
+    /// with no payload, or, for a frame of a kind that `keep` takes, once
+    /// its payload is in, with the payload (its first [`MAX_KEPT`] bytes).
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        keep: impl Fn(u8) -> bool,
+        mut f: impl FnMut(Frame, &[u8]),
+    ) {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
+                if self.keeping.is_some() {
+                    let room = MAX_KEPT - self.payload.len();
+                    self.payload.extend_from_slice(&bytes[..n.min(room)]);
+                }
                 self.skip -= n;
                 bytes = &bytes[n..];
+                if self.skip == 0 {
+                    if let Some(frame) = self.keeping.take() {
+                        f(frame, &self.payload);
+                        self.payload.clear();
+                    }
+                }
                 continue;
             }
             let n = (self.header.len() - self.filled).min(bytes.len());
@@ -1398,9 +1609,18 @@ impl FrameHeaders {
             if self.filled == self.header.len() {
                 self.filled = 0;
                 let h = self.header;
-                self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                f(h[3], h[4], stream);
+                let frame = Frame {
+                    kind: h[3],
+                    flags: h[4],
+                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+                    len: u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize,
+                };
+                self.skip = frame.len;
+                if frame.len > 0 && keep(frame.kind) {
+                    self.keeping = Some(frame);
+                } else {
+                    f(frame, &[]);
+                }
             }
         }
     }
@@ -1449,10 +1669,16 @@ struct ConnLabel {
     /// 0 while not blocked. Set by the first write that blocks, cleared by
     /// the next one that writes bytes (see [`stalled`]).
     blocked_since: AtomicU64,
-    /// What `blocked_since` counts from.
-    created: tokio::time::Instant,
+    /// What `blocked_since` and `held_since` count from.
+    created: Instant,
     /// Notified when `blocked_since` is set: a block starts.
     blocked: tokio::sync::Notify,
+    /// On HTTP/2, when every response not sent yet came to be held back by
+    /// the client's flow control (see [`H2Frames`]), as `blocked_since`
+    /// counts; 0 while not.
+    held_since: AtomicU64,
+    /// Notified when `held_since` is set.
+    held: tokio::sync::Notify,
 }
 
 impl ConnLabel {
@@ -1472,8 +1698,10 @@ impl ConnLabel {
             responses_ended: tokio::sync::Notify::new(),
             busy: tokio::sync::Notify::new(),
             blocked_since: AtomicU64::new(0),
-            created: tokio::time::Instant::now(),
+            created: Instant::now(),
             blocked: tokio::sync::Notify::new(),
+            held_since: AtomicU64::new(0),
+            held: tokio::sync::Notify::new(),
         }
     }
 
@@ -1484,8 +1712,7 @@ impl ConnLabel {
         if self.blocked_since.load(Ordering::Relaxed) != 0 {
             return; // the same block, woken without room
         }
-        let ms = self.created.elapsed().as_millis();
-        let since = u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1;
+        let since = millis_since(self.created);
         // Release: a watcher woken by the notification, or that reads
         // `since`, counts from it (`stalled` reads it with Acquire).
         self.blocked_since.store(since, Ordering::Release);
@@ -1498,6 +1725,19 @@ impl ConnLabel {
     fn wrote(&self) {
         if self.blocked_since.load(Ordering::Relaxed) != 0 {
             self.blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes whether every HTTP/2 response not sent yet is held back by the
+    /// client's flow control (see [`H2Frames::held`]), as it changed.
+    #[cold]
+    fn set_held(&self, held: bool) {
+        if held {
+            self.held_since
+                .store(millis_since(self.created), Ordering::Release);
+            self.held.notify_waiters();
+        } else {
+            self.held_since.store(0, Ordering::Release);
         }
     }
 
@@ -1801,10 +2041,97 @@ mod tests {
             let mut frames = FrameHeaders::default();
             let mut got = Vec::new();
             for chunk in bytes.chunks(piece) {
-                frames.feed(chunk, |kind, flags, stream| got.push((kind, flags, stream)));
+                frames.feed(
+                    chunk,
+                    |_| false,
+                    |f, _| got.push((f.kind, f.flags, f.stream)),
+                );
             }
             assert_eq!(got, want, "in pieces of {piece}");
         }
+    }
+
+    #[test]
+    fn kept_payloads_are_given_whole_from_pieces_of_any_size() {
+        // SETTINGS (two settings), an empty SETTINGS ACK, DATA on stream 1
+        // (payload skipped), WINDOW_UPDATE on stream 1.
+        let mut bytes = vec![0, 0, 12, 4, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0, 4, 0, 0, 0, 9, 0, 3, 0, 0, 0, 100]);
+        bytes.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 1, 0xa, 0xb]);
+        bytes.extend_from_slice(&[0, 0, 4, 8, 0, 0, 0, 0, 1, 0, 1, 0, 0]);
+        let want: [(u8, Vec<u8>); 4] = [
+            (4, vec![0, 4, 0, 0, 0, 9, 0, 3, 0, 0, 0, 100]),
+            (4, vec![]),
+            (0, vec![]),
+            (8, vec![0, 1, 0, 0]),
+        ];
+        let keep = |kind| kind == 4 || kind == 8;
+        for piece in 1..=bytes.len() {
+            let mut frames = FrameHeaders::default();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                frames.feed(chunk, keep, |f, payload| {
+                    got.push((f.kind, payload.to_vec()))
+                });
+            }
+            assert_eq!(got, want, "in pieces of {piece}");
+        }
+    }
+
+    /// A raw frame: header and payload.
+    fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[tokio::test]
+    async fn flow_control_windows_are_counted_from_the_frames() {
+        use frame::*;
+        let label = ConnLabel::new("127.0.0.1:1".parse().unwrap(), Location::caller());
+        let mut h2 = H2Frames::default();
+        let update = |stream, n: u32| raw(WINDOW_UPDATE, 0, stream, &n.to_be_bytes());
+        // Streams 1 and 3 open; 1 answers (HEADERS) and sends 65,535 bytes
+        // of DATA in two frames: its window is used up, but 3 has not
+        // answered, so the connection is not held.
+        h2.read(&raw(HEADERS, 4, 1, &[]), &label);
+        h2.read(&raw(HEADERS, 4, 3, &[]), &label);
+        h2.written(&raw(HEADERS, 4, 1, &[]), &label);
+        h2.written(&raw(DATA, 0, 1, &[0; 65_000]), &label);
+        h2.written(&raw(DATA, 0, 1, &[0; 535]), &label);
+        assert_eq!(h2.open[&1].window, 0);
+        assert_eq!(h2.window, 0);
+        assert!(!h2.held());
+        // 3 answers: its response has begun with the connection's window
+        // used up, so both are held.
+        h2.written(&raw(HEADERS, 4, 3, &[]), &label);
+        assert!(h2.held() && label.held_since.load(Ordering::Relaxed) != 0);
+        // The connection's window opens: 3 may send, 1 still may not.
+        h2.read(&update(0, 1_000), &label);
+        assert!(!h2.held() && label.held_since.load(Ordering::Relaxed) == 0);
+        // 3 ends; 1 alone is held by its own window.
+        h2.written(&raw(DATA, 1, 3, &[0; 10]), &label);
+        assert_eq!(h2.window, 990);
+        assert!(h2.held());
+        // The client raises the initial window by 100: 1's window moves
+        // with it; a new stream starts with it.
+        let settings = [&[0, 4][..], &65_635_u32.to_be_bytes()].concat();
+        h2.read(&raw(SETTINGS, 0, 0, &settings), &label);
+        assert_eq!(h2.open[&1].window, 100);
+        assert!(!h2.held());
+        h2.read(&raw(HEADERS, 4, 5, &[]), &label);
+        assert_eq!(h2.open[&5].window, 65_635);
+        // A SETTINGS ACK and a stream's WINDOW_UPDATE in one read; a reset
+        // by the client closes its stream.
+        let both = [raw(SETTINGS, ACK, 0, &[]), update(1, 7)].concat();
+        h2.read(&both, &label);
+        assert_eq!(h2.open[&1].window, 107);
+        h2.read(&raw(RST_STREAM, 0, 5, &[0, 0, 0, 8]), &label);
+        assert!(!h2.open.contains_key(&5));
+        assert_eq!(label.responses.load(Ordering::Relaxed), 1);
     }
 
     #[test]
