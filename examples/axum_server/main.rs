@@ -13,9 +13,9 @@
 //!    listener;
 //! 4. in-flight requests finish under the grace period (an HTTP/1 keep-alive
 //!    connection closes after its current response, HTTP/2 sends `GOAWAY`);
-//! 5. connections still busy at the deadline are aborted, and the report
-//!    names them;
-//! 6. the database pool closes, then the log flusher.
+//! 5. connections still busy at the deadline are aborted;
+//! 6. the database pool closes, then the log flusher;
+//! 7. the report names what finished and what was aborted in 5.
 //!
 //! Endpoints: `GET /health/ready`, `GET /work?ms=N` (works N ms, queries the
 //! database, answers `done N`).

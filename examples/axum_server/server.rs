@@ -54,7 +54,7 @@ pub(crate) enum Event {
     DbClosing { queries: u64 },
     /// Phase 6: the log flusher is flushing (the pool is closed).
     FlusherClosing,
-    /// The shutdown is done; what it did.
+    /// Phase 7: the shutdown is done; what it did.
     Done { report: ShutdownReport },
 }
 
@@ -80,7 +80,7 @@ impl fmt::Display for Event {
                 "(6) db: connections gone, closing the pool ({queries} queries served)"
             ),
             Event::FlusherClosing => write!(f, "(6) log flusher: db closed, flushing"),
-            Event::Done { report } => write!(f, "(5) report: {report}"),
+            Event::Done { report } => write!(f, "(7) report: {report}"),
         }
     }
 }
