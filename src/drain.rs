@@ -199,6 +199,9 @@ pub(crate) async fn run(
     // parent's work) and its stop time: reached then, and to stop with that
     // work (see `note_scoped_subtree`).
     let mut scopes_reached: IdMap<Noted> = IdMap::default();
+    // The groups left that have work, for the shares of the forced phase.
+    // (A lock only for the future to be `Send`: one thread takes it.)
+    let busy = parking_lot::Mutex::new(Busy::default());
 
     // Groups linked during the shutdown are taken in a further pass (or, if
     // found when the deadline passes, in this one); the walk that finds none
@@ -214,9 +217,10 @@ pub(crate) async fn run(
                 next_together += 1;
                 next_start = start_of(&together, next_together);
             }
+            let groups_left = |swept: &[NodeRef]| busy.lock().left(&visited, at, swept);
             let turn = Turn {
                 is_root: at == 0,
-                groups_left: visited.len() - at,
+                groups_left: &groups_left,
                 caller_here: caller.filter(|c| c.group == group.id()),
                 caller,
                 reason: &reason,
@@ -1122,11 +1126,64 @@ fn abort_leftovers(
     }
 }
 
+/// The groups of a pass's walk still to take their turn that have work,
+/// which the forced phase is shared by (see [`Budget::share`]): a group idle
+/// when its turn comes ends it at once ([`stop_if_idle`]), so a share that
+/// counted it was lost to the groups that need the time. (A server whose
+/// connections each made a scoped child had them all counted, ended long
+/// before: with 1,000 of them a task's shielded flush got a thousandth of
+/// the abort timeout, and a larger abort timeout did not help.)
+///
+/// Found by a scan of the groups left (one load of each one's count), kept
+/// as their places in the walk, and scanned again once the turns have
+/// passed half of the groups the last scan covered, or the walk grew: so a
+/// pass reads each group a few times at most in all (the scans halve),
+/// however many turns ask. Between scans, a group that became idle is still
+/// counted (its share goes to no one, as every group not yet reached took
+/// one before) and one that got work is not (it counts itself at its turn).
+#[derive(Default)]
+struct Busy {
+    /// The walk's part the last scan covered.
+    from: usize,
+    to: usize,
+    /// The places in the walk, from `from` on, of the groups that had work
+    /// at the scan, in order; and the same by group.
+    places: Vec<usize>,
+    place_of: IdMap<usize>,
+}
+
+impl Busy {
+    /// How many of `groups[at..]` have work, the group at `at` (whose turn
+    /// asks) counted whether it has or not, and none of `swept` (groups
+    /// whose stragglers the turn aborts with its own).
+    fn left(&mut self, groups: &[NodeRef], at: usize, swept: &[NodeRef]) -> usize {
+        let covered = self.to - self.from;
+        if self.to != groups.len() || at - self.from >= covered.div_ceil(2).max(1) {
+            self.from = at;
+            self.to = groups.len();
+            self.places.clear();
+            self.place_of.clear();
+            for (place, group) in groups.iter().enumerate().skip(at) {
+                if group.len() > 0 {
+                    self.places.push(place);
+                    self.place_of.insert(group.id(), place);
+                }
+            }
+        }
+        let passed = self.places.partition_point(|&place| place <= at);
+        let counted = |group: &&NodeRef| self.place_of.get(&group.id()).is_some_and(|&p| p > at);
+        let swept = swept.iter().filter(counted).count();
+        1 + self.places.len() - passed - swept
+    }
+}
+
 /// Where a group's turn stands in the shutdown.
 struct Turn<'a> {
     is_root: bool,
-    /// Groups still to take their turn in this pass, this one included.
-    groups_left: usize,
+    /// Groups still to take their turn in this pass that have work, this
+    /// one included, but those given: the groups of its scoped subtree
+    /// whose stragglers it aborts with its own (see [`Busy`]).
+    groups_left: &'a (dyn Fn(&[NodeRef]) -> usize + Sync),
     /// The task calling `shutdown`, if it is one of this group's.
     caller_here: Option<Current>,
     /// The task calling `shutdown`, if it is one of the tree's.
@@ -1211,7 +1268,8 @@ async fn start_together(
 /// number of groups linked since the shutdown's walk (by an accept loop that
 /// makes a group per connection through the grace, say), which the pass
 /// stops after the groups it knew. The forced phase is shared by the groups
-/// not yet reached, and these are among them: a pass that divided it among
+/// not yet reached that have work ([`Busy`]), and these are counted among
+/// them (with work or not: they are not scanned): a pass that divided it among
 /// the groups of its walk alone left them a share of nothing, their aborts
 /// not waited for, and reported as still running. Looked for once, by the
 /// first group reached late, whose turn begins after the aborts of the
@@ -1240,18 +1298,18 @@ async fn stop_group(
     let reached = started.map_or(now, |started| started.at);
     let late = !turn.is_root && reached >= budget.deadline;
     // The groups left to share the forced phase, once past the deadline.
-    let mut groups_left = || {
+    let mut groups_left = |swept: &[NodeRef]| {
         if late {
-            turn.groups_left + linked_since_walk()
+            (turn.groups_left)(swept) + linked_since_walk()
         } else {
-            turn.groups_left
+            (turn.groups_left)(swept)
         }
     };
     let (stop_by, late_share) = match started.and_then(|started| started.stop_by) {
         // A scoped child: with its parent's work.
         Some(stop_by) => (stop_by, None),
         None if late => {
-            let groups_left = groups_left();
+            let groups_left = groups_left(&[]);
             let share = budget.share(reached, groups_left);
             let close = budget.close_share(reached, groups_left) / 4 * 3;
             (saturating_add(reached, close), Some(share))
@@ -1274,7 +1332,9 @@ async fn stop_group(
     // for such a wait.
     let extend_to = || match late_share {
         Some(_) => stop_by,
-        None => saturating_add(now, budget.share(now, turn.groups_left) / 4 * 3).max(stop_by),
+        None => {
+            saturating_add(now, budget.share(now, (turn.groups_left)(&[])) / 4 * 3).max(stop_by)
+        }
     };
     let stopped = drained || stopped_by_itself(group, now, (stop_by, extend_to), timer).await;
     // Read before the aborts below: a group the `Drop` of an aborted task
@@ -1290,7 +1350,9 @@ async fn stop_group(
     let now = Instant::now();
     let abort_by = match late_share {
         Some(share) => saturating_add(reached, share),
-        None => saturating_add(now, budget.share(now, groups_left())),
+        // Its scoped subtree's stragglers are aborted with its own, in this
+        // share: not counted again.
+        None => saturating_add(now, budget.share(now, groups_left(&subtree))),
     };
     let spare = turn.caller_here.map(|c| group.registry.id(c.slot));
     // Those of the shutdowns running beside this one too.

@@ -307,6 +307,63 @@ async fn a_shield_is_bounded_by_the_forced_phase() {
     assert_eq!(report.elapsed(), Duration::from_secs(3), "{report}");
 }
 
+/// The forced phase is shared by the groups that have work: 1,000 groups
+/// made per connection (scoped children, then plain children, of the
+/// server group) whose work ended before the shutdown take none of it, nor
+/// do scoped children whose stuck work is aborted with their parent's, so
+/// a task's shielded flush of 700 ms, begun at the cancel, fits three
+/// quarters of the 1 s abort timeout after a 300 ms grace. (Counting every
+/// group of the walk gave the flush a thousandth of the abort timeout: it
+/// was aborted at the deadline, however large the abort timeout.)
+#[tokio::test(start_paused = true)]
+async fn groups_without_work_take_no_share_of_the_forced_phase() {
+    for (scoped, stuck) in [(true, 0), (false, 0), (true, 10)] {
+        let log = Log::new();
+        let server = WaitGroup::builder().name("server").build();
+        let l = log.clone();
+        server.task().name("flusher").go(|ctx| async move {
+            ctx.cancelled().await;
+            ctx.shielded(Duration::from_secs(2), async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                l.note("flushed");
+            })
+            .await;
+        });
+        for i in 0..1_000 {
+            let conn = if scoped {
+                server.scoped_child()
+            } else {
+                server.child()
+            };
+            if i < stuck {
+                conn.go(|_| std::future::pending::<()>());
+            } else {
+                conn.go(|_| async {});
+            }
+            server.go(move |ctx| async move {
+                let _conn = conn;
+                ctx.cancelled().await;
+            });
+        }
+        tokio::task::yield_now().await;
+        let report = server.shutdown(Duration::from_millis(300)).await;
+        let case = format!("scoped: {scoped}, stuck: {stuck}");
+        assert_eq!(
+            log.at("flushed"),
+            Some(Duration::from_millis(700)),
+            "{case}"
+        );
+        // The stuck tasks aborted (and the flusher's, ended or aborted as
+        // its section ends).
+        let others = report
+            .aborted()
+            .iter()
+            .filter(|t| t.name() != Some("flusher"));
+        assert_eq!(others.count(), stuck, "{report}");
+        assert_eq!(report.elapsed(), Duration::from_millis(700), "{report}");
+    }
+}
+
 /// Notes `.1` in the log when dropped (a task's future, aborted).
 struct DropNote(Log, &'static str);
 impl Drop for DropNote {
