@@ -19,12 +19,14 @@ use crate::BoxError;
 /// A request body that fails, with an `io::Error` of kind `TimedOut`,
 /// once a read of it has waited `limit` for the client's next bytes.
 ///
-/// The wait counts only while the handler reads: it starts when a read
-/// finds no data, and each frame that comes ends it. A handler that
-/// does not read (it has not got to the body yet, or will not) starts
-/// no wait; hyper then reads ahead no more than a frame, so a client
-/// held back by the handler is not the one timed. After the error the
-/// body ends: a read returns nothing more.
+/// The wait starts when a read finds no data (the server then asks the
+/// client for more) and ends when a frame comes, whether the handler still
+/// awaits that read or dropped it (a `select!` that went the other way):
+/// the client was asked then. A handler that does not read (it has not got
+/// to the body yet, or will not) starts no wait; hyper reads ahead only
+/// what it buffers (a frame on HTTP/1, the stream's flow-control window on
+/// HTTP/2), so a client held back by the handler is not the one timed.
+/// After the error the body ends: a read returns nothing more.
 pub(crate) struct TimedBody<B> {
     inner: B,
     /// `None`: no limit.

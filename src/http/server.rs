@@ -385,16 +385,29 @@ impl ServeOptions {
     /// by hyper's client), which the sockets hold, so no write blocks. So on
     /// HTTP/2 the timeout also runs while every response of the connection
     /// not sent yet is held back by flow control: its `DATA` has used up its
-    /// stream's window, or it has begun while the connection's window is
-    /// used up; each window the client grants that lets one go on starts
-    /// the count again. One stream that still moves, or that has nothing
-    /// to send yet (a handler still working, a response that has sent no
-    /// `DATA` on a stream whose window the client opened at zero), keeps
-    /// the connection: the whole connection is dropped, not one stream, and
-    /// only once nothing on it moves. A client that reads as it is sent,
-    /// even slowly, grants window as it reads and is kept. (A stream whose
-    /// client holds it back while the connection's other streams keep
-    /// going is not dropped: h2 has no per-stream timeout here.)
+    /// stream's window, or it has begun (its headers sent) while the
+    /// connection's window is used up, whether it has more to send or not (a
+    /// server-sent-events stream between events); each window the client
+    /// grants that lets one go on starts the count again. One stream that
+    /// still moves, or that has not begun (a handler still working), or
+    /// that has sent nothing on a stream whose window the client opened at
+    /// zero, keeps the connection: the whole connection is dropped, not one
+    /// stream, and only once nothing on it moves.
+    ///
+    /// "Steadily" is the client's measure here: it grants window as its
+    /// application consumes what it was sent, often only once half of its
+    /// window is consumed (nghttp2, which curl uses, does so), so a client
+    /// that consumes less than half its window within each timeout is
+    /// dropped. A reviewer's probe with curl 7.88 (`--limit-rate`, a 100 MB
+    /// body): at 50 KB/s dropped after 128 s under the default 60 s, at
+    /// 200 KB/s kept 200 s; on HTTP/1 at 50 KB/s dropped after 77 s.
+    ///
+    /// Not caught: a stream held back while the connection's other streams
+    /// keep going, which h2 gives no way to time out alone (no per-stream
+    /// timeout here). So a client can keep one response held, with its
+    /// connection and its slot under a limit, for as long as it sends a
+    /// new request at least once a timeout; not through a drain, where new
+    /// streams are not waited for (see [`serve`]).
     ///
     /// `Duration::MAX`: no limit.
     ///
@@ -433,12 +446,15 @@ impl ServeOptions {
     /// in its source chain, and answers as it likes (`408 Request
     /// Timeout`). The body ends there; on HTTP/1 the connection is closed
     /// after the response (the rest of the body was never read), on HTTP/2
-    /// only the stream ends. The wait counts only while the handler reads:
-    /// a handler that has not got to the body yet, or never reads it,
-    /// starts no wait (hyper reads ahead at most a part of the body, so the
-    /// client is held back by the handler then, not timed), and a body that
-    /// comes slowly but steadily, each part within the timeout, is read to
-    /// its end.
+    /// only the stream ends. The wait starts when a read finds no data, the
+    /// server then asking the client for more, and runs until data comes,
+    /// whether the handler still awaits that read or not (one dropped by a
+    /// `select!` or a `timeout` still started it): a handler that has not
+    /// got to the body yet, or never reads it, starts no wait (hyper reads
+    /// ahead only what it buffers, a part of the body on HTTP/1, up to the
+    /// stream's flow-control window on HTTP/2, so the client is held back
+    /// by the handler then, not timed), and a body that comes slowly but
+    /// steadily, each part within the timeout, is read to its end.
     ///
     /// [`serve`] and [`serve_with`] hand the service hyper's own body type,
     /// which cannot be wrapped there: bound the read in the service (a
@@ -560,7 +576,9 @@ async fn sleep_or_never(limit: Option<Duration>) {
 /// enabled and hyper's 30 s limit on reading a request's headers).
 ///
 /// No connection is kept idle for ever, nor held for ever by a client that
-/// stops reading its response, so that none holds its slot under a
+/// stops reading its response (but an HTTP/2 client that keeps sending new
+/// requests beside it, see [`send_timeout`](ServeOptions::send_timeout)),
+/// so that none holds its slot under a
 /// [`limit`](crate::WaitGroupBuilder::limit) for ever. One way to hold a
 /// connection is not bounded here: a client that
 /// stops sending a request body its handler reads (hyper has no timeout
@@ -1348,11 +1366,13 @@ impl AsyncWrite for Sniff {
 /// here, and the connection is *held* ([`held`](Self::held)) while every
 /// open response is held back: one whose `DATA` has used up its stream's
 /// window, or one whose response has begun (`HEADERS` written) while the
-/// connection's window is used up. A response whose handler has not
-/// answered yet, or that has sent no `DATA` on a stream whose window the
-/// client opened at zero, is not held (it may have nothing to send), nor
-/// is the connection while any such response is open: one stream that
-/// still moves keeps the connection.
+/// connection's window is used up (whether it has more to send or not: a
+/// server-sent-events stream between events counts). A response whose
+/// handler has not answered yet, or that has sent no `DATA` on a stream
+/// whose window the client opened at zero, is not held (it may have
+/// nothing to send), nor is the connection while any such response is
+/// open: one stream that still moves keeps the connection, and so does a
+/// new request, which un-holds it until its response is held or sent.
 struct H2Frames {
     read: FrameHeaders,
     written: FrameHeaders,
@@ -1385,9 +1405,14 @@ impl Default for H2Frames {
 /// An open stream's response, as far as flow control goes.
 #[derive(Clone, Copy, Debug)]
 struct Flow {
-    /// What the server may still send on the stream (negative after the
-    /// client shrank the initial window below what was sent).
-    window: i64,
+    /// What the client granted on the stream beyond the initial window,
+    /// less the `DATA` sent: the stream's window is the initial window plus
+    /// this (negative after the client shrank the initial window below
+    /// what was sent). Kept apart from the initial window, so that a change
+    /// of it moves every stream's window at once, not one stream at a time
+    /// (a client sending thousands of settings a frame, each a change, cost
+    /// settings times streams).
+    credit: i64,
     /// The response's `HEADERS` are written.
     started: bool,
     /// Some of its `DATA` is written.
@@ -1396,9 +1421,9 @@ struct Flow {
 
 impl Flow {
     /// Held back by the client's flow control (see [`H2Frames`]), the
-    /// connection's window being `window`.
-    fn held(&self, window: i64) -> bool {
-        (self.sent && self.window <= 0) || (self.started && window <= 0)
+    /// initial window being `initial` and the connection's `window`.
+    fn held(&self, initial: i64, window: i64) -> bool {
+        (self.sent && initial + self.credit <= 0) || (self.started && window <= 0)
     }
 }
 
@@ -1436,7 +1461,7 @@ impl H2Frames {
                     .is_some_and(|from| Instant::now() >= *from);
                 if !late {
                     let flow = Flow {
-                        window: *initial,
+                        credit: 0,
                         started: false,
                         sent: false,
                     };
@@ -1453,12 +1478,7 @@ impl H2Frames {
                         continue;
                     }
                     let value = [setting[2], setting[3], setting[4], setting[5]];
-                    let value = i64::from(u32::from_be_bytes(value));
-                    let change = value - *initial;
-                    *initial = value;
-                    for flow in open.values_mut() {
-                        flow.window += change;
-                    }
+                    *initial = i64::from(u32::from_be_bytes(value));
                 }
             }
             frame::WINDOW_UPDATE => {
@@ -1469,7 +1489,7 @@ impl H2Frames {
                 if f.stream == 0 {
                     *window += increment;
                 } else if let Some(flow) = open.get_mut(&f.stream) {
-                    flow.window += increment;
+                    flow.credit += increment;
                 }
             }
             _ => {}
@@ -1496,7 +1516,7 @@ impl H2Frames {
                         if ends {
                             open.remove(&f.stream);
                         } else if let Some(flow) = open.get_mut(&f.stream) {
-                            flow.window -= len;
+                            flow.credit -= len;
                             flow.started = true;
                             flow.sent = true;
                         }
@@ -1522,7 +1542,8 @@ impl H2Frames {
     /// Whether every open response is held back by the client's flow
     /// control (see the type's docs); not with none open.
     fn held(&self) -> bool {
-        !self.open.is_empty() && self.open.values().all(|flow| flow.held(self.window))
+        let (initial, window) = (self.initial, self.window);
+        !self.open.is_empty() && self.open.values().all(|flow| flow.held(initial, window))
     }
 
     /// Puts the count where [`close_h2`] and [`h2_idle`] read it; wakes the
@@ -2102,7 +2123,7 @@ mod tests {
         h2.written(&raw(HEADERS, 4, 1, &[]), &label);
         h2.written(&raw(DATA, 0, 1, &[0; 65_000]), &label);
         h2.written(&raw(DATA, 0, 1, &[0; 535]), &label);
-        assert_eq!(h2.open[&1].window, 0);
+        assert_eq!(h2.initial + h2.open[&1].credit, 0);
         assert_eq!(h2.window, 0);
         assert!(!h2.held());
         // 3 answers: its response has begun with the connection's window
@@ -2120,15 +2141,15 @@ mod tests {
         // with it; a new stream starts with it.
         let settings = [&[0, 4][..], &65_635_u32.to_be_bytes()].concat();
         h2.read(&raw(SETTINGS, 0, 0, &settings), &label);
-        assert_eq!(h2.open[&1].window, 100);
+        assert_eq!(h2.initial + h2.open[&1].credit, 100);
         assert!(!h2.held());
         h2.read(&raw(HEADERS, 4, 5, &[]), &label);
-        assert_eq!(h2.open[&5].window, 65_635);
+        assert_eq!(h2.initial + h2.open[&5].credit, 65_635);
         // A SETTINGS ACK and a stream's WINDOW_UPDATE in one read; a reset
         // by the client closes its stream.
         let both = [raw(SETTINGS, ACK, 0, &[]), update(1, 7)].concat();
         h2.read(&both, &label);
-        assert_eq!(h2.open[&1].window, 107);
+        assert_eq!(h2.initial + h2.open[&1].credit, 107);
         h2.read(&raw(RST_STREAM, 0, 5, &[0, 0, 0, 8]), &label);
         assert!(!h2.open.contains_key(&5));
         assert_eq!(label.responses.load(Ordering::Relaxed), 1);
