@@ -35,7 +35,7 @@ impl Server {
         wg.task().name("accept").go(move |ctx| async move {
             loop {
                 let (stream, peer) = tokio::select! {
-                    _ = ctx.cancelled() => return Ok::<_, std::io::Error>(()),
+                    _ = ctx.draining() => return Ok::<_, std::io::Error>(()), // take no more
                     accepted = listener.accept() => accepted?,
                 };
                 // Refused once the server is closing: no connection slips in.

@@ -25,9 +25,10 @@ use crate::WaitGroup;
 ///
 /// 1. **Drain** ([`draining`](Self::draining)): finish what you are doing and
 ///    take no more (answer the in-flight request with `Connection: close`,
-///    send HTTP/2 GOAWAY, stop reading the queue). Only with a drain phase
-///    ([`Grace::drain`](crate::shutdown::Grace::drain)); without one the group
-///    is drained and cancelled at once.
+///    send HTTP/2 GOAWAY, stop reading the queue: an accept loop waits in
+///    [`run_until_draining`](Self::run_until_draining)). Only with a drain
+///    phase ([`Grace::drain`](crate::shutdown::Grace::drain)); without one
+///    the group is drained and cancelled at once.
 /// 2. **Cancel** (`ctx.cancelled()`, from the token it dereferences to): stop
 ///    now. A cancelled context is always draining too, so a task that only
 ///    looks at the drain signal also stops on cancel.
@@ -129,6 +130,57 @@ impl TaskContext {
     /// Cancel safe.
     pub async fn draining(&self) {
         draining(self.token(), self.node.drain_in(&self.generation)).await;
+    }
+
+    /// Runs `fut` until the task should drain (or is cancelled): its output,
+    /// or `None` if the drain signal came first, in which case `fut` is
+    /// dropped. What an accept loop or a queue's receive waits in, so that
+    /// it takes no more work from the drain signal on: a loop in
+    /// `run_until_cancelled` keeps taking work through the whole drain phase
+    /// of a [`Grace::drain`](crate::shutdown::Grace::drain), and holds its
+    /// group's turn until it ends, so the groups after it (a child group
+    /// of the connections it made) are drained only when the cancel comes.
+    /// The drain signal wins a tie, as the token's `run_until_cancelled`
+    /// lets cancellation win.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskgroup::shutdown::Grace;
+    /// use taskgroup::{BoxError, WaitGroup};
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let server = WaitGroup::builder().name("server").build();
+    /// let conns = server.child();
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// server.task().name("accept").go(move |ctx| async move {
+    ///     while let Some(accepted) = ctx.run_until_draining(listener.accept()).await {
+    ///         let (sock, _peer) = accepted?;
+    ///         conns.go(|ctx| async move {
+    ///             // your protocol: finish the request in hand on drain
+    ///             let _ = (ctx, sock);
+    ///         });
+    ///     }
+    ///     Ok::<_, BoxError>(()) // draining: the listener is dropped
+    /// });
+    /// let grace = Grace::drain(Duration::from_secs(20)).then_cancel(Duration::from_secs(5));
+    /// let report = server.shutdown(grace).await;
+    /// assert!(report.is_clean(), "{report}");
+    /// assert!(report.elapsed() < Duration::from_secs(1)); // not the drain phase
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe if `fut` is: dropping the returned future drops `fut`.
+    pub async fn run_until_draining<F: Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = self.draining() => None,
+            output = fut => Some(output),
+        }
     }
 
     /// Whether the task should drain (see [`draining`](Self::draining)).

@@ -41,6 +41,10 @@ use crate::task::{self, TaskHandle, TaskOutput, Tracked};
 ///   and returns `()` or `Result<T, E>`; its error, or its panic, is recorded
 ///   with its identity and returned by [`wait`](Self::wait). Nothing is lost.
 ///   The [`TaskHandle`] it returns gives the task's value, or aborts it.
+///   A task dropped unfinished with its runtime (shut down or dropped while
+///   the group lives) ends there and counts as done: the group outlives the
+///   runtime, records no failure for it, and waits for its other work as
+///   before (see [`ShutdownReport::finished`](crate::ShutdownReport::finished)).
 /// * [`task`](Self::task) describes one unit of work before starting it: a
 ///   name, whether its failure cancels the group, and where it runs (a
 ///   blocking closure, a `!Send` future, another runtime, a future you poll).

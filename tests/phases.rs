@@ -597,6 +597,55 @@ async fn cancel_reasons() {
 }
 
 /// `drain()` drains a whole tree without closing or cancelling it.
+/// An accept loop in `run_until_draining` ends at the drain signal, so the
+/// child group of its connections is drained at once, not when the cancel
+/// comes 10 s later (as it is behind a loop in `run_until_cancelled`); the
+/// future's output comes through when it is ready first, and a cancel
+/// without a drain phase ends the loop too.
+#[tokio::test(start_paused = true)]
+async fn run_until_draining_ends_an_accept_loop_at_the_drain_signal() {
+    use taskgroup::shutdown::Grace;
+    for until_drain in [true, false] {
+        let log = Log::new();
+        let server = WaitGroup::builder().name("server").build();
+        let conns = server.child();
+        let l = log.clone();
+        conns.go(|ctx| async move {
+            ctx.draining().await;
+            l.note("conn drained");
+        });
+        let (accept, mut accepted) = tokio::sync::mpsc::channel::<u32>(1);
+        server.go(move |ctx| async move {
+            loop {
+                let next = if until_drain {
+                    ctx.run_until_draining(accepted.recv()).await
+                } else {
+                    ctx.run_until_cancelled(accepted.recv()).await
+                };
+                match next {
+                    Some(Some(conn)) => assert_eq!(conn, 7),
+                    _ => return,
+                }
+            }
+        });
+        accept.send(7).await.unwrap();
+        tokio::task::yield_now().await;
+        let grace = Grace::drain(Duration::from_secs(10)).then_cancel(Duration::from_secs(1));
+        let report = server.shutdown(grace).await;
+        assert!(report.is_clean(), "{report}");
+        let drained = if until_drain { 0 } else { 10 };
+        assert_eq!(log.at("conn drained"), Some(Duration::from_secs(drained)));
+    }
+    // A cancel without a drain phase.
+    let wg = WaitGroup::new();
+    let task = wg.go(|ctx| async move {
+        let ended = ctx.run_until_draining(std::future::pending::<()>()).await;
+        Ok::<_, std::convert::Infallible>(ended)
+    });
+    wg.cancel();
+    assert_eq!(task.await.unwrap(), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_on_demand() {
     let wg = WaitGroup::new();
