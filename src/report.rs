@@ -391,7 +391,9 @@ impl ShutdownReport {
     /// `go()` was under way on another thread at that moment may be counted
     /// both here and in `aborted`). A task that another shutdown running at
     /// once aborted is listed in that one's report, and counted in neither's
-    /// `finished`.
+    /// `finished`; one that finished by itself while two shutdowns of its
+    /// group ran (`close()` called from two clones at once) is counted in
+    /// both, so their reports are not to be added up.
     pub fn finished(&self) -> usize {
         self.finished
     }

@@ -1557,7 +1557,12 @@ impl WaitGroup {
     /// processor time of the groups' turns, which no deadline stops: in
     /// docs/PERFORMANCE.md's run, 55 ns an idle group and about 1.5 µs a
     /// group with a task to stop (building the tree included), so a tree of
-    /// a million groups can take a second or more past that bound.
+    /// a million groups can take a second or more past that bound. The
+    /// bound is kept by Tokio's timer, which needs a thread to run it: on a
+    /// runtime whose every worker is blocked (a task in
+    /// `std::thread::sleep`, a `Drop` that blocks), no deadline fires until
+    /// one is free (a user probe: both workers blocked for 3 s, a 500 ms
+    /// shutdown returned after 3.0 s; with one blocked, at 501 ms).
     ///
     /// * A group reached before the deadline may stop by itself until the
     ///   deadline (this group is always reached at once, so it gets the whole
