@@ -217,10 +217,9 @@ pub(crate) async fn run(
                 next_together += 1;
                 next_start = start_of(&together, next_together);
             }
-            let groups_left = |swept: &[NodeRef]| busy.lock().left(&visited, at, swept);
             let turn = Turn {
                 is_root: at == 0,
-                groups_left: &groups_left,
+                walk: (&visited, at, &busy),
                 caller_here: caller.filter(|c| c.group == group.id()),
                 caller,
                 reason: &reason,
@@ -1180,15 +1179,24 @@ impl Busy {
 /// Where a group's turn stands in the shutdown.
 struct Turn<'a> {
     is_root: bool,
-    /// Groups still to take their turn in this pass that have work, this
-    /// one included, but those given: the groups of its scoped subtree
-    /// whose stragglers it aborts with its own (see [`Busy`]).
-    groups_left: &'a (dyn Fn(&[NodeRef]) -> usize + Sync),
+    /// The pass's walk, where the group is in it, and the groups of the
+    /// walk that have work (see [`groups_left`](Self::groups_left)).
+    walk: (&'a [NodeRef], usize, &'a parking_lot::Mutex<Busy>),
     /// The task calling `shutdown`, if it is one of this group's.
     caller_here: Option<Current>,
     /// The task calling `shutdown`, if it is one of the tree's.
     caller: Option<Current>,
     reason: &'a CancelReason,
+}
+
+impl Turn<'_> {
+    /// Groups still to take their turn in this pass that have work, this
+    /// one included, but those of `swept`: the groups of its scoped subtree
+    /// whose stragglers it aborts with its own (see [`Busy`]).
+    fn groups_left(&self, swept: &[NodeRef]) -> usize {
+        let (walk, at, busy) = self.walk;
+        busy.lock().left(walk, at, swept)
+    }
 }
 
 /// The start of a group's turn: closes it, and if it is idle (most of a big
@@ -1300,9 +1308,9 @@ async fn stop_group(
     // The groups left to share the forced phase, once past the deadline.
     let mut groups_left = |swept: &[NodeRef]| {
         if late {
-            (turn.groups_left)(swept) + linked_since_walk()
+            turn.groups_left(swept) + linked_since_walk()
         } else {
-            (turn.groups_left)(swept)
+            turn.groups_left(swept)
         }
     };
     let (stop_by, late_share) = match started.and_then(|started| started.stop_by) {
@@ -1332,9 +1340,7 @@ async fn stop_group(
     // for such a wait.
     let extend_to = || match late_share {
         Some(_) => stop_by,
-        None => {
-            saturating_add(now, budget.share(now, (turn.groups_left)(&[])) / 4 * 3).max(stop_by)
-        }
+        None => saturating_add(now, budget.share(now, turn.groups_left(&[])) / 4 * 3).max(stop_by),
     };
     let stopped = drained || stopped_by_itself(group, now, (stop_by, extend_to), timer).await;
     // Read before the aborts below: a group the `Drop` of an aborted task
