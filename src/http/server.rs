@@ -1579,6 +1579,10 @@ struct Frame {
 /// (16,384 bytes, RFC 9113, section 4.2), 2,730 settings.
 const MAX_KEPT: usize = 16_384;
 
+/// The most room [`FrameHeaders`] keeps for payloads between frames: a
+/// usual `SETTINGS` frame (a few settings of 6 bytes each) fits.
+const KEPT_BETWEEN: usize = 64;
+
 /// The HTTP/2 frames in a byte stream, their headers and the payloads of
 /// the few kinds asked for; fed the bytes as they come, in pieces of any
 /// size.
@@ -1619,6 +1623,11 @@ impl FrameHeaders {
                     if let Some(frame) = self.keeping.take() {
                         f(frame, &self.payload);
                         self.payload.clear();
+                        // A few settings or a window update fit: a larger
+                        // buffer (a client's long SETTINGS) is not kept.
+                        if self.payload.capacity() > KEPT_BETWEEN {
+                            self.payload = Vec::new();
+                        }
                     }
                 }
                 continue;
