@@ -140,8 +140,9 @@ impl TaskContext {
     /// of a [`Grace::drain`](crate::shutdown::Grace::drain), and holds its
     /// group's turn until it ends, so the groups after it (a child group
     /// of the connections it made) are drained only when the cancel comes.
-    /// The drain signal wins a tie, as the token's `run_until_cancelled`
-    /// lets cancellation win.
+    /// The drain signal wins a tie: nothing more is taken once it has come
+    /// (unlike the token's `run_until_cancelled`, which lets a future that
+    /// is ready win over the cancel).
     ///
     /// ```
     /// use std::time::Duration;

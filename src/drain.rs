@@ -1125,21 +1125,26 @@ fn abort_leftovers(
     }
 }
 
-/// The groups of a pass's walk still to take their turn that have work,
-/// which the forced phase is shared by (see [`Budget::share`]): a group idle
-/// when its turn comes ends it at once ([`stop_if_idle`]), so a share that
-/// counted it was lost to the groups that need the time. (A server whose
-/// connections each made a scoped child had them all counted, ended long
-/// before: with 1,000 of them a task's shielded flush got a thousandth of
-/// the abort timeout, and a larger abort timeout did not help.)
+/// The groups of a pass's walk still to take their turn that need a share
+/// of the forced phase (see [`Budget::share`]): those with work, and those
+/// idle that a handle could still give work (a pool whose tasks a
+/// server's aborted task starts). A group idle at its turn ends it at once
+/// ([`stop_if_idle`]), so a share that counted an idle group no one holds
+/// (a group per connection, its connection gone) was lost to the groups
+/// that need the time. (A server whose connections each made a scoped
+/// child had them all counted, ended long before: with 1,000 of them a
+/// task's shielded flush got a thousandth of the abort timeout, and a
+/// larger abort timeout did not help.)
 ///
-/// Found by a scan of the groups left (one load of each one's count), kept
-/// as their places in the walk, and scanned again once the turns have
-/// passed half of the groups the last scan covered, or the walk grew: so a
-/// pass reads each group a few times at most in all (the scans halve),
-/// however many turns ask. Between scans, a group that became idle is still
-/// counted (its share goes to no one, as every group not yet reached took
-/// one before) and one that got work is not (it counts itself at its turn).
+/// Found by a scan of the groups left (two loads each), kept as their
+/// places in the walk, and scanned again once the turns have passed half
+/// of the part of the walk the last scan covered (idle groups included),
+/// or the walk grew: so a pass reads each group a few times at most in
+/// all (the scans halve), however many turns ask. Between scans, a group
+/// that no longer needs a share is still counted (its share goes to no
+/// one, as every group not yet reached took one before) and one that came
+/// to need one (a handle made by `linked()`) is not (it counts itself at
+/// its turn).
 #[derive(Default)]
 struct Busy {
     /// The walk's part the last scan covered.
@@ -1163,7 +1168,7 @@ impl Busy {
             self.places.clear();
             self.place_of.clear();
             for (place, group) in groups.iter().enumerate().skip(at) {
-                if group.len() > 0 {
+                if group.len() > 0 || group.has_users() {
                     self.places.push(place);
                     self.place_of.insert(group.id(), place);
                 }
@@ -1357,8 +1362,15 @@ async fn stop_group(
     let abort_by = match late_share {
         Some(share) => saturating_add(reached, share),
         // Its scoped subtree's stragglers are aborted with its own, in this
-        // share: not counted again.
-        None => saturating_add(now, budget.share(now, groups_left(&subtree))),
+        // share: not counted again, but a group with a shielded section,
+        // which waits for it in its own turn.
+        None => {
+            let swept: Vec<NodeRef> = (subtree.iter())
+                .filter(|group| group.shielded(now).is_empty())
+                .cloned()
+                .collect();
+            saturating_add(now, budget.share(now, groups_left(&swept)))
+        }
     };
     let spare = turn.caller_here.map(|c| group.registry.id(c.slot));
     // Those of the shutdowns running beside this one too.

@@ -1215,6 +1215,13 @@ impl Node {
 
     // ----- user handles -------------------------------------------------------
 
+    /// Whether a user handle (`WaitGroup`) to the group is alive: without
+    /// one, an idle group gets no more work (but through
+    /// [`WaitGroup::linked`](crate::WaitGroup::linked), which makes one).
+    pub(crate) fn has_users(&self) -> bool {
+        self.hot.users.load(Ordering::Relaxed) != 0
+    }
+
     /// A new user handle from an existing one.
     pub(crate) fn add_user(&self) {
         self.hot.users.fetch_add(1, Ordering::Relaxed);

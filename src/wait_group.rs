@@ -1579,17 +1579,20 @@ impl WaitGroup {
     ///   multi-thread one: see [`Grace::drain`](crate::shutdown::Grace::drain)).
     /// * What is left of the forced phase when a group needs it is shared
     ///   equally by that group and every group not yet reached that has
-    ///   work: with `r` such groups left and `f` of the forced phase
-    ///   remaining, the group gets `f / r`. A group idle at its turn ends
-    ///   it at once, so groups whose work has ended (a group per
-    ///   connection, its connection gone) take no share. Which groups have
-    ///   work is looked at again as the turns go on (at the latest once
-    ///   half of the groups with work at the last look have had their
-    ///   turn): one that got work since counts from then, one whose work
-    ///   ended may still count until then. Groups linked since the call (a
-    ///   group per request, made through the grace) count among them from
-    ///   the first turn that starts after the deadline, when the tree is
-    ///   looked at again.
+    ///   work or could still get some (a handle to it is alive: a pool the
+    ///   server's aborted tasks may use), but the scoped children whose
+    ///   stragglers the group aborts with its own (unless they hold a
+    ///   [shielded](crate::TaskContext::shielded) section, which they wait
+    ///   for in their own turn): with `r` such groups left and `f` of the
+    ///   forced phase remaining, the group gets `f / r`. A group idle at
+    ///   its turn ends it at once, so groups whose work has ended and that
+    ///   no one holds (a group per connection, its connection gone) take no
+    ///   share. Which groups count is looked at again as the turns go on,
+    ///   once they have passed half of the groups (idle ones included) the
+    ///   last look covered: one whose work ended since may still count until
+    ///   then. Groups linked since the call (a group per request, made
+    ///   through the grace) count among them from the first turn that
+    ///   starts after the deadline, when the tree is looked at again.
     ///   * A group that overran the deadline is aborted at the deadline and
     ///     its aborts are waited for during its share.
     ///   * A group first reached after the deadline (because one before it

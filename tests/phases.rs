@@ -596,7 +596,77 @@ async fn cancel_reasons() {
     assert!(matches!(rx.await.unwrap(), Some(CancelReason::Deadline)));
 }
 
-/// `drain()` drains a whole tree without closing or cancelling it.
+/// An idle group that a handle can still give work counts among the
+/// groups sharing the forced phase: a pool, idle at the deadline, that the
+/// `Drop` of the server's aborted task gives a task flushing 400 ms once
+/// its group is stopped, gets the time for it, though the server holds a
+/// shielded section that never ends (it waits three quarters of its share,
+/// 375 ms, not of the whole abort timeout, 750 ms, which left the pool 188
+/// ms).
+#[tokio::test(start_paused = true)]
+async fn an_idle_group_a_handle_can_give_work_keeps_its_share() {
+    struct FlushOnDrop(WaitGroup, Log);
+    impl Drop for FlushOnDrop {
+        fn drop(&mut self) {
+            let log = self.1.clone();
+            self.0.go(|ctx| async move {
+                ctx.cancelled().await; // flushes when its group is stopped
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                log.note("flushed");
+            });
+        }
+    }
+    let log = Log::new();
+    let server = WaitGroup::builder().name("server").build();
+    let pool = server.child();
+    let flush = FlushOnDrop(pool, log.clone());
+    server.task().name("stuck").go(|_| async move {
+        let _flush = flush;
+        std::future::pending::<()>().await
+    });
+    server.task().name("shielded").go(|ctx| async move {
+        ctx.shielded(Duration::MAX, std::future::pending::<()>())
+            .await
+    });
+    tokio::task::yield_now().await;
+    let report = server.shutdown(Duration::from_millis(100)).await;
+    // The pool's turn at 475 ms (the deadline, 100 ms, and the shield's
+    // 375 ms): its flush ends at 875 ms, within its share.
+    assert_eq!(
+        log.at("flushed"),
+        Some(Duration::from_millis(875)),
+        "{report}"
+    );
+}
+
+/// A scoped child whose stuck work its parent's turn aborts still counts
+/// among the groups sharing the forced phase if it holds a shielded
+/// section, which it waits for in its own turn: a plain child after them,
+/// flushing 300 ms once stopped, gets the time for it.
+#[tokio::test(start_paused = true)]
+async fn a_scoped_child_with_a_shielded_section_keeps_its_share() {
+    let log = Log::new();
+    let server = WaitGroup::builder().name("server").build();
+    let scoped = server.scoped_child();
+    for group in [&server, &scoped] {
+        group.go(|_| std::future::pending::<()>());
+        group.go(|ctx| async move {
+            ctx.shielded(Duration::MAX, std::future::pending::<()>())
+                .await
+        });
+    }
+    let pool = server.child();
+    let l = log.clone();
+    pool.go(|ctx| async move {
+        ctx.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        l.note("flushed");
+    });
+    tokio::task::yield_now().await;
+    let report = server.shutdown(Duration::from_millis(100)).await;
+    assert!(log.at("flushed").is_some(), "{report}");
+}
+
 /// An accept loop in `run_until_draining` ends at the drain signal, so the
 /// child group of its connections is drained at once, not when the cancel
 /// comes 10 s later (as it is behind a loop in `run_until_cancelled`); the
@@ -646,6 +716,7 @@ async fn run_until_draining_ends_an_accept_loop_at_the_drain_signal() {
     assert_eq!(task.await.unwrap(), None);
 }
 
+/// `drain()` drains a whole tree without closing or cancelling it.
 #[tokio::test(start_paused = true)]
 async fn drain_on_demand() {
     let wg = WaitGroup::new();
