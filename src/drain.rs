@@ -199,7 +199,7 @@ pub(crate) async fn run(
     // parent's work) and its stop time: reached then, and to stop with that
     // work (see `note_scoped_subtree`).
     let mut scopes_reached: IdMap<Noted> = IdMap::default();
-    // The groups left that have work, for the shares of the forced phase.
+    // The groups left that need a share of the forced phase (see `Busy`).
     // (A lock only for the future to be `Send`: one thread takes it.)
     let busy = parking_lot::Mutex::new(Busy::default());
 
@@ -1150,16 +1150,16 @@ struct Busy {
     /// The walk's part the last scan covered.
     from: usize,
     to: usize,
-    /// The places in the walk, from `from` on, of the groups that had work
-    /// at the scan, in order; and the same by group.
+    /// The places in the walk, from `from` on, of the groups that needed a
+    /// share at the scan, in order; and the same by group.
     places: Vec<usize>,
     place_of: IdMap<usize>,
 }
 
 impl Busy {
-    /// How many of `groups[at..]` have work, the group at `at` (whose turn
-    /// asks) counted whether it has or not, and none of `swept` (groups
-    /// whose stragglers the turn aborts with its own).
+    /// How many of `groups[at..]` need a share, the group at `at` (whose
+    /// turn asks) counted whether it does or not, and none of `swept`
+    /// (groups whose stragglers the turn aborts with its own).
     fn left(&mut self, groups: &[NodeRef], at: usize, swept: &[NodeRef]) -> usize {
         let covered = self.to - self.from;
         if self.to != groups.len() || at - self.from >= covered.div_ceil(2).max(1) {
@@ -1185,7 +1185,8 @@ impl Busy {
 struct Turn<'a> {
     is_root: bool,
     /// The pass's walk, where the group is in it, and the groups of the
-    /// walk that have work (see [`groups_left`](Self::groups_left)).
+    /// walk that need a share of the forced phase (see
+    /// [`groups_left`](Self::groups_left)).
     walk: (&'a [NodeRef], usize, &'a parking_lot::Mutex<Busy>),
     /// The task calling `shutdown`, if it is one of this group's.
     caller_here: Option<Current>,
@@ -1195,9 +1196,10 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    /// Groups still to take their turn in this pass that have work, this
-    /// one included, but those of `swept`: the groups of its scoped subtree
-    /// whose stragglers it aborts with its own (see [`Busy`]).
+    /// Groups still to take their turn in this pass that need a share of
+    /// the forced phase, this one included, but those of `swept`: the
+    /// groups of its scoped subtree whose stragglers it aborts with its own
+    /// (see [`Busy`]).
     fn groups_left(&self, swept: &[NodeRef]) -> usize {
         let (walk, at, busy) = self.walk;
         busy.lock().left(walk, at, swept)
@@ -1281,7 +1283,7 @@ async fn start_together(
 /// number of groups linked since the shutdown's walk (by an accept loop that
 /// makes a group per connection through the grace, say), which the pass
 /// stops after the groups it knew. The forced phase is shared by the groups
-/// not yet reached that have work ([`Busy`]), and these are counted among
+/// not yet reached that need a share ([`Busy`]), and these are counted among
 /// them (with work or not: they are not scanned): a pass that divided it among
 /// the groups of its walk alone left them a share of nothing, their aborts
 /// not waited for, and reported as still running. Looked for once, by the
