@@ -1229,7 +1229,9 @@ impl Node {
 
     /// Gives up a user handle (the caller still holds its `NodeRef`). The
     /// last one detaches the group: a child then leaves its parent now, if it
-    /// is idle and bare, or when it becomes so.
+    /// is idle and bare, or when it becomes so; a group built with
+    /// `abort_on_drop` aborts its tasks and those below it
+    /// ([`abort_made_below`]).
     pub(crate) fn release_user(this: &NodeRef) {
         if this.hot.users.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
@@ -1237,10 +1239,10 @@ impl Node {
         if let Some(released) = this.extra.get().and_then(|t| t.released.as_ref()) {
             released.cancel();
         }
-        if this.config.abort_on_drop {
-            drop(this.abort_tasks(None));
-        }
         if this.owner.is_none() {
+            if this.config.abort_on_drop {
+                abort_made_below(this);
+            }
             return;
         }
         // Arm the notify path of the last `done` (see `on_idle`); if nothing
@@ -2936,6 +2938,21 @@ pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
     }
     // Last: the reason may format a task's error, whose `Display` may panic.
     crate::trace::cancelled(&root.label, &reason);
+}
+
+/// Aborts the running `go()` tasks of `root` and of every group made below
+/// it (`child()`, `scoped_child()`; not one `link()`ed there): what the last
+/// handle of a group built with `abort_on_drop` takes with it. The groups
+/// made below inherit the setting but do not act on it themselves: a
+/// request's child whose handle is dropped while its work runs is the way a
+/// child is used, and aborts nothing. The groups made form a tree: none is
+/// reached twice.
+fn abort_made_below(root: &NodeRef) {
+    let mut stack = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        drop(node.abort_tasks(None));
+        node.push_made_here(false, &mut stack);
+    }
 }
 
 /// Scoped children reached by a cancel of their parent's context

@@ -245,9 +245,31 @@ impl WaitGroupBuilder {
     }
 
     /// Whether dropping the group's last handle aborts its running `go()`
-    /// tasks, as dropping a tokio `JoinSet` does. Default `false`: the tasks
-    /// run to completion (and a parent's waits still cover them). Guards are
-    /// not affected, and neither are linked groups.
+    /// tasks and those of the groups made below it
+    /// ([`child`](WaitGroup::child), [`scoped_child`](WaitGroup::scoped_child)),
+    /// as dropping a tokio `JoinSet` does. Default `false`: the tasks run to
+    /// completion (and a parent's waits still cover them). Guards are not
+    /// affected, and neither are groups [linked](WaitGroup::link) below.
+    ///
+    /// A setting of the group built with it: the groups made below it do not
+    /// abort their tasks when their own last handle goes, so a child made per
+    /// request and dropped while its work runs lets that work run (until this
+    /// group's last handle goes).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use taskgroup::WaitGroup;
+    ///
+    /// let server = WaitGroup::builder().abort_on_drop(true).build();
+    /// let request = server.child();
+    /// let part = request.go(|ctx| async move { ctx.cancelled().await });
+    /// drop(request); // the request's work runs on
+    /// tokio::task::yield_now().await;
+    /// assert!(!part.is_finished());
+    /// drop(server); // takes the whole tree's tasks with it
+    /// assert!(part.await.unwrap_err().is_aborted());
+    /// # }
+    /// ```
     pub fn abort_on_drop(mut self, abort: bool) -> Self {
         self.config.abort_on_drop = abort;
         self
@@ -833,8 +855,10 @@ impl WaitGroup {
     /// this group's own work: for a group that work waits for (a request's
     /// fan-out), make a [`scoped_child`](Self::scoped_child). It inherits this group's
     /// settings (`record_guards`, `cancel_on_error`, `abort_timeout`,
-    /// `max_errors`, `limit` as a limit of its own, `abort_on_drop`,
-    /// `stop_children_together`); name it
+    /// `max_errors`, `limit` as a limit of its own,
+    /// `stop_children_together`; not `abort_on_drop`, which aborts the
+    /// child's tasks with this group's, not when the child's own handles
+    /// go); name it
     /// with `self.task().name("db").child()`.
     ///
     /// The child leaves this group's links, and is freed, once every handle

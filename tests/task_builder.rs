@@ -716,6 +716,50 @@ async fn abort_on_drop_aborts_the_tasks_when_the_last_handle_goes() {
     }
 }
 
+/// `abort_on_drop` is the built group's: a child made per request and
+/// dropped while its work runs lets that work run (a user probe's server lost
+/// every request's work so, with a clean report), and the built group's last
+/// handle takes the tasks of every group made below it, at any depth, not
+/// those of a group linked there.
+#[tokio::test]
+async fn abort_on_drop_takes_the_groups_made_below_not_a_dropped_childs_work() {
+    let server = WaitGroup::builder().abort_on_drop(true).build();
+    let pool = WaitGroup::new();
+    server.link(&pool).unwrap();
+    let pooled = pool.go(|ctx| async move { ctx.cancelled().await });
+    let mut parts = Vec::new();
+    for scoped in [false, true] {
+        let request = if scoped {
+            server.scoped_child()
+        } else {
+            server.child()
+        };
+        let deeper = request.child().child();
+        parts.push(request.go(|ctx| async move { ctx.cancelled().await }));
+        parts.push(deeper.go(|ctx| async move { ctx.cancelled().await }));
+        drop((request, deeper));
+    }
+    tokio::task::yield_now().await;
+    for part in &parts {
+        assert!(
+            !part.is_finished(),
+            "a child's dropped handle aborts nothing"
+        );
+    }
+    drop(server);
+    for part in parts {
+        let ended = tokio::time::timeout(Duration::from_secs(10), part).await;
+        assert!(ended.expect("aborted").unwrap_err().is_aborted());
+    }
+    tokio::task::yield_now().await;
+    assert!(
+        !pooled.is_finished(),
+        "a linked group is not the server's to abort"
+    );
+    pool.cancel();
+    pooled.await.unwrap();
+}
+
 /// The creation site recorded through the builder is the caller's line, for
 /// every terminal.
 #[tokio::test]
