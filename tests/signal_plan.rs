@@ -400,3 +400,128 @@ fn child_forced_with_a_guard() {
     });
     std::process::exit(err.exit_code());
 }
+
+#[test]
+fn a_failure_under_cancel_on_error_runs_the_plan_without_a_signal() {
+    let out = run_child("child_failure_runs_the_plan");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("CHILD polite stopped: true"), "{text}");
+    assert!(
+        text.contains(
+            "CHILD failed: [\"task \\\"db\\\" #2 in group \\\"server\\\" failed: db lost\"]"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("CHILD aborted: 0, pending: 0"), "{text}");
+}
+
+/// A task's failure cancels its `cancel_on_error` group: the plan, waiting
+/// for a signal, runs on that cancel (it waited for a signal alone, and a
+/// program whose part failed ran on until someone sent one: a user probe
+/// porting tokio-graceful-shutdown's nested-error example).
+#[test]
+fn child_failure_runs_the_plan() {
+    if !is_child("child_failure_runs_the_plan") {
+        return;
+    }
+    let report = runtime().block_on(async {
+        let wg = WaitGroup::builder()
+            .name("server")
+            .cancel_on_error(true)
+            .build();
+        let polite = wg.task().name("polite").go(|ctx| async move {
+            ctx.cancelled().await;
+        });
+        wg.task().name("db").go(|_ctx| async move {
+            tokio::task::yield_now().await;
+            Err::<(), _>("db lost")
+        });
+        let plan = ShutdownPlan::new(
+            Grace::drain(Duration::from_secs(60)).then_cancel(Duration::from_secs(60)),
+        );
+        let report = tokio::time::timeout(Duration::from_secs(30), plan.run_on_signal(&wg))
+            .await
+            .expect("the plan runs on the failure's cancel, not on a signal")
+            .expect("graceful");
+        println!("CHILD polite stopped: {}", polite.is_finished());
+        report
+    });
+    let failed: Vec<_> = report.errors().iter().map(|e| e.to_string()).collect();
+    println!("CHILD failed: {failed:?}");
+    println!(
+        "CHILD aborted: {}, pending: {}",
+        report.aborted().len(),
+        report.pending().len()
+    );
+}
+
+#[test]
+fn a_signal_during_a_stop_a_cancel_began_is_the_first() {
+    let out = run_child("child_cancel_then_signals");
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("CHILD phase ").count(),
+        4,
+        "NotReady, Draining, Forced, Done: {text}"
+    );
+    assert!(text.contains("CHILD forced by 2 signals"), "{text}");
+    assert!(
+        text.contains("CHILD aborted: [Some(\"stubborn\")]"),
+        "{text}"
+    );
+    assert!(matches!(out.status.code(), Some(130 | 143)), "{text}");
+}
+
+/// `cancel()` (an admin endpoint's stop) runs the plan; a SIGTERM during it
+/// is the first signal, so the stop goes on (still running 300 ms after it,
+/// in a 60 s drain), and a SIGINT after it forces.
+#[test]
+fn child_cancel_then_signals() {
+    if !is_child("child_cancel_then_signals") {
+        return;
+    }
+    let err = runtime().block_on(async {
+        let (wg, _aborted) = server_with_a_stubborn_task();
+        let (tx, mut draining) = tokio::sync::mpsc::unbounded_channel();
+        let plan =
+            ShutdownPlan::new(Grace::drain(Duration::from_secs(60))).on_phase(move |phase| {
+                let name = format!("{phase:?}");
+                println!(
+                    "CHILD phase {}",
+                    name.split([' ', '{']).next().unwrap_or("")
+                );
+                if let Phase::Draining { .. } = phase {
+                    let _ = tx.send(());
+                }
+            });
+        let run = plan.run_on_signal(&wg);
+        tokio::pin!(run);
+        assert!((&mut run).now_or_never().is_none());
+        wg.cancel();
+        tokio::select! {
+            result = &mut run => panic!("the plan ended in a 60 s drain: {result:?}"),
+            drained = tokio::time::timeout(Duration::from_secs(30), draining.recv()) => {
+                drained.expect("the plan runs on the group's cancel");
+            }
+        }
+        kill_self("-TERM");
+        // Not a synchronisation: a window in which a first signal that
+        // forced would end the plan (its stubborn task aborted at once).
+        tokio::select! {
+            result = &mut run => panic!("the first signal forced: {result:?}"),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        kill_self("-INT");
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the forced stop returns")
+            .expect_err("forced")
+    });
+    if let SignalError::Forced { signals, report } = &err {
+        println!("CHILD forced by {} signals", signals.len());
+        let names: Vec<_> = report.aborted().iter().map(|t| t.name()).collect();
+        println!("CHILD aborted: {names:?}");
+    }
+    std::process::exit(err.exit_code());
+}

@@ -56,9 +56,11 @@
 //! drain makes progress (`examples/sd_notify.rs`).
 //!
 //! A second SIGINT or SIGTERM during the plan should stop the process now:
-//! [`ShutdownPlan::run_on_signal`] waits for the first, runs the plan, and on
-//! the second aborts everything left and returns [`SignalError::Forced`]
-//! (exit with its [`exit_code`](SignalError::exit_code): 130 or 143).
+//! [`ShutdownPlan::run_on_signal`] waits for the first (or for the group's
+//! cancel: a failure under `cancel_on_error`, the program's own
+//! `cancel()`), runs the plan, and on the second signal aborts everything
+//! left and returns [`SignalError::Forced`] (exit with its
+//! [`exit_code`](SignalError::exit_code): 130 or 143).
 
 mod grace;
 mod plan;

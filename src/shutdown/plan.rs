@@ -245,8 +245,13 @@ impl ShutdownPlan {
         self.run_because(group, CancelReason::Shutdown).await
     }
 
-    /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), then runs the plan on
-    /// `group`; a second signal during the plan forces: everything left in
+    /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), or for `group` to be
+    /// cancelled (a task's failure under
+    /// [`cancel_on_error`](crate::WaitGroupBuilder::cancel_on_error), a
+    /// [`cancel`](WaitGroup::cancel) from an admin endpoint: the program asking
+    /// itself to stop), then runs the plan on `group`. A stop its cancel began
+    /// takes the first signal that comes during it as the first: the stop goes
+    /// on gracefully. A second signal during the plan forces: everything left in
     /// the tree is cancelled and aborted at once, a task in a
     /// [shielded](crate::TaskContext::shielded) section too (waiting for the
     /// aborts at most the group's abort timeout), and the report of the whole stop
@@ -302,16 +307,29 @@ impl ShutdownPlan {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before the first signal stops listening; after
-    /// it, as [`run`](Self::run). Either way, a later SIGINT or SIGTERM is
+    /// Dropping the future before the stop begins stops listening; after
+    /// it, as [`run`](Self::run). So racing it against the group's
+    /// cancellation is not needed, and loses the force: the race's other
+    /// branch, winning at the first signal's cancel, would drop the plan. Either way, a later SIGINT or SIGTERM is
     /// then ignored, not fatal, for the rest of the process (see
     /// [`SignalService`](crate::service::SignalService)'s handlers): a
     /// program that goes on to stop by other means exits by itself.
     pub async fn run_on_signal(&self, group: &WaitGroup) -> Result<ShutdownReport, SignalError> {
         let mut signals = Signals::new().map_err(SignalError::Listen)?;
-        signals.recv().await.map_err(SignalError::Listen)?;
-        let first = signals.received()[0];
-        crate::trace::signal(first, 1);
+        let reason = tokio::select! {
+            // A signal first if both are there: the stop then says which.
+            biased;
+            got = signals.recv() => {
+                got.map_err(SignalError::Listen)?;
+                let first = signals.received()[0];
+                crate::trace::signal(first, 1);
+                CancelReason::Signal(first)
+            }
+            // Cancelled by the program itself (a failure under
+            // `cancel_on_error`, a `cancel()`): the stop it asks for. Its
+            // reason stays the group's; the linked groups read `Shutdown`.
+            () = group.cancelled() => CancelReason::Shutdown,
+        };
         // Not ready at once, also when a second signal came with the first and the stop is
         // forced before the graceful one is polled (it then skipped readiness and
         // `STOPPING=1`).
@@ -321,11 +339,14 @@ impl ShutdownPlan {
         let began = AtomicBool::new(false);
         // What the graceful stop did, should a forced stop give up on it.
         let progress = crate::drain::Progress::default();
-        let plan = self.graceful(group, CancelReason::Signal(first), &began, Some(&progress));
+        let by_signal = matches!(reason, CancelReason::Signal(_));
+        let plan = self.graceful(group, reason, &began, Some(&progress));
         tokio::pin!(plan);
         let mut listening = true;
-        // Two signals may already have arrived by the first wake-up.
-        while signals.received().len() == 1 {
+        // Two signals may already have arrived by the first wake-up. A stop
+        // the group's cancel began counts its first signal as the first: it
+        // does not force.
+        while signals.received().len() < 2 {
             tokio::select! {
                 report = &mut plan => {
                     self.phase(Phase::Done { report: &report });
@@ -335,6 +356,11 @@ impl ShutdownPlan {
                     // The handler's socket failed: no second signal can
                     // be seen; finish gracefully.
                     listening = more.is_ok();
+                    if listening && !by_signal {
+                        if let [first] = signals.received() {
+                            crate::trace::signal(*first, 1);
+                        }
+                    }
                 }
             }
         }
