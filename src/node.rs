@@ -3449,6 +3449,44 @@ mod tests {
         assert!(node.extra().shields.lock().open.capacity() <= 128);
     }
 
+    /// A task queued for a slot that a shutdown marked for abort does not
+    /// start when a slot comes before its abort is made (here: the running
+    /// task, marked too, ends by itself between the marking and the
+    /// aborts): it waits for its abort, listed as queued.
+    #[tokio::test]
+    async fn a_queued_task_marked_for_abort_does_not_start() {
+        use std::sync::atomic::AtomicBool;
+        let wg = crate::WaitGroup::builder().limit(1).build();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let running = wg.go(|_| async move {
+            let _ = released.await;
+        });
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let queued = wg.go(move |_| async move { flag.store(true, Ordering::SeqCst) });
+        tokio::task::yield_now().await;
+        let node = wg.node();
+        let watch = node.abort_watch();
+        let mut marked = crate::registry::Marked::default();
+        node.registry
+            .mark_all(&|_| false, &watch, &mut marked, false);
+        release.send(()).unwrap();
+        running.await.unwrap();
+        // The slot went to the queued task, woken: a few turns of this one
+        // thread run it.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !started.load(Ordering::SeqCst),
+            "it started past its marking"
+        );
+        assert!(wg.pending().tasks().any(|t| t.is_queued()));
+        drop(marked);
+        assert!(queued.await.unwrap_err().is_aborted());
+        assert!(!started.load(Ordering::SeqCst));
+    }
+
     /// A `child()` shares its parent's settings (the same allocation, not an
     /// equal copy), takes a name but no deadline of its own, and has a limit
     /// of the same size but its own slots.

@@ -1382,13 +1382,26 @@ impl Registry {
         self.with(slot, |entry| (entry.id, entry.name.clone(), entry.critical))
     }
 
-    /// Marks the entry in `slot` as running (no longer queued for a slot).
-    pub(crate) fn set_running(&self, slot: Slot) {
-        if let Some(shard) = self.shard(slot) {
-            if let Some(entry) = shard.lock().get_mut(slot.index()) {
-                entry.queued = false;
-            }
+    /// Marks the entry in `slot` as running (no longer queued for a slot),
+    /// unless a shutdown marked the task for abort while it was queued
+    /// (its entry has a watch): then returns `false`, and the task must not
+    /// start. Its abort is made with the marking, under no lock and with no
+    /// wait between them ([`mark_all`](Self::mark_all) and the drop of its
+    /// `Marked`), so it is on its way: the aborts of the group's running
+    /// tasks free the slots such a task is handed.
+    pub(crate) fn start_queued(&self, slot: Slot) -> bool {
+        let Some(shard) = self.shard(slot) else {
+            return true;
+        };
+        let mut slab = shard.lock();
+        let Some(entry) = slab.get_mut(slot.index()) else {
+            return true;
+        };
+        if entry.watch.is_some() {
+            return false;
         }
+        entry.queued = false;
+        true
     }
 
     fn with<R>(&self, slot: Slot, f: impl FnOnce(&Entry) -> R) -> R {

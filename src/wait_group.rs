@@ -232,6 +232,16 @@ impl WaitGroupBuilder {
     /// the runtime schedules as it does any new task, and a slot that frees
     /// before then may go to a later `try_go` or `go_when_free`.
     ///
+    /// A task still queued when its group is cancelled starts when its slot
+    /// comes, with its context cancelled, so that it can end cleanly (give
+    /// back a message it holds, say); one still queued when a
+    /// [`shutdown`](WaitGroup::shutdown) aborts the group's stragglers does
+    /// not start, even if a slot comes before its abort lands, and is
+    /// listed as aborted while queued. The limit counts every spawned task
+    /// of the group: a loop that feeds it, spawned in the same group, takes
+    /// a slot (spawn the work in a [`child`](WaitGroup::child), which has a
+    /// limit of its own).
+    ///
     /// A limit of [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS)
     /// (2^61 - 1 on 64-bit targets) or more, `usize::MAX` among them, is no
     /// limit, as no group holds that many tasks.
@@ -2398,12 +2408,27 @@ fn task_name(node: &Node, id: TaskId, name: Option<Label>) -> TaskName {
 
 /// A task's future behind its group's limit: it runs once it holds a slot
 /// (waiting for one if it was queued), and frees the slot when it ends.
+///
+/// A queued task that a shutdown marked for abort before it got its slot
+/// does not start: it waits, holding the slot, for the abort made with the
+/// marking, and is reported as aborted while queued. The aborts of the
+/// group's running tasks free their slots as they land, each handed to a
+/// queued task; one whose own abort had not landed yet started then, past
+/// the deadline, and a scoped child it made was not one the group's turn
+/// aborted with its own: reached late, it was given three quarters of the
+/// abort timeout to stop by itself (a user probe: 2,000 tasks under a limit
+/// of 1,000, each awaiting stubborn parts, stopped in 1.06 s instead of
+/// 0.31 s in 11 of 40 runs, in 0.31 s in 30 of 30 with this).
 async fn gated<Fut: Future>(fut: Fut, permit: Permit, node: NodeRef, slot: Slot) -> Fut::Output {
     let _slot = match permit {
         Permit::Held(permit) => Some(permit),
         Permit::Queue => {
             let permit = node.acquire_permit().await;
-            node.registry.set_running(slot);
+            if !node.registry.start_queued(slot) {
+                drop(node);
+                let _slot = permit;
+                return std::future::pending().await;
+            }
             match permit {
                 Permit::Held(permit) => Some(permit),
                 _ => None,
