@@ -185,6 +185,37 @@ impl ServiceError {
         }
     }
 
+    /// The exit code for a process that stops on this error: after a
+    /// [forced](ServiceError::Forced) stop, 128 plus the forcing signal's
+    /// number (130 for SIGINT, 143 for SIGTERM), as shells report a process
+    /// killed by it, and as the core's
+    /// [`SignalError::exit_code`](crate::shutdown::SignalError::exit_code)
+    /// says; otherwise 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskgroup::service::ServiceError;
+    /// use taskgroup::shutdown::Signal;
+    ///
+    /// let err = ServiceError::Forced {
+    ///     name: "app".into(),
+    ///     signal: Signal::Terminate,
+    ///     signals: vec![Signal::Terminate, Signal::Terminate],
+    /// };
+    /// assert_eq!(err.exit_code(), 143);
+    /// assert_eq!(ServiceError::ExitedEarly { name: "http".into() }.exit_code(), 1);
+    /// ```
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Forced { signal, .. } => match signal {
+                crate::shutdown::Signal::Interrupt => 130,
+                crate::shutdown::Signal::Terminate => 143,
+            },
+            _ => 1,
+        }
+    }
+
     /// The failures this error stands for: the list of a
     /// [`Failures`](ServiceError::Failures) error, or the error itself.
     ///

@@ -268,7 +268,9 @@ impl ServiceGroupBuilder {
 
     /// How long the members may take to stop, counted from the cancellation, before the ones
     /// still running are aborted. `Duration::MAX` means no limit (a container around this
-    /// one still bounds it by its own deadline).
+    /// one still bounds it by its own deadline). Zero is refused by [`build`](Self::build)
+    /// ([`ConfigError::ZeroDuration`]): members would be aborted before they could see the
+    /// cancellation; a millisecond aborts at once what does not return on it.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.group.stop_timeout = timeout;
         self

@@ -30,7 +30,7 @@ use crate::shutdown::signals::Signals;
 /// # Examples
 ///
 /// ```no_run
-/// use taskgroup::service::{service_fn, ServiceGroup, Ready, Service, SignalService};
+/// use taskgroup::service::{service_fn, Ready, Service, ServiceError, ServiceGroup, SignalService};
 /// use tokio_util::sync::CancellationToken;
 ///
 /// # #[tokio::main]
@@ -46,7 +46,8 @@ use crate::shutdown::signals::Signals;
 /// let mut app = SignalService::new(group);
 /// if let Err(err) = app.run(CancellationToken::new(), Ready::noop()).await {
 ///     eprintln!("{err}");
-///     std::process::exit(1);
+///     // 130 or 143 after a second signal, else 1.
+///     std::process::exit(err.downcast_ref::<ServiceError>().map_or(1, ServiceError::exit_code));
 /// }
 /// # }
 /// ```

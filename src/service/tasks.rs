@@ -216,16 +216,45 @@ impl UncleanShutdown {
     }
 }
 
+/// The text counts what the report holds and names the first few tasks of
+/// each kind (`unclean shutdown: 1 aborted ("stuck"), 0 pending, 1 failed
+/// ("flusher")`): the failures' texts follow in the source, and a message
+/// that said only the counts made a reader downcast to learn which tasks.
 impl fmt::Display for UncleanShutdown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unclean shutdown: {} aborted, {} pending, {} failed",
-            self.report.aborted().len(),
-            self.report.pending().len(),
-            self.report.errors().total()
-        )
+        let report = &self.report;
+        write!(f, "unclean shutdown: {} aborted", report.aborted().len())?;
+        named(f, report.aborted().iter().map(|t| (t.name(), t.id())))?;
+        write!(f, ", {} pending", report.pending().len())?;
+        named(f, report.pending().tasks().map(|t| (t.name(), t.id())))?;
+        write!(f, ", {} failed", report.errors().total())?;
+        named(f, report.errors().iter().map(|e| (e.name(), e.id())))
     }
+}
+
+/// Writes ` ("a", #2, "c", ...)`: the names (or ids) of the first tasks.
+fn named<'a>(
+    f: &mut fmt::Formatter<'_>,
+    tasks: impl Iterator<Item = (Option<&'a str>, crate::TaskId)>,
+) -> fmt::Result {
+    const SHOWN: usize = 3;
+    let mut shown = 0;
+    for (name, id) in tasks {
+        f.write_str(if shown == 0 { " (" } else { ", " })?;
+        if shown == SHOWN {
+            f.write_str("...")?;
+            break;
+        }
+        match name {
+            Some(name) => write!(f, "{name:?}")?,
+            None => write!(f, "{id}")?,
+        }
+        shown += 1;
+    }
+    if shown > 0 {
+        f.write_str(")")?;
+    }
+    Ok(())
 }
 
 impl fmt::Debug for UncleanShutdown {
@@ -261,6 +290,21 @@ mod tests {
             UncleanShutdown { report }.to_string(),
             "unclean shutdown: 0 aborted, 0 pending, 2 failed"
         );
+        // Named, up to three of a kind, ids for the unnamed.
+        let group = WaitGroup::new();
+        for name in ["a", "b", "c", "d"] {
+            group
+                .task()
+                .name(name)
+                .go(|_| async { Err::<(), _>("boom") });
+        }
+        group.go(|_| std::future::pending::<()>());
+        tokio::task::yield_now().await;
+        let report = group.shutdown(Duration::ZERO).await;
+        assert_eq!(
+            UncleanShutdown { report }.to_string(),
+            "unclean shutdown: 1 aborted (#5), 0 pending, 4 failed (\"a\", \"b\", \"c\", ...)"
+        );
     }
 
     /// The failures are the source, named; `Debug` names the aborted tasks too. Both said
@@ -283,7 +327,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "unclean shutdown: 1 aborted, 0 pending, 1 failed"
+            "unclean shutdown: 1 aborted (\"stuck\"), 0 pending, 1 failed (\"flusher\")"
         );
         let source = err.source().expect("the failures").to_string();
         assert!(source.contains("\"flusher\""), "{source}");
