@@ -71,6 +71,12 @@ pub struct TaskContext {
     generation: Generation,
 }
 
+// As for `WaitGroup` (see there): no lock is held across user code and the
+// critical sections do not panic, so a panic cannot leave the group a context
+// refers to in a broken state; a task may hand its context to `catch_unwind`.
+impl std::panic::UnwindSafe for TaskContext {}
+impl std::panic::RefUnwindSafe for TaskContext {}
+
 impl TaskContext {
     #[inline]
     pub(crate) fn new(node: NodeRef) -> Self {
@@ -211,6 +217,12 @@ impl TaskContext {
     /// it from the group, `group.task().name("parts").scoped_child()` (which
     /// hangs it off the group's current context: this task's, unless the
     /// group was [reopened](crate::WaitGroup::reopen) since the task started).
+    ///
+    /// A part's failure is kept by the group (through `parts`, its child), so
+    /// a task that returns the error of `parts.wait()` has it reported twice:
+    /// as the part's, and inside the task's own. To have it reported once, as
+    /// the task's, move it out: `parts.wait().await.map_err(|_|
+    /// parts.take_errors())`.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -22,7 +22,7 @@
 //!     }
 //!     async fn close(&mut self) -> ShutdownReport {
 //!         drop(self.listener.take());
-//!         self.wg.shutdown(Duration::from_secs(5)).await     // close, cancel, drain, abort
+//!         self.wg.shutdown(Duration::from_secs(5)).await     // close, cancel, wait, abort
 //!     }
 //! }
 //! # #[tokio::main(flavor = "current_thread")]
@@ -79,7 +79,10 @@
 //! * [`shutdown`] — [`Grace`](shutdown::Grace) (drain, then cancel),
 //!   [`ShutdownPlan`](shutdown::ShutdownPlan), its
 //!   [`Phase`](shutdown::Phase)s and [`Readiness`](shutdown::Readiness) for
-//!   Kubernetes and systemd, and the signals that start a shutdown.
+//!   Kubernetes and systemd, and the signals that start a shutdown:
+//!   [`ShutdownPlan::run_on_signal`](shutdown::ShutdownPlan::run_on_signal)
+//!   (the first SIGINT or SIGTERM runs the plan, a second forces) and
+//!   [`shutdown_signal`](shutdown::shutdown_signal).
 //! * [`dump`] — the live task tree ([`WaitGroup::dump`]): groups, their state
 //!   and pending work, as text or versioned JSON, on demand or on SIGUSR1.
 //! * [`testing`] — for tests: fail, naming creation sites, when a test
@@ -99,13 +102,17 @@
 //! |---|---|---|---|---|
 //! | guard kept in a struct | [`TaskGuard`] with id, name, site | `TaskTrackerToken` | no | no |
 //! | task values | [`TaskHandle`] | `JoinHandle` | joined one by one | no |
-//! | failures | all kept with the task's identity | no | `JoinError` one by one | `Panicked(name)` |
+//! | failures | all kept with the task's identity | no | `JoinError` one by one | `Failed`/`Panicked` with the name |
 //! | wait on an empty group | returns at once | needs `close()` first | `join_next` → `None` | n/a |
 //! | wait with a deadline | report of what is pending | wrap in `timeout`; `len()` | wrap in `timeout` | top level only |
 //! | concurrency limit | [`limit`](WaitGroupBuilder::limit), queued tasks reported | no | no | no |
-//! | nested groups, ordered teardown | `link`/`child`/`scoped_child`, one shared deadline | no | no | subsystem tree, unordered |
+//! | nested groups | `scoped_child` (stopped with its parent), `child`/`link` (after it), one shared deadline | no | no | subsystem tree, stopped together |
+//! | a nested failure | cancels its own group (`cancel_on_error`), kept by the parent | n/a | n/a | stops the whole tree |
 //! | abort after grace | `shutdown`, with a report | no | `abort_all` | yes |
 //! | blocking wait | `wait_blocking` | no | no | no |
+//!
+//! Moving from one of them: `docs/MIGRATING.md` maps each one's concepts to
+//! this crate's, with the programs side by side, and lists the pitfalls.
 //!
 //! # Feature flags and runtime
 //!
@@ -139,8 +146,9 @@
 //! # Unsafe code
 //!
 //! One private module uses `unsafe`: the group's memory is reference-counted
-//! by its state word, which also counts the pending tasks, so that a guard
-//! costs one atomic step to create and one to complete (an `Arc` would add a
+//! by its state word, which also counts the pending tasks, so that a lean
+//! guard ([`record_guards(false)`](WaitGroupBuilder::record_guards)) costs
+//! one atomic step to create and one to complete (an `Arc` would add a
 //! second counter on another cache line). Its invariant is written out in the
 //! module, and it is model-checked with loom (every interleaving of the last
 //! handle, the last task and a waiter, freed exactly once and never used
@@ -207,3 +215,8 @@ pub use report::{GroupPending, PendingReport, ShutdownError, ShutdownReport, Tas
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The migration guide's programs, the same way (its HTTP ones need `axum`).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../docs/MIGRATING.md")]
+struct MigratingDoctests;

@@ -14,7 +14,11 @@ use crate::shutdown::Signal;
 /// Every cancellation the crate makes carries one. A group cancelled because
 /// a group above it was cancelled carries that group's reason. The first
 /// reason sticks: a group cancelled by its first failure and then shut down
-/// still says [`Failure`](Self::Failure).
+/// still says [`Failure`](Self::Failure). A cancel of the token itself, which
+/// the crate does not see (`ctx.cancel()` in a task), reads as
+/// [`Token`](Self::Token) only until a cancel the crate makes gives its
+/// reason: `context().cancel()` then `cancel()` says
+/// [`Requested`](Self::Requested).
 ///
 /// ```
 /// use taskgroup::{CancelReason, WaitGroup};

@@ -639,6 +639,10 @@ impl WaitGroup {
     /// std::thread::spawn(move || guard.done()).join().unwrap();
     /// assert!(wg.is_empty());
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// With 2^31 units of work (guards and tasks) pending in the group.
     #[track_caller]
     #[inline]
     pub fn add(&self) -> TaskGuard {
@@ -708,7 +712,11 @@ impl WaitGroup {
     ///
     /// # Panics
     ///
-    /// If called outside a Tokio runtime. The panic message says so.
+    /// If called outside a Tokio runtime. The panic message says so. If `f`
+    /// panics: it is called at once, on the caller's thread, to make the
+    /// task's future, so its panic unwinds into the caller and no task is
+    /// registered (the future's own panics are the task's, caught). With
+    /// 2^31 units of work pending in the group.
     #[track_caller]
     pub fn go<F, Fut>(&self, f: F) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
     where
@@ -734,7 +742,8 @@ impl WaitGroup {
     ///
     /// # Panics
     ///
-    /// If called outside a Tokio runtime on an open group with a free slot.
+    /// If called outside a Tokio runtime on an open group with a free slot;
+    /// if `f` panics, or with 2^31 units of work pending, as [`go`](Self::go).
     #[track_caller]
     pub fn try_go<F, Fut>(
         &self,
@@ -875,7 +884,12 @@ impl WaitGroup {
     /// to it is dropped, its work is done and its own children have left;
     /// its failures are then kept by this group (subject to this group's
     /// `max_errors`). Until then this group's waits and shutdowns cover it,
-    /// even with no handle left.
+    /// even with no handle left. A failure the child's own
+    /// [`wait`](Self::wait) or [`shutdown`](Self::shutdown) returned is
+    /// still kept (and reported again by this group's): take it with the
+    /// child's [`take_errors`](Self::take_errors) once handled (what
+    /// tokio-graceful-shutdown calls a local shutdown that catches the
+    /// error).
     ///
     /// A group the child [`link`](Self::link)ed keeps it too, until
     /// [`unlink`](Self::unlink)ed: this group's waits and shutdowns cover the
@@ -1042,6 +1056,12 @@ impl WaitGroup {
     /// It resolves when the context it was made from is cancelled (after a
     /// [`reopen`](Self::reopen), make a new one).
     ///
+    /// `axum::serve` spawns each connection with `tokio::spawn`, outside the
+    /// group: the group's waits and shutdowns neither wait for nor abort
+    /// them, and a report does not name them. For connections that are the
+    /// group's tasks, serve with `taskgroup::http::serve_router` (feature
+    /// `axum`).
+    ///
     /// # Examples
     ///
     /// ```
@@ -1082,7 +1102,9 @@ impl WaitGroup {
     /// its listener and tells its connections to close (`connection: close`,
     /// HTTP/2 `GOAWAY`) when the drain begins, where with `cancelled_owned`
     /// it would keep them open until the group is cancelled, after the drain
-    /// phase. Without a drain phase the two resolve together.
+    /// phase. Without a drain phase the two resolve together. (Connections
+    /// `axum::serve` spawns are not the group's tasks: see
+    /// [`cancelled_owned`](Self::cancelled_owned).)
     ///
     /// # Examples
     ///
@@ -1113,8 +1135,12 @@ impl WaitGroup {
     }
 
     /// The group's context: the token its tasks receive. Cancelling it cancels
-    /// this group's own tasks, not the groups below it (their contexts derive
-    /// from the group's scope, which [`cancel`](Self::cancel) cancels).
+    /// this group's own tasks and its [scoped children](Self::scoped_child)
+    /// (whose contexts hang off it), not its plain [children](Self::child)
+    /// or linked groups (their contexts derive from the group's scope, which
+    /// [`cancel`](Self::cancel) cancels). A task's
+    /// [`TaskContext`](crate::TaskContext) dereferences to this token, so a
+    /// task that calls `ctx.cancel()` cancels its sibling tasks too.
     pub fn context(&self) -> CancellationToken {
         self.node.own_token()
     }
@@ -1422,7 +1448,10 @@ impl WaitGroup {
     /// `block_on` does: called, while work is pending, from the thread that
     /// drives a current-thread runtime (inside
     /// `#[tokio::main(flavor = "current_thread")]`, `#[tokio::test]`, or one
-    /// of that runtime's tasks), whose work could then never run.
+    /// of that runtime's tasks), whose work could then never run. On a
+    /// multi-thread runtime, from a task of a
+    /// [`LocalSet`](tokio::task::LocalSet) (`spawn_local`): `block_in_place`
+    /// panics there, with Tokio's message.
     ///
     /// # Examples
     ///
@@ -1588,15 +1617,15 @@ impl WaitGroup {
     /// [`abort_timeout`](WaitGroupBuilder::abort_timeout) of the group `shutdown` is
     /// called on (for the whole tree). The whole call takes at most
     /// `grace + abort_timeout`, plus the time to cancel and abort, and the
-    /// processor time of the groups' turns, which no deadline stops: in
-    /// docs/PERFORMANCE.md's run, 55 ns an idle group and about 1.5 µs a
+    /// processor time of the groups' turns, which no deadline stops (in the
+    /// run in docs/PERFORMANCE.md, 55 ns an idle group and about 1.5 µs a
     /// group with a task to stop (building the tree included), so a tree of
-    /// a million groups can take a second or more past that bound. The
+    /// a million groups can take a second or more past that bound). The
     /// bound is kept by Tokio's timer, which needs a thread to run it: on a
     /// runtime whose every worker is blocked (a task in
     /// `std::thread::sleep`, a `Drop` that blocks), no deadline fires until
-    /// one is free (a user probe: both workers blocked for 3 s, a 500 ms
-    /// shutdown returned after 3.0 s; with one blocked, at 501 ms).
+    /// one is free (both workers of a two-worker runtime blocked for 3 s: a
+    /// 500 ms shutdown returned after 3.0 s; with one blocked, at 501 ms).
     ///
     /// * A group reached before the deadline may stop by itself until the
     ///   deadline (this group is always reached at once, so it gets the whole
@@ -2026,7 +2055,9 @@ impl<'a> TaskBuilder<'a> {
     ///
     /// # Panics
     ///
-    /// If called outside a Tokio runtime.
+    /// If called outside a Tokio runtime; if `f` panics (it is called on the
+    /// caller's thread), or with 2^31 units of work pending, as
+    /// [`WaitGroup::go`].
     #[track_caller]
     pub fn go<F, Fut>(self, f: F) -> TaskHandle<<Fut::Output as TaskOutput>::Value>
     where

@@ -41,6 +41,7 @@ fn handles_are_unwind_safe() {
     fn unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
     unwind_safe::<WaitGroup>();
     unwind_safe::<TaskGuard>();
+    unwind_safe::<taskgroup::TaskContext>();
 }
 
 #[test]

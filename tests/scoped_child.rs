@@ -691,3 +691,35 @@ fn a_part_that_ends_when_its_starter_is_aborted_is_named_aborted() {
         }
     });
 }
+
+/// A task that returns its scoped child's `wait()` error has the part's
+/// failure reported twice (the part's, kept by the group through the child,
+/// and inside the task's); moved out with `take_errors`, once (a user probe's
+/// consumer counted 8 failures for 6).
+#[tokio::test]
+async fn a_parts_failure_returned_through_take_errors_is_reported_once() {
+    for take in [false, true] {
+        let jobs = WaitGroup::new();
+        let job = jobs.go(move |ctx| async move {
+            let parts = ctx.scoped_child();
+            parts.go(|_| async { Err::<(), _>("downstream failed") });
+            let result = parts.wait().await;
+            if take {
+                result.map_err(|_| taskgroup::BoxError::from(parts.take_errors()))
+            } else {
+                result.map_err(taskgroup::BoxError::from)
+            }
+        });
+        let failure = job.await.expect_err("the part failed");
+        assert!(
+            failure.to_string().contains("downstream failed"),
+            "{failure}"
+        );
+        let report = jobs.shutdown(GRACE).await;
+        assert_eq!(
+            report.errors().total(),
+            if take { 1 } else { 2 },
+            "{report}"
+        );
+    }
+}

@@ -375,8 +375,8 @@ impl ServeOptions {
     /// within each timeout is dropped. On loopback with Linux's defaults that
     /// is about 1 to 1.5 MB a timeout, some 25 KB/s under the default 60 s: a
     /// client reading 16 KB every 500 ms kept its connection for 3 minutes,
-    /// one reading 16 KB every 700 ms was dropped after 105-126 s (a
-    /// reviewer's probe). Over a real network the buffer is sized to the
+    /// one reading 16 KB every 700 ms was dropped after 105-126 s. Over a
+    /// real network the buffer is sized to the
     /// path, smaller for a slow client.
     ///
     /// On HTTP/2 a client whose application stops reading a body stops
@@ -398,8 +398,7 @@ impl ServeOptions {
     /// application consumes what it was sent, often only once half of its
     /// window is consumed (nghttp2, which curl uses, does so), so a client
     /// that consumes less than half its window within each timeout is
-    /// dropped. A reviewer's probe with curl 7.88 (`--limit-rate`, a 100 MB
-    /// body): at 50 KB/s dropped after 128 s under the default 60 s, at
+    /// dropped. With curl 7.88 (`--limit-rate`, a 100 MB body): at 50 KB/s dropped after 128 s under the default 60 s, at
     /// 200 KB/s kept 200 s; on HTTP/1 at 50 KB/s dropped after 77 s.
     ///
     /// Not caught: a stream held back while the connection's other streams

@@ -17,11 +17,11 @@ use std::time::Duration;
 /// * Then what still runs is aborted (within the group's
 ///   [`abort_timeout`](crate::WaitGroupBuilder::abort_timeout)).
 ///
-/// Both phases are shared in link order under one deadline, as the grace
-/// always was: a group reached after the drain phase ended is drained and
-/// cancelled at once. A plain `Duration` is a grace with no drain phase
-/// (drained and cancelled together, as before phases existed), so
-/// `wg.shutdown(Duration::from_secs(10))` still works. Durations saturate:
+/// Both phases are shared in link order under one deadline: a group
+/// reached after the drain phase ended is drained and cancelled at once. A
+/// plain `Duration` is a grace with no drain phase (drained and cancelled
+/// together), so `wg.shutdown(Duration::from_secs(10))` cancels at once and
+/// waits up to ten seconds. Durations saturate:
 /// `Duration::MAX` means no limit.
 ///
 /// | | Kubernetes | systemd |

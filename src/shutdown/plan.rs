@@ -238,6 +238,10 @@ impl ShutdownPlan {
     /// Called from one of the group's own tasks, it spares the caller, as
     /// [`WaitGroup::shutdown`] does.
     ///
+    /// # Panics
+    ///
+    /// As [`WaitGroup::shutdown`]: without Tokio's time driver.
+    ///
     /// # Cancel safety
     ///
     /// As [`WaitGroup::shutdown`]: dropping the future stops where it is.
@@ -304,6 +308,10 @@ impl ShutdownPlan {
     ///
     /// [`SignalError::Listen`] if the handlers cannot be installed (before
     /// anything is stopped); [`SignalError::Forced`] on a second signal.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with I/O and time enabled.
     ///
     /// # Cancel safety
     ///

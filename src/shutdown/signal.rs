@@ -55,6 +55,11 @@ impl fmt::Display for Signal {
 ///
 /// If a signal handler cannot be registered.
 ///
+/// # Panics
+///
+/// Outside a Tokio runtime with I/O enabled (its handlers are read through
+/// Tokio's I/O driver).
+///
 /// # Cancel safety
 ///
 /// Cancel safe: dropping it releases the handlers; a signal that arrived meanwhile is lost.
