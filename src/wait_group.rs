@@ -1139,7 +1139,7 @@ impl WaitGroup {
     /// (whose contexts hang off it), not its plain [children](Self::child)
     /// or linked groups (their contexts derive from the group's scope, which
     /// [`cancel`](Self::cancel) cancels). A task's
-    /// [`TaskContext`](crate::TaskContext) dereferences to this token, so a
+    /// [`TaskContext`] dereferences to this token, so a
     /// task that calls `ctx.cancel()` cancels its sibling tasks too.
     pub fn context(&self) -> CancellationToken {
         self.node.own_token()
