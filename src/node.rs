@@ -2428,22 +2428,32 @@ impl Failures {
         }
     }
 
-    /// Takes in a departing child's failures: the first `max` recorded of
-    /// these and those kept already are kept, in the order recorded, the
-    /// rest counted. (Pushed in turn, each child's first ones were kept
-    /// whatever the order they were recorded in.)
+    /// Takes in a departing child's failures: of these and those kept
+    /// already, `max` are kept, in the order recorded, the rest counted.
+    /// Beyond `max`, the latest secondary failures go first, then the latest
+    /// ones: children each cancelled by their first failure (`cancel_on_error`,
+    /// a shard of a job) left floods of secondary ones, and one child's flood,
+    /// recorded before another child's cause, pushed that cause out (a user
+    /// probe: 3 shards failed, 2 causes kept). (Pushed in turn, each child's
+    /// first ones were kept whatever the order they were recorded in.)
     fn absorb(&mut self, kept: &[Arc<TaskError>], dropped: u64, max: usize) {
         self.dropped += dropped;
         let ours = self.kept();
         // Most often every one was recorded after the last one kept (children
         // leave in about the order they fail): then they go after it, with no
-        // sort, or are only counted if there is no room. A sort on every leave
-        // would make a group that keeps everything (`max_errors(usize::MAX)`)
-        // quadratic in its history.
+        // sort, or are only counted if there is no room for them, nor a
+        // secondary failure for a cause of theirs to take the place of. A sort
+        // on every leave would make a group that keeps everything
+        // (`max_errors(usize::MAX)`) quadratic in its history.
         let later = ours.last().map_or(true, |last| {
             kept.iter().all(|e| e.recorded() > last.recorded())
         });
-        if kept.is_empty() || (later && ours.len() >= max) {
+        let full = || {
+            ours.len() >= max
+                && !(kept.iter().any(|e| !e.is_secondary())
+                    && ours.iter().any(|e| e.is_secondary()))
+        };
+        if kept.is_empty() || (later && full()) {
             self.dropped += kept.len() as u64;
             return;
         }
@@ -2454,8 +2464,7 @@ impl Failures {
             list.sort_by_key(|e| e.recorded());
         }
         if list.len() > max {
-            self.dropped += (list.len() - max) as u64;
-            list.truncate(max);
+            self.dropped += cut_to(list, max);
         }
     }
 
@@ -2488,6 +2497,26 @@ impl Failures {
         both.absorb(departed.kept(), 0, max);
         Some((both.kept, both.dropped))
     }
+}
+
+/// Cuts `list` (failures in the order recorded) to `max`, the latest
+/// secondary ones first, then the latest; returns how many went.
+fn cut_to(list: &mut Vec<Arc<TaskError>>, max: usize) -> u64 {
+    let over = list.len().saturating_sub(max);
+    let mut secondary_out = over;
+    let mut index = list.len();
+    let mut out = vec![false; list.len()];
+    while secondary_out > 0 && index > 0 {
+        index -= 1;
+        if list[index].is_secondary() {
+            out[index] = true;
+            secondary_out -= 1;
+        }
+    }
+    let mut out = out.into_iter();
+    list.retain(|_| !out.next().unwrap_or(false));
+    list.truncate(max);
+    over as u64
 }
 
 /// A node's counters at one moment; see [`Node::counters`].

@@ -211,7 +211,10 @@ impl WaitGroupBuilder {
     /// failure is usually the cause of the rest: it is the one
     /// [`cancel_on_error`](Self::cancel_on_error) acts on and Go's `errgroup`
     /// returns, and the failures that follow a cancellation are often its
-    /// consequences.
+    /// consequences. Taking in the failures of [children](WaitGroup::child)
+    /// that left beyond `max`, the group drops the latest
+    /// [secondary](crate::TaskError::is_secondary) ones first, so that each
+    /// child's cause is kept over another child's consequences.
     pub fn max_errors(mut self, max: usize) -> Self {
         self.config.max_errors = max;
         self

@@ -135,6 +135,45 @@ async fn departed_childrens_failures_count_against_the_groups_max_errors_in_orde
     assert_eq!(names, ["own", "child-task"]);
 }
 
+/// Beyond `max_errors`, a departed child's secondary failures go before
+/// another child's cause: a job's shards, each cancelled by its first
+/// failure, left floods of secondary ones, and the first shard's flood
+/// pushed the second's cause out of the job's record (a user probe's batch
+/// job: 3 shards failed, 2 causes kept).
+#[tokio::test]
+async fn a_departed_childs_cause_is_kept_over_another_childs_secondary_failures() {
+    let job = WaitGroup::builder()
+        .name("job")
+        .cancel_on_error(true)
+        .max_errors(3)
+        .build();
+    for shard in ["a", "b"] {
+        let group = job.task().name(format!("shard {shard}")).child();
+        group
+            .task()
+            .name(format!("{shard}-cause"))
+            .go(|_| async { Err::<(), _>("item failed") });
+        for i in 0..3 {
+            group
+                .task()
+                .name(format!("{shard}-{i}"))
+                .go(|ctx| async move {
+                    ctx.cancelled().await;
+                    Err::<(), _>("cancelled")
+                });
+        }
+        assert!(group.wait().await.is_err());
+    }
+    assert!(job.linked().is_empty(), "the shards left");
+    let errors = job.errors();
+    let primary: Vec<_> = errors.primary().map(|e| e.name().unwrap()).collect();
+    assert_eq!(primary, ["a-cause", "b-cause"], "{errors}");
+    assert_eq!((errors.len(), errors.total()), (3, 8), "{errors}");
+    // In the order recorded: a's cause, its first consequence, b's cause.
+    assert_eq!(errors.first().unwrap().name(), Some("a-cause"));
+    assert!(errors.iter().nth(1).unwrap().is_secondary());
+}
+
 #[test]
 fn linked_lists_only_children_still_held_or_still_busy() {
     let parent = WaitGroup::new();
