@@ -111,7 +111,8 @@ fn callers_in(group: GroupId) -> Vec<TaskId> {
 
 /// Runs a shutdown of `root` and the groups below it. `caller` is the
 /// `go()` task calling it, if it is one of the tree's: it is neither waited
-/// for nor aborted, and is reported as still running; nor is a caller of
+/// for nor aborted, and is left out of the report (it runs the call); nor is
+/// a caller of
 /// another shutdown running at the same time (see [`CALLERS`]).
 ///
 /// With `progress`, what it did is also written there as it goes (see
@@ -149,7 +150,7 @@ pub(crate) async fn run(
         mut together,
     } = node::walk_versioned(root);
     // Its entry is live: the caller is being polled.
-    let _listed = caller.and_then(|c| {
+    let listed = caller.and_then(|c| {
         let group = walked.iter().find(|group| group.id() == c.group)?;
         Some(ListedCaller::new(c.group, group.registry.id(c.slot)))
     });
@@ -314,9 +315,31 @@ pub(crate) async fn run(
     // in one or the other.
     let errors = node::errors_of(groups);
     unreached.disarm();
+    leave_out_caller(&mut pending, listed.as_ref().map(|listed| listed.0));
     report(
         root, &visited, &starts, &ends, pending, errors, aborted, started,
     )
+}
+
+/// Leaves the task calling a shutdown out of the pending work it reports:
+/// that task is running the call, not left behind by it, and listed it made
+/// every such report unclean (an admin endpoint's
+/// `shutdown(..).await.into_result()?` always failed).
+fn leave_out_caller(pending: &mut Vec<GroupPending>, caller: Option<(GroupId, TaskId)>) {
+    let Some((group, task)) = caller else {
+        return;
+    };
+    let Some(at) = pending.iter().position(|p| p.group.id == group) else {
+        return;
+    };
+    let listed = &mut pending[at];
+    if let Some(i) = listed.tasks.iter().position(|t| t.id == task) {
+        listed.tasks.remove(i);
+        listed.count -= 1;
+        if listed.count == 0 {
+            pending.remove(at);
+        }
+    }
 }
 
 /// Until disarmed at the end of a shutdown: dropped with the
@@ -728,7 +751,12 @@ pub(crate) async fn force_beside(
         }
     }
     settle_in_flight(&listed, by).await;
-    let (pending, ends) = node::pending_counted_of(&listed);
+    let (mut pending, ends) = node::pending_counted_of(&listed);
+    let caller = caller.and_then(|c| {
+        let group = listed.iter().find(|group| group.id() == c.group)?;
+        Some((c.group, group.registry.id(c.slot)))
+    });
+    leave_out_caller(&mut pending, caller);
     if let Some(progress) = progress {
         progress.0.lock().forced_ends = listed
             .iter()

@@ -389,7 +389,9 @@ impl ShutdownReport {
     /// `aborted` and [`pending`](Self::pending) it accounts for each guard
     /// and task pending when the shutdown started, once (a task whose
     /// `go()` was under way on another thread at that moment may be counted
-    /// both here and in `aborted`). A task that another shutdown running at
+    /// both here and in `aborted`), but the task that called the shutdown,
+    /// if it is one of the tree's: it runs the call, and is left out (see
+    /// [`WaitGroup::shutdown`](crate::WaitGroup::shutdown)). A task that another shutdown running at
     /// once aborted is listed in that one's report, and counted in neither's
     /// `finished`; one that finished by itself while two shutdowns of its
     /// group ran (`close()` called from two clones at once) is counted in

@@ -1759,7 +1759,9 @@ impl WaitGroup {
     /// admin endpoint, a task that watches for a fatal condition), it shuts
     /// down everything else: the calling task is neither waited for nor
     /// aborted (its context is cancelled with the rest of its group), and the
-    /// report lists it as still pending. Its group's turn ends once nothing
+    /// report leaves it out: it runs the call, it is not left behind by it,
+    /// so an admin endpoint's `shutdown(..).await.into_result()?` succeeds
+    /// when everything else stopped cleanly. Its group's turn ends once nothing
     /// but the caller is pending, checked at short intervals. Every shutdown
     /// leaves such a caller alike while its call runs: two calls at once from
     /// two of the tree's tasks (an admin endpoint called twice) each return
