@@ -202,6 +202,9 @@ pub(crate) struct NodeConfig {
     name: Option<Label>,
     deadline: Option<Instant>,
     record_guards: bool,
+    /// Built with `abort_on_drop(true)`: acted on by this group (see
+    /// [`ABORT_ON_DROP`]), not by the `child()` groups that inherit it.
+    abort_on_drop: bool,
 }
 
 impl NodeConfig {
@@ -211,6 +214,7 @@ impl NodeConfig {
         let name = config.name.take();
         let deadline = config.deadline.take();
         NodeConfig {
+            abort_on_drop: config.abort_on_drop,
             settings: Settings::new(config, like),
             name,
             deadline,
@@ -227,6 +231,7 @@ impl NodeConfig {
             name,
             deadline: None,
             record_guards: parent.record_guards(),
+            abort_on_drop: false,
         }
     }
 }
@@ -310,6 +315,12 @@ const SCOPED: u8 = 4;
 /// before it is linked; for a forced stop, which gives such groups' aborts
 /// a window without walking a subtree (`drain::force_round`).
 const MADE_IN_A_SCOPE: u8 = 8;
+/// [`Hot::flags`]: this group was built with
+/// [`abort_on_drop(true)`](crate::WaitGroupBuilder::abort_on_drop) (as a root
+/// or with `build_child`), not given it by a parent through `child()`: its
+/// last handle aborts its tasks and those below it ([`abort_made_below`]).
+/// Set when it is made.
+const ABORT_ON_DROP: u8 = 16;
 
 /// The links below a group, in link order (keys increase with each link),
 /// and the failures of the children that left.
@@ -1125,6 +1136,7 @@ impl Node {
             name,
             deadline,
             record_guards,
+            abort_on_drop,
         } = config;
         // A group with a deadline of its own has its `Extra` from the start.
         let extra = match deadline {
@@ -1146,7 +1158,7 @@ impl Node {
                 generation: std::sync::atomic::AtomicU32::new(0),
                 has_errors: AtomicBool::new(false),
                 has_links: AtomicBool::new(false),
-                flags: AtomicU8::new(0),
+                flags: AtomicU8::new(if abort_on_drop { ABORT_ON_DROP } else { 0 }),
                 record_guards,
             },
             label: GroupLabel {
@@ -1239,10 +1251,10 @@ impl Node {
         if let Some(released) = this.extra.get().and_then(|t| t.released.as_ref()) {
             released.cancel();
         }
+        if this.hot.flags.load(Ordering::Relaxed) & ABORT_ON_DROP != 0 {
+            abort_made_below(this);
+        }
         if this.owner.is_none() {
-            if this.config.abort_on_drop {
-                abort_made_below(this);
-            }
             return;
         }
         // Arm the notify path of the last `done` (see `on_idle`); if nothing
@@ -1585,6 +1597,14 @@ impl Node {
     /// The context token of `generation`.
     pub(crate) fn own_in<'a>(&'a self, generation: &'a Generation) -> &'a CancellationToken {
         self.tokens_in(generation).own()
+    }
+
+    /// The current generation's scope, as a clone: cancelled with the whole
+    /// subtree (`cancel()`, a failure under `cancel_on_error`, a deadline,
+    /// the caller's token, the parent's scope), not by a cancel of the
+    /// context alone (`ctx.cancel()`, a shutdown's turn).
+    pub(crate) fn scope_token(&self) -> CancellationToken {
+        self.with_tokens(|tokens| tokens.scope.clone())
     }
 
     /// The current context token, as a clone.
@@ -2972,10 +2992,10 @@ pub(crate) fn cancel_tree(root: &NodeRef, reason: CancelReason) {
 /// Aborts the running `go()` tasks of `root` and of every group made below
 /// it (`child()`, `scoped_child()`; not one `link()`ed there): what the last
 /// handle of a group built with `abort_on_drop` takes with it. The groups
-/// made below inherit the setting but do not act on it themselves: a
-/// request's child whose handle is dropped while its work runs is the way a
-/// child is used, and aborts nothing. The groups made form a tree: none is
-/// reached twice.
+/// `child()` makes below inherit the setting but do not act on it
+/// themselves ([`ABORT_ON_DROP`]): a request's child whose handle is dropped
+/// while its work runs is the way a child is used, and aborts nothing. The
+/// groups made form a tree: none is reached twice.
 fn abort_made_below(root: &NodeRef) {
     let mut stack = vec![root.clone()];
     while let Some(node) = stack.pop() {

@@ -264,10 +264,15 @@ impl WaitGroupBuilder {
     /// completion (and a parent's waits still cover them). Guards are not
     /// affected, and neither are groups [linked](WaitGroup::link) below.
     ///
-    /// A setting of the group built with it: the groups made below it do not
-    /// abort their tasks when their own last handle goes, so a child made per
-    /// request and dropped while its work runs lets that work run (until this
-    /// group's last handle goes).
+    /// A setting of the group built with it (with [`build`](Self::build), or
+    /// below another with [`build_child`](Self::build_child) or
+    /// [`build_scoped_child`](Self::build_scoped_child)): the groups
+    /// [`child`](WaitGroup::child) and [`scoped_child`](WaitGroup::scoped_child)
+    /// make below it inherit it but do not abort their tasks when their own
+    /// last handle goes, so a child made per request and dropped while its
+    /// work runs lets that work run (until this group's last handle goes).
+    /// The drop aborts what runs at that moment: work given afterwards to a
+    /// group below, through a handle to it still held, is not aborted.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -525,3 +525,60 @@ fn child_cancel_then_signals() {
     }
     std::process::exit(err.exit_code());
 }
+
+#[test]
+fn a_tasks_own_cancel_does_not_run_the_plan() {
+    let out = run_child("child_ctx_cancel");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("CHILD plan ran after cancel(): true"),
+        "{text}"
+    );
+}
+
+/// A task's `ctx.cancel()` cancels its siblings, not the program: the plan
+/// waits on (it ran the whole stop on it: a reviewer's probe); the group's
+/// `cancel()` then runs it.
+#[test]
+fn child_ctx_cancel() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !is_child("child_ctx_cancel") {
+        return;
+    }
+    runtime().block_on(async {
+        let wg = WaitGroup::builder().name("server").build();
+        let sibling = wg.task().name("sibling").go(|ctx| async move {
+            ctx.cancelled().await;
+        });
+        let stopper = wg.task().name("stopper").go(|ctx| async move {
+            ctx.cancel();
+        });
+        let asked = Arc::new(AtomicBool::new(false));
+        let seen = asked.clone();
+        let plan = ShutdownPlan::new(Duration::from_secs(5)).on_phase(move |phase| {
+            if let Phase::NotReady = phase {
+                assert!(
+                    seen.load(Ordering::SeqCst),
+                    "the plan ran on a task's ctx.cancel()"
+                );
+            }
+        });
+        let run = plan.run_on_signal(&wg);
+        tokio::pin!(run);
+        assert!((&mut run).now_or_never().is_none());
+        stopper.await.unwrap();
+        sibling.await.unwrap();
+        // Polled once with the context cancelled: a plan that took it for a
+        // stop would begin (its first phase) in this poll.
+        assert!((&mut run).now_or_never().is_none());
+        asked.store(true, Ordering::SeqCst);
+        wg.cancel();
+        let report = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the plan runs on cancel()")
+            .expect("graceful");
+        println!("CHILD plan ran after cancel(): {}", report.is_clean());
+    });
+}

@@ -758,6 +758,23 @@ async fn abort_on_drop_takes_the_groups_made_below_not_a_dropped_childs_work() {
     );
     pool.cancel();
     pooled.await.unwrap();
+
+    // A child built with the setting acts on it (it aborted nothing in the
+    // first version of this rule: a reviewer's probe).
+    let root = WaitGroup::new();
+    for scoped in [false, true] {
+        let builder = WaitGroup::builder().abort_on_drop(true);
+        let built = if scoped {
+            builder.build_scoped_child(&root)
+        } else {
+            builder.build_child(&root)
+        };
+        let task = built.go(|ctx| async move { ctx.cancelled().await });
+        tokio::task::yield_now().await;
+        drop(built);
+        let ended = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(ended.expect("aborted").unwrap_err().is_aborted());
+    }
 }
 
 /// The creation site recorded through the builder is the caller's line, for

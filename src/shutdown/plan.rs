@@ -250,12 +250,20 @@ impl ShutdownPlan {
     }
 
     /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere), or for `group` to be
-    /// cancelled (a task's failure under
+    /// cancelled as a whole (a task's failure under
     /// [`cancel_on_error`](crate::WaitGroupBuilder::cancel_on_error), a
-    /// [`cancel`](WaitGroup::cancel) from an admin endpoint: the program asking
-    /// itself to stop), then runs the plan on `group`. A stop its cancel began
-    /// takes the first signal that comes during it as the first: the stop goes
-    /// on gracefully. A second signal during the plan forces: everything left in
+    /// [`cancel`](WaitGroup::cancel) from an admin endpoint, the group's
+    /// [deadline](crate::WaitGroupBuilder::deadline) or the caller's
+    /// [token](crate::WaitGroupBuilder::token): the program asking itself to
+    /// stop), then runs the plan on `group`. Not a task's `ctx.cancel()`,
+    /// which cancels its sibling tasks only, nor a
+    /// [`shutdown`](WaitGroup::shutdown) of the group called elsewhere (its
+    /// caller has its stop; an endpoint that should stop the program calls
+    /// `cancel()`). A `cancel()` meant to restart the group's work
+    /// ([`reopen`](WaitGroup::reopen)) therefore stops the program while
+    /// this waits. A stop its cancel began still waits the plan's pre-stop
+    /// delay, and takes the first signal that comes during it as the first:
+    /// the stop goes on gracefully. A second signal during the plan forces: everything left in
     /// the tree is cancelled and aborted at once, a task in a
     /// [shielded](crate::TaskContext::shielded) section too (waiting for the
     /// aborts at most the group's abort timeout), and the report of the whole stop
@@ -324,6 +332,9 @@ impl ShutdownPlan {
     /// program that goes on to stop by other means exits by itself.
     pub async fn run_on_signal(&self, group: &WaitGroup) -> Result<ShutdownReport, SignalError> {
         let mut signals = Signals::new().map_err(SignalError::Listen)?;
+        // The group's scope, not its context: a task's `ctx.cancel()`
+        // cancels its siblings, not the program.
+        let cancelled = group.node().scope_token();
         let reason = tokio::select! {
             // A signal first if both are there: the stop then says which.
             biased;
@@ -334,9 +345,10 @@ impl ShutdownPlan {
                 CancelReason::Signal(first)
             }
             // Cancelled by the program itself (a failure under
-            // `cancel_on_error`, a `cancel()`): the stop it asks for. Its
-            // reason stays the group's; the linked groups read `Shutdown`.
-            () = group.cancelled() => CancelReason::Shutdown,
+            // `cancel_on_error`, a `cancel()`, the group's deadline or the
+            // caller's token): the stop it asks for. Its reason stays the
+            // group's; the linked groups read `Shutdown`.
+            () = cancelled.cancelled() => CancelReason::Shutdown,
         };
         // Not ready at once, also when a second signal came with the first and the stop is
         // forced before the graceful one is polled (it then skipped readiness and
