@@ -216,7 +216,8 @@ impl TaskContext {
     /// waits, reports and aborts cover it, as any child's. To name it, make
     /// it from the group, `group.task().name("parts").scoped_child()` (which
     /// hangs it off the group's current context: this task's, unless the
-    /// group was [reopened](crate::WaitGroup::reopen) since the task started).
+    /// group was [reopened](crate::WaitGroup::reopen) since the task started),
+    /// or from here with [`named_scoped_child`](Self::named_scoped_child).
     ///
     /// A part's failure is kept by the group (through `parts`, its child), so
     /// a task that returns the error of `parts.wait()` has it reported twice:
@@ -242,7 +243,35 @@ impl TaskContext {
     /// # }
     /// ```
     pub fn scoped_child(&self) -> WaitGroup {
-        let config = NodeConfig::inherit(&self.node, None);
+        self.make_scoped_child(None)
+    }
+
+    /// [`scoped_child`](Self::scoped_child), named `name`: reports and errors
+    /// name the group (`in group "Subsys2"`), where an unnamed one reads as
+    /// its id (`in group #2`).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use taskgroup::WaitGroup;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let jobs = WaitGroup::new();
+    /// jobs.go(|ctx| async move {
+    ///     let parts = ctx.named_scoped_child("parts");
+    ///     parts.task().name("stuck").go(|_| std::future::pending::<()>());
+    ///     parts.wait().await
+    /// });
+    /// tokio::task::yield_now().await;
+    /// let report = jobs.shutdown(Duration::from_millis(10)).await;
+    /// assert!(report.to_string().contains(r#"task "stuck" #1 in group "parts""#), "{report}");
+    /// # }
+    /// ```
+    pub fn named_scoped_child(&self, name: impl Into<std::borrow::Cow<'static, str>>) -> WaitGroup {
+        self.make_scoped_child(Some(name.into().into()))
+    }
+
+    fn make_scoped_child(&self, name: Option<crate::label::Label>) -> WaitGroup {
+        let config = NodeConfig::inherit(&self.node, name);
         WaitGroup::from_new(Node::make_scoped_child(
             &self.node,
             config,
