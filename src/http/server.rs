@@ -398,8 +398,9 @@ impl ServeOptions {
     /// application consumes what it was sent, often only once half of its
     /// window is consumed (nghttp2, which curl uses, does so), so a client
     /// that consumes less than half its window within each timeout is
-    /// dropped. With curl 7.88 (`--limit-rate`, a 100 MB body): at 50 KB/s dropped after 128 s under the default 60 s, at
-    /// 200 KB/s kept 200 s; on HTTP/1 at 50 KB/s dropped after 77 s.
+    /// dropped. With curl 7.88 (`--limit-rate`, a 100 MB body): at 50 KB/s
+    /// dropped after 128 s under the default 60 s, at 200 KB/s kept 200 s;
+    /// on HTTP/1 at 50 KB/s dropped after 77 s.
     ///
     /// Not caught: a stream held back while the connection's other streams
     /// keep going, which h2 gives no way to time out alone (no per-stream

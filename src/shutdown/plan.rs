@@ -263,8 +263,8 @@ impl ShutdownPlan {
     /// ([`reopen`](WaitGroup::reopen)) therefore stops the program while
     /// this waits. A stop its cancel began still waits the plan's pre-stop
     /// delay, and takes the first signal that comes during it as the first:
-    /// the stop goes on gracefully. A second signal during the plan forces: everything left in
-    /// the tree is cancelled and aborted at once, a task in a
+    /// the stop goes on gracefully. A second signal during the plan forces:
+    /// everything left in the tree is cancelled and aborted at once, a task in a
     /// [shielded](crate::TaskContext::shielded) section too (waiting for the
     /// aborts at most the group's abort timeout), and the report of the whole stop
     /// comes back in [`SignalError::Forced`]: what finished since the
@@ -326,7 +326,8 @@ impl ShutdownPlan {
     /// Dropping the future before the stop begins stops listening; after
     /// it, as [`run`](Self::run). So racing it against the group's
     /// cancellation is not needed, and loses the force: the race's other
-    /// branch, winning at the first signal's cancel, would drop the plan. Either way, a later SIGINT or SIGTERM is
+    /// branch, winning at the first signal's cancel, would drop the plan.
+    /// Either way, a later SIGINT or SIGTERM is
     /// then ignored, not fatal, for the rest of the process (see
     /// [`SignalService`](crate::service::SignalService)'s handlers): a
     /// program that goes on to stop by other means exits by itself.
